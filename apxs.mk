@@ -1,0 +1,124 @@
+# apxs.mk — build, install and test mod_gemini_mcp and gmcpctl.
+#
+#   make -f apxs.mk                 module, fixtures module, gmcpctl, unit tests
+#   make -f apxs.mk test            everything: unit, integration (SQLite+PostgreSQL),
+#                                   TypeScript SDK client, MCP conformance suites
+#   make -f apxs.mk test-asan       the same under AddressSanitizer + UBSan
+#   make -f apxs.mk install         apxs -i, gmcpctl, sql/ (fixtures module excluded)
+#   make -f apxs.mk run             build and serve on 127.0.0.1 with SQLite
+#   make -f apxs.mk deps            install the Debian packages (root)
+
+APXS      ?= apxs
+CC        ?= cc
+PREFIX    ?= /usr/local
+SQLDIR    ?= $(PREFIX)/share/gemini-mcp/sql
+BINDIR    ?= $(PREFIX)/bin
+BUILD     ?= build
+SANITIZE  ?=
+
+WARN      := -Wall -Wextra -Werror
+APR_CFLAGS := $(shell apr-1-config --cflags --cppflags --includes) $(shell apu-1-config --includes)
+APR_LIBS  := $(shell apr-1-config --link-ld --libs) $(shell apu-1-config --link-ld --libs)
+DEP_LIBS  := -ljansson -lcurl -lssl -lcrypto
+
+ifeq ($(SANITIZE),1)
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+BUILD     := build-asan
+endif
+
+CFLAGS    ?= -O2 -g
+ALL_CFLAGS := $(CFLAGS) $(WARN) $(SAN_FLAGS) -std=gnu11 $(APR_CFLAGS) -Imod_gemini_mcp \
+              -DGMCP_SQL_DIR='"$(SQLDIR)"'
+
+CORE_SRC  := $(wildcard mod_gemini_mcp/gmcp_*.c)
+CORE_HDR  := $(wildcard mod_gemini_mcp/gmcp_*.h)
+GLUE_SRC  := mod_gemini_mcp/mod_gemini_mcp.c mod_gemini_mcp/mod_gemini_mcp_http.c
+CORE_OBJ  := $(patsubst mod_gemini_mcp/%.c,$(BUILD)/core/%.o,$(CORE_SRC))
+UNIT_SRC  := $(wildcard test/unit/test_*.c)
+UNIT_BIN  := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
+
+APXS_FLAGS := -Wc,-Wall -Wc,-Wextra -Wc,-Werror -Wc,-std=gnu11 \
+              $(foreach f,$(SAN_FLAGS),-Wc,$(f) -Wl,$(f))
+
+MODULE    := $(BUILD)/mod_gemini_mcp.so
+FIXTURES  := $(BUILD)/mod_gemini_mcp_fixtures.so
+GMCPCTL   := $(BUILD)/gmcpctl
+
+.PHONY: all install test test-unit test-integration test-asan test-deps deps run clean bench
+
+all: $(MODULE) $(FIXTURES) $(GMCPCTL) $(UNIT_BIN)
+
+# apxs builds in the source directory; each build variant gets its own copy of the
+# sources so plain and sanitizer builds never share objects.
+$(BUILD)/src/.stamp: $(CORE_SRC) $(CORE_HDR) $(GLUE_SRC) mod_gemini_mcp/mod_gemini_mcp.h \
+                     mod_gemini_mcp/mod_gemini_mcp_fixtures.c
+	@mkdir -p $(BUILD)/src
+	cp $^ $(BUILD)/src/
+	@touch $@
+
+$(MODULE): $(BUILD)/src/.stamp
+	cd $(BUILD)/src && $(APXS) -c -o mod_gemini_mcp.la $(APXS_FLAGS) \
+	    $(notdir $(GLUE_SRC) $(CORE_SRC)) $(DEP_LIBS) >/dev/null
+	cp $(BUILD)/src/.libs/mod_gemini_mcp.so $@
+
+$(FIXTURES): $(BUILD)/src/.stamp
+	cd $(BUILD)/src && $(APXS) -c -o mod_gemini_mcp_fixtures.la $(APXS_FLAGS) \
+	    mod_gemini_mcp_fixtures.c -ljansson >/dev/null
+	cp $(BUILD)/src/.libs/mod_gemini_mcp_fixtures.so $@
+
+$(BUILD)/core/%.o: mod_gemini_mcp/%.c $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/gmcpctl.o: gmcpctl/gmcpctl.c $(CORE_HDR) gmcpctl/httpd_conf.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Igmcpctl -DGMCP_VERSION='"0.1.0"' -c -o $@ $<
+
+$(BUILD)/httpd_conf.o: gmcpctl/httpd_conf.c gmcpctl/httpd_conf.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Igmcpctl -c -o $@ $<
+
+$(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/httpd_conf.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS)
+
+$(BUILD)/unit/%: test/unit/%.c test/unit/unit.h $(CORE_OBJ) $(BUILD)/httpd_conf.o
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Igmcpctl -Itest/unit -o $@ $< $(CORE_OBJ) $(BUILD)/httpd_conf.o \
+	    $(APR_LIBS) $(DEP_LIBS)
+
+install: $(MODULE) $(GMCPCTL)
+	cd $(BUILD)/src && $(APXS) -i -n gemini_mcp mod_gemini_mcp.la
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SQLDIR)/sqlite $(DESTDIR)$(SQLDIR)/pgsql
+	install -m 755 $(GMCPCTL) $(DESTDIR)$(BINDIR)/gmcpctl
+	install -m 644 sql/sqlite/*.sql $(DESTDIR)$(SQLDIR)/sqlite/
+	install -m 644 sql/pgsql/*.sql $(DESTDIR)$(SQLDIR)/pgsql/
+
+# ---- tests -------------------------------------------------------------------------
+PYTEST    ?= /usr/bin/python3 -m pytest
+PYTEST_ARGS ?=
+
+test-unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do $$t; done
+
+test-deps:
+	cd test && npm ci --no-audit --no-fund --loglevel=error
+
+test-integration: all test-deps
+	GMCP_BUILD=$(BUILD) $(PYTEST) -q test $(PYTEST_ARGS)
+
+test: test-unit test-integration
+
+test-asan:
+	$(MAKE) -f apxs.mk SANITIZE=1 test
+
+deps:
+	bash .ci/deps
+
+run: all
+	test/start-server --port $${PORT:-8080} --data-dir $${DATA_DIR:-$(CURDIR)/run}
+
+bench: all test-deps
+	bash bench/run
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,241 @@
+/* gmcpctl — administer mod_gemini_mcp's database.
+ *
+ * Reads the database settings from the httpd configuration (DBDriver/DBDParams) or
+ * from flags, and runs the same core code as the module. Quiet on success unless
+ * asked (cron-friendly); errors go to stderr with a non-zero exit code:
+ *   0 success, 1 operation failed, 2 usage error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <apr_general.h>
+#include <apr_file_info.h>
+#include <apr_getopt.h>
+#include <apr_strings.h>
+#include <apr_dbd.h>
+#include <apr_time.h>
+#include <jansson.h>
+
+#include "gmcp_db.h"
+#include "gmcp_migrate.h"
+#include "httpd_conf.h"
+
+#ifndef GMCP_SQL_DIR
+#define GMCP_SQL_DIR "/usr/local/share/gemini-mcp/sql"
+#endif
+
+#define EXIT_FAIL  1
+#define EXIT_USAGE 2
+
+typedef struct {
+    apr_pool_t *pool;
+    const char *config;
+    const char *driver;
+    const char *params;
+    const char *sql_dir;
+    int verbose;
+    int json;
+    gmcp_db db;
+} ctl;
+
+static void usage(FILE *out)
+{
+    fputs(
+"Usage: gmcpctl [options] <command> [arguments]\n"
+"\n"
+"Administer the database of mod_gemini_mcp (SQLite or PostgreSQL through APR DBD).\n"
+"\n"
+"Commands:\n"
+"  migrate            apply pending schema migrations (quiet unless -v)\n"
+"  migrate status     list migrations and whether each is applied\n"
+"\n"
+"Options:\n"
+"  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from\n"
+"  -d, --driver NAME  database driver: sqlite3 or pgsql (instead of --config)\n"
+"  -p, --params STR   driver parameters, as DBDParams (instead of --config)\n"
+"  -s, --sql-dir DIR  migrations directory (default " GMCP_SQL_DIR ")\n"
+"  -j, --json         machine-readable output\n"
+"  -v, --verbose      report what was done\n"
+"  -h, --help         this text\n"
+"  -V, --version      print the version\n"
+"\n"
+"Environment: GMCP_SQL_DIR overrides the default migrations directory.\n"
+"Exit status: 0 success, 1 the operation failed, 2 usage error.\n", out);
+}
+
+static int fail(const char *fmt, const char *a)
+{
+    fprintf(stderr, "gmcpctl: ");
+    fprintf(stderr, fmt, a);
+    fputc('\n', stderr);
+    return EXIT_FAIL;
+}
+
+static int open_db(ctl *c, int may_create)
+{
+    const apr_dbd_driver_t *drv = NULL;
+    apr_dbd_t *handle = NULL;
+    const char *err = NULL;
+    apr_status_t rv;
+
+    if (c->config) {
+        gmcp_httpd_dbd conf;
+        if (gmcp_httpd_conf_dbd(c->pool, c->config, &conf, &err)) return fail("%s", err);
+        if (!c->driver) c->driver = conf.driver;
+        if (!c->params) c->params = conf.params;
+        if (!c->driver || !c->params)
+            return fail("%s has no DBDriver and DBDParams (give --driver and --params)",
+                        c->config);
+    }
+    if (!c->driver || !c->params) {
+        fprintf(stderr, "gmcpctl: no database: give --config FILE, or --driver and --params\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(c->driver, "sqlite3") != 0 && strcmp(c->driver, "pgsql") != 0)
+        return fail("unsupported driver '%s' (use sqlite3 or pgsql)", c->driver);
+    if (!strcmp(c->driver, "sqlite3") && !may_create) {
+        apr_finfo_t fi;
+        /* Opening a mistyped path would silently create an empty database. */
+        if (apr_stat(&fi, c->params, APR_FINFO_TYPE, c->pool) != APR_SUCCESS)
+            return fail("database file %s does not exist (run 'gmcpctl migrate' to create it)",
+                        c->params);
+    }
+    if ((rv = apr_dbd_get_driver(c->pool, c->driver, &drv)) != APR_SUCCESS)
+        return fail("cannot load the APR DBD driver '%s' (is libaprutil1-dbd-* installed?)",
+                    c->driver);
+    if ((rv = apr_dbd_open_ex(drv, c->pool, c->params, &handle, &err)) != APR_SUCCESS)
+        return fail("cannot open the database: %s", err ? err : "unknown error");
+    gmcp_db_init(&c->db, drv, handle, apr_hash_make(c->pool), c->pool);
+    return 0;
+}
+
+/* Migrations live in sql/sqlite/ and sql/pgsql/. */
+static const char *sql_subdir(const char *driver)
+{
+    return !strcmp(driver, "sqlite3") ? "sqlite" : driver;
+}
+
+static int cmd_migrate(ctl *c)
+{
+    apr_array_header_t *migs;
+    const char *err = NULL;
+    int applied = 0, rv, i;
+    if ((rv = open_db(c, 1)) != 0) return rv;
+    if (gmcp_migrations_load(c->pool, c->sql_dir, sql_subdir(c->driver), &migs, &err))
+        return fail("%s", err);
+    if (gmcp_migrate_apply(&c->db, migs, &applied, &err)) return fail("%s", err);
+    if (c->json) {
+        json_t *arr = json_array();
+        for (i = migs->nelts - applied; i < migs->nelts; i++)
+            json_array_append_new(arr, json_string(APR_ARRAY_IDX(migs, i, gmcp_migration).name));
+        json_t *o = json_pack("{s:o, s:i}", "applied", arr, "version", migs->nelts);
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+    }
+    else if (c->verbose) {
+        for (i = migs->nelts - applied; i < migs->nelts; i++)
+            printf("applied %s\n", APR_ARRAY_IDX(migs, i, gmcp_migration).name);
+        printf("schema is at version %d\n", migs->nelts);
+    }
+    return 0;
+}
+
+static int cmd_migrate_status(ctl *c)
+{
+    apr_array_header_t *migs;
+    const char *err = NULL;
+    json_t *arr = json_array();
+    int rv, i, pending = 0;
+    if ((rv = open_db(c, 0)) != 0) { json_decref(arr); return rv; }
+    if (gmcp_migrations_load(c->pool, c->sql_dir, sql_subdir(c->driver), &migs, &err)
+        || gmcp_migrate_status(&c->db, migs, &err)) {
+        json_decref(arr);
+        return fail("%s", err);
+    }
+    for (i = 0; i < migs->nelts; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+        const char *state = !m->applied ? "pending"
+                          : strcmp(m->applied_checksum, m->checksum) ? "modified" : "applied";
+        if (!m->applied) pending++;
+        if (c->json) {
+            json_t *o = json_pack("{s:i, s:s, s:s, s:s}", "version", m->version, "name", m->name,
+                                  "state", state, "checksum", m->checksum);
+            if (m->applied) json_object_set_new(o, "applied_at", json_integer(m->applied_at));
+            json_array_append_new(arr, o);
+        }
+        else {
+            char when[APR_RFC822_DATE_LEN] = "-";
+            if (m->applied) apr_rfc822_date(when, apr_time_from_sec(m->applied_at));
+            printf("%04d  %-32s %-9s %s\n", m->version, m->name, state, when);
+        }
+    }
+    if (c->json) {
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
+    else if (pending) {
+        printf("%d migration(s) pending: run 'gmcpctl migrate'\n", pending);
+    }
+    json_decref(arr);
+    return 0;
+}
+
+int main(int argc, const char *const *argv)
+{
+    static const apr_getopt_option_t opts[] = {
+        {"config", 'f', 1, "httpd configuration file"},
+        {"driver", 'd', 1, "database driver"},
+        {"params", 'p', 1, "database parameters"},
+        {"sql-dir", 's', 1, "migrations directory"},
+        {"json", 'j', 0, "JSON output"},
+        {"verbose", 'v', 0, "verbose"},
+        {"help", 'h', 0, "help"},
+        {"version", 'V', 0, "version"},
+        {NULL, 0, 0, NULL}
+    };
+    apr_getopt_t *g;
+    ctl c;
+    int optch, rv;
+    const char *optarg, *cmd, *sub;
+
+    if (apr_app_initialize(&argc, &argv, NULL) != APR_SUCCESS) return EXIT_FAIL;
+    atexit(apr_terminate);
+    memset(&c, 0, sizeof(c));
+    apr_pool_create(&c.pool, NULL);
+    c.sql_dir = getenv("GMCP_SQL_DIR") ? getenv("GMCP_SQL_DIR") : GMCP_SQL_DIR;
+    apr_getopt_init(&g, c.pool, argc, argv);
+    g->interleave = 1;
+    g->errfn = NULL;
+    while ((rv = apr_getopt_long(g, opts, &optch, &optarg)) == APR_SUCCESS) {
+        switch (optch) {
+        case 'f': c.config = optarg; break;
+        case 'd': c.driver = optarg; break;
+        case 'p': c.params = optarg; break;
+        case 's': c.sql_dir = optarg; break;
+        case 'j': c.json = 1; break;
+        case 'v': c.verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
+                  return 0;
+        }
+    }
+    if (rv != APR_EOF) {
+        fprintf(stderr, "gmcpctl: unknown or incomplete option '%s'\n", g->argv[g->ind - 1]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (apr_dbd_init(c.pool) != APR_SUCCESS) return fail("%s", "cannot initialise APR DBD");
+    /* With interleaving, apr_getopt moves the operands to the end of its own argv. */
+    cmd = g->ind < argc ? g->argv[g->ind] : NULL;
+    sub = g->ind + 1 < argc ? g->argv[g->ind + 1] : NULL;
+    if (!cmd) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(cmd, "migrate") && !sub) return cmd_migrate(&c);
+    if (!strcmp(cmd, "migrate") && !strcmp(sub, "status") && g->ind + 2 == argc)
+        return cmd_migrate_status(&c);
+    fprintf(stderr, "gmcpctl: unknown command '%s%s%s' (see gmcpctl --help)\n", cmd,
+            sub ? " " : "", sub ? sub : "");
+    return EXIT_USAGE;
+}

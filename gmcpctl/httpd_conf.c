@@ -1,0 +1,154 @@
+/* httpd_conf.c — a small reader for the parts of httpd.conf gmcpctl needs. */
+#include "httpd_conf.h"
+
+#include <ctype.h>
+#include <glob.h>
+#include <string.h>
+#include <apr_file_io.h>
+#include <apr_strings.h>
+
+#define MAX_DEPTH 16
+
+typedef struct {
+    apr_pool_t *p;
+    const char *server_root;
+    gmcp_httpd_dbd *out;
+    const char *err;
+} reader;
+
+static int read_file(reader *rd, const char *path, int optional, int depth);
+
+/* Strip one pair of surrounding quotes, honouring backslash escapes inside them. */
+static const char *unquote(apr_pool_t *p, const char *s)
+{
+    size_t n = strlen(s);
+    const char *in, *end;
+    char *out, *d;
+    if (n < 2 || (s[0] != '"' && s[0] != '\'') || s[n - 1] != s[0]) return s;
+    out = d = apr_palloc(p, n);
+    for (in = s + 1, end = s + n - 1; in < end; in++) {
+        if (*in == '\\' && in + 1 < end) in++;
+        *d++ = *in;
+    }
+    *d = '\0';
+    return out;
+}
+
+static const char *resolve(reader *rd, const char *path)
+{
+    if (path[0] == '/' || !rd->server_root) return path;
+    return apr_pstrcat(rd->p, rd->server_root, "/", path, NULL);
+}
+
+static int do_include(reader *rd, const char *arg, int optional, int depth)
+{
+    glob_t g;
+    size_t i;
+    const char *pattern = resolve(rd, unquote(rd->p, arg));
+    int rv = glob(pattern, 0, NULL, &g);
+    if (rv == GLOB_NOMATCH) {
+        globfree(&g);
+        if (optional || strpbrk(pattern, "*?[")) return 0;
+        rd->err = apr_psprintf(rd->p, "Include %s: no such file", pattern);
+        return -1;
+    }
+    if (rv != 0) {
+        rd->err = apr_psprintf(rd->p, "Include %s: cannot expand", pattern);
+        return -1;
+    }
+    for (i = 0; i < g.gl_pathc; i++) {
+        if (read_file(rd, g.gl_pathv[i], optional, depth + 1)) {
+            globfree(&g);
+            return -1;
+        }
+    }
+    globfree(&g);
+    return 0;
+}
+
+static int handle_line(reader *rd, const char *file, int lineno, char *line, int depth)
+{
+    char *dir = line, *arg;
+    while (isspace((unsigned char)*dir)) dir++;
+    if (!*dir || *dir == '#' || *dir == '<') return 0;
+    arg = dir;
+    while (*arg && !isspace((unsigned char)*arg)) arg++;
+    if (*arg) *arg++ = '\0';
+    while (isspace((unsigned char)*arg)) arg++;
+    {   /* trim trailing space */
+        char *e = arg + strlen(arg);
+        while (e > arg && isspace((unsigned char)e[-1])) *--e = '\0';
+    }
+    if (!strcasecmp(dir, "ServerRoot")) {
+        rd->server_root = apr_pstrdup(rd->p, unquote(rd->p, arg));
+    }
+    else if (!strcasecmp(dir, "Include") || !strcasecmp(dir, "IncludeOptional")) {
+        return do_include(rd, arg, !strcasecmp(dir, "IncludeOptional"), depth);
+    }
+    else if (!strcasecmp(dir, "DBDriver") && !rd->out->driver) {
+        rd->out->driver = apr_pstrdup(rd->p, unquote(rd->p, arg));
+    }
+    else if (!strcasecmp(dir, "DBDParams") && !rd->out->params) {
+        rd->out->params = apr_pstrdup(rd->p, unquote(rd->p, arg));
+        rd->out->where = apr_psprintf(rd->p, "%s:%d", file, lineno);
+    }
+    return 0;
+}
+
+static int read_file(reader *rd, const char *path, int optional, int depth)
+{
+    apr_file_t *f;
+    char buf[8192];
+    char *logical = NULL;
+    int lineno = 0, start_line = 0;
+    if (depth > MAX_DEPTH) {
+        rd->err = apr_psprintf(rd->p, "%s: Include nested too deeply", path);
+        return -1;
+    }
+    if (apr_file_open(&f, path, APR_FOPEN_READ, 0, rd->p) != APR_SUCCESS) {
+        if (optional) return 0;
+        rd->err = apr_psprintf(rd->p, "cannot read httpd configuration %s", path);
+        return -1;
+    }
+    while (apr_file_gets(buf, sizeof(buf), f) == APR_SUCCESS) {
+        size_t n = strlen(buf);
+        lineno++;
+        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
+        if (!logical) start_line = lineno;
+        /* A trailing backslash continues the directive on the next line. */
+        if (n && buf[n - 1] == '\\') {
+            buf[n - 1] = ' ';
+            logical = logical ? apr_pstrcat(rd->p, logical, buf, NULL) : apr_pstrdup(rd->p, buf);
+            continue;
+        }
+        logical = logical ? apr_pstrcat(rd->p, logical, buf, NULL) : apr_pstrdup(rd->p, buf);
+        if (handle_line(rd, path, start_line, logical, depth)) {
+            apr_file_close(f);
+            return -1;
+        }
+        logical = NULL;
+    }
+    apr_file_close(f);
+    return 0;
+}
+
+int gmcp_httpd_conf_dbd(apr_pool_t *p, const char *path, gmcp_httpd_dbd *out,
+                        const char **err)
+{
+    reader rd;
+    memset(out, 0, sizeof(*out));
+    memset(&rd, 0, sizeof(rd));
+    rd.p = p;
+    rd.out = out;
+    /* Relative Include paths resolve against ServerRoot, which defaults to the
+     * directory of the main file when not set before them. */
+    {
+        const char *slash = strrchr(path, '/');
+        rd.server_root = slash ? apr_pstrndup(p, path, (apr_size_t)(slash - path)) : ".";
+    }
+    if (read_file(&rd, path, 0, 0)) {
+        *err = rd.err;
+        return -1;
+    }
+    return 0;
+}

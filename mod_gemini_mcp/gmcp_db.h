@@ -1,0 +1,70 @@
+/* gmcp_db.h — one set of statements, prepared by label, on SQLite and PostgreSQL.
+ *
+ * Works on any apr_dbd handle: a mod_dbd handle in httpd (statements are prepared
+ * lazily into the handle's own `prepared` hash, after the schema check) or a handle
+ * gmcpctl opened itself. Parameters are always passed as text (`%s`); the SQL casts
+ * where a type cannot be inferred.
+ */
+#ifndef GMCP_DB_H
+#define GMCP_DB_H
+
+#include <apr_pools.h>
+#include <apr_hash.h>
+#include <apr_tables.h>
+#include <apr_dbd.h>
+
+/* The schema version this build needs: the highest migration in sql/<driver>/. */
+#define GMCP_SCHEMA_VERSION 1
+
+typedef struct {
+    const apr_dbd_driver_t *driver;
+    apr_dbd_t *handle;
+    apr_hash_t *prepared;   /* label -> apr_dbd_prepared_t* */
+    apr_pool_t *pool;       /* scratch pool for results (the request's) */
+    int pgsql;              /* driver is PostgreSQL */
+} gmcp_db;
+
+/* Rows of a select: each row is a `const char **` of ncols strings (NULL = SQL NULL). */
+typedef struct {
+    int ncols;
+    apr_array_header_t *rows;   /* const char ** */
+} gmcp_rows;
+
+#define GMCP_ROW(rs, i) (APR_ARRAY_IDX((rs)->rows, (i), const char **))
+
+/* Initialise `db` for a handle. `prepared` is where labels are kept; for mod_dbd pass
+ * dbd->prepared (statements are allocated from that hash's pool, which lives as long
+ * as the connection). */
+void gmcp_db_init(gmcp_db *db, const apr_dbd_driver_t *driver, apr_dbd_t *handle,
+                  apr_hash_t *prepared, apr_pool_t *scratch);
+
+/* Read the applied schema version (0 when schema_migrations is missing or empty).
+ * Returns 0 on success. */
+int gmcp_db_schema_version(gmcp_db *db, int *version, const char **err);
+
+/* Make sure every statement is prepared on this handle, checking once per connection
+ * that the schema is at GMCP_SCHEMA_VERSION or newer. Returns 0 when ready; otherwise
+ * *err is a message fit for the error log (no secrets) and *schema_behind tells
+ * whether the cause is an old schema. */
+int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind);
+
+/* Run a labelled statement. args has the statement's parameter count. */
+int gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs, const char **args);
+int gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int nargs,
+                   const char **args);
+/* Unprepared statement (migrations, admin). */
+int gmcp_db_exec_raw(gmcp_db *db, const char *sql, int *nrows);
+int gmcp_db_select_raw(gmcp_db *db, const char *sql, gmcp_rows *out);
+
+/* Transactions: always pair begin/end on the same pool; end rolls back when any
+ * statement failed or when `rollback` is set. */
+int gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t);
+int gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback);
+
+/* Last error text of the handle (driver message; never contains parameters). */
+const char *gmcp_db_error(gmcp_db *db, int rv);
+
+#define GMCP_ARGS(...) (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)), \
+                       (const char *[]){__VA_ARGS__}
+
+#endif

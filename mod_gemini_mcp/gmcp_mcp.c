@@ -1,0 +1,438 @@
+/* gmcp_mcp.c — MCP methods: lifecycle, utilities, tools, resources, prompts. */
+#include "gmcp_mcp.h"
+#include "gmcp_util.h"
+
+#include <stddef.h>
+#include <string.h>
+#include <apr_strings.h>
+
+static const char *const VERSIONS[] = { "2025-11-25", "2025-06-18", "2025-03-26", NULL };
+
+static const char *const LEVELS[] = {
+    "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency", NULL
+};
+
+int gmcp_version_supported(const char *v)
+{
+    int i;
+    for (i = 0; v && VERSIONS[i]; i++)
+        if (!strcmp(VERSIONS[i], v)) return 1;
+    return 0;
+}
+
+const char *gmcp_supported_versions(void)
+{
+    return "2025-11-25, 2025-06-18, 2025-03-26";
+}
+
+int gmcp_log_level_parse(const char *name)
+{
+    int i;
+    for (i = 0; name && LEVELS[i]; i++)
+        if (!strcmp(LEVELS[i], name)) return i;
+    return -1;
+}
+
+const char *gmcp_log_level_name(gmcp_log_level l)
+{
+    return (l >= GMCP_LOG_DEBUG && l <= GMCP_LOG_EMERGENCY) ? LEVELS[l] : "info";
+}
+
+static json_t *progress_token(const json_t *params)
+{
+    json_t *meta = gmcp_json_obj(params, "_meta");
+    json_t *tok = meta ? json_object_get(meta, "progressToken") : NULL;
+    return (json_is_string(tok) || json_is_integer(tok)) ? tok : NULL;
+}
+
+int gmcp_mcp_wants_stream(const gmcp_server *srv, const gmcp_msg *m)
+{
+    const gmcp_tool_entry *t;
+    const char *name;
+    if (m->kind != GMCP_MSG_REQUEST || strcmp(m->method, "tools/call") != 0) return 0;
+    if (progress_token(m->params)) return 1;
+    name = gmcp_json_str(m->params, "name");
+    t = name ? gmcp_registry_tool(srv->registry, name) : NULL;
+    return t && (t->def->flags & GMCP_TOOL_STREAMS);
+}
+
+/* ---- errors ---------------------------------------------------------------------- */
+
+static json_t *rpc_err(const gmcp_msg *m, int code, const char *msg)
+{
+    return gmcp_rpc_error(m->id, code, msg, NULL);
+}
+
+static json_t *internal(const gmcp_msg *m)
+{
+    return rpc_err(m, GMCP_INTERNAL_ERROR, "Internal error: the session store is unavailable");
+}
+
+/* ---- pagination --------------------------------------------------------------------- */
+
+/* Cursors are opaque to clients: base64url("<list>:<offset>"). */
+static int page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list, int total,
+                       int *from, int *to, const char **next)
+{
+    json_t *c = m->params ? json_object_get(m->params, "cursor") : NULL;
+    *from = 0;
+    *next = NULL;
+    if (c && !json_is_null(c)) {
+        apr_size_t len = 0;
+        const char *raw, *prefix = apr_pstrcat(x->pool, list, ":", NULL);
+        apr_uint64_t off;
+        if (!json_is_string(c)
+            || !(raw = (const char *)gmcp_b64url_decode(x->pool, json_string_value(c), &len))
+            || strlen(raw) != len || strncmp(raw, prefix, strlen(prefix)) != 0
+            || gmcp_parse_u64(raw + strlen(prefix), &off) != 0 || off > (apr_uint64_t)total
+            || off == 0)
+            return -1;
+        *from = (int)off;
+    }
+    *to = *from + x->srv->page_size;
+    if (*to < total) {
+        const char *s = apr_psprintf(x->pool, "%s:%d", list, *to);
+        *next = gmcp_b64url_encode(x->pool, (const unsigned char *)s, strlen(s));
+    }
+    else {
+        *to = total;
+    }
+    return 0;
+}
+
+static json_t *list_page(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
+                         const char *key, const apr_array_header_t *entries, size_t stride,
+                         size_t listing_offset)
+{
+    int from, to, i;
+    const char *next;
+    json_t *arr, *res;
+    if (page_bounds(x, m, list, entries->nelts, &from, &to, &next))
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown or stale cursor");
+    arr = json_array();
+    for (i = from; i < to; i++) {
+        const char *e = entries->elts + (size_t)i * stride;
+        json_array_append(arr, *(json_t *const *)(e + listing_offset));
+    }
+    res = json_pack("{s:o}", key, arr);
+    if (next) json_object_set_new(res, "nextCursor", json_string(next));
+    return gmcp_rpc_result(m->id, res);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+static json_t *do_initialize(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const char *req = gmcp_json_str(m->params, "protocolVersion");
+    json_t *caps = gmcp_json_obj(m->params, "capabilities");
+    json_t *info = gmcp_json_obj(m->params, "clientInfo");
+    gmcp_session s;
+    json_t *result;
+
+    if (!req || !caps || !info)
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: initialize needs "
+                       "protocolVersion, capabilities and clientInfo");
+    memset(&s, 0, sizeof(s));
+    /* Answer with the client's version when we speak it, else our latest. */
+    s.protocol_version = gmcp_version_supported(req) ? req : GMCP_LATEST_SESSION_VERSION;
+    s.id = gmcp_random_id(x->pool, 24);
+    s.owner = x->principal;
+    s.client_caps = gmcp_json_dump(x->pool, caps);
+    if (!s.id) return internal(m);
+    if (gmcp_session_create(x->db, &s, gmcp_json_dump(x->pool, info))) return internal(m);
+    x->new_session_id = s.id;
+
+    result = json_pack("{s:s, s:{s:{s:b}, s:{s:b, s:b}, s:{s:b}, s:{}, s:{}}, s:{s:s, s:s}}",
+                       "protocolVersion", s.protocol_version,
+                       "capabilities",
+                       "tools", "listChanged", 0,
+                       "resources", "subscribe", 1, "listChanged", 0,
+                       "prompts", "listChanged", 0,
+                       "logging", "completions",
+                       "serverInfo", "name", x->srv->server_name,
+                       "version", x->srv->server_version);
+    return gmcp_rpc_result(m->id, result);
+}
+
+static json_t *do_set_level(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const char *level = gmcp_json_str(m->params, "level");
+    if (gmcp_log_level_parse(level) < 0)
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: level must be one of debug, "
+                       "info, notice, warning, error, critical, alert, emergency");
+    if (gmcp_session_set_level(x->db, x->session->id, level)) return internal(m);
+    x->session->log_level = apr_pstrdup(x->pool, level);
+    return gmcp_rpc_result(m->id, json_object());
+}
+
+/* ---- tools ------------------------------------------------------------------------- */
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER: return "integer";
+    case JSON_REAL: return "number";
+    case JSON_TRUE: case JSON_FALSE: return "boolean";
+    default: return "null";
+    }
+}
+
+static int type_fits(const char *want, const json_t *v)
+{
+    if (!strcmp(want, "number")) return json_is_number(v);
+    if (!strcmp(want, "integer")) return json_is_integer(v)
+        || (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v));
+    return !strcmp(want, json_type_name(v));
+}
+
+static int schema_type_fits(const json_t *type, const json_t *v)
+{
+    size_t i;
+    json_t *t;
+    if (json_is_string(type)) return type_fits(json_string_value(type), v);
+    if (json_is_array(type)) {
+        json_array_foreach(type, i, t)
+            if (json_is_string(t) && type_fits(json_string_value(t), v)) return 1;
+        return 0;
+    }
+    return 1;
+}
+
+const char *gmcp_validate_arguments(apr_pool_t *p, const json_t *schema, const json_t *args)
+{
+    json_t *req = json_object_get(schema, "required");
+    json_t *props = json_object_get(schema, "properties");
+    json_t *addl = json_object_get(schema, "additionalProperties");
+    json_t *v;
+    const char *k;
+    size_t i;
+    json_array_foreach(req, i, v) {
+        if (json_is_string(v) && !json_object_get(args, json_string_value(v)))
+            return apr_psprintf(p, "Invalid arguments: missing required property '%s'",
+                                json_string_value(v));
+    }
+    json_object_foreach((json_t *)args, k, v) {
+        json_t *ps = props ? json_object_get(props, k) : NULL;
+        if (!ps) {
+            if (json_is_false(addl))
+                return apr_psprintf(p, "Invalid arguments: unexpected property '%s'", k);
+            continue;
+        }
+        if (json_object_get(ps, "type") && !schema_type_fits(json_object_get(ps, "type"), v))
+            return apr_psprintf(p, "Invalid arguments: property '%s' must be of type %s, "
+                                "not %s", k, gmcp_json_dump(p, json_object_get(ps, "type")),
+                                json_type_name(v));
+        if (json_is_array(json_object_get(ps, "enum"))) {
+            json_t *e;
+            int ok = 0;
+            json_array_foreach(json_object_get(ps, "enum"), i, e)
+                if (json_equal(e, v)) ok = 1;
+            if (!ok) return apr_psprintf(p, "Invalid arguments: property '%s' must be one of %s",
+                                         k, gmcp_json_dump(p, json_object_get(ps, "enum")));
+        }
+    }
+    return NULL;
+}
+
+static json_t *do_tools_call(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const char *name = gmcp_json_str(m->params, "name");
+    json_t *args = m->params ? json_object_get(m->params, "arguments") : NULL;
+    const gmcp_tool_entry *t;
+    json_t *result, *owned_args = NULL;
+    const char *invalid;
+
+    if (!name) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: tools/call needs a name");
+    if (!(t = gmcp_registry_tool(x->srv->registry, name)))
+        return rpc_err(m, GMCP_INVALID_PARAMS,
+                       apr_psprintf(x->pool, "Unknown tool: %s", name));
+    if (args && !json_is_object(args) && !json_is_null(args))
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: arguments must be an object");
+    if (!args || json_is_null(args)) args = owned_args = json_object();
+
+    /* Input that does not fit the schema is a tool error the model can correct. */
+    invalid = gmcp_validate_arguments(x->pool, json_object_get(t->listing, "inputSchema"), args);
+    if (invalid) {
+        json_decref(owned_args);
+        return gmcp_rpc_result(m->id, gmcp_text_result(invalid, 1));
+    }
+    x->call->progress_token = progress_token(m->params);
+    x->call->error_code = 0;
+    result = t->def->call(x->call, args, t->provider->baton);
+    json_decref(owned_args);
+    if (x->call->ops->cancelled(x->call)) {
+        json_decref(result);
+        return NULL;
+    }
+    if (!result) {
+        return rpc_err(m, x->call->error_code ? x->call->error_code : GMCP_INTERNAL_ERROR,
+                       x->call->error_message ? x->call->error_message : "Internal error");
+    }
+    return gmcp_rpc_result(m->id, result);
+}
+
+/* ---- resources ---------------------------------------------------------------------- */
+
+static json_t *do_resources_read(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const char *uri = gmcp_json_str(m->params, "uri");
+    const gmcp_provider *prov;
+    gmcp_read_fn read;
+    json_t *vars = NULL, *res;
+    if (!uri) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: resources/read needs a uri");
+    if (gmcp_registry_resource(x->srv->registry, uri, &prov, &read, &vars)) {
+        x->call->error_code = 0;
+        res = read(x->call, uri, vars, prov->baton);
+        json_decref(vars);
+        if (res) return gmcp_rpc_result(m->id, res);
+        if (x->call->error_code)
+            return rpc_err(m, x->call->error_code, x->call->error_message);
+    }
+    return gmcp_rpc_error(m->id, GMCP_RESOURCE_NOT_FOUND, "Resource not found",
+                          json_pack("{s:s}", "uri", uri));
+}
+
+static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
+{
+    const char *uri = gmcp_json_str(m->params, "uri");
+    int rv;
+    if (!uri) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: a uri is required");
+    rv = add ? gmcp_subscription_add(x->db, x->session->id, uri)
+             : gmcp_subscription_remove(x->db, x->session->id, uri);
+    return rv ? internal(m) : gmcp_rpc_result(m->id, json_object());
+}
+
+/* ---- prompts ---------------------------------------------------------------------- */
+
+static json_t *do_prompts_get(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const char *name = gmcp_json_str(m->params, "name");
+    json_t *args = m->params ? json_object_get(m->params, "arguments") : NULL;
+    json_t *decl, *a, *res, *owned = NULL;
+    const gmcp_prompt_entry *pe;
+    size_t i;
+    if (!name || !(pe = gmcp_registry_prompt(x->srv->registry, name)))
+        return rpc_err(m, GMCP_INVALID_PARAMS,
+                       apr_psprintf(x->pool, "Unknown prompt: %s", name ? name : "(none)"));
+    if (args && !json_is_object(args))
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: arguments must be an object");
+    if (!args) args = owned = json_object();
+    decl = json_object_get(pe->listing, "arguments");
+    json_array_foreach(decl, i, a) {
+        const char *an = gmcp_json_str(a, "name");
+        if (an && json_is_true(json_object_get(a, "required"))
+            && !json_is_string(json_object_get(args, an))) {
+            json_decref(owned);
+            return rpc_err(m, GMCP_INVALID_PARAMS,
+                           apr_psprintf(x->pool, "Invalid params: prompt '%s' needs the "
+                                        "argument '%s'", name, an));
+        }
+    }
+    x->call->error_code = 0;
+    res = pe->def->get(x->call, args, pe->provider->baton);
+    json_decref(owned);
+    if (!res)
+        return rpc_err(m, x->call->error_code ? x->call->error_code : GMCP_INTERNAL_ERROR,
+                       x->call->error_message ? x->call->error_message : "Internal error");
+    return gmcp_rpc_result(m->id, res);
+}
+
+static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    json_t *ref = gmcp_json_obj(m->params, "ref");
+    json_t *arg = gmcp_json_obj(m->params, "argument");
+    json_t *ctx = gmcp_json_obj(m->params, "context");
+    const char *type = gmcp_json_str(ref, "type");
+    const char *an = gmcp_json_str(arg, "name"), *av = gmcp_json_str(arg, "value");
+    const gmcp_provider *prov = NULL;
+    json_t *values = NULL, *trimmed;
+    size_t total, i;
+
+    if (!type || !an || !av)
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: completion/complete needs "
+                       "ref.type, argument.name and argument.value");
+    if (!strcmp(type, "ref/prompt")) {
+        const char *pn = gmcp_json_str(ref, "name");
+        const gmcp_prompt_entry *pe = pn ? gmcp_registry_prompt(x->srv->registry, pn) : NULL;
+        if (!pe) return rpc_err(m, GMCP_INVALID_PARAMS,
+                                apr_psprintf(x->pool, "Unknown prompt: %s", pn ? pn : "(none)"));
+        prov = pe->provider;
+    }
+    else if (!strcmp(type, "ref/resource")) {
+        const char *uri = gmcp_json_str(ref, "uri");
+        int k;
+        for (k = 0; uri && k < x->srv->registry->templates->nelts; k++) {
+            const gmcp_template_entry *te = &APR_ARRAY_IDX(x->srv->registry->templates, k,
+                                                           gmcp_template_entry);
+            if (!strcmp(te->def->uri_template, uri)) prov = te->provider;
+        }
+        if (!prov) return rpc_err(m, GMCP_INVALID_PARAMS,
+                                  "Invalid params: unknown resource template");
+    }
+    else {
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt "
+                       "or ref/resource");
+    }
+    if (prov->complete)
+        values = prov->complete(x->call, ref, an, av, ctx ? json_object_get(ctx, "arguments")
+                                                        : NULL, prov->baton);
+    if (!json_is_array(values)) {
+        json_decref(values);
+        values = json_array();
+    }
+    total = json_array_size(values);
+    trimmed = json_array();
+    for (i = 0; i < total && i < 100; i++) json_array_append(trimmed, json_array_get(values, i));
+    json_decref(values);
+    return gmcp_rpc_result(m->id, json_pack("{s:{s:o, s:I, s:b}}", "completion",
+                                            "values", trimmed, "total", (json_int_t)total,
+                                            "hasMore", total > 100));
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const char *meth = m->method;
+    const gmcp_registry *r = x->srv->registry;
+
+    if (!strcmp(meth, "initialize")) return do_initialize(x, m);
+    if (!x->session) return internal(m);
+    if (!strcmp(meth, "ping")) return gmcp_rpc_result(m->id, json_object());
+    if (!strcmp(meth, "tools/list"))
+        return list_page(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
+                         offsetof(gmcp_tool_entry, listing));
+    if (!strcmp(meth, "tools/call")) return do_tools_call(x, m);
+    if (!strcmp(meth, "resources/list"))
+        return list_page(x, m, "resources", "resources", r->resources,
+                         sizeof(gmcp_resource_entry), offsetof(gmcp_resource_entry, listing));
+    if (!strcmp(meth, "resources/templates/list"))
+        return list_page(x, m, "templates", "resourceTemplates", r->templates,
+                         sizeof(gmcp_template_entry), offsetof(gmcp_template_entry, listing));
+    if (!strcmp(meth, "resources/read")) return do_resources_read(x, m);
+    if (!strcmp(meth, "resources/subscribe")) return do_subscribe(x, m, 1);
+    if (!strcmp(meth, "resources/unsubscribe")) return do_subscribe(x, m, 0);
+    if (!strcmp(meth, "prompts/list"))
+        return list_page(x, m, "prompts", "prompts", r->prompts, sizeof(gmcp_prompt_entry),
+                         offsetof(gmcp_prompt_entry, listing));
+    if (!strcmp(meth, "prompts/get")) return do_prompts_get(x, m);
+    if (!strcmp(meth, "logging/setLevel")) return do_set_level(x, m);
+    if (!strcmp(meth, "completion/complete")) return do_complete(x, m);
+    return rpc_err(m, GMCP_METHOD_NOT_FOUND,
+                   apr_psprintf(x->pool, "Method not found: %s", meth));
+}
+
+int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    if (!strcmp(m->method, "notifications/cancelled")) {
+        json_t *rid = m->params ? json_object_get(m->params, "requestId") : NULL;
+        if (!rid || !(json_is_string(rid) || json_is_integer(rid))) return -1;
+        return gmcp_cancel_record(x->db, x->session->id, gmcp_id_key(x->pool, rid)) ? -1 : 0;
+    }
+    /* initialized, progress, roots/list_changed and unknown notifications need no
+     * action; notifications are never answered. */
+    return 0;
+}

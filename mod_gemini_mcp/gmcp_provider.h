@@ -1,0 +1,140 @@
+/* gmcp_provider.h — how tools, resources and prompts reach the MCP layer.
+ *
+ * A provider is a static table of definitions plus callbacks. Inside httpd a module
+ * registers one with
+ *     ap_register_provider(p, GMCP_PROVIDER_GROUP, "name", GMCP_PROVIDER_VERSION, &prov);
+ * and mod_gemini_mcp collects every registered provider at start-up. Callbacks get a
+ * gmcp_call whose operations are function pointers, so a provider module needs no
+ * symbol from mod_gemini_mcp itself (only APR and jansson).
+ */
+#ifndef GMCP_PROVIDER_H
+#define GMCP_PROVIDER_H
+
+#include <apr_pools.h>
+#include <apr_time.h>
+#include <jansson.h>
+
+#define GMCP_PROVIDER_GROUP   "gemini_mcp"
+#define GMCP_PROVIDER_VERSION "1"
+
+typedef enum {
+    GMCP_LOG_DEBUG = 0, GMCP_LOG_INFO, GMCP_LOG_NOTICE, GMCP_LOG_WARNING,
+    GMCP_LOG_ERROR, GMCP_LOG_CRITICAL, GMCP_LOG_ALERT, GMCP_LOG_EMERGENCY
+} gmcp_log_level;
+
+typedef struct gmcp_call gmcp_call;
+
+/* What the transport offers to a running call. */
+typedef struct {
+    /* notifications/progress for the call's progress token (no-op without one). */
+    int (*progress)(gmcp_call *c, double progress, double total, const char *message);
+    /* notifications/message, filtered by the session's logging level. */
+    int (*log)(gmcp_call *c, gmcp_log_level level, const char *logger, json_t *data /* stolen */);
+    /* A server→client request (sampling/createMessage, elicitation/create, ...):
+     * blocks until the client answers, the call is cancelled or the timeout hits.
+     * On success *result holds a new reference; otherwise *errmsg says why. */
+    int (*ask)(gmcp_call *c, const char *method, json_t *params /* stolen */,
+               json_t **result, const char **errmsg);
+    /* True once the client cancelled the request or went away. */
+    int (*cancelled)(gmcp_call *c);
+    /* End the HTTP response stream now (the client resumes with GET +
+     * Last-Event-ID); later messages and the result go to the event store only. */
+    int (*detach)(gmcp_call *c);
+} gmcp_call_ops;
+
+struct gmcp_call {
+    apr_pool_t *pool;            /* lives for the request */
+    const gmcp_call_ops *ops;
+    void *transport;             /* the transport's own state */
+    const char *principal;       /* who is calling (API key id, r->user, or default) */
+    const char *session_id;      /* MCP session, NULL on stateless requests */
+    json_t *client_caps;         /* the client's declared capabilities (borrowed) */
+    json_t *progress_token;      /* borrowed, NULL when none */
+    apr_interval_time_t deadline;/* absolute apr_time_t by which the call must end */
+    /* A provider reports a protocol error (JSON-RPC error instead of a result)
+     * by returning NULL with these set. */
+    int error_code;
+    const char *error_message;
+};
+
+/* A tool. input_schema etc. are JSON texts, parsed once at start-up. */
+#define GMCP_TOOL_STREAMS 0x1   /* may notify or ask the client: answer as SSE */
+
+typedef json_t *(*gmcp_tool_fn)(gmcp_call *c, json_t *arguments /* object, borrowed */,
+                                void *baton);
+typedef struct {
+    const char *name;
+    const char *title;
+    const char *description;
+    const char *input_schema;
+    const char *output_schema;   /* may be NULL */
+    const char *annotations;     /* may be NULL */
+    unsigned flags;
+    gmcp_tool_fn call;           /* returns a CallToolResult (new ref) */
+} gmcp_tool;
+
+/* Static resources and URI templates (RFC 6570 level 1: "{var}" segments). */
+typedef json_t *(*gmcp_read_fn)(gmcp_call *c, const char *uri, json_t *vars /* object */,
+                                void *baton);
+typedef struct {
+    const char *uri;
+    const char *name;
+    const char *title;
+    const char *description;
+    const char *mime_type;
+    gmcp_read_fn read;           /* returns {"contents":[...]} (new ref), NULL = not found */
+} gmcp_resource;
+
+typedef struct {
+    const char *uri_template;
+    const char *name;
+    const char *title;
+    const char *description;
+    const char *mime_type;
+    gmcp_read_fn read;
+} gmcp_resource_template;
+
+typedef json_t *(*gmcp_prompt_fn)(gmcp_call *c, json_t *arguments, void *baton);
+typedef struct {
+    const char *name;
+    const char *title;
+    const char *description;
+    const char *arguments;       /* JSON text: array of {name, description, required} */
+    gmcp_prompt_fn get;          /* returns GetPromptResult (new ref) */
+} gmcp_prompt;
+
+/* completion/complete: `ref` is the request's ref object; returns a JSON array of
+ * string values (new ref) or NULL when the provider has nothing for this ref. */
+typedef json_t *(*gmcp_complete_fn)(gmcp_call *c, json_t *ref, const char *arg_name,
+                                    const char *arg_value, json_t *context_args, void *baton);
+
+typedef struct gmcp_provider {
+    const char *name;
+    void *baton;
+    const gmcp_tool *tools;                     /* each array ends with a NULL name */
+    const gmcp_resource *resources;
+    const gmcp_resource_template *templates;
+    const gmcp_prompt *prompts;
+    gmcp_complete_fn complete;
+} gmcp_provider;
+
+/* Helpers for providers (header-only so provider modules need no core symbol). */
+static inline int gmcp_progress(gmcp_call *c, double progress, double total, const char *msg)
+{ return c->ops->progress(c, progress, total, msg); }
+static inline int gmcp_log(gmcp_call *c, gmcp_log_level l, const char *logger, json_t *data)
+{ return c->ops->log(c, l, logger, data); }
+static inline int gmcp_ask(gmcp_call *c, const char *method, json_t *params,
+                           json_t **result, const char **errmsg)
+{ return c->ops->ask(c, method, params, result, errmsg); }
+static inline int gmcp_cancelled(gmcp_call *c) { return c->ops->cancelled(c); }
+static inline int gmcp_detach(gmcp_call *c) { return c->ops->detach(c); }
+
+/* A CallToolResult with one text item; isError when is_error. New reference. */
+static inline json_t *gmcp_text_result(const char *text, int is_error)
+{
+    json_t *r = json_pack("{s:[{s:s, s:s}]}", "content", "type", "text", "text", text);
+    if (is_error) json_object_set_new(r, "isError", json_true());
+    return r;
+}
+
+#endif

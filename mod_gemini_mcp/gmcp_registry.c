@@ -1,0 +1,244 @@
+/* gmcp_registry.c — merge provider tables into listings, validated once. */
+#include "gmcp_registry.h"
+
+#include <string.h>
+#include <apr_strings.h>
+
+int gmcp_tool_name_valid(const char *name)
+{
+    size_t n = name ? strlen(name) : 0, i;
+    if (n < 1 || n > 64) return 0;
+    for (i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+              || c == '_' || c == '.' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static apr_status_t json_cleanup(void *j)
+{
+    json_decref((json_t *)j);
+    return APR_SUCCESS;
+}
+
+static json_t *pool_json(apr_pool_t *p, json_t *j)
+{
+    if (j) apr_pool_cleanup_register(p, j, json_cleanup, apr_pool_cleanup_null);
+    return j;
+}
+
+/* Parse an embedded JSON text; NULL text gives NULL without error. */
+static int parse_def(apr_pool_t *p, const char *text, const char *what, const char *name,
+                     json_t **out, const char **err)
+{
+    json_error_t je;
+    *out = NULL;
+    if (!text) return 0;
+    *out = json_loads(text, 0, &je);
+    if (!*out) {
+        *err = apr_psprintf(p, "%s of '%s' is not valid JSON: %s", what, name, je.text);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_opt(json_t *o, const char *key, const char *val)
+{
+    if (val) json_object_set_new(o, key, json_string(val));
+}
+
+static int add_tools(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                     const char **err)
+{
+    const gmcp_tool *t;
+    for (t = prov->tools; t && t->name; t++) {
+        gmcp_tool_entry *e;
+        json_t *schema, *out_schema, *ann, *l;
+        if (!gmcp_tool_name_valid(t->name)) {
+            *err = apr_psprintf(p, "provider '%s': tool name '%s' is not 1-64 characters "
+                                "of [A-Za-z0-9_.-]", prov->name, t->name);
+            return -1;
+        }
+        if (gmcp_registry_tool(r, t->name)) {
+            *err = apr_psprintf(p, "provider '%s': tool '%s' is already defined",
+                                prov->name, t->name);
+            return -1;
+        }
+        if (!t->input_schema || !t->description || !t->call) {
+            *err = apr_psprintf(p, "provider '%s': tool '%s' needs a description, an input "
+                                "schema and a function", prov->name, t->name);
+            return -1;
+        }
+        if (parse_def(p, t->input_schema, "input schema", t->name, &schema, err)
+            || parse_def(p, t->output_schema, "output schema", t->name, &out_schema, err)
+            || parse_def(p, t->annotations, "annotations", t->name, &ann, err))
+            return -1;
+        l = json_pack("{s:s, s:s, s:o}", "name", t->name, "description", t->description,
+                      "inputSchema", schema);
+        set_opt(l, "title", t->title);
+        if (out_schema) json_object_set_new(l, "outputSchema", out_schema);
+        if (ann) json_object_set_new(l, "annotations", ann);
+        e = apr_array_push(r->tools);
+        e->provider = prov;
+        e->def = t;
+        e->listing = pool_json(p, l);
+    }
+    return 0;
+}
+
+static json_t *resource_listing(const char *key, const char *uri, const char *name,
+                                const char *title, const char *desc, const char *mime)
+{
+    json_t *l = json_pack("{s:s, s:s}", key, uri, "name", name);
+    set_opt(l, "title", title);
+    set_opt(l, "description", desc);
+    set_opt(l, "mimeType", mime);
+    return l;
+}
+
+gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *providers,
+                                    int n, const char **err)
+{
+    gmcp_registry *r = apr_pcalloc(p, sizeof(*r));
+    int i;
+    r->providers = apr_array_make(p, n ? n : 1, sizeof(const gmcp_provider *));
+    r->tools = apr_array_make(p, 16, sizeof(gmcp_tool_entry));
+    r->resources = apr_array_make(p, 8, sizeof(gmcp_resource_entry));
+    r->templates = apr_array_make(p, 4, sizeof(gmcp_template_entry));
+    r->prompts = apr_array_make(p, 8, sizeof(gmcp_prompt_entry));
+
+    for (i = 0; i < n; i++) {
+        const gmcp_provider *prov = providers[i];
+        const gmcp_resource *res;
+        const gmcp_resource_template *tpl;
+        const gmcp_prompt *pr;
+        APR_ARRAY_PUSH(r->providers, const gmcp_provider *) = prov;
+        if (add_tools(p, r, prov, err)) return NULL;
+        for (res = prov->resources; res && res->uri; res++) {
+            gmcp_resource_entry *e = apr_array_push(r->resources);
+            if (!res->name || !res->read) {
+                *err = apr_psprintf(p, "provider '%s': resource '%s' needs a name and a reader",
+                                    prov->name, res->uri);
+                return NULL;
+            }
+            e->provider = prov;
+            e->def = res;
+            e->listing = pool_json(p, resource_listing("uri", res->uri, res->name, res->title,
+                                                       res->description, res->mime_type));
+        }
+        for (tpl = prov->templates; tpl && tpl->uri_template; tpl++) {
+            gmcp_template_entry *e = apr_array_push(r->templates);
+            if (!tpl->name || !tpl->read) {
+                *err = apr_psprintf(p, "provider '%s': template '%s' needs a name and a reader",
+                                    prov->name, tpl->uri_template);
+                return NULL;
+            }
+            e->provider = prov;
+            e->def = tpl;
+            e->listing = pool_json(p, resource_listing("uriTemplate", tpl->uri_template,
+                                                       tpl->name, tpl->title,
+                                                       tpl->description, tpl->mime_type));
+        }
+        for (pr = prov->prompts; pr && pr->name; pr++) {
+            gmcp_prompt_entry *e;
+            json_t *args, *l;
+            if (!pr->get || !pr->description) {
+                *err = apr_psprintf(p, "provider '%s': prompt '%s' needs a description and "
+                                    "a function", prov->name, pr->name);
+                return NULL;
+            }
+            if (gmcp_registry_prompt(r, pr->name)) {
+                *err = apr_psprintf(p, "provider '%s': prompt '%s' is already defined",
+                                    prov->name, pr->name);
+                return NULL;
+            }
+            if (parse_def(p, pr->arguments, "arguments", pr->name, &args, err)) return NULL;
+            l = json_pack("{s:s, s:s}", "name", pr->name, "description", pr->description);
+            set_opt(l, "title", pr->title);
+            if (args) json_object_set_new(l, "arguments", args);
+            e = apr_array_push(r->prompts);
+            e->provider = prov;
+            e->def = pr;
+            e->listing = pool_json(p, l);
+        }
+    }
+    return r;
+}
+
+const gmcp_tool_entry *gmcp_registry_tool(const gmcp_registry *r, const char *name)
+{
+    int i;
+    for (i = 0; i < r->tools->nelts; i++) {
+        const gmcp_tool_entry *e = &APR_ARRAY_IDX(r->tools, i, gmcp_tool_entry);
+        if (!strcmp(e->def->name, name)) return e;
+    }
+    return NULL;
+}
+
+const gmcp_prompt_entry *gmcp_registry_prompt(const gmcp_registry *r, const char *name)
+{
+    int i;
+    for (i = 0; i < r->prompts->nelts; i++) {
+        const gmcp_prompt_entry *e = &APR_ARRAY_IDX(r->prompts, i, gmcp_prompt_entry);
+        if (!strcmp(e->def->name, name)) return e;
+    }
+    return NULL;
+}
+
+int gmcp_uri_template_match(const char *tmpl, const char *uri, json_t *vars)
+{
+    while (*tmpl) {
+        if (*tmpl == '{') {
+            const char *end = strchr(tmpl, '}'), *stop;
+            char name[64];
+            size_t nlen;
+            if (!end || (nlen = (size_t)(end - tmpl - 1)) == 0 || nlen >= sizeof(name))
+                return 0;
+            memcpy(name, tmpl + 1, nlen);
+            name[nlen] = '\0';
+            tmpl = end + 1;
+            /* A variable runs up to the template's next literal character, never
+             * across '/', and is never empty. */
+            stop = uri;
+            while (*stop && *stop != '/' && (!*tmpl || *stop != *tmpl)) stop++;
+            if (stop == uri) return 0;
+            json_object_set_new(vars, name, json_stringn(uri, (size_t)(stop - uri)));
+            uri = stop;
+        }
+        else {
+            if (*tmpl != *uri) return 0;
+            tmpl++;
+            uri++;
+        }
+    }
+    return *uri == '\0';
+}
+
+int gmcp_registry_resource(const gmcp_registry *r, const char *uri,
+                           const gmcp_provider **prov, gmcp_read_fn *read, json_t **vars)
+{
+    int i;
+    for (i = 0; i < r->resources->nelts; i++) {
+        const gmcp_resource_entry *e = &APR_ARRAY_IDX(r->resources, i, gmcp_resource_entry);
+        if (!strcmp(e->def->uri, uri)) {
+            *prov = e->provider;
+            *read = e->def->read;
+            *vars = json_object();
+            return 1;
+        }
+    }
+    for (i = 0; i < r->templates->nelts; i++) {
+        const gmcp_template_entry *e = &APR_ARRAY_IDX(r->templates, i, gmcp_template_entry);
+        json_t *v = json_object();
+        if (gmcp_uri_template_match(e->def->uri_template, uri, v)) {
+            *prov = e->provider;
+            *read = e->def->read;
+            *vars = v;
+            return 1;
+        }
+        json_decref(v);
+    }
+    return 0;
+}

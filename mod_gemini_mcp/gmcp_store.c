@@ -1,0 +1,275 @@
+/* gmcp_store.c — SQL for MCP sessions, event streams, pending requests. */
+#include "gmcp_store.h"
+#include "gmcp_sql.h"
+#include "gmcp_util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <apr_strings.h>
+
+const gmcp_stmt gmcp_store_stmts[] = {
+    {"gmcp_session_insert",
+     "INSERT INTO mcp_sessions (id, owner, protocol_version, client_info, client_caps, "
+     "log_level, created, last_seen) VALUES (%s, %s, %s, %s, %s, '', %s, %s)"},
+    {"gmcp_session_select",
+     "SELECT owner, protocol_version, client_caps, log_level, last_seen FROM mcp_sessions "
+     "WHERE id = %s AND last_seen >= %s"},
+    {"gmcp_session_touch",
+     "UPDATE mcp_sessions SET last_seen = %s WHERE id = %s"},
+    {"gmcp_session_level",
+     "UPDATE mcp_sessions SET log_level = %s WHERE id = %s"},
+    {"gmcp_session_delete", "DELETE FROM mcp_sessions WHERE id = %s"},
+    {"gmcp_session_del_events", "DELETE FROM mcp_events WHERE session_id = %s"},
+    {"gmcp_session_del_streams", "DELETE FROM mcp_streams WHERE session_id = %s"},
+    {"gmcp_session_del_pending", "DELETE FROM mcp_pending WHERE session_id = %s"},
+    {"gmcp_session_del_cancels", "DELETE FROM mcp_cancels WHERE session_id = %s"},
+    {"gmcp_session_del_subs", "DELETE FROM mcp_subscriptions WHERE session_id = %s"},
+    {"gmcp_stream_insert",
+     "INSERT INTO mcp_streams (id, session_id, request_id, done, created) "
+     "VALUES (%s, %s, %s, 0, %s)"},
+    {"gmcp_stream_done", "UPDATE mcp_streams SET done = 1 WHERE id = %s"},
+    {"gmcp_stream_select", "SELECT session_id, done FROM mcp_streams WHERE id = %s"},
+    {"gmcp_event_insert",
+     "INSERT INTO mcp_events (stream_id, seq, session_id, message, created) "
+     "VALUES (%s, %s, %s, %s, %s)"},
+    {"gmcp_events_after",
+     "SELECT seq, message FROM mcp_events WHERE stream_id = %s AND seq > CAST(%s AS BIGINT) "
+     "ORDER BY seq"},
+    {"gmcp_pending_insert",
+     "INSERT INTO mcp_pending (session_id, request_id, created, answered, response) "
+     "VALUES (%s, %s, %s, 0, '')"},
+    {"gmcp_pending_answer",
+     "UPDATE mcp_pending SET answered = 1, response = %s "
+     "WHERE session_id = %s AND request_id = %s AND answered = 0"},
+    {"gmcp_pending_select",
+     "SELECT answered, response FROM mcp_pending WHERE session_id = %s AND request_id = %s"},
+    {"gmcp_pending_delete",
+     "DELETE FROM mcp_pending WHERE session_id = %s AND request_id = %s"},
+    {"gmcp_cancel_insert",
+     "INSERT INTO mcp_cancels (session_id, request_id, created) VALUES (%s, %s, %s)"},
+    {"gmcp_cancel_select",
+     "SELECT 1 FROM mcp_cancels WHERE session_id = %s AND request_id = %s"},
+    {"gmcp_sub_insert",
+     "INSERT INTO mcp_subscriptions (session_id, uri, created) VALUES (%s, %s, %s)"},
+    {"gmcp_sub_delete",
+     "DELETE FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
+    {"gmcp_sub_exists",
+     "SELECT 1 FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
+    /* Sweeps: children first, so nothing dangles if one statement fails. */
+    {"gmcp_sweep_events",
+     "DELETE FROM mcp_events WHERE created < %s OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+    {"gmcp_sweep_streams",
+     "DELETE FROM mcp_streams WHERE created < %s OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+    {"gmcp_sweep_pending",
+     "DELETE FROM mcp_pending WHERE created < %s OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+    {"gmcp_sweep_cancels",
+     "DELETE FROM mcp_cancels WHERE created < %s OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+    {"gmcp_sweep_subs",
+     "DELETE FROM mcp_subscriptions WHERE session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+    {"gmcp_sweep_sessions", "DELETE FROM mcp_sessions WHERE last_seen < %s"},
+    {NULL, NULL}
+};
+
+/* How stale last_seen may get before a request refreshes it (seconds): keeps the
+ * hot path read-only. */
+#define TOUCH_EVERY 60
+
+static apr_int64_t now_sec(void)
+{
+    return (apr_int64_t)apr_time_sec(apr_time_now());
+}
+
+int gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info)
+{
+    const char *now = gmcp_now_str(db->pool);
+    return gmcp_db_exec(db, "gmcp_session_insert", NULL,
+                        GMCP_ARGS(s->id, s->owner, s->protocol_version, client_info,
+                                  s->client_caps, now, now)) ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
+                      apr_int64_t idle_timeout, gmcp_session *out)
+{
+    gmcp_rows rs;
+    const char **row;
+    apr_int64_t now = now_sec();
+    if (gmcp_db_select(db, "gmcp_session_select", &rs,
+                       GMCP_ARGS(id, gmcp_i64_str(db->pool, now - idle_timeout))))
+        return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    row = GMCP_ROW(&rs, 0);
+    /* Another principal's session answers exactly like a missing one. */
+    if (owner && strcmp(owner, row[0]) != 0) return GMCP_NOT_FOUND;
+    out->id = apr_pstrdup(db->pool, id);
+    out->owner = row[0];
+    out->protocol_version = row[1];
+    out->client_caps = row[2] ? row[2] : "{}";
+    out->log_level = row[3] ? row[3] : "";
+    out->last_seen = apr_atoi64(row[4]);
+    if (now - out->last_seen >= TOUCH_EVERY) {
+        if (gmcp_db_exec(db, "gmcp_session_touch", NULL,
+                         GMCP_ARGS(gmcp_i64_str(db->pool, now), id)))
+            return GMCP_DB_ERROR;
+        out->last_seen = now;
+    }
+    return GMCP_FOUND;
+}
+
+int gmcp_session_set_level(gmcp_db *db, const char *id, const char *level)
+{
+    return gmcp_db_exec(db, "gmcp_session_level", NULL, GMCP_ARGS(level, id))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_session_delete(gmcp_db *db, const char *id)
+{
+    static const char *const labels[] = {
+        "gmcp_session_del_events", "gmcp_session_del_streams", "gmcp_session_del_pending",
+        "gmcp_session_del_cancels", "gmcp_session_del_subs", "gmcp_session_delete", NULL
+    };
+    apr_dbd_transaction_t *t = NULL;
+    int i, failed = 0, n = 0, deleted = 0;
+    if (gmcp_db_begin(db, &t)) {
+        gmcp_db_end(db, t, 1);
+        return GMCP_DB_ERROR;
+    }
+    for (i = 0; labels[i] && !failed; i++) {
+        failed = gmcp_db_exec(db, labels[i], &n, GMCP_ARGS(id)) != 0;
+        if (!labels[i + 1]) deleted = n;
+    }
+    if (gmcp_db_end(db, t, failed) || failed) return GMCP_DB_ERROR;
+    return deleted ? GMCP_FOUND : GMCP_NOT_FOUND;
+}
+
+int gmcp_stream_create(gmcp_db *db, const char *stream_id, const char *session_id,
+                       const char *request_key)
+{
+    return gmcp_db_exec(db, "gmcp_stream_insert", NULL,
+                        GMCP_ARGS(stream_id, session_id, request_key,
+                                  gmcp_now_str(db->pool))) ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_stream_finish(gmcp_db *db, const char *stream_id)
+{
+    return gmcp_db_exec(db, "gmcp_stream_done", NULL, GMCP_ARGS(stream_id))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id, int *done)
+{
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_stream_select", &rs, GMCP_ARGS(stream_id)))
+        return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    *session_id = GMCP_ROW(&rs, 0)[0];
+    *done = atoi(GMCP_ROW(&rs, 0)[1]);
+    return GMCP_FOUND;
+}
+
+int gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,
+                      apr_int64_t seq, const char *message)
+{
+    return gmcp_db_exec(db, "gmcp_event_insert", NULL,
+                        GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq), session_id,
+                                  message, gmcp_now_str(db->pool))) ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq, gmcp_rows *out)
+{
+    return gmcp_db_select(db, "gmcp_events_after", out,
+                          GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq)))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_pending_create(gmcp_db *db, const char *session_id, const char *request_key)
+{
+    return gmcp_db_exec(db, "gmcp_pending_insert", NULL,
+                        GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_pending_answer(gmcp_db *db, const char *session_id, const char *request_key,
+                        const char *response)
+{
+    int n = 0;
+    if (gmcp_db_exec(db, "gmcp_pending_answer", &n,
+                     GMCP_ARGS(response, session_id, request_key)))
+        return GMCP_DB_ERROR;
+    return n ? GMCP_FOUND : GMCP_NOT_FOUND;
+}
+
+int gmcp_pending_get(gmcp_db *db, const char *session_id, const char *request_key,
+                     const char **response)
+{
+    gmcp_rows rs;
+    *response = NULL;
+    if (gmcp_db_select(db, "gmcp_pending_select", &rs, GMCP_ARGS(session_id, request_key)))
+        return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    if (atoi(GMCP_ROW(&rs, 0)[0])) *response = GMCP_ROW(&rs, 0)[1];
+    return GMCP_FOUND;
+}
+
+int gmcp_pending_delete(gmcp_db *db, const char *session_id, const char *request_key)
+{
+    return gmcp_db_exec(db, "gmcp_pending_delete", NULL, GMCP_ARGS(session_id, request_key))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_cancel_record(gmcp_db *db, const char *session_id, const char *request_key)
+{
+    int cancelled = 0;
+    /* A repeated cancellation is harmless: only insert the first. */
+    if (gmcp_cancel_check(db, session_id, request_key, &cancelled)) return GMCP_DB_ERROR;
+    if (cancelled) return 0;
+    return gmcp_db_exec(db, "gmcp_cancel_insert", NULL,
+                        GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_cancel_check(gmcp_db *db, const char *session_id, const char *request_key,
+                      int *cancelled)
+{
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_cancel_select", &rs, GMCP_ARGS(session_id, request_key)))
+        return GMCP_DB_ERROR;
+    *cancelled = rs.rows->nelts > 0;
+    return 0;
+}
+
+int gmcp_subscription_add(gmcp_db *db, const char *session_id, const char *uri)
+{
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_sub_exists", &rs, GMCP_ARGS(session_id, uri)))
+        return GMCP_DB_ERROR;
+    if (rs.rows->nelts) return 0;
+    return gmcp_db_exec(db, "gmcp_sub_insert", NULL,
+                        GMCP_ARGS(session_id, uri, gmcp_now_str(db->pool)))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_subscription_remove(gmcp_db *db, const char *session_id, const char *uri)
+{
+    return gmcp_db_exec(db, "gmcp_sub_delete", NULL, GMCP_ARGS(session_id, uri))
+        ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout, apr_int64_t event_retention)
+{
+    apr_int64_t now = now_sec();
+    const char *idle = gmcp_i64_str(db->pool, now - idle_timeout);
+    const char *old = gmcp_i64_str(db->pool, now - event_retention);
+    if (gmcp_db_exec(db, "gmcp_sweep_events", NULL, GMCP_ARGS(old, idle))
+        || gmcp_db_exec(db, "gmcp_sweep_streams", NULL, GMCP_ARGS(old, idle))
+        || gmcp_db_exec(db, "gmcp_sweep_pending", NULL, GMCP_ARGS(old, idle))
+        || gmcp_db_exec(db, "gmcp_sweep_cancels", NULL, GMCP_ARGS(old, idle))
+        || gmcp_db_exec(db, "gmcp_sweep_subs", NULL, GMCP_ARGS(idle))
+        || gmcp_db_exec(db, "gmcp_sweep_sessions", NULL, GMCP_ARGS(idle)))
+        return GMCP_DB_ERROR;
+    return 0;
+}

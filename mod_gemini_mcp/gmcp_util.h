@@ -1,0 +1,39 @@
+/* gmcp_util.h — small helpers of the httpd-free core: randomness, encodings, time.
+ * Depends on APR and OpenSSL only. */
+#ifndef GMCP_UTIL_H
+#define GMCP_UTIL_H
+
+#include <apr_pools.h>
+#include <apr_time.h>
+
+/* A random identifier: `nbytes` bytes from OpenSSL's CSPRNG, base64url without
+ * padding (visible ASCII only, safe in headers, URLs and SQL text). NULL when the
+ * CSPRNG fails. */
+const char *gmcp_random_id(apr_pool_t *p, apr_size_t nbytes);
+
+/* base64url (RFC 4648 §5) without padding, and back. Decoding rejects anything
+ * outside the alphabet; returns NULL on bad input. */
+const char *gmcp_b64url_encode(apr_pool_t *p, const unsigned char *data, apr_size_t len);
+unsigned char *gmcp_b64url_decode(apr_pool_t *p, const char *s, apr_size_t *len);
+
+/* Lowercase hex SHA-256 of a buffer. */
+const char *gmcp_sha256_hex(apr_pool_t *p, const void *data, apr_size_t len);
+
+/* Seconds since the epoch, as a decimal string for SQL parameters. */
+const char *gmcp_now_str(apr_pool_t *p);
+const char *gmcp_i64_str(apr_pool_t *p, apr_int64_t v);
+
+/* Strictly parse a non-negative decimal integer (no sign, no spaces, no overflow).
+ * Returns 0 on success. */
+int gmcp_parse_u64(const char *s, apr_uint64_t *out);
+
+/* Parse a size with an optional K/M/G suffix (binary multiples). Returns 0 on success. */
+int gmcp_parse_size(const char *s, apr_uint64_t *out);
+
+/* Is the buffer valid UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF)? */
+int gmcp_utf8_valid(const char *s, apr_size_t len);
+
+/* Constant-time comparison of two NUL-terminated strings. */
+int gmcp_str_eq_ct(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,267 @@
+/* mod_gemini_mcp.c — module declaration, directives and start-up hooks. */
+#include "mod_gemini_mcp.h"
+#include "gmcp_util.h"
+
+#include <http_protocol.h>
+#include <http_request.h>
+#include <ap_provider.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <openssl/crypto.h>
+
+/* The merged registry of every provider, built once in post_config (before the
+ * children fork, so it is read-only afterwards). */
+static gmcp_registry *g_registry;
+
+/* ---- configuration ----------------------------------------------------------------- */
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    gmcp_dir_conf *c = apr_pcalloc(p, sizeof(*c));
+    (void)dir;
+    c->max_body = -1;
+    c->client_timeout = -1;
+    c->sse_retry_ms = -1;
+    c->page_size = -1;
+    return c;
+}
+
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    gmcp_dir_conf *b = basev, *a = addv, *c = apr_pcalloc(p, sizeof(*c));
+    c->max_body = a->max_body >= 0 ? a->max_body : b->max_body;
+    c->allowed_origins = a->allowed_origins ? a->allowed_origins : b->allowed_origins;
+    c->allowed_hosts = a->allowed_hosts ? a->allowed_hosts : b->allowed_hosts;
+    c->client_timeout = a->client_timeout >= 0 ? a->client_timeout : b->client_timeout;
+    c->sse_retry_ms = a->sse_retry_ms >= 0 ? a->sse_retry_ms : b->sse_retry_ms;
+    c->page_size = a->page_size >= 0 ? a->page_size : b->page_size;
+    c->default_principal = a->default_principal ? a->default_principal : b->default_principal;
+    return c;
+}
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    gmcp_srv_conf *c = apr_pcalloc(p, sizeof(*c));
+    (void)s;
+    c->session_idle = -1;
+    c->event_retention = -1;
+    return c;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    gmcp_srv_conf *b = basev, *a = addv, *c = apr_pcalloc(p, sizeof(*c));
+    c->session_idle = a->session_idle >= 0 ? a->session_idle : b->session_idle;
+    c->event_retention = a->event_retention >= 0 ? a->event_retention : b->event_retention;
+    return c;
+}
+
+apr_off_t gmcp_conf_max_body(const gmcp_dir_conf *c)
+{ return c->max_body >= 0 ? c->max_body : GMCP_DEFAULT_MAX_BODY; }
+apr_interval_time_t gmcp_conf_client_timeout(const gmcp_dir_conf *c)
+{ return c->client_timeout >= 0 ? c->client_timeout : GMCP_DEFAULT_CLIENT_TIMEOUT; }
+int gmcp_conf_sse_retry(const gmcp_dir_conf *c)
+{ return c->sse_retry_ms >= 0 ? c->sse_retry_ms : GMCP_DEFAULT_SSE_RETRY; }
+const char *gmcp_conf_principal(const gmcp_dir_conf *c)
+{ return c->default_principal ? c->default_principal : GMCP_DEFAULT_PRINCIPAL; }
+apr_int64_t gmcp_conf_session_idle(const gmcp_srv_conf *c)
+{ return c->session_idle >= 0 ? c->session_idle : GMCP_DEFAULT_SESSION_IDLE; }
+apr_int64_t gmcp_conf_event_retention(const gmcp_srv_conf *c)
+{ return c->event_retention >= 0 ? c->event_retention : GMCP_DEFAULT_EVENT_RETENTION; }
+
+/* Parse a whole number of `unit`s within [min, max]; errors name the directive. */
+static const char *parse_num(cmd_parms *cmd, const char *arg, apr_int64_t min,
+                             apr_int64_t max, apr_int64_t *out)
+{
+    apr_uint64_t v;
+    if (gmcp_parse_u64(arg, &v) != 0 || (apr_int64_t)v < min || (apr_int64_t)v > max)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a whole number between %"
+                            APR_INT64_T_FMT " and %" APR_INT64_T_FMT, cmd->cmd->name, arg,
+                            min, max);
+    *out = (apr_int64_t)v;
+    return NULL;
+}
+
+static const char *set_max_body(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    apr_uint64_t v;
+    if (gmcp_parse_size(arg, &v) != 0 || v < 1024 || v > (apr_uint64_t)1 << 30)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a size between 1K and 1G "
+                            "(bytes, or with a K/M/G suffix)", cmd->cmd->name, arg);
+    c->max_body = (apr_off_t)v;
+    return NULL;
+}
+
+static const char *set_client_timeout(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    apr_int64_t v = 0;
+    const char *err = parse_num(cmd, arg, 1, 3600, &v);
+    if (!err) c->client_timeout = apr_time_from_sec(v);
+    return err;
+}
+
+static const char *set_sse_retry(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    apr_int64_t v = 0;
+    const char *err = parse_num(cmd, arg, 0, 600000, &v);
+    if (!err) c->sse_retry_ms = (int)v;
+    return err;
+}
+
+static const char *set_page_size(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    apr_int64_t v = 0;
+    const char *err = parse_num(cmd, arg, 1, 1000, &v);
+    if (!err) c->page_size = (int)v;
+    return err;
+}
+
+static const char *set_principal(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    if (!*arg || strlen(arg) > 128)
+        return apr_psprintf(cmd->pool, "%s: the principal must be 1-128 characters",
+                            cmd->cmd->name);
+    c->default_principal = arg;
+    return NULL;
+}
+
+static const char *add_origin(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    apr_uri_t u;
+    if (strcmp(arg, "*") != 0
+        && (apr_uri_parse(cmd->pool, arg, &u) != APR_SUCCESS || !u.scheme || !u.hostname
+            || (u.path && *u.path && strcmp(u.path, "/") != 0) || u.query))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an origin like https://app.example.com "
+                            "or http://localhost:3000 (or *)", cmd->cmd->name, arg);
+    if (!c->allowed_origins) c->allowed_origins = apr_array_make(cmd->pool, 4, sizeof(char *));
+    APR_ARRAY_PUSH(c->allowed_origins, const char *) =
+        apr_pstrdup(cmd->pool, (u.path && !strcmp(u.path, "/"))
+                    ? apr_pstrndup(cmd->pool, arg, strlen(arg) - 1) : arg);
+    return NULL;
+}
+
+static const char *add_host(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    const char *p;
+    for (p = arg; *p; p++)
+        if (!(apr_isalnum(*p) || *p == '.' || *p == '-' || *p == ':' || *p == '[' || *p == ']'
+              || *p == '*'))
+            return apr_psprintf(cmd->pool, "%s: '%s' is not a host name (optionally with "
+                                ":port, or *)", cmd->cmd->name, arg);
+    if (!c->allowed_hosts) c->allowed_hosts = apr_array_make(cmd->pool, 4, sizeof(char *));
+    APR_ARRAY_PUSH(c->allowed_hosts, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_session_idle(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    (void)dc;
+    return parse_num(cmd, arg, 10, 365 * 24 * 3600, &c->session_idle);
+}
+
+static const char *set_event_retention(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    (void)dc;
+    return parse_num(cmd, arg, 10, 30 * 24 * 3600, &c->event_retention);
+}
+
+static const command_rec gmcp_cmds[] = {
+    AP_INIT_TAKE1("GeminiMCPMaxBodySize", set_max_body, NULL, OR_ALL,
+                  "Largest accepted JSON-RPC request body (default 1M)"),
+    AP_INIT_ITERATE("GeminiMCPAllowedOrigins", add_origin, NULL, OR_ALL,
+                    "Origins allowed besides the endpoint's own (or *)"),
+    AP_INIT_ITERATE("GeminiMCPAllowedHosts", add_host, NULL, OR_ALL,
+                    "Host header values accepted (DNS-rebinding protection); default: the "
+                    "ServerName, ServerAlias and loopback names"),
+    AP_INIT_TAKE1("GeminiMCPClientRequestTimeout", set_client_timeout, NULL, OR_ALL,
+                  "Seconds a tool waits for the client's answer to sampling/elicitation"),
+    AP_INIT_TAKE1("GeminiMCPSSERetry", set_sse_retry, NULL, OR_ALL,
+                  "Reconnection delay (ms) announced in SSE 'retry:' fields"),
+    AP_INIT_TAKE1("GeminiMCPPageSize", set_page_size, NULL, OR_ALL,
+                  "Items per page of tools/list, resources/list, prompts/list"),
+    AP_INIT_TAKE1("GeminiMCPDefaultPrincipal", set_principal, NULL, OR_ALL,
+                  "Owner recorded for sessions when no caller identity is known"),
+    AP_INIT_TAKE1("GeminiMCPSessionIdleTimeout", set_session_idle, NULL, RSRC_CONF,
+                  "Seconds after which an idle MCP session expires (default 86400)"),
+    AP_INIT_TAKE1("GeminiMCPEventRetention", set_event_retention, NULL, RSRC_CONF,
+                  "Seconds stored SSE events stay available for resumption (default 3600)"),
+    {NULL}
+};
+
+/* ---- start-up ------------------------------------------------------------------------ */
+
+static int cmp_provider_names(const void *a, const void *b)
+{
+    return strcmp(((const ap_list_provider_names_t *)a)->provider_name,
+                  ((const ap_list_provider_names_t *)b)->provider_name);
+}
+
+static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                            server_rec *s)
+{
+    apr_array_header_t *names = ap_list_provider_names(pconf, GMCP_PROVIDER_GROUP,
+                                                       GMCP_PROVIDER_VERSION);
+    const gmcp_provider **provs;
+    const char *err = NULL;
+    int i;
+    (void)plog; (void)ptemp;
+
+    /* Providers in name order, so listings are stable across restarts. */
+    qsort(names->elts, (size_t)names->nelts, names->elt_size, cmp_provider_names);
+    provs = apr_pcalloc(pconf, sizeof(*provs) * (size_t)(names->nelts + 1));
+    for (i = 0; i < names->nelts; i++) {
+        const char *n = APR_ARRAY_IDX(names, i, ap_list_provider_names_t).provider_name;
+        provs[i] = ap_lookup_provider(GMCP_PROVIDER_GROUP, n, GMCP_PROVIDER_VERSION);
+    }
+    g_registry = gmcp_registry_create(pconf, provs, names->nelts, &err);
+    if (!g_registry) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10701)
+                     "gemini_mcp: invalid MCP provider definition: %s", err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, APLOGNO(10702)
+                 "gemini_mcp: %d provider(s), %d tool(s), %d resource(s), %d template(s), "
+                 "%d prompt(s)", names->nelts, g_registry->tools->nelts,
+                 g_registry->resources->nelts, g_registry->templates->nelts,
+                 g_registry->prompts->nelts);
+    return OK;
+}
+
+const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c)
+{
+    gmcp_server *srv = apr_pcalloc(p, sizeof(*srv));
+    srv->registry = g_registry;
+    srv->page_size = c->page_size > 0 ? c->page_size : GMCP_DEFAULT_PAGE_SIZE;
+    srv->server_name = "mod_gemini_mcp";
+    srv->server_version = GMCP_VERSION;
+    return srv;
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_post_config(gmcp_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(gmcp_mcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+/* Declared without AP_DECLARE_MODULE: mod_gemini_mcp.h already does APLOG_USE_MODULE
+ * for every glue file. */
+module AP_MODULE_DECLARE_DATA gemini_mcp_module = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,
+    merge_dir_conf,
+    create_srv_conf,
+    merge_srv_conf,
+    gmcp_cmds,
+    register_hooks,
+    AP_MODULE_FLAG_NONE
+};

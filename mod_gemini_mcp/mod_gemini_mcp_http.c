@@ -1,0 +1,777 @@
+/* mod_gemini_mcp_http.c — the Streamable HTTP transport (SetHandler gemini-mcp).
+ *
+ * POST carries one JSON-RPC message; requests are answered as application/json, or as
+ * text/event-stream when the call will notify or ask the client. Every SSE event is
+ * stored in SQL before it is written, so a client that lost the stream resumes with
+ * GET + Last-Event-ID on any child process. Database handles are taken with
+ * ap_dbd_open for short sections only, never across a tool call or a wait. */
+#include "mod_gemini_mcp.h"
+#include "gmcp_util.h"
+
+#include <http_core.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <mod_dbd.h>
+#include <apr_atomic.h>
+#include <apr_strings.h>
+#include <apr_uri.h>
+
+#define HDR_SESSION  "Mcp-Session-Id"
+#define HDR_VERSION  "MCP-Protocol-Version"
+#define CANCEL_CHECK_EVERY apr_time_from_msec(200)
+#define RESUME_MAX_TIME    apr_time_from_sec(300)
+#define HEARTBEAT_EVERY    apr_time_from_sec(15)
+#define SWEEP_EVERY_SEC    60
+
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open_fn;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close_fn;
+
+typedef struct {
+    request_rec *r;
+    const gmcp_dir_conf *dc;
+    const gmcp_srv_conf *sc;
+    const gmcp_server *srv;
+    ap_dbd_t *dbd;
+    gmcp_db db;
+    gmcp_session session;
+    int have_session;
+    /* the call being served */
+    gmcp_call call;
+    const char *request_key;      /* JSON text of the request id */
+    int sse, detached, cancelled;
+    const char *stream_id;
+    apr_int64_t seq;
+    apr_time_t next_cancel_check;
+    int log_min;
+    json_t *caps;
+} gmcp_req;
+
+/* ---- database sections ---------------------------------------------------------------- */
+
+static apr_time_t last_db_complaint;
+
+static int db_get(gmcp_req *x, const char **why)
+{
+    const char *err = NULL;
+    int behind = 0;
+    if (x->dbd) return 0;
+    *why = "the database is unavailable";
+    if (!dbd_open_fn || !(x->dbd = dbd_open_fn(x->r->pool, x->r->server))) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, x->r, APLOGNO(10710)
+                      "gemini_mcp: no database connection (is mod_dbd loaded and "
+                      "DBDriver/DBDParams set for this server?)");
+        return -1;
+    }
+    gmcp_db_init(&x->db, x->dbd->driver, x->dbd->handle, x->dbd->prepared, x->r->pool);
+    if (gmcp_db_ready(&x->db, &err, &behind)) {
+        apr_time_t now = apr_time_now();
+        /* Say it clearly, but not on every request of a busy server. */
+        if (now - last_db_complaint > apr_time_from_sec(10)) {
+            last_db_complaint = now;
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, x->r, APLOGNO(10711)
+                          "gemini_mcp: refusing to serve: %s", err);
+        }
+        if (behind) *why = "the database schema is older than this server needs";
+        dbd_close_fn(x->r->server, x->dbd);
+        x->dbd = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void db_put(gmcp_req *x)
+{
+    if (x->dbd) {
+        dbd_close_fn(x->r->server, x->dbd);
+        x->dbd = NULL;
+    }
+}
+
+static apr_status_t db_cleanup(void *data)
+{
+    db_put(data);
+    return APR_SUCCESS;
+}
+
+static void db_complain(gmcp_req *x, const char *what)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, x->r, APLOGNO(10712)
+                  "gemini_mcp: database error while %s: %s", what,
+                  x->dbd ? gmcp_db_error(&x->db, -1) : "no connection");
+}
+
+/* ---- plain responses ------------------------------------------------------------------ */
+
+static int send_json(request_rec *r, int status, json_t *msg /* stolen */)
+{
+    const char *body = gmcp_json_dump(r->pool, msg);
+    json_decref(msg);
+    r->status = status;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    ap_set_content_length(r, (apr_off_t)strlen(body));
+    ap_rwrite(body, (int)strlen(body), r);
+    return OK;
+}
+
+/* An HTTP-level rejection with a JSON-RPC error body. */
+static int reject(request_rec *r, int status, json_t *id, int code, const char *message)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10713)
+                  "gemini_mcp: %d: %s", status, message);
+    return send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
+}
+
+static int unavailable(gmcp_req *x, json_t *id, const char *why)
+{
+    apr_table_setn(x->r->headers_out, "Retry-After", "5");
+    return reject(x->r, HTTP_SERVICE_UNAVAILABLE, id, GMCP_INTERNAL_ERROR,
+                  apr_psprintf(x->r->pool, "Service unavailable: %s", why));
+}
+
+static int accepted(request_rec *r)
+{
+    r->status = HTTP_ACCEPTED;
+    ap_set_content_length(r, 0);
+    return OK;
+}
+
+/* ---- header checks ---------------------------------------------------------------- */
+
+/* Does the Accept header admit `type` ("application/json" or "text/event-stream")? */
+static int accepts(request_rec *r, const char *type)
+{
+    const char *accept = apr_table_get(r->headers_in, "Accept");
+    const char *slash = strchr(type, '/');
+    char *list, *tok, *state;
+    if (!accept) return 0;
+    list = apr_pstrdup(r->pool, accept);
+    for (tok = apr_strtok(list, ",", &state); tok; tok = apr_strtok(NULL, ",", &state)) {
+        char *semi = strchr(tok, ';');
+        if (semi) *semi = '\0';
+        apr_collapse_spaces(tok, tok);
+        if (!strcasecmp(tok, type) || !strcmp(tok, "*/*")
+            || (!strncasecmp(tok, type, (size_t)(slash - type + 1)) && !strcmp(tok + (slash - type + 1), "*")))
+            return 1;
+    }
+    return 0;
+}
+
+static int is_json_content_type(request_rec *r)
+{
+    const char *ct = apr_table_get(r->headers_in, "Content-Type");
+    size_t n = strlen("application/json");
+    return ct && !strncasecmp(ct, "application/json", n)
+        && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* Split "host:port" / "[v6]:port" into a lowercase host and a port string. */
+static void split_host(apr_pool_t *p, const char *hp, const char **host, const char **port)
+{
+    const char *colon;
+    *port = NULL;
+    if (*hp == '[') {
+        const char *end = strchr(hp, ']');
+        *host = apr_pstrndup(p, hp, end ? (apr_size_t)(end - hp + 1) : strlen(hp));
+        if (end && end[1] == ':') *port = end + 2;
+    }
+    else if ((colon = strrchr(hp, ':')) != NULL) {
+        *host = apr_pstrndup(p, hp, (apr_size_t)(colon - hp));
+        *port = colon + 1;
+    }
+    else {
+        *host = apr_pstrdup(p, hp);
+    }
+    ap_str_tolower((char *)*host);
+}
+
+static int name_matches_server(request_rec *r, const char *host)
+{
+    server_rec *s = r->server;
+    int i;
+    if (s->server_hostname && !strcasecmp(host, s->server_hostname)) return 1;
+    for (i = 0; s->names && i < s->names->nelts; i++)
+        if (!strcasecmp(host, APR_ARRAY_IDX(s->names, i, const char *))) return 1;
+    for (i = 0; s->wild_names && i < s->wild_names->nelts; i++)
+        if (!ap_strcasecmp_match(host, APR_ARRAY_IDX(s->wild_names, i, const char *))) return 1;
+    return 0;
+}
+
+/* DNS-rebinding protection: the Host header must name this server. */
+static int host_allowed(request_rec *r, const gmcp_dir_conf *c)
+{
+    const char *hp = apr_table_get(r->headers_in, "Host"), *host, *port;
+    int i;
+    if (!hp) hp = r->hostname;
+    if (!hp || !*hp) return 0;
+    split_host(r->pool, hp, &host, &port);
+    if (c->allowed_hosts) {
+        for (i = 0; i < c->allowed_hosts->nelts; i++) {
+            const char *a = APR_ARRAY_IDX(c->allowed_hosts, i, const char *), *ah, *ap;
+            if (!strcmp(a, "*")) return 1;
+            split_host(r->pool, a, &ah, &ap);
+            if (!ap_strcasecmp_match(host, ah) && (!ap || (port && !strcmp(ap, port))))
+                return 1;
+        }
+        return 0;
+    }
+    return !strcmp(host, "localhost") || !strcmp(host, "127.0.0.1") || !strcmp(host, "[::1]")
+        || name_matches_server(r, host);
+}
+
+static const char *default_port(const char *scheme)
+{
+    return !strcasecmp(scheme, "https") ? "443" : "80";
+}
+
+/* Origin must be absent, the endpoint's own, or allow-listed. */
+static int origin_allowed(request_rec *r, const gmcp_dir_conf *c)
+{
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *hp = apr_table_get(r->headers_in, "Host"), *oh, *op, *hh, *hport, *scheme;
+    apr_uri_t u;
+    int i;
+    if (!origin) return 1;
+    for (i = 0; c->allowed_origins && i < c->allowed_origins->nelts; i++) {
+        const char *a = APR_ARRAY_IDX(c->allowed_origins, i, const char *);
+        if (!strcmp(a, "*") || !strcasecmp(a, origin)) return 1;
+    }
+    if (!hp || apr_uri_parse(r->pool, origin, &u) != APR_SUCCESS || !u.scheme || !u.hostname)
+        return 0;
+    scheme = ap_http_scheme(r);
+    if (strcasecmp(u.scheme, scheme) != 0) return 0;
+    split_host(r->pool, apr_pstrcat(r->pool, u.hostname[0] != '[' && strchr(u.hostname, ':')
+                                    ? "[" : "", u.hostname,
+                                    u.hostname[0] != '[' && strchr(u.hostname, ':') ? "]" : "",
+                                    NULL), &oh, &op);
+    op = u.port_str ? u.port_str : default_port(u.scheme);
+    split_host(r->pool, hp, &hh, &hport);
+    if (!hport) hport = default_port(scheme);
+    return !strcmp(oh, hh) && !strcmp(op, hport);
+}
+
+/* ---- request body -------------------------------------------------------------------- */
+
+/* Read the whole body, refusing more than `limit` bytes. Returns OK or an HTTP status. */
+static int read_body(request_rec *r, apr_off_t limit, char **data, apr_size_t *len)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_bucket_brigade *all = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_off_t total = 0;
+    int seen_eos = 0;
+    apr_uint64_t declared;
+
+    if (cl && gmcp_parse_u64(cl, &declared) == 0 && declared > (apr_uint64_t)limit)
+        return HTTP_REQUEST_ENTITY_TOO_LARGE;
+    while (!seen_eos) {
+        apr_bucket *b;
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_BLOCK_READ, 8192);
+        if (rv != APR_SUCCESS) return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
+        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
+            if (APR_BUCKET_IS_EOS(b)) { seen_eos = 1; break; }
+            if (b->length != (apr_size_t)-1) total += (apr_off_t)b->length;
+        }
+        if (total > limit) return HTTP_REQUEST_ENTITY_TOO_LARGE;
+        rv = ap_save_brigade(NULL, &all, &bb, r->pool);
+        if (rv != APR_SUCCESS) return HTTP_INTERNAL_SERVER_ERROR;
+        apr_brigade_cleanup(bb);
+    }
+    if (apr_brigade_pflatten(all, data, len, r->pool) != APR_SUCCESS)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    return OK;
+}
+
+/* ---- SSE ---------------------------------------------------------------------------- */
+
+static void sse_headers(request_rec *r)
+{
+    ap_set_content_type(r, "text/event-stream");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    /* Compression would hold events back until a buffer fills. */
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+}
+
+static int sse_write(request_rec *r, const char *text)
+{
+    if (r->connection->aborted) return -1;
+    if (ap_rputs(text, r) < 0 || ap_rflush(r) < 0) return -1;
+    return 0;
+}
+
+/* Store one message of the current stream, then write it unless detached. */
+static int sse_send(gmcp_req *x, json_t *msg /* stolen */)
+{
+    const char *text = gmcp_json_dump(x->r->pool, msg), *why;
+    apr_int64_t seq = ++x->seq;
+    int rv = 0;
+    json_decref(msg);
+    if (db_get(x, &why)) return -1;
+    if (gmcp_event_append(&x->db, x->stream_id, x->session.id, seq, text)) {
+        db_complain(x, "storing an SSE event");
+        rv = -1;
+    }
+    db_put(x);
+    if (!rv && !x->detached)
+        sse_write(x->r, apr_psprintf(x->r->pool, "id: %s.%" APR_INT64_T_FMT
+                                     "\nevent: message\ndata: %s\n\n", x->stream_id, seq, text));
+    return rv;
+}
+
+/* ---- the call's operations ------------------------------------------------------------ */
+
+static int op_cancelled(gmcp_call *c)
+{
+    gmcp_req *x = c->transport;
+    apr_time_t now = apr_time_now();
+    const char *why;
+    int cancelled = 0;
+    if (x->cancelled) return 1;
+    if (now < x->next_cancel_check) return 0;
+    x->next_cancel_check = now + CANCEL_CHECK_EVERY;
+    if (db_get(x, &why)) return 0;
+    if (gmcp_cancel_check(&x->db, x->session.id, x->request_key, &cancelled) == 0 && cancelled)
+        x->cancelled = 1;
+    db_put(x);
+    return x->cancelled;
+}
+
+static int op_progress(gmcp_call *c, double progress, double total, const char *message)
+{
+    gmcp_req *x = c->transport;
+    json_t *params;
+    if (!c->progress_token || !x->sse) return 0;
+    params = json_pack("{s:O, s:f}", "progressToken", c->progress_token, "progress", progress);
+    if (total > 0) json_object_set_new(params, "total", json_real(total));
+    if (message) json_object_set_new(params, "message", json_string(message));
+    return sse_send(x, gmcp_rpc_notification("notifications/progress", params));
+}
+
+static int op_log(gmcp_call *c, gmcp_log_level level, const char *logger, json_t *data)
+{
+    gmcp_req *x = c->transport;
+    json_t *params;
+    if (!x->sse || (int)level < x->log_min) {
+        json_decref(data);
+        return 0;
+    }
+    params = json_pack("{s:s, s:o}", "level", gmcp_log_level_name(level), "data",
+                       data ? data : json_null());
+    if (logger) json_object_set_new(params, "logger", json_string(logger));
+    return sse_send(x, gmcp_rpc_notification("notifications/message", params));
+}
+
+/* Which client capability a server→client request needs. */
+static const char *needed_capability(const char *method)
+{
+    if (!strcmp(method, "sampling/createMessage")) return "sampling";
+    if (!strcmp(method, "elicitation/create")) return "elicitation";
+    if (!strcmp(method, "roots/list")) return "roots";
+    return NULL;
+}
+
+static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **result,
+                  const char **errmsg)
+{
+    gmcp_req *x = c->transport;
+    const char *cap = needed_capability(method), *id, *key, *why, *resp = NULL;
+    apr_time_t deadline = apr_time_now() + gmcp_conf_client_timeout(x->dc);
+    apr_interval_time_t wait = apr_time_from_msec(5);
+    int rv;
+
+    *result = NULL;
+    if (!x->sse) {
+        json_decref(params);
+        *errmsg = "this request has no stream to send a request to the client";
+        return -1;
+    }
+    if (cap && !json_object_get(x->caps, cap)) {
+        json_decref(params);
+        *errmsg = apr_psprintf(x->r->pool, "the client did not declare the '%s' capability",
+                               cap);
+        return -1;
+    }
+    id = apr_pstrcat(x->r->pool, "gmcp-", gmcp_random_id(x->r->pool, 12), NULL);
+    /* The id is base64url, so its JSON text needs no escaping. */
+    key = apr_psprintf(x->r->pool, "\"%s\"", id);
+    if (db_get(x, &why)) { json_decref(params); *errmsg = why; return -1; }
+    rv = gmcp_pending_create(&x->db, x->session.id, key);
+    db_put(x);
+    if (rv) { json_decref(params); *errmsg = "the session store is unavailable"; return -1; }
+    if (sse_send(x, gmcp_rpc_request(json_string(id), method, params))) {
+        *errmsg = "could not send the request to the client";
+        return -1;
+    }
+    /* The answer arrives as a separate POST, possibly in another process: wait for it
+     * in SQL, polling quickly at first, then every 100 ms. */
+    for (;;) {
+        apr_sleep(wait);
+        if (wait < apr_time_from_msec(100)) wait *= 2;
+        if (db_get(x, &why)) continue;
+        rv = gmcp_pending_get(&x->db, x->session.id, key, &resp);
+        if (rv != GMCP_FOUND || resp || apr_time_now() > deadline || op_cancelled(c)) {
+            gmcp_pending_delete(&x->db, x->session.id, key);
+            db_put(x);
+            break;
+        }
+        db_put(x);
+    }
+    if (resp) {
+        json_t *j = json_loads(resp, 0, NULL);
+        json_t *res = j ? json_object_get(j, "result") : NULL;
+        if (res) {
+            *result = json_incref(res);
+            json_decref(j);
+            return 0;
+        }
+        *errmsg = apr_psprintf(x->r->pool, "the client answered with an error: %s",
+                               j ? (gmcp_json_str(gmcp_json_obj(j, "error"), "message")
+                                    ? gmcp_json_str(gmcp_json_obj(j, "error"), "message")
+                                    : "unknown") : "unreadable");
+        json_decref(j);
+        return -1;
+    }
+    *errmsg = x->cancelled ? "the request was cancelled"
+            : rv == GMCP_DB_ERROR ? "the session store is unavailable"
+            : "timed out waiting for the client's answer";
+    return -1;
+}
+
+static int op_detach(gmcp_call *c)
+{
+    gmcp_req *x = c->transport;
+    apr_bucket_brigade *bb;
+    if (!x->sse || x->detached) return 0;
+    x->detached = 1;
+    bb = apr_brigade_create(x->r->pool, x->r->connection->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(x->r->connection->bucket_alloc));
+    return ap_pass_brigade(x->r->output_filters, bb) == APR_SUCCESS ? 0 : -1;
+}
+
+static const gmcp_call_ops CALL_OPS = {
+    op_progress, op_log, op_ask, op_cancelled, op_detach
+};
+
+/* ---- POST ---------------------------------------------------------------------------- */
+
+static int load_session(gmcp_req *x, json_t *id)
+{
+    const char *sid = apr_table_get(x->r->headers_in, HDR_SESSION), *why;
+    int rv;
+    if (!sid)
+        return reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
+                      "Bad Request: Mcp-Session-Id header is required");
+    if (db_get(x, &why)) return unavailable(x, id, why);
+    rv = gmcp_session_load(&x->db, sid, x->call.principal,
+                           gmcp_conf_session_idle(x->sc), &x->session);
+    if (rv == GMCP_DB_ERROR) {
+        db_complain(x, "loading a session");
+        return unavailable(x, id, "the session store is unavailable");
+    }
+    if (rv == GMCP_NOT_FOUND)
+        return reject(x->r, HTTP_NOT_FOUND, id, GMCP_SERVER_ERROR,
+                      "Session not found: it expired or was terminated; initialize again");
+    x->have_session = 1;
+    x->call.session_id = x->session.id;
+    x->caps = json_loads(x->session.client_caps, 0, NULL);
+    if (!x->caps) x->caps = json_object();
+    x->call.client_caps = x->caps;
+    x->log_min = *x->session.log_level ? gmcp_log_level_parse(x->session.log_level)
+                                       : GMCP_LOG_INFO;
+    return OK;
+}
+
+static apr_status_t json_release(void *j)
+{
+    json_decref(j);
+    return APR_SUCCESS;
+}
+
+static int check_version_header(gmcp_req *x, json_t *id)
+{
+    const char *v = apr_table_get(x->r->headers_in, HDR_VERSION);
+    /* Any version we speak is accepted: clients (and the conformance suite) send an
+     * older supported one on some raw requests. */
+    if (v && !gmcp_version_supported(v))
+        return reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
+                      apr_psprintf(x->r->pool, "Bad Request: unsupported MCP-Protocol-Version "
+                                   "'%s' (supported: %s)", v, gmcp_supported_versions()));
+    return OK;
+}
+
+static int serve_request(gmcp_req *x, gmcp_msg *m)
+{
+    request_rec *r = x->r;
+    gmcp_rpc_ctx rc;
+    json_t *resp;
+    const char *why;
+    int stream = gmcp_mcp_wants_stream(x->srv, m) && accepts(r, "text/event-stream");
+
+    memset(&rc, 0, sizeof(rc));
+    rc.pool = r->pool;
+    rc.srv = x->srv;
+    rc.db = &x->db;
+    rc.session = x->have_session ? &x->session : NULL;
+    rc.principal = x->call.principal;
+    rc.call = &x->call;
+    x->request_key = gmcp_id_key(r->pool, m->id);
+
+    if (stream) {
+        x->stream_id = gmcp_random_id(r->pool, 16);
+        if (db_get(x, &why)) return unavailable(x, m->id, why);
+        if (!x->stream_id || gmcp_stream_create(&x->db, x->stream_id, x->session.id,
+                                                x->request_key)) {
+            db_complain(x, "creating an SSE stream");
+            return unavailable(x, m->id, "the session store is unavailable");
+        }
+        db_put(x);
+        x->sse = 1;
+        sse_headers(r);
+        /* Priming event: an id to resume from and the reconnection delay. */
+        sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n", x->stream_id,
+                                  gmcp_conf_sse_retry(x->dc)));
+    }
+    else if (!strcmp(m->method, "tools/call")) {
+        /* Tool calls may take long: no database handle is held across them. */
+        db_put(x);
+    }
+    else if (db_get(x, &why)) {
+        return unavailable(x, m->id, why);
+    }
+
+    resp = gmcp_mcp_request(&rc, m);
+    if (!stream) {
+        if (!resp) resp = gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED, "Request cancelled", NULL);
+        if (rc.new_session_id) apr_table_setn(r->headers_out, HDR_SESSION, rc.new_session_id);
+        return send_json(r, HTTP_OK, resp);
+    }
+    if (resp) sse_send(x, resp);
+    if (db_get(x, &why) == 0) {
+        if (gmcp_stream_finish(&x->db, x->stream_id)) db_complain(x, "closing an SSE stream");
+        db_put(x);
+    }
+    return OK;
+}
+
+static int handle_post(gmcp_req *x)
+{
+    request_rec *r = x->r;
+    char *body = NULL;
+    apr_size_t len = 0;
+    gmcp_msg m;
+    int st;
+    const char *why;
+
+    if (!accepts(r, "application/json") || !accepts(r, "text/event-stream"))
+        return reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
+                      "Not Acceptable: Accept must list application/json and text/event-stream");
+    if (!is_json_content_type(r))
+        return reject(r, HTTP_UNSUPPORTED_MEDIA_TYPE, NULL, GMCP_SERVER_ERROR,
+                      "Unsupported Media Type: Content-Type must be application/json");
+    st = read_body(r, gmcp_conf_max_body(x->dc), &body, &len);
+    if (st != OK) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+        if (st == HTTP_REQUEST_ENTITY_TOO_LARGE)
+            return reject(r, st, NULL, GMCP_INVALID_REQUEST, apr_psprintf(r->pool,
+                          "Request body too large: the limit is %" APR_OFF_T_FMT " bytes",
+                          gmcp_conf_max_body(x->dc)));
+        return reject(r, st, NULL, GMCP_PARSE_ERROR, "Could not read the request body");
+    }
+
+    gmcp_msg_parse(r->pool, body, len, &m);
+    apr_pool_cleanup_register(r->pool, m.root, json_release, apr_pool_cleanup_null);
+    if (m.kind == GMCP_MSG_INVALID || m.kind == GMCP_MSG_BATCH)
+        return reject(r, HTTP_BAD_REQUEST, m.id, m.error_code, m.error_msg);
+
+    if (m.kind == GMCP_MSG_REQUEST && !strcmp(m.method, "initialize"))
+        return serve_request(x, &m);
+
+    if ((st = check_version_header(x, m.id)) != OK) return st;
+    if ((st = load_session(x, m.id)) != OK) return st;
+
+    switch (m.kind) {
+    case GMCP_MSG_NOTIFICATION: {
+        gmcp_rpc_ctx rc;
+        memset(&rc, 0, sizeof(rc));
+        rc.pool = r->pool;
+        rc.srv = x->srv;
+        rc.db = &x->db;
+        rc.session = &x->session;
+        rc.principal = x->call.principal;
+        rc.call = &x->call;
+        if (db_get(x, &why)) return unavailable(x, NULL, why);
+        if (gmcp_mcp_notification(&rc, &m))
+            return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_PARAMS,
+                          apr_psprintf(r->pool, "Invalid params for %s", m.method));
+        return accepted(r);
+    }
+    case GMCP_MSG_RESPONSE: {
+        int rv;
+        if (db_get(x, &why)) return unavailable(x, NULL, why);
+        rv = gmcp_pending_answer(&x->db, x->session.id, gmcp_id_key(r->pool, m.id),
+                                 gmcp_json_dump(r->pool, m.root));
+        if (rv == GMCP_DB_ERROR) {
+            db_complain(x, "storing a client response");
+            return unavailable(x, NULL, "the session store is unavailable");
+        }
+        if (rv == GMCP_NOT_FOUND)
+            return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST,
+                          "Invalid Request: no server request is waiting for that id");
+        return accepted(r);
+    }
+    default:
+        return serve_request(x, &m);
+    }
+}
+
+/* ---- GET: resume a stream from its Last-Event-ID ---------------------------------------- */
+
+static int handle_get(gmcp_req *x)
+{
+    request_rec *r = x->r;
+    const char *last = apr_table_get(r->headers_in, "Last-Event-ID"), *dot, *why;
+    const char *stream_id, *owner = NULL;
+    apr_uint64_t seq;
+    apr_time_t start = apr_time_now(), last_write = start;
+    apr_interval_time_t wait = apr_time_from_msec(10);
+    int st, done = 0;
+
+    if (!accepts(r, "text/event-stream"))
+        return reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
+                      "Not Acceptable: Accept must list text/event-stream");
+    if ((st = check_version_header(x, NULL)) != OK) return st;
+    if ((st = load_session(x, NULL)) != OK) return st;
+    if (!last) {
+        /* No standalone stream: an idle SSE stream per session would hold an httpd
+         * worker thread for nothing; everything we send relates to a request. */
+        apr_table_setn(r->headers_out, "Allow", "POST, DELETE");
+        return reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
+                      "Method Not Allowed: this server has no standalone SSE stream; "
+                      "GET only resumes a stream with Last-Event-ID");
+    }
+    dot = strrchr(last, '.');
+    if (!dot || gmcp_parse_u64(dot + 1, &seq) != 0)
+        return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
+                      "Bad Request: malformed Last-Event-ID");
+    stream_id = apr_pstrndup(r->pool, last, (apr_size_t)(dot - last));
+    st = gmcp_stream_get(&x->db, stream_id, &owner, &done);
+    if (st == GMCP_DB_ERROR) return unavailable(x, NULL, "the session store is unavailable");
+    if (st == GMCP_NOT_FOUND || strcmp(owner, x->session.id) != 0)
+        return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
+                      "Bad Request: Last-Event-ID names no stream of this session");
+    db_put(x);
+    sse_headers(r);
+    sse_write(r, apr_psprintf(r->pool, "retry: %d\n\n", gmcp_conf_sse_retry(x->dc)));
+
+    /* Replay what is stored, then follow the stream until its response was sent. */
+    for (;;) {
+        gmcp_rows rs;
+        int i, stream_done = 0;
+        if (db_get(x, &why)) break;
+        if (gmcp_stream_get(&x->db, stream_id, &owner, &stream_done) != GMCP_FOUND
+            || gmcp_events_after(&x->db, stream_id, (apr_int64_t)seq, &rs)) {
+            db_put(x);
+            break;
+        }
+        db_put(x);
+        for (i = 0; i < rs.rows->nelts; i++) {
+            const char **row = GMCP_ROW(&rs, i);
+            if (sse_write(r, apr_psprintf(r->pool, "id: %s.%s\nevent: message\ndata: %s\n\n",
+                                          stream_id, row[0], row[1])))
+                return OK;
+            seq = (apr_uint64_t)apr_atoi64(row[0]);
+            last_write = apr_time_now();
+            wait = apr_time_from_msec(10);
+        }
+        if (stream_done && rs.rows->nelts == 0) break;
+        if (apr_time_now() - start > RESUME_MAX_TIME) break;
+        if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
+            if (sse_write(r, ": keep-alive\n\n")) return OK;
+            last_write = apr_time_now();
+        }
+        apr_sleep(wait);
+        if (wait < apr_time_from_msec(250)) wait *= 2;
+    }
+    return OK;
+}
+
+/* ---- DELETE ------------------------------------------------------------------------- */
+
+static int handle_delete(gmcp_req *x)
+{
+    int st = load_session(x, NULL), rv;
+    if (st != OK) return st;
+    rv = gmcp_session_delete(&x->db, x->session.id);
+    if (rv == GMCP_DB_ERROR) {
+        db_complain(x, "terminating a session");
+        return unavailable(x, NULL, "the session store is unavailable");
+    }
+    x->r->status = HTTP_NO_CONTENT;
+    return OK;
+}
+
+/* ---- housekeeping --------------------------------------------------------------------- */
+
+static apr_uint32_t next_sweep;
+
+/* Expire idle sessions and old events, at most once a minute per process. */
+static void maybe_sweep(gmcp_req *x)
+{
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    apr_uint32_t due = apr_atomic_read32(&next_sweep);
+    const char *why;
+    if (now < due || apr_atomic_cas32(&next_sweep, now + SWEEP_EVERY_SEC, due) != due) return;
+    if (db_get(x, &why)) return;
+    if (gmcp_store_sweep(&x->db, gmcp_conf_session_idle(x->sc),
+                         gmcp_conf_event_retention(x->sc)))
+        db_complain(x, "expiring idle sessions");
+    db_put(x);
+}
+
+/* ---- entry ---------------------------------------------------------------------------- */
+
+int gmcp_mcp_handler(request_rec *r)
+{
+    gmcp_req *x;
+    int rv;
+    if (!r->handler || strcmp(r->handler, "gemini-mcp") != 0) return DECLINED;
+    if (!dbd_open_fn) {
+        dbd_open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+        dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    }
+    x = apr_pcalloc(r->pool, sizeof(*x));
+    x->r = r;
+    x->dc = ap_get_module_config(r->per_dir_config, &gemini_mcp_module);
+    x->sc = ap_get_module_config(r->server->module_config, &gemini_mcp_module);
+    x->srv = gmcp_server_for(r->pool, x->dc);
+    x->call.pool = r->pool;
+    x->call.ops = &CALL_OPS;
+    x->call.transport = x;
+    x->call.principal = r->user ? r->user : gmcp_conf_principal(x->dc);
+    x->call.deadline = apr_time_now() + apr_time_from_sec(3600);
+    x->log_min = GMCP_LOG_INFO;
+    apr_pool_cleanup_register(r->pool, x, db_cleanup, apr_pool_cleanup_null);
+
+    if (!host_allowed(r, x->dc))
+        return reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
+                      "Forbidden: Host header does not name this server");
+    if (!origin_allowed(r, x->dc))
+        return reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
+                      "Forbidden: Origin is not allowed");
+
+    if (r->method_number == M_POST) rv = handle_post(x);
+    else if (r->method_number == M_GET && !r->header_only) rv = handle_get(x);
+    else if (r->method_number == M_DELETE) rv = handle_delete(x);
+    else {
+        apr_table_setn(r->headers_out, "Allow", "GET, POST, DELETE");
+        rv = reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
+                    "Method Not Allowed: use POST, GET or DELETE");
+    }
+    if (x->caps) json_decref(x->caps);
+    x->caps = NULL;
+    db_put(x);
+    maybe_sweep(x);
+    return rv;
+}

@@ -1,0 +1,203 @@
+/* Unit tests for the core helpers: encodings, UTF-8, JSON-RPC framing, registry. */
+#include "unit.h"
+#include "gmcp_util.h"
+#include "gmcp_jsonrpc.h"
+#include "gmcp_registry.h"
+#include "gmcp_mcp.h"
+#include "gmcp_migrate.h"
+
+static void t_b64url(apr_pool_t *p)
+{
+    apr_size_t len = 0;
+    const char *e = gmcp_b64url_encode(p, (const unsigned char *)"hello?>", 7);
+    unsigned char *d;
+    CHECK_STR(e, "aGVsbG8_Pg");
+    d = gmcp_b64url_decode(p, e, &len);
+    CHECK(d && len == 7 && !memcmp(d, "hello?>", 7));
+    CHECK(gmcp_b64url_decode(p, "a+b/", &len) == NULL);   /* not the url alphabet */
+    CHECK(gmcp_b64url_decode(p, "aGVsbG8", &len) && len == 5);
+    CHECK(gmcp_b64url_decode(p, "aGVsbG8=", &len) == NULL);  /* no padding */
+    CHECK(gmcp_b64url_decode(p, "aGVsbG9", &len) == NULL);   /* non-canonical tail */
+}
+
+static void t_random(apr_pool_t *p)
+{
+    const char *a = gmcp_random_id(p, 24), *b = gmcp_random_id(p, 24);
+    size_t i;
+    CHECK(a && b && strcmp(a, b) != 0 && strlen(a) == 32);
+    for (i = 0; a && a[i]; i++) CHECK(a[i] >= 0x21 && a[i] <= 0x7e);
+}
+
+static void t_utf8(apr_pool_t *p)
+{
+    (void)p;
+    CHECK(gmcp_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+    CHECK(!gmcp_utf8_valid("\xc3", 1));              /* truncated */
+    CHECK(!gmcp_utf8_valid("\xc0\xaf", 2));          /* overlong */
+    CHECK(!gmcp_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
+    CHECK(!gmcp_utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
+    CHECK(!gmcp_utf8_valid("\xff", 1));
+}
+
+static void t_numbers(apr_pool_t *p)
+{
+    apr_uint64_t v;
+    (void)p;
+    CHECK(gmcp_parse_u64("123", &v) == 0 && v == 123);
+    CHECK(gmcp_parse_u64("-1", &v) != 0);
+    CHECK(gmcp_parse_u64("", &v) != 0);
+    CHECK(gmcp_parse_u64("99999999999999999999", &v) != 0);
+    CHECK(gmcp_parse_size("2M", &v) == 0 && v == 2 * 1024 * 1024);
+    CHECK(gmcp_parse_size("1x", &v) != 0);
+}
+
+static gmcp_msg parse(apr_pool_t *p, const char *s)
+{
+    gmcp_msg m;
+    gmcp_msg_parse(p, s, strlen(s), &m);
+    return m;
+}
+
+static void t_jsonrpc(apr_pool_t *p)
+{
+    gmcp_msg m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}");
+    CHECK(m.kind == GMCP_MSG_REQUEST && !strcmp(m.method, "ping"));
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}");
+    CHECK(m.kind == GMCP_MSG_NOTIFICATION);
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"result\":{}}");
+    CHECK(m.kind == GMCP_MSG_RESPONSE);
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":");
+    CHECK(m.kind == GMCP_MSG_INVALID && m.error_code == GMCP_PARSE_ERROR);
+    gmcp_msg_release(&m);
+    m = parse(p, "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]");
+    CHECK(m.kind == GMCP_MSG_BATCH);
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"1.0\",\"id\":7,\"method\":\"ping\"}");
+    CHECK(m.kind == GMCP_MSG_INVALID && m.error_code == GMCP_INVALID_REQUEST && m.id
+          && json_integer_value(m.id) == 7);
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}");
+    CHECK(m.kind == GMCP_MSG_INVALID && m.error_code == GMCP_INVALID_REQUEST);
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":[1]}");
+    CHECK(m.kind == GMCP_MSG_INVALID && m.error_code == GMCP_INVALID_REQUEST);
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}");
+    CHECK(m.kind == GMCP_MSG_INVALID && m.error_code == GMCP_PARSE_ERROR);
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"id\":2,\"method\":\"ping\"}");
+    CHECK(m.kind == GMCP_MSG_INVALID && m.error_code == GMCP_PARSE_ERROR);
+    gmcp_msg_release(&m);
+    CHECK_STR(gmcp_id_key(p, json_integer(5)), "5");
+}
+
+static void t_template(apr_pool_t *p)
+{
+    json_t *v = json_object();
+    (void)p;
+    CHECK(gmcp_uri_template_match("test://template/{id}/data", "test://template/123/data", v));
+    CHECK_STR(json_string_value(json_object_get(v, "id")), "123");
+    CHECK(!gmcp_uri_template_match("test://template/{id}/data", "test://template//data", v));
+    CHECK(!gmcp_uri_template_match("test://template/{id}/data", "test://template/1/2/data", v));
+    CHECK(!gmcp_uri_template_match("test://template/{id}/data", "test://template/1/datax", v));
+    json_decref(v);
+}
+
+static json_t *dummy(gmcp_call *c, json_t *a, void *b) { (void)c; (void)a; (void)b; return NULL; }
+
+static void t_registry(apr_pool_t *p)
+{
+    static const gmcp_tool good[] = {
+        {"a_tool", NULL, "d", "{\"type\":\"object\"}", NULL, NULL, 0, dummy},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
+    };
+    static const gmcp_tool bad_name[] = {
+        {"bad name", NULL, "d", "{}", NULL, NULL, 0, dummy},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
+    };
+    static const gmcp_tool bad_schema[] = {
+        {"t", NULL, "d", "{not json", NULL, NULL, 0, dummy},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
+    };
+    gmcp_provider a = {"a", NULL, good, NULL, NULL, NULL, NULL};
+    gmcp_provider b = {"b", NULL, bad_name, NULL, NULL, NULL, NULL};
+    gmcp_provider c = {"c", NULL, bad_schema, NULL, NULL, NULL, NULL};
+    const gmcp_provider *one[] = {&a}, *dup[] = {&a, &a}, *bn[] = {&b}, *bs[] = {&c};
+    const char *err = NULL;
+    CHECK(gmcp_registry_create(p, one, 1, &err) != NULL);
+    CHECK(gmcp_registry_create(p, dup, 2, &err) == NULL && strstr(err, "already defined"));
+    CHECK(gmcp_registry_create(p, bn, 1, &err) == NULL && strstr(err, "bad name"));
+    CHECK(gmcp_registry_create(p, bs, 1, &err) == NULL && strstr(err, "not valid JSON"));
+    CHECK(gmcp_tool_name_valid("gemini_generate"));
+    CHECK(!gmcp_tool_name_valid(""));
+    CHECK(!gmcp_tool_name_valid("x/y"));
+}
+
+static void t_validate(apr_pool_t *p)
+{
+    json_t *schema = json_loads("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":"
+                                "\"integer\"},\"m\":{\"type\":\"string\",\"enum\":[\"a\",\"b\"]}},"
+                                "\"required\":[\"n\"],\"additionalProperties\":false}", 0, NULL);
+    json_t *ok = json_loads("{\"n\":3,\"m\":\"a\"}", 0, NULL);
+    json_t *missing = json_loads("{}", 0, NULL);
+    json_t *wrong = json_loads("{\"n\":\"3\"}", 0, NULL);
+    json_t *extra = json_loads("{\"n\":1,\"z\":1}", 0, NULL);
+    json_t *badenum = json_loads("{\"n\":1,\"m\":\"c\"}", 0, NULL);
+    CHECK(gmcp_validate_arguments(p, schema, ok) == NULL);
+    CHECK(strstr(gmcp_validate_arguments(p, schema, missing), "missing required") != NULL);
+    CHECK(strstr(gmcp_validate_arguments(p, schema, wrong), "must be of type") != NULL);
+    CHECK(strstr(gmcp_validate_arguments(p, schema, extra), "unexpected") != NULL);
+    CHECK(strstr(gmcp_validate_arguments(p, schema, badenum), "one of") != NULL);
+    json_decref(schema); json_decref(ok); json_decref(missing); json_decref(wrong);
+    json_decref(extra); json_decref(badenum);
+}
+
+static void t_split(apr_pool_t *p)
+{
+    apr_array_header_t *a = gmcp_sql_split(p,
+        "-- c;\nCREATE TABLE a (x TEXT DEFAULT 'a;b');\n"
+        "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN RAISE 'x;y'; END; $$ LANGUAGE plpgsql;\n"
+        "CREATE TRIGGER t BEFORE UPDATE ON a BEGIN SELECT 1; SELECT 2; END;\n  \n");
+    CHECK(a->nelts == 3);
+    CHECK(a->nelts == 3 && strstr(APR_ARRAY_IDX(a, 0, const char *), "'a;b'"));
+    CHECK(a->nelts == 3 && strstr(APR_ARRAY_IDX(a, 1, const char *), "LANGUAGE plpgsql"));
+    CHECK(a->nelts == 3 && strstr(APR_ARRAY_IDX(a, 2, const char *), "SELECT 2; END"));
+}
+
+static void t_versions(apr_pool_t *p)
+{
+    (void)p;
+    CHECK(gmcp_version_supported("2025-11-25"));
+    CHECK(gmcp_version_supported("2025-03-26"));
+    CHECK(!gmcp_version_supported("1999-01-01"));
+    CHECK(gmcp_log_level_parse("warning") == GMCP_LOG_WARNING);
+    CHECK(gmcp_log_level_parse("verbose") == -1);
+}
+
+static void t_migrations_match_build(apr_pool_t *p)
+{
+    apr_array_header_t *lite, *pg;
+    const char *err = NULL;
+    CHECK(gmcp_migrations_load(p, "sql", "sqlite", &lite, &err) == 0);
+    CHECK(gmcp_migrations_load(p, "sql", "pgsql", &pg, &err) == 0);
+    /* Both drivers carry the same versions, and the build needs the newest. */
+    CHECK(lite->nelts == pg->nelts);
+    CHECK(lite->nelts == GMCP_SCHEMA_VERSION);
+}
+
+UNIT_MAIN("core", {
+    RUN(t_b64url);
+    RUN(t_random);
+    RUN(t_utf8);
+    RUN(t_numbers);
+    RUN(t_jsonrpc);
+    RUN(t_template);
+    RUN(t_registry);
+    RUN(t_validate);
+    RUN(t_split);
+    RUN(t_versions);
+    RUN(t_migrations_match_build);
+})
