@@ -31,7 +31,8 @@ static int collect(gmcp_db *db, apr_dbd_results_t *res, gmcp_rows *out)
     int rv;
     out->ncols = apr_dbd_num_cols(db->driver, res);
     out->rows = apr_array_make(db->pool, 4, sizeof(const char **));
-    /* Always read to the end: a half-read result keeps the connection busy. */
+    /* Selects are random-access (the pgsql driver only knows the column count up
+     * front in that mode); still read to the end, as every driver expects. */
     while ((rv = apr_dbd_get_row(db->driver, db->pool, res, &row, -1)) == 0) {
         const char **cols = apr_palloc(db->pool, sizeof(char *) * (out->ncols + 1));
         int c;
@@ -48,7 +49,7 @@ static int collect(gmcp_db *db, apr_dbd_results_t *res, gmcp_rows *out)
 int gmcp_db_select_raw(gmcp_db *db, const char *sql, gmcp_rows *out)
 {
     apr_dbd_results_t *res = NULL;
-    int rv = apr_dbd_select(db->driver, db->pool, db->handle, &res, sql, 0);
+    int rv = apr_dbd_select(db->driver, db->pool, db->handle, &res, sql, 1);
     if (rv) return rv;
     return collect(db, res, out);
 }
@@ -136,7 +137,7 @@ int gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int nargs,
     int rv = 0;
     apr_dbd_prepared_t *st = statement(db, label, &rv);
     if (!st) return rv ? rv : APR_EINVAL;
-    rv = apr_dbd_pselect(db->driver, db->pool, db->handle, &res, st, 0, nargs, args);
+    rv = apr_dbd_pselect(db->driver, db->pool, db->handle, &res, st, 1, nargs, args);
     if (rv) return rv;
     return collect(db, res, out);
 }

@@ -10,12 +10,12 @@
 const gmcp_stmt gmcp_store_stmts[] = {
     {"gmcp_session_insert",
      "INSERT INTO mcp_sessions (id, owner, protocol_version, client_info, client_caps, "
-     "log_level, created, last_seen) VALUES (%s, %s, %s, %s, %s, '', %s, %s)"},
+     "log_level, created, last_seen) VALUES (%s, %s, %s, %s, %s, '', %lld, %lld)"},
     {"gmcp_session_select",
      "SELECT owner, protocol_version, client_caps, log_level, last_seen FROM mcp_sessions "
-     "WHERE id = %s AND last_seen >= %s"},
+     "WHERE id = %s AND last_seen >= %lld"},
     {"gmcp_session_touch",
-     "UPDATE mcp_sessions SET last_seen = %s WHERE id = %s"},
+     "UPDATE mcp_sessions SET last_seen = %lld WHERE id = %s"},
     {"gmcp_session_level",
      "UPDATE mcp_sessions SET log_level = %s WHERE id = %s"},
     {"gmcp_session_delete", "DELETE FROM mcp_sessions WHERE id = %s"},
@@ -26,18 +26,18 @@ const gmcp_stmt gmcp_store_stmts[] = {
     {"gmcp_session_del_subs", "DELETE FROM mcp_subscriptions WHERE session_id = %s"},
     {"gmcp_stream_insert",
      "INSERT INTO mcp_streams (id, session_id, request_id, done, created) "
-     "VALUES (%s, %s, %s, 0, %s)"},
+     "VALUES (%s, %s, %s, 0, %lld)"},
     {"gmcp_stream_done", "UPDATE mcp_streams SET done = 1 WHERE id = %s"},
     {"gmcp_stream_select", "SELECT session_id, done FROM mcp_streams WHERE id = %s"},
     {"gmcp_event_insert",
      "INSERT INTO mcp_events (stream_id, seq, session_id, message, created) "
-     "VALUES (%s, %s, %s, %s, %s)"},
+     "VALUES (%s, %lld, %s, %s, %lld)"},
     {"gmcp_events_after",
-     "SELECT seq, message FROM mcp_events WHERE stream_id = %s AND seq > CAST(%s AS BIGINT) "
+     "SELECT seq, message FROM mcp_events WHERE stream_id = %s AND seq > %lld "
      "ORDER BY seq"},
     {"gmcp_pending_insert",
      "INSERT INTO mcp_pending (session_id, request_id, created, answered, response) "
-     "VALUES (%s, %s, %s, 0, '')"},
+     "VALUES (%s, %s, %lld, 0, '')"},
     {"gmcp_pending_answer",
      "UPDATE mcp_pending SET answered = 1, response = %s "
      "WHERE session_id = %s AND request_id = %s AND answered = 0"},
@@ -46,34 +46,38 @@ const gmcp_stmt gmcp_store_stmts[] = {
     {"gmcp_pending_delete",
      "DELETE FROM mcp_pending WHERE session_id = %s AND request_id = %s"},
     {"gmcp_cancel_insert",
-     "INSERT INTO mcp_cancels (session_id, request_id, created) VALUES (%s, %s, %s)"},
+     "INSERT INTO mcp_cancels (session_id, request_id, created) VALUES (%s, %s, %lld)"},
     {"gmcp_cancel_select",
      "SELECT 1 FROM mcp_cancels WHERE session_id = %s AND request_id = %s"},
     {"gmcp_sub_insert",
-     "INSERT INTO mcp_subscriptions (session_id, uri, created) VALUES (%s, %s, %s)"},
+     "INSERT INTO mcp_subscriptions (session_id, uri, created) VALUES (%s, %s, %lld)"},
     {"gmcp_sub_delete",
      "DELETE FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
     {"gmcp_sub_exists",
      "SELECT 1 FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
     /* Sweeps: children first, so nothing dangles if one statement fails. */
     {"gmcp_sweep_events",
-     "DELETE FROM mcp_events WHERE created < %s OR session_id IN "
-     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+     "DELETE FROM mcp_events WHERE created < %lld OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %lld)"},
     {"gmcp_sweep_streams",
-     "DELETE FROM mcp_streams WHERE created < %s OR session_id IN "
-     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+     "DELETE FROM mcp_streams WHERE created < %lld OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %lld)"},
     {"gmcp_sweep_pending",
-     "DELETE FROM mcp_pending WHERE created < %s OR session_id IN "
-     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+     "DELETE FROM mcp_pending WHERE created < %lld OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %lld)"},
     {"gmcp_sweep_cancels",
-     "DELETE FROM mcp_cancels WHERE created < %s OR session_id IN "
-     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
+     "DELETE FROM mcp_cancels WHERE created < %lld OR session_id IN "
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %lld)"},
     {"gmcp_sweep_subs",
      "DELETE FROM mcp_subscriptions WHERE session_id IN "
-     "(SELECT id FROM mcp_sessions WHERE last_seen < %s)"},
-    {"gmcp_sweep_sessions", "DELETE FROM mcp_sessions WHERE last_seen < %s"},
+     "(SELECT id FROM mcp_sessions WHERE last_seen < %lld)"},
+    {"gmcp_sweep_sessions", "DELETE FROM mcp_sessions WHERE last_seen < %lld"},
     {NULL, NULL}
 };
+
+/* Integer parameters are written %lld: apr_dbd_pgsql declares each parameter's type
+ * from its format (%s is varchar, which PostgreSQL will not compare with bigint);
+ * values are still passed as decimal text. */
 
 /* How stale last_seen may get before a request refreshes it (seconds): keeps the
  * hot path read-only. */

@@ -114,12 +114,14 @@ static int send_json(request_rec *r, int status, json_t *msg /* stolen */)
     return OK;
 }
 
-/* An HTTP-level rejection with a JSON-RPC error body. */
+/* An HTTP-level rejection with a JSON-RPC error body. Returns DONE, so checks can
+ * tell "answered" from OK ("carry on"); the handler turns DONE into OK. */
 static int reject(request_rec *r, int status, json_t *id, int code, const char *message)
 {
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10713)
                   "gemini_mcp: %d: %s", status, message);
-    return send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
+    send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
+    return DONE;
 }
 
 static int unavailable(gmcp_req *x, json_t *id, const char *why)
@@ -773,5 +775,5 @@ int gmcp_mcp_handler(request_rec *r)
     x->caps = NULL;
     db_put(x);
     maybe_sweep(x);
-    return rv;
+    return rv == DONE ? OK : rv;
 }
