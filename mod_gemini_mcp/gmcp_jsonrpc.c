@@ -29,7 +29,7 @@ void gmcp_msg_parse(apr_pool_t *p, const char *body, apr_size_t len, gmcp_msg *m
         invalid(m, GMCP_PARSE_ERROR, "Parse error: body is not valid UTF-8");
         return;
     }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!root) {
         invalid(m, GMCP_PARSE_ERROR,
                 apr_psprintf(p, "Parse error: %s at line %d column %d",

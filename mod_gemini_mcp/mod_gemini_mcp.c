@@ -164,14 +164,14 @@ static const char *set_session_idle(cmd_parms *cmd, void *dc, const char *arg)
 {
     gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
     (void)dc;
-    return parse_num(cmd, arg, 10, 365 * 24 * 3600, &c->session_idle);
+    return parse_num(cmd, arg, 1, 365 * 24 * 3600, &c->session_idle);
 }
 
 static const char *set_event_retention(cmd_parms *cmd, void *dc, const char *arg)
 {
     gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
     (void)dc;
-    return parse_num(cmd, arg, 10, 30 * 24 * 3600, &c->event_retention);
+    return parse_num(cmd, arg, 1, 30 * 24 * 3600, &c->event_retention);
 }
 
 static const command_rec gmcp_cmds[] = {

@@ -586,6 +586,10 @@ static int handle_post(gmcp_req *x)
     apr_pool_cleanup_register(r->pool, m.root, json_release, apr_pool_cleanup_null);
     if (m.kind == GMCP_MSG_INVALID || m.kind == GMCP_MSG_BATCH)
         return reject(r, HTTP_BAD_REQUEST, m.id, m.error_code, m.error_msg);
+    /* For LogFormat: %{gmcp-method}n and %{gmcp-tool}n */
+    apr_table_setn(r->notes, "gmcp-method", m.method ? m.method : "response");
+    if (m.method && !strcmp(m.method, "tools/call") && gmcp_json_str(m.params, "name"))
+        apr_table_setn(r->notes, "gmcp-tool", gmcp_json_str(m.params, "name"));
 
     if (m.kind == GMCP_MSG_REQUEST && !strcmp(m.method, "initialize"))
         return serve_request(x, &m);
@@ -718,13 +722,16 @@ static int handle_delete(gmcp_req *x)
 
 static apr_uint32_t next_sweep;
 
-/* Expire idle sessions and old events, at most once a minute per process. */
+/* Expire idle sessions and old events, at most once a minute per process (more often
+ * when sessions expire sooner than that). */
 static void maybe_sweep(gmcp_req *x)
 {
     apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
     apr_uint32_t due = apr_atomic_read32(&next_sweep);
+    apr_int64_t idle = gmcp_conf_session_idle(x->sc);
+    apr_uint32_t every = idle < SWEEP_EVERY_SEC ? (apr_uint32_t)idle : SWEEP_EVERY_SEC;
     const char *why;
-    if (now < due || apr_atomic_cas32(&next_sweep, now + SWEEP_EVERY_SEC, due) != due) return;
+    if (now < due || apr_atomic_cas32(&next_sweep, now + every, due) != due) return;
     if (db_get(x, &why)) return;
     if (gmcp_store_sweep(&x->db, gmcp_conf_session_idle(x->sc),
                          gmcp_conf_event_retention(x->sc)))

@@ -1,0 +1,86 @@
+"""Helpers shared by test/start-server and the pytest suite (conftest.py).
+
+In the spirit of httpd's test/pyhttpd: real processes on 127.0.0.1, cleaned up by PID.
+"""
+import glob
+import os
+import pwd
+import socket
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_root():
+    return os.geteuid() == 0
+
+
+def chown_tree(path, user):
+    if not as_root():
+        return
+    pw = pwd.getpwnam(user)
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.chown(dirpath, pw.pw_uid, pw.pw_gid)
+        for f in filenames:
+            os.chown(os.path.join(dirpath, f), pw.pw_uid, pw.pw_gid)
+
+
+def pg_bin(name):
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        sys.exit(f"start-server: PostgreSQL's {name} not found (apt-get install postgresql)")
+    return found[-1]
+
+
+def run_as(user, argv, **kw):
+    if as_root() and user:
+        argv = ["runuser", "-u", user, "--"] + argv
+    return subprocess.run(argv, check=True, **kw)
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth, fsync off)."""
+
+    def __init__(self, base):
+        self.dir = os.path.join(base, "pg")
+        os.makedirs(self.dir)
+        self.user = "postgres" if as_root() else None
+        if self.user:
+            chown_tree(self.dir, self.user)
+        self.port = free_port()
+        data = os.path.join(self.dir, "data")
+        run_as(self.user, [pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust",
+                           "-E", "UTF8", "--no-sync"], stdout=subprocess.DEVNULL)
+        run_as(self.user, [pg_bin("pg_ctl"), "-D", data, "-l", os.path.join(self.dir, "log"),
+                           "-w", "-o", f"-p {self.port} -k {self.dir} "
+                           "-c listen_addresses=127.0.0.1 -c fsync=off "
+                           "-c synchronous_commit=off -c max_connections=200",
+                           "start"], stdout=subprocess.DEVNULL)
+        self.data = data
+        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres"
+
+    def stop(self):
+        try:
+            run_as(self.user, [pg_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except subprocess.CalledProcessError:
+            pass
+
+
+def psql(dsn, sql):
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn, "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def dsn_with_db(dsn, dbname):
+    parts = [p for p in dsn.split() if not p.startswith("dbname=")]
+    return " ".join(parts + [f"dbname={dbname}"])
+
+
