@@ -91,7 +91,11 @@ int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind)
     int version = 0;
     *schema_behind = 0;
     if (apr_hash_get(db->prepared, SCHEMA_OK_KEY, APR_HASH_KEY_STRING)) return 0;
-    if (gmcp_db_schema_version(db, &version, err)) return -1;
+    /* apr_dbd_sqlite3 runs unprepared statements through the legacy sqlite3_prepare,
+     * so the first one on a connection after a schema change (gmcpctl migrate while
+     * the server runs) fails once with SQLITE_SCHEMA: try a second time. */
+    if (gmcp_db_schema_version(db, &version, err) && gmcp_db_schema_version(db, &version, err))
+        return -1;
     if (version < GMCP_SCHEMA_VERSION) {
         *schema_behind = 1;
         *err = apr_psprintf(db->pool, "database schema is at version %d, this build needs %d: "

@@ -49,6 +49,7 @@ typedef struct {
 /* ---- database sections ---------------------------------------------------------------- */
 
 static apr_time_t last_db_complaint;
+static int last_db_behind = -1;
 
 static int db_get(gmcp_req *x, const char **why)
 {
@@ -65,9 +66,11 @@ static int db_get(gmcp_req *x, const char **why)
     gmcp_db_init(&x->db, x->dbd->driver, x->dbd->handle, x->dbd->prepared, x->r->pool);
     if (gmcp_db_ready(&x->db, &err, &behind)) {
         apr_time_t now = apr_time_now();
-        /* Say it clearly, but not on every request of a busy server. */
-        if (now - last_db_complaint > apr_time_from_sec(10)) {
+        /* Say it clearly, but not on every request of a busy server (a change of
+         * reason is always reported). */
+        if (now - last_db_complaint > apr_time_from_sec(10) || behind != last_db_behind) {
             last_db_complaint = now;
+            last_db_behind = behind;
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, x->r, APLOGNO(10711)
                           "gemini_mcp: refusing to serve: %s", err);
         }

@@ -1,0 +1,224 @@
+"""gmcpctl, directive validation (apachectl -t), and a missing, old or dead database."""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from harness import ROOT
+
+BUILD = os.environ.get("GMCP_BUILD", "build")
+BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
+GMCPCTL = os.path.join(BUILD, "gmcpctl")
+SQL = os.path.join(ROOT, "sql")
+HTTPD = shutil.which("apache2") or "/usr/sbin/apache2"
+
+
+def ctl(*args, env=None):
+    return subprocess.run([GMCPCTL] + list(args), capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def tmp():
+    d = tempfile.mkdtemp(prefix="gmcp-t-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_help_and_version():
+    r = ctl("--help")
+    assert r.returncode == 0 and "migrate status" in r.stdout and r.stderr == ""
+    r = ctl("--version")
+    assert r.returncode == 0 and re.match(r"gmcpctl \d+\.\d+\.\d+ \(schema version \d+\)", r.stdout)
+
+
+def test_usage_errors():
+    r = ctl()
+    assert r.returncode == 2 and "Usage" in r.stderr
+    r = ctl("--bogus")
+    assert r.returncode == 2 and "--bogus" in r.stderr
+    r = ctl("frobnicate")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+    r = ctl("migrate")
+    assert r.returncode == 2 and "no database" in r.stderr
+
+
+def test_operation_errors(tmp):
+    r = ctl("-d", "mysql", "-p", "x", "migrate")
+    assert r.returncode == 1 and "unsupported driver" in r.stderr
+    r = ctl("-d", "sqlite3", "-p", os.path.join(tmp, "typo.db"), "-s", SQL, "migrate", "status")
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    assert not os.path.exists(os.path.join(tmp, "typo.db"))
+    r = ctl("-d", "pgsql", "-p", "host=127.0.0.1 port=1 user=nobody connect_timeout=2",
+            "-s", SQL, "migrate")
+    assert r.returncode == 1 and "cannot open the database" in r.stderr
+    r = ctl("-f", os.path.join(tmp, "missing.conf"), "migrate")
+    assert r.returncode == 1 and "cannot read httpd configuration" in r.stderr
+
+
+def test_migrate_is_quiet_idempotent_and_reports(tmp):
+    db = os.path.join(tmp, "g.db")
+    args = ["-d", "sqlite3", "-p", db, "-s", SQL]
+    r = ctl(*args, "migrate")
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    r = ctl(*args, "migrate")
+    assert r.returncode == 0 and r.stdout == ""
+    r = ctl(*args, "-v", "migrate")
+    assert r.returncode == 0 and "schema is at version" in r.stdout
+    r = ctl(*args, "migrate", "status")
+    assert r.returncode == 0 and re.search(r"0001\s+0001_\w+\s+applied", r.stdout)
+    r = ctl(*args, "--json", "migrate", "status")
+    import json
+    rows = json.loads(r.stdout)
+    assert rows[0]["version"] == 1 and rows[0]["state"] == "applied" and rows[0]["applied_at"] > 0
+    out = subprocess.run(["sqlite3", db, "PRAGMA journal_mode"], capture_output=True, text=True)
+    assert out.stdout.strip() == "wal"
+
+
+def test_modified_migration_is_refused(tmp):
+    sql = os.path.join(tmp, "sql")
+    shutil.copytree(SQL, sql)
+    db = os.path.join(tmp, "g.db")
+    assert ctl("-d", "sqlite3", "-p", db, "-s", sql, "migrate").returncode == 0
+    first = sorted(os.listdir(os.path.join(sql, "sqlite")))[0]
+    with open(os.path.join(sql, "sqlite", first), "a") as f:
+        f.write("\n-- edited\n")
+    r = ctl("-d", "sqlite3", "-p", db, "-s", sql, "migrate")
+    assert r.returncode == 1 and "was changed after it was applied" in r.stderr
+    r = ctl("-d", "sqlite3", "-p", db, "-s", sql, "migrate", "status")
+    assert "modified" in r.stdout
+
+
+def test_pending_migrations_apply_in_order(tmp, pg_dsn):
+    """A new migration file is applied on the next run, on both drivers."""
+    sql = os.path.join(tmp, "sql")
+    shutil.copytree(SQL, sql)
+    n = len(os.listdir(os.path.join(sql, "sqlite")))
+    for d in ("sqlite", "pgsql"):
+        with open(os.path.join(sql, d, f"{n + 1:04d}_extra.sql"), "w") as f:
+            f.write("-- test\nCREATE TABLE extra_t (a TEXT);\nINSERT INTO extra_t VALUES ('x;y');\n")
+    db = os.path.join(tmp, "g.db")
+    assert ctl("-d", "sqlite3", "-p", db, "-s", SQL, "migrate").returncode == 0
+    r = ctl("-d", "sqlite3", "-p", db, "-s", sql, "-v", "migrate")
+    assert r.returncode == 0 and f"applied {n + 1:04d}_extra" in r.stdout
+    out = subprocess.run(["sqlite3", db, "SELECT a FROM extra_t"], capture_output=True, text=True)
+    assert out.stdout.strip() == "x;y"
+    # Same on PostgreSQL, in a database of its own.
+    import secrets
+    name = "gmcp_mig_" + secrets.token_hex(4)
+    subprocess.run(["psql", "-X", "-q", pg_dsn + " dbname=postgres", "-c",
+                    f'CREATE DATABASE "{name}"'], check=True)
+    try:
+        dsn = pg_dsn + f" dbname={name}"
+        assert ctl("-d", "pgsql", "-p", dsn, "-s", sql, "migrate").returncode == 0
+        r = ctl("-d", "pgsql", "-p", dsn, "-s", sql, "--json", "migrate", "status")
+        assert r.returncode == 0 and r.stdout.count('"applied"') == n + 1
+    finally:
+        subprocess.run(["psql", "-X", "-q", pg_dsn + " dbname=postgres", "-c",
+                        f'DROP DATABASE "{name}"'], check=True)
+
+
+def test_reads_dbd_settings_through_includes(tmp):
+    os.makedirs(os.path.join(tmp, "conf.d"))
+    db = os.path.join(tmp, "inc.db")
+    with open(os.path.join(tmp, "main.conf"), "w") as f:
+        f.write(f'ServerRoot "{tmp}"\n# DBDParams /wrong.db\nIncludeOptional conf.d/*.conf\n')
+    with open(os.path.join(tmp, "conf.d", "db.conf"), "w") as f:
+        f.write(f'<IfModule dbd_module>\n  DBDriver sqlite3\n  DBDParams \\\n    "{db}"\n'
+                "</IfModule>\n")
+    r = ctl("-f", os.path.join(tmp, "main.conf"), "-s", SQL, "migrate")
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(db)
+    with open(os.path.join(tmp, "nodb.conf"), "w") as f:
+        f.write("ServerName x\n")
+    r = ctl("-f", os.path.join(tmp, "nodb.conf"), "migrate")
+    assert r.returncode == 1 and "no DBDriver and DBDParams" in r.stderr
+
+
+@pytest.mark.parametrize("line,name", [
+    ("GeminiMCPMaxBodySize 12x", "GeminiMCPMaxBodySize"),
+    ("GeminiMCPMaxBodySize 10", "GeminiMCPMaxBodySize"),
+    ("GeminiMCPPageSize 0", "GeminiMCPPageSize"),
+    ("GeminiMCPAllowedOrigins not-an-origin", "GeminiMCPAllowedOrigins"),
+    ("GeminiMCPAllowedOrigins https://x.example/path", "GeminiMCPAllowedOrigins"),
+    ("GeminiMCPAllowedHosts bad!host", "GeminiMCPAllowedHosts"),
+    ("GeminiMCPClientRequestTimeout 0", "GeminiMCPClientRequestTimeout"),
+    ("GeminiMCPSSERetry soon", "GeminiMCPSSERetry"),
+    ("GeminiMCPSessionIdleTimeout -5", "GeminiMCPSessionIdleTimeout"),
+    ("GeminiMCPEventRetention 1e3", "GeminiMCPEventRetention"),
+    ("GeminiMCPDefaultPrincipal \"\"", "GeminiMCPDefaultPrincipal"),
+])
+def test_configtest_rejects_bad_values(tmp, line, name):
+    conf = os.path.join(tmp, "t.conf")
+    with open(conf, "w") as f:
+        f.write(f"""ServerRoot "{tmp}"
+Listen 127.0.0.1:1
+DefaultRuntimeDir "{tmp}"
+PidFile "{tmp}/p"
+ErrorLog "{tmp}/e.log"
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule gemini_mcp_module {BUILD}/mod_gemini_mcp.so
+{line}
+""")
+    r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert name in r.stderr, r.stderr
+    # The same file with the line removed is valid.
+    with open(conf) as f:
+        good = f.read().replace(line, "")
+    with open(conf, "w") as f:
+        f.write(good)
+    r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("db", ["sqlite", "pgsql"])
+@pytest.mark.expect_log(r"refusing to serve: database schema is at version 0, this build needs \d+: "
+                        r"run 'gmcpctl migrate'",
+                        r"DBD: failed to prepare SQL statements")
+def test_unmigrated_database_is_refused_then_served(start, db):
+    s = start(db, "--fixtures", "--no-migrate")
+    r = s.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    err = r.json()["error"]
+    assert err["code"] == -32603 and "schema" in err["message"]
+    log = open(s.info["error_log"]).read()
+    assert "refusing to serve: database schema is at version 0" in log
+    # After the admin migrates, the same server serves without a restart.
+    s.gmcpctl_run("migrate")
+    if db == "sqlite":
+        from harness import chown_tree
+        chown_tree(s.info["data_dir"], "www-data")
+    sid = s.initialize()
+    assert s.ping_ok(sid)
+
+
+@pytest.mark.expect_log(r"no database connection", r"Failed to acquire DBD connection",
+                        r"could not connect|Connection refused|connection to server")
+def test_dead_database_answers_503(start, pg_dsn):
+    """PostgreSQL unreachable: every request gets a clean 503, the server stays up."""
+    s = start("pgsql", "--fixtures")
+    sid = s.initialize()
+    conf = open(s.info["conf"]).read()
+    # Point the same server at a port where nothing listens and restart it gracefully.
+    bad = re.sub(r'DBDParams "[^"]*"', 'DBDParams "host=127.0.0.1 port=1 user=x '
+                 'connect_timeout=1"', conf)
+    with open(s.info["conf"], "w") as f:
+        f.write(bad)
+    import signal
+    import time
+    os.kill(s.info["pid"], signal.SIGUSR1)
+    time.sleep(2)
+    for _ in range(3):
+        r = s.rpc(sid, "ping")
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == -32603
+    r = s.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.status_code == 503
