@@ -1,0 +1,58 @@
+"""Real clients from npm against the module: the official TypeScript SDK client and the
+MCP conformance suites (0.1.16 --suite all, 0.2.0-alpha.12 2025-11-25 requirements)."""
+import json
+import os
+import re
+import subprocess
+
+from conftest import NODE22, NODE_DIR, ROOT
+
+CONF_STABLE = os.path.join(NODE_DIR, "@modelcontextprotocol", "conformance", "dist", "index.js")
+CONF_ALPHA = os.path.join(NODE_DIR, "conformance-alpha", "dist", "index.js")
+
+
+def node(*args, timeout=600):
+    return subprocess.run([NODE22] + list(args), capture_output=True, text=True,
+                          timeout=timeout, cwd=os.path.join(ROOT, "test"))
+
+
+def test_typescript_sdk_client(server):
+    r = node(os.path.join(ROOT, "test", "clients", "sdk-client.mjs"), server.url)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["server"]["name"] == "mod_gemini_mcp"
+    assert "test_simple_text" in out["tools"]
+    assert out["simple"] == "This is a simple text response for testing."
+    assert out["progress"] == [0, 50, 100]
+    assert out["sampling"] == "LLM response: sdk says: hi"
+    assert out["resource"].startswith("This is the content")
+    assert out["prompt"] == "Prompt with arguments: arg1='a', arg2='b'"
+    assert out["unknownTool"] == "-32602"
+    # terminateSession() sent DELETE: the session is gone.
+    assert server.rpc(out["sessionId"], "ping").status_code == 404
+
+
+def summary(output):
+    m = re.search(r"^Total: (\d+) passed, (\d+) failed", output, re.M)
+    assert m, output[-3000:]
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_conformance_stable_suite_all(server):
+    r = node(CONF_STABLE, "server", "--url", server.url, "--suite", "all")
+    out = r.stdout + r.stderr
+    passed, failed = summary(out)
+    assert failed == 0 and r.returncode == 0, out[-4000:]
+    # The reference server scores 44; the polling scenario adds 2 checks when the
+    # priming event, retry field and resumption all succeed.
+    assert passed >= 44
+    assert "WARNING" not in out, [l for l in out.splitlines() if "WARNING" in l]
+
+
+def test_conformance_alpha_2025_11_25(server):
+    r = node(CONF_ALPHA, "server", "--url", server.url, "--requirements", "2025-11-25")
+    out = r.stdout + r.stderr
+    passed, failed = summary(out)
+    assert failed == 0 and r.returncode == 0, out[-4000:]
+    assert passed >= 80
+    assert not re.search(r"^\s*✗", out, re.M)
