@@ -232,9 +232,13 @@ int main(int argc, const char *const *argv)
         usage(stderr);
         return EXIT_USAGE;
     }
-    if (!strcmp(cmd, "migrate") && !sub) return cmd_migrate(&c);
-    if (!strcmp(cmd, "migrate") && !strcmp(sub, "status") && g->ind + 2 == argc)
-        return cmd_migrate_status(&c);
+    if (!strcmp(cmd, "migrate") && !sub) rv = cmd_migrate(&c);
+    else if (!strcmp(cmd, "migrate") && !strcmp(sub, "status") && g->ind + 2 == argc)
+        rv = cmd_migrate_status(&c);
+    else rv = -1;
+    /* The drivers register no cleanup of their own: close before the pool goes. */
+    if (c.db.handle) apr_dbd_close(c.db.driver, c.db.handle);
+    if (rv >= 0) return rv;
     fprintf(stderr, "gmcpctl: unknown command '%s%s%s' (see gmcpctl --help)\n", cmd,
             sub ? " " : "", sub ? sub : "");
     return EXIT_USAGE;

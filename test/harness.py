@@ -84,3 +84,17 @@ def dsn_with_db(dsn, dbname):
     return " ".join(parts + [f"dbname={dbname}"])
 
 
+
+
+def httpd_env(build, logdir):
+    """Environment for running httpd with the module from `build`: a sanitizer build
+    needs the ASan runtime preloaded into the (uninstrumented) httpd binary."""
+    env = dict(os.environ)
+    if os.path.basename(build.rstrip("/")) == "build-asan":
+        libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                                 text=True).stdout.strip()
+        env["LD_PRELOAD"] = libasan
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=0:log_path=" + os.path.join(logdir, "asan"))
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:log_path="
+                       + os.path.join(logdir, "ubsan"))
+    return env

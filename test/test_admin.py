@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from harness import ROOT
+from harness import ROOT, httpd_env
 
 BUILD = os.environ.get("GMCP_BUILD", "build")
 BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
@@ -163,7 +163,8 @@ LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
 LoadModule gemini_mcp_module {BUILD}/mod_gemini_mcp.so
 {line}
 """)
-    r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True)
+    env = httpd_env(BUILD, tmp)
+    r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True, env=env)
     assert r.returncode != 0
     assert name in r.stderr, r.stderr
     # The same file with the line removed is valid.
@@ -171,8 +172,9 @@ LoadModule gemini_mcp_module {BUILD}/mod_gemini_mcp.so
         good = f.read().replace(line, "")
     with open(conf, "w") as f:
         f.write(good)
-    r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True)
+    r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
+    assert not [f for f in os.listdir(tmp) if f.startswith(("asan", "ubsan"))]
 
 
 @pytest.mark.parametrize("db", ["sqlite", "pgsql"])

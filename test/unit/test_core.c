@@ -91,7 +91,11 @@ static void t_jsonrpc(apr_pool_t *p)
     m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"id\":2,\"method\":\"ping\"}");
     CHECK(m.kind == GMCP_MSG_INVALID && m.error_code == GMCP_PARSE_ERROR);
     gmcp_msg_release(&m);
-    CHECK_STR(gmcp_id_key(p, json_integer(5)), "5");
+    {
+        json_t *five = json_integer(5);
+        CHECK_STR(gmcp_id_key(p, five), "5");
+        json_decref(five);
+    }
 }
 
 static void t_template(apr_pool_t *p)
