@@ -175,20 +175,20 @@ static const char *set_event_retention(cmd_parms *cmd, void *dc, const char *arg
 }
 
 static const command_rec gmcp_cmds[] = {
-    AP_INIT_TAKE1("GeminiMCPMaxBodySize", set_max_body, NULL, OR_ALL,
+    AP_INIT_TAKE1("GeminiMCPMaxBodySize", set_max_body, NULL, RSRC_CONF | ACCESS_CONF,
                   "Largest accepted JSON-RPC request body (default 1M)"),
-    AP_INIT_ITERATE("GeminiMCPAllowedOrigins", add_origin, NULL, OR_ALL,
+    AP_INIT_ITERATE("GeminiMCPAllowedOrigins", add_origin, NULL, RSRC_CONF | ACCESS_CONF,
                     "Origins allowed besides the endpoint's own (or *)"),
-    AP_INIT_ITERATE("GeminiMCPAllowedHosts", add_host, NULL, OR_ALL,
+    AP_INIT_ITERATE("GeminiMCPAllowedHosts", add_host, NULL, RSRC_CONF | ACCESS_CONF,
                     "Host header values accepted (DNS-rebinding protection); default: the "
                     "ServerName, ServerAlias and loopback names"),
-    AP_INIT_TAKE1("GeminiMCPClientRequestTimeout", set_client_timeout, NULL, OR_ALL,
+    AP_INIT_TAKE1("GeminiMCPClientRequestTimeout", set_client_timeout, NULL, RSRC_CONF | ACCESS_CONF,
                   "Seconds a tool waits for the client's answer to sampling/elicitation"),
-    AP_INIT_TAKE1("GeminiMCPSSERetry", set_sse_retry, NULL, OR_ALL,
+    AP_INIT_TAKE1("GeminiMCPSSERetry", set_sse_retry, NULL, RSRC_CONF | ACCESS_CONF,
                   "Reconnection delay (ms) announced in SSE 'retry:' fields"),
-    AP_INIT_TAKE1("GeminiMCPPageSize", set_page_size, NULL, OR_ALL,
+    AP_INIT_TAKE1("GeminiMCPPageSize", set_page_size, NULL, RSRC_CONF | ACCESS_CONF,
                   "Items per page of tools/list, resources/list, prompts/list"),
-    AP_INIT_TAKE1("GeminiMCPDefaultPrincipal", set_principal, NULL, OR_ALL,
+    AP_INIT_TAKE1("GeminiMCPDefaultPrincipal", set_principal, NULL, RSRC_CONF | ACCESS_CONF,
                   "Owner recorded for sessions when no caller identity is known"),
     AP_INIT_TAKE1("GeminiMCPSessionIdleTimeout", set_session_idle, NULL, RSRC_CONF,
                   "Seconds after which an idle MCP session expires (default 86400)"),
