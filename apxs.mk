@@ -118,7 +118,7 @@ run: all
 	test/start-server --port $${PORT:-8080} --data-dir $${DATA_DIR:-$(CURDIR)/run}
 
 bench: all test-deps
-	bash bench/run
+	bench/run
 
 clean:
 	rm -rf build build-asan

@@ -100,23 +100,56 @@ static int page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list, int
     return 0;
 }
 
+typedef struct {
+    const apr_array_header_t *entries;
+    size_t stride, listing_offset;
+    int from, to;
+    const char *key, *next;
+} page_spec;
+
+static json_t *build_page(void *baton)
+{
+    const page_spec *ps = baton;
+    json_t *arr = json_array(), *res;
+    int i;
+    for (i = ps->from; i < ps->to; i++) {
+        const char *e = ps->entries->elts + (size_t)i * ps->stride;
+        json_array_append(arr, *(json_t *const *)(e + ps->listing_offset));
+    }
+    res = json_pack("{s:o}", ps->key, arr);
+    if (ps->next) json_object_set_new(res, "nextCursor", json_string(ps->next));
+    return res;
+}
+
+/* A listing page as serialized text, from the per-process page cache; NULL (with
+ * *error set) for a bad cursor. */
+static const char *list_page_text(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
+                                  const char *key, const apr_array_header_t *entries,
+                                  size_t stride, size_t listing_offset, json_t **error)
+{
+    page_spec ps;
+    ps.entries = entries;
+    ps.stride = stride;
+    ps.listing_offset = listing_offset;
+    ps.key = key;
+    if (page_bounds(x, m, list, entries->nelts, &ps.from, &ps.to, &ps.next)) {
+        *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown or stale cursor");
+        return NULL;
+    }
+    return gmcp_registry_page(x->srv->registry,
+                              apr_psprintf(x->pool, "%s:%d:%d", list, ps.from,
+                                           x->srv->page_size), build_page, &ps);
+}
+
 static json_t *list_page(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
                          const char *key, const apr_array_header_t *entries, size_t stride,
                          size_t listing_offset)
 {
-    int from, to, i;
-    const char *next;
-    json_t *arr, *res;
-    if (page_bounds(x, m, list, entries->nelts, &from, &to, &next))
-        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown or stale cursor");
-    arr = json_array();
-    for (i = from; i < to; i++) {
-        const char *e = entries->elts + (size_t)i * stride;
-        json_array_append(arr, *(json_t *const *)(e + listing_offset));
-    }
-    res = json_pack("{s:o}", key, arr);
-    if (next) json_object_set_new(res, "nextCursor", json_string(next));
-    return gmcp_rpc_result(m->id, res);
+    json_t *err = NULL, *res;
+    const char *text = list_page_text(x, m, list, key, entries, stride, listing_offset, &err);
+    if (!text) return err;
+    res = json_loads(text, 0, NULL);
+    return res ? gmcp_rpc_result(m->id, res) : internal(m);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------- */
@@ -423,6 +456,33 @@ json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m)
     if (!strcmp(meth, "completion/complete")) return do_complete(x, m);
     return rpc_err(m, GMCP_METHOD_NOT_FOUND,
                    apr_psprintf(x->pool, "Method not found: %s", meth));
+}
+
+const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const gmcp_registry *r = x->srv->registry;
+    const char *page = NULL;
+    json_t *resp = NULL;
+    /* Listings skip jansson on the hot path: the cached page is spliced in. */
+    if (x->session && !strcmp(m->method, "tools/list"))
+        page = list_page_text(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
+                              offsetof(gmcp_tool_entry, listing), &resp);
+    else if (x->session && !strcmp(m->method, "prompts/list"))
+        page = list_page_text(x, m, "prompts", "prompts", r->prompts,
+                              sizeof(gmcp_prompt_entry),
+                              offsetof(gmcp_prompt_entry, listing), &resp);
+    else if (x->session && !strcmp(m->method, "resources/list"))
+        page = list_page_text(x, m, "resources", "resources", r->resources,
+                              sizeof(gmcp_resource_entry),
+                              offsetof(gmcp_resource_entry, listing), &resp);
+    if (page)
+        return apr_pstrcat(x->pool, "{\"jsonrpc\":\"2.0\",\"id\":", gmcp_id_key(x->pool, m->id),
+                           ",\"result\":", page, "}", NULL);
+    if (!resp) resp = gmcp_mcp_request(x, m);
+    if (!resp) return NULL;
+    page = gmcp_json_dump(x->pool, resp);
+    json_decref(resp);
+    return page;
 }
 
 int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m)

@@ -47,6 +47,10 @@ int gmcp_mcp_wants_stream(const gmcp_server *srv, const gmcp_msg *m);
  * when the request was cancelled and must not be answered. */
 json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m);
 
+/* The same, serialized: NULL when cancelled. Listings come from a per-process cache of
+ * serialized pages, so the hot path does no JSON building. */
+const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m);
+
 /* Handle a notification from the client. Returns 0 if accepted. */
 int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m);
 

@@ -1,8 +1,10 @@
 /* gmcp_registry.c — merge provider tables into listings, validated once. */
 #include "gmcp_registry.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
+#include <apr_thread_mutex.h>
 
 int gmcp_tool_name_valid(const char *name)
 {
@@ -102,7 +104,15 @@ gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *p
                                     int n, const char **err)
 {
     gmcp_registry *r = apr_pcalloc(p, sizeof(*r));
+    apr_thread_mutex_t *lock = NULL;
     int i;
+    if (apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS) {
+        *err = "cannot create a mutex";
+        return NULL;
+    }
+    r->pool = p;
+    r->page_lock = lock;
+    r->pages = apr_hash_make(p);
     r->providers = apr_array_make(p, n ? n : 1, sizeof(const gmcp_provider *));
     r->tools = apr_array_make(p, 16, sizeof(gmcp_tool_entry));
     r->resources = apr_array_make(p, 8, sizeof(gmcp_resource_entry));
@@ -241,4 +251,25 @@ int gmcp_registry_resource(const gmcp_registry *r, const char *uri,
         json_decref(v);
     }
     return 0;
+}
+
+const char *gmcp_registry_page(const gmcp_registry *r, const char *key,
+                               json_t *(*build)(void *baton), void *baton)
+{
+    const char *text;
+    apr_thread_mutex_lock(r->page_lock);
+    text = apr_hash_get(r->pages, key, APR_HASH_KEY_STRING);
+    if (!text) {
+        /* Pages are few (lists x cursors x configured page sizes): memory is bounded. */
+        json_t *j = build(baton);
+        char *s = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        if (s) {
+            text = apr_pstrdup(r->pool, s);
+            free(s);
+            apr_hash_set(r->pages, apr_pstrdup(r->pool, key), APR_HASH_KEY_STRING, text);
+        }
+    }
+    apr_thread_mutex_unlock(r->page_lock);
+    return text;
 }

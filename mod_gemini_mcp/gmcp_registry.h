@@ -3,6 +3,7 @@
 #define GMCP_REGISTRY_H
 
 #include <apr_pools.h>
+#include <apr_hash.h>
 #include <apr_tables.h>
 #include <jansson.h>
 #include "gmcp_provider.h"
@@ -32,6 +33,9 @@ typedef struct {
 } gmcp_prompt_entry;
 
 typedef struct {
+    apr_pool_t *pool;
+    void *page_lock;                 /* apr_thread_mutex_t: guards pages and pool */
+    apr_hash_t *pages;               /* "list:from:size" -> serialized result text */
     apr_array_header_t *providers;   /* const gmcp_provider * */
     apr_array_header_t *tools;       /* gmcp_tool_entry */
     apr_array_header_t *resources;   /* gmcp_resource_entry */
@@ -44,6 +48,11 @@ typedef struct {
  * The listings are released with the pool. */
 gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *providers,
                                     int n, const char **err);
+
+/* The serialized result of one listing page, built once per process and kept (the
+ * registry never changes after start-up). `build` makes the JSON on a miss. */
+const char *gmcp_registry_page(const gmcp_registry *r, const char *key,
+                               json_t *(*build)(void *baton), void *baton);
 
 const gmcp_tool_entry *gmcp_registry_tool(const gmcp_registry *r, const char *name);
 const gmcp_prompt_entry *gmcp_registry_prompt(const gmcp_registry *r, const char *name);

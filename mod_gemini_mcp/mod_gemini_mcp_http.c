@@ -105,16 +105,21 @@ static void db_complain(gmcp_req *x, const char *what)
 
 /* ---- plain responses ------------------------------------------------------------------ */
 
-static int send_json(request_rec *r, int status, json_t *msg /* stolen */)
+static int send_text(request_rec *r, int status, const char *body)
 {
-    const char *body = gmcp_json_dump(r->pool, msg);
-    json_decref(msg);
     r->status = status;
     ap_set_content_type(r, "application/json");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     ap_set_content_length(r, (apr_off_t)strlen(body));
     ap_rwrite(body, (int)strlen(body), r);
     return OK;
+}
+
+static int send_json(request_rec *r, int status, json_t *msg /* stolen */)
+{
+    const char *body = gmcp_json_dump(r->pool, msg);
+    json_decref(msg);
+    return send_text(r, status, body);
 }
 
 /* An HTTP-level rejection with a JSON-RPC error body. Returns DONE, so checks can
@@ -307,12 +312,11 @@ static int sse_write(request_rec *r, const char *text)
 }
 
 /* Store one message of the current stream, then write it unless detached. */
-static int sse_send(gmcp_req *x, json_t *msg /* stolen */)
+static int sse_send_text(gmcp_req *x, const char *text)
 {
-    const char *text = gmcp_json_dump(x->r->pool, msg), *why;
+    const char *why;
     apr_int64_t seq = ++x->seq;
     int rv = 0;
-    json_decref(msg);
     if (db_get(x, &why)) return -1;
     if (gmcp_event_append(&x->db, x->stream_id, x->session.id, seq, text)) {
         db_complain(x, "storing an SSE event");
@@ -323,6 +327,13 @@ static int sse_send(gmcp_req *x, json_t *msg /* stolen */)
         sse_write(x->r, apr_psprintf(x->r->pool, "id: %s.%" APR_INT64_T_FMT
                                      "\nevent: message\ndata: %s\n\n", x->stream_id, seq, text));
     return rv;
+}
+
+static int sse_send(gmcp_req *x, json_t *msg /* stolen */)
+{
+    const char *text = gmcp_json_dump(x->r->pool, msg);
+    json_decref(msg);
+    return sse_send_text(x, text);
 }
 
 /* ---- the call's operations ------------------------------------------------------------ */
@@ -510,8 +521,7 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
 {
     request_rec *r = x->r;
     gmcp_rpc_ctx rc;
-    json_t *resp;
-    const char *why;
+    const char *resp, *why;
     int stream = gmcp_mcp_wants_stream(x->srv, m) && accepts(r, "text/event-stream");
 
     memset(&rc, 0, sizeof(rc));
@@ -546,13 +556,15 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
         return unavailable(x, m->id, why);
     }
 
-    resp = gmcp_mcp_request(&rc, m);
+    resp = gmcp_mcp_request_text(&rc, m);
     if (!stream) {
-        if (!resp) resp = gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED, "Request cancelled", NULL);
         if (rc.new_session_id) apr_table_setn(r->headers_out, HDR_SESSION, rc.new_session_id);
-        return send_json(r, HTTP_OK, resp);
+        if (!resp)
+            return send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
+                                                        "Request cancelled", NULL));
+        return send_text(r, HTTP_OK, resp);
     }
-    if (resp) sse_send(x, resp);
+    if (resp) sse_send_text(x, resp);
     if (db_get(x, &why) == 0) {
         if (gmcp_stream_finish(&x->db, x->stream_id)) db_complain(x, "closing an SSE stream");
         db_put(x);
