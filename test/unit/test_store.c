@@ -1,0 +1,160 @@
+/* Unit tests for migrations and the MCP session store on a real SQLite file, without
+ * httpd (the integration tests cover PostgreSQL through the module). */
+#include "unit.h"
+#include "gmcp_db.h"
+#include "gmcp_migrate.h"
+#include "gmcp_store.h"
+#include "gmcp_util.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+#include <apr_dbd.h>
+#include <apr_file_io.h>
+#include <apr_strings.h>
+
+static gmcp_db db;
+static apr_dbd_t *handle;
+static char tmpl[] = "/tmp/gmcp-unit-XXXXXX";
+
+static void t_open_and_migrate(apr_pool_t *p)
+{
+    const apr_dbd_driver_t *drv;
+    const char *err = NULL, *dir;
+    apr_array_header_t *migs;
+    int applied = 0, version = -1, behind = 0;
+
+    dir = mkdtemp(tmpl);
+    CHECK(dir != NULL);
+    CHECK(apr_dbd_init(p) == APR_SUCCESS);
+    CHECK(apr_dbd_get_driver(p, "sqlite3", &drv) == APR_SUCCESS);
+    CHECK(apr_dbd_open_ex(drv, p, apr_pstrcat(p, dir, "/u.db", NULL), &handle, &err) == 0);
+    gmcp_db_init(&db, drv, handle, apr_hash_make(p), p);
+
+    /* An empty database is version 0 and not ready. */
+    CHECK(gmcp_db_schema_version(&db, &version, &err) == 0 && version == 0);
+    CHECK(gmcp_db_ready(&db, &err, &behind) != 0 && behind == 1);
+    CHECK(strstr(err, "gmcpctl migrate") != NULL);
+
+    CHECK(gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0);
+    CHECK(gmcp_migrate_apply(&db, migs, &applied, &err) == 0 && applied == migs->nelts);
+    CHECK(gmcp_migrate_apply(&db, migs, &applied, &err) == 0 && applied == 0);
+    CHECK(gmcp_db_schema_version(&db, &version, &err) == 0 && version == GMCP_SCHEMA_VERSION);
+    CHECK(gmcp_db_ready(&db, &err, &behind) == 0);
+}
+
+static void t_sessions(apr_pool_t *p)
+{
+    gmcp_session s, got;
+    memset(&s, 0, sizeof(s));
+    s.id = "sess-1";
+    s.owner = "alice";
+    s.protocol_version = "2025-11-25";
+    s.client_caps = "{\"sampling\":{}}";
+    (void)p;
+    CHECK(gmcp_session_create(&db, &s, "{\"name\":\"c\"}") == 0);
+    CHECK(gmcp_session_load(&db, "sess-1", "alice", 3600, &got) == GMCP_FOUND);
+    CHECK_STR(got.protocol_version, "2025-11-25");
+    CHECK_STR(got.client_caps, "{\"sampling\":{}}");
+    CHECK_STR(got.log_level, "");
+    /* Another principal sees nothing; an unknown id neither. */
+    CHECK(gmcp_session_load(&db, "sess-1", "mallory", 3600, &got) == GMCP_NOT_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-x", NULL, 3600, &got) == GMCP_NOT_FOUND);
+    CHECK(gmcp_session_set_level(&db, "sess-1", "debug") == 0);
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 3600, &got) == GMCP_FOUND);
+    CHECK_STR(got.log_level, "debug");
+    /* Idle past the timeout: gone. */
+    CHECK(gmcp_db_exec_raw(&db, "UPDATE mcp_sessions SET last_seen = last_seen - 100", NULL) == 0);
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 50, &got) == GMCP_NOT_FOUND);
+    /* A load within the timeout refreshes last_seen (it is older than a minute). */
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 3600, &got) == GMCP_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 50, &got) == GMCP_FOUND);
+}
+
+static void t_streams_and_events(apr_pool_t *p)
+{
+    const char *sid = NULL;
+    int done = -1;
+    gmcp_rows rs;
+    (void)p;
+    CHECK(gmcp_stream_create(&db, "st1", "sess-1", "1") == 0);
+    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == GMCP_FOUND && done == 0);
+    CHECK_STR(sid, "sess-1");
+    CHECK(gmcp_event_append(&db, "st1", "sess-1", 1, "{\"a\":1}") == 0);
+    CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"a\":2}") == 0);
+    CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"dup\":1}") != 0);   /* unique */
+    CHECK(gmcp_events_after(&db, "st1", 1, &rs) == 0 && rs.rows->nelts == 1);
+    CHECK_STR(GMCP_ROW(&rs, 0)[1], "{\"a\":2}");
+    CHECK(gmcp_events_after(&db, "st1", 0, &rs) == 0 && rs.rows->nelts == 2);
+    CHECK(gmcp_stream_finish(&db, "st1") == 0);
+    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == GMCP_FOUND && done == 1);
+    CHECK(gmcp_stream_get(&db, "nope", &sid, &done) == GMCP_NOT_FOUND);
+}
+
+static void t_pending_and_cancel(apr_pool_t *p)
+{
+    const char *resp = "x";
+    int cancelled = -1;
+    (void)p;
+    CHECK(gmcp_pending_create(&db, "sess-1", "\"r1\"") == 0);
+    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == GMCP_FOUND && resp == NULL);
+    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{\"result\":{}}") == GMCP_FOUND);
+    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{}") == GMCP_NOT_FOUND);  /* once */
+    CHECK(gmcp_pending_answer(&db, "sess-1", "\"zz\"", "{}") == GMCP_NOT_FOUND);
+    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == GMCP_FOUND);
+    CHECK_STR(resp, "{\"result\":{}}");
+    CHECK(gmcp_pending_delete(&db, "sess-1", "\"r1\"") == 0);
+    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == GMCP_NOT_FOUND);
+    CHECK(gmcp_cancel_check(&db, "sess-1", "7", &cancelled) == 0 && cancelled == 0);
+    CHECK(gmcp_cancel_record(&db, "sess-1", "7") == 0);
+    CHECK(gmcp_cancel_record(&db, "sess-1", "7") == 0);                        /* repeat */
+    CHECK(gmcp_cancel_check(&db, "sess-1", "7", &cancelled) == 0 && cancelled == 1);
+    CHECK(gmcp_subscription_add(&db, "sess-1", "test://x") == 0);
+    CHECK(gmcp_subscription_add(&db, "sess-1", "test://x") == 0);
+    CHECK(gmcp_subscription_remove(&db, "sess-1", "test://x") == 0);
+}
+
+static void t_delete_and_sweep(apr_pool_t *p)
+{
+    gmcp_session s, got;
+    gmcp_rows rs;
+    (void)p;
+    memset(&s, 0, sizeof(s));
+    s.owner = "bob";
+    s.protocol_version = "2025-06-18";
+    s.client_caps = "{}";
+    s.id = "old";
+    CHECK(gmcp_session_create(&db, &s, "{}") == 0);
+    s.id = "fresh";
+    CHECK(gmcp_session_create(&db, &s, "{}") == 0);
+    CHECK(gmcp_stream_create(&db, "st-old", "old", "1") == 0);
+    CHECK(gmcp_event_append(&db, "st-old", "old", 1, "{}") == 0);
+    CHECK(gmcp_db_exec_raw(&db, "UPDATE mcp_sessions SET last_seen = last_seen - 1000 "
+                                "WHERE id = 'old'", NULL) == 0);
+    CHECK(gmcp_store_sweep(&db, 500, 3600) == 0);
+    CHECK(gmcp_session_load(&db, "old", NULL, 1 << 30, &got) == GMCP_NOT_FOUND);
+    CHECK(gmcp_session_load(&db, "fresh", NULL, 500, &got) == GMCP_FOUND);
+    CHECK(gmcp_db_select_raw(&db, "SELECT count(*) FROM mcp_events WHERE session_id = 'old'",
+                             &rs) == 0);
+    CHECK_STR(GMCP_ROW(&rs, 0)[0], "0");
+    /* Explicit delete removes the session and everything hanging off it. */
+    CHECK(gmcp_session_delete(&db, "sess-1") == GMCP_FOUND);
+    CHECK(gmcp_session_delete(&db, "sess-1") == GMCP_NOT_FOUND);
+    CHECK(gmcp_db_select_raw(&db, "SELECT (SELECT count(*) FROM mcp_events WHERE session_id = "
+                                  "'sess-1') + (SELECT count(*) FROM mcp_streams WHERE "
+                                  "session_id = 'sess-1') + (SELECT count(*) FROM mcp_cancels "
+                                  "WHERE session_id = 'sess-1')", &rs) == 0);
+    CHECK_STR(GMCP_ROW(&rs, 0)[0], "0");
+    apr_dbd_close(db.driver, handle);
+    apr_file_remove(apr_pstrcat(p, tmpl, "/u.db", NULL), p);
+    apr_file_remove(apr_pstrcat(p, tmpl, "/u.db-wal", NULL), p);
+    apr_file_remove(apr_pstrcat(p, tmpl, "/u.db-shm", NULL), p);
+    apr_dir_remove(tmpl, p);
+}
+
+UNIT_MAIN("store", {
+    RUN(t_open_and_migrate);
+    RUN(t_sessions);
+    RUN(t_streams_and_events);
+    RUN(t_pending_and_cancel);
+    RUN(t_delete_and_sweep);
+})
