@@ -199,13 +199,16 @@ def test_unknown_method_is_32601(server, sid):
 
 def test_unknown_tool_is_32602(server, sid):
     r = server.rpc(sid, "tools/call", {"name": "no_such_tool", "arguments": {}})
-    assert error_of(r)["code"] == -32602
+    assert r.status_code == 200
+    assert error_of(r)["code"] == -32602 and "no_such_tool" in error_of(r)["message"]
     assert server.ping_ok(sid)
 
 
 def test_bad_arguments_is_32602(server, sid):
     r = server.rpc(sid, "tools/call", {"name": "test_simple_text", "arguments": [1]})
+    assert r.status_code == 200
     assert error_of(r)["code"] == -32602
+    assert server.ping_ok(sid)
 
 
 def test_schema_mismatch_is_tool_error(server, sid):
@@ -218,8 +221,10 @@ def test_schema_mismatch_is_tool_error(server, sid):
 
 def test_tool_failure_is_result_with_iserror(server, sid):
     r = server.rpc(sid, "tools/call", {"name": "test_error_handling", "arguments": {}})
+    assert r.status_code == 200
     res = r.json()["result"]
     assert res["isError"] is True and res["content"][0]["text"]
+    assert server.ping_ok(sid)
 
 
 def test_bad_cursor_is_32602(server, sid):
