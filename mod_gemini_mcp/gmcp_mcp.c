@@ -1,5 +1,6 @@
 /* gmcp_mcp.c — MCP methods: lifecycle, utilities, tools, resources, prompts. */
 #include "gmcp_mcp.h"
+#include "gmcp_stateless.h"
 #include "gmcp_util.h"
 
 #include <stddef.h>
@@ -66,6 +67,12 @@ static json_t *rpc_err(const gmcp_msg *m, int code, const char *msg)
 static json_t *internal(const gmcp_msg *m)
 {
     return rpc_err(m, GMCP_INTERNAL_ERROR, "Internal error: the session store is unavailable");
+}
+
+static apr_status_t json_decref_void(void *j)
+{
+    json_decref(j);
+    return APR_SUCCESS;
 }
 
 /* ---- pagination --------------------------------------------------------------------- */
@@ -301,8 +308,12 @@ static json_t *do_tools_call(gmcp_rpc_ctx *x, const gmcp_msg *m)
         return NULL;
     }
     if (!result) {
-        return rpc_err(m, x->call->error_code ? x->call->error_code : GMCP_INTERNAL_ERROR,
-                       x->call->error_message ? x->call->error_message : "Internal error");
+        json_t *data = x->call->error_data;
+        x->call->error_data = NULL;
+        return gmcp_rpc_error(m->id, x->call->error_code ? x->call->error_code
+                                                         : GMCP_INTERNAL_ERROR,
+                              x->call->error_message ? x->call->error_message
+                                                     : "Internal error", data);
     }
     return gmcp_rpc_result(m->id, result);
 }
@@ -324,8 +335,9 @@ static json_t *do_resources_read(gmcp_rpc_ctx *x, const gmcp_msg *m)
         if (x->call->error_code)
             return rpc_err(m, x->call->error_code, x->call->error_message);
     }
-    return gmcp_rpc_error(m->id, GMCP_RESOURCE_NOT_FOUND, "Resource not found",
-                          json_pack("{s:s}", "uri", uri));
+    /* 2026-07-28 (SEP-2164) reports an unknown resource as invalid params. */
+    return gmcp_rpc_error(m->id, x->stateless ? GMCP_INVALID_PARAMS : GMCP_RESOURCE_NOT_FOUND,
+                          "Resource not found", json_pack("{s:s}", "uri", uri));
 }
 
 static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
@@ -427,13 +439,13 @@ static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
 
 /* ---- dispatch ---------------------------------------------------------------------- */
 
-json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m)
+static json_t *dispatch(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
     const char *meth = m->method;
     const gmcp_registry *r = x->srv->registry;
 
     if (!strcmp(meth, "initialize")) return do_initialize(x, m);
-    if (!x->session) return internal(m);
+    if (!x->session && !x->stateless) return internal(m);
     if (!strcmp(meth, "ping")) return gmcp_rpc_result(m->id, json_object());
     if (!strcmp(meth, "tools/list"))
         return list_page(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
@@ -463,8 +475,12 @@ const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m)
     const gmcp_registry *r = x->srv->registry;
     const char *page = NULL;
     json_t *resp = NULL;
-    /* Listings skip jansson on the hot path: the cached page is spliced in. */
-    if (x->session && !strcmp(m->method, "tools/list"))
+    /* Listings skip jansson on the hot path: the cached page is spliced in (session
+     * revisions only; stateless results carry per-revision fields). */
+    if (x->stateless) {
+        /* no cache */
+    }
+    else if (x->session && !strcmp(m->method, "tools/list"))
         page = list_page_text(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
                               offsetof(gmcp_tool_entry, listing), &resp);
     else if (x->session && !strcmp(m->method, "prompts/list"))
@@ -483,6 +499,73 @@ const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m)
     page = gmcp_json_dump(x->pool, resp);
     json_decref(resp);
     return page;
+}
+
+/* MRTR inputs of a stateless tools/call, prompts/get or resources/read retry:
+ * inputResponses must be an object; requestState must verify against this server's
+ * key, the target's name and the caller. NULL when fine, else the error. */
+static json_t *mrtr_prepare(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    json_t *ir = m->params ? json_object_get(m->params, "inputResponses") : NULL;
+    json_t *rs = m->params ? json_object_get(m->params, "requestState") : NULL;
+    const char *name = gmcp_json_str(m->params, !strcmp(m->method, "resources/read")
+                                                ? "uri" : "name");
+    x->call->name = name;
+    x->call->input_responses = NULL;
+    x->call->state = NULL;
+    if (ir && !json_is_object(ir))
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: inputResponses must be an "
+                       "object keyed by the input request names");
+    x->call->input_responses = ir;
+    if (rs) {
+        json_t *state = NULL;
+        if (!json_is_string(rs)
+            || gmcp_state_open(x->pool, x->srv->state_key, x->srv->state_key_len,
+                               apr_pstrcat(x->pool, name ? name : "", "\n", x->principal,
+                                           NULL), json_string_value(rs), &state))
+            return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: requestState failed its "
+                           "integrity check; start the request again without it");
+        /* Kept for the call; released with the request pool. */
+        apr_pool_cleanup_register(x->pool, state, json_decref_void,
+                                  apr_pool_cleanup_null);
+        x->call->state = state;
+    }
+    return NULL;
+}
+
+json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    json_t *resp, *err;
+    int code;
+    if (!x->stateless) return dispatch(x, m);
+    if (gmcp_method_removed(m->method)) {
+        x->http_status = 404;
+        return rpc_err(m, GMCP_METHOD_NOT_FOUND, apr_psprintf(x->pool, "Method not found: "
+                       "%s does not exist in protocol revision " GMCP_STATELESS_VERSION,
+                       m->method));
+    }
+    if (!strcmp(m->method, "server/discover")) {
+        resp = gmcp_rpc_result(m->id, gmcp_discover_result(x->srv->server_name,
+                                                           x->srv->server_version));
+    }
+    else {
+        if (!strcmp(m->method, "tools/call") || !strcmp(m->method, "prompts/get")
+            || !strcmp(m->method, "resources/read")) {
+            if ((err = mrtr_prepare(x, m)) != NULL) {
+                x->http_status = 400;
+                return err;
+            }
+        }
+        resp = dispatch(x, m);
+    }
+    if (!resp) return NULL;
+    err = json_object_get(resp, "error");
+    code = err ? (int)json_integer_value(json_object_get(err, "code")) : 0;
+    if (code == GMCP_METHOD_NOT_FOUND) x->http_status = 404;
+    else if (code == GMCP_MISSING_CAPABILITY || code == GMCP_HEADER_MISMATCH
+             || code == GMCP_UNSUPPORTED_VERSION) x->http_status = 400;
+    if (!err) gmcp_stateless_decorate(m->method, json_object_get(resp, "result"));
+    return resp;
 }
 
 int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m)

@@ -20,6 +20,8 @@ typedef struct {
     int page_size;
     const char *server_name;
     const char *server_version;
+    const unsigned char *state_key;   /* HMAC key for MRTR requestState */
+    apr_size_t state_key_len;
 } gmcp_server;
 
 /* Everything one request's dispatch needs. */
@@ -30,8 +32,10 @@ typedef struct {
     gmcp_session *session;     /* NULL only for initialize */
     const char *principal;
     gmcp_call *call;           /* transport-provided, ops set */
-    /* out: set by initialize */
-    const char *new_session_id;
+    int stateless;             /* 2026-07-28 rules (no session) */
+    /* out */
+    const char *new_session_id;/* set by initialize */
+    int http_status;           /* stateless: status for this answer (0 = 200) */
 } gmcp_rpc_ctx;
 
 /* Is this protocol version one we speak with sessions? */

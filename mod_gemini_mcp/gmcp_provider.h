@@ -24,6 +24,12 @@ typedef enum {
 
 typedef struct gmcp_call gmcp_call;
 
+/* Results of gmcp_input() */
+#define GMCP_INPUT_OK           0   /* *response holds the client's answer */
+#define GMCP_INPUT_NEEDED       1   /* stateless: recorded; return gmcp_input_required() */
+#define GMCP_INPUT_UNSUPPORTED  2   /* the client did not declare that capability */
+#define GMCP_INPUT_FAILED      -1   /* c->error_message says why */
+
 /* What the transport offers to a running call. */
 typedef struct {
     /* notifications/progress for the call's progress token (no-op without one). */
@@ -40,6 +46,15 @@ typedef struct {
     /* End the HTTP response stream now (the client resumes with GET +
      * Last-Event-ID); later messages and the result go to the event store only. */
     int (*detach)(gmcp_call *c);
+    /* Ask the client for input in either revision: with a session this is a blocking
+     * server→client request; on the stateless revision (2026-07-28) the answer comes
+     * from the request's inputResponses[key], or the request is recorded and the
+     * tool must return input_required(). */
+    int (*input)(gmcp_call *c, const char *key, const char *method, json_t *params /* stolen */,
+                 json_t **response);
+    /* An InputRequiredResult for the recorded requests; `state` (stolen, may be NULL)
+     * comes back verified in c->state on the client's retry. */
+    json_t *(*input_required)(gmcp_call *c, json_t *state);
 } gmcp_call_ops;
 
 struct gmcp_call {
@@ -51,10 +66,17 @@ struct gmcp_call {
     json_t *client_caps;         /* the client's declared capabilities (borrowed) */
     json_t *progress_token;      /* borrowed, NULL when none */
     apr_interval_time_t deadline;/* absolute apr_time_t by which the call must end */
+    /* 2026-07-28 (stateless) requests */
+    int stateless;
+    const char *name;            /* tool or prompt being served */
+    json_t *input_responses;     /* borrowed: the retry's inputResponses, or NULL */
+    json_t *state;               /* borrowed: verified requestState payload, or NULL */
+    json_t *pending_inputs;      /* owned by the transport: input requests recorded */
     /* A provider reports a protocol error (JSON-RPC error instead of a result)
-     * by returning NULL with these set. */
+     * by returning NULL with these set (error_data: new reference or NULL). */
     int error_code;
     const char *error_message;
+    json_t *error_data;
 };
 
 /* A tool. input_schema etc. are JSON texts, parsed once at start-up. */
@@ -128,6 +150,11 @@ static inline int gmcp_ask(gmcp_call *c, const char *method, json_t *params,
 { return c->ops->ask(c, method, params, result, errmsg); }
 static inline int gmcp_cancelled(gmcp_call *c) { return c->ops->cancelled(c); }
 static inline int gmcp_detach(gmcp_call *c) { return c->ops->detach(c); }
+static inline int gmcp_input(gmcp_call *c, const char *key, const char *method,
+                             json_t *params, json_t **response)
+{ return c->ops->input(c, key, method, params, response); }
+static inline json_t *gmcp_input_required(gmcp_call *c, json_t *state)
+{ return c->ops->input_required(c, state); }
 
 /* A CallToolResult with one text item; isError when is_error. New reference. */
 static inline json_t *gmcp_text_result(const char *text, int is_error)

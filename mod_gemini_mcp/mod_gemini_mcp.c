@@ -8,10 +8,16 @@
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <apr_file_io.h>
+#include <stdlib.h>
 
 /* The merged registry of every provider, built once in post_config (before the
  * children fork, so it is read-only afterwards). */
 static gmcp_registry *g_registry;
+/* HMAC key for MRTR requestState: from GeminiMCPStateSecret, or random per start. */
+static unsigned char *g_state_key;
+static apr_size_t g_state_key_len;
 
 /* ---- configuration ----------------------------------------------------------------- */
 
@@ -53,6 +59,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     gmcp_srv_conf *b = basev, *a = addv, *c = apr_pcalloc(p, sizeof(*c));
     c->session_idle = a->session_idle >= 0 ? a->session_idle : b->session_idle;
     c->event_retention = a->event_retention >= 0 ? a->event_retention : b->event_retention;
+    c->state_secret = a->state_secret ? a->state_secret : b->state_secret;
     return c;
 }
 
@@ -174,6 +181,20 @@ static const char *set_event_retention(cmd_parms *cmd, void *dc, const char *arg
     return parse_num(cmd, arg, 1, 30 * 24 * 3600, &c->event_retention);
 }
 
+static const char *set_state_secret(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) return err;
+    if (strncmp(arg, "file:", 5) != 0 && strncmp(arg, "env:", 4) != 0)
+        return apr_psprintf(cmd->pool, "%s: use file:/path/to/secret or env:VARIABLE "
+                            "(the secret itself never goes in the configuration)",
+                            cmd->cmd->name);
+    c->state_secret = arg;
+    return NULL;
+}
+
 static const command_rec gmcp_cmds[] = {
     AP_INIT_TAKE1("GeminiMCPMaxBodySize", set_max_body, NULL, RSRC_CONF | ACCESS_CONF,
                   "Largest accepted JSON-RPC request body (default 1M)"),
@@ -194,6 +215,9 @@ static const command_rec gmcp_cmds[] = {
                   "Seconds after which an idle MCP session expires (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPEventRetention", set_event_retention, NULL, RSRC_CONF,
                   "Seconds stored SSE events stay available for resumption (default 3600)"),
+    AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,
+                  "file:PATH or env:NAME holding the key that seals MRTR requestState; "
+                  "set the same one on every node (default: random per start)"),
     {NULL}
 };
 
@@ -203,6 +227,57 @@ static int cmp_provider_names(const void *a, const void *b)
 {
     return strcmp(((const ap_list_provider_names_t *)a)->provider_name,
                   ((const ap_list_provider_names_t *)b)->provider_name);
+}
+
+/* Load (or make) the requestState key before the children fork, so every child of
+ * this server shares it; several nodes share it through GeminiMCPStateSecret. */
+static int load_state_key(apr_pool_t *p, server_rec *s)
+{
+    gmcp_srv_conf *c = ap_get_module_config(s->module_config, &gemini_mcp_module);
+    const char *src = c->state_secret, *val = NULL;
+    if (!src) {
+        g_state_key_len = 32;
+        g_state_key = apr_palloc(p, g_state_key_len);
+        if (RAND_bytes(g_state_key, (int)g_state_key_len) != 1) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10703)
+                         "gemini_mcp: cannot get random bytes for the state key");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        return OK;
+    }
+    if (!strncmp(src, "env:", 4)) {
+        val = getenv(src + 4);
+    }
+    else {
+        char *buf = NULL;
+        apr_file_t *f;
+        apr_finfo_t fi;
+        if (apr_file_open(&f, src + 5, APR_FOPEN_READ, 0, p) == APR_SUCCESS) {
+            if (apr_file_info_get(&fi, APR_FINFO_SIZE, f) == APR_SUCCESS && fi.size < 4096) {
+                buf = apr_pcalloc(p, (apr_size_t)fi.size + 1);
+                if (apr_file_read_full(f, buf, (apr_size_t)fi.size, NULL) != APR_SUCCESS)
+                    buf = NULL;
+            }
+            apr_file_close(f);
+        }
+        val = buf;
+    }
+    /* Trailing newlines from `echo > file` are not part of the secret. */
+    if (val) {
+        apr_size_t n = strlen(val);
+        while (n && (val[n - 1] == '\n' || val[n - 1] == '\r')) n--;
+        val = apr_pstrndup(p, val, n);
+    }
+    if (!val || strlen(val) < 16) {
+        /* Never log the value, only where it should have come from. */
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10704)
+                     "gemini_mcp: GeminiMCPStateSecret %s is missing, unreadable or shorter "
+                     "than 16 characters", src);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    g_state_key = (unsigned char *)apr_pstrdup(p, val);
+    g_state_key_len = strlen(val);
+    return OK;
 }
 
 static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -222,6 +297,7 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         const char *n = APR_ARRAY_IDX(names, i, ap_list_provider_names_t).provider_name;
         provs[i] = ap_lookup_provider(GMCP_PROVIDER_GROUP, n, GMCP_PROVIDER_VERSION);
     }
+    if (load_state_key(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     g_registry = gmcp_registry_create(pconf, provs, names->nelts, &err);
     if (!g_registry) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10701)
@@ -243,6 +319,8 @@ const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c)
     srv->page_size = c->page_size > 0 ? c->page_size : GMCP_DEFAULT_PAGE_SIZE;
     srv->server_name = "mod_gemini_mcp";
     srv->server_version = GMCP_VERSION;
+    srv->state_key = g_state_key;
+    srv->state_key_len = g_state_key_len;
     return srv;
 }
 

@@ -27,6 +27,7 @@ typedef struct {
 
 /* Per-server settings. */
 typedef struct {
+    const char *state_secret;           /* GeminiMCPStateSecret source (file:/env:) */
     apr_int64_t session_idle;           /* GeminiMCPSessionIdleTimeout (s), -1 = unset */
     apr_int64_t event_retention;        /* GeminiMCPEventRetention (s), -1 = unset */
 } gmcp_srv_conf;

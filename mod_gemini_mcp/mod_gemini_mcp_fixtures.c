@@ -100,16 +100,28 @@ static json_t *t_error(gmcp_call *c, json_t *a, void *b)
     return gmcp_text_result("This tool intentionally returns an error for testing", 1);
 }
 
-/* Send a client request and turn its answer (or failure) into a tool result. */
+/* Ask the client (a blocking request with a session, an input request on the
+ * stateless revision) and turn its answer into a tool result. */
 static json_t *ask_result(gmcp_call *c, const char *method, json_t *params,
                           const char *prefix)
 {
     json_t *res = NULL, *out;
-    const char *err = NULL;
     const char *text;
     char *dump = NULL;
-    if (gmcp_ask(c, method, params, &res, &err) != 0)
-        return gmcp_text_result(apr_psprintf(c->pool, "%s failed: %s", method, err), 1);
+    switch (gmcp_input(c, "input", method, params, &res)) {
+    case GMCP_INPUT_OK:
+        break;
+    case GMCP_INPUT_NEEDED:
+        return gmcp_input_required(c, NULL);
+    case GMCP_INPUT_UNSUPPORTED:
+        return gmcp_text_result(apr_psprintf(c->pool, "%s failed: the client did not declare "
+                                             "the '%s' capability", method,
+                                             !strcmp(method, "sampling/createMessage")
+                                             ? "sampling" : "elicitation"), 1);
+    default:
+        return gmcp_text_result(apr_psprintf(c->pool, "%s failed: %s", method,
+                                             c->error_message), 1);
+    }
     /* Sampling answers carry content.text; elicitation answers action + content. */
     text = json_string_value(json_object_get(json_object_get(res, "content"), "text"));
     if (!text) text = dump = json_dumps(res, JSON_COMPACT);
@@ -210,6 +222,218 @@ static json_t *t_reconnection(gmcp_call *c, json_t *a, void *b)
     return content(json_pack("[o]", text_item("Reconnection test completed successfully")));
 }
 
+/* ---- 2026-07-28 fixtures: capabilities and multi-round-trip requests (MRTR) ---------- */
+
+static json_t *elicit(const char *message, const char *prop, const char *type)
+{
+    return json_pack("{s:s, s:{s:s, s:{s:{s:s}}, s:[s]}}", "message", message,
+                     "requestedSchema", "type", "object", "properties", prop, "type", type,
+                     "required", prop);
+}
+
+static json_t *sample(const char *text, int max_tokens)
+{
+    return json_pack("{s:[{s:s, s:{s:s, s:s}}], s:i}", "messages", "role", "user", "content",
+                     "type", "text", "text", text, "maxTokens", max_tokens);
+}
+
+/* content.<field> of an elicitation answer, or "unknown". */
+static const char *answer_text(json_t *answer, const char *field)
+{
+    const char *v = json_string_value(json_object_get(json_object_get(answer, "content"),
+                                                      field));
+    return v ? v : "unknown";
+}
+
+static const char *state_kind(gmcp_call *c)
+{
+    return c->state ? json_string_value(json_object_get(c->state, "kind")) : NULL;
+}
+
+static json_t *t_missing_capability(gmcp_call *c, json_t *a, void *b)
+{
+    (void)a; (void)b;
+    if (!c->client_caps || !json_object_get(c->client_caps, "sampling")) {
+        c->error_code = -32021;
+        c->error_message = "Missing required client capability: sampling";
+        c->error_data = json_pack("{s:{s:{}}}", "requiredCapabilities", "sampling");
+        return NULL;
+    }
+    return gmcp_text_result("Success", 0);
+}
+
+static json_t *t_irr_elicitation(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL;
+    int rv = gmcp_input(c, "user_name", "elicitation/create",
+                        elicit("What is your name?", "name", "string"), &ans);
+    json_t *out;
+    (void)a; (void)b;
+    if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
+    if (rv != GMCP_INPUT_OK) return gmcp_text_result("elicitation is not available", 1);
+    out = gmcp_text_result(apr_psprintf(c->pool, "Hello, %s!", answer_text(ans, "name")), 0);
+    json_decref(ans);
+    return out;
+}
+
+static json_t *t_irr_sampling(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL, *out;
+    int rv = gmcp_input(c, "capital_question", "sampling/createMessage",
+                        sample("What is the capital of France?", 100), &ans);
+    const char *t;
+    (void)a; (void)b;
+    if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
+    if (rv != GMCP_INPUT_OK) return gmcp_text_result("sampling is not available", 1);
+    t = json_string_value(json_object_get(json_object_get(ans, "content"), "text"));
+    out = gmcp_text_result(apr_psprintf(c->pool, "Sampled: %s", t ? t : ""), 0);
+    json_decref(ans);
+    return out;
+}
+
+static json_t *t_irr_roots(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL, *out;
+    int rv = gmcp_input(c, "client_roots", "roots/list", json_object(), &ans);
+    (void)a; (void)b;
+    if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
+    if (rv != GMCP_INPUT_OK) return gmcp_text_result("roots are not available", 1);
+    out = gmcp_text_result(apr_psprintf(c->pool, "Roots: %d",
+                                        (int)json_array_size(json_object_get(ans, "roots"))), 0);
+    json_decref(ans);
+    return out;
+}
+
+static json_t *confirm_request(void)
+{
+    return elicit("Please confirm", "ok", "boolean");
+}
+
+static json_t *t_irr_request_state(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL;
+    const char *kind = state_kind(c);
+    int rv;
+    (void)a; (void)b;
+    rv = gmcp_input(c, "confirm", "elicitation/create", confirm_request(), &ans);
+    if (rv == GMCP_INPUT_OK && kind && !strcmp(kind, "request-state")) {
+        json_decref(ans);
+        return gmcp_text_result("state-ok: requestState validated", 0);
+    }
+    json_decref(ans);
+    if (rv == GMCP_INPUT_OK)   /* answered, but the state did not come back: ask again */
+        gmcp_input(c, "confirm_again", "elicitation/create", confirm_request(), &ans);
+    return gmcp_input_required(c, json_pack("{s:s}", "kind", "request-state"));
+}
+
+static json_t *t_irr_multiple(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *name = NULL, *greet = NULL, *roots = NULL, *out;
+    int needed = 0;
+    (void)a; (void)b;
+    needed += gmcp_input(c, "user_name", "elicitation/create",
+                         elicit("What is your name?", "name", "string"), &name)
+              == GMCP_INPUT_NEEDED;
+    needed += gmcp_input(c, "greeting", "sampling/createMessage",
+                         sample("Generate a greeting", 50), &greet) == GMCP_INPUT_NEEDED;
+    needed += gmcp_input(c, "client_roots", "roots/list", json_object(), &roots)
+              == GMCP_INPUT_NEEDED;
+    if (needed || !state_kind(c)) {
+        json_decref(name); json_decref(greet); json_decref(roots);
+        return gmcp_input_required(c, json_pack("{s:s}", "kind", "multiple-inputs"));
+    }
+    out = gmcp_text_result(apr_psprintf(c->pool, "All inputs received: name=%s",
+                                        answer_text(name, "name")), 0);
+    json_decref(name); json_decref(greet); json_decref(roots);
+    return out;
+}
+
+static json_t *t_irr_multi_round(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL, *out;
+    json_int_t round = c->state ? json_integer_value(json_object_get(c->state, "round")) : 0;
+    (void)a; (void)b;
+    if (round == 1 && gmcp_input(c, "step1", "elicitation/create",
+                                 elicit("Step 1: What is your name?", "name", "string"),
+                                 &ans) == GMCP_INPUT_OK) {
+        const char *name = apr_pstrdup(c->pool, answer_text(ans, "name"));
+        json_decref(ans);
+        json_decref(c->pending_inputs);
+        c->pending_inputs = NULL;
+        gmcp_input(c, "step2", "elicitation/create",
+                   elicit("Step 2: What is your favorite color?", "color", "string"), &ans);
+        return gmcp_input_required(c, json_pack("{s:i, s:s}", "round", 2, "name", name));
+    }
+    if (round == 2 && gmcp_input(c, "step2", "elicitation/create",
+                                 elicit("Step 2: What is your favorite color?", "color",
+                                        "string"), &ans) == GMCP_INPUT_OK) {
+        out = gmcp_text_result(apr_psprintf(c->pool, "Multi-round complete: %s likes %s",
+                                            json_string_value(json_object_get(c->state, "name")),
+                                            answer_text(ans, "color")), 0);
+        json_decref(ans);
+        return out;
+    }
+    json_decref(c->pending_inputs);
+    c->pending_inputs = NULL;
+    gmcp_input(c, "step1", "elicitation/create",
+               elicit("Step 1: What is your name?", "name", "string"), &ans);
+    return gmcp_input_required(c, json_pack("{s:i}", "round", 1));
+}
+
+static json_t *t_irr_tampered(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL;
+    const char *kind = state_kind(c);
+    int rv = gmcp_input(c, "confirm", "elicitation/create", confirm_request(), &ans);
+    (void)a; (void)b;
+    json_decref(ans);
+    /* A tampered state never gets here: the server rejects it before the call. */
+    if (rv == GMCP_INPUT_OK && kind && !strcmp(kind, "tamper-test"))
+        return gmcp_text_result("integrity-ok: state verified", 0);
+    return gmcp_input_required(c, json_pack("{s:s}", "kind", "tamper-test"));
+}
+
+static json_t *t_irr_capabilities(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *e = NULL, *sres = NULL;
+    int er = gmcp_input(c, "elicit_input", "elicitation/create",
+                        elicit("Elicitation input", "value", "string"), &e);
+    int sr = gmcp_input(c, "sample_input", "sampling/createMessage",
+                        sample("Sample request", 50), &sres);
+    (void)a; (void)b;
+    json_decref(e);
+    json_decref(sres);
+    if (er == GMCP_INPUT_NEEDED || sr == GMCP_INPUT_NEEDED)
+        return gmcp_input_required(c, json_pack("{s:s}", "kind", "capabilities-test"));
+    if (er == GMCP_INPUT_OK || sr == GMCP_INPUT_OK)
+        return gmcp_text_result(apr_psprintf(c->pool, "capabilities-ok: received%s%s",
+                                             er == GMCP_INPUT_OK ? " elicit_input" : "",
+                                             sr == GMCP_INPUT_OK ? " sample_input" : ""), 0);
+    return gmcp_text_result("No supported capabilities declared", 0);
+}
+
+static json_t *t_streaming(gmcp_call *c, json_t *a, void *b)
+{
+    (void)a; (void)b;
+    gmcp_progress(c, 50, 100, "halfway");
+    return gmcp_text_result("Streaming complete", 0);
+}
+
+static json_t *t_logging_tool(gmcp_call *c, json_t *a, void *b)
+{
+    (void)a; (void)b;
+    gmcp_log(c, GMCP_LOG_INFO, "test_logging_tool",
+             json_string("Diagnostic trace logging activated"));
+    return gmcp_text_result("Logging evaluated", 0);
+}
+
+static json_t *t_header_param(gmcp_call *c, json_t *a, void *b)
+{
+    const char *region = json_string_value(json_object_get(a, "region"));
+    (void)b;
+    return gmcp_text_result(apr_psprintf(c->pool, "region=%s", region ? region : ""), 0);
+}
+
 static const gmcp_tool TOOLS[] = {
     {"test_simple_text", NULL, "Tests simple text content response", EMPTY_SCHEMA, NULL, NULL,
      0, t_simple_text},
@@ -241,13 +465,47 @@ static const gmcp_tool TOOLS[] = {
      "improvements (SEP-1330)", EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_sep1330},
     {"json_schema_2020_12_tool", NULL, "Tool with JSON Schema 2020-12 features",
      "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
-     "\"$defs\":{\"address\":{\"type\":\"object\",\"properties\":{\"street\":{\"type\":"
-     "\"string\"},\"city\":{\"type\":\"string\"}}}},\"properties\":{\"name\":{\"type\":"
-     "\"string\"},\"address\":{\"$ref\":\"#/$defs/address\"}},\"additionalProperties\":false}",
+     "\"$defs\":{\"address\":{\"$anchor\":\"addressDef\",\"type\":\"object\","
+     "\"properties\":{\"street\":{\"type\":\"string\"},\"city\":{\"type\":\"string\"}}}},"
+     "\"properties\":{\"name\":{\"type\":\"string\"},\"address\":{\"$ref\":"
+     "\"#/$defs/address\"},\"contactMethod\":{\"type\":\"string\",\"enum\":[\"phone\","
+     "\"email\"]},\"phone\":{\"type\":\"string\"},\"email\":{\"type\":\"string\"}},"
+     "\"allOf\":[{\"anyOf\":[{\"required\":[\"phone\"]},{\"required\":[\"email\"]}]}],"
+     "\"if\":{\"properties\":{\"contactMethod\":{\"const\":\"phone\"}},"
+     "\"required\":[\"contactMethod\"]},\"then\":{\"required\":[\"phone\"]},"
+     "\"else\":{\"required\":[\"email\"]},\"additionalProperties\":false}",
      NULL, NULL, 0, t_schema_2020_12},
     {"test_reconnection", NULL, "Tests SSE stream disconnection and client reconnection "
      "(SEP-1699): closes the stream before the result", EMPTY_SCHEMA, NULL, NULL,
      GMCP_TOOL_STREAMS, t_reconnection},
+    /* 2026-07-28 */
+    {"test_missing_capability", NULL, "Test tool requiring the client's sampling "
+     "capability (-32021 without it)", EMPTY_SCHEMA, NULL, NULL, 0, t_missing_capability},
+    {"test_input_required_result_elicitation", NULL, "MRTR: returns InputRequiredResult "
+     "with an elicitation request", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_elicitation},
+    {"test_input_required_result_sampling", NULL, "MRTR: returns InputRequiredResult with "
+     "a sampling request", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_sampling},
+    {"test_input_required_result_list_roots", NULL, "MRTR: returns InputRequiredResult "
+     "with a roots/list request", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_roots},
+    {"test_input_required_result_request_state", NULL, "MRTR: returns InputRequiredResult "
+     "with requestState", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_request_state},
+    {"test_input_required_result_multiple_inputs", NULL, "MRTR: returns InputRequiredResult "
+     "with multiple input requests", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_multiple},
+    {"test_input_required_result_multi_round", NULL, "MRTR: multi-round "
+     "InputRequiredResult workflow", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_multi_round},
+    {"test_input_required_result_tampered_state", NULL, "MRTR: HMAC-sealed requestState "
+     "integrity test", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_tampered},
+    {"test_input_required_result_capabilities", NULL, "MRTR: only requests input the "
+     "client declared capabilities for", EMPTY_SCHEMA, NULL, NULL, 0, t_irr_capabilities},
+    {"test_streaming_elicitation", NULL, "Diagnostic tool answering on a response stream",
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_streaming},
+    {"test_logging_tool", NULL, "Diagnostic tool that logs only when the request asked "
+     "for a log level", EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_logging_tool},
+    {"test_header_param", NULL, "Tool whose 'region' argument travels in the "
+     "Mcp-Param-Region header (SEP-2243)",
+     "{\"type\":\"object\",\"properties\":{\"region\":{\"type\":\"string\","
+     "\"x-mcp-header\":\"Region\"}},\"required\":[\"region\"]}", NULL, NULL, 0,
+     t_header_param},
     {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
 };
 
@@ -337,6 +595,25 @@ static json_t *p_image(gmcp_call *c, json_t *a, void *b)
                      msg_text("user", "Please analyze the image above."));
 }
 
+static json_t *p_irr(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL, *out;
+    int rv = gmcp_input(c, "user_context", "elicitation/create",
+                        elicit("What context should the prompt use?", "context", "string"),
+                        &ans);
+    (void)a; (void)b;
+    if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
+    if (rv != GMCP_INPUT_OK) {
+        c->error_code = -32602;
+        c->error_message = "this prompt needs elicitation";
+        return NULL;
+    }
+    out = json_pack("{s:[o]}", "messages", msg_text("user", apr_psprintf(
+        c->pool, "Prompt with context: %s", answer_text(ans, "context"))));
+    json_decref(ans);
+    return out;
+}
+
 static const gmcp_prompt PROMPTS[] = {
     {"test_simple_prompt", NULL, "A simple prompt without arguments", NULL, p_simple},
     {"test_prompt_with_arguments", NULL, "A prompt with required arguments",
@@ -346,6 +623,8 @@ static const gmcp_prompt PROMPTS[] = {
      "[{\"name\":\"resourceUri\",\"description\":\"URI of the resource to embed\","
      "\"required\":true}]", p_embedded},
     {"test_prompt_with_image", NULL, "A prompt that includes image content", NULL, p_image},
+    {"test_input_required_result_prompt", NULL, "MRTR: prompt that requires elicitation "
+     "input", NULL, p_irr},
     {NULL, NULL, NULL, NULL, NULL}
 };
 

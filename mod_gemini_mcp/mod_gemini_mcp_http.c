@@ -6,7 +6,11 @@
  * GET + Last-Event-ID on any child process. Database handles are taken with
  * ap_dbd_open for short sections only, never across a tool call or a wait. */
 #include "mod_gemini_mcp.h"
+#include "gmcp_stateless.h"
 #include "gmcp_util.h"
+
+#include <errno.h>
+#include <sys/socket.h>
 
 #include <http_core.h>
 #include <http_protocol.h>
@@ -22,6 +26,7 @@
 #define RESUME_MAX_TIME    apr_time_from_sec(300)
 #define HEARTBEAT_EVERY    apr_time_from_sec(15)
 #define SWEEP_EVERY_SEC    60
+#define LOG_NONE           100   /* above every level: no notifications/message */
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open_fn;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close_fn;
@@ -317,6 +322,8 @@ static int sse_send_text(gmcp_req *x, const char *text)
     const char *why;
     apr_int64_t seq = ++x->seq;
     int rv = 0;
+    if (x->call.stateless)   /* no resumption in 2026-07-28: nothing to store */
+        return sse_write(x->r, apr_psprintf(x->r->pool, "event: message\ndata: %s\n\n", text));
     if (db_get(x, &why)) return -1;
     if (gmcp_event_append(&x->db, x->stream_id, x->session.id, seq, text)) {
         db_complain(x, "storing an SSE event");
@@ -338,6 +345,20 @@ static int sse_send(gmcp_req *x, json_t *msg /* stolen */)
 
 /* ---- the call's operations ------------------------------------------------------------ */
 
+/* Has the client closed the connection? Peeks at the socket without consuming
+ * anything, so a closed stream is noticed without writing to it. */
+static int client_gone(conn_rec *c)
+{
+    apr_socket_t *sock = ap_get_conn_socket(c);
+    apr_os_sock_t fd;
+    char b;
+    ssize_t n;
+    if (c->aborted) return 1;
+    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) return 0;
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static int op_cancelled(gmcp_call *c)
 {
     gmcp_req *x = c->transport;
@@ -345,6 +366,14 @@ static int op_cancelled(gmcp_call *c)
     const char *why;
     int cancelled = 0;
     if (x->cancelled) return 1;
+    /* 2026-07-28: closing the response stream cancels the request. */
+    if (c->stateless) {
+        if (now >= x->next_cancel_check) {
+            x->next_cancel_check = now + CANCEL_CHECK_EVERY;
+            x->cancelled = client_gone(x->r->connection);
+        }
+        return x->cancelled;
+    }
     if (now < x->next_cancel_check) return 0;
     x->next_cancel_check = now + CANCEL_CHECK_EVERY;
     if (db_get(x, &why)) return 0;
@@ -398,6 +427,12 @@ static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **res
     int rv;
 
     *result = NULL;
+    if (c->stateless) {
+        json_decref(params);
+        *errmsg = "protocol revision " GMCP_STATELESS_VERSION " has no server-to-client "
+                  "requests (the tool must use input requests)";
+        return -1;
+    }
     if (!x->sse) {
         json_decref(params);
         *errmsg = "this request has no stream to send a request to the client";
@@ -459,15 +494,48 @@ static int op_detach(gmcp_call *c)
 {
     gmcp_req *x = c->transport;
     apr_bucket_brigade *bb;
-    if (!x->sse || x->detached) return 0;
+    /* Without resumption (stateless) the result simply stays on this stream. */
+    if (!x->sse || x->detached || c->stateless) return 0;
     x->detached = 1;
     bb = apr_brigade_create(x->r->pool, x->r->connection->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(x->r->connection->bucket_alloc));
     return ap_pass_brigade(x->r->output_filters, bb) == APR_SUCCESS ? 0 : -1;
 }
 
+static int op_input(gmcp_call *c, const char *key, const char *method, json_t *params,
+                    json_t **response)
+{
+    gmcp_req *x = c->transport;
+    const char *cap = needed_capability(method), *err = NULL;
+    if (c->stateless) return gmcp_mrtr_input(c, key, method, params, response);
+    *response = NULL;
+    if (cap && !json_object_get(x->caps, cap)) {
+        json_decref(params);
+        return GMCP_INPUT_UNSUPPORTED;
+    }
+    if (op_ask(c, method, params, response, &err)) {
+        c->error_message = err;
+        return GMCP_INPUT_FAILED;
+    }
+    return GMCP_INPUT_OK;
+}
+
+static json_t *op_input_required(gmcp_call *c, json_t *state)
+{
+    gmcp_req *x = c->transport;
+    if (!c->stateless) {
+        /* With a session, gmcp_input() never answers NEEDED: nothing to return. */
+        json_decref(state);
+        return gmcp_text_result("input_required is only available on protocol revision "
+                                GMCP_STATELESS_VERSION, 1);
+    }
+    return gmcp_mrtr_result(c, state, x->srv->state_key, x->srv->state_key_len,
+                            apr_pstrcat(x->r->pool, c->name ? c->name : "", "\n",
+                                        c->principal, NULL));
+}
+
 static const gmcp_call_ops CALL_OPS = {
-    op_progress, op_log, op_ask, op_cancelled, op_detach
+    op_progress, op_log, op_ask, op_cancelled, op_detach, op_input, op_input_required
 };
 
 /* ---- POST ---------------------------------------------------------------------------- */
@@ -531,9 +599,14 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     rc.session = x->have_session ? &x->session : NULL;
     rc.principal = x->call.principal;
     rc.call = &x->call;
+    rc.stateless = x->call.stateless;
     x->request_key = gmcp_id_key(r->pool, m->id);
 
-    if (stream) {
+    if (stream && x->call.stateless) {
+        x->sse = 1;
+        sse_headers(r);
+    }
+    else if (stream) {
         x->stream_id = gmcp_random_id(r->pool, 16);
         if (db_get(x, &why)) return unavailable(x, m->id, why);
         if (!x->stream_id || gmcp_stream_create(&x->db, x->stream_id, x->session.id,
@@ -548,8 +621,9 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
         sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n", x->stream_id,
                                   gmcp_conf_sse_retry(x->dc)));
     }
-    else if (!strcmp(m->method, "tools/call")) {
-        /* Tool calls may take long: no database handle is held across them. */
+    else if (!strcmp(m->method, "tools/call") || x->call.stateless) {
+        /* Tool calls may take long: no database handle is held across them (and
+         * stateless requests need none). */
         db_put(x);
     }
     else if (db_get(x, &why)) {
@@ -562,14 +636,79 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
         if (!resp)
             return send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
                                                         "Request cancelled", NULL));
-        return send_text(r, HTTP_OK, resp);
+        return send_text(r, rc.http_status ? rc.http_status : HTTP_OK, resp);
     }
     if (resp) sse_send_text(x, resp);
+    if (x->call.stateless) return OK;
     if (db_get(x, &why) == 0) {
         if (gmcp_stream_finish(&x->db, x->stream_id)) db_complain(x, "closing an SSE stream");
         db_put(x);
     }
     return OK;
+}
+
+static const char *header_in(void *r, const char *name)
+{
+    return apr_table_get(((request_rec *)r)->headers_in, name);
+}
+
+/* subscriptions/listen: acknowledge, then hold the stream open until the client
+ * closes it (or a time limit; the client then listens again). Listings here never
+ * change at run time, so no list-changed notification is honoured or sent. */
+static int serve_listen(gmcp_req *x, gmcp_msg *m)
+{
+    request_rec *r = x->r;
+    apr_time_t start = apr_time_now(), last_write = start;
+    /* The subscription id is the listen request's id, as text. */
+    const char *sub = json_is_string(m->id) ? json_string_value(m->id)
+                                            : gmcp_id_key(r->pool, m->id);
+    json_t *ack = gmcp_rpc_notification("notifications/subscriptions/acknowledged",
+                    json_pack("{s:{s:s}, s:{}}", "_meta", GMCP_META_SUBSCRIPTION, sub,
+                              "notifications"));
+    x->sse = 1;
+    sse_headers(r);
+    sse_send(x, ack);
+    while (!client_gone(r->connection) && apr_time_now() - start < RESUME_MAX_TIME) {
+        apr_sleep(apr_time_from_msec(250));
+        if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
+            if (sse_write(r, ": keep-alive\n\n")) break;
+            last_write = apr_time_now();
+        }
+    }
+    return OK;
+}
+
+/* A request on the 2026-07-28 revision: no session, everything in the request. */
+static int handle_stateless(gmcp_req *x, gmcp_msg *m)
+{
+    request_rec *r = x->r;
+    json_t *meta, *err;
+    const char *level;
+    int status = HTTP_BAD_REQUEST;
+
+    if (m->kind == GMCP_MSG_NOTIFICATION) return accepted(r);
+    if (m->kind == GMCP_MSG_RESPONSE)
+        return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST, "Invalid Request: "
+                      "protocol revision " GMCP_STATELESS_VERSION " has no server requests "
+                      "to answer");
+    err = gmcp_stateless_check(r->pool, x->srv->registry, m, header_in, r, &status);
+    if (err) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10714)
+                      "gemini_mcp: %d: %s", status,
+                      gmcp_json_str(json_object_get(err, "error"), "message"));
+        send_json(r, status, err);
+        return DONE;
+    }
+    meta = gmcp_json_obj(m->params, "_meta");
+    x->call.stateless = 1;
+    x->caps = json_incref(gmcp_json_obj(meta, GMCP_META_CAPS));
+    x->call.client_caps = x->caps;
+    /* Logging only when this request asked for it. */
+    level = gmcp_json_str(meta, GMCP_META_LOGLEVEL);
+    x->log_min = level && gmcp_log_level_parse(level) >= 0 ? gmcp_log_level_parse(level)
+                                                            : LOG_NONE;
+    if (!strcmp(m->method, "subscriptions/listen")) return serve_listen(x, m);
+    return serve_request(x, m);
 }
 
 static int handle_post(gmcp_req *x)
@@ -606,6 +745,9 @@ static int handle_post(gmcp_req *x)
     if (m.method && !strcmp(m.method, "tools/call") && gmcp_json_str(m.params, "name"))
         apr_table_setn(r->notes, "gmcp-tool", gmcp_json_str(m.params, "name"));
 
+    if (gmcp_is_stateless_request(&m, apr_table_get(r->headers_in, HDR_VERSION),
+                                  apr_table_get(r->headers_in, HDR_SESSION) != NULL))
+        return handle_stateless(x, &m);
     if (m.kind == GMCP_MSG_REQUEST && !strcmp(m.method, "initialize"))
         return serve_request(x, &m);
 
@@ -785,7 +927,17 @@ int gmcp_mcp_handler(request_rec *r)
         return reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
                       "Forbidden: Origin is not allowed");
 
-    if (r->method_number == M_POST) rv = handle_post(x);
+    if ((r->method_number == M_GET || r->method_number == M_DELETE)
+        && !apr_table_get(r->headers_in, HDR_SESSION)
+        && apr_table_get(r->headers_in, HDR_VERSION)
+        && !gmcp_version_is_legacy(apr_table_get(r->headers_in, HDR_VERSION))) {
+        /* 2026-07-28 has no GET stream and no session to delete. */
+        apr_table_setn(r->headers_out, "Allow", "POST");
+        rv = reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
+                    "Method Not Allowed: protocol revision " GMCP_STATELESS_VERSION
+                    " uses POST only");
+    }
+    else if (r->method_number == M_POST) rv = handle_post(x);
     else if (r->method_number == M_GET && !r->header_only) rv = handle_get(x);
     else if (r->method_number == M_DELETE) rv = handle_delete(x);
     else {
@@ -795,6 +947,10 @@ int gmcp_mcp_handler(request_rec *r)
     }
     if (x->caps) json_decref(x->caps);
     x->caps = NULL;
+    if (x->call.pending_inputs) json_decref(x->call.pending_inputs);
+    x->call.pending_inputs = NULL;
+    if (x->call.error_data) json_decref(x->call.error_data);
+    x->call.error_data = NULL;
     db_put(x);
     maybe_sweep(x);
     return rv == DONE ? OK : rv;
