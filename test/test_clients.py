@@ -1,9 +1,12 @@
-"""Real clients from npm against the module: the official TypeScript SDK client and the
-MCP conformance suites (0.1.16 --suite all, 0.2.0-alpha.12 2025-11-25 requirements)."""
+"""Real clients from npm against the module: the official TypeScript SDK clients (v1 on
+2025-11-25, v2 on 2026-07-28) and the MCP conformance suites (0.1.16 --suite all,
+0.2.0-alpha.12 with the 2025-11-25 and 2026-07-28 requirement sets)."""
 import json
 import os
 import re
 import subprocess
+
+import pytest
 
 from conftest import NODE22, NODE_DIR, ROOT
 
@@ -38,12 +41,16 @@ def summary(output):
     return int(m.group(1)), int(m.group(2))
 
 
-def referee(script, url, *args):
-    """Run a conformance referee; assert it failed nothing. Returns (passed, output)."""
+def referee(script, url, *args, failing_ok=()):
+    """Run a conformance referee; assert it failed nothing (but scenarios whose names
+    start with one of `failing_ok`) and exited 0. Returns (passed, output)."""
     r = node(script, "server", "--url", url, *args)
     out = r.stdout + r.stderr
     passed, failed = summary(out)
-    assert failed == 0 and r.returncode == 0, out[-4000:]
+    failing = re.findall(r"^✗ (\S+):", out, re.M)
+    assert r.returncode == 0, out[-4000:]
+    assert all(f.startswith(tuple(failing_ok)) for f in failing) if failing_ok \
+        else failed == 0, out[-4000:]
     return passed, out
 
 
@@ -59,3 +66,29 @@ def test_conformance_alpha_2025_11_25(server):
     passed, out = referee(CONF_ALPHA, server.url, "--requirements", "2025-11-25")
     assert passed >= 80
     assert not re.search(r"^\s*✗", out, re.M)
+
+
+def test_conformance_alpha_2026_07_28(server):
+    """The stateless revision: every scored scenario and the pending ones pass. The
+    not-scored tasks extension (SEP-2663) is not implemented; the referee exits 0."""
+    passed, out = referee(CONF_ALPHA, server.url, "--requirements", "2026-07-28",
+                          failing_ok=("tasks-",))
+    for pending in ("json-schema-2020-12", "http-header-validation",
+                    "http-custom-header-server-validation"):
+        assert re.search(rf"^✓ {pending}:", out, re.M), pending
+    assert passed >= 160
+
+
+@pytest.mark.parametrize("mode", ["auto", "pin"])
+def test_typescript_sdk_v2_client_on_2026_07_28(server, mode):
+    """@modelcontextprotocol/client (SDK v2) negotiates 2026-07-28 with the same endpoint
+    and fulfils input-required results through its ordinary request handlers."""
+    r = node(os.path.join(ROOT, "test", "clients", "sdk2-client.mjs"), server.url, mode)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["era"] == "modern" and out["version"] == "2026-07-28"
+    assert "test_input_required_result_elicitation" in out["tools"]
+    assert out["simple"] == "This is a simple text response for testing."
+    assert out["mrtr"] == "Hello, Ada!" and out["asked"] == ["What is your name?"]
+    assert out["sampling"] == "LLM response: sampled"
+    assert out["prompt"] == "Prompt with arguments: arg1='a', arg2='b'"
