@@ -1,12 +1,16 @@
--- wrk script: POST one JSON-RPC request on an MCP session, repeatedly.
--- Environment: MCP_SESSION (Mcp-Session-Id), MCP_BODY (the JSON-RPC request).
+-- wrk script: POST one JSON-RPC request, repeatedly.
+-- Environment: MCP_BODY (the JSON-RPC request), MCP_HEADERS (extra request headers,
+-- one "Name: value" per line: the session id for 2025-11-25, the protocol version,
+-- Mcp-Method and Mcp-Name for 2026-07-28).
 -- done() prints one JSON line with the figures the bench collects.
 wrk.method = "POST"
 wrk.body = os.getenv("MCP_BODY")
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
-wrk.headers["Mcp-Session-Id"] = os.getenv("MCP_SESSION")
-wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
+for line in string.gmatch(os.getenv("MCP_HEADERS") or "", "[^\n]+") do
+  local name, value = string.match(line, "^([^:]+):%s*(.*)$")
+  if name then wrk.headers[name] = value end
+end
 
 local bad = 0
 function response(status, headers, body)

@@ -111,7 +111,8 @@ typedef struct {
     const apr_array_header_t *entries;
     size_t stride, listing_offset;
     int from, to;
-    const char *key, *next;
+    const char *list, *key, *next;
+    int stateless;
 } page_spec;
 
 static json_t *build_page(void *baton)
@@ -125,6 +126,7 @@ static json_t *build_page(void *baton)
     }
     res = json_pack("{s:o}", ps->key, arr);
     if (ps->next) json_object_set_new(res, "nextCursor", json_string(ps->next));
+    if (ps->stateless) gmcp_stateless_decorate(ps->list, res);
     return res;
 }
 
@@ -139,13 +141,19 @@ static const char *list_page_text(gmcp_rpc_ctx *x, const gmcp_msg *m, const char
     ps.stride = stride;
     ps.listing_offset = listing_offset;
     ps.key = key;
+    ps.stateless = x->stateless;
+    /* The method name, for the stateless decoration (tools/list, ...). */
+    ps.list = !strcmp(list, "templates") ? "resources/templates/list"
+                                         : apr_pstrcat(x->pool, list, "/list", NULL);
     if (page_bounds(x, m, list, entries->nelts, &ps.from, &ps.to, &ps.next)) {
         *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown or stale cursor");
         return NULL;
     }
     return gmcp_registry_page(x->srv->registry,
-                              apr_psprintf(x->pool, "%s:%d:%d", list, ps.from,
-                                           x->srv->page_size), build_page, &ps);
+                              apr_psprintf(x->pool, "%s:%s:%d:%d",
+                                           x->stateless ? GMCP_STATELESS_VERSION : "session",
+                                           list, ps.from, x->srv->page_size),
+                              build_page, &ps);
 }
 
 static json_t *list_page(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
@@ -157,6 +165,25 @@ static json_t *list_page(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
     if (!text) return err;
     res = json_loads(text, 0, NULL);
     return res ? gmcp_rpc_result(m->id, res) : internal(m);
+}
+
+/* Listings in either revision, straight from the page cache (NULL: not a listing). */
+static const char *cached_listing(gmcp_rpc_ctx *x, const gmcp_msg *m, json_t **resp)
+{
+    const gmcp_registry *r = x->srv->registry;
+    if (!x->session && !x->stateless) return NULL;
+    if (!strcmp(m->method, "tools/list"))
+        return list_page_text(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
+                              offsetof(gmcp_tool_entry, listing), resp);
+    if (!strcmp(m->method, "prompts/list"))
+        return list_page_text(x, m, "prompts", "prompts", r->prompts,
+                              sizeof(gmcp_prompt_entry), offsetof(gmcp_prompt_entry, listing),
+                              resp);
+    if (!strcmp(m->method, "resources/list"))
+        return list_page_text(x, m, "resources", "resources", r->resources,
+                              sizeof(gmcp_resource_entry),
+                              offsetof(gmcp_resource_entry, listing), resp);
+    return NULL;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------- */
@@ -472,25 +499,9 @@ static json_t *dispatch(gmcp_rpc_ctx *x, const gmcp_msg *m)
 
 const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
-    const gmcp_registry *r = x->srv->registry;
-    const char *page = NULL;
     json_t *resp = NULL;
-    /* Listings skip jansson on the hot path: the cached page is spliced in (session
-     * revisions only; stateless results carry per-revision fields). */
-    if (x->stateless) {
-        /* no cache */
-    }
-    else if (x->session && !strcmp(m->method, "tools/list"))
-        page = list_page_text(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
-                              offsetof(gmcp_tool_entry, listing), &resp);
-    else if (x->session && !strcmp(m->method, "prompts/list"))
-        page = list_page_text(x, m, "prompts", "prompts", r->prompts,
-                              sizeof(gmcp_prompt_entry),
-                              offsetof(gmcp_prompt_entry, listing), &resp);
-    else if (x->session && !strcmp(m->method, "resources/list"))
-        page = list_page_text(x, m, "resources", "resources", r->resources,
-                              sizeof(gmcp_resource_entry),
-                              offsetof(gmcp_resource_entry, listing), &resp);
+    /* Listings skip jansson on the hot path: the cached page is spliced in. */
+    const char *page = cached_listing(x, m, &resp);
     if (page)
         return apr_pstrcat(x->pool, "{\"jsonrpc\":\"2.0\",\"id\":", gmcp_id_key(x->pool, m->id),
                            ",\"result\":", page, "}", NULL);

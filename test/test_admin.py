@@ -149,6 +149,7 @@ def test_reads_dbd_settings_through_includes(tmp):
     ("GeminiMCPSessionIdleTimeout -5", "GeminiMCPSessionIdleTimeout"),
     ("GeminiMCPEventRetention 1e3", "GeminiMCPEventRetention"),
     ("GeminiMCPDefaultPrincipal \"\"", "GeminiMCPDefaultPrincipal"),
+    ("GeminiMCPStateSecret s3cr3t-in-the-config", "GeminiMCPStateSecret"),
 ])
 def test_configtest_rejects_bad_values(tmp, line, name):
     conf = os.path.join(tmp, "t.conf")

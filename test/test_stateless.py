@@ -316,3 +316,32 @@ def test_both_revisions_side_by_side(server):
     # only without it; with it the request is stateless and validated as such.
     r = server.rpc(sid, "tools/list")
     assert "resultType" not in r.json()["result"]
+
+
+def test_mrtr_continues_on_another_node_with_the_same_secret(start, tmp_path):
+    """Round 1 on one httpd, round 2 on another: only the shared secret matters."""
+    import os
+    secret = tmp_path / "secret"
+    secret.write_text("a-shared-secret-of-enough-length\n")
+    os.chmod(tmp_path, 0o755)
+    a = start("sqlite", "--fixtures", "--conf", f"GeminiMCPStateSecret file:{secret}")
+    b = start("pgsql", "--fixtures", "--conf", f"GeminiMCPStateSecret file:{secret}")
+    c = start("sqlite", "--fixtures")            # its own random key
+    p = {"name": "test_input_required_result_request_state", "arguments": {}}
+    r1 = result(call(a, "tools/call", p))
+    retry = dict(p, requestState=r1["requestState"],
+                 inputResponses={"confirm": {"action": "accept", "content": {"ok": True}}})
+    done = result(call(b, "tools/call", retry))
+    assert done["content"][0]["text"] == "state-ok: requestState validated"
+    refused = call(c, "tools/call", retry)
+    assert refused.status_code == 400 and error(refused)["code"] == -32602
+
+
+def test_short_state_secret_refuses_to_start(start, tmp_path):
+    import os
+    secret = tmp_path / "short"
+    secret.write_text("tooshort")
+    os.chmod(tmp_path, 0o755)
+    with pytest.raises(RuntimeError) as e:
+        start("sqlite", "--conf", f"GeminiMCPStateSecret file:{secret}")
+    assert "GeminiMCPStateSecret" in str(e.value) and "tooshort" not in str(e.value)

@@ -1,10 +1,12 @@
 /* Unit tests for the core helpers: encodings, UTF-8, JSON-RPC framing, registry. */
 #include "unit.h"
+#include <apr_strings.h>
 #include "gmcp_util.h"
 #include "gmcp_jsonrpc.h"
 #include "gmcp_registry.h"
 #include "gmcp_mcp.h"
 #include "gmcp_migrate.h"
+#include "gmcp_stateless.h"
 
 static void t_b64url(apr_pool_t *p)
 {
@@ -192,7 +194,74 @@ static void t_migrations_match_build(apr_pool_t *p)
     CHECK(lite->nelts == GMCP_SCHEMA_VERSION);
 }
 
+static void t_param_header(apr_pool_t *p)
+{
+    CHECK_STR(gmcp_param_header_decode(p, "plain value"), "plain value");
+    CHECK_STR(gmcp_param_header_decode(p, "=?base64?SGVsbG8=?="), "Hello");
+    CHECK(gmcp_param_header_decode(p, "=?base64?SGVsbG8?=") == NULL);     /* padding */
+    CHECK(gmcp_param_header_decode(p, "=?base64?SGVs!!!bG8=?=") == NULL); /* alphabet */
+    CHECK(gmcp_param_header_decode(p, "=?base64?AA==?=") == NULL);         /* NUL byte */
+    CHECK(gmcp_param_header_decode(p, "=?base64?/w==?=") == NULL);         /* not UTF-8 */
+    CHECK_STR(gmcp_param_header_decode(p, "=?base64?SGVsbG8="), "=?base64?SGVsbG8=");
+}
+
+static void t_state_seal(apr_pool_t *p)
+{
+    const unsigned char key[] = "0123456789abcdef0123456789abcdef";
+    json_t *st = json_pack("{s:s, s:i}", "kind", "k", "round", 2), *back = NULL;
+    const char *sealed = gmcp_state_seal(p, key, 32, "tool\nalice", st);
+    CHECK(sealed != NULL);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", sealed, &back) == 0);
+    CHECK(back && json_equal(st, back));
+    json_decref(back);
+    /* Altered payload or tag, another tool or caller, another key: refused. */
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", apr_pstrcat(p, "x", sealed, NULL),
+                          &back) != 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", apr_pstrcat(p, sealed, "x", NULL),
+                          &back) != 0);
+    CHECK(gmcp_state_open(p, key, 32, "other\nalice", sealed, &back) != 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nmallory", sealed, &back) != 0);
+    CHECK(gmcp_state_open(p, (const unsigned char *)"another-key-0123456789", 22,
+                          "tool\nalice", sealed, &back) != 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", "no-dot-here", &back) != 0);
+    json_decref(st);
+}
+
+static void t_stateless_routing(apr_pool_t *p)
+{
+    gmcp_msg m;
+    json_t *r;
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\","
+                 "\"params\":{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":"
+                 "\"2026-07-28\"}}}");
+    CHECK(m.kind == GMCP_MSG_REQUEST);
+    CHECK(gmcp_is_stateless_request(&m, NULL, 0));
+    CHECK(gmcp_is_stateless_request(&m, NULL, 1));        /* _meta decides */
+    gmcp_msg_release(&m);
+    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}");
+    CHECK(!gmcp_is_stateless_request(&m, NULL, 0));
+    CHECK(!gmcp_is_stateless_request(&m, "2025-11-25", 0));
+    CHECK(!gmcp_is_stateless_request(&m, "2026-07-28", 1)); /* a session client */
+    CHECK(gmcp_is_stateless_request(&m, "2026-07-28", 0));
+    CHECK(gmcp_is_stateless_request(&m, "v999", 0));
+    gmcp_msg_release(&m);
+    CHECK(gmcp_method_removed("ping") && !gmcp_method_removed("tools/list"));
+    r = json_object();
+    gmcp_stateless_decorate("tools/list", r);
+    CHECK_STR(json_string_value(json_object_get(r, "resultType")), "complete");
+    CHECK(json_is_integer(json_object_get(r, "ttlMs")));
+    json_decref(r);
+    r = json_pack("{s:s}", "resultType", "input_required");
+    gmcp_stateless_decorate("tools/call", r);
+    CHECK_STR(json_string_value(json_object_get(r, "resultType")), "input_required");
+    CHECK(json_object_get(r, "ttlMs") == NULL);
+    json_decref(r);
+}
+
 UNIT_MAIN("core", {
+    RUN(t_param_header);
+    RUN(t_state_seal);
+    RUN(t_stateless_routing);
     RUN(t_b64url);
     RUN(t_random);
     RUN(t_utf8);
