@@ -23,7 +23,7 @@
 #define HDR_SESSION  "Mcp-Session-Id"
 #define HDR_VERSION  "MCP-Protocol-Version"
 #define CANCEL_CHECK_EVERY apr_time_from_msec(200)
-#define RESUME_MAX_TIME    apr_time_from_sec(300)
+#define STREAM_MAX_TIME    apr_time_from_sec(300)   /* resumed and listen streams */
 #define HEARTBEAT_EVERY    apr_time_from_sec(15)
 #define SWEEP_EVERY_SEC    60
 #define LOG_NONE           100   /* above every level: no notifications/message */
@@ -668,7 +668,7 @@ static int serve_listen(gmcp_req *x, gmcp_msg *m)
     x->sse = 1;
     sse_headers(r);
     sse_send(x, ack);
-    while (!client_gone(r->connection) && apr_time_now() - start < RESUME_MAX_TIME) {
+    while (!client_gone(r->connection) && apr_time_now() - start < STREAM_MAX_TIME) {
         apr_sleep(apr_time_from_msec(250));
         if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
             if (sse_write(r, ": keep-alive\n\n")) break;
@@ -849,7 +849,7 @@ static int handle_get(gmcp_req *x)
             wait = apr_time_from_msec(10);
         }
         if (stream_done && rs.rows->nelts == 0) break;
-        if (apr_time_now() - start > RESUME_MAX_TIME) break;
+        if (apr_time_now() - start > STREAM_MAX_TIME) break;
         if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
             if (sse_write(r, ": keep-alive\n\n")) return OK;
             last_write = apr_time_now();
