@@ -196,6 +196,42 @@ def check_logs(request, servers):
     assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
 
 
+class FakeGemini:
+    """test/fake-gemini on a free loopback port."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([os.path.join(ROOT, "test", "fake-gemini")],
+                                     stdout=subprocess.PIPE, text=True)
+        info = json.loads(self.proc.stdout.readline())
+        self.url, self.key = info["url"], info["key"]
+
+    def fault(self, mode, count=1, **kw):
+        requests.post(self.url + "/_fake/faults", json=dict(kw, mode=mode, count=count))
+
+    def requests(self):
+        return requests.get(self.url + "/_fake/requests").json()["requests"]
+
+    def reset(self):
+        requests.post(self.url + "/_fake/reset")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def fake_gemini_proc():
+    f = FakeGemini()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def fake_gemini(fake_gemini_proc):
+    fake_gemini_proc.reset()
+    yield fake_gemini_proc
+
+
 class ServerFactory:
     def __init__(self, request):
         self.request = request
