@@ -114,8 +114,13 @@ test-asan:
 deps:
 	bash .ci/deps
 
+# Serves real Gemini when GEMINI_API_KEY is set in the environment.
 run: all
-	test/start-server --port $${PORT:-8080} --data-dir $${DATA_DIR:-$(CURDIR)/run}
+	@if [ -n "$$GEMINI_API_KEY" ]; then echo "run: Gemini API key from GEMINI_API_KEY"; \
+	else echo "run: GEMINI_API_KEY is not set: the gemini_* tools will answer that Gemini" \
+	     "is not configured"; fi
+	test/start-server --port $${PORT:-8080} --data-dir $${DATA_DIR:-$(CURDIR)/run} \
+	    $${GEMINI_API_KEY:+--gemini-key-env GEMINI_API_KEY}
 
 bench: all test-deps
 	bench/run

@@ -1,11 +1,15 @@
 /* mod_gemini_mcp.c — module declaration, directives and start-up hooks. */
 #include "mod_gemini_mcp.h"
+#include "gmcp_gemini.h"
+#include "gmcp_tools_gemini.h"
 #include "gmcp_util.h"
 
 #include <http_protocol.h>
 #include <http_request.h>
 #include <ap_provider.h>
 #include <apr_lib.h>
+#include <apr_thread_proc.h>
+#include <apr_portable.h>
 #include <apr_strings.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -18,6 +22,8 @@ static gmcp_registry *g_registry;
 /* HMAC key for MRTR requestState: from GeminiMCPStateSecret, or random per start. */
 static unsigned char *g_state_key;
 static apr_size_t g_state_key_len;
+static gmcp_gemini_conf g_gemini;
+static apr_threadkey_t *g_curl_key;   /* each worker thread's reusable curl handle */
 
 /* ---- configuration ----------------------------------------------------------------- */
 
@@ -51,6 +57,10 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     (void)s;
     c->session_idle = -1;
     c->event_retention = -1;
+    c->gemini_timeout = -1;
+    c->gemini_connect_timeout = -1;
+    c->gemini_retries = -1;
+    c->tool_timeout = -1;
     return c;
 }
 
@@ -60,6 +70,14 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->session_idle = a->session_idle >= 0 ? a->session_idle : b->session_idle;
     c->event_retention = a->event_retention >= 0 ? a->event_retention : b->event_retention;
     c->state_secret = a->state_secret ? a->state_secret : b->state_secret;
+    c->gemini_key = a->gemini_key ? a->gemini_key : b->gemini_key;
+    c->gemini_base = a->gemini_base ? a->gemini_base : b->gemini_base;
+    c->gemini_model = a->gemini_model ? a->gemini_model : b->gemini_model;
+    c->gemini_timeout = a->gemini_timeout >= 0 ? a->gemini_timeout : b->gemini_timeout;
+    c->gemini_connect_timeout = a->gemini_connect_timeout >= 0 ? a->gemini_connect_timeout
+                                                               : b->gemini_connect_timeout;
+    c->gemini_retries = a->gemini_retries >= 0 ? a->gemini_retries : b->gemini_retries;
+    c->tool_timeout = a->tool_timeout >= 0 ? a->tool_timeout : b->tool_timeout;
     return c;
 }
 
@@ -75,6 +93,8 @@ apr_int64_t gmcp_conf_session_idle(const gmcp_srv_conf *c)
 { return c->session_idle >= 0 ? c->session_idle : GMCP_DEFAULT_SESSION_IDLE; }
 apr_int64_t gmcp_conf_event_retention(const gmcp_srv_conf *c)
 { return c->event_retention >= 0 ? c->event_retention : GMCP_DEFAULT_EVENT_RETENTION; }
+apr_interval_time_t gmcp_conf_tool_timeout(const gmcp_srv_conf *c)
+{ return apr_time_from_sec(c->tool_timeout >= 0 ? c->tool_timeout : 300); }
 
 /* Parse a whole number of `unit`s within [min, max]; errors name the directive. */
 static const char *parse_num(cmd_parms *cmd, const char *arg, apr_int64_t min,
@@ -181,18 +201,87 @@ static const char *set_event_retention(cmd_parms *cmd, void *dc, const char *arg
     return parse_num(cmd, arg, 1, 30 * 24 * 3600, &c->event_retention);
 }
 
+static const char *secret_source(cmd_parms *cmd, const char *arg);
+
 static const char *set_state_secret(cmd_parms *cmd, void *dc, const char *arg)
 {
     gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     (void)dc;
     if (err) return err;
+    if (err || (err = secret_source(cmd, arg))) return err;
+    c->state_secret = arg;
+    return NULL;
+}
+
+static const char *secret_source(cmd_parms *cmd, const char *arg)
+{
     if (strncmp(arg, "file:", 5) != 0 && strncmp(arg, "env:", 4) != 0)
         return apr_psprintf(cmd->pool, "%s: use file:/path/to/secret or env:VARIABLE "
                             "(the secret itself never goes in the configuration)",
                             cmd->cmd->name);
-    c->state_secret = arg;
     return NULL;
+}
+
+static const char *set_gemini_key(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (!err) err = secret_source(cmd, arg);
+    if (!err) c->gemini_key = arg;
+    return err;
+}
+
+static const char *set_gemini_base(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_uri_t u;
+    (void)dc;
+    if (err) return err;
+    if (apr_uri_parse(cmd->pool, arg, &u) != APR_SUCCESS || !u.scheme || !u.hostname
+        || (strcasecmp(u.scheme, "https") && strcasecmp(u.scheme, "http")) || u.query)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an http(s) URL like %s",
+                            cmd->cmd->name, arg, GMCP_GEMINI_DEFAULT_BASE);
+    c->gemini_base = apr_pstrndup(cmd->pool, arg, strlen(arg) - (arg[strlen(arg) - 1] == '/'));
+    return NULL;
+}
+
+static const char *set_gemini_model(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) return err;
+    if (!gmcp_gemini_model_path(cmd->pool, arg))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a model name like %s",
+                            cmd->cmd->name, arg, GMCP_GEMINI_DEFAULT_MODEL);
+    c->gemini_model = arg;
+    return NULL;
+}
+
+static const char *set_gemini_num(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_int64_t v = 0;
+    const char *which = cmd->cmd->name;
+    (void)dc;
+    if (err) return err;
+    if (!strcasecmp(which, "GeminiMCPGeminiRetries")) {
+        if ((err = parse_num(cmd, arg, 0, 10, &v)) == NULL) c->gemini_retries = (int)v;
+    }
+    else if (!strcasecmp(which, "GeminiMCPGeminiTimeout")) {
+        if ((err = parse_num(cmd, arg, 1, 3600, &v)) == NULL) c->gemini_timeout = v;
+    }
+    else if (!strcasecmp(which, "GeminiMCPGeminiConnectTimeout")) {
+        if ((err = parse_num(cmd, arg, 1, 300, &v)) == NULL) c->gemini_connect_timeout = v;
+    }
+    else if ((err = parse_num(cmd, arg, 1, 24 * 3600, &v)) == NULL) {
+        c->tool_timeout = v;
+    }
+    return err;
 }
 
 static const command_rec gmcp_cmds[] = {
@@ -215,6 +304,20 @@ static const command_rec gmcp_cmds[] = {
                   "Seconds after which an idle MCP session expires (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPEventRetention", set_event_retention, NULL, RSRC_CONF,
                   "Seconds stored SSE events stay available for resumption (default 3600)"),
+    AP_INIT_TAKE1("GeminiMCPGeminiKey", set_gemini_key, NULL, RSRC_CONF,
+                  "file:PATH or env:NAME holding the Gemini API key"),
+    AP_INIT_TAKE1("GeminiMCPGeminiBaseURL", set_gemini_base, NULL, RSRC_CONF,
+                  "Gemini API base URL (default " GMCP_GEMINI_DEFAULT_BASE ")"),
+    AP_INIT_TAKE1("GeminiMCPGeminiModel", set_gemini_model, NULL, RSRC_CONF,
+                  "Default model (default " GMCP_GEMINI_DEFAULT_MODEL ")"),
+    AP_INIT_TAKE1("GeminiMCPGeminiTimeout", set_gemini_num, NULL, RSRC_CONF,
+                  "Seconds one Gemini call may take (default 120)"),
+    AP_INIT_TAKE1("GeminiMCPGeminiConnectTimeout", set_gemini_num, NULL, RSRC_CONF,
+                  "Seconds to connect to Gemini (default 10)"),
+    AP_INIT_TAKE1("GeminiMCPGeminiRetries", set_gemini_num, NULL, RSRC_CONF,
+                  "Retries of 429/5xx/transport failures (default 3)"),
+    AP_INIT_TAKE1("GeminiMCPToolTimeout", set_gemini_num, NULL, RSRC_CONF,
+                  "Seconds a tool call may take in all, retries included (default 300)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,
                   "file:PATH or env:NAME holding the key that seals MRTR requestState; "
                   "set the same one on every node (default: random per start)"),
@@ -229,22 +332,12 @@ static int cmp_provider_names(const void *a, const void *b)
                   ((const ap_list_provider_names_t *)b)->provider_name);
 }
 
-/* Load (or make) the requestState key before the children fork, so every child of
- * this server shares it; several nodes share it through GeminiMCPStateSecret. */
-static int load_state_key(apr_pool_t *p, server_rec *s)
+/* A secret from "file:PATH" or "env:NAME", without trailing newlines; NULL when
+ * missing or unreadable. Only ever logged by its source, never by value. */
+static const char *read_secret(apr_pool_t *p, const char *src)
 {
-    gmcp_srv_conf *c = ap_get_module_config(s->module_config, &gemini_mcp_module);
-    const char *src = c->state_secret, *val = NULL;
-    if (!src) {
-        g_state_key_len = 32;
-        g_state_key = apr_palloc(p, g_state_key_len);
-        if (RAND_bytes(g_state_key, (int)g_state_key_len) != 1) {
-            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10703)
-                         "gemini_mcp: cannot get random bytes for the state key");
-            return HTTP_INTERNAL_SERVER_ERROR;
-        }
-        return OK;
-    }
+    const char *val = NULL;
+    apr_size_t n;
     if (!strncmp(src, "env:", 4)) {
         val = getenv(src + 4);
     }
@@ -262,22 +355,86 @@ static int load_state_key(apr_pool_t *p, server_rec *s)
         }
         val = buf;
     }
-    /* Trailing newlines from `echo > file` are not part of the secret. */
-    if (val) {
-        apr_size_t n = strlen(val);
-        while (n && (val[n - 1] == '\n' || val[n - 1] == '\r')) n--;
-        val = apr_pstrndup(p, val, n);
+    if (!val) return NULL;
+    n = strlen(val);
+    while (n && (val[n - 1] == '\n' || val[n - 1] == '\r')) n--;
+    return n ? apr_pstrndup(p, val, n) : NULL;
+}
+
+/* Load (or make) the requestState key before the children fork, so every child of
+ * this server shares it; several nodes share it through GeminiMCPStateSecret. */
+static int load_state_key(apr_pool_t *p, server_rec *s)
+{
+    gmcp_srv_conf *c = ap_get_module_config(s->module_config, &gemini_mcp_module);
+    const char *val;
+    if (!c->state_secret) {
+        g_state_key_len = 32;
+        g_state_key = apr_palloc(p, g_state_key_len);
+        if (RAND_bytes(g_state_key, (int)g_state_key_len) != 1) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10703)
+                         "gemini_mcp: cannot get random bytes for the state key");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        return OK;
     }
+    val = read_secret(p, c->state_secret);
     if (!val || strlen(val) < 16) {
-        /* Never log the value, only where it should have come from. */
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10704)
                      "gemini_mcp: GeminiMCPStateSecret %s is missing, unreadable or shorter "
-                     "than 16 characters", src);
+                     "than 16 characters", c->state_secret);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g_state_key = (unsigned char *)apr_pstrdup(p, val);
     g_state_key_len = strlen(val);
     return OK;
+}
+
+static CURL *curl_for_thread(void)
+{
+    void *h = NULL;
+    if (!g_curl_key) return NULL;
+    apr_threadkey_private_get(&h, g_curl_key);
+    if (!h) {
+        /* Made in the thread that uses it, never inherited across fork. */
+        h = curl_easy_init();
+        if (h) apr_threadkey_private_set(h, g_curl_key);
+    }
+    return h;
+}
+
+static void curl_release(void *h)
+{
+    curl_easy_cleanup(h);
+}
+
+/* Gemini settings for the provider; a missing key is said plainly, once, at start. */
+static void load_gemini(apr_pool_t *p, server_rec *s)
+{
+    gmcp_srv_conf *c = ap_get_module_config(s->module_config, &gemini_mcp_module);
+    memset(&g_gemini, 0, sizeof(g_gemini));
+    g_gemini.base_url = c->gemini_base ? c->gemini_base : GMCP_GEMINI_DEFAULT_BASE;
+    g_gemini.default_model = c->gemini_model ? c->gemini_model : GMCP_GEMINI_DEFAULT_MODEL;
+    g_gemini.timeout = apr_time_from_sec(c->gemini_timeout >= 0 ? c->gemini_timeout : 120);
+    g_gemini.connect_timeout = apr_time_from_sec(c->gemini_connect_timeout >= 0
+                                                 ? c->gemini_connect_timeout : 10);
+    g_gemini.max_retries = c->gemini_retries >= 0 ? c->gemini_retries : 3;
+    g_gemini.curl = curl_for_thread;
+    g_gemini.api_key = c->gemini_key ? read_secret(p, c->gemini_key) : NULL;
+    if (!g_gemini.api_key)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, APLOGNO(10705)
+                     "gemini_mcp: no Gemini API key (%s%s): the gemini_* tools will answer "
+                     "that Gemini is not configured", c->gemini_key ? "nothing in " :
+                     "GeminiMCPGeminiKey is not set",
+                     c->gemini_key ? c->gemini_key : "");
+}
+
+static int curl_initialised;
+
+static void gmcp_child_init(apr_pool_t *p, server_rec *s)
+{
+    if (apr_threadkey_private_create(&g_curl_key, curl_release, p) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10707)
+                     "gemini_mcp: cannot create the per-thread HTTP client key");
 }
 
 static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -292,13 +449,25 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
 
     /* Providers in name order, so listings are stable across restarts. */
     qsort(names->elts, (size_t)names->nelts, names->elt_size, cmp_provider_names);
-    provs = apr_pcalloc(pconf, sizeof(*provs) * (size_t)(names->nelts + 1));
+    provs = apr_pcalloc(pconf, sizeof(*provs) * (size_t)(names->nelts + 2));
+    /* provs[0] is the product's own provider (filled below), then every module's. */
     for (i = 0; i < names->nelts; i++) {
         const char *n = APR_ARRAY_IDX(names, i, ap_list_provider_names_t).provider_name;
-        provs[i] = ap_lookup_provider(GMCP_PROVIDER_GROUP, n, GMCP_PROVIDER_VERSION);
+        provs[i + 1] = ap_lookup_provider(GMCP_PROVIDER_GROUP, n, GMCP_PROVIDER_VERSION);
     }
     if (load_state_key(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
-    g_registry = gmcp_registry_create(pconf, provs, names->nelts, &err);
+    if (!curl_initialised) {
+        /* Once per process, before any thread exists. */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10706)
+                         "gemini_mcp: cannot initialise libcurl");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        curl_initialised = 1;
+    }
+    load_gemini(pconf, s);
+    provs[0] = gmcp_gemini_provider(pconf, &g_gemini);
+    g_registry = gmcp_registry_create(pconf, provs, names->nelts + 1, &err);
     if (!g_registry) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10701)
                      "gemini_mcp: invalid MCP provider definition: %s", err);
@@ -328,6 +497,7 @@ static void register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_post_config(gmcp_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(gmcp_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_mcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

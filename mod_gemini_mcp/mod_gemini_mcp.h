@@ -28,6 +28,13 @@ typedef struct {
 /* Per-server settings. */
 typedef struct {
     const char *state_secret;           /* GeminiMCPStateSecret source (file:/env:) */
+    const char *gemini_key;             /* GeminiMCPGeminiKey source (file:/env:) */
+    const char *gemini_base;            /* GeminiMCPGeminiBaseURL */
+    const char *gemini_model;           /* GeminiMCPGeminiModel */
+    apr_int64_t gemini_timeout;         /* GeminiMCPGeminiTimeout (s), -1 = unset */
+    apr_int64_t gemini_connect_timeout; /* GeminiMCPGeminiConnectTimeout (s), -1 = unset */
+    int gemini_retries;                 /* GeminiMCPGeminiRetries, -1 = unset */
+    apr_int64_t tool_timeout;           /* GeminiMCPToolTimeout (s), -1 = unset */
     apr_int64_t session_idle;           /* GeminiMCPSessionIdleTimeout (s), -1 = unset */
     apr_int64_t event_retention;        /* GeminiMCPEventRetention (s), -1 = unset */
 } gmcp_srv_conf;
@@ -47,6 +54,7 @@ int gmcp_conf_sse_retry(const gmcp_dir_conf *c);
 const char *gmcp_conf_principal(const gmcp_dir_conf *c);
 apr_int64_t gmcp_conf_session_idle(const gmcp_srv_conf *c);
 apr_int64_t gmcp_conf_event_retention(const gmcp_srv_conf *c);
+apr_interval_time_t gmcp_conf_tool_timeout(const gmcp_srv_conf *c);
 
 /* The server description for a location (registry of all providers, page size). */
 const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c);

@@ -916,7 +916,7 @@ int gmcp_mcp_handler(request_rec *r)
     x->call.ops = &CALL_OPS;
     x->call.transport = x;
     x->call.principal = r->user ? r->user : gmcp_conf_principal(x->dc);
-    x->call.deadline = apr_time_now() + apr_time_from_sec(3600);
+    x->call.deadline = apr_time_now() + gmcp_conf_tool_timeout(x->sc);
     x->log_min = GMCP_LOG_INFO;
     apr_pool_cleanup_register(r->pool, x, db_cleanup, apr_pool_cleanup_null);
 

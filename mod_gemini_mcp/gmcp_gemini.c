@@ -1,0 +1,398 @@
+/* gmcp_gemini.c — Gemini REST calls with retries, backoff and cancellation. */
+#include "gmcp_gemini.h"
+#include "gmcp_jsonrpc.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <openssl/rand.h>
+
+#define BACKOFF_BASE  apr_time_from_msec(500)
+#define BACKOFF_CAP   apr_time_from_sec(10)
+
+/* ---- SSE framing ----------------------------------------------------------------------- */
+
+void gmcp_sse_free(gmcp_sse_parser *sp)
+{
+    free(sp->buf);
+    sp->buf = NULL;
+    sp->len = sp->cap = 0;
+}
+
+/* One event: concatenate its data: lines and hand the JSON over. */
+static int sse_event(gmcp_sse_parser *sp, const char *ev, apr_size_t len,
+                     gmcp_gemini_chunk_fn fn, void *baton)
+{
+    char *data = malloc(len + 1);
+    apr_size_t dl = 0;
+    const char *p = ev, *end = ev + len;
+    json_t *j;
+    int rv;
+    if (!data) return -1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        apr_size_t ll = (apr_size_t)(le - p);
+        if (ll && p[ll - 1] == '\r') ll--;
+        if (ll >= 5 && !memcmp(p, "data:", 5)) {
+            const char *v = p + 5;
+            apr_size_t vl = ll - 5;
+            if (vl && *v == ' ') { v++; vl--; }
+            if (dl) data[dl++] = '\n';
+            memcpy(data + dl, v, vl);
+            dl += vl;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    if (!dl) { free(data); return 0; }       /* comments, keep-alives */
+    data[dl] = '\0';
+    j = json_loadb(data, dl, 0, NULL);
+    free(data);
+    if (!j) { sp->failed = 1; return -1; }
+    rv = fn(j, baton);
+    json_decref(j);
+    return rv;
+}
+
+int gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len,
+                  gmcp_gemini_chunk_fn fn, void *baton)
+{
+    apr_size_t start = 0, i;
+    if (sp->len + len + 1 > sp->cap) {
+        apr_size_t cap = (sp->len + len + 1) * 2;
+        char *nb = realloc(sp->buf, cap);
+        if (!nb) return -1;
+        sp->buf = nb;
+        sp->cap = cap;
+    }
+    memcpy(sp->buf + sp->len, data, len);
+    sp->len += len;
+    /* An event ends at a blank line: "\n\n", "\r\n\r\n" or "\r\r". */
+    for (i = 0; i < sp->len; i++) {
+        apr_size_t sep = 0;
+        if (sp->buf[i] == '\n' && i + 1 < sp->len && sp->buf[i + 1] == '\n') sep = 2;
+        else if (sp->buf[i] == '\r' && i + 3 < sp->len && !memcmp(sp->buf + i, "\r\n\r\n", 4))
+            sep = 4;
+        else if (sp->buf[i] == '\r' && i + 1 < sp->len && sp->buf[i + 1] == '\r') sep = 2;
+        if (!sep) continue;
+        if (sse_event(sp, sp->buf + start, i - start, fn, baton)) return -1;
+        i += sep - 1;
+        start = i + 1;
+    }
+    memmove(sp->buf, sp->buf + start, sp->len - start);
+    sp->len -= start;
+    return 0;
+}
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+const char *gmcp_gemini_model_path(apr_pool_t *p, const char *model)
+{
+    const char *s;
+    if (!model || !*model || strlen(model) > 200) return NULL;
+    for (s = model; *s; s++)
+        if (!(apr_isalnum(*s) || *s == '-' || *s == '.' || *s == '_' || *s == '/'))
+            return NULL;
+    if (strstr(model, "..")) return NULL;
+    if (!strncmp(model, "models/", 7) || !strncmp(model, "tunedModels/", 12)) return model;
+    if (strchr(model, '/')) return NULL;
+    return apr_pstrcat(p, "models/", model, NULL);
+}
+
+static apr_interval_time_t parse_duration(const char *s)
+{
+    char *end;
+    double v;
+    if (!s) return -1;
+    v = strtod(s, &end);
+    if (end == s || v < 0 || (*end && strcmp(end, "s") != 0)) return -1;
+    return (apr_interval_time_t)(v * APR_USEC_PER_SEC);
+}
+
+apr_interval_time_t gmcp_gemini_retry_info(const json_t *body)
+{
+    json_t *details = json_object_get(json_object_get(body, "error"), "details"), *d;
+    size_t i;
+    json_array_foreach(details, i, d) {
+        const char *type = gmcp_json_str(d, "@type");
+        if (type && strstr(type, "google.rpc.RetryInfo"))
+            return parse_duration(gmcp_json_str(d, "retryDelay"));
+    }
+    return -1;
+}
+
+const char *gmcp_gemini_text(apr_pool_t *p, const json_t *resp)
+{
+    json_t *parts = json_object_get(json_object_get(json_array_get(
+        json_object_get(resp, "candidates"), 0), "content"), "parts"), *part;
+    const char *text = NULL;
+    size_t i;
+    json_array_foreach(parts, i, part) {
+        const char *t = gmcp_json_str(part, "text");
+        if (t && !json_is_true(json_object_get(part, "thought")))
+            text = text ? apr_pstrcat(p, text, t, NULL) : apr_pstrdup(p, t);
+    }
+    return text;
+}
+
+/* ---- one transfer ---------------------------------------------------------------------- */
+
+typedef struct {
+    gmcp_gemini *g;
+    char *buf;
+    apr_size_t len, cap;
+    int too_big, aborted, stream, chunks, stop;
+    gmcp_sse_parser sp;
+    gmcp_gemini_chunk_fn fn;
+    void *baton;
+    apr_interval_time_t retry_after;
+} xfer;
+
+static int stopped(gmcp_gemini *g)
+{
+    return (g->cancelled && g->cancelled(g->baton)) || apr_time_now() >= g->deadline;
+}
+
+static int chunk_counter(json_t *chunk, void *baton)
+{
+    xfer *x = baton;
+    x->chunks++;
+    if (x->fn(chunk, x->baton)) {
+        x->stop = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static size_t on_write(char *ptr, size_t size, size_t n, void *ud)
+{
+    xfer *x = ud;
+    size_t len = size * n;
+    long status = 0;
+    if (stopped(x->g)) { x->aborted = 1; return 0; }
+    curl_easy_getinfo(x->g->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (x->stream && status == 200)
+        return gmcp_sse_feed(&x->sp, ptr, len, chunk_counter, x) ? 0 : len;
+    if (x->len + len + 1 > x->cap) {
+        apr_size_t cap;
+        char *nb;
+        if (x->len + len > GMCP_GEMINI_MAX_RESPONSE) { x->too_big = 1; return 0; }
+        cap = (x->len + len + 1) * 2;
+        if (!(nb = realloc(x->buf, cap))) return 0;
+        x->buf = nb;
+        x->cap = cap;
+    }
+    memcpy(x->buf + x->len, ptr, len);
+    x->len += len;
+    x->buf[x->len] = '\0';
+    return len;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t n, void *ud)
+{
+    xfer *x = ud;
+    size_t len = size * n;
+    if (len > 12 && !strncasecmp(ptr, "Retry-After:", 12)) {
+        char tmp[32];
+        size_t l = len - 12 < sizeof(tmp) - 1 ? len - 12 : sizeof(tmp) - 1;
+        memcpy(tmp, ptr + 12, l);
+        tmp[l] = '\0';
+        if (atoi(tmp) > 0) x->retry_after = apr_time_from_sec(atoi(tmp));
+    }
+    return len;
+}
+
+/* Aborts waits with no data flowing once the call is cancelled or out of time. */
+static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    xfer *x = ud;
+    (void)a; (void)b; (void)c; (void)d;
+    if (stopped(x->g)) { x->aborted = 1; return 1; }
+    return 0;
+}
+
+static void fail(gmcp_gemini *g, gmcp_gemini_error *err, int http, const char *status,
+                 const char *message, int retryable)
+{
+    err->http_status = http;
+    err->status = status ? apr_pstrdup(g->pool, status) : NULL;
+    err->message = apr_pstrdup(g->pool, message);
+    err->retryable = retryable;
+}
+
+static int perform(gmcp_gemini *g, const char *method, const char *path, const char *body,
+                   xfer *x, json_t **out, gmcp_gemini_error *err)
+{
+    struct curl_slist *h = NULL;
+    CURLcode cc;
+    long status = 0;
+    apr_interval_time_t left = g->deadline - apr_time_now();
+    apr_interval_time_t t = g->timeout < left ? g->timeout : left;
+    const char *url = apr_pstrcat(g->pool, g->base_url, path, NULL);
+
+    memset(err, 0, sizeof(*err));
+    if (t <= 0) {
+        fail(g, err, 0, "DEADLINE_EXCEEDED", "no time left for the Gemini call", 0);
+        return -1;
+    }
+    h = curl_slist_append(h, apr_pstrcat(g->pool, "x-goog-api-key: ", g->api_key, NULL));
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, "Expect:");
+    curl_easy_reset(g->curl);
+    curl_easy_setopt(g->curl, CURLOPT_URL, url);
+    curl_easy_setopt(g->curl, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(g->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(g->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(g->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(g->curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)apr_time_as_msec(g->connect_timeout));
+    curl_easy_setopt(g->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(t));
+    curl_easy_setopt(g->curl, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(g->curl, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(g->curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(g->curl, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(g->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(g->curl, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(g->curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(g->curl, CURLOPT_USERAGENT, "mod_gemini_mcp");
+    if (!strcmp(method, "POST")) {
+        curl_easy_setopt(g->curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(g->curl, CURLOPT_POSTFIELDS, body ? body : "{}");
+    }
+    else if (!strcmp(method, "DELETE")) {
+        curl_easy_setopt(g->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
+        curl_easy_setopt(g->curl, CURLOPT_POSTFIELDS, "{}");
+    }
+    cc = curl_easy_perform(g->curl);
+    curl_slist_free_all(h);
+    curl_easy_getinfo(g->curl, CURLINFO_RESPONSE_CODE, &status);
+
+    if (x->aborted && g->cancelled && g->cancelled(g->baton)) {
+        err->cancelled = 1;
+        fail(g, err, 0, "CANCELLED", "the request was cancelled", 0);
+        return -1;
+    }
+    if (x->stop) return 0;                     /* the consumer had enough */
+    if (x->too_big) {
+        fail(g, err, (int)status, NULL, "Gemini's response exceeded the size limit", 0);
+        return -1;
+    }
+    if (x->sp.failed) {
+        fail(g, err, (int)status, NULL, "Gemini's stream carried malformed JSON", 0);
+        return -1;
+    }
+    if (cc != CURLE_OK) {
+        const char *why = (x->aborted || cc == CURLE_OPERATION_TIMEDOUT)
+            ? "Gemini did not answer in time" : curl_easy_strerror(cc);
+        /* A stream cut after data arrived cannot be replayed. */
+        fail(g, err, 0, NULL, apr_psprintf(g->pool, "cannot reach Gemini: %s", why),
+             !x->chunks && !x->aborted);
+        if (x->aborted) err->status = "DEADLINE_EXCEEDED";
+        return -1;
+    }
+    if (status == 200 && x->stream) {
+        if (!x->chunks) {
+            fail(g, err, 200, NULL, "Gemini's stream ended without any data", 1);
+            return -1;
+        }
+        return 0;
+    }
+    {
+        json_t *j = x->len ? json_loadb(x->buf, x->len, 0, NULL) : NULL;
+        if (status >= 200 && status < 300) {
+            if (!j) {
+                fail(g, err, (int)status, NULL, "Gemini answered with malformed JSON", 0);
+                return -1;
+            }
+            *out = j;
+            return 0;
+        }
+        {
+            json_t *e = j ? json_object_get(j, "error") : NULL;
+            const char *msg = gmcp_json_str(e, "message");
+            apr_interval_time_t ri = j ? gmcp_gemini_retry_info(j) : -1;
+            fail(g, err, (int)status, gmcp_json_str(e, "status"),
+                 msg ? msg : apr_psprintf(g->pool, "HTTP %ld from Gemini", status),
+                 status == 429 || status == 500 || status == 502 || status == 503
+                 || status == 504);
+            if (ri >= 0) x->retry_after = ri;
+            json_decref(j);
+        }
+        return -1;
+    }
+}
+
+static apr_interval_time_t backoff(int attempt)
+{
+    apr_interval_time_t d = BACKOFF_BASE << (attempt < 6 ? attempt : 6);
+    unsigned int r = 0;
+    if (d > BACKOFF_CAP) d = BACKOFF_CAP;
+    /* Jitter: between half and the whole delay, so clients do not retry in step. */
+    RAND_bytes((unsigned char *)&r, sizeof(r));
+    return d / 2 + (apr_interval_time_t)(r % (unsigned int)(d / 2 + 1));
+}
+
+/* Sleep `d` in short steps, giving up early when the call is cancelled. */
+static int wait_for(gmcp_gemini *g, apr_interval_time_t d)
+{
+    apr_time_t until = apr_time_now() + d;
+    while (apr_time_now() < until) {
+        apr_interval_time_t left = until - apr_time_now();
+        apr_sleep(left < apr_time_from_msec(100) ? left : apr_time_from_msec(100));
+        if (g->cancelled && g->cancelled(g->baton)) return -1;
+    }
+    return 0;
+}
+
+static int run(gmcp_gemini *g, const char *method, const char *path, json_t *body,
+               json_t **out, gmcp_gemini_chunk_fn fn, void *baton, gmcp_gemini_error *err)
+{
+    const char *text = body ? gmcp_json_dump(g->pool, body) : NULL;
+    int attempt, rv = -1;
+    g->retries = 0;
+    if (out) *out = NULL;
+    for (attempt = 0;; attempt++) {
+        xfer x;
+        apr_interval_time_t delay;
+        memset(&x, 0, sizeof(x));
+        x.g = g;
+        x.stream = fn != NULL;
+        x.fn = fn;
+        x.baton = baton;
+        x.retry_after = -1;
+        rv = perform(g, method, path, text, &x, out, err);
+        free(x.buf);
+        gmcp_sse_free(&x.sp);
+        if (rv == 0 || !err->retryable || x.chunks || attempt >= g->max_retries) break;
+        delay = x.retry_after >= 0 ? x.retry_after : backoff(attempt);
+        if (apr_time_now() + delay >= g->deadline) {
+            err->message = apr_psprintf(g->pool, "%s (not retried: waiting %.1fs would pass "
+                                        "the request's deadline)", err->message,
+                                        (double)delay / APR_USEC_PER_SEC);
+            break;
+        }
+        if (wait_for(g, delay)) {
+            fail(g, err, 0, "CANCELLED", "the request was cancelled", 0);
+            err->cancelled = 1;
+            break;
+        }
+        g->retries++;
+    }
+    if (rv && g->retries && err->retryable)
+        err->message = apr_psprintf(g->pool, "%s (after %d retr%s)", err->message, g->retries,
+                                    g->retries == 1 ? "y" : "ies");
+    return rv;
+}
+
+int gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
+                     json_t **out, gmcp_gemini_error *err)
+{
+    return run(g, method, path, body, out, NULL, NULL, err);
+}
+
+int gmcp_gemini_stream(gmcp_gemini *g, const char *path, json_t *body,
+                       gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err)
+{
+    return run(g, "POST", path, body, NULL, on_chunk, baton, err);
+}

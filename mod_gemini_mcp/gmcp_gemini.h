@@ -1,0 +1,75 @@
+/* gmcp_gemini.h — a Gemini API (v1beta) client on libcurl and jansson.
+ *
+ * Retries 429/500/502/503/504 and transport failures with exponential backoff and
+ * jitter, honouring RetryInfo and Retry-After, never past the caller's deadline; a
+ * caller-supplied check aborts transfers as soon as the MCP request is cancelled.
+ * The API key travels only in the x-goog-api-key header and is never logged. */
+#ifndef GMCP_GEMINI_H
+#define GMCP_GEMINI_H
+
+#include <apr_pools.h>
+#include <apr_time.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+#define GMCP_GEMINI_DEFAULT_BASE  "https://generativelanguage.googleapis.com"
+#define GMCP_GEMINI_DEFAULT_MODEL "gemini-2.5-flash"
+#define GMCP_GEMINI_EMBED_MODEL   "gemini-embedding-001"
+#define GMCP_GEMINI_MAX_RESPONSE  (32 * 1024 * 1024)
+
+typedef struct {
+    CURL *curl;                   /* reused by this thread: keeps connections alive */
+    const char *base_url;         /* no trailing slash */
+    const char *api_key;
+    apr_interval_time_t connect_timeout;
+    apr_interval_time_t timeout;  /* per attempt */
+    int max_retries;
+    apr_time_t deadline;          /* absolute: no attempt or wait goes past it */
+    int (*cancelled)(void *baton);/* non-zero: stop now */
+    void *baton;
+    apr_pool_t *pool;
+    /* observed */
+    int retries;                  /* retries made by the last call */
+} gmcp_gemini;
+
+typedef struct {
+    int http_status;              /* 0 for transport failures */
+    const char *status;           /* Google status, e.g. "RESOURCE_EXHAUSTED" */
+    const char *message;          /* Gemini's own message, or ours */
+    int retryable;
+    int cancelled;
+} gmcp_gemini_error;
+
+/* One JSON call: method "GET", "POST" or "DELETE", path like "/v1beta/models".
+ * Returns 0 with *out (new ref), or -1 with *err filled. */
+int gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
+                     json_t **out, gmcp_gemini_error *err);
+
+/* streamGenerateContent?alt=sse: on_chunk gets each GenerateContentResponse as it
+ * arrives (return non-zero to stop). Retries happen only before the first chunk. */
+typedef int (*gmcp_gemini_chunk_fn)(json_t *chunk, void *baton);
+int gmcp_gemini_stream(gmcp_gemini *g, const char *path, json_t *body,
+                       gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err);
+
+/* "models/x" for "x"; names already qualified pass through. NULL for unsafe names. */
+const char *gmcp_gemini_model_path(apr_pool_t *p, const char *model);
+
+/* Retry delay from an error body's RetryInfo ("23s", "1.5s"), or -1. */
+apr_interval_time_t gmcp_gemini_retry_info(const json_t *error_body);
+
+/* The text of the first candidate (concatenated parts), or NULL. */
+const char *gmcp_gemini_text(apr_pool_t *p, const json_t *response);
+
+/* Incremental SSE framing (split on blank lines, CRLF or LF); exposed for tests. */
+typedef struct {
+    char *buf;
+    apr_size_t len, cap;
+    int failed;                   /* malformed event seen */
+} gmcp_sse_parser;
+/* Feed bytes; calls fn for each complete event's JSON (data: lines). Returns non-zero
+ * when fn asked to stop or an event was not valid JSON. */
+int gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len,
+                  gmcp_gemini_chunk_fn fn, void *baton);
+void gmcp_sse_free(gmcp_sse_parser *sp);
+
+#endif

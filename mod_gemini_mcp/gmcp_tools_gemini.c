@@ -1,0 +1,451 @@
+/* gmcp_tools_gemini.c — gemini_generate, gemini_count_tokens, gemini_embed,
+ * gemini_list_models: MCP arguments in, Gemini REST out, plain errors back. */
+#include "gmcp_tools_gemini.h"
+#include "gmcp_gemini.h"
+#include "gmcp_jsonrpc.h"
+
+#include <string.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+
+/* ---- shared plumbing -------------------------------------------------------------------- */
+
+static int call_cancelled(void *baton)
+{
+    gmcp_call *c = baton;
+    return c->ops->cancelled(c);
+}
+
+/* A client for this call, or NULL with *result set to the tool error to return. */
+static gmcp_gemini *client_for(gmcp_call *c, const gmcp_gemini_conf *conf, json_t **result)
+{
+    gmcp_gemini *g;
+    if (!conf->api_key) {
+        *result = gmcp_text_result("Gemini is not configured on this server: the "
+                                   "administrator must set GeminiMCPGeminiKey (file: or env:)",
+                                   1);
+        return NULL;
+    }
+    g = apr_pcalloc(c->pool, sizeof(*g));
+    g->curl = conf->curl();
+    if (!g->curl) {
+        *result = gmcp_text_result("cannot create an HTTP client for Gemini", 1);
+        return NULL;
+    }
+    g->base_url = conf->base_url;
+    g->api_key = conf->api_key;
+    g->timeout = conf->timeout;
+    g->connect_timeout = conf->connect_timeout;
+    g->max_retries = conf->max_retries;
+    g->deadline = c->deadline;
+    g->cancelled = call_cancelled;
+    g->baton = c;
+    g->pool = c->pool;
+    return g;
+}
+
+/* A failed call as a tool result the model can read: Gemini's own message. */
+static json_t *error_result(gmcp_call *c, const gmcp_gemini_error *e)
+{
+    if (e->cancelled) return gmcp_text_result("cancelled", 1);
+    if (e->http_status)
+        return gmcp_text_result(apr_psprintf(c->pool, "Gemini error %d%s%s: %s",
+                                             e->http_status, e->status ? " " : "",
+                                             e->status ? e->status : "", e->message), 1);
+    return gmcp_text_result(apr_psprintf(c->pool, "Gemini call failed: %s", e->message), 1);
+}
+
+static const char *model_arg(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
+                             const char *fallback, json_t **result)
+{
+    const char *m = gmcp_json_str(args, "model");
+    const char *path = gmcp_gemini_model_path(c->pool, m ? m : fallback);
+    if (!path)
+        *result = gmcp_text_result(apr_psprintf(c->pool, "invalid model name '%s'",
+                                                m ? m : fallback), 1);
+    (void)conf;
+    return path;
+}
+
+/* contents from "contents" (Gemini shape, passed through) or "prompt" + files. */
+static json_t *contents_arg(gmcp_call *c, json_t *args, json_t **result)
+{
+    json_t *contents = json_object_get(args, "contents");
+    const char *prompt = gmcp_json_str(args, "prompt");
+    json_t *files = json_object_get(args, "files"), *parts, *f;
+    size_t i;
+    if (json_is_array(contents) && json_array_size(contents) > 0) {
+        if (prompt) {
+            *result = gmcp_text_result("give either prompt or contents, not both", 1);
+            return NULL;
+        }
+        return json_incref(contents);
+    }
+    if (!prompt || !*prompt) {
+        *result = gmcp_text_result("a non-empty prompt (or contents) is required", 1);
+        return NULL;
+    }
+    parts = json_pack("[{s:s}]", "text", prompt);
+    json_array_foreach(files, i, f) {
+        const char *uri = gmcp_json_str(f, "uri"), *mime = gmcp_json_str(f, "mime_type");
+        json_t *fd;
+        if (!uri) {
+            json_decref(parts);
+            *result = gmcp_text_result("every file reference needs a uri", 1);
+            return NULL;
+        }
+        fd = json_pack("{s:s}", "fileUri", uri);
+        if (mime) json_object_set_new(fd, "mimeType", json_string(mime));
+        json_array_append_new(parts, json_pack("{s:o}", "fileData", fd));
+    }
+    (void)c;
+    return json_pack("[{s:s, s:o}]", "role", "user", "parts", parts);
+}
+
+/* ---- gemini_generate -------------------------------------------------------------------- */
+
+static json_t *generation_config(json_t *args)
+{
+    static const char *const map[][2] = {
+        {"temperature", "temperature"}, {"top_p", "topP"}, {"top_k", "topK"},
+        {"max_output_tokens", "maxOutputTokens"}, {"stop_sequences", "stopSequences"},
+        {"candidate_count", "candidateCount"}, {"response_mime_type", "responseMimeType"},
+        {"response_schema", "responseSchema"}, {NULL, NULL}
+    };
+    json_t *gc = json_object();
+    int i;
+    for (i = 0; map[i][0]; i++) {
+        json_t *v = json_object_get(args, map[i][0]);
+        if (v) json_object_set(gc, map[i][1], v);
+    }
+    if (json_object_size(gc) == 0) {
+        json_decref(gc);
+        return NULL;
+    }
+    return gc;
+}
+
+static json_t *usage_of(const json_t *resp)
+{
+    json_t *u = json_object_get(resp, "usageMetadata");
+    return json_pack("{s:I, s:I, s:I}",
+                     "prompt_tokens", json_integer_value(json_object_get(u, "promptTokenCount")),
+                     "output_tokens",
+                     json_integer_value(json_object_get(u, "candidatesTokenCount")),
+                     "total_tokens", json_integer_value(json_object_get(u, "totalTokenCount")));
+}
+
+/* A GenerateContentResponse as a tool result, or a plain explanation of why not. */
+static json_t *generate_result(gmcp_call *c, const char *model, const json_t *resp,
+                               const char *text)
+{
+    json_t *cand = json_array_get(json_object_get(resp, "candidates"), 0), *sc, *r;
+    const char *block = gmcp_json_str(gmcp_json_obj(resp, "promptFeedback"), "blockReason");
+    const char *finish = gmcp_json_str(cand, "finishReason");
+    if (block)
+        return gmcp_text_result(apr_psprintf(c->pool, "Gemini refused the prompt (blocked: "
+                                             "%s). Rephrase it and try again.", block), 1);
+    if (!cand)
+        return gmcp_text_result("Gemini returned no answer (no candidates)", 1);
+    if (!text) {
+        return gmcp_text_result(apr_psprintf(c->pool, "Gemini returned no text (finish "
+                                             "reason: %s)%s", finish ? finish : "unknown",
+                                             finish && !strcmp(finish, "SAFETY")
+                                             ? ": the answer was withheld by safety filters"
+                                             : ""), 1);
+    }
+    sc = json_pack("{s:s, s:s, s:o}", "text", text, "model", model, "usage", usage_of(resp));
+    if (finish) json_object_set_new(sc, "finish_reason", json_string(finish));
+    if (gmcp_json_str(resp, "modelVersion"))
+        json_object_set_new(sc, "model_version",
+                            json_string(gmcp_json_str(resp, "modelVersion")));
+    r = gmcp_text_result(text, 0);
+    json_object_set_new(r, "structuredContent", sc);
+    return r;
+}
+
+typedef struct {
+    gmcp_call *c;
+    const char *text;
+    json_t *last;           /* last chunk (usage and finish reason are cumulative) */
+    json_t *error;
+    int n;
+} stream_state;
+
+static int on_chunk(json_t *chunk, void *baton)
+{
+    stream_state *s = baton;
+    const char *t;
+    if (json_object_get(chunk, "error")) {
+        s->error = json_incref(chunk);
+        return -1;
+    }
+    t = gmcp_gemini_text(s->c->pool, chunk);
+    if (t) s->text = s->text ? apr_pstrcat(s->c->pool, s->text, t, NULL) : t;
+    json_decref(s->last);
+    s->last = json_incref(chunk);
+    s->n++;
+    /* Forward at once: progress grows with the text, the message is the text so far. */
+    gmcp_progress(s->c, s->text ? (double)strlen(s->text) : (double)s->n, 0, s->text);
+    return 0;
+}
+
+static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    json_t *result = NULL, *contents, *req, *gc, *resp = NULL;
+    gmcp_gemini *g = client_for(c, conf, &result);
+    const char *model, *sys;
+    gmcp_gemini_error err;
+    if (!g) return result;
+    if (!(model = model_arg(c, conf, args, conf->default_model, &result))) return result;
+    if (!(contents = contents_arg(c, args, &result))) return result;
+    req = json_pack("{s:o}", "contents", contents);
+    if ((sys = gmcp_json_str(args, "system_instruction")))
+        json_object_set_new(req, "systemInstruction",
+                            json_pack("{s:[{s:s}]}", "parts", "text", sys));
+    if ((gc = generation_config(args))) json_object_set_new(req, "generationConfig", gc);
+    if (json_object_get(args, "safety_settings"))
+        json_object_set(req, "safetySettings", json_object_get(args, "safety_settings"));
+
+    if (c->progress_token) {
+        stream_state s;
+        memset(&s, 0, sizeof(s));
+        s.c = c;
+        if (gmcp_gemini_stream(g, apr_pstrcat(c->pool, "/v1beta/", model,
+                                              ":streamGenerateContent?alt=sse", NULL),
+                               req, on_chunk, &s, &err)) {
+            json_decref(req);
+            json_decref(s.last);
+            if (s.error) {
+                json_t *e = json_object_get(s.error, "error");
+                result = gmcp_text_result(apr_psprintf(c->pool, "Gemini error in the stream: "
+                                          "%s", gmcp_json_str(e, "message")
+                                          ? gmcp_json_str(e, "message") : "unknown"), 1);
+                json_decref(s.error);
+                return result;
+            }
+            return error_result(c, &err);
+        }
+        json_decref(req);
+        /* The last chunk carries the finish reason and cumulative usage. */
+        result = generate_result(c, strchr(model, '/') + 1, s.last, s.text);
+        json_decref(s.last);
+        return result;
+    }
+    if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model,
+                                                ":generateContent", NULL), req, &resp, &err)) {
+        json_decref(req);
+        return error_result(c, &err);
+    }
+    json_decref(req);
+    result = generate_result(c, strchr(model, '/') + 1, resp,
+                             gmcp_gemini_text(c->pool, resp));
+    json_decref(resp);
+    return result;
+}
+
+/* ---- gemini_count_tokens ------------------------------------------------------------------ */
+
+static json_t *t_count_tokens(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    json_t *result = NULL, *contents, *req, *resp = NULL;
+    gmcp_gemini *g = client_for(c, conf, &result);
+    const char *model;
+    gmcp_gemini_error err;
+    json_int_t n;
+    if (!g) return result;
+    if (!(model = model_arg(c, conf, args, conf->default_model, &result))) return result;
+    if (json_is_array(json_object_get(args, "contents")))
+        contents = json_incref(json_object_get(args, "contents"));
+    else if (gmcp_json_str(args, "text"))
+        contents = json_pack("[{s:s, s:[{s:s}]}]", "role", "user", "parts", "text",
+                             gmcp_json_str(args, "text"));
+    else
+        return gmcp_text_result("text (or contents) is required", 1);
+    req = json_pack("{s:o}", "contents", contents);
+    if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model, ":countTokens",
+                                                NULL), req, &resp, &err)) {
+        json_decref(req);
+        return error_result(c, &err);
+    }
+    json_decref(req);
+    n = json_integer_value(json_object_get(resp, "totalTokens"));
+    json_decref(resp);
+    result = gmcp_text_result(apr_psprintf(c->pool, "%" APR_INT64_T_FMT " tokens",
+                                           (apr_int64_t)n), 0);
+    json_object_set_new(result, "structuredContent",
+                        json_pack("{s:I, s:s}", "total_tokens", n, "model",
+                                  strchr(model, '/') + 1));
+    return result;
+}
+
+/* ---- gemini_embed ------------------------------------------------------------------------- */
+
+static json_t *t_embed(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    json_t *result = NULL, *texts = json_object_get(args, "texts"), *reqs, *req, *resp = NULL;
+    json_t *t, *vectors, *e;
+    gmcp_gemini *g = client_for(c, conf, &result);
+    const char *model, *task = gmcp_json_str(args, "task_type");
+    json_t *dims = json_object_get(args, "output_dimensionality");
+    gmcp_gemini_error err;
+    size_t i;
+    if (!g) return result;
+    if (!(model = model_arg(c, conf, args, GMCP_GEMINI_EMBED_MODEL, &result))) return result;
+    if (!json_is_array(texts) || json_array_size(texts) == 0 || json_array_size(texts) > 100)
+        return gmcp_text_result("texts must hold 1 to 100 strings", 1);
+    reqs = json_array();
+    json_array_foreach(texts, i, t) {
+        json_t *one = json_pack("{s:s, s:{s:s, s:[{s:O}]}}", "model", model,
+                                "content", "role", "user", "parts", "text", t);
+        if (task) json_object_set_new(one, "taskType", json_string(task));
+        if (dims) json_object_set(one, "outputDimensionality", dims);
+        json_array_append_new(reqs, one);
+    }
+    req = json_pack("{s:o}", "requests", reqs);
+    if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model,
+                                                ":batchEmbedContents", NULL), req, &resp,
+                         &err)) {
+        json_decref(req);
+        return error_result(c, &err);
+    }
+    json_decref(req);
+    vectors = json_array();
+    json_array_foreach(json_object_get(resp, "embeddings"), i, e)
+        json_array_append(vectors, json_object_get(e, "values"));
+    json_decref(resp);
+    result = gmcp_text_result(gmcp_json_dump(c->pool, vectors), 0);
+    json_object_set_new(result, "structuredContent",
+                        json_pack("{s:s, s:I, s:o}", "model", strchr(model, '/') + 1,
+                                  "dimensions",
+                                  (json_int_t)json_array_size(json_array_get(vectors, 0)),
+                                  "embeddings", vectors));
+    return result;
+}
+
+/* ---- gemini_list_models ------------------------------------------------------------------- */
+
+static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    json_t *result = NULL, *resp = NULL, *models, *m;
+    gmcp_gemini *g = client_for(c, conf, &result);
+    json_int_t size = json_integer_value(json_object_get(args, "page_size"));
+    const char *token = gmcp_json_str(args, "page_token"), *path, *s;
+    gmcp_gemini_error err;
+    size_t i;
+    if (!g) return result;
+    if (token)
+        for (s = token; *s; s++)
+            if (!(apr_isalnum(*s) || *s == '-' || *s == '_' || *s == '='))
+                return gmcp_text_result("invalid page_token", 1);
+    path = apr_psprintf(c->pool, "/v1beta/models?pageSize=%d%s%s",
+                        size > 0 && size <= 1000 ? (int)size : 50,
+                        token ? "&pageToken=" : "", token ? token : "");
+    if (gmcp_gemini_call(g, "GET", path, NULL, &resp, &err)) return error_result(c, &err);
+    models = json_array();
+    json_array_foreach(json_object_get(resp, "models"), i, m) {
+        json_t *o = json_pack("{s:s?, s:s?, s:s?, s:I, s:I, s:O?}",
+                              "name", gmcp_json_str(m, "name"),
+                              "display_name", gmcp_json_str(m, "displayName"),
+                              "description", gmcp_json_str(m, "description"),
+                              "input_token_limit",
+                              json_integer_value(json_object_get(m, "inputTokenLimit")),
+                              "output_token_limit",
+                              json_integer_value(json_object_get(m, "outputTokenLimit")),
+                              "methods", json_object_get(m, "supportedGenerationMethods"));
+        json_array_append_new(models, o);
+    }
+    result = json_pack("{s:o}", "models", models);
+    if (gmcp_json_str(resp, "nextPageToken"))
+        json_object_set_new(result, "next_page_token",
+                            json_string(gmcp_json_str(resp, "nextPageToken")));
+    json_decref(resp);
+    {
+        json_t *r = gmcp_text_result(gmcp_json_dump(c->pool, result), 0);
+        json_object_set_new(r, "structuredContent", result);
+        return r;
+    }
+}
+
+/* ---- definitions ---------------------------------------------------------------------------- */
+
+#define USAGE_SCHEMA "{\"type\":\"object\",\"properties\":{\"prompt_tokens\":{\"type\":" \
+    "\"integer\"},\"output_tokens\":{\"type\":\"integer\"},\"total_tokens\":{\"type\":\"integer\"}}}"
+
+static const gmcp_tool TOOLS[] = {
+    {"gemini_generate", "Generate with Gemini",
+     "Generate text with a Google Gemini model from a prompt (or full Gemini contents), "
+     "optionally with a system instruction, generation settings, JSON output, safety "
+     "settings and references to uploaded files. With a progress token the answer streams "
+     "as progress notifications carrying the text so far; the result always holds the whole "
+     "text and the token usage.",
+     "{\"type\":\"object\",\"properties\":{"
+     "\"prompt\":{\"type\":\"string\",\"description\":\"The user's message\"},"
+     "\"contents\":{\"type\":\"array\",\"description\":\"Gemini contents (role + parts), "
+     "instead of prompt\",\"items\":{\"type\":\"object\"}},"
+     "\"model\":{\"type\":\"string\",\"description\":\"Model name, e.g. gemini-2.5-flash\"},"
+     "\"system_instruction\":{\"type\":\"string\"},"
+     "\"temperature\":{\"type\":\"number\",\"minimum\":0,\"maximum\":2},"
+     "\"top_p\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},"
+     "\"top_k\":{\"type\":\"integer\",\"minimum\":1},"
+     "\"max_output_tokens\":{\"type\":\"integer\",\"minimum\":1},"
+     "\"stop_sequences\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"maxItems\":5},"
+     "\"candidate_count\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":8},"
+     "\"response_mime_type\":{\"type\":\"string\",\"enum\":[\"text/plain\","
+     "\"application/json\",\"text/x.enum\"]},"
+     "\"response_schema\":{\"type\":\"object\",\"description\":\"OpenAPI-subset schema for "
+     "JSON output (types in upper case)\"},"
+     "\"safety_settings\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
+     "{\"category\":{\"type\":\"string\"},\"threshold\":{\"type\":\"string\"}}}},"
+     "\"files\":{\"type\":\"array\",\"description\":\"Gemini Files API references\","
+     "\"items\":{\"type\":\"object\",\"properties\":{\"uri\":{\"type\":\"string\"},"
+     "\"mime_type\":{\"type\":\"string\"}},\"required\":[\"uri\"]}}},"
+     "\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},\"model\":{\"type\":"
+     "\"string\"},\"finish_reason\":{\"type\":\"string\"},\"model_version\":{\"type\":"
+     "\"string\"},\"usage\":" USAGE_SCHEMA "},\"required\":[\"text\",\"model\",\"usage\"]}",
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_generate},
+    {"gemini_count_tokens", "Count Gemini tokens",
+     "Count how many tokens a text (or Gemini contents) takes for a model.",
+     "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},"
+     "\"contents\":{\"type\":\"array\",\"items\":{\"type\":\"object\"}},"
+     "\"model\":{\"type\":\"string\"}},\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"total_tokens\":{\"type\":\"integer\"},"
+     "\"model\":{\"type\":\"string\"}},\"required\":[\"total_tokens\"]}",
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_count_tokens},
+    {"gemini_embed", "Embed with Gemini",
+     "Compute embedding vectors for one or more texts (default model "
+     GMCP_GEMINI_EMBED_MODEL ").",
+     "{\"type\":\"object\",\"properties\":{\"texts\":{\"type\":\"array\",\"items\":{\"type\":"
+     "\"string\"},\"minItems\":1,\"maxItems\":100},\"model\":{\"type\":\"string\"},"
+     "\"task_type\":{\"type\":\"string\",\"enum\":[\"RETRIEVAL_QUERY\",\"RETRIEVAL_DOCUMENT\","
+     "\"SEMANTIC_SIMILARITY\",\"CLASSIFICATION\",\"CLUSTERING\",\"QUESTION_ANSWERING\","
+     "\"FACT_VERIFICATION\",\"CODE_RETRIEVAL_QUERY\"]},\"output_dimensionality\":{\"type\":"
+     "\"integer\",\"minimum\":1}},\"required\":[\"texts\"],\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"model\":{\"type\":\"string\"},\"dimensions\":"
+     "{\"type\":\"integer\"},\"embeddings\":{\"type\":\"array\",\"items\":{\"type\":\"array\","
+     "\"items\":{\"type\":\"number\"}}}},\"required\":[\"embeddings\"]}",
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_embed},
+    {"gemini_list_models", "List Gemini models",
+     "List the Gemini models this server's API key can use, with their token limits and "
+     "supported methods.",
+     "{\"type\":\"object\",\"properties\":{\"page_size\":{\"type\":\"integer\",\"minimum\":1,"
+     "\"maximum\":1000},\"page_token\":{\"type\":\"string\"}},\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"models\":{\"type\":\"array\",\"items\":{\"type\":"
+     "\"object\"}},\"next_page_token\":{\"type\":\"string\"}},\"required\":[\"models\"]}",
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_list_models},
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
+};
+
+const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf *conf)
+{
+    gmcp_provider *prov = apr_pcalloc(p, sizeof(*prov));
+    prov->name = "gemini";
+    prov->baton = (void *)conf;
+    prov->tools = TOOLS;
+    return prov;
+}
