@@ -55,6 +55,10 @@ typedef struct {
     /* An InputRequiredResult for the recorded requests; `state` (stolen, may be NULL)
      * comes back verified in c->state on the client's retry. */
     json_t *(*input_required)(gmcp_call *c, json_t *state);
+    /* A database handle (a gmcp_db *) for a short section — never held across a call
+     * to another service; NULL with *why set when the database is unusable. */
+    void *(*db_open)(gmcp_call *c, const char **why);
+    void (*db_close)(gmcp_call *c);
 } gmcp_call_ops;
 
 struct gmcp_call {

@@ -5,6 +5,7 @@
 
 static const gmcp_stmt *const TABLES[] = {
     gmcp_store_stmts,
+    gmcp_chat_stmts,
     NULL
 };
 

@@ -17,7 +17,7 @@ static int call_cancelled(void *baton)
 }
 
 /* A client for this call, or NULL with *result set to the tool error to return. */
-static gmcp_gemini *client_for(gmcp_call *c, const gmcp_gemini_conf *conf, json_t **result)
+gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t **result)
 {
     gmcp_gemini *g;
     if (!conf->api_key) {
@@ -45,7 +45,7 @@ static gmcp_gemini *client_for(gmcp_call *c, const gmcp_gemini_conf *conf, json_
 }
 
 /* A failed call as a tool result the model can read: Gemini's own message. */
-static json_t *error_result(gmcp_call *c, const gmcp_gemini_error *e)
+json_t *gmcp_tool_error_result(gmcp_call *c, const gmcp_gemini_error *e)
 {
     if (e->cancelled) return gmcp_text_result("cancelled", 1);
     if (e->http_status)
@@ -55,8 +55,8 @@ static json_t *error_result(gmcp_call *c, const gmcp_gemini_error *e)
     return gmcp_text_result(apr_psprintf(c->pool, "Gemini call failed: %s", e->message), 1);
 }
 
-static const char *model_arg(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
-                             const char *fallback, json_t **result)
+const char *gmcp_tool_model(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
+                            const char *fallback, json_t **result)
 {
     const char *m = gmcp_json_str(args, "model");
     const char *path = gmcp_gemini_model_path(c->pool, m ? m : fallback);
@@ -104,7 +104,7 @@ static json_t *contents_arg(gmcp_call *c, json_t *args, json_t **result)
 
 /* ---- gemini_generate -------------------------------------------------------------------- */
 
-static json_t *generation_config(json_t *args)
+json_t *gmcp_tool_generation_config(json_t *args)
 {
     static const char *const map[][2] = {
         {"temperature", "temperature"}, {"top_p", "topP"}, {"top_k", "topK"},
@@ -190,24 +190,13 @@ static int on_chunk(json_t *chunk, void *baton)
     return 0;
 }
 
-static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
+json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
+                               json_t *req, json_t **final, const char **text)
 {
-    const gmcp_gemini_conf *conf = baton;
-    json_t *result = NULL, *contents, *req, *gc, *resp = NULL;
-    gmcp_gemini *g = client_for(c, conf, &result);
-    const char *model, *sys;
     gmcp_gemini_error err;
-    if (!g) return result;
-    if (!(model = model_arg(c, conf, args, conf->default_model, &result))) return result;
-    if (!(contents = contents_arg(c, args, &result))) return result;
-    req = json_pack("{s:o}", "contents", contents);
-    if ((sys = gmcp_json_str(args, "system_instruction")))
-        json_object_set_new(req, "systemInstruction",
-                            json_pack("{s:[{s:s}]}", "parts", "text", sys));
-    if ((gc = generation_config(args))) json_object_set_new(req, "generationConfig", gc);
-    if (json_object_get(args, "safety_settings"))
-        json_object_set(req, "safetySettings", json_object_get(args, "safety_settings"));
-
+    json_t *result, *resp = NULL;
+    *final = NULL;
+    *text = NULL;
     if (c->progress_token) {
         stream_state s;
         memset(&s, 0, sizeof(s));
@@ -215,7 +204,6 @@ static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
         if (gmcp_gemini_stream(g, apr_pstrcat(c->pool, "/v1beta/", model,
                                               ":streamGenerateContent?alt=sse", NULL),
                                req, on_chunk, &s, &err)) {
-            json_decref(req);
             json_decref(s.last);
             if (s.error) {
                 json_t *e = json_object_get(s.error, "error");
@@ -225,23 +213,49 @@ static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
                 json_decref(s.error);
                 return result;
             }
-            return error_result(c, &err);
+            return gmcp_tool_error_result(c, &err);
         }
-        json_decref(req);
         /* The last chunk carries the finish reason and cumulative usage. */
-        result = generate_result(c, strchr(model, '/') + 1, s.last, s.text);
-        json_decref(s.last);
-        return result;
+        resp = s.last;
+        *text = s.text;
     }
-    if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model,
-                                                ":generateContent", NULL), req, &resp, &err)) {
-        json_decref(req);
-        return error_result(c, &err);
+    else {
+        if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model,
+                                                    ":generateContent", NULL), req, &resp,
+                             &err))
+            return gmcp_tool_error_result(c, &err);
+        *text = gmcp_gemini_text(c->pool, resp);
     }
+    result = generate_result(c, strchr(model, '/') + 1, resp, *text);
+    if (json_is_true(json_object_get(result, "isError"))) {
+        json_decref(resp);
+        *text = NULL;
+    }
+    else {
+        *final = resp;
+    }
+    return result;
+}
+
+static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    json_t *result = NULL, *contents, *req, *gc, *final = NULL;
+    gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
+    const char *model, *sys, *text;
+    if (!g) return result;
+    if (!(model = gmcp_tool_model(c, conf, args, conf->default_model, &result))) return result;
+    if (!(contents = contents_arg(c, args, &result))) return result;
+    req = json_pack("{s:o}", "contents", contents);
+    if ((sys = gmcp_json_str(args, "system_instruction")))
+        json_object_set_new(req, "systemInstruction",
+                            json_pack("{s:[{s:s}]}", "parts", "text", sys));
+    if ((gc = gmcp_tool_generation_config(args))) json_object_set_new(req, "generationConfig", gc);
+    if (json_object_get(args, "safety_settings"))
+        json_object_set(req, "safetySettings", json_object_get(args, "safety_settings"));
+    result = gmcp_tool_run_generate(c, g, model, req, &final, &text);
     json_decref(req);
-    result = generate_result(c, strchr(model, '/') + 1, resp,
-                             gmcp_gemini_text(c->pool, resp));
-    json_decref(resp);
+    json_decref(final);
     return result;
 }
 
@@ -251,12 +265,12 @@ static json_t *t_count_tokens(gmcp_call *c, json_t *args, void *baton)
 {
     const gmcp_gemini_conf *conf = baton;
     json_t *result = NULL, *contents, *req, *resp = NULL;
-    gmcp_gemini *g = client_for(c, conf, &result);
+    gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
     const char *model;
     gmcp_gemini_error err;
     json_int_t n;
     if (!g) return result;
-    if (!(model = model_arg(c, conf, args, conf->default_model, &result))) return result;
+    if (!(model = gmcp_tool_model(c, conf, args, conf->default_model, &result))) return result;
     if (json_is_array(json_object_get(args, "contents")))
         contents = json_incref(json_object_get(args, "contents"));
     else if (gmcp_json_str(args, "text"))
@@ -268,7 +282,7 @@ static json_t *t_count_tokens(gmcp_call *c, json_t *args, void *baton)
     if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model, ":countTokens",
                                                 NULL), req, &resp, &err)) {
         json_decref(req);
-        return error_result(c, &err);
+        return gmcp_tool_error_result(c, &err);
     }
     json_decref(req);
     n = json_integer_value(json_object_get(resp, "totalTokens"));
@@ -288,13 +302,13 @@ static json_t *t_embed(gmcp_call *c, json_t *args, void *baton)
     const gmcp_gemini_conf *conf = baton;
     json_t *result = NULL, *texts = json_object_get(args, "texts"), *reqs, *req, *resp = NULL;
     json_t *t, *vectors, *e;
-    gmcp_gemini *g = client_for(c, conf, &result);
+    gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
     const char *model, *task = gmcp_json_str(args, "task_type");
     json_t *dims = json_object_get(args, "output_dimensionality");
     gmcp_gemini_error err;
     size_t i;
     if (!g) return result;
-    if (!(model = model_arg(c, conf, args, GMCP_GEMINI_EMBED_MODEL, &result))) return result;
+    if (!(model = gmcp_tool_model(c, conf, args, GMCP_GEMINI_EMBED_MODEL, &result))) return result;
     if (!json_is_array(texts) || json_array_size(texts) == 0 || json_array_size(texts) > 100)
         return gmcp_text_result("texts must hold 1 to 100 strings", 1);
     reqs = json_array();
@@ -310,7 +324,7 @@ static json_t *t_embed(gmcp_call *c, json_t *args, void *baton)
                                                 ":batchEmbedContents", NULL), req, &resp,
                          &err)) {
         json_decref(req);
-        return error_result(c, &err);
+        return gmcp_tool_error_result(c, &err);
     }
     json_decref(req);
     vectors = json_array();
@@ -332,7 +346,7 @@ static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
 {
     const gmcp_gemini_conf *conf = baton;
     json_t *result = NULL, *resp = NULL, *models, *m;
-    gmcp_gemini *g = client_for(c, conf, &result);
+    gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
     json_int_t size = json_integer_value(json_object_get(args, "page_size"));
     const char *token = gmcp_json_str(args, "page_token"), *path, *s;
     gmcp_gemini_error err;
@@ -345,7 +359,7 @@ static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
     path = apr_psprintf(c->pool, "/v1beta/models?pageSize=%d%s%s",
                         size > 0 && size <= 1000 ? (int)size : 50,
                         token ? "&pageToken=" : "", token ? token : "");
-    if (gmcp_gemini_call(g, "GET", path, NULL, &resp, &err)) return error_result(c, &err);
+    if (gmcp_gemini_call(g, "GET", path, NULL, &resp, &err)) return gmcp_tool_error_result(c, &err);
     models = json_array();
     json_array_foreach(json_object_get(resp, "models"), i, m) {
         json_t *o = json_pack("{s:s?, s:s?, s:s?, s:I, s:I, s:O?}",
@@ -444,8 +458,17 @@ static const gmcp_tool TOOLS[] = {
 const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf *conf)
 {
     gmcp_provider *prov = apr_pcalloc(p, sizeof(*prov));
+    gmcp_tool *all;
+    int n = 0, m = 0, i;
+    while (TOOLS[n].name) n++;
+    while (gmcp_chat_tools[m].name) m++;
+    /* generate, count, embed, list, then the chat tools; one NULL entry ends it. */
+    all = apr_pcalloc(p, sizeof(*all) * (size_t)(n + m + 1));
+    for (i = 0; i < n; i++) all[i] = TOOLS[i];
+    for (i = 0; i < m; i++) all[n + i] = gmcp_chat_tools[i];
     prov->name = "gemini";
     prov->baton = (void *)conf;
-    prov->tools = TOOLS;
+    prov->tools = all;
+    prov->templates = gmcp_chat_templates;
     return prov;
 }

@@ -15,10 +15,27 @@ typedef struct {
     apr_interval_time_t connect_timeout;
     int max_retries;
     CURL *(*curl)(void);           /* this thread's reusable handle */
+    apr_int64_t chat_idle;         /* seconds before an unused chat session expires */
 } gmcp_gemini_conf;
 
 /* The provider ("gemini"): gemini_generate, gemini_count_tokens, gemini_embed,
  * gemini_list_models. `conf` must outlive it. */
 const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf *conf);
+
+/* Shared by the Gemini tool files. */
+#include "gmcp_gemini.h"
+gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t **result);
+json_t *gmcp_tool_error_result(gmcp_call *c, const gmcp_gemini_error *e);
+const char *gmcp_tool_model(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
+                            const char *fallback, json_t **result);
+json_t *gmcp_tool_generation_config(json_t *args);
+/* generateContent, or the SSE stream when the call has a progress token (each chunk
+ * forwarded as progress). Returns the tool result; on success *final is the last
+ * response (new ref: usage, finish reason) and *text the whole answer. */
+json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
+                               json_t *req, json_t **final, const char **text);
+
+extern const gmcp_tool gmcp_chat_tools[];
+extern const gmcp_resource_template gmcp_chat_templates[];
 
 #endif

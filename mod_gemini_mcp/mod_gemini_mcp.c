@@ -61,6 +61,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->gemini_connect_timeout = -1;
     c->gemini_retries = -1;
     c->tool_timeout = -1;
+    c->chat_idle = -1;
     return c;
 }
 
@@ -78,6 +79,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
                                                                : b->gemini_connect_timeout;
     c->gemini_retries = a->gemini_retries >= 0 ? a->gemini_retries : b->gemini_retries;
     c->tool_timeout = a->tool_timeout >= 0 ? a->tool_timeout : b->tool_timeout;
+    c->chat_idle = a->chat_idle >= 0 ? a->chat_idle : b->chat_idle;
     return c;
 }
 
@@ -95,6 +97,8 @@ apr_int64_t gmcp_conf_event_retention(const gmcp_srv_conf *c)
 { return c->event_retention >= 0 ? c->event_retention : GMCP_DEFAULT_EVENT_RETENTION; }
 apr_interval_time_t gmcp_conf_tool_timeout(const gmcp_srv_conf *c)
 { return apr_time_from_sec(c->tool_timeout >= 0 ? c->tool_timeout : 300); }
+apr_int64_t gmcp_conf_chat_idle(const gmcp_srv_conf *c)
+{ return c->chat_idle >= 0 ? c->chat_idle : 72 * 3600; }
 
 /* Parse a whole number of `unit`s within [min, max]; errors name the directive. */
 static const char *parse_num(cmd_parms *cmd, const char *arg, apr_int64_t min,
@@ -278,6 +282,9 @@ static const char *set_gemini_num(cmd_parms *cmd, void *dc, const char *arg)
     else if (!strcasecmp(which, "GeminiMCPGeminiConnectTimeout")) {
         if ((err = parse_num(cmd, arg, 1, 300, &v)) == NULL) c->gemini_connect_timeout = v;
     }
+    else if (!strcasecmp(which, "GeminiMCPChatIdleTimeout")) {
+        if ((err = parse_num(cmd, arg, 1, 365 * 24 * 3600, &v)) == NULL) c->chat_idle = v;
+    }
     else if ((err = parse_num(cmd, arg, 1, 24 * 3600, &v)) == NULL) {
         c->tool_timeout = v;
     }
@@ -316,6 +323,8 @@ static const command_rec gmcp_cmds[] = {
                   "Seconds to connect to Gemini (default 10)"),
     AP_INIT_TAKE1("GeminiMCPGeminiRetries", set_gemini_num, NULL, RSRC_CONF,
                   "Retries of 429/5xx/transport failures (default 3)"),
+    AP_INIT_TAKE1("GeminiMCPChatIdleTimeout", set_gemini_num, NULL, RSRC_CONF,
+                  "Seconds after which an unused chat session expires (default 259200)"),
     AP_INIT_TAKE1("GeminiMCPToolTimeout", set_gemini_num, NULL, RSRC_CONF,
                   "Seconds a tool call may take in all, retries included (default 300)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,
@@ -419,6 +428,7 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
                                                  ? c->gemini_connect_timeout : 10);
     g_gemini.max_retries = c->gemini_retries >= 0 ? c->gemini_retries : 3;
     g_gemini.curl = curl_for_thread;
+    g_gemini.chat_idle = gmcp_conf_chat_idle(c);
     g_gemini.api_key = c->gemini_key ? read_secret(p, c->gemini_key) : NULL;
     if (!g_gemini.api_key)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, APLOGNO(10705)

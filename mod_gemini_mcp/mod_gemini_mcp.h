@@ -35,6 +35,7 @@ typedef struct {
     apr_int64_t gemini_connect_timeout; /* GeminiMCPGeminiConnectTimeout (s), -1 = unset */
     int gemini_retries;                 /* GeminiMCPGeminiRetries, -1 = unset */
     apr_int64_t tool_timeout;           /* GeminiMCPToolTimeout (s), -1 = unset */
+    apr_int64_t chat_idle;              /* GeminiMCPChatIdleTimeout (s), -1 = unset */
     apr_int64_t session_idle;           /* GeminiMCPSessionIdleTimeout (s), -1 = unset */
     apr_int64_t event_retention;        /* GeminiMCPEventRetention (s), -1 = unset */
 } gmcp_srv_conf;
@@ -55,6 +56,7 @@ const char *gmcp_conf_principal(const gmcp_dir_conf *c);
 apr_int64_t gmcp_conf_session_idle(const gmcp_srv_conf *c);
 apr_int64_t gmcp_conf_event_retention(const gmcp_srv_conf *c);
 apr_interval_time_t gmcp_conf_tool_timeout(const gmcp_srv_conf *c);
+apr_int64_t gmcp_conf_chat_idle(const gmcp_srv_conf *c);
 
 /* The server description for a location (registry of all providers, page size). */
 const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c);

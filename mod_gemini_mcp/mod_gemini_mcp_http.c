@@ -6,6 +6,7 @@
  * GET + Last-Event-ID on any child process. Database handles are taken with
  * ap_dbd_open for short sections only, never across a tool call or a wait. */
 #include "mod_gemini_mcp.h"
+#include "gmcp_chat.h"
 #include "gmcp_stateless.h"
 #include "gmcp_util.h"
 
@@ -534,8 +535,20 @@ static json_t *op_input_required(gmcp_call *c, json_t *state)
                                         c->principal, NULL));
 }
 
+static void *op_db_open(gmcp_call *c, const char **why)
+{
+    gmcp_req *x = c->transport;
+    return db_get(x, why) ? NULL : &x->db;
+}
+
+static void op_db_close(gmcp_call *c)
+{
+    db_put(c->transport);
+}
+
 static const gmcp_call_ops CALL_OPS = {
-    op_progress, op_log, op_ask, op_cancelled, op_detach, op_input, op_input_required
+    op_progress, op_log, op_ask, op_cancelled, op_detach, op_input, op_input_required,
+    op_db_open, op_db_close
 };
 
 /* ---- POST ---------------------------------------------------------------------------- */
@@ -891,7 +904,8 @@ static void maybe_sweep(gmcp_req *x)
     if (now < due || apr_atomic_cas32(&next_sweep, now + every, due) != due) return;
     if (db_get(x, &why)) return;
     if (gmcp_store_sweep(&x->db, gmcp_conf_session_idle(x->sc),
-                         gmcp_conf_event_retention(x->sc)))
+                         gmcp_conf_event_retention(x->sc))
+        || gmcp_chat_sweep(&x->db, gmcp_conf_chat_idle(x->sc)))
         db_complain(x, "expiring idle sessions");
     db_put(x);
 }

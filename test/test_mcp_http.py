@@ -320,7 +320,8 @@ def test_lists(server, sid):
     res = server.rpc(sid, "resources/list").json()["result"]["resources"]
     assert {r["uri"] for r in res} == {"test://static-text", "test://static-binary"}
     tpl = server.rpc(sid, "resources/templates/list").json()["result"]["resourceTemplates"]
-    assert tpl[0]["uriTemplate"] == "test://template/{id}/data"
+    assert {t["uriTemplate"] for t in tpl} == {"test://template/{id}/data",
+                                               "gemini://chat/{session_id}/transcript"}
     prompts = server.rpc(sid, "prompts/list").json()["result"]["prompts"]
     assert len(prompts) == 5 and all(p["description"] for p in prompts)
 
@@ -349,7 +350,7 @@ def test_subscribe_unsubscribe(server, sid):
 def test_pagination(start):
     s = start("sqlite", "--fixtures", "--location-conf", "GeminiMCPPageSize 5")
     sid = s.initialize()
-    n_tools = 30   # the fixtures module's 26 tools and the 4 gemini_* tools
+    n_tools = 36   # the fixtures module's 26 tools and the 10 gemini_* tools
     seen, cursor, pages = [], None, 0
     while True:
         params = {"cursor": cursor} if cursor else {}

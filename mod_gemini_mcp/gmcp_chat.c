@@ -1,0 +1,312 @@
+/* gmcp_chat.c — chat sessions and messages in SQL; JSON, text and Markdown exports. */
+#include "gmcp_chat.h"
+#include "gmcp_jsonrpc.h"
+#include "gmcp_sql.h"
+#include "gmcp_store.h"
+#include "gmcp_util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <apr_strings.h>
+
+#define SESSION_COLS "id, owner, title, model, system_instruction, created, last_used, " \
+                     "message_count, prompt_tokens, output_tokens"
+
+const gmcp_stmt gmcp_chat_stmts[] = {
+    {"gmcp_chat_insert",
+     "INSERT INTO chat_sessions (id, owner, title, model, system_instruction, created, "
+     "last_used) VALUES (%s, %s, %s, %s, %s, %lld, %lld)"},
+    {"gmcp_chat_select",
+     "SELECT " SESSION_COLS " FROM chat_sessions WHERE id = %s AND last_used >= %lld"},
+    {"gmcp_chat_list_owner",
+     "SELECT " SESSION_COLS " FROM chat_sessions WHERE owner = %s AND last_used >= %lld "
+     "ORDER BY last_used DESC, id LIMIT %d OFFSET %d"},
+    {"gmcp_chat_list_all",
+     "SELECT " SESSION_COLS " FROM chat_sessions WHERE last_used >= %lld "
+     "ORDER BY last_used DESC, id LIMIT %d OFFSET %d"},
+    {"gmcp_chat_msgs",
+     "SELECT seq, role, parts, text, prompt_tokens, output_tokens, finish_reason, "
+     "model_version, created FROM chat_messages WHERE session_id = %s AND seq > %lld "
+     "ORDER BY seq LIMIT %d"},
+    {"gmcp_chat_del_msgs", "DELETE FROM chat_messages WHERE session_id = %s"},
+    {"gmcp_chat_del", "DELETE FROM chat_sessions WHERE id = %s"},
+    {"gmcp_chat_lock",
+     "UPDATE chat_sessions SET lock_token = %s, lock_until = %lld "
+     "WHERE id = %s AND owner = %s AND (lock_token = '' OR lock_until < %lld)"},
+    {"gmcp_chat_unlock",
+     "UPDATE chat_sessions SET lock_token = '', lock_until = 0 "
+     "WHERE id = %s AND lock_token = %s"},
+    {"gmcp_chat_msg_insert",
+     "INSERT INTO chat_messages (session_id, seq, role, parts, text, prompt_tokens, "
+     "output_tokens, finish_reason, model_version, created) "
+     "VALUES (%s, %lld, %s, %s, %s, %lld, %lld, %s, %s, %lld)"},
+    /* Only the lease holder may complete a turn: a lost lease changes no row. */
+    {"gmcp_chat_turn_done",
+     "UPDATE chat_sessions SET message_count = message_count + 2, "
+     "prompt_tokens = prompt_tokens + %lld, output_tokens = output_tokens + %lld, "
+     "last_used = %lld, lock_token = '', lock_until = 0 "
+     "WHERE id = %s AND lock_token = %s"},
+    {"gmcp_chat_sweep_msgs",
+     "DELETE FROM chat_messages WHERE session_id IN "
+     "(SELECT id FROM chat_sessions WHERE last_used < %lld)"},
+    {"gmcp_chat_sweep", "DELETE FROM chat_sessions WHERE last_used < %lld"},
+    {NULL, NULL}
+};
+
+static apr_int64_t now_sec(void)
+{
+    return (apr_int64_t)apr_time_sec(apr_time_now());
+}
+
+static void fill_session(const char **row, gmcp_chat_session *s)
+{
+    s->id = row[0];
+    s->owner = row[1];
+    s->title = row[2] ? row[2] : "";
+    s->model = row[3];
+    s->system_instruction = row[4] ? row[4] : "";
+    s->created = apr_atoi64(row[5]);
+    s->last_used = apr_atoi64(row[6]);
+    s->message_count = apr_atoi64(row[7]);
+    s->prompt_tokens = apr_atoi64(row[8]);
+    s->output_tokens = apr_atoi64(row[9]);
+}
+
+int gmcp_chat_create(gmcp_db *db, const gmcp_chat_session *s)
+{
+    const char *now = gmcp_now_str(db->pool);
+    return gmcp_db_exec(db, "gmcp_chat_insert", NULL,
+                        GMCP_ARGS(s->id, s->owner, s->title, s->model, s->system_instruction,
+                                  now, now)) ? GMCP_DB_ERROR : 0;
+}
+
+static const char *since(gmcp_db *db, apr_int64_t idle_timeout)
+{
+    return gmcp_i64_str(db->pool, idle_timeout > 0 ? now_sec() - idle_timeout : 0);
+}
+
+int gmcp_chat_get(gmcp_db *db, const char *id, const char *owner, apr_int64_t idle_timeout,
+                  gmcp_chat_session *out)
+{
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_chat_select", &rs, GMCP_ARGS(id, since(db, idle_timeout))))
+        return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    fill_session(GMCP_ROW(&rs, 0), out);
+    if (owner && strcmp(owner, out->owner) != 0) return GMCP_NOT_FOUND;
+    return GMCP_FOUND;
+}
+
+int gmcp_chat_list(gmcp_db *db, const char *owner, apr_int64_t idle_timeout, int offset,
+                   int limit, apr_array_header_t **out)
+{
+    gmcp_rows rs;
+    const char *lim = apr_itoa(db->pool, limit), *off = apr_itoa(db->pool, offset);
+    int i, rv = owner
+        ? gmcp_db_select(db, "gmcp_chat_list_owner", &rs,
+                         GMCP_ARGS(owner, since(db, idle_timeout), lim, off))
+        : gmcp_db_select(db, "gmcp_chat_list_all", &rs,
+                         GMCP_ARGS(since(db, idle_timeout), lim, off));
+    if (rv) return GMCP_DB_ERROR;
+    *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_chat_session));
+    for (i = 0; i < rs.rows->nelts; i++)
+        fill_session(GMCP_ROW(&rs, i), apr_array_push(*out));
+    return 0;
+}
+
+int gmcp_chat_messages(gmcp_db *db, const char *id, apr_int64_t after_seq, int limit,
+                       apr_array_header_t **out)
+{
+    gmcp_rows rs;
+    int i;
+    if (gmcp_db_select(db, "gmcp_chat_msgs", &rs,
+                       GMCP_ARGS(id, gmcp_i64_str(db->pool, after_seq),
+                                 apr_itoa(db->pool, limit))))
+        return GMCP_DB_ERROR;
+    *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_chat_message));
+    for (i = 0; i < rs.rows->nelts; i++) {
+        const char **row = GMCP_ROW(&rs, i);
+        gmcp_chat_message *m = apr_array_push(*out);
+        m->seq = apr_atoi64(row[0]);
+        m->role = row[1];
+        m->parts = row[2];
+        m->text = row[3] ? row[3] : "";
+        m->prompt_tokens = apr_atoi64(row[4]);
+        m->output_tokens = apr_atoi64(row[5]);
+        m->finish_reason = row[6] ? row[6] : "";
+        m->model_version = row[7] ? row[7] : "";
+        m->created = apr_atoi64(row[8]);
+    }
+    return 0;
+}
+
+int gmcp_chat_delete(gmcp_db *db, const char *id, const char *owner)
+{
+    gmcp_chat_session s;
+    apr_dbd_transaction_t *t = NULL;
+    int rv = gmcp_chat_get(db, id, owner, 0, &s), failed;
+    if (rv != GMCP_FOUND) return rv;
+    if (gmcp_db_begin(db, &t)) {
+        gmcp_db_end(db, t, 1);
+        return GMCP_DB_ERROR;
+    }
+    failed = gmcp_db_exec(db, "gmcp_chat_del_msgs", NULL, GMCP_ARGS(id))
+          || gmcp_db_exec(db, "gmcp_chat_del", NULL, GMCP_ARGS(id));
+    if (gmcp_db_end(db, t, failed) || failed) return GMCP_DB_ERROR;
+    return GMCP_FOUND;
+}
+
+int gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *token,
+                   apr_int64_t lease_seconds, int *acquired)
+{
+    int n = 0;
+    apr_int64_t now = now_sec();
+    *acquired = 0;
+    if (gmcp_db_exec(db, "gmcp_chat_lock", &n,
+                     GMCP_ARGS(token, gmcp_i64_str(db->pool, now + lease_seconds), id, owner,
+                               gmcp_i64_str(db->pool, now))))
+        return GMCP_DB_ERROR;
+    *acquired = n == 1;
+    return 0;
+}
+
+int gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)
+{
+    return gmcp_db_exec(db, "gmcp_chat_unlock", NULL, GMCP_ARGS(id, token))
+        ? GMCP_DB_ERROR : 0;
+}
+
+static int insert_message(gmcp_db *db, const char *sid, const gmcp_chat_message *m)
+{
+    apr_pool_t *p = db->pool;
+    return gmcp_db_exec(db, "gmcp_chat_msg_insert", NULL,
+                        GMCP_ARGS(sid, gmcp_i64_str(p, m->seq), m->role, m->parts, m->text,
+                                  gmcp_i64_str(p, m->prompt_tokens),
+                                  gmcp_i64_str(p, m->output_tokens),
+                                  m->finish_reason ? m->finish_reason : "",
+                                  m->model_version ? m->model_version : "",
+                                  gmcp_i64_str(p, m->created)));
+}
+
+int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
+                          const gmcp_chat_message *user, const gmcp_chat_message *model)
+{
+    apr_dbd_transaction_t *t = NULL;
+    int failed, n = 0;
+    if (gmcp_db_begin(db, &t)) {
+        gmcp_db_end(db, t, 1);
+        return GMCP_DB_ERROR;
+    }
+    failed = gmcp_db_exec(db, "gmcp_chat_turn_done", &n,
+                          GMCP_ARGS(gmcp_i64_str(db->pool, model->prompt_tokens),
+                                    gmcp_i64_str(db->pool, model->output_tokens),
+                                    gmcp_now_str(db->pool), s->id, token))
+          || n != 1
+          || insert_message(db, s->id, user) || insert_message(db, s->id, model);
+    if (gmcp_db_end(db, t, failed) || failed) return n == 1 ? GMCP_DB_ERROR : GMCP_NOT_FOUND;
+    return 0;
+}
+
+int gmcp_chat_sweep(gmcp_db *db, apr_int64_t idle_timeout)
+{
+    const char *before = gmcp_i64_str(db->pool, now_sec() - idle_timeout);
+    return (gmcp_db_exec(db, "gmcp_chat_sweep_msgs", NULL, GMCP_ARGS(before))
+            || gmcp_db_exec(db, "gmcp_chat_sweep", NULL, GMCP_ARGS(before)))
+        ? GMCP_DB_ERROR : 0;
+}
+
+/* ---- exports ------------------------------------------------------------------------- */
+
+static const char *iso8601(apr_pool_t *p, apr_int64_t sec)
+{
+    apr_time_exp_t t;
+    char buf[32];
+    apr_size_t n;
+    apr_time_exp_gmt(&t, apr_time_from_sec(sec));
+    apr_strftime(buf, &n, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &t);
+    return apr_pstrdup(p, buf);
+}
+
+json_t *gmcp_chat_session_json(const gmcp_chat_session *s)
+{
+    apr_pool_t *p;
+    json_t *j;
+    apr_pool_create(&p, NULL);
+    j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:{s:I, s:I}}",
+                  "session_id", s->id, "title", s->title, "model", s->model,
+                  "system_instruction", s->system_instruction,
+                  "created", iso8601(p, s->created), "last_used", iso8601(p, s->last_used),
+                  "message_count", (json_int_t)s->message_count,
+                  "usage", "prompt_tokens", (json_int_t)s->prompt_tokens,
+                  "output_tokens", (json_int_t)s->output_tokens);
+    apr_pool_destroy(p);
+    return j;
+}
+
+static json_t *message_json(apr_pool_t *p, const gmcp_chat_message *m)
+{
+    json_t *parts = json_loads(m->parts, 0, NULL);
+    json_t *j = json_pack("{s:I, s:s, s:s, s:o, s:s}", "seq", (json_int_t)m->seq,
+                          "role", m->role, "text", m->text,
+                          "parts", parts ? parts : json_array(),
+                          "created", iso8601(p, m->created));
+    if (!strcmp(m->role, "model")) {
+        json_object_set_new(j, "usage", json_pack("{s:I, s:I}", "prompt_tokens",
+                                                  (json_int_t)m->prompt_tokens,
+                                                  "output_tokens",
+                                                  (json_int_t)m->output_tokens));
+        if (*m->finish_reason)
+            json_object_set_new(j, "finish_reason", json_string(m->finish_reason));
+        if (*m->model_version)
+            json_object_set_new(j, "model_version", json_string(m->model_version));
+    }
+    return j;
+}
+
+const char *gmcp_chat_export(apr_pool_t *p, const gmcp_chat_session *s,
+                             const apr_array_header_t *msgs, const char *format)
+{
+    int i;
+    if (!strcmp(format, "json")) {
+        json_t *arr = json_array(), *doc;
+        char *text;
+        const char *out;
+        for (i = 0; i < msgs->nelts; i++)
+            json_array_append_new(arr, message_json(p, &APR_ARRAY_IDX(msgs, i,
+                                                                       gmcp_chat_message)));
+        doc = json_pack("{s:o, s:o}", "session", gmcp_chat_session_json(s), "messages", arr);
+        text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        out = apr_pstrcat(p, text, "\n", NULL);
+        free(text);
+        json_decref(doc);
+        return out;
+    }
+    if (!strcmp(format, "text")) {
+        const char *out = apr_psprintf(p, "Chat: %s\nModel: %s\nCreated: %s\n%s%s%s\n",
+                                       *s->title ? s->title : s->id, s->model,
+                                       iso8601(p, s->created),
+                                       *s->system_instruction ? "System: " : "",
+                                       s->system_instruction,
+                                       *s->system_instruction ? "\n" : "");
+        for (i = 0; i < msgs->nelts; i++) {
+            const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
+            out = apr_psprintf(p, "%s[%s] %s:\n%s\n\n", out, iso8601(p, m->created),
+                               strcmp(m->role, "model") ? "User" : "Gemini", m->text);
+        }
+        return out;
+    }
+    if (!strcmp(format, "markdown")) {
+        const char *out = apr_psprintf(p, "# %s\n\n*Model `%s`, started %s*\n\n",
+                                       *s->title ? s->title : s->id, s->model,
+                                       iso8601(p, s->created));
+        if (*s->system_instruction)
+            out = apr_psprintf(p, "%s> **System:** %s\n\n", out, s->system_instruction);
+        for (i = 0; i < msgs->nelts; i++) {
+            const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
+            out = apr_psprintf(p, "%s### %s\n\n%s\n\n", out,
+                               strcmp(m->role, "model") ? "User" : "Gemini", m->text);
+        }
+        return out;
+    }
+    return NULL;
+}

@@ -1,0 +1,391 @@
+/* gmcp_tools_chat.c — gemini_chat_*: conversations that live in SQL, so any child
+ * process of any node continues any session and a restart loses nothing. */
+#include "gmcp_tools_gemini.h"
+#include "gmcp_chat.h"
+#include "gmcp_jsonrpc.h"
+#include "gmcp_store.h"
+#include "gmcp_util.h"
+
+#include <string.h>
+#include <apr_strings.h>
+
+#define HISTORY_MAX 10000     /* messages sent back to Gemini per turn, at most */
+#define LOCK_POLL   apr_time_from_msec(50)
+
+static json_t *not_found(gmcp_call *c, const char *id)
+{
+    return gmcp_text_result(apr_psprintf(c->pool, "No chat session '%s': it expired, was "
+                                         "deleted, or belongs to someone else. Start one "
+                                         "with gemini_chat_start.", id), 1);
+}
+
+static json_t *db_failed(const char *why)
+{
+    return gmcp_text_result(why ? why : "the chat store is unavailable", 1);
+}
+
+/* Open the store; NULL with *result set. */
+static gmcp_db *store(gmcp_call *c, json_t **result)
+{
+    const char *why = NULL;
+    gmcp_db *db = c->ops->db_open(c, &why);
+    if (!db) *result = db_failed(why);
+    return db;
+}
+
+static json_t *with_structured(json_t *result, json_t *sc)
+{
+    json_object_set_new(result, "structuredContent", sc);
+    return result;
+}
+
+/* ---- start / list / delete ----------------------------------------------------------- */
+
+static json_t *t_chat_start(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    json_t *result = NULL;
+    gmcp_chat_session s;
+    const char *model = gmcp_tool_model(c, conf, args, conf->default_model, &result);
+    gmcp_db *db;
+    int rv;
+    if (!model) return result;
+    memset(&s, 0, sizeof(s));
+    s.id = apr_pstrcat(c->pool, "chat_", gmcp_random_id(c->pool, 15), NULL);
+    s.owner = c->principal;
+    s.title = gmcp_json_str(args, "title") ? gmcp_json_str(args, "title") : "";
+    s.model = strchr(model, '/') + 1;
+    s.system_instruction = gmcp_json_str(args, "system_instruction")
+                           ? gmcp_json_str(args, "system_instruction") : "";
+    if (!(db = store(c, &result))) return result;
+    rv = gmcp_chat_create(db, &s);
+    c->ops->db_close(c);
+    if (rv) return db_failed(NULL);
+    return with_structured(
+        gmcp_text_result(apr_psprintf(c->pool, "Started chat session %s with %s", s.id,
+                                      s.model), 0),
+        json_pack("{s:s, s:s, s:s}", "session_id", s.id, "model", s.model, "title", s.title));
+}
+
+static json_t *t_chat_list(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    json_t *result = NULL, *arr;
+    apr_array_header_t *list;
+    json_int_t offset = json_integer_value(json_object_get(args, "offset"));
+    json_int_t limit = json_integer_value(json_object_get(args, "limit"));
+    gmcp_db *db;
+    int rv, i;
+    if (limit <= 0 || limit > 200) limit = 50;
+    if (offset < 0) offset = 0;
+    if (!(db = store(c, &result))) return result;
+    /* One more than asked, to know whether there is a next page. */
+    rv = gmcp_chat_list(db, c->principal, conf->chat_idle, (int)offset, (int)limit + 1, &list);
+    c->ops->db_close(c);
+    if (rv) return db_failed(NULL);
+    arr = json_array();
+    for (i = 0; i < list->nelts && i < limit; i++)
+        json_array_append_new(arr, gmcp_chat_session_json(&APR_ARRAY_IDX(list, i,
+                                                                          gmcp_chat_session)));
+    result = json_pack("{s:o}", "sessions", arr);
+    if (list->nelts > limit)
+        json_object_set_new(result, "next_offset", json_integer(offset + limit));
+    return with_structured(gmcp_text_result(gmcp_json_dump(c->pool, result), 0), result);
+}
+
+static json_t *t_chat_delete(gmcp_call *c, json_t *args, void *baton)
+{
+    const char *id = gmcp_json_str(args, "session_id");
+    json_t *result = NULL;
+    gmcp_db *db;
+    int rv;
+    (void)baton;
+    if (!(db = store(c, &result))) return result;
+    rv = gmcp_chat_delete(db, id, c->principal);
+    c->ops->db_close(c);
+    if (rv == GMCP_NOT_FOUND) return not_found(c, id);
+    if (rv) return db_failed(NULL);
+    return with_structured(gmcp_text_result(apr_psprintf(c->pool, "Deleted chat session %s",
+                                                         id), 0),
+                           json_pack("{s:s, s:b}", "session_id", id, "deleted", 1));
+}
+
+/* ---- history / export ------------------------------------------------------------------- */
+
+static json_t *t_chat_history(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    const char *id = gmcp_json_str(args, "session_id");
+    json_int_t after = json_integer_value(json_object_get(args, "after_seq"));
+    json_int_t limit = json_integer_value(json_object_get(args, "limit"));
+    json_t *result = NULL, *arr;
+    apr_array_header_t *msgs;
+    gmcp_chat_session s;
+    gmcp_db *db;
+    int rv, i;
+    if (limit <= 0 || limit > 200) limit = 50;
+    if (!(db = store(c, &result))) return result;
+    rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, &s);
+    if (rv == GMCP_FOUND) rv = gmcp_chat_messages(db, id, after, (int)limit + 1, &msgs);
+    c->ops->db_close(c);
+    if (rv == GMCP_NOT_FOUND) return not_found(c, id);
+    if (rv) return db_failed(NULL);
+    arr = json_array();
+    for (i = 0; i < msgs->nelts && i < limit; i++) {
+        const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
+        json_array_append_new(arr, json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)m->seq,
+                                             "role", m->role, "text", m->text));
+    }
+    result = json_pack("{s:s, s:o}", "session_id", id, "messages", arr);
+    if (msgs->nelts > limit)
+        json_object_set_new(result, "next_after_seq",
+                            json_integer(APR_ARRAY_IDX(msgs, limit - 1, gmcp_chat_message).seq));
+    return with_structured(gmcp_text_result(gmcp_json_dump(c->pool, result), 0), result);
+}
+
+/* The whole session for exports and transcripts. */
+static int load_all(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
+                    gmcp_chat_session *s, apr_array_header_t **msgs, json_t **result)
+{
+    gmcp_db *db = store(c, result);
+    int rv;
+    if (!db) return -1;
+    rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, s);
+    if (rv == GMCP_FOUND) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
+    c->ops->db_close(c);
+    if (rv == GMCP_NOT_FOUND) *result = not_found(c, id);
+    else if (rv) *result = db_failed(NULL);
+    return rv ? -1 : 0;
+}
+
+static json_t *t_chat_export(gmcp_call *c, json_t *args, void *baton)
+{
+    const char *id = gmcp_json_str(args, "session_id");
+    const char *format = gmcp_json_str(args, "format") ? gmcp_json_str(args, "format")
+                                                       : "markdown";
+    gmcp_chat_session s;
+    apr_array_header_t *msgs;
+    json_t *result = NULL;
+    const char *text;
+    if (load_all(c, baton, id, &s, &msgs, &result)) return result;
+    text = gmcp_chat_export(c->pool, &s, msgs, format);
+    if (!text) return gmcp_text_result("format must be json, text or markdown", 1);
+    return with_structured(gmcp_text_result(text, 0),
+                           json_pack("{s:s, s:s, s:s}", "session_id", id, "format", format,
+                                     "export", text));
+}
+
+static json_t *r_transcript(gmcp_call *c, const char *uri, json_t *vars, void *baton)
+{
+    const char *id = json_string_value(json_object_get(vars, "session_id"));
+    gmcp_chat_session s;
+    apr_array_header_t *msgs;
+    json_t *result = NULL;
+    if (load_all(c, baton, id, &s, &msgs, &result)) {
+        json_decref(result);
+        return NULL;     /* not found (or unusable store): resource not found */
+    }
+    return json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType",
+                     "text/markdown", "text", gmcp_chat_export(c->pool, &s, msgs, "markdown"));
+}
+
+/* ---- send ------------------------------------------------------------------------------- */
+
+/* Wait for the session's send lease: sends are serialised, none lost or reordered. */
+static json_t *acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
+                       const char *token)
+{
+    apr_int64_t lease = apr_time_sec(c->deadline - apr_time_now()) + 30;
+    for (;;) {
+        json_t *result = NULL;
+        gmcp_db *db = store(c, &result);
+        gmcp_chat_session s;
+        int got = 0, rv;
+        if (!db) return result;
+        rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, &s);
+        if (rv == GMCP_FOUND) rv = gmcp_chat_lock(db, id, c->principal, token, lease, &got);
+        c->ops->db_close(c);
+        if (rv == GMCP_NOT_FOUND) return not_found(c, id);
+        if (rv) return db_failed(NULL);
+        if (got) return NULL;
+        if (apr_time_now() + LOCK_POLL >= c->deadline || c->ops->cancelled(c))
+            return gmcp_text_result("another message to this chat session is still being "
+                                    "answered; try again", 1);
+        apr_sleep(LOCK_POLL);
+    }
+}
+
+static void release(gmcp_call *c, const char *id, const char *token)
+{
+    const char *why;
+    gmcp_db *db = c->ops->db_open(c, &why);
+    if (db) {
+        gmcp_chat_unlock(db, id, token);
+        c->ops->db_close(c);
+    }
+}
+
+static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    const char *id = gmcp_json_str(args, "session_id");
+    const char *message = gmcp_json_str(args, "message");
+    const char *token = gmcp_random_id(c->pool, 12), *text = NULL;
+    json_t *result = NULL, *files = json_object_get(args, "files"), *f, *parts, *contents;
+    json_t *req, *gc, *final = NULL, *u;
+    gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
+    gmcp_chat_session s;
+    gmcp_chat_message um, mm;
+    apr_array_header_t *msgs;
+    gmcp_db *db;
+    size_t i;
+    int rv;
+
+    if (!g) return result;
+    if (!message || !*message) return gmcp_text_result("message must not be empty", 1);
+    if ((result = acquire(c, conf, id, token)) != NULL) return result;
+
+    /* History from SQL on every send: any process continues any session. */
+    if (!(db = store(c, &result))) { release(c, id, token); return result; }
+    rv = gmcp_chat_get(db, id, c->principal, 0, &s);
+    if (rv == GMCP_FOUND) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, &msgs);
+    c->ops->db_close(c);
+    if (rv) { release(c, id, token); return rv == GMCP_NOT_FOUND ? not_found(c, id)
+                                                                 : db_failed(NULL); }
+    contents = json_array();
+    for (i = 0; i < (size_t)msgs->nelts; i++) {
+        const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
+        json_t *p = json_loads(m->parts, 0, NULL);
+        json_array_append_new(contents, json_pack("{s:s, s:o}", "role", m->role, "parts",
+                                                  p ? p : json_array()));
+    }
+    parts = json_pack("[{s:s}]", "text", message);
+    json_array_foreach(files, i, f) {
+        const char *uri = gmcp_json_str(f, "uri"), *mime = gmcp_json_str(f, "mime_type");
+        json_t *fd;
+        if (!uri) continue;
+        fd = json_pack("{s:s}", "fileUri", uri);
+        if (mime) json_object_set_new(fd, "mimeType", json_string(mime));
+        json_array_append_new(parts, json_pack("{s:o}", "fileData", fd));
+    }
+    json_array_append_new(contents, json_pack("{s:s, s:O}", "role", "user", "parts", parts));
+    req = json_pack("{s:o}", "contents", contents);
+    if (*s.system_instruction)
+        json_object_set_new(req, "systemInstruction",
+                            json_pack("{s:[{s:s}]}", "parts", "text", s.system_instruction));
+    if ((gc = gmcp_tool_generation_config(args))) json_object_set_new(req, "generationConfig", gc);
+
+    /* No database handle is held while Gemini answers. */
+    result = gmcp_tool_run_generate(c, g, apr_pstrcat(c->pool, "models/", s.model, NULL), req,
+                                    &final, &text);
+    json_decref(req);
+    if (!final) {
+        json_decref(parts);
+        release(c, id, token);
+        return result;
+    }
+    memset(&um, 0, sizeof(um));
+    memset(&mm, 0, sizeof(mm));
+    um.seq = msgs->nelts ? APR_ARRAY_IDX(msgs, msgs->nelts - 1, gmcp_chat_message).seq + 1 : 1;
+    um.role = "user";
+    um.parts = gmcp_json_dump(c->pool, parts);
+    um.text = message;
+    um.created = apr_time_sec(apr_time_now());
+    u = json_object_get(final, "usageMetadata");
+    mm.seq = um.seq + 1;
+    mm.role = "model";
+    mm.parts = gmcp_json_dump(c->pool, json_pack("[{s:s}]", "text", text));
+    mm.text = text;
+    mm.prompt_tokens = json_integer_value(json_object_get(u, "promptTokenCount"));
+    mm.output_tokens = json_integer_value(json_object_get(u, "candidatesTokenCount"));
+    mm.finish_reason = gmcp_json_str(json_array_get(json_object_get(final, "candidates"), 0),
+                                     "finishReason");
+    mm.model_version = gmcp_json_str(final, "modelVersion");
+    mm.created = um.created;
+    json_decref(parts);
+
+    /* Both messages of the turn, in one transaction, by the lease holder only. */
+    {
+        json_t *err = NULL;
+        if (!(db = store(c, &err))) {
+            json_decref(final);
+            json_decref(result);
+            release(c, id, token);
+            return err;
+        }
+    }
+    rv = gmcp_chat_append_turn(db, &s, token, &um, &mm);
+    c->ops->db_close(c);
+    json_decref(final);
+    if (rv) {
+        json_decref(result);
+        release(c, id, token);
+        return rv == GMCP_NOT_FOUND
+            ? gmcp_text_result("the chat session was deleted or expired while Gemini was "
+                               "answering; the answer was not stored", 1)
+            : db_failed(NULL);
+    }
+    json_object_set_new(json_object_get(result, "structuredContent"), "session_id",
+                        json_string(id));
+    json_object_set_new(json_object_get(result, "structuredContent"), "message_count",
+                        json_integer(s.message_count + 2));
+    return result;
+}
+
+/* ---- definitions ---------------------------------------------------------------------- */
+
+#define SID_PROP "\"session_id\":{\"type\":\"string\",\"description\":\"From gemini_chat_start\"}"
+
+const gmcp_tool gmcp_chat_tools[] = {
+    {"gemini_chat_start", "Start a Gemini chat",
+     "Start a persistent chat session with a Gemini model (optional system instruction and "
+     "title). Returns the session id for gemini_chat_send. Sessions live in the server's "
+     "database and expire after a period without use.",
+     "{\"type\":\"object\",\"properties\":{\"model\":{\"type\":\"string\"},"
+     "\"system_instruction\":{\"type\":\"string\"},\"title\":{\"type\":\"string\","
+     "\"maxLength\":200}},\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"session_id\":{\"type\":\"string\"},\"model\":"
+     "{\"type\":\"string\"},\"title\":{\"type\":\"string\"}},\"required\":[\"session_id\"]}",
+     NULL, 0, t_chat_start},
+    {"gemini_chat_send", "Send to a Gemini chat",
+     "Send a message in a chat session; Gemini answers with the whole conversation as "
+     "context. Returns the reply and its token usage. With a progress token the reply "
+     "streams as progress notifications.",
+     "{\"type\":\"object\",\"properties\":{" SID_PROP ",\"message\":{\"type\":\"string\"},"
+     "\"files\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"uri\":"
+     "{\"type\":\"string\"},\"mime_type\":{\"type\":\"string\"}},\"required\":[\"uri\"]}},"
+     "\"temperature\":{\"type\":\"number\",\"minimum\":0,\"maximum\":2},"
+     "\"max_output_tokens\":{\"type\":\"integer\",\"minimum\":1}},"
+     "\"required\":[\"session_id\",\"message\"],\"additionalProperties\":false}",
+     NULL, "{\"openWorldHint\":true}", 0, t_chat_send},
+    {"gemini_chat_history", "Read a Gemini chat",
+     "The messages of a chat session, oldest first, a page at a time.",
+     "{\"type\":\"object\",\"properties\":{" SID_PROP ",\"after_seq\":{\"type\":\"integer\","
+     "\"minimum\":0},\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200}},"
+     "\"required\":[\"session_id\"],\"additionalProperties\":false}",
+     NULL, "{\"readOnlyHint\":true}", 0, t_chat_history},
+    {"gemini_chat_list", "List Gemini chats",
+     "Your chat sessions, most recently used first.",
+     "{\"type\":\"object\",\"properties\":{\"offset\":{\"type\":\"integer\",\"minimum\":0},"
+     "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200}},"
+     "\"additionalProperties\":false}",
+     NULL, "{\"readOnlyHint\":true}", 0, t_chat_list},
+    {"gemini_chat_export", "Export a Gemini chat",
+     "A chat session as JSON, plain text or Markdown.",
+     "{\"type\":\"object\",\"properties\":{" SID_PROP ",\"format\":{\"type\":\"string\","
+     "\"enum\":[\"json\",\"text\",\"markdown\"]}},\"required\":[\"session_id\"],"
+     "\"additionalProperties\":false}",
+     NULL, "{\"readOnlyHint\":true}", 0, t_chat_export},
+    {"gemini_chat_delete", "Delete a Gemini chat",
+     "Delete a chat session and its messages.",
+     "{\"type\":\"object\",\"properties\":{" SID_PROP "},\"required\":[\"session_id\"],"
+     "\"additionalProperties\":false}",
+     NULL, "{\"destructiveHint\":true}", 0, t_chat_delete},
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
+};
+
+const gmcp_resource_template gmcp_chat_templates[] = {
+    {"gemini://chat/{session_id}/transcript", "Chat transcript", NULL,
+     "A chat session's transcript (Markdown)", "text/markdown", r_transcript},
+    {NULL, NULL, NULL, NULL, NULL, NULL}
+};
