@@ -261,7 +261,8 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
     }
     parts = json_pack("[{s:s}]", "text", message);
     json_array_foreach(files, i, f) {
-        const char *uri = gmcp_json_str(f, "uri"), *mime = gmcp_json_str(f, "mime_type");
+        const char *uri = gmcp_tool_file_uri(c, conf, gmcp_json_str(f, "uri"));
+        const char *mime = gmcp_json_str(f, "mime_type");
         json_t *fd;
         if (!uri) continue;
         fd = json_pack("{s:s}", "fileUri", uri);

@@ -67,8 +67,18 @@ const char *gmcp_tool_model(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *
     return path;
 }
 
+/* A Files API reference: "files/<id>" becomes its URI; URIs pass through. */
+const char *gmcp_tool_file_uri(gmcp_call *c, const gmcp_gemini_conf *conf, const char *ref)
+{
+    if (!ref || !*ref) return NULL;
+    if (!strncmp(ref, "files/", 6))
+        return apr_pstrcat(c->pool, conf->base_url, "/v1beta/", ref, NULL);
+    return ref;
+}
+
 /* contents from "contents" (Gemini shape, passed through) or "prompt" + files. */
-static json_t *contents_arg(gmcp_call *c, json_t *args, json_t **result)
+static json_t *contents_arg(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
+                            json_t **result)
 {
     json_t *contents = json_object_get(args, "contents");
     const char *prompt = gmcp_json_str(args, "prompt");
@@ -87,18 +97,19 @@ static json_t *contents_arg(gmcp_call *c, json_t *args, json_t **result)
     }
     parts = json_pack("[{s:s}]", "text", prompt);
     json_array_foreach(files, i, f) {
-        const char *uri = gmcp_json_str(f, "uri"), *mime = gmcp_json_str(f, "mime_type");
+        const char *uri = gmcp_tool_file_uri(c, conf, gmcp_json_str(f, "uri"));
+        const char *mime = gmcp_json_str(f, "mime_type");
         json_t *fd;
         if (!uri) {
             json_decref(parts);
-            *result = gmcp_text_result("every file reference needs a uri", 1);
+            *result = gmcp_text_result("every file reference needs a uri (a Gemini file URI "
+                                       "or a name like files/abc123)", 1);
             return NULL;
         }
         fd = json_pack("{s:s}", "fileUri", uri);
         if (mime) json_object_set_new(fd, "mimeType", json_string(mime));
         json_array_append_new(parts, json_pack("{s:o}", "fileData", fd));
     }
-    (void)c;
     return json_pack("[{s:s, s:o}]", "role", "user", "parts", parts);
 }
 
@@ -245,7 +256,7 @@ static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
     const char *model, *sys, *text;
     if (!g) return result;
     if (!(model = gmcp_tool_model(c, conf, args, conf->default_model, &result))) return result;
-    if (!(contents = contents_arg(c, args, &result))) return result;
+    if (!(contents = contents_arg(c, conf, args, &result))) return result;
     req = json_pack("{s:o}", "contents", contents);
     if ((sys = gmcp_json_str(args, "system_instruction")))
         json_object_set_new(req, "systemInstruction",
@@ -455,6 +466,31 @@ static const gmcp_tool TOOLS[] = {
     {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
 };
 
+static json_t *r_model(gmcp_call *c, const char *uri, json_t *vars, void *baton)
+{
+    const gmcp_gemini_conf *conf = baton;
+    const char *model = gmcp_gemini_model_path(c->pool,
+                                               json_string_value(json_object_get(vars, "model")));
+    json_t *result = NULL, *resp = NULL, *out;
+    gmcp_gemini *g = model ? gmcp_tool_client(c, conf, &result) : NULL;
+    gmcp_gemini_error err;
+    json_decref(result);
+    if (!g || gmcp_gemini_call(g, "GET", apr_pstrcat(c->pool, "/v1beta/", model, NULL), NULL,
+                               &resp, &err))
+        return NULL;      /* unknown model (or Gemini unreachable): not found */
+    out = json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType",
+                    "application/json", "text", gmcp_json_dump(c->pool, resp));
+    json_decref(resp);
+    return out;
+}
+
+static const gmcp_resource_template TEMPLATES[] = {
+    {"gemini://models/{model}", "Gemini model", NULL,
+     "A Gemini model's details: limits, supported methods, defaults", "application/json",
+     r_model},
+    {NULL, NULL, NULL, NULL, NULL, NULL}
+};
+
 const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf *conf)
 {
     gmcp_provider *prov = apr_pcalloc(p, sizeof(*prov));
@@ -469,6 +505,11 @@ const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf 
     prov->name = "gemini";
     prov->baton = (void *)conf;
     prov->tools = all;
-    prov->templates = gmcp_chat_templates;
+    {
+        gmcp_resource_template *t = apr_pcalloc(p, sizeof(*t) * 3);
+        t[0] = gmcp_chat_templates[0];
+        t[1] = TEMPLATES[0];
+        prov->templates = t;
+    }
     return prov;
 }

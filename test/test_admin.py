@@ -150,6 +150,14 @@ def test_reads_dbd_settings_through_includes(tmp):
     ("GeminiMCPEventRetention 1e3", "GeminiMCPEventRetention"),
     ("GeminiMCPDefaultPrincipal \"\"", "GeminiMCPDefaultPrincipal"),
     ("GeminiMCPStateSecret s3cr3t-in-the-config", "GeminiMCPStateSecret"),
+    ("GeminiMCPGeminiKey AIzaSy-in-the-config", "GeminiMCPGeminiKey"),
+    ("GeminiMCPGeminiBaseURL ftp://example.com", "GeminiMCPGeminiBaseURL"),
+    ("GeminiMCPGeminiModel ../etc/passwd", "GeminiMCPGeminiModel"),
+    ("GeminiMCPGeminiTimeout 0", "GeminiMCPGeminiTimeout"),
+    ("GeminiMCPGeminiConnectTimeout soon", "GeminiMCPGeminiConnectTimeout"),
+    ("GeminiMCPGeminiRetries 99", "GeminiMCPGeminiRetries"),
+    ("GeminiMCPToolTimeout -1", "GeminiMCPToolTimeout"),
+    ("GeminiMCPChatIdleTimeout 0", "GeminiMCPChatIdleTimeout"),
 ])
 def test_configtest_rejects_bad_values(tmp, line, name):
     conf = os.path.join(tmp, "t.conf")

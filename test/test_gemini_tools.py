@@ -249,3 +249,21 @@ def test_generate_on_the_stateless_revision(g):
                                     "arguments": {"prompt": "stateless"}, "_meta": meta}}))
     res = r.json()["result"]
     assert res["resultType"] == "complete" and res["content"][0]["text"].endswith("stateless")
+
+
+def test_file_names_become_uris(g, fake_gemini):
+    tool(g, "gemini_generate", {"prompt": "see file", "files": [{"uri": "files/abc123"}]})
+    [body] = generate_bodies(fake_gemini)
+    assert body["contents"][0]["parts"][1]["fileData"]["fileUri"] == \
+        fake_gemini.url + "/v1beta/files/abc123"
+
+
+def test_model_details_resource(g):
+    tpl = g.rpc(g.sid, "resources/templates/list").json()["result"]["resourceTemplates"]
+    assert "gemini://models/{model}" in [t["uriTemplate"] for t in tpl]
+    r = g.rpc(g.sid, "resources/read", {"uri": "gemini://models/gemini-2.5-pro"})
+    c = r.json()["result"]["contents"][0]
+    assert c["mimeType"] == "application/json"
+    assert json.loads(c["text"])["displayName"] == "Gemini 2.5 Pro"
+    r = g.rpc(g.sid, "resources/read", {"uri": "gemini://models/gemini-nope"})
+    assert r.json()["error"]["code"] == -32002

@@ -321,7 +321,8 @@ def test_lists(server, sid):
     assert {r["uri"] for r in res} == {"test://static-text", "test://static-binary"}
     tpl = server.rpc(sid, "resources/templates/list").json()["result"]["resourceTemplates"]
     assert {t["uriTemplate"] for t in tpl} == {"test://template/{id}/data",
-                                               "gemini://chat/{session_id}/transcript"}
+                                               "gemini://chat/{session_id}/transcript",
+                                               "gemini://models/{model}"}
     prompts = server.rpc(sid, "prompts/list").json()["result"]["prompts"]
     assert len(prompts) == 5 and all(p["description"] for p in prompts)
 
