@@ -15,7 +15,9 @@
 #include <apr_time.h>
 #include <jansson.h>
 
+#include "gmcp_chat.h"
 #include "gmcp_db.h"
+#include "gmcp_store.h"
 #include "gmcp_migrate.h"
 #include "httpd_conf.h"
 
@@ -34,6 +36,8 @@ typedef struct {
     const char *sql_dir;
     int verbose;
     int json;
+    const char *format;
+    const char *owner;
     gmcp_db db;
 } ctl;
 
@@ -47,6 +51,10 @@ static void usage(FILE *out)
 "Commands:\n"
 "  migrate            apply pending schema migrations (quiet unless -v)\n"
 "  migrate status     list migrations and whether each is applied\n"
+"  sessions list      Gemini chat sessions, most recently used first (--owner O)\n"
+"  sessions show ID   one chat session's details\n"
+"  sessions export ID the session as --format json|text|markdown (default markdown)\n"
+"  sessions delete ID delete a chat session and its messages\n"
 "\n"
 "Options:\n"
 "  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from\n"
@@ -54,6 +62,8 @@ static void usage(FILE *out)
 "  -p, --params STR   driver parameters, as DBDParams (instead of --config)\n"
 "  -s, --sql-dir DIR  migrations directory (default " GMCP_SQL_DIR ")\n"
 "  -j, --json         machine-readable output\n"
+"  -F, --format FMT   export format: json, text or markdown\n"
+"  -o, --owner NAME   only this principal's sessions\n"
 "  -v, --verbose      report what was done\n"
 "  -h, --help         this text\n"
 "  -V, --version      print the version\n"
@@ -180,6 +190,88 @@ static int cmd_migrate_status(ctl *c)
     return 0;
 }
 
+static const char *iso(apr_pool_t *p, apr_int64_t sec)
+{
+    char buf[APR_RFC822_DATE_LEN];
+    apr_rfc822_date(buf, apr_time_from_sec(sec));
+    return apr_pstrdup(p, buf);
+}
+
+static int need_session(ctl *c, const char *id, gmcp_chat_session *s)
+{
+    int rv;
+    if (!id) {
+        fprintf(stderr, "gmcpctl: a session id is required\n");
+        return EXIT_USAGE;
+    }
+    if ((rv = open_db(c, 0)) != 0) return rv;
+    rv = gmcp_chat_get(&c->db, id, c->owner, 0, s);
+    if (rv == GMCP_NOT_FOUND) return fail("no chat session '%s'", id);
+    if (rv) return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+    return 0;
+}
+
+static int cmd_sessions(ctl *c, const char *sub, const char *id)
+{
+    gmcp_chat_session s;
+    apr_array_header_t *list, *msgs;
+    int rv, i;
+    if (!strcmp(sub, "list")) {
+        json_t *arr = json_array();
+        if ((rv = open_db(c, 0)) != 0) { json_decref(arr); return rv; }
+        if (gmcp_chat_list(&c->db, c->owner, 0, 0, 100000, &list)) {
+            json_decref(arr);
+            return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+        }
+        for (i = 0; i < list->nelts; i++) {
+            gmcp_chat_session *x = &APR_ARRAY_IDX(list, i, gmcp_chat_session);
+            if (c->json) {
+                json_t *o = gmcp_chat_session_json(x);
+                json_object_set_new(o, "owner", json_string(x->owner));
+                json_array_append_new(arr, o);
+            }
+            else {
+                printf("%-26s %-16s %-18s %5" APR_INT64_T_FMT "  %s  %s\n", x->id, x->owner,
+                       x->model, x->message_count, iso(c->pool, x->last_used), x->title);
+            }
+        }
+        if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+        json_decref(arr);
+        return 0;
+    }
+    if (!strcmp(sub, "show")) {
+        json_t *o;
+        if ((rv = need_session(c, id, &s)) != 0) return rv;
+        o = gmcp_chat_session_json(&s);
+        json_object_set_new(o, "owner", json_string(s.owner));
+        json_dumpf(o, stdout, c->json ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(o);
+        return 0;
+    }
+    if (!strcmp(sub, "export")) {
+        const char *fmt = c->format ? c->format : (c->json ? "json" : "markdown"), *out;
+        if ((rv = need_session(c, id, &s)) != 0) return rv;
+        if (gmcp_chat_messages(&c->db, s.id, 0, 1000000, &msgs))
+            return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+        if (!(out = gmcp_chat_export(c->pool, &s, msgs, fmt))) {
+            fprintf(stderr, "gmcpctl: --format must be json, text or markdown\n");
+            return EXIT_USAGE;
+        }
+        fputs(out, stdout);
+        return 0;
+    }
+    if (!strcmp(sub, "delete")) {
+        if ((rv = need_session(c, id, &s)) != 0) return rv;
+        if (gmcp_chat_delete(&c->db, s.id, NULL) != GMCP_FOUND)
+            return fail("cannot delete chat session '%s'", s.id);
+        if (c->verbose) printf("deleted %s\n", s.id);
+        return 0;
+    }
+    fprintf(stderr, "gmcpctl: unknown command 'sessions %s' (see gmcpctl --help)\n", sub);
+    return EXIT_USAGE;
+}
+
 int main(int argc, const char *const *argv)
 {
     static const apr_getopt_option_t opts[] = {
@@ -188,6 +280,8 @@ int main(int argc, const char *const *argv)
         {"params", 'p', 1, "database parameters"},
         {"sql-dir", 's', 1, "migrations directory"},
         {"json", 'j', 0, "JSON output"},
+        {"format", 'F', 1, "export format"},
+        {"owner", 'o', 1, "owner"},
         {"verbose", 'v', 0, "verbose"},
         {"help", 'h', 0, "help"},
         {"version", 'V', 0, "version"},
@@ -213,6 +307,8 @@ int main(int argc, const char *const *argv)
         case 'p': c.params = optarg; break;
         case 's': c.sql_dir = optarg; break;
         case 'j': c.json = 1; break;
+        case 'F': c.format = optarg; break;
+        case 'o': c.owner = optarg; break;
         case 'v': c.verbose = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
@@ -235,6 +331,8 @@ int main(int argc, const char *const *argv)
     if (!strcmp(cmd, "migrate") && !sub) rv = cmd_migrate(&c);
     else if (!strcmp(cmd, "migrate") && !strcmp(sub, "status") && g->ind + 2 == argc)
         rv = cmd_migrate_status(&c);
+    else if (!strcmp(cmd, "sessions") && sub && argc - g->ind <= 3)
+        rv = cmd_sessions(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
     else rv = -1;
     /* The drivers register no cleanup of their own: close before the pool goes. */
     if (c.db.handle) apr_dbd_close(c.db.driver, c.db.handle);

@@ -229,3 +229,28 @@ def test_idle_chats_expire(start, fake_gemini):
     time.sleep(3.2)
     res = send(s, chat, "anyone?")
     assert res["isError"] is True and "expired" in res["content"][0]["text"]
+
+
+def test_gmcpctl_sessions(c):
+    chat = start_chat(c, title="admin view")
+    send(c, chat, "hello admin")
+    out = c.gmcpctl_run("sessions", "list").stdout
+    assert chat in out and "admin view" in out
+    rows = json.loads(c.gmcpctl_run("--json", "sessions", "list", "--owner", "default").stdout)
+    assert chat in [r["session_id"] for r in rows]
+    bobs = json.loads(c.gmcpctl_run("--json", "sessions", "list", "--owner", "bob").stdout)
+    assert chat not in [r["session_id"] for r in bobs]
+    show = json.loads(c.gmcpctl_run("--json", "sessions", "show", chat).stdout)
+    assert show["owner"] == "default" and show["message_count"] == 2
+    # The CLI and the tool export through the same code.
+    for fmt in ("json", "text", "markdown"):
+        cli = c.gmcpctl_run("sessions", "export", chat, "--format", fmt).stdout
+        via_mcp = tool(c, "gemini_chat_export", {"session_id": chat, "format": fmt})
+        assert cli == via_mcp["content"][0]["text"]
+    r = c.gmcpctl_run("sessions", "export", chat, "--format", "pdf", check=False)
+    assert r.returncode == 2
+    r = c.gmcpctl_run("sessions", "show", "chat_nope", check=False)
+    assert r.returncode == 1 and "no chat session" in r.stderr
+    r = c.gmcpctl_run("sessions", "delete", chat)
+    assert r.returncode == 0 and r.stdout == ""
+    assert tool(c, "gemini_chat_history", {"session_id": chat})["isError"] is True
