@@ -349,9 +349,18 @@ static int run(gmcp_gemini *g, const char *method, const char *path, json_t *bod
                json_t **out, gmcp_gemini_chunk_fn fn, void *baton, gmcp_gemini_error *err)
 {
     const char *text = body ? gmcp_json_dump(g->pool, body) : NULL;
-    int attempt, rv = -1;
+    int attempt, rv = -1, probe = 0;
+    apr_interval_time_t wait = 0;
     g->retries = 0;
     if (out) *out = NULL;
+    memset(err, 0, sizeof(*err));
+    if (g->breaker && !gmcp_breaker_allow(g->breaker, apr_time_now(), &probe, &wait)) {
+        fail(g, err, 0, "UNAVAILABLE", apr_psprintf(g->pool, "Gemini is failing: calls are "
+             "paused after %u consecutive failures (circuit breaker open); the next attempt "
+             "goes out in %.0fs", g->breaker->threshold,
+             (double)wait / APR_USEC_PER_SEC + 0.5), 0);
+        return -1;
+    }
     for (attempt = 0;; attempt++) {
         xfer x;
         apr_interval_time_t delay;
@@ -379,6 +388,9 @@ static int run(gmcp_gemini *g, const char *method, const char *path, json_t *bod
         }
         g->retries++;
     }
+    /* Gemini answering at all (a 4xx too) is health; only outages count against it. */
+    if (g->breaker && !err->cancelled)
+        gmcp_breaker_record(g->breaker, rv == 0 || !err->retryable, probe, apr_time_now());
     if (rv && g->retries && err->retryable)
         err->message = apr_psprintf(g->pool, "%s (after %d retr%s)", err->message, g->retries,
                                     g->retries == 1 ? "y" : "ies");

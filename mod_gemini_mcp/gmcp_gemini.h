@@ -11,6 +11,7 @@
 #include <apr_time.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include "gmcp_breaker.h"
 
 #define GMCP_GEMINI_DEFAULT_BASE  "https://generativelanguage.googleapis.com"
 #define GMCP_GEMINI_DEFAULT_MODEL "gemini-2.5-flash"
@@ -28,6 +29,7 @@ typedef struct {
     int (*cancelled)(void *baton);/* non-zero: stop now */
     void *baton;
     apr_pool_t *pool;
+    gmcp_breaker *breaker;        /* optional: fail fast while Gemini is down */
     /* observed */
     int retries;                  /* retries made by the last call */
 } gmcp_gemini;

@@ -41,6 +41,7 @@ gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t
     g->cancelled = call_cancelled;
     g->baton = c;
     g->pool = c->pool;
+    g->breaker = conf->breaker;
     return g;
 }
 

@@ -5,6 +5,7 @@
 #include <apr_pools.h>
 #include <apr_time.h>
 #include <curl/curl.h>
+#include "gmcp_breaker.h"
 #include "gmcp_provider.h"
 
 typedef struct {
@@ -16,6 +17,7 @@ typedef struct {
     int max_retries;
     CURL *(*curl)(void);           /* this thread's reusable handle */
     apr_int64_t chat_idle;         /* seconds before an unused chat session expires */
+    gmcp_breaker *breaker;         /* shared by every child process */
 } gmcp_gemini_conf;
 
 /* The provider ("gemini"): gemini_generate, gemini_count_tokens, gemini_embed,

@@ -10,6 +10,9 @@
 #include <apr_lib.h>
 #include <apr_thread_proc.h>
 #include <apr_portable.h>
+#include <apr_shm.h>
+#include <apr_global_mutex.h>
+#include <util_mutex.h>
 #include <apr_strings.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -24,6 +27,11 @@ static unsigned char *g_state_key;
 static apr_size_t g_state_key_len;
 static gmcp_gemini_conf g_gemini;
 static apr_threadkey_t *g_curl_key;   /* each worker thread's reusable curl handle */
+/* The breaker's state in shared memory, guarded by a global mutex: one view for every
+ * child process (made in post_config, before the fork). */
+#define BREAKER_MUTEX "gemini-mcp-breaker"
+static apr_global_mutex_t *g_breaker_mutex;
+static gmcp_breaker g_breaker;
 
 /* ---- configuration ----------------------------------------------------------------- */
 
@@ -62,6 +70,8 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->gemini_retries = -1;
     c->tool_timeout = -1;
     c->chat_idle = -1;
+    c->breaker_threshold = -1;
+    c->breaker_cooldown = -1;
     return c;
 }
 
@@ -80,6 +90,9 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->gemini_retries = a->gemini_retries >= 0 ? a->gemini_retries : b->gemini_retries;
     c->tool_timeout = a->tool_timeout >= 0 ? a->tool_timeout : b->tool_timeout;
     c->chat_idle = a->chat_idle >= 0 ? a->chat_idle : b->chat_idle;
+    c->breaker_threshold = a->breaker_threshold >= 0 ? a->breaker_threshold
+                                                     : b->breaker_threshold;
+    c->breaker_cooldown = a->breaker_cooldown >= 0 ? a->breaker_cooldown : b->breaker_cooldown;
     return c;
 }
 
@@ -282,6 +295,12 @@ static const char *set_gemini_num(cmd_parms *cmd, void *dc, const char *arg)
     else if (!strcasecmp(which, "GeminiMCPGeminiConnectTimeout")) {
         if ((err = parse_num(cmd, arg, 1, 300, &v)) == NULL) c->gemini_connect_timeout = v;
     }
+    else if (!strcasecmp(which, "GeminiMCPBreakerThreshold")) {
+        if ((err = parse_num(cmd, arg, 1, 1000, &v)) == NULL) c->breaker_threshold = (int)v;
+    }
+    else if (!strcasecmp(which, "GeminiMCPBreakerCooldown")) {
+        if ((err = parse_num(cmd, arg, 1, 3600, &v)) == NULL) c->breaker_cooldown = v;
+    }
     else if (!strcasecmp(which, "GeminiMCPChatIdleTimeout")) {
         if ((err = parse_num(cmd, arg, 1, 365 * 24 * 3600, &v)) == NULL) c->chat_idle = v;
     }
@@ -323,6 +342,10 @@ static const command_rec gmcp_cmds[] = {
                   "Seconds to connect to Gemini (default 10)"),
     AP_INIT_TAKE1("GeminiMCPGeminiRetries", set_gemini_num, NULL, RSRC_CONF,
                   "Retries of 429/5xx/transport failures (default 3)"),
+    AP_INIT_TAKE1("GeminiMCPBreakerThreshold", set_gemini_num, NULL, RSRC_CONF,
+                  "Consecutive failed Gemini calls that open the circuit breaker (default 5)"),
+    AP_INIT_TAKE1("GeminiMCPBreakerCooldown", set_gemini_num, NULL, RSRC_CONF,
+                  "Seconds the breaker stays open before a probe call (default 30)"),
     AP_INIT_TAKE1("GeminiMCPChatIdleTimeout", set_gemini_num, NULL, RSRC_CONF,
                   "Seconds after which an unused chat session expires (default 259200)"),
     AP_INIT_TAKE1("GeminiMCPToolTimeout", set_gemini_num, NULL, RSRC_CONF,
@@ -398,6 +421,40 @@ static int load_state_key(apr_pool_t *p, server_rec *s)
     return OK;
 }
 
+static void breaker_lock(void *baton)
+{
+    (void)baton;
+    apr_global_mutex_lock(g_breaker_mutex);
+}
+
+static void breaker_unlock(void *baton)
+{
+    (void)baton;
+    apr_global_mutex_unlock(g_breaker_mutex);
+}
+
+static int make_breaker(apr_pool_t *p, server_rec *s)
+{
+    gmcp_srv_conf *c = ap_get_module_config(s->module_config, &gemini_mcp_module);
+    apr_shm_t *shm = NULL;
+    apr_status_t rv = apr_shm_create(&shm, sizeof(gmcp_breaker_state), NULL, p);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, APLOGNO(10708)
+                     "gemini_mcp: cannot create shared memory for the circuit breaker");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    rv = ap_global_mutex_create(&g_breaker_mutex, NULL, BREAKER_MUTEX, NULL, s, p, 0);
+    if (rv != APR_SUCCESS) return HTTP_INTERNAL_SERVER_ERROR;   /* httpd logged why */
+    memset(&g_breaker, 0, sizeof(g_breaker));
+    g_breaker.st = apr_shm_baseaddr_get(shm);
+    memset(g_breaker.st, 0, sizeof(*g_breaker.st));
+    g_breaker.lock = breaker_lock;
+    g_breaker.unlock = breaker_unlock;
+    g_breaker.threshold = c->breaker_threshold > 0 ? (unsigned int)c->breaker_threshold : 5;
+    g_breaker.cooldown = apr_time_from_sec(c->breaker_cooldown > 0 ? c->breaker_cooldown : 30);
+    return OK;
+}
+
 static CURL *curl_for_thread(void)
 {
     void *h = NULL;
@@ -429,6 +486,7 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
     g_gemini.max_retries = c->gemini_retries >= 0 ? c->gemini_retries : 3;
     g_gemini.curl = curl_for_thread;
     g_gemini.chat_idle = gmcp_conf_chat_idle(c);
+    g_gemini.breaker = &g_breaker;
     g_gemini.api_key = c->gemini_key ? read_secret(p, c->gemini_key) : NULL;
     if (!g_gemini.api_key)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, APLOGNO(10705)
@@ -442,6 +500,12 @@ static int curl_initialised;
 
 static void gmcp_child_init(apr_pool_t *p, server_rec *s)
 {
+    if (g_breaker_mutex
+        && apr_global_mutex_child_init(&g_breaker_mutex,
+                                       apr_global_mutex_lockfile(g_breaker_mutex), p)
+           != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10709)
+                     "gemini_mcp: cannot attach to the circuit breaker's mutex");
     if (apr_threadkey_private_create(&g_curl_key, curl_release, p) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10707)
                      "gemini_mcp: cannot create the per-thread HTTP client key");
@@ -475,6 +539,7 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         }
         curl_initialised = 1;
     }
+    if (make_breaker(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     load_gemini(pconf, s);
     provs[0] = gmcp_gemini_provider(pconf, &g_gemini);
     g_registry = gmcp_registry_create(pconf, provs, names->nelts + 1, &err);
@@ -503,9 +568,18 @@ const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c)
     return srv;
 }
 
+static int gmcp_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    (void)plog; (void)ptemp;
+    /* Configurable with the Mutex directive, like httpd's own mutexes. */
+    return ap_mutex_register(pconf, BREAKER_MUTEX, NULL, APR_LOCK_DEFAULT, 0) == APR_SUCCESS
+           ? OK : HTTP_INTERNAL_SERVER_ERROR;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_pre_config(gmcp_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(gmcp_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(gmcp_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_mcp_handler, NULL, NULL, APR_HOOK_MIDDLE);

@@ -36,6 +36,8 @@ typedef struct {
     int gemini_retries;                 /* GeminiMCPGeminiRetries, -1 = unset */
     apr_int64_t tool_timeout;           /* GeminiMCPToolTimeout (s), -1 = unset */
     apr_int64_t chat_idle;              /* GeminiMCPChatIdleTimeout (s), -1 = unset */
+    int breaker_threshold;              /* GeminiMCPBreakerThreshold, -1 = unset */
+    apr_int64_t breaker_cooldown;       /* GeminiMCPBreakerCooldown (s), -1 = unset */
     apr_int64_t session_idle;           /* GeminiMCPSessionIdleTimeout (s), -1 = unset */
     apr_int64_t event_retention;        /* GeminiMCPEventRetention (s), -1 = unset */
 } gmcp_srv_conf;

@@ -158,6 +158,8 @@ def test_reads_dbd_settings_through_includes(tmp):
     ("GeminiMCPGeminiRetries 99", "GeminiMCPGeminiRetries"),
     ("GeminiMCPToolTimeout -1", "GeminiMCPToolTimeout"),
     ("GeminiMCPChatIdleTimeout 0", "GeminiMCPChatIdleTimeout"),
+    ("GeminiMCPBreakerThreshold 0", "GeminiMCPBreakerThreshold"),
+    ("GeminiMCPBreakerCooldown forever", "GeminiMCPBreakerCooldown"),
 ])
 def test_configtest_rejects_bad_values(tmp, line, name):
     conf = os.path.join(tmp, "t.conf")

@@ -267,3 +267,33 @@ def test_model_details_resource(g):
     assert json.loads(c["text"])["displayName"] == "Gemini 2.5 Pro"
     r = g.rpc(g.sid, "resources/read", {"uri": "gemini://models/gemini-nope"})
     assert r.json()["error"]["code"] == -32002
+
+
+def test_circuit_breaker_opens_for_every_process_and_recovers(start, fake_gemini):
+    import re
+    s = start("sqlite", "--gemini-url", fake_gemini.url, "--gemini-key", fake_gemini.key,
+              "--conf", "GeminiMCPGeminiRetries 0", "--conf", "GeminiMCPBreakerThreshold 3",
+              "--conf", "GeminiMCPBreakerCooldown 2")
+    sid = s.initialize()
+
+    def gen():
+        return response_of(s.rpc(sid, "tools/call", {"name": "gemini_generate",
+                                                     "arguments": {"prompt": "x"}}))["result"]
+    fake_gemini.fault("503", count=3)
+    for _ in range(3):
+        assert "503" in gen()["content"][0]["text"]
+    # Open: calls fail fast, whichever process serves them, and Gemini sees none.
+    seen = len(fake_gemini.requests())
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(12) as pool:          # concurrent: both children serve some
+        results = list(pool.map(lambda _: gen(), range(36)))
+    for res in results:
+        assert res["isError"] is True and "circuit breaker open" in res["content"][0]["text"]
+    assert len(fake_gemini.requests()) == seen
+    pids = [re.search(r"pid=(\d+)", l).group(1) for l in s.access_lines()
+            if "tool=gemini_generate" in l][-36:]
+    assert len(set(pids)) >= 2
+    time.sleep(2.2)
+    # Half-open: one probe goes out; it succeeds and the breaker closes.
+    assert not gen().get("isError")
+    assert not gen().get("isError") and len(fake_gemini.requests()) == seen + 2

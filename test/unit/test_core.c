@@ -7,6 +7,7 @@
 #include "gmcp_mcp.h"
 #include "gmcp_migrate.h"
 #include "gmcp_stateless.h"
+#include "gmcp_breaker.h"
 
 static void t_b64url(apr_pool_t *p)
 {
@@ -258,7 +259,49 @@ static void t_stateless_routing(apr_pool_t *p)
     json_decref(r);
 }
 
+static int lock_depth;
+static void test_lock(void *b) { (void)b; lock_depth++; }
+static void test_unlock(void *b) { (void)b; lock_depth--; }
+
+static void t_breaker(apr_pool_t *p)
+{
+    gmcp_breaker_state st;
+    gmcp_breaker b = { &st, test_lock, test_unlock, NULL, 3, apr_time_from_sec(10) };
+    apr_time_t t = apr_time_from_sec(1000);
+    apr_interval_time_t wait;
+    int probe, probe2;
+    (void)p;
+    memset(&st, 0, sizeof(st));
+    CHECK(gmcp_breaker_allow(&b, t, &probe, &wait) && !probe);
+    gmcp_breaker_record(&b, 0, 0, t);
+    gmcp_breaker_record(&b, 0, 0, t);
+    gmcp_breaker_record(&b, 1, 0, t);          /* a success resets the count */
+    gmcp_breaker_record(&b, 0, 0, t);
+    gmcp_breaker_record(&b, 0, 0, t);
+    CHECK(st.state == GMCP_BREAKER_CLOSED);
+    gmcp_breaker_record(&b, 0, 0, t);          /* third consecutive failure */
+    CHECK(st.state == GMCP_BREAKER_OPEN && st.opens == 1);
+    CHECK(!gmcp_breaker_allow(&b, t + apr_time_from_sec(4), &probe, &wait));
+    CHECK(wait == apr_time_from_sec(6));
+    /* After the cooldown exactly one probe goes out. */
+    CHECK(gmcp_breaker_allow(&b, t + apr_time_from_sec(10), &probe, &wait) && probe);
+    CHECK(!gmcp_breaker_allow(&b, t + apr_time_from_sec(11), &probe2, &wait));
+    gmcp_breaker_record(&b, 0, 1, t + apr_time_from_sec(12));   /* probe failed */
+    CHECK(st.state == GMCP_BREAKER_OPEN && st.opens == 2);
+    CHECK(!gmcp_breaker_allow(&b, t + apr_time_from_sec(13), &probe, &wait));
+    CHECK(gmcp_breaker_allow(&b, t + apr_time_from_sec(22), &probe, &wait) && probe);
+    gmcp_breaker_record(&b, 1, 1, t + apr_time_from_sec(22));   /* probe succeeded */
+    CHECK(st.state == GMCP_BREAKER_CLOSED && st.failures == 0);
+    /* A probe that never reports is replaced after another cooldown. */
+    st.state = GMCP_BREAKER_HALF_OPEN;
+    st.probe_started = t;
+    CHECK(!gmcp_breaker_allow(&b, t + apr_time_from_sec(5), &probe, &wait));
+    CHECK(gmcp_breaker_allow(&b, t + apr_time_from_sec(10), &probe, &wait) && probe);
+    CHECK(lock_depth == 0);
+}
+
 UNIT_MAIN("core", {
+    RUN(t_breaker);
     RUN(t_param_header);
     RUN(t_state_seal);
     RUN(t_stateless_routing);
