@@ -297,3 +297,27 @@ def test_circuit_breaker_opens_for_every_process_and_recovers(start, fake_gemini
     # Half-open: one probe goes out; it succeeds and the breaker closes.
     assert not gen().get("isError")
     assert not gen().get("isError") and len(fake_gemini.requests()) == seen + 2
+
+
+def test_typescript_sdk_client_uses_every_gemini_tool(gserver, fake_gemini):
+    import os
+    import subprocess
+    from conftest import NODE22, ROOT
+    r = subprocess.run([NODE22, os.path.join(ROOT, "test", "clients", "sdk-gemini.mjs"),
+                        gserver.url], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.join(ROOT, "test"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sorted(out["tools"]) == sorted([
+        "gemini_generate", "gemini_count_tokens", "gemini_embed", "gemini_list_models",
+        "gemini_chat_start", "gemini_chat_send", "gemini_chat_history", "gemini_chat_list",
+        "gemini_chat_export", "gemini_chat_delete"])
+    assert out["models"] == 3 and out["tokens"] == 3 and out["dims"] == 5
+    assert out["generate"] == "[gemini-2.5-flash] 1 turn(s); last: hello sdk"
+    # onprogress makes the SDK send a progress token: the answer streamed, and the last
+    # progress message is the whole text.
+    assert out["progress"] >= 2 and out["lastProgress"] == out["generate"]
+    assert out["send"].startswith("[gemini-2.5-flash] 3 turn(s); last: two (system: terse)")
+    assert out["history"] == 4 and out["listed"] is True and out["export"] == "# sdk"
+    assert out["transcript"] == "text/markdown" and out["model"] == "models/gemini-2.5-flash"
+    assert out["deleted"] is True
