@@ -103,6 +103,10 @@ int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind)
                             GMCP_SCHEMA_VERSION);
         return -1;
     }
+    /* Once per connection: in WAL mode, synchronous=NORMAL is SQLite's recommended
+     * setting — always consistent, fsync at checkpoints instead of every commit (an OS
+     * crash or power loss may lose the last commits, never corrupt the file). */
+    if (!db->pgsql) gmcp_db_exec_raw(db, "PRAGMA synchronous=NORMAL", NULL);
     apr_hash_set(db->prepared, SCHEMA_OK_KEY, APR_HASH_KEY_STRING, "1");
     return 0;
 }

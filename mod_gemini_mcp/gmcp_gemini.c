@@ -345,10 +345,9 @@ static int wait_for(gmcp_gemini *g, apr_interval_time_t d)
     return 0;
 }
 
-static int run(gmcp_gemini *g, const char *method, const char *path, json_t *body,
+static int run(gmcp_gemini *g, const char *method, const char *path, const char *text,
                json_t **out, gmcp_gemini_chunk_fn fn, void *baton, gmcp_gemini_error *err)
 {
-    const char *text = body ? gmcp_json_dump(g->pool, body) : NULL;
     int attempt, rv = -1, probe = 0;
     apr_interval_time_t wait = 0;
     g->retries = 0;
@@ -400,10 +399,17 @@ static int run(gmcp_gemini *g, const char *method, const char *path, json_t *bod
 int gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
                      json_t **out, gmcp_gemini_error *err)
 {
-    return run(g, method, path, body, out, NULL, NULL, err);
+    return run(g, method, path, body ? gmcp_json_dump(g->pool, body) : NULL, out, NULL, NULL,
+               err);
 }
 
-int gmcp_gemini_stream(gmcp_gemini *g, const char *path, json_t *body,
+int gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body, json_t **out,
+                          gmcp_gemini_error *err)
+{
+    return run(g, "POST", path, body, out, NULL, NULL, err);
+}
+
+int gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
                        gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err)
 {
     return run(g, "POST", path, body, NULL, on_chunk, baton, err);

@@ -47,10 +47,15 @@ typedef struct {
 int gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
                      json_t **out, gmcp_gemini_error *err);
 
+/* The same POST with an already serialised body (long chat histories are spliced,
+ * not rebuilt). */
+int gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body, json_t **out,
+                          gmcp_gemini_error *err);
+
 /* streamGenerateContent?alt=sse: on_chunk gets each GenerateContentResponse as it
  * arrives (return non-zero to stop). Retries happen only before the first chunk. */
 typedef int (*gmcp_gemini_chunk_fn)(json_t *chunk, void *baton);
-int gmcp_gemini_stream(gmcp_gemini *g, const char *path, json_t *body,
+int gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
                        gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err);
 
 /* "models/x" for "x"; names already qualified pass through. NULL for unsafe names. */

@@ -191,30 +191,6 @@ static json_t *r_transcript(gmcp_call *c, const char *uri, json_t *vars, void *b
 
 /* ---- send ------------------------------------------------------------------------------- */
 
-/* Wait for the session's send lease: sends are serialised, none lost or reordered. */
-static json_t *acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
-                       const char *token)
-{
-    apr_int64_t lease = apr_time_sec(c->deadline - apr_time_now()) + 30;
-    for (;;) {
-        json_t *result = NULL;
-        gmcp_db *db = store(c, &result);
-        gmcp_chat_session s;
-        int got = 0, rv;
-        if (!db) return result;
-        rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, &s);
-        if (rv == GMCP_FOUND) rv = gmcp_chat_lock(db, id, c->principal, token, lease, &got);
-        c->ops->db_close(c);
-        if (rv == GMCP_NOT_FOUND) return not_found(c, id);
-        if (rv) return db_failed(NULL);
-        if (got) return NULL;
-        if (apr_time_now() + LOCK_POLL >= c->deadline || c->ops->cancelled(c))
-            return gmcp_text_result("another message to this chat session is still being "
-                                    "answered; try again", 1);
-        apr_sleep(LOCK_POLL);
-    }
-}
-
 static void release(gmcp_call *c, const char *id, const char *token)
 {
     const char *why;
@@ -223,6 +199,66 @@ static void release(gmcp_call *c, const char *id, const char *token)
         gmcp_chat_unlock(db, id, token);
         c->ops->db_close(c);
     }
+}
+
+/* Wait for the session's send lease (sends are serialised, none lost or reordered),
+ * then read the session and its history in the same database section. */
+static json_t *acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
+                       const char *token, gmcp_chat_session *s, apr_array_header_t **msgs)
+{
+    apr_int64_t lease = apr_time_sec(c->deadline - apr_time_now()) + 30;
+    for (;;) {
+        json_t *result = NULL;
+        gmcp_db *db = store(c, &result);
+        int got = 0, rv;
+        if (!db) return result;
+        rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, s);
+        if (rv == GMCP_FOUND) rv = gmcp_chat_lock(db, id, c->principal, token, lease, &got);
+        /* History from SQL on every send: any process continues any session. */
+        if (rv == GMCP_FOUND && got) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
+        c->ops->db_close(c);
+        if (rv == GMCP_NOT_FOUND) return not_found(c, id);
+        if (rv) {
+            if (got) release(c, id, token);
+            return db_failed(NULL);
+        }
+        if (got) return NULL;
+        if (apr_time_now() + LOCK_POLL >= c->deadline || c->ops->cancelled(c))
+            return gmcp_text_result("another message to this chat session is still being "
+                                    "answered; try again", 1);
+        apr_sleep(LOCK_POLL);
+    }
+}
+
+/* {"contents":[<history>,<new turn>], <rest>}: the stored parts are JSON we wrote
+ * ourselves, so the history is spliced in as text rather than parsed and rebuilt. */
+static const char *request_text(apr_pool_t *p, const apr_array_header_t *msgs,
+                                json_t *turn, json_t *rest)
+{
+    struct iovec *v = apr_palloc(p, sizeof(*v) * (size_t)(msgs->nelts * 5 + 6));
+    const char *rest_text = gmcp_json_dump(p, rest);
+    apr_size_t n = 0;
+    int i;
+#define PIECE(s) do { v[n].iov_base = (void *)(s); v[n].iov_len = strlen(s); n++; } while (0)
+    PIECE("{\"contents\":[");
+    for (i = 0; i < msgs->nelts; i++) {
+        const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
+        PIECE("{\"role\":\"");
+        PIECE(strcmp(m->role, "model") ? "user" : "model");
+        PIECE("\",\"parts\":");
+        PIECE(m->parts);
+        PIECE("},");
+    }
+    PIECE(gmcp_json_dump(p, turn));
+    PIECE("]");
+    /* rest_text is "{...}" or "{}": merge its members after contents. */
+    if (strlen(rest_text) > 2) {
+        PIECE(",");
+        PIECE(apr_pstrndup(p, rest_text + 1, strlen(rest_text) - 2));
+    }
+    PIECE("}");
+#undef PIECE
+    return apr_pstrcatv(p, v, n, NULL);
 }
 
 static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
@@ -243,22 +279,7 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
 
     if (!g) return result;
     if (!message || !*message) return gmcp_text_result("message must not be empty", 1);
-    if ((result = acquire(c, conf, id, token)) != NULL) return result;
-
-    /* History from SQL on every send: any process continues any session. */
-    if (!(db = store(c, &result))) { release(c, id, token); return result; }
-    rv = gmcp_chat_get(db, id, c->principal, 0, &s);
-    if (rv == GMCP_FOUND) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, &msgs);
-    c->ops->db_close(c);
-    if (rv) { release(c, id, token); return rv == GMCP_NOT_FOUND ? not_found(c, id)
-                                                                 : db_failed(NULL); }
-    contents = json_array();
-    for (i = 0; i < (size_t)msgs->nelts; i++) {
-        const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
-        json_t *p = json_loads(m->parts, 0, NULL);
-        json_array_append_new(contents, json_pack("{s:s, s:o}", "role", m->role, "parts",
-                                                  p ? p : json_array()));
-    }
+    if ((result = acquire(c, conf, id, token, &s, &msgs)) != NULL) return result;
     parts = json_pack("[{s:s}]", "text", message);
     json_array_foreach(files, i, f) {
         const char *uri = gmcp_tool_file_uri(c, conf, gmcp_json_str(f, "uri"));
@@ -269,16 +290,18 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
         if (mime) json_object_set_new(fd, "mimeType", json_string(mime));
         json_array_append_new(parts, json_pack("{s:o}", "fileData", fd));
     }
-    json_array_append_new(contents, json_pack("{s:s, s:O}", "role", "user", "parts", parts));
-    req = json_pack("{s:o}", "contents", contents);
+    /* The rest of the request (system instruction, settings) as JSON... */
+    req = json_object();
     if (*s.system_instruction)
         json_object_set_new(req, "systemInstruction",
                             json_pack("{s:[{s:s}]}", "parts", "text", s.system_instruction));
     if ((gc = gmcp_tool_generation_config(args))) json_object_set_new(req, "generationConfig", gc);
+    contents = json_pack("{s:s, s:O}", "role", "user", "parts", parts);
 
     /* No database handle is held while Gemini answers. */
-    result = gmcp_tool_run_generate(c, g, apr_pstrcat(c->pool, "models/", s.model, NULL), req,
-                                    &final, &text);
+    result = gmcp_tool_run_generate(c, g, apr_pstrcat(c->pool, "models/", s.model, NULL),
+                                    request_text(c->pool, msgs, contents, req), &final, &text);
+    json_decref(contents);
     json_decref(req);
     if (!final) {
         json_decref(parts);

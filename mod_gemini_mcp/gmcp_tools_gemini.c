@@ -203,7 +203,7 @@ static int on_chunk(json_t *chunk, void *baton)
 }
 
 json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
-                               json_t *req, json_t **final, const char **text)
+                               const char *req, json_t **final, const char **text)
 {
     gmcp_gemini_error err;
     json_t *result, *resp = NULL;
@@ -232,9 +232,8 @@ json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
         *text = s.text;
     }
     else {
-        if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model,
-                                                    ":generateContent", NULL), req, &resp,
-                             &err))
+        if (gmcp_gemini_call_text(g, apr_pstrcat(c->pool, "/v1beta/", model,
+                                                 ":generateContent", NULL), req, &resp, &err))
             return gmcp_tool_error_result(c, &err);
         *text = gmcp_gemini_text(c->pool, resp);
     }
@@ -265,7 +264,7 @@ static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
     if ((gc = gmcp_tool_generation_config(args))) json_object_set_new(req, "generationConfig", gc);
     if (json_object_get(args, "safety_settings"))
         json_object_set(req, "safetySettings", json_object_get(args, "safety_settings"));
-    result = gmcp_tool_run_generate(c, g, model, req, &final, &text);
+    result = gmcp_tool_run_generate(c, g, model, gmcp_json_dump(c->pool, req), &final, &text);
     json_decref(req);
     json_decref(final);
     return result;

@@ -36,7 +36,7 @@ const char *gmcp_tool_file_uri(gmcp_call *c, const gmcp_gemini_conf *conf, const
  * forwarded as progress). Returns the tool result; on success *final is the last
  * response (new ref: usage, finish reason) and *text the whole answer. */
 json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
-                               json_t *req, json_t **final, const char **text);
+                               const char *req, json_t **final, const char **text);
 
 extern const gmcp_tool gmcp_chat_tools[];
 extern const gmcp_resource_template gmcp_chat_templates[];
