@@ -94,6 +94,19 @@ class Server:
         r = self.rpc(session, "ping", rid="alive")
         return r.status_code == 200 and r.json() == {"jsonrpc": "2.0", "id": "alive", "result": {}}
 
+    def graceful_restart(self):
+        """SIGUSR1 to httpd; returns once the new generation of children serves."""
+        def generations():
+            return open(self.info["error_log"]).read().count("resuming normal operations")
+        before = generations()
+        os.kill(self.info["pid"], signal.SIGUSR1)
+        deadline = time.time() + 20
+        while generations() == before:
+            assert time.time() < deadline, "httpd did not restart"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        self.new_log_lines()
+
     def gmcpctl_run(self, *args, check=True):
         return subprocess.run(self.gmcpctl + list(args), capture_output=True, text=True,
                               check=check)

@@ -223,10 +223,7 @@ def test_dead_database_answers_503(start, pg_dsn):
                  'connect_timeout=1"', conf)
     with open(s.info["conf"], "w") as f:
         f.write(bad)
-    import signal
-    import time
-    os.kill(s.info["pid"], signal.SIGUSR1)
-    time.sleep(2)
+    s.graceful_restart()
     for _ in range(3):
         r = s.rpc(sid, "ping")
         assert r.status_code == 503

@@ -3,7 +3,6 @@ restarts, serialised under concurrency, private to their owner."""
 import json
 import os
 import re
-import signal
 import tempfile
 import threading
 import time
@@ -190,14 +189,7 @@ def test_list_export_transcript_delete(c):
 def test_chat_survives_graceful_restart(c):
     chat = start_chat(c)
     send(c, chat, "before")
-    before = open(c.info["error_log"]).read().count("resuming normal operations")
-    os.kill(c.info["pid"], signal.SIGUSR1)
-    deadline = time.time() + 20
-    while open(c.info["error_log"]).read().count("resuming normal operations") == before:
-        assert time.time() < deadline
-        time.sleep(0.1)
-    time.sleep(0.5)
-    c.new_log_lines()
+    c.graceful_restart()
     sid = c.initialize()
     res = tool(c, "gemini_chat_send", {"session_id": chat, "message": "after"}, sid=sid)
     assert "3 turn(s); last: after" in res["content"][0]["text"]

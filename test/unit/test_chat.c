@@ -129,10 +129,7 @@ static void t_delete_and_sweep(apr_pool_t *p)
     CHECK(gmcp_chat_delete(&db, "chat_1", "alice") == GMCP_FOUND);
     CHECK(gmcp_chat_list(&db, NULL, 0, 0, 10, &list) == 0 && list->nelts == 0);
     apr_dbd_close(db.driver, handle);
-    apr_file_remove(apr_pstrcat(p, dir, "/c.db", NULL), p);
-    apr_file_remove(apr_pstrcat(p, dir, "/c.db-wal", NULL), p);
-    apr_file_remove(apr_pstrcat(p, dir, "/c.db-shm", NULL), p);
-    apr_dir_remove(dir, p);
+    unit_remove_db(p, dir, "c.db");
 }
 
 UNIT_MAIN("chat", {

@@ -145,10 +145,7 @@ static void t_delete_and_sweep(apr_pool_t *p)
                                   "WHERE session_id = 'sess-1')", &rs) == 0);
     CHECK_STR(GMCP_ROW(&rs, 0)[0], "0");
     apr_dbd_close(db.driver, handle);
-    apr_file_remove(apr_pstrcat(p, tmpl, "/u.db", NULL), p);
-    apr_file_remove(apr_pstrcat(p, tmpl, "/u.db-wal", NULL), p);
-    apr_file_remove(apr_pstrcat(p, tmpl, "/u.db-shm", NULL), p);
-    apr_dir_remove(tmpl, p);
+    unit_remove_db(p, tmpl, "u.db");
 }
 
 UNIT_MAIN("store", {

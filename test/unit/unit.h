@@ -7,6 +7,8 @@
 #include <string.h>
 #include <apr_general.h>
 #include <apr_pools.h>
+#include <apr_file_io.h>
+#include <apr_strings.h>
 
 static int unit_passed, unit_failed;
 static const char *unit_current;
@@ -23,6 +25,16 @@ static const char *unit_current;
     else { unit_failed++; fprintf(stderr, "FAIL %s (%s:%d): '%s' != '%s'\n", unit_current, \
                                   __FILE__, __LINE__, a_ ? a_ : "(null)", b_ ? b_ : "(null)"); } \
 } while (0)
+
+/* Remove a test's SQLite database (with its WAL files) and its directory. */
+static inline void unit_remove_db(apr_pool_t *p, const char *dir, const char *name)
+{
+    static const char *const suffix[] = { "", "-wal", "-shm", NULL };
+    int i;
+    for (i = 0; suffix[i]; i++)
+        apr_file_remove(apr_pstrcat(p, dir, "/", name, suffix[i], NULL), p);
+    apr_dir_remove(dir, p);
+}
 
 #define RUN(fn) do { unit_current = #fn; fn(pool); } while (0)
 
