@@ -36,11 +36,16 @@ const gmcp_stmt gmcp_chat_stmts[] = {
     {"gmcp_chat_unlock",
      "UPDATE chat_sessions SET lock_token = '', lock_until = 0 "
      "WHERE id = %s AND lock_token = %s"},
-    {"gmcp_chat_msg_insert",
+    /* Both messages of a turn in one statement (so both or neither), and only while
+     * the sender still holds the session's lease: a lost lease inserts nothing. */
+    {"gmcp_chat_turn_insert",
      "INSERT INTO chat_messages (session_id, seq, role, parts, text, prompt_tokens, "
      "output_tokens, finish_reason, model_version, created) "
-     "VALUES (%s, %lld, %s, %s, %s, %lld, %lld, %s, %s, %lld)"},
-    /* Only the lease holder may complete a turn: a lost lease changes no row. */
+     "SELECT %s, %lld, %s, %s, %s, %lld, %lld, %s, %s, %lld FROM chat_sessions "
+     "WHERE id = %s AND lock_token = %s "
+     "UNION ALL "
+     "SELECT %s, %lld, %s, %s, %s, %lld, %lld, %s, %s, %lld FROM chat_sessions "
+     "WHERE id = %s AND lock_token = %s"},
     {"gmcp_chat_turn_done",
      "UPDATE chat_sessions SET message_count = message_count + 2, "
      "prompt_tokens = prompt_tokens + %lld, output_tokens = output_tokens + %lld, "
@@ -176,34 +181,37 @@ int gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)
         ? GMCP_DB_ERROR : 0;
 }
 
-static int insert_message(gmcp_db *db, const char *sid, const gmcp_chat_message *m)
-{
-    apr_pool_t *p = db->pool;
-    return gmcp_db_exec(db, "gmcp_chat_msg_insert", NULL,
-                        GMCP_ARGS(sid, gmcp_i64_str(p, m->seq), m->role, m->parts, m->text,
-                                  gmcp_i64_str(p, m->prompt_tokens),
-                                  gmcp_i64_str(p, m->output_tokens),
-                                  m->finish_reason ? m->finish_reason : "",
-                                  m->model_version ? m->model_version : "",
-                                  gmcp_i64_str(p, m->created)));
-}
-
 int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
                           const gmcp_chat_message *user, const gmcp_chat_message *model)
 {
-    apr_dbd_transaction_t *t = NULL;
-    int failed, n = 0;
-    if (gmcp_db_begin(db, &t)) {
-        gmcp_db_end(db, t, 1);
-        return GMCP_DB_ERROR;
+    apr_pool_t *p = db->pool;
+    const gmcp_chat_message *m[2] = { user, model };
+    const char *args[24];
+    int i, n = 0;
+    for (i = 0; i < 2; i++) {
+        const char **a = args + i * 12;
+        a[0] = s->id;
+        a[1] = gmcp_i64_str(p, m[i]->seq);
+        a[2] = m[i]->role;
+        a[3] = m[i]->parts;
+        a[4] = m[i]->text;
+        a[5] = gmcp_i64_str(p, m[i]->prompt_tokens);
+        a[6] = gmcp_i64_str(p, m[i]->output_tokens);
+        a[7] = m[i]->finish_reason ? m[i]->finish_reason : "";
+        a[8] = m[i]->model_version ? m[i]->model_version : "";
+        a[9] = gmcp_i64_str(p, m[i]->created);
+        a[10] = s->id;
+        a[11] = token;
     }
-    failed = gmcp_db_exec(db, "gmcp_chat_turn_done", &n,
-                          GMCP_ARGS(gmcp_i64_str(db->pool, model->prompt_tokens),
-                                    gmcp_i64_str(db->pool, model->output_tokens),
-                                    gmcp_now_str(db->pool), s->id, token))
-          || n != 1
-          || insert_message(db, s->id, user) || insert_message(db, s->id, model);
-    if (gmcp_db_end(db, t, failed) || failed) return n == 1 ? GMCP_DB_ERROR : GMCP_NOT_FOUND;
+    if (gmcp_db_exec(db, "gmcp_chat_turn_insert", &n, 24, args)) return GMCP_DB_ERROR;
+    if (n != 2) return GMCP_NOT_FOUND;          /* the lease was lost: nothing stored */
+    /* Release the lease with the counters. If this fails, the turn is stored and the
+     * lease simply expires. */
+    if (gmcp_db_exec(db, "gmcp_chat_turn_done", NULL,
+                     GMCP_ARGS(gmcp_i64_str(p, model->prompt_tokens),
+                               gmcp_i64_str(p, model->output_tokens), gmcp_now_str(p),
+                               s->id, token)))
+        return GMCP_DB_ERROR;
     return 0;
 }
 

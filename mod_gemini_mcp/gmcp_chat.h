@@ -46,8 +46,9 @@ int gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *t
                    apr_int64_t lease_seconds, int *acquired);
 int gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token);
 
-/* Append a user message and the model's answer in one transaction (and release the
- * lease): both or neither. */
+/* Append a user message and the model's answer in one statement — both or neither,
+ * and only while `token` holds the lease — then release the lease. GMCP_NOT_FOUND when
+ * the lease was lost (nothing stored). */
 int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
                           const gmcp_chat_message *user, const gmcp_chat_message *model);
 
