@@ -285,7 +285,12 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
         const char *uri = gmcp_tool_file_uri(c, conf, gmcp_json_str(f, "uri"));
         const char *mime = gmcp_json_str(f, "mime_type");
         json_t *fd;
-        if (!uri) continue;
+        if (!uri) {
+            json_decref(parts);
+            release(c, id, token);
+            return gmcp_text_result("every file reference needs a uri (a Gemini file URI "
+                                    "or a name like files/abc123)", 1);
+        }
         fd = json_pack("{s:s}", "fileUri", uri);
         if (mime) json_object_set_new(fd, "mimeType", json_string(mime));
         json_array_append_new(parts, json_pack("{s:o}", "fileData", fd));
@@ -318,7 +323,11 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
     u = json_object_get(final, "usageMetadata");
     mm.seq = um.seq + 1;
     mm.role = "model";
-    mm.parts = gmcp_json_dump(c->pool, json_pack("[{s:s}]", "text", text));
+    {
+        json_t *mp = json_pack("[{s:s}]", "text", text);
+        mm.parts = gmcp_json_dump(c->pool, mp);
+        json_decref(mp);
+    }
     mm.text = text;
     mm.prompt_tokens = json_integer_value(json_object_get(u, "promptTokenCount"));
     mm.output_tokens = json_integer_value(json_object_get(u, "candidatesTokenCount"));
@@ -328,7 +337,7 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
     mm.created = um.created;
     json_decref(parts);
 
-    /* Both messages of the turn, in one transaction, by the lease holder only. */
+    /* Both messages of the turn in one statement, by the lease holder only. */
     {
         json_t *err = NULL;
         if (!(db = store(c, &err))) {

@@ -246,3 +246,15 @@ def test_gmcpctl_sessions(c):
     r = c.gmcpctl_run("sessions", "delete", chat)
     assert r.returncode == 0 and r.stdout == ""
     assert tool(c, "gemini_chat_history", {"session_id": chat})["isError"] is True
+
+
+def test_bad_file_reference_is_refused_and_releases_the_session(c, fake_gemini):
+    chat = start_chat(c)
+    res = send(c, chat, "look", files=[{"mime_type": "application/pdf"}])
+    assert res["isError"] is True and "needs a uri" in res["content"][0]["text"]
+    assert not [r for r in fake_gemini.requests() if "generateContent" in r["path"]]
+    t0 = time.time()
+    res = send(c, chat, "look", files=[{"uri": "files/doc1"}])
+    assert time.time() - t0 < 2 and not res.get("isError")
+    body = [r["body"] for r in fake_gemini.requests() if "generateContent" in r["path"]][-1]
+    assert body["contents"][-1]["parts"][1]["fileData"]["fileUri"].endswith("/v1beta/files/doc1")
