@@ -4,6 +4,7 @@
 #   make -f apxs.mk test            everything: unit, integration (SQLite+PostgreSQL),
 #                                   TypeScript SDK client, MCP conformance suites
 #   make -f apxs.mk test-asan       the same under AddressSanitizer + UBSan
+#   make -f apxs.mk test-valgrind   unit tests and gmcpctl under valgrind
 #   make -f apxs.mk install         apxs -i, gmcpctl, sql/ (fixtures module excluded)
 #   make -f apxs.mk run             build and serve on 127.0.0.1 with SQLite
 #   make -f apxs.mk deps            install the Debian packages (root)
@@ -44,7 +45,8 @@ MODULE    := $(BUILD)/mod_gemini_mcp.so
 FIXTURES  := $(BUILD)/mod_gemini_mcp_fixtures.so
 GMCPCTL   := $(BUILD)/gmcpctl
 
-.PHONY: all install test test-unit test-integration test-asan test-deps deps run clean bench
+.PHONY: all install test test-unit test-integration test-asan test-valgrind test-deps deps run \
+        clean bench
 
 all: $(MODULE) $(FIXTURES) $(GMCPCTL) $(UNIT_BIN)
 
@@ -110,6 +112,17 @@ test: test-unit test-integration
 
 test-asan:
 	$(MAKE) -f apxs.mk SANITIZE=1 test
+
+# The core and gmcpctl under valgrind (the module itself runs under ASan/UBSan in
+# test-asan: httpd's multi-process suite is not practical under valgrind).
+VALGRIND := valgrind -q --error-exitcode=9 --leak-check=full \
+            --errors-for-leak-kinds=definite,indirect
+test-valgrind: $(UNIT_BIN) $(GMCPCTL)
+	@set -e; for t in $(UNIT_BIN); do $(VALGRIND) $$t; done; \
+	d=$$(mktemp -d); trap 'rm -rf $$d' EXIT; \
+	for cmd in "migrate" "migrate status" "sessions list" "--json sessions list"; do \
+	    $(VALGRIND) $(GMCPCTL) -d sqlite3 -p $$d/v.db -s sql $$cmd >/dev/null; done; \
+	echo "valgrind: unit tests and gmcpctl clean"
 
 deps:
 	bash .ci/deps
