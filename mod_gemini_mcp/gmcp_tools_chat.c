@@ -267,33 +267,21 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
     const char *id = gmcp_json_str(args, "session_id");
     const char *message = gmcp_json_str(args, "message");
     const char *token = gmcp_random_id(c->pool, 12), *text = NULL;
-    json_t *result = NULL, *files = json_object_get(args, "files"), *f, *parts, *contents;
+    json_t *result = NULL, *files = json_object_get(args, "files"), *parts, *contents;
     json_t *req, *gc, *final = NULL, *u;
     gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
     gmcp_chat_session s;
     gmcp_chat_message um, mm;
     apr_array_header_t *msgs;
     gmcp_db *db;
-    size_t i;
     int rv;
 
     if (!g) return result;
     if (!message || !*message) return gmcp_text_result("message must not be empty", 1);
     if ((result = acquire(c, conf, id, token, &s, &msgs)) != NULL) return result;
-    parts = json_pack("[{s:s}]", "text", message);
-    json_array_foreach(files, i, f) {
-        const char *uri = gmcp_tool_file_uri(c, conf, gmcp_json_str(f, "uri"));
-        const char *mime = gmcp_json_str(f, "mime_type");
-        json_t *fd;
-        if (!uri) {
-            json_decref(parts);
-            release(c, id, token);
-            return gmcp_text_result("every file reference needs a uri (a Gemini file URI "
-                                    "or a name like files/abc123)", 1);
-        }
-        fd = json_pack("{s:s}", "fileUri", uri);
-        if (mime) json_object_set_new(fd, "mimeType", json_string(mime));
-        json_array_append_new(parts, json_pack("{s:o}", "fileData", fd));
+    if (!(parts = gmcp_tool_user_parts(c, conf, message, files, &result))) {
+        release(c, id, token);
+        return result;
     }
     /* The rest of the request (system instruction, settings) as JSON... */
     req = json_object();

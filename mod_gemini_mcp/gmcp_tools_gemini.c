@@ -77,26 +77,11 @@ const char *gmcp_tool_file_uri(gmcp_call *c, const gmcp_gemini_conf *conf, const
     return ref;
 }
 
-/* contents from "contents" (Gemini shape, passed through) or "prompt" + files. */
-static json_t *contents_arg(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
-                            json_t **result)
+json_t *gmcp_tool_user_parts(gmcp_call *c, const gmcp_gemini_conf *conf, const char *text,
+                             json_t *files, json_t **result)
 {
-    json_t *contents = json_object_get(args, "contents");
-    const char *prompt = gmcp_json_str(args, "prompt");
-    json_t *files = json_object_get(args, "files"), *parts, *f;
+    json_t *parts = json_pack("[{s:s}]", "text", text), *f;
     size_t i;
-    if (json_is_array(contents) && json_array_size(contents) > 0) {
-        if (prompt) {
-            *result = gmcp_text_result("give either prompt or contents, not both", 1);
-            return NULL;
-        }
-        return json_incref(contents);
-    }
-    if (!prompt || !*prompt) {
-        *result = gmcp_text_result("a non-empty prompt (or contents) is required", 1);
-        return NULL;
-    }
-    parts = json_pack("[{s:s}]", "text", prompt);
     json_array_foreach(files, i, f) {
         const char *uri = gmcp_tool_file_uri(c, conf, gmcp_json_str(f, "uri"));
         const char *mime = gmcp_json_str(f, "mime_type");
@@ -111,6 +96,28 @@ static json_t *contents_arg(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *
         if (mime) json_object_set_new(fd, "mimeType", json_string(mime));
         json_array_append_new(parts, json_pack("{s:o}", "fileData", fd));
     }
+    return parts;
+}
+
+/* contents from "contents" (Gemini shape, passed through) or "prompt" + files. */
+static json_t *contents_arg(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
+                            json_t **result)
+{
+    json_t *contents = json_object_get(args, "contents");
+    const char *prompt = gmcp_json_str(args, "prompt");
+    json_t *files = json_object_get(args, "files"), *parts;
+    if (json_is_array(contents) && json_array_size(contents) > 0) {
+        if (prompt) {
+            *result = gmcp_text_result("give either prompt or contents, not both", 1);
+            return NULL;
+        }
+        return json_incref(contents);
+    }
+    if (!prompt || !*prompt) {
+        *result = gmcp_text_result("a non-empty prompt (or contents) is required", 1);
+        return NULL;
+    }
+    if (!(parts = gmcp_tool_user_parts(c, conf, prompt, files, result))) return NULL;
     return json_pack("[{s:s, s:o}]", "role", "user", "parts", parts);
 }
 

@@ -32,6 +32,9 @@ const char *gmcp_tool_model(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *
                             const char *fallback, json_t **result);
 json_t *gmcp_tool_generation_config(json_t *args);
 const char *gmcp_tool_file_uri(gmcp_call *c, const gmcp_gemini_conf *conf, const char *ref);
+/* [{text}, {fileData}...] for a user turn; NULL with *result set for a bad reference. */
+json_t *gmcp_tool_user_parts(gmcp_call *c, const gmcp_gemini_conf *conf, const char *text,
+                             json_t *files, json_t **result);
 /* generateContent, or the SSE stream when the call has a progress token (each chunk
  * forwarded as progress). Returns the tool result; on success *final is the last
  * response (new ref: usage, finish reason) and *text the whole answer. */
