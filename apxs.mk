@@ -83,7 +83,7 @@ $(BUILD)/httpd_conf.o: gmcpctl/httpd_conf.c gmcpctl/httpd_conf.h
 $(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/httpd_conf.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS)
 
-$(BUILD)/unit/%: test/unit/%.c test/unit/unit.h $(CORE_OBJ) $(BUILD)/httpd_conf.o
+$(BUILD)/unit/%: test/unit/%.c test/unit/unit.h test/unit/unit_db.h $(CORE_OBJ) $(BUILD)/httpd_conf.o
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Igmcpctl -Itest/unit -o $@ $< $(CORE_OBJ) $(BUILD)/httpd_conf.o \
 	    $(APR_LIBS) $(DEP_LIBS)

@@ -1,6 +1,7 @@
 /* Chat store and exports on real SQLite, without httpd; exports are compared with the
  * golden files in test/golden/ (regenerate with GMCP_GOLDEN_WRITE=1 and review). */
 #include "unit.h"
+#include "unit_db.h"
 #include "gmcp_chat.h"
 #include "gmcp_db.h"
 #include "gmcp_migrate.h"
@@ -18,15 +19,10 @@ static char dir[] = "/tmp/gmcp-chat-XXXXXX";
 
 static void t_setup(apr_pool_t *p)
 {
-    const apr_dbd_driver_t *drv;
     const char *err = NULL;
     apr_array_header_t *migs;
     int applied = 0;
-    CHECK(mkdtemp(dir) != NULL);
-    CHECK(apr_dbd_init(p) == APR_SUCCESS);
-    CHECK(apr_dbd_get_driver(p, "sqlite3", &drv) == APR_SUCCESS);
-    CHECK(apr_dbd_open_ex(drv, p, apr_pstrcat(p, dir, "/c.db", NULL), &handle, &err) == 0);
-    gmcp_db_init(&db, drv, handle, apr_hash_make(p), p);
+    CHECK(unit_open_sqlite(p, dir, "c.db", &db, &handle) == 0);
     CHECK(gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0);
     CHECK(gmcp_migrate_apply(&db, migs, &applied, &err) == 0);
 }

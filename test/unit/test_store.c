@@ -1,6 +1,7 @@
 /* Unit tests for migrations and the MCP session store on a real SQLite file, without
  * httpd (the integration tests cover PostgreSQL through the module). */
 #include "unit.h"
+#include "unit_db.h"
 #include "gmcp_db.h"
 #include "gmcp_migrate.h"
 #include "gmcp_store.h"
@@ -18,17 +19,11 @@ static char tmpl[] = "/tmp/gmcp-unit-XXXXXX";
 
 static void t_open_and_migrate(apr_pool_t *p)
 {
-    const apr_dbd_driver_t *drv;
-    const char *err = NULL, *dir;
+    const char *err = NULL;
     apr_array_header_t *migs;
     int applied = 0, version = -1, behind = 0;
 
-    dir = mkdtemp(tmpl);
-    CHECK(dir != NULL);
-    CHECK(apr_dbd_init(p) == APR_SUCCESS);
-    CHECK(apr_dbd_get_driver(p, "sqlite3", &drv) == APR_SUCCESS);
-    CHECK(apr_dbd_open_ex(drv, p, apr_pstrcat(p, dir, "/u.db", NULL), &handle, &err) == 0);
-    gmcp_db_init(&db, drv, handle, apr_hash_make(p), p);
+    CHECK(unit_open_sqlite(p, tmpl, "u.db", &db, &handle) == 0);
 
     /* An empty database is version 0 and not ready. */
     CHECK(gmcp_db_schema_version(&db, &version, &err) == 0 && version == 0);
