@@ -62,7 +62,17 @@ int gmcp_db_exec_raw(gmcp_db *db, const char *sql, int *nrows)
     return rv;
 }
 
+static int schema_version_once(gmcp_db *db, int *version, const char **err);
+
 int gmcp_db_schema_version(gmcp_db *db, int *version, const char **err)
+{
+    /* apr_dbd_sqlite3 runs unprepared statements through the legacy sqlite3_prepare,
+     * so the first one on a connection after a schema change (gmcpctl migrate while
+     * the server runs) fails once with SQLITE_SCHEMA: try a second time. */
+    return schema_version_once(db, version, err) && schema_version_once(db, version, err);
+}
+
+static int schema_version_once(gmcp_db *db, int *version, const char **err)
 {
     gmcp_rows rs;
     int rv;
@@ -91,11 +101,7 @@ int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind)
     int version = 0;
     *schema_behind = 0;
     if (apr_hash_get(db->prepared, SCHEMA_OK_KEY, APR_HASH_KEY_STRING)) return 0;
-    /* apr_dbd_sqlite3 runs unprepared statements through the legacy sqlite3_prepare,
-     * so the first one on a connection after a schema change (gmcpctl migrate while
-     * the server runs) fails once with SQLITE_SCHEMA: try a second time. */
-    if (gmcp_db_schema_version(db, &version, err) && gmcp_db_schema_version(db, &version, err))
-        return -1;
+    if (gmcp_db_schema_version(db, &version, err)) return -1;
     if (version < GMCP_SCHEMA_VERSION) {
         *schema_behind = 1;
         *err = apr_psprintf(db->pool, "database schema is at version %d, this build needs %d: "

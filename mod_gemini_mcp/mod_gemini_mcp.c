@@ -455,6 +455,20 @@ static int make_breaker(apr_pool_t *p, server_rec *s)
     return OK;
 }
 
+void gmcp_breaker_read(gmcp_breaker_state *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!g_breaker.st) return;
+    g_breaker.lock(NULL);
+    *out = *g_breaker.st;
+    g_breaker.unlock(NULL);
+}
+
+int gmcp_gemini_configured(void)
+{
+    return g_gemini.api_key != NULL;
+}
+
 static CURL *curl_for_thread(void)
 {
     void *h = NULL;
@@ -583,6 +597,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_post_config(gmcp_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(gmcp_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_mcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(gmcp_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 /* Declared without AP_DECLARE_MODULE: mod_gemini_mcp.h already does APLOG_USE_MODULE

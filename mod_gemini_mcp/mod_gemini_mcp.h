@@ -65,5 +65,12 @@ const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c);
 
 /* Handlers */
 int gmcp_mcp_handler(request_rec *r);
+int gmcp_status_handler(request_rec *r);
+
+/* For the status handler: a consistent copy of the Gemini breaker's shared state, and
+ * whether a Gemini API key is configured. */
+#include "gmcp_breaker.h"
+void gmcp_breaker_read(gmcp_breaker_state *out);
+int gmcp_gemini_configured(void);
 
 #endif

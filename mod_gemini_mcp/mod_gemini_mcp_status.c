@@ -1,0 +1,96 @@
+/* mod_gemini_mcp_status.c — SetHandler gemini-mcp-status: health for load balancers
+ * and orchestrators.
+ *
+ *   <prefix>/live   200 while httpd answers at all
+ *   <prefix>/ready  200 when the database is reachable and its schema current, else 503;
+ *                   reports the Gemini circuit breaker's state (shared by all children)
+ */
+#include "mod_gemini_mcp.h"
+#include "gmcp_breaker.h"
+
+#include <http_protocol.h>
+#include <http_request.h>
+#include <mod_dbd.h>
+#include <apr_strings.h>
+
+static int send_status(request_rec *r, int status, json_t *body)
+{
+    const char *text = gmcp_json_dump(r->pool, body);
+    json_decref(body);
+    r->status = status;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    ap_set_content_length(r, (apr_off_t)strlen(text));
+    if (!r->header_only) ap_rwrite(text, (int)strlen(text), r);
+    return OK;
+}
+
+static const char *breaker_name(unsigned int state)
+{
+    return state == GMCP_BREAKER_OPEN ? "open"
+         : state == GMCP_BREAKER_HALF_OPEN ? "half-open" : "closed";
+}
+
+/* Database: a connection from mod_dbd's pool, and the schema version on it. */
+static json_t *database_state(request_rec *r, int *ok)
+{
+    APR_OPTIONAL_FN_TYPE(ap_dbd_open) *open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    APR_OPTIONAL_FN_TYPE(ap_dbd_close) *close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    ap_dbd_t *dbd = open_fn ? open_fn(r->pool, r->server) : NULL;
+    gmcp_db db;
+    const char *err = NULL;
+    int version = 0;
+    json_t *j;
+    *ok = 0;
+    if (!dbd)
+        return json_pack("{s:s, s:s}", "status", "unreachable", "message",
+                         "no database connection (see the error log)");
+    gmcp_db_init(&db, dbd->driver, dbd->handle, dbd->prepared, r->pool);
+    if (gmcp_db_schema_version(&db, &version, &err)) {
+        close_fn(r->server, dbd);
+        return json_pack("{s:s, s:s}", "status", "error", "message",
+                         "cannot read the schema version");
+    }
+    close_fn(r->server, dbd);
+    *ok = version >= GMCP_SCHEMA_VERSION;
+    j = json_pack("{s:s, s:s, s:i, s:i}", "status", *ok ? "ok" : "schema-behind",
+                  "driver", db.pgsql ? "pgsql" : "sqlite3",
+                  "schema_version", version, "schema_needed", GMCP_SCHEMA_VERSION);
+    if (!*ok)
+        json_object_set_new(j, "message", json_string("run 'gmcpctl migrate'"));
+    return j;
+}
+
+int gmcp_status_handler(request_rec *r)
+{
+    const char *path, *leaf;
+    if (!r->handler || strcmp(r->handler, "gemini-mcp-status") != 0) return DECLINED;
+    if (r->method_number != M_GET) {
+        apr_table_setn(r->headers_out, "Allow", "GET, HEAD");
+        return send_status(r, HTTP_METHOD_NOT_ALLOWED,
+                           json_pack("{s:s}", "error", "use GET"));
+    }
+    path = r->uri;
+    leaf = strrchr(path, '/');
+    leaf = leaf ? leaf + 1 : path;
+    if (!strcmp(leaf, "live"))
+        return send_status(r, HTTP_OK, json_pack("{s:s, s:s}", "status", "live",
+                                                 "version", GMCP_VERSION));
+    if (!strcmp(leaf, "ready")) {
+        int db_ok = 0;
+        json_t *dbj = database_state(r, &db_ok);
+        gmcp_breaker_state bs;
+        json_t *gem;
+        gmcp_breaker_read(&bs);
+        gem = json_pack("{s:b, s:s, s:I}", "configured", gmcp_gemini_configured(),
+                        "breaker", breaker_name(bs.state), "breaker_opens",
+                        (json_int_t)bs.opens);
+        /* Gemini being down does not make this server unready: its tools answer
+         * plainly and the breaker recovers on its own; the database is essential. */
+        return send_status(r, db_ok ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE,
+                           json_pack("{s:s, s:o, s:o}", "status", db_ok ? "ready" : "unready",
+                                     "database", dbj, "gemini", gem));
+    }
+    return send_status(r, HTTP_NOT_FOUND,
+                       json_pack("{s:s}", "error", "unknown status path: use live or ready"));
+}
