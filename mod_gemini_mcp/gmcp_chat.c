@@ -58,11 +58,6 @@ const gmcp_stmt gmcp_chat_stmts[] = {
     {NULL, NULL}
 };
 
-static apr_int64_t now_sec(void)
-{
-    return (apr_int64_t)apr_time_sec(apr_time_now());
-}
-
 static void fill_session(const char **row, gmcp_chat_session *s)
 {
     s->id = row[0];
@@ -87,7 +82,7 @@ int gmcp_chat_create(gmcp_db *db, const gmcp_chat_session *s)
 
 static const char *since(gmcp_db *db, apr_int64_t idle_timeout)
 {
-    return gmcp_i64_str(db->pool, idle_timeout > 0 ? now_sec() - idle_timeout : 0);
+    return gmcp_i64_str(db->pool, idle_timeout > 0 ? gmcp_now_sec() - idle_timeout : 0);
 }
 
 int gmcp_chat_get(gmcp_db *db, const char *id, const char *owner, apr_int64_t idle_timeout,
@@ -165,7 +160,7 @@ int gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *t
                    apr_int64_t lease_seconds, int *acquired)
 {
     int n = 0;
-    apr_int64_t now = now_sec();
+    apr_int64_t now = gmcp_now_sec();
     *acquired = 0;
     if (gmcp_db_exec(db, "gmcp_chat_lock", &n,
                      GMCP_ARGS(token, gmcp_i64_str(db->pool, now + lease_seconds), id, owner,
@@ -217,7 +212,7 @@ int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *t
 
 int gmcp_chat_sweep(gmcp_db *db, apr_int64_t idle_timeout)
 {
-    const char *before = gmcp_i64_str(db->pool, now_sec() - idle_timeout);
+    const char *before = gmcp_i64_str(db->pool, gmcp_now_sec() - idle_timeout);
     return (gmcp_db_exec(db, "gmcp_chat_sweep_msgs", NULL, GMCP_ARGS(before))
             || gmcp_db_exec(db, "gmcp_chat_sweep", NULL, GMCP_ARGS(before)))
         ? GMCP_DB_ERROR : 0;

@@ -26,6 +26,14 @@ const char *gmcp_supported_versions(void)
     return "2025-11-25, 2025-06-18, 2025-03-26";
 }
 
+const char *gmcp_capability_for(const char *method)
+{
+    if (!strcmp(method, "sampling/createMessage")) return "sampling";
+    if (!strcmp(method, "elicitation/create")) return "elicitation";
+    if (!strcmp(method, "roots/list")) return "roots";
+    return NULL;
+}
+
 int gmcp_log_level_parse(const char *name)
 {
     int i;

@@ -58,6 +58,10 @@ const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m);
 /* Handle a notification from the client. Returns 0 if accepted. */
 int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m);
 
+/* The client capability a server→client request method needs ("sampling" for
+ * sampling/createMessage, ...), or NULL. */
+const char *gmcp_capability_for(const char *method);
+
 /* RFC 5424 level names used by logging/setLevel. -1 for an unknown name. */
 int gmcp_log_level_parse(const char *name);
 const char *gmcp_log_level_name(gmcp_log_level l);

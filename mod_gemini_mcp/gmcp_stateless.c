@@ -247,18 +247,10 @@ int gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t keylen,
 
 /* ---- MRTR ------------------------------------------------------------------------- */
 
-static const char *capability_for(const char *method)
-{
-    if (!strcmp(method, "sampling/createMessage")) return "sampling";
-    if (!strcmp(method, "elicitation/create")) return "elicitation";
-    if (!strcmp(method, "roots/list")) return "roots";
-    return NULL;
-}
-
 int gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method, json_t *params,
                     json_t **response)
 {
-    const char *cap = capability_for(method);
+    const char *cap = gmcp_capability_for(method);
     json_t *answer = c->input_responses ? json_object_get(c->input_responses, key) : NULL;
     *response = NULL;
     if (!cap || !c->client_caps || !json_object_get(c->client_caps, cap)) {

@@ -83,11 +83,6 @@ const gmcp_stmt gmcp_store_stmts[] = {
  * hot path read-only. */
 #define TOUCH_EVERY 60
 
-static apr_int64_t now_sec(void)
-{
-    return (apr_int64_t)apr_time_sec(apr_time_now());
-}
-
 int gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info)
 {
     const char *now = gmcp_now_str(db->pool);
@@ -101,7 +96,7 @@ int gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
 {
     gmcp_rows rs;
     const char **row;
-    apr_int64_t now = now_sec();
+    apr_int64_t now = gmcp_now_sec();
     if (gmcp_db_select(db, "gmcp_session_select", &rs,
                        GMCP_ARGS(id, gmcp_i64_str(db->pool, now - idle_timeout))))
         return GMCP_DB_ERROR;
@@ -265,7 +260,7 @@ int gmcp_subscription_remove(gmcp_db *db, const char *session_id, const char *ur
 
 int gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout, apr_int64_t event_retention)
 {
-    apr_int64_t now = now_sec();
+    apr_int64_t now = gmcp_now_sec();
     const char *idle = gmcp_i64_str(db->pool, now - idle_timeout);
     const char *old = gmcp_i64_str(db->pool, now - event_retention);
     if (gmcp_db_exec(db, "gmcp_sweep_events", NULL, GMCP_ARGS(old, idle))

@@ -46,7 +46,7 @@ static json_t *t_chat_start(gmcp_call *c, json_t *args, void *baton)
     const gmcp_gemini_conf *conf = baton;
     json_t *result = NULL;
     gmcp_chat_session s;
-    const char *model = gmcp_tool_model(c, conf, args, conf->default_model, &result);
+    const char *model = gmcp_tool_model(c, args, conf->default_model, &result);
     gmcp_db *db;
     int rv;
     if (!model) return result;

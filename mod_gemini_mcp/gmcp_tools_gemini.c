@@ -56,15 +56,14 @@ json_t *gmcp_tool_error_result(gmcp_call *c, const gmcp_gemini_error *e)
     return gmcp_text_result(apr_psprintf(c->pool, "Gemini call failed: %s", e->message), 1);
 }
 
-const char *gmcp_tool_model(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
-                            const char *fallback, json_t **result)
+const char *gmcp_tool_model(gmcp_call *c, json_t *args, const char *fallback,
+                            json_t **result)
 {
     const char *m = gmcp_json_str(args, "model");
     const char *path = gmcp_gemini_model_path(c->pool, m ? m : fallback);
     if (!path)
         *result = gmcp_text_result(apr_psprintf(c->pool, "invalid model name '%s'",
                                                 m ? m : fallback), 1);
-    (void)conf;
     return path;
 }
 
@@ -262,7 +261,7 @@ static json_t *t_generate(gmcp_call *c, json_t *args, void *baton)
     gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
     const char *model, *sys, *text;
     if (!g) return result;
-    if (!(model = gmcp_tool_model(c, conf, args, conf->default_model, &result))) return result;
+    if (!(model = gmcp_tool_model(c, args, conf->default_model, &result))) return result;
     if (!(contents = contents_arg(c, conf, args, &result))) return result;
     req = json_pack("{s:o}", "contents", contents);
     if ((sys = gmcp_json_str(args, "system_instruction")))
@@ -288,7 +287,7 @@ static json_t *t_count_tokens(gmcp_call *c, json_t *args, void *baton)
     gmcp_gemini_error err;
     json_int_t n;
     if (!g) return result;
-    if (!(model = gmcp_tool_model(c, conf, args, conf->default_model, &result))) return result;
+    if (!(model = gmcp_tool_model(c, args, conf->default_model, &result))) return result;
     if (json_is_array(json_object_get(args, "contents")))
         contents = json_incref(json_object_get(args, "contents"));
     else if (gmcp_json_str(args, "text"))
@@ -326,7 +325,7 @@ static json_t *t_embed(gmcp_call *c, json_t *args, void *baton)
     gmcp_gemini_error err;
     size_t i;
     if (!g) return result;
-    if (!(model = gmcp_tool_model(c, conf, args, GMCP_GEMINI_EMBED_MODEL, &result))) return result;
+    if (!(model = gmcp_tool_model(c, args, GMCP_GEMINI_EMBED_MODEL, &result))) return result;
     if (!json_is_array(texts) || json_array_size(texts) == 0 || json_array_size(texts) > 100)
         return gmcp_text_result("texts must hold 1 to 100 strings", 1);
     reqs = json_array();

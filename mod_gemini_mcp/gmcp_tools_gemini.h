@@ -28,8 +28,8 @@ const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf 
 #include "gmcp_gemini.h"
 gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t **result);
 json_t *gmcp_tool_error_result(gmcp_call *c, const gmcp_gemini_error *e);
-const char *gmcp_tool_model(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *args,
-                            const char *fallback, json_t **result);
+const char *gmcp_tool_model(gmcp_call *c, json_t *args, const char *fallback,
+                            json_t **result);
 json_t *gmcp_tool_generation_config(json_t *args);
 const char *gmcp_tool_file_uri(gmcp_call *c, const gmcp_gemini_conf *conf, const char *ref);
 /* [{text}, {fileData}...] for a user turn; NULL with *result set for a bad reference. */

@@ -98,9 +98,14 @@ const char *gmcp_i64_str(apr_pool_t *p, apr_int64_t v)
     return apr_psprintf(p, "%" APR_INT64_T_FMT, v);
 }
 
+apr_int64_t gmcp_now_sec(void)
+{
+    return (apr_int64_t)apr_time_sec(apr_time_now());
+}
+
 const char *gmcp_now_str(apr_pool_t *p)
 {
-    return gmcp_i64_str(p, (apr_int64_t)apr_time_sec(apr_time_now()));
+    return gmcp_i64_str(p, gmcp_now_sec());
 }
 
 int gmcp_parse_u64(const char *s, apr_uint64_t *out)

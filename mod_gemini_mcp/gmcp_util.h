@@ -19,7 +19,8 @@ unsigned char *gmcp_b64url_decode(apr_pool_t *p, const char *s, apr_size_t *len)
 /* Lowercase hex SHA-256 of a buffer. */
 const char *gmcp_sha256_hex(apr_pool_t *p, const void *data, apr_size_t len);
 
-/* Seconds since the epoch, as a decimal string for SQL parameters. */
+/* Seconds since the epoch, and as a decimal string for SQL parameters. */
+apr_int64_t gmcp_now_sec(void);
 const char *gmcp_now_str(apr_pool_t *p);
 const char *gmcp_i64_str(apr_pool_t *p, apr_int64_t v);
 

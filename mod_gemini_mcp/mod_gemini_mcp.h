@@ -67,6 +67,9 @@ const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c);
 int gmcp_mcp_handler(request_rec *r);
 int gmcp_status_handler(request_rec *r);
 
+/* A JSON response (Cache-Control: no-store) with this status; returns OK. */
+int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */);
+
 /* For the status handler: a consistent copy of the Gemini breaker's shared state, and
  * whether a Gemini API key is configured. */
 #include "gmcp_breaker.h"

@@ -121,7 +121,7 @@ static int send_text(request_rec *r, int status, const char *body)
     return OK;
 }
 
-static int send_json(request_rec *r, int status, json_t *msg /* stolen */)
+int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */)
 {
     const char *body = gmcp_json_dump(r->pool, msg);
     json_decref(msg);
@@ -134,7 +134,7 @@ static int reject(request_rec *r, int status, json_t *id, int code, const char *
 {
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10713)
                   "gemini_mcp: %d: %s", status, message);
-    send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
+    gmcp_send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
     return DONE;
 }
 
@@ -409,20 +409,11 @@ static int op_log(gmcp_call *c, gmcp_log_level level, const char *logger, json_t
     return sse_send(x, gmcp_rpc_notification("notifications/message", params));
 }
 
-/* Which client capability a server→client request needs. */
-static const char *needed_capability(const char *method)
-{
-    if (!strcmp(method, "sampling/createMessage")) return "sampling";
-    if (!strcmp(method, "elicitation/create")) return "elicitation";
-    if (!strcmp(method, "roots/list")) return "roots";
-    return NULL;
-}
-
 static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **result,
                   const char **errmsg)
 {
     gmcp_req *x = c->transport;
-    const char *cap = needed_capability(method), *id, *key, *why, *resp = NULL;
+    const char *cap = gmcp_capability_for(method), *id, *key, *why, *resp = NULL;
     apr_time_t deadline = apr_time_now() + gmcp_conf_client_timeout(x->dc);
     apr_interval_time_t wait = apr_time_from_msec(5);
     int rv;
@@ -507,7 +498,7 @@ static int op_input(gmcp_call *c, const char *key, const char *method, json_t *p
                     json_t **response)
 {
     gmcp_req *x = c->transport;
-    const char *cap = needed_capability(method), *err = NULL;
+    const char *cap = gmcp_capability_for(method), *err = NULL;
     if (c->stateless) return gmcp_mrtr_input(c, key, method, params, response);
     *response = NULL;
     if (cap && !json_object_get(x->caps, cap)) {
@@ -647,7 +638,7 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     if (!stream) {
         if (rc.new_session_id) apr_table_setn(r->headers_out, HDR_SESSION, rc.new_session_id);
         if (!resp)
-            return send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
+            return gmcp_send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
                                                         "Request cancelled", NULL));
         return send_text(r, rc.http_status ? rc.http_status : HTTP_OK, resp);
     }
@@ -709,7 +700,7 @@ static int handle_stateless(gmcp_req *x, gmcp_msg *m)
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10714)
                       "gemini_mcp: %d: %s", status,
                       gmcp_json_str(json_object_get(err, "error"), "message"));
-        send_json(r, status, err);
+        gmcp_send_json(r, status, err);
         return DONE;
     }
     meta = gmcp_json_obj(m->params, "_meta");

@@ -13,18 +13,6 @@
 #include <mod_dbd.h>
 #include <apr_strings.h>
 
-static int send_status(request_rec *r, int status, json_t *body)
-{
-    const char *text = gmcp_json_dump(r->pool, body);
-    json_decref(body);
-    r->status = status;
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    ap_set_content_length(r, (apr_off_t)strlen(text));
-    if (!r->header_only) ap_rwrite(text, (int)strlen(text), r);
-    return OK;
-}
-
 static const char *breaker_name(unsigned int state)
 {
     return state == GMCP_BREAKER_OPEN ? "open"
@@ -67,14 +55,14 @@ int gmcp_status_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, "gemini-mcp-status") != 0) return DECLINED;
     if (r->method_number != M_GET) {
         apr_table_setn(r->headers_out, "Allow", "GET, HEAD");
-        return send_status(r, HTTP_METHOD_NOT_ALLOWED,
+        return gmcp_send_json(r, HTTP_METHOD_NOT_ALLOWED,
                            json_pack("{s:s}", "error", "use GET"));
     }
     path = r->uri;
     leaf = strrchr(path, '/');
     leaf = leaf ? leaf + 1 : path;
     if (!strcmp(leaf, "live"))
-        return send_status(r, HTTP_OK, json_pack("{s:s, s:s}", "status", "live",
+        return gmcp_send_json(r, HTTP_OK, json_pack("{s:s, s:s}", "status", "live",
                                                  "version", GMCP_VERSION));
     if (!strcmp(leaf, "ready")) {
         int db_ok = 0;
@@ -87,10 +75,10 @@ int gmcp_status_handler(request_rec *r)
                         (json_int_t)bs.opens);
         /* Gemini being down does not make this server unready: its tools answer
          * plainly and the breaker recovers on its own; the database is essential. */
-        return send_status(r, db_ok ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE,
+        return gmcp_send_json(r, db_ok ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE,
                            json_pack("{s:s, s:o, s:o}", "status", db_ok ? "ready" : "unready",
                                      "database", dbj, "gemini", gem));
     }
-    return send_status(r, HTTP_NOT_FOUND,
+    return gmcp_send_json(r, HTTP_NOT_FOUND,
                        json_pack("{s:s}", "error", "unknown status path: use live or ready"));
 }
