@@ -217,6 +217,18 @@ static int starts_with_ci(const char *s, const char *prefix)
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* Does [s, e) contain `w` as a whole word (case-insensitive)? */
+static int has_word(const char *s, const char *e, const char *w)
+{
+    size_t n = strlen(w);
+    const char *q;
+    for (q = s; q + n <= e; q++)
+        if (strncasecmp(q, w, n) == 0 && (q == s || !isalnum((unsigned char)q[-1]))
+            && (q + n == e || !isalnum((unsigned char)q[n])))
+            return 1;
+    return 0;
+}
+
 apr_array_header_t *gmcp_sql_split(apr_pool_t *p, const char *s)
 {
     apr_array_header_t *out = apr_array_make(p, 8, sizeof(const char *));
@@ -245,13 +257,13 @@ apr_array_header_t *gmcp_sql_split(apr_pool_t *p, const char *s)
         }
         if (in_trigger < 0 && !isspace((unsigned char)*s)) {
             /* First significant character of a statement: note triggers, whose
-             * bodies contain semicolons up to END. */
+             * bodies (SQLite's BEGIN ... END) contain semicolons up to END. */
             in_trigger = starts_with_ci(s, "CREATE TRIGGER") ? 1 : 0;
             start = s;
         }
         if (*s == ';') {
             int end = 1;
-            if (in_trigger == 1) {
+            if (in_trigger == 1 && has_word(start, s, "BEGIN")) {
                 const char *b = s;
                 while (b > start && isspace((unsigned char)b[-1])) b--;
                 end = b - start >= 3 && strncasecmp(b - 3, "END", 3) == 0

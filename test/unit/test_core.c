@@ -167,11 +167,16 @@ static void t_split(apr_pool_t *p)
     apr_array_header_t *a = gmcp_sql_split(p,
         "-- c;\nCREATE TABLE a (x TEXT DEFAULT 'a;b');\n"
         "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN RAISE 'x;y'; END; $$ LANGUAGE plpgsql;\n"
-        "CREATE TRIGGER t BEFORE UPDATE ON a BEGIN SELECT 1; SELECT 2; END;\n  \n");
-    CHECK(a->nelts == 3);
-    CHECK(a->nelts == 3 && strstr(APR_ARRAY_IDX(a, 0, const char *), "'a;b'"));
-    CHECK(a->nelts == 3 && strstr(APR_ARRAY_IDX(a, 1, const char *), "LANGUAGE plpgsql"));
-    CHECK(a->nelts == 3 && strstr(APR_ARRAY_IDX(a, 2, const char *), "SELECT 2; END"));
+        "CREATE TRIGGER t BEFORE UPDATE ON a BEGIN SELECT 1; SELECT 2; END;\n  \n"
+        "CREATE TRIGGER u BEFORE DELETE ON a FOR EACH ROW EXECUTE FUNCTION f();\n"
+        "CREATE TABLE b (begun TEXT);\n");
+    CHECK(a->nelts == 5);
+    /* A PostgreSQL trigger has no BEGIN ... END body: it ends at its semicolon. */
+    CHECK(a->nelts == 5 && !strcmp(APR_ARRAY_IDX(a, 3, const char *),
+          "CREATE TRIGGER u BEFORE DELETE ON a FOR EACH ROW EXECUTE FUNCTION f()"));
+    CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 0, const char *), "'a;b'"));
+    CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 1, const char *), "LANGUAGE plpgsql"));
+    CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 2, const char *), "SELECT 2; END"));
 }
 
 static void t_versions(apr_pool_t *p)
