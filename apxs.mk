@@ -34,7 +34,7 @@ ALL_CFLAGS := $(CFLAGS) $(WARN) $(SAN_FLAGS) -std=gnu11 $(APR_CFLAGS) -Imod_gemi
 CORE_SRC  := $(wildcard mod_gemini_mcp/gmcp_*.c)
 CORE_HDR  := $(wildcard mod_gemini_mcp/gmcp_*.h)
 GLUE_SRC  := mod_gemini_mcp/mod_gemini_mcp.c mod_gemini_mcp/mod_gemini_mcp_http.c \
-             mod_gemini_mcp/mod_gemini_mcp_status.c
+             mod_gemini_mcp/mod_gemini_mcp_status.c mod_gemini_mcp/mod_gemini_mcp_access.c
 CORE_OBJ  := $(patsubst mod_gemini_mcp/%.c,$(BUILD)/core/%.o,$(CORE_SRC))
 UNIT_SRC  := $(wildcard test/unit/test_*.c)
 UNIT_BIN  := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
@@ -73,15 +73,19 @@ $(BUILD)/core/%.o: mod_gemini_mcp/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/gmcpctl.o: gmcpctl/gmcpctl.c $(CORE_HDR) gmcpctl/httpd_conf.h
+$(BUILD)/gmcpctl.o: gmcpctl/gmcpctl.c $(CORE_HDR) gmcpctl/httpd_conf.h gmcpctl/gmcpctl.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Igmcpctl -DGMCP_VERSION='"0.1.0"' -c -o $@ $<
+
+$(BUILD)/gmcpctl_access.o: gmcpctl/access.c $(CORE_HDR) gmcpctl/gmcpctl.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Igmcpctl -c -o $@ $<
 
 $(BUILD)/httpd_conf.o: gmcpctl/httpd_conf.c gmcpctl/httpd_conf.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Igmcpctl -c -o $@ $<
 
-$(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/httpd_conf.o $(CORE_OBJ)
+$(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/gmcpctl_access.o $(BUILD)/httpd_conf.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS)
 
 $(BUILD)/unit/%: test/unit/%.c test/unit/unit.h test/unit/unit_db.h $(CORE_OBJ) $(BUILD)/httpd_conf.o
@@ -134,7 +138,7 @@ run: all
 	else echo "run: GEMINI_API_KEY is not set: the gemini_* tools will answer that Gemini" \
 	     "is not configured"; fi
 	test/start-server --port $${PORT:-8080} --data-dir $${DATA_DIR:-$(CURDIR)/run} \
-	    $${GEMINI_API_KEY:+--gemini-key-env GEMINI_API_KEY}
+	    --auth $${AUTH:-none} $${GEMINI_API_KEY:+--gemini-key-env GEMINI_API_KEY}
 
 bench: all test-deps
 	bench/run

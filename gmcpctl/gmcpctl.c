@@ -16,30 +16,18 @@
 #include <jansson.h>
 
 #include "gmcp_chat.h"
+#include "gmcp_keys.h"
 #include "gmcp_db.h"
 #include "gmcp_store.h"
 #include "gmcp_migrate.h"
 #include "httpd_conf.h"
+#include "gmcpctl.h"
 
 #ifndef GMCP_SQL_DIR
 #define GMCP_SQL_DIR "/usr/local/share/gemini-mcp/sql"
 #endif
 
-#define EXIT_FAIL  1
-#define EXIT_USAGE 2
 
-typedef struct {
-    apr_pool_t *pool;
-    const char *config;
-    const char *driver;
-    const char *params;
-    const char *sql_dir;
-    int verbose;
-    int json;
-    const char *format;
-    const char *owner;
-    gmcp_db db;
-} ctl;
 
 static void usage(FILE *out)
 {
@@ -55,6 +43,17 @@ static void usage(FILE *out)
 "  sessions show ID   one chat session's details\n"
 "  sessions export ID the session as --format json|text|markdown (default markdown)\n"
 "  sessions delete ID delete a chat session and its messages\n"
+"  keys create        make an API key (--name N [--tenant T] [--scopes P,...]\n"
+"                     [--rate R/s|m|h] [--burst B] [--token-rate T/s|m|h]\n"
+"                     [--token-quota Q/day|month] [--max-inflight K] [--expires DATE]\n"
+"                     [--user U]); prints the secret once\n"
+"  keys list          every key (never a secret)\n"
+"  keys show ID       one key\n"
+"  keys revoke ID     refuse the key from now on (every httpd child within 1 s)\n"
+"  keys rotate ID     new secret; the old one works for --grace (default 24h)\n"
+"  keys update ID     change name, tenant, scopes, limits or expiry (same flags)\n"
+"  usage              usage per key and hour (--key ID, --since DATE|-Nh|-Nd)\n"
+"  audit              the audit log (--since DATE|-Nh|-Nd)\n"
 "\n"
 "Options:\n"
 "  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from\n"
@@ -64,6 +63,8 @@ static void usage(FILE *out)
 "  -j, --json         machine-readable output\n"
 "  -F, --format FMT   export format: json, text or markdown\n"
 "  -o, --owner NAME   only this principal's sessions\n"
+"  -k, --pepper SRC   file:PATH or env:NAME of the key-hashing secret (default: the\n"
+"                     configuration's GeminiMCPKeyPepper)\n"
 "  -v, --verbose      report what was done\n"
 "  -h, --help         this text\n"
 "  -V, --version      print the version\n"
@@ -72,7 +73,7 @@ static void usage(FILE *out)
 "Exit status: 0 success, 1 the operation failed, 2 usage error.\n", out);
 }
 
-static int fail(const char *fmt, const char *a)
+int fail(const char *fmt, const char *a)
 {
     fprintf(stderr, "gmcpctl: ");
     fprintf(stderr, fmt, a);
@@ -80,7 +81,7 @@ static int fail(const char *fmt, const char *a)
     return EXIT_FAIL;
 }
 
-static int open_db(ctl *c, int may_create)
+int open_db(ctl *c, int may_create)
 {
     const apr_dbd_driver_t *drv = NULL;
     apr_dbd_t *handle = NULL;
@@ -92,6 +93,7 @@ static int open_db(ctl *c, int may_create)
         if (gmcp_httpd_conf_dbd(c->pool, c->config, &conf, &err)) return fail("%s", err);
         if (!c->driver) c->driver = conf.driver;
         if (!c->params) c->params = conf.params;
+        if (!c->pepper) c->pepper = conf.key_pepper;
         if (!c->driver || !c->params)
             return fail("%s has no DBDriver and DBDParams (give --driver and --params)",
                         c->config);
@@ -190,7 +192,7 @@ static int cmd_migrate_status(ctl *c)
     return 0;
 }
 
-static const char *iso(apr_pool_t *p, apr_int64_t sec)
+const char *iso(apr_pool_t *p, apr_int64_t sec)
 {
     char buf[APR_RFC822_DATE_LEN];
     apr_rfc822_date(buf, apr_time_from_sec(sec));
@@ -265,6 +267,10 @@ static int cmd_sessions(ctl *c, const char *sub, const char *id)
         if ((rv = need_session(c, id, &s)) != 0) return rv;
         if (gmcp_chat_delete(&c->db, s.id, NULL) != GMCP_FOUND)
             return fail("cannot delete chat session '%s'", s.id);
+        if (gmcp_audit(&c->db, actor(c->pool), "session.delete", "",
+                       apr_pstrcat(c->pool, s.id, " owner=", s.owner, NULL)))
+            return fail("deleted, but could not write the audit log: %s",
+                        gmcp_db_error(&c->db, -1));
         if (c->verbose) printf("deleted %s\n", s.id);
         return 0;
     }
@@ -282,6 +288,20 @@ int main(int argc, const char *const *argv)
         {"json", 'j', 0, "JSON output"},
         {"format", 'F', 1, "export format"},
         {"owner", 'o', 1, "owner"},
+        {"pepper", 'k', 1, "key pepper source"},
+        {"name", OPT_NAME, 1, "key name"},
+        {"tenant", OPT_TENANT, 1, "tenant"},
+        {"scopes", OPT_SCOPES, 1, "scopes"},
+        {"rate", OPT_RATE, 1, "request rate"},
+        {"burst", OPT_BURST, 1, "burst"},
+        {"token-rate", OPT_TOKEN_RATE, 1, "token rate"},
+        {"token-quota", OPT_TOKEN_QUOTA, 1, "token quota"},
+        {"max-inflight", OPT_MAX_INFLIGHT, 1, "in-flight cap"},
+        {"expires", OPT_EXPIRES, 1, "expiry"},
+        {"user", OPT_USER, 1, "apache user"},
+        {"grace", OPT_GRACE, 1, "rotation grace"},
+        {"key", OPT_KEY, 1, "key id"},
+        {"since", OPT_SINCE, 1, "since"},
         {"verbose", 'v', 0, "verbose"},
         {"help", 'h', 0, "help"},
         {"version", 'V', 0, "version"},
@@ -296,6 +316,7 @@ int main(int argc, const char *const *argv)
     atexit(apr_terminate);
     memset(&c, 0, sizeof(c));
     apr_pool_create(&c.pool, NULL);
+    c.opts = apr_table_make(c.pool, 8);
     c.sql_dir = getenv("GMCP_SQL_DIR") ? getenv("GMCP_SQL_DIR") : GMCP_SQL_DIR;
     apr_getopt_init(&g, c.pool, argc, argv);
     g->interleave = 1;
@@ -309,10 +330,14 @@ int main(int argc, const char *const *argv)
         case 'j': c.json = 1; break;
         case 'F': c.format = optarg; break;
         case 'o': c.owner = optarg; break;
+        case 'k': c.pepper = optarg; break;
         case 'v': c.verbose = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
                   return 0;
+        default:
+            if (optch >= OPT_NAME) apr_table_set(c.opts, apr_itoa(c.pool, optch), optarg);
+            break;
         }
     }
     if (rv != APR_EOF) {
@@ -333,6 +358,10 @@ int main(int argc, const char *const *argv)
         rv = cmd_migrate_status(&c);
     else if (!strcmp(cmd, "sessions") && sub && argc - g->ind <= 3)
         rv = cmd_sessions(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
+    else if (!strcmp(cmd, "keys") && sub && argc - g->ind <= 3)
+        rv = cmd_keys(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
+    else if (!strcmp(cmd, "usage") && !sub) rv = cmd_usage(&c);
+    else if (!strcmp(cmd, "audit") && !sub) rv = cmd_audit(&c);
     else rv = -1;
     /* The drivers register no cleanup of their own: close before the pool goes. */
     if (c.db.handle) apr_dbd_close(c.db.driver, c.db.handle);

@@ -88,6 +88,9 @@ static int handle_line(reader *rd, const char *file, int lineno, char *line, int
     else if (!strcasecmp(dir, "DBDriver") && !rd->out->driver) {
         rd->out->driver = apr_pstrdup(rd->p, unquote(rd->p, arg));
     }
+    else if (!strcasecmp(dir, "GeminiMCPKeyPepper") && !rd->out->key_pepper) {
+        rd->out->key_pepper = apr_pstrdup(rd->p, unquote(rd->p, arg));
+    }
     else if (!strcasecmp(dir, "DBDParams") && !rd->out->params) {
         rd->out->params = apr_pstrdup(rd->p, unquote(rd->p, arg));
         rd->out->where = apr_psprintf(rd->p, "%s:%d", file, lineno);

@@ -1,4 +1,4 @@
-/* httpd_conf.h — read mod_dbd's DBDriver/DBDParams out of an httpd configuration,
+/* httpd_conf.h — read mod_dbd's DBDriver/DBDParams (and GeminiMCPKeyPepper) out of an httpd configuration,
  * following Include/IncludeOptional the way httpd does, so gmcpctl and the server
  * always agree on the database. */
 #ifndef GMCP_HTTPD_CONF_H
@@ -10,6 +10,7 @@ typedef struct {
     const char *driver;     /* DBDriver, NULL if absent */
     const char *params;     /* DBDParams, NULL if absent */
     const char *where;      /* "file:line" of DBDParams, for messages */
+    const char *key_pepper; /* GeminiMCPKeyPepper source (file:/env:), NULL if absent */
 } gmcp_httpd_dbd;
 
 /* Returns 0 and fills `out` (fields may stay NULL), or -1 with *err set. */

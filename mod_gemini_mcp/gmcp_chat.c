@@ -13,6 +13,7 @@
                      "message_count, prompt_tokens, output_tokens"
 
 const gmcp_stmt gmcp_chat_stmts[] = {
+    {"gmcp_count_chats", "SELECT COUNT(*) FROM chat_sessions WHERE last_used >= %lld"},
     {"gmcp_chat_insert",
      "INSERT INTO chat_sessions (id, owner, title, model, system_instruction, created, "
      "last_used) VALUES (%s, %s, %s, %s, %s, %lld, %lld)"},

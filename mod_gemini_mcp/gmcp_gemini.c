@@ -154,10 +154,21 @@ static int stopped(gmcp_gemini *g)
     return (g->cancelled && g->cancelled(g->baton)) || apr_time_now() >= g->deadline;
 }
 
+/* Token counts from a response's usageMetadata (cumulative in a stream's chunks). */
+static void note_usage(gmcp_gemini *g, const json_t *resp)
+{
+    json_t *u = json_object_get(resp, "usageMetadata");
+    if (!json_is_object(u)) return;
+    g->prompt_tokens = json_integer_value(json_object_get(u, "promptTokenCount"));
+    g->output_tokens = json_integer_value(json_object_get(u, "candidatesTokenCount"))
+                       + json_integer_value(json_object_get(u, "thoughtsTokenCount"));
+}
+
 static int chunk_counter(json_t *chunk, void *baton)
 {
     xfer *x = baton;
     x->chunks++;
+    note_usage(x->g, chunk);
     if (x->fn(chunk, x->baton)) {
         x->stop = 1;
         return -1;
@@ -350,7 +361,9 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
 {
     int attempt, rv = -1, probe = 0;
     apr_interval_time_t wait = 0;
+    apr_time_t started = apr_time_now();
     g->retries = 0;
+    g->prompt_tokens = g->output_tokens = 0;
     if (out) *out = NULL;
     memset(err, 0, sizeof(*err));
     if (g->breaker && !gmcp_breaker_allow(g->breaker, apr_time_now(), &probe, &wait)) {
@@ -393,6 +406,10 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
     if (rv && g->retries && err->retryable)
         err->message = apr_psprintf(g->pool, "%s (after %d retr%s)", err->message, g->retries,
                                     g->retries == 1 ? "y" : "ies");
+    if (rv == 0 && out && *out) note_usage(g, *out);
+    if (g->observe)
+        g->observe(g->observe_baton, rv == 0 ? 200 : err->http_status,
+                   apr_time_now() - started, g->retries, g->prompt_tokens, g->output_tokens);
     return rv;
 }
 

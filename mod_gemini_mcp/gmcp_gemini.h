@@ -30,8 +30,15 @@ typedef struct {
     void *baton;
     apr_pool_t *pool;
     gmcp_breaker *breaker;        /* optional: fail fast while Gemini is down */
+    /* Optional: told once per call (retries included) how it went — final HTTP status
+     * (0: no answer), time taken, retries, and the tokens Gemini reported. */
+    void (*observe)(void *baton, int http_status, apr_interval_time_t latency, int retries,
+                    apr_int64_t prompt_tokens, apr_int64_t output_tokens);
+    void *observe_baton;
     /* observed */
     int retries;                  /* retries made by the last call */
+    apr_int64_t prompt_tokens;    /* usageMetadata of the last call (0 when none) */
+    apr_int64_t output_tokens;
 } gmcp_gemini;
 
 typedef struct {

@@ -59,6 +59,14 @@ typedef struct {
      * to another service; NULL with *why set when the database is unusable. */
     void *(*db_open)(gmcp_call *c, const char **why);
     void (*db_close)(gmcp_call *c);
+    /* Optional (may be NULL): a call to Gemini made for this request finished — its
+     * final HTTP status (0: no answer), time, retries and the tokens it used. Feeds
+     * metrics, usage and the per-key token limits. */
+    void (*gemini_observed)(gmcp_call *c, int http_status, apr_interval_time_t latency,
+                            int retries, apr_int64_t prompt_tokens, apr_int64_t output_tokens);
+    /* Optional: the caller's own usage, limits and remaining quota (new ref), or NULL
+     * with *why set. */
+    json_t *(*usage_report)(gmcp_call *c, const char **why);
 } gmcp_call_ops;
 
 struct gmcp_call {
@@ -85,6 +93,7 @@ struct gmcp_call {
 
 /* A tool. input_schema etc. are JSON texts, parsed once at start-up. */
 #define GMCP_TOOL_STREAMS 0x1   /* may notify or ask the client: answer as SSE */
+#define GMCP_TOOL_SPENDS_TOKENS 0x2  /* calls Gemini for tokens: token limits and quotas apply */
 
 typedef json_t *(*gmcp_tool_fn)(gmcp_call *c, json_t *arguments /* object, borrowed */,
                                 void *baton);

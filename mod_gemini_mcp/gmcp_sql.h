@@ -17,5 +17,6 @@ const char *gmcp_sql_lookup(const char *label);
 /* Tables of statements, one per concern; each ends with a NULL label. */
 extern const gmcp_stmt gmcp_store_stmts[];
 extern const gmcp_stmt gmcp_chat_stmts[];
+extern const gmcp_stmt gmcp_key_stmts[];
 
 #endif

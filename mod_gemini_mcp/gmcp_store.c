@@ -72,6 +72,7 @@ const gmcp_stmt gmcp_store_stmts[] = {
      "DELETE FROM mcp_subscriptions WHERE session_id IN "
      "(SELECT id FROM mcp_sessions WHERE last_seen < %lld)"},
     {"gmcp_sweep_sessions", "DELETE FROM mcp_sessions WHERE last_seen < %lld"},
+    {"gmcp_count_sessions", "SELECT COUNT(*) FROM mcp_sessions WHERE last_seen >= %lld"},
     {NULL, NULL}
 };
 

@@ -378,7 +378,7 @@ const gmcp_tool gmcp_chat_tools[] = {
      "\"temperature\":{\"type\":\"number\",\"minimum\":0,\"maximum\":2},"
      "\"max_output_tokens\":{\"type\":\"integer\",\"minimum\":1}},"
      "\"required\":[\"session_id\",\"message\"],\"additionalProperties\":false}",
-     NULL, "{\"openWorldHint\":true}", 0, t_chat_send},
+     NULL, "{\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_chat_send},
     {"gemini_chat_history", "Read a Gemini chat",
      "The messages of a chat session, oldest first, a page at a time.",
      "{\"type\":\"object\",\"properties\":{" SID_PROP ",\"after_seq\":{\"type\":\"integer\","

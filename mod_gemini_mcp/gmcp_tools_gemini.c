@@ -16,6 +16,14 @@ static int call_cancelled(void *baton)
     return c->ops->cancelled(c);
 }
 
+static void call_observed(void *baton, int status, apr_interval_time_t latency, int retries,
+                          apr_int64_t prompt_tokens, apr_int64_t output_tokens)
+{
+    gmcp_call *c = baton;
+    if (c->ops->gemini_observed)
+        c->ops->gemini_observed(c, status, latency, retries, prompt_tokens, output_tokens);
+}
+
 /* A client for this call, or NULL with *result set to the tool error to return. */
 gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t **result)
 {
@@ -42,6 +50,8 @@ gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t
     g->baton = c;
     g->pool = c->pool;
     g->breaker = conf->breaker;
+    g->observe = call_observed;
+    g->observe_baton = c;
     return g;
 }
 
@@ -407,6 +417,18 @@ static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
 #define USAGE_SCHEMA "{\"type\":\"object\",\"properties\":{\"prompt_tokens\":{\"type\":" \
     "\"integer\"},\"output_tokens\":{\"type\":\"integer\"},\"total_tokens\":{\"type\":\"integer\"}}}"
 
+/* gemini_usage: what the transport knows about the caller's key, as a tool result. */
+static json_t *t_usage(gmcp_call *c, json_t *args, void *baton)
+{
+    const char *why = "usage is not available on this transport";
+    json_t *rep = c->ops->usage_report ? c->ops->usage_report(c, &why) : NULL, *r;
+    (void)args; (void)baton;
+    if (!rep) return gmcp_text_result(apr_psprintf(c->pool, "Usage unavailable: %s", why), 1);
+    r = gmcp_text_result(gmcp_json_dump(c->pool, rep), 0);
+    json_object_set_new(r, "structuredContent", rep);
+    return r;
+}
+
 static const gmcp_tool TOOLS[] = {
     {"gemini_generate", "Generate with Gemini",
      "Generate text with a Google Gemini model from a prompt (or full Gemini contents), "
@@ -439,7 +461,7 @@ static const gmcp_tool TOOLS[] = {
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},\"model\":{\"type\":"
      "\"string\"},\"finish_reason\":{\"type\":\"string\"},\"model_version\":{\"type\":"
      "\"string\"},\"usage\":" USAGE_SCHEMA "},\"required\":[\"text\",\"model\",\"usage\"]}",
-     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_generate},
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_generate},
     {"gemini_count_tokens", "Count Gemini tokens",
      "Count how many tokens a text (or Gemini contents) takes for a model.",
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},"
@@ -460,7 +482,7 @@ static const gmcp_tool TOOLS[] = {
      "{\"type\":\"object\",\"properties\":{\"model\":{\"type\":\"string\"},\"dimensions\":"
      "{\"type\":\"integer\"},\"embeddings\":{\"type\":\"array\",\"items\":{\"type\":\"array\","
      "\"items\":{\"type\":\"number\"}}}},\"required\":[\"embeddings\"]}",
-     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_embed},
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_embed},
     {"gemini_list_models", "List Gemini models",
      "List the Gemini models this server's API key can use, with their token limits and "
      "supported methods.",
@@ -469,6 +491,15 @@ static const gmcp_tool TOOLS[] = {
      "{\"type\":\"object\",\"properties\":{\"models\":{\"type\":\"array\",\"items\":{\"type\":"
      "\"object\"}},\"next_page_token\":{\"type\":\"string\"}},\"required\":[\"models\"]}",
      "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_list_models},
+    {"gemini_usage", "Your usage and limits",
+     "Your own usage of this server (requests, errors, Gemini tokens, bytes: this hour, "
+     "today and this month), your limits (request rate, burst, token rate, in-flight cap) "
+     "and what remains of your token quota.",
+     "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"key_id\":{\"type\":\"string\"},"
+     "\"limits\":{\"type\":\"object\"},\"usage\":{\"type\":\"object\"},\"quota\":"
+     "{\"type\":\"object\"}},\"required\":[\"key_id\",\"limits\",\"usage\"]}",
+     "{\"readOnlyHint\":true,\"openWorldHint\":false}", 0, t_usage},
     {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
 };
 

@@ -3,6 +3,8 @@
 
 #include <string.h>
 #include <apr_strings.h>
+#include <apr_file_io.h>
+#include <stdlib.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -170,4 +172,33 @@ int gmcp_str_eq_ct(const char *a, const char *b)
     size_t la = strlen(a), lb = strlen(b);
     if (la != lb) return 0;
     return CRYPTO_memcmp(a, b, la) == 0;
+}
+
+/* A secret from "file:PATH" or "env:NAME", without trailing newlines; NULL when
+ * missing or unreadable. Only ever logged by its source, never by value. */
+const char *gmcp_read_secret(apr_pool_t *p, const char *src)
+{
+    const char *val = NULL;
+    apr_size_t n;
+    if (!strncmp(src, "env:", 4)) {
+        val = getenv(src + 4);
+    }
+    else {
+        char *buf = NULL;
+        apr_file_t *f;
+        apr_finfo_t fi;
+        if (apr_file_open(&f, src + 5, APR_FOPEN_READ, 0, p) == APR_SUCCESS) {
+            if (apr_file_info_get(&fi, APR_FINFO_SIZE, f) == APR_SUCCESS && fi.size < 4096) {
+                buf = apr_pcalloc(p, (apr_size_t)fi.size + 1);
+                if (apr_file_read_full(f, buf, (apr_size_t)fi.size, NULL) != APR_SUCCESS)
+                    buf = NULL;
+            }
+            apr_file_close(f);
+        }
+        val = buf;
+    }
+    if (!val) return NULL;
+    n = strlen(val);
+    while (n && (val[n - 1] == '\n' || val[n - 1] == '\r')) n--;
+    return n ? apr_pstrndup(p, val, n) : NULL;
 }

@@ -37,4 +37,8 @@ int gmcp_utf8_valid(const char *s, apr_size_t len);
 /* Constant-time comparison of two NUL-terminated strings. */
 int gmcp_str_eq_ct(const char *a, const char *b);
 
+/* A secret from "file:PATH" or "env:NAME", without trailing newlines; NULL when
+ * missing or unreadable. Callers log only the source, never the value. */
+const char *gmcp_read_secret(apr_pool_t *p, const char *src);
+
 #endif

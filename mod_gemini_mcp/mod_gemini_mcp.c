@@ -43,6 +43,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     c->client_timeout = -1;
     c->sse_retry_ms = -1;
     c->page_size = -1;
+    c->auth_mode = GMCP_AUTH_UNSET;
     return c;
 }
 
@@ -56,6 +57,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->sse_retry_ms = a->sse_retry_ms >= 0 ? a->sse_retry_ms : b->sse_retry_ms;
     c->page_size = a->page_size >= 0 ? a->page_size : b->page_size;
     c->default_principal = a->default_principal ? a->default_principal : b->default_principal;
+    c->auth_mode = a->auth_mode != GMCP_AUTH_UNSET ? a->auth_mode : b->auth_mode;
     return c;
 }
 
@@ -72,6 +74,9 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->chat_idle = -1;
     c->breaker_threshold = -1;
     c->breaker_cooldown = -1;
+    c->ratelimit_store = -1;
+    c->limiter_slots = -1;
+    c->usage_flush = -1;
     return c;
 }
 
@@ -93,6 +98,10 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->breaker_threshold = a->breaker_threshold >= 0 ? a->breaker_threshold
                                                      : b->breaker_threshold;
     c->breaker_cooldown = a->breaker_cooldown >= 0 ? a->breaker_cooldown : b->breaker_cooldown;
+    c->key_pepper = a->key_pepper ? a->key_pepper : b->key_pepper;
+    c->ratelimit_store = a->ratelimit_store >= 0 ? a->ratelimit_store : b->ratelimit_store;
+    c->limiter_slots = a->limiter_slots >= 0 ? a->limiter_slots : b->limiter_slots;
+    c->usage_flush = a->usage_flush >= 0 ? a->usage_flush : b->usage_flush;
     return c;
 }
 
@@ -310,6 +319,51 @@ static const char *set_gemini_num(cmd_parms *cmd, void *dc, const char *arg)
     return err;
 }
 
+int gmcp_auth_modes_used;
+
+static const char *set_auth(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    if (!strcasecmp(arg, "apikey")) c->auth_mode = GMCP_AUTH_APIKEY;
+    else if (!strcasecmp(arg, "apache")) c->auth_mode = GMCP_AUTH_APACHE;
+    else if (!strcasecmp(arg, "none")) c->auth_mode = GMCP_AUTH_NONE;
+    else return apr_psprintf(cmd->pool, "%s: '%s' is not one of apikey, apache, none",
+                             cmd->cmd->name, arg);
+    gmcp_auth_modes_used |= 1 << c->auth_mode;
+    return NULL;
+}
+
+static const char *set_key_pepper(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (!err) err = secret_source(cmd, arg);
+    if (!err) c->key_pepper = arg;
+    return err;
+}
+
+static const char *set_access_num(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_int64_t v = 0;
+    (void)dc;
+    if (err) return err;
+    if (!strcasecmp(cmd->cmd->name, "GeminiMCPRateLimitStore")) {
+        if (!strcasecmp(arg, "shm")) c->ratelimit_store = 0;
+        else if (!strcasecmp(arg, "dbd")) c->ratelimit_store = 1;
+        else return apr_psprintf(cmd->pool, "%s: '%s' is not shm or dbd", cmd->cmd->name, arg);
+        return NULL;
+    }
+    if (!strcasecmp(cmd->cmd->name, "GeminiMCPLimiterSlots")) {
+        if ((err = parse_num(cmd, arg, 64, 1 << 20, &v)) == NULL) c->limiter_slots = (int)v;
+        return err;
+    }
+    if ((err = parse_num(cmd, arg, 1, 3600, &v)) == NULL) c->usage_flush = v;
+    return err;
+}
+
 static const command_rec gmcp_cmds[] = {
     AP_INIT_TAKE1("GeminiMCPMaxBodySize", set_max_body, NULL, RSRC_CONF | ACCESS_CONF,
                   "Largest accepted JSON-RPC request body (default 1M)"),
@@ -350,6 +404,19 @@ static const command_rec gmcp_cmds[] = {
                   "Seconds after which an unused chat session expires (default 259200)"),
     AP_INIT_TAKE1("GeminiMCPToolTimeout", set_gemini_num, NULL, RSRC_CONF,
                   "Seconds a tool call may take in all, retries included (default 300)"),
+    AP_INIT_TAKE1("GeminiMCPAuth", set_auth, NULL, RSRC_CONF | ACCESS_CONF,
+                  "How callers are identified: apikey (Authorization: Bearer), apache "
+                  "(r->user from any Apache auth module) or none (default)"),
+    AP_INIT_TAKE1("GeminiMCPKeyPepper", set_key_pepper, NULL, RSRC_CONF,
+                  "file:PATH or env:NAME holding the key that hashes API keys (needed by "
+                  "GeminiMCPAuth apikey; gmcpctl reads the same setting)"),
+    AP_INIT_TAKE1("GeminiMCPRateLimitStore", set_access_num, NULL, RSRC_CONF,
+                  "Where request-rate state lives: shm (this server, default) or dbd "
+                  "(the database, shared by several httpd nodes)"),
+    AP_INIT_TAKE1("GeminiMCPLimiterSlots", set_access_num, NULL, RSRC_CONF,
+                  "Keys tracked at once in shared memory for limits and usage (default 4096)"),
+    AP_INIT_TAKE1("GeminiMCPUsageFlushInterval", set_access_num, NULL, RSRC_CONF,
+                  "Seconds between writes of aggregated usage to the database (default 10)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,
                   "file:PATH or env:NAME holding the key that seals MRTR requestState; "
                   "set the same one on every node (default: random per start)"),
@@ -362,35 +429,6 @@ static int cmp_provider_names(const void *a, const void *b)
 {
     return strcmp(((const ap_list_provider_names_t *)a)->provider_name,
                   ((const ap_list_provider_names_t *)b)->provider_name);
-}
-
-/* A secret from "file:PATH" or "env:NAME", without trailing newlines; NULL when
- * missing or unreadable. Only ever logged by its source, never by value. */
-static const char *read_secret(apr_pool_t *p, const char *src)
-{
-    const char *val = NULL;
-    apr_size_t n;
-    if (!strncmp(src, "env:", 4)) {
-        val = getenv(src + 4);
-    }
-    else {
-        char *buf = NULL;
-        apr_file_t *f;
-        apr_finfo_t fi;
-        if (apr_file_open(&f, src + 5, APR_FOPEN_READ, 0, p) == APR_SUCCESS) {
-            if (apr_file_info_get(&fi, APR_FINFO_SIZE, f) == APR_SUCCESS && fi.size < 4096) {
-                buf = apr_pcalloc(p, (apr_size_t)fi.size + 1);
-                if (apr_file_read_full(f, buf, (apr_size_t)fi.size, NULL) != APR_SUCCESS)
-                    buf = NULL;
-            }
-            apr_file_close(f);
-        }
-        val = buf;
-    }
-    if (!val) return NULL;
-    n = strlen(val);
-    while (n && (val[n - 1] == '\n' || val[n - 1] == '\r')) n--;
-    return n ? apr_pstrndup(p, val, n) : NULL;
 }
 
 /* Load (or make) the requestState key before the children fork, so every child of
@@ -409,7 +447,7 @@ static int load_state_key(apr_pool_t *p, server_rec *s)
         }
         return OK;
     }
-    val = read_secret(p, c->state_secret);
+    val = gmcp_read_secret(p, c->state_secret);
     if (!val || strlen(val) < 16) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10704)
                      "gemini_mcp: GeminiMCPStateSecret %s is missing, unreadable or shorter "
@@ -501,7 +539,7 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
     g_gemini.curl = curl_for_thread;
     g_gemini.chat_idle = gmcp_conf_chat_idle(c);
     g_gemini.breaker = &g_breaker;
-    g_gemini.api_key = c->gemini_key ? read_secret(p, c->gemini_key) : NULL;
+    g_gemini.api_key = c->gemini_key ? gmcp_read_secret(p, c->gemini_key) : NULL;
     if (!g_gemini.api_key)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, APLOGNO(10705)
                      "gemini_mcp: no Gemini API key (%s%s): the gemini_* tools will answer "
@@ -520,6 +558,7 @@ static void gmcp_child_init(apr_pool_t *p, server_rec *s)
            != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10709)
                      "gemini_mcp: cannot attach to the circuit breaker's mutex");
+    gmcp_access_child_init(p, s);
     if (apr_threadkey_private_create(&g_curl_key, curl_release, p) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10707)
                      "gemini_mcp: cannot create the per-thread HTTP client key");
@@ -554,6 +593,7 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         curl_initialised = 1;
     }
     if (make_breaker(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    if (gmcp_access_post_config(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     load_gemini(pconf, s);
     provs[0] = gmcp_gemini_provider(pconf, &g_gemini);
     g_registry = gmcp_registry_create(pconf, provs, names->nelts + 1, &err);
@@ -585,9 +625,11 @@ const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c)
 static int gmcp_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     (void)plog; (void)ptemp;
+    gmcp_auth_modes_used = 0;
     /* Configurable with the Mutex directive, like httpd's own mutexes. */
-    return ap_mutex_register(pconf, BREAKER_MUTEX, NULL, APR_LOCK_DEFAULT, 0) == APR_SUCCESS
-           ? OK : HTTP_INTERNAL_SERVER_ERROR;
+    if (ap_mutex_register(pconf, BREAKER_MUTEX, NULL, APR_LOCK_DEFAULT, 0) != APR_SUCCESS)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    return gmcp_access_pre_config(pconf);
 }
 
 static void register_hooks(apr_pool_t *p)
@@ -598,6 +640,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_init(gmcp_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_mcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(gmcp_access_log, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 /* Declared without AP_DECLARE_MODULE: mod_gemini_mcp.h already does APLOG_USE_MODULE

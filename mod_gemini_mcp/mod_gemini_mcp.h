@@ -23,7 +23,16 @@ typedef struct {
     int sse_retry_ms;                   /* GeminiMCPSSERetry, -1 = unset */
     int page_size;                      /* GeminiMCPPageSize, -1 = unset */
     const char *default_principal;      /* GeminiMCPDefaultPrincipal */
+    int auth_mode;                      /* GeminiMCPAuth, GMCP_AUTH_UNSET = unset */
 } gmcp_dir_conf;
+
+/* GeminiMCPAuth */
+#define GMCP_AUTH_UNSET  -1
+#define GMCP_AUTH_NONE    0
+#define GMCP_AUTH_APIKEY  1
+#define GMCP_AUTH_APACHE  2
+/* Which modes the configuration uses (bit 1 << mode), reset at each (re)start. */
+extern int gmcp_auth_modes_used;
 
 /* Per-server settings. */
 typedef struct {
@@ -40,6 +49,10 @@ typedef struct {
     apr_int64_t breaker_cooldown;       /* GeminiMCPBreakerCooldown (s), -1 = unset */
     apr_int64_t session_idle;           /* GeminiMCPSessionIdleTimeout (s), -1 = unset */
     apr_int64_t event_retention;        /* GeminiMCPEventRetention (s), -1 = unset */
+    const char *key_pepper;             /* GeminiMCPKeyPepper source (file:/env:) */
+    int ratelimit_store;                /* GeminiMCPRateLimitStore: 0 shm, 1 dbd, -1 unset */
+    int limiter_slots;                  /* GeminiMCPLimiterSlots, -1 = unset */
+    apr_int64_t usage_flush;            /* GeminiMCPUsageFlushInterval (s), -1 = unset */
 } gmcp_srv_conf;
 
 #define GMCP_DEFAULT_MAX_BODY       (1024 * 1024)
@@ -69,6 +82,53 @@ int gmcp_status_handler(request_rec *r);
 
 /* A JSON response (Cache-Control: no-store) with this status; returns OK. */
 int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */);
+
+/* A mod_dbd connection for a short section, with statements prepared and the schema
+ * checked (logged when not); 0 or -1 with *why fit for a client. */
+#include <mod_dbd.h>
+#include "gmcp_db.h"
+int gmcp_glue_db_open(request_rec *r, ap_dbd_t **dbd, gmcp_db *db, const char **why);
+void gmcp_glue_db_close(request_rec *r, ap_dbd_t **dbd);
+
+/* ---- access (mod_gemini_mcp_access.c) ---- */
+#include "gmcp_keys.h"
+#include "gmcp_limits.h"
+
+/* Who is calling and what they may do, for one request (in r->request_config). */
+typedef struct {
+    request_rec *r;
+    apr_time_t start;
+    int mode;
+    const gmcp_key *key;          /* the caller's key row, NULL when none applies */
+    const char *key_id;           /* what usage and limits are kept under */
+    const char *principal;        /* owner of sessions, chats, uploads */
+    const char *scopes;           /* NULL: every tool */
+    gmcp_key_limits limits;
+    int rejected;
+    const char *method, *tool;    /* for metrics and the log line */
+    apr_int64_t bytes_in;
+    int upstream_status, retries;
+    apr_interval_time_t upstream_time;
+    apr_int64_t prompt_tokens, output_tokens;
+} gmcp_access;
+
+int gmcp_access_pre_config(apr_pool_t *pconf);
+int gmcp_access_post_config(apr_pool_t *p, server_rec *s);
+void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s);
+/* Establish the caller (GeminiMCPAuth). OK, or DONE when a 401/503 was sent. */
+int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **out);
+/* Scopes (403) and limits (429) for one message; OK or DONE when refused. */
+int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const char *tool,
+                      int spends_tokens, json_t *id);
+gmcp_access *gmcp_access_get(request_rec *r);
+void gmcp_access_gemini_observed(request_rec *r, int status, apr_interval_time_t latency,
+                                 int retries, apr_int64_t prompt, apr_int64_t output);
+json_t *gmcp_access_usage_report(request_rec *r, const char **why);
+int gmcp_access_log(request_rec *r);
+const char *gmcp_access_metrics_text(request_rec *r);
+/* CORS headers for an allowed Origin, and the answer to a preflight (OPTIONS). */
+void gmcp_access_cors(request_rec *r);
+int gmcp_access_preflight(request_rec *r);
 
 /* For the status handler: a consistent copy of the Gemini breaker's shared state, and
  * whether a Gemini API key is configured. */

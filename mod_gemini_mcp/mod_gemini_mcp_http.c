@@ -50,6 +50,7 @@ typedef struct {
     apr_time_t next_cancel_check;
     int log_min;
     json_t *caps;
+    gmcp_access *acc;
 } gmcp_req;
 
 /* ---- database sections ---------------------------------------------------------------- */
@@ -57,43 +58,57 @@ typedef struct {
 static apr_time_t last_db_complaint;
 static int last_db_behind = -1;
 
-static int db_get(gmcp_req *x, const char **why)
+int gmcp_glue_db_open(request_rec *r, ap_dbd_t **dbd, gmcp_db *db, const char **why)
 {
     const char *err = NULL;
     int behind = 0;
-    if (x->dbd) return 0;
+    if (*dbd) return 0;
     *why = "the database is unavailable";
-    if (!dbd_open_fn || !(x->dbd = dbd_open_fn(x->r->pool, x->r->server))) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, x->r, APLOGNO(10710)
+    if (!dbd_open_fn) {
+        dbd_open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+        dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    }
+    if (!dbd_open_fn || !(*dbd = dbd_open_fn(r->pool, r->server))) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10710)
                       "gemini_mcp: no database connection (is mod_dbd loaded and "
                       "DBDriver/DBDParams set for this server?)");
         return -1;
     }
-    gmcp_db_init(&x->db, x->dbd->driver, x->dbd->handle, x->dbd->prepared, x->r->pool);
-    if (gmcp_db_ready(&x->db, &err, &behind)) {
+    gmcp_db_init(db, (*dbd)->driver, (*dbd)->handle, (*dbd)->prepared, r->pool);
+    if (gmcp_db_ready(db, &err, &behind)) {
         apr_time_t now = apr_time_now();
         /* Say it clearly, but not on every request of a busy server (a change of
          * reason is always reported). */
         if (now - last_db_complaint > apr_time_from_sec(10) || behind != last_db_behind) {
             last_db_complaint = now;
             last_db_behind = behind;
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, x->r, APLOGNO(10711)
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10711)
                           "gemini_mcp: refusing to serve: %s", err);
         }
         if (behind) *why = "the database schema is older than this server needs";
-        dbd_close_fn(x->r->server, x->dbd);
-        x->dbd = NULL;
+        dbd_close_fn(r->server, *dbd);
+        *dbd = NULL;
         return -1;
     }
     return 0;
 }
 
+void gmcp_glue_db_close(request_rec *r, ap_dbd_t **dbd)
+{
+    if (*dbd) {
+        dbd_close_fn(r->server, *dbd);
+        *dbd = NULL;
+    }
+}
+
+static int db_get(gmcp_req *x, const char **why)
+{
+    return gmcp_glue_db_open(x->r, &x->dbd, &x->db, why);
+}
+
 static void db_put(gmcp_req *x)
 {
-    if (x->dbd) {
-        dbd_close_fn(x->r->server, x->dbd);
-        x->dbd = NULL;
-    }
+    gmcp_glue_db_close(x->r, &x->dbd);
 }
 
 static apr_status_t db_cleanup(void *data)
@@ -537,9 +552,24 @@ static void op_db_close(gmcp_call *c)
     db_put(c->transport);
 }
 
+static void op_gemini_observed(gmcp_call *c, int status, apr_interval_time_t latency,
+                               int retries, apr_int64_t prompt, apr_int64_t output)
+{
+    gmcp_req *x = c->transport;
+    gmcp_access_gemini_observed(x->r, status, latency, retries, prompt, output);
+}
+
+static json_t *op_usage_report(gmcp_call *c, const char **why)
+{
+    gmcp_req *x = c->transport;
+    return gmcp_access_usage_report(x->r, why);
+}
+
 static const gmcp_call_ops CALL_OPS = {
     op_progress, op_log, op_ask, op_cancelled, op_detach, op_input, op_input_required,
-    op_db_open, op_db_close
+    op_db_open, op_db_close,
+    op_gemini_observed,
+    op_usage_report
 };
 
 /* ---- POST ---------------------------------------------------------------------------- */
@@ -746,8 +776,24 @@ static int handle_post(gmcp_req *x)
         return reject(r, HTTP_BAD_REQUEST, m.id, m.error_code, m.error_msg);
     /* For LogFormat: %{gmcp-method}n and %{gmcp-tool}n */
     apr_table_setn(r->notes, "gmcp-method", m.method ? m.method : "response");
-    if (m.method && !strcmp(m.method, "tools/call") && gmcp_json_str(m.params, "name"))
-        apr_table_setn(r->notes, "gmcp-tool", gmcp_json_str(m.params, "name"));
+    x->acc->bytes_in = (apr_int64_t)len;
+    {
+        const char *tool = NULL;
+        const gmcp_tool_entry *te = NULL;
+        int spends = 0;
+        if (m.method && !strcmp(m.method, "tools/call") && gmcp_json_str(m.params, "name")) {
+            tool = gmcp_json_str(m.params, "name");
+            apr_table_setn(r->notes, "gmcp-tool", tool);
+            te = gmcp_registry_tool(x->srv->registry, tool);
+            spends = te && (te->def->flags & GMCP_TOOL_SPENDS_TOKENS);
+        }
+        /* Metrics label only names that exist; the scope check sees known tools (an
+         * unknown one gets the ordinary "unknown tool" error). */
+        if ((st = gmcp_access_admit(r, x->acc, m.method ? m.method : "response",
+                                    te ? tool : NULL, spends, m.id)) != OK)
+            return st;
+        if (tool && !te) x->acc->tool = "unknown";
+    }
 
     if (gmcp_is_stateless_request(&m, apr_table_get(r->headers_in, HDR_VERSION),
                                   apr_table_get(r->headers_in, HDR_SESSION) != NULL))
@@ -908,10 +954,6 @@ int gmcp_mcp_handler(request_rec *r)
     gmcp_req *x;
     int rv;
     if (!r->handler || strcmp(r->handler, "gemini-mcp") != 0) return DECLINED;
-    if (!dbd_open_fn) {
-        dbd_open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
-        dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
-    }
     x = apr_pcalloc(r->pool, sizeof(*x));
     x->r = r;
     x->dc = ap_get_module_config(r->per_dir_config, &gemini_mcp_module);
@@ -920,7 +962,6 @@ int gmcp_mcp_handler(request_rec *r)
     x->call.pool = r->pool;
     x->call.ops = &CALL_OPS;
     x->call.transport = x;
-    x->call.principal = r->user ? r->user : gmcp_conf_principal(x->dc);
     x->call.deadline = apr_time_now() + gmcp_conf_tool_timeout(x->sc);
     x->log_min = GMCP_LOG_INFO;
     apr_pool_cleanup_register(r->pool, x, db_cleanup, apr_pool_cleanup_null);
@@ -931,6 +972,11 @@ int gmcp_mcp_handler(request_rec *r)
     if (!origin_allowed(r, x->dc))
         return reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
                       "Forbidden: Origin is not allowed");
+    gmcp_access_cors(r);
+    if (r->method_number == M_OPTIONS) return gmcp_access_preflight(r);
+    /* Who is calling decides who owns what this request creates or reads. */
+    if ((rv = gmcp_access_identify(r, x->dc, &x->acc)) != OK) return OK;
+    x->call.principal = x->acc->principal;
 
     if ((r->method_number == M_GET || r->method_number == M_DELETE)
         && !apr_table_get(r->headers_in, HDR_SESSION)
@@ -943,10 +989,12 @@ int gmcp_mcp_handler(request_rec *r)
                     " uses POST only");
     }
     else if (r->method_number == M_POST) rv = handle_post(x);
-    else if (r->method_number == M_GET && !r->header_only) rv = handle_get(x);
-    else if (r->method_number == M_DELETE) rv = handle_delete(x);
+    else if ((r->method_number == M_GET && !r->header_only) || r->method_number == M_DELETE) {
+        rv = gmcp_access_admit(r, x->acc, r->method, NULL, 0, NULL);
+        if (rv == OK) rv = r->method_number == M_GET ? handle_get(x) : handle_delete(x);
+    }
     else {
-        apr_table_setn(r->headers_out, "Allow", "GET, POST, DELETE");
+        apr_table_setn(r->headers_out, "Allow", "GET, POST, DELETE, OPTIONS");
         rv = reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
                     "Method Not Allowed: use POST, GET or DELETE");
     }

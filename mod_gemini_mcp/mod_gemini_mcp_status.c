@@ -4,6 +4,8 @@
  *   <prefix>/live   200 while httpd answers at all
  *   <prefix>/ready  200 when the database is reachable and its schema current, else 503;
  *                   reports the Gemini circuit breaker's state (shared by all children)
+ *   <prefix>/metrics Prometheus text: counters and histograms summed over every child
+ *                   process (they live in shared memory), plus gauges read at scrape time
  */
 #include "mod_gemini_mcp.h"
 #include "gmcp_breaker.h"
@@ -79,6 +81,14 @@ int gmcp_status_handler(request_rec *r)
                            json_pack("{s:s, s:o, s:o}", "status", db_ok ? "ready" : "unready",
                                      "database", dbj, "gemini", gem));
     }
-    return gmcp_send_json(r, HTTP_NOT_FOUND,
-                       json_pack("{s:s}", "error", "unknown status path: use live or ready"));
+    if (!strcmp(leaf, "metrics")) {
+        const char *text = gmcp_access_metrics_text(r);
+        ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+        apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+        ap_set_content_length(r, (apr_off_t)strlen(text));
+        if (!r->header_only) ap_rwrite(text, (int)strlen(text), r);
+        return OK;
+    }
+    return gmcp_send_json(r, HTTP_NOT_FOUND, json_pack("{s:s}", "error",
+                          "unknown status path: use live, ready or metrics"));
 }

@@ -311,7 +311,10 @@ def test_typescript_sdk_client_uses_every_gemini_tool(gserver, fake_gemini):
     assert sorted(out["tools"]) == sorted([
         "gemini_generate", "gemini_count_tokens", "gemini_embed", "gemini_list_models",
         "gemini_chat_start", "gemini_chat_send", "gemini_chat_history", "gemini_chat_list",
-        "gemini_chat_export", "gemini_chat_delete"])
+        "gemini_chat_export", "gemini_chat_delete", "gemini_usage"])
+    # The caller's own usage, as the SDK sees it (no auth here: the default principal).
+    assert out["usage"]["key_id"] == "default" and out["usage"]["limits"]["requests"] is None
+    assert out["usage"]["usage"]["this_hour"]["output_tokens"] > 0
     assert out["models"] == 3 and out["tokens"] == 3 and out["dims"] == 5
     assert out["generate"] == "[gemini-2.5-flash] 1 turn(s); last: hello sdk"
     # onprogress makes the SDK send a progress token: the answer streamed, and the last

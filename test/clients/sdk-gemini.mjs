@@ -33,5 +33,6 @@ out.export = (await call("gemini_chat_export", { session_id: chat, format: "mark
 out.transcript = (await client.readResource({ uri: `gemini://chat/${chat}/transcript` })).contents[0].mimeType;
 out.model = JSON.parse((await client.readResource({ uri: "gemini://models/gemini-2.5-flash" })).contents[0].text).name;
 out.deleted = (await call("gemini_chat_delete", { session_id: chat })).structuredContent.deleted;
+out.usage = (await call("gemini_usage", {})).structuredContent;
 await client.close();
 console.log(JSON.stringify(out));

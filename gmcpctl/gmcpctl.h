@@ -1,0 +1,42 @@
+/* gmcpctl.h — what the command files of gmcpctl share. */
+#ifndef GMCPCTL_H
+#define GMCPCTL_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include "gmcp_db.h"
+
+#define EXIT_FAIL  1
+#define EXIT_USAGE 2
+
+/* Long-only options (codes above any character). */
+enum { OPT_NAME = 256, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE,
+       OPT_TOKEN_QUOTA, OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER, OPT_GRACE, OPT_KEY,
+       OPT_SINCE };
+
+typedef struct {
+    apr_pool_t *pool;
+    const char *config;
+    const char *driver;
+    const char *params;
+    const char *sql_dir;
+    const char *pepper;     /* GeminiMCPKeyPepper source */
+    int verbose;
+    int json;
+    const char *format;
+    const char *owner;
+    apr_table_t *opts;      /* long-only options by apr_itoa(code) */
+    gmcp_db db;
+} ctl;
+
+int fail(const char *fmt, const char *a);
+int open_db(ctl *c, int may_create);
+const char *iso(apr_pool_t *p, apr_int64_t sec);
+/* Who runs gmcpctl, for the audit log ("gmcpctl:<login>"). */
+const char *actor(apr_pool_t *p);
+
+int cmd_keys(ctl *c, const char *sub, const char *id);
+int cmd_usage(ctl *c);
+int cmd_audit(ctl *c);
+
+#endif

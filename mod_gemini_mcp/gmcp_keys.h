@@ -1,0 +1,94 @@
+/* gmcp_keys.h — API keys, the audit log and hourly usage in SQL.
+ *
+ * A key reads "gmcp_<id>_<secret>": the id (16 hex digits) is public and finds the row;
+ * the secret (32 random bytes, base64url) is never stored — only HMAC-SHA256 under the
+ * server's pepper (GeminiMCPKeyPepper), so a copy of the database alone verifies
+ * nothing. Shared by the module and gmcpctl. */
+#ifndef GMCP_KEYS_H
+#define GMCP_KEYS_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include <jansson.h>
+#include "gmcp_db.h"
+
+#define GMCP_KEY_PREFIX   "gmcp_"
+#define GMCP_KEY_ID_HEX   16
+
+typedef struct {
+    const char *id, *name, *tenant, *apache_user, *scopes, *quota_period;
+    apr_int64_t rate_count, rate_period, burst;
+    apr_int64_t token_rate_count, token_rate_period;
+    apr_int64_t token_quota, max_inflight;
+    const char *secret_hash, *prev_hash;
+    apr_int64_t prev_until, created, updated, expires, revoked;
+} gmcp_key;
+
+/* Results of gmcp_key_verify */
+#define GMCP_KEY_OK       0
+#define GMCP_KEY_BAD      1   /* no such key, or wrong secret */
+#define GMCP_KEY_EXPIRED  2
+#define GMCP_KEY_REVOKED  3
+
+/* A fresh key: *id and *secret (the whole "gmcp_<id>_<secret>" text). -1 when the
+ * CSPRNG fails. */
+int gmcp_key_generate(apr_pool_t *p, const char **id, const char **secret);
+/* Split a presented key; -1 when it is not shaped like one of ours. */
+int gmcp_key_parse(apr_pool_t *p, const char *presented, const char **id,
+                   const char **secret_part);
+/* HMAC-SHA256(pepper, presented key), lowercase hex. */
+const char *gmcp_key_hash(apr_pool_t *p, const char *pepper, const char *presented);
+/* Check a presented key's hash against its row at `now` (constant-time compare). */
+int gmcp_key_verify(const gmcp_key *k, const char *hash, apr_int64_t now);
+
+/* Does the space- or comma-separated list of tool-name patterns admit `tool`? */
+int gmcp_scope_allows(apr_pool_t *p, const char *scopes, const char *tool);
+/* "10/s", "600/m", "1000/h", "5000/day", "100000/month" (`units` lists which suffixes
+ * are allowed, e.g. "smh" or "dM"); period in seconds (a month counts as 30 days for
+ * rates, calendar months for quotas). Returns 0 on success. */
+int gmcp_rate_parse(const char *s, const char *units, apr_int64_t *count,
+                    apr_int64_t *period, const char **unit);
+/* Start of the current quota period ("day" or "month", UTC). */
+apr_int64_t gmcp_quota_period_start(const char *period, apr_int64_t now);
+apr_int64_t gmcp_quota_period_end(const char *period, apr_int64_t now);
+
+/* Rows. GMCP_FOUND / GMCP_NOT_FOUND / GMCP_DB_ERROR as in gmcp_store.h. */
+int gmcp_key_insert(gmcp_db *db, const gmcp_key *k);
+int gmcp_key_get(gmcp_db *db, const char *id, gmcp_key *out);
+int gmcp_key_get_by_user(gmcp_db *db, const char *apache_user, gmcp_key *out);
+int gmcp_key_list(gmcp_db *db, apr_array_header_t **out /* gmcp_key */);
+/* Each changes one live (unrevoked) key; GMCP_NOT_FOUND otherwise. */
+int gmcp_key_revoke(gmcp_db *db, const char *id, apr_int64_t now);
+int gmcp_key_rotate(gmcp_db *db, const char *id, const char *new_hash,
+                    apr_int64_t grace_until, apr_int64_t now);
+int gmcp_key_update(gmcp_db *db, const gmcp_key *k, apr_int64_t now);
+/* A key as JSON for listings: never the hash. */
+json_t *gmcp_key_json(const gmcp_key *k, apr_int64_t now);
+
+/* The audit log (append-only). */
+int gmcp_audit(gmcp_db *db, const char *actor, const char *action, const char *key_id,
+               const char *detail);
+int gmcp_audit_list(gmcp_db *db, apr_int64_t since, gmcp_rows *out /* id, at, actor,
+                    action, key_id, detail */);
+
+/* Usage per key and hour. */
+typedef struct {
+    apr_int64_t requests, errors, rejected, prompt_tokens, output_tokens, bytes_in, bytes_out;
+} gmcp_usage;
+int gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour, const gmcp_usage *u);
+/* Totals since `since` (inclusive hour start). */
+int gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usage *out);
+/* Rows (key_id, hour, requests, errors, rejected, prompt, output, bytes_in, bytes_out),
+ * key_id NULL = every key. */
+int gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_rows *out);
+void gmcp_usage_merge(gmcp_usage *into, const gmcp_usage *u);
+int gmcp_usage_empty(const gmcp_usage *u);
+
+/* The shared GCRA store (GeminiMCPRateLimitStore dbd): one atomic statement admits a
+ * request or not. Times in microseconds. *allowed set; on refusal *tat is the stored
+ * theoretical arrival time. */
+int gmcp_ratelimit_dbd(gmcp_db *db, const char *key_id, apr_int64_t now_us,
+                       apr_int64_t interval_us, apr_int64_t limit_us, int *allowed,
+                       apr_int64_t *tat);
+
+#endif

@@ -1,0 +1,196 @@
+/* gmcp_metrics.c — shared counters and histograms, Prometheus text. */
+#include "gmcp_metrics.h"
+
+#include <string.h>
+#include <apr_strings.h>
+#include <apr_tables.h>
+
+/* Upper bounds in seconds (Prometheus "le"), then +Inf. */
+static const double LE[GMCP_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                            0.25, 0.5, 1, 5, 30};
+/* As label text (APR's %g would print ".01"). */
+static const char *const LE_TXT[GMCP_LAT_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01",
+    "0.025", "0.05", "0.1", "0.25", "0.5", "1", "5", "30"};
+
+static const char *const METHODS[] = {
+    "initialize", "ping", "tools/list", "tools/call", "resources/list",
+    "resources/templates/list", "resources/read", "resources/subscribe",
+    "resources/unsubscribe", "prompts/list", "prompts/get", "logging/setLevel",
+    "completion/complete", "server/discover", "subscriptions/listen",
+    "notifications/initialized", "notifications/cancelled", "notifications/progress",
+    "notifications/roots/list_changed", "response", "GET", "POST", "DELETE", "OPTIONS", NULL};
+
+const char *gmcp_metrics_method(const char *method)
+{
+    int i;
+    for (i = 0; method && METHODS[i]; i++)
+        if (!strcmp(method, METHODS[i])) return METHODS[i];
+    return "other";
+}
+
+void gmcp_metrics_init(gmcp_metrics *m, apr_time_t now)
+{
+    memset(m, 0, sizeof(*m));
+    m->started = now;
+}
+
+static void observe(gmcp_histogram *h, apr_interval_time_t latency)
+{
+    double s = (double)latency / APR_USEC_PER_SEC;
+    int i;
+    h->count++;
+    h->sum_us += (apr_uint64_t)(latency > 0 ? latency : 0);
+    for (i = 0; i < GMCP_LAT_BUCKETS; i++)
+        if (s <= LE[i]) h->bucket[i]++;   /* cumulative, as Prometheus wants */
+}
+
+void gmcp_metrics_request(gmcp_metrics *m, const char *method, const char *tool, int status,
+                          apr_interval_time_t latency, apr_int64_t bytes_in,
+                          apr_int64_t bytes_out)
+{
+    apr_uint32_t i;
+    gmcp_req_series *s = NULL;
+    method = gmcp_metrics_method(method);
+    if (!tool) tool = "";
+    for (i = 0; i < m->nreq; i++)
+        if (m->req[i].status == status && !strcmp(m->req[i].method, method)
+            && !strcmp(m->req[i].tool, tool)) {
+            s = &m->req[i];
+            break;
+        }
+    if (!s) {
+        if (m->nreq == GMCP_REQ_SERIES) {
+            m->series_overflow++;
+            return;
+        }
+        s = &m->req[m->nreq++];
+        apr_cpystrn(s->method, method, sizeof(s->method));
+        apr_cpystrn(s->tool, tool, sizeof(s->tool));
+        s->status = status;
+    }
+    observe(&s->h, latency);
+    if (bytes_in > 0) m->bytes_in += (apr_uint64_t)bytes_in;
+    if (bytes_out > 0) m->bytes_out += (apr_uint64_t)bytes_out;
+}
+
+void gmcp_metrics_gemini(gmcp_metrics *m, int http_status, apr_interval_time_t latency,
+                         int retries, apr_int64_t prompt_tokens, apr_int64_t output_tokens)
+{
+    apr_uint32_t i;
+    gmcp_gem_series *s = NULL;
+    for (i = 0; i < m->ngem; i++)
+        if (m->gem[i].status == http_status) { s = &m->gem[i]; break; }
+    if (!s && m->ngem < GMCP_GEM_SERIES) {
+        s = &m->gem[m->ngem++];
+        s->status = http_status;
+    }
+    if (s) observe(&s->h, latency);
+    else m->series_overflow++;
+    if (retries > 0) m->gemini_retries += (apr_uint64_t)retries;
+    if (prompt_tokens > 0) m->gemini_tokens_prompt += (apr_uint64_t)prompt_tokens;
+    if (output_tokens > 0) m->gemini_tokens_output += (apr_uint64_t)output_tokens;
+}
+
+static void hist(apr_array_header_t *out, apr_pool_t *p, const char *name, const char *labels,
+                 const gmcp_histogram *h)
+{
+    int i;
+    for (i = 0; i < GMCP_LAT_BUCKETS; i++)
+        APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, "%s_bucket{%s,le=\"%s\"} %"
+                                                         APR_UINT64_T_FMT "\n", name, labels,
+                                                         LE_TXT[i], h->bucket[i]);
+    APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p,
+        "%s_bucket{%s,le=\"+Inf\"} %" APR_UINT64_T_FMT "\n%s_sum{%s} %.6f\n"
+        "%s_count{%s} %" APR_UINT64_T_FMT "\n", name, labels, h->count, name, labels,
+        (double)h->sum_us / APR_USEC_PER_SEC, name, labels, h->count);
+}
+
+#define LINE(...) (APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, __VA_ARGS__))
+
+const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
+                                const gmcp_metrics_gauges *g, apr_time_t now)
+{
+    static const char *const REJ[GMCP_REJ_N] = {"rate", "tokens", "inflight", "slots",
+                                                "quota"};
+    static const char *const AUTH[GMCP_AUTH_N] = {"missing", "invalid", "expired", "revoked",
+                                                  "forbidden"};
+    apr_array_header_t *out = apr_array_make(p, 256, sizeof(const char *));
+    apr_uint32_t i;
+    int k;
+
+    LINE("# HELP gmcp_requests_total MCP HTTP requests by JSON-RPC method, tool and HTTP "
+         "status.\n# TYPE gmcp_requests_total counter\n");
+    for (i = 0; i < m->nreq; i++)
+        LINE("gmcp_requests_total{method=\"%s\",tool=\"%s\",status=\"%d\"} %"
+             APR_UINT64_T_FMT "\n", m->req[i].method, m->req[i].tool, m->req[i].status,
+             m->req[i].h.count);
+    LINE("# HELP gmcp_request_duration_seconds Time to serve MCP HTTP requests.\n"
+         "# TYPE gmcp_request_duration_seconds histogram\n");
+    for (i = 0; i < m->nreq; i++)
+        hist(out, p, "gmcp_request_duration_seconds",
+             apr_psprintf(p, "method=\"%s\",tool=\"%s\",status=\"%d\"", m->req[i].method,
+                          m->req[i].tool, m->req[i].status), &m->req[i].h);
+    LINE("# HELP gmcp_gemini_calls_total Calls to the Gemini API by final HTTP status "
+         "(0: no answer).\n# TYPE gmcp_gemini_calls_total counter\n");
+    for (i = 0; i < m->ngem; i++)
+        LINE("gmcp_gemini_calls_total{status=\"%d\"} %" APR_UINT64_T_FMT "\n",
+             m->gem[i].status, m->gem[i].h.count);
+    LINE("# HELP gmcp_gemini_call_duration_seconds Gemini API calls, retries included.\n"
+         "# TYPE gmcp_gemini_call_duration_seconds histogram\n");
+    for (i = 0; i < m->ngem; i++)
+        hist(out, p, "gmcp_gemini_call_duration_seconds",
+             apr_psprintf(p, "status=\"%d\"", m->gem[i].status), &m->gem[i].h);
+    {
+        apr_uint64_t errors = 0;
+        for (i = 0; i < m->ngem; i++)
+            if (m->gem[i].status < 200 || m->gem[i].status >= 300) errors += m->gem[i].h.count;
+        LINE("# HELP gmcp_gemini_errors_total Gemini API calls that failed.\n"
+             "# TYPE gmcp_gemini_errors_total counter\ngmcp_gemini_errors_total %"
+             APR_UINT64_T_FMT "\n", errors);
+    }
+    LINE("# HELP gmcp_gemini_retries_total Retries of Gemini API calls.\n"
+         "# TYPE gmcp_gemini_retries_total counter\ngmcp_gemini_retries_total %"
+         APR_UINT64_T_FMT "\n", m->gemini_retries);
+    LINE("# HELP gmcp_gemini_tokens_total Tokens reported by Gemini.\n"
+         "# TYPE gmcp_gemini_tokens_total counter\n"
+         "gmcp_gemini_tokens_total{kind=\"prompt\"} %" APR_UINT64_T_FMT "\n"
+         "gmcp_gemini_tokens_total{kind=\"output\"} %" APR_UINT64_T_FMT "\n",
+         m->gemini_tokens_prompt, m->gemini_tokens_output);
+    LINE("# HELP gmcp_ratelimit_rejections_total Requests refused by a limit.\n"
+         "# TYPE gmcp_ratelimit_rejections_total counter\n");
+    for (k = 0; k < GMCP_REJ_N; k++)
+        LINE("gmcp_ratelimit_rejections_total{reason=\"%s\"} %" APR_UINT64_T_FMT "\n",
+             REJ[k], m->rejected[k]);
+    LINE("# HELP gmcp_auth_failures_total Requests refused by authentication or scope.\n"
+         "# TYPE gmcp_auth_failures_total counter\n");
+    for (k = 0; k < GMCP_AUTH_N; k++)
+        LINE("gmcp_auth_failures_total{reason=\"%s\"} %" APR_UINT64_T_FMT "\n",
+             AUTH[k], m->auth_failures[k]);
+    LINE("# HELP gmcp_bytes_total Bytes of MCP request and response bodies.\n"
+         "# TYPE gmcp_bytes_total counter\ngmcp_bytes_total{direction=\"in\"} %"
+         APR_UINT64_T_FMT "\ngmcp_bytes_total{direction=\"out\"} %" APR_UINT64_T_FMT "\n",
+         m->bytes_in, m->bytes_out);
+    if (g->mcp_sessions >= 0)
+        LINE("# HELP gmcp_active_sessions MCP sessions that have not expired.\n"
+             "# TYPE gmcp_active_sessions gauge\ngmcp_active_sessions %" APR_INT64_T_FMT "\n",
+             g->mcp_sessions);
+    if (g->chat_sessions >= 0)
+        LINE("# HELP gmcp_active_chat_sessions Chat sessions that have not expired.\n"
+             "# TYPE gmcp_active_chat_sessions gauge\ngmcp_active_chat_sessions %"
+             APR_INT64_T_FMT "\n", g->chat_sessions);
+    LINE("# HELP gmcp_breaker_state Gemini circuit breaker: 0 closed, 1 open, 2 half-open.\n"
+         "# TYPE gmcp_breaker_state gauge\ngmcp_breaker_state %d\n"
+         "# HELP gmcp_breaker_opens_total Times the breaker opened.\n"
+         "# TYPE gmcp_breaker_opens_total counter\ngmcp_breaker_opens_total %"
+         APR_UINT64_T_FMT "\n", g->breaker_state, g->breaker_opens);
+    LINE("# HELP gmcp_limiter_evictions_total Idle keys dropped from the shared limiter "
+         "table to make room.\n# TYPE gmcp_limiter_evictions_total counter\n"
+         "gmcp_limiter_evictions_total %" APR_UINT64_T_FMT "\n", g->limiter_evictions);
+    LINE("# HELP gmcp_metric_series_dropped_total Observations whose label set did not fit "
+         "the series table.\n# TYPE gmcp_metric_series_dropped_total counter\n"
+         "gmcp_metric_series_dropped_total %" APR_UINT64_T_FMT "\n", m->series_overflow);
+    LINE("# HELP gmcp_uptime_seconds Seconds since this httpd generation started.\n"
+         "# TYPE gmcp_uptime_seconds gauge\ngmcp_uptime_seconds %.0f\n",
+         (double)(now - m->started) / APR_USEC_PER_SEC);
+    return apr_array_pstrcat(p, out, 0);
+}

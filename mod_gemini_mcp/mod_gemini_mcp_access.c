@@ -1,0 +1,848 @@
+/* mod_gemini_mcp_access.c — who is calling, and how much they may: API keys (or an
+ * Apache auth module's r->user), scopes, rate limits, in-flight caps, token quotas,
+ * usage metering, request metrics, the per-request log line, and CORS.
+ *
+ * Limits, usage and metrics live in one shared-memory block guarded by a global
+ * mutex, so they hold across every child process; usage reaches SQL by a periodic
+ * flush (and one at child exit), never per request. Key rows are cached per process
+ * for KEY_CACHE_TTL, so a revoked key stops working everywhere within that time. */
+#include "mod_gemini_mcp.h"
+#include "gmcp_keys.h"
+#include "gmcp_limits.h"
+#include "gmcp_metrics.h"
+#include "gmcp_util.h"
+
+#include <http_core.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <mod_dbd.h>
+#include <apr_atomic.h>
+#include <apr_global_mutex.h>
+#include <apr_hash.h>
+#include <apr_shm.h>
+#include <apr_strings.h>
+#include <apr_thread_mutex.h>
+#include <util_mutex.h>
+#include <stdlib.h>
+
+#define STATS_MUTEX       "gemini-mcp-stats"
+#define KEY_CACHE_TTL     apr_time_from_msec(500)
+#define KEY_CACHE_MAX     10000
+#define AUDIT_FAIL_EVERY  apr_time_from_sec(1)
+#define REALM             "gemini-mcp"
+
+typedef struct {
+    gmcp_metrics metrics;
+    /* gmcp_slot_table follows */
+} shared_block;
+
+static apr_global_mutex_t *g_mutex;
+static shared_block *g_shared;
+static gmcp_limits g_limits;
+static const char *g_pepper;          /* GeminiMCPKeyPepper's value */
+static int g_store_dbd;               /* GeminiMCPRateLimitStore dbd */
+static apr_int64_t g_flush_every = 10;
+
+static void lock(void *b) { (void)b; apr_global_mutex_lock(g_mutex); }
+static void unlock(void *b) { (void)b; apr_global_mutex_unlock(g_mutex); }
+
+/* ---- start-up ------------------------------------------------------------------------ */
+
+int gmcp_access_pre_config(apr_pool_t *pconf)
+{
+    return ap_mutex_register(pconf, STATS_MUTEX, NULL, APR_LOCK_DEFAULT, 0) == APR_SUCCESS
+           ? OK : HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
+{
+    gmcp_srv_conf *c = ap_get_module_config(s->module_config, &gemini_mcp_module);
+    apr_uint32_t slots = c->limiter_slots > 0 ? (apr_uint32_t)c->limiter_slots : 4096;
+    apr_size_t size = sizeof(shared_block) + gmcp_limits_size(slots);
+    apr_shm_t *shm = NULL;
+    apr_status_t rv;
+
+    g_pepper = c->key_pepper ? gmcp_read_secret(p, c->key_pepper) : NULL;
+    if (c->key_pepper && (!g_pepper || strlen(g_pepper) < 16)) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10720)
+                     "gemini_mcp: GeminiMCPKeyPepper %s is missing, unreadable or shorter "
+                     "than 16 characters", c->key_pepper);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!g_pepper && (gmcp_auth_modes_used & (1 << GMCP_AUTH_APIKEY))) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10721)
+                     "gemini_mcp: GeminiMCPAuth apikey needs GeminiMCPKeyPepper "
+                     "file:/path or env:NAME (the key that hashes API keys; gmcpctl reads "
+                     "the same setting)");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    g_store_dbd = c->ratelimit_store == 1;
+    g_flush_every = c->usage_flush > 0 ? c->usage_flush : 10;
+    rv = apr_shm_create(&shm, size, NULL, p);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, APLOGNO(10722)
+                     "gemini_mcp: cannot create %" APR_SIZE_T_FMT " bytes of shared memory "
+                     "for limits and metrics", size);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    rv = ap_global_mutex_create(&g_mutex, NULL, STATS_MUTEX, NULL, s, p, 0);
+    if (rv != APR_SUCCESS) return HTTP_INTERNAL_SERVER_ERROR;   /* httpd logged why */
+    g_shared = apr_shm_baseaddr_get(shm);
+    gmcp_metrics_init(&g_shared->metrics, apr_time_now());
+    g_limits.t = (gmcp_slot_table *)(g_shared + 1);
+    gmcp_limits_init(g_limits.t, slots);
+    g_limits.lock = lock;
+    g_limits.unlock = unlock;
+    return OK;
+}
+
+/* ---- usage flush -------------------------------------------------------------------------- */
+
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close;
+
+/* Write every unflushed bucket in one transaction; on any failure give them all back
+ * (the next flush retries), so counts are neither lost nor doubled. */
+static void flush_usage(apr_pool_t *p, server_rec *s)
+{
+    apr_array_header_t *b;
+    ap_dbd_t *dbd;
+    gmcp_db db;
+    apr_dbd_transaction_t *t = NULL;
+    const char *err = NULL;
+    int behind = 0, i, failed = 0;
+    if (!g_limits.t || !dbd_open) return;
+    b = gmcp_limits_take(&g_limits, p);
+    if (!b->nelts) return;
+    dbd = dbd_open(p, s);
+    if (!dbd) {
+        gmcp_limits_give_back(&g_limits, b);
+        return;   /* mod_dbd logged why; the next flush retries */
+    }
+    gmcp_db_init(&db, dbd->driver, dbd->handle, dbd->prepared, p);
+    if (gmcp_db_ready(&db, &err, &behind) || gmcp_db_begin(&db, &t)) {
+        failed = 1;
+    }
+    else {
+        for (i = 0; i < b->nelts && !failed; i++) {
+            gmcp_usage_bucket *u = &APR_ARRAY_IDX(b, i, gmcp_usage_bucket);
+            failed = gmcp_usage_add(&db, u->key, u->hour, &u->usage) != 0;
+        }
+        if (gmcp_db_end(&db, t, failed)) failed = 1;
+    }
+    if (failed) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, APLOGNO(10723)
+                     "gemini_mcp: could not write usage to the database (kept in shared "
+                     "memory, retried at the next flush): %s", err ? err : gmcp_db_error(&db, -1));
+        gmcp_limits_give_back(&g_limits, b);
+    }
+    dbd_close(s, dbd);
+}
+
+static apr_uint32_t next_flush;
+
+static void maybe_flush(request_rec *r)
+{
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    apr_uint32_t due = apr_atomic_read32(&next_flush);
+    if (now < due || apr_atomic_cas32(&next_flush, now + (apr_uint32_t)g_flush_every, due)
+                     != due)
+        return;
+    flush_usage(r->pool, r->server);
+}
+
+static server_rec *g_child_server;
+
+/* A pre-cleanup of the child pool: runs before mod_dbd's connection pool (a
+ * sub-pool) is destroyed, so a graceful restart or stop writes the last counts. */
+static apr_status_t flush_at_exit(void *pchild)
+{
+    apr_pool_t *p;
+    if (apr_pool_create(&p, NULL) != APR_SUCCESS) return APR_SUCCESS;
+    (void)pchild;
+    flush_usage(p, g_child_server);
+    apr_pool_destroy(p);
+    return APR_SUCCESS;
+}
+
+/* ---- the per-process key cache ------------------------------------------------------------ */
+
+typedef struct {
+    char lookup[GMCP_SLOT_KEY_MAX + 4];   /* "k:<id>" or "u:<apache user>" */
+    apr_time_t fetched;
+    int found;
+    gmcp_key k;
+    char *strings;                         /* one malloc'd block behind k's strings */
+} cached_key;
+
+static apr_thread_mutex_t *g_cache_mutex;
+static apr_hash_t *g_cache;
+
+static void cache_free_all(void)
+{
+    apr_hash_index_t *hi;
+    for (hi = apr_hash_first(NULL, g_cache); hi; hi = apr_hash_next(hi)) {
+        cached_key *e = apr_hash_this_val(hi);
+        free(e->strings);
+        free(e);
+    }
+    apr_hash_clear(g_cache);
+}
+
+/* Copy k's strings into one malloc'd block owned by the entry. */
+static int cache_store(cached_key *e, const gmcp_key *k)
+{
+    const char *src[9] = {k->id, k->name, k->tenant, k->apache_user, k->scopes,
+                          k->quota_period, k->secret_hash, k->prev_hash, ""};
+    const char **dst[9] = {&e->k.id, &e->k.name, &e->k.tenant, &e->k.apache_user,
+                           &e->k.scopes, &e->k.quota_period, &e->k.secret_hash,
+                           &e->k.prev_hash, NULL};
+    apr_size_t total = 0, off = 0;
+    int i;
+    char *blk;
+    for (i = 0; i < 8; i++) total += strlen(src[i] ? src[i] : "") + 1;
+    if (!(blk = malloc(total))) return -1;
+    free(e->strings);
+    e->k = *k;
+    e->strings = blk;
+    for (i = 0; i < 8; i++) {
+        apr_size_t n = strlen(src[i] ? src[i] : "") + 1;
+        memcpy(blk + off, src[i] ? src[i] : "", n);
+        *dst[i] = blk + off;
+        off += n;
+    }
+    return 0;
+}
+
+static void copy_key(apr_pool_t *p, const gmcp_key *from, gmcp_key *to)
+{
+    *to = *from;
+    to->id = apr_pstrdup(p, from->id);
+    to->name = apr_pstrdup(p, from->name);
+    to->tenant = apr_pstrdup(p, from->tenant);
+    to->apache_user = apr_pstrdup(p, from->apache_user);
+    to->scopes = apr_pstrdup(p, from->scopes);
+    to->quota_period = apr_pstrdup(p, from->quota_period);
+    to->secret_hash = apr_pstrdup(p, from->secret_hash);
+    to->prev_hash = apr_pstrdup(p, from->prev_hash);
+}
+
+/* The key row for "k:<id>" / "u:<user>", from the cache when fresh, else the database.
+ * GMCP_FOUND (copied into *out), GMCP_NOT_FOUND or GMCP_DB_ERROR (*why set). */
+static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const char **why,
+                      int *cached)
+{
+    cached_key *e;
+    apr_time_t now = apr_time_now();
+    ap_dbd_t *dbd = NULL;
+    gmcp_db db;
+    gmcp_key k;
+    int rv;
+
+    apr_thread_mutex_lock(g_cache_mutex);
+    e = apr_hash_get(g_cache, lookup, APR_HASH_KEY_STRING);
+    if (cached && *cached && e && now - e->fetched < KEY_CACHE_TTL) {
+        rv = e->found ? GMCP_FOUND : GMCP_NOT_FOUND;
+        if (e->found) copy_key(r->pool, &e->k, out);
+        apr_thread_mutex_unlock(g_cache_mutex);
+        return rv;
+    }
+    apr_thread_mutex_unlock(g_cache_mutex);
+    if (cached) *cached = 0;
+
+    if (gmcp_glue_db_open(r, &dbd, &db, why)) return GMCP_DB_ERROR;
+    rv = lookup[0] == 'k' ? gmcp_key_get(&db, lookup + 2, &k)
+                          : gmcp_key_get_by_user(&db, lookup + 2, &k);
+    if (rv == GMCP_DB_ERROR) {
+        *why = "the key store is unavailable";
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10724)
+                      "gemini_mcp: database error while looking up an API key: %s",
+                      gmcp_db_error(&db, -1));
+    }
+    gmcp_glue_db_close(r, &dbd);
+    if (rv == GMCP_DB_ERROR) return rv;
+    if (rv == GMCP_FOUND) copy_key(r->pool, &k, out);
+
+    apr_thread_mutex_lock(g_cache_mutex);
+    e = apr_hash_get(g_cache, lookup, APR_HASH_KEY_STRING);
+    if (!e) {
+        if (apr_hash_count(g_cache) >= KEY_CACHE_MAX) cache_free_all();
+        if ((e = calloc(1, sizeof(*e))) != NULL) {
+            apr_cpystrn(e->lookup, lookup, sizeof(e->lookup));
+            apr_hash_set(g_cache, e->lookup, APR_HASH_KEY_STRING, e);
+        }
+    }
+    if (e) {
+        e->fetched = now;
+        e->found = rv == GMCP_FOUND && cache_store(e, &k) == 0;
+    }
+    apr_thread_mutex_unlock(g_cache_mutex);
+    return rv;
+}
+
+static apr_status_t cache_cleanup(void *d)
+{
+    (void)d;
+    if (g_cache) cache_free_all();
+    return APR_SUCCESS;
+}
+
+void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    if (g_mutex && apr_global_mutex_child_init(&g_mutex, apr_global_mutex_lockfile(g_mutex),
+                                               pchild) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10725)
+                     "gemini_mcp: cannot attach to the limits/metrics mutex");
+    apr_thread_mutex_create(&g_cache_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
+    g_cache = apr_hash_make(pchild);
+    dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    g_child_server = s;
+    apr_atomic_set32(&next_flush, (apr_uint32_t)(apr_time_sec(apr_time_now()) + g_flush_every));
+    apr_pool_pre_cleanup_register(pchild, pchild, flush_at_exit);
+    apr_pool_cleanup_register(pchild, NULL, cache_cleanup, apr_pool_cleanup_null);
+}
+
+/* ---- per request ------------------------------------------------------------------------- */
+
+gmcp_access *gmcp_access_get(request_rec *r)
+{
+    return ap_get_module_config(r->request_config, &gemini_mcp_module);
+}
+
+static void count_auth_failure(int reason)
+{
+    if (!g_shared) return;
+    lock(NULL);
+    g_shared->metrics.auth_failures[reason]++;
+    unlock(NULL);
+}
+
+/* Auth failures go to the audit log, at most one row per second per process (with the
+ * number left out since), so a flood of bad keys cannot flood the table. */
+static apr_time_t last_fail_audit;
+static apr_uint32_t fails_unaudited;
+
+static void audit_failure(request_rec *r, const char *reason, const char *key_id)
+{
+    apr_time_t now = apr_time_now();
+    ap_dbd_t *dbd = NULL;
+    gmcp_db db;
+    const char *why;
+    apr_uint32_t skipped;
+    if (now - last_fail_audit < AUDIT_FAIL_EVERY) {
+        apr_atomic_inc32(&fails_unaudited);
+        return;
+    }
+    last_fail_audit = now;
+    skipped = apr_atomic_xchg32(&fails_unaudited, 0);
+    if (gmcp_glue_db_open(r, &dbd, &db, &why)) return;
+    if (gmcp_audit(&db, apr_pstrcat(r->pool, "client ", r->useragent_ip, NULL),
+                   "auth.failure", key_id,
+                   skipped ? apr_psprintf(r->pool, "%s (and %u earlier failure(s) not "
+                                          "recorded one by one)", reason, skipped)
+                           : reason))
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10726)
+                      "gemini_mcp: cannot write the audit log: %s", gmcp_db_error(&db, -1));
+    gmcp_glue_db_close(r, &dbd);
+}
+
+/* 401 with a Bearer challenge (RFC 6750) and a JSON-RPC error body. */
+static int unauthorized(request_rec *r, int reason, const char *error, const char *message,
+                        const char *key_id)
+{
+    count_auth_failure(reason);
+    apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                   error ? apr_psprintf(r->pool, "Bearer realm=\"" REALM "\", error=\"%s\", "
+                                        "error_description=\"%s\"", error, message)
+                         : "Bearer realm=\"" REALM "\"");
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10727)
+                  "gemini_mcp: 401 %s%s%s", message, key_id ? " key=" : "",
+                  key_id ? key_id : "");
+    audit_failure(r, message, key_id);
+    gmcp_send_json(r, HTTP_UNAUTHORIZED,
+                   gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                                  apr_pstrcat(r->pool, "Unauthorized: ", message, NULL),
+                                  NULL));
+    return DONE;
+}
+
+static void take_key(gmcp_access *a, const gmcp_key *k)
+{
+    a->key = apr_pmemdup(a->r->pool, k, sizeof(*k));
+    a->key_id = k->id;
+    a->principal = *k->tenant ? apr_pstrcat(a->r->pool, "tenant:", k->tenant, NULL)
+                              : apr_pstrcat(a->r->pool, "key:", k->id, NULL);
+    a->scopes = k->scopes;
+    gmcp_key_limits_of(k, &a->limits);
+}
+
+static int unavailable(request_rec *r, const char *why)
+{
+    apr_table_setn(r->err_headers_out, "Retry-After", "5");
+    gmcp_send_json(r, HTTP_SERVICE_UNAVAILABLE,
+                   gmcp_rpc_error(NULL, GMCP_INTERNAL_ERROR,
+                                  apr_psprintf(r->pool, "Service unavailable: %s", why), NULL));
+    return DONE;
+}
+
+int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **out)
+{
+    gmcp_access *a = apr_pcalloc(r->pool, sizeof(*a));
+    const char *why = NULL;
+    gmcp_key k;
+    int rv;
+    a->r = r;
+    a->start = r->request_time;
+    a->mode = dc->auth_mode;
+    ap_set_module_config(r->request_config, &gemini_mcp_module, a);
+    *out = a;
+
+    if (a->mode == GMCP_AUTH_APIKEY) {
+        const char *h = apr_table_get(r->headers_in, "Authorization"), *tok, *id, *hash;
+        apr_int64_t now = gmcp_now_sec();
+        int cached = 1;
+        if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !*(tok = h + 7 + strspn(h + 7, " ")))
+            return unauthorized(r, GMCP_AUTH_MISSING, NULL,
+                                "an API key is required (Authorization: Bearer <key>)", NULL);
+        if (gmcp_key_parse(r->pool, tok, &id, NULL) != 0)
+            return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
+                                "the API key is not valid", NULL);
+        hash = gmcp_key_hash(r->pool, g_pepper, tok);
+        rv = key_lookup(r, apr_pstrcat(r->pool, "k:", id, NULL), &k, &why, &cached);
+        if (rv == GMCP_FOUND && hash && gmcp_key_verify(&k, hash, now) == GMCP_KEY_BAD
+            && cached)
+            /* Maybe just rotated: a secret the cached row does not know is checked
+             * against the database before it is refused. */
+            rv = key_lookup(r, apr_pstrcat(r->pool, "k:", id, NULL), &k, &why, NULL);
+        if (rv == GMCP_DB_ERROR) return unavailable(r, why);
+        rv = rv == GMCP_FOUND && hash ? gmcp_key_verify(&k, hash, now) : GMCP_KEY_BAD;
+        if (rv == GMCP_KEY_BAD)
+            return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
+                                "the API key is not valid", id);
+        if (rv == GMCP_KEY_REVOKED)
+            return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
+                                "the API key has been revoked", id);
+        if (rv == GMCP_KEY_EXPIRED)
+            return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
+                                "the API key has expired", id);
+        take_key(a, &k);
+    }
+    else if (a->mode == GMCP_AUTH_APACHE) {
+        if (!r->user)
+            return unauthorized(r, GMCP_AUTH_MISSING, NULL, "authentication is required "
+                                "(GeminiMCPAuth apache needs an Apache auth module with "
+                                "Require valid-user on this location)", NULL);
+        int cached = 1;
+        rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached);
+        if (rv == GMCP_DB_ERROR) return unavailable(r, why);
+        if (rv == GMCP_FOUND && k.revoked)
+            return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
+                                "access for this user has been revoked", k.id);
+        if (rv == GMCP_FOUND && k.expires && gmcp_now_sec() >= k.expires)
+            return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
+                                "access for this user has expired", k.id);
+        if (rv == GMCP_FOUND) {
+            take_key(a, &k);
+        }
+        else {
+            a->principal = apr_pstrcat(r->pool, "user:", r->user, NULL);
+            a->key_id = a->principal;
+        }
+    }
+    else {
+        a->principal = r->user ? r->user : gmcp_conf_principal(dc);
+        a->key_id = a->principal;
+    }
+    apr_table_setn(r->notes, "gmcp-key", a->key_id);
+    return OK;
+}
+
+static void ratelimit_headers(request_rec *r, const gmcp_access *a, const gmcp_admit_info *in)
+{
+    apr_int64_t burst;
+    if (!a->limits.req_interval) return;
+    burst = a->limits.req_limit / a->limits.req_interval;
+    apr_table_setn(r->err_headers_out, "RateLimit-Policy",
+                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT ";w=%" APR_INT64_T_FMT
+                                ";burst=%" APR_INT64_T_FMT, a->key->rate_count,
+                                a->key->rate_period, burst));
+    apr_table_setn(r->err_headers_out, "RateLimit-Limit", apr_psprintf(r->pool, "%"
+                   APR_INT64_T_FMT, burst));
+    apr_table_setn(r->err_headers_out, "RateLimit-Remaining",
+                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT, in->remaining < 0 ? 0
+                                : in->remaining));
+    apr_table_setn(r->err_headers_out, "RateLimit-Reset",
+                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
+                                (apr_int64_t)((in->reset + APR_USEC_PER_SEC - 1)
+                                              / APR_USEC_PER_SEC)));
+}
+
+static int too_many(request_rec *r, gmcp_access *a, json_t *id, int reason,
+                    apr_interval_time_t retry_after, const char *message)
+{
+    gmcp_usage u;
+    apr_int64_t secs = (retry_after + APR_USEC_PER_SEC - 1) / APR_USEC_PER_SEC;
+    if (secs < 1) secs = 1;
+    lock(NULL);
+    g_shared->metrics.rejected[reason]++;
+    unlock(NULL);
+    memset(&u, 0, sizeof(u));
+    u.rejected = 1;
+    gmcp_limits_account(&g_limits, a->key_id, apr_time_now(), &u);
+    a->rejected = 1;
+    apr_table_setn(r->err_headers_out, "Retry-After", apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
+                                                                   secs));
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10728)
+                  "gemini_mcp: 429 key=%s: %s", a->key_id, message);
+    gmcp_send_json(r, HTTP_TOO_MANY_REQUESTS,
+                   gmcp_rpc_error(id, GMCP_SERVER_ERROR,
+                                  apr_pstrcat(r->pool, "Too Many Requests: ", message, NULL),
+                                  json_pack("{s:s, s:f}", "reason",
+                                            reason == GMCP_REJ_QUOTA ? "quota"
+                                            : reason == GMCP_REJ_TOKENS ? "tokens"
+                                            : reason == GMCP_REJ_INFLIGHT ? "inflight"
+                                            : reason == GMCP_REJ_FULL ? "capacity" : "rate",
+                                            "retryAfter",
+                                            (double)retry_after / APR_USEC_PER_SEC)));
+    return DONE;
+}
+
+static apr_status_t leave_inflight(void *d)
+{
+    gmcp_access *a = d;
+    gmcp_limits_leave(&g_limits, a->key_id);
+    return APR_SUCCESS;
+}
+
+/* Tokens used this quota period: flushed rows plus what is still in shared memory. */
+static int quota_used(request_rec *r, gmcp_access *a, apr_int64_t *used, const char **why)
+{
+    ap_dbd_t *dbd = NULL;
+    gmcp_db db;
+    gmcp_usage u;
+    apr_int64_t start = gmcp_quota_period_start(a->key->quota_period, gmcp_now_sec());
+    if (gmcp_glue_db_open(r, &dbd, &db, why)) return -1;
+    if (gmcp_usage_sum(&db, a->key_id, start, &u)) {
+        *why = "the usage store is unavailable";
+        gmcp_glue_db_close(r, &dbd);
+        return -1;
+    }
+    gmcp_glue_db_close(r, &dbd);
+    gmcp_limits_pending(&g_limits, a->key_id, start, &u);
+    *used = u.prompt_tokens + u.output_tokens;
+    return 0;
+}
+
+int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const char *tool,
+                      int spends_tokens, json_t *id)
+{
+    gmcp_admit_info info;
+    apr_time_t now = apr_time_now();
+    int rv, check_rate = 1;
+    const char *why;
+    a->method = method;
+    a->tool = tool;
+    if (tool && a->scopes && !gmcp_scope_allows(r->pool, a->scopes, tool)) {
+        count_auth_failure(GMCP_AUTH_FORBIDDEN);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10729)
+                      "gemini_mcp: 403 key=%s tool=%s: outside the key's scopes", a->key_id,
+                      tool);
+        gmcp_send_json(r, HTTP_FORBIDDEN,
+                       gmcp_rpc_error(id, GMCP_SERVER_ERROR, apr_psprintf(r->pool,
+                                      "Forbidden: this API key's scopes (%s) do not allow the "
+                                      "tool '%s'", a->scopes, tool), NULL));
+        return DONE;
+    }
+    if (!a->key) return OK;   /* no limits configured for this caller */
+
+    if (g_store_dbd && a->limits.req_interval) {
+        ap_dbd_t *dbd = NULL;
+        gmcp_db db;
+        int allowed = 0;
+        apr_int64_t tat = 0;
+        if (gmcp_glue_db_open(r, &dbd, &db, &why)) return unavailable(r, why);
+        rv = gmcp_ratelimit_dbd(&db, a->key_id, now, a->limits.req_interval,
+                                a->limits.req_limit, &allowed, &tat);
+        if (rv)
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10730)
+                          "gemini_mcp: database error in the rate-limit store: %s",
+                          gmcp_db_error(&db, -1));
+        gmcp_glue_db_close(r, &dbd);
+        if (rv) return unavailable(r, "the rate-limit store is unavailable");
+        memset(&info, 0, sizeof(info));
+        info.reset = tat - now;
+        if (!allowed) {
+            info.retry_after = tat + a->limits.req_interval - now - a->limits.req_limit;
+            ratelimit_headers(r, a, &info);
+            return too_many(r, a, id, GMCP_REJ_RATE, info.retry_after,
+                            "this API key's request rate limit is reached");
+        }
+        info.remaining = (a->limits.req_limit - (tat - now)) / a->limits.req_interval;
+        ratelimit_headers(r, a, &info);
+        check_rate = 0;
+    }
+    rv = gmcp_limits_admit(&g_limits, a->key_id, &a->limits, now, check_rate, spends_tokens,
+                           1, &info);
+    if (check_rate) ratelimit_headers(r, a, &info);
+    switch (rv) {
+    case GMCP_ADMIT_RATE:
+        return too_many(r, a, id, GMCP_REJ_RATE, info.retry_after,
+                        "this API key's request rate limit is reached");
+    case GMCP_ADMIT_TOKENS:
+        return too_many(r, a, id, GMCP_REJ_TOKENS, info.retry_after,
+                        "this API key's Gemini token rate limit is reached");
+    case GMCP_ADMIT_INFLIGHT:
+        return too_many(r, a, id, GMCP_REJ_INFLIGHT, info.retry_after, apr_psprintf(r->pool,
+                        "this API key already has %" APR_INT64_T_FMT " requests in flight",
+                        a->limits.max_inflight));
+    case GMCP_ADMIT_FULL:
+        return too_many(r, a, id, GMCP_REJ_FULL, info.retry_after,
+                        "too many distinct keys are active at once; try again shortly");
+    default:
+        break;
+    }
+    apr_pool_cleanup_register(r->pool, a, leave_inflight, apr_pool_cleanup_null);
+    if (spends_tokens && a->key->token_quota > 0) {
+        apr_int64_t used = 0;
+        if (quota_used(r, a, &used, &why)) return unavailable(r, why);
+        if (used >= a->key->token_quota) {
+            apr_int64_t n = gmcp_now_sec();
+            return too_many(r, a, id, GMCP_REJ_QUOTA,
+                            apr_time_from_sec(gmcp_quota_period_end(a->key->quota_period, n) - n),
+                            apr_psprintf(r->pool, "this API key's token quota (%" APR_INT64_T_FMT
+                                         " per %s) is used up", a->key->token_quota,
+                                         a->key->quota_period));
+        }
+    }
+    return OK;
+}
+
+void gmcp_access_gemini_observed(request_rec *r, int status, apr_interval_time_t latency,
+                                 int retries, apr_int64_t prompt, apr_int64_t output)
+{
+    gmcp_access *a = gmcp_access_get(r);
+    if (a) {
+        a->upstream_status = status;
+        a->upstream_time += latency;
+        a->retries += retries;
+        a->prompt_tokens += prompt;
+        a->output_tokens += output;
+        if (a->key) gmcp_limits_charge_tokens(&g_limits, a->key_id, &a->limits,
+                                              prompt + output, apr_time_now());
+    }
+    if (g_shared) {
+        lock(NULL);
+        gmcp_metrics_gemini(&g_shared->metrics, status, latency, retries, prompt, output);
+        unlock(NULL);
+    }
+}
+
+static json_t *usage_json(const gmcp_usage *u)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                     "requests", (json_int_t)u->requests, "errors", (json_int_t)u->errors,
+                     "rejected", (json_int_t)u->rejected,
+                     "prompt_tokens", (json_int_t)u->prompt_tokens,
+                     "output_tokens", (json_int_t)u->output_tokens,
+                     "bytes_in", (json_int_t)u->bytes_in, "bytes_out", (json_int_t)u->bytes_out);
+}
+
+json_t *gmcp_access_usage_report(request_rec *r, const char **why)
+{
+    gmcp_access *a = gmcp_access_get(r);
+    ap_dbd_t *dbd = NULL;
+    gmcp_db db;
+    apr_int64_t now = gmcp_now_sec(), starts[3];
+    gmcp_usage u[3];
+    const char *names[3] = {"this_hour", "today", "this_month"};
+    json_t *usage = json_object(), *limits, *out;
+    int i;
+    if (!a) { *why = "no caller identity"; json_decref(usage); return NULL; }
+    starts[0] = now - now % 3600;
+    starts[1] = gmcp_quota_period_start("day", now);
+    starts[2] = gmcp_quota_period_start("month", now);
+    if (gmcp_glue_db_open(r, &dbd, &db, why)) { json_decref(usage); return NULL; }
+    for (i = 0; i < 3; i++) {
+        if (gmcp_usage_sum(&db, a->key_id, starts[i], &u[i])) {
+            *why = "the usage store is unavailable";
+            gmcp_glue_db_close(r, &dbd);
+            json_decref(usage);
+            return NULL;
+        }
+        gmcp_limits_pending(&g_limits, a->key_id, starts[i], &u[i]);
+        json_object_set_new(usage, names[i], usage_json(&u[i]));
+    }
+    gmcp_glue_db_close(r, &dbd);
+    if (a->key) {
+        const gmcp_key *k = a->key;
+        limits = json_pack("{s:o, s:o, s:o, s:o, s:s}",
+            "requests", k->rate_count ? json_pack("{s:I, s:I, s:I}", "count",
+                        (json_int_t)k->rate_count, "per_seconds", (json_int_t)k->rate_period,
+                        "burst", (json_int_t)(a->limits.req_limit / a->limits.req_interval))
+                        : json_null(),
+            "tokens", k->token_rate_count ? json_pack("{s:I, s:I}", "count",
+                      (json_int_t)k->token_rate_count, "per_seconds",
+                      (json_int_t)k->token_rate_period) : json_null(),
+            "max_inflight", k->max_inflight ? json_integer(k->max_inflight) : json_null(),
+            "token_quota", k->token_quota ? json_integer(k->token_quota) : json_null(),
+            "scopes", k->scopes);
+    }
+    else {
+        limits = json_pack("{s:n, s:n, s:n, s:n, s:s}", "requests", "tokens", "max_inflight",
+                           "token_quota", "scopes", "*");
+    }
+    out = json_pack("{s:s, s:s, s:o, s:o}", "key_id", a->key_id, "principal", a->principal,
+                    "limits", limits, "usage", usage);
+    if (a->key && a->key->token_quota > 0) {
+        const char *per = a->key->quota_period;
+        int idx = !strcmp(per, "month") ? 2 : 1;
+        apr_int64_t used = u[idx].prompt_tokens + u[idx].output_tokens;
+        char buf[APR_RFC822_DATE_LEN];
+        apr_rfc822_date(buf, apr_time_from_sec(gmcp_quota_period_end(per, now)));
+        json_object_set_new(out, "quota", json_pack("{s:s, s:I, s:I, s:I, s:s}",
+                            "period", per, "limit", (json_int_t)a->key->token_quota,
+                            "used", (json_int_t)used, "remaining",
+                            (json_int_t)(used < a->key->token_quota
+                                         ? a->key->token_quota - used : 0),
+                            "resets", buf));
+    }
+    return out;
+}
+
+/* ---- after the response: metrics, usage, the log line -------------------------------- */
+
+int gmcp_access_log(request_rec *r)
+{
+    gmcp_access *a;
+    apr_interval_time_t took;
+    gmcp_usage u;
+    int status;
+    if (r->main || !(a = gmcp_access_get(r)) || !g_shared) return DECLINED;
+    took = apr_time_now() - a->start;
+    status = r->status;
+    lock(NULL);
+    gmcp_metrics_request(&g_shared->metrics, a->method ? a->method : r->method, a->tool,
+                         status, took, a->bytes_in, (apr_int64_t)r->bytes_sent);
+    unlock(NULL);
+    if (a->key_id && !a->rejected) {
+        memset(&u, 0, sizeof(u));
+        u.requests = 1;
+        u.errors = status >= 400;
+        u.prompt_tokens = a->prompt_tokens;
+        u.output_tokens = a->output_tokens;
+        u.bytes_in = a->bytes_in;
+        u.bytes_out = (apr_int64_t)r->bytes_sent;
+        gmcp_limits_account(&g_limits, a->key_id, apr_time_now(), &u);
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10731)
+                  "gemini_mcp: key=%s method=%s tool=%s status=%d ms=%.1f upstream=%d "
+                  "upstream_ms=%.1f retries=%d tokens=%" APR_INT64_T_FMT "/%" APR_INT64_T_FMT,
+                  a->key_id ? a->key_id : "-", a->method ? a->method : r->method,
+                  a->tool ? a->tool : "-", status, (double)took / 1000.0, a->upstream_status,
+                  (double)a->upstream_time / 1000.0, a->retries, a->prompt_tokens,
+                  a->output_tokens);
+    maybe_flush(r);
+    return OK;
+}
+
+/* ---- metrics endpoint ------------------------------------------------------------------- */
+
+const char *gmcp_access_metrics_text(request_rec *r)
+{
+    gmcp_metrics *snap = apr_palloc(r->pool, sizeof(*snap));
+    gmcp_metrics_gauges g;
+    gmcp_breaker_state bs;
+    ap_dbd_t *dbd = NULL;
+    gmcp_db db;
+    const char *why;
+    memset(&g, 0, sizeof(g));
+    g.mcp_sessions = g.chat_sessions = -1;
+    if (!g_shared) return "";
+    lock(NULL);
+    *snap = g_shared->metrics;
+    g.limiter_evictions = g_limits.t->evictions;
+    g.limiter_full = g_limits.t->full;
+    unlock(NULL);
+    gmcp_breaker_read(&bs);
+    g.breaker_state = (int)bs.state;
+    g.breaker_opens = bs.opens;
+    if (gmcp_glue_db_open(r, &dbd, &db, &why) == 0) {
+        gmcp_rows rs;
+        const gmcp_srv_conf *sc = ap_get_module_config(r->server->module_config,
+                                                       &gemini_mcp_module);
+        const char *since = gmcp_i64_str(r->pool, gmcp_now_sec() - gmcp_conf_session_idle(sc));
+        const char *csince = gmcp_i64_str(r->pool, gmcp_now_sec() - gmcp_conf_chat_idle(sc));
+        if (gmcp_db_select(&db, "gmcp_count_sessions", &rs, GMCP_ARGS(since)) == 0
+            && rs.rows->nelts == 1)
+            g.mcp_sessions = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
+        if (gmcp_db_select(&db, "gmcp_count_chats", &rs, GMCP_ARGS(csince)) == 0
+            && rs.rows->nelts == 1)
+            g.chat_sessions = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
+        gmcp_glue_db_close(r, &dbd);
+    }
+    return gmcp_metrics_render(r->pool, snap, &g, apr_time_now());
+}
+
+/* ---- CORS ------------------------------------------------------------------------------------ */
+
+#define CORS_EXPOSE "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate, Retry-After, " \
+    "RateLimit-Policy, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+#define CORS_METHODS "GET, POST, DELETE, OPTIONS"
+
+/* Request headers a browser MCP client may send (Mcp-Param-* are the 2026 revision's
+ * mirrored parameters). */
+static int cors_header_ok(const char *h)
+{
+    static const char *const OK_HEADERS[] = {"content-type", "accept", "authorization",
+        "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name",
+        "cache-control", NULL};
+    int i;
+    if (!strncasecmp(h, "mcp-param-", 10)) return 1;
+    for (i = 0; OK_HEADERS[i]; i++)
+        if (!strcasecmp(h, OK_HEADERS[i])) return 1;
+    return 0;
+}
+
+void gmcp_access_cors(request_rec *r)
+{
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    if (!origin) return;
+    /* Only reached for origins origin_allowed() accepted. */
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Origin", origin);
+    apr_table_mergen(r->err_headers_out, "Vary", "Origin");
+    apr_table_setn(r->err_headers_out, "Access-Control-Expose-Headers", CORS_EXPOSE);
+}
+
+int gmcp_access_preflight(request_rec *r)
+{
+    const char *want = apr_table_get(r->headers_in, "Access-Control-Request-Headers");
+    const char *method = apr_table_get(r->headers_in, "Access-Control-Request-Method");
+    char *list, *tok, *last = NULL;
+    if (!apr_table_get(r->headers_in, "Origin") || !method) {
+        apr_table_setn(r->headers_out, "Allow", CORS_METHODS);
+        r->status = HTTP_NO_CONTENT;
+        return OK;
+    }
+    if (!ap_strstr_c(CORS_METHODS, method) || !*method) {
+        gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                       apr_psprintf(r->pool, "Forbidden: method %s is not allowed", method),
+                       NULL));
+        return OK;
+    }
+    list = apr_pstrdup(r->pool, want ? want : "");
+    for (tok = apr_strtok(list, ", ", &last); tok; tok = apr_strtok(NULL, ", ", &last))
+        if (!cors_header_ok(tok)) {
+            gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                           apr_psprintf(r->pool, "Forbidden: request header %s is not allowed",
+                                        tok), NULL));
+            return OK;
+        }
+    gmcp_access_cors(r);
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods", CORS_METHODS);
+    if (want && *want) apr_table_setn(r->err_headers_out, "Access-Control-Allow-Headers", want);
+    apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", "600");
+    r->status = HTTP_NO_CONTENT;
+    return OK;
+}
