@@ -5,8 +5,14 @@
  * timestamp): admitting a request moves the key's "theoretical arrival time" on by
  * one emission interval; a request is refused while that time would run more than the
  * burst ahead of now. Usage is added here on the hot path and written to SQL by a
- * periodic flush (gmcp_limits_take), never per request. The caller's lock guards
- * every operation; nothing here allocates from shared memory. */
+ * periodic flush (gmcp_limits_take), never per request.
+ *
+ * The hot path takes no lock: a key's slot is found by reading (a per-slot generation
+ * number, odd while the slot is being rewritten, tells a reader that raced with a
+ * rewrite to undo and retry), and its counters are changed with APR atomics — GCRA
+ * with compare-and-swap, usage with atomic adds, the flush with atomic exchange. The
+ * caller's lock is taken only to claim or evict a slot and to start a new hour's
+ * bucket. */
 #ifndef GMCP_LIMITS_H
 #define GMCP_LIMITS_H
 
@@ -19,6 +25,7 @@
 
 typedef struct {
     char key[GMCP_SLOT_KEY_MAX];   /* "" = free */
+    volatile apr_uint32_t gen;     /* odd while key is being rewritten */
     apr_time_t last_used;
     apr_time_t req_tat, tok_tat;   /* GCRA state (0 = never used) */
     apr_int64_t inflight;
@@ -85,6 +92,10 @@ void gmcp_limits_charge_tokens(gmcp_limits *l, const char *key, const gmcp_key_l
 /* Add to the key's usage for the hour of `now`. */
 void gmcp_limits_account(gmcp_limits *l, const char *key, apr_time_t now,
                          const gmcp_usage *delta);
+/* The end of a request: its usage, and (when `leave`) the end of its in-flight count,
+ * under one lock. */
+void gmcp_limits_finish(gmcp_limits *l, const char *key, apr_time_t now,
+                        const gmcp_usage *delta, int leave);
 /* Unflushed usage of a key since `since` (seconds), added into *out. */
 void gmcp_limits_pending(gmcp_limits *l, const char *key, apr_int64_t since,
                          gmcp_usage *out);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <apr_strings.h>
 #include <apr_tables.h>
+#include <apr_atomic.h>
 
 /* Upper bounds in seconds (Prometheus "le"), then +Inf. */
 static const double LE[GMCP_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -34,75 +35,116 @@ void gmcp_metrics_init(gmcp_metrics *m, apr_time_t now)
     m->started = now;
 }
 
+void gmcp_metrics_count(volatile apr_uint64_t *counter)
+{
+    apr_atomic_inc64(counter);
+}
+
 static void observe(gmcp_histogram *h, apr_interval_time_t latency)
 {
     double s = (double)latency / APR_USEC_PER_SEC;
     int i;
-    h->count++;
-    h->sum_us += (apr_uint64_t)(latency > 0 ? latency : 0);
-    for (i = 0; i < GMCP_LAT_BUCKETS; i++)
-        if (s <= LE[i]) h->bucket[i]++;   /* cumulative, as Prometheus wants */
+    for (i = 0; i < GMCP_LAT_BUCKETS && s > LE[i]; i++) ;
+    if (i < GMCP_LAT_BUCKETS) apr_atomic_inc64(&h->bucket[i]);
+    apr_atomic_add64(&h->sum_us, (apr_uint64_t)(latency > 0 ? latency : 0));
+    apr_atomic_inc64(&h->count);
 }
 
-void gmcp_metrics_request(gmcp_metrics *m, const char *method, const char *tool, int status,
-                          apr_interval_time_t latency, apr_int64_t bytes_in,
-                          apr_int64_t bytes_out)
+static gmcp_req_series *find_req(gmcp_metrics *m, apr_uint32_t n, const char *method,
+                                 const char *tool, int status)
 {
     apr_uint32_t i;
-    gmcp_req_series *s = NULL;
+    for (i = 0; i < n; i++)
+        if (m->req[i].status == status && !strcmp(m->req[i].method, method)
+            && !strcmp(m->req[i].tool, tool))
+            return &m->req[i];
+    return NULL;
+}
+
+void gmcp_metrics_request(gmcp_metrics *m, const gmcp_metrics_lock *lk, const char *method,
+                          const char *tool, int status, apr_interval_time_t latency,
+                          apr_int64_t bytes_in, apr_int64_t bytes_out)
+{
+    gmcp_req_series *s;
     method = gmcp_metrics_method(method);
     if (!tool) tool = "";
-    for (i = 0; i < m->nreq; i++)
-        if (m->req[i].status == status && !strcmp(m->req[i].method, method)
-            && !strcmp(m->req[i].tool, tool)) {
-            s = &m->req[i];
-            break;
-        }
+    s = find_req(m, apr_atomic_read32(&m->nreq), method, tool, status);
     if (!s) {
-        if (m->nreq == GMCP_REQ_SERIES) {
-            m->series_overflow++;
-            return;
+        /* New label set: fill the entry, then publish it by raising nreq. */
+        apr_uint32_t n;
+        if (lk) lk->lock(lk->baton);
+        n = apr_atomic_read32(&m->nreq);
+        if (!(s = find_req(m, n, method, tool, status)) && n < GMCP_REQ_SERIES) {
+            s = &m->req[n];
+            apr_cpystrn(s->method, method, sizeof(s->method));
+            apr_cpystrn(s->tool, tool, sizeof(s->tool));
+            s->status = status;
+            apr_atomic_set32(&m->nreq, n + 1);
         }
-        s = &m->req[m->nreq++];
-        apr_cpystrn(s->method, method, sizeof(s->method));
-        apr_cpystrn(s->tool, tool, sizeof(s->tool));
-        s->status = status;
+        if (lk) lk->unlock(lk->baton);
+    }
+    if (!s) {
+        apr_atomic_inc64(&m->series_overflow);
+        return;
     }
     observe(&s->h, latency);
-    if (bytes_in > 0) m->bytes_in += (apr_uint64_t)bytes_in;
-    if (bytes_out > 0) m->bytes_out += (apr_uint64_t)bytes_out;
+    if (bytes_in > 0) apr_atomic_add64(&m->bytes_in, (apr_uint64_t)bytes_in);
+    if (bytes_out > 0) apr_atomic_add64(&m->bytes_out, (apr_uint64_t)bytes_out);
 }
 
-void gmcp_metrics_gemini(gmcp_metrics *m, int http_status, apr_interval_time_t latency,
-                         int retries, apr_int64_t prompt_tokens, apr_int64_t output_tokens)
+static gmcp_gem_series *find_gem(gmcp_metrics *m, apr_uint32_t n, int status)
 {
     apr_uint32_t i;
-    gmcp_gem_series *s = NULL;
-    for (i = 0; i < m->ngem; i++)
-        if (m->gem[i].status == http_status) { s = &m->gem[i]; break; }
-    if (!s && m->ngem < GMCP_GEM_SERIES) {
-        s = &m->gem[m->ngem++];
-        s->status = http_status;
+    for (i = 0; i < n; i++)
+        if (m->gem[i].status == status) return &m->gem[i];
+    return NULL;
+}
+
+void gmcp_metrics_gemini(gmcp_metrics *m, const gmcp_metrics_lock *lk, int http_status,
+                         apr_interval_time_t latency, int retries, apr_int64_t prompt_tokens,
+                         apr_int64_t output_tokens)
+{
+    gmcp_gem_series *s = find_gem(m, apr_atomic_read32(&m->ngem), http_status);
+    if (!s) {
+        apr_uint32_t n;
+        if (lk) lk->lock(lk->baton);
+        n = apr_atomic_read32(&m->ngem);
+        if (!(s = find_gem(m, n, http_status)) && n < GMCP_GEM_SERIES) {
+            s = &m->gem[n];
+            s->status = http_status;
+            apr_atomic_set32(&m->ngem, n + 1);
+        }
+        if (lk) lk->unlock(lk->baton);
     }
     if (s) observe(&s->h, latency);
-    else m->series_overflow++;
-    if (retries > 0) m->gemini_retries += (apr_uint64_t)retries;
-    if (prompt_tokens > 0) m->gemini_tokens_prompt += (apr_uint64_t)prompt_tokens;
-    if (output_tokens > 0) m->gemini_tokens_output += (apr_uint64_t)output_tokens;
+    else apr_atomic_inc64(&m->series_overflow);
+    if (retries > 0) apr_atomic_add64(&m->gemini_retries, (apr_uint64_t)retries);
+    if (prompt_tokens > 0)
+        apr_atomic_add64(&m->gemini_tokens_prompt, (apr_uint64_t)prompt_tokens);
+    if (output_tokens > 0)
+        apr_atomic_add64(&m->gemini_tokens_output, (apr_uint64_t)output_tokens);
 }
+
+#define RD(x) apr_atomic_read64((volatile apr_uint64_t *)&(x))
 
 static void hist(apr_array_header_t *out, apr_pool_t *p, const char *name, const char *labels,
                  const gmcp_histogram *h)
 {
+    apr_uint64_t cum = 0, count = RD(h->count), b[GMCP_LAT_BUCKETS];
     int i;
-    for (i = 0; i < GMCP_LAT_BUCKETS; i++)
+    for (i = 0; i < GMCP_LAT_BUCKETS; i++) b[i] = RD(h->bucket[i]);
+    for (i = 0; i < GMCP_LAT_BUCKETS; i++) {
+        cum += b[i];
         APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, "%s_bucket{%s,le=\"%s\"} %"
                                                          APR_UINT64_T_FMT "\n", name, labels,
-                                                         LE_TXT[i], h->bucket[i]);
+                                                         LE_TXT[i], cum);
+    }
+    /* Read apart from the buckets: +Inf is never below the last bucket. */
+    if (count < cum) count = cum;
     APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p,
         "%s_bucket{%s,le=\"+Inf\"} %" APR_UINT64_T_FMT "\n%s_sum{%s} %.6f\n"
-        "%s_count{%s} %" APR_UINT64_T_FMT "\n", name, labels, h->count, name, labels,
-        (double)h->sum_us / APR_USEC_PER_SEC, name, labels, h->count);
+        "%s_count{%s} %" APR_UINT64_T_FMT "\n", name, labels, count, name, labels,
+        (double)RD(h->sum_us) / APR_USEC_PER_SEC, name, labels, count);
 }
 
 #define LINE(...) (APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, __VA_ARGS__))
@@ -115,61 +157,63 @@ const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
     static const char *const AUTH[GMCP_AUTH_N] = {"missing", "invalid", "expired", "revoked",
                                                   "forbidden"};
     apr_array_header_t *out = apr_array_make(p, 256, sizeof(const char *));
-    apr_uint32_t i;
+    apr_uint32_t i, nreq = apr_atomic_read32((volatile apr_uint32_t *)&m->nreq);
+    apr_uint32_t ngem = apr_atomic_read32((volatile apr_uint32_t *)&m->ngem);
     int k;
 
     LINE("# HELP gmcp_requests_total MCP HTTP requests by JSON-RPC method, tool and HTTP "
          "status.\n# TYPE gmcp_requests_total counter\n");
-    for (i = 0; i < m->nreq; i++)
+    for (i = 0; i < nreq; i++)
         LINE("gmcp_requests_total{method=\"%s\",tool=\"%s\",status=\"%d\"} %"
              APR_UINT64_T_FMT "\n", m->req[i].method, m->req[i].tool, m->req[i].status,
-             m->req[i].h.count);
+             RD(m->req[i].h.count));
     LINE("# HELP gmcp_request_duration_seconds Time to serve MCP HTTP requests.\n"
          "# TYPE gmcp_request_duration_seconds histogram\n");
-    for (i = 0; i < m->nreq; i++)
+    for (i = 0; i < nreq; i++)
         hist(out, p, "gmcp_request_duration_seconds",
              apr_psprintf(p, "method=\"%s\",tool=\"%s\",status=\"%d\"", m->req[i].method,
                           m->req[i].tool, m->req[i].status), &m->req[i].h);
     LINE("# HELP gmcp_gemini_calls_total Calls to the Gemini API by final HTTP status "
          "(0: no answer).\n# TYPE gmcp_gemini_calls_total counter\n");
-    for (i = 0; i < m->ngem; i++)
+    for (i = 0; i < ngem; i++)
         LINE("gmcp_gemini_calls_total{status=\"%d\"} %" APR_UINT64_T_FMT "\n",
-             m->gem[i].status, m->gem[i].h.count);
+             m->gem[i].status, RD(m->gem[i].h.count));
     LINE("# HELP gmcp_gemini_call_duration_seconds Gemini API calls, retries included.\n"
          "# TYPE gmcp_gemini_call_duration_seconds histogram\n");
-    for (i = 0; i < m->ngem; i++)
+    for (i = 0; i < ngem; i++)
         hist(out, p, "gmcp_gemini_call_duration_seconds",
              apr_psprintf(p, "status=\"%d\"", m->gem[i].status), &m->gem[i].h);
     {
         apr_uint64_t errors = 0;
-        for (i = 0; i < m->ngem; i++)
-            if (m->gem[i].status < 200 || m->gem[i].status >= 300) errors += m->gem[i].h.count;
+        for (i = 0; i < ngem; i++)
+            if (m->gem[i].status < 200 || m->gem[i].status >= 300)
+                errors += RD(m->gem[i].h.count);
         LINE("# HELP gmcp_gemini_errors_total Gemini API calls that failed.\n"
              "# TYPE gmcp_gemini_errors_total counter\ngmcp_gemini_errors_total %"
              APR_UINT64_T_FMT "\n", errors);
     }
     LINE("# HELP gmcp_gemini_retries_total Retries of Gemini API calls.\n"
          "# TYPE gmcp_gemini_retries_total counter\ngmcp_gemini_retries_total %"
-         APR_UINT64_T_FMT "\n", m->gemini_retries);
+         APR_UINT64_T_FMT "\n", RD(m->gemini_retries));
     LINE("# HELP gmcp_gemini_tokens_total Tokens reported by Gemini.\n"
          "# TYPE gmcp_gemini_tokens_total counter\n"
          "gmcp_gemini_tokens_total{kind=\"prompt\"} %" APR_UINT64_T_FMT "\n"
          "gmcp_gemini_tokens_total{kind=\"output\"} %" APR_UINT64_T_FMT "\n",
-         m->gemini_tokens_prompt, m->gemini_tokens_output);
+         RD(m->gemini_tokens_prompt), RD(m->gemini_tokens_output));
     LINE("# HELP gmcp_ratelimit_rejections_total Requests refused by a limit.\n"
          "# TYPE gmcp_ratelimit_rejections_total counter\n");
     for (k = 0; k < GMCP_REJ_N; k++)
         LINE("gmcp_ratelimit_rejections_total{reason=\"%s\"} %" APR_UINT64_T_FMT "\n",
-             REJ[k], m->rejected[k]);
+             REJ[k], RD(m->rejected[k]));
     LINE("# HELP gmcp_auth_failures_total Requests refused by authentication or scope.\n"
          "# TYPE gmcp_auth_failures_total counter\n");
     for (k = 0; k < GMCP_AUTH_N; k++)
         LINE("gmcp_auth_failures_total{reason=\"%s\"} %" APR_UINT64_T_FMT "\n",
-             AUTH[k], m->auth_failures[k]);
+             AUTH[k], RD(m->auth_failures[k]));
     LINE("# HELP gmcp_bytes_total Bytes of MCP request and response bodies.\n"
          "# TYPE gmcp_bytes_total counter\ngmcp_bytes_total{direction=\"in\"} %"
          APR_UINT64_T_FMT "\ngmcp_bytes_total{direction=\"out\"} %" APR_UINT64_T_FMT "\n",
-         m->bytes_in, m->bytes_out);
+         RD(m->bytes_in), RD(m->bytes_out));
     if (g->mcp_sessions >= 0)
         LINE("# HELP gmcp_active_sessions MCP sessions that have not expired.\n"
              "# TYPE gmcp_active_sessions gauge\ngmcp_active_sessions %" APR_INT64_T_FMT "\n",
@@ -188,7 +232,7 @@ const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
          "gmcp_limiter_evictions_total %" APR_UINT64_T_FMT "\n", g->limiter_evictions);
     LINE("# HELP gmcp_metric_series_dropped_total Observations whose label set did not fit "
          "the series table.\n# TYPE gmcp_metric_series_dropped_total counter\n"
-         "gmcp_metric_series_dropped_total %" APR_UINT64_T_FMT "\n", m->series_overflow);
+         "gmcp_metric_series_dropped_total %" APR_UINT64_T_FMT "\n", RD(m->series_overflow));
     LINE("# HELP gmcp_uptime_seconds Seconds since this httpd generation started.\n"
          "# TYPE gmcp_uptime_seconds gauge\ngmcp_uptime_seconds %.0f\n",
          (double)(now - m->started) / APR_USEC_PER_SEC);

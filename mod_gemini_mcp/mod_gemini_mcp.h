@@ -105,6 +105,7 @@ typedef struct {
     const char *scopes;           /* NULL: every tool */
     gmcp_key_limits limits;
     int rejected;
+    int entered;                  /* counted in flight, not yet left */
     const char *method, *tool;    /* for metrics and the log line */
     apr_int64_t bytes_in;
     int upstream_status, retries;

@@ -45,6 +45,7 @@ static apr_int64_t g_flush_every = 10;
 
 static void lock(void *b) { (void)b; apr_global_mutex_lock(g_mutex); }
 static void unlock(void *b) { (void)b; apr_global_mutex_unlock(g_mutex); }
+static const gmcp_metrics_lock g_metrics_lock = {lock, unlock, NULL};
 
 /* ---- start-up ------------------------------------------------------------------------ */
 
@@ -174,6 +175,11 @@ typedef struct {
     int found;
     gmcp_key k;
     char *strings;                         /* one malloc'd block behind k's strings */
+    /* The last presented key that verified, with its HMAC: the same key again needs
+     * no HMAC (the row's state is still checked on every request). Process memory
+     * only, never logged or stored. */
+    char ok_token[96];
+    char ok_hash[72];
 } cached_key;
 
 static apr_thread_mutex_t *g_cache_mutex;
@@ -231,7 +237,7 @@ static void copy_key(apr_pool_t *p, const gmcp_key *from, gmcp_key *to)
 /* The key row for "k:<id>" / "u:<user>", from the cache when fresh, else the database.
  * GMCP_FOUND (copied into *out), GMCP_NOT_FOUND or GMCP_DB_ERROR (*why set). */
 static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const char **why,
-                      int *cached)
+                      int *cached, const char *token, const char **known_hash)
 {
     cached_key *e;
     apr_time_t now = apr_time_now();
@@ -245,6 +251,9 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
     if (cached && *cached && e && now - e->fetched < KEY_CACHE_TTL) {
         rv = e->found ? GMCP_FOUND : GMCP_NOT_FOUND;
         if (e->found) copy_key(r->pool, &e->k, out);
+        if (e->found && token && known_hash && e->ok_token[0]
+            && gmcp_str_eq_ct(e->ok_token, token))
+            *known_hash = apr_pstrdup(r->pool, e->ok_hash);
         apr_thread_mutex_unlock(g_cache_mutex);
         return rv;
     }
@@ -288,6 +297,20 @@ static apr_status_t cache_cleanup(void *d)
     return APR_SUCCESS;
 }
 
+/* Remember a presented key that verified (see cached_key). */
+static void remember_ok(const char *lookup, const char *token, const char *hash)
+{
+    cached_key *e;
+    if (strlen(token) >= sizeof(e->ok_token) || strlen(hash) >= sizeof(e->ok_hash)) return;
+    apr_thread_mutex_lock(g_cache_mutex);
+    e = apr_hash_get(g_cache, lookup, APR_HASH_KEY_STRING);
+    if (e && e->found) {
+        apr_cpystrn(e->ok_token, token, sizeof(e->ok_token));
+        apr_cpystrn(e->ok_hash, hash, sizeof(e->ok_hash));
+    }
+    apr_thread_mutex_unlock(g_cache_mutex);
+}
+
 void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (g_mutex && apr_global_mutex_child_init(&g_mutex, apr_global_mutex_lockfile(g_mutex),
@@ -313,10 +336,7 @@ gmcp_access *gmcp_access_get(request_rec *r)
 
 static void count_auth_failure(int reason)
 {
-    if (!g_shared) return;
-    lock(NULL);
-    g_shared->metrics.auth_failures[reason]++;
-    unlock(NULL);
+    if (g_shared) gmcp_metrics_count(&g_shared->metrics.auth_failures[reason]);
 }
 
 /* Auth failures go to the audit log, at most one row per second per process (with the
@@ -409,15 +429,17 @@ int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **
         if (gmcp_key_parse(r->pool, tok, &id, NULL) != 0)
             return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
                                 "the API key is not valid", NULL);
-        hash = gmcp_key_hash(r->pool, g_pepper, tok);
-        rv = key_lookup(r, apr_pstrcat(r->pool, "k:", id, NULL), &k, &why, &cached);
+        const char *lookup = apr_pstrcat(r->pool, "k:", id, NULL), *known = NULL;
+        rv = key_lookup(r, lookup, &k, &why, &cached, tok, &known);
+        hash = known ? known : gmcp_key_hash(r->pool, g_pepper, tok);
         if (rv == GMCP_FOUND && hash && gmcp_key_verify(&k, hash, now) == GMCP_KEY_BAD
             && cached)
             /* Maybe just rotated: a secret the cached row does not know is checked
              * against the database before it is refused. */
-            rv = key_lookup(r, apr_pstrcat(r->pool, "k:", id, NULL), &k, &why, NULL);
+            rv = key_lookup(r, lookup, &k, &why, NULL, NULL, NULL);
         if (rv == GMCP_DB_ERROR) return unavailable(r, why);
         rv = rv == GMCP_FOUND && hash ? gmcp_key_verify(&k, hash, now) : GMCP_KEY_BAD;
+        if (rv == GMCP_KEY_OK && !known) remember_ok(lookup, tok, hash);
         if (rv == GMCP_KEY_BAD)
             return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
                                 "the API key is not valid", id);
@@ -435,7 +457,8 @@ int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **
                                 "(GeminiMCPAuth apache needs an Apache auth module with "
                                 "Require valid-user on this location)", NULL);
         int cached = 1;
-        rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached);
+        rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached,
+                        NULL, NULL);
         if (rv == GMCP_DB_ERROR) return unavailable(r, why);
         if (rv == GMCP_FOUND && k.revoked)
             return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
@@ -485,9 +508,7 @@ static int too_many(request_rec *r, gmcp_access *a, json_t *id, int reason,
     gmcp_usage u;
     apr_int64_t secs = (retry_after + APR_USEC_PER_SEC - 1) / APR_USEC_PER_SEC;
     if (secs < 1) secs = 1;
-    lock(NULL);
-    g_shared->metrics.rejected[reason]++;
-    unlock(NULL);
+    gmcp_metrics_count(&g_shared->metrics.rejected[reason]);
     memset(&u, 0, sizeof(u));
     u.rejected = 1;
     gmcp_limits_account(&g_limits, a->key_id, apr_time_now(), &u);
@@ -509,10 +530,13 @@ static int too_many(request_rec *r, gmcp_access *a, json_t *id, int reason,
     return DONE;
 }
 
+/* Normally the log hook leaves (with the usage, under one lock); this cleanup covers
+ * a request that never reaches logging. */
 static apr_status_t leave_inflight(void *d)
 {
     gmcp_access *a = d;
-    gmcp_limits_leave(&g_limits, a->key_id);
+    if (a->entered) gmcp_limits_leave(&g_limits, a->key_id);
+    a->entered = 0;
     return APR_SUCCESS;
 }
 
@@ -603,6 +627,7 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
     default:
         break;
     }
+    a->entered = 1;
     apr_pool_cleanup_register(r->pool, a, leave_inflight, apr_pool_cleanup_null);
     if (spends_tokens && a->key->token_quota > 0) {
         apr_int64_t used = 0;
@@ -632,11 +657,9 @@ void gmcp_access_gemini_observed(request_rec *r, int status, apr_interval_time_t
         if (a->key) gmcp_limits_charge_tokens(&g_limits, a->key_id, &a->limits,
                                               prompt + output, apr_time_now());
     }
-    if (g_shared) {
-        lock(NULL);
-        gmcp_metrics_gemini(&g_shared->metrics, status, latency, retries, prompt, output);
-        unlock(NULL);
-    }
+    if (g_shared)
+        gmcp_metrics_gemini(&g_shared->metrics, &g_metrics_lock, status, latency, retries,
+                            prompt, output);
 }
 
 static json_t *usage_json(const gmcp_usage *u)
@@ -722,11 +745,11 @@ int gmcp_access_log(request_rec *r)
     if (r->main || !(a = gmcp_access_get(r)) || !g_shared) return DECLINED;
     took = apr_time_now() - a->start;
     status = r->status;
-    lock(NULL);
-    gmcp_metrics_request(&g_shared->metrics, a->method ? a->method : r->method, a->tool,
-                         status, took, a->bytes_in, (apr_int64_t)r->bytes_sent);
-    unlock(NULL);
+    gmcp_metrics_request(&g_shared->metrics, &g_metrics_lock,
+                         a->method ? a->method : r->method, a->tool, status, took,
+                         a->bytes_in, (apr_int64_t)r->bytes_sent);
     if (a->key_id && !a->rejected) {
+        /* The request's usage and the end of its in-flight count: one lock. */
         memset(&u, 0, sizeof(u));
         u.requests = 1;
         u.errors = status >= 400;
@@ -734,7 +757,8 @@ int gmcp_access_log(request_rec *r)
         u.output_tokens = a->output_tokens;
         u.bytes_in = a->bytes_in;
         u.bytes_out = (apr_int64_t)r->bytes_sent;
-        gmcp_limits_account(&g_limits, a->key_id, apr_time_now(), &u);
+        gmcp_limits_finish(&g_limits, a->key_id, apr_time_now(), &u, a->entered);
+        a->entered = 0;
     }
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10731)
                   "gemini_mcp: key=%s method=%s tool=%s status=%d ms=%.1f upstream=%d "
@@ -751,7 +775,6 @@ int gmcp_access_log(request_rec *r)
 
 const char *gmcp_access_metrics_text(request_rec *r)
 {
-    gmcp_metrics *snap = apr_palloc(r->pool, sizeof(*snap));
     gmcp_metrics_gauges g;
     gmcp_breaker_state bs;
     ap_dbd_t *dbd = NULL;
@@ -761,7 +784,6 @@ const char *gmcp_access_metrics_text(request_rec *r)
     g.mcp_sessions = g.chat_sessions = -1;
     if (!g_shared) return "";
     lock(NULL);
-    *snap = g_shared->metrics;
     g.limiter_evictions = g_limits.t->evictions;
     g.limiter_full = g_limits.t->full;
     unlock(NULL);
@@ -782,7 +804,7 @@ const char *gmcp_access_metrics_text(request_rec *r)
             g.chat_sessions = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
         gmcp_glue_db_close(r, &dbd);
     }
-    return gmcp_metrics_render(r->pool, snap, &g, apr_time_now());
+    return gmcp_metrics_render(r->pool, &g_shared->metrics, &g, apr_time_now());
 }
 
 /* ---- CORS ------------------------------------------------------------------------------------ */

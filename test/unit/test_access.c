@@ -124,6 +124,10 @@ static void t_limits_table(apr_pool_t *p)
     CHECK(gmcp_limits_admit(&l, "b", &kl, now, 0, 0, 1, &info) == GMCP_ADMIT_INFLIGHT);
     gmcp_limits_leave(&l, "b");
     CHECK(gmcp_limits_admit(&l, "b", &kl, now, 0, 0, 1, &info) == GMCP_ADMIT_OK);
+    memset(&u, 0, sizeof(u));
+    gmcp_limits_finish(&l, "b", now, &u, 1);                    /* leaves too */
+    CHECK(gmcp_limits_admit(&l, "b", &kl, now, 0, 0, 1, &info) == GMCP_ADMIT_OK);
+    CHECK(gmcp_limits_admit(&l, "b", &kl, now, 0, 0, 1, &info) == GMCP_ADMIT_INFLIGHT);
     /* tokens: spent after the call, checked before the next */
     CHECK(gmcp_limits_admit(&l, "c", &kl, now, 0, 1, 0, &info) == GMCP_ADMIT_OK);
     gmcp_limits_charge_tokens(&l, "c", &kl, 100, now);
@@ -174,10 +178,10 @@ static void t_metrics(apr_pool_t *p)
     CHECK_STR(gmcp_metrics_method("tools/call"), "tools/call");
     CHECK_STR(gmcp_metrics_method("evil\"}\n"), "other");
     for (i = 0; i < 3; i++)
-        gmcp_metrics_request(m, "tools/call", "gemini_generate", 200, apr_time_from_msec(20),
-                             100, 200);
-    gmcp_metrics_request(m, "x", NULL, 400, apr_time_from_msec(2), 10, 20);
-    gmcp_metrics_gemini(m, 429, apr_time_from_sec(2), 2, 0, 0);
+        gmcp_metrics_request(m, NULL, "tools/call", "gemini_generate", 200,
+                             apr_time_from_msec(20), 100, 200);
+    gmcp_metrics_request(m, NULL, "x", NULL, 400, apr_time_from_msec(2), 10, 20);
+    gmcp_metrics_gemini(m, NULL, 429, apr_time_from_sec(2), 2, 0, 0);
     memset(&g, 0, sizeof(g));
     g.mcp_sessions = 4;
     g.chat_sessions = -1;
@@ -196,7 +200,7 @@ static void t_metrics(apr_pool_t *p)
     CHECK(strstr(text, "gmcp_active_chat_sessions") == NULL);    /* unknown: left out */
     CHECK(strstr(text, "gmcp_uptime_seconds 10\n") != NULL);
     for (i = 0; i < GMCP_REQ_SERIES + 5; i++)
-        gmcp_metrics_request(m, "tools/call", apr_psprintf(p, "t%d", i), 200, 1, 0, 0);
+        gmcp_metrics_request(m, NULL, "tools/call", apr_psprintf(p, "t%d", i), 200, 1, 0, 0);
     CHECK(m->nreq == GMCP_REQ_SERIES && m->series_overflow > 0);
 }
 
