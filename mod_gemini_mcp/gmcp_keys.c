@@ -289,10 +289,9 @@ int gmcp_key_update(gmcp_db *db, const gmcp_key *k, apr_int64_t now)
     return changed(rv, n);
 }
 
-static json_t *time_or_null(apr_pool_t *p, apr_int64_t t)
+static json_t *time_or_null(apr_int64_t t)
 {
     char buf[APR_RFC822_DATE_LEN];
-    (void)p;
     if (!t) return json_null();
     apr_rfc822_date(buf, apr_time_from_sec(t));
     return json_string(buf);
@@ -314,13 +313,13 @@ json_t *gmcp_key_json(const gmcp_key *k, apr_int64_t now)
                           "token_quota", (json_int_t)k->token_quota,
                           "quota_period", k->quota_period,
                           "max_inflight", (json_int_t)k->max_inflight,
-                          "created", time_or_null(NULL, k->created),
-                          "updated", time_or_null(NULL, k->updated),
-                          "expires", time_or_null(NULL, k->expires),
-                          "revoked", time_or_null(NULL, k->revoked),
+                          "created", time_or_null(k->created),
+                          "updated", time_or_null(k->updated),
+                          "expires", time_or_null(k->expires),
+                          "revoked", time_or_null(k->revoked),
                           "previous_secret_valid", *k->prev_hash && now < k->prev_until);
     if (*k->prev_hash && now < k->prev_until)
-        json_object_set_new(o, "previous_secret_until", time_or_null(NULL, k->prev_until));
+        json_object_set_new(o, "previous_secret_until", time_or_null(k->prev_until));
     return o;
 }
 
