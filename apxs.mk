@@ -34,7 +34,8 @@ ALL_CFLAGS := $(CFLAGS) $(WARN) $(SAN_FLAGS) -std=gnu11 $(APR_CFLAGS) -Imod_gemi
 CORE_SRC  := $(wildcard mod_gemini_mcp/gmcp_*.c)
 CORE_HDR  := $(wildcard mod_gemini_mcp/gmcp_*.h)
 GLUE_SRC  := mod_gemini_mcp/mod_gemini_mcp.c mod_gemini_mcp/mod_gemini_mcp_http.c \
-             mod_gemini_mcp/mod_gemini_mcp_status.c mod_gemini_mcp/mod_gemini_mcp_access.c
+             mod_gemini_mcp/mod_gemini_mcp_status.c mod_gemini_mcp/mod_gemini_mcp_access.c \
+             mod_gemini_mcp/mod_gemini_mcp_upload.c
 CORE_OBJ  := $(patsubst mod_gemini_mcp/%.c,$(BUILD)/core/%.o,$(CORE_SRC))
 UNIT_SRC  := $(wildcard test/unit/test_*.c)
 UNIT_BIN  := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))

@@ -7,6 +7,7 @@ static const gmcp_stmt *const TABLES[] = {
     gmcp_store_stmts,
     gmcp_chat_stmts,
     gmcp_key_stmts,
+    gmcp_upload_stmts,
     NULL
 };
 

@@ -18,5 +18,6 @@ const char *gmcp_sql_lookup(const char *label);
 extern const gmcp_stmt gmcp_store_stmts[];
 extern const gmcp_stmt gmcp_chat_stmts[];
 extern const gmcp_stmt gmcp_key_stmts[];
+extern const gmcp_stmt gmcp_upload_stmts[];
 
 #endif

@@ -44,6 +44,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     c->sse_retry_ms = -1;
     c->page_size = -1;
     c->auth_mode = GMCP_AUTH_UNSET;
+    c->upload_max = -1;
     return c;
 }
 
@@ -58,6 +59,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->page_size = a->page_size >= 0 ? a->page_size : b->page_size;
     c->default_principal = a->default_principal ? a->default_principal : b->default_principal;
     c->auth_mode = a->auth_mode != GMCP_AUTH_UNSET ? a->auth_mode : b->auth_mode;
+    c->upload_max = a->upload_max >= 0 ? a->upload_max : b->upload_max;
     return c;
 }
 
@@ -77,6 +79,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->ratelimit_store = -1;
     c->limiter_slots = -1;
     c->usage_flush = -1;
+    c->upload_expiry = -1;
     return c;
 }
 
@@ -102,6 +105,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->ratelimit_store = a->ratelimit_store >= 0 ? a->ratelimit_store : b->ratelimit_store;
     c->limiter_slots = a->limiter_slots >= 0 ? a->limiter_slots : b->limiter_slots;
     c->usage_flush = a->usage_flush >= 0 ? a->usage_flush : b->usage_flush;
+    c->upload_dir = a->upload_dir ? a->upload_dir : b->upload_dir;
+    c->upload_expiry = a->upload_expiry >= 0 ? a->upload_expiry : b->upload_expiry;
     return c;
 }
 
@@ -364,6 +369,36 @@ static const char *set_access_num(cmd_parms *cmd, void *dc, const char *arg)
     return err;
 }
 
+static const char *set_upload_max(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_dir_conf *c = dc;
+    apr_uint64_t v;
+    if (gmcp_parse_size(arg, &v) != 0 || v < 1 || v > (apr_uint64_t)1 << 40)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a size between 1 byte and 1T "
+                            "(bytes, or with a K/M/G suffix)", cmd->cmd->name, arg);
+    c->upload_max = (apr_off_t)v;
+    return NULL;
+}
+
+static const char *set_upload_dir(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err) return err;
+    c->upload_dir = ap_server_root_relative(cmd->pool, arg);
+    if (!c->upload_dir)
+        return apr_psprintf(cmd->pool, "%s: invalid path '%s'", cmd->cmd->name, arg);
+    return NULL;
+}
+
+static const char *set_upload_expiry(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    (void)dc;
+    return parse_num(cmd, arg, 1, 365 * 24 * 3600, &c->upload_expiry);
+}
+
 static const command_rec gmcp_cmds[] = {
     AP_INIT_TAKE1("GeminiMCPMaxBodySize", set_max_body, NULL, RSRC_CONF | ACCESS_CONF,
                   "Largest accepted JSON-RPC request body (default 1M)"),
@@ -417,6 +452,12 @@ static const command_rec gmcp_cmds[] = {
                   "Keys tracked at once in shared memory for limits and usage (default 4096)"),
     AP_INIT_TAKE1("GeminiMCPUsageFlushInterval", set_access_num, NULL, RSRC_CONF,
                   "Seconds between writes of aggregated usage to the database (default 10)"),
+    AP_INIT_TAKE1("GeminiMCPUploadDir", set_upload_dir, NULL, RSRC_CONF,
+                  "Spool directory for tus uploads (writable by the httpd user)"),
+    AP_INIT_TAKE1("GeminiMCPUploadMaxSize", set_upload_max, NULL, RSRC_CONF | ACCESS_CONF,
+                  "Largest upload (Tus-Max-Size; default 2G)"),
+    AP_INIT_TAKE1("GeminiMCPUploadExpiry", set_upload_expiry, NULL, RSRC_CONF,
+                  "Seconds an unfinished upload lives after its last PATCH (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,
                   "file:PATH or env:NAME holding the key that seals MRTR requestState; "
                   "set the same one on every node (default: random per start)"),
@@ -640,6 +681,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_init(gmcp_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_mcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(gmcp_upload_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(gmcp_access_log, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

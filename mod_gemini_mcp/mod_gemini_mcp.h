@@ -24,6 +24,7 @@ typedef struct {
     int page_size;                      /* GeminiMCPPageSize, -1 = unset */
     const char *default_principal;      /* GeminiMCPDefaultPrincipal */
     int auth_mode;                      /* GeminiMCPAuth, GMCP_AUTH_UNSET = unset */
+    apr_off_t upload_max;               /* GeminiMCPUploadMaxSize, -1 = unset */
 } gmcp_dir_conf;
 
 /* GeminiMCPAuth */
@@ -53,6 +54,8 @@ typedef struct {
     int ratelimit_store;                /* GeminiMCPRateLimitStore: 0 shm, 1 dbd, -1 unset */
     int limiter_slots;                  /* GeminiMCPLimiterSlots, -1 = unset */
     apr_int64_t usage_flush;            /* GeminiMCPUsageFlushInterval (s), -1 = unset */
+    const char *upload_dir;             /* GeminiMCPUploadDir (spool), NULL = unset */
+    apr_int64_t upload_expiry;          /* GeminiMCPUploadExpiry (s), -1 = unset */
 } gmcp_srv_conf;
 
 #define GMCP_DEFAULT_MAX_BODY       (1024 * 1024)
@@ -79,6 +82,15 @@ const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c);
 /* Handlers */
 int gmcp_mcp_handler(request_rec *r);
 int gmcp_status_handler(request_rec *r);
+int gmcp_upload_handler(request_rec *r);
+
+/* Uploads: Tus-Max-Size and the expiry of unfinished uploads. */
+apr_off_t gmcp_conf_upload_max(const gmcp_dir_conf *c);
+apr_int64_t gmcp_conf_upload_expiry(const gmcp_srv_conf *c);
+
+/* Host and Origin checks (DNS-rebinding and cross-site protection) of the MCP
+ * endpoint, for the other handlers. */
+int gmcp_request_origin_ok(request_rec *r, const gmcp_dir_conf *dc);
 
 /* A JSON response (Cache-Control: no-store) with this status; returns OK. */
 int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */);

@@ -281,6 +281,11 @@ static int origin_allowed(request_rec *r, const gmcp_dir_conf *c)
     return !strcmp(oh, hh) && !strcmp(op, hport);
 }
 
+int gmcp_request_origin_ok(request_rec *r, const gmcp_dir_conf *dc)
+{
+    return host_allowed(r, dc) && origin_allowed(r, dc);
+}
+
 /* ---- request body -------------------------------------------------------------------- */
 
 /* Read the whole body, refusing more than `limit` bytes. Returns OK or an HTTP status. */

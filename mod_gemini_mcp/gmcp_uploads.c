@@ -1,0 +1,266 @@
+/* gmcp_uploads.c — tus upload rows and the tus header grammar. */
+#include "gmcp_uploads.h"
+#include "gmcp_sql.h"
+#include "gmcp_store.h"
+#include "gmcp_util.h"
+
+#include <string.h>
+#include <apr_base64.h>
+#include <apr_strings.h>
+
+#define UPLOAD_COLS "id, owner, key_id, length, upload_offset, metadata, filename, " \
+    "filetype, concat, parts, sha256, state, created, expires, completed"
+
+const gmcp_stmt gmcp_upload_stmts[] = {
+    {"gmcp_upload_insert",
+     "INSERT INTO uploads (" UPLOAD_COLS ") VALUES (%s, %s, %s, %lld, %lld, %s, %s, %s, %s, "
+     "%s, %s, %s, %lld, %lld, %lld)"},
+    {"gmcp_upload_select", "SELECT " UPLOAD_COLS " FROM uploads WHERE id = %s"},
+    {"gmcp_upload_list_owner",
+     "SELECT " UPLOAD_COLS " FROM uploads WHERE owner = %s ORDER BY created DESC, id"},
+    {"gmcp_upload_list_all", "SELECT " UPLOAD_COLS " FROM uploads ORDER BY created DESC, id"},
+    {"gmcp_upload_lock",
+     "UPDATE uploads SET lock_token = %s, lock_until = %lld WHERE id = %s "
+     "AND (lock_token = '' OR lock_until < %lld OR lock_token = %s)"},
+    {"gmcp_upload_holder", "SELECT lock_token FROM uploads WHERE id = %s"},
+    {"gmcp_upload_steal",
+     "UPDATE uploads SET lock_token = %s, lock_until = %lld WHERE id = %s AND lock_token = %s"},
+    {"gmcp_upload_unlock",
+     "UPDATE uploads SET lock_token = '', lock_until = 0 WHERE id = %s AND lock_token = %s"},
+    {"gmcp_upload_advance",
+     "UPDATE uploads SET upload_offset = %lld, length = %lld, expires = %lld "
+     "WHERE id = %s AND lock_token = %s"},
+    {"gmcp_upload_complete",
+     "UPDATE uploads SET state = 'complete', length = %lld, upload_offset = %lld, "
+     "sha256 = %s, completed = %lld WHERE id = %s"},
+    {"gmcp_upload_terminate",
+     "UPDATE uploads SET state = 'terminated' WHERE id = %s AND owner = %s "
+     "AND state <> 'terminated'"},
+    {"gmcp_upload_expired",
+     "SELECT " UPLOAD_COLS " FROM uploads WHERE expires < %lld AND state <> 'complete' "
+     "ORDER BY expires"},
+    {"gmcp_upload_delete", "DELETE FROM uploads WHERE id = %s"},
+    {NULL, NULL}
+};
+
+static const char *I(apr_pool_t *p, apr_int64_t v) { return gmcp_i64_str(p, v); }
+
+static void fill(const char **r, gmcp_upload *u)
+{
+    u->id = r[0]; u->owner = r[1]; u->key_id = r[2];
+    u->length = apr_atoi64(r[3]); u->offset = apr_atoi64(r[4]);
+    u->metadata = r[5]; u->filename = r[6]; u->filetype = r[7]; u->concat = r[8];
+    u->parts = r[9]; u->sha256 = r[10]; u->state = r[11];
+    u->created = apr_atoi64(r[12]); u->expires = apr_atoi64(r[13]);
+    u->completed = apr_atoi64(r[14]);
+}
+
+int gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
+{
+    apr_pool_t *p = db->pool;
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_insert", &n, GMCP_ARGS(u->id, u->owner, u->key_id,
+                        I(p, u->length), I(p, u->offset), u->metadata, u->filename,
+                        u->filetype, u->concat, u->parts, u->sha256, u->state,
+                        I(p, u->created), I(p, u->expires), I(p, u->completed)))
+           ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out)
+{
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_upload_select", &rs, GMCP_ARGS(id))) return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    fill(GMCP_ROW(&rs, 0), out);
+    if (owner && strcmp(owner, out->owner) != 0) return GMCP_NOT_FOUND;
+    return GMCP_FOUND;
+}
+
+int gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out)
+{
+    gmcp_rows rs;
+    int i, rv = owner ? gmcp_db_select(db, "gmcp_upload_list_owner", &rs, GMCP_ARGS(owner))
+                      : gmcp_db_select(db, "gmcp_upload_list_all", &rs, 0, NULL);
+    if (rv) return GMCP_DB_ERROR;
+    *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
+    for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
+    return 0;
+}
+
+int gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t seconds,
+                     int *acquired)
+{
+    apr_int64_t now = gmcp_now_sec();
+    int n = 0;
+    if (gmcp_db_exec(db, "gmcp_upload_lock", &n, GMCP_ARGS(token, I(db->pool, now + seconds),
+                                                              id, I(db->pool, now), token)))
+        return GMCP_DB_ERROR;
+    *acquired = n == 1;
+    return 0;
+}
+
+int gmcp_upload_holder(gmcp_db *db, const char *id, const char **token)
+{
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_upload_holder", &rs, GMCP_ARGS(id))) return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    *token = GMCP_ROW(&rs, 0)[0];
+    return GMCP_FOUND;
+}
+
+int gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token, const char *token,
+                      apr_int64_t seconds, int *acquired)
+{
+    int n = 0;
+    if (gmcp_db_exec(db, "gmcp_upload_steal", &n, GMCP_ARGS(token,
+                     I(db->pool, gmcp_now_sec() + seconds), id, old_token)))
+        return GMCP_DB_ERROR;
+    *acquired = n == 1;
+    return 0;
+}
+
+int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token)
+{
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_unlock", &n, GMCP_ARGS(id, token)) ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
+                        apr_int64_t length, apr_int64_t expires)
+{
+    int n = 0;
+    if (gmcp_db_exec(db, "gmcp_upload_advance", &n, GMCP_ARGS(I(db->pool, offset),
+                     I(db->pool, length), I(db->pool, expires), id, token)))
+        return GMCP_DB_ERROR;
+    return n == 1 ? GMCP_FOUND : GMCP_NOT_FOUND;
+}
+
+int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
+                         const char *sha256, apr_int64_t now)
+{
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_complete", &n, GMCP_ARGS(I(db->pool, length),
+                        I(db->pool, length), sha256, I(db->pool, now), id))
+           ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner)
+{
+    int n = 0;
+    if (gmcp_db_exec(db, "gmcp_upload_terminate", &n, GMCP_ARGS(id, owner)))
+        return GMCP_DB_ERROR;
+    return n == 1 ? GMCP_FOUND : GMCP_NOT_FOUND;
+}
+
+int gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out)
+{
+    gmcp_rows rs;
+    int i;
+    if (gmcp_db_select(db, "gmcp_upload_expired", &rs, GMCP_ARGS(I(db->pool, now))))
+        return GMCP_DB_ERROR;
+    *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
+    for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
+    return 0;
+}
+
+int gmcp_upload_delete(gmcp_db *db, const char *id)
+{
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_delete", &n, GMCP_ARGS(id)) ? GMCP_DB_ERROR : 0;
+}
+
+json_t *gmcp_upload_json(const gmcp_upload *u)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:I, s:I}",
+                          "upload_id", u->id, "owner", u->owner, "state", u->state,
+                          "offset", (json_int_t)u->offset, "length", (json_int_t)u->length,
+                          "filename", u->filename, "filetype", u->filetype,
+                          "concat", u->concat, "created", (json_int_t)u->created,
+                          "expires", (json_int_t)u->expires);
+    if (*u->sha256) json_object_set_new(o, "sha256", json_string(u->sha256));
+    return o;
+}
+
+/* ---- header grammar ------------------------------------------------------------------ */
+
+/* Strict standard base64 (with padding); decoded length in *len, NULL on bad input. */
+static char *b64_decode(apr_pool_t *p, const char *s, apr_size_t *len)
+{
+    apr_size_t n = strlen(s), i;
+    char *out;
+    int got;
+    if (n % 4) return NULL;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+              || c == '+' || c == '/' || (c == '=' && i >= n - 2)))
+            return NULL;
+        if (c == '=' && i == n - 2 && s[n - 1] != '=') return NULL;
+    }
+    out = apr_palloc(p, (apr_size_t)apr_base64_decode_len(s) + 1);
+    got = apr_base64_decode(out, s);
+    if (got < 0) return NULL;
+    out[got] = '\0';
+    *len = (apr_size_t)got;
+    return out;
+}
+
+int gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **out, const char **err)
+{
+    char *copy = apr_pstrdup(p, header ? header : ""), *pair, *last = NULL;
+    *out = apr_table_make(p, 4);
+    for (pair = apr_strtok(copy, ",", &last); pair; pair = apr_strtok(NULL, ",", &last)) {
+        char *sp = strchr(pair, ' '), *key = pair, *val = (char *)"";
+        const char *k;
+        apr_size_t len = 0;
+        if (sp) {
+            *sp = '\0';
+            if (!(val = b64_decode(p, sp + 1, &len)) || memchr(val, '\0', len)) {
+                *err = apr_psprintf(p, "Upload-Metadata: the value of '%s' is not valid "
+                                    "base64 text", key);
+                return -1;
+            }
+        }
+        if (!*key || strlen(key) > 128) {
+            *err = "Upload-Metadata: empty or overlong key";
+            return -1;
+        }
+        for (k = key; *k; k++)
+            if (*k <= ' ' || *k > '~') {
+                *err = "Upload-Metadata: keys must be printable ASCII";
+                return -1;
+            }
+        if (apr_table_get(*out, key)) {
+            *err = apr_psprintf(p, "Upload-Metadata: key '%s' appears twice", key);
+            return -1;
+        }
+        apr_table_setn(*out, key, val);
+    }
+    return 0;
+}
+
+int gmcp_tus_filename_ok(const char *name)
+{
+    const unsigned char *c;
+    apr_size_t n = strlen(name);
+    if (n == 0 || n > 255 || !gmcp_utf8_valid(name, n)) return 0;
+    if (!strcmp(name, ".") || !strcmp(name, "..")) return 0;
+    for (c = (const unsigned char *)name; *c; c++)
+        if (*c < 0x20 || *c == 0x7f || *c == '/' || *c == '\\') return 0;
+    return strstr(name, "..") == NULL;
+}
+
+int gmcp_tus_checksum(apr_pool_t *p, const char *header, const char **algo,
+                      unsigned char **digest, apr_size_t *len)
+{
+    const char *sp = strchr(header, ' ');
+    apr_size_t want;
+    if (!sp || sp == header) return -1;
+    *algo = apr_pstrndup(p, header, (apr_size_t)(sp - header));
+    if (!strcmp(*algo, "sha256")) want = 32;
+    else if (!strcmp(*algo, "sha1")) want = 20;
+    else if (!strcmp(*algo, "md5")) want = 16;
+    else return -2;
+    if (!(*digest = (unsigned char *)b64_decode(p, sp + 1, len)) || *len != want) return -1;
+    return 0;
+}

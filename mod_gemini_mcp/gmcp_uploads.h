@@ -1,0 +1,67 @@
+/* gmcp_uploads.h — tus 1.0 upload state in SQL, and the protocol's header grammar.
+ *
+ * Shared by the upload handler and gmcpctl. Every lookup filters by owner: another
+ * principal's upload answers exactly like a missing one. The bytes themselves live in
+ * the spool directory; upload_offset only counts bytes already on disk. */
+#ifndef GMCP_UPLOADS_H
+#define GMCP_UPLOADS_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include <jansson.h>
+#include "gmcp_db.h"
+
+#define GMCP_UPLOAD_RECEIVING  "receiving"
+#define GMCP_UPLOAD_COMPLETE   "complete"
+#define GMCP_UPLOAD_TERMINATED "terminated"
+
+typedef struct {
+    const char *id, *owner, *key_id;
+    apr_int64_t length;          /* -1: deferred */
+    apr_int64_t offset;
+    const char *metadata, *filename, *filetype, *concat, *parts, *sha256, *state;
+    apr_int64_t created, expires, completed;
+} gmcp_upload;
+
+/* GMCP_FOUND / GMCP_NOT_FOUND / GMCP_DB_ERROR as in gmcp_store.h */
+int gmcp_upload_create(gmcp_db *db, const gmcp_upload *u);
+/* owner NULL: any owner (gmcpctl). */
+int gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out);
+int gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out);
+
+/* The PATCH lease: one writer at a time per upload (*acquired 0 when another holds
+ * it; the holder renews it by locking again with its token). */
+int gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t seconds,
+                     int *acquired);
+int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token);
+/* Who holds the lease, and taking it over from a holder known to be dead (only while
+ * it still holds it). */
+int gmcp_upload_holder(gmcp_db *db, const char *id, const char **token);
+int gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token, const char *token,
+                      apr_int64_t seconds, int *acquired);
+/* Record bytes now on disk (only while `token` holds the lease); a deferred length
+ * may be set (-1 keeps it); expires slides. GMCP_NOT_FOUND when the lease was lost. */
+int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
+                        apr_int64_t length, apr_int64_t expires);
+int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
+                         const char *sha256, apr_int64_t now);
+int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner);
+/* Rows whose expiry passed before `now` (any state but complete), and removal. */
+int gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out);
+int gmcp_upload_delete(gmcp_db *db, const char *id);
+json_t *gmcp_upload_json(const gmcp_upload *u);
+
+/* Upload-Metadata: "key b64,key b64,key". Keys: 1-128 printable ASCII without space
+ * or comma, unique; values valid standard base64. On success *out maps key -> decoded
+ * value (a NUL-free string, or "" for a bare key); -1 with *err otherwise. */
+int gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **out,
+                      const char **err);
+/* A safe file name for Gemini and listings: no path separators, no "..", no control
+ * characters, 1-255 bytes of valid UTF-8. */
+int gmcp_tus_filename_ok(const char *name);
+/* Upload-Checksum: "<algo> <base64>"; algo one of sha256, sha1, md5. Returns 0 with
+ * *algo and the raw digest, -1 (malformed) or -2 (unsupported algorithm). */
+int gmcp_tus_checksum(apr_pool_t *p, const char *header, const char **algo,
+                      unsigned char **digest, apr_size_t *len);
+
+#endif

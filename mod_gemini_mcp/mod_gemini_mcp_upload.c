@@ -1,0 +1,732 @@
+/* mod_gemini_mcp_upload.c — SetHandler gemini-mcp-upload: tus 1.0 resumable uploads.
+ *
+ * Core (HEAD, PATCH, OPTIONS) with creation, creation-with-upload, creation-defer-length,
+ * expiration, checksum (sha256, sha1, md5), termination and concatenation. State is in
+ * SQL, bytes in GeminiMCPUploadDir/<id>. A PATCH streams the body to disk brigade by
+ * brigade (memory stays flat whatever the size), and the offset recorded in SQL only
+ * ever counts bytes that were fsync'ed: a kill at any moment leaves HEAD telling the
+ * truth, and the next PATCH cuts away whatever lay past it. One PATCH per upload at a
+ * time (a lease row; a second gets 423 Locked). */
+#include "mod_gemini_mcp.h"
+#include "gmcp_uploads.h"
+#include "gmcp_util.h"
+
+#include <http_core.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <apr_file_io.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <apr_network_io.h>
+#include <openssl/evp.h>
+#include <errno.h>
+#include <stdio.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define TUS_VERSION    "1.0.0"
+#define TUS_EXTENSIONS "creation,creation-with-upload,creation-defer-length,expiration," \
+                       "checksum,termination,concatenation"
+#define TUS_CHECKSUMS  "sha256,sha1,md5"
+#define TUS_EXPOSE     "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, " \
+    "Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Defer-Length, " \
+    "Upload-Metadata, Upload-Concat, Upload-Expires, WWW-Authenticate, Retry-After"
+#define TUS_ALLOW_HEADERS "authorization, content-type, tus-resumable, upload-length, " \
+    "upload-offset, upload-metadata, upload-defer-length, upload-concat, upload-checksum, " \
+    "x-http-method-override, x-requested-with, x-request-id"
+#define LEASE_SECONDS  60
+#define COMMIT_BYTES   (8 * 1024 * 1024)      /* fsync + record progress this often... */
+#define COMMIT_EVERY   apr_time_from_sec(10)  /* ...or this often, renewing the lease */
+#define ID_BYTES       16
+
+typedef struct {
+    request_rec *r;
+    const gmcp_dir_conf *dc;
+    const gmcp_srv_conf *sc;
+    gmcp_access *acc;
+    ap_dbd_t *dbd;
+    gmcp_db db;
+    const char *dir;
+} up_req;
+
+apr_off_t gmcp_conf_upload_max(const gmcp_dir_conf *c)
+{ return c->upload_max >= 0 ? c->upload_max : (apr_off_t)2 << 30; }
+apr_int64_t gmcp_conf_upload_expiry(const gmcp_srv_conf *c)
+{ return c->upload_expiry >= 0 ? c->upload_expiry : 24 * 3600; }
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+static int answer(up_req *u, int status, const char *text)
+{
+    request_rec *r = u->r;
+    r->status = status;
+    if (status == 460) r->status_line = "460 Checksum Mismatch";   /* tus's own code */
+    if (text) {
+        ap_set_content_type(r, "text/plain; charset=utf-8");
+        ap_set_content_length(r, (apr_off_t)strlen(text) + 1);
+        ap_rvputs(r, text, "\n", NULL);
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10740)
+                      "gemini_mcp: upload %d: %s", status, text);
+    }
+    else {
+        ap_set_content_length(r, 0);
+    }
+    return OK;
+}
+
+static int db_fail(up_req *u, const char *what)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r, APLOGNO(10741)
+                  "gemini_mcp: database error while %s: %s", what,
+                  u->dbd ? gmcp_db_error(&u->db, -1) : "no connection");
+    gmcp_glue_db_close(u->r, &u->dbd);
+    apr_table_setn(u->r->err_headers_out, "Retry-After", "5");
+    return answer(u, HTTP_SERVICE_UNAVAILABLE, "the upload store is unavailable");
+}
+
+static int db_open(up_req *u)
+{
+    const char *why;
+    return gmcp_glue_db_open(u->r, &u->dbd, &u->db, &why);
+}
+
+static const char *http_date(apr_pool_t *p, apr_int64_t sec)
+{
+    char *buf = apr_palloc(p, APR_RFC822_DATE_LEN);
+    apr_rfc822_date(buf, apr_time_from_sec(sec));
+    return buf;
+}
+
+static const char *spool_path(up_req *u, const char *id)
+{
+    return apr_pstrcat(u->r->pool, u->dir, "/", id, NULL);
+}
+
+/* Upload ids are ours: 22 base64url characters. */
+static int id_ok(const char *id)
+{
+    apr_size_t i;
+    if (strlen(id) != 22) return 0;
+    for (i = 0; i < 22; i++)
+        if (!(apr_isalnum(id[i]) || id[i] == '-' || id[i] == '_')) return 0;
+    return 1;
+}
+
+/* The id in a URL or path: its last segment. */
+static const char *last_segment(apr_pool_t *p, const char *url)
+{
+    const char *end = url + strlen(url), *s;
+    while (end > url && end[-1] == '/') end--;
+    s = end;
+    while (s > url && s[-1] != '/') s--;
+    return apr_pstrndup(p, s, (apr_size_t)(end - s));
+}
+
+/* Strict non-negative decimal (no sign, no leading zeros but "0"). */
+static int parse_int(const char *s, apr_int64_t *out)
+{
+    apr_uint64_t v;
+    if (!s || !*s || (s[0] == '0' && s[1]) || gmcp_parse_u64(s, &v) || v > (apr_uint64_t)1 << 62)
+        return -1;
+    *out = (apr_int64_t)v;
+    return 0;
+}
+
+static int expired(const gmcp_upload *x)
+{
+    return strcmp(x->state, GMCP_UPLOAD_COMPLETE) != 0 && x->expires < gmcp_now_sec();
+}
+
+/* The caller's upload, or an answer: 404 (missing or another owner's), 410 (terminated
+ * or expired). Returns OK when *x is usable. */
+static int load(up_req *u, const char *id, gmcp_upload *x, int *done)
+{
+    int rv;
+    *done = 1;
+    if (!id_ok(id)) return answer(u, HTTP_NOT_FOUND, "no such upload");
+    if (db_open(u)) return db_fail(u, "opening the upload store");
+    rv = gmcp_upload_get(&u->db, id, u->acc->principal, x);
+    if (rv == GMCP_DB_ERROR) return db_fail(u, "reading an upload");
+    if (rv == GMCP_NOT_FOUND) return answer(u, HTTP_NOT_FOUND, "no such upload");
+    if (!strcmp(x->state, GMCP_UPLOAD_TERMINATED))
+        return answer(u, HTTP_GONE, "this upload was terminated");
+    if (expired(x))
+        return answer(u, HTTP_GONE, "this upload expired before it was completed; start over");
+    *done = 0;
+    return OK;
+}
+
+/* ---- the lease ---------------------------------------------------------------------------- */
+
+/* "<host>/<pid>/<random>": who holds a PATCH lease. */
+static const char *lease_token(apr_pool_t *p)
+{
+    char host[APRMAXHOSTLEN + 1] = "";
+    apr_gethostname(host, sizeof(host), p);
+    return apr_psprintf(p, "%s/%ld/%s", host, (long)getpid(), gmcp_random_id(p, 12));
+}
+
+static int holder_dead(const char *token)
+{
+    char host[APRMAXHOSTLEN + 1] = "";
+    const char *slash = strchr(token, '/');
+    long pid;
+    apr_pool_t *p;
+    if (!slash || apr_pool_create(&p, NULL) != APR_SUCCESS) return 0;
+    apr_gethostname(host, sizeof(host), p);
+    apr_pool_destroy(p);
+    if (strncmp(token, host, (apr_size_t)(slash - token)) != 0 || host[slash - token]) return 0;
+    pid = strtol(slash + 1, NULL, 10);
+    if (pid <= 0 || pid == (long)getpid()) return 0;
+    if (kill((pid_t)pid, 0) != 0) return errno == ESRCH;
+    {
+        /* Still there, but maybe only as a zombie nobody reaped (its parent httpd was
+         * killed too): Linux says so in /proc/<pid>/stat. */
+        char path[64], buf[256];
+        FILE *f;
+        const char *close_paren;
+        int dead = 0;
+        apr_snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        if ((f = fopen(path, "r")) != NULL) {
+            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+            buf[n] = '\0';
+            fclose(f);
+            close_paren = strrchr(buf, ')');
+            dead = close_paren && close_paren[1] == ' '
+                   && (close_paren[2] == 'Z' || close_paren[2] == 'X');
+        }
+        return dead;
+    }
+}
+
+/* ---- the file ---------------------------------------------------------------------------- */
+
+/* SHA-256 of the whole spool file, read in blocks (memory stays flat). */
+static const char *file_sha256(apr_pool_t *p, const char *path)
+{
+    apr_file_t *f;
+    EVP_MD_CTX *ctx;
+    unsigned char md[EVP_MAX_MD_SIZE], *buf;
+    unsigned int mdlen = 0, i;
+    apr_size_t n;
+    char *hex;
+    apr_status_t rv;
+    if (apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) != APR_SUCCESS)
+        return NULL;
+    buf = apr_palloc(p, 65536);
+    ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    do {
+        n = 65536;
+        rv = apr_file_read(f, buf, &n);
+        if (n) EVP_DigestUpdate(ctx, buf, n);
+    } while (rv == APR_SUCCESS);
+    apr_file_close(f);
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    if (rv != APR_EOF) return NULL;
+    hex = apr_palloc(p, mdlen * 2 + 1);
+    for (i = 0; i < mdlen; i++) apr_snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return hex;
+}
+
+static int complete(up_req *u, gmcp_upload *x, apr_int64_t length)
+{
+    const char *sha = file_sha256(u->r->pool, spool_path(u, x->id));
+    if (!sha) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r, APLOGNO(10742)
+                      "gemini_mcp: cannot read back upload %s to hash it", x->id);
+        return -1;
+    }
+    if (db_open(u) || gmcp_upload_complete(&u->db, x->id, length, sha, gmcp_now_sec()))
+        return -1;
+    x->state = GMCP_UPLOAD_COMPLETE;
+    x->sha256 = sha;
+    return 0;
+}
+
+typedef struct {
+    apr_int64_t got;        /* bytes of this request written */
+    apr_int64_t committed;  /* of those, recorded in SQL */
+    int too_big, aborted, io_error;
+} receipt;
+
+/* Record `offset` as durable: fsync, then the row (under our lease, renewed). */
+static int commit(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *token,
+                  apr_int64_t offset, apr_int64_t length)
+{
+    int acquired = 0, rv;
+    if (apr_file_datasync(f) != APR_SUCCESS) return -1;
+    if (db_open(u)) return -1;
+    rv = gmcp_upload_advance(&u->db, x->id, token, offset, length,
+                             gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc));
+    if (rv == GMCP_FOUND) rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
+    gmcp_glue_db_close(u->r, &u->dbd);
+    return rv == GMCP_FOUND || (rv == 0 && acquired) ? 0 : -1;
+}
+
+/* Stream the request body to f at x->offset; at most `room` bytes. With a checksum
+ * nothing is committed before the whole body verified. */
+static void receive(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *token,
+                    apr_int64_t room, EVP_MD_CTX *ck, apr_int64_t length, receipt *rc)
+{
+    request_rec *r = u->r;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_time_t last_commit = apr_time_now();
+    int eos = 0;
+    while (!eos) {
+        apr_bucket *b;
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_BLOCK_READ, 65536);
+        if (rv != APR_SUCCESS) {
+            rc->aborted = 1;
+            break;
+        }
+        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
+            const char *data;
+            apr_size_t len;
+            if (APR_BUCKET_IS_EOS(b)) { eos = 1; break; }
+            if (APR_BUCKET_IS_METADATA(b)) continue;
+            if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS) {
+                rc->aborted = 1;
+                eos = 1;
+                break;
+            }
+            if (rc->got + (apr_int64_t)len > room) {
+                rc->too_big = 1;
+                eos = 1;
+                break;
+            }
+            if (len && apr_file_write_full(f, data, len, NULL) != APR_SUCCESS) {
+                rc->io_error = 1;
+                eos = 1;
+                break;
+            }
+            if (ck) EVP_DigestUpdate(ck, data, len);
+            rc->got += (apr_int64_t)len;
+        }
+        apr_brigade_cleanup(bb);
+        if (!ck && !eos && (rc->got - rc->committed >= COMMIT_BYTES
+                            || apr_time_now() - last_commit >= COMMIT_EVERY)) {
+            if (commit(u, f, x, token, x->offset + rc->got, length)) {
+                rc->io_error = 1;
+                break;
+            }
+            rc->committed = rc->got;
+            last_commit = apr_time_now();
+        }
+    }
+}
+
+/* Append this request's body (PATCH, or creation-with-upload). Answers the request. */
+static int append(up_req *u, gmcp_upload *x, int creating)
+{
+    request_rec *r = u->r;
+    const char *ck_hdr = apr_table_get(r->headers_in, "Upload-Checksum");
+    const char *algo = NULL, *token = lease_token(r->pool), *path;
+    unsigned char *want = NULL, got_md[EVP_MAX_MD_SIZE];
+    apr_size_t want_len = 0;
+    unsigned int got_len = 0;
+    apr_int64_t length = x->length, room;
+    EVP_MD_CTX *ck = NULL;
+    apr_file_t *f;
+    receipt rc;
+    int acquired = 0, failed = 0, mismatch = 0;
+
+    if (ck_hdr) {
+        int c = gmcp_tus_checksum(r->pool, ck_hdr, &algo, &want, &want_len);
+        if (c == -2) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: unsupported algorithm "
+                                   "(use sha256, sha1 or md5)");
+        if (c) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: expected '<algorithm> "
+                             "<base64 digest>'");
+    }
+    room = (length >= 0 ? length : gmcp_conf_upload_max(u->dc)) - x->offset;
+
+    /* The lease: one writer per upload, across processes and nodes. */
+    if (db_open(u)) return db_fail(u, "opening the upload store");
+    if (gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired))
+        return db_fail(u, "locking an upload");
+    if (!acquired) {
+        /* A holder on this host whose process is gone (httpd was killed mid-PATCH)
+         * cannot be writing: take over at once rather than after the lease. */
+        const char *holder = NULL;
+        if (gmcp_upload_holder(&u->db, x->id, &holder) == GMCP_FOUND && holder_dead(holder)
+            && gmcp_upload_steal(&u->db, x->id, holder, token, LEASE_SECONDS, &acquired))
+            return db_fail(u, "locking an upload");
+    }
+    gmcp_glue_db_close(r, &u->dbd);
+    if (!acquired) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "1");
+        return answer(u, HTTP_LOCKED, "another request is writing to this upload");
+    }
+
+    path = spool_path(u, x->id);
+    if (apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_BINARY,
+                      APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10743)
+                      "gemini_mcp: cannot open spool file %s (is GeminiMCPUploadDir writable "
+                      "by the httpd user?)", path);
+        failed = 1;
+        goto unlock;
+    }
+    {
+        /* Whatever lies past the durable offset (a write cut short) goes. */
+        apr_off_t at = (apr_off_t)x->offset;
+        if (apr_file_trunc(f, at) != APR_SUCCESS
+            || apr_file_seek(f, APR_SET, &at) != APR_SUCCESS) {
+            apr_file_close(f);
+            failed = 1;
+            goto unlock;
+        }
+    }
+    if (algo) {
+        ck = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(ck, !strcmp(algo, "sha256") ? EVP_sha256()
+                              : !strcmp(algo, "sha1") ? EVP_sha1() : EVP_md5(), NULL);
+    }
+    memset(&rc, 0, sizeof(rc));
+    receive(u, f, x, token, room, ck, length, &rc);
+    if (ck) {
+        EVP_DigestFinal_ex(ck, got_md, &got_len);
+        EVP_MD_CTX_free(ck);
+        mismatch = !rc.aborted && !rc.too_big
+                   && (got_len != want_len || memcmp(got_md, want, got_len) != 0);
+    }
+    if (rc.io_error) {
+        failed = 1;
+    }
+    else if ((ck && (mismatch || rc.aborted)) || rc.too_big) {
+        /* Discard the whole chunk: the offset stays where it was. */
+        apr_off_t at = (apr_off_t)(x->offset + rc.committed);
+        apr_file_trunc(f, at);
+    }
+    else if (rc.got > rc.committed) {
+        if (commit(u, f, x, token, x->offset + rc.got, length)) failed = 1;
+        else rc.committed = rc.got;
+    }
+    apr_file_close(f);
+    x->offset += rc.committed;
+
+unlock:
+    if (db_open(u) == 0) {
+        gmcp_upload_unlock(&u->db, x->id, token);
+        gmcp_glue_db_close(r, &u->dbd);
+    }
+    if (failed) return db_fail(u, "storing upload bytes");
+    if (rc.too_big)
+        return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, length >= 0
+                      ? "the body goes past Upload-Length" : "the upload exceeds Tus-Max-Size");
+    if (mismatch)
+        return answer(u, 460, apr_psprintf(r->pool, "Checksum Mismatch: the %s of this "
+                                           "request's body differs; the chunk was discarded",
+                                           algo));
+    if (length >= 0 && x->offset == length && complete(u, x, length))
+        return db_fail(u, "completing an upload");
+    apr_table_setn(r->err_headers_out, "Upload-Offset",
+                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT, x->offset));
+    if (strcmp(x->state, GMCP_UPLOAD_COMPLETE) != 0)
+        apr_table_setn(r->err_headers_out, "Upload-Expires",
+                       http_date(r->pool, gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc)));
+    if (creating) return OK;
+    return answer(u, HTTP_NO_CONTENT, NULL);
+}
+
+/* ---- methods ------------------------------------------------------------------------------ */
+
+static int do_patch(up_req *u, const char *id)
+{
+    request_rec *r = u->r;
+    const char *ct = apr_table_get(r->headers_in, "Content-Type");
+    const char *len_hdr = apr_table_get(r->headers_in, "Upload-Length");
+    apr_int64_t off, len;
+    gmcp_upload x;
+    int done, st = load(u, id, &x, &done);
+    gmcp_glue_db_close(r, &u->dbd);
+    if (done) return st;
+    if (!strncmp(x.concat, "final", 5))
+        return answer(u, HTTP_FORBIDDEN, "a final (concatenated) upload takes no PATCH");
+    if (!ct || strcasecmp(ct, "application/offset+octet-stream") != 0)
+        return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE,
+                      "Content-Type must be application/offset+octet-stream");
+    if (parse_int(apr_table_get(r->headers_in, "Upload-Offset"), &off))
+        return answer(u, HTTP_BAD_REQUEST, "Upload-Offset is missing or not a whole number");
+    if (off != x.offset) {
+        apr_table_setn(r->err_headers_out, "Upload-Offset",
+                       apr_psprintf(r->pool, "%" APR_INT64_T_FMT, x.offset));
+        return answer(u, HTTP_CONFLICT, apr_psprintf(r->pool, "Upload-Offset %" APR_INT64_T_FMT
+                      " is not this upload's offset (%" APR_INT64_T_FMT ")", off, x.offset));
+    }
+    if (len_hdr) {
+        if (parse_int(len_hdr, &len)) return answer(u, HTTP_BAD_REQUEST,
+                                                    "Upload-Length is not a whole number");
+        if (x.length >= 0 && len != x.length)
+            return answer(u, HTTP_BAD_REQUEST, "Upload-Length cannot change once set");
+        if (len > (apr_int64_t)gmcp_conf_upload_max(u->dc) || len < x.offset)
+            return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, "Upload-Length exceeds Tus-Max-Size");
+        x.length = len;
+    }
+    return append(u, &x, 0);
+}
+
+static int do_head(up_req *u, const char *id)
+{
+    request_rec *r = u->r;
+    gmcp_upload x;
+    int done, st = load(u, id, &x, &done);
+    gmcp_glue_db_close(r, &u->dbd);
+    if (done) return st;
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (strncmp(x.concat, "final", 5) != 0 || !strcmp(x.state, GMCP_UPLOAD_COMPLETE))
+        apr_table_setn(r->headers_out, "Upload-Offset",
+                       apr_psprintf(r->pool, "%" APR_INT64_T_FMT, x.offset));
+    if (x.length >= 0)
+        apr_table_setn(r->headers_out, "Upload-Length",
+                       apr_psprintf(r->pool, "%" APR_INT64_T_FMT, x.length));
+    else
+        apr_table_setn(r->headers_out, "Upload-Defer-Length", "1");
+    if (*x.metadata) apr_table_setn(r->headers_out, "Upload-Metadata", x.metadata);
+    if (*x.concat) apr_table_setn(r->headers_out, "Upload-Concat", x.concat);
+    if (strcmp(x.state, GMCP_UPLOAD_COMPLETE) != 0)
+        apr_table_setn(r->headers_out, "Upload-Expires", http_date(r->pool, x.expires));
+    r->status = HTTP_OK;
+    ap_set_content_length(r, 0);
+    return OK;
+}
+
+static int do_delete(up_req *u, const char *id)
+{
+    gmcp_upload x;
+    int done, st = load(u, id, &x, &done), rv;
+    if (done) return st;
+    rv = gmcp_upload_terminate(&u->db, x.id, u->acc->principal);
+    gmcp_glue_db_close(u->r, &u->dbd);
+    if (rv == GMCP_DB_ERROR) return db_fail(u, "terminating an upload");
+    apr_file_remove(spool_path(u, x.id), u->r->pool);
+    return answer(u, HTTP_NO_CONTENT, NULL);
+}
+
+/* Concatenate finished partial uploads (same owner) into a new, complete upload. */
+static int create_final(up_req *u, gmcp_upload *x, const char *list)
+{
+    request_rec *r = u->r;
+    char *copy = apr_pstrdup(r->pool, list), *url, *last = NULL;
+    apr_array_header_t *parts = apr_array_make(r->pool, 8, sizeof(gmcp_upload));
+    apr_int64_t total = 0;
+    apr_file_t *out;
+    char *buf = apr_palloc(r->pool, 65536);
+    int i, rv;
+
+    if (db_open(u)) return db_fail(u, "opening the upload store");
+    for (url = apr_strtok(copy, " ", &last); url; url = apr_strtok(NULL, " ", &last)) {
+        gmcp_upload *pt = apr_array_push(parts);
+        const char *pid = last_segment(r->pool, url);
+        rv = id_ok(pid) ? gmcp_upload_get(&u->db, pid, u->acc->principal, pt) : GMCP_NOT_FOUND;
+        if (rv == GMCP_DB_ERROR) return db_fail(u, "reading partial uploads");
+        if (rv == GMCP_NOT_FOUND || strcmp(pt->concat, "partial") != 0
+            || strcmp(pt->state, GMCP_UPLOAD_COMPLETE) != 0) {
+            gmcp_glue_db_close(r, &u->dbd);
+            return answer(u, HTTP_BAD_REQUEST, apr_psprintf(r->pool, "Upload-Concat: %s is not "
+                          "a finished partial upload of yours", url));
+        }
+        total += pt->length;
+        x->parts = *x->parts ? apr_pstrcat(r->pool, x->parts, " ", pt->id, NULL) : pt->id;
+    }
+    gmcp_glue_db_close(r, &u->dbd);
+    if (!parts->nelts) return answer(u, HTTP_BAD_REQUEST, "Upload-Concat: final needs a list "
+                                     "of partial uploads");
+    if (total > (apr_int64_t)gmcp_conf_upload_max(u->dc))
+        return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, "the concatenation exceeds Tus-Max-Size");
+    x->length = total;
+    if (apr_file_open(&out, spool_path(u, x->id), APR_FOPEN_WRITE | APR_FOPEN_CREATE
+                      | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
+                      APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool) != APR_SUCCESS)
+        return db_fail(u, "creating a spool file");
+    for (i = 0; i < parts->nelts; i++) {
+        apr_file_t *in;
+        apr_status_t st;
+        apr_size_t n;
+        if (apr_file_open(&in, spool_path(u, APR_ARRAY_IDX(parts, i, gmcp_upload).id),
+                          APR_FOPEN_READ | APR_FOPEN_BINARY, 0, r->pool) != APR_SUCCESS) {
+            apr_file_close(out);
+            return db_fail(u, "reading a partial upload's spool file");
+        }
+        do {
+            n = 65536;
+            st = apr_file_read(in, buf, &n);
+            if (n && apr_file_write_full(out, buf, n, NULL) != APR_SUCCESS) st = APR_EGENERAL;
+        } while (st == APR_SUCCESS);
+        apr_file_close(in);
+        if (st != APR_EOF) {
+            apr_file_close(out);
+            return db_fail(u, "concatenating partial uploads");
+        }
+    }
+    if (apr_file_datasync(out) != APR_SUCCESS) {
+        apr_file_close(out);
+        return db_fail(u, "syncing a spool file");
+    }
+    apr_file_close(out);
+    x->offset = total;
+    if (db_open(u) || gmcp_upload_create(&u->db, x)) return db_fail(u, "creating an upload");
+    gmcp_glue_db_close(r, &u->dbd);
+    if (complete(u, x, total)) return db_fail(u, "completing an upload");
+    gmcp_glue_db_close(r, &u->dbd);
+    return OK;
+}
+
+static int do_post(up_req *u)
+{
+    request_rec *r = u->r;
+    const char *len_hdr = apr_table_get(r->headers_in, "Upload-Length");
+    const char *defer = apr_table_get(r->headers_in, "Upload-Defer-Length");
+    const char *meta = apr_table_get(r->headers_in, "Upload-Metadata");
+    const char *concat = apr_table_get(r->headers_in, "Upload-Concat");
+    const char *ct = apr_table_get(r->headers_in, "Content-Type");
+    const char *err = NULL, *fname, *base;
+    apr_table_t *md;
+    gmcp_upload x;
+    apr_int64_t now = gmcp_now_sec();
+    int is_final = concat && !strncmp(concat, "final;", 6), st;
+
+    memset(&x, 0, sizeof(x));
+    x.length = -1;
+    if (concat && !is_final && strcmp(concat, "partial") != 0)
+        return answer(u, HTTP_BAD_REQUEST, "Upload-Concat must be 'partial' or 'final;<urls>'");
+    if (!is_final) {
+        if ((len_hdr != NULL) == (defer != NULL))
+            return answer(u, HTTP_BAD_REQUEST, "give exactly one of Upload-Length and "
+                          "Upload-Defer-Length");
+        if (defer && strcmp(defer, "1") != 0)
+            return answer(u, HTTP_BAD_REQUEST, "Upload-Defer-Length must be 1");
+        if (len_hdr && parse_int(len_hdr, &x.length))
+            return answer(u, HTTP_BAD_REQUEST, "Upload-Length is not a whole number");
+        if (x.length > (apr_int64_t)gmcp_conf_upload_max(u->dc))
+            return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, apr_psprintf(r->pool,
+                          "Upload-Length exceeds Tus-Max-Size (%" APR_OFF_T_FMT ")",
+                          gmcp_conf_upload_max(u->dc)));
+    }
+    else if (len_hdr) {
+        return answer(u, HTTP_BAD_REQUEST, "a final upload takes no Upload-Length");
+    }
+    if (gmcp_tus_metadata(r->pool, meta, &md, &err)) return answer(u, HTTP_BAD_REQUEST, err);
+    fname = apr_table_get(md, "filename");
+    if (fname && !gmcp_tus_filename_ok(fname))
+        return answer(u, HTTP_BAD_REQUEST, "Upload-Metadata: filename must be a plain file "
+                      "name (no path, no control characters, at most 255 bytes)");
+    x.filetype = apr_table_get(md, "filetype") ? apr_table_get(md, "filetype") : "";
+    if (strlen(x.filetype) > 255 || strpbrk(x.filetype, "\r\n,;\"") )
+        return answer(u, HTTP_BAD_REQUEST, "Upload-Metadata: filetype is not a media type");
+    x.id = gmcp_random_id(r->pool, ID_BYTES);
+    x.owner = u->acc->principal;
+    x.key_id = u->acc->key_id ? u->acc->key_id : "";
+    x.metadata = meta ? meta : "";
+    x.filename = fname ? fname : "";
+    x.concat = concat ? concat : "";
+    x.parts = "";
+    x.sha256 = "";
+    x.state = GMCP_UPLOAD_RECEIVING;
+    x.created = now;
+    x.expires = now + gmcp_conf_upload_expiry(u->sc);
+
+    base = r->uri;
+    {
+        apr_size_t n = strlen(base);
+        while (n > 1 && base[n - 1] == '/') n--;
+        base = apr_pstrndup(r->pool, base, n);
+    }
+    apr_table_setn(r->err_headers_out, "Location",
+                   ap_construct_url(r->pool, apr_pstrcat(r->pool, base, "/", x.id, NULL), r));
+    if (is_final) {
+        if ((st = create_final(u, &x, concat + 6)) != OK || r->status >= 400) return st;
+        return answer(u, HTTP_CREATED, NULL);
+    }
+    if (db_open(u) || gmcp_upload_create(&u->db, &x)) return db_fail(u, "creating an upload");
+    gmcp_glue_db_close(r, &u->dbd);
+    apr_table_setn(r->err_headers_out, "Upload-Expires", http_date(r->pool, x.expires));
+    if (x.length == 0) {
+        apr_file_t *f;
+        if (apr_file_open(&f, spool_path(u, x.id), APR_FOPEN_WRITE | APR_FOPEN_CREATE
+                          | APR_FOPEN_BINARY, APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool)
+            != APR_SUCCESS)
+            return db_fail(u, "creating a spool file");
+        apr_file_close(f);
+        if (complete(u, &x, 0)) return db_fail(u, "completing an upload");
+        gmcp_glue_db_close(r, &u->dbd);
+    }
+    else if (ct && !strcasecmp(ct, "application/offset+octet-stream")) {
+        /* creation-with-upload: the body carries the first bytes. */
+        if ((st = append(u, &x, 1)) != OK || r->status >= 400) return st;
+    }
+    return answer(u, HTTP_CREATED, NULL);
+}
+
+static int do_options(up_req *u)
+{
+    request_rec *r = u->r;
+    apr_table_setn(r->err_headers_out, "Tus-Version", TUS_VERSION);
+    apr_table_setn(r->err_headers_out, "Tus-Extension", TUS_EXTENSIONS);
+    apr_table_setn(r->err_headers_out, "Tus-Checksum-Algorithm", TUS_CHECKSUMS);
+    apr_table_setn(r->err_headers_out, "Tus-Max-Size",
+                   apr_psprintf(r->pool, "%" APR_OFF_T_FMT, gmcp_conf_upload_max(u->dc)));
+    if (apr_table_get(r->headers_in, "Origin")
+        && apr_table_get(r->headers_in, "Access-Control-Request-Method")) {
+        apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods",
+                       "POST, HEAD, PATCH, DELETE, OPTIONS");
+        apr_table_setn(r->err_headers_out, "Access-Control-Allow-Headers", TUS_ALLOW_HEADERS);
+        apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", "86400");
+    }
+    return answer(u, HTTP_NO_CONTENT, NULL);
+}
+
+int gmcp_upload_handler(request_rec *r)
+{
+    up_req *u;
+    const char *override, *tusv, *id, *method;
+    int st;
+    if (!r->handler || strcmp(r->handler, "gemini-mcp-upload") != 0) return DECLINED;
+    u = apr_pcalloc(r->pool, sizeof(*u));
+    u->r = r;
+    u->dc = ap_get_module_config(r->per_dir_config, &gemini_mcp_module);
+    u->sc = ap_get_module_config(r->server->module_config, &gemini_mcp_module);
+    u->dir = u->sc->upload_dir;
+    apr_table_setn(r->err_headers_out, "Tus-Resumable", TUS_VERSION);
+
+    /* Clients that cannot send PATCH/DELETE tunnel them through POST. */
+    method = r->method;
+    override = apr_table_get(r->headers_in, "X-HTTP-Method-Override");
+    if (override && r->method_number == M_POST
+        && (!strcmp(override, "PATCH") || !strcmp(override, "DELETE")
+            || !strcmp(override, "HEAD")))
+        method = override;
+
+    if (!gmcp_request_origin_ok(r, u->dc)) return answer(u, HTTP_FORBIDDEN,
+                                                       "Origin or Host is not allowed");
+    gmcp_access_cors(r);
+    if (apr_table_get(r->headers_in, "Origin"))
+        apr_table_setn(r->err_headers_out, "Access-Control-Expose-Headers", TUS_EXPOSE);
+    if (!strcmp(method, "OPTIONS")) return do_options(u);   /* no auth, no Tus-Resumable */
+
+    tusv = apr_table_get(r->headers_in, "Tus-Resumable");
+    if (!tusv || strcmp(tusv, TUS_VERSION) != 0) {
+        apr_table_setn(r->err_headers_out, "Tus-Version", TUS_VERSION);
+        return answer(u, HTTP_PRECONDITION_FAILED, "Tus-Resumable: 1.0.0 is required");
+    }
+    if (!u->dir) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10744)
+                      "gemini_mcp: SetHandler gemini-mcp-upload needs GeminiMCPUploadDir");
+        return answer(u, HTTP_SERVICE_UNAVAILABLE, "uploads are not configured on this server");
+    }
+    if ((st = gmcp_access_identify(r, u->dc, &u->acc)) != OK) return OK;
+    if ((st = gmcp_access_admit(r, u->acc, "upload", NULL, 0, NULL)) != OK) return OK;
+
+    id = last_segment(r->pool, r->uri);
+    if (!strcmp(method, "POST") && !id_ok(id)) return do_post(u);
+    if (!strcmp(method, "PATCH")) return do_patch(u, id);
+    if (!strcmp(method, "HEAD") || (r->method_number == M_GET && r->header_only))
+        return do_head(u, id);
+    if (!strcmp(method, "DELETE")) return do_delete(u, id);
+    apr_table_setn(r->err_headers_out, "Allow", "POST, HEAD, PATCH, DELETE, OPTIONS");
+    return answer(u, HTTP_METHOD_NOT_ALLOWED, "use POST to create, PATCH to append, HEAD for "
+                  "the offset, DELETE to terminate");
+}

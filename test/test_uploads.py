@@ -1,0 +1,294 @@
+"""tus 1.0 uploads (SetHandler gemini-mcp-upload) with tus-js-client and raw requests,
+through httpd with 2 child processes, on SQLite and PostgreSQL."""
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import NODE22, ROOT, Server
+
+DBS = ["sqlite", "pgsql"]
+TUS = {"Tus-Resumable": "1.0.0"}
+CLIENT = os.path.join(ROOT, "test", "clients", "tus-upload.mjs")
+
+
+def make_file(tmp_path, size, name="f.bin"):
+    p = tmp_path / name
+    with open(p, "wb") as f:
+        f.write(os.urandom(size))
+    return str(p)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tus_js(s, path, key, **opts):
+    r = subprocess.run([NODE22, CLIENT, s.info["upload"], path, key or "", json.dumps(opts)],
+                       capture_output=True, text=True, timeout=180,
+                       cwd=os.path.join(ROOT, "test"))
+    out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
+    assert r.returncode == 0 and out.get("ok"), (r.stdout, r.stderr)
+    return out
+
+
+def spool(s, url):
+    return os.path.join(s.info["data_dir"], "uploads", url.rstrip("/").rsplit("/", 1)[1])
+
+
+def auth(key, **extra):
+    h = dict(TUS, Authorization=f"Bearer {key}")
+    h.update(extra)
+    return h
+
+
+def create(s, key, length, **extra):
+    h = auth(key, **{"Upload-Length": str(length)})
+    h.update(extra)
+    r = requests.post(s.info["upload"], headers=h)
+    assert r.status_code == 201, r.text
+    return r.headers["Location"]
+
+
+def patch(url, key, offset, data, **extra):
+    h = auth(key, **{"Upload-Offset": str(offset),
+                     "Content-Type": "application/offset+octet-stream"})
+    h.update(extra)
+    return requests.patch(url, headers=h, data=data)
+
+
+@pytest.fixture(scope="module", params=DBS)
+def us(request):
+    if request.param == "pgsql":
+        request.getfixturevalue("pg_dsn")
+    s = Server(request.param, ["--auth", "apikey"])
+    s.key = s.info["api_key"]
+    yield s
+    s.stop()
+
+
+def new_key(s, name):
+    return json.loads(s.gmcpctl_run("--json", "keys", "create", "--name", name).stdout)["secret"]
+
+
+# ---- tus-js-client ------------------------------------------------------------------------
+
+def test_single_request_upload(us, tmp_path):
+    path = make_file(tmp_path, 3 * 1024 * 1024 + 17)
+    out = tus_js(us, path, us.key)
+    assert sha256_file(spool(us, out["url"])) == sha256_file(path)
+    r = requests.head(out["url"], headers=auth(us.key))
+    assert r.status_code == 200 and r.headers["Upload-Offset"] == str(os.path.getsize(path))
+    assert r.headers["Cache-Control"] == "no-store" and "Upload-Expires" not in r.headers
+    row = us.sql("SELECT state, sha256, filename FROM uploads WHERE id = '%s'"
+                 % out["url"].rsplit("/", 1)[1])[0]
+    assert row.split("|") == ["complete", sha256_file(path), "upload.bin"]
+
+
+def test_5mib_chunks_and_creation_with_upload(us, tmp_path):
+    path = make_file(tmp_path, 12 * 1024 * 1024 + 5)
+    out = tus_js(us, path, us.key, chunkSize=5 * 1024 * 1024, uploadDataDuringCreation=True)
+    assert sha256_file(spool(us, out["url"])) == sha256_file(path)
+
+
+def test_parallel_uploads_concatenate(us, tmp_path):
+    path = make_file(tmp_path, 9 * 1024 * 1024 + 3)
+    out = tus_js(us, path, us.key, parallelUploads=4, chunkSize=1024 * 1024)
+    assert sha256_file(spool(us, out["url"])) == sha256_file(path)
+    r = requests.head(out["url"], headers=auth(us.key))
+    assert r.headers["Upload-Concat"].startswith("final;")
+    assert r.headers["Upload-Length"] == str(os.path.getsize(path))
+
+
+def test_method_override(us, tmp_path):
+    path = make_file(tmp_path, 2 * 1024 * 1024 + 1)
+    out = tus_js(us, path, us.key, chunkSize=512 * 1024, overridePatchMethod=True)
+    assert sha256_file(spool(us, out["url"])) == sha256_file(path)
+
+
+def test_deferred_length(us):
+    # Raw requests: tus-js-client 4.3.1 in Node announces a whole chunk's Content-Length
+    # on the last PATCH of a deferred-length file stream and sends less.
+    data = os.urandom(70000)
+    r = requests.post(us.info["upload"], headers=auth(us.key, **{"Upload-Defer-Length": "1"}))
+    assert r.status_code == 201
+    url = r.headers["Location"]
+    assert requests.head(url, headers=auth(us.key)).headers["Upload-Defer-Length"] == "1"
+    assert patch(url, us.key, 0, data[:50000]).status_code == 204
+    r = patch(url, us.key, 50000, data[50000:], **{"Upload-Length": "70000"})
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == "70000"
+    h = requests.head(url, headers=auth(us.key)).headers
+    assert h["Upload-Length"] == "70000" and "Upload-Defer-Length" not in h
+    assert patch(url, us.key, 70000, b"", **{"Upload-Length": "80000"}).status_code == 400
+    assert sha256_file(spool(us, url)) == hashlib.sha256(data).hexdigest()
+
+
+def test_client_killed_then_resumed(us, tmp_path):
+    """The client dies after part of the file; tus-js-client resumes from HEAD."""
+    path = make_file(tmp_path, 4 * 1024 * 1024)
+    data = open(path, "rb").read()
+    url = create(us, us.key, len(data))
+    assert patch(url, us.key, 0, data[:1500000]).status_code == 204
+    out = tus_js(us, path, us.key, uploadUrl=url, chunkSize=1024 * 1024)
+    assert out["url"] == url and sha256_file(spool(us, url)) == sha256_file(path)
+
+
+# ---- the protocol, raw -----------------------------------------------------------------------
+
+def test_checksum_mismatch_discards_the_chunk(us):
+    data = os.urandom(100000)
+    url = create(us, us.key, len(data))
+    assert patch(url, us.key, 0, data[:40000]).status_code == 204
+    good = base64.b64encode(hashlib.sha256(data[40000:]).digest()).decode()
+    bad = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    r = patch(url, us.key, 40000, data[40000:], **{"Upload-Checksum": f"sha256 {bad}"})
+    assert r.status_code == 460 and "discarded" in r.text
+    assert requests.head(url, headers=auth(us.key)).headers["Upload-Offset"] == "40000"
+    r = patch(url, us.key, 40000, data[40000:], **{"Upload-Checksum": "crc32 AAAA"})
+    assert r.status_code == 400
+    for algo, fn in (("sha1", hashlib.sha1), ("md5", hashlib.md5)):
+        d = base64.b64encode(fn(b"").digest()).decode()
+        assert patch(url, us.key, 40000, b"", **{"Upload-Checksum": f"{algo} {d}"}).status_code == 204
+    r = patch(url, us.key, 40000, data[40000:], **{"Upload-Checksum": f"sha256 {good}"})
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == "100000"
+    assert sha256_file(spool(us, url)) == hashlib.sha256(data).hexdigest()
+
+
+def test_errors(us):
+    up = us.info["upload"]
+    url = create(us, us.key, 10)
+    r = requests.head(url, headers=dict(Authorization=f"Bearer {us.key}"))
+    assert r.status_code == 412 and r.headers["Tus-Version"] == "1.0.0"
+    assert patch(url, us.key, 3, b"abc").status_code == 409
+    r = patch(url, us.key, 0, b"abc", **{"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    assert patch(url, us.key, 0, b"x" * 11).status_code == 413
+    assert requests.head(url, headers=auth(us.key)).headers["Upload-Offset"] == "0"
+    for h in ({"Upload-Length": "-1"}, {"Upload-Length": "01"},
+              {"Upload-Length": "5", "Upload-Defer-Length": "1"}, {"Upload-Defer-Length": "2"},
+              {}, {"Upload-Length": "5", "Upload-Metadata": "filename !!!"},
+              {"Upload-Length": "5", "Upload-Metadata": "filename " + base64.b64encode(b"../etc/passwd").decode()},
+              {"Upload-Length": "5", "Upload-Metadata": "filename " + base64.b64encode(b"a\nb").decode()},
+              {"Upload-Length": "5", "Upload-Metadata": "a YQ==,a YQ=="},
+              {"Upload-Length": "5", "Upload-Concat": "final;" + up + "/nope"}):
+        r = requests.post(up, headers=auth(us.key, **h))
+        assert r.status_code == 400, (h, r.status_code, r.text)
+    r = requests.post(up, headers=auth(us.key, **{"Upload-Length": str(3 << 30)}))
+    assert r.status_code == 413
+    assert requests.head(up + "/AAAAAAAAAAAAAAAAAAAAAA", headers=auth(us.key)).status_code == 404
+    assert requests.head(up + "/../../etc", headers=auth(us.key)).status_code == 404
+    r = requests.post(up, headers=TUS)
+    assert r.status_code == 401 and "WWW-Authenticate" in r.headers
+    r = requests.options(up)
+    assert r.status_code == 204 and "checksum" in r.headers["Tus-Extension"]
+    assert r.headers["Tus-Checksum-Algorithm"] == "sha256,sha1,md5"
+
+
+def test_termination_and_foreign_keys(us):
+    other = new_key(us, "stranger")
+    url = create(us, us.key, 5)
+    for method in ("head", "delete"):
+        assert getattr(requests, method)(url, headers=auth(other)).status_code == 404
+    assert patch(url, other, 0, b"abcde").status_code == 404
+    assert requests.head(url, headers=auth(us.key)).status_code == 200
+    assert requests.delete(url, headers=auth(us.key)).status_code == 204
+    assert not os.path.exists(spool(us, url))
+    assert requests.head(url, headers=auth(us.key)).status_code == 410
+    assert patch(url, us.key, 0, b"abcde").status_code == 410
+
+
+def test_concurrent_patches_lock(us):
+    url = create(us, us.key, 200000)
+
+    def slow():
+        yield b"a" * 1000
+        time.sleep(1.5)
+        yield b"b" * 1000
+    first = {}
+    t = threading.Thread(target=lambda: first.setdefault("r", patch(url, us.key, 0, slow())))
+    t.start()
+    time.sleep(0.5)
+    second = patch(url, us.key, 0, b"c" * 1000)
+    t.join()
+    assert second.status_code == 423 and second.headers["Retry-After"] == "1"
+    assert first["r"].status_code == 204 and first["r"].headers["Upload-Offset"] == "2000"
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_expired_upload_is_gone(start, db):
+    s = start(db, "--auth", "apikey", "--conf", "GeminiMCPUploadExpiry 1")
+    key = s.info["api_key"]
+    url = create(s, key, 10)
+    assert patch(url, key, 0, b"12345").status_code == 204
+    time.sleep(2.2)
+    assert requests.head(url, headers=auth(key)).status_code == 410
+    r = patch(url, key, 5, b"67890")
+    assert r.status_code == 410 and "expired" in r.text
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_sigkill_mid_chunk_then_resume(start, db, tmp_path, request):
+    """httpd is killed (SIGKILL) in the middle of a PATCH; after a restart HEAD tells a
+    durable offset and tus-js-client finishes a byte-identical file."""
+    # Kept across both instances; reachable by the httpd user (pytest's tmp_path is not).
+    data_dir = tempfile.mkdtemp(prefix="gmcp-kill-")
+    os.chmod(data_dir, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(data_dir, ignore_errors=True))
+    dbargs = []
+    if db == "pgsql":   # one database that outlives the first instance
+        from harness import dsn_with_db, psql
+        base = request.getfixturevalue("pg_dsn")
+        name = "gmcp_kill_" + os.urandom(4).hex()
+        psql(dsn_with_db(base, "postgres"), f'CREATE DATABASE "{name}"')
+        request.addfinalizer(lambda: psql(dsn_with_db(base, "postgres"),
+                                          f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        dbargs = ["--pg-dsn", dsn_with_db(base, name)]
+    s = start(db, "--auth", "apikey", "--data-dir", data_dir, *dbargs)
+    key = s.info["api_key"]
+    path = make_file(tmp_path, 24 * 1024 * 1024)
+    data = open(path, "rb").read()
+    url = create(s, key, len(data))
+
+    def body():
+        yield data[:10 * 1024 * 1024]          # past one 8 MiB commit point
+        time.sleep(30)                          # never finishes: httpd dies first
+        yield data[10 * 1024 * 1024:]
+    t = threading.Thread(target=lambda: _swallow(lambda: patch(url, key, 0, body())))
+    t.daemon = True
+    t.start()
+    time.sleep(2)
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", s.info["conf"]], capture_output=True,
+                                           text=True).stdout.split()]
+    for p in pids:
+        os.kill(p, signal.SIGKILL)
+    s.proc.wait(30)
+    port = s.base.rsplit(":", 1)[1]
+    s2 = start(db, "--auth", "apikey", "--data-dir", data_dir, "--port", port, *dbargs)
+    r = requests.head(url, headers=auth(key))
+    assert r.status_code == 200
+    off = int(r.headers["Upload-Offset"])
+    assert 8 * 1024 * 1024 <= off <= 10 * 1024 * 1024
+    with open(spool(s2, url), "rb") as f:
+        assert f.read(off) == data[:off]       # what HEAD counts is really on disk
+    out = tus_js(s2, path, key, uploadUrl=url, chunkSize=5 * 1024 * 1024)
+    assert out["url"] == url and sha256_file(spool(s2, url)) == sha256_file(path)
+
+
+def _swallow(fn):
+    try:
+        fn()
+    except Exception:
+        pass

@@ -1,0 +1,97 @@
+/* tus header grammar and upload rows, without httpd (rows on real SQLite). */
+#include "unit.h"
+#include "unit_db.h"
+#include "gmcp_migrate.h"
+#include "gmcp_store.h"
+#include "gmcp_uploads.h"
+
+#include <stdlib.h>
+#include <apr_strings.h>
+
+static char dir[] = "/tmp/gmcp-uploads-XXXXXX";
+
+static void t_metadata(apr_pool_t *p)
+{
+    apr_table_t *md;
+    const char *err = NULL;
+    CHECK(gmcp_tus_metadata(p, "filename d29ybGQ=,is_confidential,t dGV4dC9wbGFpbg==", &md,
+                            &err) == 0);
+    CHECK_STR(apr_table_get(md, "filename"), "world");
+    CHECK_STR(apr_table_get(md, "is_confidential"), "");
+    CHECK_STR(apr_table_get(md, "t"), "text/plain");
+    CHECK(gmcp_tus_metadata(p, NULL, &md, &err) == 0 && apr_is_empty_table(md));
+    CHECK(gmcp_tus_metadata(p, "a b", &md, &err) != 0);            /* not base64 */
+    CHECK(gmcp_tus_metadata(p, "a YQ", &md, &err) != 0);           /* unpadded */
+    CHECK(gmcp_tus_metadata(p, "a YQ==,a Yg==", &md, &err) != 0 && strstr(err, "twice"));
+    CHECK(gmcp_tus_metadata(p, "a AA==", &md, &err) != 0);         /* NUL inside */
+    CHECK(gmcp_tus_metadata(p, "k\x01 YQ==", &md, &err) != 0);
+    CHECK(gmcp_tus_filename_ok("report.pdf"));
+    CHECK(gmcp_tus_filename_ok("Grüße 2026.txt"));
+    CHECK(!gmcp_tus_filename_ok(""));
+    CHECK(!gmcp_tus_filename_ok(".."));
+    CHECK(!gmcp_tus_filename_ok("../x"));
+    CHECK(!gmcp_tus_filename_ok("a/b"));
+    CHECK(!gmcp_tus_filename_ok("a\\b"));
+    CHECK(!gmcp_tus_filename_ok("a\nb"));
+    CHECK(!gmcp_tus_filename_ok("\xff\xfe"));
+}
+
+static void t_checksum(apr_pool_t *p)
+{
+    const char *algo;
+    unsigned char *d;
+    apr_size_t n;
+    CHECK(gmcp_tus_checksum(p, "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", &algo, &d, &n) == 0
+          && !strcmp(algo, "sha1") && n == 20);
+    CHECK(gmcp_tus_checksum(p, "md5 1B2M2Y8AsgTpgAmY7PhCfg==", &algo, &d, &n) == 0 && n == 16);
+    CHECK(gmcp_tus_checksum(p, "crc32 AAAAAA==", &algo, &d, &n) == -2);
+    CHECK(gmcp_tus_checksum(p, "sha256 AAAA", &algo, &d, &n) == -1);   /* wrong length */
+    CHECK(gmcp_tus_checksum(p, "sha256", &algo, &d, &n) == -1);
+}
+
+static void t_rows(apr_pool_t *p)
+{
+    gmcp_db db;
+    apr_dbd_t *h;
+    const char *err = NULL, *holder = NULL;
+    apr_array_header_t *migs, *list;
+    int applied = 0, got = 0;
+    gmcp_upload u, x;
+    CHECK(unit_open_sqlite(p, dir, "u.db", &db, &h) == 0);
+    CHECK(gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0);
+    CHECK(gmcp_migrate_apply(&db, migs, &applied, &err) == 0);
+    memset(&u, 0, sizeof(u));
+    u.id = "AAAAAAAAAAAAAAAAAAAAAA"; u.owner = "key:1"; u.key_id = "1"; u.length = 10;
+    u.metadata = ""; u.filename = "f"; u.filetype = ""; u.concat = ""; u.parts = "";
+    u.sha256 = ""; u.state = GMCP_UPLOAD_RECEIVING; u.created = 1; u.expires = 100;
+    CHECK(gmcp_upload_create(&db, &u) == 0);
+    CHECK(gmcp_upload_get(&db, u.id, "key:2", &x) == GMCP_NOT_FOUND);   /* owner-scoped */
+    CHECK(gmcp_upload_get(&db, u.id, "key:1", &x) == GMCP_FOUND && x.length == 10);
+    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60, &got) == 0 && got);
+    CHECK(gmcp_upload_lock(&db, u.id, "h/2/b", 60, &got) == 0 && !got);  /* held */
+    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60, &got) == 0 && got);   /* renewed */
+    CHECK(gmcp_upload_advance(&db, u.id, "h/2/b", 5, 10, 200) == GMCP_NOT_FOUND);
+    CHECK(gmcp_upload_advance(&db, u.id, "h/1/a", 5, 10, 200) == GMCP_FOUND);
+    CHECK(gmcp_upload_holder(&db, u.id, &holder) == GMCP_FOUND && !strcmp(holder, "h/1/a"));
+    CHECK(gmcp_upload_steal(&db, u.id, "h/9/z", "h/2/b", 60, &got) == 0 && !got);
+    CHECK(gmcp_upload_steal(&db, u.id, "h/1/a", "h/2/b", 60, &got) == 0 && got);
+    CHECK(gmcp_upload_unlock(&db, u.id, "h/2/b") == 0);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && x.offset == 5 && x.expires == 200);
+    CHECK(gmcp_upload_expired(&db, 150, &list) == 0 && list->nelts == 0);
+    CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 1);
+    CHECK(gmcp_upload_complete(&db, u.id, 10, "abc", 300) == 0);
+    CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 0); /* complete stays */
+    CHECK(gmcp_upload_terminate(&db, u.id, "key:2") == GMCP_NOT_FOUND);
+    CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == GMCP_FOUND);
+    CHECK(gmcp_upload_list(&db, "key:1", &list) == 0 && list->nelts == 1);
+    CHECK(gmcp_upload_delete(&db, u.id) == 0);
+    CHECK(gmcp_upload_list(&db, NULL, &list) == 0 && list->nelts == 0);
+    apr_dbd_close(db.driver, h);
+    unit_remove_db(p, dir, "u.db");
+}
+
+UNIT_MAIN("uploads", {
+    RUN(t_metadata);
+    RUN(t_checksum);
+    RUN(t_rows);
+})
