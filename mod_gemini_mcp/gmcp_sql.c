@@ -8,6 +8,7 @@ static const gmcp_stmt *const TABLES[] = {
     gmcp_chat_stmts,
     gmcp_key_stmts,
     gmcp_upload_stmts,
+    gmcp_file_stmts,
     NULL
 };
 

@@ -19,5 +19,6 @@ extern const gmcp_stmt gmcp_store_stmts[];
 extern const gmcp_stmt gmcp_chat_stmts[];
 extern const gmcp_stmt gmcp_key_stmts[];
 extern const gmcp_stmt gmcp_upload_stmts[];
+extern const gmcp_stmt gmcp_file_stmts[];
 
 #endif

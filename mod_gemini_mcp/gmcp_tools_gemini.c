@@ -532,13 +532,16 @@ const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf 
 {
     gmcp_provider *prov = apr_pcalloc(p, sizeof(*prov));
     gmcp_tool *all;
-    int n = 0, m = 0, i;
+    int n = 0, m = 0, k = 0, i;
     while (TOOLS[n].name) n++;
     while (gmcp_chat_tools[m].name) m++;
-    /* generate, count, embed, list, then the chat tools; one NULL entry ends it. */
-    all = apr_pcalloc(p, sizeof(*all) * (size_t)(n + m + 1));
+    while (gmcp_file_tools[k].name) k++;
+    /* generate, count, embed, list, usage, the chat tools, the file tools; one NULL
+     * entry ends it. */
+    all = apr_pcalloc(p, sizeof(*all) * (size_t)(n + m + k + 1));
     for (i = 0; i < n; i++) all[i] = TOOLS[i];
     for (i = 0; i < m; i++) all[n + i] = gmcp_chat_tools[i];
+    for (i = 0; i < k; i++) all[n + m + i] = gmcp_file_tools[i];
     prov->name = "gemini";
     prov->baton = (void *)conf;
     prov->tools = all;

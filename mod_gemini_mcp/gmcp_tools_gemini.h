@@ -18,6 +18,8 @@ typedef struct {
     CURL *(*curl)(void);           /* this thread's reusable handle */
     apr_int64_t chat_idle;         /* seconds before an unused chat session expires */
     gmcp_breaker *breaker;         /* shared by every child process */
+    const char *upload_dir;        /* GeminiMCPUploadDir: finished uploads to relay */
+    apr_int64_t files_chunk;       /* relay chunk size (0: 8 MiB, as the SDKs) */
 } gmcp_gemini_conf;
 
 /* The provider ("gemini"): gemini_generate, gemini_count_tokens, gemini_embed,
@@ -42,6 +44,7 @@ json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
                                const char *req, json_t **final, const char **text);
 
 extern const gmcp_tool gmcp_chat_tools[];
+extern const gmcp_tool gmcp_file_tools[];
 extern const gmcp_resource_template gmcp_chat_templates[];
 
 #endif

@@ -580,6 +580,7 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
     g_gemini.curl = curl_for_thread;
     g_gemini.chat_idle = gmcp_conf_chat_idle(c);
     g_gemini.breaker = &g_breaker;
+    g_gemini.upload_dir = c->upload_dir;
     g_gemini.api_key = c->gemini_key ? gmcp_read_secret(p, c->gemini_key) : NULL;
     if (!g_gemini.api_key)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, APLOGNO(10705)

@@ -311,7 +311,8 @@ def test_typescript_sdk_client_uses_every_gemini_tool(gserver, fake_gemini):
     assert sorted(out["tools"]) == sorted([
         "gemini_generate", "gemini_count_tokens", "gemini_embed", "gemini_list_models",
         "gemini_chat_start", "gemini_chat_send", "gemini_chat_history", "gemini_chat_list",
-        "gemini_chat_export", "gemini_chat_delete", "gemini_usage"])
+        "gemini_chat_export", "gemini_chat_delete", "gemini_usage", "gemini_upload_file",
+        "gemini_file_list", "gemini_file_get", "gemini_file_delete"])
     # The caller's own usage, as the SDK sees it (no auth here: the default principal).
     assert out["usage"]["key_id"] == "default" and out["usage"]["limits"]["requests"] is None
     assert out["usage"]["usage"]["this_hour"]["output_tokens"] > 0

@@ -22,3 +22,20 @@ CREATE TABLE uploads (
 );
 CREATE INDEX uploads_owner ON uploads (owner, created);
 CREATE INDEX uploads_expires ON uploads (expires);
+
+-- Files relayed to the Gemini Files API, per owner (Gemini deletes them after 48 h).
+CREATE TABLE gemini_files (
+    name         TEXT PRIMARY KEY,                 -- files/<id> at Gemini
+    owner        TEXT NOT NULL,
+    upload_id    TEXT NOT NULL DEFAULT '',
+    display_name TEXT NOT NULL DEFAULT '',
+    uri          TEXT NOT NULL,
+    mime_type    TEXT NOT NULL,
+    size         BIGINT NOT NULL,
+    sha256       TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    created      BIGINT NOT NULL,
+    expires      BIGINT NOT NULL
+);
+CREATE INDEX gemini_files_owner ON gemini_files (owner, created);
+CREATE INDEX gemini_files_upload ON gemini_files (upload_id);

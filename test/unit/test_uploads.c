@@ -4,6 +4,7 @@
 #include "gmcp_migrate.h"
 #include "gmcp_store.h"
 #include "gmcp_uploads.h"
+#include "gmcp_files.h"
 
 #include <stdlib.h>
 #include <apr_strings.h>
@@ -47,6 +48,19 @@ static void t_checksum(apr_pool_t *p)
     CHECK(gmcp_tus_checksum(p, "crc32 AAAAAA==", &algo, &d, &n) == -2);
     CHECK(gmcp_tus_checksum(p, "sha256 AAAA", &algo, &d, &n) == -1);   /* wrong length */
     CHECK(gmcp_tus_checksum(p, "sha256", &algo, &d, &n) == -1);
+}
+
+static void t_sha_forms(apr_pool_t *p)
+{
+    /* sha256("") in hex, and Gemini's two possible base64 forms of it */
+    const char *hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    CHECK(gmcp_files_sha_matches(p, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", hex));
+    CHECK(gmcp_files_sha_matches(p, "ZTNiMGM0NDI5OGZjMWMxNDlhZmJmNGM4OTk2ZmI5MjQyN2FlNDFlNDY0"
+                                    "OWI5MzRjYTQ5NTk5MWI3ODUyYjg1NQ==", hex));
+    CHECK(!gmcp_files_sha_matches(p, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+                                  "00b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    CHECK(!gmcp_files_sha_matches(p, "AAAA", hex));
+    CHECK(!gmcp_files_sha_matches(p, NULL, hex));
 }
 
 static void t_rows(apr_pool_t *p)
@@ -93,5 +107,6 @@ static void t_rows(apr_pool_t *p)
 UNIT_MAIN("uploads", {
     RUN(t_metadata);
     RUN(t_checksum);
+    RUN(t_sha_forms);
     RUN(t_rows);
 })
