@@ -86,7 +86,12 @@ $(BUILD)/httpd_conf.o: gmcpctl/httpd_conf.c gmcpctl/httpd_conf.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Igmcpctl -c -o $@ $<
 
-$(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/gmcpctl_access.o $(BUILD)/httpd_conf.o $(CORE_OBJ)
+$(BUILD)/gmcpctl_uploads.o: gmcpctl/uploads.c $(CORE_HDR) gmcpctl/gmcpctl.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Igmcpctl -c -o $@ $<
+
+$(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/gmcpctl_access.o $(BUILD)/gmcpctl_uploads.o \
+            $(BUILD)/httpd_conf.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS)
 
 $(BUILD)/unit/%: test/unit/%.c test/unit/unit.h test/unit/unit_db.h $(CORE_OBJ) $(BUILD)/httpd_conf.o

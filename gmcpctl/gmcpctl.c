@@ -54,6 +54,12 @@ static void usage(FILE *out)
 "  keys update ID     change name, tenant, scopes, limits or expiry (same flags)\n"
 "  usage              usage per key and hour (--key ID, --since DATE|-Nh|-Nd)\n"
 "  audit              the audit log (--since DATE|-Nh|-Nd)\n"
+"  uploads list       tus uploads (--owner O)\n"
+"  uploads show ID    one upload\n"
+"  uploads cancel ID  terminate an upload and remove its spool file\n"
+"  cleanup            remove what has expired: uploads (spool files and rows), idle MCP\n"
+"                     and chat sessions, Gemini file records (--dry-run reports only;\n"
+"                     one run at a time; quiet on success)\n"
 "\n"
 "Options:\n"
 "  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from\n"
@@ -63,6 +69,7 @@ static void usage(FILE *out)
 "  -j, --json         machine-readable output\n"
 "  -F, --format FMT   export format: json, text or markdown\n"
 "  -o, --owner NAME   only this principal's sessions\n"
+"      --upload-dir D  spool directory (default: the configuration's GeminiMCPUploadDir)\n"
 "  -k, --pepper SRC   file:PATH or env:NAME of the key-hashing secret (default: the\n"
 "                     configuration's GeminiMCPKeyPepper)\n"
 "  -v, --verbose      report what was done\n"
@@ -94,6 +101,7 @@ int open_db(ctl *c, int may_create)
         if (!c->driver) c->driver = conf.driver;
         if (!c->params) c->params = conf.params;
         if (!c->pepper) c->pepper = conf.key_pepper;
+        c->httpd_gmcp = conf.gmcp;
         if (!c->driver || !c->params)
             return fail("%s has no DBDriver and DBDParams (give --driver and --params)",
                         c->config);
@@ -117,6 +125,8 @@ int open_db(ctl *c, int may_create)
     if ((rv = apr_dbd_open_ex(drv, c->pool, c->params, &handle, &err)) != APR_SUCCESS)
         return fail("cannot open the database: %s", err ? err : "unknown error");
     gmcp_db_init(&c->db, drv, handle, apr_hash_make(c->pool), c->pool);
+    /* Run next to a busy server: wait for its writers rather than fail. */
+    if (!c->db.pgsql) gmcp_db_exec_raw(&c->db, "PRAGMA busy_timeout=5000", NULL);
     return 0;
 }
 
@@ -302,6 +312,8 @@ int main(int argc, const char *const *argv)
         {"grace", OPT_GRACE, 1, "rotation grace"},
         {"key", OPT_KEY, 1, "key id"},
         {"since", OPT_SINCE, 1, "since"},
+        {"upload-dir", OPT_UPLOAD_DIR, 1, "spool directory"},
+        {"dry-run", OPT_DRY_RUN, 0, "report only"},
         {"verbose", 'v', 0, "verbose"},
         {"help", 'h', 0, "help"},
         {"version", 'V', 0, "version"},
@@ -336,7 +348,8 @@ int main(int argc, const char *const *argv)
         case 'V': printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
                   return 0;
         default:
-            if (optch >= OPT_NAME) apr_table_set(c.opts, apr_itoa(c.pool, optch), optarg);
+            if (optch >= OPT_NAME)
+                apr_table_set(c.opts, apr_itoa(c.pool, optch), optarg ? optarg : "1");
             break;
         }
     }
@@ -361,6 +374,9 @@ int main(int argc, const char *const *argv)
     else if (!strcmp(cmd, "keys") && sub && argc - g->ind <= 3)
         rv = cmd_keys(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
     else if (!strcmp(cmd, "usage") && !sub) rv = cmd_usage(&c);
+    else if (!strcmp(cmd, "uploads") && sub && argc - g->ind <= 3)
+        rv = cmd_uploads(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
+    else if (!strcmp(cmd, "cleanup") && !sub) rv = cmd_cleanup(&c);
     else if (!strcmp(cmd, "audit") && !sub) rv = cmd_audit(&c);
     else rv = -1;
     /* The drivers register no cleanup of their own: close before the pool goes. */

@@ -12,7 +12,7 @@
 /* Long-only options (codes above any character). */
 enum { OPT_NAME = 256, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE,
        OPT_TOKEN_QUOTA, OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER, OPT_GRACE, OPT_KEY,
-       OPT_SINCE };
+       OPT_SINCE, OPT_UPLOAD_DIR, OPT_DRY_RUN };
 
 typedef struct {
     apr_pool_t *pool;
@@ -26,6 +26,7 @@ typedef struct {
     const char *format;
     const char *owner;
     apr_table_t *opts;      /* long-only options by apr_itoa(code) */
+    apr_table_t *httpd_gmcp;/* GeminiMCP* directives of --config, when read */
     gmcp_db db;
 } ctl;
 
@@ -38,5 +39,7 @@ const char *actor(apr_pool_t *p);
 int cmd_keys(ctl *c, const char *sub, const char *id);
 int cmd_usage(ctl *c);
 int cmd_audit(ctl *c);
+int cmd_uploads(ctl *c, const char *sub, const char *id);
+int cmd_cleanup(ctl *c);
 
 #endif

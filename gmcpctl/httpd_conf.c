@@ -88,7 +88,9 @@ static int handle_line(reader *rd, const char *file, int lineno, char *line, int
     else if (!strcasecmp(dir, "DBDriver") && !rd->out->driver) {
         rd->out->driver = apr_pstrdup(rd->p, unquote(rd->p, arg));
     }
-    else if (!strcasecmp(dir, "GeminiMCPKeyPepper") && !rd->out->key_pepper) {
+    if (!strncasecmp(dir, "GeminiMCP", 9) && !apr_table_get(rd->out->gmcp, dir))
+        apr_table_set(rd->out->gmcp, dir, unquote(rd->p, arg));
+    if (!strcasecmp(dir, "GeminiMCPKeyPepper") && !rd->out->key_pepper) {
         rd->out->key_pepper = apr_pstrdup(rd->p, unquote(rd->p, arg));
     }
     else if (!strcasecmp(dir, "DBDParams") && !rd->out->params) {
@@ -140,6 +142,7 @@ int gmcp_httpd_conf_dbd(apr_pool_t *p, const char *path, gmcp_httpd_dbd *out,
 {
     reader rd;
     memset(out, 0, sizeof(*out));
+    out->gmcp = apr_table_make(p, 8);
     memset(&rd, 0, sizeof(rd));
     rd.p = p;
     rd.out = out;

@@ -5,12 +5,14 @@
 #define GMCP_HTTPD_CONF_H
 
 #include <apr_pools.h>
+#include <apr_tables.h>
 
 typedef struct {
     const char *driver;     /* DBDriver, NULL if absent */
     const char *params;     /* DBDParams, NULL if absent */
     const char *where;      /* "file:line" of DBDParams, for messages */
     const char *key_pepper; /* GeminiMCPKeyPepper source (file:/env:), NULL if absent */
+    apr_table_t *gmcp;      /* every GeminiMCP* directive's first value, by name */
 } gmcp_httpd_dbd;
 
 /* Returns 0 and fills `out` (fields may stay NULL), or -1 with *err set. */

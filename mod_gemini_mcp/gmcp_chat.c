@@ -14,6 +14,7 @@
 
 const gmcp_stmt gmcp_chat_stmts[] = {
     {"gmcp_count_chats", "SELECT COUNT(*) FROM chat_sessions WHERE last_used >= %lld"},
+    {"gmcp_count_chats_idle", "SELECT COUNT(*) FROM chat_sessions WHERE last_used < %lld"},
     {"gmcp_chat_insert",
      "INSERT INTO chat_sessions (id, owner, title, model, system_instruction, created, "
      "last_used) VALUES (%s, %s, %s, %s, %s, %lld, %lld)"},

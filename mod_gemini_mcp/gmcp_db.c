@@ -101,6 +101,9 @@ int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind)
     int version = 0;
     *schema_behind = 0;
     if (apr_hash_get(db->prepared, SCHEMA_OK_KEY, APR_HASH_KEY_STRING)) return 0;
+    /* SQLite: wait for a writer in another process instead of failing at once with
+     * "database is locked" (before the first statement that reads). */
+    if (!db->pgsql) gmcp_db_exec_raw(db, "PRAGMA busy_timeout=5000", NULL);
     if (gmcp_db_schema_version(db, &version, err)) return -1;
     if (version < GMCP_SCHEMA_VERSION) {
         *schema_behind = 1;

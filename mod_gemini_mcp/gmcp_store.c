@@ -73,6 +73,7 @@ const gmcp_stmt gmcp_store_stmts[] = {
      "(SELECT id FROM mcp_sessions WHERE last_seen < %lld)"},
     {"gmcp_sweep_sessions", "DELETE FROM mcp_sessions WHERE last_seen < %lld"},
     {"gmcp_count_sessions", "SELECT COUNT(*) FROM mcp_sessions WHERE last_seen >= %lld"},
+    {"gmcp_count_sessions_idle", "SELECT COUNT(*) FROM mcp_sessions WHERE last_seen < %lld"},
     {NULL, NULL}
 };
 

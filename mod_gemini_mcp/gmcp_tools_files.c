@@ -26,6 +26,8 @@ const gmcp_stmt gmcp_file_stmts[] = {
     {"gmcp_file_list", "SELECT " FILE_COLS " FROM gemini_files WHERE owner = %s "
      "ORDER BY created DESC"},
     {"gmcp_file_delete", "DELETE FROM gemini_files WHERE name = %s AND owner = %s"},
+    {"gmcp_file_expired_count", "SELECT COUNT(*) FROM gemini_files WHERE expires < %lld"},
+    {"gmcp_file_expired_delete", "DELETE FROM gemini_files WHERE expires < %lld"},
     {NULL, NULL}
 };
 

@@ -32,13 +32,12 @@ const gmcp_stmt gmcp_upload_stmts[] = {
      "WHERE id = %s AND lock_token = %s"},
     {"gmcp_upload_complete",
      "UPDATE uploads SET state = 'complete', length = %lld, upload_offset = %lld, "
-     "sha256 = %s, completed = %lld WHERE id = %s"},
+     "sha256 = %s, completed = %lld, expires = %lld WHERE id = %s"},
     {"gmcp_upload_terminate",
      "UPDATE uploads SET state = 'terminated' WHERE id = %s AND owner = %s "
      "AND state <> 'terminated'"},
     {"gmcp_upload_expired",
-     "SELECT " UPLOAD_COLS " FROM uploads WHERE expires < %lld AND state <> 'complete' "
-     "ORDER BY expires"},
+     "SELECT " UPLOAD_COLS " FROM uploads WHERE expires < %lld ORDER BY expires"},
     {"gmcp_upload_delete", "DELETE FROM uploads WHERE id = %s"},
     {NULL, NULL}
 };
@@ -136,11 +135,12 @@ int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int6
 }
 
 int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
-                         const char *sha256, apr_int64_t now)
+                         const char *sha256, apr_int64_t now, apr_int64_t expires)
 {
     int n = 0;
     return gmcp_db_exec(db, "gmcp_upload_complete", &n, GMCP_ARGS(I(db->pool, length),
-                        I(db->pool, length), sha256, I(db->pool, now), id))
+                        I(db->pool, length), sha256, I(db->pool, now), I(db->pool, expires),
+                        id))
            ? GMCP_DB_ERROR : 0;
 }
 

@@ -43,10 +43,12 @@ int gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token, const 
  * may be set (-1 keeps it); expires slides. GMCP_NOT_FOUND when the lease was lost. */
 int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
                         apr_int64_t length, apr_int64_t expires);
+/* Complete: the spool file is kept (for relays) until `expires`. */
 int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
-                         const char *sha256, apr_int64_t now);
+                         const char *sha256, apr_int64_t now, apr_int64_t expires);
 int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner);
-/* Rows whose expiry passed before `now` (any state but complete), and removal. */
+/* Rows whose expiry passed before `now` (unfinished, terminated, or complete and kept
+ * long enough), and removal. */
 int gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out);
 int gmcp_upload_delete(gmcp_db *db, const char *id);
 json_t *gmcp_upload_json(const gmcp_upload *u);

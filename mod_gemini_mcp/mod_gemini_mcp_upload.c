@@ -133,9 +133,11 @@ static int parse_int(const char *s, apr_int64_t *out)
     return 0;
 }
 
+/* Unfinished uploads expire after their last PATCH, finished ones after they were kept
+ * long enough for relays (both GeminiMCPUploadExpiry); gmcpctl cleanup removes them. */
 static int expired(const gmcp_upload *x)
 {
-    return strcmp(x->state, GMCP_UPLOAD_COMPLETE) != 0 && x->expires < gmcp_now_sec();
+    return x->expires < gmcp_now_sec();
 }
 
 /* The caller's upload, or an answer: 404 (missing or another owner's), 410 (terminated
@@ -152,7 +154,9 @@ static int load(up_req *u, const char *id, gmcp_upload *x, int *done)
     if (!strcmp(x->state, GMCP_UPLOAD_TERMINATED))
         return answer(u, HTTP_GONE, "this upload was terminated");
     if (expired(x))
-        return answer(u, HTTP_GONE, "this upload expired before it was completed; start over");
+        return answer(u, HTTP_GONE, strcmp(x->state, GMCP_UPLOAD_COMPLETE)
+                      ? "this upload expired before it was completed; start over"
+                      : "this upload expired and was removed from the spool");
     *done = 0;
     return OK;
 }
@@ -239,7 +243,8 @@ static int complete(up_req *u, gmcp_upload *x, apr_int64_t length)
                       "gemini_mcp: cannot read back upload %s to hash it", x->id);
         return -1;
     }
-    if (db_open(u) || gmcp_upload_complete(&u->db, x->id, length, sha, gmcp_now_sec()))
+    if (db_open(u) || gmcp_upload_complete(&u->db, x->id, length, sha, gmcp_now_sec(),
+                                           gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc)))
         return -1;
     x->state = GMCP_UPLOAD_COMPLETE;
     x->sha256 = sha;

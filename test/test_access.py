@@ -384,7 +384,7 @@ def test_audit_log(start, db, fake_gemini):
     assert 1 <= len(fails) <= 3 and fails[0]["key_id"] == kid
     assert "revoked" in fails[0]["detail"] and fails[0]["actor"] == "client 127.0.0.1"
     assert "session.delete" in actions
-    assert all(secret.split("_")[2] not in json.dumps(r) for r in rows)
+    assert all(secret.split("_", 2)[2] not in json.dumps(r) for r in rows)
     # Append-only: the database refuses changes (a trigger on both drivers).
     for q in ("UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log"):
         with pytest.raises(Exception) as e:

@@ -292,3 +292,69 @@ def _swallow(fn):
         fn()
     except Exception:
         pass
+
+
+# ---- gmcpctl uploads and cleanup --------------------------------------------------------------
+
+@pytest.mark.parametrize("db", DBS)
+def test_gmcpctl_uploads_and_cleanup_removes_exactly_what_expired(start, db):
+    s = start(db, "--auth", "apikey")
+    key = s.info["api_key"]
+    keep = create(s, key, 10)                    # live, unfinished
+    done = create(s, key, 3)
+    assert patch(done, key, 0, b"abc").status_code == 204
+    old = create(s, key, 10)                     # unfinished and past its expiry
+    assert patch(old, key, 0, b"12345").status_code == 204
+    cancelled = create(s, key, 4)
+    ids = {n: u.rsplit("/", 1)[1] for n, u in
+           (("keep", keep), ("done", done), ("old", old), ("cancelled", cancelled))}
+    listed = json.loads(s.gmcpctl_run("--json", "uploads", "list").stdout)
+    assert {u["upload_id"] for u in listed} == set(ids.values())
+    shown = json.loads(s.gmcpctl_run("--json", "uploads", "show", ids["done"]).stdout)
+    assert shown["state"] == "complete" and shown["offset"] == 3
+    s.gmcpctl_run("uploads", "cancel", ids["cancelled"])
+    assert requests.head(cancelled, headers=auth(key)).status_code == 410
+    # Backdate: one upload, one MCP session, one chat session, one file record expire.
+    s.sql(f"UPDATE uploads SET expires = 1000 WHERE id IN ('{ids['old']}', '{ids['cancelled']}')")
+    now = int(time.time())
+    s.sql("INSERT INTO mcp_sessions (id, owner, protocol_version, client_info, client_caps, "
+          f"log_level, created, last_seen) VALUES ('s-old', 'x', '2025-11-25', '{{}}', '{{}}', '', "
+          f"1000, 1000), ('s-new', 'x', '2025-11-25', '{{}}', '{{}}', '', {now}, {now})")
+    s.sql("INSERT INTO chat_sessions (id, owner, model, created, last_used) VALUES "
+          f"('c-old', 'x', 'm', 1000, 1000), ('c-new', 'x', 'm', {now}, {now})")
+    s.sql("INSERT INTO gemini_files (name, owner, uri, mime_type, size, sha256, state, created, "
+          f"expires) VALUES ('files/old', 'x', 'u', 't', 1, 'h', 'ACTIVE', 1000, 2000), "
+          f"('files/new', 'x', 'u', 't', 1, 'h', 'ACTIVE', {now}, {now + 3600})")
+    dry = json.loads(s.gmcpctl_run("--json", "cleanup", "--dry-run").stdout)
+    assert dry == {"dry_run": True, "uploads": 2, "spool_bytes": 5, "mcp_sessions": 1,
+                   "chat_sessions": 1, "files": 1, "upload_dir_known": True}
+    assert len(s.sql("SELECT id FROM uploads")) == 4          # nothing removed yet
+    p = s.gmcpctl_run("cleanup")
+    assert p.returncode == 0 and p.stdout == "" and p.stderr == ""   # quiet for cron
+    assert sorted(s.sql("SELECT id FROM uploads")) == sorted([ids["keep"], ids["done"]])
+    assert not os.path.exists(spool(s, old))
+    assert os.path.exists(spool(s, done))
+    assert s.sql("SELECT id FROM mcp_sessions WHERE id LIKE 's-%'") == ["s-new"]
+    assert s.sql("SELECT id FROM chat_sessions WHERE id LIKE 'c-%'") == ["c-new"]
+    assert s.sql("SELECT name FROM gemini_files") == ["files/new"]
+    assert requests.head(keep, headers=auth(key)).status_code == 200
+    again = json.loads(s.gmcpctl_run("--json", "cleanup").stdout)
+    assert again["uploads"] == 0 and again["files"] == 0
+    audit = json.loads(s.gmcpctl_run("--json", "audit").stdout)
+    assert [a["action"] for a in audit].count("cleanup") == 1
+    assert "upload.cancel" in [a["action"] for a in audit]
+
+
+def test_cleanup_runs_one_at_a_time(start):
+    s = start("sqlite")
+    params = s.gmcpctl[s.gmcpctl.index("--config") + 1]
+    conf = open(params).read()
+    import re
+    db = re.search(r'DBDParams "([^"]*)"', conf).group(1)
+    # Hold the lock the way a running cleanup does, then try a second one.
+    import fcntl
+    with open(db + ".cleanup-lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)   # what apr_file_lock uses
+        p = s.gmcpctl_run("cleanup", check=False)
+    assert p.returncode == 1 and "another 'gmcpctl cleanup' is running" in p.stderr
+    assert s.gmcpctl_run("cleanup").returncode == 0

@@ -93,8 +93,9 @@ static void t_rows(apr_pool_t *p)
     CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && x.offset == 5 && x.expires == 200);
     CHECK(gmcp_upload_expired(&db, 150, &list) == 0 && list->nelts == 0);
     CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 1);
-    CHECK(gmcp_upload_complete(&db, u.id, 10, "abc", 300) == 0);
-    CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 0); /* complete stays */
+    CHECK(gmcp_upload_complete(&db, u.id, 10, "abc", 300, 400) == 0);
+    CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 0); /* kept till 400 */
+    CHECK(gmcp_upload_expired(&db, 401, &list) == 0 && list->nelts == 1);
     CHECK(gmcp_upload_terminate(&db, u.id, "key:2") == GMCP_NOT_FOUND);
     CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == GMCP_FOUND);
     CHECK(gmcp_upload_list(&db, "key:1", &list) == 0 && list->nelts == 1);
