@@ -39,6 +39,10 @@ const gmcp_stmt gmcp_upload_stmts[] = {
     {"gmcp_upload_expired",
      "SELECT " UPLOAD_COLS " FROM uploads WHERE expires < %lld ORDER BY expires"},
     {"gmcp_upload_delete", "DELETE FROM uploads WHERE id = %s"},
+    /* Spool bytes an owner holds or has announced (deferred: what arrived so far). */
+    {"gmcp_upload_spool_used",
+     "SELECT COALESCE(SUM(CASE WHEN length >= 0 THEN length ELSE upload_offset END), 0) "
+     "FROM uploads WHERE owner = %s AND state <> 'terminated' AND expires >= %lld"},
     {NULL, NULL}
 };
 
@@ -160,6 +164,16 @@ int gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out)
         return GMCP_DB_ERROR;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
     for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
+    return 0;
+}
+
+int gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes)
+{
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_upload_spool_used", &rs,
+                       GMCP_ARGS(owner, gmcp_now_str(db->pool))) || rs.rows->nelts != 1)
+        return GMCP_DB_ERROR;
+    *bytes = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
     return 0;
 }
 

@@ -51,6 +51,8 @@ int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner);
  * long enough), and removal. */
 int gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out);
 int gmcp_upload_delete(gmcp_db *db, const char *id);
+/* Spool bytes an owner's live uploads hold or announced (for the per-owner quota). */
+int gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes);
 json_t *gmcp_upload_json(const gmcp_upload *u);
 
 /* Upload-Metadata: "key b64,key b64,key". Keys: 1-128 printable ASCII without space

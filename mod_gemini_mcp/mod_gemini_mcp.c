@@ -45,6 +45,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     c->page_size = -1;
     c->auth_mode = GMCP_AUTH_UNSET;
     c->upload_max = -1;
+    c->upload_quota = -1;
     return c;
 }
 
@@ -60,6 +61,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->default_principal = a->default_principal ? a->default_principal : b->default_principal;
     c->auth_mode = a->auth_mode != GMCP_AUTH_UNSET ? a->auth_mode : b->auth_mode;
     c->upload_max = a->upload_max >= 0 ? a->upload_max : b->upload_max;
+    c->upload_quota = a->upload_quota >= 0 ? a->upload_quota : b->upload_quota;
     return c;
 }
 
@@ -376,7 +378,8 @@ static const char *set_upload_max(cmd_parms *cmd, void *dc, const char *arg)
     if (gmcp_parse_size(arg, &v) != 0 || v < 1 || v > (apr_uint64_t)1 << 40)
         return apr_psprintf(cmd->pool, "%s: '%s' is not a size between 1 byte and 1T "
                             "(bytes, or with a K/M/G suffix)", cmd->cmd->name, arg);
-    c->upload_max = (apr_off_t)v;
+    if (!strcasecmp(cmd->cmd->name, "GeminiMCPUploadQuota")) c->upload_quota = (apr_off_t)v;
+    else c->upload_max = (apr_off_t)v;
     return NULL;
 }
 
@@ -456,6 +459,8 @@ static const command_rec gmcp_cmds[] = {
                   "Spool directory for tus uploads (writable by the httpd user)"),
     AP_INIT_TAKE1("GeminiMCPUploadMaxSize", set_upload_max, NULL, RSRC_CONF | ACCESS_CONF,
                   "Largest upload (Tus-Max-Size; default 2G)"),
+    AP_INIT_TAKE1("GeminiMCPUploadQuota", set_upload_max, NULL, RSRC_CONF | ACCESS_CONF,
+                  "Spool space one owner's live uploads may take (default: no limit)"),
     AP_INIT_TAKE1("GeminiMCPUploadExpiry", set_upload_expiry, NULL, RSRC_CONF,
                   "Seconds an unfinished upload lives after its last PATCH (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,

@@ -25,6 +25,7 @@ typedef struct {
     const char *default_principal;      /* GeminiMCPDefaultPrincipal */
     int auth_mode;                      /* GeminiMCPAuth, GMCP_AUTH_UNSET = unset */
     apr_off_t upload_max;               /* GeminiMCPUploadMaxSize, -1 = unset */
+    apr_off_t upload_quota;             /* GeminiMCPUploadQuota, -1 = unset (none) */
 } gmcp_dir_conf;
 
 /* GeminiMCPAuth */

@@ -347,6 +347,16 @@ static int append(up_req *u, gmcp_upload *x, int creating)
                              "<base64 digest>'");
     }
     room = (length >= 0 ? length : gmcp_conf_upload_max(u->dc)) - x->offset;
+    if (length < 0 && u->dc->upload_quota >= 0) {
+        /* Deferred length: the quota bounds what may still arrive. */
+        apr_int64_t used = 0;
+        if (db_open(u) || gmcp_upload_spool_used(&u->db, u->acc->principal, &used))
+            return db_fail(u, "reading spool usage");
+        gmcp_glue_db_close(r, &u->dbd);
+        if ((apr_int64_t)u->dc->upload_quota - used < room)
+            room = (apr_int64_t)u->dc->upload_quota - used;
+        if (room < 0) room = 0;
+    }
 
     /* The lease: one writer per upload, across processes and nodes. */
     if (db_open(u)) return db_fail(u, "opening the upload store");
@@ -421,7 +431,8 @@ unlock:
     if (failed) return db_fail(u, "storing upload bytes");
     if (rc.too_big)
         return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, length >= 0
-                      ? "the body goes past Upload-Length" : "the upload exceeds Tus-Max-Size");
+                      ? "the body goes past Upload-Length"
+                      : "the upload exceeds Tus-Max-Size or your spool quota");
     if (mismatch)
         return answer(u, 460, apr_psprintf(r->pool, "Checksum Mismatch: the %s of this "
                                            "request's body differs; the chunk was discarded",
@@ -615,6 +626,17 @@ static int do_post(up_req *u)
         return answer(u, HTTP_BAD_REQUEST, "a final upload takes no Upload-Length");
     }
     if (gmcp_tus_metadata(r->pool, meta, &md, &err)) return answer(u, HTTP_BAD_REQUEST, err);
+    if (!is_final && u->dc->upload_quota >= 0) {
+        apr_int64_t used = 0;
+        if (db_open(u) || gmcp_upload_spool_used(&u->db, u->acc->principal, &used))
+            return db_fail(u, "reading spool usage");
+        gmcp_glue_db_close(r, &u->dbd);
+        if (used + (x.length > 0 ? x.length : 0) > (apr_int64_t)u->dc->upload_quota)
+            return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, apr_psprintf(r->pool,
+                          "your uploads would take more than your spool quota (%" APR_OFF_T_FMT
+                          " bytes; %" APR_INT64_T_FMT " in use): finish, relay or terminate "
+                          "some first", u->dc->upload_quota, used));
+    }
     fname = apr_table_get(md, "filename");
     if (fname && !gmcp_tus_filename_ok(fname))
         return answer(u, HTTP_BAD_REQUEST, "Upload-Metadata: filename must be a plain file "

@@ -358,3 +358,24 @@ def test_cleanup_runs_one_at_a_time(start):
         p = s.gmcpctl_run("cleanup", check=False)
     assert p.returncode == 1 and "another 'gmcpctl cleanup' is running" in p.stderr
     assert s.gmcpctl_run("cleanup").returncode == 0
+
+
+def test_per_owner_spool_quota(start):
+    s = start("sqlite", "--auth", "apikey", "--location-conf", "GeminiMCPUploadQuota 100K")
+    key = s.info["api_key"]
+    a = create(s, key, 60 * 1024)
+    r = requests.post(s.info["upload"], headers=auth(key, **{"Upload-Length": str(50 * 1024)}))
+    assert r.status_code == 413 and "spool quota" in r.text
+    other = new_key(s, "other")                      # quotas are per owner
+    assert requests.post(s.info["upload"], headers=auth(other, **{
+        "Upload-Length": str(50 * 1024)})).status_code == 201
+    # Deferred length: the quota bounds what may still arrive.
+    r = requests.post(s.info["upload"], headers=auth(key, **{"Upload-Defer-Length": "1"}))
+    d = r.headers["Location"]
+    assert patch(d, key, 0, b"x" * (50 * 1024)).status_code == 413
+    assert requests.head(d, headers=auth(key)).headers["Upload-Offset"] == "0"
+    assert patch(d, key, 0, b"x" * (30 * 1024)).status_code == 204
+    # Terminating frees the space.
+    assert requests.delete(a, headers=auth(key)).status_code == 204
+    assert requests.post(s.info["upload"], headers=auth(key, **{
+        "Upload-Length": str(50 * 1024)})).status_code == 201
