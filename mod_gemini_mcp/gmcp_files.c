@@ -92,8 +92,7 @@ static int request(gmcp_gemini *g, const char *url, const char *command, const c
                    up_xfer *x, json_t **out, gmcp_gemini_error *err)
 {
     struct curl_slist *h = NULL;
-    apr_interval_time_t left = g->deadline - apr_time_now();
-    apr_interval_time_t t = g->timeout < left ? g->timeout : left;
+    apr_interval_time_t t = gmcp_gemini_attempt_time(g);
     long status = 0;
     CURLcode cc;
     int i;
@@ -122,22 +121,7 @@ static int request(gmcp_gemini *g, const char *url, const char *command, const c
                                               offset));
     }
     for (i = 0; hdrs && hdrs[i]; i++) h = curl_slist_append(h, hdrs[i]);
-    curl_easy_reset(g->curl);
-    curl_easy_setopt(g->curl, CURLOPT_URL, url);
-    curl_easy_setopt(g->curl, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(g->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(g->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(g->curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)apr_time_as_msec(g->connect_timeout));
-    curl_easy_setopt(g->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(t));
-    curl_easy_setopt(g->curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(g->curl, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(g->curl, CURLOPT_HEADERFUNCTION, on_head);
-    curl_easy_setopt(g->curl, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(g->curl, CURLOPT_XFERINFOFUNCTION, on_xfer);
-    curl_easy_setopt(g->curl, CURLOPT_XFERINFODATA, x);
-    curl_easy_setopt(g->curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(g->curl, CURLOPT_USERAGENT, "mod_gemini_mcp");
+    gmcp_gemini_prepare(g, url, h, t, on_body, on_head, on_xfer, x);
     curl_easy_setopt(g->curl, CURLOPT_POST, 1L);
     if (f) {
         curl_easy_setopt(g->curl, CURLOPT_READFUNCTION, on_read);
@@ -184,15 +168,11 @@ static int request(gmcp_gemini *g, const char *url, const char *command, const c
     return -1;
 }
 
+/* Wait before a retry, unless that would pass the call's deadline. */
 static int wait_a_bit(gmcp_gemini *g, apr_interval_time_t d)
 {
-    apr_time_t until = apr_time_now() + d;
-    if (until >= g->deadline) return -1;
-    while (apr_time_now() < until) {
-        apr_sleep(apr_time_from_msec(50));
-        if (g->cancelled && g->cancelled(g->baton)) return -1;
-    }
-    return 0;
+    if (apr_time_now() + d >= g->deadline) return -1;
+    return gmcp_gemini_wait(g, d);
 }
 
 int gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size, const char *mime,

@@ -232,14 +232,43 @@ static void fail(gmcp_gemini *g, gmcp_gemini_error *err, int http, const char *s
     err->retryable = retryable;
 }
 
+apr_interval_time_t gmcp_gemini_attempt_time(const gmcp_gemini *g)
+{
+    apr_interval_time_t left = g->deadline - apr_time_now();
+    return g->timeout < left ? g->timeout : left;
+}
+
+void gmcp_gemini_prepare(gmcp_gemini *g, const char *url, struct curl_slist *headers,
+                         apr_interval_time_t timeout, curl_write_callback on_body,
+                         curl_write_callback on_head, curl_xferinfo_callback on_xfer,
+                         void *baton)
+{
+    curl_easy_reset(g->curl);
+    curl_easy_setopt(g->curl, CURLOPT_URL, url);
+    curl_easy_setopt(g->curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(g->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(g->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(g->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(g->curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)apr_time_as_msec(g->connect_timeout));
+    curl_easy_setopt(g->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(timeout));
+    curl_easy_setopt(g->curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(g->curl, CURLOPT_WRITEDATA, baton);
+    curl_easy_setopt(g->curl, CURLOPT_HEADERFUNCTION, on_head);
+    curl_easy_setopt(g->curl, CURLOPT_HEADERDATA, baton);
+    curl_easy_setopt(g->curl, CURLOPT_XFERINFOFUNCTION, on_xfer);
+    curl_easy_setopt(g->curl, CURLOPT_XFERINFODATA, baton);
+    curl_easy_setopt(g->curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(g->curl, CURLOPT_USERAGENT, "mod_gemini_mcp");
+}
+
 static int perform(gmcp_gemini *g, const char *method, const char *path, const char *body,
                    xfer *x, json_t **out, gmcp_gemini_error *err)
 {
     struct curl_slist *h = NULL;
     CURLcode cc;
     long status = 0;
-    apr_interval_time_t left = g->deadline - apr_time_now();
-    apr_interval_time_t t = g->timeout < left ? g->timeout : left;
+    apr_interval_time_t t = gmcp_gemini_attempt_time(g);
     const char *url = apr_pstrcat(g->pool, g->base_url, path, NULL);
 
     memset(err, 0, sizeof(*err));
@@ -250,23 +279,7 @@ static int perform(gmcp_gemini *g, const char *method, const char *path, const c
     h = curl_slist_append(h, apr_pstrcat(g->pool, "x-goog-api-key: ", g->api_key, NULL));
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, "Expect:");
-    curl_easy_reset(g->curl);
-    curl_easy_setopt(g->curl, CURLOPT_URL, url);
-    curl_easy_setopt(g->curl, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(g->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(g->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(g->curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(g->curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)apr_time_as_msec(g->connect_timeout));
-    curl_easy_setopt(g->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(t));
-    curl_easy_setopt(g->curl, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(g->curl, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(g->curl, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(g->curl, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(g->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(g->curl, CURLOPT_XFERINFODATA, x);
-    curl_easy_setopt(g->curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(g->curl, CURLOPT_USERAGENT, "mod_gemini_mcp");
+    gmcp_gemini_prepare(g, url, h, t, on_write, on_header, on_progress, x);
     if (!strcmp(method, "POST")) {
         curl_easy_setopt(g->curl, CURLOPT_POST, 1L);
         curl_easy_setopt(g->curl, CURLOPT_POSTFIELDS, body ? body : "{}");
@@ -344,8 +357,7 @@ static apr_interval_time_t backoff(int attempt)
     return d / 2 + (apr_interval_time_t)(r % (unsigned int)(d / 2 + 1));
 }
 
-/* Sleep `d` in short steps, giving up early when the call is cancelled. */
-static int wait_for(gmcp_gemini *g, apr_interval_time_t d)
+int gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d)
 {
     apr_time_t until = apr_time_now() + d;
     while (apr_time_now() < until) {
@@ -393,7 +405,7 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
                                         (double)delay / APR_USEC_PER_SEC);
             break;
         }
-        if (wait_for(g, delay)) {
+        if (gmcp_gemini_wait(g, delay)) {
             fail(g, err, 0, "CANCELLED", "the request was cancelled", 0);
             err->cancelled = 1;
             break;

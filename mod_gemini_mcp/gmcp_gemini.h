@@ -65,6 +65,18 @@ typedef int (*gmcp_gemini_chunk_fn)(json_t *chunk, void *baton);
 int gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
                        gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err);
 
+/* For other request shapes on the same client (the Files upload): the time one attempt
+ * may take (the per-attempt timeout, cut to what is left before the deadline; <= 0:
+ * none left), and this thread's handle reset for one request with the limits and
+ * callbacks every Gemini request shares (`baton` goes to all three callbacks). */
+apr_interval_time_t gmcp_gemini_attempt_time(const gmcp_gemini *g);
+void gmcp_gemini_prepare(gmcp_gemini *g, const char *url, struct curl_slist *headers,
+                         apr_interval_time_t timeout, curl_write_callback on_body,
+                         curl_write_callback on_head, curl_xferinfo_callback on_xfer,
+                         void *baton);
+/* Sleep `d` in short steps; -1 as soon as the call is cancelled. */
+int gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d);
+
 /* "models/x" for "x"; names already qualified pass through. NULL for unsafe names. */
 const char *gmcp_gemini_model_path(apr_pool_t *p, const char *model);
 
