@@ -27,16 +27,7 @@ static json_t *db_failed(const char *why)
 /* Open the store; NULL with *result set. */
 static gmcp_db *store(gmcp_call *c, json_t **result)
 {
-    const char *why = NULL;
-    gmcp_db *db = c->ops->db_open(c, &why);
-    if (!db) *result = db_failed(why);
-    return db;
-}
-
-static json_t *with_structured(json_t *result, json_t *sc)
-{
-    json_object_set_new(result, "structuredContent", sc);
-    return result;
+    return gmcp_tool_db(c, "the chat store is unavailable", result);
 }
 
 /* ---- start / list / delete ----------------------------------------------------------- */
@@ -61,7 +52,7 @@ static json_t *t_chat_start(gmcp_call *c, json_t *args, void *baton)
     rv = gmcp_chat_create(db, &s);
     c->ops->db_close(c);
     if (rv) return db_failed(NULL);
-    return with_structured(
+    return gmcp_tool_structured(
         gmcp_text_result(apr_psprintf(c->pool, "Started chat session %s with %s", s.id,
                                       s.model), 0),
         json_pack("{s:s, s:s, s:s}", "session_id", s.id, "model", s.model, "title", s.title));
@@ -90,7 +81,7 @@ static json_t *t_chat_list(gmcp_call *c, json_t *args, void *baton)
     result = json_pack("{s:o}", "sessions", arr);
     if (list->nelts > limit)
         json_object_set_new(result, "next_offset", json_integer(offset + limit));
-    return with_structured(gmcp_text_result(gmcp_json_dump(c->pool, result), 0), result);
+    return gmcp_tool_structured(gmcp_text_result(gmcp_json_dump(c->pool, result), 0), result);
 }
 
 static json_t *t_chat_delete(gmcp_call *c, json_t *args, void *baton)
@@ -105,7 +96,7 @@ static json_t *t_chat_delete(gmcp_call *c, json_t *args, void *baton)
     c->ops->db_close(c);
     if (rv == GMCP_NOT_FOUND) return not_found(c, id);
     if (rv) return db_failed(NULL);
-    return with_structured(gmcp_text_result(apr_psprintf(c->pool, "Deleted chat session %s",
+    return gmcp_tool_structured(gmcp_text_result(apr_psprintf(c->pool, "Deleted chat session %s",
                                                          id), 0),
                            json_pack("{s:s, s:b}", "session_id", id, "deleted", 1));
 }
@@ -140,7 +131,7 @@ static json_t *t_chat_history(gmcp_call *c, json_t *args, void *baton)
     if (msgs->nelts > limit)
         json_object_set_new(result, "next_after_seq",
                             json_integer(APR_ARRAY_IDX(msgs, limit - 1, gmcp_chat_message).seq));
-    return with_structured(gmcp_text_result(gmcp_json_dump(c->pool, result), 0), result);
+    return gmcp_tool_structured(gmcp_text_result(gmcp_json_dump(c->pool, result), 0), result);
 }
 
 /* The whole session for exports and transcripts. */
@@ -170,7 +161,7 @@ static json_t *t_chat_export(gmcp_call *c, json_t *args, void *baton)
     if (load_all(c, baton, id, &s, &msgs, &result)) return result;
     text = gmcp_chat_export(c->pool, &s, msgs, format);
     if (!text) return gmcp_text_result("format must be json, text or markdown", 1);
-    return with_structured(gmcp_text_result(text, 0),
+    return gmcp_tool_structured(gmcp_text_result(text, 0),
                            json_pack("{s:s, s:s, s:s}", "session_id", id, "format", format,
                                      "export", text));
 }

@@ -57,19 +57,12 @@ static apr_int64_t rfc3339_sec(const char *s)
 
 static gmcp_db *db_or_error(gmcp_call *c, json_t **result)
 {
-    const char *why = NULL;
-    gmcp_db *db = c->ops->db_open(c, &why);
-    if (!db) *result = gmcp_text_result(apr_psprintf(c->pool, "The file store is unavailable: "
-                                                     "%s", why ? why : "no database"), 1);
-    return db;
+    return gmcp_tool_db(c, "the file store is unavailable", result);
 }
 
-static json_t *result_for(gmcp_call *c, json_t *file, const char *text)
+static json_t *result_for(json_t *file, const char *text)
 {
-    json_t *r = gmcp_text_result(text, 0);
-    json_object_set_new(r, "structuredContent", file);
-    (void)c;
-    return r;
+    return gmcp_tool_structured(gmcp_text_result(text, 0), file);
 }
 
 typedef struct { gmcp_call *c; } relay_baton;
@@ -107,7 +100,7 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
         /* Already relayed and not expired at Gemini: the same file again. */
         json_t *f = file_json(c->pool, GMCP_ROW(&rs, 0));
         c->ops->db_close(c);
-        return result_for(c, f, apr_psprintf(c->pool, "Already in Gemini as %s (%s)",
+        return result_for(f, apr_psprintf(c->pool, "Already in Gemini as %s (%s)",
                                              GMCP_ROW(&rs, 0)[0], GMCP_ROW(&rs, 0)[4]));
     }
     c->ops->db_close(c);
@@ -153,7 +146,7 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
             return gmcp_text_result("Relayed, but the file record could not be stored", 1);
         }
         c->ops->db_close(c);
-        result = result_for(c, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:i}",
+        result = result_for(json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:i}",
                             "name", name, "upload_id", up.id, "uri", uri ? uri : "",
                             "mime_type", mime, "size", (json_int_t)up.length,
                             "sha256", up.sha256, "state", "ACTIVE", "expires", (json_int_t)exp,
@@ -183,7 +176,7 @@ static json_t *t_file_list(gmcp_call *c, json_t *args, void *baton)
     c->ops->db_close(c);
     for (i = 0; i < rs.rows->nelts; i++)
         json_array_append_new(arr, file_json(c->pool, GMCP_ROW(&rs, i)));
-    return result_for(c, json_pack("{s:o}", "files", arr),
+    return result_for(json_pack("{s:o}", "files", arr),
                       apr_psprintf(c->pool, "%d file(s)", rs.rows->nelts));
 }
 
@@ -220,7 +213,7 @@ static json_t *t_file_get(gmcp_call *c, json_t *args, void *baton)
     if (!row) return result;
     o = file_json(c->pool, row);
     if (json_is_true(json_object_get(o, "expired"))) {
-        return result_for(c, o, apr_psprintf(c->pool, "%s expired at Gemini (files live 48 "
+        return result_for(o, apr_psprintf(c->pool, "%s expired at Gemini (files live 48 "
                           "hours); relay upload %s again with gemini_upload_file", row[0],
                           row[2]));
     }
@@ -233,7 +226,7 @@ static json_t *t_file_get(gmcp_call *c, json_t *args, void *baton)
     if (gmcp_json_str(live, "state"))
         json_object_set_new(o, "state", json_string(gmcp_json_str(live, "state")));
     json_decref(live);
-    return result_for(c, o, apr_psprintf(c->pool, "%s: %s", row[0],
+    return result_for(o, apr_psprintf(c->pool, "%s: %s", row[0],
                                          json_string_value(json_object_get(o, "state"))));
 }
 
@@ -256,7 +249,7 @@ static json_t *t_file_delete(gmcp_call *c, json_t *args, void *baton)
     if (!(db = db_or_error(c, &result))) return result;
     gmcp_db_exec(db, "gmcp_file_delete", &n, GMCP_ARGS(row[0], c->principal));
     c->ops->db_close(c);
-    return result_for(c, json_pack("{s:s, s:b}", "name", row[0], "deleted", 1),
+    return result_for(json_pack("{s:s, s:b}", "name", row[0], "deleted", 1),
                       apr_psprintf(c->pool, "Deleted %s", row[0]));
 }
 

@@ -55,6 +55,20 @@ gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t
     return g;
 }
 
+void *gmcp_tool_db(gmcp_call *c, const char *unavailable, json_t **result)
+{
+    const char *why = NULL;
+    void *db = c->ops->db_open(c, &why);
+    if (!db) *result = gmcp_text_result(why ? why : unavailable, 1);
+    return db;
+}
+
+json_t *gmcp_tool_structured(json_t *result, json_t *sc)
+{
+    json_object_set_new(result, "structuredContent", sc);
+    return result;
+}
+
 /* A failed call as a tool result the model can read: Gemini's own message. */
 json_t *gmcp_tool_error_result(gmcp_call *c, const gmcp_gemini_error *e)
 {
@@ -421,12 +435,10 @@ static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
 static json_t *t_usage(gmcp_call *c, json_t *args, void *baton)
 {
     const char *why = "usage is not available on this transport";
-    json_t *rep = c->ops->usage_report ? c->ops->usage_report(c, &why) : NULL, *r;
+    json_t *rep = c->ops->usage_report ? c->ops->usage_report(c, &why) : NULL;
     (void)args; (void)baton;
     if (!rep) return gmcp_text_result(apr_psprintf(c->pool, "Usage unavailable: %s", why), 1);
-    r = gmcp_text_result(gmcp_json_dump(c->pool, rep), 0);
-    json_object_set_new(r, "structuredContent", rep);
-    return r;
+    return gmcp_tool_structured(gmcp_text_result(gmcp_json_dump(c->pool, rep), 0), rep);
 }
 
 static const gmcp_tool TOOLS[] = {

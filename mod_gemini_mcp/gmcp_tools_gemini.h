@@ -37,6 +37,11 @@ const char *gmcp_tool_file_uri(gmcp_call *c, const gmcp_gemini_conf *conf, const
 /* [{text}, {fileData}...] for a user turn; NULL with *result set for a bad reference. */
 json_t *gmcp_tool_user_parts(gmcp_call *c, const gmcp_gemini_conf *conf, const char *text,
                              json_t *files, json_t **result);
+/* A database handle (gmcp_db *) for a short section, or NULL with *result set to the
+ * tool error: the transport's reason, else `unavailable`. Close with db_close. */
+void *gmcp_tool_db(gmcp_call *c, const char *unavailable, json_t **result);
+/* `result` with structuredContent `sc` (stolen); returns `result`. */
+json_t *gmcp_tool_structured(json_t *result, json_t *sc);
 /* generateContent, or the SSE stream when the call has a progress token (each chunk
  * forwarded as progress). Returns the tool result; on success *final is the last
  * response (new ref: usage, finish reason) and *text the whole answer. */
