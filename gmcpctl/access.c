@@ -17,11 +17,6 @@
 #define MAX_SCOPES 512
 #define MAX_NAME   128
 
-static const char *opt(ctl *c, int code)
-{
-    return apr_table_get(c->opts, apr_itoa(c->pool, code));
-}
-
 const char *actor(apr_pool_t *p)
 {
     const char *who = getenv("SUDO_USER");
@@ -85,14 +80,6 @@ static apr_int64_t parse_when(const char *s)
     t.tm_hour = h; t.tm_min = mi; t.tm_sec = se;
     if (apr_time_exp_gmt_get(&out, &t) != APR_SUCCESS) return -1;
     return apr_time_sec(out);
-}
-
-static int usage_err(const char *fmt, const char *a)
-{
-    fprintf(stderr, "gmcpctl: ");
-    fprintf(stderr, fmt, a);
-    fputc('\n', stderr);
-    return EXIT_USAGE;
 }
 
 static int bad_chars(const char *s, const char *extra)

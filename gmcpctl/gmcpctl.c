@@ -80,12 +80,20 @@ static void usage(FILE *out)
 "Exit status: 0 success, 1 the operation failed, 2 usage error.\n", out);
 }
 
-int fail(const char *fmt, const char *a)
+static int complain(int code, const char *fmt, const char *a)
 {
     fprintf(stderr, "gmcpctl: ");
     fprintf(stderr, fmt, a);
     fputc('\n', stderr);
-    return EXIT_FAIL;
+    return code;
+}
+
+int fail(const char *fmt, const char *a) { return complain(EXIT_FAIL, fmt, a); }
+int usage_err(const char *fmt, const char *a) { return complain(EXIT_USAGE, fmt, a); }
+
+const char *opt(ctl *c, int code)
+{
+    return apr_table_get(c->opts, apr_itoa(c->pool, code));
 }
 
 int open_db(ctl *c, int may_create)

@@ -30,7 +30,12 @@ typedef struct {
     gmcp_db db;
 } ctl;
 
+/* A message on stderr ("gmcpctl: " + fmt with one %s), returning the exit code:
+ * EXIT_FAIL for failures, EXIT_USAGE for wrong use. */
 int fail(const char *fmt, const char *a);
+int usage_err(const char *fmt, const char *a);
+/* A long-only option's value (OPT_*), NULL when not given. */
+const char *opt(ctl *c, int code);
 int open_db(ctl *c, int may_create);
 const char *iso(apr_pool_t *p, apr_int64_t sec);
 /* Who runs gmcpctl, for the audit log ("gmcpctl:<login>"). */

@@ -13,12 +13,6 @@
 #include "gmcp_util.h"
 #include "gmcpctl.h"
 
-static int usage_err(const char *msg)
-{
-    fprintf(stderr, "gmcpctl: %s\n", msg);
-    return EXIT_USAGE;
-}
-
 static const char *conf_or(ctl *c, const char *directive, const char *dflt)
 {
     const char *v = c->httpd_gmcp ? apr_table_get(c->httpd_gmcp, directive) : NULL;
@@ -27,7 +21,7 @@ static const char *conf_or(ctl *c, const char *directive, const char *dflt)
 
 static const char *upload_dir(ctl *c)
 {
-    const char *v = apr_table_get(c->opts, apr_itoa(c->pool, OPT_UPLOAD_DIR));
+    const char *v = opt(c, OPT_UPLOAD_DIR);
     return v ? v : conf_or(c, "GeminiMCPUploadDir", NULL);
 }
 
@@ -39,7 +33,7 @@ int cmd_uploads(ctl *c, const char *sub, const char *id)
     if ((rv = open_db(c, 0)) != 0) return rv;
     if (!strcmp(sub, "list")) {
         json_t *arr = json_array();
-        if (id) { json_decref(arr); return usage_err("uploads list takes no argument"); }
+        if (id) { json_decref(arr); return usage_err("%s", "uploads list takes no argument"); }
         if (gmcp_upload_list(&c->db, c->owner, &list)) {
             json_decref(arr);
             return fail("cannot read the upload store: %s", gmcp_db_error(&c->db, -1));
@@ -54,7 +48,7 @@ int cmd_uploads(ctl *c, const char *sub, const char *id)
         json_decref(arr);
         return 0;
     }
-    if (!id) return usage_err("an upload id is required");
+    if (!id) return usage_err("%s", "an upload id is required");
     rv = gmcp_upload_get(&c->db, id, c->owner, &u);
     if (rv == GMCP_NOT_FOUND) return fail("no upload '%s'", id);
     if (rv) return fail("cannot read the upload store: %s", gmcp_db_error(&c->db, -1));
@@ -75,7 +69,7 @@ int cmd_uploads(ctl *c, const char *sub, const char *id)
         if (c->verbose) printf("cancelled %s\n", u.id);
         return 0;
     }
-    return usage_err(apr_psprintf(c->pool, "unknown command 'uploads %s'", sub));
+    return usage_err("unknown command 'uploads %s'", sub);
 }
 
 static apr_int64_t count(ctl *c, const char *label, apr_int64_t before)
@@ -111,7 +105,7 @@ int cmd_cleanup(ctl *c)
 {
     apr_int64_t now = gmcp_now_sec(), sess_idle, retention, chat_idle;
     const char *dir;
-    int dry = apr_table_get(c->opts, apr_itoa(c->pool, OPT_DRY_RUN)) != NULL, rv, i, failed = 0;
+    int dry = opt(c, OPT_DRY_RUN) != NULL, rv, i, failed = 0;
     apr_int64_t n_sessions, n_chats, n_files, spool_bytes = 0;
     apr_array_header_t *ups;
     apr_file_t *lockf;
