@@ -1,6 +1,7 @@
 /* gmcp_files.c — the resumable relay into the Gemini Files API. */
 #include "gmcp_files.h"
 #include "gmcp_jsonrpc.h"
+#include "gmcp_util.h"
 
 #include <string.h>
 #include <stdlib.h>
@@ -299,18 +300,11 @@ int gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **file,
 int gmcp_files_sha_matches(apr_pool_t *p, const char *b64, const char *hex)
 {
     char *raw;
-    int n, i;
+    int n;
     if (!b64 || !hex) return 0;
     raw = apr_palloc(p, (apr_size_t)apr_base64_decode_len(b64) + 1);
     n = apr_base64_decode(raw, b64);
     if (n == 64) return strncasecmp(raw, hex, 64) == 0;
-    if (n == 32) {
-        for (i = 0; i < 32; i++) {
-            char two[3];
-            apr_snprintf(two, sizeof(two), "%02x", (unsigned char)raw[i]);
-            if (strncasecmp(two, hex + 2 * i, 2) != 0) return 0;
-        }
-        return 1;
-    }
+    if (n == 32) return strncasecmp(gmcp_hex(p, (unsigned char *)raw, 32), hex, 64) == 0;
     return 0;
 }

@@ -87,13 +87,10 @@ static const char *I(apr_pool_t *p, apr_int64_t v) { return gmcp_i64_str(p, v); 
 int gmcp_key_generate(apr_pool_t *p, const char **id, const char **secret)
 {
     unsigned char idb[GMCP_KEY_ID_HEX / 2];
-    char hex[GMCP_KEY_ID_HEX + 1];
     const char *sec = gmcp_random_id(p, 32);
-    apr_size_t i;
     if (!sec || RAND_bytes(idb, sizeof(idb)) != 1) return -1;
-    for (i = 0; i < sizeof(idb); i++) apr_snprintf(hex + 2 * i, 3, "%02x", idb[i]);
-    *id = apr_pstrdup(p, hex);
-    *secret = apr_pstrcat(p, GMCP_KEY_PREFIX, hex, "_", sec, NULL);
+    *id = gmcp_hex(p, idb, sizeof(idb));
+    *secret = apr_pstrcat(p, GMCP_KEY_PREFIX, *id, "_", sec, NULL);
     return 0;
 }
 
@@ -121,14 +118,11 @@ int gmcp_key_parse(apr_pool_t *p, const char *s, const char **id, const char **s
 const char *gmcp_key_hash(apr_pool_t *p, const char *pepper, const char *presented)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0, i;
-    char *hex;
+    unsigned int mdlen = 0;
     if (!HMAC(EVP_sha256(), pepper, (int)strlen(pepper), (const unsigned char *)presented,
               strlen(presented), md, &mdlen))
         return NULL;
-    hex = apr_palloc(p, mdlen * 2 + 1);
-    for (i = 0; i < mdlen; i++) apr_snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return hex;
+    return gmcp_hex(p, md, mdlen);
 }
 
 int gmcp_key_verify(const gmcp_key *k, const char *hash, apr_int64_t now)

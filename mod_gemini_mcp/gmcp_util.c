@@ -2,6 +2,7 @@
 #include "gmcp_util.h"
 
 #include <string.h>
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <apr_file_io.h>
 #include <stdlib.h>
@@ -78,21 +79,25 @@ const char *gmcp_random_id(apr_pool_t *p, apr_size_t nbytes)
     return gmcp_b64url_encode(p, buf, nbytes);
 }
 
+const char *gmcp_hex(apr_pool_t *p, const unsigned char *d, apr_size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *out = apr_palloc(p, len * 2 + 1);
+    apr_size_t i;
+    for (i = 0; i < len; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 15];
+    }
+    out[len * 2] = '\0';
+    return out;
+}
+
 const char *gmcp_sha256_hex(apr_pool_t *p, const void *data, apr_size_t len)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    char *out;
-    unsigned int i;
     if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1) return NULL;
-    out = apr_palloc(p, mdlen * 2 + 1);
-    for (i = 0; i < mdlen; i++) {
-        static const char hex[] = "0123456789abcdef";
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[mdlen * 2] = '\0';
-    return out;
+    return gmcp_hex(p, md, mdlen);
 }
 
 const char *gmcp_i64_str(apr_pool_t *p, apr_int64_t v)
@@ -165,6 +170,13 @@ int gmcp_utf8_valid(const char *str, apr_size_t len)
         s += n + 1;
     }
     return 1;
+}
+
+int gmcp_due(volatile apr_uint32_t *next_due, apr_uint32_t every)
+{
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    apr_uint32_t due = apr_atomic_read32(next_due);
+    return now >= due && apr_atomic_cas32(next_due, now + every, due) == due;
 }
 
 int gmcp_str_eq_ct(const char *a, const char *b)

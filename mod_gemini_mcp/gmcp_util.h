@@ -16,7 +16,8 @@ const char *gmcp_random_id(apr_pool_t *p, apr_size_t nbytes);
 const char *gmcp_b64url_encode(apr_pool_t *p, const unsigned char *data, apr_size_t len);
 unsigned char *gmcp_b64url_decode(apr_pool_t *p, const char *s, apr_size_t *len);
 
-/* Lowercase hex SHA-256 of a buffer. */
+/* Lowercase hex of bytes, and the lowercase hex SHA-256 of a buffer. */
+const char *gmcp_hex(apr_pool_t *p, const unsigned char *data, apr_size_t len);
 const char *gmcp_sha256_hex(apr_pool_t *p, const void *data, apr_size_t len);
 
 /* Seconds since the epoch, and as a decimal string for SQL parameters. */
@@ -33,6 +34,10 @@ int gmcp_parse_size(const char *s, apr_uint64_t *out);
 
 /* Is the buffer valid UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF)? */
 int gmcp_utf8_valid(const char *s, apr_size_t len);
+
+/* A periodic job shared by a process's threads: returns 1 to exactly one caller once
+ * the time (seconds) in *next_due has come, moving it `every` seconds on; else 0. */
+int gmcp_due(volatile apr_uint32_t *next_due, apr_uint32_t every);
 
 /* Constant-time comparison of two NUL-terminated strings. */
 int gmcp_str_eq_ct(const char *a, const char *b);

@@ -95,6 +95,8 @@ int gmcp_request_origin_ok(request_rec *r, const gmcp_dir_conf *dc);
 
 /* A JSON response (Cache-Control: no-store) with this status; returns OK. */
 int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */);
+/* 503 with Retry-After and a JSON-RPC error "Service unavailable: <why>"; returns DONE. */
+int gmcp_send_unavailable(request_rec *r, json_t *id, const char *why);
 
 /* A mod_dbd connection for a short section, with statements prepared and the schema
  * checked (logged when not); 0 or -1 with *why fit for a client. */

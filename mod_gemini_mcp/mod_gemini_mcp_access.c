@@ -141,16 +141,11 @@ static void flush_usage(apr_pool_t *p, server_rec *s)
     dbd_close(s, dbd);
 }
 
-static apr_uint32_t next_flush;
+static volatile apr_uint32_t next_flush;
 
 static void maybe_flush(request_rec *r)
 {
-    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
-    apr_uint32_t due = apr_atomic_read32(&next_flush);
-    if (now < due || apr_atomic_cas32(&next_flush, now + (apr_uint32_t)g_flush_every, due)
-                     != due)
-        return;
-    flush_usage(r->pool, r->server);
+    if (gmcp_due(&next_flush, (apr_uint32_t)g_flush_every)) flush_usage(r->pool, r->server);
 }
 
 static server_rec *g_child_server;
@@ -398,15 +393,6 @@ static void take_key(gmcp_access *a, const gmcp_key *k)
     gmcp_key_limits_of(k, &a->limits);
 }
 
-static int unavailable(request_rec *r, const char *why)
-{
-    apr_table_setn(r->err_headers_out, "Retry-After", "5");
-    gmcp_send_json(r, HTTP_SERVICE_UNAVAILABLE,
-                   gmcp_rpc_error(NULL, GMCP_INTERNAL_ERROR,
-                                  apr_psprintf(r->pool, "Service unavailable: %s", why), NULL));
-    return DONE;
-}
-
 int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **out)
 {
     gmcp_access *a = apr_pcalloc(r->pool, sizeof(*a));
@@ -437,7 +423,7 @@ int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **
             /* Maybe just rotated: a secret the cached row does not know is checked
              * against the database before it is refused. */
             rv = key_lookup(r, lookup, &k, &why, NULL, NULL, NULL);
-        if (rv == GMCP_DB_ERROR) return unavailable(r, why);
+        if (rv == GMCP_DB_ERROR) return gmcp_send_unavailable(r, NULL, why);
         rv = rv == GMCP_FOUND && hash ? gmcp_key_verify(&k, hash, now) : GMCP_KEY_BAD;
         if (rv == GMCP_KEY_OK && !known) remember_ok(lookup, tok, hash);
         if (rv == GMCP_KEY_BAD)
@@ -459,7 +445,7 @@ int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **
         int cached = 1;
         rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached,
                         NULL, NULL);
-        if (rv == GMCP_DB_ERROR) return unavailable(r, why);
+        if (rv == GMCP_DB_ERROR) return gmcp_send_unavailable(r, NULL, why);
         if (rv == GMCP_FOUND && k.revoked)
             return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
                                 "access for this user has been revoked", k.id);
@@ -586,7 +572,7 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
         gmcp_db db;
         int allowed = 0;
         apr_int64_t tat = 0;
-        if (gmcp_glue_db_open(r, &dbd, &db, &why)) return unavailable(r, why);
+        if (gmcp_glue_db_open(r, &dbd, &db, &why)) return gmcp_send_unavailable(r, NULL, why);
         rv = gmcp_ratelimit_dbd(&db, a->key_id, now, a->limits.req_interval,
                                 a->limits.req_limit, &allowed, &tat);
         if (rv)
@@ -594,7 +580,7 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
                           "gemini_mcp: database error in the rate-limit store: %s",
                           gmcp_db_error(&db, -1));
         gmcp_glue_db_close(r, &dbd);
-        if (rv) return unavailable(r, "the rate-limit store is unavailable");
+        if (rv) return gmcp_send_unavailable(r, NULL, "the rate-limit store is unavailable");
         memset(&info, 0, sizeof(info));
         info.reset = tat - now;
         if (!allowed) {
@@ -631,7 +617,7 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
     apr_pool_cleanup_register(r->pool, a, leave_inflight, apr_pool_cleanup_null);
     if (spends_tokens && a->key->token_quota > 0) {
         apr_int64_t used = 0;
-        if (quota_used(r, a, &used, &why)) return unavailable(r, why);
+        if (quota_used(r, a, &used, &why)) return gmcp_send_unavailable(r, NULL, why);
         if (used >= a->key->token_quota) {
             apr_int64_t n = gmcp_now_sec();
             return too_many(r, a, id, GMCP_REJ_QUOTA,

@@ -17,7 +17,6 @@
 #include <http_protocol.h>
 #include <http_request.h>
 #include <mod_dbd.h>
-#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <apr_uri.h>
 
@@ -153,11 +152,16 @@ static int reject(request_rec *r, int status, json_t *id, int code, const char *
     return DONE;
 }
 
+int gmcp_send_unavailable(request_rec *r, json_t *id, const char *why)
+{
+    apr_table_setn(r->headers_out, "Retry-After", "5");
+    return reject(r, HTTP_SERVICE_UNAVAILABLE, id, GMCP_INTERNAL_ERROR,
+                  apr_psprintf(r->pool, "Service unavailable: %s", why));
+}
+
 static int unavailable(gmcp_req *x, json_t *id, const char *why)
 {
-    apr_table_setn(x->r->headers_out, "Retry-After", "5");
-    return reject(x->r, HTTP_SERVICE_UNAVAILABLE, id, GMCP_INTERNAL_ERROR,
-                  apr_psprintf(x->r->pool, "Service unavailable: %s", why));
+    return gmcp_send_unavailable(x->r, id, why);
 }
 
 static int accepted(request_rec *r)
@@ -932,18 +936,16 @@ static int handle_delete(gmcp_req *x)
 
 /* ---- housekeeping --------------------------------------------------------------------- */
 
-static apr_uint32_t next_sweep;
+static volatile apr_uint32_t next_sweep;
 
 /* Expire idle sessions and old events, at most once a minute per process (more often
  * when sessions expire sooner than that). */
 static void maybe_sweep(gmcp_req *x)
 {
-    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
-    apr_uint32_t due = apr_atomic_read32(&next_sweep);
     apr_int64_t idle = gmcp_conf_session_idle(x->sc);
     apr_uint32_t every = idle < SWEEP_EVERY_SEC ? (apr_uint32_t)idle : SWEEP_EVERY_SEC;
     const char *why;
-    if (now < due || apr_atomic_cas32(&next_sweep, now + every, due) != due) return;
+    if (!gmcp_due(&next_sweep, every)) return;
     if (db_get(x, &why)) return;
     if (gmcp_store_sweep(&x->db, gmcp_conf_session_idle(x->sc),
                          gmcp_conf_event_retention(x->sc))

@@ -212,9 +212,8 @@ static const char *file_sha256(apr_pool_t *p, const char *path)
     apr_file_t *f;
     EVP_MD_CTX *ctx;
     unsigned char md[EVP_MAX_MD_SIZE], *buf;
-    unsigned int mdlen = 0, i;
+    unsigned int mdlen = 0;
     apr_size_t n;
-    char *hex;
     apr_status_t rv;
     if (apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) != APR_SUCCESS)
         return NULL;
@@ -230,9 +229,7 @@ static const char *file_sha256(apr_pool_t *p, const char *path)
     EVP_DigestFinal_ex(ctx, md, &mdlen);
     EVP_MD_CTX_free(ctx);
     if (rv != APR_EOF) return NULL;
-    hex = apr_palloc(p, mdlen * 2 + 1);
-    for (i = 0; i < mdlen; i++) apr_snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return hex;
+    return gmcp_hex(p, md, mdlen);
 }
 
 static int complete(up_req *u, gmcp_upload *x, apr_int64_t length)

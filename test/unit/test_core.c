@@ -179,6 +179,15 @@ static void t_split(apr_pool_t *p)
     CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 2, const char *), "SELECT 2; END"));
 }
 
+static void t_due(apr_pool_t *p)
+{
+    volatile apr_uint32_t next = 0;
+    (void)p;
+    CHECK(gmcp_due(&next, 60) == 1);          /* due: claimed, moved a minute on */
+    CHECK(gmcp_due(&next, 60) == 0);          /* not again until then */
+    CHECK(next >= (apr_uint32_t)apr_time_sec(apr_time_now()) + 59);
+}
+
 static void t_versions(apr_pool_t *p)
 {
     (void)p;
@@ -320,5 +329,6 @@ UNIT_MAIN("core", {
     RUN(t_validate);
     RUN(t_split);
     RUN(t_versions);
+    RUN(t_due);
     RUN(t_migrations_match_build);
 })
