@@ -20,7 +20,7 @@ SANITIZE  ?=
 WARN      := -Wall -Wextra -Werror
 APR_CFLAGS := $(shell apr-1-config --cflags --cppflags --includes) $(shell apu-1-config --includes)
 APR_LIBS  := $(shell apr-1-config --link-ld --libs) $(shell apu-1-config --link-ld --libs)
-DEP_LIBS  := -ljansson -lcurl -lssl -lcrypto
+DEP_LIBS  := -ljansson -lcurl -lssl -lcrypto -lmagic
 
 ifeq ($(SANITIZE),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -235,6 +235,29 @@ void gmcp_limits_charge_tokens(gmcp_limits *l, const char *key, const gmcp_key_l
     }
 }
 
+apr_interval_time_t gmcp_throttle(apr_time_t *tat, apr_time_t now, apr_int64_t rate,
+                                  apr_int64_t bytes)
+{
+    apr_time_t base = *tat > now ? *tat : now;
+    apr_interval_time_t burst = GMCP_THROTTLE_BURST(rate) * APR_USEC_PER_SEC / rate;
+    *tat = base + bytes * APR_USEC_PER_SEC / rate;
+    return *tat - now > burst ? *tat - now - burst : 0;
+}
+
+apr_interval_time_t gmcp_limits_throttle(gmcp_limits *l, const char *key, apr_int64_t rate,
+                                         apr_int64_t bytes, apr_time_t now)
+{
+    apr_uint32_t gen;
+    gmcp_slot *s;
+    if (rate <= 0 || bytes <= 0 || !(s = slot_get(l, key, now, 1, &gen))) return 0;
+    for (;;) {
+        apr_uint64_t old = apr_atomic_read64(A64(s->bw_tat));
+        apr_time_t tat = (apr_time_t)old;
+        apr_interval_time_t wait = gmcp_throttle(&tat, now, rate, bytes);
+        if (apr_atomic_cas64(A64(s->bw_tat), (apr_uint64_t)tat, old) == old) return wait;
+    }
+}
+
 static void usage_add(gmcp_usage *into, const gmcp_usage *u, int sign)
 {
     apr_int64_t f[7] = {u->requests, u->errors, u->rejected, u->prompt_tokens,

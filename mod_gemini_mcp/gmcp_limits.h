@@ -28,6 +28,7 @@ typedef struct {
     volatile apr_uint32_t gen;     /* odd while key is being rewritten */
     apr_time_t last_used;
     apr_time_t req_tat, tok_tat;   /* GCRA state (0 = never used) */
+    apr_time_t bw_tat;             /* upload bandwidth bucket (gmcp_throttle) */
     apr_int64_t inflight;
     apr_int64_t hour[2];           /* the hour each usage bucket belongs to */
     gmcp_usage usage[2];           /* not yet flushed to SQL */
@@ -88,6 +89,17 @@ void gmcp_limits_leave(gmcp_limits *l, const char *key);
 /* Charge tokens a call used against the token rate (may run into debt). */
 void gmcp_limits_charge_tokens(gmcp_limits *l, const char *key, const gmcp_key_limits *kl,
                                apr_int64_t tokens, apr_time_t now);
+
+/* Bandwidth: a token bucket of bytes kept as one timestamp, filled at `rate` bytes/s
+ * and holding GMCP_THROTTLE_BURST(rate) bytes. Bytes that already arrived are always
+ * charged (the bucket may run into debt); the answer is how long the reader should
+ * pause before taking more, so TCP pushes back on the sender. */
+#define GMCP_THROTTLE_BURST(rate) ((rate) / 10 > 65536 ? (rate) / 10 : 65536)
+apr_interval_time_t gmcp_throttle(apr_time_t *tat, apr_time_t now, apr_int64_t rate,
+                                  apr_int64_t bytes);
+/* The same on `key`'s slot, shared by every process. */
+apr_interval_time_t gmcp_limits_throttle(gmcp_limits *l, const char *key, apr_int64_t rate,
+                                         apr_int64_t bytes, apr_time_t now);
 
 /* Add to the key's usage for the hour of `now`. */
 void gmcp_limits_account(gmcp_limits *l, const char *key, apr_time_t now,

@@ -65,12 +65,34 @@ static json_t *result_for(json_t *file, const char *text)
     return gmcp_tool_structured(gmcp_text_result(text, 0), file);
 }
 
-typedef struct { gmcp_call *c; } relay_baton;
+typedef struct {
+    gmcp_call *c;
+    const char *upload_id;
+    const char *phase;      /* last written to the upload's row */
+    apr_time_t written;
+} relay_baton;
+
+/* The upload's phase for its progress stream (advisory: a failure to write is no
+ * reason to stop a relay). */
+static void relay_phase(relay_baton *b, const char *phase, apr_int64_t done, const char *detail)
+{
+    const char *why;
+    gmcp_db *db = b->c->ops->db_open(b->c, &why);
+    if (db) {
+        gmcp_upload_set_phase(db, b->upload_id, phase, done, detail);
+        b->c->ops->db_close(b->c);
+    }
+    b->phase = phase;
+    b->written = apr_time_now();
+}
 
 static void relay_progress(void *baton, apr_int64_t done, apr_int64_t total, const char *phase)
 {
     relay_baton *b = baton;
     gmcp_progress(b->c, (double)done, (double)total, phase);
+    if (!b->phase || strcmp(b->phase, phase) != 0
+        || apr_time_now() - b->written >= apr_time_from_msec(500))
+        relay_phase(b, phase, done, NULL);
 }
 
 static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
@@ -112,12 +134,18 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
                                              APR_INT64_T_FMT " of %" APR_INT64_T_FMT " bytes)",
                                              id, up.offset, up.length), 1);
     if (!(g = gmcp_tool_client(c, conf, &result))) return result;
-    mime = *up.filetype ? up.filetype : "application/octet-stream";
+    /* The declared type, else what the first bytes showed, else generic. */
+    mime = *up.filetype ? up.filetype : *up.sniffed ? up.sniffed : "application/octet-stream";
+    memset(&rb, 0, sizeof(rb));
     rb.c = c;
+    rb.upload_id = up.id;
+    relay_phase(&rb, GMCP_PHASE_RELAYING, 0, NULL);
     if (gmcp_files_relay(g, apr_pstrcat(c->pool, conf->upload_dir, "/", up.id, NULL),
                          up.length, mime, dname ? dname : (*up.filename ? up.filename : up.id),
-                         conf->files_chunk, relay_progress, &rb, &file, &resumes, &err))
+                         conf->files_chunk, relay_progress, &rb, &file, &resumes, &err)) {
+        relay_phase(&rb, GMCP_PHASE_FAILED, 0, err.message);
         return gmcp_tool_error_result(c, &err);
+    }
     name = apr_pstrdup(c->pool, gmcp_json_str(file, "name"));
     if (!gmcp_files_sha_matches(c->pool, gmcp_json_str(file, "sha256Hash"), up.sha256)) {
         gmcp_gemini_error e2;
@@ -126,6 +154,8 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
                          &ignored, &e2);
         json_decref(ignored);
         json_decref(file);
+        relay_phase(&rb, GMCP_PHASE_FAILED, up.length, "the file Gemini stored does not match "
+                    "the upload (SHA-256 differs)");
         return gmcp_text_result(apr_psprintf(c->pool, "The file Gemini stored does not match "
                                 "the upload (SHA-256 differs); it was deleted there. Relay "
                                 "again."), 1);
@@ -145,6 +175,7 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
             json_decref(file);
             return gmcp_text_result("Relayed, but the file record could not be stored", 1);
         }
+        gmcp_upload_set_phase(db, up.id, GMCP_PHASE_ACTIVE, up.length, name);
         c->ops->db_close(c);
         result = result_for(json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:i}",
                             "name", name, "upload_id", up.id, "uri", uri ? uri : "",

@@ -8,12 +8,13 @@
 #include <apr_base64.h>
 #include <apr_strings.h>
 
-#define UPLOAD_COLS "id, owner, key_id, length, upload_offset, metadata, filename, " \
+#define INSERT_COLS "id, owner, key_id, length, upload_offset, metadata, filename, " \
     "filetype, concat, parts, sha256, state, created, expires, completed"
+#define UPLOAD_COLS INSERT_COLS ", sha_state, phase, progress, progress_at, detail, sniffed"
 
 const gmcp_stmt gmcp_upload_stmts[] = {
     {"gmcp_upload_insert",
-     "INSERT INTO uploads (" UPLOAD_COLS ") VALUES (%s, %s, %s, %lld, %lld, %s, %s, %s, %s, "
+     "INSERT INTO uploads (" INSERT_COLS ") VALUES (%s, %s, %s, %lld, %lld, %s, %s, %s, %s, "
      "%s, %s, %s, %lld, %lld, %lld)"},
     {"gmcp_upload_select", "SELECT " UPLOAD_COLS " FROM uploads WHERE id = %s"},
     {"gmcp_upload_list_owner",
@@ -28,11 +29,17 @@ const gmcp_stmt gmcp_upload_stmts[] = {
     {"gmcp_upload_unlock",
      "UPDATE uploads SET lock_token = '', lock_until = 0 WHERE id = %s AND lock_token = %s"},
     {"gmcp_upload_advance",
-     "UPDATE uploads SET upload_offset = %lld, length = %lld, expires = %lld "
+     "UPDATE uploads SET upload_offset = %lld, length = %lld, expires = %lld, sha_state = %s "
      "WHERE id = %s AND lock_token = %s"},
     {"gmcp_upload_complete",
      "UPDATE uploads SET state = 'complete', length = %lld, upload_offset = %lld, "
-     "sha256 = %s, completed = %lld, expires = %lld WHERE id = %s"},
+     "sha256 = %s, completed = %lld, expires = %lld, sha_state = '', phase = 'received', "
+     "progress = %lld, progress_at = %lld, detail = '' WHERE id = %s"},
+    /* Progress is advisory (for the SSE stream): never the offset a client is told. */
+    {"gmcp_upload_progress",
+     "UPDATE uploads SET phase = %s, progress = %lld, progress_at = %lld, detail = %s "
+     "WHERE id = %s"},
+    {"gmcp_upload_sniffed", "UPDATE uploads SET sniffed = %s WHERE id = %s"},
     {"gmcp_upload_terminate",
      "UPDATE uploads SET state = 'terminated' WHERE id = %s AND owner = %s "
      "AND state <> 'terminated'"},
@@ -56,6 +63,9 @@ static void fill(const char **r, gmcp_upload *u)
     u->parts = r[9]; u->sha256 = r[10]; u->state = r[11];
     u->created = apr_atoi64(r[12]); u->expires = apr_atoi64(r[13]);
     u->completed = apr_atoi64(r[14]);
+    u->sha_state = r[15]; u->phase = r[16];
+    u->progress = apr_atoi64(r[17]); u->progress_at = apr_atoi64(r[18]);
+    u->detail = r[19]; u->sniffed = r[20];
 }
 
 int gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
@@ -129,11 +139,11 @@ int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token)
 }
 
 int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
-                        apr_int64_t length, apr_int64_t expires)
+                        apr_int64_t length, apr_int64_t expires, const char *sha_state)
 {
     int n = 0;
     if (gmcp_db_exec(db, "gmcp_upload_advance", &n, GMCP_ARGS(I(db->pool, offset),
-                     I(db->pool, length), I(db->pool, expires), id, token)))
+                     I(db->pool, length), I(db->pool, expires), sha_state, id, token)))
         return GMCP_DB_ERROR;
     return n == 1 ? GMCP_FOUND : GMCP_NOT_FOUND;
 }
@@ -144,8 +154,25 @@ int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
     int n = 0;
     return gmcp_db_exec(db, "gmcp_upload_complete", &n, GMCP_ARGS(I(db->pool, length),
                         I(db->pool, length), sha256, I(db->pool, now), I(db->pool, expires),
+                        I(db->pool, length), I(db->pool, apr_time_as_msec(apr_time_now())),
                         id))
            ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_upload_set_phase(gmcp_db *db, const char *id, const char *phase, apr_int64_t progress,
+                          const char *detail)
+{
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_progress", &n, GMCP_ARGS(phase, I(db->pool, progress),
+                        I(db->pool, apr_time_as_msec(apr_time_now())), detail ? detail : "",
+                        id))
+           ? GMCP_DB_ERROR : 0;
+}
+
+int gmcp_upload_set_sniffed(gmcp_db *db, const char *id, const char *mime)
+{
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_sniffed", &n, GMCP_ARGS(mime, id)) ? GMCP_DB_ERROR : 0;
 }
 
 int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner)
@@ -192,6 +219,9 @@ json_t *gmcp_upload_json(const gmcp_upload *u)
                           "concat", u->concat, "created", (json_int_t)u->created,
                           "expires", (json_int_t)u->expires);
     if (*u->sha256) json_object_set_new(o, "sha256", json_string(u->sha256));
+    if (u->phase) json_object_set_new(o, "phase", json_string(u->phase));
+    if (u->sniffed && *u->sniffed) json_object_set_new(o, "sniffed_type", json_string(u->sniffed));
+    if (u->detail && *u->detail) json_object_set_new(o, "detail", json_string(u->detail));
     return o;
 }
 

@@ -21,7 +21,22 @@ typedef struct {
     apr_int64_t offset;
     const char *metadata, *filename, *filetype, *concat, *parts, *sha256, *state;
     apr_int64_t created, expires, completed;
+    /* Read-only here (set by the statements below): */
+    const char *sha_state;       /* running SHA-256 at `offset` (gmcp_sha256_save), or "" */
+    const char *phase;           /* receiving, received, relaying, processing, active, failed */
+    apr_int64_t progress;        /* bytes of the phase so far */
+    apr_int64_t progress_at;     /* when progress was written, ms since the epoch */
+    const char *detail;          /* why it failed */
+    const char *sniffed;         /* media type found in the first bytes, or "" */
 } gmcp_upload;
+
+/* Upload phases (the `phase` column), for the progress stream. */
+#define GMCP_PHASE_RECEIVING  "receiving"
+#define GMCP_PHASE_RECEIVED   "received"
+#define GMCP_PHASE_RELAYING   "relaying"
+#define GMCP_PHASE_PROCESSING "processing"
+#define GMCP_PHASE_ACTIVE     "active"
+#define GMCP_PHASE_FAILED     "failed"
 
 /* GMCP_FOUND / GMCP_NOT_FOUND / GMCP_DB_ERROR as in gmcp_store.h */
 int gmcp_upload_create(gmcp_db *db, const gmcp_upload *u);
@@ -39,13 +54,18 @@ int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token);
 int gmcp_upload_holder(gmcp_db *db, const char *id, const char **token);
 int gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token, const char *token,
                       apr_int64_t seconds, int *acquired);
-/* Record bytes now on disk (only while `token` holds the lease); a deferred length
- * may be set (-1 keeps it); expires slides. GMCP_NOT_FOUND when the lease was lost. */
+/* Record bytes now on disk (only while `token` holds the lease) with the running
+ * SHA-256 at that offset; a deferred length may be set (-1 keeps it); expires slides.
+ * GMCP_NOT_FOUND when the lease was lost. */
 int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
-                        apr_int64_t length, apr_int64_t expires);
-/* Complete: the spool file is kept (for relays) until `expires`. */
+                        apr_int64_t length, apr_int64_t expires, const char *sha_state);
+/* Complete (phase "received"): the spool file is kept (for relays) until `expires`. */
 int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
                          const char *sha256, apr_int64_t now, apr_int64_t expires);
+/* Progress for the stream: the phase, its bytes so far (now), and why it failed. */
+int gmcp_upload_set_phase(gmcp_db *db, const char *id, const char *phase, apr_int64_t progress,
+                          const char *detail);
+int gmcp_upload_set_sniffed(gmcp_db *db, const char *id, const char *mime);
 int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner);
 /* Rows whose expiry passed before `now` (unfinished, terminated, or complete and kept
  * long enough), and removal. */

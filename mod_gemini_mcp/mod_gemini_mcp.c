@@ -46,6 +46,8 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     c->auth_mode = GMCP_AUTH_UNSET;
     c->upload_max = -1;
     c->upload_quota = -1;
+    c->upload_rate = -1;
+    c->upload_key_rate = -1;
     return c;
 }
 
@@ -62,6 +64,8 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->auth_mode = a->auth_mode != GMCP_AUTH_UNSET ? a->auth_mode : b->auth_mode;
     c->upload_max = a->upload_max >= 0 ? a->upload_max : b->upload_max;
     c->upload_quota = a->upload_quota >= 0 ? a->upload_quota : b->upload_quota;
+    c->upload_rate = a->upload_rate >= 0 ? a->upload_rate : b->upload_rate;
+    c->upload_key_rate = a->upload_key_rate >= 0 ? a->upload_key_rate : b->upload_key_rate;
     return c;
 }
 
@@ -379,6 +383,9 @@ static const char *set_upload_max(cmd_parms *cmd, void *dc, const char *arg)
         return apr_psprintf(cmd->pool, "%s: '%s' is not a size between 1 byte and 1T "
                             "(bytes, or with a K/M/G suffix)", cmd->cmd->name, arg);
     if (!strcasecmp(cmd->cmd->name, "GeminiMCPUploadQuota")) c->upload_quota = (apr_off_t)v;
+    else if (!strcasecmp(cmd->cmd->name, "GeminiMCPUploadRate")) c->upload_rate = (apr_int64_t)v;
+    else if (!strcasecmp(cmd->cmd->name, "GeminiMCPUploadKeyRate"))
+        c->upload_key_rate = (apr_int64_t)v;
     else c->upload_max = (apr_off_t)v;
     return NULL;
 }
@@ -461,6 +468,11 @@ static const command_rec gmcp_cmds[] = {
                   "Largest upload (Tus-Max-Size; default 2G)"),
     AP_INIT_TAKE1("GeminiMCPUploadQuota", set_upload_max, NULL, RSRC_CONF | ACCESS_CONF,
                   "Spool space one owner's live uploads may take (default: no limit)"),
+    AP_INIT_TAKE1("GeminiMCPUploadRate", set_upload_max, NULL, RSRC_CONF | ACCESS_CONF,
+                  "Bytes per second one upload may arrive at (K/M/G suffix; default: no limit)"),
+    AP_INIT_TAKE1("GeminiMCPUploadKeyRate", set_upload_max, NULL, RSRC_CONF | ACCESS_CONF,
+                  "Bytes per second all of one caller's uploads together may arrive at, "
+                  "across processes (default: no limit)"),
     AP_INIT_TAKE1("GeminiMCPUploadExpiry", set_upload_expiry, NULL, RSRC_CONF,
                   "Seconds an unfinished upload lives after its last PATCH (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,

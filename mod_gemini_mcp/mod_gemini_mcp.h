@@ -26,6 +26,8 @@ typedef struct {
     int auth_mode;                      /* GeminiMCPAuth, GMCP_AUTH_UNSET = unset */
     apr_off_t upload_max;               /* GeminiMCPUploadMaxSize, -1 = unset */
     apr_off_t upload_quota;             /* GeminiMCPUploadQuota, -1 = unset (none) */
+    apr_int64_t upload_rate;            /* GeminiMCPUploadRate (bytes/s per upload), -1 = unset */
+    apr_int64_t upload_key_rate;        /* GeminiMCPUploadKeyRate (bytes/s per key), -1 = unset */
 } gmcp_dir_conf;
 
 /* GeminiMCPAuth */
@@ -93,6 +95,13 @@ apr_int64_t gmcp_conf_upload_expiry(const gmcp_srv_conf *c);
  * endpoint, for the other handlers. */
 int gmcp_request_origin_ok(request_rec *r, const gmcp_dir_conf *dc);
 
+/* Does the Accept header admit `type` (exactly, or by type/x or wildcard)? */
+int gmcp_http_accepts(request_rec *r, const char *type);
+/* Server-sent events: the response headers, and one write flushed at once (-1 when
+ * the client is gone). */
+void gmcp_sse_headers(request_rec *r);
+int gmcp_sse_write(request_rec *r, const char *text);
+
 /* A JSON response (Cache-Control: no-store) with this status; returns OK. */
 int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */);
 /* 503 with Retry-After and a JSON-RPC error "Service unavailable: <why>"; returns DONE. */
@@ -142,6 +151,9 @@ void gmcp_access_gemini_observed(request_rec *r, int status, apr_interval_time_t
 json_t *gmcp_access_usage_report(request_rec *r, const char **why);
 int gmcp_access_log(request_rec *r);
 const char *gmcp_access_metrics_text(request_rec *r);
+/* Upload bandwidth of the caller (all its uploads, every process): charge `bytes` at
+ * `rate` bytes/s; how long to pause before reading more. */
+apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_int64_t bytes);
 /* CORS headers for an allowed Origin, and the answer to a preflight (OPTIONS). */
 void gmcp_access_cors(request_rec *r);
 int gmcp_access_preflight(request_rec *r);

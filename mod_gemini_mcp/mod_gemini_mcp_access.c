@@ -49,6 +49,17 @@ static const gmcp_metrics_lock g_metrics_lock = {lock, unlock, NULL};
 
 /* ---- start-up ------------------------------------------------------------------------ */
 
+apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_int64_t bytes)
+{
+    /* Its own slot beside the key's request limits; a long principal goes by its hash. */
+    const char *slot = apr_pstrcat(a->r->pool, "bw:", a->principal, NULL);
+    if (!g_limits.t || rate <= 0) return 0;
+    if (strlen(slot) >= GMCP_SLOT_KEY_MAX)
+        slot = apr_pstrndup(a->r->pool, apr_pstrcat(a->r->pool, "bw#", gmcp_sha256_hex(
+                            a->r->pool, a->principal, strlen(a->principal)), NULL), 40);
+    return gmcp_limits_throttle(&g_limits, slot, rate, bytes, apr_time_now());
+}
+
 int gmcp_access_pre_config(apr_pool_t *pconf)
 {
     return ap_mutex_register(pconf, STATS_MUTEX, NULL, APR_LOCK_DEFAULT, 0) == APR_SUCCESS

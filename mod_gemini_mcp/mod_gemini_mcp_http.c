@@ -174,7 +174,7 @@ static int accepted(request_rec *r)
 /* ---- header checks ---------------------------------------------------------------- */
 
 /* Does the Accept header admit `type` ("application/json" or "text/event-stream")? */
-static int accepts(request_rec *r, const char *type)
+int gmcp_http_accepts(request_rec *r, const char *type)
 {
     const char *accept = apr_table_get(r->headers_in, "Accept");
     const char *slash = strchr(type, '/');
@@ -186,7 +186,8 @@ static int accepts(request_rec *r, const char *type)
         if (semi) *semi = '\0';
         apr_collapse_spaces(tok, tok);
         if (!strcasecmp(tok, type) || !strcmp(tok, "*/*")
-            || (!strncasecmp(tok, type, (size_t)(slash - type + 1)) && !strcmp(tok + (slash - type + 1), "*")))
+            || (!strncasecmp(tok, type, (size_t)(slash - type + 1))
+                && !strcmp(tok + (slash - type + 1), "*")))
             return 1;
     }
     return 0;
@@ -325,7 +326,7 @@ static int read_body(request_rec *r, apr_off_t limit, char **data, apr_size_t *l
 
 /* ---- SSE ---------------------------------------------------------------------------- */
 
-static void sse_headers(request_rec *r)
+void gmcp_sse_headers(request_rec *r)
 {
     ap_set_content_type(r, "text/event-stream");
     apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
@@ -334,7 +335,7 @@ static void sse_headers(request_rec *r)
     apr_table_setn(r->subprocess_env, "no-gzip", "1");
 }
 
-static int sse_write(request_rec *r, const char *text)
+int gmcp_sse_write(request_rec *r, const char *text)
 {
     if (r->connection->aborted) return -1;
     if (ap_rputs(text, r) < 0 || ap_rflush(r) < 0) return -1;
@@ -348,7 +349,8 @@ static int sse_send_text(gmcp_req *x, const char *text)
     apr_int64_t seq = ++x->seq;
     int rv = 0;
     if (x->call.stateless)   /* no resumption in 2026-07-28: nothing to store */
-        return sse_write(x->r, apr_psprintf(x->r->pool, "event: message\ndata: %s\n\n", text));
+        return gmcp_sse_write(x->r, apr_psprintf(x->r->pool, "event: message\ndata: %s\n\n",
+                                                 text));
     if (db_get(x, &why)) return -1;
     if (gmcp_event_append(&x->db, x->stream_id, x->session.id, seq, text)) {
         db_complain(x, "storing an SSE event");
@@ -356,7 +358,7 @@ static int sse_send_text(gmcp_req *x, const char *text)
     }
     db_put(x);
     if (!rv && !x->detached)
-        sse_write(x->r, apr_psprintf(x->r->pool, "id: %s.%" APR_INT64_T_FMT
+        gmcp_sse_write(x->r, apr_psprintf(x->r->pool, "id: %s.%" APR_INT64_T_FMT
                                      "\nevent: message\ndata: %s\n\n", x->stream_id, seq, text));
     return rv;
 }
@@ -633,7 +635,7 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     request_rec *r = x->r;
     gmcp_rpc_ctx rc;
     const char *resp, *why;
-    int stream = gmcp_mcp_wants_stream(x->srv, m) && accepts(r, "text/event-stream");
+    int stream = gmcp_mcp_wants_stream(x->srv, m) && gmcp_http_accepts(r, "text/event-stream");
 
     memset(&rc, 0, sizeof(rc));
     rc.pool = r->pool;
@@ -647,7 +649,7 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
 
     if (stream && x->call.stateless) {
         x->sse = 1;
-        sse_headers(r);
+        gmcp_sse_headers(r);
     }
     else if (stream) {
         x->stream_id = gmcp_random_id(r->pool, 16);
@@ -659,10 +661,10 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
         }
         db_put(x);
         x->sse = 1;
-        sse_headers(r);
+        gmcp_sse_headers(r);
         /* Priming event: an id to resume from and the reconnection delay. */
-        sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n", x->stream_id,
-                                  gmcp_conf_sse_retry(x->dc)));
+        gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n",
+                                       x->stream_id, gmcp_conf_sse_retry(x->dc)));
     }
     else if (!strcmp(m->method, "tools/call") || x->call.stateless) {
         /* Tool calls may take long: no database handle is held across them (and
@@ -709,12 +711,12 @@ static int serve_listen(gmcp_req *x, gmcp_msg *m)
                     json_pack("{s:{s:s}, s:{}}", "_meta", GMCP_META_SUBSCRIPTION, sub,
                               "notifications"));
     x->sse = 1;
-    sse_headers(r);
+    gmcp_sse_headers(r);
     sse_send(x, ack);
     while (!client_gone(r->connection) && apr_time_now() - start < STREAM_MAX_TIME) {
         apr_sleep(apr_time_from_msec(250));
         if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
-            if (sse_write(r, ": keep-alive\n\n")) break;
+            if (gmcp_sse_write(r, ": keep-alive\n\n")) break;
             last_write = apr_time_now();
         }
     }
@@ -763,7 +765,7 @@ static int handle_post(gmcp_req *x)
     int st;
     const char *why;
 
-    if (!accepts(r, "application/json") || !accepts(r, "text/event-stream"))
+    if (!gmcp_http_accepts(r, "application/json") || !gmcp_http_accepts(r, "text/event-stream"))
         return reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
                       "Not Acceptable: Accept must list application/json and text/event-stream");
     if (!is_json_content_type(r))
@@ -860,7 +862,7 @@ static int handle_get(gmcp_req *x)
     apr_interval_time_t wait = apr_time_from_msec(10);
     int st, done = 0;
 
-    if (!accepts(r, "text/event-stream"))
+    if (!gmcp_http_accepts(r, "text/event-stream"))
         return reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
                       "Not Acceptable: Accept must list text/event-stream");
     if ((st = check_version_header(x, NULL)) != OK) return st;
@@ -884,8 +886,8 @@ static int handle_get(gmcp_req *x)
         return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                       "Bad Request: Last-Event-ID names no stream of this session");
     db_put(x);
-    sse_headers(r);
-    sse_write(r, apr_psprintf(r->pool, "retry: %d\n\n", gmcp_conf_sse_retry(x->dc)));
+    gmcp_sse_headers(r);
+    gmcp_sse_write(r, apr_psprintf(r->pool, "retry: %d\n\n", gmcp_conf_sse_retry(x->dc)));
 
     /* Replay what is stored, then follow the stream until its response was sent. */
     for (;;) {
@@ -900,7 +902,7 @@ static int handle_get(gmcp_req *x)
         db_put(x);
         for (i = 0; i < rs.rows->nelts; i++) {
             const char **row = GMCP_ROW(&rs, i);
-            if (sse_write(r, apr_psprintf(r->pool, "id: %s.%s\nevent: message\ndata: %s\n\n",
+            if (gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.%s\nevent: message\ndata: %s\n\n",
                                           stream_id, row[0], row[1])))
                 return OK;
             seq = (apr_uint64_t)apr_atoi64(row[0]);
@@ -910,7 +912,7 @@ static int handle_get(gmcp_req *x)
         if (stream_done && rs.rows->nelts == 0) break;
         if (apr_time_now() - start > STREAM_MAX_TIME) break;
         if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
-            if (sse_write(r, ": keep-alive\n\n")) return OK;
+            if (gmcp_sse_write(r, ": keep-alive\n\n")) return OK;
             last_write = apr_time_now();
         }
         apr_sleep(wait);

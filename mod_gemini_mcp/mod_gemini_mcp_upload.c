@@ -6,9 +6,12 @@
  * brigade (memory stays flat whatever the size), and the offset recorded in SQL only
  * ever counts bytes that were fsync'ed: a kill at any moment leaves HEAD telling the
  * truth, and the next PATCH cuts away whatever lay past it. One PATCH per upload at a
- * time (a lease row; a second gets 423 Locked). */
+ * time (a lease row; a second gets 423 Locked). GET reports progress, once or as a
+ * stream of server-sent events. */
 #include "mod_gemini_mcp.h"
 #include "gmcp_uploads.h"
+#include "gmcp_sha256.h"
+#include "gmcp_sniff.h"
 #include "gmcp_util.h"
 
 #include <http_core.h>
@@ -39,6 +42,12 @@
 #define COMMIT_BYTES   (8 * 1024 * 1024)      /* fsync + record progress this often... */
 #define COMMIT_EVERY   apr_time_from_sec(10)  /* ...or this often, renewing the lease */
 #define ID_BYTES       16
+#define PROGRESS_EVERY apr_time_from_msec(500)  /* live byte count for the progress stream */
+#define STREAM_POLL    apr_time_from_msec(250)  /* the stream reads the row this often */
+#define STREAM_IDLE    apr_time_from_sec(60)    /* ...and ends after this long without news */
+#define STREAM_PING    apr_time_from_sec(15)
+#define RATE_WINDOW_MS 3000                     /* rate over the last 3 s of samples */
+#define STALLED_MS     2000
 
 typedef struct {
     request_rec *r;
@@ -206,40 +215,45 @@ static int holder_dead(const char *token)
 
 /* ---- the file ---------------------------------------------------------------------------- */
 
-/* SHA-256 of the whole spool file, read in blocks (memory stays flat). */
-static const char *file_sha256(apr_pool_t *p, const char *path)
+/* The running SHA-256 at x->offset: as saved with the offset, or (a row from before
+ * the state was kept) read back from the spool file in blocks. */
+static gmcp_sha256 *resume_hash(up_req *u, const gmcp_upload *x)
 {
+    gmcp_sha256 *h = gmcp_sha256_make(u->r->pool);
     apr_file_t *f;
-    EVP_MD_CTX *ctx;
-    unsigned char md[EVP_MAX_MD_SIZE], *buf;
-    unsigned int mdlen = 0;
-    apr_size_t n;
-    apr_status_t rv;
-    if (apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) != APR_SUCCESS)
+    apr_int64_t left = x->offset;
+    char *buf;
+    if (x->sha_state && gmcp_sha256_load(h, x->sha_state) == 0
+        && gmcp_sha256_bytes(h) == x->offset)
+        return h;
+    h = gmcp_sha256_make(u->r->pool);
+    if (!left) return h;
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, u->r, "gemini_mcp: upload %s: no saved hash "
+                  "state at offset %" APR_INT64_T_FMT "; reading the spool file", x->id, left);
+    if (apr_file_open(&f, spool_path(u, x->id), APR_FOPEN_READ | APR_FOPEN_BINARY, 0,
+                      u->r->pool) != APR_SUCCESS)
         return NULL;
-    buf = apr_palloc(p, 65536);
-    ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    do {
-        n = 65536;
-        rv = apr_file_read(f, buf, &n);
-        if (n) EVP_DigestUpdate(ctx, buf, n);
-    } while (rv == APR_SUCCESS);
+    buf = apr_palloc(u->r->pool, 65536);
+    while (left > 0) {
+        apr_size_t n = left < 65536 ? (apr_size_t)left : 65536;
+        if (apr_file_read_full(f, buf, n, &n) != APR_SUCCESS) break;
+        gmcp_sha256_update(h, buf, n);
+        left -= (apr_int64_t)n;
+    }
     apr_file_close(f);
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
-    if (rv != APR_EOF) return NULL;
-    return gmcp_hex(p, md, mdlen);
+    return left ? NULL : h;
 }
 
-static int complete(up_req *u, gmcp_upload *x, apr_int64_t length)
+static int complete(up_req *u, gmcp_upload *x, apr_int64_t length, const gmcp_sha256 *h)
 {
-    const char *sha = file_sha256(u->r->pool, spool_path(u, x->id));
-    if (!sha) {
+    const char *sha;
+    if (gmcp_sha256_bytes(h) != length) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r, APLOGNO(10742)
-                      "gemini_mcp: cannot read back upload %s to hash it", x->id);
+                      "gemini_mcp: upload %s: hashed %" APR_INT64_T_FMT " bytes of %"
+                      APR_INT64_T_FMT, x->id, gmcp_sha256_bytes(h), length);
         return -1;
     }
+    sha = gmcp_sha256_result(u->r->pool, h);
     if (db_open(u) || gmcp_upload_complete(&u->db, x->id, length, sha, gmcp_now_sec(),
                                            gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc)))
         return -1;
@@ -252,33 +266,60 @@ typedef struct {
     apr_int64_t got;        /* bytes of this request written */
     apr_int64_t committed;  /* of those, recorded in SQL */
     int too_big, aborted, io_error;
+    const char *sniffed;    /* media type of the first bytes (offset 0 only) */
+    int conflict;           /* ...contradicting the declared filetype */
 } receipt;
 
-/* Record `offset` as durable: fsync, then the row (under our lease, renewed). */
+/* Record `offset` as durable: fsync, then the row with the hash state there (under our
+ * lease, renewed). */
 static int commit(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *token,
-                  apr_int64_t offset, apr_int64_t length)
+                  apr_int64_t offset, apr_int64_t length, const gmcp_sha256 *h)
 {
     int acquired = 0, rv;
     if (apr_file_datasync(f) != APR_SUCCESS) return -1;
     if (db_open(u)) return -1;
     rv = gmcp_upload_advance(&u->db, x->id, token, offset, length,
-                             gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc));
+                             gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc),
+                             gmcp_sha256_save(u->r->pool, h));
     if (rv == GMCP_FOUND) rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
     gmcp_glue_db_close(u->r, &u->dbd);
     return rv == GMCP_FOUND || (rv == 0 && acquired) ? 0 : -1;
 }
 
-/* Stream the request body to f at x->offset; at most `room` bytes. With a checksum
- * nothing is committed before the whole body verified. */
+/* Bytes seen so far, for the progress stream (advisory; failures only logged). */
+static void report(up_req *u, const gmcp_upload *x, apr_int64_t bytes)
+{
+    if (db_open(u) == 0) {
+        gmcp_upload_set_phase(&u->db, x->id, GMCP_PHASE_RECEIVING, bytes, NULL);
+        gmcp_glue_db_close(u->r, &u->dbd);
+    }
+}
+
+/* The first bytes of a file against its declared type. */
+static void sniff(up_req *u, const gmcp_upload *x, const char *head, apr_size_t n,
+                  receipt *rc)
+{
+    rc->sniffed = gmcp_sniff(u->r->pool, head, n);
+    rc->conflict = gmcp_sniff_conflict(x->filetype, rc->sniffed);
+}
+
+/* Stream the request body to f at x->offset; at most `room` bytes; h follows every byte
+ * written. With a checksum nothing is committed before the whole body verified. The
+ * bandwidth limits (per upload and per caller) pause reading, so TCP slows the sender. */
 static void receive(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *token,
-                    apr_int64_t room, EVP_MD_CTX *ck, apr_int64_t length, receipt *rc)
+                    apr_int64_t room, EVP_MD_CTX *ck, apr_int64_t length, gmcp_sha256 *h,
+                    receipt *rc)
 {
     request_rec *r = u->r;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    apr_time_t last_commit = apr_time_now();
+    apr_time_t last_commit = apr_time_now(), last_report = 0, tat = 0;
+    apr_int64_t rate = u->dc->upload_rate, key_rate = u->dc->upload_key_rate;
+    char *head = x->offset == 0 ? apr_palloc(r->pool, GMCP_SNIFF_BYTES) : NULL;
+    apr_size_t head_len = 0;
     int eos = 0;
     while (!eos) {
         apr_bucket *b;
+        apr_int64_t before = rc->got;
         apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
                                          APR_BLOCK_READ, 65536);
         if (rv != APR_SUCCESS) {
@@ -300,23 +341,50 @@ static void receive(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *
                 eos = 1;
                 break;
             }
+            if (head && head_len < GMCP_SNIFF_BYTES) {
+                apr_size_t take = len < GMCP_SNIFF_BYTES - head_len ? len
+                                                                  : GMCP_SNIFF_BYTES - head_len;
+                memcpy(head + head_len, data, take);
+                head_len += take;
+                if (head_len == GMCP_SNIFF_BYTES) {
+                    sniff(u, x, head, head_len, rc);
+                    if (rc->conflict) { eos = 1; break; }
+                }
+            }
             if (len && apr_file_write_full(f, data, len, NULL) != APR_SUCCESS) {
                 rc->io_error = 1;
                 eos = 1;
                 break;
             }
             if (ck) EVP_DigestUpdate(ck, data, len);
+            gmcp_sha256_update(h, data, len);
             rc->got += (apr_int64_t)len;
         }
         apr_brigade_cleanup(bb);
-        if (!ck && !eos && (rc->got - rc->committed >= COMMIT_BYTES
+        if (head && head_len && head_len < GMCP_SNIFF_BYTES && eos && !rc->sniffed
+            && !rc->aborted && !rc->too_big && !rc->io_error)
+            sniff(u, x, head, head_len, rc);        /* a body shorter than the sniff window */
+        if (rc->conflict) break;
+        if (!ck && !eos && !(head && !rc->sniffed) && (rc->got - rc->committed >= COMMIT_BYTES
                             || apr_time_now() - last_commit >= COMMIT_EVERY)) {
-            if (commit(u, f, x, token, x->offset + rc->got, length)) {
+            if (commit(u, f, x, token, x->offset + rc->got, length, h)) {
                 rc->io_error = 1;
                 break;
             }
             rc->committed = rc->got;
             last_commit = apr_time_now();
+        }
+        if (!eos && apr_time_now() - last_report >= PROGRESS_EVERY) {
+            report(u, x, x->offset + rc->got);
+            last_report = apr_time_now();
+        }
+        if (!eos && rc->got > before && (rate > 0 || key_rate > 0)) {
+            apr_interval_time_t wait = 0, w2;
+            if (rate > 0) wait = gmcp_throttle(&tat, apr_time_now(), rate, rc->got - before);
+            if (key_rate > 0 && (w2 = gmcp_access_throttle(u->acc, key_rate, rc->got - before))
+                > wait)
+                wait = w2;
+            if (wait > 0) apr_sleep(wait);
         }
     }
 }
@@ -332,10 +400,12 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     unsigned int got_len = 0;
     apr_int64_t length = x->length, room;
     EVP_MD_CTX *ck = NULL;
+    gmcp_sha256 *h;
     apr_file_t *f;
     receipt rc;
     int acquired = 0, failed = 0, mismatch = 0;
 
+    memset(&rc, 0, sizeof(rc));
     if (ck_hdr) {
         int c = gmcp_tus_checksum(r->pool, ck_hdr, &algo, &want, &want_len);
         if (c == -2) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: unsupported algorithm "
@@ -392,13 +462,20 @@ static int append(up_req *u, gmcp_upload *x, int creating)
             goto unlock;
         }
     }
+    if (!(h = resume_hash(u, x))) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10745)
+                      "gemini_mcp: upload %s: cannot read back %s to resume its SHA-256",
+                      x->id, path);
+        apr_file_close(f);
+        failed = 1;
+        goto unlock;
+    }
     if (algo) {
         ck = EVP_MD_CTX_new();
         EVP_DigestInit_ex(ck, !strcmp(algo, "sha256") ? EVP_sha256()
                               : !strcmp(algo, "sha1") ? EVP_sha1() : EVP_md5(), NULL);
     }
-    memset(&rc, 0, sizeof(rc));
-    receive(u, f, x, token, room, ck, length, &rc);
+    receive(u, f, x, token, room, ck, length, h, &rc);
     if (ck) {
         EVP_DigestFinal_ex(ck, got_md, &got_len);
         EVP_MD_CTX_free(ck);
@@ -408,13 +485,13 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     if (rc.io_error) {
         failed = 1;
     }
-    else if ((ck && (mismatch || rc.aborted)) || rc.too_big) {
+    else if ((ck && (mismatch || rc.aborted)) || rc.too_big || rc.conflict) {
         /* Discard the whole chunk: the offset stays where it was. */
         apr_off_t at = (apr_off_t)(x->offset + rc.committed);
         apr_file_trunc(f, at);
     }
     else if (rc.got > rc.committed) {
-        if (commit(u, f, x, token, x->offset + rc.got, length)) failed = 1;
+        if (commit(u, f, x, token, x->offset + rc.got, length, h)) failed = 1;
         else rc.committed = rc.got;
     }
     apr_file_close(f);
@@ -422,6 +499,9 @@ static int append(up_req *u, gmcp_upload *x, int creating)
 
 unlock:
     if (db_open(u) == 0) {
+        if (rc.sniffed && !rc.conflict) gmcp_upload_set_sniffed(&u->db, x->id, rc.sniffed);
+        if (!failed && rc.committed)
+            gmcp_upload_set_phase(&u->db, x->id, GMCP_PHASE_RECEIVING, x->offset, NULL);
         gmcp_upload_unlock(&u->db, x->id, token);
         gmcp_glue_db_close(r, &u->dbd);
     }
@@ -430,11 +510,15 @@ unlock:
         return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, length >= 0
                       ? "the body goes past Upload-Length"
                       : "the upload exceeds Tus-Max-Size or your spool quota");
+    if (rc.conflict)
+        return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE, apr_psprintf(r->pool, "the content is "
+                      "%s but Upload-Metadata's filetype says %s; the chunk was discarded",
+                      rc.sniffed, x->filetype));
     if (mismatch)
         return answer(u, 460, apr_psprintf(r->pool, "Checksum Mismatch: the %s of this "
                                            "request's body differs; the chunk was discarded",
                                            algo));
-    if (length >= 0 && x->offset == length && complete(u, x, length))
+    if (length >= 0 && x->offset == length && complete(u, x, length, h))
         return db_fail(u, "completing an upload");
     apr_table_setn(r->err_headers_out, "Upload-Offset",
                    apr_psprintf(r->pool, "%" APR_INT64_T_FMT, x->offset));
@@ -519,6 +603,130 @@ static int do_delete(up_req *u, const char *id)
     return answer(u, HTTP_NO_CONTENT, NULL);
 }
 
+/* ---- progress ---------------------------------------------------------------------------- */
+
+typedef struct {
+    apr_int64_t bytes[16], at[16];   /* samples of this phase (ring), ms */
+    int n, first;
+    const char *phase;
+} rate_window;
+
+static const char *phase_of(const gmcp_upload *x)
+{
+    if (!strcmp(x->state, GMCP_UPLOAD_TERMINATED)) return "terminated";
+    if (expired(x)) return "expired";
+    return x->phase;
+}
+
+static int phase_final(const char *phase)
+{
+    return !strcmp(phase, GMCP_PHASE_ACTIVE) || !strcmp(phase, GMCP_PHASE_FAILED)
+           || !strcmp(phase, "terminated") || !strcmp(phase, "expired");
+}
+
+/* One progress report: phase, bytes of the phase, total, rate (bytes/s over the last
+ * few seconds of samples) and ETA (seconds; null while unknown). */
+static json_t *progress_json(const gmcp_upload *x, rate_window *w, apr_int64_t now_ms)
+{
+    const char *phase = phase_of(x);
+    apr_int64_t bytes = x->progress, at = x->progress_at;
+    double rate = 0;
+    json_t *o;
+    int i, last;
+    if (!strcmp(phase, GMCP_PHASE_RECEIVING) && x->offset > bytes) bytes = x->offset;
+    if (!strcmp(phase, GMCP_PHASE_RECEIVED) || !strcmp(phase, GMCP_PHASE_PROCESSING)
+        || !strcmp(phase, GMCP_PHASE_ACTIVE))
+        bytes = x->length;
+    if (!w->phase || strcmp(w->phase, phase) != 0) {
+        w->n = w->first = 0;
+        w->phase = phase;
+    }
+    last = (w->first + w->n - 1) % 16;
+    if (at > 0 && (!w->n || w->bytes[last] != bytes || w->at[last] != at)) {   /* 0: none yet */
+        if (w->n == 16) { w->first = (w->first + 1) % 16; w->n--; }
+        last = (w->first + w->n) % 16;
+        w->bytes[last] = bytes;
+        w->at[last] = at;
+        w->n++;
+    }
+    while (w->n > 2 && w->at[last] - w->at[w->first] > RATE_WINDOW_MS) {
+        w->first = (w->first + 1) % 16;
+        w->n--;
+    }
+    i = w->first;
+    if (w->n >= 2 && w->at[last] > w->at[i] && now_ms - w->at[last] < STALLED_MS)
+        rate = (double)(w->bytes[last] - w->bytes[i]) * 1000.0 / (double)(w->at[last] - w->at[i]);
+    if (rate < 1) rate = 0;
+    o = json_pack("{s:s, s:s, s:I, s:I, s:I}", "upload_id", x->id, "phase", phase,
+                  "bytes", (json_int_t)bytes, "offset", (json_int_t)x->offset,
+                  "rate", (json_int_t)(rate + 0.5));
+    json_object_set_new(o, "length", x->length >= 0 ? json_integer(x->length) : json_null());
+    json_object_set_new(o, "eta", rate > 0 && x->length >= 0 && !phase_final(phase)
+                        ? json_real((double)(apr_int64_t)((double)(x->length - bytes) / rate
+                                                          * 10 + 0.5) / 10)
+                        : json_null());
+    if (*x->detail) json_object_set_new(o, !strcmp(phase, GMCP_PHASE_ACTIVE) ? "file" : "detail",
+                                        json_string(x->detail));
+    if (*x->sniffed) json_object_set_new(o, "sniffed_type", json_string(x->sniffed));
+    return o;
+}
+
+/* GET on an upload: its progress now (JSON), or with Accept: text/event-stream a stream
+ * of "progress" events until it is active, failed, terminated or expired (or nothing
+ * changed for a minute; the client may reconnect). */
+static int do_get(up_req *u, const char *id)
+{
+    request_rec *r = u->r;
+    gmcp_upload x;
+    rate_window w;
+    apr_time_t last_news, last_write;
+    char *last_text = NULL;
+    int done, st = load(u, id, &x, &done);
+    apr_int64_t seq = 0;
+    gmcp_glue_db_close(r, &u->dbd);
+    if (done) return st;
+    memset(&w, 0, sizeof(w));
+    if (!gmcp_http_accepts(r, "text/event-stream")
+        || gmcp_http_accepts(r, "application/json"))
+        return gmcp_send_json(r, HTTP_OK,
+                              progress_json(&x, &w, apr_time_as_msec(apr_time_now())));
+    gmcp_sse_headers(r);
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    last_news = last_write = apr_time_now();
+    for (;;) {
+        json_t *ev = progress_json(&x, &w, apr_time_as_msec(apr_time_now()));
+        char *text = json_dumps(ev, JSON_COMPACT);
+        const char *phase = apr_pstrdup(r->pool, json_string_value(json_object_get(ev, "phase")));
+        json_decref(ev);
+        if (!text) break;
+        if (!last_text || strcmp(text, last_text) != 0) {
+            int bad = gmcp_sse_write(r, apr_psprintf(r->pool, "id: %" APR_INT64_T_FMT
+                                                     "\nevent: progress\ndata: %s\n\n",
+                                                     ++seq, text));
+            free(last_text);
+            last_text = text;
+            last_news = last_write = apr_time_now();
+            if (bad) break;
+        }
+        else {
+            free(text);
+        }
+        if (phase_final(phase) || apr_time_now() - last_news > STREAM_IDLE) break;
+        if (apr_time_now() - last_write > STREAM_PING) {
+            if (gmcp_sse_write(r, ": keep-alive\n\n")) break;
+            last_write = apr_time_now();
+        }
+        apr_sleep(STREAM_POLL);
+        if (r->connection->aborted) break;
+        if (db_open(u)) break;
+        st = gmcp_upload_get(&u->db, id, u->acc->principal, &x);
+        gmcp_glue_db_close(r, &u->dbd);
+        if (st != GMCP_FOUND) break;
+    }
+    free(last_text);
+    return OK;
+}
+
 /* Concatenate finished partial uploads (same owner) into a new, complete upload. */
 static int create_final(up_req *u, gmcp_upload *x, const char *list)
 {
@@ -528,6 +736,8 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
     apr_int64_t total = 0;
     apr_file_t *out;
     char *buf = apr_palloc(r->pool, 65536);
+    gmcp_sha256 *h = gmcp_sha256_make(r->pool);
+    const char *sniffed = NULL;
     int i, rv;
 
     if (db_open(u)) return db_fail(u, "opening the upload store");
@@ -566,8 +776,20 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
         }
         do {
             n = 65536;
-            st = apr_file_read(in, buf, &n);
+            st = apr_file_read_full(in, buf, n, &n);
+            if (n && !sniffed && gmcp_sha256_bytes(h) == 0) {
+                sniffed = gmcp_sniff(r->pool, buf, n < GMCP_SNIFF_BYTES ? n : GMCP_SNIFF_BYTES);
+                if (gmcp_sniff_conflict(x->filetype, sniffed)) {
+                    apr_file_close(in);
+                    apr_file_close(out);
+                    apr_file_remove(spool_path(u, x->id), r->pool);
+                    return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE, apr_psprintf(r->pool,
+                                  "the content is %s but Upload-Metadata's filetype says %s",
+                                  sniffed, x->filetype));
+                }
+            }
             if (n && apr_file_write_full(out, buf, n, NULL) != APR_SUCCESS) st = APR_EGENERAL;
+            gmcp_sha256_update(h, buf, n);
         } while (st == APR_SUCCESS);
         apr_file_close(in);
         if (st != APR_EOF) {
@@ -581,9 +803,11 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
     }
     apr_file_close(out);
     x->offset = total;
-    if (db_open(u) || gmcp_upload_create(&u->db, x)) return db_fail(u, "creating an upload");
+    if (db_open(u) || gmcp_upload_create(&u->db, x)
+        || (sniffed && gmcp_upload_set_sniffed(&u->db, x->id, sniffed)))
+        return db_fail(u, "creating an upload");
     gmcp_glue_db_close(r, &u->dbd);
-    if (complete(u, x, total)) return db_fail(u, "completing an upload");
+    if (complete(u, x, total, h)) return db_fail(u, "completing an upload");
     gmcp_glue_db_close(r, &u->dbd);
     return OK;
 }
@@ -641,7 +865,10 @@ static int do_post(up_req *u)
     x.filetype = apr_table_get(md, "filetype") ? apr_table_get(md, "filetype") : "";
     if (strlen(x.filetype) > 255 || strpbrk(x.filetype, "\r\n,;\"") )
         return answer(u, HTTP_BAD_REQUEST, "Upload-Metadata: filetype is not a media type");
-    x.id = gmcp_random_id(r->pool, ID_BYTES);
+    do {    /* never a leading '-': the id is also a command-line argument (gmcpctl) */
+        x.id = gmcp_random_id(r->pool, ID_BYTES);
+    } while (x.id && x.id[0] == '-');
+    if (!x.id) return answer(u, HTTP_INTERNAL_SERVER_ERROR, "no randomness for an upload id");
     x.owner = u->acc->principal;
     x.key_id = u->acc->key_id ? u->acc->key_id : "";
     x.metadata = meta ? meta : "";
@@ -675,7 +902,7 @@ static int do_post(up_req *u)
             != APR_SUCCESS)
             return db_fail(u, "creating a spool file");
         apr_file_close(f);
-        if (complete(u, &x, 0)) return db_fail(u, "completing an upload");
+        if (complete(u, &x, 0, gmcp_sha256_make(r->pool))) return db_fail(u, "completing an upload");
         gmcp_glue_db_close(r, &u->dbd);
     }
     else if (ct && !strcasecmp(ct, "application/offset+octet-stream")) {
@@ -749,8 +976,9 @@ int gmcp_upload_handler(request_rec *r)
     if (!strcmp(method, "PATCH")) return do_patch(u, id);
     if (!strcmp(method, "HEAD") || (r->method_number == M_GET && r->header_only))
         return do_head(u, id);
+    if (r->method_number == M_GET) return do_get(u, id);
     if (!strcmp(method, "DELETE")) return do_delete(u, id);
-    apr_table_setn(r->err_headers_out, "Allow", "POST, HEAD, PATCH, DELETE, OPTIONS");
+    apr_table_setn(r->err_headers_out, "Allow", "POST, GET, HEAD, PATCH, DELETE, OPTIONS");
     return answer(u, HTTP_METHOD_NOT_ALLOWED, "use POST to create, PATCH to append, HEAD for "
-                  "the offset, DELETE to terminate");
+                  "the offset, GET for progress, DELETE to terminate");
 }

@@ -140,3 +140,47 @@ def test_incomplete_upload_is_refused(fs):
     uid = requests.post(fs.info["upload"], headers=h).headers["Location"].rsplit("/", 1)[1]
     r, _ = call(fs, "gemini_upload_file", {"upload_id": uid})
     assert r["isError"] and "not complete" in r["content"][0]["text"]
+
+
+def test_progress_stream_follows_the_relay(fs, fake_gemini):
+    """The upload's progress stream goes on through the relay: relaying (bytes sent),
+    processing (waiting for ACTIVE), active with the file's name."""
+    import threading
+    from test_uploads import watch
+    data = os.urandom(17 * MiB)
+    uid = upload(fs, data)
+    url = fs.info["upload"] + "/" + uid
+    fake_gemini.fault("latency", count=3, ms=700)            # each chunk takes a while
+    events, ready = [], threading.Event()
+    t = threading.Thread(target=watch, args=(url, fs.key, ("active", "failed"), events, ready))
+    t.start()
+    ready.wait(10)
+    res, _ = call(fs, "gemini_upload_file", {"upload_id": uid})
+    t.join(30)
+    assert not res.get("isError"), res
+    phases = [e["phase"] for e in events[1:]]
+    order = ["received", "relaying", "processing", "active"]
+    assert phases[0] == "received" and phases[-1] == "active"
+    assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases)
+    relaying = [e for e in events[1:] if e["phase"] == "relaying"]
+    assert any(0 < e["bytes"] < len(data) for e in relaying), events
+    assert events[-1]["file"] == res["structuredContent"]["name"]
+    assert events[-1]["bytes"] == len(data)
+
+
+def test_relay_refuses_a_spool_file_changed_after_upload(fs, fake_gemini):
+    """The hash kept as the bytes arrived is compared with Gemini's sha256Hash: a spool
+    file altered afterwards is caught, deleted at Gemini, and the upload shows failed."""
+    data = os.urandom(100000)
+    uid = upload(fs, data)
+    path = os.path.join(fs.info["data_dir"], "uploads", uid)
+    with open(path, "r+b") as f:
+        f.write(b"tampered")
+    res, _ = call(fs, "gemini_upload_file", {"upload_id": uid})
+    assert res["isError"] and "SHA-256 differs" in res["content"][0]["text"]
+    assert any(q["method"] == "DELETE" for q in fake_gemini.requests())
+    snap = requests.get(fs.info["upload"] + "/" + uid, headers={
+        "Tus-Resumable": "1.0.0", "Authorization": f"Bearer {fs.key}"}).json()
+    assert snap["phase"] == "failed" and "SHA-256" in snap["detail"]
+    listed, _ = call(fs, "gemini_file_list", {})
+    assert listed["structuredContent"]["files"] == []

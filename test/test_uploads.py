@@ -17,6 +17,7 @@ import requests
 from conftest import NODE22, ROOT, Server
 
 DBS = ["sqlite", "pgsql"]
+MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
 CLIENT = os.path.join(ROOT, "test", "clients", "tus-upload.mjs")
 
@@ -283,8 +284,153 @@ def test_sigkill_mid_chunk_then_resume(start, db, tmp_path, request):
     assert 8 * 1024 * 1024 <= off <= 10 * 1024 * 1024
     with open(spool(s2, url), "rb") as f:
         assert f.read(off) == data[:off]       # what HEAD counts is really on disk
+    # The running SHA-256 was saved with the offset, at the offset.
+    assert row(s2, url, "sha_state")[0].split(":")[2] == str(off)
     out = tus_js(s2, path, key, uploadUrl=url, chunkSize=5 * 1024 * 1024)
     assert out["url"] == url and sha256_file(spool(s2, url)) == sha256_file(path)
+    assert row(s2, url, "sha256") == [sha256_file(path)]
+
+
+def row(s, url, cols):
+    return s.sql(f"SELECT {cols} FROM uploads WHERE id = '{url.rsplit('/', 1)[1]}'")[0].split("|")
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+# ---- integrity: the running hash, content sniffing -----------------------------------------
+
+def test_sha256_is_kept_as_bytes_arrive(us):
+    """The whole-file SHA-256 is the hash of the bytes as they arrived, carried from PATCH
+    to PATCH in SQL: changing the spool file behind the server's back does not change it
+    (the relay then notices Gemini's hash differs, see test_files.py)."""
+    data = os.urandom(3 * MiB + 5)
+    url = create(us, us.key, len(data))
+    assert patch(url, us.key, 0, data[:1000003]).status_code == 204
+    state = row(us, url, "sha_state")[0]
+    assert state.startswith("s1:") and state.split(":")[2] == "1000003"
+    assert len(state.split(":")[3]) == 2 * (1000003 % 64)      # the pending partial block
+    assert patch(url, us.key, 1000003, data[1000003:2 * MiB]).status_code == 204
+    with open(spool(us, url), "r+b") as f:                     # bit rot below the offset
+        f.seek(10)
+        f.write(b"\0" * 4)
+    assert patch(url, us.key, 2 * MiB, data[2 * MiB:]).status_code == 204
+    assert row(us, url, "sha256, sha_state, phase") == [hashlib.sha256(data).hexdigest(), "",
+                                                        "received"]
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000010000000100806000000"
+                    "1ff3ff61") + os.urandom(20000)
+
+
+def test_content_type_is_checked_against_the_declared_one(us):
+    meta = "filename " + b64("report.pdf") + ",filetype " + b64("application/pdf")
+    url = create(us, us.key, len(PNG), **{"Upload-Metadata": meta})
+    r = patch(url, us.key, 0, PNG)
+    assert r.status_code == 415 and "image/png" in r.text and "application/pdf" in r.text
+    assert requests.head(url, headers=auth(us.key)).headers["Upload-Offset"] == "0"
+    assert os.path.getsize(spool(us, url)) == 0                  # the chunk was discarded
+    # The truth declared (or nothing declared) passes; what was found is recorded.
+    for ft in ("image/png", None):
+        meta = "filename " + b64("a.png") + (",filetype " + b64(ft) if ft else "")
+        url = create(us, us.key, len(PNG), **{"Upload-Metadata": meta})
+        assert patch(url, us.key, 0, PNG).status_code == 204
+        assert row(us, url, "sniffed") == ["image/png"]
+    shown = json.loads(us.gmcpctl_run("--json", "uploads", "show",
+                                      url.rsplit("/", 1)[1]).stdout)
+    assert shown["sniffed_type"] == "image/png"
+    # Generic binary declared for anything, and text as text, never conflict.
+    url = create(us, us.key, 11, **{"Upload-Metadata": "filetype " + b64("text/csv")})
+    assert patch(url, us.key, 0, b"a,b\n1,2\n3,4").status_code == 204
+
+
+# ---- bandwidth --------------------------------------------------------------------------------
+
+def burst(rate):
+    return max(65536, rate // 10)       # GMCP_THROTTLE_BURST
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_bandwidth_limits(start, db, tmp_path, request):
+    """GeminiMCPUploadRate (one upload) and GeminiMCPUploadKeyRate (all of a caller's
+    uploads, across processes), timed by tus-js-client: within 10 %."""
+    if db == "pgsql":
+        request.getfixturevalue("pg_dsn")
+    rate, key_rate = MiB, 3 * MiB // 2
+    s = start(db, "--auth", "apikey", "--location-conf", "GeminiMCPUploadRate 1M",
+              "--location-conf", "GeminiMCPUploadKeyRate 1536K")
+    key = s.info["api_key"]
+    one = make_file(tmp_path, 4 * MiB, "one.bin")
+    out = tus_js(s, one, key)
+    took = (out["t1"] - out["t0"]) / 1000
+    want = (4 * MiB - burst(rate)) / rate
+    assert abs(took - want) <= 0.1 * want, (took, want)
+    assert sha256_file(spool(s, out["url"])) == sha256_file(one)
+    # Two at once under one key: the key's rate binds (each alone could do 1 MiB/s).
+    paths = [make_file(tmp_path, 3 * MiB, f"two{i}.bin") for i in range(2)]
+    outs = [None, None]
+    ts = [threading.Thread(target=lambda i=i: outs.__setitem__(i, tus_js(s, paths[i], key)))
+          for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    took = (max(o["t1"] for o in outs) - min(o["t0"] for o in outs)) / 1000
+    want = (6 * MiB - burst(key_rate)) / key_rate
+    assert abs(took - want) <= 0.1 * want, (took, want)
+    for o, pth in zip(outs, paths):
+        assert sha256_file(spool(s, o["url"])) == sha256_file(pth)
+
+
+# ---- progress --------------------------------------------------------------------------------
+
+def watch(url, key, until, out, ready):
+    """Collect progress events of an upload until one has a phase in `until`."""
+    h = auth(key, Accept="text/event-stream")
+    with requests.get(url, headers=h, stream=True, timeout=60) as r:
+        out.append(r.headers["Content-Type"])
+        ready.set()
+        cur = {}
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                cur = json.loads(line[6:])
+            elif line == "" and cur:
+                out.append(cur)
+                if cur["phase"] in until:
+                    return
+                cur = {}
+
+
+def test_progress_stream(start):
+    s = start("sqlite", "--auth", "apikey", "--location-conf", "GeminiMCPUploadRate 1M")
+    key = s.info["api_key"]
+    data = os.urandom(3 * MiB)
+    url = create(s, key, len(data))
+    events, ready = [], threading.Event()
+    t = threading.Thread(target=watch, args=(url, key, ("received", "failed"), events, ready))
+    t.start()
+    ready.wait(10)
+    assert patch(url, key, 0, data).status_code == 204
+    t.join(30)
+    assert events[0].startswith("text/event-stream")
+    evs = events[1:]
+    assert evs[0]["phase"] == "receiving" and evs[0]["length"] == len(data)
+    assert evs[-1]["phase"] == "received" and evs[-1]["bytes"] == len(data)
+    assert evs[-1]["eta"] is None
+    moving = [e for e in evs if e["phase"] == "receiving" and 0 < e["bytes"] < len(data)]
+    assert len(moving) >= 3, evs
+    assert all(a["bytes"] <= b["bytes"] for a, b in zip(evs, evs[1:]))
+    # Rate and ETA once a few samples are in: about 1 MiB/s, and the ETA to match.
+    late = [e for e in moving if e["bytes"] > MiB]
+    assert late and all(0.6 * MiB < e["rate"] < 1.4 * MiB for e in late), late
+    assert all(e["eta"] is not None and abs(e["eta"] - (len(data) - e["bytes"]) / e["rate"]) < 0.2
+               for e in late)
+    # Once, as JSON; another key sees nothing.
+    snap = requests.get(url, headers=auth(key, Accept="application/json")).json()
+    assert snap["phase"] == "received" and snap["bytes"] == len(data) and snap["offset"] == len(data)
+    other = new_key(s, "other")
+    assert requests.get(url, headers=auth(other, Accept="text/event-stream")).status_code == 404
 
 
 def _swallow(fn):

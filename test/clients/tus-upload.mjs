@@ -2,13 +2,15 @@
 //   node tus-upload.mjs <endpoint> <file> <api key or ""> '<options JSON>'
 // Options are tus-js-client's (chunkSize, parallelUploads, uploadDataDuringCreation,
 // uploadLengthDeferred, overridePatchMethod, uploadUrl to resume, metadata).
-// Prints one JSON line: {"ok": true, "url": ..., "progress": n} or {"ok": false, "error": ...}.
+// Prints one JSON line: {"ok": true, "url": ..., "progress": n, "t0": ms, "t1": ms} (wall
+// clock at start and at success) or {"ok": false, "error": ...}.
 import fs from "node:fs";
 import * as tus from "tus-js-client";
 
 const [endpoint, file, key, optsJson] = process.argv.slice(2);
 const opts = JSON.parse(optsJson || "{}");
 let progress = 0;
+const t0 = Date.now();
 const upload = new tus.Upload(fs.createReadStream(file), {
   endpoint,
   headers: key ? { Authorization: `Bearer ${key}` } : {},
@@ -17,7 +19,7 @@ const upload = new tus.Upload(fs.createReadStream(file), {
   ...opts,
   onProgress: () => { progress++; },
   onSuccess: () => {
-    console.log(JSON.stringify({ ok: true, url: upload.url, progress }));
+    console.log(JSON.stringify({ ok: true, url: upload.url, progress, t0, t1: Date.now() }));
   },
   onError: (err) => {
     console.log(JSON.stringify({ ok: false, error: String(err), url: upload.url }));

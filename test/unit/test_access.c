@@ -94,6 +94,35 @@ static void t_gcra(apr_pool_t *p)
     CHECK(ok == 99);
 }
 
+/* Bandwidth: the burst passes, then one pause per chunk keeps the average at the rate,
+ * and the table's copy is shared by key. */
+static void t_throttle(apr_pool_t *p)
+{
+    apr_int64_t rate = 1048576, sent = 0;
+    apr_time_t tat = 0, now = apr_time_from_sec(1000), t = now;
+    void *mem = apr_palloc(p, gmcp_limits_size(8));
+    gmcp_limits l;
+    int i;
+    CHECK(GMCP_THROTTLE_BURST(rate) == 104857 && GMCP_THROTTLE_BURST(1000) == 65536);
+    CHECK(gmcp_throttle(&tat, now, rate, 65536) == 0);           /* inside the burst */
+    tat = 0;
+    CHECK(gmcp_throttle(&tat, now, rate, 204800) == 195312 - 99999);
+    /* 10 MiB in 64 KiB reads, sleeping as told: 10 s minus the burst. */
+    tat = 0;
+    for (i = 0; i < 160; i++) {
+        t += gmcp_throttle(&tat, t, rate, 65536);
+        sent += 65536;
+    }
+    CHECK(sent == 10 * rate && t - now >= apr_time_from_msec(9800)
+          && t - now <= apr_time_from_msec(9950));
+    gmcp_limits_init(mem, 8);
+    l.t = mem; l.lock = nolock; l.unlock = nolock; l.baton = NULL;
+    CHECK(gmcp_limits_throttle(&l, "bw:key:a", rate, 204800, now) == 195312 - 99999);
+    CHECK(gmcp_limits_throttle(&l, "bw:key:a", rate, 1024, now) > 195312 - 99999);   /* shared */
+    CHECK(gmcp_limits_throttle(&l, "bw:key:b", rate, 1024, now) == 0);                /* own */
+    CHECK(gmcp_limits_throttle(&l, "bw:key:b", 0, 1 << 30, now) == 0);                /* off */
+}
+
 static void t_limits_table(apr_pool_t *p)
 {
     apr_size_t sz = gmcp_limits_size(64);
@@ -270,6 +299,7 @@ UNIT_MAIN("access", {
     RUN(t_key_format);
     RUN(t_scopes_and_rates);
     RUN(t_gcra);
+    RUN(t_throttle);
     RUN(t_limits_table);
     RUN(t_metrics);
     RUN(t_sql);

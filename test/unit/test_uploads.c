@@ -4,6 +4,8 @@
 #include "gmcp_migrate.h"
 #include "gmcp_store.h"
 #include "gmcp_uploads.h"
+#include "gmcp_sha256.h"
+#include "gmcp_sniff.h"
 #include "gmcp_files.h"
 
 #include <stdlib.h>
@@ -84,16 +86,25 @@ static void t_rows(apr_pool_t *p)
     CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60, &got) == 0 && got);
     CHECK(gmcp_upload_lock(&db, u.id, "h/2/b", 60, &got) == 0 && !got);  /* held */
     CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60, &got) == 0 && got);   /* renewed */
-    CHECK(gmcp_upload_advance(&db, u.id, "h/2/b", 5, 10, 200) == GMCP_NOT_FOUND);
-    CHECK(gmcp_upload_advance(&db, u.id, "h/1/a", 5, 10, 200) == GMCP_FOUND);
+    CHECK(gmcp_upload_advance(&db, u.id, "h/2/b", 5, 10, 200, "") == GMCP_NOT_FOUND);
+    CHECK(gmcp_upload_advance(&db, u.id, "h/1/a", 5, 10, 200, "s1:x") == GMCP_FOUND);
     CHECK(gmcp_upload_holder(&db, u.id, &holder) == GMCP_FOUND && !strcmp(holder, "h/1/a"));
     CHECK(gmcp_upload_steal(&db, u.id, "h/9/z", "h/2/b", 60, &got) == 0 && !got);
     CHECK(gmcp_upload_steal(&db, u.id, "h/1/a", "h/2/b", 60, &got) == 0 && got);
     CHECK(gmcp_upload_unlock(&db, u.id, "h/2/b") == 0);
-    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && x.offset == 5 && x.expires == 200);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && x.offset == 5 && x.expires == 200
+          && !strcmp(x.sha_state, "s1:x") && !strcmp(x.phase, GMCP_PHASE_RECEIVING));
+    CHECK(gmcp_upload_set_phase(&db, u.id, GMCP_PHASE_RECEIVING, 7, NULL) == 0);
+    CHECK(gmcp_upload_set_sniffed(&db, u.id, "image/png") == 0);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && x.progress == 7
+          && x.progress_at > 0 && x.offset == 5 && !strcmp(x.sniffed, "image/png"));
     CHECK(gmcp_upload_expired(&db, 150, &list) == 0 && list->nelts == 0);
     CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 1);
     CHECK(gmcp_upload_complete(&db, u.id, 10, "abc", 300, 400) == 0);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && !strcmp(x.phase, "received")
+          && x.progress == 10 && !*x.sha_state);
+    CHECK(gmcp_upload_set_phase(&db, u.id, GMCP_PHASE_FAILED, 3, "quota") == 0);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && !strcmp(x.detail, "quota"));
     CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 0); /* kept till 400 */
     CHECK(gmcp_upload_expired(&db, 401, &list) == 0 && list->nelts == 1);
     CHECK(gmcp_upload_terminate(&db, u.id, "key:2") == GMCP_NOT_FOUND);
@@ -105,7 +116,76 @@ static void t_rows(apr_pool_t *p)
     unit_remove_db(p, dir, "u.db");
 }
 
+/* The running SHA-256 saved at any split point and loaded elsewhere ends where a
+ * one-shot hash of the whole does. */
+static void t_sha_state(apr_pool_t *p)
+{
+    unsigned char data[300];
+    apr_size_t splits[] = {0, 1, 63, 64, 65, 127, 128, 200, 300}, i, j;
+    const char *want;
+    gmcp_sha256 *a = gmcp_sha256_make(p), *b;
+    for (i = 0; i < sizeof(data); i++) data[i] = (unsigned char)(i * 7 + 3);
+    CHECK(!strcmp(gmcp_sha256_result(p, a),
+                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    gmcp_sha256_update(a, data, sizeof(data));
+    want = gmcp_sha256_result(p, a);
+    CHECK(!strcmp(gmcp_sha256_result(p, a), want));            /* hex leaves it usable */
+    for (i = 0; i < sizeof(splits) / sizeof(splits[0]); i++) {
+        const char *saved;
+        gmcp_sha256 *first = gmcp_sha256_make(p);
+        gmcp_sha256_update(first, data, splits[i]);
+        saved = gmcp_sha256_save(p, first);
+        b = gmcp_sha256_make(p);
+        CHECK(gmcp_sha256_load(b, saved) == 0 && gmcp_sha256_bytes(b) == (apr_int64_t)splits[i]);
+        CHECK(!strcmp(gmcp_sha256_save(p, b), saved));
+        /* and on again in two more pieces */
+        j = splits[i] + (sizeof(data) - splits[i]) / 2;
+        gmcp_sha256_update(b, data + splits[i], j - splits[i]);
+        CHECK(gmcp_sha256_load(first, gmcp_sha256_save(p, b)) == 0);
+        gmcp_sha256_update(first, data + j, sizeof(data) - j);
+        CHECK(!strcmp(gmcp_sha256_result(p, first), want));
+    }
+    b = gmcp_sha256_make(p);
+    CHECK(gmcp_sha256_load(b, "") == -1);
+    CHECK(gmcp_sha256_load(b, "s1:zz") == -1);
+    CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":5:00", NULL))
+          == -1);                                           /* pending must be 5 bytes */
+    CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":2:0a0b", NULL))
+          == 0 && gmcp_sha256_bytes(b) == 2);
+    CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":x:", NULL))
+          == -1);
+}
+
+static void t_sniff(apr_pool_t *p)
+{
+    static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                                        0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0, 1, 0, 0, 0,
+                                        1, 8, 6, 0, 0, 0};
+    static const char pdf[] = "%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\n";
+    const char *t = gmcp_sniff(p, png, sizeof(png));
+    CHECK(t && !strcmp(t, "image/png"));
+    t = gmcp_sniff(p, pdf, sizeof(pdf) - 1);
+    CHECK(t && !strcmp(t, "application/pdf"));
+    t = gmcp_sniff(p, "hello, world\n", 13);
+    CHECK(t && !strncmp(t, "text/", 5));
+    CHECK(gmcp_sniff_conflict("application/pdf", "image/png"));
+    CHECK(gmcp_sniff_conflict("image/jpeg", "image/png"));
+    CHECK(gmcp_sniff_conflict("text/plain", "application/pdf"));
+    CHECK(gmcp_sniff_conflict("image/png", "audio/mpeg"));
+    CHECK(!gmcp_sniff_conflict("image/png", "image/png"));
+    CHECK(!gmcp_sniff_conflict("IMAGE/JPG; q=1", "image/jpeg"));    /* alias, case, params */
+    CHECK(!gmcp_sniff_conflict("audio/mp4", "video/mp4"));          /* one container */
+    CHECK(!gmcp_sniff_conflict("text/csv", "text/plain"));          /* text never conflicts */
+    CHECK(!gmcp_sniff_conflict("application/json", "text/plain"));
+    CHECK(!gmcp_sniff_conflict("application/vnd.openxmlformats-officedocument."
+                               "wordprocessingml.document", "application/zip"));
+    CHECK(!gmcp_sniff_conflict("", "image/png"));                   /* nothing declared */
+    CHECK(!gmcp_sniff_conflict("image/png", NULL));
+}
+
 UNIT_MAIN("uploads", {
+    RUN(t_sniff);
+    RUN(t_sha_state);
     RUN(t_metadata);
     RUN(t_checksum);
     RUN(t_sha_forms);
