@@ -24,6 +24,11 @@ void gmcp_sha256_update(gmcp_sha256 *s, const void *data, apr_size_t len)
     if (len) SHA256_Update(&s->ctx, data, len);
 }
 
+void gmcp_sha256_copy(gmcp_sha256 *dst, const gmcp_sha256 *src)
+{
+    dst->ctx = src->ctx;
+}
+
 apr_int64_t gmcp_sha256_bytes(const gmcp_sha256 *s)
 {
     apr_uint64_t bits = ((apr_uint64_t)s->ctx.Nh << 32) | s->ctx.Nl;

@@ -19,6 +19,8 @@ typedef struct gmcp_sha256 gmcp_sha256;
 gmcp_sha256 *gmcp_sha256_make(apr_pool_t *p);
 void gmcp_sha256_update(gmcp_sha256 *s, const void *data, apr_size_t len);
 apr_int64_t gmcp_sha256_bytes(const gmcp_sha256 *s);
+/* dst becomes a copy of src's state (both made by gmcp_sha256_make). */
+void gmcp_sha256_copy(gmcp_sha256 *dst, const gmcp_sha256 *src);
 /* The state as text, and back (-1, s unchanged, when the text is not such a state). */
 const char *gmcp_sha256_save(apr_pool_t *p, const gmcp_sha256 *s);
 int gmcp_sha256_load(gmcp_sha256 *s, const char *text);

@@ -12,6 +12,7 @@
 #include "gmcp_uploads.h"
 #include "gmcp_sha256.h"
 #include "gmcp_sniff.h"
+#include "gmcp_spool.h"
 #include "gmcp_util.h"
 
 #include <http_core.h>
@@ -39,7 +40,7 @@
     "upload-offset, upload-metadata, upload-defer-length, upload-concat, upload-checksum, " \
     "x-http-method-override, x-requested-with, x-request-id"
 #define LEASE_SECONDS  60
-#define COMMIT_BYTES   (8 * 1024 * 1024)      /* fsync + record progress this often... */
+#define COMMIT_BYTES   (8 * 1024 * 1024)      /* make progress durable this often... */
 #define COMMIT_EVERY   apr_time_from_sec(10)  /* ...or this often, renewing the lease */
 #define ID_BYTES       16
 #define PROGRESS_EVERY apr_time_from_msec(500)  /* live byte count for the progress stream */
@@ -270,20 +271,36 @@ typedef struct {
     int conflict;           /* ...contradicting the declared filetype */
 } receipt;
 
-/* Record `offset` as durable: fsync, then the row with the hash state there (under our
- * lease, renewed). */
-static int commit(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *token,
-                  apr_int64_t offset, apr_int64_t length, const gmcp_sha256 *h)
+/* Record `offset` (already on disk) with the hash state there, under our lease, which
+ * this renews. */
+static int record(up_req *u, const gmcp_upload *x, const char *token, apr_int64_t offset,
+                  apr_int64_t length, const gmcp_sha256 *state)
 {
     int acquired = 0, rv;
-    if (apr_file_datasync(f) != APR_SUCCESS) return -1;
     if (db_open(u)) return -1;
     rv = gmcp_upload_advance(&u->db, x->id, token, offset, length,
                              gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc),
-                             gmcp_sha256_save(u->r->pool, h));
+                             gmcp_sha256_save(u->r->pool, state));
     if (rv == GMCP_FOUND) rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
     gmcp_glue_db_close(u->r, &u->dbd);
     return rv == GMCP_FOUND || (rv == 0 && acquired) ? 0 : -1;
+}
+
+static int renew(up_req *u, const gmcp_upload *x, const char *token)
+{
+    int acquired = 0, rv;
+    if (db_open(u)) return -1;
+    rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
+    gmcp_glue_db_close(u->r, &u->dbd);
+    return rv == 0 && acquired ? 0 : -1;
+}
+
+/* Everything received is written, hashed and on disk: record it. */
+static int commit(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x, const char *token,
+                  apr_int64_t length, const gmcp_sha256 *h, apr_int64_t *bytes)
+{
+    if (gmcp_spool_finish(w, bytes) != APR_SUCCESS) return -1;
+    return record(u, x, token, x->offset + *bytes, length, h);
 }
 
 /* Bytes seen so far, for the progress stream (advisory; failures only logged). */
@@ -303,13 +320,15 @@ static void sniff(up_req *u, const gmcp_upload *x, const char *head, apr_size_t 
     rc->conflict = gmcp_sniff_conflict(x->filetype, rc->sniffed);
 }
 
-/* Stream the request body to f at x->offset; at most `room` bytes; h follows every byte
- * written. With a checksum nothing is committed before the whole body verified. The
- * bandwidth limits (per upload and per caller) pause reading, so TCP slows the sender. */
-static void receive(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *token,
-                    apr_int64_t room, EVP_MD_CTX *ck, apr_int64_t length, gmcp_sha256 *h,
+/* Stream the request body to f at x->offset through w (which writes and hashes into h);
+ * at most `room` bytes. With a checksum nothing is committed before the whole body
+ * verified. The bandwidth limits (per upload and per caller) pause reading, so TCP
+ * slows the sender. */
+static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
+                    const char *token, apr_int64_t room, EVP_MD_CTX *ck, apr_int64_t length,
                     receipt *rc)
 {
+    gmcp_sha256 *durable_state = gmcp_sha256_make(u->r->pool);
     request_rec *r = u->r;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     apr_time_t last_commit = apr_time_now(), last_report = 0, tat = 0;
@@ -321,7 +340,22 @@ static void receive(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *
         apr_bucket *b;
         apr_int64_t before = rc->got;
         apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, 65536);
+                                         APR_NONBLOCK_READ, 65536);
+        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb))) {
+            /* Nothing to read this moment: let pending writes and syncs finish and record
+             * the durable point before waiting for the client. */
+            apr_int64_t durable;
+            gmcp_spool_settle(w);
+            if (!ck && !(head && !rc->sniffed) && gmcp_spool_durable(w, &durable, durable_state)) {
+                if (record(u, x, token, x->offset + durable, length, durable_state)) {
+                    rc->io_error = 1;
+                    break;
+                }
+                rc->committed = durable;
+                last_commit = apr_time_now();
+            }
+            rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES, APR_BLOCK_READ, 65536);
+        }
         if (rv != APR_SUCCESS) {
             rc->aborted = 1;
             break;
@@ -351,13 +385,12 @@ static void receive(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *
                     if (rc->conflict) { eos = 1; break; }
                 }
             }
-            if (len && apr_file_write_full(f, data, len, NULL) != APR_SUCCESS) {
+            if (len && gmcp_spool_write(w, data, len) != APR_SUCCESS) {
                 rc->io_error = 1;
                 eos = 1;
                 break;
             }
             if (ck) EVP_DigestUpdate(ck, data, len);
-            gmcp_sha256_update(h, data, len);
             rc->got += (apr_int64_t)len;
         }
         apr_brigade_cleanup(bb);
@@ -365,14 +398,25 @@ static void receive(up_req *u, apr_file_t *f, const gmcp_upload *x, const char *
             && !rc->aborted && !rc->too_big && !rc->io_error)
             sniff(u, x, head, head_len, rc);        /* a body shorter than the sniff window */
         if (rc->conflict) break;
-        if (!ck && !eos && !(head && !rc->sniffed) && (rc->got - rc->committed >= COMMIT_BYTES
-                            || apr_time_now() - last_commit >= COMMIT_EVERY)) {
-            if (commit(u, f, x, token, x->offset + rc->got, length, h)) {
-                rc->io_error = 1;
-                break;
+        if (!ck && !eos && !(head && !rc->sniffed)) {
+            /* Record what the syncer made durable; on a slow upload ask for a durable
+             * point now and then, and keep the lease either way. */
+            apr_int64_t durable;
+            if (gmcp_spool_durable(w, &durable, durable_state)) {
+                if (record(u, x, token, x->offset + durable, length, durable_state)) {
+                    rc->io_error = 1;
+                    break;
+                }
+                rc->committed = durable;
+                last_commit = apr_time_now();
             }
-            rc->committed = rc->got;
-            last_commit = apr_time_now();
+            else if (apr_time_now() - last_commit >= COMMIT_EVERY) {
+                if (gmcp_spool_checkpoint(w) != APR_SUCCESS || renew(u, x, token)) {
+                    rc->io_error = 1;
+                    break;
+                }
+                last_commit = apr_time_now();
+            }
         }
         if (!eos && apr_time_now() - last_report >= PROGRESS_EVERY) {
             report(u, x, x->offset + rc->got);
@@ -401,6 +445,7 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     apr_int64_t length = x->length, room;
     EVP_MD_CTX *ck = NULL;
     gmcp_sha256 *h;
+    gmcp_spool_writer *w = NULL;
     apr_file_t *f;
     receipt rc;
     int acquired = 0, failed = 0, mismatch = 0;
@@ -475,7 +520,13 @@ static int append(up_req *u, gmcp_upload *x, int creating)
         EVP_DigestInit_ex(ck, !strcmp(algo, "sha256") ? EVP_sha256()
                               : !strcmp(algo, "sha1") ? EVP_sha1() : EVP_md5(), NULL);
     }
-    receive(u, f, x, token, room, ck, length, h, &rc);
+    if (!(w = gmcp_spool_open(r->pool, f, h, COMMIT_BYTES))) {
+        if (ck) EVP_MD_CTX_free(ck);
+        apr_file_close(f);
+        failed = 1;
+        goto unlock;
+    }
+    receive(u, w, x, token, room, ck, length, &rc);
     if (ck) {
         EVP_DigestFinal_ex(ck, got_md, &got_len);
         EVP_MD_CTX_free(ck);
@@ -488,12 +539,16 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     else if ((ck && (mismatch || rc.aborted)) || rc.too_big || rc.conflict) {
         /* Discard the whole chunk: the offset stays where it was. */
         apr_off_t at = (apr_off_t)(x->offset + rc.committed);
+        gmcp_spool_close(w);
+        w = NULL;
         apr_file_trunc(f, at);
     }
     else if (rc.got > rc.committed) {
-        if (commit(u, f, x, token, x->offset + rc.got, length, h)) failed = 1;
+        apr_int64_t all = 0;
+        if (commit(u, w, x, token, length, h, &all) || all != rc.got) failed = 1;
         else rc.committed = rc.got;
     }
+    if (w) gmcp_spool_close(w);
     apr_file_close(f);
     x->offset += rc.committed;
 

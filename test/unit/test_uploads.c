@@ -6,9 +6,11 @@
 #include "gmcp_uploads.h"
 #include "gmcp_sha256.h"
 #include "gmcp_sniff.h"
+#include "gmcp_spool.h"
 #include "gmcp_files.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 #include <apr_strings.h>
 
 static char dir[] = "/tmp/gmcp-uploads-XXXXXX";
@@ -183,7 +185,61 @@ static void t_sniff(apr_pool_t *p)
     CHECK(!gmcp_sniff_conflict("image/png", NULL));
 }
 
+/* The spool writer: bytes in odd pieces come out in order, hashed, with durable points
+ * along the way whose hash state matches their byte count; a write error surfaces. */
+static void t_spool(apr_pool_t *p)
+{
+    char path[] = "/tmp/gmcp-spool-XXXXXX";
+    int fd = mkstemp(path);
+    apr_size_t total = 5 * GMCP_SPOOL_BUFFER + 12345, at = 0, piece = 1;
+    unsigned char *data = apr_palloc(p, total), *back = apr_palloc(p, total);
+    apr_int64_t durable = 0, last = 0, all = -1;
+    int points = 0;
+    apr_file_t *f;
+    gmcp_sha256 *h = gmcp_sha256_make(p), *state = gmcp_sha256_make(p), *want;
+    gmcp_spool_writer *w;
+    apr_size_t i, n;
+    CHECK(fd >= 0);
+    close(fd);
+    for (i = 0; i < total; i++) data[i] = (unsigned char)(i * 31 + (i >> 11));
+    CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p)
+          == APR_SUCCESS);
+    CHECK((w = gmcp_spool_open(p, f, h, 2 * GMCP_SPOOL_BUFFER)) != NULL);
+    while (at < total) {
+        n = piece < total - at ? piece : total - at;
+        CHECK(gmcp_spool_write(w, data + at, n) == APR_SUCCESS);
+        at += n;
+        piece = piece * 3 + 7;
+        gmcp_spool_settle(w);
+        if (gmcp_spool_durable(w, &durable, state)) {
+            points++;
+            CHECK(durable > last && gmcp_sha256_bytes(state) == durable);
+            last = durable;
+        }
+    }
+    CHECK(points >= 1);
+    CHECK(gmcp_spool_finish(w, &all) == APR_SUCCESS && all == (apr_int64_t)total);
+    gmcp_spool_close(w);
+    want = gmcp_sha256_make(p);
+    gmcp_sha256_update(want, data, total);
+    CHECK(!strcmp(gmcp_sha256_result(p, h), gmcp_sha256_result(p, want)));
+    apr_file_close(f);
+    CHECK(apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) == APR_SUCCESS);
+    CHECK(apr_file_read_full(f, back, total, &n) == APR_SUCCESS && n == total);
+    CHECK(memcmp(back, data, total) == 0);
+    apr_file_close(f);
+    /* A file opened for reading only: the write error comes back, nothing hangs. */
+    CHECK(apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) == APR_SUCCESS);
+    CHECK((w = gmcp_spool_open(p, f, gmcp_sha256_make(p), GMCP_SPOOL_BUFFER)) != NULL);
+    CHECK(gmcp_spool_write(w, data, 3 * GMCP_SPOOL_BUFFER) != APR_SUCCESS
+          || gmcp_spool_finish(w, &all) != APR_SUCCESS);
+    gmcp_spool_close(w);
+    apr_file_close(f);
+    apr_file_remove(path, p);
+}
+
 UNIT_MAIN("uploads", {
+    RUN(t_spool);
     RUN(t_sniff);
     RUN(t_sha_state);
     RUN(t_metadata);

@@ -1,0 +1,237 @@
+/* gmcp_spool.c — see gmcp_spool.h. */
+#include "gmcp_spool.h"
+
+#include <apr_thread_cond.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_proc.h>
+#include <string.h>
+
+struct gmcp_spool_writer {
+    apr_file_t *f;
+    gmcp_sha256 *h;             /* the hasher thread's, until finish */
+    apr_int64_t every;
+    char *buf[2];
+    apr_size_t fill;            /* bytes in buf[cur], the request thread's buffer */
+    int cur;
+
+    /* Everything below is shared, under mu; cv signals any change. */
+    apr_thread_mutex_t *mu;
+    apr_thread_cond_t *cv;
+    const char *job;            /* a buffer for the writer and the hasher, or NULL */
+    apr_size_t job_len;
+    int job_sync;               /* ...asking for a durable point after it */
+    apr_uint64_t job_gen;       /* which job it is */
+    int job_done;               /* how many of the two finished it */
+    int job_write_ok;
+    apr_int64_t written;        /* bytes written and hashed */
+    apr_int64_t next_point;     /* the next durable point due */
+    int sync_pending;           /* a snapshot waits for (or is in) fdatasync */
+    apr_int64_t sync_bytes;
+    gmcp_sha256 *sync_state;
+    apr_int64_t durable, reported;
+    gmcp_sha256 *durable_state;
+    int stop;
+    apr_status_t err;
+    apr_thread_t *writer, *hasher, *syncer;
+};
+
+static void fail(gmcp_spool_writer *w, apr_status_t rv)
+{
+    if (rv != APR_SUCCESS && w->err == APR_SUCCESS) w->err = rv;
+}
+
+/* The writer and the hasher take every job, each its part; the second to finish
+ * retires it (and takes a durable-point snapshot when one is due). */
+static void work(gmcp_spool_writer *w, int writes)
+{
+    apr_uint64_t seen = 0;
+    apr_thread_mutex_lock(w->mu);
+    for (;;) {
+        const char *job;
+        apr_size_t len;
+        apr_status_t rv = APR_SUCCESS;
+        while (!(w->job && w->job_gen != seen) && !w->stop) apr_thread_cond_wait(w->cv, w->mu);
+        if (!(w->job && w->job_gen != seen)) break;
+        seen = w->job_gen;
+        job = w->job;
+        len = w->job_len;
+        apr_thread_mutex_unlock(w->mu);
+        if (writes) {
+            if (len) rv = apr_file_write_full(w->f, job, len, NULL);
+        }
+        else {
+            gmcp_sha256_update(w->h, job, len);
+        }
+        apr_thread_mutex_lock(w->mu);
+        if (writes) {
+            fail(w, rv);
+            w->job_write_ok = rv == APR_SUCCESS;
+        }
+        if (++w->job_done < 2) continue;
+        if (w->job_write_ok) {
+            w->written += (apr_int64_t)len;
+            if (!w->sync_pending && w->written > w->durable
+                && (w->job_sync || w->written >= w->next_point)) {
+                w->sync_bytes = w->written;
+                gmcp_sha256_copy(w->sync_state, w->h);
+                w->sync_pending = 1;
+                w->next_point = w->written + w->every;
+            }
+        }
+        w->job = NULL;
+        w->job_done = 0;
+        apr_thread_cond_broadcast(w->cv);
+    }
+    apr_thread_mutex_unlock(w->mu);
+}
+
+static void *APR_THREAD_FUNC writer(apr_thread_t *t, void *arg)
+{
+    work(arg, 1);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+static void *APR_THREAD_FUNC hasher(apr_thread_t *t, void *arg)
+{
+    work(arg, 0);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
+{
+    gmcp_spool_writer *w = arg;
+    apr_thread_mutex_lock(w->mu);
+    for (;;) {
+        apr_status_t rv;
+        while (!w->sync_pending && !w->stop) apr_thread_cond_wait(w->cv, w->mu);
+        if (!w->sync_pending) break;
+        apr_thread_mutex_unlock(w->mu);
+        /* Everything up to sync_bytes was written before this call began: on disk
+         * when it returns (later bytes may be too; they are not counted yet). */
+        rv = apr_file_datasync(w->f);
+        apr_thread_mutex_lock(w->mu);
+        fail(w, rv);
+        if (rv == APR_SUCCESS) {
+            w->durable = w->sync_bytes;
+            gmcp_sha256_copy(w->durable_state, w->sync_state);
+        }
+        w->sync_pending = 0;
+        apr_thread_cond_broadcast(w->cv);
+    }
+    apr_thread_mutex_unlock(w->mu);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h,
+                                   apr_int64_t every)
+{
+    gmcp_spool_writer *w = apr_pcalloc(p, sizeof(*w));
+    w->f = f;
+    w->h = h;
+    w->every = every;
+    w->next_point = every;
+    w->buf[0] = apr_palloc(p, GMCP_SPOOL_BUFFER);
+    w->buf[1] = apr_palloc(p, GMCP_SPOOL_BUFFER);
+    w->sync_state = gmcp_sha256_make(p);
+    w->durable_state = gmcp_sha256_make(p);
+    if (apr_thread_mutex_create(&w->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
+        || apr_thread_cond_create(&w->cv, p) != APR_SUCCESS)
+        return NULL;
+    if (apr_thread_create(&w->writer, NULL, writer, w, p) != APR_SUCCESS) w->writer = NULL;
+    else if (apr_thread_create(&w->hasher, NULL, hasher, w, p) != APR_SUCCESS) w->hasher = NULL;
+    else if (apr_thread_create(&w->syncer, NULL, syncer, w, p) != APR_SUCCESS) w->syncer = NULL;
+    if (!w->syncer) {
+        gmcp_spool_close(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* Hand the request thread's buffer (maybe empty) to the writer, once it is free. */
+static apr_status_t hand_over(gmcp_spool_writer *w, int sync)
+{
+    apr_status_t err;
+    apr_thread_mutex_lock(w->mu);
+    while (w->job) apr_thread_cond_wait(w->cv, w->mu);
+    if ((err = w->err) == APR_SUCCESS && (w->fill || sync)) {
+        w->job = w->buf[w->cur];
+        w->job_len = w->fill;
+        w->job_sync = sync;
+        w->job_gen++;
+        apr_thread_cond_broadcast(w->cv);
+        w->cur ^= 1;
+        w->fill = 0;
+    }
+    apr_thread_mutex_unlock(w->mu);
+    return err;
+}
+
+apr_status_t gmcp_spool_write(gmcp_spool_writer *w, const void *data, apr_size_t len)
+{
+    const char *d = data;
+    while (len) {
+        apr_size_t take = GMCP_SPOOL_BUFFER - w->fill;
+        apr_status_t rv;
+        if (take > len) take = len;
+        memcpy(w->buf[w->cur] + w->fill, d, take);
+        w->fill += take;
+        d += take;
+        len -= take;
+        if (w->fill == GMCP_SPOOL_BUFFER && (rv = hand_over(w, 0)) != APR_SUCCESS) return rv;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t gmcp_spool_checkpoint(gmcp_spool_writer *w)
+{
+    return hand_over(w, 1);
+}
+
+int gmcp_spool_durable(gmcp_spool_writer *w, apr_int64_t *bytes, gmcp_sha256 *state)
+{
+    int fresh;
+    apr_thread_mutex_lock(w->mu);
+    fresh = w->durable > w->reported;
+    if (fresh) {
+        *bytes = w->reported = w->durable;
+        gmcp_sha256_copy(state, w->durable_state);
+    }
+    apr_thread_mutex_unlock(w->mu);
+    return fresh;
+}
+
+void gmcp_spool_settle(gmcp_spool_writer *w)
+{
+    apr_thread_mutex_lock(w->mu);
+    while (w->job || w->sync_pending) apr_thread_cond_wait(w->cv, w->mu);
+    apr_thread_mutex_unlock(w->mu);
+}
+
+apr_status_t gmcp_spool_finish(gmcp_spool_writer *w, apr_int64_t *bytes)
+{
+    apr_status_t rv = hand_over(w, 0);
+    apr_thread_mutex_lock(w->mu);
+    while (w->job || w->sync_pending) apr_thread_cond_wait(w->cv, w->mu);
+    if (rv == APR_SUCCESS) rv = w->err;
+    *bytes = w->written;
+    apr_thread_mutex_unlock(w->mu);
+    if (rv == APR_SUCCESS) rv = apr_file_datasync(w->f);
+    return rv;
+}
+
+void gmcp_spool_close(gmcp_spool_writer *w)
+{
+    apr_status_t ignored;
+    apr_thread_mutex_lock(w->mu);
+    while ((w->job && w->writer && w->hasher) || (w->sync_pending && w->syncer))
+        apr_thread_cond_wait(w->cv, w->mu);
+    w->stop = 1;
+    apr_thread_cond_broadcast(w->cv);
+    apr_thread_mutex_unlock(w->mu);
+    if (w->writer) apr_thread_join(&ignored, w->writer);
+    if (w->hasher) apr_thread_join(&ignored, w->hasher);
+    if (w->syncer) apr_thread_join(&ignored, w->syncer);
+}
