@@ -9,7 +9,6 @@
 struct gmcp_spool_writer {
     apr_file_t *f;
     gmcp_sha256 *h;             /* the hasher thread's, until finish */
-    apr_int64_t every;
     char *buf[2];
     apr_size_t fill;            /* bytes in buf[cur], the request thread's buffer */
     int cur;
@@ -19,12 +18,10 @@ struct gmcp_spool_writer {
     apr_thread_cond_t *cv;
     const char *job;            /* a buffer for the writer and the hasher, or NULL */
     apr_size_t job_len;
-    int job_sync;               /* ...asking for a durable point after it */
     apr_uint64_t job_gen;       /* which job it is */
     int job_done;               /* how many of the two finished it */
     int job_write_ok;
     apr_int64_t written;        /* bytes written and hashed */
-    apr_int64_t next_point;     /* the next durable point due */
     int sync_pending;           /* a snapshot waits for (or is in) fdatasync */
     apr_int64_t sync_bytes;
     gmcp_sha256 *sync_state;
@@ -70,12 +67,12 @@ static void work(gmcp_spool_writer *w, int writes)
         if (++w->job_done < 2) continue;
         if (w->job_write_ok) {
             w->written += (apr_int64_t)len;
-            if (!w->sync_pending && w->written > w->durable
-                && (w->job_sync || w->written >= w->next_point)) {
+            /* The syncer follows as the disk lets it: whenever it is free and at least
+             * GMCP_SPOOL_SYNC_GAP more was written (fewer, larger flushes cost less). */
+            if (!w->sync_pending && w->written - w->durable >= GMCP_SPOOL_SYNC_GAP) {
                 w->sync_bytes = w->written;
                 gmcp_sha256_copy(w->sync_state, w->h);
                 w->sync_pending = 1;
-                w->next_point = w->written + w->every;
             }
         }
         w->job = NULL;
@@ -125,14 +122,11 @@ static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
     return NULL;
 }
 
-gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h,
-                                   apr_int64_t every)
+gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h)
 {
     gmcp_spool_writer *w = apr_pcalloc(p, sizeof(*w));
     w->f = f;
     w->h = h;
-    w->every = every;
-    w->next_point = every;
     w->buf[0] = apr_palloc(p, GMCP_SPOOL_BUFFER);
     w->buf[1] = apr_palloc(p, GMCP_SPOOL_BUFFER);
     w->sync_state = gmcp_sha256_make(p);
@@ -150,16 +144,15 @@ gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h,
     return w;
 }
 
-/* Hand the request thread's buffer (maybe empty) to the writer, once it is free. */
-static apr_status_t hand_over(gmcp_spool_writer *w, int sync)
+/* Hand the request thread's buffer to the writer and hasher, once they are free. */
+static apr_status_t hand_over(gmcp_spool_writer *w)
 {
     apr_status_t err;
     apr_thread_mutex_lock(w->mu);
     while (w->job) apr_thread_cond_wait(w->cv, w->mu);
-    if ((err = w->err) == APR_SUCCESS && (w->fill || sync)) {
+    if ((err = w->err) == APR_SUCCESS && w->fill) {
         w->job = w->buf[w->cur];
         w->job_len = w->fill;
-        w->job_sync = sync;
         w->job_gen++;
         apr_thread_cond_broadcast(w->cv);
         w->cur ^= 1;
@@ -180,14 +173,14 @@ apr_status_t gmcp_spool_write(gmcp_spool_writer *w, const void *data, apr_size_t
         w->fill += take;
         d += take;
         len -= take;
-        if (w->fill == GMCP_SPOOL_BUFFER && (rv = hand_over(w, 0)) != APR_SUCCESS) return rv;
+        if (w->fill == GMCP_SPOOL_BUFFER && (rv = hand_over(w)) != APR_SUCCESS) return rv;
     }
     return APR_SUCCESS;
 }
 
 apr_status_t gmcp_spool_checkpoint(gmcp_spool_writer *w)
 {
-    return hand_over(w, 1);
+    return hand_over(w);
 }
 
 int gmcp_spool_durable(gmcp_spool_writer *w, apr_int64_t *bytes, gmcp_sha256 *state)
@@ -203,22 +196,37 @@ int gmcp_spool_durable(gmcp_spool_writer *w, apr_int64_t *bytes, gmcp_sha256 *st
     return fresh;
 }
 
+/* (locked) Until everything handed over is written, hashed and durable, or an error. A
+ * buffer retired while the syncer was busy started no sync: start it here. */
+static void drain(gmcp_spool_writer *w)
+{
+    while (w->err == APR_SUCCESS && (w->job || w->sync_pending || w->durable < w->written)) {
+        if (!w->job && !w->sync_pending) {
+            w->sync_bytes = w->written;
+            gmcp_sha256_copy(w->sync_state, w->h);
+            w->sync_pending = 1;
+            apr_thread_cond_broadcast(w->cv);
+        }
+        apr_thread_cond_wait(w->cv, w->mu);
+    }
+    while (w->job || w->sync_pending) apr_thread_cond_wait(w->cv, w->mu);
+}
+
 void gmcp_spool_settle(gmcp_spool_writer *w)
 {
     apr_thread_mutex_lock(w->mu);
-    while (w->job || w->sync_pending) apr_thread_cond_wait(w->cv, w->mu);
+    drain(w);
     apr_thread_mutex_unlock(w->mu);
 }
 
 apr_status_t gmcp_spool_finish(gmcp_spool_writer *w, apr_int64_t *bytes)
 {
-    apr_status_t rv = hand_over(w, 0);
+    apr_status_t rv = hand_over(w);
     apr_thread_mutex_lock(w->mu);
-    while (w->job || w->sync_pending) apr_thread_cond_wait(w->cv, w->mu);
+    drain(w);
     if (rv == APR_SUCCESS) rv = w->err;
     *bytes = w->written;
     apr_thread_mutex_unlock(w->mu);
-    if (rv == APR_SUCCESS) rv = apr_file_datasync(w->f);
     return rv;
 }
 

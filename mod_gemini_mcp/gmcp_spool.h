@@ -4,12 +4,12 @@
  * The request thread only receives: bytes are gathered into 1 MiB buffers (one write()
  * per MiB rather than one per socket read) and each full buffer goes at once to a writer
  * thread, which writes it, and to a hasher thread, which adds it to the running SHA-256
- * (about 1 ms per MiB), while the next one fills. Every `every` bytes (or when asked) the
- * one of them finishing a buffer last hands a snapshot — bytes written so far and the
- * hash state there — to a syncer thread, which fdatasync()s the file and then publishes
- * the snapshot as durable. The request thread records durable
- * points in SQL as they appear, so the offset a client is told still only counts bytes
- * that are on disk, while the disk flush overlaps with receiving.
+ * (about 1 ms per MiB), while the next one fills. Whenever a syncer thread is free and
+ * 4 MiB more were written, the one of them finishing a buffer last hands it a snapshot — bytes written so far and the
+ * hash state there; the syncer fdatasync()s the file and publishes the snapshot as
+ * durable. The request thread records durable points in SQL, so the offset a client is
+ * told still only counts bytes that are on disk, while the disk flushes keep pace with
+ * receiving instead of stopping it.
  *
  * Memory is fixed (two 1 MiB buffers per PATCH) whatever the file size. */
 #ifndef GMCP_SPOOL_H
@@ -19,24 +19,25 @@
 #include "gmcp_sha256.h"
 
 #define GMCP_SPOOL_BUFFER (1024 * 1024)
+#define GMCP_SPOOL_SYNC_GAP (4 * GMCP_SPOOL_BUFFER)
 
 typedef struct gmcp_spool_writer gmcp_spool_writer;
 
 /* Writes go to f at its current position; h (already holding the bytes before it)
  * follows every byte written. NULL when the threads could not be made. */
-gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h,
-                                   apr_int64_t every);
+gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h);
 /* Queue bytes; APR_SUCCESS, or the first write or sync error seen so far. */
 apr_status_t gmcp_spool_write(gmcp_spool_writer *w, const void *data, apr_size_t len);
-/* Ask for a durable point soon with whatever is queued (a slow upload's timer). */
+/* Pass on a partly filled buffer now (a slow upload's timer), so it becomes durable. */
 apr_status_t gmcp_spool_checkpoint(gmcp_spool_writer *w);
 /* A durable point newer than the last one returned: 1 with the bytes (since open) and
  * the hash state there copied into `state`; 0 when there is none. */
 int gmcp_spool_durable(gmcp_spool_writer *w, apr_int64_t *bytes, gmcp_sha256 *state);
-/* Wait until the writer and syncer are idle (a pause in the request is the time to catch
- * up with durable points). */
+/* Wait until everything passed on so far is written, hashed and durable (a pause in the
+ * request is the time to catch up). */
 void gmcp_spool_settle(gmcp_spool_writer *w);
-/* Write, hash and fdatasync everything queued; *bytes is then all of it, and h its hash. */
+/* Write, hash and make durable everything queued; *bytes is then all of it, and h its
+ * hash. */
 apr_status_t gmcp_spool_finish(gmcp_spool_writer *w, apr_int64_t *bytes);
 /* Stop both threads; bytes queued and not finished are dropped (may be partly written). */
 void gmcp_spool_close(gmcp_spool_writer *w);

@@ -40,7 +40,7 @@
     "upload-offset, upload-metadata, upload-defer-length, upload-concat, upload-checksum, " \
     "x-http-method-override, x-requested-with, x-request-id"
 #define LEASE_SECONDS  60
-#define COMMIT_BYTES   (8 * 1024 * 1024)      /* make progress durable this often... */
+#define COMMIT_BYTES   (8 * 1024 * 1024)      /* record durable progress this often... */
 #define COMMIT_EVERY   apr_time_from_sec(10)  /* ...or this often, renewing the lease */
 #define ID_BYTES       16
 #define PROGRESS_EVERY apr_time_from_msec(500)  /* live byte count for the progress stream */
@@ -320,6 +320,35 @@ static void sniff(up_req *u, const gmcp_upload *x, const char *head, apr_size_t 
     rc->conflict = gmcp_sniff_conflict(x->filetype, rc->sniffed);
 }
 
+/* What the syncer made durable, and when it was last recorded. */
+typedef struct {
+    apr_int64_t bytes;
+    gmcp_sha256 *state;
+    apr_time_t recorded;
+} durability;
+
+/* Record the latest durable point once it is COMMIT_BYTES past the last record, when
+ * COMMIT_EVERY passed, or `now` (the client paused); on a slow upload ask for a
+ * durable point now and then, and keep the lease either way. */
+static int catch_up(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x, const char *token,
+                    apr_int64_t length, receipt *rc, durability *d, int now)
+{
+    apr_int64_t bytes;
+    apr_time_t t = apr_time_now();
+    if (gmcp_spool_durable(w, &bytes, d->state)) d->bytes = bytes;
+    if (d->bytes > rc->committed && (now || d->bytes - rc->committed >= COMMIT_BYTES
+                                     || t - d->recorded >= COMMIT_EVERY)) {
+        if (record(u, x, token, x->offset + d->bytes, length, d->state)) return -1;
+        rc->committed = d->bytes;
+        d->recorded = t;
+    }
+    else if (t - d->recorded >= COMMIT_EVERY) {
+        if (gmcp_spool_checkpoint(w) != APR_SUCCESS || renew(u, x, token)) return -1;
+        d->recorded = t;
+    }
+    return 0;
+}
+
 /* Stream the request body to f at x->offset through w (which writes and hashes into h);
  * at most `room` bytes. With a checksum nothing is committed before the whole body
  * verified. The bandwidth limits (per upload and per caller) pause reading, so TCP
@@ -328,10 +357,10 @@ static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
                     const char *token, apr_int64_t room, EVP_MD_CTX *ck, apr_int64_t length,
                     receipt *rc)
 {
-    gmcp_sha256 *durable_state = gmcp_sha256_make(u->r->pool);
     request_rec *r = u->r;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    apr_time_t last_commit = apr_time_now(), last_report = 0, tat = 0;
+    apr_time_t last_report = 0, tat = 0;
+    durability d = {0, gmcp_sha256_make(r->pool), apr_time_now()};
     apr_int64_t rate = u->dc->upload_rate, key_rate = u->dc->upload_key_rate;
     char *head = x->offset == 0 ? apr_palloc(r->pool, GMCP_SNIFF_BYTES) : NULL;
     apr_size_t head_len = 0;
@@ -344,15 +373,11 @@ static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
         if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb))) {
             /* Nothing to read this moment: let pending writes and syncs finish and record
              * the durable point before waiting for the client. */
-            apr_int64_t durable;
             gmcp_spool_settle(w);
-            if (!ck && !(head && !rc->sniffed) && gmcp_spool_durable(w, &durable, durable_state)) {
-                if (record(u, x, token, x->offset + durable, length, durable_state)) {
-                    rc->io_error = 1;
-                    break;
-                }
-                rc->committed = durable;
-                last_commit = apr_time_now();
+            if (!ck && !(head && !rc->sniffed)
+                && catch_up(u, w, x, token, length, rc, &d, 1)) {
+                rc->io_error = 1;
+                break;
             }
             rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES, APR_BLOCK_READ, 65536);
         }
@@ -398,25 +423,10 @@ static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
             && !rc->aborted && !rc->too_big && !rc->io_error)
             sniff(u, x, head, head_len, rc);        /* a body shorter than the sniff window */
         if (rc->conflict) break;
-        if (!ck && !eos && !(head && !rc->sniffed)) {
-            /* Record what the syncer made durable; on a slow upload ask for a durable
-             * point now and then, and keep the lease either way. */
-            apr_int64_t durable;
-            if (gmcp_spool_durable(w, &durable, durable_state)) {
-                if (record(u, x, token, x->offset + durable, length, durable_state)) {
-                    rc->io_error = 1;
-                    break;
-                }
-                rc->committed = durable;
-                last_commit = apr_time_now();
-            }
-            else if (apr_time_now() - last_commit >= COMMIT_EVERY) {
-                if (gmcp_spool_checkpoint(w) != APR_SUCCESS || renew(u, x, token)) {
-                    rc->io_error = 1;
-                    break;
-                }
-                last_commit = apr_time_now();
-            }
+        if (!ck && !eos && !(head && !rc->sniffed)
+            && catch_up(u, w, x, token, length, rc, &d, 0)) {
+            rc->io_error = 1;
+            break;
         }
         if (!eos && apr_time_now() - last_report >= PROGRESS_EVERY) {
             report(u, x, x->offset + rc->got);
@@ -520,7 +530,7 @@ static int append(up_req *u, gmcp_upload *x, int creating)
         EVP_DigestInit_ex(ck, !strcmp(algo, "sha256") ? EVP_sha256()
                               : !strcmp(algo, "sha1") ? EVP_sha1() : EVP_md5(), NULL);
     }
-    if (!(w = gmcp_spool_open(r->pool, f, h, COMMIT_BYTES))) {
+    if (!(w = gmcp_spool_open(r->pool, f, h))) {
         if (ck) EVP_MD_CTX_free(ck);
         apr_file_close(f);
         failed = 1;

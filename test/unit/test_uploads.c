@@ -204,7 +204,7 @@ static void t_spool(apr_pool_t *p)
     for (i = 0; i < total; i++) data[i] = (unsigned char)(i * 31 + (i >> 11));
     CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p)
           == APR_SUCCESS);
-    CHECK((w = gmcp_spool_open(p, f, h, 2 * GMCP_SPOOL_BUFFER)) != NULL);
+    CHECK((w = gmcp_spool_open(p, f, h)) != NULL);
     while (at < total) {
         n = piece < total - at ? piece : total - at;
         CHECK(gmcp_spool_write(w, data + at, n) == APR_SUCCESS);
@@ -230,7 +230,7 @@ static void t_spool(apr_pool_t *p)
     apr_file_close(f);
     /* A file opened for reading only: the write error comes back, nothing hangs. */
     CHECK(apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) == APR_SUCCESS);
-    CHECK((w = gmcp_spool_open(p, f, gmcp_sha256_make(p), GMCP_SPOOL_BUFFER)) != NULL);
+    CHECK((w = gmcp_spool_open(p, f, gmcp_sha256_make(p))) != NULL);
     CHECK(gmcp_spool_write(w, data, 3 * GMCP_SPOOL_BUFFER) != APR_SUCCESS
           || gmcp_spool_finish(w, &all) != APR_SUCCESS);
     gmcp_spool_close(w);
