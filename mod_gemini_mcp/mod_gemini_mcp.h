@@ -135,6 +135,7 @@ typedef struct {
     int upstream_status, retries;
     apr_interval_time_t upstream_time;
     apr_int64_t prompt_tokens, output_tokens;
+    const char *bw_slot;          /* upload bandwidth slot in the limiter table */
 } gmcp_access;
 
 int gmcp_access_pre_config(apr_pool_t *pconf);

@@ -51,13 +51,17 @@ static const gmcp_metrics_lock g_metrics_lock = {lock, unlock, NULL};
 
 apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_int64_t bytes)
 {
-    /* Its own slot beside the key's request limits; a long principal goes by its hash. */
-    const char *slot = apr_pstrcat(a->r->pool, "bw:", a->principal, NULL);
     if (!g_limits.t || rate <= 0) return 0;
-    if (strlen(slot) >= GMCP_SLOT_KEY_MAX)
-        slot = apr_pstrndup(a->r->pool, apr_pstrcat(a->r->pool, "bw#", gmcp_sha256_hex(
-                            a->r->pool, a->principal, strlen(a->principal)), NULL), 40);
-    return gmcp_limits_throttle(&g_limits, slot, rate, bytes, apr_time_now());
+    if (!a->bw_slot) {
+        /* Its own slot beside the key's request limits (made once per request: this
+         * runs for every read of an upload); a long principal goes by its hash. */
+        a->bw_slot = apr_pstrcat(a->r->pool, "bw:", a->principal, NULL);
+        if (strlen(a->bw_slot) >= GMCP_SLOT_KEY_MAX)
+            a->bw_slot = apr_pstrndup(a->r->pool, apr_pstrcat(a->r->pool, "bw#",
+                                      gmcp_sha256_hex(a->r->pool, a->principal,
+                                                      strlen(a->principal)), NULL), 40);
+    }
+    return gmcp_limits_throttle(&g_limits, a->bw_slot, rate, bytes, apr_time_now());
 }
 
 int gmcp_access_pre_config(apr_pool_t *pconf)

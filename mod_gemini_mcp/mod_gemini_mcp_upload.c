@@ -58,6 +58,7 @@ typedef struct {
     ap_dbd_t *dbd;
     gmcp_db db;
     const char *dir;
+    apr_pool_t *scratch;    /* for what long loops do over and over (see db_scratch) */
 } up_req;
 
 apr_off_t gmcp_conf_upload_max(const gmcp_dir_conf *c)
@@ -99,6 +100,18 @@ static int db_open(up_req *u)
 {
     const char *why;
     return gmcp_glue_db_open(u->r, &u->dbd, &u->db, &why);
+}
+
+/* The store for a step repeated through a long request (progress every 0.5 s, durable
+ * points, the progress stream's polls): its results and arguments go to a scratch pool
+ * emptied each time, so the request's memory does not grow with its duration. */
+static int db_scratch(up_req *u)
+{
+    if (!u->scratch) apr_pool_create(&u->scratch, u->r->pool);
+    else apr_pool_clear(u->scratch);
+    if (db_open(u)) return -1;
+    u->db.pool = u->scratch;
+    return 0;
 }
 
 static const char *http_date(apr_pool_t *p, apr_int64_t sec)
@@ -277,10 +290,10 @@ static int record(up_req *u, const gmcp_upload *x, const char *token, apr_int64_
                   apr_int64_t length, const gmcp_sha256 *state)
 {
     int acquired = 0, rv;
-    if (db_open(u)) return -1;
+    if (db_scratch(u)) return -1;
     rv = gmcp_upload_advance(&u->db, x->id, token, offset, length,
                              gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc),
-                             gmcp_sha256_save(u->r->pool, state));
+                             gmcp_sha256_save(u->db.pool, state));
     if (rv == GMCP_FOUND) rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
     gmcp_glue_db_close(u->r, &u->dbd);
     return rv == GMCP_FOUND || (rv == 0 && acquired) ? 0 : -1;
@@ -289,7 +302,7 @@ static int record(up_req *u, const gmcp_upload *x, const char *token, apr_int64_
 static int renew(up_req *u, const gmcp_upload *x, const char *token)
 {
     int acquired = 0, rv;
-    if (db_open(u)) return -1;
+    if (db_scratch(u)) return -1;
     rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
     gmcp_glue_db_close(u->r, &u->dbd);
     return rv == 0 && acquired ? 0 : -1;
@@ -306,7 +319,7 @@ static int commit(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x, const c
 /* Bytes seen so far, for the progress stream (advisory; failures only logged). */
 static void report(up_req *u, const gmcp_upload *x, apr_int64_t bytes)
 {
-    if (db_open(u) == 0) {
+    if (db_scratch(u) == 0) {
         gmcp_upload_set_phase(&u->db, x->id, GMCP_PHASE_RECEIVING, bytes, NULL);
         gmcp_glue_db_close(u->r, &u->dbd);
     }
@@ -364,7 +377,7 @@ static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
     apr_int64_t rate = u->dc->upload_rate, key_rate = u->dc->upload_key_rate;
     char *head = x->offset == 0 ? apr_palloc(r->pool, GMCP_SNIFF_BYTES) : NULL;
     apr_size_t head_len = 0;
-    int eos = 0;
+    int eos = 0, pauses = 0;
     while (!eos) {
         apr_bucket *b;
         apr_int64_t before = rc->got;
@@ -374,6 +387,7 @@ static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
             /* Nothing to read this moment: let pending writes and syncs finish and record
              * the durable point before waiting for the client. */
             gmcp_spool_settle(w);
+            pauses++;
             if (!ck && !(head && !rc->sniffed)
                 && catch_up(u, w, x, token, length, rc, &d, 1)) {
                 rc->io_error = 1;
@@ -441,6 +455,9 @@ static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
             if (wait > 0) apr_sleep(wait);
         }
     }
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r, "gemini_mcp: upload %s: %" APR_INT64_T_FMT
+                  " bytes received, %d pauses caught up with, %" APR_INT64_T_FMT " recorded",
+                  x->id, rc->got, pauses, rc->committed);
 }
 
 /* Append this request's body (PATCH, or creation-with-upload). Answers the request. */
@@ -628,6 +645,15 @@ static int do_patch(up_req *u, const char *id)
             return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, "Upload-Length exceeds Tus-Max-Size");
         x.length = len;
     }
+    if (!strcmp(x.state, GMCP_UPLOAD_COMPLETE)) {
+        /* Nothing more can go in, and nothing is done again (hash, phase). */
+        const char *cl = apr_table_get(r->headers_in, "Content-Length");
+        if (apr_table_get(r->headers_in, "Transfer-Encoding") || (cl && strcmp(cl, "0") != 0))
+            return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, "this upload is already complete");
+        apr_table_setn(r->err_headers_out, "Upload-Offset",
+                       apr_psprintf(r->pool, "%" APR_INT64_T_FMT, x.offset));
+        return answer(u, HTTP_NO_CONTENT, NULL);
+    }
     return append(u, &x, 0);
 }
 
@@ -673,7 +699,7 @@ static int do_delete(up_req *u, const char *id)
 typedef struct {
     apr_int64_t bytes[16], at[16];   /* samples of this phase (ring), ms */
     int n, first;
-    const char *phase;
+    char phase[16];
 } rate_window;
 
 static const char *phase_of(const gmcp_upload *x)
@@ -702,9 +728,9 @@ static json_t *progress_json(const gmcp_upload *x, rate_window *w, apr_int64_t n
     if (!strcmp(phase, GMCP_PHASE_RECEIVED) || !strcmp(phase, GMCP_PHASE_PROCESSING)
         || !strcmp(phase, GMCP_PHASE_ACTIVE))
         bytes = x->length;
-    if (!w->phase || strcmp(w->phase, phase) != 0) {
+    if (strcmp(w->phase, phase) != 0) {
         w->n = w->first = 0;
-        w->phase = phase;
+        apr_cpystrn(w->phase, phase, sizeof(w->phase));
     }
     last = (w->first + w->n - 1) % 16;
     if (at > 0 && (!w->n || w->bytes[last] != bytes || w->at[last] != at)) {   /* 0: none yet */
@@ -745,8 +771,9 @@ static int do_get(up_req *u, const char *id)
     gmcp_upload x;
     rate_window w;
     apr_time_t last_news, last_write;
+    apr_pool_t *it, *rows[2];
     char *last_text = NULL;
-    int done, st = load(u, id, &x, &done);
+    int done, cur = 0, st = load(u, id, &x, &done);
     apr_int64_t seq = 0;
     gmcp_glue_db_close(r, &u->dbd);
     if (done) return st;
@@ -758,14 +785,20 @@ static int do_get(up_req *u, const char *id)
     gmcp_sse_headers(r);
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     last_news = last_write = apr_time_now();
+    /* A stream may last hours: each poll's row lives in one of two pools (the current
+     * one and the next), everything else in one emptied every round. */
+    apr_pool_create(&it, r->pool);
+    apr_pool_create(&rows[0], r->pool);
+    apr_pool_create(&rows[1], r->pool);
     for (;;) {
         json_t *ev = progress_json(&x, &w, apr_time_as_msec(apr_time_now()));
         char *text = json_dumps(ev, JSON_COMPACT);
-        const char *phase = apr_pstrdup(r->pool, json_string_value(json_object_get(ev, "phase")));
+        const char *phase = apr_pstrdup(it, json_string_value(json_object_get(ev, "phase")));
+        gmcp_upload next;
         json_decref(ev);
         if (!text) break;
         if (!last_text || strcmp(text, last_text) != 0) {
-            int bad = gmcp_sse_write(r, apr_psprintf(r->pool, "id: %" APR_INT64_T_FMT
+            int bad = gmcp_sse_write(r, apr_psprintf(it, "id: %" APR_INT64_T_FMT
                                                      "\nevent: progress\ndata: %s\n\n",
                                                      ++seq, text));
             free(last_text);
@@ -781,12 +814,17 @@ static int do_get(up_req *u, const char *id)
             if (gmcp_sse_write(r, ": keep-alive\n\n")) break;
             last_write = apr_time_now();
         }
+        apr_pool_clear(it);
         apr_sleep(STREAM_POLL);
         if (r->connection->aborted) break;
+        apr_pool_clear(rows[cur ^ 1]);
         if (db_open(u)) break;
-        st = gmcp_upload_get(&u->db, id, u->acc->principal, &x);
+        u->db.pool = rows[cur ^ 1];
+        st = gmcp_upload_get(&u->db, id, u->acc->principal, &next);
         gmcp_glue_db_close(r, &u->dbd);
         if (st != GMCP_FOUND) break;
+        x = next;
+        cur ^= 1;
     }
     free(last_text);
     return OK;

@@ -318,6 +318,12 @@ def test_sha256_is_kept_as_bytes_arrive(us):
     assert patch(url, us.key, 2 * MiB, data[2 * MiB:]).status_code == 204
     assert row(us, url, "sha256, sha_state, phase") == [hashlib.sha256(data).hexdigest(), "",
                                                         "received"]
+    # Complete: an empty PATCH at the end changes nothing, bytes past it are refused.
+    us.sql(f"UPDATE uploads SET phase = 'active' WHERE id = '{url.rsplit('/', 1)[1]}'")
+    r = patch(url, us.key, len(data), b"")
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    assert patch(url, us.key, len(data), b"more").status_code == 413
+    assert row(us, url, "phase") == ["active"]
 
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000010000000100806000000"
