@@ -14,8 +14,7 @@ typedef struct {
     gmcp_gemini *g;
     apr_file_t *f;               /* body source (upload commands), or NULL */
     apr_int64_t left;            /* bytes still to send from f */
-    char *buf;                   /* response body (small: status or File JSON) */
-    apr_size_t len, cap;
+    gmcp_buf body;               /* response body (small: status or File JSON) */
     const char *upload_url, *status;
     apr_int64_t received;
     int aborted;
@@ -37,18 +36,7 @@ static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
 {
     up_xfer *x = ud;
     size_t len = size * n;
-    if (x->len + len > 1024 * 1024) return 0;     /* a File resource is small */
-    if (x->len + len + 1 > x->cap) {
-        apr_size_t cap = (x->len + len + 1) * 2;
-        char *nb = realloc(x->buf, cap);
-        if (!nb) return 0;
-        x->buf = nb;
-        x->cap = cap;
-    }
-    memcpy(x->buf + x->len, ptr, len);
-    x->len += len;
-    x->buf[x->len] = '\0';
-    return len;
+    return gmcp_buf_append(&x->body, ptr, len, 1024 * 1024) ? 0 : len;  /* a File is small */
 }
 
 static const char *header_value(apr_pool_t *p, const char *line, size_t len, const char *name)
@@ -148,7 +136,7 @@ static int request(gmcp_gemini *g, const char *url, const char *command, const c
         err->retryable = !x->aborted;
     }
     else if (status < 200 || status >= 300) {
-        json_t *j = x->len ? json_loadb(x->buf, x->len, 0, NULL) : NULL;
+        json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
         json_t *e = json_object_get(j, "error");
         err->status = gmcp_json_str(e, "status") ? apr_pstrdup(g->pool, gmcp_json_str(e, "status"))
                                                   : NULL;
@@ -159,13 +147,13 @@ static int request(gmcp_gemini *g, const char *url, const char *command, const c
         json_decref(j);
     }
     else {
-        if (out && x->len) *out = json_loadb(x->buf, x->len, 0, NULL);
-        free(x->buf);
-        x->buf = NULL;
+        if (out && x->body.len) *out = json_loadb(x->body.buf, x->body.len, 0, NULL);
+        free(x->body.buf);
+        x->body.buf = NULL;
         return 0;
     }
-    free(x->buf);
-    x->buf = NULL;
+    free(x->body.buf);
+    x->body.buf = NULL;
     return -1;
 }
 

@@ -1,5 +1,6 @@
 /* gmcp_gemini.c — Gemini REST calls with retries, backoff and cancellation. */
 #include "gmcp_gemini.h"
+#include "gmcp_util.h"
 #include "gmcp_jsonrpc.h"
 
 #include <stdlib.h>
@@ -140,8 +141,7 @@ const char *gmcp_gemini_text(apr_pool_t *p, const json_t *resp)
 
 typedef struct {
     gmcp_gemini *g;
-    char *buf;
-    apr_size_t len, cap;
+    gmcp_buf body;
     int too_big, aborted, stream, chunks, stop;
     gmcp_sse_parser sp;
     gmcp_gemini_chunk_fn fn;
@@ -185,19 +185,11 @@ static size_t on_write(char *ptr, size_t size, size_t n, void *ud)
     curl_easy_getinfo(x->g->curl, CURLINFO_RESPONSE_CODE, &status);
     if (x->stream && status == 200)
         return gmcp_sse_feed(&x->sp, ptr, len, chunk_counter, x) ? 0 : len;
-    if (x->len + len + 1 > x->cap) {
-        apr_size_t cap;
-        char *nb;
-        if (x->len + len > GMCP_GEMINI_MAX_RESPONSE) { x->too_big = 1; return 0; }
-        cap = (x->len + len + 1) * 2;
-        if (!(nb = realloc(x->buf, cap))) return 0;
-        x->buf = nb;
-        x->cap = cap;
+    switch (gmcp_buf_append(&x->body, ptr, len, GMCP_GEMINI_MAX_RESPONSE)) {
+    case 0: return len;
+    case -1: x->too_big = 1; return 0;
+    default: return 0;
     }
-    memcpy(x->buf + x->len, ptr, len);
-    x->len += len;
-    x->buf[x->len] = '\0';
-    return len;
 }
 
 static size_t on_header(char *ptr, size_t size, size_t n, void *ud)
@@ -323,7 +315,7 @@ static int perform(gmcp_gemini *g, const char *method, const char *path, const c
         return 0;
     }
     {
-        json_t *j = x->len ? json_loadb(x->buf, x->len, 0, NULL) : NULL;
+        json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
         if (status >= 200 && status < 300) {
             if (!j) {
                 fail(g, err, (int)status, NULL, "Gemini answered with malformed JSON", 0);
@@ -395,7 +387,7 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
         x.baton = baton;
         x.retry_after = -1;
         rv = perform(g, method, path, text, &x, out, err);
-        free(x.buf);
+        free(x.body.buf);
         gmcp_sse_free(&x.sp);
         if (rv == 0 || !err->retryable || x.chunks || attempt >= g->max_retries) break;
         delay = x.retry_after >= 0 ? x.retry_after : backoff(attempt);

@@ -214,3 +214,19 @@ const char *gmcp_read_secret(apr_pool_t *p, const char *src)
     while (n && (val[n - 1] == '\n' || val[n - 1] == '\r')) n--;
     return n ? apr_pstrndup(p, val, n) : NULL;
 }
+
+int gmcp_buf_append(gmcp_buf *b, const void *data, apr_size_t n, apr_size_t max)
+{
+    if (b->len + n > max) return -1;
+    if (b->len + n + 1 > b->cap) {
+        apr_size_t cap = (b->len + n + 1) * 2;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) return -2;
+        b->buf = nb;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, data, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+    return 0;
+}

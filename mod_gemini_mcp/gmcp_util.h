@@ -39,6 +39,16 @@ int gmcp_utf8_valid(const char *s, apr_size_t len);
  * the time (seconds) in *next_due has come, moving it `every` seconds on; else 0. */
 int gmcp_due(volatile apr_uint32_t *next_due, apr_uint32_t every);
 
+/* A malloc'd byte buffer that grows as a response arrives (libcurl write callbacks),
+ * kept NUL-terminated; the owner frees buf. */
+typedef struct {
+    char *buf;
+    apr_size_t len, cap;
+} gmcp_buf;
+/* Append n bytes: 0; -1 when the buffer would pass `max` bytes, -2 when memory ran out
+ * (nothing appended either way). */
+int gmcp_buf_append(gmcp_buf *b, const void *data, apr_size_t n, apr_size_t max);
+
 /* Constant-time comparison of two NUL-terminated strings. */
 int gmcp_str_eq_ct(const char *a, const char *b);
 

@@ -179,6 +179,20 @@ static void t_split(apr_pool_t *p)
     CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 2, const char *), "SELECT 2; END"));
 }
 
+/* The response buffer of the curl callbacks: grows, stays NUL-terminated, holds its
+ * bound exactly and appends nothing past it. */
+static void t_buf(apr_pool_t *p)
+{
+    gmcp_buf b = {NULL, 0, 0};
+    int i;
+    (void)p;
+    for (i = 0; i < 100; i++) CHECK(gmcp_buf_append(&b, "abcd", 4, 400) == 0);
+    CHECK(b.len == 400 && b.buf[400] == '\0' && !memcmp(b.buf + 396, "abcd", 4));
+    CHECK(gmcp_buf_append(&b, "x", 1, 400) == -1 && b.len == 400);
+    CHECK(gmcp_buf_append(&b, "", 0, 400) == 0 && b.len == 400);
+    free(b.buf);
+}
+
 static void t_due(apr_pool_t *p)
 {
     volatile apr_uint32_t next = 0;
@@ -330,5 +344,6 @@ UNIT_MAIN("core", {
     RUN(t_split);
     RUN(t_versions);
     RUN(t_due);
+    RUN(t_buf);
     RUN(t_migrations_match_build);
 })
