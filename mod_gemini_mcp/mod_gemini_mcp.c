@@ -238,36 +238,20 @@ static const char *set_event_retention(cmd_parms *cmd, void *dc, const char *arg
     return parse_num(cmd, arg, 1, 30 * 24 * 3600, &c->event_retention);
 }
 
-static const char *secret_source(cmd_parms *cmd, const char *arg);
-
-static const char *set_state_secret(cmd_parms *cmd, void *dc, const char *arg)
+/* GeminiMCPGeminiKey, GeminiMCPKeyPepper, GeminiMCPStateSecret: where a secret is read
+ * from (cmd->info: the field's offset in gmcp_srv_conf), never the secret itself. */
+static const char *set_secret(cmd_parms *cmd, void *dc, const char *arg)
 {
     gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     (void)dc;
     if (err) return err;
-    if (err || (err = secret_source(cmd, arg))) return err;
-    c->state_secret = arg;
-    return NULL;
-}
-
-static const char *secret_source(cmd_parms *cmd, const char *arg)
-{
     if (strncmp(arg, "file:", 5) != 0 && strncmp(arg, "env:", 4) != 0)
         return apr_psprintf(cmd->pool, "%s: use file:/path/to/secret or env:VARIABLE "
                             "(the secret itself never goes in the configuration)",
                             cmd->cmd->name);
+    *(const char **)((char *)c + (apr_size_t)cmd->info) = arg;
     return NULL;
-}
-
-static const char *set_gemini_key(cmd_parms *cmd, void *dc, const char *arg)
-{
-    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    (void)dc;
-    if (!err) err = secret_source(cmd, arg);
-    if (!err) c->gemini_key = arg;
-    return err;
 }
 
 static const char *set_gemini_base(cmd_parms *cmd, void *dc, const char *arg)
@@ -342,16 +326,6 @@ static const char *set_auth(cmd_parms *cmd, void *dc, const char *arg)
                              cmd->cmd->name, arg);
     gmcp_auth_modes_used |= 1 << c->auth_mode;
     return NULL;
-}
-
-static const char *set_key_pepper(cmd_parms *cmd, void *dc, const char *arg)
-{
-    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    (void)dc;
-    if (!err) err = secret_source(cmd, arg);
-    if (!err) c->key_pepper = arg;
-    return err;
 }
 
 static const char *set_access_num(cmd_parms *cmd, void *dc, const char *arg)
@@ -429,7 +403,8 @@ static const command_rec gmcp_cmds[] = {
                   "Seconds after which an idle MCP session expires (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPEventRetention", set_event_retention, NULL, RSRC_CONF,
                   "Seconds stored SSE events stay available for resumption (default 3600)"),
-    AP_INIT_TAKE1("GeminiMCPGeminiKey", set_gemini_key, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("GeminiMCPGeminiKey", set_secret,
+                  (void *)APR_OFFSETOF(gmcp_srv_conf, gemini_key), RSRC_CONF,
                   "file:PATH or env:NAME holding the Gemini API key"),
     AP_INIT_TAKE1("GeminiMCPGeminiBaseURL", set_gemini_base, NULL, RSRC_CONF,
                   "Gemini API base URL (default " GMCP_GEMINI_DEFAULT_BASE ")"),
@@ -452,7 +427,8 @@ static const command_rec gmcp_cmds[] = {
     AP_INIT_TAKE1("GeminiMCPAuth", set_auth, NULL, RSRC_CONF | ACCESS_CONF,
                   "How callers are identified: apikey (Authorization: Bearer), apache "
                   "(r->user from any Apache auth module) or none (default)"),
-    AP_INIT_TAKE1("GeminiMCPKeyPepper", set_key_pepper, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("GeminiMCPKeyPepper", set_secret,
+                  (void *)APR_OFFSETOF(gmcp_srv_conf, key_pepper), RSRC_CONF,
                   "file:PATH or env:NAME holding the key that hashes API keys (needed by "
                   "GeminiMCPAuth apikey; gmcpctl reads the same setting)"),
     AP_INIT_TAKE1("GeminiMCPRateLimitStore", set_access_num, NULL, RSRC_CONF,
@@ -475,7 +451,8 @@ static const command_rec gmcp_cmds[] = {
                   "across processes (default: no limit)"),
     AP_INIT_TAKE1("GeminiMCPUploadExpiry", set_upload_expiry, NULL, RSRC_CONF,
                   "Seconds an unfinished upload lives after its last PATCH (default 86400)"),
-    AP_INIT_TAKE1("GeminiMCPStateSecret", set_state_secret, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("GeminiMCPStateSecret", set_secret,
+                  (void *)APR_OFFSETOF(gmcp_srv_conf, state_secret), RSRC_CONF,
                   "file:PATH or env:NAME holding the key that seals MRTR requestState; "
                   "set the same one on every node (default: random per start)"),
     {NULL}
