@@ -37,6 +37,15 @@ static void fail(gmcp_spool_writer *w, apr_status_t rv)
     if (rv != APR_SUCCESS && w->err == APR_SUCCESS) w->err = rv;
 }
 
+/* (locked, syncer free) Hand the syncer what is written now and the hash there. */
+static void start_sync(gmcp_spool_writer *w)
+{
+    w->sync_bytes = w->written;
+    gmcp_sha256_copy(w->sync_state, w->h);
+    w->sync_pending = 1;
+    apr_thread_cond_broadcast(w->cv);
+}
+
 /* The writer and the hasher take every job, each its part; the second to finish
  * retires it (and takes a durable-point snapshot when one is due). */
 static void work(gmcp_spool_writer *w, int writes)
@@ -69,11 +78,8 @@ static void work(gmcp_spool_writer *w, int writes)
             w->written += (apr_int64_t)len;
             /* The syncer follows as the disk lets it: whenever it is free and at least
              * GMCP_SPOOL_SYNC_GAP more was written (fewer, larger flushes cost less). */
-            if (!w->sync_pending && w->written - w->durable >= GMCP_SPOOL_SYNC_GAP) {
-                w->sync_bytes = w->written;
-                gmcp_sha256_copy(w->sync_state, w->h);
-                w->sync_pending = 1;
-            }
+            if (!w->sync_pending && w->written - w->durable >= GMCP_SPOOL_SYNC_GAP)
+                start_sync(w);
         }
         w->job = NULL;
         w->job_done = 0;
@@ -201,12 +207,7 @@ int gmcp_spool_durable(gmcp_spool_writer *w, apr_int64_t *bytes, gmcp_sha256 *st
 static void drain(gmcp_spool_writer *w)
 {
     while (w->err == APR_SUCCESS && (w->job || w->sync_pending || w->durable < w->written)) {
-        if (!w->job && !w->sync_pending) {
-            w->sync_bytes = w->written;
-            gmcp_sha256_copy(w->sync_state, w->h);
-            w->sync_pending = 1;
-            apr_thread_cond_broadcast(w->cv);
-        }
+        if (!w->job && !w->sync_pending) start_sync(w);
         apr_thread_cond_wait(w->cv, w->mu);
     }
     while (w->job || w->sync_pending) apr_thread_cond_wait(w->cv, w->mu);
