@@ -34,6 +34,7 @@ ALL_CFLAGS := $(CFLAGS) $(WARN) $(SAN_FLAGS) -std=gnu11 $(APR_CFLAGS) -Imod_gemi
 CORE_SRC  := $(wildcard mod_gemini_mcp/gmcp_*.c)
 CORE_HDR  := $(wildcard mod_gemini_mcp/gmcp_*.h)
 GLUE_SRC  := mod_gemini_mcp/mod_gemini_mcp.c mod_gemini_mcp/mod_gemini_mcp_http.c \
+             mod_gemini_mcp/mod_gemini_mcp_db.c \
              mod_gemini_mcp/mod_gemini_mcp_status.c mod_gemini_mcp/mod_gemini_mcp_access.c \
              mod_gemini_mcp/mod_gemini_mcp_upload.c
 CORE_OBJ  := $(patsubst mod_gemini_mcp/%.c,$(BUILD)/core/%.o,$(CORE_SRC))
@@ -48,7 +49,7 @@ FIXTURES  := $(BUILD)/mod_gemini_mcp_fixtures.so
 GMCPCTL   := $(BUILD)/gmcpctl
 
 .PHONY: all install test test-unit test-integration test-asan test-valgrind test-deps deps run \
-        clean bench
+        clean bench fuzz fuzz-build fuzz-replay fuzz-clean
 
 all: $(MODULE) $(FIXTURES) $(GMCPCTL) $(UNIT_BIN)
 
@@ -110,8 +111,10 @@ install: $(MODULE) $(GMCPCTL)
 PYTEST    ?= /usr/bin/python3 -m pytest
 PYTEST_ARGS ?=
 
-test-unit: $(UNIT_BIN)
+test-unit: $(UNIT_BIN) fuzz-replay
 	@set -e; for t in $(UNIT_BIN); do $$t; done
+
+include test/fuzz/fuzz.mk
 
 test-deps:
 	cd test && npm ci --no-audit --no-fund --loglevel=error

@@ -1,5 +1,6 @@
 /* gmcp_chat.c — chat sessions and messages in SQL; JSON, text and Markdown exports. */
 #include "gmcp_chat.h"
+#include "gmcp_lease.h"
 #include "gmcp_jsonrpc.h"
 #include "gmcp_sql.h"
 #include "gmcp_store.h"
@@ -8,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
+#include <apr_atomic.h>
+#include <apr_thread_proc.h>
 
 #define SESSION_COLS "id, owner, title, model, system_instruction, created, last_used, " \
                      "message_count, prompt_tokens, output_tokens"
@@ -38,6 +41,11 @@ const gmcp_stmt gmcp_chat_stmts[] = {
     {"gmcp_chat_unlock",
      "UPDATE chat_sessions SET lock_token = '', lock_until = 0 "
      "WHERE id = %s AND lock_token = %s"},
+    {"gmcp_chat_holder",
+     "SELECT lock_token FROM chat_sessions WHERE id = %s AND owner = %s AND lock_token <> ''"},
+    {"gmcp_chat_steal",
+     "UPDATE chat_sessions SET lock_token = %s, lock_until = %lld "
+     "WHERE id = %s AND owner = %s AND lock_token = %s"},
     /* Both messages of a turn in one statement (so both or neither), and only while
      * the sender still holds the session's lease: a lost lease inserts nothing. */
     {"gmcp_chat_turn_insert",
@@ -163,10 +171,23 @@ int gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *t
 {
     int n = 0;
     apr_int64_t now = gmcp_now_sec();
+    const char *until = gmcp_i64_str(db->pool, now + lease_seconds);
+    gmcp_rows rs;
     *acquired = 0;
     if (gmcp_db_exec(db, "gmcp_chat_lock", &n,
-                     GMCP_ARGS(token, gmcp_i64_str(db->pool, now + lease_seconds), id, owner,
-                               gmcp_i64_str(db->pool, now))))
+                     GMCP_ARGS(token, until, id, owner, gmcp_i64_str(db->pool, now))))
+        return GMCP_DB_ERROR;
+    if (n == 1) {
+        *acquired = 1;
+        return 0;
+    }
+    /* Held: by a sender whose process died on this host (killed mid-send), the lease
+     * is taken over at once instead of after its expiry. Only that very holder's. */
+    if (gmcp_db_select(db, "gmcp_chat_holder", &rs, GMCP_ARGS(id, owner)))
+        return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1 || !gmcp_lease_holder_dead(GMCP_ROW(&rs, 0)[0])) return 0;
+    if (gmcp_db_exec(db, "gmcp_chat_steal", &n,
+                     GMCP_ARGS(token, until, id, owner, GMCP_ROW(&rs, 0)[0])))
         return GMCP_DB_ERROR;
     *acquired = n == 1;
     return 0;
@@ -176,6 +197,67 @@ int gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)
 {
     return gmcp_db_exec(db, "gmcp_chat_unlock", NULL, GMCP_ARGS(id, token))
         ? GMCP_DB_ERROR : 0;
+}
+
+/* Releases the database refused (it was away when the send ended): kept per process
+ * and retried, so that a chat is not locked until its lease expires (the tool timeout
+ * and more) by a sender that is alive but could not say it was done. A full table
+ * drops the newest: that lease then expires as before. */
+#define PENDING_MAX 64
+static struct { char id[80]; char token[240]; } pending[PENDING_MAX];
+static volatile apr_uint32_t pending_lock, pending_count;
+
+static void pending_enter(void)
+{
+    while (apr_atomic_cas32(&pending_lock, 1, 0) != 0) apr_thread_yield();
+}
+
+static void pending_leave(void)
+{
+    apr_atomic_set32(&pending_lock, 0);
+}
+
+void gmcp_chat_release_later(const char *id, const char *token)
+{
+    int i;
+    if (strlen(id) >= sizeof(pending[0].id) || strlen(token) >= sizeof(pending[0].token))
+        return;
+    pending_enter();
+    for (i = 0; i < PENDING_MAX; i++) {
+        if (!pending[i].id[0]) {
+            apr_cpystrn(pending[i].id, id, sizeof(pending[i].id));
+            apr_cpystrn(pending[i].token, token, sizeof(pending[i].token));
+            apr_atomic_inc32(&pending_count);
+            break;
+        }
+    }
+    pending_leave();
+}
+
+int gmcp_chat_releases_pending(void)
+{
+    return apr_atomic_read32(&pending_count) > 0;
+}
+
+void gmcp_chat_release_pending(gmcp_db *db)
+{
+    int i;
+    for (i = 0; i < PENDING_MAX && gmcp_chat_releases_pending(); i++) {
+        char id[sizeof(pending[0].id)] = "", token[sizeof(pending[0].token)] = "";
+        pending_enter();
+        if (pending[i].id[0]) {
+            memcpy(id, pending[i].id, sizeof(id));
+            memcpy(token, pending[i].token, sizeof(token));
+        }
+        pending_leave();
+        if (!id[0] || gmcp_chat_unlock(db, id, token) != 0) continue;
+        pending_enter();
+        if (!strcmp(pending[i].id, id) && !strcmp(pending[i].token, token)) {
+            pending[i].id[0] = '\0';
+            apr_atomic_dec32(&pending_count);
+        }
+        pending_leave();
+    }
 }
 
 int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
@@ -202,13 +284,13 @@ int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *t
     }
     if (gmcp_db_exec(db, "gmcp_chat_turn_insert", &n, 24, args)) return GMCP_DB_ERROR;
     if (n != 2) return GMCP_NOT_FOUND;          /* the lease was lost: nothing stored */
-    /* Release the lease with the counters. If this fails, the turn is stored and the
-     * lease simply expires. */
+    /* Release the lease with the counters. If this fails, the turn is stored (and
+     * answered): only the session's counters lag, and the release is retried. */
     if (gmcp_db_exec(db, "gmcp_chat_turn_done", NULL,
                      GMCP_ARGS(gmcp_i64_str(p, model->prompt_tokens),
                                gmcp_i64_str(p, model->output_tokens), gmcp_now_str(p),
                                s->id, token)))
-        return GMCP_DB_ERROR;
+        gmcp_chat_release_later(s->id, token);
     return 0;
 }
 

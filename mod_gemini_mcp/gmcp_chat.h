@@ -41,10 +41,17 @@ int gmcp_chat_messages(gmcp_db *db, const char *id, apr_int64_t after_seq, int l
                        apr_array_header_t **out /* gmcp_chat_message */);
 int gmcp_chat_delete(gmcp_db *db, const char *id, const char *owner);
 
-/* The send lease: one sender at a time per session, across processes and nodes. */
+/* The send lease: one sender at a time per session, across processes and nodes. The
+ * token comes from gmcp_lease_token(); a lease whose holder died on this host is taken
+ * over at once, one held elsewhere when it expires. */
 int gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *token,
                    apr_int64_t lease_seconds, int *acquired);
 int gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token);
+/* A release the database refused: remembered by this process and done by
+ * gmcp_chat_release_pending (the next send, or the module's periodic tick). */
+void gmcp_chat_release_later(const char *id, const char *token);
+int gmcp_chat_releases_pending(void);
+void gmcp_chat_release_pending(gmcp_db *db);
 
 /* Append a user message and the model's answer in one statement — both or neither,
  * and only while `token` holds the lease — then release the lease. GMCP_NOT_FOUND when

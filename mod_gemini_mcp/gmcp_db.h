@@ -22,6 +22,10 @@ typedef struct {
     apr_hash_t *prepared;   /* label -> apr_dbd_prepared_t* */
     apr_pool_t *pool;       /* scratch pool for results (the request's) */
     int pgsql;              /* driver is PostgreSQL */
+    /* The transaction gmcp_db_begin started and whether a statement in it failed
+     * (later ones are skipped by the driver, and not logged again). */
+    apr_dbd_transaction_t *txn;
+    int txn_state;
 } gmcp_db;
 
 /* Rows of a select: each row is a `const char **` of ncols strings (NULL = SQL NULL). */
@@ -48,8 +52,17 @@ int gmcp_db_schema_version(gmcp_db *db, int *version, const char **err);
  * whether the cause is an old schema. */
 int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind);
 
-/* Run a labelled statement. args has the statement's parameter count. */
+/* Run a labelled statement. args has the statement's parameter count.
+ *
+ * Every failure of these functions is logged once, here (GMCP02xx, see gmcp_errlog.h),
+ * with the label (or the start of the raw SQL) and the driver's message: callers
+ * report the outcome to their client but need not log it again. */
 int gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs, const char **args);
+/* The same for an INSERT whose unique/primary-key conflict is an expected outcome
+ * ("there already"): then *conflict is 1 and 0 is returned, with nothing logged. Not
+ * inside a transaction (a conflict there aborts it on PostgreSQL). */
+int gmcp_db_exec_unique(gmcp_db *db, const char *label, int *nrows, int *conflict, int nargs,
+                        const char **args);
 int gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int nargs,
                    const char **args);
 /* Unprepared statement (migrations, admin). */
@@ -61,7 +74,9 @@ int gmcp_db_select_raw(gmcp_db *db, const char *sql, gmcp_rows *out);
 int gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t);
 int gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback);
 
-/* Last error text of the handle (driver message; never contains parameters). */
+/* Last error text of the handle: the driver's message, first line only (PostgreSQL's
+ * DETAIL, which can quote a key's value, is dropped) with quoted values replaced by
+ * "...", so it never contains parameters. */
 const char *gmcp_db_error(gmcp_db *db, int rv);
 
 #define GMCP_ARGS(...) (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)), \

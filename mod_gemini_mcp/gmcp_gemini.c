@@ -1,5 +1,6 @@
 /* gmcp_gemini.c — Gemini REST calls with retries, backoff and cancellation. */
 #include "gmcp_gemini.h"
+#include "gmcp_errlog.h"
 #include "gmcp_util.h"
 #include "gmcp_jsonrpc.h"
 
@@ -107,7 +108,8 @@ static apr_interval_time_t parse_duration(const char *s)
     double v;
     if (!s) return -1;
     v = strtod(s, &end);
-    if (end == s || v < 0 || (*end && strcmp(end, "s") != 0)) return -1;
+    if (end == s || !(v >= 0) || (*end && strcmp(end, "s") != 0)) return -1;   /* also NaN */
+    if (v > 86400) v = 86400;    /* past any deadline anyway; the cast must stay defined */
     return (apr_interval_time_t)(v * APR_USEC_PER_SEC);
 }
 
@@ -317,6 +319,14 @@ static int perform(gmcp_gemini *g, const char *method, const char *path, const c
     {
         json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
         if (status >= 200 && status < 300) {
+            if (!out) {
+                /* A stream request (it has no *out): only a 200 carries the event
+                 * stream, and another 2xx went to the buffer instead. */
+                json_decref(j);
+                fail(g, err, (int)status, NULL, apr_psprintf(g->pool, "Gemini answered a "
+                     "stream request with HTTP %ld", status), 0);
+                return -1;
+            }
             if (!j) {
                 fail(g, err, (int)status, NULL, "Gemini answered with malformed JSON", 0);
                 return -1;
@@ -358,6 +368,23 @@ int gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d)
         if (g->cancelled && g->cancelled(g->baton)) return -1;
     }
     return 0;
+}
+
+/* A call that failed in the end, once: an outage (no answer, 5xx, paused by the
+ * breaker) is an error, a quota refusal (429) a warning; anything else Gemini refused
+ * (a 4xx for what the caller asked) only informs. The path names no secret (the key
+ * goes in a header). */
+static void log_failure(gmcp_gemini *g, const char *method, const char *path,
+                        const gmcp_gemini_error *err)
+{
+    gmcp_elog_level level = err->http_status == 429 ? GMCP_ELOG_WARN
+                          : err->http_status >= 400 && err->http_status < 500 ? GMCP_ELOG_INFO
+                          : GMCP_ELOG_ERR;
+    (void)g;
+    gmcp_elog(GMCP_ELOG_MARK, level, APR_SUCCESS, "GMCP0401",
+              "Gemini call %s %s failed: HTTP %d%s%s: %s", method, path, err->http_status,
+              err->status ? " " : "", err->status ? err->status : "",
+              err->message ? err->message : "");
 }
 
 static int run(gmcp_gemini *g, const char *method, const char *path, const char *text,
@@ -410,6 +437,7 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
     if (rv && g->retries && err->retryable)
         err->message = apr_psprintf(g->pool, "%s (after %d retr%s)", err->message, g->retries,
                                     g->retries == 1 ? "y" : "ies");
+    if (rv && !err->cancelled) log_failure(g, method, path, err);
     if (rv == 0 && out && *out) note_usage(g, *out);
     if (g->observe)
         g->observe(g->observe_baton, rv == 0 ? 200 : err->http_status,

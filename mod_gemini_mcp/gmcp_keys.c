@@ -1,5 +1,6 @@
 /* gmcp_keys.c — API keys, the audit log and hourly usage in SQL. */
 #include "gmcp_keys.h"
+#include "gmcp_errlog.h"
 #include "gmcp_sql.h"
 #include "gmcp_store.h"
 #include "gmcp_util.h"
@@ -353,9 +354,13 @@ int gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usag
     gmcp_rows rs;
     const char **r;
     memset(out, 0, sizeof(*out));
-    if (gmcp_db_select(db, "gmcp_usage_sum", &rs, GMCP_ARGS(key_id, I(db->pool, since)))
-        || rs.rows->nelts != 1)
+    if (gmcp_db_select(db, "gmcp_usage_sum", &rs, GMCP_ARGS(key_id, I(db->pool, since))))
         return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement gmcp_usage_sum "
+                  "returned %d rows, not 1", rs.rows->nelts);
+        return GMCP_DB_ERROR;
+    }
     r = GMCP_ROW(&rs, 0);
     out->requests = apr_atoi64(r[0]); out->errors = apr_atoi64(r[1]);
     out->rejected = apr_atoi64(r[2]); out->prompt_tokens = apr_atoi64(r[3]);
@@ -407,9 +412,13 @@ int gmcp_ratelimit_dbd(gmcp_db *db, const char *key_id, apr_int64_t now_us,
         *tat = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
         return 0;
     }
-    if (gmcp_db_select(db, "gmcp_ratelimit_tat", &rs, GMCP_ARGS(key_id))
-        || rs.rows->nelts != 1)
+    if (gmcp_db_select(db, "gmcp_ratelimit_tat", &rs, GMCP_ARGS(key_id)))
         return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement gmcp_ratelimit_tat "
+                  "returned %d rows, not 1", rs.rows->nelts);
+        return GMCP_DB_ERROR;
+    }
     *tat = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
     return 0;
 }

@@ -21,6 +21,12 @@ int gmcp_version_supported(const char *v)
     return 0;
 }
 
+int gmcp_version_has_priming(const char *v)
+{
+    /* Revisions are dates: from 2025-11-25 on (the stateless one included). */
+    return v && strcmp(v, "2025-11-25") >= 0;
+}
+
 const char *gmcp_supported_versions(void)
 {
     return "2025-11-25, 2025-06-18, 2025-03-26";
@@ -72,8 +78,10 @@ static json_t *rpc_err(const gmcp_msg *m, int code, const char *msg)
     return gmcp_rpc_error(m->id, code, msg, NULL);
 }
 
-static json_t *internal(const gmcp_msg *m)
+/* The session store failed: -32603 with HTTP 503, like every other store failure. */
+static json_t *internal(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
+    x->http_status = 503;
     return rpc_err(m, GMCP_INTERNAL_ERROR, "Internal error: the session store is unavailable");
 }
 
@@ -172,7 +180,7 @@ static json_t *list_page(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
     const char *text = list_page_text(x, m, list, key, entries, stride, listing_offset, &err);
     if (!text) return err;
     res = json_loads(text, 0, NULL);
-    return res ? gmcp_rpc_result(m->id, res) : internal(m);
+    return res ? gmcp_rpc_result(m->id, res) : internal(x, m);
 }
 
 /* Listings in either revision, straight from the page cache (NULL: not a listing). */
@@ -213,8 +221,8 @@ static json_t *do_initialize(gmcp_rpc_ctx *x, const gmcp_msg *m)
     s.id = gmcp_random_id(x->pool, 24);
     s.owner = x->principal;
     s.client_caps = gmcp_json_dump(x->pool, caps);
-    if (!s.id) return internal(m);
-    if (gmcp_session_create(x->db, &s, gmcp_json_dump(x->pool, info))) return internal(m);
+    if (!s.id) return internal(x, m);
+    if (gmcp_session_create(x->db, &s, gmcp_json_dump(x->pool, info))) return internal(x, m);
     x->new_session_id = s.id;
 
     result = json_pack("{s:s, s:{s:{s:b}, s:{s:b, s:b}, s:{s:b}, s:{}, s:{}}, s:{s:s, s:s}}",
@@ -235,7 +243,7 @@ static json_t *do_set_level(gmcp_rpc_ctx *x, const gmcp_msg *m)
     if (gmcp_log_level_parse(level) < 0)
         return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: level must be one of debug, "
                        "info, notice, warning, error, critical, alert, emergency");
-    if (gmcp_session_set_level(x->db, x->session->id, level)) return internal(m);
+    if (gmcp_session_set_level(x->db, x->session->id, level)) return internal(x, m);
     x->session->log_level = apr_pstrdup(x->pool, level);
     return gmcp_rpc_result(m->id, json_object());
 }
@@ -258,8 +266,11 @@ static const char *json_type_name(const json_t *v)
 static int type_fits(const char *want, const json_t *v)
 {
     if (!strcmp(want, "number")) return json_is_number(v);
+    /* A whole real counts, within long long range (the cast is undefined outside). */
     if (!strcmp(want, "integer")) return json_is_integer(v)
-        || (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v));
+        || (json_is_real(v) && json_real_value(v) >= -9223372036854775808.0
+            && json_real_value(v) < 9223372036854775808.0
+            && json_real_value(v) == (double)(long long)json_real_value(v));
     return !strcmp(want, json_type_name(v));
 }
 
@@ -382,7 +393,7 @@ static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
     if (!uri) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: a uri is required");
     rv = add ? gmcp_subscription_add(x->db, x->session->id, uri)
              : gmcp_subscription_remove(x->db, x->session->id, uri);
-    return rv ? internal(m) : gmcp_rpc_result(m->id, json_object());
+    return rv ? internal(x, m) : gmcp_rpc_result(m->id, json_object());
 }
 
 /* ---- prompts ---------------------------------------------------------------------- */
@@ -480,7 +491,7 @@ static json_t *dispatch(gmcp_rpc_ctx *x, const gmcp_msg *m)
     const gmcp_registry *r = x->srv->registry;
 
     if (!strcmp(meth, "initialize")) return do_initialize(x, m);
-    if (!x->session && !x->stateless) return internal(m);
+    if (!x->session && !x->stateless) return internal(x, m);
     if (!strcmp(meth, "ping")) return gmcp_rpc_result(m->id, json_object());
     if (!strcmp(meth, "tools/list"))
         return list_page(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),

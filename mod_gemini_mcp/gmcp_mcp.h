@@ -40,6 +40,9 @@ typedef struct {
 
 /* Is this protocol version one we speak with sessions? */
 int gmcp_version_supported(const char *version);
+/* Does this revision define the SSE priming event (an id and `retry` with empty data,
+ * 2025-11-25 on)? Clients of older revisions parse empty data as JSON and fail. */
+int gmcp_version_has_priming(const char *version);
 /* Comma-separated list of supported versions (for error messages). */
 const char *gmcp_supported_versions(void);
 

@@ -1,5 +1,6 @@
 /* gmcp_migrate.c — apply sql/<driver>/NNNN_*.sql in order, recorded with checksums. */
 #include "gmcp_migrate.h"
+#include "gmcp_errlog.h"
 #include "gmcp_util.h"
 
 #include <ctype.h>
@@ -27,6 +28,8 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
     int i;
 
     if ((rv = apr_dir_open(&d, dir, p)) != APR_SUCCESS) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0301",
+                  "cannot open the migrations directory %s", dir);
         *err = apr_psprintf(p, "cannot open migrations directory %s", dir);
         return -1;
     }
@@ -46,15 +49,23 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
         m->version = atoi(n);
         m->name = apr_pstrndup(p, n, len - 4);
         m->path = apr_pstrcat(p, dir, "/", n, NULL);
-        if (apr_file_open(&f, m->path, APR_FOPEN_READ, 0, p) != APR_SUCCESS
-            || apr_file_info_get(&ffi, APR_FINFO_SIZE, f) != APR_SUCCESS) {
+        if ((rv = apr_file_open(&f, m->path, APR_FOPEN_READ, 0, p)) != APR_SUCCESS) {
+            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0302", "cannot open %s", m->path);
             *err = apr_psprintf(p, "cannot read %s", m->path);
+            apr_dir_close(d);
+            return -1;
+        }
+        if ((rv = apr_file_info_get(&ffi, APR_FINFO_SIZE, f)) != APR_SUCCESS) {
+            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0303", "cannot stat %s", m->path);
+            *err = apr_psprintf(p, "cannot read %s", m->path);
+            apr_file_close(f);
             apr_dir_close(d);
             return -1;
         }
         size = (apr_size_t)ffi.size;
         data = apr_palloc(p, size + 1);
-        if (size && apr_file_read_full(f, data, size, NULL) != APR_SUCCESS) {
+        if (size && (rv = apr_file_read_full(f, data, size, NULL)) != APR_SUCCESS) {
+            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0304", "cannot read %s", m->path);
             *err = apr_psprintf(p, "cannot read %s", m->path);
             apr_file_close(f);
             apr_dir_close(d);

@@ -7,6 +7,8 @@
 #include <string.h>
 
 struct gmcp_spool_writer {
+    apr_pool_t *pool;           /* unmanaged: the threads and their buffers */
+    apr_pool_t *owner;          /* the caller's pool, whose cleanup closes */
     apr_file_t *f;
     gmcp_sha256 *h;             /* the hasher thread's, until finish */
     char *buf[2];
@@ -90,21 +92,22 @@ static void work(gmcp_spool_writer *w, int writes)
 
 static void *APR_THREAD_FUNC writer(apr_thread_t *t, void *arg)
 {
+    (void)t;
     work(arg, 1);
-    apr_thread_exit(t, APR_SUCCESS);
     return NULL;
 }
 
 static void *APR_THREAD_FUNC hasher(apr_thread_t *t, void *arg)
 {
+    (void)t;
     work(arg, 0);
-    apr_thread_exit(t, APR_SUCCESS);
     return NULL;
 }
 
 static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
 {
     gmcp_spool_writer *w = arg;
+    (void)t;
     apr_thread_mutex_lock(w->mu);
     for (;;) {
         apr_status_t rv;
@@ -124,25 +127,45 @@ static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
         apr_thread_cond_broadcast(w->cv);
     }
     apr_thread_mutex_unlock(w->mu);
-    apr_thread_exit(t, APR_SUCCESS);
     return NULL;
 }
 
+static apr_status_t close_cleanup(void *data)
+{
+    gmcp_spool_writer *w = data;
+    w->owner = NULL;        /* being destroyed: nothing to unregister */
+    gmcp_spool_close(w);
+    return APR_SUCCESS;
+}
+
+/* Pools are not thread-safe, so the threads touch none another thread uses: they and
+ * the buffers live in a pool of their own (an unmanaged one, with its own allocator),
+ * made and destroyed only by the calling thread, and they end by returning, never by
+ * apr_thread_exit() (which destroys the thread's pool from the thread itself). A
+ * cleanup of the caller's pool closes the writer on any return path. */
 gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h)
 {
-    gmcp_spool_writer *w = apr_pcalloc(p, sizeof(*w));
+    apr_pool_t *own;
+    gmcp_spool_writer *w;
+    if (apr_pool_create_unmanaged_ex(&own, NULL, NULL) != APR_SUCCESS) return NULL;
+    w = apr_pcalloc(own, sizeof(*w));
+    w->pool = own;
     w->f = f;
     w->h = h;
-    w->buf[0] = apr_palloc(p, GMCP_SPOOL_BUFFER);
-    w->buf[1] = apr_palloc(p, GMCP_SPOOL_BUFFER);
-    w->sync_state = gmcp_sha256_make(p);
-    w->durable_state = gmcp_sha256_make(p);
-    if (apr_thread_mutex_create(&w->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
-        || apr_thread_cond_create(&w->cv, p) != APR_SUCCESS)
+    w->buf[0] = apr_palloc(own, GMCP_SPOOL_BUFFER);
+    w->buf[1] = apr_palloc(own, GMCP_SPOOL_BUFFER);
+    w->sync_state = gmcp_sha256_make(own);
+    w->durable_state = gmcp_sha256_make(own);
+    if (apr_thread_mutex_create(&w->mu, APR_THREAD_MUTEX_DEFAULT, own) != APR_SUCCESS
+        || apr_thread_cond_create(&w->cv, own) != APR_SUCCESS) {
+        apr_pool_destroy(own);
         return NULL;
-    if (apr_thread_create(&w->writer, NULL, writer, w, p) != APR_SUCCESS) w->writer = NULL;
-    else if (apr_thread_create(&w->hasher, NULL, hasher, w, p) != APR_SUCCESS) w->hasher = NULL;
-    else if (apr_thread_create(&w->syncer, NULL, syncer, w, p) != APR_SUCCESS) w->syncer = NULL;
+    }
+    w->owner = p;
+    apr_pool_cleanup_register(p, w, close_cleanup, apr_pool_cleanup_null);
+    if (apr_thread_create(&w->writer, NULL, writer, w, own) != APR_SUCCESS) w->writer = NULL;
+    else if (apr_thread_create(&w->hasher, NULL, hasher, w, own) != APR_SUCCESS) w->hasher = NULL;
+    else if (apr_thread_create(&w->syncer, NULL, syncer, w, own) != APR_SUCCESS) w->syncer = NULL;
     if (!w->syncer) {
         gmcp_spool_close(w);
         return NULL;
@@ -243,4 +266,6 @@ void gmcp_spool_close(gmcp_spool_writer *w)
     if (w->writer) apr_thread_join(&ignored, w->writer);
     if (w->hasher) apr_thread_join(&ignored, w->hasher);
     if (w->syncer) apr_thread_join(&ignored, w->syncer);
+    if (w->owner) apr_pool_cleanup_kill(w->owner, w, close_cleanup);
+    apr_pool_destroy(w->pool);     /* w itself goes with it */
 }

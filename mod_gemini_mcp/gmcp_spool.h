@@ -24,7 +24,8 @@
 typedef struct gmcp_spool_writer gmcp_spool_writer;
 
 /* Writes go to f at its current position; h (already holding the bytes before it)
- * follows every byte written. NULL when the threads could not be made. */
+ * follows every byte written; both must outlive p. The threads and buffers live in a
+ * pool of the writer's own, never in p. NULL when the threads could not be made. */
 gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h);
 /* Queue bytes; APR_SUCCESS, or the first write or sync error seen so far. */
 apr_status_t gmcp_spool_write(gmcp_spool_writer *w, const void *data, apr_size_t len);
@@ -39,7 +40,9 @@ void gmcp_spool_settle(gmcp_spool_writer *w);
 /* Write, hash and make durable everything queued; *bytes is then all of it, and h its
  * hash. */
 apr_status_t gmcp_spool_finish(gmcp_spool_writer *w, apr_int64_t *bytes);
-/* Stop both threads; bytes queued and not finished are dropped (may be partly written). */
+/* Stop the threads and free the writer; bytes queued and not finished are dropped (may
+ * be partly written). Call it at most once, from the thread that opened it; when it is
+ * not called, the cleanup of the pool given to open does it. */
 void gmcp_spool_close(gmcp_spool_writer *w);
 
 #endif

@@ -228,8 +228,10 @@ int gmcp_cancel_record(gmcp_db *db, const char *session_id, const char *request_
     /* A repeated cancellation is harmless: only insert the first. */
     if (gmcp_cancel_check(db, session_id, request_key, &cancelled)) return GMCP_DB_ERROR;
     if (cancelled) return 0;
-    return gmcp_db_exec(db, "gmcp_cancel_insert", NULL,
-                        GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)))
+    /* Two cancellations racing past the check: the second insert conflicts, and the
+     * request is cancelled all the same. */
+    return gmcp_db_exec_unique(db, "gmcp_cancel_insert", NULL, &cancelled,
+                               GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)))
         ? GMCP_DB_ERROR : 0;
 }
 
@@ -246,11 +248,13 @@ int gmcp_cancel_check(gmcp_db *db, const char *session_id, const char *request_k
 int gmcp_subscription_add(gmcp_db *db, const char *session_id, const char *uri)
 {
     gmcp_rows rs;
+    int exists = 0;
     if (gmcp_db_select(db, "gmcp_sub_exists", &rs, GMCP_ARGS(session_id, uri)))
         return GMCP_DB_ERROR;
     if (rs.rows->nelts) return 0;
-    return gmcp_db_exec(db, "gmcp_sub_insert", NULL,
-                        GMCP_ARGS(session_id, uri, gmcp_now_str(db->pool)))
+    /* A concurrent subscribe of the same URI: subscribed either way. */
+    return gmcp_db_exec_unique(db, "gmcp_sub_insert", NULL, &exists,
+                               GMCP_ARGS(session_id, uri, gmcp_now_str(db->pool)))
         ? GMCP_DB_ERROR : 0;
 }
 

@@ -2,6 +2,7 @@
  * process of any node continues any session and a restart loses nothing. */
 #include "gmcp_tools_gemini.h"
 #include "gmcp_chat.h"
+#include "gmcp_lease.h"
 #include "gmcp_jsonrpc.h"
 #include "gmcp_store.h"
 #include "gmcp_util.h"
@@ -186,10 +187,9 @@ static void release(gmcp_call *c, const char *id, const char *token)
 {
     const char *why;
     gmcp_db *db = c->ops->db_open(c, &why);
-    if (db) {
-        gmcp_chat_unlock(db, id, token);
-        c->ops->db_close(c);
-    }
+    if (!db || gmcp_chat_unlock(db, id, token) != 0)
+        gmcp_chat_release_later(id, token);     /* the database is away: retried */
+    if (db) c->ops->db_close(c);
 }
 
 /* Wait for the session's send lease (sends are serialised, none lost or reordered),
@@ -203,6 +203,7 @@ static json_t *acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const char *i
         gmcp_db *db = store(c, &result);
         int got = 0, rv;
         if (!db) return result;
+        if (gmcp_chat_releases_pending()) gmcp_chat_release_pending(db);
         rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, s);
         if (rv == GMCP_FOUND) rv = gmcp_chat_lock(db, id, c->principal, token, lease, &got);
         /* History from SQL on every send: any process continues any session. */
@@ -257,7 +258,7 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
     const gmcp_gemini_conf *conf = baton;
     const char *id = gmcp_json_str(args, "session_id");
     const char *message = gmcp_json_str(args, "message");
-    const char *token = gmcp_random_id(c->pool, 12), *text = NULL;
+    const char *token = gmcp_lease_token(c->pool), *text = NULL;
     json_t *result = NULL, *files = json_object_get(args, "files"), *parts, *contents;
     json_t *req, *gc, *final = NULL, *u;
     gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
@@ -268,6 +269,7 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
     int rv;
 
     if (!g) return result;
+    if (!token) return gmcp_text_result("no randomness for a send lease", 1);
     if (!message || !*message) return gmcp_text_result("message must not be empty", 1);
     if ((result = acquire(c, conf, id, token, &s, &msgs)) != NULL) return result;
     if (!(parts = gmcp_tool_user_parts(c, conf, message, files, &result))) {

@@ -1,6 +1,7 @@
 /* gmcp_tools_files.c — gemini_upload_file (relay a finished upload into the Gemini Files
  * API) and gemini_file_list / get / delete over the caller's own file records. */
 #include "gmcp_files.h"
+#include "gmcp_errlog.h"
 #include "gmcp_jsonrpc.h"
 #include "gmcp_sql.h"
 #include "gmcp_store.h"
@@ -150,6 +151,13 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
     if (!gmcp_files_sha_matches(c->pool, gmcp_json_str(file, "sha256Hash"), up.sha256)) {
         gmcp_gemini_error e2;
         json_t *ignored = NULL;
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0415", "Files API: %s (relayed "
+                  "from upload %s, %" APR_INT64_T_FMT " bytes, sizeBytes %s) has SHA-256 %s "
+                  "at Gemini, the upload %s: deleting it there", name ? name : "(no name)",
+                  up.id, up.length, gmcp_json_str(file, "sizeBytes")
+                  ? gmcp_json_str(file, "sizeBytes") : "(none)",
+                  gmcp_json_str(file, "sha256Hash") ? gmcp_json_str(file, "sha256Hash")
+                  : "(none)", up.sha256);
         gmcp_gemini_call(g, "DELETE", apr_pstrcat(c->pool, "/v1beta/", name, NULL), NULL,
                          &ignored, &e2);
         json_decref(ignored);

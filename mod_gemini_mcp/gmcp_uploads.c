@@ -1,5 +1,6 @@
 /* gmcp_uploads.c — tus upload rows and the tus header grammar. */
 #include "gmcp_uploads.h"
+#include "gmcp_errlog.h"
 #include "gmcp_sql.h"
 #include "gmcp_store.h"
 #include "gmcp_util.h"
@@ -198,8 +199,13 @@ int gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes)
 {
     gmcp_rows rs;
     if (gmcp_db_select(db, "gmcp_upload_spool_used", &rs,
-                       GMCP_ARGS(owner, gmcp_now_str(db->pool))) || rs.rows->nelts != 1)
+                       GMCP_ARGS(owner, gmcp_now_str(db->pool))))
         return GMCP_DB_ERROR;
+    if (rs.rows->nelts != 1) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement "
+                  "gmcp_upload_spool_used returned %d rows, not 1", rs.rows->nelts);
+        return GMCP_DB_ERROR;
+    }
     *bytes = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
     return 0;
 }

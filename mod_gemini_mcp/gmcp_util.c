@@ -1,5 +1,6 @@
 /* gmcp_util.c — randomness, encodings and parsing helpers for the core. */
 #include "gmcp_util.h"
+#include "gmcp_errlog.h"
 
 #include <string.h>
 #include <apr_atomic.h>
@@ -199,11 +200,33 @@ const char *gmcp_read_secret(apr_pool_t *p, const char *src)
         char *buf = NULL;
         apr_file_t *f;
         apr_finfo_t fi;
-        if (apr_file_open(&f, src + 5, APR_FOPEN_READ, 0, p) == APR_SUCCESS) {
-            if (apr_file_info_get(&fi, APR_FINFO_SIZE, f) == APR_SUCCESS && fi.size < 4096) {
+        apr_status_t rv;
+        /* The path is logged, never the content. A missing file is the caller's to
+         * report (it may be optional): only debug here. */
+        if ((rv = apr_file_open(&f, src + 5, APR_FOPEN_READ, 0, p)) != APR_SUCCESS) {
+            gmcp_elog(GMCP_ELOG_MARK, APR_STATUS_IS_ENOENT(rv) ? GMCP_ELOG_DEBUG : GMCP_ELOG_ERR,
+                      rv, "GMCP0302", "cannot open the secret file %s", src + 5);
+        }
+        else {
+            if ((rv = apr_file_info_get(&fi, APR_FINFO_SIZE | APR_FINFO_TYPE, f))
+                != APR_SUCCESS)
+                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0303", "cannot stat the "
+                          "secret file %s", src + 5);
+            else if (fi.filetype != APR_REG)
+                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0305", "the secret file %s "
+                          "is not a regular file", src + 5);
+            else if (fi.size >= 4096)
+                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0305", "the secret file %s "
+                          "is %" APR_OFF_T_FMT " bytes: secrets are read only up to 4 KiB",
+                          src + 5, fi.size);
+            else {
                 buf = apr_pcalloc(p, (apr_size_t)fi.size + 1);
-                if (apr_file_read_full(f, buf, (apr_size_t)fi.size, NULL) != APR_SUCCESS)
+                if ((rv = apr_file_read_full(f, buf, (apr_size_t)fi.size, NULL))
+                    != APR_SUCCESS) {
+                    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0304", "cannot read "
+                              "the secret file %s", src + 5);
                     buf = NULL;
+                }
             }
             apr_file_close(f);
         }

@@ -3,6 +3,7 @@
 #include "gmcp_gemini.h"
 #include "gmcp_tools_gemini.h"
 #include "gmcp_util.h"
+#include "gmcp_errlog.h"
 
 #include <http_protocol.h>
 #include <http_request.h>
@@ -476,7 +477,7 @@ static int load_state_key(apr_pool_t *p, server_rec *s)
         g_state_key_len = 32;
         g_state_key = apr_palloc(p, g_state_key_len);
         if (RAND_bytes(g_state_key, (int)g_state_key_len) != 1) {
-            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10703)
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0103)
                          "gemini_mcp: cannot get random bytes for the state key");
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -484,7 +485,7 @@ static int load_state_key(apr_pool_t *p, server_rec *s)
     }
     val = gmcp_read_secret(p, c->state_secret);
     if (!val || strlen(val) < 16) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10704)
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0104)
                      "gemini_mcp: GeminiMCPStateSecret %s is missing, unreadable or shorter "
                      "than 16 characters", c->state_secret);
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -512,7 +513,7 @@ static int make_breaker(apr_pool_t *p, server_rec *s)
     apr_shm_t *shm = NULL;
     apr_status_t rv = apr_shm_create(&shm, sizeof(gmcp_breaker_state), NULL, p);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, APLOGNO(10708)
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, GMCP_LOGNO(0108)
                      "gemini_mcp: cannot create shared memory for the circuit breaker");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -577,7 +578,7 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
     g_gemini.upload_dir = c->upload_dir;
     g_gemini.api_key = c->gemini_key ? gmcp_read_secret(p, c->gemini_key) : NULL;
     if (!g_gemini.api_key)
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, APLOGNO(10705)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, GMCP_LOGNO(0105)
                      "gemini_mcp: no Gemini API key (%s%s): the gemini_* tools will answer "
                      "that Gemini is not configured", c->gemini_key ? "nothing in " :
                      "GeminiMCPGeminiKey is not set",
@@ -586,17 +587,55 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
 
 static int curl_initialised;
 
+/* The core's failures go to the error log, with the request of the thread when the
+ * handler named one (gmcp_elog_context), else the main server. */
+static void elog_print(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
+                       const char *tag, const char *msg, void *baton)
+{
+    static const int levels[] = { APLOG_ERR, APLOG_WARNING, APLOG_INFO, APLOG_DEBUG };
+    request_rec *r = gmcp_elog_context();
+    int lvl = levels[level];
+    if (r)
+        ap_log_rerror(file, line, APLOG_MODULE_INDEX, lvl, rv, r, "%s: gemini_mcp: %s",
+                      tag, msg);
+    else
+        ap_log_error(file, line, APLOG_MODULE_INDEX, lvl, rv, (server_rec *)baton,
+                     "%s: gemini_mcp: %s", tag, msg);
+}
+
+static int elog_enabled(gmcp_elog_level level, void *baton)
+{
+    static const int levels[] = { APLOG_ERR, APLOG_WARNING, APLOG_INFO, APLOG_DEBUG };
+    request_rec *r = gmcp_elog_context();
+    return r ? APLOG_R_MODULE_IS_LEVEL(r, APLOG_MODULE_INDEX, levels[level])
+             : APLOG_MODULE_IS_LEVEL((server_rec *)baton, APLOG_MODULE_INDEX, levels[level]);
+}
+
+/* Every handler of ours runs with its request named as the core's log context. */
+static int gmcp_handler(request_rec *r)
+{
+    int st;
+    if (!r->handler || strncmp(r->handler, "gemini-mcp", 10) != 0) return DECLINED;
+    gmcp_elog_context_set(r);
+    st = gmcp_mcp_handler(r);
+    if (st == DECLINED) st = gmcp_upload_handler(r);
+    if (st == DECLINED) st = gmcp_status_handler(r);
+    gmcp_elog_context_set(NULL);
+    return st;
+}
+
 static void gmcp_child_init(apr_pool_t *p, server_rec *s)
 {
     if (g_breaker_mutex
         && apr_global_mutex_child_init(&g_breaker_mutex,
                                        apr_global_mutex_lockfile(g_breaker_mutex), p)
            != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10709)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, GMCP_LOGNO(0109)
                      "gemini_mcp: cannot attach to the circuit breaker's mutex");
+    gmcp_elog_set(elog_print, elog_enabled, s);
     gmcp_access_child_init(p, s);
     if (apr_threadkey_private_create(&g_curl_key, curl_release, p) != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10707)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, GMCP_LOGNO(0107)
                      "gemini_mcp: cannot create the per-thread HTTP client key");
 }
 
@@ -618,11 +657,12 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         const char *n = APR_ARRAY_IDX(names, i, ap_list_provider_names_t).provider_name;
         provs[i + 1] = ap_lookup_provider(GMCP_PROVIDER_GROUP, n, GMCP_PROVIDER_VERSION);
     }
+    gmcp_elog_set(elog_print, elog_enabled, s);
     if (load_state_key(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     if (!curl_initialised) {
         /* Once per process, before any thread exists. */
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10706)
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0106)
                          "gemini_mcp: cannot initialise libcurl");
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -634,11 +674,11 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     provs[0] = gmcp_gemini_provider(pconf, &g_gemini);
     g_registry = gmcp_registry_create(pconf, provs, names->nelts + 1, &err);
     if (!g_registry) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10701)
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0101)
                      "gemini_mcp: invalid MCP provider definition: %s", err);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, APLOGNO(10702)
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, GMCP_LOGNO(0102)
                  "gemini_mcp: %d provider(s), %d tool(s), %d resource(s), %d template(s), "
                  "%d prompt(s)", names->nelts, g_registry->tools->nelts,
                  g_registry->resources->nelts, g_registry->templates->nelts,
@@ -674,9 +714,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_pre_config(gmcp_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(gmcp_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(gmcp_child_init, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(gmcp_mcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(gmcp_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(gmcp_upload_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(gmcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(gmcp_access_log, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

@@ -12,6 +12,10 @@
 #define GMCP_VERSION "0.1.0"
 
 APLOG_USE_MODULE(gemini_mcp);
+
+/* Our own message tags ("GMCP0101: "), not numbers from httpd's AH space. The glue
+ * uses 01xx, the core's gmcp_elog 02xx (database), 03xx (disk), 04xx (upstream). */
+#define GMCP_LOGNO(n) "GMCP" #n ": "
 extern module AP_MODULE_DECLARE_DATA gemini_mcp_module;
 
 /* Per-directory settings (a <Location> serving the MCP endpoint). */
@@ -107,12 +111,25 @@ int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */);
 /* 503 with Retry-After and a JSON-RPC error "Service unavailable: <why>"; returns DONE. */
 int gmcp_send_unavailable(request_rec *r, json_t *id, const char *why);
 
-/* A mod_dbd connection for a short section, with statements prepared and the schema
- * checked (logged when not); 0 or -1 with *why fit for a client. */
+/* ---- database sections (mod_gemini_mcp_db.c) ---- */
 #include <mod_dbd.h>
 #include "gmcp_db.h"
-int gmcp_glue_db_open(request_rec *r, ap_dbd_t **dbd, gmcp_db *db, const char **why);
-void gmcp_glue_db_close(request_rec *r, ap_dbd_t **dbd);
+
+/* The holder of a request's mod_dbd connection for short sections. Made from the
+ * request pool, whose cleanup gives back a connection still held at its end. */
+typedef struct {
+    request_rec *r;
+    ap_dbd_t *dbd;      /* while a section is open */
+    gmcp_db db;
+} gmcp_dbh;
+
+gmcp_dbh *gmcp_dbh_make(request_rec *r);
+/* Open a section (a no-op while one is open): statements prepared, the schema checked
+ * (logged when behind); 0 or -1 with *why fit for a client. */
+int gmcp_dbh_open(gmcp_dbh *h, const char **why);
+/* The connection only, without the schema check (health reports). */
+int gmcp_dbh_open_raw(gmcp_dbh *h);
+void gmcp_dbh_close(gmcp_dbh *h);
 
 /* ---- access (mod_gemini_mcp_access.c) ---- */
 #include "gmcp_keys.h"

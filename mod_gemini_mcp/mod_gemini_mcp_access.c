@@ -7,6 +7,7 @@
  * flush (and one at child exit), never per request. Key rows are cached per process
  * for KEY_CACHE_TTL, so a revoked key stops working everywhere within that time. */
 #include "mod_gemini_mcp.h"
+#include "gmcp_chat.h"
 #include "gmcp_keys.h"
 #include "gmcp_limits.h"
 #include "gmcp_metrics.h"
@@ -81,13 +82,13 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
 
     g_pepper = c->key_pepper ? gmcp_read_secret(p, c->key_pepper) : NULL;
     if (c->key_pepper && (!g_pepper || strlen(g_pepper) < 16)) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10720)
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0120)
                      "gemini_mcp: GeminiMCPKeyPepper %s is missing, unreadable or shorter "
                      "than 16 characters", c->key_pepper);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!g_pepper && (gmcp_auth_modes_used & (1 << GMCP_AUTH_APIKEY))) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10721)
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0121)
                      "gemini_mcp: GeminiMCPAuth apikey needs GeminiMCPKeyPepper "
                      "file:/path or env:NAME (the key that hashes API keys; gmcpctl reads "
                      "the same setting)");
@@ -97,7 +98,7 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
     g_flush_every = c->usage_flush > 0 ? c->usage_flush : 10;
     rv = apr_shm_create(&shm, size, NULL, p);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, APLOGNO(10722)
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, GMCP_LOGNO(0122)
                      "gemini_mcp: cannot create %" APR_SIZE_T_FMT " bytes of shared memory "
                      "for limits and metrics", size);
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -148,7 +149,7 @@ static void flush_usage(apr_pool_t *p, server_rec *s)
         if (gmcp_db_end(&db, t, failed)) failed = 1;
     }
     if (failed) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, APLOGNO(10723)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, GMCP_LOGNO(0123)
                      "gemini_mcp: could not write usage to the database (kept in shared "
                      "memory, retried at the next flush): %s", err ? err : gmcp_db_error(&db, -1));
         gmcp_limits_give_back(&g_limits, b);
@@ -158,9 +159,23 @@ static void flush_usage(apr_pool_t *p, server_rec *s)
 
 static volatile apr_uint32_t next_flush;
 
+/* Chat leases this process could not release while the database was away. */
+static void release_chats(request_rec *r)
+{
+    gmcp_dbh *h;
+    const char *why;
+    if (!gmcp_chat_releases_pending()) return;
+    h = gmcp_dbh_make(r);
+    if (gmcp_dbh_open(h, &why) == 0) gmcp_chat_release_pending(&h->db);
+    gmcp_dbh_close(h);
+}
+
 static void maybe_flush(request_rec *r)
 {
-    if (gmcp_due(&next_flush, (apr_uint32_t)g_flush_every)) flush_usage(r->pool, r->server);
+    if (gmcp_due(&next_flush, (apr_uint32_t)g_flush_every)) {
+        flush_usage(r->pool, r->server);
+        release_chats(r);
+    }
 }
 
 static server_rec *g_child_server;
@@ -251,8 +266,7 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
 {
     cached_key *e;
     apr_time_t now = apr_time_now();
-    ap_dbd_t *dbd = NULL;
-    gmcp_db db;
+    gmcp_dbh *h = gmcp_dbh_make(r);
     gmcp_key k;
     int rv;
 
@@ -270,16 +284,16 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
     apr_thread_mutex_unlock(g_cache_mutex);
     if (cached) *cached = 0;
 
-    if (gmcp_glue_db_open(r, &dbd, &db, why)) return GMCP_DB_ERROR;
-    rv = lookup[0] == 'k' ? gmcp_key_get(&db, lookup + 2, &k)
-                          : gmcp_key_get_by_user(&db, lookup + 2, &k);
+    if (gmcp_dbh_open(h, why)) return GMCP_DB_ERROR;
+    rv = lookup[0] == 'k' ? gmcp_key_get(&h->db, lookup + 2, &k)
+                          : gmcp_key_get_by_user(&h->db, lookup + 2, &k);
     if (rv == GMCP_DB_ERROR) {
         *why = "the key store is unavailable";
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10724)
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0124)
                       "gemini_mcp: database error while looking up an API key: %s",
-                      gmcp_db_error(&db, -1));
+                      gmcp_db_error(&h->db, -1));
     }
-    gmcp_glue_db_close(r, &dbd);
+    gmcp_dbh_close(h);
     if (rv == GMCP_DB_ERROR) return rv;
     if (rv == GMCP_FOUND) copy_key(r->pool, &k, out);
 
@@ -325,7 +339,7 @@ void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (g_mutex && apr_global_mutex_child_init(&g_mutex, apr_global_mutex_lockfile(g_mutex),
                                                pchild) != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10725)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, GMCP_LOGNO(0125)
                      "gemini_mcp: cannot attach to the limits/metrics mutex");
     apr_thread_mutex_create(&g_cache_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
     g_cache = apr_hash_make(pchild);
@@ -357,8 +371,7 @@ static apr_uint32_t fails_unaudited;
 static void audit_failure(request_rec *r, const char *reason, const char *key_id)
 {
     apr_time_t now = apr_time_now();
-    ap_dbd_t *dbd = NULL;
-    gmcp_db db;
+    gmcp_dbh *h = gmcp_dbh_make(r);
     const char *why;
     apr_uint32_t skipped;
     if (now - last_fail_audit < AUDIT_FAIL_EVERY) {
@@ -367,15 +380,15 @@ static void audit_failure(request_rec *r, const char *reason, const char *key_id
     }
     last_fail_audit = now;
     skipped = apr_atomic_xchg32(&fails_unaudited, 0);
-    if (gmcp_glue_db_open(r, &dbd, &db, &why)) return;
-    if (gmcp_audit(&db, apr_pstrcat(r->pool, "client ", r->useragent_ip, NULL),
+    if (gmcp_dbh_open(h, &why)) return;
+    if (gmcp_audit(&h->db, apr_pstrcat(r->pool, "client ", r->useragent_ip, NULL),
                    "auth.failure", key_id,
                    skipped ? apr_psprintf(r->pool, "%s (and %u earlier failure(s) not "
                                           "recorded one by one)", reason, skipped)
                            : reason))
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10726)
-                      "gemini_mcp: cannot write the audit log: %s", gmcp_db_error(&db, -1));
-    gmcp_glue_db_close(r, &dbd);
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0126)
+                      "gemini_mcp: cannot write the audit log: %s", gmcp_db_error(&h->db, -1));
+    gmcp_dbh_close(h);
 }
 
 /* 401 with a Bearer challenge (RFC 6750) and a JSON-RPC error body. */
@@ -387,7 +400,7 @@ static int unauthorized(request_rec *r, int reason, const char *error, const cha
                    error ? apr_psprintf(r->pool, "Bearer realm=\"" REALM "\", error=\"%s\", "
                                         "error_description=\"%s\"", error, message)
                          : "Bearer realm=\"" REALM "\"");
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10727)
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0127)
                   "gemini_mcp: 401 %s%s%s", message, key_id ? " key=" : "",
                   key_id ? key_id : "");
     audit_failure(r, message, key_id);
@@ -516,7 +529,7 @@ static int too_many(request_rec *r, gmcp_access *a, json_t *id, int reason,
     a->rejected = 1;
     apr_table_setn(r->err_headers_out, "Retry-After", apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
                                                                    secs));
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10728)
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0128)
                   "gemini_mcp: 429 key=%s: %s", a->key_id, message);
     gmcp_send_json(r, HTTP_TOO_MANY_REQUESTS,
                    gmcp_rpc_error(id, GMCP_SERVER_ERROR,
@@ -544,17 +557,16 @@ static apr_status_t leave_inflight(void *d)
 /* Tokens used this quota period: flushed rows plus what is still in shared memory. */
 static int quota_used(request_rec *r, gmcp_access *a, apr_int64_t *used, const char **why)
 {
-    ap_dbd_t *dbd = NULL;
-    gmcp_db db;
+    gmcp_dbh *h = gmcp_dbh_make(r);
     gmcp_usage u;
     apr_int64_t start = gmcp_quota_period_start(a->key->quota_period, gmcp_now_sec());
-    if (gmcp_glue_db_open(r, &dbd, &db, why)) return -1;
-    if (gmcp_usage_sum(&db, a->key_id, start, &u)) {
+    if (gmcp_dbh_open(h, why)) return -1;
+    if (gmcp_usage_sum(&h->db, a->key_id, start, &u)) {
         *why = "the usage store is unavailable";
-        gmcp_glue_db_close(r, &dbd);
+        gmcp_dbh_close(h);
         return -1;
     }
-    gmcp_glue_db_close(r, &dbd);
+    gmcp_dbh_close(h);
     gmcp_limits_pending(&g_limits, a->key_id, start, &u);
     *used = u.prompt_tokens + u.output_tokens;
     return 0;
@@ -571,7 +583,7 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
     a->tool = tool;
     if (tool && a->scopes && !gmcp_scope_allows(r->pool, a->scopes, tool)) {
         count_auth_failure(GMCP_AUTH_FORBIDDEN);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10729)
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0129)
                       "gemini_mcp: 403 key=%s tool=%s: outside the key's scopes", a->key_id,
                       tool);
         gmcp_send_json(r, HTTP_FORBIDDEN,
@@ -583,18 +595,17 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
     if (!a->key) return OK;   /* no limits configured for this caller */
 
     if (g_store_dbd && a->limits.req_interval) {
-        ap_dbd_t *dbd = NULL;
-        gmcp_db db;
+        gmcp_dbh *h = gmcp_dbh_make(r);
         int allowed = 0;
         apr_int64_t tat = 0;
-        if (gmcp_glue_db_open(r, &dbd, &db, &why)) return gmcp_send_unavailable(r, NULL, why);
-        rv = gmcp_ratelimit_dbd(&db, a->key_id, now, a->limits.req_interval,
+        if (gmcp_dbh_open(h, &why)) return gmcp_send_unavailable(r, NULL, why);
+        rv = gmcp_ratelimit_dbd(&h->db, a->key_id, now, a->limits.req_interval,
                                 a->limits.req_limit, &allowed, &tat);
         if (rv)
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10730)
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0130)
                           "gemini_mcp: database error in the rate-limit store: %s",
-                          gmcp_db_error(&db, -1));
-        gmcp_glue_db_close(r, &dbd);
+                          gmcp_db_error(&h->db, -1));
+        gmcp_dbh_close(h);
         if (rv) return gmcp_send_unavailable(r, NULL, "the rate-limit store is unavailable");
         memset(&info, 0, sizeof(info));
         info.reset = tat - now;
@@ -676,8 +687,7 @@ static json_t *usage_json(const gmcp_usage *u)
 json_t *gmcp_access_usage_report(request_rec *r, const char **why)
 {
     gmcp_access *a = gmcp_access_get(r);
-    ap_dbd_t *dbd = NULL;
-    gmcp_db db;
+    gmcp_dbh *h = gmcp_dbh_make(r);
     apr_int64_t now = gmcp_now_sec(), starts[3];
     gmcp_usage u[3];
     const char *names[3] = {"this_hour", "today", "this_month"};
@@ -687,18 +697,18 @@ json_t *gmcp_access_usage_report(request_rec *r, const char **why)
     starts[0] = now - now % 3600;
     starts[1] = gmcp_quota_period_start("day", now);
     starts[2] = gmcp_quota_period_start("month", now);
-    if (gmcp_glue_db_open(r, &dbd, &db, why)) { json_decref(usage); return NULL; }
+    if (gmcp_dbh_open(h, why)) { json_decref(usage); return NULL; }
     for (i = 0; i < 3; i++) {
-        if (gmcp_usage_sum(&db, a->key_id, starts[i], &u[i])) {
+        if (gmcp_usage_sum(&h->db, a->key_id, starts[i], &u[i])) {
             *why = "the usage store is unavailable";
-            gmcp_glue_db_close(r, &dbd);
+            gmcp_dbh_close(h);
             json_decref(usage);
             return NULL;
         }
         gmcp_limits_pending(&g_limits, a->key_id, starts[i], &u[i]);
         json_object_set_new(usage, names[i], usage_json(&u[i]));
     }
-    gmcp_glue_db_close(r, &dbd);
+    gmcp_dbh_close(h);
     if (a->key) {
         const gmcp_key *k = a->key;
         limits = json_pack("{s:o, s:o, s:o, s:o, s:s}",
@@ -761,7 +771,7 @@ int gmcp_access_log(request_rec *r)
         gmcp_limits_finish(&g_limits, a->key_id, apr_time_now(), &u, a->entered);
         a->entered = 0;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10731)
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0131)
                   "gemini_mcp: key=%s method=%s tool=%s status=%d ms=%.1f upstream=%d "
                   "upstream_ms=%.1f retries=%d tokens=%" APR_INT64_T_FMT "/%" APR_INT64_T_FMT,
                   a->key_id ? a->key_id : "-", a->method ? a->method : r->method,
@@ -778,8 +788,7 @@ const char *gmcp_access_metrics_text(request_rec *r)
 {
     gmcp_metrics_gauges g;
     gmcp_breaker_state bs;
-    ap_dbd_t *dbd = NULL;
-    gmcp_db db;
+    gmcp_dbh *h = gmcp_dbh_make(r);
     const char *why;
     memset(&g, 0, sizeof(g));
     g.mcp_sessions = g.chat_sessions = -1;
@@ -791,19 +800,19 @@ const char *gmcp_access_metrics_text(request_rec *r)
     gmcp_breaker_read(&bs);
     g.breaker_state = (int)bs.state;
     g.breaker_opens = bs.opens;
-    if (gmcp_glue_db_open(r, &dbd, &db, &why) == 0) {
+    if (gmcp_dbh_open(h, &why) == 0) {
         gmcp_rows rs;
         const gmcp_srv_conf *sc = ap_get_module_config(r->server->module_config,
                                                        &gemini_mcp_module);
         const char *since = gmcp_i64_str(r->pool, gmcp_now_sec() - gmcp_conf_session_idle(sc));
         const char *csince = gmcp_i64_str(r->pool, gmcp_now_sec() - gmcp_conf_chat_idle(sc));
-        if (gmcp_db_select(&db, "gmcp_count_sessions", &rs, GMCP_ARGS(since)) == 0
+        if (gmcp_db_select(&h->db, "gmcp_count_sessions", &rs, GMCP_ARGS(since)) == 0
             && rs.rows->nelts == 1)
             g.mcp_sessions = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
-        if (gmcp_db_select(&db, "gmcp_count_chats", &rs, GMCP_ARGS(csince)) == 0
+        if (gmcp_db_select(&h->db, "gmcp_count_chats", &rs, GMCP_ARGS(csince)) == 0
             && rs.rows->nelts == 1)
             g.chat_sessions = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
-        gmcp_glue_db_close(r, &dbd);
+        gmcp_dbh_close(h);
     }
     return gmcp_metrics_render(r->pool, &g_shared->metrics, &g, apr_time_now());
 }

@@ -9,8 +9,12 @@
 #include "gmcp_chat.h"
 #include "gmcp_stateless.h"
 #include "gmcp_util.h"
+#include "gmcp_wire.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/socket.h>
 
 #include <http_core.h>
@@ -18,6 +22,7 @@
 #include <http_request.h>
 #include <mod_dbd.h>
 #include <apr_strings.h>
+#include <apr_atomic.h>
 #include <apr_uri.h>
 
 #define HDR_SESSION  "Mcp-Session-Id"
@@ -28,16 +33,12 @@
 #define SWEEP_EVERY_SEC    60
 #define LOG_NONE           100   /* above every level: no notifications/message */
 
-static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open_fn;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close_fn;
-
 typedef struct {
     request_rec *r;
     const gmcp_dir_conf *dc;
     const gmcp_srv_conf *sc;
     const gmcp_server *srv;
-    ap_dbd_t *dbd;
-    gmcp_db db;
+    gmcp_dbh *dbh;
     gmcp_session session;
     int have_session;
     /* the call being served */
@@ -54,73 +55,23 @@ typedef struct {
 
 /* ---- database sections ---------------------------------------------------------------- */
 
-static apr_time_t last_db_complaint;
-static int last_db_behind = -1;
-
-int gmcp_glue_db_open(request_rec *r, ap_dbd_t **dbd, gmcp_db *db, const char **why)
-{
-    const char *err = NULL;
-    int behind = 0;
-    if (*dbd) return 0;
-    *why = "the database is unavailable";
-    if (!dbd_open_fn) {
-        dbd_open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
-        dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
-    }
-    if (!dbd_open_fn || !(*dbd = dbd_open_fn(r->pool, r->server))) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10710)
-                      "gemini_mcp: no database connection (is mod_dbd loaded and "
-                      "DBDriver/DBDParams set for this server?)");
-        return -1;
-    }
-    gmcp_db_init(db, (*dbd)->driver, (*dbd)->handle, (*dbd)->prepared, r->pool);
-    if (gmcp_db_ready(db, &err, &behind)) {
-        apr_time_t now = apr_time_now();
-        /* Say it clearly, but not on every request of a busy server (a change of
-         * reason is always reported). */
-        if (now - last_db_complaint > apr_time_from_sec(10) || behind != last_db_behind) {
-            last_db_complaint = now;
-            last_db_behind = behind;
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10711)
-                          "gemini_mcp: refusing to serve: %s", err);
-        }
-        if (behind) *why = "the database schema is older than this server needs";
-        dbd_close_fn(r->server, *dbd);
-        *dbd = NULL;
-        return -1;
-    }
-    return 0;
-}
-
-void gmcp_glue_db_close(request_rec *r, ap_dbd_t **dbd)
-{
-    if (*dbd) {
-        dbd_close_fn(r->server, *dbd);
-        *dbd = NULL;
-    }
-}
-
 static int db_get(gmcp_req *x, const char **why)
 {
-    return gmcp_glue_db_open(x->r, &x->dbd, &x->db, why);
+    return gmcp_dbh_open(x->dbh, why);
 }
 
 static void db_put(gmcp_req *x)
 {
-    gmcp_glue_db_close(x->r, &x->dbd);
+    gmcp_dbh_close(x->dbh);
 }
 
-static apr_status_t db_cleanup(void *data)
-{
-    db_put(data);
-    return APR_SUCCESS;
-}
-
+/* The core logged the failing statement once (GMCP02xx); this adds, for debugging,
+ * what the request was doing. */
 static void db_complain(gmcp_req *x, const char *what)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, x->r, APLOGNO(10712)
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, x->r, GMCP_LOGNO(0112)
                   "gemini_mcp: database error while %s: %s", what,
-                  x->dbd ? gmcp_db_error(&x->db, -1) : "no connection");
+                  x->dbh->dbd ? gmcp_db_error(&x->dbh->db, -1) : "no connection");
 }
 
 /* ---- plain responses ------------------------------------------------------------------ */
@@ -146,7 +97,7 @@ int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */)
  * tell "answered" from OK ("carry on"); the handler turns DONE into OK. */
 static int reject(request_rec *r, int status, json_t *id, int code, const char *message)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10713)
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0113)
                   "gemini_mcp: %d: %s", status, message);
     gmcp_send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
     return DONE;
@@ -352,7 +303,7 @@ static int sse_send_text(gmcp_req *x, const char *text)
         return gmcp_sse_write(x->r, apr_psprintf(x->r->pool, "event: message\ndata: %s\n\n",
                                                  text));
     if (db_get(x, &why)) return -1;
-    if (gmcp_event_append(&x->db, x->stream_id, x->session.id, seq, text)) {
+    if (gmcp_event_append(&x->dbh->db, x->stream_id, x->session.id, seq, text)) {
         db_complain(x, "storing an SSE event");
         rv = -1;
     }
@@ -404,7 +355,7 @@ static int op_cancelled(gmcp_call *c)
     if (now < x->next_cancel_check) return 0;
     x->next_cancel_check = now + CANCEL_CHECK_EVERY;
     if (db_get(x, &why)) return 0;
-    if (gmcp_cancel_check(&x->db, x->session.id, x->request_key, &cancelled) == 0 && cancelled)
+    if (gmcp_cancel_check(&x->dbh->db, x->session.id, x->request_key, &cancelled) == 0 && cancelled)
         x->cancelled = 1;
     db_put(x);
     return x->cancelled;
@@ -466,7 +417,7 @@ static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **res
     /* The id is base64url, so its JSON text needs no escaping. */
     key = apr_psprintf(x->r->pool, "\"%s\"", id);
     if (db_get(x, &why)) { json_decref(params); *errmsg = why; return -1; }
-    rv = gmcp_pending_create(&x->db, x->session.id, key);
+    rv = gmcp_pending_create(&x->dbh->db, x->session.id, key);
     db_put(x);
     if (rv) { json_decref(params); *errmsg = "the session store is unavailable"; return -1; }
     if (sse_send(x, gmcp_rpc_request(json_string(id), method, params))) {
@@ -479,9 +430,9 @@ static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **res
         apr_sleep(wait);
         if (wait < apr_time_from_msec(100)) wait *= 2;
         if (db_get(x, &why)) continue;
-        rv = gmcp_pending_get(&x->db, x->session.id, key, &resp);
+        rv = gmcp_pending_get(&x->dbh->db, x->session.id, key, &resp);
         if (rv != GMCP_FOUND || resp || apr_time_now() > deadline || op_cancelled(c)) {
-            gmcp_pending_delete(&x->db, x->session.id, key);
+            gmcp_pending_delete(&x->dbh->db, x->session.id, key);
             db_put(x);
             break;
         }
@@ -555,7 +506,7 @@ static json_t *op_input_required(gmcp_call *c, json_t *state)
 static void *op_db_open(gmcp_call *c, const char **why)
 {
     gmcp_req *x = c->transport;
-    return db_get(x, why) ? NULL : &x->db;
+    return db_get(x, why) ? NULL : &x->dbh->db;
 }
 
 static void op_db_close(gmcp_call *c)
@@ -593,7 +544,7 @@ static int load_session(gmcp_req *x, json_t *id)
         return reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
                       "Bad Request: Mcp-Session-Id header is required");
     if (db_get(x, &why)) return unavailable(x, id, why);
-    rv = gmcp_session_load(&x->db, sid, x->call.principal,
+    rv = gmcp_session_load(&x->dbh->db, sid, x->call.principal,
                            gmcp_conf_session_idle(x->sc), &x->session);
     if (rv == GMCP_DB_ERROR) {
         db_complain(x, "loading a session");
@@ -640,7 +591,7 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     memset(&rc, 0, sizeof(rc));
     rc.pool = r->pool;
     rc.srv = x->srv;
-    rc.db = &x->db;
+    rc.db = &x->dbh->db;
     rc.session = x->have_session ? &x->session : NULL;
     rc.principal = x->call.principal;
     rc.call = &x->call;
@@ -654,7 +605,7 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     else if (stream) {
         x->stream_id = gmcp_random_id(r->pool, 16);
         if (db_get(x, &why)) return unavailable(x, m->id, why);
-        if (!x->stream_id || gmcp_stream_create(&x->db, x->stream_id, x->session.id,
+        if (!x->stream_id || gmcp_stream_create(&x->dbh->db, x->stream_id, x->session.id,
                                                 x->request_key)) {
             db_complain(x, "creating an SSE stream");
             return unavailable(x, m->id, "the session store is unavailable");
@@ -662,9 +613,11 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
         db_put(x);
         x->sse = 1;
         gmcp_sse_headers(r);
-        /* Priming event: an id to resume from and the reconnection delay. */
-        gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n",
-                                       x->stream_id, gmcp_conf_sse_retry(x->dc)));
+        /* Priming event: an id to resume from and the reconnection delay, where the
+         * negotiated revision defines it. */
+        if (gmcp_version_has_priming(x->session.protocol_version))
+            gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n",
+                                           x->stream_id, gmcp_conf_sse_retry(x->dc)));
     }
     else if (!strcmp(m->method, "tools/call") || x->call.stateless) {
         /* Tool calls may take long: no database handle is held across them (and
@@ -681,12 +634,14 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
         if (!resp)
             return gmcp_send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
                                                         "Request cancelled", NULL));
+        if (rc.http_status == HTTP_SERVICE_UNAVAILABLE)
+            apr_table_setn(r->err_headers_out, "Retry-After", "5");
         return send_text(r, rc.http_status ? rc.http_status : HTTP_OK, resp);
     }
     if (resp) sse_send_text(x, resp);
     if (x->call.stateless) return OK;
     if (db_get(x, &why) == 0) {
-        if (gmcp_stream_finish(&x->db, x->stream_id)) db_complain(x, "closing an SSE stream");
+        if (gmcp_stream_finish(&x->dbh->db, x->stream_id)) db_complain(x, "closing an SSE stream");
         db_put(x);
     }
     return OK;
@@ -738,7 +693,7 @@ static int handle_stateless(gmcp_req *x, gmcp_msg *m)
                       "to answer");
     err = gmcp_stateless_check(r->pool, x->srv->registry, m, header_in, r, &status);
     if (err) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10714)
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0114)
                       "gemini_mcp: %d: %s", status,
                       gmcp_json_str(json_object_get(err, "error"), "message"));
         gmcp_send_json(r, status, err);
@@ -754,6 +709,29 @@ static int handle_stateless(gmcp_req *x, gmcp_msg *m)
                                                             : LOG_NONE;
     if (!strcmp(m->method, "subscriptions/listen")) return serve_listen(x, m);
     return serve_request(x, m);
+}
+
+/* A big JSON body of small values takes some 30 times its size in jansson's nodes,
+ * malloc'ed on the request's thread. glibc keeps what is freed in that thread's arena,
+ * so after a run of big bodies every worker thread's arena stays at its peak (16
+ * threads x 1 MiB bodies: ~500 MB per child, measured) though nothing leaks. After
+ * such a request the heap is given back: one thread trims at a time, and whoever
+ * finds it busy leaves the work owed, so the last request of a burst is trimmed too. */
+#define TRIM_AFTER_BODY (256 * 1024)
+static volatile apr_uint32_t trimming, trim_owed;
+
+static apr_status_t trim_heap(void *unused)
+{
+    (void)unused;
+#ifdef __GLIBC__
+    apr_atomic_set32(&trim_owed, 1);
+    while (apr_atomic_cas32(&trimming, 1, 0) == 0) {
+        while (apr_atomic_xchg32(&trim_owed, 0)) malloc_trim(0);
+        apr_atomic_set32(&trimming, 0);
+        if (!apr_atomic_read32(&trim_owed)) break;    /* else owed meanwhile: again */
+    }
+#endif
+    return APR_SUCCESS;
 }
 
 static int handle_post(gmcp_req *x)
@@ -781,6 +759,9 @@ static int handle_post(gmcp_req *x)
         return reject(r, st, NULL, GMCP_PARSE_ERROR, "Could not read the request body");
     }
 
+    /* Registered first, so it runs after the JSON tree below is freed. */
+    if (len >= TRIM_AFTER_BODY)
+        apr_pool_cleanup_register(r->pool, NULL, trim_heap, apr_pool_cleanup_null);
     gmcp_msg_parse(r->pool, body, len, &m);
     apr_pool_cleanup_register(r->pool, m.root, json_release, apr_pool_cleanup_null);
     if (m.kind == GMCP_MSG_INVALID || m.kind == GMCP_MSG_BATCH)
@@ -821,7 +802,7 @@ static int handle_post(gmcp_req *x)
         memset(&rc, 0, sizeof(rc));
         rc.pool = r->pool;
         rc.srv = x->srv;
-        rc.db = &x->db;
+        rc.db = &x->dbh->db;
         rc.session = &x->session;
         rc.principal = x->call.principal;
         rc.call = &x->call;
@@ -834,7 +815,7 @@ static int handle_post(gmcp_req *x)
     case GMCP_MSG_RESPONSE: {
         int rv;
         if (db_get(x, &why)) return unavailable(x, NULL, why);
-        rv = gmcp_pending_answer(&x->db, x->session.id, gmcp_id_key(r->pool, m.id),
+        rv = gmcp_pending_answer(&x->dbh->db, x->session.id, gmcp_id_key(r->pool, m.id),
                                  gmcp_json_dump(r->pool, m.root));
         if (rv == GMCP_DB_ERROR) {
             db_complain(x, "storing a client response");
@@ -855,7 +836,7 @@ static int handle_post(gmcp_req *x)
 static int handle_get(gmcp_req *x)
 {
     request_rec *r = x->r;
-    const char *last = apr_table_get(r->headers_in, "Last-Event-ID"), *dot, *why;
+    const char *last = apr_table_get(r->headers_in, "Last-Event-ID"), *why;
     const char *stream_id, *owner = NULL;
     apr_uint64_t seq;
     apr_time_t start = apr_time_now(), last_write = start;
@@ -875,27 +856,26 @@ static int handle_get(gmcp_req *x)
                       "Method Not Allowed: this server has no standalone SSE stream; "
                       "GET only resumes a stream with Last-Event-ID");
     }
-    dot = strrchr(last, '.');
-    if (!dot || gmcp_parse_u64(dot + 1, &seq) != 0)
+    if (gmcp_last_event_id_parse(r->pool, last, &stream_id, &seq))
         return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                       "Bad Request: malformed Last-Event-ID");
-    stream_id = apr_pstrndup(r->pool, last, (apr_size_t)(dot - last));
-    st = gmcp_stream_get(&x->db, stream_id, &owner, &done);
+    st = gmcp_stream_get(&x->dbh->db, stream_id, &owner, &done);
     if (st == GMCP_DB_ERROR) return unavailable(x, NULL, "the session store is unavailable");
     if (st == GMCP_NOT_FOUND || strcmp(owner, x->session.id) != 0)
         return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                       "Bad Request: Last-Event-ID names no stream of this session");
     db_put(x);
     gmcp_sse_headers(r);
-    gmcp_sse_write(r, apr_psprintf(r->pool, "retry: %d\n\n", gmcp_conf_sse_retry(x->dc)));
+    if (gmcp_version_has_priming(x->session.protocol_version))
+        gmcp_sse_write(r, apr_psprintf(r->pool, "retry: %d\n\n", gmcp_conf_sse_retry(x->dc)));
 
     /* Replay what is stored, then follow the stream until its response was sent. */
     for (;;) {
         gmcp_rows rs;
         int i, stream_done = 0;
         if (db_get(x, &why)) break;
-        if (gmcp_stream_get(&x->db, stream_id, &owner, &stream_done) != GMCP_FOUND
-            || gmcp_events_after(&x->db, stream_id, (apr_int64_t)seq, &rs)) {
+        if (gmcp_stream_get(&x->dbh->db, stream_id, &owner, &stream_done) != GMCP_FOUND
+            || gmcp_events_after(&x->dbh->db, stream_id, (apr_int64_t)seq, &rs)) {
             db_put(x);
             break;
         }
@@ -927,7 +907,7 @@ static int handle_delete(gmcp_req *x)
 {
     int st = load_session(x, NULL), rv;
     if (st != OK) return st;
-    rv = gmcp_session_delete(&x->db, x->session.id);
+    rv = gmcp_session_delete(&x->dbh->db, x->session.id);
     if (rv == GMCP_DB_ERROR) {
         db_complain(x, "terminating a session");
         return unavailable(x, NULL, "the session store is unavailable");
@@ -949,9 +929,9 @@ static void maybe_sweep(gmcp_req *x)
     const char *why;
     if (!gmcp_due(&next_sweep, every)) return;
     if (db_get(x, &why)) return;
-    if (gmcp_store_sweep(&x->db, gmcp_conf_session_idle(x->sc),
+    if (gmcp_store_sweep(&x->dbh->db, gmcp_conf_session_idle(x->sc),
                          gmcp_conf_event_retention(x->sc))
-        || gmcp_chat_sweep(&x->db, gmcp_conf_chat_idle(x->sc)))
+        || gmcp_chat_sweep(&x->dbh->db, gmcp_conf_chat_idle(x->sc)))
         db_complain(x, "expiring idle sessions");
     db_put(x);
 }
@@ -973,7 +953,7 @@ int gmcp_mcp_handler(request_rec *r)
     x->call.transport = x;
     x->call.deadline = apr_time_now() + gmcp_conf_tool_timeout(x->sc);
     x->log_min = GMCP_LOG_INFO;
-    apr_pool_cleanup_register(r->pool, x, db_cleanup, apr_pool_cleanup_null);
+    x->dbh = gmcp_dbh_make(r);
 
     if (!host_allowed(r, x->dc))
         return reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,

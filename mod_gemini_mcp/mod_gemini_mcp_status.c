@@ -24,27 +24,23 @@ static const char *breaker_name(unsigned int state)
 /* Database: a connection from mod_dbd's pool, and the schema version on it. */
 static json_t *database_state(request_rec *r, int *ok)
 {
-    APR_OPTIONAL_FN_TYPE(ap_dbd_open) *open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
-    APR_OPTIONAL_FN_TYPE(ap_dbd_close) *close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
-    ap_dbd_t *dbd = open_fn ? open_fn(r->pool, r->server) : NULL;
-    gmcp_db db;
+    gmcp_dbh *h = gmcp_dbh_make(r);
     const char *err = NULL;
     int version = 0;
     json_t *j;
     *ok = 0;
-    if (!dbd)
+    if (gmcp_dbh_open_raw(h))
         return json_pack("{s:s, s:s}", "status", "unreachable", "message",
                          "no database connection (see the error log)");
-    gmcp_db_init(&db, dbd->driver, dbd->handle, dbd->prepared, r->pool);
-    if (gmcp_db_schema_version(&db, &version, &err)) {
-        close_fn(r->server, dbd);
+    if (gmcp_db_schema_version(&h->db, &version, &err)) {
+        gmcp_dbh_close(h);
         return json_pack("{s:s, s:s}", "status", "error", "message",
                          "cannot read the schema version");
     }
-    close_fn(r->server, dbd);
+    gmcp_dbh_close(h);
     *ok = version >= GMCP_SCHEMA_VERSION;
     j = json_pack("{s:s, s:s, s:i, s:i}", "status", *ok ? "ok" : "schema-behind",
-                  "driver", db.pgsql ? "pgsql" : "sqlite3",
+                  "driver", h->db.pgsql ? "pgsql" : "sqlite3",
                   "schema_version", version, "schema_needed", GMCP_SCHEMA_VERSION);
     if (!*ok)
         json_object_set_new(j, "message", json_string("run 'gmcpctl migrate'"));

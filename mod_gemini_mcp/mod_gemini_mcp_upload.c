@@ -10,6 +10,8 @@
  * stream of server-sent events. */
 #include "mod_gemini_mcp.h"
 #include "gmcp_uploads.h"
+#include "gmcp_wire.h"
+#include "gmcp_lease.h"
 #include "gmcp_sha256.h"
 #include "gmcp_sniff.h"
 #include "gmcp_spool.h"
@@ -25,7 +27,6 @@
 #include <openssl/evp.h>
 #include <errno.h>
 #include <stdio.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -55,8 +56,7 @@ typedef struct {
     const gmcp_dir_conf *dc;
     const gmcp_srv_conf *sc;
     gmcp_access *acc;
-    ap_dbd_t *dbd;
-    gmcp_db db;
+    gmcp_dbh *dbh;          /* every database section (released with the request) */
     const char *dir;
     apr_pool_t *scratch;    /* for what long loops do over and over (see db_scratch) */
 } up_req;
@@ -77,7 +77,7 @@ static int answer(up_req *u, int status, const char *text)
         ap_set_content_type(r, "text/plain; charset=utf-8");
         ap_set_content_length(r, (apr_off_t)strlen(text) + 1);
         ap_rvputs(r, text, "\n", NULL);
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10740)
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0140)
                       "gemini_mcp: upload %d: %s", status, text);
     }
     else {
@@ -86,20 +86,39 @@ static int answer(up_req *u, int status, const char *text)
     return OK;
 }
 
+/* The store failed: 503. The core logged the failing statement once (GMCP02xx), or
+ * the missing connection (GMCP0110); this adds what the request was doing, at debug. */
 static int db_fail(up_req *u, const char *what)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r, APLOGNO(10741)
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, u->r, GMCP_LOGNO(0141)
                   "gemini_mcp: database error while %s: %s", what,
-                  u->dbd ? gmcp_db_error(&u->db, -1) : "no connection");
-    gmcp_glue_db_close(u->r, &u->dbd);
+                  u->dbh->dbd ? gmcp_db_error(&u->dbh->db, -1) : "no connection");
+    gmcp_dbh_close(u->dbh);
     apr_table_setn(u->r->err_headers_out, "Retry-After", "5");
     return answer(u, HTTP_SERVICE_UNAVAILABLE, "the upload store is unavailable");
+}
+
+/* The spool file could not take the bytes: the offset stays at what is durable (the
+ * next PATCH cuts what lies past it). A full disk is 507, anything else 503; both
+ * are retried by tus clients. */
+static int disk_fail(up_req *u, const gmcp_upload *x, const char *path, apr_status_t rv)
+{
+    int full = APR_STATUS_IS_ENOSPC(rv) || rv == APR_FROM_OS_ERROR(EDQUOT);
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, u->r, GMCP_LOGNO(0146)
+                  "gemini_mcp: upload %s: cannot use the spool file %s%s; the offset "
+                  "stays at %" APR_INT64_T_FMT, x->id, path,
+                  APR_STATUS_IS_EACCES(rv) ? " (is GeminiMCPUploadDir writable by the httpd "
+                  "user?)" : "", x->offset);
+    apr_table_setn(u->r->err_headers_out, "Retry-After", full ? "60" : "5");
+    return answer(u, full ? HTTP_INSUFFICIENT_STORAGE : HTTP_SERVICE_UNAVAILABLE,
+                  full ? "the upload spool is full; try again later"
+                       : "the upload spool cannot be written; try again later");
 }
 
 static int db_open(up_req *u)
 {
     const char *why;
-    return gmcp_glue_db_open(u->r, &u->dbd, &u->db, &why);
+    return gmcp_dbh_open(u->dbh, &why);
 }
 
 /* The store for a step repeated through a long request (progress every 0.5 s, durable
@@ -110,7 +129,7 @@ static int db_scratch(up_req *u)
     if (!u->scratch) apr_pool_create(&u->scratch, u->r->pool);
     else apr_pool_clear(u->scratch);
     if (db_open(u)) return -1;
-    u->db.pool = u->scratch;
+    u->dbh->db.pool = u->scratch;
     return 0;
 }
 
@@ -126,36 +145,6 @@ static const char *spool_path(up_req *u, const char *id)
     return apr_pstrcat(u->r->pool, u->dir, "/", id, NULL);
 }
 
-/* Upload ids are ours: 22 base64url characters. */
-static int id_ok(const char *id)
-{
-    apr_size_t i;
-    if (strlen(id) != 22) return 0;
-    for (i = 0; i < 22; i++)
-        if (!(apr_isalnum(id[i]) || id[i] == '-' || id[i] == '_')) return 0;
-    return 1;
-}
-
-/* The id in a URL or path: its last segment. */
-static const char *last_segment(apr_pool_t *p, const char *url)
-{
-    const char *end = url + strlen(url), *s;
-    while (end > url && end[-1] == '/') end--;
-    s = end;
-    while (s > url && s[-1] != '/') s--;
-    return apr_pstrndup(p, s, (apr_size_t)(end - s));
-}
-
-/* Strict non-negative decimal (no sign, no leading zeros but "0"). */
-static int parse_int(const char *s, apr_int64_t *out)
-{
-    apr_uint64_t v;
-    if (!s || !*s || (s[0] == '0' && s[1]) || gmcp_parse_u64(s, &v) || v > (apr_uint64_t)1 << 62)
-        return -1;
-    *out = (apr_int64_t)v;
-    return 0;
-}
-
 /* Unfinished uploads expire after their last PATCH, finished ones after they were kept
  * long enough for relays (both GeminiMCPUploadExpiry); gmcpctl cleanup removes them. */
 static int expired(const gmcp_upload *x)
@@ -169,9 +158,9 @@ static int load(up_req *u, const char *id, gmcp_upload *x, int *done)
 {
     int rv;
     *done = 1;
-    if (!id_ok(id)) return answer(u, HTTP_NOT_FOUND, "no such upload");
+    if (!gmcp_upload_id_ok(id)) return answer(u, HTTP_NOT_FOUND, "no such upload");
     if (db_open(u)) return db_fail(u, "opening the upload store");
-    rv = gmcp_upload_get(&u->db, id, u->acc->principal, x);
+    rv = gmcp_upload_get(&u->dbh->db, id, u->acc->principal, x);
     if (rv == GMCP_DB_ERROR) return db_fail(u, "reading an upload");
     if (rv == GMCP_NOT_FOUND) return answer(u, HTTP_NOT_FOUND, "no such upload");
     if (!strcmp(x->state, GMCP_UPLOAD_TERMINATED))
@@ -185,47 +174,6 @@ static int load(up_req *u, const char *id, gmcp_upload *x, int *done)
 }
 
 /* ---- the lease ---------------------------------------------------------------------------- */
-
-/* "<host>/<pid>/<random>": who holds a PATCH lease. */
-static const char *lease_token(apr_pool_t *p)
-{
-    char host[APRMAXHOSTLEN + 1] = "";
-    apr_gethostname(host, sizeof(host), p);
-    return apr_psprintf(p, "%s/%ld/%s", host, (long)getpid(), gmcp_random_id(p, 12));
-}
-
-static int holder_dead(const char *token)
-{
-    char host[APRMAXHOSTLEN + 1] = "";
-    const char *slash = strchr(token, '/');
-    long pid;
-    apr_pool_t *p;
-    if (!slash || apr_pool_create(&p, NULL) != APR_SUCCESS) return 0;
-    apr_gethostname(host, sizeof(host), p);
-    apr_pool_destroy(p);
-    if (strncmp(token, host, (apr_size_t)(slash - token)) != 0 || host[slash - token]) return 0;
-    pid = strtol(slash + 1, NULL, 10);
-    if (pid <= 0 || pid == (long)getpid()) return 0;
-    if (kill((pid_t)pid, 0) != 0) return errno == ESRCH;
-    {
-        /* Still there, but maybe only as a zombie nobody reaped (its parent httpd was
-         * killed too): Linux says so in /proc/<pid>/stat. */
-        char path[64], buf[256];
-        FILE *f;
-        const char *close_paren;
-        int dead = 0;
-        apr_snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-        if ((f = fopen(path, "r")) != NULL) {
-            size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-            buf[n] = '\0';
-            fclose(f);
-            close_paren = strrchr(buf, ')');
-            dead = close_paren && close_paren[1] == ' '
-                   && (close_paren[2] == 'Z' || close_paren[2] == 'X');
-        }
-        return dead;
-    }
-}
 
 /* ---- the file ---------------------------------------------------------------------------- */
 
@@ -262,13 +210,13 @@ static int complete(up_req *u, gmcp_upload *x, apr_int64_t length, const gmcp_sh
 {
     const char *sha;
     if (gmcp_sha256_bytes(h) != length) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r, APLOGNO(10742)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r, GMCP_LOGNO(0142)
                       "gemini_mcp: upload %s: hashed %" APR_INT64_T_FMT " bytes of %"
                       APR_INT64_T_FMT, x->id, gmcp_sha256_bytes(h), length);
         return -1;
     }
     sha = gmcp_sha256_result(u->r->pool, h);
-    if (db_open(u) || gmcp_upload_complete(&u->db, x->id, length, sha, gmcp_now_sec(),
+    if (db_open(u) || gmcp_upload_complete(&u->dbh->db, x->id, length, sha, gmcp_now_sec(),
                                            gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc)))
         return -1;
     x->state = GMCP_UPLOAD_COMPLETE;
@@ -280,6 +228,7 @@ typedef struct {
     apr_int64_t got;        /* bytes of this request written */
     apr_int64_t committed;  /* of those, recorded in SQL */
     int too_big, aborted, io_error;
+    apr_status_t disk_rv;   /* io_error: the spool file's write or sync error, or 0 */
     const char *sniffed;    /* media type of the first bytes (offset 0 only) */
     int conflict;           /* ...contradicting the declared filetype */
 } receipt;
@@ -291,28 +240,29 @@ static int record(up_req *u, const gmcp_upload *x, const char *token, apr_int64_
 {
     int acquired = 0, rv;
     if (db_scratch(u)) return -1;
-    rv = gmcp_upload_advance(&u->db, x->id, token, offset, length,
+    rv = gmcp_upload_advance(&u->dbh->db, x->id, token, offset, length,
                              gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc),
-                             gmcp_sha256_save(u->db.pool, state));
-    if (rv == GMCP_FOUND) rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
-    gmcp_glue_db_close(u->r, &u->dbd);
-    return rv == GMCP_FOUND || (rv == 0 && acquired) ? 0 : -1;
+                             gmcp_sha256_save(u->dbh->db.pool, state));
+    if (rv == GMCP_FOUND) rv = gmcp_upload_lock(&u->dbh->db, x->id, token, LEASE_SECONDS, &acquired);
+    gmcp_dbh_close(u->dbh);
+    /* Recorded, and the lease renewed: both, or this request no longer writes. */
+    return rv == 0 && acquired ? 0 : -1;
 }
 
 static int renew(up_req *u, const gmcp_upload *x, const char *token)
 {
     int acquired = 0, rv;
     if (db_scratch(u)) return -1;
-    rv = gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired);
-    gmcp_glue_db_close(u->r, &u->dbd);
+    rv = gmcp_upload_lock(&u->dbh->db, x->id, token, LEASE_SECONDS, &acquired);
+    gmcp_dbh_close(u->dbh);
     return rv == 0 && acquired ? 0 : -1;
 }
 
 /* Everything received is written, hashed and on disk: record it. */
 static int commit(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x, const char *token,
-                  apr_int64_t length, const gmcp_sha256 *h, apr_int64_t *bytes)
+                  apr_int64_t length, const gmcp_sha256 *h, apr_int64_t *bytes, receipt *rc)
 {
-    if (gmcp_spool_finish(w, bytes) != APR_SUCCESS) return -1;
+    if ((rc->disk_rv = gmcp_spool_finish(w, bytes)) != APR_SUCCESS) return -1;
     return record(u, x, token, x->offset + *bytes, length, h);
 }
 
@@ -320,8 +270,8 @@ static int commit(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x, const c
 static void report(up_req *u, const gmcp_upload *x, apr_int64_t bytes)
 {
     if (db_scratch(u) == 0) {
-        gmcp_upload_set_phase(&u->db, x->id, GMCP_PHASE_RECEIVING, bytes, NULL);
-        gmcp_glue_db_close(u->r, &u->dbd);
+        gmcp_upload_set_phase(&u->dbh->db, x->id, GMCP_PHASE_RECEIVING, bytes, NULL);
+        gmcp_dbh_close(u->dbh);
     }
 }
 
@@ -356,7 +306,8 @@ static int catch_up(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x, const
         d->recorded = t;
     }
     else if (t - d->recorded >= COMMIT_EVERY) {
-        if (gmcp_spool_checkpoint(w) != APR_SUCCESS || renew(u, x, token)) return -1;
+        if ((rc->disk_rv = gmcp_spool_checkpoint(w)) != APR_SUCCESS || renew(u, x, token))
+            return -1;
         d->recorded = t;
     }
     return 0;
@@ -424,7 +375,7 @@ static void receive(up_req *u, gmcp_spool_writer *w, const gmcp_upload *x,
                     if (rc->conflict) { eos = 1; break; }
                 }
             }
-            if (len && gmcp_spool_write(w, data, len) != APR_SUCCESS) {
+            if (len && (rc->disk_rv = gmcp_spool_write(w, data, len)) != APR_SUCCESS) {
                 rc->io_error = 1;
                 eos = 1;
                 break;
@@ -465,19 +416,20 @@ static int append(up_req *u, gmcp_upload *x, int creating)
 {
     request_rec *r = u->r;
     const char *ck_hdr = apr_table_get(r->headers_in, "Upload-Checksum");
-    const char *algo = NULL, *token = lease_token(r->pool), *path;
+    const char *algo = NULL, *token = gmcp_lease_token(r->pool), *path;
     unsigned char *want = NULL, got_md[EVP_MAX_MD_SIZE];
     apr_size_t want_len = 0;
     unsigned int got_len = 0;
     apr_int64_t length = x->length, room;
     EVP_MD_CTX *ck = NULL;
-    gmcp_sha256 *h;
+    gmcp_sha256 *h = NULL;
     gmcp_spool_writer *w = NULL;
     apr_file_t *f;
     receipt rc;
     int acquired = 0, failed = 0, mismatch = 0;
 
     memset(&rc, 0, sizeof(rc));
+    if (!token) return answer(u, HTTP_INTERNAL_SERVER_ERROR, "no randomness for a lease");
     if (ck_hdr) {
         int c = gmcp_tus_checksum(r->pool, ck_hdr, &algo, &want, &want_len);
         if (c == -2) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: unsupported algorithm "
@@ -489,9 +441,9 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     if (length < 0 && u->dc->upload_quota >= 0) {
         /* Deferred length: the quota bounds what may still arrive. */
         apr_int64_t used = 0;
-        if (db_open(u) || gmcp_upload_spool_used(&u->db, u->acc->principal, &used))
+        if (db_open(u) || gmcp_upload_spool_used(&u->dbh->db, u->acc->principal, &used))
             return db_fail(u, "reading spool usage");
-        gmcp_glue_db_close(r, &u->dbd);
+        gmcp_dbh_close(u->dbh);
         if ((apr_int64_t)u->dc->upload_quota - used < room)
             room = (apr_int64_t)u->dc->upload_quota - used;
         if (room < 0) room = 0;
@@ -499,47 +451,39 @@ static int append(up_req *u, gmcp_upload *x, int creating)
 
     /* The lease: one writer per upload, across processes and nodes. */
     if (db_open(u)) return db_fail(u, "opening the upload store");
-    if (gmcp_upload_lock(&u->db, x->id, token, LEASE_SECONDS, &acquired))
+    if (gmcp_upload_lock(&u->dbh->db, x->id, token, LEASE_SECONDS, &acquired))
         return db_fail(u, "locking an upload");
     if (!acquired) {
         /* A holder on this host whose process is gone (httpd was killed mid-PATCH)
          * cannot be writing: take over at once rather than after the lease. */
         const char *holder = NULL;
-        if (gmcp_upload_holder(&u->db, x->id, &holder) == GMCP_FOUND && holder_dead(holder)
-            && gmcp_upload_steal(&u->db, x->id, holder, token, LEASE_SECONDS, &acquired))
+        if (gmcp_upload_holder(&u->dbh->db, x->id, &holder) == GMCP_FOUND && gmcp_lease_holder_dead(holder)
+            && gmcp_upload_steal(&u->dbh->db, x->id, holder, token, LEASE_SECONDS, &acquired))
             return db_fail(u, "locking an upload");
     }
-    gmcp_glue_db_close(r, &u->dbd);
+    gmcp_dbh_close(u->dbh);
     if (!acquired) {
         apr_table_setn(r->err_headers_out, "Retry-After", "1");
         return answer(u, HTTP_LOCKED, "another request is writing to this upload");
     }
 
     path = spool_path(u, x->id);
-    if (apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_BINARY,
-                      APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool) != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10743)
-                      "gemini_mcp: cannot open spool file %s (is GeminiMCPUploadDir writable "
-                      "by the httpd user?)", path);
-        failed = 1;
+    if ((rc.disk_rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE
+                                    | APR_FOPEN_BINARY, APR_FPROT_UREAD | APR_FPROT_UWRITE,
+                                    r->pool)) != APR_SUCCESS)
         goto unlock;
-    }
     {
         /* Whatever lies past the durable offset (a write cut short) goes. */
         apr_off_t at = (apr_off_t)x->offset;
-        if (apr_file_trunc(f, at) != APR_SUCCESS
-            || apr_file_seek(f, APR_SET, &at) != APR_SUCCESS) {
+        if ((rc.disk_rv = apr_file_trunc(f, at)) != APR_SUCCESS
+            || (rc.disk_rv = apr_file_seek(f, APR_SET, &at)) != APR_SUCCESS) {
             apr_file_close(f);
-            failed = 1;
             goto unlock;
         }
     }
     if (!(h = resume_hash(u, x))) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10745)
-                      "gemini_mcp: upload %s: cannot read back %s to resume its SHA-256",
-                      x->id, path);
+        rc.disk_rv = APR_EINCOMPLETE;      /* the spool file is shorter than the offset */
         apr_file_close(f);
-        failed = 1;
         goto unlock;
     }
     if (algo) {
@@ -572,7 +516,7 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     }
     else if (rc.got > rc.committed) {
         apr_int64_t all = 0;
-        if (commit(u, w, x, token, length, h, &all) || all != rc.got) failed = 1;
+        if (commit(u, w, x, token, length, h, &all, &rc) || all != rc.got) failed = 1;
         else rc.committed = rc.got;
     }
     if (w) gmcp_spool_close(w);
@@ -581,12 +525,13 @@ static int append(up_req *u, gmcp_upload *x, int creating)
 
 unlock:
     if (db_open(u) == 0) {
-        if (rc.sniffed && !rc.conflict) gmcp_upload_set_sniffed(&u->db, x->id, rc.sniffed);
+        if (rc.sniffed && !rc.conflict) gmcp_upload_set_sniffed(&u->dbh->db, x->id, rc.sniffed);
         if (!failed && rc.committed)
-            gmcp_upload_set_phase(&u->db, x->id, GMCP_PHASE_RECEIVING, x->offset, NULL);
-        gmcp_upload_unlock(&u->db, x->id, token);
-        gmcp_glue_db_close(r, &u->dbd);
+            gmcp_upload_set_phase(&u->dbh->db, x->id, GMCP_PHASE_RECEIVING, x->offset, NULL);
+        gmcp_upload_unlock(&u->dbh->db, x->id, token);
+        gmcp_dbh_close(u->dbh);
     }
+    if (rc.disk_rv) return disk_fail(u, x, path, rc.disk_rv);
     if (failed) return db_fail(u, "storing upload bytes");
     if (rc.too_big)
         return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, length >= 0
@@ -621,14 +566,14 @@ static int do_patch(up_req *u, const char *id)
     apr_int64_t off, len;
     gmcp_upload x;
     int done, st = load(u, id, &x, &done);
-    gmcp_glue_db_close(r, &u->dbd);
+    gmcp_dbh_close(u->dbh);
     if (done) return st;
     if (!strncmp(x.concat, "final", 5))
         return answer(u, HTTP_FORBIDDEN, "a final (concatenated) upload takes no PATCH");
     if (!ct || strcasecmp(ct, "application/offset+octet-stream") != 0)
         return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE,
                       "Content-Type must be application/offset+octet-stream");
-    if (parse_int(apr_table_get(r->headers_in, "Upload-Offset"), &off))
+    if (gmcp_tus_offset_parse(apr_table_get(r->headers_in, "Upload-Offset"), &off))
         return answer(u, HTTP_BAD_REQUEST, "Upload-Offset is missing or not a whole number");
     if (off != x.offset) {
         apr_table_setn(r->err_headers_out, "Upload-Offset",
@@ -637,7 +582,7 @@ static int do_patch(up_req *u, const char *id)
                       " is not this upload's offset (%" APR_INT64_T_FMT ")", off, x.offset));
     }
     if (len_hdr) {
-        if (parse_int(len_hdr, &len)) return answer(u, HTTP_BAD_REQUEST,
+        if (gmcp_tus_offset_parse(len_hdr, &len)) return answer(u, HTTP_BAD_REQUEST,
                                                     "Upload-Length is not a whole number");
         if (x.length >= 0 && len != x.length)
             return answer(u, HTTP_BAD_REQUEST, "Upload-Length cannot change once set");
@@ -662,7 +607,7 @@ static int do_head(up_req *u, const char *id)
     request_rec *r = u->r;
     gmcp_upload x;
     int done, st = load(u, id, &x, &done);
-    gmcp_glue_db_close(r, &u->dbd);
+    gmcp_dbh_close(u->dbh);
     if (done) return st;
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (strncmp(x.concat, "final", 5) != 0 || !strcmp(x.state, GMCP_UPLOAD_COMPLETE))
@@ -687,8 +632,8 @@ static int do_delete(up_req *u, const char *id)
     gmcp_upload x;
     int done, st = load(u, id, &x, &done), rv;
     if (done) return st;
-    rv = gmcp_upload_terminate(&u->db, x.id, u->acc->principal);
-    gmcp_glue_db_close(u->r, &u->dbd);
+    rv = gmcp_upload_terminate(&u->dbh->db, x.id, u->acc->principal);
+    gmcp_dbh_close(u->dbh);
     if (rv == GMCP_DB_ERROR) return db_fail(u, "terminating an upload");
     apr_file_remove(spool_path(u, x.id), u->r->pool);
     return answer(u, HTTP_NO_CONTENT, NULL);
@@ -775,7 +720,7 @@ static int do_get(up_req *u, const char *id)
     char *last_text = NULL;
     int done, cur = 0, st = load(u, id, &x, &done);
     apr_int64_t seq = 0;
-    gmcp_glue_db_close(r, &u->dbd);
+    gmcp_dbh_close(u->dbh);
     if (done) return st;
     memset(&w, 0, sizeof(w));
     if (!gmcp_http_accepts(r, "text/event-stream")
@@ -819,9 +764,9 @@ static int do_get(up_req *u, const char *id)
         if (r->connection->aborted) break;
         apr_pool_clear(rows[cur ^ 1]);
         if (db_open(u)) break;
-        u->db.pool = rows[cur ^ 1];
-        st = gmcp_upload_get(&u->db, id, u->acc->principal, &next);
-        gmcp_glue_db_close(r, &u->dbd);
+        u->dbh->db.pool = rows[cur ^ 1];
+        st = gmcp_upload_get(&u->dbh->db, id, u->acc->principal, &next);
+        gmcp_dbh_close(u->dbh);
         if (st != GMCP_FOUND) break;
         x = next;
         cur ^= 1;
@@ -834,48 +779,52 @@ static int do_get(up_req *u, const char *id)
 static int create_final(up_req *u, gmcp_upload *x, const char *list)
 {
     request_rec *r = u->r;
-    char *copy = apr_pstrdup(r->pool, list), *url, *last = NULL;
+    apr_array_header_t *urls = gmcp_tus_concat_parse(r->pool, list);
     apr_array_header_t *parts = apr_array_make(r->pool, 8, sizeof(gmcp_upload));
     apr_int64_t total = 0;
     apr_file_t *out;
     char *buf = apr_palloc(r->pool, 65536);
     gmcp_sha256 *h = gmcp_sha256_make(r->pool);
     const char *sniffed = NULL;
+    apr_status_t fs;
     int i, rv;
 
     if (db_open(u)) return db_fail(u, "opening the upload store");
-    for (url = apr_strtok(copy, " ", &last); url; url = apr_strtok(NULL, " ", &last)) {
+    for (i = 0; urls && i < urls->nelts; i++) {
+        const gmcp_concat_part *part = &APR_ARRAY_IDX(urls, i, gmcp_concat_part);
+        const char *url = part->url;
         gmcp_upload *pt = apr_array_push(parts);
-        const char *pid = last_segment(r->pool, url);
-        rv = id_ok(pid) ? gmcp_upload_get(&u->db, pid, u->acc->principal, pt) : GMCP_NOT_FOUND;
+        rv = part->id ? gmcp_upload_get(&u->dbh->db, part->id, u->acc->principal, pt)
+                      : GMCP_NOT_FOUND;
         if (rv == GMCP_DB_ERROR) return db_fail(u, "reading partial uploads");
         if (rv == GMCP_NOT_FOUND || strcmp(pt->concat, "partial") != 0
             || strcmp(pt->state, GMCP_UPLOAD_COMPLETE) != 0) {
-            gmcp_glue_db_close(r, &u->dbd);
+            gmcp_dbh_close(u->dbh);
             return answer(u, HTTP_BAD_REQUEST, apr_psprintf(r->pool, "Upload-Concat: %s is not "
                           "a finished partial upload of yours", url));
         }
         total += pt->length;
         x->parts = *x->parts ? apr_pstrcat(r->pool, x->parts, " ", pt->id, NULL) : pt->id;
     }
-    gmcp_glue_db_close(r, &u->dbd);
+    gmcp_dbh_close(u->dbh);
     if (!parts->nelts) return answer(u, HTTP_BAD_REQUEST, "Upload-Concat: final needs a list "
                                      "of partial uploads");
     if (total > (apr_int64_t)gmcp_conf_upload_max(u->dc))
         return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, "the concatenation exceeds Tus-Max-Size");
     x->length = total;
-    if (apr_file_open(&out, spool_path(u, x->id), APR_FOPEN_WRITE | APR_FOPEN_CREATE
-                      | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
-                      APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool) != APR_SUCCESS)
-        return db_fail(u, "creating a spool file");
+    if ((fs = apr_file_open(&out, spool_path(u, x->id), APR_FOPEN_WRITE | APR_FOPEN_CREATE
+                            | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
+                            APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool)) != APR_SUCCESS)
+        return disk_fail(u, x, spool_path(u, x->id), fs);
     for (i = 0; i < parts->nelts; i++) {
+        const char *part = spool_path(u, APR_ARRAY_IDX(parts, i, gmcp_upload).id);
         apr_file_t *in;
         apr_status_t st;
         apr_size_t n;
-        if (apr_file_open(&in, spool_path(u, APR_ARRAY_IDX(parts, i, gmcp_upload).id),
-                          APR_FOPEN_READ | APR_FOPEN_BINARY, 0, r->pool) != APR_SUCCESS) {
+        if ((fs = apr_file_open(&in, part, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, r->pool))
+            != APR_SUCCESS) {
             apr_file_close(out);
-            return db_fail(u, "reading a partial upload's spool file");
+            return disk_fail(u, x, part, fs);
         }
         do {
             n = 65536;
@@ -891,27 +840,31 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
                                   sniffed, x->filetype));
                 }
             }
-            if (n && apr_file_write_full(out, buf, n, NULL) != APR_SUCCESS) st = APR_EGENERAL;
+            if (n && (fs = apr_file_write_full(out, buf, n, NULL)) != APR_SUCCESS) {
+                apr_file_close(in);
+                apr_file_close(out);
+                return disk_fail(u, x, spool_path(u, x->id), fs);
+            }
             gmcp_sha256_update(h, buf, n);
         } while (st == APR_SUCCESS);
         apr_file_close(in);
         if (st != APR_EOF) {
             apr_file_close(out);
-            return db_fail(u, "concatenating partial uploads");
+            return disk_fail(u, x, part, st);
         }
     }
-    if (apr_file_datasync(out) != APR_SUCCESS) {
+    if ((fs = apr_file_datasync(out)) != APR_SUCCESS) {
         apr_file_close(out);
-        return db_fail(u, "syncing a spool file");
+        return disk_fail(u, x, spool_path(u, x->id), fs);
     }
     apr_file_close(out);
     x->offset = total;
-    if (db_open(u) || gmcp_upload_create(&u->db, x)
-        || (sniffed && gmcp_upload_set_sniffed(&u->db, x->id, sniffed)))
+    if (db_open(u) || gmcp_upload_create(&u->dbh->db, x)
+        || (sniffed && gmcp_upload_set_sniffed(&u->dbh->db, x->id, sniffed)))
         return db_fail(u, "creating an upload");
-    gmcp_glue_db_close(r, &u->dbd);
+    gmcp_dbh_close(u->dbh);
     if (complete(u, x, total, h)) return db_fail(u, "completing an upload");
-    gmcp_glue_db_close(r, &u->dbd);
+    gmcp_dbh_close(u->dbh);
     return OK;
 }
 
@@ -927,11 +880,11 @@ static int do_post(up_req *u)
     apr_table_t *md;
     gmcp_upload x;
     apr_int64_t now = gmcp_now_sec();
-    int is_final = concat && !strncmp(concat, "final;", 6), st;
+    int kind = gmcp_tus_concat_kind(concat), is_final = kind == GMCP_CONCAT_FINAL, st;
 
     memset(&x, 0, sizeof(x));
     x.length = -1;
-    if (concat && !is_final && strcmp(concat, "partial") != 0)
+    if (kind == GMCP_CONCAT_INVALID)
         return answer(u, HTTP_BAD_REQUEST, "Upload-Concat must be 'partial' or 'final;<urls>'");
     if (!is_final) {
         if ((len_hdr != NULL) == (defer != NULL))
@@ -939,7 +892,7 @@ static int do_post(up_req *u)
                           "Upload-Defer-Length");
         if (defer && strcmp(defer, "1") != 0)
             return answer(u, HTTP_BAD_REQUEST, "Upload-Defer-Length must be 1");
-        if (len_hdr && parse_int(len_hdr, &x.length))
+        if (len_hdr && gmcp_tus_offset_parse(len_hdr, &x.length))
             return answer(u, HTTP_BAD_REQUEST, "Upload-Length is not a whole number");
         if (x.length > (apr_int64_t)gmcp_conf_upload_max(u->dc))
             return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, apr_psprintf(r->pool,
@@ -952,9 +905,9 @@ static int do_post(up_req *u)
     if (gmcp_tus_metadata(r->pool, meta, &md, &err)) return answer(u, HTTP_BAD_REQUEST, err);
     if (!is_final && u->dc->upload_quota >= 0) {
         apr_int64_t used = 0;
-        if (db_open(u) || gmcp_upload_spool_used(&u->db, u->acc->principal, &used))
+        if (db_open(u) || gmcp_upload_spool_used(&u->dbh->db, u->acc->principal, &used))
             return db_fail(u, "reading spool usage");
-        gmcp_glue_db_close(r, &u->dbd);
+        gmcp_dbh_close(u->dbh);
         if (used + (x.length > 0 ? x.length : 0) > (apr_int64_t)u->dc->upload_quota)
             return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, apr_psprintf(r->pool,
                           "your uploads would take more than your spool quota (%" APR_OFF_T_FMT
@@ -992,21 +945,21 @@ static int do_post(up_req *u)
     apr_table_setn(r->err_headers_out, "Location",
                    ap_construct_url(r->pool, apr_pstrcat(r->pool, base, "/", x.id, NULL), r));
     if (is_final) {
-        if ((st = create_final(u, &x, concat + 6)) != OK || r->status >= 400) return st;
+        if ((st = create_final(u, &x, concat)) != OK || r->status >= 400) return st;
         return answer(u, HTTP_CREATED, NULL);
     }
-    if (db_open(u) || gmcp_upload_create(&u->db, &x)) return db_fail(u, "creating an upload");
-    gmcp_glue_db_close(r, &u->dbd);
+    if (db_open(u) || gmcp_upload_create(&u->dbh->db, &x)) return db_fail(u, "creating an upload");
+    gmcp_dbh_close(u->dbh);
     apr_table_setn(r->err_headers_out, "Upload-Expires", http_date(r->pool, x.expires));
     if (x.length == 0) {
         apr_file_t *f;
-        if (apr_file_open(&f, spool_path(u, x.id), APR_FOPEN_WRITE | APR_FOPEN_CREATE
-                          | APR_FOPEN_BINARY, APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool)
-            != APR_SUCCESS)
-            return db_fail(u, "creating a spool file");
+        apr_status_t rv = apr_file_open(&f, spool_path(u, x.id), APR_FOPEN_WRITE
+                                        | APR_FOPEN_CREATE | APR_FOPEN_BINARY,
+                                        APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool);
+        if (rv != APR_SUCCESS) return disk_fail(u, &x, spool_path(u, x.id), rv);
         apr_file_close(f);
         if (complete(u, &x, 0, gmcp_sha256_make(r->pool))) return db_fail(u, "completing an upload");
-        gmcp_glue_db_close(r, &u->dbd);
+        gmcp_dbh_close(u->dbh);
     }
     else if (ct && !strcasecmp(ct, "application/offset+octet-stream")) {
         /* creation-with-upload: the body carries the first bytes. */
@@ -1041,6 +994,7 @@ int gmcp_upload_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, "gemini-mcp-upload") != 0) return DECLINED;
     u = apr_pcalloc(r->pool, sizeof(*u));
     u->r = r;
+    u->dbh = gmcp_dbh_make(r);
     u->dc = ap_get_module_config(r->per_dir_config, &gemini_mcp_module);
     u->sc = ap_get_module_config(r->server->module_config, &gemini_mcp_module);
     u->dir = u->sc->upload_dir;
@@ -1067,15 +1021,15 @@ int gmcp_upload_handler(request_rec *r)
         return answer(u, HTTP_PRECONDITION_FAILED, "Tus-Resumable: 1.0.0 is required");
     }
     if (!u->dir) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10744)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, GMCP_LOGNO(0144)
                       "gemini_mcp: SetHandler gemini-mcp-upload needs GeminiMCPUploadDir");
         return answer(u, HTTP_SERVICE_UNAVAILABLE, "uploads are not configured on this server");
     }
     if ((st = gmcp_access_identify(r, u->dc, &u->acc)) != OK) return OK;
     if ((st = gmcp_access_admit(r, u->acc, "upload", NULL, 0, NULL)) != OK) return OK;
 
-    id = last_segment(r->pool, r->uri);
-    if (!strcmp(method, "POST") && !id_ok(id)) return do_post(u);
+    id = gmcp_url_last_segment(r->pool, r->uri);
+    if (!strcmp(method, "POST") && !gmcp_upload_id_ok(id)) return do_post(u);
     if (!strcmp(method, "PATCH")) return do_patch(u, id);
     if (!strcmp(method, "HEAD") || (r->method_number == M_GET && r->header_only))
         return do_head(u, id);

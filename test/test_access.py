@@ -131,7 +131,7 @@ def test_key_lifecycle_and_401s(start, db):
 
 
 @pytest.mark.parametrize("db", DBS)
-@pytest.mark.expect_log(r"AH10711|database")
+@pytest.mark.expect_log(r"GMCP0111|database")
 def test_revocation_reaches_every_child_within_a_second(start, db):
     s = srv(start, db)
     kid, secret = new_key(s, "--name", "victim")

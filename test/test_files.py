@@ -168,6 +168,7 @@ def test_progress_stream_follows_the_relay(fs, fake_gemini):
     assert events[-1]["bytes"] == len(data)
 
 
+@pytest.mark.expect_log(r"GMCP0415")   # the SHA-256 mismatch, logged where detected
 def test_relay_refuses_a_spool_file_changed_after_upload(fs, fake_gemini):
     """The hash kept as the bytes arrived is compared with Gemini's sha256Hash: a spool
     file altered afterwards is caught, deleted at Gemini, and the upload shows failed."""

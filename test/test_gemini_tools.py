@@ -174,6 +174,7 @@ def test_stream_cut_midway_is_an_error_not_a_replay(g, fake_gemini):
     assert len(generate_bodies(fake_gemini)) == 1          # data had arrived: no retry
 
 
+@pytest.mark.expect_log(r"GMCP0401")
 def test_not_retried_past_the_deadline(start, fake_gemini):
     s = start("sqlite", "--gemini-url", fake_gemini.url, "--gemini-key", fake_gemini.key,
               "--conf", "GeminiMCPToolTimeout 3")
@@ -186,6 +187,7 @@ def test_not_retried_past_the_deadline(start, fake_gemini):
     assert res["isError"] is True and "deadline" in res["content"][0]["text"]
 
 
+@pytest.mark.expect_log(r"GMCP0401")
 def test_hung_gemini_times_out_and_frees_the_worker(start, fake_gemini):
     s = start("pgsql", "--gemini-url", fake_gemini.url, "--gemini-key", fake_gemini.key,
               "--conf", "GeminiMCPGeminiTimeout 1", "--conf", "GeminiMCPGeminiRetries 0")
@@ -269,6 +271,7 @@ def test_model_details_resource(g):
     assert r.json()["error"]["code"] == -32002
 
 
+@pytest.mark.expect_log(r"GMCP0401")
 def test_circuit_breaker_opens_for_every_process_and_recovers(start, fake_gemini):
     import re
     s = start("sqlite", "--gemini-url", fake_gemini.url, "--gemini-key", fake_gemini.key,

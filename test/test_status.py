@@ -42,6 +42,7 @@ def test_not_ready_until_migrated(start):
     assert requests.get(s.info["status"]["ready"]).status_code == 200
 
 
+@pytest.mark.expect_log(r"GMCP0401")
 def test_ready_reports_the_breaker_without_failing(start, fake_gemini):
     s = start("sqlite", "--gemini-url", fake_gemini.url, "--gemini-key", fake_gemini.key,
               "--conf", "GeminiMCPGeminiRetries 0", "--conf", "GeminiMCPBreakerThreshold 1")

@@ -238,8 +238,42 @@ static void t_spool(apr_pool_t *p)
     apr_file_remove(path, p);
 }
 
+/* A writer its owner never closes (an early return) is closed by the owner pool's
+ * cleanup; meanwhile the owner thread keeps allocating from that pool and making
+ * subpools of it, as a request thread does. Repeated, so a pool shared with the
+ * threads would show (ASan, valgrind). */
+static void t_spool_abandoned(apr_pool_t *p)
+{
+    char path[] = "/tmp/gmcp-spool-abandoned-XXXXXX";
+    int fd = mkstemp(path), i, j;
+    static unsigned char data[3 * GMCP_SPOOL_BUFFER + 17];
+    CHECK(fd >= 0);
+    close(fd);
+    memset(data, 'x', sizeof(data));
+    for (i = 0; i < 60; i++) {
+        apr_pool_t *req, *sub;
+        apr_file_t *f;
+        gmcp_spool_writer *w;
+        apr_pool_create(&req, p);
+        CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
+                            0, req) == APR_SUCCESS);
+        CHECK((w = gmcp_spool_open(req, f, gmcp_sha256_make(req))) != NULL);
+        for (j = 0; j < 1 + i % 4; j++) {
+            CHECK(gmcp_spool_write(w, data, sizeof(data) - (apr_size_t)j) == APR_SUCCESS);
+            apr_pool_create(&sub, req);
+            apr_palloc(sub, 4096);
+            apr_pool_destroy(sub);
+            apr_palloc(req, 1000);
+        }
+        if (i % 3 == 0) gmcp_spool_checkpoint(w);
+        apr_pool_destroy(req);      /* no close: the cleanup joins the threads */
+    }
+    apr_file_remove(path, p);
+}
+
 UNIT_MAIN("uploads", {
     RUN(t_spool);
+    RUN(t_spool_abandoned);
     RUN(t_sniff);
     RUN(t_sha_state);
     RUN(t_metadata);

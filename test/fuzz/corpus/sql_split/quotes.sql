@@ -1,0 +1,2 @@
+INSERT INTO t VALUES ('it''s; fine', "col;name");
+SELECT 2

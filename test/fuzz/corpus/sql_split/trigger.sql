@@ -1,0 +1,6 @@
+CREATE TABLE t (a INT);
+CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+  UPDATE t SET a = 1; -- ; inside
+  SELECT 'x;y';
+END;
+SELECT 1;
