@@ -16,6 +16,8 @@
 #define MAX_TENANT 128
 #define MAX_SCOPES 512
 #define MAX_NAME   128
+#define MAX_RATE   1000000                      /* requests per period */
+#define MAX_TOKENS ((apr_int64_t)1000000000000) /* tokens per period or quota */
 
 const char *actor(apr_pool_t *p)
 {
@@ -25,61 +27,104 @@ const char *actor(apr_pool_t *p)
     return apr_pstrcat(p, "gmcpctl:", who ? who : apr_itoa(p, (int)getuid()), NULL);
 }
 
-/* A duration like "90s", "30m", "24h", "7d" (seconds), or -1. */
-static apr_int64_t parse_duration(const char *s)
+/* The longest duration or offset gmcpctl takes: 100 years. */
+#define MAX_SPAN ((apr_int64_t)36525 * 86400)
+
+/* A duration like "90s", "30m", "24h", "7d" or plain seconds, into *out; NULL, or why
+ * not ("unknown unit ..."). */
+static const char *parse_duration(apr_pool_t *p, const char *s, apr_int64_t *out)
 {
-    apr_uint64_t v;
-    char num[24], unit;
-    apr_size_t n;
-    if (!s || !*s) return -1;
+    apr_uint64_t v, mul = 1;
+    char num[24];
+    apr_size_t n, i;
+    if (!s || !*s) return "empty";
+    if (*s == '-') return "negative";
     n = strlen(s);
-    unit = s[n - 1];
-    if (unit >= '0' && unit <= '9') unit = 's';
-    else n--;
-    if (n == 0 || n >= sizeof(num)) return -1;
+    switch (s[n - 1]) {
+    case 's': n--; break;
+    case 'm': mul = 60; n--; break;
+    case 'h': mul = 3600; n--; break;
+    case 'd': mul = 86400; n--; break;
+    default:
+        if (s[n - 1] < '0' || s[n - 1] > '9') return apr_psprintf(p, "unknown unit '%c' (use s, m, h or d)", s[n - 1]);
+    }
+    if (n == 0) return "no number before the unit";
+    for (i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return "not a whole number followed by s, m, h or d";
+    if (n >= sizeof(num)) return "more than 100 years";
     memcpy(num, s, n);
     num[n] = '\0';
-    if (gmcp_parse_u64(num, &v) || v > (apr_uint64_t)100 * 365 * 86400) return -1;
-    switch (unit) {
-    case 's': return (apr_int64_t)v;
-    case 'm': return (apr_int64_t)v * 60;
-    case 'h': return (apr_int64_t)v * 3600;
-    case 'd': return (apr_int64_t)v * 86400;
-    default: return -1;
-    }
+    if (gmcp_parse_u64(num, &v) || v > (apr_uint64_t)MAX_SPAN / mul)
+        return "more than 100 years";
+    *out = (apr_int64_t)(v * mul);
+    return NULL;
 }
 
-/* "2026-12-31", "2026-12-31T12:00:00Z" (UTC), "+30d" / "-24h" relative to now,
- * "never" (0). Seconds since the epoch, or -1. */
-static apr_int64_t parse_when(const char *s)
+/* `n` digits at *s (at least `min`), into *v; 0, or -1 when there are none. */
+static int digits(const char **s, int min, int max, int *v)
 {
+    int n = 0;
+    *v = 0;
+    while (n < max && **s >= '0' && **s <= '9') { *v = *v * 10 + (**s - '0'); (*s)++; n++; }
+    return n >= min ? 0 : -1;
+}
+
+static int leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+#define WHEN_FORMS "YYYY-MM-DD[THH:MM[:SS]Z]"
+
+/* "2026-12-31", "2026-12-31T12:00:00Z" (UTC), "+30d" / "-24h" relative to now,
+ * "never" (0), into *out (seconds since the epoch); NULL, or why not. Impossible
+ * dates (2026-02-30, month 13, hour 24) are refused, not normalised. */
+static const char *parse_when(apr_pool_t *p, const char *s, apr_int64_t *out)
+{
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     apr_time_exp_t t;
-    apr_time_t out;
-    int y, mo, d, h = 0, mi = 0, se = 0, n = 0;
-    if (!s) return -1;
-    if (!strcmp(s, "never")) return 0;
+    apr_time_t at;
+    const char *q = s;
+    int y, mo, d, h = 0, mi = 0, se = 0, dim;
+    if (!s || !*s) return "empty";
+    if (!strcmp(s, "never")) { *out = 0; return NULL; }
     if (*s == '+' || *s == '-') {
-        apr_int64_t dur = parse_duration(s + 1);
-        return dur < 0 ? -1 : gmcp_now_sec() + (*s == '+' ? dur : -dur);
+        apr_int64_t dur;
+        const char *why = parse_duration(p, s + 1, &dur);
+        if (why) return apr_pstrcat(p, "offset: ", why, NULL);
+        if (!dur) return "offset: zero";
+        *out = gmcp_now_sec() + (*s == '+' ? dur : -dur);
+        return NULL;
     }
-    if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3) return -1;
-    if (s[n] == 'T' || s[n] == ' ') {
-        int m = 0;
-        if (sscanf(s + n + 1, "%2d:%2d%n", &h, &mi, &m) != 2) return -1;
-        n += 1 + m;
-        if (s[n] == ':') {
-            if (sscanf(s + n + 1, "%2d%n", &se, &m) != 1) return -1;
-            n += 1 + m;
-        }
-        if (s[n] == 'Z') n++;
+    if (digits(&q, 4, 4, &y) || *q++ != '-' || digits(&q, 1, 2, &mo) || *q++ != '-'
+        || digits(&q, 1, 2, &d))
+        return "not a date (" WHEN_FORMS ")";
+    if (*q == 'T' || *q == ' ') {
+        q++;
+        if (digits(&q, 1, 2, &h) || *q++ != ':' || digits(&q, 1, 2, &mi))
+            return "no time of day HH:MM[:SS] after the date";
+        if (*q == ':' && (q++, digits(&q, 1, 2, &se)))
+            return "no seconds after HH:MM:";
+        if (*q == 'Z') q++;
     }
-    if (s[n] || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
-        return -1;
+    if (*q) return "not a date (" WHEN_FORMS ")";
+    if (y < 1970 || y > 9999) return apr_psprintf(p, "year %04d out of range (1970-9999)", y);
+    if (mo < 1 || mo > 12) return apr_psprintf(p, "there is no month %02d (01-12)", mo);
+    dim = mdays[mo - 1] + (mo == 2 && leap(y));
+    if (d < 1 || d > dim)
+        return apr_psprintf(p, "%04d-%02d has no day %02d (it has %d days)", y, mo, d, dim);
+    if (h > 23) return apr_psprintf(p, "there is no hour %02d (00-23)", h);
+    if (mi > 59) return apr_psprintf(p, "there is no minute %02d (00-59)", mi);
+    if (se > 59) return apr_psprintf(p, "there is no second %02d (00-59)", se);
     memset(&t, 0, sizeof(t));
     t.tm_year = y - 1900; t.tm_mon = mo - 1; t.tm_mday = d;
     t.tm_hour = h; t.tm_min = mi; t.tm_sec = se;
-    if (apr_time_exp_gmt_get(&out, &t) != APR_SUCCESS) return -1;
-    return apr_time_sec(out);
+    if (apr_time_exp_gmt_get(&at, &t) != APR_SUCCESS) return "out of range";
+    *out = apr_time_sec(at);
+    return NULL;
+}
+
+/* A usage error for option `name`'s value `v`, saying why and what it takes. */
+static int bad_value(ctl *c, const char *name, const char *v, const char *why)
+{
+    return usage_err("%s", apr_psprintf(c->pool, "%s '%s': %s", name, v, why));
 }
 
 static int bad_chars(const char *s, const char *extra)
@@ -119,6 +164,8 @@ static int apply_flags(ctl *c, gmcp_key *k)
         if (!strcmp(v, "none")) k->rate_count = 0;
         else if (gmcp_rate_parse(v, "smh", &k->rate_count, &k->rate_period, &unit))
             return usage_err("--rate '%s' must look like 10/s, 600/m or 1000/h (or none)", v);
+        else if (k->rate_count > MAX_RATE)
+            return bad_value(c, "--rate", v, "more than 1000000 requests per period");
     }
     if ((v = opt(c, OPT_BURST))) {
         if (gmcp_parse_u64(v, &n) || n > 1000000)
@@ -129,6 +176,8 @@ static int apply_flags(ctl *c, gmcp_key *k)
         if (!strcmp(v, "none")) k->token_rate_count = 0;
         else if (gmcp_rate_parse(v, "smh", &k->token_rate_count, &k->token_rate_period, &unit))
             return usage_err("--token-rate '%s' must look like 10000/m (or none)", v);
+        else if (k->token_rate_count > MAX_TOKENS)
+            return bad_value(c, "--token-rate", v, "more than 10^12 tokens per period");
     }
     if ((v = opt(c, OPT_TOKEN_QUOTA))) {
         apr_int64_t per;
@@ -136,6 +185,8 @@ static int apply_flags(ctl *c, gmcp_key *k)
         else if (gmcp_rate_parse(v, "dM", &k->token_quota, &per, &unit))
             return usage_err("--token-quota '%s' must look like 1000000/day or 20000000/month "
                              "(or none)", v);
+        else if (k->token_quota > MAX_TOKENS)
+            return bad_value(c, "--token-quota", v, "more than 10^12 tokens");
         else k->quota_period = unit;
     }
     if ((v = opt(c, OPT_MAX_INFLIGHT))) {
@@ -144,9 +195,11 @@ static int apply_flags(ctl *c, gmcp_key *k)
         k->max_inflight = (apr_int64_t)n;
     }
     if ((v = opt(c, OPT_EXPIRES))) {
-        apr_int64_t t = parse_when(v);
-        if (t < 0) return usage_err("--expires '%s' must be YYYY-MM-DD[THH:MM[:SS]Z], +30d or "
-                                    "never", v);
+        apr_int64_t t = 0;
+        const char *why = parse_when(c->pool, v, &t);
+        if (!why && t && t <= gmcp_now_sec()) why = "in the past";
+        if (!why && t > gmcp_now_sec() + MAX_SPAN) why = "more than 100 years away";
+        if (why) return bad_value(c, "--expires", v, why);
         k->expires = t;
     }
     return 0;
@@ -299,9 +352,9 @@ int cmd_keys(ctl *c, const char *sub, const char *id)
     }
     if (!strcmp(sub, "rotate")) {
         const char *pepper, *grace_s = opt(c, OPT_GRACE), *secret, *kid, *sp;
-        apr_int64_t grace = grace_s ? parse_duration(grace_s) : 24 * 3600;
-        if (grace < 0) return usage_err("--grace '%s' must be a duration like 30m, 24h or 0",
-                                        grace_s);
+        apr_int64_t grace = 24 * 3600;
+        const char *why = grace_s ? parse_duration(c->pool, grace_s, &grace) : NULL;
+        if (why) return bad_value(c, "--grace", grace_s, why);
         if ((rv = need_key(c, id, &k)) != 0) return rv;
         if (!(pepper = pepper_value(c))) return EXIT_FAIL;
         if (k.revoked) return fail("key %s is revoked: create a new one", k.id);
@@ -341,31 +394,35 @@ int cmd_keys(ctl *c, const char *sub, const char *id)
         }
         return 0;
     }
-    return usage_err("unknown command 'keys %s' (see gmcpctl --help)", sub);
+    return usage_err("unknown command 'keys %s'", sub);
 }
 
-static apr_int64_t since_opt(ctl *c, apr_int64_t dflt, int *bad)
+/* --since: a date, "-24h"/"-7d", or "24h"/"7d" (ago); *since, or EXIT_USAGE. */
+static int since_opt(ctl *c, apr_int64_t dflt, apr_int64_t *since)
 {
-    const char *v = opt(c, OPT_SINCE);
-    apr_int64_t t;
-    *bad = 0;
-    if (!v) return dflt;
-    /* "24h" means 24 hours ago, like "-24h". */
-    t = (*v >= '0' && *v <= '9' && !strchr(v, '-')) ? parse_when(apr_pstrcat(c->pool, "-", v,
-                                                                               NULL))
-                                                    : parse_when(v);
-    if (t < 0) *bad = 1;
-    return t;
+    const char *v = opt(c, OPT_SINCE), *why;
+    *since = dflt;
+    if (!v) return 0;
+    if (*v == '+') why = "in the future (24h or -24h: 24 hours ago)";
+    else if (!strcmp(v, "never")) why = "not a date (" WHEN_FORMS ", 24h or 7d)";
+    else {
+        /* "24h" (digits, then at most a unit letter) means 24 hours ago, like "-24h". */
+        apr_size_t n = strspn(v, "0123456789");
+        int ago = n > 0 && (!v[n] || (((v[n] | 0x20) >= 'a' && (v[n] | 0x20) <= 'z')
+                                      && !v[n + 1]));
+        why = parse_when(c->pool, ago ? apr_pstrcat(c->pool, "-", v, NULL) : v, since);
+    }
+    if (why) return bad_value(c, "--since", v, why);
+    return 0;
 }
 
 int cmd_usage(ctl *c)
 {
     gmcp_rows rs;
-    int bad, rv, i;
-    apr_int64_t since = since_opt(c, gmcp_now_sec() - 24 * 3600, &bad);
+    int rv, i;
+    apr_int64_t since;
     json_t *arr;
-    if (bad) return usage_err("--since '%s' must be a date (YYYY-MM-DD...) or 24h, 7d",
-                              opt(c, OPT_SINCE));
+    if ((rv = since_opt(c, gmcp_now_sec() - 24 * 3600, &since)) != 0) return rv;
     if ((rv = open_db(c, 0)) != 0) return rv;
     if (gmcp_usage_rows(&c->db, opt(c, OPT_KEY), since - since % 3600, &rs))
         return fail("cannot read usage: %s", gmcp_db_error(&c->db, -1));
@@ -399,11 +456,10 @@ int cmd_usage(ctl *c)
 int cmd_audit(ctl *c)
 {
     gmcp_rows rs;
-    int bad, rv, i;
-    apr_int64_t since = since_opt(c, 0, &bad);
+    int rv, i;
+    apr_int64_t since;
     json_t *arr;
-    if (bad) return usage_err("--since '%s' must be a date (YYYY-MM-DD...) or 24h, 7d",
-                              opt(c, OPT_SINCE));
+    if ((rv = since_opt(c, 0, &since)) != 0) return rv;
     if ((rv = open_db(c, 0)) != 0) return rv;
     if (gmcp_audit_list(&c->db, since, &rs))
         return fail("cannot read the audit log: %s", gmcp_db_error(&c->db, -1));

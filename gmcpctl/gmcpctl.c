@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "gmcp_chat.h"
+#include "gmcp_errlog.h"
 #include "gmcp_keys.h"
 #include "gmcp_db.h"
 #include "gmcp_store.h"
@@ -67,24 +68,111 @@ static void usage(FILE *out)
 "  -p, --params STR   driver parameters, as DBDParams (instead of --config)\n"
 "  -s, --sql-dir DIR  migrations directory (default " GMCP_SQL_DIR ")\n"
 "  -j, --json         machine-readable output\n"
-"  -F, --format FMT   export format: json, text or markdown\n"
+"  -F, --format FMT   export format of 'sessions export': json, text or markdown\n"
 "  -o, --owner NAME   only this principal's sessions\n"
 "      --upload-dir D  spool directory (default: the configuration's GeminiMCPUploadDir)\n"
 "  -k, --pepper SRC   file:PATH or env:NAME of the key-hashing secret (default: the\n"
 "                     configuration's GeminiMCPKeyPepper)\n"
-"  -v, --verbose      report what was done\n"
+"  -v, --verbose      report what was done, and print the core's own log lines\n"
+"                     (database, disk and upstream details: gmcpctl: TAG: message) on\n"
+"                     stderr; without -v a failure is the one line gmcpctl prints\n"
 "  -h, --help         this text\n"
 "  -V, --version      print the version\n"
 "\n"
 "Environment: GMCP_SQL_DIR overrides the default migrations directory.\n"
+"Options that belong to some commands (--name, --grace, --since, --format, ...) are\n"
+"refused on the others. DATE is YYYY-MM-DD[THH:MM[:SS]Z] (UTC, a real calendar day);\n"
+"durations are N with s, m, h or d, at most 100 years.\n"
+"Errors are one line on stderr (a database's message included, never its password).\n"
 "Exit status: 0 success, 1 the operation failed, 2 usage error.\n", out);
+}
+
+/* The DBDParams password (pgsql "password=..." or a URI's user:password@): never printed. */
+static const char *secret_param;
+static apr_pool_t *msg_pool;
+
+static void note_secret(apr_pool_t *p, const char *params)
+{
+    const char *s, *e;
+    secret_param = NULL;
+    if (!params) return;
+    /* postgresql://user:password@host/db */
+    if ((s = strstr(params, "://")) && (e = strchr(s + 3, '@'))) {
+        const char *colon = memchr(s + 3, ':', (apr_size_t)(e - s - 3));
+        if (colon && e > colon + 1)
+            secret_param = apr_pstrmemdup(p, colon + 1, (apr_size_t)(e - colon - 1));
+    }
+    /* password=secret, password = 'se cr\'et', ?password=secret& */
+    for (s = params; (s = strstr(s, "password")) != NULL; s += 8) {
+        char *v, *o;
+        if (s != params && !strchr(" \t?&", s[-1])) continue;
+        for (e = s + 8; *e == ' ' || *e == '\t'; e++) ;
+        if (*e != '=') continue;
+        for (e++; *e == ' ' || *e == '\t'; e++) ;
+        o = v = apr_palloc(p, strlen(e) + 1);
+        if (*e == '\'') {
+            for (e++; *e && *e != '\''; e++) {
+                if (*e == '\\' && e[1]) e++;
+                *o++ = *e;
+            }
+        }
+        else {
+            while (*e && *e != ' ' && *e != '\t' && *e != '&') *o++ = *e++;
+        }
+        *o = '\0';
+        if (*v) secret_param = v;
+    }
+}
+
+/* `msg` as one line: the password "***", line breaks (PostgreSQL's
+ * "FATAL: ...\nDETAIL: ...") "; ", other control characters spaces. */
+static const char *one_line(apr_pool_t *p, const char *msg)
+{
+    const char *s;
+    char *out, *o;
+    if (secret_param && *secret_param) {
+        apr_size_t n = strlen(secret_param);
+        const char *hit;
+        char *red = apr_pstrdup(p, "");
+        for (s = msg; (hit = strstr(s, secret_param)) != NULL; s = hit + n)
+            red = apr_pstrcat(p, red, apr_pstrmemdup(p, s, (apr_size_t)(hit - s)), "***", NULL);
+        msg = apr_pstrcat(p, red, s, NULL);
+    }
+    out = o = apr_palloc(p, strlen(msg) * 2 + 1);
+    for (s = msg; *s; ) {
+        if (*s == '\n' || *s == '\r') {
+            while (o > out && (o[-1] == ' ' || o[-1] == '\t')) o--;
+            while (*s == '\n' || *s == '\r' || *s == ' ' || *s == '\t') s++;
+            if (*s && o > out) { *o++ = ';'; *o++ = ' '; }
+            continue;
+        }
+        *o++ = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
+        s++;
+    }
+    while (o > out && (o[-1] == ' ' || o[-1] == '\t')) o--;
+    *o = '\0';
+    return out;
+}
+
+/* Every message gmcpctl prints on stderr goes through here: one line, no secret. */
+static void say(const char *line)
+{
+    apr_pool_t *p;
+    apr_pool_create(&p, msg_pool);
+    fprintf(stderr, "gmcpctl: %s\n", one_line(p, line));
+    apr_pool_destroy(p);
 }
 
 static int complain(int code, const char *fmt, const char *a)
 {
-    fprintf(stderr, "gmcpctl: ");
-    fprintf(stderr, fmt, a);
-    fputc('\n', stderr);
+    char buf[4096];
+    size_t n;
+    snprintf(buf, sizeof(buf), fmt, a);
+    /* Usage errors end with the hint, once. */
+    if (code == EXIT_USAGE && !strstr(buf, "(see gmcpctl --help)")
+        && (n = strlen(buf)) < sizeof(buf) - 24)
+        memcpy(buf + n, " (see gmcpctl --help)", 22);
+    say(buf);
     return code;
 }
 
@@ -94,6 +182,27 @@ int usage_err(const char *fmt, const char *a) { return complain(EXIT_USAGE, fmt,
 const char *opt(ctl *c, int code)
 {
     return apr_table_get(c->opts, apr_itoa(c->pool, code));
+}
+
+/* The core's log (gmcp_errlog.h): printed only with --verbose, so that without it a
+ * failure is the one line gmcpctl prints itself. */
+static void elog_print(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
+                       const char *tag, const char *msg, void *baton)
+{
+    char buf[4096], err[256];
+    (void)file; (void)line; (void)level; (void)baton;
+    if (rv != APR_SUCCESS)
+        snprintf(buf, sizeof(buf), "%s: %s: %s", tag && *tag ? tag : "core", msg,
+                 apr_strerror(rv, err, sizeof(err)));
+    else
+        snprintf(buf, sizeof(buf), "%s: %s", tag && *tag ? tag : "core", msg);
+    say(buf);
+}
+
+static int elog_enabled(gmcp_elog_level level, void *baton)
+{
+    (void)level;
+    return ((ctl *)baton)->verbose;
 }
 
 int open_db(ctl *c, int may_create)
@@ -114,10 +223,9 @@ int open_db(ctl *c, int may_create)
             return fail("%s has no DBDriver and DBDParams (give --driver and --params)",
                         c->config);
     }
-    if (!c->driver || !c->params) {
-        fprintf(stderr, "gmcpctl: no database: give --config FILE, or --driver and --params\n");
-        return EXIT_USAGE;
-    }
+    if (!c->driver || !c->params)
+        return usage_err("no database: give --config FILE, or --driver and --params%s", "");
+    note_secret(c->pool, c->params);
     if (strcmp(c->driver, "sqlite3") != 0 && strcmp(c->driver, "pgsql") != 0)
         return fail("unsupported driver '%s' (use sqlite3 or pgsql)", c->driver);
     if (!strcmp(c->driver, "sqlite3") && !may_create) {
@@ -130,8 +238,12 @@ int open_db(ctl *c, int may_create)
     if ((rv = apr_dbd_get_driver(c->pool, c->driver, &drv)) != APR_SUCCESS)
         return fail("cannot load the APR DBD driver '%s' (is libaprutil1-dbd-* installed?)",
                     c->driver);
-    if ((rv = apr_dbd_open_ex(drv, c->pool, c->params, &handle, &err)) != APR_SUCCESS)
+    if ((rv = apr_dbd_open_ex(drv, c->pool, c->params, &handle, &err)) != APR_SUCCESS) {
+        if (!strcmp(c->driver, "sqlite3"))
+            return fail("cannot open the database: %s", apr_pstrcat(c->pool, c->params, ": ",
+                        err ? err : "unknown error", NULL));
         return fail("cannot open the database: %s", err ? err : "unknown error");
+    }
     gmcp_db_init(&c->db, drv, handle, apr_hash_make(c->pool), c->pool);
     /* Run next to a busy server: wait for its writers rather than fail. */
     if (!c->db.pgsql) gmcp_db_exec_raw(&c->db, "PRAGMA busy_timeout=5000", NULL);
@@ -220,10 +332,7 @@ const char *iso(apr_pool_t *p, apr_int64_t sec)
 static int need_session(ctl *c, const char *id, gmcp_chat_session *s)
 {
     int rv;
-    if (!id) {
-        fprintf(stderr, "gmcpctl: a session id is required\n");
-        return EXIT_USAGE;
-    }
+    if (!id) return usage_err("a session id is required%s", "");
     if ((rv = open_db(c, 0)) != 0) return rv;
     rv = gmcp_chat_get(&c->db, id, c->owner, 0, s);
     if (rv == GMCP_NOT_FOUND) return fail("no chat session '%s'", id);
@@ -274,10 +383,8 @@ static int cmd_sessions(ctl *c, const char *sub, const char *id)
         if ((rv = need_session(c, id, &s)) != 0) return rv;
         if (gmcp_chat_messages(&c->db, s.id, 0, 1000000, &msgs))
             return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
-        if (!(out = gmcp_chat_export(c->pool, &s, msgs, fmt))) {
-            fprintf(stderr, "gmcpctl: --format must be json, text or markdown\n");
-            return EXIT_USAGE;
-        }
+        if (!(out = gmcp_chat_export(c->pool, &s, msgs, fmt)))
+            return usage_err("--format '%s' must be json, text or markdown", fmt);
         fputs(out, stdout);
         return 0;
     }
@@ -292,8 +399,91 @@ static int cmd_sessions(ctl *c, const char *sub, const char *id)
         if (c->verbose) printf("deleted %s\n", s.id);
         return 0;
     }
-    fprintf(stderr, "gmcpctl: unknown command 'sessions %s' (see gmcpctl --help)\n", sub);
-    return EXIT_USAGE;
+    return usage_err("unknown command 'sessions %s'", sub);
+}
+
+/* The commands: operand count after the subcommand (0: none, 1: an id). */
+static const struct { const char *cmd, *sub; int id; } CMDS[] = {
+    {"migrate", NULL, 0}, {"migrate", "status", 0},
+    {"sessions", "list", 0}, {"sessions", "show", 1}, {"sessions", "export", 1},
+    {"sessions", "delete", 1},
+    {"keys", "create", 0}, {"keys", "list", 0}, {"keys", "show", 1}, {"keys", "revoke", 1},
+    {"keys", "rotate", 1}, {"keys", "update", 1},
+    {"usage", NULL, 0}, {"audit", NULL, 0}, {"cleanup", NULL, 0},
+    {"uploads", "list", 0}, {"uploads", "show", 1}, {"uploads", "cancel", 1},
+    {NULL, NULL, 0}
+};
+
+/* Options that belong to some commands only ("cmd sub" or "cmd"); the rest
+ * (-f -d -p -s -j -k -v) apply everywhere. */
+static const struct { int code; const char *name; const char *const cmds[6]; } OPT_USE[] = {
+    {'F', "--format", {"sessions export"}},
+    {'o', "--owner", {"sessions list", "sessions show", "sessions export", "sessions delete",
+                      "uploads list", "uploads show"}},
+    {OPT_NAME, "--name", {"keys create", "keys update"}},
+    {OPT_TENANT, "--tenant", {"keys create", "keys update"}},
+    {OPT_SCOPES, "--scopes", {"keys create", "keys update"}},
+    {OPT_RATE, "--rate", {"keys create", "keys update"}},
+    {OPT_BURST, "--burst", {"keys create", "keys update"}},
+    {OPT_TOKEN_RATE, "--token-rate", {"keys create", "keys update"}},
+    {OPT_TOKEN_QUOTA, "--token-quota", {"keys create", "keys update"}},
+    {OPT_MAX_INFLIGHT, "--max-inflight", {"keys create", "keys update"}},
+    {OPT_EXPIRES, "--expires", {"keys create", "keys update"}},
+    {OPT_USER, "--user", {"keys create", "keys update"}},
+    {OPT_GRACE, "--grace", {"keys rotate"}},
+    {OPT_KEY, "--key", {"usage"}},
+    {OPT_SINCE, "--since", {"usage", "audit"}},
+    {OPT_UPLOAD_DIR, "--upload-dir", {"uploads cancel", "cleanup"}},
+    {OPT_DRY_RUN, "--dry-run", {"cleanup"}},
+    {0, NULL, {NULL}}
+};
+
+/* Checks the command line's shape before anything is opened; 0 or EXIT_USAGE. */
+static int check_command(ctl *c, const char *cmd, const char *sub, int nargs, int *which)
+{
+    const char *full, *subs = NULL;
+    int i, j, known = 0, bare = 0;
+    for (i = 0; CMDS[i].cmd; i++) {
+        if (strcmp(CMDS[i].cmd, cmd)) continue;
+        known = 1;
+        if (!CMDS[i].sub) bare = 1;
+        else subs = subs ? apr_pstrcat(c->pool, subs, ", ", CMDS[i].sub, NULL) : CMDS[i].sub;
+    }
+    if (!known) return usage_err("unknown command '%s'", cmd);
+    if (!sub && !bare)
+        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs a subcommand: %s", cmd, subs));
+    for (i = 0; CMDS[i].cmd; i++)
+        if (!strcmp(CMDS[i].cmd, cmd) && (sub ? CMDS[i].sub && !strcmp(CMDS[i].sub, sub)
+                                              : !CMDS[i].sub))
+            break;
+    if (!CMDS[i].cmd) {
+        if (!subs) return usage_err("%s", apr_psprintf(c->pool, "'%s' takes no argument, "
+                                                       "not '%s'", cmd, sub));
+        return usage_err("%s", apr_psprintf(c->pool, "unknown command '%s %s'; %s takes: %s",
+                                            cmd, sub, cmd, subs));
+    }
+    full = sub ? apr_pstrcat(c->pool, cmd, " ", sub, NULL) : cmd;
+    if (CMDS[i].id && nargs - (sub ? 2 : 1) < 1)
+        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs an ID", full));
+    if (nargs - (sub ? 2 : 1) > CMDS[i].id)
+        return usage_err("%s", apr_psprintf(c->pool, CMDS[i].id ? "too many arguments for '%s'"
+                                            : "'%s' takes no argument", full));
+    for (j = 0; OPT_USE[j].name; j++) {
+        int k, given = OPT_USE[j].code == 'F' ? c->format != NULL
+                     : OPT_USE[j].code == 'o' ? c->owner != NULL
+                     : opt(c, OPT_USE[j].code) != NULL;
+        if (!given) continue;
+        for (k = 0; k < 6 && OPT_USE[j].cmds[k]; k++)
+            if (!strcmp(OPT_USE[j].cmds[k], full)) break;
+        if (k == 6 || !OPT_USE[j].cmds[k])
+            return usage_err("%s", apr_psprintf(c->pool, "%s does not apply to '%s'",
+                                                OPT_USE[j].name, full));
+    }
+    if (c->format && strcmp(c->format, "json") && strcmp(c->format, "text")
+        && strcmp(c->format, "markdown"))
+        return usage_err("--format '%s' must be json, text or markdown", c->format);
+    *which = i;
+    return 0;
 }
 
 int main(int argc, const char *const *argv)
@@ -329,13 +519,15 @@ int main(int argc, const char *const *argv)
     };
     apr_getopt_t *g;
     ctl c;
-    int optch, rv;
-    const char *optarg, *cmd, *sub;
+    int optch, rv, which = 0, nargs;
+    const char *optarg, *cmd, *sub, *id;
 
     if (apr_app_initialize(&argc, &argv, NULL) != APR_SUCCESS) return EXIT_FAIL;
     atexit(apr_terminate);
     memset(&c, 0, sizeof(c));
     apr_pool_create(&c.pool, NULL);
+    msg_pool = c.pool;
+    gmcp_elog_set(elog_print, elog_enabled, &c);
     c.opts = apr_table_make(c.pool, 8);
     c.sql_dir = getenv("GMCP_SQL_DIR") ? getenv("GMCP_SQL_DIR") : GMCP_SQL_DIR;
     apr_getopt_init(&g, c.pool, argc, argv);
@@ -362,35 +554,32 @@ int main(int argc, const char *const *argv)
         }
     }
     if (rv != APR_EOF) {
-        fprintf(stderr, "gmcpctl: unknown or incomplete option '%s'\n", g->argv[g->ind - 1]);
-        usage(stderr);
-        return EXIT_USAGE;
+        const char *what = g->ind > 0 && g->ind <= argc ? g->argv[g->ind - 1] : "?";
+        if (rv == APR_BADARG)
+            return usage_err("option '%s' needs a value", what);
+        return usage_err("unknown option '%s'", what);
     }
-    if (apr_dbd_init(c.pool) != APR_SUCCESS) return fail("%s", "cannot initialise APR DBD");
     /* With interleaving, apr_getopt moves the operands to the end of its own argv. */
-    cmd = g->ind < argc ? g->argv[g->ind] : NULL;
-    sub = g->ind + 1 < argc ? g->argv[g->ind + 1] : NULL;
+    nargs = argc - g->ind;
+    cmd = nargs > 0 ? g->argv[g->ind] : NULL;
+    sub = nargs > 1 ? g->argv[g->ind + 1] : NULL;
     if (!cmd) {
         usage(stderr);
         return EXIT_USAGE;
     }
-    if (!strcmp(cmd, "migrate") && !sub) rv = cmd_migrate(&c);
-    else if (!strcmp(cmd, "migrate") && !strcmp(sub, "status") && g->ind + 2 == argc)
-        rv = cmd_migrate_status(&c);
-    else if (!strcmp(cmd, "sessions") && sub && argc - g->ind <= 3)
-        rv = cmd_sessions(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
-    else if (!strcmp(cmd, "keys") && sub && argc - g->ind <= 3)
-        rv = cmd_keys(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
-    else if (!strcmp(cmd, "usage") && !sub) rv = cmd_usage(&c);
-    else if (!strcmp(cmd, "uploads") && sub && argc - g->ind <= 3)
-        rv = cmd_uploads(&c, sub, g->ind + 2 < argc ? g->argv[g->ind + 2] : NULL);
-    else if (!strcmp(cmd, "cleanup") && !sub) rv = cmd_cleanup(&c);
-    else if (!strcmp(cmd, "audit") && !sub) rv = cmd_audit(&c);
-    else rv = -1;
+    /* "migrate" alone is a command; so are "usage", "audit" and "cleanup". */
+    if ((rv = check_command(&c, cmd, sub, nargs, &which)) != 0) return rv;
+    if (!CMDS[which].sub) sub = NULL;
+    id = CMDS[which].id && nargs > 2 ? g->argv[g->ind + 2] : NULL;
+    if (apr_dbd_init(c.pool) != APR_SUCCESS) return fail("%s", "cannot initialise APR DBD");
+    if (!strcmp(cmd, "migrate")) rv = sub ? cmd_migrate_status(&c) : cmd_migrate(&c);
+    else if (!strcmp(cmd, "sessions")) rv = cmd_sessions(&c, sub, id);
+    else if (!strcmp(cmd, "keys")) rv = cmd_keys(&c, sub, id);
+    else if (!strcmp(cmd, "usage")) rv = cmd_usage(&c);
+    else if (!strcmp(cmd, "uploads")) rv = cmd_uploads(&c, sub, id);
+    else if (!strcmp(cmd, "cleanup")) rv = cmd_cleanup(&c);
+    else rv = cmd_audit(&c);
     /* The drivers register no cleanup of their own: close before the pool goes. */
     if (c.db.handle) apr_dbd_close(c.db.driver, c.db.handle);
-    if (rv >= 0) return rv;
-    fprintf(stderr, "gmcpctl: unknown command '%s%s%s' (see gmcpctl --help)\n", cmd,
-            sub ? " " : "", sub ? sub : "");
-    return EXIT_USAGE;
+    return rv;
 }

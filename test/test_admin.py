@@ -1,4 +1,5 @@
 """gmcpctl, directive validation (apachectl -t), and a missing, old or dead database."""
+import json
 import os
 import re
 import shutil
@@ -232,3 +233,207 @@ def test_dead_database_answers_503(start, pg_dsn):
                 "params": {"protocolVersion": "2025-11-25", "capabilities": {},
                            "clientInfo": {"name": "t", "version": "1"}}})
     assert r.status_code == 503
+
+
+# ---- usage errors, dates, durations, --format, one-line failures ---------------------
+
+PEPPER_ENV = "GMCP_T_PEPPER"
+
+
+@pytest.fixture
+def keydb(tmp):
+    """A migrated SQLite database and the flags (with a pepper) that reach it."""
+    db = os.path.join(tmp, "k.db")
+    assert ctl("-d", "sqlite3", "-p", db, "-s", SQL, "migrate").returncode == 0
+    env = dict(os.environ, **{PEPPER_ENV: "0123456789abcdef-pepper"})
+    args = ["-d", "sqlite3", "-p", db, "-s", SQL, "-k", "env:" + PEPPER_ENV]
+    return args, env
+
+
+def one_usage_line(r):
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("gmcpctl: ") and lines[0].endswith("(see gmcpctl --help)"), lines
+    assert r.stdout == ""
+    return lines[0]
+
+
+def key_count(keydb):
+    args, env = keydb
+    return len(json.loads(ctl(*args, "--json", "keys", "list", env=env).stdout))
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--bogus", "migrate"], "unknown option '--bogus'"),
+    (["-x"], "unknown option '-x'"),
+    (["keys", "create", "--name"], "'--name' needs a value"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["keys"], "'keys' needs a subcommand"),
+    (["keys", "frob"], "unknown command 'keys frob'"),
+    (["keys", "list", "extra"], "'keys list' takes no argument"),
+    (["keys", "show"], "'keys show' needs an ID"),
+    (["keys", "show", "a", "b"], "too many arguments for 'keys show'"),
+    (["usage", "now"], "'usage' takes no argument"),
+    (["migrate", "now"], "unknown command 'migrate now'"),
+    (["migrate", "status", "x"], "'migrate status' takes no argument"),
+    (["uploads", "frob"], "unknown command 'uploads frob'"),
+    (["sessions", "export"], "'sessions export' needs an ID"),
+    (["keys", "create", "--grace", "1h", "--name", "x"], "--grace does not apply to 'keys create'"),
+    (["audit", "--key", "abc"], "--key does not apply to 'audit'"),
+    (["migrate", "--dry-run"], "--dry-run does not apply to 'migrate'"),
+])
+def test_usage_errors_are_one_line(keydb, argv, says):
+    args, env = keydb
+    line = one_usage_line(ctl(*args, *argv, env=env))
+    assert says in line, line
+
+
+def test_no_database_is_a_one_line_usage_error():
+    assert "no database" in one_usage_line(ctl("keys", "list"))
+
+
+def test_no_command_prints_the_help_on_stderr():
+    r = ctl("-v")
+    assert r.returncode == 2 and r.stdout == "" and "Usage: gmcpctl" in r.stderr
+
+
+@pytest.mark.parametrize("date,says", [
+    ("2026-02-30", "has no day 30"), ("2027-02-30", "has no day 30"),
+    ("2026-13-01", "no month 13"), ("2026-00-10", "no month 00"),
+    ("2025-02-29", "has no day 29"), ("2027-02-29", "has no day 29"),
+    ("2027-04-31", "has no day 31"), ("2027-01-00", "has no day 00"),
+    ("2027-06-01T24:00Z", "no hour 24"), ("2027-06-01T12:60", "no minute 60"),
+    ("2027-06-01T12:30:61Z", "no second 61"), ("2027-06-01x", "not a date"),
+    ("2027/06/01", "not a date"), ("1969-12-31", "year 1969"),
+])
+@pytest.mark.parametrize("where", ["keys create", "keys update", "usage", "audit"])
+def test_impossible_dates_are_usage_errors(keydb, date, says, where):
+    args, env = keydb
+    if where == "usage" or where == "audit":
+        argv = [where, "--since", date]
+        name = "--since"
+    elif where == "keys create":
+        argv = ["keys", "create", "--name", "x", "--expires", date]
+        name = "--expires"
+    else:
+        kid = json.loads(ctl(*args, "--json", "keys", "create", "--name", "u", env=env).stdout)["id"]
+        argv = ["keys", "update", kid, "--expires", date]
+        name = "--expires"
+    before = key_count(keydb)
+    line = one_usage_line(ctl(*args, *argv, env=env))
+    assert f"{name} '{date}'" in line and says in line, line
+    assert key_count(keydb) == before
+    if where == "keys update":
+        shown = json.loads(ctl(*args, "--json", "keys", "show", kid, env=env).stdout)
+        assert not shown.get("expires")
+
+
+def test_leap_day_in_a_leap_year_is_accepted(keydb):
+    args, env = keydb
+    r = ctl(*args, "--json", "keys", "create", "--name", "leap", "--expires", "2028-02-29", env=env)
+    assert r.returncode == 0, r.stderr
+    k = json.loads(r.stdout)
+    assert k["expires"] == "Tue, 29 Feb 2028 00:00:00 GMT", k
+    r = ctl(*args, "keys", "update", k["id"], "--expires", "2032-02-29T23:59:59Z", env=env)
+    assert r.returncode == 0, r.stderr
+    r = ctl(*args, "audit", "--since", "2028-02-29", env=env)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--grace", "-1h"], "negative"),
+    (["--grace", "99999999999999999d"], "more than 100 years"),
+    (["--grace", "99999999999999999999999999"], "more than 100 years"),
+    (["--grace", "36600d"], "more than 100 years"),
+    (["--grace", "5w"], "unknown unit"),
+    (["--grace", "1.5h"], "not a whole number"),
+    (["--grace", "h"], "no number"),
+    (["--grace", ""], "empty"),
+])
+def test_absurd_grace_is_a_usage_error(keydb, argv, says):
+    args, env = keydb
+    kid = json.loads(ctl(*args, "--json", "keys", "create", "--name", "g", env=env).stdout)["id"]
+    line = one_usage_line(ctl(*args, "keys", "rotate", kid, *argv, env=env))
+    assert says in line, line
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["usage", "--since", "0h"], "zero"),
+    (["audit", "--since", "-0d"], "zero"),
+    (["usage", "--since", "99999999999999999d"], "more than 100 years"),
+    (["audit", "--since", "36600d"], "more than 100 years"),
+    (["audit", "--since", "+1h"], "in the future"),
+    (["audit", "--since", "7y"], "unknown unit"),
+    (["keys", "create", "--name", "x", "--expires", "+0d"], "zero"),
+    (["keys", "create", "--name", "x", "--expires", "+99999999999999999d"], "more than 100 years"),
+    (["keys", "create", "--name", "x", "--expires", "+36600d"], "more than 100 years"),
+    (["keys", "create", "--name", "x", "--expires", "-1h"], "in the past"),
+    (["keys", "create", "--name", "x", "--expires", "2020-01-01"], "in the past"),
+    (["keys", "create", "--name", "x", "--expires", "9999-01-01"], "more than 100 years"),
+    (["keys", "create", "--name", "x", "--rate", "2000000/s"], "more than 1000000"),
+    (["keys", "create", "--name", "x", "--token-rate", "9999999999999/m"], "more than 10^12"),
+    (["keys", "create", "--name", "x", "--token-quota", "9999999999999/day"], "more than 10^12"),
+])
+def test_absurd_durations_and_rates_are_usage_errors(keydb, argv, says):
+    args, env = keydb
+    line = one_usage_line(ctl(*args, *argv, env=env))
+    assert says in line, line
+    assert key_count(keydb) == 0
+
+
+def test_sane_durations_still_work(keydb):
+    args, env = keydb
+    k = json.loads(ctl(*args, "--json", "keys", "create", "--name", "ok", "--expires", "+36500d",
+                       "--rate", "1000000/s", env=env).stdout)
+    for g in ("0", "90", "30m", "24h", "36500d"):
+        r = ctl(*args, "--json", "keys", "rotate", k["id"], "--grace", g, env=env)
+        assert r.returncode == 0, r.stderr
+    for s in ("24h", "-7d", "2026-01-01T00:00:00Z", "2999-01-01"):
+        assert ctl(*args, "audit", "--since", s, env=env).returncode == 0
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["sessions", "export", "chat_x", "--format", "pdf"], "--format 'pdf'"),
+    (["sessions", "export", "chat_x", "-F", "JSON"], "--format 'JSON'"),
+    (["keys", "list", "--format", "json"], "--format does not apply to 'keys list'"),
+    (["migrate", "status", "--format", "text"], "--format does not apply"),
+    (["sessions", "list", "--format", "markdown"], "--format does not apply"),
+    (["audit", "-F", "nonsense"], "--format does not apply"),
+])
+def test_format_errors(keydb, argv, says):
+    args, env = keydb
+    line = one_usage_line(ctl(*args, *argv, env=env))
+    assert says in line, line
+
+
+PG_DEAD = "host=127.0.0.1 port=1 user=nobody password=hunter2 connect_timeout=2"
+
+
+@pytest.mark.parametrize("params", [
+    PG_DEAD,
+    "hostaddr=hunter2 port=1 user=nobody password=hunter2 connect_timeout=2",
+    "postgresql://nobody:hunter2@127.0.0.1:1/gmcp?connect_timeout=2",
+])
+@pytest.mark.parametrize("argv", [["migrate"], ["migrate", "status"], ["keys", "list"],
+                                  ["cleanup"], ["-v", "audit"]])
+def test_unreachable_postgresql_is_one_line_without_password(params, argv):
+    r = ctl("-d", "pgsql", "-p", params, "-s", SQL, *argv)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("gmcpctl: cannot open the database: "), lines
+    assert "hunter2" not in r.stderr and "hunter2" not in r.stdout
+    assert "\t" not in lines[0]
+
+
+def test_sqlite_in_a_missing_directory_is_one_line(tmp):
+    path = os.path.join(tmp, "no", "such", "dir", "g.db")
+    r = ctl("-d", "sqlite3", "-p", path, "-s", SQL, "migrate")
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("gmcpctl: cannot open the database: ") and path in lines[0]
+    for argv in (["keys", "list"], ["migrate", "status"], ["cleanup"]):
+        r = ctl("-d", "sqlite3", "-p", path, "-s", SQL, *argv)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert path in r.stderr
