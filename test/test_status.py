@@ -1,4 +1,5 @@
 """SetHandler gemini-mcp-status: /live and /ready."""
+import pytest
 import requests
 
 from conftest import response_of
