@@ -12,7 +12,12 @@
 /* Long-only options (codes above any character). */
 enum { OPT_NAME = 256, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE,
        OPT_TOKEN_QUOTA, OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER, OPT_GRACE, OPT_KEY,
-       OPT_SINCE, OPT_UPLOAD_DIR, OPT_DRY_RUN };
+       OPT_SINCE, OPT_UPLOAD_DIR, OPT_DRY_RUN,
+       /* migrate down */
+       OPT_TO, OPT_FORCE,
+       /* backup, restore, copy */
+       OPT_OUTPUT, OPT_KEEP, OPT_ENCRYPT, OPT_INCLUDE_UPLOADS, OPT_REPLACE, OPT_TO_DRIVER,
+       OPT_TO_PARAMS };
 
 typedef struct {
     apr_pool_t *pool;
