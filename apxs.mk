@@ -91,9 +91,20 @@ $(BUILD)/gmcpctl_uploads.o: gmcpctl/uploads.c $(CORE_HDR) gmcpctl/gmcpctl.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Igmcpctl -c -o $@ $<
 
+$(BUILD)/gmcpctl_joblock.o: gmcpctl/joblock.c gmcpctl/gmcpctl.h $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Igmcpctl -c -o $@ $<
+
+$(BUILD)/gmcpctl_backup.o: gmcpctl/backup.c $(CORE_HDR) gmcpctl/gmcpctl.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) \
+	    -Igmcpctl -DGMCP_VERSION='"0.1.0"' -c -o $@ $<
+
+# backup.c uses the DBD drivers' native handles: the same libsqlite3/libpq they link.
 $(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/gmcpctl_access.o $(BUILD)/gmcpctl_uploads.o \
-            $(BUILD)/httpd_conf.o $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS)
+            $(BUILD)/gmcpctl_backup.o $(BUILD)/gmcpctl_joblock.o $(BUILD)/httpd_conf.o \
+            $(CORE_OBJ)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS) -lsqlite3 -lpq
 
 $(BUILD)/unit/%: test/unit/%.c test/unit/unit.h test/unit/unit_db.h $(CORE_OBJ) $(BUILD)/httpd_conf.o
 	@mkdir -p $(dir $@)

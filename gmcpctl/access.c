@@ -428,13 +428,15 @@ int cmd_usage(ctl *c)
         return fail("cannot read usage: %s", gmcp_db_error(&c->db, -1));
     arr = json_array();
     if (!c->json)
-        printf("%-24s %-29s %8s %6s %6s %10s %10s %10s %10s\n", "KEY", "HOUR", "REQUESTS",
-               "ERRORS", "REJECT", "PROMPT", "OUTPUT", "BYTES_IN", "BYTES_OUT");
+        printf("%-24s %-29s %8s %6s %6s %10s %10s %10s %10s %s\n", "KEY", "HOUR", "REQUESTS",
+               "ERRORS", "REJECT", "PROMPT", "OUTPUT", "BYTES_IN", "BYTES_OUT", "PERIOD");
     for (i = 0; i < rs.rows->nelts; i++) {
         const char **r = GMCP_ROW(&rs, i);
         if (c->json)
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, "
-                                  "s:I, s:I}", "key_id", r[0], "hour",
+            /* period "hour", or "day": a daily roll-up (gmcpctl cleanup) of hours past
+             * GeminiMCPUsageRetention; "hour" is then the start of the UTC day. */
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
+                                  "s:I, s:I, s:I}", "key_id", r[0], "period", r[9], "hour",
                                   iso(c->pool, apr_atoi64(r[1])), "hour_epoch",
                                   (json_int_t)apr_atoi64(r[1]),
                                   "requests", (json_int_t)apr_atoi64(r[2]),
@@ -445,8 +447,9 @@ int cmd_usage(ctl *c)
                                   "bytes_in", (json_int_t)apr_atoi64(r[7]),
                                   "bytes_out", (json_int_t)apr_atoi64(r[8])));
         else
-            printf("%-24s %-29s %8s %6s %6s %10s %10s %10s %10s\n", r[0],
-                   iso(c->pool, apr_atoi64(r[1])), r[2], r[3], r[4], r[5], r[6], r[7], r[8]);
+            printf("%-24s %-29s %8s %6s %6s %10s %10s %10s %10s %s\n", r[0],
+                   iso(c->pool, apr_atoi64(r[1])), r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                   r[9]);
     }
     if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
     json_decref(arr);

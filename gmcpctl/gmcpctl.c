@@ -38,8 +38,15 @@ static void usage(FILE *out)
 "Administer the database of mod_gemini_mcp (SQLite or PostgreSQL through APR DBD).\n"
 "\n"
 "Commands:\n"
-"  migrate            apply pending schema migrations (quiet unless -v)\n"
-"  migrate status     list migrations and whether each is applied\n"
+"  migrate            apply pending schema migrations (quiet unless -v); refuses to run\n"
+"                     when an applied migration's file changed since (drift)\n"
+"  migrate status     list migrations: applied, pending, drift (file changed after it\n"
+"                     was applied) or missing (applied, no file); exits 1 on drift or\n"
+"                     missing, so cron can alert\n"
+"  migrate down --to N [--force]\n"
+"                     roll back every migration above N (newest first, one transaction,\n"
+"                     with their NNNN_*.down.sql); refuses, changing nothing, when a\n"
+"                     table it drops or alters holds rows, unless --force\n"
 "  sessions list      Gemini chat sessions, most recently used first (--owner O)\n"
 "  sessions show ID   one chat session's details\n"
 "  sessions export ID the session as --format json|text|markdown (default markdown)\n"
@@ -58,9 +65,16 @@ static void usage(FILE *out)
 "  uploads list       tus uploads (--owner O)\n"
 "  uploads show ID    one upload\n"
 "  uploads cancel ID  terminate an upload and remove its spool file\n"
+"  backup             a consistent online backup (--output FILE|DIR, --keep N with a\n"
+"                     DIR, --encrypt file:PATH|env:NAME); quiet on success\n"
+"  backup verify ARCHIVE  check an archive offline: format, row counts, table hashes\n"
+"  restore ARCHIVE    load an archive (of either driver) into an empty database, in one\n"
+"                     transaction, verified before commit (--dry-run, --replace)\n"
+"  copy               copy the database to --to-driver D --to-params P (verified)\n"
 "  cleanup            remove what has expired: uploads (spool files and rows), idle MCP\n"
-"                     and chat sessions, Gemini file records (--dry-run reports only;\n"
-"                     one run at a time; quiet on success)\n"
+"                     and chat sessions, Gemini file records, and what is past its\n"
+"                     retention (GeminiMCP*Retention: usage rolled up per day, audit,\n"
+"                     events) (--dry-run reports only; one run at a time; quiet on success)\n"
 "\n"
 "Options:\n"
 "  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from\n"
@@ -84,7 +98,8 @@ static void usage(FILE *out)
 "refused on the others. DATE is YYYY-MM-DD[THH:MM[:SS]Z] (UTC, a real calendar day);\n"
 "durations are N with s, m, h or d, at most 100 years.\n"
 "Errors are one line on stderr (a database's message included, never its password).\n"
-"Exit status: 0 success, 1 the operation failed, 2 usage error.\n", out);
+"Exit status: 0 success, 1 the operation failed (or 'migrate status' found drift),\n"
+"2 usage error.\n", out);
 }
 
 /* The DBDParams password (pgsql "password=..." or a URI's user:password@): never printed. */
@@ -282,33 +297,43 @@ static int cmd_migrate(ctl *c)
     return 0;
 }
 
+/* migrate status: per migration applied / pending / drift / missing. Drift (a file that
+ * changed after it was applied) and missing (applied, no file) exit 1, after the list. */
 static int cmd_migrate_status(ctl *c)
 {
-    apr_array_header_t *migs;
+    apr_array_header_t *migs, *missing;
     const char *err = NULL;
     json_t *arr = json_array();
-    int rv, i, pending = 0;
+    int rv, i, pending = 0, drift = 0;
     if ((rv = open_db(c, 0)) != 0) { json_decref(arr); return rv; }
     if (gmcp_migrations_load(c->pool, c->sql_dir, sql_subdir(c->driver), &migs, &err)
-        || gmcp_migrate_status(&c->db, migs, &err)) {
+        || gmcp_migrate_inspect(&c->db, migs, &missing, &err)) {
         json_decref(arr);
         return fail("%s", err);
     }
-    for (i = 0; i < migs->nelts; i++) {
-        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
-        const char *state = !m->applied ? "pending"
-                          : strcmp(m->applied_checksum, m->checksum) ? "modified" : "applied";
+    for (i = 0; i < migs->nelts + missing->nelts; i++) {
+        gmcp_migration *m = i < migs->nelts ? &APR_ARRAY_IDX(migs, i, gmcp_migration)
+                          : &APR_ARRAY_IDX(missing, i - migs->nelts, gmcp_migration);
+        int drifted = m->applied && !m->missing && strcmp(m->applied_checksum, m->checksum);
+        const char *state = m->missing ? "missing" : !m->applied ? "pending"
+                          : drifted ? "drift" : "applied";
         if (!m->applied) pending++;
+        if (drifted || m->missing) drift++;
         if (c->json) {
-            json_t *o = json_pack("{s:i, s:s, s:s, s:s}", "version", m->version, "name", m->name,
-                                  "state", state, "checksum", m->checksum);
+            json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b}", "version", m->version,
+                                  "name", m->name, "state", state, "checksum", m->checksum,
+                                  "down", m->down_sql != NULL);
             if (m->applied) json_object_set_new(o, "applied_at", json_integer(m->applied_at));
+            if (drifted)
+                json_object_set_new(o, "applied_checksum", json_string(m->applied_checksum));
             json_array_append_new(arr, o);
         }
         else {
             char when[APR_RFC822_DATE_LEN] = "-";
             if (m->applied) apr_rfc822_date(when, apr_time_from_sec(m->applied_at));
-            printf("%04d  %-32s %-9s %s\n", m->version, m->name, state, when);
+            printf("%04d  %-32s %-9s %s%s\n", m->version, m->name, state, when,
+                   drifted ? "  (file modified after it was applied)"
+                   : m->missing ? "  (applied, but no file in the migrations directory)" : "");
         }
     }
     if (c->json) {
@@ -319,6 +344,56 @@ static int cmd_migrate_status(ctl *c)
         printf("%d migration(s) pending: run 'gmcpctl migrate'\n", pending);
     }
     json_decref(arr);
+    if (drift) {
+        fflush(stdout);
+        return fail("%s", apr_psprintf(c->pool, "schema drift: %d applied migration(s) no "
+                                       "longer match their file (restore the original)", drift));
+    }
+    return 0;
+}
+
+/* migrate down --to N [--force] */
+static int cmd_migrate_down(ctl *c)
+{
+    apr_array_header_t *migs, *done = NULL;
+    const char *err = NULL, *to = opt(c, OPT_TO), *s;
+    int rv, i, target, current = 0, refused = 0, audited = 0;
+    if (!to) return usage_err("'migrate down' needs --to N, the version to end at%s", "");
+    for (s = to; *s >= '0' && *s <= '9'; s++) ;
+    if (!*to || *s || s - to > 6)
+        return usage_err("--to '%s' must be a version number (0 or more)", to);
+    target = atoi(to);
+    if ((rv = open_db(c, 0)) != 0) return rv;
+    if (gmcp_migrations_load(c->pool, c->sql_dir, sql_subdir(c->driver), &migs, &err))
+        return fail("%s", err);
+    if (gmcp_db_schema_version(&c->db, &current, &err))
+        return fail("cannot read the schema version: %s", err);
+    if (target > current)
+        return usage_err("%s", apr_psprintf(c->pool, "--to %d is above the schema's version "
+                                            "(%d): nothing to roll back", target, current));
+    if (target < current
+        && gmcp_migrate_down(&c->db, migs, target, opt(c, OPT_FORCE) != NULL, actor(c->pool),
+                             &done, &refused, &audited, &err))
+        return fail("%s", err);
+    if (c->json) {
+        json_t *arr = json_array(), *o;
+        for (i = 0; done && i < done->nelts; i++)
+            json_array_append_new(arr, json_string(APR_ARRAY_IDX(done, i, const char *)));
+        o = json_pack("{s:o, s:i, s:i, s:b}", "rolled_back", arr, "from", current,
+                      "version", target, "audited", audited);
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+    }
+    else if (c->verbose) {
+        if (target == current)
+            printf("schema is already at version %d: nothing to roll back\n", current);
+        for (i = 0; done && i < done->nelts; i++)
+            printf("rolled back %s\n", APR_ARRAY_IDX(done, i, const char *));
+        if (done && done->nelts && !audited)
+            printf("not audited: the rollback dropped the audit log itself\n");
+        if (target < current) printf("schema is at version %d\n", target);
+    }
     return 0;
 }
 
@@ -404,12 +479,13 @@ static int cmd_sessions(ctl *c, const char *sub, const char *id)
 
 /* The commands: operand count after the subcommand (0: none, 1: an id). */
 static const struct { const char *cmd, *sub; int id; } CMDS[] = {
-    {"migrate", NULL, 0}, {"migrate", "status", 0},
+    {"migrate", NULL, 0}, {"migrate", "status", 0}, {"migrate", "down", 0},
     {"sessions", "list", 0}, {"sessions", "show", 1}, {"sessions", "export", 1},
     {"sessions", "delete", 1},
     {"keys", "create", 0}, {"keys", "list", 0}, {"keys", "show", 1}, {"keys", "revoke", 1},
     {"keys", "rotate", 1}, {"keys", "update", 1},
     {"usage", NULL, 0}, {"audit", NULL, 0}, {"cleanup", NULL, 0},
+    {"backup", NULL, 0}, {"backup", "verify", 1}, {"restore", NULL, 1}, {"copy", NULL, 0},
     {"uploads", "list", 0}, {"uploads", "show", 1}, {"uploads", "cancel", 1},
     {NULL, NULL, 0}
 };
@@ -434,7 +510,15 @@ static const struct { int code; const char *name; const char *const cmds[6]; } O
     {OPT_KEY, "--key", {"usage"}},
     {OPT_SINCE, "--since", {"usage", "audit"}},
     {OPT_UPLOAD_DIR, "--upload-dir", {"uploads cancel", "cleanup"}},
-    {OPT_DRY_RUN, "--dry-run", {"cleanup"}},
+    {OPT_OUTPUT, "--output", {"backup"}},
+    {OPT_KEEP, "--keep", {"backup"}},
+    {OPT_ENCRYPT, "--encrypt", {"backup", "backup verify", "restore"}},
+    {OPT_REPLACE, "--replace", {"restore", "copy"}},
+    {OPT_TO_DRIVER, "--to-driver", {"copy"}},
+    {OPT_TO_PARAMS, "--to-params", {"copy"}},
+    {OPT_DRY_RUN, "--dry-run", {"restore", "cleanup"}},
+    {OPT_TO, "--to", {"migrate down"}},
+    {OPT_FORCE, "--force", {"migrate down"}},
     {0, NULL, {NULL}}
 };
 
@@ -512,6 +596,14 @@ int main(int argc, const char *const *argv)
         {"since", OPT_SINCE, 1, "since"},
         {"upload-dir", OPT_UPLOAD_DIR, 1, "spool directory"},
         {"dry-run", OPT_DRY_RUN, 0, "report only"},
+        {"output", OPT_OUTPUT, 1, "backup file or directory"},
+        {"keep", OPT_KEEP, 1, "backups to keep"},
+        {"encrypt", OPT_ENCRYPT, 1, "archive key source"},
+        {"replace", OPT_REPLACE, 0, "overwrite a non-empty target"},
+        {"to-driver", OPT_TO_DRIVER, 1, "copy target driver"},
+        {"to-params", OPT_TO_PARAMS, 1, "copy target parameters"},
+        {"to", OPT_TO, 1, "target schema version"},
+        {"force", OPT_FORCE, 0, "drop data"},
         {"verbose", 'v', 0, "verbose"},
         {"help", 'h', 0, "help"},
         {"version", 'V', 0, "version"},
@@ -568,16 +660,23 @@ int main(int argc, const char *const *argv)
         return EXIT_USAGE;
     }
     /* "migrate" alone is a command; so are "usage", "audit" and "cleanup". */
-    if ((rv = check_command(&c, cmd, sub, nargs, &which)) != 0) return rv;
+    /* "restore ARCHIVE": the operand follows the command directly. */
+    if ((rv = check_command(&c, cmd, strcmp(cmd, "restore") ? sub : NULL, nargs, &which)) != 0)
+        return rv;
     if (!CMDS[which].sub) sub = NULL;
     id = CMDS[which].id && nargs > 2 ? g->argv[g->ind + 2] : NULL;
+    if (!strcmp(cmd, "restore")) id = nargs > 1 ? g->argv[g->ind + 1] : NULL;
     if (apr_dbd_init(c.pool) != APR_SUCCESS) return fail("%s", "cannot initialise APR DBD");
-    if (!strcmp(cmd, "migrate")) rv = sub ? cmd_migrate_status(&c) : cmd_migrate(&c);
+    if (!strcmp(cmd, "migrate")) rv = !sub ? cmd_migrate(&c) : !strcmp(sub, "down")
+                                      ? cmd_migrate_down(&c) : cmd_migrate_status(&c);
     else if (!strcmp(cmd, "sessions")) rv = cmd_sessions(&c, sub, id);
     else if (!strcmp(cmd, "keys")) rv = cmd_keys(&c, sub, id);
     else if (!strcmp(cmd, "usage")) rv = cmd_usage(&c);
     else if (!strcmp(cmd, "uploads")) rv = cmd_uploads(&c, sub, id);
     else if (!strcmp(cmd, "cleanup")) rv = cmd_cleanup(&c);
+    else if (!strcmp(cmd, "backup")) rv = sub ? cmd_backup_verify(&c, id) : cmd_backup(&c);
+    else if (!strcmp(cmd, "restore")) rv = cmd_restore(&c, id);
+    else if (!strcmp(cmd, "copy")) rv = cmd_copy(&c);
     else rv = cmd_audit(&c);
     /* The drivers register no cleanup of their own: close before the pool goes. */
     if (c.db.handle) apr_dbd_close(c.db.driver, c.db.handle);

@@ -4,6 +4,7 @@
 
 #include <apr_pools.h>
 #include <apr_tables.h>
+#include <apr_file_io.h>
 #include "gmcp_db.h"
 
 #define EXIT_FAIL  1
@@ -46,10 +47,21 @@ const char *iso(apr_pool_t *p, apr_int64_t sec);
 /* Who runs gmcpctl, for the audit log ("gmcpctl:<login>"). */
 const char *actor(apr_pool_t *p);
 
+/* The job lock (joblock.c): 0 when taken; otherwise the exit code, with one line said
+ * (another job holds it, or it cannot be taken). */
+typedef struct { ctl *c; int held; apr_file_t *f; } gmcpctl_joblock;
+int joblock_take(ctl *c, gmcpctl_joblock *l);
+void joblock_release(gmcpctl_joblock *l);
+
 int cmd_keys(ctl *c, const char *sub, const char *id);
 int cmd_usage(ctl *c);
 int cmd_audit(ctl *c);
 int cmd_uploads(ctl *c, const char *sub, const char *id);
 int cmd_cleanup(ctl *c);
+/* backup.c */
+int cmd_backup(ctl *c);
+int cmd_backup_verify(ctl *c, const char *path);
+int cmd_restore(ctl *c, const char *path);
+int cmd_copy(ctl *c);
 
 #endif

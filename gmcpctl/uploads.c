@@ -8,6 +8,7 @@
 
 #include "gmcp_chat.h"
 #include "gmcp_keys.h"
+#include "gmcp_retention.h"
 #include "gmcp_store.h"
 #include "gmcp_uploads.h"
 #include "gmcp_util.h"
@@ -81,24 +82,20 @@ static apr_int64_t count(ctl *c, const char *label, apr_int64_t before)
     return apr_atoi64(GMCP_ROW(&rs, 0)[0]);
 }
 
-/* One cleanup at a time: a PostgreSQL advisory lock, or an exclusive lock on a file
- * next to the SQLite database. Returns 0 when held, 1 when someone else holds it. */
-static int take_lock(ctl *c, apr_file_t **lockf)
+/* A retention directive of the configuration (the module checked it the same way). */
+static int retention_conf(ctl *c, const char *directive, apr_int64_t dflt, apr_int64_t *out)
 {
-    *lockf = NULL;
-    if (c->db.pgsql) {
-        gmcp_rows rs;
-        if (gmcp_db_select_raw(&c->db, "SELECT pg_try_advisory_lock(727170001)", &rs)
-            || rs.rows->nelts != 1)
-            return -1;
-        return GMCP_ROW(&rs, 0)[0][0] == 't' ? 0 : 1;
-    }
-    if (apr_file_open(lockf, apr_pstrcat(c->pool, c->params, ".cleanup-lock", NULL),
-                      APR_FOPEN_WRITE | APR_FOPEN_CREATE, APR_FPROT_UREAD | APR_FPROT_UWRITE,
-                      c->pool) != APR_SUCCESS)
-        return -1;
-    return apr_file_lock(*lockf, APR_FLOCK_EXCLUSIVE | APR_FLOCK_NONBLOCK) == APR_SUCCESS
-           ? 0 : 1;
+    const char *v = conf_or(c, directive, NULL), *why;
+    *out = dflt;
+    if (!v) return 0;
+    why = gmcp_duration_parse(c->pool, v, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX, out);
+    if (why) return fail("%s", apr_pstrcat(c->pool, directive, ": ", why, NULL));
+    return 0;
+}
+
+static json_t *epoch_or_null(ctl *c, apr_int64_t t)
+{
+    return t ? json_string(iso(c->pool, t)) : json_null();
 }
 
 int cmd_cleanup(ctl *c)
@@ -106,25 +103,53 @@ int cmd_cleanup(ctl *c)
     apr_int64_t now = gmcp_now_sec(), sess_idle, retention, chat_idle;
     const char *dir;
     int dry = opt(c, OPT_DRY_RUN) != NULL, rv, i, failed = 0;
-    apr_int64_t n_sessions, n_chats, n_files, spool_bytes = 0;
+    apr_int64_t n_sessions, n_chats, n_files, n_events = 0, spool_bytes = 0;
     apr_array_header_t *ups;
-    apr_file_t *lockf;
+    gmcpctl_joblock lock;
+    gmcp_retention keep;
+    gmcp_retention_run run;
     json_t *out;
+    const char *why;
 
     if ((rv = open_db(c, 0)) != 0) return rv;      /* also reads --config */
     /* The server's own expiry settings, so both agree on what has expired. */
     sess_idle = apr_atoi64(conf_or(c, "GeminiMCPSessionIdleTimeout", "86400"));
     retention = apr_atoi64(conf_or(c, "GeminiMCPEventRetention", "3600"));
     chat_idle = apr_atoi64(conf_or(c, "GeminiMCPChatIdleTimeout", "259200"));
+    /* How long usage and the audit log are kept (gmcp_retention.h). */
+    if ((rv = retention_conf(c, "GeminiMCPUsageRetention", GMCP_DEFAULT_USAGE_RETENTION,
+                             &keep.usage)) != 0
+        || (rv = retention_conf(c, "GeminiMCPUsageDailyRetention",
+                                GMCP_DEFAULT_USAGE_DAILY_RETENTION, &keep.usage_daily)) != 0
+        || (rv = retention_conf(c, "GeminiMCPAuditRetention", GMCP_DEFAULT_AUDIT_RETENTION,
+                                &keep.audit)) != 0)
+        return rv;
+    if ((why = gmcp_retention_check(&keep)) != NULL) return fail("%s", why);
     dir = upload_dir(c);
-    rv = take_lock(c, &lockf);
-    if (rv < 0) return fail("cannot take the cleanup lock%s", "");
-    if (rv > 0) return fail("another 'gmcpctl cleanup' is running (lock held)%s", "");
+    if ((rv = joblock_take(c, &lock)) != 0) return rv;
     n_sessions = count(c, "gmcp_count_sessions_idle", now - sess_idle);
     n_chats = count(c, "gmcp_count_chats_idle", now - chat_idle);
     n_files = count(c, "gmcp_file_expired_count", now);
-    if (n_sessions < 0 || n_chats < 0 || n_files < 0 || gmcp_upload_expired(&c->db, now, &ups))
-        return fail("cannot read the database: %s", gmcp_db_error(&c->db, -1));
+    {
+        /* the stored SSE events gmcp_store_sweep removes: too old, or of idle sessions */
+        gmcp_rows rs;
+        if (gmcp_db_select_raw(&c->db, apr_psprintf(c->pool, "SELECT COUNT(*) FROM mcp_events "
+                               "WHERE created < %" APR_INT64_T_FMT " OR session_id IN (SELECT "
+                               "id FROM mcp_sessions WHERE last_seen < %" APR_INT64_T_FMT ")",
+                               now - retention, now - sess_idle), &rs) == 0
+            && rs.rows->nelts == 1)
+            n_events = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
+        else
+            n_events = -1;
+    }
+    gmcp_retention_cutoffs(&keep, now, &run);
+    if (n_sessions < 0 || n_chats < 0 || n_files < 0 || n_events < 0
+        || gmcp_upload_expired(&c->db, now, &ups)
+        || (dry && gmcp_retention_count(&c->db, &run))) {
+        rv = fail("cannot read the database: %s", gmcp_db_error(&c->db, -1));
+        joblock_release(&lock);
+        return rv;
+    }
     for (i = 0; i < ups->nelts; i++) {
         gmcp_upload *u = &APR_ARRAY_IDX(ups, i, gmcp_upload);
         apr_finfo_t fi;
@@ -147,8 +172,19 @@ int cmd_cleanup(ctl *c)
         if (gmcp_store_sweep(&c->db, sess_idle, retention)
             || gmcp_chat_sweep(&c->db, chat_idle)
             || gmcp_db_exec(&c->db, "gmcp_file_expired_delete", NULL,
-                            GMCP_ARGS(gmcp_i64_str(c->pool, now))))
-            return fail("cleanup failed: %s", gmcp_db_error(&c->db, -1));
+                            GMCP_ARGS(gmcp_i64_str(c->pool, now)))) {
+            rv = fail("cleanup failed: %s", gmcp_db_error(&c->db, -1));
+            joblock_release(&lock);
+            return rv;
+        }
+        /* Usage roll-up, usage and audit deletes, and their retention.delete audit row:
+         * one transaction. */
+        if (gmcp_retention_apply(&c->db, actor(c->pool), &run)) {
+            rv = fail("retention failed (nothing of it was changed): %s",
+                      gmcp_db_error(&c->db, -1));
+            joblock_release(&lock);
+            return rv;
+        }
         if (ups->nelts || n_sessions || n_chats || n_files)
             gmcp_audit(&c->db, actor(c->pool), "cleanup", "", apr_psprintf(c->pool,
                        "uploads=%d spool_bytes=%" APR_INT64_T_FMT " mcp_sessions=%"
@@ -156,15 +192,19 @@ int cmd_cleanup(ctl *c)
                        APR_INT64_T_FMT, ups->nelts, spool_bytes, n_sessions, n_chats,
                        n_files));
     }
-    if (c->db.pgsql) {
-        gmcp_rows rs;
-        gmcp_db_select_raw(&c->db, "SELECT pg_advisory_unlock(727170001)", &rs);
-    }
-    if (lockf) apr_file_close(lockf);
+    joblock_release(&lock);
     out = json_pack("{s:b, s:i, s:I, s:I, s:I, s:I, s:b}", "dry_run", dry,
                     "uploads", ups->nelts, "spool_bytes", (json_int_t)spool_bytes,
                     "mcp_sessions", (json_int_t)n_sessions, "chat_sessions", (json_int_t)n_chats,
                     "files", (json_int_t)n_files, "upload_dir_known", dir != NULL);
+    json_object_set_new(out, "retention", json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}",
+        "mcp_events", (json_int_t)n_events, "usage_hourly", (json_int_t)run.usage_hourly,
+        "usage_days", (json_int_t)run.usage_days, "usage_daily", (json_int_t)run.usage_daily,
+        "audit_log", (json_int_t)run.audit,
+        "usage_before", epoch_or_null(c, run.usage_before),
+        "usage_daily_before", epoch_or_null(c, run.usage_daily_before),
+        "audit_before", epoch_or_null(c, run.audit_before)));
     if (c->json) {
         json_dumpf(out, stdout, JSON_COMPACT);
         fputc('\n', stdout);
@@ -174,6 +214,11 @@ int cmd_cleanup(ctl *c)
                " MCP session(s), %" APR_INT64_T_FMT " chat session(s), %" APR_INT64_T_FMT
                " file record(s)\n", dry ? "would remove " : "removed ", ups->nelts,
                spool_bytes, n_sessions, n_chats, n_files);
+        printf("%s%" APR_INT64_T_FMT " MCP event(s), %" APR_INT64_T_FMT " hourly usage row(s)"
+               " (rolled into %" APR_INT64_T_FMT " daily row(s)), %" APR_INT64_T_FMT
+               " daily usage row(s), %" APR_INT64_T_FMT " audit row(s)\n",
+               dry ? "would remove " : "removed ", n_events, run.usage_hourly, run.usage_days,
+               run.usage_daily, run.audit);
     }
     json_decref(out);
     if (!dir && ups->nelts)

@@ -14,7 +14,7 @@
 #include <apr_dbd.h>
 
 /* The schema version this build needs: the highest migration in sql/<driver>/. */
-#define GMCP_SCHEMA_VERSION 5
+#define GMCP_SCHEMA_VERSION 6
 
 typedef struct {
     const apr_dbd_driver_t *driver;

@@ -52,17 +52,28 @@ const gmcp_stmt gmcp_key_stmts[] = {
      "output_tokens = usage_hourly.output_tokens + excluded.output_tokens, "
      "bytes_in = usage_hourly.bytes_in + excluded.bytes_in, "
      "bytes_out = usage_hourly.bytes_out + excluded.bytes_out"},
+    /* Hourly rows since the start plus the daily roll-ups (usage_daily, written by
+     * gmcpctl cleanup, gmcp_retention.h) of days starting at or after it: the two hold
+     * disjoint counts (a roll-up deletes the hours it adds), so for a day-aligned start
+     * the sum is exact however much was rolled up. */
     {"gmcp_usage_sum",
      "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(errors), 0), "
      "COALESCE(SUM(rejected), 0), COALESCE(SUM(prompt_tokens), 0), "
      "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(bytes_in), 0), "
-     "COALESCE(SUM(bytes_out), 0) FROM usage_hourly WHERE key_id = %s AND hour >= %lld"},
+     "COALESCE(SUM(bytes_out), 0) FROM ("
+     "SELECT " USAGE_COLS " FROM usage_hourly WHERE key_id = %s AND hour >= %lld "
+     "UNION ALL SELECT " USAGE_COLS " FROM usage_daily WHERE key_id = %s AND day >= %lld"
+     ") u"},
+    /* Rows of both: the last column says 'hour' or 'day' (the second is its start). */
     {"gmcp_usage_rows_key",
-     "SELECT key_id, hour, " USAGE_COLS " FROM usage_hourly WHERE key_id = %s "
-     "AND hour >= %lld ORDER BY hour, key_id"},
+     "SELECT key_id, hour, " USAGE_COLS ", 'hour' FROM usage_hourly WHERE key_id = %s "
+     "AND hour >= %lld UNION ALL "
+     "SELECT key_id, day, " USAGE_COLS ", 'day' FROM usage_daily WHERE key_id = %s "
+     "AND day >= %lld ORDER BY 2, 1, 10"},
     {"gmcp_usage_rows_all",
-     "SELECT key_id, hour, " USAGE_COLS " FROM usage_hourly WHERE hour >= %lld "
-     "ORDER BY hour, key_id"},
+     "SELECT key_id, hour, " USAGE_COLS ", 'hour' FROM usage_hourly WHERE hour >= %lld "
+     "UNION ALL SELECT key_id, day, " USAGE_COLS ", 'day' FROM usage_daily "
+     "WHERE day >= %lld ORDER BY 2, 1, 10"},
     /* GCRA in one statement: tat' = max(tat, now) + interval, admitted while
      * tat' - now <= limit; a refused request changes nothing. */
     {"gmcp_ratelimit_pgsql",
@@ -354,7 +365,8 @@ int gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usag
     gmcp_rows rs;
     const char **r;
     memset(out, 0, sizeof(*out));
-    if (gmcp_db_select(db, "gmcp_usage_sum", &rs, GMCP_ARGS(key_id, I(db->pool, since))))
+    if (gmcp_db_select(db, "gmcp_usage_sum", &rs,
+                       GMCP_ARGS(key_id, I(db->pool, since), key_id, I(db->pool, since))))
         return GMCP_DB_ERROR;
     if (rs.rows->nelts != 1) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement gmcp_usage_sum "
@@ -372,8 +384,10 @@ int gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usag
 int gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_rows *out)
 {
     int rv = key_id
-        ? gmcp_db_select(db, "gmcp_usage_rows_key", out, GMCP_ARGS(key_id, I(db->pool, since)))
-        : gmcp_db_select(db, "gmcp_usage_rows_all", out, GMCP_ARGS(I(db->pool, since)));
+        ? gmcp_db_select(db, "gmcp_usage_rows_key", out,
+                         GMCP_ARGS(key_id, I(db->pool, since), key_id, I(db->pool, since)))
+        : gmcp_db_select(db, "gmcp_usage_rows_all", out,
+                         GMCP_ARGS(I(db->pool, since), I(db->pool, since)));
     return rv ? GMCP_DB_ERROR : 0;
 }
 

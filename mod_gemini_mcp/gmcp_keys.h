@@ -76,10 +76,11 @@ typedef struct {
     apr_int64_t requests, errors, rejected, prompt_tokens, output_tokens, bytes_in, bytes_out;
 } gmcp_usage;
 int gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour, const gmcp_usage *u);
-/* Totals since `since` (inclusive hour start). */
+/* Totals since `since` (inclusive hour start): hourly rows, plus the daily roll-ups of
+ * days starting at or after `since` (exact for day-aligned starts; see gmcp_retention.h). */
 int gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usage *out);
-/* Rows (key_id, hour, requests, errors, rejected, prompt, output, bytes_in, bytes_out),
- * key_id NULL = every key. */
+/* Rows (key_id, start, requests, errors, rejected, prompt, output, bytes_in, bytes_out,
+ * "hour" or "day"), ordered by start; key_id NULL = every key. */
 int gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_rows *out);
 void gmcp_usage_merge(gmcp_usage *into, const gmcp_usage *u);
 int gmcp_usage_empty(const gmcp_usage *u);

@@ -17,6 +17,45 @@ static int cmp_version(const void *a, const void *b)
     return ((const gmcp_migration *)a)->version - ((const gmcp_migration *)b)->version;
 }
 
+/* The whole file at `path`, NUL-terminated; NULL (logged, *err set) on failure. */
+static char *slurp(apr_pool_t *p, const char *path, apr_size_t *len, const char **err)
+{
+    apr_file_t *f;
+    apr_finfo_t ffi;
+    apr_status_t rv;
+    apr_size_t size;
+    char *data;
+    if ((rv = apr_file_open(&f, path, APR_FOPEN_READ, 0, p)) != APR_SUCCESS) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0302", "cannot open %s", path);
+        *err = apr_psprintf(p, "cannot read %s", path);
+        return NULL;
+    }
+    if ((rv = apr_file_info_get(&ffi, APR_FINFO_SIZE, f)) != APR_SUCCESS) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0303", "cannot stat %s", path);
+        *err = apr_psprintf(p, "cannot read %s", path);
+        apr_file_close(f);
+        return NULL;
+    }
+    size = (apr_size_t)ffi.size;
+    data = apr_palloc(p, size + 1);
+    if (size && (rv = apr_file_read_full(f, data, size, NULL)) != APR_SUCCESS) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0304", "cannot read %s", path);
+        *err = apr_psprintf(p, "cannot read %s", path);
+        apr_file_close(f);
+        return NULL;
+    }
+    data[size] = '\0';
+    apr_file_close(f);
+    *len = size;
+    return data;
+}
+
+static int ends_with(const char *s, size_t len, const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return len >= n && strcmp(s + len - n, suffix) == 0;
+}
+
 int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
                          apr_array_header_t **out, const char **err)
 {
@@ -24,8 +63,9 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
     apr_dir_t *d;
     apr_finfo_t fi;
     apr_array_header_t *migs = apr_array_make(p, 8, sizeof(gmcp_migration));
+    apr_array_header_t *downs = apr_array_make(p, 8, sizeof(gmcp_migration));
     apr_status_t rv;
-    int i;
+    int i, j;
 
     if ((rv = apr_dir_open(&d, dir, p)) != APR_SUCCESS) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0301",
@@ -36,45 +76,23 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
     while (apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, d) == APR_SUCCESS) {
         const char *n = fi.name;
         size_t len = strlen(n);
+        int down = ends_with(n, len, ".down.sql");
         gmcp_migration *m;
-        char *data;
-        apr_size_t size;
-        apr_file_t *f;
-        apr_finfo_t ffi;
-        if (fi.filetype != APR_REG || len < 9 || strcmp(n + len - 4, ".sql") != 0
+        apr_size_t size = 0;
+        if (fi.filetype != APR_REG || len < 9 || !ends_with(n, len, ".sql")
             || !isdigit((unsigned char)n[0]))
             continue;
-        m = apr_array_push(migs);
+        /* NNNN_name.down.sql undoes NNNN_name.sql: kept aside, never an up migration. */
+        m = apr_array_push(down ? downs : migs);
         memset(m, 0, sizeof(*m));
         m->version = atoi(n);
-        m->name = apr_pstrndup(p, n, len - 4);
+        m->name = apr_pstrndup(p, n, len - (down ? 9 : 4));
         m->path = apr_pstrcat(p, dir, "/", n, NULL);
-        if ((rv = apr_file_open(&f, m->path, APR_FOPEN_READ, 0, p)) != APR_SUCCESS) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0302", "cannot open %s", m->path);
-            *err = apr_psprintf(p, "cannot read %s", m->path);
+        if (!(m->sql = slurp(p, m->path, &size, err))) {
             apr_dir_close(d);
             return -1;
         }
-        if ((rv = apr_file_info_get(&ffi, APR_FINFO_SIZE, f)) != APR_SUCCESS) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0303", "cannot stat %s", m->path);
-            *err = apr_psprintf(p, "cannot read %s", m->path);
-            apr_file_close(f);
-            apr_dir_close(d);
-            return -1;
-        }
-        size = (apr_size_t)ffi.size;
-        data = apr_palloc(p, size + 1);
-        if (size && (rv = apr_file_read_full(f, data, size, NULL)) != APR_SUCCESS) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0304", "cannot read %s", m->path);
-            *err = apr_psprintf(p, "cannot read %s", m->path);
-            apr_file_close(f);
-            apr_dir_close(d);
-            return -1;
-        }
-        data[size] = '\0';
-        apr_file_close(f);
-        m->sql = data;
-        m->checksum = gmcp_sha256_hex(p, data, size);
+        m->checksum = gmcp_sha256_hex(p, m->sql, size);
     }
     apr_dir_close(d);
     qsort(migs->elts, (size_t)migs->nelts, sizeof(gmcp_migration), cmp_version);
@@ -90,6 +108,22 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
         *err = apr_psprintf(p, "no migrations found in %s", dir);
         return -1;
     }
+    for (j = 0; j < downs->nelts; j++) {
+        gmcp_migration *dn = &APR_ARRAY_IDX(downs, j, gmcp_migration);
+        gmcp_migration *m;
+        if (dn->version < 1 || dn->version > migs->nelts) {
+            *err = apr_psprintf(p, "down script %s.down.sql in %s has no migration %04d",
+                                dn->name, dir, dn->version);
+            return -1;
+        }
+        m = &APR_ARRAY_IDX(migs, dn->version - 1, gmcp_migration);
+        if (m->down_sql) {
+            *err = apr_psprintf(p, "migration %s has two down scripts in %s", m->name, dir);
+            return -1;
+        }
+        m->down_path = dn->path;
+        m->down_sql = dn->sql;
+    }
     *out = migs;
     return 0;
 }
@@ -104,14 +138,22 @@ static int ensure_table(gmcp_db *db, const char **err)
     return rv;
 }
 
-int gmcp_migrate_status(gmcp_db *db, apr_array_header_t *migs, const char **err)
+int gmcp_migrate_inspect(gmcp_db *db, apr_array_header_t *migs, apr_array_header_t **missing,
+                         const char **err)
 {
     int version = 0, rv, i, j;
     gmcp_rows rs;
+    *missing = apr_array_make(db->pool, 1, sizeof(gmcp_migration));
+    for (j = 0; j < migs->nelts; j++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(migs, j, gmcp_migration);
+        m->applied = 0;
+        m->applied_at = 0;
+        m->applied_checksum = NULL;
+    }
     if (gmcp_db_schema_version(db, &version, err)) return -1;
     if (version == 0) return 0;
-    rv = gmcp_db_select_raw(db, "SELECT version, checksum, applied_at FROM schema_migrations "
-                                "ORDER BY version", &rs);
+    rv = gmcp_db_select_raw(db, "SELECT version, checksum, applied_at, name "
+                                "FROM schema_migrations ORDER BY version", &rs);
     if (rv) {
         *err = apr_psprintf(db->pool, "cannot read schema_migrations: %s",
                             gmcp_db_error(db, rv));
@@ -119,21 +161,39 @@ int gmcp_migrate_status(gmcp_db *db, apr_array_header_t *migs, const char **err)
     }
     for (i = 0; i < rs.rows->nelts; i++) {
         const char **row = GMCP_ROW(&rs, i);
-        int v = atoi(row[0]);
+        int v = atoi(row[0]), found = 0;
         for (j = 0; j < migs->nelts; j++) {
             gmcp_migration *m = &APR_ARRAY_IDX(migs, j, gmcp_migration);
             if (m->version == v) {
                 m->applied = 1;
                 m->applied_checksum = row[1];
                 m->applied_at = apr_atoi64(row[2]);
+                found = 1;
             }
         }
-        if (v > migs->nelts) {
-            *err = apr_psprintf(db->pool, "the database has migration %d applied, newer than "
-                                "any this gmcpctl knows (%d): use a newer gmcpctl", v,
-                                migs->nelts);
-            return -1;
+        if (!found) {
+            gmcp_migration *m = apr_array_push(*missing);
+            memset(m, 0, sizeof(*m));
+            m->version = v;
+            m->name = row[3] ? row[3] : apr_psprintf(db->pool, "%04d", v);
+            m->checksum = m->applied_checksum = row[1];
+            m->applied_at = apr_atoi64(row[2]);
+            m->applied = m->missing = 1;
         }
+    }
+    return 0;
+}
+
+int gmcp_migrate_status(gmcp_db *db, apr_array_header_t *migs, const char **err)
+{
+    apr_array_header_t *missing;
+    if (gmcp_migrate_inspect(db, migs, &missing, err)) return -1;
+    if (missing->nelts) {
+        gmcp_migration *m = &APR_ARRAY_IDX(missing, missing->nelts - 1, gmcp_migration);
+        *err = apr_psprintf(db->pool, "the database has migration %d applied, newer than "
+                            "any this gmcpctl knows (%d): use a newer gmcpctl", m->version,
+                            migs->nelts);
+        return -1;
     }
     return 0;
 }
@@ -297,4 +357,347 @@ apr_array_header_t *gmcp_sql_split(apr_pool_t *p, const char *s)
                                                                          (apr_size_t)(e - start));
     }
     return out;
+}
+
+/* ---- rolling back ---------------------------------------------------------------- */
+
+/* The next word of a statement: an identifier or keyword (lower-cased unless quoted), or
+ * one punctuation character; comments and whitespace skipped. NULL at the end. */
+static const char *next_token(apr_pool_t *p, const char **sp)
+{
+    const char *s = *sp, *b;
+    for (;;) {
+        while (isspace((unsigned char)*s)) s++;
+        if (s[0] == '-' && s[1] == '-') { while (*s && *s != '\n') s++; continue; }
+        if (s[0] == '/' && s[1] == '*') {
+            const char *e = strstr(s + 2, "*/");
+            s = e ? e + 2 : s + strlen(s);
+            continue;
+        }
+        break;
+    }
+    if (!*s) { *sp = s; return NULL; }
+    b = s;
+    if (*s == '"' || *s == '`') {                     /* quoted identifier: as written */
+        char q = *s++;
+        while (*s && *s != q) s++;
+        *sp = *s ? s + 1 : s;
+        return apr_pstrndup(p, b + 1, (apr_size_t)(s - b - 1));
+    }
+    if (isalnum((unsigned char)*s) || *s == '_') {
+        char *w, *o;
+        while (isalnum((unsigned char)*s) || *s == '_' || *s == '.' || *s == '$') s++;
+        w = apr_pstrndup(p, b, (apr_size_t)(s - b));
+        for (o = w; *o; o++) *o = (char)tolower((unsigned char)*o);
+        *sp = s;
+        return w;
+    }
+    *sp = s + 1;
+    return apr_pstrndup(p, s, 1);
+}
+
+static void add_table(apr_array_header_t *out, const char *t)
+{
+    int i;
+    if (!t || !*t || strchr(",;()", *t)) return;
+    for (i = 0; i < out->nelts; i++)
+        if (!strcmp(APR_ARRAY_IDX(out, i, const char *), t)) return;
+    APR_ARRAY_PUSH(out, const char *) = t;
+}
+
+apr_array_header_t *gmcp_sql_data_tables(apr_pool_t *p, const char *script)
+{
+    apr_array_header_t *stmts = gmcp_sql_split(p, script);
+    apr_array_header_t *out = apr_array_make(p, 4, sizeof(const char *));
+    int i;
+    for (i = 0; i < stmts->nelts; i++) {
+        const char *s = APR_ARRAY_IDX(stmts, i, const char *);
+        const char *w1 = next_token(p, &s), *w2 = next_token(p, &s), *t;
+        if (!w1 || !w2) continue;
+        if (!strcmp(w1, "drop") && !strcmp(w2, "table")) {
+            /* DROP TABLE [IF EXISTS] a [, b ...] [CASCADE|RESTRICT] */
+            while ((t = next_token(p, &s)) != NULL) {
+                if (!strcmp(t, "if") || !strcmp(t, "exists") || !strcmp(t, ",")
+                    || !strcmp(t, "cascade") || !strcmp(t, "restrict"))
+                    continue;
+                add_table(out, t);
+            }
+        }
+        else if (!strcmp(w1, "truncate")) {
+            /* TRUNCATE [TABLE] [ONLY] a [*] [, b ...] [options] */
+            t = w2;
+            do {
+                if (!strcmp(t, "table") || !strcmp(t, "only") || !strcmp(t, ",")
+                    || !strcmp(t, "*"))
+                    continue;
+                if (!strcmp(t, "restart") || !strcmp(t, "continue") || !strcmp(t, "cascade")
+                    || !strcmp(t, "restrict"))
+                    break;
+                add_table(out, t);
+            } while ((t = next_token(p, &s)) != NULL);
+        }
+        else if (!strcmp(w1, "delete") && !strcmp(w2, "from")) {
+            t = next_token(p, &s);
+            if (t && !strcmp(t, "only")) t = next_token(p, &s);
+            add_table(out, t);
+        }
+        else if (!strcmp(w1, "alter") && !strcmp(w2, "table")) {
+            /* ALTER TABLE [IF EXISTS] [ONLY] t ... DROP [COLUMN] c ... (not DROP
+             * CONSTRAINT / DEFAULT / NOT NULL / EXPRESSION / IDENTITY) */
+            const char *name = NULL, *prev = NULL;
+            while ((t = next_token(p, &s)) != NULL) {
+                if (!name) {
+                    if (strcmp(t, "if") && strcmp(t, "exists") && strcmp(t, "only")) name = t;
+                    prev = t;
+                    continue;
+                }
+                if (prev && !strcmp(prev, "drop")) {
+                    if (!strcmp(t, "column")
+                        || (strcmp(t, "constraint") && strcmp(t, "default") && strcmp(t, "not")
+                            && strcmp(t, "expression") && strcmp(t, "identity")))
+                        add_table(out, name);
+                }
+                prev = t;
+            }
+        }
+    }
+    return out;
+}
+
+static int pg_lock(gmcp_db *db, const char **err)
+{
+    gmcp_rows rs;
+    if (db->pgsql && gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK_ID ")", &rs)) {
+        *err = "cannot take the migration lock";
+        return -1;
+    }
+    return 0;
+}
+
+static void pg_unlock(gmcp_db *db)
+{
+    gmcp_rows rs;
+    if (db->pgsql) gmcp_db_select_raw(db, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_ID ")", &rs);
+}
+
+static int plain_identifier(const char *t)
+{
+    if (!*t || isdigit((unsigned char)*t)) return 0;
+    for (; *t; t++)
+        if (!isalnum((unsigned char)*t) && *t != '_') return 0;
+    return 1;
+}
+
+static const char *sql_quote(apr_pool_t *p, const char *v)
+{
+    const char *s;
+    char *out = apr_palloc(p, strlen(v) * 2 + 3), *o = out;
+    *o++ = '\'';
+    for (s = v; *s; s++) {
+        if (*s == '\'') *o++ = '\'';
+        *o++ = *s;
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return out;
+}
+
+/* Does table `t` exist? 1 yes, 0 no, -1 error. */
+static int table_exists(gmcp_db *db, const char *t)
+{
+    gmcp_rows rs;
+    const char *sql = db->pgsql
+        ? apr_psprintf(db->pool, "SELECT to_regclass(%s) IS NOT NULL",
+                       sql_quote(db->pool, apr_pstrcat(db->pool, "\"", t, "\"", NULL)))
+        : apr_psprintf(db->pool, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                       "AND name = %s", sql_quote(db->pool, t));
+    if (gmcp_db_select_raw(db, sql, &rs) || rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0])
+        return -1;
+    return !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
+}
+
+/* Does existing table `t` hold a row? 1 yes, 0 no, -1 error. On PostgreSQL the table is
+ * locked first (until the transaction ends), so that no row arrives between this check
+ * and the down script. */
+static int table_has_rows(gmcp_db *db, const char *t)
+{
+    gmcp_rows rs;
+    if (db->pgsql && gmcp_db_exec_raw(db, apr_psprintf(db->pool, "LOCK TABLE \"%s\" IN ACCESS "
+                                                       "EXCLUSIVE MODE", t), NULL))
+        return -1;
+    if (gmcp_db_select_raw(db, apr_psprintf(db->pool, "SELECT EXISTS (SELECT 1 FROM \"%s\")", t),
+                           &rs) || rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0])
+        return -1;
+    return !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
+}
+
+int gmcp_migrate_down(gmcp_db *db, apr_array_header_t *migs, int target, int force,
+                      const char *actor, apr_array_header_t **done, int *refused,
+                      int *audited, const char **err)
+{
+    apr_pool_t *p = db->pool;
+    apr_array_header_t *missing, *todo, *tables, *owners;
+    apr_dbd_transaction_t *t = NULL;
+    const char *lossy = NULL, *names = "";
+    int current = 0, i, j, k, rv = 0, audit_survives = 1;
+
+    *done = apr_array_make(p, 4, sizeof(const char *));
+    *refused = 0;
+    *audited = 0;
+    if (target < 0) {
+        *err = "the target version must be 0 or more";
+        return -1;
+    }
+    if (pg_lock(db, err)) return -1;
+    if (gmcp_migrate_inspect(db, migs, &missing, err)) { rv = -1; goto done; }
+    for (i = 0; i < migs->nelts; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+        if (m->applied && m->version > current) current = m->version;
+        if (m->applied && strcmp(m->applied_checksum, m->checksum) != 0) {
+            *err = apr_psprintf(p, "migration %s was changed after it was applied "
+                                "(checksum %.12s... in the database, %.12s... on disk): "
+                                "restore the original file before rolling back", m->name,
+                                m->applied_checksum, m->checksum);
+            rv = -1;
+            goto done;
+        }
+    }
+    for (i = 0; i < missing->nelts; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(missing, i, gmcp_migration);
+        if (m->version > target) {
+            *err = apr_psprintf(p, "migration %s is applied but has no file in the migrations "
+                                "directory: it cannot be rolled back", m->name);
+            rv = -1;
+            goto done;
+        }
+    }
+    /* What to undo, newest first; each one must have its down script. */
+    todo = apr_array_make(p, 4, sizeof(gmcp_migration *));
+    for (i = migs->nelts - 1; i >= 0; i--) {
+        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+        if (!m->applied || m->version <= target) continue;
+        if (!m->down_sql) {
+            *err = apr_psprintf(p, "migration %s has no down script (%s.down.sql): it cannot "
+                                "be rolled back", m->name, m->name);
+            rv = -1;
+            goto done;
+        }
+        APR_ARRAY_PUSH(todo, gmcp_migration *) = m;
+        names = apr_pstrcat(p, names, *names ? " " : "", m->name, NULL);
+    }
+    if (todo->nelts == 0) goto done;
+
+    /* One transaction for the whole rollback: the checks below hold until it ends. */
+    if ((rv = gmcp_db_begin(db, &t)) != 0) {
+        *err = apr_psprintf(p, "cannot start a transaction: %s", gmcp_db_error(db, rv));
+        if (t) gmcp_db_end(db, t, 1);
+        t = NULL;
+        rv = -1;
+        goto done;
+    }
+
+    /* Would it drop data? Every table a down script drops, drops columns of, deletes
+     * from or truncates, that exists now and holds a row. */
+    tables = apr_array_make(p, 8, sizeof(const char *));
+    owners = apr_array_make(p, 8, sizeof(const char *));
+    for (i = 0; i < todo->nelts; i++) {
+        gmcp_migration *m = APR_ARRAY_IDX(todo, i, gmcp_migration *);
+        apr_array_header_t *ts = gmcp_sql_data_tables(p, m->down_sql);
+        for (j = 0; j < ts->nelts; j++) {
+            const char *tn = APR_ARRAY_IDX(ts, j, const char *);
+            if (!strcmp(tn, "audit_log")) audit_survives = 0;
+            for (k = 0; k < tables->nelts; k++)
+                if (!strcmp(APR_ARRAY_IDX(tables, k, const char *), tn)) break;
+            if (k == tables->nelts) {
+                APR_ARRAY_PUSH(tables, const char *) = tn;
+                APR_ARRAY_PUSH(owners, const char *) = m->name;
+            }
+            else {
+                APR_ARRAY_IDX(owners, k, const char *) =
+                    apr_pstrcat(p, APR_ARRAY_IDX(owners, k, const char *), ", ", m->name, NULL);
+            }
+        }
+    }
+    for (k = 0; k < tables->nelts; k++) {
+        const char *tn = APR_ARRAY_IDX(tables, k, const char *), *why = NULL;
+        int ex, rows = 0;
+        if (!plain_identifier(tn)) {
+            why = apr_psprintf(p, "%s cannot be checked", tn);
+        }
+        else if ((ex = table_exists(db, tn)) < 0 || (ex && (rows = table_has_rows(db, tn)) < 0)) {
+            *err = apr_psprintf(p, "cannot check table %s: %s", tn, gmcp_db_error(db, -1));
+            rv = -1;
+            goto done;
+        }
+        else if (ex && rows) {
+            why = apr_psprintf(p, "%s has rows", tn);
+        }
+        if (why)
+            lossy = apr_psprintf(p, "%s%s%s (%s)", lossy ? lossy : "", lossy ? "; " : "", why,
+                                 APR_ARRAY_IDX(owners, k, const char *));
+    }
+    if (lossy && !force) {
+        *refused = 1;
+        *err = apr_psprintf(p, "rolling back to version %d would drop data: %s; nothing was "
+                            "changed (--force drops it)", target, lossy);
+        rv = -1;
+        goto done;
+    }
+
+    /* The audit row goes in first, in the same transaction, while the table exists; when
+     * the rollback drops audit_log itself there is nowhere left to keep it. */
+    if (actor && audit_survives && table_exists(db, "audit_log") == 1) {
+        const char *detail = apr_psprintf(p, "from version %d to %d: %s%s", current, target,
+                                          names, lossy ? " (forced)" : "");
+        const char *sql = apr_psprintf(p, "INSERT INTO audit_log (at, actor, action, key_id, "
+                                       "detail) VALUES (%s, %s, 'schema.down', '', %s)",
+                                       gmcp_now_str(p), sql_quote(p, actor),
+                                       sql_quote(p, detail));
+        if ((rv = gmcp_db_exec_raw(db, sql, NULL)) != 0) {
+            *err = apr_psprintf(p, "cannot write the audit log: %s", gmcp_db_error(db, rv));
+            rv = -1;
+            goto done;
+        }
+        *audited = 1;
+    }
+
+    for (i = 0; i < todo->nelts && !rv; i++) {
+        gmcp_migration *m = APR_ARRAY_IDX(todo, i, gmcp_migration *);
+        apr_array_header_t *stmts = gmcp_sql_split(p, m->down_sql);
+        for (j = 0; j < stmts->nelts && !rv; j++) {
+            if ((rv = gmcp_db_exec_raw(db, APR_ARRAY_IDX(stmts, j, const char *), NULL)) != 0)
+                *err = apr_psprintf(p, "down script of %s failed at statement %d: %s; nothing "
+                                    "was changed", m->name, j + 1, gmcp_db_error(db, rv));
+        }
+        if (!rv && (rv = gmcp_db_exec_raw(db, apr_psprintf(p, "DELETE FROM schema_migrations "
+                                                           "WHERE version = %d", m->version),
+                                          NULL)) != 0)
+            *err = apr_psprintf(p, "cannot remove migration %s from schema_migrations: %s",
+                                m->name, gmcp_db_error(db, rv));
+        if (!rv) APR_ARRAY_PUSH(*done, const char *) = m->name;
+    }
+    if (rv) rv = -1;
+
+done:
+    if (t) {
+        int failed = rv != 0;
+        if (gmcp_db_end(db, t, failed) && !failed) {
+            *err = "cannot commit the rollback; nothing was changed";
+            rv = -1;
+        }
+        if (rv) {
+            apr_array_clear(*done);
+            *audited = 0;
+        }
+        else {
+            for (i = 0; i < todo->nelts; i++) {
+                gmcp_migration *m = APR_ARRAY_IDX(todo, i, gmcp_migration *);
+                m->applied = 0;
+                m->applied_at = 0;
+                m->applied_checksum = NULL;
+            }
+        }
+    }
+    pg_unlock(db);
+    return rv;
 }

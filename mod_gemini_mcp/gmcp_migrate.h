@@ -12,19 +12,48 @@ typedef struct {
     const char *path;
     const char *checksum;    /* sha256 hex of the file */
     const char *sql;         /* file contents */
-    /* filled by gmcp_migrate_status */
+    const char *down_path;   /* NNNN_*.down.sql of the same version; NULL when none */
+    const char *down_sql;    /* its contents (NULL: this migration cannot be rolled back) */
+    /* filled by gmcp_migrate_status / gmcp_migrate_inspect */
     int applied;
     apr_int64_t applied_at;
     const char *applied_checksum;
+    int missing;             /* only in gmcp_migrate_inspect's *missing: applied, no file */
 } gmcp_migration;
 
 /* Read sql_dir/<driver>/NNNN_name.sql, sorted by version. Versions must be unique and
- * start at 1 without gaps. */
+ * start at 1 without gaps. NNNN_name.down.sql is the down script of migration NNNN
+ * (matched by number; at most one per version, never an up migration of its own). */
 int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
                          apr_array_header_t **out, const char **err);
 
-/* Mark which migrations are applied (and with which checksum). */
+/* Mark which migrations are applied (and with which checksum). Fails when the database
+ * has a migration applied that has no file (see gmcp_migrate_inspect). */
 int gmcp_migrate_status(gmcp_db *db, apr_array_header_t *migs, const char **err);
+
+/* The same, but an applied version without a file is not an error: each is returned in
+ * *missing (gmcp_migration with version, name, applied checksum and time, missing = 1;
+ * no path or SQL), sorted by version. */
+int gmcp_migrate_inspect(gmcp_db *db, apr_array_header_t *migs, apr_array_header_t **missing,
+                         const char **err);
+
+/* Roll back every applied migration above `target` (0 <= target), newest first, running
+ * each one's down script and deleting its schema_migrations row, all in ONE transaction
+ * (DDL is transactional on PostgreSQL and SQLite): either the schema ends at `target`
+ * or nothing changed. Refuses (nothing changed) when a migration to roll back has no
+ * file or no down script, when any applied migration's file drifted, and, unless
+ * `force`, when the rollback would drop data: a table that a down script drops, drops
+ * columns of (ALTER TABLE ... DROP COLUMN), deletes from or truncates holds a row; then
+ * *refused is 1 and *err names the tables. With `actor` set and when audit_log survives
+ * the rollback, a "schema.down" audit row is written in the same transaction, before the
+ * down scripts run (*audited = 1). *done lists the names rolled back, newest first. */
+int gmcp_migrate_down(gmcp_db *db, apr_array_header_t *migs, int target, int force,
+                      const char *actor, apr_array_header_t **done, int *refused,
+                      int *audited, const char **err);
+
+/* The tables a script may drop data from (DROP TABLE, ALTER TABLE t DROP COLUMN, DELETE
+ * FROM, TRUNCATE), as lower-case names without quotes, each once, in script order. */
+apr_array_header_t *gmcp_sql_data_tables(apr_pool_t *p, const char *script);
 
 /* Apply every pending migration, each in its own transaction. Refuses to run when an
  * applied migration's checksum differs from its file. *applied counts what ran.

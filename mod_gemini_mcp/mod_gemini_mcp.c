@@ -4,6 +4,7 @@
 #include "gmcp_tools_gemini.h"
 #include "gmcp_util.h"
 #include "gmcp_errlog.h"
+#include "gmcp_retention.h"
 
 #include <http_protocol.h>
 #include <http_request.h>
@@ -384,6 +385,21 @@ static const char *set_upload_expiry(cmd_parms *cmd, void *dc, const char *arg)
     return parse_num(cmd, arg, 1, 365 * 24 * 3600, &c->upload_expiry);
 }
 
+/* GeminiMCPUsageRetention, GeminiMCPUsageDailyRetention, GeminiMCPAuditRetention:
+ * applied by `gmcpctl cleanup` (which reads them from this configuration), checked
+ * here so that `apachectl -t` catches a bad value. One database: global only. */
+static const char *set_retention(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_int64_t v;
+    (void)dc;
+    if (err) return err;
+    if ((err = gmcp_duration_parse(cmd->pool, arg, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX,
+                                   &v)) != NULL)
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    return NULL;
+}
+
 static const command_rec gmcp_cmds[] = {
     AP_INIT_TAKE1("GeminiMCPMaxBodySize", set_max_body, NULL, RSRC_CONF | ACCESS_CONF,
                   "Largest accepted JSON-RPC request body (default 1M)"),
@@ -452,6 +468,13 @@ static const command_rec gmcp_cmds[] = {
                   "across processes (default: no limit)"),
     AP_INIT_TAKE1("GeminiMCPUploadExpiry", set_upload_expiry, NULL, RSRC_CONF,
                   "Seconds an unfinished upload lives after its last PATCH (default 86400)"),
+    AP_INIT_TAKE1("GeminiMCPUsageRetention", set_retention, NULL, RSRC_CONF,
+                  "How long hourly usage rows are kept before gmcpctl cleanup rolls them "
+                  "up per day (N with s/m/h/d; 0 = forever; default 90d)"),
+    AP_INIT_TAKE1("GeminiMCPUsageDailyRetention", set_retention, NULL, RSRC_CONF,
+                  "How long daily usage roll-ups are kept (0 = forever, the default)"),
+    AP_INIT_TAKE1("GeminiMCPAuditRetention", set_retention, NULL, RSRC_CONF,
+                  "How long audit log rows are kept (0 = forever, the default)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_secret,
                   (void *)APR_OFFSETOF(gmcp_srv_conf, state_secret), RSRC_CONF,
                   "file:PATH or env:NAME holding the key that seals MRTR requestState; "

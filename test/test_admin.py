@@ -17,6 +17,11 @@ SQL = os.path.join(ROOT, "sql")
 HTTPD = shutil.which("apache2") or "/usr/sbin/apache2"
 
 
+
+def up_migrations(d):
+    """The up scripts of a migrations directory (NNNN_name.down.sql undo them)."""
+    return sorted(f for f in os.listdir(d) if f.endswith(".sql") and not f.endswith(".down.sql"))
+
 def ctl(*args, env=None):
     return subprocess.run([GMCPCTL] + list(args), capture_output=True, text=True, env=env)
 
@@ -83,7 +88,7 @@ def test_modified_migration_is_refused(tmp):
     shutil.copytree(SQL, sql)
     db = os.path.join(tmp, "g.db")
     assert ctl("-d", "sqlite3", "-p", db, "-s", sql, "migrate").returncode == 0
-    first = sorted(os.listdir(os.path.join(sql, "sqlite")))[0]
+    first = up_migrations(os.path.join(sql, "sqlite"))[0]
     with open(os.path.join(sql, "sqlite", first), "a") as f:
         f.write("\n-- edited\n")
     r = ctl("-d", "sqlite3", "-p", db, "-s", sql, "migrate")
@@ -96,7 +101,7 @@ def test_pending_migrations_apply_in_order(tmp, pg_dsn):
     """A new migration file is applied on the next run, on both drivers."""
     sql = os.path.join(tmp, "sql")
     shutil.copytree(SQL, sql)
-    n = len(os.listdir(os.path.join(sql, "sqlite")))
+    n = len(up_migrations(os.path.join(sql, "sqlite")))
     for d in ("sqlite", "pgsql"):
         with open(os.path.join(sql, d, f"{n + 1:04d}_extra.sql"), "w") as f:
             f.write("-- test\nCREATE TABLE extra_t (a TEXT);\nINSERT INTO extra_t VALUES ('x;y');\n")

@@ -1,0 +1,1325 @@
+/* backup.c — gmcpctl backup [verify], restore, copy: a backend-neutral logical backup.
+ *
+ * Reading: one snapshot. SQLite: a deferred read transaction (BEGIN) on gmcpctl's own
+ * connection (the native sqlite3*), which in WAL mode never blocks the server's writers;
+ * never apr_dbd's transaction_start (BEGIN IMMEDIATE). PostgreSQL: BEGIN ISOLATION LEVEL
+ * REPEATABLE READ READ ONLY and COPY (SELECT ... ORDER BY pk) TO STDOUT per table on the
+ * native PGconn* (constant memory).
+ * Writing (restore): one transaction on the target (native BEGIN IMMEDIATE / BEGIN):
+ * migrations up to the archive's version, the rows (prepared INSERTs / COPY FROM STDIN),
+ * sequences, then every table re-read and re-hashed against the manifest; COMMIT only
+ * when all of it matched. The format is in gmcp_archive.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+#include <apr_dbd.h>
+#include <apr_file_io.h>
+#include <apr_strings.h>
+#include <apr_time.h>
+#include <jansson.h>
+#include <sqlite3.h>
+#include <libpq-fe.h>
+
+#include "gmcp_archive.h"
+#include "gmcp_migrate.h"
+#include "gmcp_util.h"
+#include "gmcpctl.h"
+
+#ifndef GMCP_VERSION
+#define GMCP_VERSION "0.1.0"
+#endif
+
+#define SERIES_PREFIX "gmcp-backup-"
+#define SERIES_SUFFIX ".gmcpbak"
+#define PEPPER_LABEL "gmcp-backup key pepper fingerprint"
+
+/* ---- what the database holds ----------------------------------------------------------- */
+typedef struct {
+    const char *name;
+    int ncols;
+    const char **cols;      /* sorted by name (bytes) */
+    int *types;             /* GMCP_COL_* */
+    const char *order;      /* ORDER BY clause body */
+    const char *collist;    /* "c1","c2",... */
+} table_info;
+
+typedef struct {
+    ctl *c;
+    int pg;
+    sqlite3 *lite;
+    PGconn *pq;
+    char errbuf[1024];
+} dbx;
+
+static const char *qid(apr_pool_t *p, const char *id)
+{
+    /* "identifier" with "" doubled */
+    const char *s;
+    char *out = apr_palloc(p, strlen(id) * 2 + 3), *o = out;
+    *o++ = '"';
+    for (s = id; *s; s++) { if (*s == '"') *o++ = '"'; *o++ = *s; }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+static const char *qlit(apr_pool_t *p, const char *v)
+{
+    const char *s;
+    char *out = apr_palloc(p, strlen(v) * 2 + 3), *o = out;
+    *o++ = '\'';
+    for (s = v; *s; s++) { if (*s == '\'') *o++ = '\''; *o++ = *s; }
+    *o++ = '\'';
+    *o = '\0';
+    return out;
+}
+
+static const char *x_err(dbx *x)
+{
+    const char *m = x->pg ? PQerrorMessage(x->pq) : sqlite3_errmsg(x->lite);
+    char *nl;
+    snprintf(x->errbuf, sizeof(x->errbuf), "%s", m && *m ? m : "unknown error");
+    if ((nl = strchr(x->errbuf, '\n'))) *nl = '\0';
+    return x->errbuf;
+}
+
+static int x_init(ctl *c, dbx *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->c = c;
+    x->pg = c->db.pgsql;
+    if (x->pg) x->pq = apr_dbd_native_handle(c->db.driver, c->db.handle);
+    else x->lite = apr_dbd_native_handle(c->db.driver, c->db.handle);
+    return x->pg ? !x->pq : !x->lite;
+}
+
+static int x_exec(dbx *x, const char *sql)
+{
+    if (x->pg) {
+        PGresult *r = PQexec(x->pq, sql);
+        int st = PQresultStatus(r), ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+        PQclear(r);
+        return ok ? 0 : -1;
+    }
+    return sqlite3_exec(x->lite, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* A small query's rows as strings (NULL for SQL NULL): array of const char **. */
+static int x_query(dbx *x, apr_pool_t *p, const char *sql, int *ncols, apr_array_header_t **rows)
+{
+    apr_array_header_t *out = apr_array_make(p, 16, sizeof(const char **));
+    int i, j;
+    if (x->pg) {
+        PGresult *r = PQexec(x->pq, sql);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) { PQclear(r); return -1; }
+        *ncols = PQnfields(r);
+        for (i = 0; i < PQntuples(r); i++) {
+            const char **row = apr_palloc(p, sizeof(char *) * (size_t)(*ncols + 1));
+            for (j = 0; j < *ncols; j++)
+                row[j] = PQgetisnull(r, i, j) ? NULL : apr_pstrdup(p, PQgetvalue(r, i, j));
+            APR_ARRAY_PUSH(out, const char **) = row;
+        }
+        PQclear(r);
+    }
+    else {
+        sqlite3_stmt *st;
+        int rc;
+        if (sqlite3_prepare_v2(x->lite, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+        *ncols = sqlite3_column_count(st);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const char **row = apr_palloc(p, sizeof(char *) * (size_t)(*ncols + 1));
+            for (j = 0; j < *ncols; j++)
+                row[j] = sqlite3_column_type(st, j) == SQLITE_NULL ? NULL
+                       : apr_pstrdup(p, (const char *)sqlite3_column_text(st, j));
+            APR_ARRAY_PUSH(out, const char **) = row;
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) return -1;
+    }
+    *rows = out;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+typedef struct { const char *name; int type; } colent;
+static int cmp_col(const void *a, const void *b)
+{
+    return strcmp(((const colent *)a)->name, ((const colent *)b)->name);
+}
+
+/* Every table (but schema_migrations and SQLite's own), by name, with its columns and
+ * primary key. */
+static int list_tables(dbx *x, apr_pool_t *p, apr_array_header_t **out, const char **err)
+{
+    apr_array_header_t *names, *res = apr_array_make(p, 16, sizeof(table_info));
+    int nc, i, j;
+    const char *sql = x->pg
+        ? "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+          "WHERE c.relkind IN ('r','p') AND n.nspname = current_schema()"
+        : "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' "
+          "ESCAPE '\\'";
+    if (x_query(x, p, sql, &nc, &names)) {
+        *err = apr_psprintf(p, "cannot list the tables: %s", x_err(x));
+        return -1;
+    }
+    {
+        const char **flat = apr_palloc(p, sizeof(char *) * (size_t)(names->nelts + 1));
+        for (i = 0; i < names->nelts; i++) flat[i] = APR_ARRAY_IDX(names, i, const char **)[0];
+        qsort(flat, (size_t)names->nelts, sizeof(char *), cmp_str);
+        for (i = 0; i < names->nelts; i++) APR_ARRAY_IDX(names, i, const char **)[0] = flat[i];
+    }
+    for (i = 0; i < names->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(names, i, const char **)[0];
+        apr_array_header_t *cols, *pk;
+        table_info *t;
+        colent *ce;
+        const char *order = NULL, *collist = NULL;
+        int pnc;
+        if (!strcmp(name, "schema_migrations")) continue;
+        t = apr_array_push(res);
+        t->name = name;
+        if (x->pg) {
+            if (x_query(x, p, apr_psprintf(p, "SELECT column_name, data_type FROM "
+                        "information_schema.columns WHERE table_schema = current_schema() AND "
+                        "table_name = %s ORDER BY ordinal_position", qlit(p, name)), &nc, &cols)
+                || x_query(x, p, apr_psprintf(p, "SELECT a.attname, format_type(a.atttypid, "
+                           "NULL) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                           "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND "
+                           "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                           qlit(p, qid(p, name))), &pnc, &pk)) {
+                *err = apr_psprintf(p, "cannot read the columns of %s: %s", name, x_err(x));
+                return -1;
+            }
+        }
+        else {
+            apr_array_header_t *info;
+            if (x_query(x, p, apr_psprintf(p, "PRAGMA table_info(%s)", qid(p, name)), &nc,
+                        &info)) {
+                *err = apr_psprintf(p, "cannot read the columns of %s: %s", name, x_err(x));
+                return -1;
+            }
+            cols = apr_array_make(p, info->nelts, sizeof(const char **));
+            pk = apr_array_make(p, 4, sizeof(const char **));
+            /* cid, name, type, notnull, dflt_value, pk (1-based position in the key) */
+            for (j = 1; j <= info->nelts; j++) {
+                int k;
+                for (k = 0; k < info->nelts; k++) {
+                    const char **r = APR_ARRAY_IDX(info, k, const char **);
+                    if (r[5] && atoi(r[5]) == j) APR_ARRAY_PUSH(pk, const char **) = r + 1;
+                }
+            }
+            for (j = 0; j < info->nelts; j++)
+                APR_ARRAY_PUSH(cols, const char **) = APR_ARRAY_IDX(info, j, const char **) + 1;
+        }
+        t->ncols = cols->nelts;
+        ce = apr_palloc(p, sizeof(colent) * (size_t)(cols->nelts + 1));
+        for (j = 0; j < cols->nelts; j++) {
+            ce[j].name = APR_ARRAY_IDX(cols, j, const char **)[0];
+            ce[j].type = gmcp_coltype_from_decl(APR_ARRAY_IDX(cols, j, const char **)[1]);
+        }
+        qsort(ce, (size_t)cols->nelts, sizeof(colent), cmp_col);
+        t->cols = apr_palloc(p, sizeof(char *) * (size_t)(t->ncols + 1));
+        t->types = apr_palloc(p, sizeof(int) * (size_t)(t->ncols + 1));
+        for (j = 0; j < t->ncols; j++) {
+            t->cols[j] = ce[j].name;
+            t->types[j] = ce[j].type;
+            collist = collist ? apr_pstrcat(p, collist, ", ", qid(p, ce[j].name), NULL)
+                              : qid(p, ce[j].name);
+        }
+        /* Rows by primary key, in byte order on both engines (PostgreSQL: COLLATE "C"). */
+        {
+            apr_array_header_t *keys = pk;
+            int nk = keys->nelts, usepk = nk > 0;
+            if (!usepk) nk = t->ncols;
+            for (j = 0; j < nk; j++) {
+                const char *cn = usepk ? APR_ARRAY_IDX(keys, j, const char **)[0] : t->cols[j];
+                int k, ty = GMCP_COL_TEXT;
+                const char *term;
+                for (k = 0; k < t->ncols; k++) if (!strcmp(t->cols[k], cn)) ty = t->types[k];
+                term = qid(p, cn);
+                if (x->pg && ty == GMCP_COL_TEXT) term = apr_pstrcat(p, term, " COLLATE \"C\"",
+                                                                     NULL);
+                if (!usepk) term = apr_pstrcat(p, term, " NULLS FIRST", NULL);
+                order = order ? apr_pstrcat(p, order, ", ", term, NULL) : term;
+            }
+        }
+        t->order = order ? order : "1";
+        t->collist = collist ? collist : "*";
+    }
+    *out = res;
+    return 0;
+}
+
+static json_t *columns_json(const table_info *t)
+{
+    json_t *a = json_array();
+    int j;
+    for (j = 0; j < t->ncols; j++)
+        json_array_append_new(a, json_pack("{s:s, s:s}", "name", t->cols[j], "type",
+                                           gmcp_coltype_name(t->types[j])));
+    return a;
+}
+
+/* PostgreSQL COPY text format: one row, fields split by tab, \N NULL, backslash escapes. */
+static void copy_row_to_canon(const table_info *t, char *line, size_t len, gmcp_abuf *b)
+{
+    size_t i = 0;
+    int col;
+    gmcp_canon_begin(b);
+    if (len && line[len - 1] == '\n') len--;
+    for (col = 0; col < t->ncols; col++) {
+        size_t fs = i, end, r, o;
+        int isnull;
+        while (i < len && line[i] != '\t') i++;
+        end = i;
+        isnull = (end - fs == 2 && line[fs] == '\\' && line[fs + 1] == 'N');
+        for (r = o = fs; r < end; r++) {
+            char ch = line[r];
+            if (ch == '\\' && r + 1 < end) {
+                char e = line[++r];
+                switch (e) {
+                case 'n': ch = '\n'; break;
+                case 't': ch = '\t'; break;
+                case 'r': ch = '\r'; break;
+                case 'b': ch = '\b'; break;
+                case 'f': ch = '\f'; break;
+                case 'v': ch = '\v'; break;
+                default:
+                    if (e >= '0' && e <= '7') {
+                        int v = e - '0', k;
+                        for (k = 0; k < 2 && r + 1 < end && line[r + 1] >= '0'
+                                    && line[r + 1] <= '7'; k++)
+                            v = v * 8 + (line[++r] - '0');
+                        ch = (char)v;
+                    }
+                    else ch = e;
+                }
+            }
+            line[o++] = ch;
+        }
+        gmcp_canon_value(b, col == 0, t->types[col], isnull ? NULL : line + fs, o - fs);
+        i++;
+    }
+    gmcp_canon_end(b);
+}
+
+/* Every row of every table into `o` (in the caller's snapshot or transaction). */
+static int dump_tables(dbx *x, apr_pool_t *p, apr_array_header_t *tables, gmcp_arc_out *o,
+                       const char **err)
+{
+    gmcp_abuf b = {0};
+    int i, j, rv = 0;
+    for (i = 0; i < tables->nelts && !rv; i++) {
+        const table_info *t = &APR_ARRAY_IDX(tables, i, table_info);
+        json_t *cols = columns_json(t);
+        const char *sel = apr_psprintf(p, "SELECT %s FROM %s ORDER BY %s", t->collist,
+                                       qid(p, t->name), t->order);
+        rv = gmcp_arc_table_begin(o, t->name, cols);
+        json_decref(cols);
+        if (rv) { *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+                  break; }
+        if (x->pg) {
+            PGresult *r = PQexec(x->pq, apr_psprintf(p, "COPY (%s) TO STDOUT", sel));
+            char *buf;
+            int n;
+            if (PQresultStatus(r) != PGRES_COPY_OUT) {
+                PQclear(r);
+                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+                rv = -1;
+                break;
+            }
+            PQclear(r);
+            while ((n = PQgetCopyData(x->pq, &buf, 0)) > 0) {
+                copy_row_to_canon(t, buf, (size_t)n, &b);
+                PQfreemem(buf);
+                if (!rv && gmcp_arc_row(o, b.data, b.len)) {
+                    *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+                    rv = -1;
+                }
+            }
+            r = PQgetResult(x->pq);
+            if (!rv && (n != -1 || PQresultStatus(r) != PGRES_COMMAND_OK)) {
+                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+                rv = -1;
+            }
+            PQclear(r);
+            while ((r = PQgetResult(x->pq))) PQclear(r);
+        }
+        else {
+            sqlite3_stmt *st;
+            int rc;
+            if (sqlite3_prepare_v2(x->lite, sel, -1, &st, NULL) != SQLITE_OK) {
+                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+                rv = -1;
+                break;
+            }
+            while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                gmcp_canon_begin(&b);
+                for (j = 0; j < t->ncols; j++) {
+                    char num[32];
+                    switch (sqlite3_column_type(st, j)) {
+                    case SQLITE_NULL:
+                        gmcp_canon_value(&b, j == 0, t->types[j], NULL, 0);
+                        break;
+                    case SQLITE_INTEGER:
+                        snprintf(num, sizeof(num), "%lld", (long long)sqlite3_column_int64(st, j));
+                        gmcp_canon_value(&b, j == 0, t->types[j], num, strlen(num));
+                        break;
+                    case SQLITE_FLOAT:
+                        snprintf(num, sizeof(num), "%.17g", sqlite3_column_double(st, j));
+                        gmcp_canon_value(&b, j == 0, t->types[j], num, strlen(num));
+                        break;
+                    default: {
+                        const char *v = (const char *)sqlite3_column_text(st, j);
+                        gmcp_canon_value(&b, j == 0, t->types[j], v ? v : "",
+                                         (size_t)sqlite3_column_bytes(st, j));
+                    }
+                    }
+                }
+                gmcp_canon_end(&b);
+                if (gmcp_arc_row(o, b.data, b.len)) {
+                    *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+                    rv = -1;
+                    break;
+                }
+            }
+            if (!rv && rc != SQLITE_DONE) {
+                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+                rv = -1;
+            }
+            sqlite3_finalize(st);
+        }
+        if (!rv && gmcp_arc_table_end(o)) {
+            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+            rv = -1;
+        }
+    }
+    gmcp_abuf_free(&b);
+    return rv;
+}
+
+/* ---- the lock shared with cleanup -------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------------------------ */
+static const char *sql_subdir(const char *driver)
+{
+    return !strcmp(driver, "sqlite3") ? "sqlite" : driver;
+}
+
+static const char *utc_iso(apr_pool_t *p, apr_time_t t, int compact)
+{
+    apr_time_exp_t e;
+    apr_time_exp_gmt(&e, t);
+    if (compact)
+        return apr_psprintf(p, "%04d%02d%02dT%02d%02d%02d.%03dZ", e.tm_year + 1900, e.tm_mon + 1,
+                            e.tm_mday, e.tm_hour, e.tm_min, e.tm_sec, e.tm_usec / 1000);
+    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", e.tm_year + 1900, e.tm_mon + 1,
+                        e.tm_mday, e.tm_hour, e.tm_min, e.tm_sec, e.tm_usec / 1000);
+}
+
+static const char *enc_secret(ctl *c, int *bad)
+{
+    const char *src = opt(c, OPT_ENCRYPT), *v;
+    *bad = 0;
+    if (!src) return NULL;
+    if ((strncmp(src, "file:", 5) && strncmp(src, "env:", 4))
+        || !(v = gmcp_read_secret(c->pool, src)) || strlen(v) < 16) {
+        *bad = fail("the --encrypt key %s is missing, unreadable or shorter than 16 "
+                    "characters (give file:PATH or env:NAME)", src);
+        return NULL;
+    }
+    return v;
+}
+
+static const char *pepper_fp(ctl *c)
+{
+    const char *v;
+    if (!c->pepper || (strncmp(c->pepper, "file:", 5) && strncmp(c->pepper, "env:", 4)))
+        return NULL;
+    if (!(v = gmcp_read_secret(c->pool, c->pepper)) || !*v) return NULL;
+    return gmcp_arc_fingerprint(c->pool, v, PEPPER_LABEL);
+}
+
+static int is_dir(apr_pool_t *p, const char *path)
+{
+    apr_finfo_t fi;
+    return apr_stat(&fi, path, APR_FINFO_TYPE, p) == APR_SUCCESS && fi.filetype == APR_DIR;
+}
+
+static int exists(apr_pool_t *p, const char *path)
+{
+    apr_finfo_t fi;
+    return apr_stat(&fi, path, APR_FINFO_TYPE, p) == APR_SUCCESS;
+}
+
+static const char *dir_of(apr_pool_t *p, const char *path)
+{
+    const char *s = strrchr(path, '/');
+    if (!s) return ".";
+    if (s == path) return "/";
+    return apr_pstrndup(p, path, (apr_size_t)(s - path));
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY), rv;
+    if (fd < 0) return -1;
+    rv = fsync(fd);
+    close(fd);
+    return rv;
+}
+
+/* Take a backup of c's open database into `final` (written as a temporary file in the
+ * same directory, fsynced, renamed, directory fsynced). *summary: what was written. */
+static int write_backup(ctl *c, const char *final, const char *secret, json_t **summary)
+{
+    apr_pool_t *p = c->pool;
+    dbx x;
+    apr_array_header_t *tables, *mig;
+    const char *err = NULL, *dir = dir_of(p, final), *base = strrchr(final, '/');
+    const char *tmp, *snap, *pfp;
+    int fd, nc, i, rv = -1, in_tx = 0;
+    FILE *fp = NULL;
+    gmcp_arc_out *o;
+    json_t *man, *migs, *src;
+    apr_int64_t total = 0;
+
+    base = base ? base + 1 : final;
+    tmp = apr_psprintf(p, "%s/.%s.tmp-%ld", dir, base, (long)getpid());
+    if (x_init(c, &x)) return fail("%s", "cannot reach the database's native handle");
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600)) < 0)
+        return fail("%s", apr_psprintf(p, "cannot create %s: %s", tmp, strerror(errno)));
+    if (!(fp = fdopen(fd, "wb"))) { close(fd); unlink(tmp); return fail("cannot write %s", tmp); }
+    setvbuf(fp, NULL, _IOFBF, 1 << 20);
+    o = gmcp_arc_out_open(p, fp, secret);
+
+    /* One snapshot for everything read below. */
+    if (x.pg) {
+        snap = "postgresql repeatable read read only";
+        if (x_exec(&x, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) {
+            err = apr_psprintf(p, "cannot start the snapshot: %s", x_err(&x));
+            goto done;
+        }
+    }
+    else {
+        snap = "sqlite deferred read transaction";
+        if (x_exec(&x, "BEGIN DEFERRED")) {
+            err = apr_psprintf(p, "cannot start the snapshot: %s", x_err(&x));
+            goto done;
+        }
+    }
+    in_tx = 1;
+    if (x_query(&x, p, "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+                &nc, &mig)) {
+        err = apr_psprintf(p, "cannot read schema_migrations (is the database migrated?): %s",
+                           x_err(&x));
+        goto done;
+    }
+    if (list_tables(&x, p, &tables, &err) || dump_tables(&x, p, tables, o, &err)) goto done;
+    migs = json_array();
+    for (i = 0; i < mig->nelts; i++) {
+        const char **r = APR_ARRAY_IDX(mig, i, const char **);
+        json_array_append_new(migs, json_pack("{s:I, s:s, s:s}", "version",
+                                              (json_int_t)apr_atoi64(r[0]), "name", r[1] ? r[1] : "",
+                                              "checksum", r[2] ? r[2] : ""));
+    }
+    src = json_pack("{s:s}", "driver", c->driver);
+    if (x.pg) json_object_set_new(src, "server_version", json_integer(PQserverVersion(x.pq)));
+    else json_object_set_new(src, "server_version", json_string(sqlite3_libversion()));
+    man = json_pack("{s:s, s:s, s:s, s:o, s:{s:i, s:o}, s:s}", "format", "gmcp-backup",
+                    "created_at", utc_iso(p, apr_time_now(), 0), "tool_version", GMCP_VERSION,
+                    "source", src, "schema", "version", mig->nelts, "migrations", migs,
+                    "snapshot", snap);
+    if ((pfp = pepper_fp(c))) json_object_set_new(man, "key_pepper_fingerprint", json_string(pfp));
+    json_object_set_new(man, "encrypted", json_boolean(secret != NULL));
+    x_exec(&x, x.pg ? "COMMIT" : "COMMIT");
+    in_tx = 0;
+    for (i = 0; i < (int)json_array_size(gmcp_arc_tables(o)); i++)
+        total += json_integer_value(json_object_get(json_array_get(gmcp_arc_tables(o), i),
+                                                    "rows"));
+    if (summary)
+        *summary = json_pack("{s:s, s:i, s:I, s:i}", "path", final, "tables",
+                             (int)json_array_size(gmcp_arc_tables(o)), "rows", (json_int_t)total,
+                             "schema_version", mig->nelts);
+    if (gmcp_arc_finish(o, man) || fflush(fp) || fsync(fileno(fp))) {
+        err = apr_psprintf(p, "cannot write %s: %s", tmp, strerror(errno));
+        goto done;
+    }
+    if (fclose(fp)) { fp = NULL; err = apr_psprintf(p, "cannot write %s: %s", tmp,
+                                                    strerror(errno)); goto done; }
+    fp = NULL;
+    if (rename(tmp, final)) {
+        err = apr_psprintf(p, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
+        goto done;
+    }
+    fsync_dir(dir);
+    rv = 0;
+done:
+    if (in_tx) x_exec(&x, "ROLLBACK");
+    gmcp_arc_out_close(o);
+    if (fp) fclose(fp);
+    if (rv) {
+        unlink(tmp);
+        if (summary && *summary) { json_decref(*summary); *summary = NULL; }
+        return fail("backup failed: %s", err ? err : "unknown error");
+    }
+    return 0;
+}
+
+static int keep_prune(ctl *c, const char *dir, int keep)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    apr_array_header_t *names = apr_array_make(c->pool, 16, sizeof(const char *));
+    size_t pl = strlen(SERIES_PREFIX), sl = strlen(SERIES_SUFFIX);
+    int i, failed = 0;
+    if (!d) return fail("cannot read the directory %s", dir);
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > pl + sl && !strncmp(e->d_name, SERIES_PREFIX, pl)
+            && !strcmp(e->d_name + n - sl, SERIES_SUFFIX))
+            APR_ARRAY_PUSH(names, const char *) = apr_pstrdup(c->pool, e->d_name);
+    }
+    closedir(d);
+    qsort(names->elts, (size_t)names->nelts, sizeof(char *), cmp_str);
+    for (i = 0; i < names->nelts - keep; i++) {
+        const char *path = apr_pstrcat(c->pool, dir, "/", APR_ARRAY_IDX(names, i, const char *),
+                                       NULL);
+        if (unlink(path)) { fprintf(stderr, "gmcpctl: cannot remove %s\n", path); failed = 1; }
+        else if (c->verbose) printf("removed %s\n", path);
+    }
+    if (names->nelts > keep) fsync_dir(dir);
+    return failed ? EXIT_FAIL : 0;
+}
+
+/* A new file name of the series in dir (never an existing one). */
+static const char *series_name(apr_pool_t *p, const char *dir, const char *prefix)
+{
+    for (;;) {
+        const char *f = apr_pstrcat(p, dir, "/", prefix, utc_iso(p, apr_time_now(), 1),
+                                    SERIES_SUFFIX, NULL);
+        if (!exists(p, f)) return f;
+        apr_sleep(2000);
+    }
+}
+
+int cmd_backup(ctl *c)
+{
+    const char *out = opt(c, OPT_OUTPUT), *keep_s = opt(c, OPT_KEEP), *secret, *final, *dir;
+    int rv, bad, keep = 0, into_dir;
+    gmcpctl_joblock l;
+    json_t *summary = NULL;
+    if (keep_s) {
+        char *end;
+        long k = strtol(keep_s, &end, 10);
+        if (*end || k < 1 || k > 100000) return usage_err("--keep '%s' must be a count >= 1",
+                                                          keep_s);
+        keep = (int)k;
+    }
+    if (!out) out = ".";
+    into_dir = is_dir(c->pool, out);
+    if (keep && !into_dir)
+        return usage_err("--keep needs --output to be an existing directory (not '%s')", out);
+    secret = enc_secret(c, &bad);
+    if (bad) return bad;
+    if (!into_dir && exists(c->pool, out)) return fail("%s already exists (not overwritten)", out);
+    if ((rv = open_db(c, 0)) != 0) return rv;
+    if ((rv = joblock_take(c, &l)) != 0) return rv;
+    dir = into_dir ? out : dir_of(c->pool, out);
+    final = into_dir ? series_name(c->pool, out, SERIES_PREFIX) : out;
+    rv = write_backup(c, final, secret, &summary);
+    joblock_release(&l);
+    if (rv) return rv;
+    if (keep) rv = keep_prune(c, dir, keep);
+    if (c->json) { json_dumpf(summary, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    else if (c->verbose) printf("backup written to %s\n", final);
+    json_decref(summary);
+    return rv;
+}
+
+/* ---- verify ------------------------------------------------------------------------------ */
+/* Names of the tables migrations 1..version create (minus those they drop). */
+static apr_array_header_t *schema_tables(apr_pool_t *p, const char *sql_dir, const char *driver,
+                                         int version)
+{
+    apr_array_header_t *migs, *out = apr_array_make(p, 16, sizeof(const char *));
+    const char *err;
+    int i, j, k;
+    if (gmcp_migrations_load(p, sql_dir, sql_subdir(driver), &migs, &err)
+        || version > migs->nelts)
+        return NULL;
+    for (i = 0; i < version; i++) {
+        apr_array_header_t *st = gmcp_sql_split(p, APR_ARRAY_IDX(migs, i, gmcp_migration).sql);
+        for (j = 0; j < st->nelts; j++) {
+            const char *s = APR_ARRAY_IDX(st, j, const char *);
+            char name[256];
+            int drop;
+            while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
+            if (!strncasecmp(s, "CREATE TABLE ", 13)) { s += 13; drop = 0; }
+            else if (!strncasecmp(s, "DROP TABLE ", 11)) { s += 11; drop = 1; }
+            else continue;
+            while (*s == ' ') s++;
+            if (!strncasecmp(s, "IF NOT EXISTS ", 14)) s += 14;
+            if (!strncasecmp(s, "IF EXISTS ", 10)) s += 10;
+            for (k = 0; k < 255 && (s[k] == '_' || (s[k] >= 'a' && s[k] <= 'z')
+                                    || (s[k] >= 'A' && s[k] <= 'Z') || (s[k] >= '0'
+                                    && s[k] <= '9')); k++)
+                name[k] = (char)(s[k] >= 'A' && s[k] <= 'Z' ? s[k] + 32 : s[k]);
+            name[k] = '\0';
+            if (!k || !strcmp(name, "schema_migrations")) continue;
+            for (k = 0; k < out->nelts; k++)
+                if (!strcmp(APR_ARRAY_IDX(out, k, const char *), name)) break;
+            if (drop && k < out->nelts) {
+                APR_ARRAY_IDX(out, k, const char *) = APR_ARRAY_IDX(out, out->nelts - 1,
+                                                                    const char *);
+                out->nelts--;
+            }
+            else if (!drop && k == out->nelts)
+                APR_ARRAY_PUSH(out, const char *) = apr_pstrdup(p, name);
+        }
+    }
+    return out;
+}
+
+static json_t *find_table(json_t *man, const char *name)
+{
+    json_t *t = json_object_get(man, "tables"), *e;
+    size_t i;
+    json_array_foreach(t, i, e)
+        if (!strcmp(json_string_value(json_object_get(e, "name")) ?: "", name)) return e;
+    return NULL;
+}
+
+/* Verify the archive; *manifest on success. Prints nothing. */
+static int check_archive(ctl *c, const char *path, const char *secret, json_t **manifest,
+                         const char **why)
+{
+    const char *err = NULL, *drv;
+    apr_array_header_t *want;
+    json_t *man;
+    int version, i;
+    if (gmcp_arc_read(c->pool, path, secret, NULL, NULL, &man, &err)) { *why = err; return -1; }
+    drv = json_string_value(json_object_get(json_object_get(man, "source"), "driver"));
+    version = (int)json_integer_value(json_object_get(json_object_get(man, "schema"),
+                                                      "version"));
+    if (!drv || (strcmp(drv, "sqlite3") && strcmp(drv, "pgsql")) || version < 1) {
+        json_decref(man);
+        *why = "corrupt manifest (source driver or schema version missing)";
+        return -1;
+    }
+    /* Every table of the recorded schema version must be in the archive (when this
+     * gmcpctl's migrations know that version). */
+    if ((want = schema_tables(c->pool, c->sql_dir, drv, version)))
+        for (i = 0; i < want->nelts; i++)
+            if (!find_table(man, APR_ARRAY_IDX(want, i, const char *))) {
+                *why = apr_psprintf(c->pool, "incomplete: table %s of schema version %d is "
+                                    "missing from the archive",
+                                    APR_ARRAY_IDX(want, i, const char *), version);
+                json_decref(man);
+                return -1;
+            }
+    *manifest = man;
+    return 0;
+}
+
+static const char *archive_secret(ctl *c, const char *path, int *bad)
+{
+    const char *s = enc_secret(c, bad);
+    if (*bad) return NULL;
+    (void)path;
+    return s;
+}
+
+int cmd_backup_verify(ctl *c, const char *path)
+{
+    json_t *man;
+    const char *why, *secret;
+    int bad;
+    secret = archive_secret(c, path, &bad);
+    if (bad) return bad;
+    if (check_archive(c, path, secret, &man, &why))
+        return fail("%s", apr_psprintf(c->pool, "%s: %s", path, why));
+    if (c->json) {
+        json_t *o = json_pack("{s:s, s:b, s:O, s:O, s:O, s:O}", "path", path, "ok", 1,
+                              "schema", json_object_get(man, "schema"),
+                              "source", json_object_get(man, "source"),
+                              "created_at", json_object_get(man, "created_at"),
+                              "tables", json_object_get(man, "tables"));
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+    }
+    else if (c->verbose) printf("%s: ok\n", path);
+    json_decref(man);
+    return 0;
+}
+
+/* ---- restore ----------------------------------------------------------------------------- */
+typedef struct {
+    dbx *x;
+    apr_pool_t *p;
+    apr_array_header_t *tables;     /* the target's */
+    const table_info *cur;
+    sqlite3_stmt *ins;
+    int copying;
+    gmcp_abuf b;
+    const char *err;
+} loader;
+
+static int load_finish(loader *L)
+{
+    int rv = 0;
+    if (L->ins) { sqlite3_finalize(L->ins); L->ins = NULL; }
+    if (L->copying) {
+        PGresult *r;
+        L->copying = 0;
+        if (PQputCopyEnd(L->x->pq, NULL) != 1) rv = -1;
+        while ((r = PQgetResult(L->x->pq))) {
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) rv = -1;
+            PQclear(r);
+        }
+        if (rv && !L->err)
+            L->err = apr_psprintf(L->p, "cannot load table %s: %s", L->cur->name, x_err(L->x));
+    }
+    return rv;
+}
+
+static int load_table(void *baton, const char *name, json_t *cols)
+{
+    loader *L = baton;
+    int i;
+    if (load_finish(L)) return -1;
+    L->cur = NULL;
+    for (i = 0; i < L->tables->nelts; i++)
+        if (!strcmp(APR_ARRAY_IDX(L->tables, i, table_info).name, name))
+            L->cur = &APR_ARRAY_IDX(L->tables, i, table_info);
+    if (!L->cur) {
+        L->err = apr_psprintf(L->p, "the target has no table %s at the archive's schema "
+                              "version", name);
+        return -1;
+    }
+    if ((int)json_array_size(cols) != L->cur->ncols) goto mismatch;
+    for (i = 0; i < L->cur->ncols; i++)
+        if (strcmp(json_string_value(json_object_get(json_array_get(cols, (size_t)i), "name"))
+                   ?: "", L->cur->cols[i]))
+            goto mismatch;
+    if (L->x->pg) {
+        PGresult *r = PQexec(L->x->pq, apr_psprintf(L->p, "COPY %s (%s) FROM STDIN",
+                                                     qid(L->p, name), L->cur->collist));
+        int st = PQresultStatus(r);
+        PQclear(r);
+        if (st != PGRES_COPY_IN) {
+            L->err = apr_psprintf(L->p, "cannot load table %s: %s", name, x_err(L->x));
+            return -1;
+        }
+        L->copying = 1;
+    }
+    else {
+        const char *q = "?";
+        for (i = 1; i < L->cur->ncols; i++) q = apr_pstrcat(L->p, q, ",?", NULL);
+        if (sqlite3_prepare_v2(L->x->lite, apr_psprintf(L->p, "INSERT INTO %s (%s) VALUES (%s)",
+                               qid(L->p, name), L->cur->collist, q), -1, &L->ins, NULL)
+            != SQLITE_OK) {
+            L->err = apr_psprintf(L->p, "cannot load table %s: %s", name, x_err(L->x));
+            return -1;
+        }
+    }
+    return 0;
+mismatch:
+    L->err = apr_psprintf(L->p, "the columns of table %s differ between the archive and the "
+                          "target", name);
+    return -1;
+}
+
+static void copy_escape(gmcp_abuf *b, const char *s, size_t n)
+{
+    size_t i, run = 0;
+    for (i = 0; i < n; i++) {
+        const char *e = NULL;
+        switch (s[i]) {
+        case '\\': e = "\\\\"; break;
+        case '\t': e = "\\t"; break;
+        case '\n': e = "\\n"; break;
+        case '\r': e = "\\r"; break;
+        }
+        if (e) { gmcp_abuf_add(b, s + i - run, run); run = 0; gmcp_abuf_add(b, e, 2); }
+        else run++;
+    }
+    gmcp_abuf_add(b, s + n - run, run);
+}
+
+static int load_row(void *baton, const char *line, size_t len)
+{
+    loader *L = baton;
+    json_error_t je;
+    json_t *a = json_loadb(line, len, JSON_ALLOW_NUL, &je), *v;
+    int i, rc = 0;
+    char num[32];
+    if (!a || !json_is_array(a) || (int)json_array_size(a) != L->cur->ncols) {
+        if (a) json_decref(a);
+        L->err = apr_psprintf(L->p, "corrupt row in table %s", L->cur->name);
+        return -1;
+    }
+    if (L->x->pg) L->b.len = 0;
+    for (i = 0; i < L->cur->ncols; i++) {
+        v = json_array_get(a, (size_t)i);
+        if (L->x->pg) {
+            if (i) gmcp_abuf_add(&L->b, "\t", 1);
+            if (json_is_null(v)) gmcp_abuf_add(&L->b, "\\N", 2);
+            else if (json_is_integer(v)) {
+                snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+                gmcp_abuf_add(&L->b, num, strlen(num));
+            }
+            else if (json_is_boolean(v)) gmcp_abuf_add(&L->b, json_is_true(v) ? "t" : "f", 1);
+            else if (json_is_real(v)) {
+                snprintf(num, sizeof(num), "%.17g", json_real_value(v));
+                gmcp_abuf_add(&L->b, num, strlen(num));
+            }
+            else if (json_is_string(v))
+                copy_escape(&L->b, json_string_value(v), json_string_length(v));
+            else { rc = -1; break; }
+        }
+        else {
+            if (json_is_null(v)) rc = sqlite3_bind_null(L->ins, i + 1);
+            else if (json_is_integer(v)) rc = sqlite3_bind_int64(L->ins, i + 1,
+                                                                 json_integer_value(v));
+            else if (json_is_boolean(v)) rc = sqlite3_bind_int(L->ins, i + 1, json_is_true(v));
+            else if (json_is_real(v)) rc = sqlite3_bind_double(L->ins, i + 1, json_real_value(v));
+            else if (json_is_string(v))
+                rc = sqlite3_bind_text(L->ins, i + 1, json_string_value(v),
+                                       (int)json_string_length(v), SQLITE_TRANSIENT);
+            else rc = -1;
+            if (rc != SQLITE_OK) { rc = -1; break; }
+        }
+    }
+    json_decref(a);
+    if (rc) { L->err = apr_psprintf(L->p, "corrupt row in table %s", L->cur->name); return -1; }
+    if (L->x->pg) {
+        gmcp_abuf_add(&L->b, "\n", 1);
+        if (PQputCopyData(L->x->pq, L->b.data, (int)L->b.len) != 1) {
+            L->err = apr_psprintf(L->p, "cannot load table %s: %s", L->cur->name, x_err(L->x));
+            return -1;
+        }
+        return 0;
+    }
+    rc = sqlite3_step(L->ins);
+    sqlite3_reset(L->ins);
+    sqlite3_clear_bindings(L->ins);
+    if (rc != SQLITE_DONE) {
+        L->err = apr_psprintf(L->p, "cannot load table %s: %s", L->cur->name, x_err(L->x));
+        return -1;
+    }
+    return 0;
+}
+
+static apr_int64_t table_rows(dbx *x, apr_pool_t *p, const char *name)
+{
+    apr_array_header_t *r;
+    int nc;
+    if (x_query(x, p, apr_psprintf(p, "SELECT COUNT(*) FROM %s", qid(p, name)), &nc, &r)
+        || r->nelts != 1)
+        return -1;
+    return apr_atoi64(APR_ARRAY_IDX(r, 0, const char **)[0]);
+}
+
+/* Restore `path` into c's target. `verified`: the archive's manifest (already checked). */
+static int do_restore(ctl *c, const char *path, const char *secret, json_t *man, int dry,
+                      int replace)
+{
+    apr_pool_t *p = c->pool;
+    apr_array_header_t *migs, *tables = NULL;
+    json_t *amigs = json_object_get(json_object_get(man, "schema"), "migrations"), *mt;
+    int aver = (int)json_integer_value(json_object_get(json_object_get(man, "schema"),
+                                                       "version"));
+    int tver = 0, i, rv, created = 0, in_tx = 0;
+    const char *err = NULL, *adrv;
+    apr_int64_t existing = 0;
+    const char *busy_table = NULL;
+    dbx x;
+    gmcpctl_joblock l;
+    loader L;
+    gmcp_arc_out *chk = NULL;
+    apr_array_header_t *trig = NULL;
+
+    memset(&L, 0, sizeof(L));
+    memset(&l, 0, sizeof(l));
+    adrv = json_string_value(json_object_get(json_object_get(man, "source"), "driver"));
+    if (c->config && !c->driver) {
+        /* open_db reads --config; it is needed to know the driver before opening */
+    }
+    /* The target must not be created by a dry run or by a refusal. */
+    if (c->driver && !strcmp(c->driver, "sqlite3") && c->params && !exists(p, c->params)) {
+        if (dry) {
+            printf("would create the SQLite database %s\n", c->params);
+        }
+        created = 1;
+    }
+    if (!(dry && created)) {
+        if ((rv = open_db(c, 1)) != 0) return rv;
+    }
+    else {
+        /* still check the sql dir below */
+    }
+    if (!c->driver) c->driver = "sqlite3";
+    if (gmcp_migrations_load(p, c->sql_dir, sql_subdir(c->driver), &migs, &err)) {
+        rv = fail("%s", err);
+        goto out;
+    }
+    if (aver > migs->nelts) {
+        rv = fail("%s", apr_psprintf(p, "refused: the archive's schema version %d is newer than "
+                                     "this gmcpctl's migrations (%d in %s/%s): use a newer "
+                                     "gmcpctl", aver, migs->nelts, c->sql_dir,
+                                     sql_subdir(c->driver)));
+        goto out;
+    }
+    for (i = 0; i < aver; i++) {
+        json_t *am = json_array_get(amigs, (size_t)i);
+        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+        if (!am || strcmp(json_string_value(json_object_get(am, "name")) ?: "", m->name)
+            || (adrv && !strcmp(adrv, c->driver)
+                && strcmp(json_string_value(json_object_get(am, "checksum")) ?: "",
+                          m->checksum))) {
+            rv = fail("%s", apr_psprintf(p, "refused: migration %d of the archive (%s) differs "
+                                         "from this gmcpctl's (%s)", i + 1,
+                                         am ? json_string_value(json_object_get(am, "name"))
+                                            : "missing", m->name));
+            goto out;
+        }
+    }
+    if (dry && created) {
+        mt = json_object_get(man, "tables");
+        printf("would apply migrations 1..%d\n", aver);
+        for (i = 0; i < (int)json_array_size(mt); i++)
+            printf("would load %-22s %" JSON_INTEGER_FORMAT " rows\n",
+                   json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
+                   json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
+        return 0;
+    }
+    if (x_init(c, &x)) { rv = fail("%s", "cannot reach the database's native handle"); goto out; }
+    if (gmcp_db_schema_version(&c->db, &tver, &err)) { rv = fail("%s", err); goto out; }
+    if (tver > aver) {
+        rv = fail("%s", apr_psprintf(p, "refused: the target's schema (version %d) is newer than "
+                                     "the archive's (%d); restore into an empty database or "
+                                     "migrate it down first", tver, aver));
+        goto out;
+    }
+    if (tver > 0 && gmcp_migrate_status(&c->db, migs, &err)) { rv = fail("%s", err); goto out; }
+    for (i = 0; i < tver; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+        if (m->applied && strcmp(m->applied_checksum, m->checksum)) {
+            rv = fail("refused: the target's migration %s was changed after it was applied",
+                      m->name);
+            goto out;
+        }
+    }
+    if ((rv = joblock_take(c, &l)) != 0) goto out;
+    if (list_tables(&x, p, &tables, &err)) { rv = fail("%s", err); goto out; }
+    for (i = 0; i < tables->nelts; i++) {
+        apr_int64_t n = table_rows(&x, p, APR_ARRAY_IDX(tables, i, table_info).name);
+        if (n < 0) { rv = fail("cannot count the target's rows: %s", x_err(&x)); goto out; }
+        if (n > 0 && !busy_table) busy_table = APR_ARRAY_IDX(tables, i, table_info).name;
+        existing += n;
+    }
+    if (existing && !replace) {
+        rv = fail("%s", apr_psprintf(p, "refused: the target database is not empty (%"
+                                     APR_INT64_T_FMT " rows, e.g. in %s); give --replace to "
+                                     "overwrite it (a backup of it is taken first)", existing,
+                                     busy_table));
+        goto out;
+    }
+    if (dry) {
+        mt = json_object_get(man, "tables");
+        if (tver < aver) printf("would apply migrations %d..%d\n", tver + 1, aver);
+        if (existing) printf("would back up and delete the target's %" APR_INT64_T_FMT
+                             " rows\n", existing);
+        for (i = 0; i < (int)json_array_size(mt); i++)
+            printf("would load %-22s %" JSON_INTEGER_FORMAT " rows\n",
+                   json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
+                   json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
+        printf("nothing changed (dry run)\n");
+        rv = 0;
+        goto out;
+    }
+    {
+        const char *afp = json_string_value(json_object_get(man, "key_pepper_fingerprint"));
+        const char *cfp = pepper_fp(c);
+        if (afp && cfp && strcmp(afp, cfp))
+            fprintf(stderr, "gmcpctl: warning: the archive was taken with another key pepper "
+                            "than this configuration's: its API keys will not verify until "
+                            "GeminiMCPKeyPepper is the original one\n");
+    }
+    if (existing) {
+        const char *pre = series_name(p, dir_of(p, path), "gmcp-pre-restore-");
+        if ((rv = write_backup(c, pre, NULL, NULL)) != 0) goto out;
+        printf("the target's previous contents were backed up to %s\n", pre);
+    }
+    /* ---- one transaction from here on ---- */
+    if (!x.pg) x_exec(&x, "PRAGMA journal_mode=WAL");
+    if (x_exec(&x, x.pg ? "BEGIN" : "BEGIN IMMEDIATE")) {
+        rv = fail("cannot start the restore transaction: %s", x_err(&x));
+        goto out;
+    }
+    in_tx = 1;
+    if (x_exec(&x, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                   "name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)")) {
+        err = apr_psprintf(p, "cannot create schema_migrations: %s", x_err(&x));
+        goto txfail;
+    }
+    for (i = tver; i < aver; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+        apr_array_header_t *st = gmcp_sql_split(p, m->sql);
+        int j;
+        for (j = 0; j < st->nelts; j++)
+            if (x_exec(&x, APR_ARRAY_IDX(st, j, const char *))) {
+                err = apr_psprintf(p, "migration %s failed at statement %d: %s", m->name, j + 1,
+                                   x_err(&x));
+                goto txfail;
+            }
+        if (x_exec(&x, apr_psprintf(p, "INSERT INTO schema_migrations (version, name, checksum, "
+                                    "applied_at) VALUES (%d, %s, %s, %s)", m->version,
+                                    qlit(p, m->name), qlit(p, m->checksum), gmcp_now_str(p)))) {
+            err = apr_psprintf(p, "cannot record migration %s: %s", m->name, x_err(&x));
+            goto txfail;
+        }
+    }
+    if (list_tables(&x, p, &tables, &err)) goto txfail;
+    /* Every table of the target's schema must come from the archive. */
+    for (i = 0; i < tables->nelts; i++)
+        if (!find_table(man, APR_ARRAY_IDX(tables, i, table_info).name)) {
+            err = apr_psprintf(p, "the archive has no table %s, which schema version %d has",
+                               APR_ARRAY_IDX(tables, i, table_info).name, aver);
+            goto txfail;
+        }
+    if (existing) {
+        /* --replace: empty every table; the append-only triggers are suspended for it. */
+        if (x.pg) {
+            for (i = 0; i < tables->nelts; i++)
+                if (x_exec(&x, apr_psprintf(p, "ALTER TABLE %s DISABLE TRIGGER USER",
+                                            qid(p, APR_ARRAY_IDX(tables, i, table_info).name)))) {
+                    err = apr_psprintf(p, "cannot empty the target: %s", x_err(&x));
+                    goto txfail;
+                }
+        }
+        else {
+            int nc;
+            if (x_query(&x, p, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND "
+                               "sql IS NOT NULL", &nc, &trig)) {
+                err = apr_psprintf(p, "cannot read the triggers: %s", x_err(&x));
+                goto txfail;
+            }
+            for (i = 0; i < trig->nelts; i++)
+                if (x_exec(&x, apr_psprintf(p, "DROP TRIGGER %s",
+                                            qid(p, APR_ARRAY_IDX(trig, i, const char **)[0])))) {
+                    err = apr_psprintf(p, "cannot empty the target: %s", x_err(&x));
+                    goto txfail;
+                }
+        }
+        for (i = 0; i < tables->nelts; i++)
+            if (x_exec(&x, apr_psprintf(p, "DELETE FROM %s",
+                                        qid(p, APR_ARRAY_IDX(tables, i, table_info).name)))) {
+                err = apr_psprintf(p, "cannot empty the target: %s", x_err(&x));
+                goto txfail;
+            }
+    }
+    L.x = &x;
+    L.p = p;
+    L.tables = tables;
+    {
+        gmcp_arc_cb cb = {load_table, load_row};
+        json_t *again = NULL;
+        const char *rerr = NULL;
+        int r = gmcp_arc_read(p, path, secret, &cb, &L, &again, &rerr);
+        if (!r && load_finish(&L)) r = -2;
+        else load_finish(&L);
+        if (again) json_decref(again);
+        if (r) { err = r == -1 ? apr_pstrcat(p, "the archive changed while it was read: ", rerr,
+                                             NULL)
+                               : L.err ? L.err : "cannot load the archive";
+                 goto txfail; }
+    }
+    if (existing) {
+        if (x.pg) {
+            for (i = 0; i < tables->nelts; i++)
+                if (x_exec(&x, apr_psprintf(p, "ALTER TABLE %s ENABLE TRIGGER USER",
+                                            qid(p, APR_ARRAY_IDX(tables, i, table_info).name)))) {
+                    err = apr_psprintf(p, "cannot re-enable the triggers: %s", x_err(&x));
+                    goto txfail;
+                }
+        }
+        else {
+            for (i = 0; trig && i < trig->nelts; i++)
+                if (x_exec(&x, APR_ARRAY_IDX(trig, i, const char **)[1])) {
+                    err = apr_psprintf(p, "cannot recreate the triggers: %s", x_err(&x));
+                    goto txfail;
+                }
+        }
+    }
+    /* Sequences past the loaded ids. */
+    if (x.pg) {
+        apr_array_header_t *seqs;
+        int nc;
+        if (x_query(&x, p, "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                           "table_schema = current_schema() AND column_default LIKE 'nextval(%'",
+                    &nc, &seqs)) {
+            err = apr_psprintf(p, "cannot read the sequences: %s", x_err(&x));
+            goto txfail;
+        }
+        for (i = 0; i < seqs->nelts; i++) {
+            const char **r = APR_ARRAY_IDX(seqs, i, const char **);
+            const char *col = qid(p, r[1]);
+            if (x_exec(&x, apr_psprintf(p, "SELECT setval(pg_get_serial_sequence(%s, %s), "
+                                        "GREATEST(COALESCE(MAX(%s), 0), 1), MAX(%s) IS NOT NULL) "
+                                        "FROM %s", qlit(p, qid(p, r[0])), qlit(p, r[1]), col, col,
+                                        qid(p, r[0])))) {
+                err = apr_psprintf(p, "cannot set the sequence of %s: %s", r[0], x_err(&x));
+                goto txfail;
+            }
+        }
+    }
+    else {
+        apr_array_header_t *has;
+        int nc;
+        if (!x_query(&x, p, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'", &nc,
+                     &has) && has->nelts) {
+            apr_array_header_t *seqs;
+            if (x_query(&x, p, "SELECT name FROM sqlite_sequence", &nc, &seqs)) {
+                err = apr_psprintf(p, "cannot read sqlite_sequence: %s", x_err(&x));
+                goto txfail;
+            }
+            for (i = 0; i < seqs->nelts; i++) {
+                const char *t = APR_ARRAY_IDX(seqs, i, const char **)[0];
+                if (x_exec(&x, apr_psprintf(p, "UPDATE sqlite_sequence SET seq = MAX(seq, "
+                                            "(SELECT COALESCE(MAX(rowid), 0) FROM %s)) WHERE "
+                                            "name = %s", qid(p, t), qlit(p, t)))) {
+                    err = apr_psprintf(p, "cannot set sqlite_sequence: %s", x_err(&x));
+                    goto txfail;
+                }
+            }
+        }
+    }
+    /* Re-read everything from the target and compare with the manifest. */
+    chk = gmcp_arc_out_open(p, NULL, NULL);
+    if (dump_tables(&x, p, tables, chk, &err)) goto txfail;
+    mt = gmcp_arc_tables(chk);
+    for (i = 0; i < (int)json_array_size(mt); i++) {
+        json_t *got = json_array_get(mt, (size_t)i);
+        const char *name = json_string_value(json_object_get(got, "name"));
+        json_t *want = find_table(man, name);
+        if (!want || !json_equal(json_object_get(want, "rows"), json_object_get(got, "rows"))
+            || !json_equal(json_object_get(want, "sha256"), json_object_get(got, "sha256"))) {
+            err = apr_psprintf(p, "table %s reads back differently from the archive (rows %"
+                               APR_INT64_T_FMT " vs %" APR_INT64_T_FMT ")", name,
+                               (apr_int64_t)json_integer_value(json_object_get(got, "rows")),
+                               (apr_int64_t)(want ? json_integer_value(json_object_get(want,
+                                                                       "rows")) : -1));
+            goto txfail;
+        }
+    }
+    if (json_array_size(mt) != json_array_size(json_object_get(man, "tables"))) {
+        err = "the archive has tables the target's schema does not";
+        goto txfail;
+    }
+    if (x_exec(&x, "COMMIT")) {
+        err = apr_psprintf(p, "cannot commit: %s", x_err(&x));
+        goto txfail;
+    }
+    in_tx = 0;
+    created = 0;
+    if (c->verbose || c->json) {
+        json_t *o = json_pack("{s:s, s:i, s:O}", "restored", path, "schema_version", aver,
+                              "tables", mt);
+        if (c->json) { json_dumpf(o, stdout, JSON_COMPACT); fputc('\n', stdout); }
+        else for (i = 0; i < (int)json_array_size(mt); i++)
+            printf("restored %-22s %" JSON_INTEGER_FORMAT " rows\n",
+                   json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
+                   json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
+        json_decref(o);
+    }
+    rv = 0;
+    goto out;
+txfail:
+    if (L.ins || L.copying) load_finish(&L);
+    if (in_tx) { x_exec(&x, "ROLLBACK"); in_tx = 0; }
+    rv = fail("restore failed, nothing changed: %s", err ? err : "unknown error");
+out:
+    if (chk) gmcp_arc_out_close(chk);
+    gmcp_abuf_free(&L.b);
+    joblock_release(&l);
+    if (rv && created && c->db.handle && c->params) {
+        apr_dbd_close(c->db.driver, c->db.handle);
+        c->db.handle = NULL;
+        unlink(c->params);
+        unlink(apr_pstrcat(p, c->params, "-wal", NULL));
+        unlink(apr_pstrcat(p, c->params, "-shm", NULL));
+        unlink(apr_pstrcat(p, c->params, ".cleanup-lock", NULL));
+    }
+    return rv;
+}
+
+int cmd_restore(ctl *c, const char *path)
+{
+    json_t *man;
+    const char *why, *secret;
+    int bad, rv;
+    secret = archive_secret(c, path, &bad);
+    if (bad) return bad;
+    if (check_archive(c, path, secret, &man, &why))
+        return fail("%s", apr_psprintf(c->pool, "refused: %s does not verify: %s", path, why));
+    if (c->config && !c->driver) {
+        /* resolve the driver from --config before deciding whether the file exists */
+        int r = open_db(c, 1);
+        if (r) { json_decref(man); return r; }
+    }
+    rv = do_restore(c, path, secret, man, opt(c, OPT_DRY_RUN) != NULL,
+                    opt(c, OPT_REPLACE) != NULL);
+    json_decref(man);
+    return rv;
+}
+
+/* ---- copy ---------------------------------------------------------------------------------- */
+int cmd_copy(ctl *c)
+{
+    const char *to_d = opt(c, OPT_TO_DRIVER), *to_p = opt(c, OPT_TO_PARAMS), *tmpdir, *tmp;
+    ctl t;
+    json_t *man;
+    const char *why;
+    int rv;
+    gmcpctl_joblock l;
+    if (!to_d || !to_p) return usage_err("copy needs --to-driver and --to-params%s", "");
+    if (strcmp(to_d, "sqlite3") && strcmp(to_d, "pgsql"))
+        return usage_err("--to-driver '%s' must be sqlite3 or pgsql", to_d);
+    if ((rv = open_db(c, 0)) != 0) return rv;
+    tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    tmp = apr_psprintf(c->pool, "%s/gmcp-copy-%ld-%s" SERIES_SUFFIX, tmpdir, (long)getpid(),
+                       utc_iso(c->pool, apr_time_now(), 1));
+    if ((rv = joblock_take(c, &l)) != 0) return rv;
+    rv = write_backup(c, tmp, NULL, NULL);
+    joblock_release(&l);
+    if (rv) return rv;
+    if (check_archive(c, tmp, NULL, &man, &why)) {
+        unlink(tmp);
+        return fail("the copy's archive does not verify: %s", why);
+    }
+    t = *c;
+    t.config = NULL;
+    t.driver = to_d;
+    t.params = to_p;
+    t.httpd_gmcp = NULL;
+    memset(&t.db, 0, sizeof(t.db));
+    rv = do_restore(&t, tmp, NULL, man, opt(c, OPT_DRY_RUN) != NULL, opt(c, OPT_REPLACE) != NULL);
+    if (t.db.handle) apr_dbd_close(t.db.driver, t.db.handle);
+    json_decref(man);
+    unlink(tmp);
+    return rv;
+}

@@ -1,0 +1,731 @@
+/* gmcp_archive.c — backup archive format, canonical rows, hashes, encryption. */
+#include "gmcp_archive.h"
+#include "gmcp_util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <apr_strings.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#define FRAME_MAX (1 << 20)     /* plaintext bytes per encrypted frame */
+#define LINE_MAX_BYTES (256u << 20)
+
+/* ---- types ----------------------------------------------------------------------- */
+static const char *const TYPE_NAMES[] = {"text", "int", "bool", "json", "timestamp"};
+
+static int has_ci(const char *s, const char *w)
+{
+    size_t n = strlen(w);
+    for (; *s; s++)
+        if (!strncasecmp(s, w, n)) return 1;
+    return 0;
+}
+
+int gmcp_coltype_from_decl(const char *d)
+{
+    if (!d) return GMCP_COL_TEXT;
+    if (has_ci(d, "bool")) return GMCP_COL_BOOL;
+    if (has_ci(d, "int") || has_ci(d, "serial")) return GMCP_COL_INT;
+    if (has_ci(d, "json")) return GMCP_COL_JSON;
+    if (has_ci(d, "timestamp") || has_ci(d, "datetime")) return GMCP_COL_TIME;
+    return GMCP_COL_TEXT;
+}
+
+const char *gmcp_coltype_name(int t)
+{
+    return t >= 0 && t <= GMCP_COL_TIME ? TYPE_NAMES[t] : "text";
+}
+
+int gmcp_coltype_parse(const char *name)
+{
+    int i;
+    for (i = 0; name && i <= GMCP_COL_TIME; i++)
+        if (!strcmp(name, TYPE_NAMES[i])) return i;
+    return -1;
+}
+
+/* ---- buffers and canonical values -------------------------------------------------- */
+void gmcp_abuf_add(gmcp_abuf *b, const void *d, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->data = realloc(b->data, cap);
+        if (!b->data) abort();
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, d, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void gmcp_abuf_free(gmcp_abuf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+static void add_s(gmcp_abuf *b, const char *s) { gmcp_abuf_add(b, s, strlen(s)); }
+
+static void add_json_string(gmcp_abuf *b, const char *v, size_t len)
+{
+    size_t i, run = 0;
+    gmcp_abuf_add(b, "\"", 1);
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        const char *esc = NULL;
+        char u[8];
+        switch (ch) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        default:
+            if (ch < 0x20 || ch == 0x7f) { snprintf(u, sizeof(u), "\\u%04x", ch); esc = u; }
+        }
+        if (esc) {
+            gmcp_abuf_add(b, v + i - run, run);
+            run = 0;
+            add_s(b, esc);
+        }
+        else run++;
+    }
+    gmcp_abuf_add(b, v + len - run, run);
+    gmcp_abuf_add(b, "\"", 1);
+}
+
+static int is_int(const char *v, size_t len)
+{
+    size_t i = 0;
+    if (len && (v[0] == '-' || v[0] == '+')) i = 1;
+    if (i >= len || len - i > 19) return 0;
+    if (v[i] == '0' && len - i > 1) return 0;
+    for (; i < len; i++)
+        if (!isdigit((unsigned char)v[i])) return 0;
+    return 1;
+}
+
+void gmcp_canon_begin(gmcp_abuf *b)
+{
+    b->len = 0;
+    gmcp_abuf_add(b, "[", 1);
+}
+
+void gmcp_canon_end(gmcp_abuf *b)
+{
+    gmcp_abuf_add(b, "]\n", 2);
+}
+
+void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t len)
+{
+    if (!first) gmcp_abuf_add(b, ",", 1);
+    if (!v) { add_s(b, "null"); return; }
+    switch (type) {
+    case GMCP_COL_INT:
+        if (is_int(v, len)) {
+            if (v[0] == '+') { v++; len--; }
+            if (len == 2 && v[0] == '-' && v[1] == '0') { add_s(b, "0"); return; }
+            gmcp_abuf_add(b, v, len);
+            return;
+        }
+        break;                                  /* not an integer: kept as text */
+    case GMCP_COL_BOOL:
+        if ((len == 1 && (*v == 't' || *v == '1')) || (len == 4 && !strncasecmp(v, "true", 4))) {
+            add_s(b, "true");
+            return;
+        }
+        if ((len == 1 && (*v == 'f' || *v == '0')) || (len == 5 && !strncasecmp(v, "false", 5))) {
+            add_s(b, "false");
+            return;
+        }
+        break;
+    case GMCP_COL_JSON: {
+        json_error_t je;
+        json_t *j = json_loadb(v, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        if (j) {
+            char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+            json_decref(j);
+            if (s) { add_json_string(b, s, strlen(s)); free(s); return; }
+        }
+        break;
+    }
+    case GMCP_COL_TIME: {
+        /* "2026-12-01 19:22:10.526461+00" or "2026-12-01 19:22:10" (UTC) -> ...T...Z */
+        char t[64];
+        size_t n = len < sizeof(t) - 2 ? len : 0, k;
+        if (n >= 19) {
+            memcpy(t, v, n);
+            t[n] = '\0';
+            if (t[10] == ' ') t[10] = 'T';
+            for (k = 19; k < n && (t[k] == '.' || isdigit((unsigned char)t[k])); k++) ;
+            if (!strcmp(t + k, "+00") || !strcmp(t + k, "+00:00") || !strcmp(t + k, "Z")
+                || t[k] == '\0') {
+                /* drop trailing zeros of the fraction, then the dot */
+                while (k > 20 && t[k - 1] == '0' && memchr(t + 19, '.', k - 19)) k--;
+                if (k == 20 && t[19] == '.') k = 19;
+                t[k++] = 'Z';
+                add_json_string(b, t, k);
+                return;
+            }
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    add_json_string(b, v, len);
+}
+
+/* ---- keys ---------------------------------------------------------------------------- */
+static void hmac_hex(const unsigned char *key, size_t klen, const char *label, char *out,
+                     size_t nbytes)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mlen = 0;
+    size_t i;
+    HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)label, strlen(label), mac, &mlen);
+    for (i = 0; i < nbytes && i < mlen; i++) sprintf(out + 2 * i, "%02x", mac[i]);
+    out[2 * i] = '\0';
+}
+
+int gmcp_arc_key_derive(const char *secret, const unsigned char *salt, gmcp_arc_key *k)
+{
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+    size_t outlen = sizeof(k->key);
+    static const char info[] = "gmcp-backup v1 AES-256-GCM";
+    int ok = pc && EVP_PKEY_derive_init(pc) > 0
+             && EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) > 0
+             && EVP_PKEY_CTX_set1_hkdf_salt(pc, salt, 16) > 0
+             && EVP_PKEY_CTX_set1_hkdf_key(pc, (const unsigned char *)secret,
+                                           (int)strlen(secret)) > 0
+             && EVP_PKEY_CTX_add1_hkdf_info(pc, (const unsigned char *)info,
+                                            (int)sizeof(info) - 1) > 0
+             && EVP_PKEY_derive(pc, k->key, &outlen) > 0 && outlen == sizeof(k->key);
+    EVP_PKEY_CTX_free(pc);
+    if (!ok) return -1;
+    hmac_hex(k->key, sizeof(k->key), "gmcp-backup key fingerprint", k->fingerprint, 16);
+    return 0;
+}
+
+const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *label)
+{
+    char out[33];
+    hmac_hex((const unsigned char *)secret, strlen(secret), label, out, 16);
+    return apr_pstrdup(p, out);
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+struct gmcp_arc_out {
+    apr_pool_t *pool;
+    FILE *fp;
+    EVP_MD_CTX *all;        /* every plaintext byte, for the end line */
+    EVP_MD_CTX *tab;        /* the current table's rows */
+    json_t *tables, *cur;
+    apr_int64_t rows;
+    int failed;
+    /* encryption */
+    int enc;
+    gmcp_arc_key key;
+    unsigned char *frame;
+    size_t flen;
+    apr_uint64_t fno;
+};
+
+static int raw_write(gmcp_arc_out *o, const void *d, size_t n)
+{
+    if (o->failed) return -1;
+    if (o->fp && n && fwrite(d, 1, n, o->fp) != n) { o->failed = 1; return -1; }
+    return 0;
+}
+
+static int put_be32(unsigned char *b, apr_uint32_t v)
+{
+    b[0] = (unsigned char)(v >> 24); b[1] = (unsigned char)(v >> 16);
+    b[2] = (unsigned char)(v >> 8); b[3] = (unsigned char)v;
+    return 4;
+}
+
+static void make_aad(unsigned char aad[9], apr_uint64_t fno, int last)
+{
+    int i;
+    for (i = 0; i < 8; i++) aad[i] = (unsigned char)(fno >> (56 - 8 * i));
+    aad[8] = (unsigned char)(last ? 1 : 0);
+}
+
+static int flush_frame(gmcp_arc_out *o, int last)
+{
+    unsigned char hdr[16], tag[16], aad[9], *ct;
+    int n = 0, m = 0, ok;
+    EVP_CIPHER_CTX *cx;
+    if (o->failed) return -1;
+    put_be32(hdr, (apr_uint32_t)o->flen);
+    if (RAND_bytes(hdr + 4, 12) != 1) { o->failed = 1; return -1; }
+    make_aad(aad, o->fno, last);
+    ct = malloc(o->flen + 16);
+    cx = EVP_CIPHER_CTX_new();
+    ok = ct && cx && EVP_EncryptInit_ex(cx, EVP_aes_256_gcm(), NULL, o->key.key, hdr + 4) == 1
+         && EVP_EncryptUpdate(cx, NULL, &n, aad, sizeof(aad)) == 1
+         && EVP_EncryptUpdate(cx, ct, &n, o->frame, (int)o->flen) == 1
+         && EVP_EncryptFinal_ex(cx, ct + n, &m) == 1
+         && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+    EVP_CIPHER_CTX_free(cx);
+    if (!ok || raw_write(o, hdr, 16) || raw_write(o, ct, o->flen) || raw_write(o, tag, 16)) {
+        free(ct);
+        o->failed = 1;
+        return -1;
+    }
+    free(ct);
+    o->fno++;
+    o->flen = 0;
+    return 0;
+}
+
+/* Plaintext bytes of the archive. */
+static int out_write(gmcp_arc_out *o, const void *d, size_t n)
+{
+    const unsigned char *s = d;
+    if (o->failed) return -1;
+    EVP_DigestUpdate(o->all, d, n);
+    if (!o->enc) return raw_write(o, d, n);
+    while (n) {
+        size_t k = FRAME_MAX - o->flen < n ? FRAME_MAX - o->flen : n;
+        memcpy(o->frame + o->flen, s, k);
+        o->flen += k; s += k; n -= k;
+        if (o->flen == FRAME_MAX && flush_frame(o, 0)) return -1;
+    }
+    return 0;
+}
+
+static int out_json_line(gmcp_arc_out *o, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    int rv = !s || out_write(o, s, strlen(s)) || out_write(o, "\n", 1) ? -1 : 0;
+    free(s);
+    return rv;
+}
+
+static void out_cleanup(void *data)
+{
+    gmcp_arc_out *o = data;
+    EVP_MD_CTX_free(o->all);
+    EVP_MD_CTX_free(o->tab);
+    if (o->tables) json_decref(o->tables);
+    free(o->frame);
+}
+
+static apr_status_t out_cleanup_apr(void *data) { out_cleanup(data); return APR_SUCCESS; }
+
+gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret)
+{
+    gmcp_arc_out *o = apr_pcalloc(p, sizeof(*o));
+    json_t *first = json_pack("{s:i}", "gmcp_backup", GMCP_ARCHIVE_FORMAT);
+    o->pool = p;
+    o->fp = fp;
+    o->all = EVP_MD_CTX_new();
+    o->tab = EVP_MD_CTX_new();
+    o->tables = json_array();
+    apr_pool_cleanup_register(p, o, out_cleanup_apr, apr_pool_cleanup_null);
+    EVP_DigestInit_ex(o->all, EVP_sha256(), NULL);
+    if (secret) {
+        unsigned char salt[16];
+        if (RAND_bytes(salt, 16) != 1 || gmcp_arc_key_derive(secret, salt, &o->key)) {
+            o->failed = 1;
+        }
+        else {
+            json_t *hdr = json_pack("{s:i, s:{s:s, s:s, s:s, s:s}}", "gmcp_backup",
+                                    GMCP_ARCHIVE_FORMAT, "encryption", "alg", "AES-256-GCM",
+                                    "kdf", "HKDF-SHA256", "salt",
+                                    gmcp_b64url_encode(p, salt, 16), "key_fingerprint",
+                                    o->key.fingerprint);
+            char *s = json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            raw_write(o, s, strlen(s));
+            raw_write(o, "\n", 1);
+            free(s);
+            json_decref(hdr);
+            o->enc = 1;
+            o->frame = malloc(FRAME_MAX);
+        }
+    }
+    out_json_line(o, first);
+    json_decref(first);
+    return o;
+}
+
+int gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns)
+{
+    json_t *h = json_pack("{s:s, s:O}", "table", name, "columns", columns);
+    int rv = out_json_line(o, h);
+    json_decref(h);
+    o->cur = json_pack("{s:s, s:O}", "name", name, "columns", columns);
+    o->rows = 0;
+    EVP_DigestInit_ex(o->tab, EVP_sha256(), NULL);
+    return rv;
+}
+
+int gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len)
+{
+    o->rows++;
+    EVP_DigestUpdate(o->tab, line, len);
+    return out_write(o, line, len);
+}
+
+static const char *digest_hex(apr_pool_t *p, EVP_MD_CTX *c)
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(c, md, &n);
+    return gmcp_hex(p, md, n);
+}
+
+int gmcp_arc_table_end(gmcp_arc_out *o)
+{
+    json_object_set_new(o->cur, "rows", json_integer(o->rows));
+    json_object_set_new(o->cur, "sha256", json_string(digest_hex(o->pool, o->tab)));
+    json_array_append_new(o->tables, o->cur);
+    o->cur = NULL;
+    return o->failed ? -1 : 0;
+}
+
+json_t *gmcp_arc_tables(gmcp_arc_out *o) { return o->tables; }
+
+int gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest)
+{
+    json_t *m = json_pack("{s:o}", "manifest", manifest), *end;
+    int rv;
+    json_object_set_new(manifest, "format_version", json_integer(GMCP_ARCHIVE_FORMAT));
+    json_object_set(manifest, "tables", o->tables);
+    rv = out_json_line(o, m);
+    json_decref(m);
+    end = json_pack("{s:{s:s}}", "end", "sha256", digest_hex(o->pool, o->all));
+    if (!rv) rv = out_json_line(o, end);
+    json_decref(end);
+    if (!rv && o->enc) rv = flush_frame(o, 1);
+    if (!rv && o->fp && fflush(o->fp)) { o->failed = 1; rv = -1; }
+    return rv || o->failed ? -1 : 0;
+}
+
+void gmcp_arc_out_close(gmcp_arc_out *o)
+{
+    apr_pool_cleanup_run(o->pool, o, out_cleanup_apr);
+}
+
+/* ---- reading ------------------------------------------------------------------------- */
+typedef struct {
+    FILE *fp;
+    int enc, last_seen;
+    gmcp_arc_key key;
+    apr_uint64_t fno;
+    unsigned char *buf;     /* plaintext not yet consumed */
+    size_t pos, len, cap;
+    const char *err;
+} reader;
+
+static int read_frame(reader *r)
+{
+    unsigned char hdr[16], tag[16], aad[9];
+    apr_uint32_t n;
+    unsigned char *ct;
+    EVP_CIPHER_CTX *cx;
+    int out = 0, fin = 0, ok, last;
+    size_t got = fread(hdr, 1, 16, r->fp);
+    if (got == 0 && feof(r->fp)) return 0;
+    if (got != 16) { r->err = "truncated (incomplete encrypted frame)"; return -1; }
+    n = ((apr_uint32_t)hdr[0] << 24) | ((apr_uint32_t)hdr[1] << 16)
+        | ((apr_uint32_t)hdr[2] << 8) | hdr[3];
+    if (n > FRAME_MAX) { r->err = "corrupt (encrypted frame too large)"; return -1; }
+    ct = malloc(n + 1);
+    if (!ct || fread(ct, 1, n, r->fp) != n || fread(tag, 1, 16, r->fp) != 16) {
+        free(ct);
+        r->err = "truncated (incomplete encrypted frame)";
+        return -1;
+    }
+    if (r->cap < n + 1) {
+        r->buf = realloc(r->buf, n + 1);
+        r->cap = n + 1;
+    }
+    r->pos = r->len = 0;
+    for (last = 0; last <= 1; last++) {
+        make_aad(aad, r->fno, last);
+        cx = EVP_CIPHER_CTX_new();
+        ok = EVP_DecryptInit_ex(cx, EVP_aes_256_gcm(), NULL, r->key.key, hdr + 4) == 1
+             && EVP_DecryptUpdate(cx, NULL, &out, aad, sizeof(aad)) == 1
+             && EVP_DecryptUpdate(cx, r->buf, &out, ct, (int)n) == 1
+             && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1
+             && EVP_DecryptFinal_ex(cx, r->buf + out, &fin) == 1;
+        EVP_CIPHER_CTX_free(cx);
+        if (ok) break;
+    }
+    free(ct);
+    if (last > 1) { r->err = "tampered (an encrypted frame does not authenticate)"; return -1; }
+    if (r->last_seen) { r->err = "tampered (data after the last encrypted frame)"; return -1; }
+    r->last_seen = last;
+    r->fno++;
+    r->len = (size_t)out + (size_t)fin;
+    return 1;
+}
+
+/* The next line (without '\n') into *line; 1, 0 at the end, -1 on error. A final line
+ * without '\n' is returned with *complete = 0. */
+static int read_line(reader *r, gmcp_abuf *line, int *complete)
+{
+    line->len = 0;
+    *complete = 0;
+    for (;;) {
+        if (r->pos < r->len) {
+            unsigned char *nl = memchr(r->buf + r->pos, '\n', r->len - r->pos);
+            size_t k = nl ? (size_t)(nl - (r->buf + r->pos)) : r->len - r->pos;
+            gmcp_abuf_add(line, r->buf + r->pos, k);
+            r->pos += k;
+            if (line->len > LINE_MAX_BYTES) { r->err = "corrupt (a line is too long)"; return -1; }
+            if (nl) { r->pos++; *complete = 1; return 1; }
+        }
+        if (r->enc) {
+            int rv = read_frame(r);
+            if (rv < 0) return -1;
+            if (rv == 0) {
+                if (!r->last_seen) { r->err = "truncated (the last encrypted frame is missing)";
+                                     return -1; }
+                return line->len ? 1 : 0;
+            }
+        }
+        else {
+            if (!r->buf) { r->cap = 65536; r->buf = malloc(r->cap); }
+            r->pos = 0;
+            r->len = fread(r->buf, 1, r->cap, r->fp);
+            if (r->len == 0) {
+                if (ferror(r->fp)) { r->err = "cannot read the archive"; return -1; }
+                return line->len ? 1 : 0;
+            }
+        }
+    }
+}
+
+int gmcp_arc_is_encrypted(const char *path)
+{
+    char buf[256];
+    FILE *fp = fopen(path, "rb");
+    size_t n;
+    if (!fp) return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    return strstr(buf, "\"encryption\"") && strncmp(buf, "{\"gmcp_backup\"", 14) == 0;
+}
+
+static int fail_(const char **err, const char *msg) { *err = msg; return -1; }
+
+int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
+                  const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **err)
+{
+    reader r;
+    gmcp_abuf line = {0};
+    EVP_MD_CTX *all = EVP_MD_CTX_new(), *tab = EVP_MD_CTX_new();
+    json_t *seen = json_array(), *man = NULL, *cur = NULL, *j;
+    json_error_t je;
+    apr_int64_t rows = 0;
+    int rv = -1, crv = 0, complete, got, done = 0, first = 1;
+    const char *end_hash = NULL;
+    size_t i;
+
+    memset(&r, 0, sizeof(r));
+    *manifest = NULL;
+    if (!(r.fp = fopen(path, "rb"))) {
+        *err = apr_psprintf(p, "cannot open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* The first line, outside any encryption. */
+    got = read_line(&r, &line, &complete);
+    if (got <= 0 || !complete) { fail_(err, got < 0 ? r.err : "truncated (empty archive)");
+                                 goto out; }
+    if (!(j = json_loadb(line.data, line.len, 0, &je)) || !json_is_object(j)
+        || !json_is_integer(json_object_get(j, "gmcp_backup"))) {
+        if (j) json_decref(j);
+        fail_(err, "not a gmcpctl backup archive");
+        goto out;
+    }
+    if (json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
+        *err = apr_psprintf(p, "unknown format version %" APR_INT64_T_FMT " (this gmcpctl "
+                            "reads version %d)",
+                            (apr_int64_t)json_integer_value(json_object_get(j, "gmcp_backup")),
+                            GMCP_ARCHIVE_FORMAT);
+        json_decref(j);
+        goto out;
+    }
+    if (json_object_get(j, "encryption")) {
+        json_t *e = json_object_get(j, "encryption");
+        const char *salt_s = json_string_value(json_object_get(e, "salt"));
+        const char *fp = json_string_value(json_object_get(e, "key_fingerprint"));
+        unsigned char *salt;
+        apr_size_t slen = 0;
+        if (!secret) { json_decref(j); fail_(err, "the archive is encrypted: give --encrypt "
+                                                  "file:PATH|env:NAME with its key");
+                       goto out; }
+        salt = salt_s ? gmcp_b64url_decode(p, salt_s, &slen) : NULL;
+        if (!salt || slen != 16 || !fp || gmcp_arc_key_derive(secret, salt, &r.key)) {
+            json_decref(j);
+            fail_(err, "corrupt (bad encryption header)");
+            goto out;
+        }
+        if (strcmp(fp, r.key.fingerprint)) {
+            json_decref(j);
+            fail_(err, "wrong key: the archive was encrypted with another key (fingerprint "
+                       "differs)");
+            goto out;
+        }
+        json_decref(j);
+        r.enc = 1;
+        r.pos = r.len = 0;        /* the rest is frames; the plain archive starts inside */
+        /* The buffered bytes after the header line are frame bytes: rewind to them. */
+        if (fseek(r.fp, (long)(line.len + 1), SEEK_SET)) { fail_(err, "cannot read the archive");
+                                                          goto out; }
+        free(r.buf);
+        r.buf = NULL;
+        r.cap = 0;
+        got = read_line(&r, &line, &complete);
+        if (got <= 0 || !complete) { fail_(err, got < 0 ? r.err : "truncated"); goto out; }
+        j = json_loadb(line.data, line.len, 0, &je);
+        if (!j || json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
+            if (j) json_decref(j);
+            fail_(err, "corrupt (bad first line inside the encryption)");
+            goto out;
+        }
+    }
+    else if (secret) {
+        /* A key given for a plain archive is harmless: ignore it. */
+    }
+    json_decref(j);
+    EVP_DigestInit_ex(all, EVP_sha256(), NULL);
+    EVP_DigestUpdate(all, line.data, line.len);
+    EVP_DigestUpdate(all, "\n", 1);
+    first = 0;
+
+    while ((got = read_line(&r, &line, &complete)) > 0) {
+        if (done) { fail_(err, "corrupt (data after the end line)"); goto out; }
+        if (!complete) { fail_(err, "truncated (the last line is incomplete)"); goto out; }
+        if (line.len && line.data[0] == '[') {
+            if (!cur) { fail_(err, "corrupt (a row before any table header)"); goto out; }
+            rows++;
+            EVP_DigestUpdate(tab, line.data, line.len);
+            EVP_DigestUpdate(tab, "\n", 1);
+            EVP_DigestUpdate(all, line.data, line.len);
+            EVP_DigestUpdate(all, "\n", 1);
+            if (cb && cb->row && (crv = cb->row(baton, line.data, line.len)) != 0) goto out_cb;
+            continue;
+        }
+        if (!(j = json_loadb(line.data, line.len, 0, &je)) || !json_is_object(j)) {
+            if (j) json_decref(j);
+            fail_(err, "corrupt (a line is not JSON)");
+            goto out;
+        }
+        if (cur) {           /* close the table */
+            json_object_set_new(cur, "rows", json_integer(rows));
+            json_object_set_new(cur, "sha256", json_string(digest_hex(p, tab)));
+            json_array_append_new(seen, cur);
+            cur = NULL;
+        }
+        if (json_object_get(j, "table")) {
+            const char *name = json_string_value(json_object_get(j, "table"));
+            json_t *cols = json_object_get(j, "columns");
+            if (!name || !json_is_array(cols)) {
+                json_decref(j);
+                fail_(err, "corrupt (bad table header)");
+                goto out;
+            }
+            cur = json_pack("{s:s, s:O}", "name", name, "columns", cols);
+            rows = 0;
+            EVP_DigestInit_ex(tab, EVP_sha256(), NULL);
+            EVP_DigestUpdate(all, line.data, line.len);
+            EVP_DigestUpdate(all, "\n", 1);
+            if (cb && cb->table && (crv = cb->table(baton, name, cols)) != 0) {
+                json_decref(j);
+                goto out_cb;
+            }
+            json_decref(j);
+        }
+        else if (json_object_get(j, "manifest")) {
+            if (man) { json_decref(j); fail_(err, "corrupt (two manifests)"); goto out; }
+            man = json_incref(json_object_get(j, "manifest"));
+            EVP_DigestUpdate(all, line.data, line.len);
+            EVP_DigestUpdate(all, "\n", 1);
+            json_decref(j);
+        }
+        else if (json_object_get(j, "end")) {
+            end_hash = apr_pstrdup(p, json_string_value(json_object_get(json_object_get(j, "end"),
+                                                                        "sha256")) ?: "");
+            json_decref(j);
+            done = 1;
+        }
+        else {
+            json_decref(j);
+            fail_(err, "corrupt (an unknown line)");
+            goto out;
+        }
+    }
+    if (got < 0) { *err = r.err; goto out; }
+    if (!done || !man) { fail_(err, "truncated (no manifest and end line: an incomplete "
+                                    "backup)"); goto out; }
+    if (strcmp(end_hash, digest_hex(p, all))) {
+        fail_(err, "tampered: the archive's SHA-256 does not match its end line");
+        goto out;
+    }
+    {
+        json_t *mt = json_object_get(man, "tables");
+        if (json_integer_value(json_object_get(man, "format_version")) != GMCP_ARCHIVE_FORMAT) {
+            *err = "unknown format version in the manifest";
+            goto out;
+        }
+        if (!json_is_array(mt) || json_array_size(mt) != json_array_size(seen)) {
+            fail_(err, "tampered: the manifest's tables differ from the archive's");
+            goto out;
+        }
+        for (i = 0; i < json_array_size(mt); i++) {
+            json_t *a = json_array_get(mt, i), *b = json_array_get(seen, i);
+            const char *name = json_string_value(json_object_get(b, "name"));
+            if (!json_equal(json_object_get(a, "name"), json_object_get(b, "name"))
+                || !json_equal(json_object_get(a, "columns"), json_object_get(b, "columns"))) {
+                *err = apr_psprintf(p, "tampered: table %s's name or columns differ from the "
+                                    "manifest", name);
+                goto out;
+            }
+            if (!json_equal(json_object_get(a, "rows"), json_object_get(b, "rows"))) {
+                *err = apr_psprintf(p, "tampered: row count mismatch on table %s (manifest %"
+                                    APR_INT64_T_FMT ", archive %" APR_INT64_T_FMT ")",
+                                    name, (apr_int64_t)json_integer_value(json_object_get(a, "rows")),
+                                    (apr_int64_t)json_integer_value(json_object_get(b, "rows")));
+                goto out;
+            }
+            if (!json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
+                *err = apr_psprintf(p, "tampered: hash mismatch on table %s", name);
+                goto out;
+            }
+        }
+    }
+    *manifest = man;
+    man = NULL;
+    rv = 0;
+    goto out;
+out_cb:
+    rv = crv == -1 ? -2 : crv;     /* a callback failure: keep it distinct from ours */
+    goto out_done;
+out:
+out_done:
+    (void)first;
+    if (cur) json_decref(cur);
+    if (man) json_decref(man);
+    json_decref(seen);
+    EVP_MD_CTX_free(all);
+    EVP_MD_CTX_free(tab);
+    gmcp_abuf_free(&line);
+    free(r.buf);
+    if (r.fp) fclose(r.fp);
+    return rv;
+}

@@ -1,0 +1,93 @@
+/* gmcp_archive.h — the backend-neutral backup archive of gmcpctl backup/restore/copy.
+ *
+ * httpd-free and database-free: the archive format, the canonical row encoding, the
+ * per-table SHA-256 and the optional AES-256-GCM encryption. The database side (reading
+ * a snapshot, loading a target) lives in gmcpctl/backup.c.
+ *
+ * Plain archive (format_version 1), a JSON-lines stream:
+ *   {"gmcp_backup":1}                                   first line: format and version
+ *   {"table":"T","columns":[{"name":"c","type":"int"},...]}   a table's header line
+ *   [v1,v2,...]                                         its rows, one canonical line each
+ *   ...                                                 (further tables, by name)
+ *   {"manifest":{...}}                                  the manifest (see below)
+ *   {"end":{"sha256":"<hex>"}}                          SHA-256 of every byte before it
+ * A table's "sha256" in the manifest is SHA-256 over its row lines, each with its '\n'.
+ *
+ * Canonical values: NULL null; "int" a JSON integer; "bool" true/false; "text" a JSON
+ * string (escapes: \" \\ \n \r \t \b \f and \u00XX for other control characters, other
+ * bytes as they are, so UTF-8 stays UTF-8); "json" the value re-serialised compact with
+ * sorted keys, as a JSON string; "timestamp" a string YYYY-MM-DDTHH:MM:SS[.f]Z (UTC).
+ *
+ * Encrypted archive: the first line is
+ *   {"gmcp_backup":1,"encryption":{"alg":"AES-256-GCM","kdf":"HKDF-SHA256",
+ *    "salt":"<b64url>","key_fingerprint":"<hex>"}}
+ * and the rest is frames: u32 big-endian length L, 12-byte random nonce, L bytes of
+ * ciphertext, 16-byte tag; AAD is the u64 big-endian frame number and one byte, 1 on the
+ * last frame. The plaintext of the frames is a whole plain archive.
+ */
+#ifndef GMCP_ARCHIVE_H
+#define GMCP_ARCHIVE_H
+
+#include <stdio.h>
+#include <apr_pools.h>
+#include <jansson.h>
+
+#define GMCP_ARCHIVE_FORMAT 1
+
+enum { GMCP_COL_TEXT = 0, GMCP_COL_INT, GMCP_COL_BOOL, GMCP_COL_JSON, GMCP_COL_TIME };
+
+/* The canonical column type of a declared SQL type (SQLite's declaration or
+ * PostgreSQL's information_schema data_type). */
+int gmcp_coltype_from_decl(const char *decl);
+const char *gmcp_coltype_name(int type);
+int gmcp_coltype_parse(const char *name);   /* -1 when unknown */
+
+/* A malloc'd growable byte buffer. */
+typedef struct { char *data; size_t len, cap; } gmcp_abuf;
+void gmcp_abuf_add(gmcp_abuf *b, const void *d, size_t n);
+void gmcp_abuf_free(gmcp_abuf *b);
+
+/* Build one canonical row line: begin, one value per column (v NULL for SQL NULL; the
+ * engine's text form of the value), end (appends "]\n"). */
+void gmcp_canon_begin(gmcp_abuf *b);
+void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t len);
+void gmcp_canon_end(gmcp_abuf *b);
+
+/* Key material from a secret (an --encrypt source's value). */
+typedef struct {
+    unsigned char key[32];
+    char fingerprint[33];   /* hex of HMAC-SHA256(key, label), 16 bytes */
+} gmcp_arc_key;
+/* Derive with HKDF-SHA256 and `salt` (16 bytes). 0 or -1. */
+int gmcp_arc_key_derive(const char *secret, const unsigned char *salt, gmcp_arc_key *k);
+/* A short fingerprint of a secret (e.g. the key pepper): hex, never the secret. */
+const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *label);
+
+/* Writing. fp NULL: nothing written, only counts and hashes (restore's re-check). */
+typedef struct gmcp_arc_out gmcp_arc_out;
+gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret);
+int gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns);
+int gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len);   /* with its '\n' */
+int gmcp_arc_table_end(gmcp_arc_out *o);
+/* The tables so far: [{"name","columns","rows","sha256"}] (borrowed). */
+json_t *gmcp_arc_tables(gmcp_arc_out *o);
+/* Write the manifest (given fields plus "tables" and "format_version"), the end line,
+ * and flush. Steals `manifest`. 0 or -1 (errno set). */
+int gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest);
+void gmcp_arc_out_close(gmcp_arc_out *o);
+
+/* Reading and verifying. Callbacks may be NULL; a non-zero return stops the read. */
+typedef struct {
+    int (*table)(void *baton, const char *name, json_t *columns);
+    int (*row)(void *baton, const char *line, size_t len);   /* without '\n' */
+} gmcp_arc_cb;
+/* Read the whole archive, checking the format, every table's row count and hash, the
+ * manifest and the end hash. `secret` is the --encrypt source's value for an encrypted
+ * archive (NULL otherwise). On success *manifest is the manifest (caller decrefs).
+ * Returns 0, -1 with *err (one line), or the callback's non-zero value. */
+int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
+                  const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **err);
+/* Whether the archive at path is encrypted (1), plain (0), or unreadable (-1). */
+int gmcp_arc_is_encrypted(const char *path);
+
+#endif

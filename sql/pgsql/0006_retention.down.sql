@@ -1,0 +1,11 @@
+-- 0006 down: the audit log is append-only without exception again, and
+-- the daily usage roll-ups are dropped (their counts are lost: run it before any
+-- cleanup rolled usage up, or accept that the totals of those days go).
+CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only';
+END
+$$;
+DROP TABLE retention_grants;
+DROP INDEX usage_daily_day;
+DROP TABLE usage_daily;

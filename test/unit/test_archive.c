@@ -1,0 +1,139 @@
+/* test_archive.c — the backup archive: canonical values, write/read, tamper, truncation,
+ * encryption. */
+#include <stdlib.h>
+#include <unistd.h>
+#include "unit.h"
+#include "gmcp_archive.h"
+
+static const char *canon(apr_pool_t *p, int type, const char *v)
+{
+    gmcp_abuf b = {0};
+    const char *out;
+    gmcp_canon_begin(&b);
+    gmcp_canon_value(&b, 1, type, v, v ? strlen(v) : 0);
+    gmcp_canon_end(&b);
+    out = apr_pstrdup(p, b.data);
+    gmcp_abuf_free(&b);
+    return out;
+}
+
+static void t_canonical(apr_pool_t *p)
+{
+    CHECK_STR(canon(p, GMCP_COL_INT, "42"), "[42]\n");
+    CHECK_STR(canon(p, GMCP_COL_INT, "+7"), "[7]\n");
+    CHECK_STR(canon(p, GMCP_COL_INT, "-0"), "[0]\n");
+    CHECK_STR(canon(p, GMCP_COL_INT, "12abc"), "[\"12abc\"]\n");
+    CHECK_STR(canon(p, GMCP_COL_BOOL, "t"), "[true]\n");       /* PostgreSQL */
+    CHECK_STR(canon(p, GMCP_COL_BOOL, "1"), "[true]\n");       /* SQLite */
+    CHECK_STR(canon(p, GMCP_COL_BOOL, "f"), "[false]\n");
+    CHECK_STR(canon(p, GMCP_COL_BOOL, "0"), "[false]\n");
+    CHECK_STR(canon(p, GMCP_COL_TEXT, NULL), "[null]\n");      /* NULL ... */
+    CHECK_STR(canon(p, GMCP_COL_TEXT, ""), "[\"\"]\n");        /* ... is not '' */
+    CHECK_STR(canon(p, GMCP_COL_TEXT, "a\"b\\c\nd\te\x01"), "[\"a\\\"b\\\\c\\nd\\te\\u0001\"]\n");
+    CHECK_STR(canon(p, GMCP_COL_TEXT, "\xc3\xa9"), "[\"\xc3\xa9\"]\n");
+    CHECK_STR(canon(p, GMCP_COL_JSON, "{\"b\": 1, \"a\": [1, 2]}"), "[\"{\\\"a\\\":[1,2],\\\"b\\\":1}\"]\n");
+    CHECK_STR(canon(p, GMCP_COL_TIME, "2026-12-01 19:22:10.526400+00"),
+              "[\"2026-12-01T19:22:10.5264Z\"]\n");
+    CHECK_STR(canon(p, GMCP_COL_TIME, "2026-12-01 19:22:10"), "[\"2026-12-01T19:22:10Z\"]\n");
+    CHECK_STR(canon(p, GMCP_COL_TIME, "2026-12-01T19:22:10.000Z"), "[\"2026-12-01T19:22:10Z\"]\n");
+    CHECK(gmcp_coltype_from_decl("BIGINT") == GMCP_COL_INT);
+    CHECK(gmcp_coltype_from_decl("integer") == GMCP_COL_INT);
+    CHECK(gmcp_coltype_from_decl("boolean") == GMCP_COL_BOOL);
+    CHECK(gmcp_coltype_from_decl("jsonb") == GMCP_COL_JSON);
+    CHECK(gmcp_coltype_from_decl("timestamp with time zone") == GMCP_COL_TIME);
+    CHECK(gmcp_coltype_from_decl("TEXT") == GMCP_COL_TEXT);
+}
+
+static const char *write_archive(apr_pool_t *p, const char *dir, const char *secret, int rows)
+{
+    const char *path = apr_pstrcat(p, dir, "/t.gmcpbak", NULL);
+    FILE *fp = fopen(path, "wb");
+    gmcp_arc_out *o = gmcp_arc_out_open(p, fp, secret);
+    json_t *cols = json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "id", "type", "int",
+                             "name", "v", "type", "text");
+    int i;
+    gmcp_arc_table_begin(o, "t", cols);
+    for (i = 0; i < rows; i++) {
+        char line[64];
+        int n = snprintf(line, sizeof(line), "[%d,\"row %d\"]\n", i, i);
+        gmcp_arc_row(o, line, (size_t)n);
+    }
+    gmcp_arc_table_end(o);
+    json_decref(cols);
+    CHECK(gmcp_arc_finish(o, json_pack("{s:{s:i}}", "schema", "version", 1)) == 0);
+    gmcp_arc_out_close(o);
+    fclose(fp);
+    return path;
+}
+
+static int nrows;
+static int count_row(void *b, const char *l, size_t n) { (void)b; (void)l; (void)n; nrows++;
+                                                         return 0; }
+
+static void rewrite(const char *path, long at, int byte, long truncate_to)
+{
+    FILE *f = fopen(path, "r+b");
+    if (byte >= 0) { fseek(f, at, SEEK_SET); fputc(byte, f); }
+    fclose(f);
+    if (truncate_to >= 0 && truncate(path, truncate_to)) { /* checked by the caller */ }
+}
+
+static long file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    long n;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static void t_roundtrip(apr_pool_t *p)
+{
+    char tmpl[] = "/tmp/gmcp-arc-XXXXXX";
+    const char *dir = mkdtemp(tmpl), *path, *err = NULL;
+    json_t *man = NULL;
+    gmcp_arc_cb cb = {NULL, count_row};
+    int rv;
+    long size;
+    path = write_archive(p, dir, NULL, 1000);
+    nrows = 0;
+    rv = gmcp_arc_read(p, path, NULL, &cb, NULL, &man, &err);
+    CHECK(rv == 0 && nrows == 1000 && man);
+    CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(man, "tables"), 0),
+                                             "rows")) == 1000);
+    if (man) json_decref(man);
+    /* a changed byte in a row */
+    size = file_size(path);
+    rewrite(path, 200, 'X', -1);
+    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == -1 && strstr(err, "tampered"));
+    /* truncated */
+    path = write_archive(p, dir, NULL, 1000);
+    rewrite(path, 0, -1, size / 2);
+    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == -1 && strstr(err, "truncated"));
+    /* encrypted: needs the key, refuses another one, detects a flipped bit and truncation */
+    path = write_archive(p, dir, "the right key, long enough", 100000);
+    CHECK(gmcp_arc_is_encrypted(path) == 1);
+    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == -1 && strstr(err, "encrypted"));
+    CHECK(gmcp_arc_read(p, path, "another key, long enough", NULL, NULL, &man, &err) == -1
+          && strstr(err, "wrong key"));
+    nrows = 0;
+    rv = gmcp_arc_read(p, path, "the right key, long enough", &cb, NULL, &man, &err);
+    CHECK(rv == 0 && nrows == 100000);
+    if (!rv) json_decref(man);
+    size = file_size(path);
+    rewrite(path, size - 100, 'Z', -1);
+    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err) == -1
+          && strstr(err, "tampered"));
+    path = write_archive(p, dir, "the right key, long enough", 100000);
+    rewrite(path, 0, -1, size - 40);
+    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err) == -1
+          && strstr(err, "truncated"));
+    unlink(path);
+    rmdir(dir);
+}
+
+UNIT_MAIN("test_archive", {
+    RUN(t_canonical);
+    RUN(t_roundtrip);
+})
