@@ -228,6 +228,7 @@ typedef struct {
     apr_int64_t got;        /* bytes of this request written */
     apr_int64_t committed;  /* of those, recorded in SQL */
     int too_big, aborted, io_error;
+    int lost;               /* the spool file holds fewer bytes than the recorded offset */
     apr_status_t disk_rv;   /* io_error: the spool file's write or sync error, or 0 */
     const char *sniffed;    /* media type of the first bytes (offset 0 only) */
     int conflict;           /* ...contradicting the declared filetype */
@@ -468,10 +469,28 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     }
 
     path = spool_path(u, x->id);
-    if ((rc.disk_rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE
-                                    | APR_FOPEN_BINARY, APR_FPROT_UREAD | APR_FPROT_UWRITE,
-                                    r->pool)) != APR_SUCCESS)
+    /* Only the first bytes may create the file: later ones continue one that holds at
+     * least the recorded offset. A file that is gone or shorter (a restore without the
+     * spool, a disk replaced) must not be padded into a "complete" upload. */
+    if ((rc.disk_rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_BINARY
+                                    | (x->offset ? 0 : APR_FOPEN_CREATE),
+                                    APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool))
+        != APR_SUCCESS) {
+        if (APR_STATUS_IS_ENOENT(rc.disk_rv)) {
+            rc.lost = 1;
+            rc.disk_rv = APR_SUCCESS;
+        }
         goto unlock;
+    }
+    {
+        apr_finfo_t fi;
+        if ((rc.disk_rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f)) != APR_SUCCESS
+            || fi.size < (apr_off_t)x->offset) {
+            rc.lost = rc.disk_rv == APR_SUCCESS;
+            apr_file_close(f);
+            goto unlock;
+        }
+    }
     {
         /* Whatever lies past the durable offset (a write cut short) goes. */
         apr_off_t at = (apr_off_t)x->offset;
@@ -530,6 +549,14 @@ unlock:
             gmcp_upload_set_phase(&u->dbh->db, x->id, GMCP_PHASE_RECEIVING, x->offset, NULL);
         gmcp_upload_unlock(&u->dbh->db, x->id, token);
         gmcp_dbh_close(u->dbh);
+    }
+    if (rc.lost) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, GMCP_LOGNO(0147)
+                      "gemini_mcp: upload %s: its spool file %s is missing or holds fewer "
+                      "than the %" APR_INT64_T_FMT " bytes recorded; refusing to continue it",
+                      x->id, path, x->offset);
+        return answer(u, HTTP_GONE, "the bytes received so far are gone from the server's "
+                      "spool; start the upload over");
     }
     if (rc.disk_rv) return disk_fail(u, x, path, rc.disk_rv);
     if (failed) return db_fail(u, "storing upload bytes");

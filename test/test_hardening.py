@@ -395,3 +395,28 @@ def test_big_bodies_do_not_keep_memory(server):
     time.sleep(1)
     rss = {pid: rss_mib(pid) for pid in children(server.info["pid"])}
     assert rss and all(v < 160 for v in rss.values()), rss
+
+
+# ---- 6. a spool file that lost its bytes -------------------------------------------------------
+
+@pytest.mark.expect_log(r"GMCP0147")
+@pytest.mark.parametrize("loss", ["removed", "truncated"])
+def test_patch_refuses_a_spool_file_that_lost_bytes(server, loss):
+    """A file gone or shorter than the recorded offset (a restore without the spool, a
+    replaced disk) used to be padded with zeros up to the offset and completed with the
+    original's hash. Now the PATCH is refused (410) and nothing is written."""
+    url = create(server, 2000)
+    assert patch(server, url, 0, b"a" * 1000).status_code == 204
+    path = os.path.join(server.info["data_dir"], "uploads", url.rsplit("/", 1)[1])
+    if loss == "removed":
+        os.remove(path)
+    else:
+        os.truncate(path, 10)
+    r = patch(server, url, 1000, b"b" * 1000)
+    assert r.status_code == 410, r.text
+    assert "start the upload over" in r.text
+    assert os.path.exists(path) == (loss == "truncated")
+    if loss == "truncated":
+        assert os.path.getsize(path) == 10
+    head = http.head(url, headers=tus(server.key))
+    assert head.headers["Upload-Offset"] == "1000"
