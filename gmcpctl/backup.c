@@ -31,6 +31,7 @@
 #include "gmcp_archive.h"
 #include "gmcp_migrate.h"
 #include "gmcp_util.h"
+#include "gmcp_wire.h"
 #include "gmcpctl.h"
 
 #ifndef GMCP_VERSION
@@ -480,9 +481,122 @@ static int fsync_dir(const char *dir)
     return rv;
 }
 
+/* ---- spool files (--include-uploads) ---------------------------------------------------- */
+/* The spool directory: --upload-dir, else the configuration's GeminiMCPUploadDir (as
+ * gmcpctl uploads/cleanup find it). */
+static const char *spool_dir_of(ctl *c)
+{
+    const char *v = opt(c, OPT_UPLOAD_DIR);
+    if (v) return v;
+    return c->httpd_gmcp ? apr_table_get(c->httpd_gmcp, "GeminiMCPUploadDir") : NULL;
+}
+
+/* Live uploads as of the snapshot: state receiving and not expired, by id (bytes). */
+static int live_uploads(dbx *x, apr_pool_t *p, apr_array_header_t **rows, const char **err)
+{
+    int nc;
+    if (x_query(x, p, apr_psprintf(p, "SELECT id, upload_offset FROM uploads WHERE state = "
+                                   "'receiving' AND expires >= %" APR_INT64_T_FMT " ORDER BY "
+                                   "id%s", (apr_int64_t)apr_time_sec(apr_time_now()),
+                                   x->pg ? " COLLATE \"C\"" : ""), &nc, rows)) {
+        *err = apr_psprintf(p, "cannot read the live uploads: %s", x_err(x));
+        return -1;
+    }
+    return 0;
+}
+
+/* Exactly upload_offset bytes of each live upload's spool file into the archive (the
+ * module never rewrites bytes below the recorded offset, so these are stable while later
+ * ones may be being written). A file missing or shorter than its offset is skipped with a
+ * warning and listed in *skipped. */
+static int dump_spools(ctl *c, gmcp_arc_out *o, const char *dir, apr_array_header_t *ups,
+                       json_t *skipped, apr_int64_t *total, const char **err)
+{
+    apr_pool_t *p = c->pool;
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap);
+    int i, rv = 0;
+    if (!buf) abort();
+    *total = 0;
+    for (i = 0; i < ups->nelts && !rv; i++) {
+        const char **r = APR_ARRAY_IDX(ups, i, const char **);
+        const char *id = r[0], *path;
+        apr_int64_t want = r[1] ? apr_atoi64(r[1]) : 0, left;
+        struct stat st;
+        int fd;
+        if (!gmcp_upload_id_ok(id)) {
+            fprintf(stderr, "gmcpctl: warning: upload %s: not a spool file name: not included\n",
+                    id);
+            json_array_append_new(skipped, json_pack("{s:s, s:I, s:s}", "id", id,
+                                  "upload_offset", (json_int_t)want, "reason", "bad id"));
+            continue;
+        }
+        path = apr_pstrcat(p, dir, "/", id, NULL);
+        fd = open(path, O_RDONLY | O_NOFOLLOW);
+        if (fd < 0 && errno == ENOENT && want == 0) {
+            /* The module inserts the row before it creates the file: nothing to copy yet,
+             * and an empty file is what that upload has. */
+            if (gmcp_arc_spool_begin(o, id, 0) || gmcp_arc_spool_end(o)) {
+                *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+                rv = -1;
+            }
+            continue;
+        }
+        if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)
+            || st.st_size < want) {
+            const char *why = fd < 0 ? (errno == ENOENT ? "missing" : strerror(errno))
+                            : !S_ISREG(st.st_mode) ? "not a regular file"
+                            : "shorter than its offset";
+            if (fd >= 0 && S_ISREG(st.st_mode))
+                fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s has %" APR_INT64_T_FMT
+                        " bytes, fewer than its offset %" APR_INT64_T_FMT ": not included\n", id,
+                        path, (apr_int64_t)st.st_size, want);
+            else
+                fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s is %s: not "
+                        "included\n", id, path, why);
+            json_array_append_new(skipped, json_pack("{s:s, s:I, s:s}", "id", id,
+                                  "upload_offset", (json_int_t)want, "reason", why));
+            if (fd >= 0 && S_ISREG(st.st_mode))
+                json_object_set_new(json_array_get(skipped, json_array_size(skipped) - 1),
+                                    "file_bytes", json_integer(st.st_size));
+            if (fd >= 0) close(fd);
+            continue;
+        }
+        if (gmcp_arc_spool_begin(o, id, want)) {
+            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+            rv = -1;
+        }
+        for (left = want; !rv && left > 0;) {
+            ssize_t n = read(fd, buf, left < (apr_int64_t)cap ? (size_t)left : cap);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                /* only something else than the module could truncate below the offset */
+                *err = apr_psprintf(p, "the spool file %s shrank below its offset while it was "
+                                    "read: %s", path, n < 0 ? strerror(errno) : "end of file");
+                rv = -1;
+                break;
+            }
+            if (gmcp_arc_spool_data(o, buf, (size_t)n)) {
+                *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+                rv = -1;
+            }
+            left -= n;
+        }
+        close(fd);
+        if (!rv && gmcp_arc_spool_end(o)) {
+            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+            rv = -1;
+        }
+        if (!rv) *total += want;
+    }
+    free(buf);
+    return rv;
+}
+
 /* Take a backup of c's open database into `final` (written as a temporary file in the
  * same directory, fsynced, renamed, directory fsynced). *summary: what was written. */
-static int write_backup(ctl *c, const char *final, const char *secret, json_t **summary)
+static int write_backup(ctl *c, const char *final, const char *secret, json_t **summary,
+                        const char *spool_dir)
 {
     apr_pool_t *p = c->pool;
     dbx x;
@@ -492,8 +606,9 @@ static int write_backup(ctl *c, const char *final, const char *secret, json_t **
     int fd, nc, i, rv = -1, in_tx = 0;
     FILE *fp = NULL;
     gmcp_arc_out *o;
-    json_t *man, *migs, *src;
-    apr_int64_t total = 0;
+    json_t *man, *migs, *src, *skipped = NULL;
+    apr_int64_t total = 0, spool_bytes = 0;
+    apr_array_header_t *ups = NULL;
 
     base = base ? base + 1 : final;
     tmp = apr_psprintf(p, "%s/.%s.tmp-%ld", dir, base, (long)getpid());
@@ -527,6 +642,7 @@ static int write_backup(ctl *c, const char *final, const char *secret, json_t **
         goto done;
     }
     if (list_tables(&x, p, &tables, &err) || dump_tables(&x, p, tables, o, &err)) goto done;
+    if (spool_dir && live_uploads(&x, p, &ups, &err)) goto done;
     migs = json_array();
     for (i = 0; i < mig->nelts; i++) {
         const char **r = APR_ARRAY_IDX(mig, i, const char **);
@@ -545,6 +661,16 @@ static int write_backup(ctl *c, const char *final, const char *secret, json_t **
     json_object_set_new(man, "encrypted", json_boolean(secret != NULL));
     x_exec(&x, x.pg ? "COMMIT" : "COMMIT");
     in_tx = 0;
+    /* The spool files after the snapshot: their first upload_offset bytes (as of the
+     * snapshot) no longer change. The job lock keeps cleanup from removing them. */
+    if (spool_dir) {
+        skipped = json_array();
+        json_object_set_new(man, "spool", json_pack("{s:[], s:o}", "files", "skipped", skipped));
+        if (dump_spools(c, o, spool_dir, ups, skipped, &spool_bytes, &err)) {
+            json_decref(man);
+            goto done;
+        }
+    }
     for (i = 0; i < (int)json_array_size(gmcp_arc_tables(o)); i++)
         total += json_integer_value(json_object_get(json_array_get(gmcp_arc_tables(o), i),
                                                     "rows"));
@@ -552,6 +678,13 @@ static int write_backup(ctl *c, const char *final, const char *secret, json_t **
         *summary = json_pack("{s:s, s:i, s:I, s:i}", "path", final, "tables",
                              (int)json_array_size(gmcp_arc_tables(o)), "rows", (json_int_t)total,
                              "schema_version", mig->nelts);
+    if (summary && spool_dir) {
+        json_object_set_new(*summary, "spool_files",
+                            json_integer((json_int_t)json_array_size(gmcp_arc_spools(o))));
+        json_object_set_new(*summary, "spool_bytes", json_integer(spool_bytes));
+        json_object_set_new(*summary, "spool_skipped",
+                            json_integer((json_int_t)json_array_size(skipped)));
+    }
     if (gmcp_arc_finish(o, man) || fflush(fp) || fsync(fileno(fp))) {
         err = apr_psprintf(p, "cannot write %s: %s", tmp, strerror(errno));
         goto done;
@@ -617,6 +750,7 @@ static const char *series_name(apr_pool_t *p, const char *dir, const char *prefi
 int cmd_backup(ctl *c)
 {
     const char *out = opt(c, OPT_OUTPUT), *keep_s = opt(c, OPT_KEEP), *secret, *final, *dir;
+    const char *sdir = NULL;
     int rv, bad, keep = 0, into_dir;
     gmcpctl_joblock l;
     json_t *summary = NULL;
@@ -634,11 +768,17 @@ int cmd_backup(ctl *c)
     secret = enc_secret(c, &bad);
     if (bad) return bad;
     if (!into_dir && exists(c->pool, out)) return fail("%s already exists (not overwritten)", out);
-    if ((rv = open_db(c, 0)) != 0) return rv;
+    if ((rv = open_db(c, 0)) != 0) return rv;      /* also reads --config */
+    if (opt(c, OPT_INCLUDE_UPLOADS)) {
+        if (!(sdir = spool_dir_of(c)))
+            return usage_err("--include-uploads needs --upload-dir DIR or a --config with "
+                             "GeminiMCPUploadDir%s", "");
+        if (!is_dir(c->pool, sdir)) return fail("the upload directory %s does not exist", sdir);
+    }
     if ((rv = joblock_take(c, &l)) != 0) return rv;
     dir = into_dir ? out : dir_of(c->pool, out);
     final = into_dir ? series_name(c->pool, out, SERIES_PREFIX) : out;
-    rv = write_backup(c, final, secret, &summary);
+    rv = write_backup(c, final, secret, &summary, sdir);
     joblock_release(&l);
     if (rv) return rv;
     if (keep) rv = keep_prune(c, dir, keep);
@@ -756,6 +896,8 @@ int cmd_backup_verify(ctl *c, const char *path)
                               "source", json_object_get(man, "source"),
                               "created_at", json_object_get(man, "created_at"),
                               "tables", json_object_get(man, "tables"));
+        if (json_object_get(man, "spool"))
+            json_object_set(o, "spool", json_object_get(man, "spool"));
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
         json_decref(o);
@@ -775,7 +917,15 @@ typedef struct {
     int copying;
     gmcp_abuf b;
     const char *err;
+    /* spool files: written under temporary names during the load, put in place after
+     * the commit */
+    const char *sdir;
+    json_t *want;                   /* the verified manifest's spool.files */
+    apr_array_header_t *spools;     /* spool_out */
+    int fd;
 } loader;
+
+typedef struct { const char *id, *tmp, *final; int placed; } spool_out;
 
 static int load_finish(loader *L)
 {
@@ -923,6 +1073,134 @@ static int load_row(void *baton, const char *line, size_t len)
     return 0;
 }
 
+static int load_spool_begin(void *baton, const char *id, apr_int64_t bytes)
+{
+    loader *L = baton;
+    spool_out *so;
+    (void)bytes;
+    if (!gmcp_upload_id_ok(id)) {
+        L->err = apr_psprintf(L->p, "corrupt: '%s' is not an upload id", id);
+        return -1;
+    }
+    if (!L->sdir) { L->err = "the archive holds spool files and no upload directory is known";
+                    return -1; }
+    so = apr_array_push(L->spools);
+    so->id = apr_pstrdup(L->p, id);
+    so->final = apr_pstrcat(L->p, L->sdir, "/", id, NULL);
+    so->tmp = apr_psprintf(L->p, "%s/.%s.restore-%ld", L->sdir, id, (long)getpid());
+    so->placed = 0;
+    L->fd = open(so->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+    if (L->fd < 0) {
+        L->err = apr_psprintf(L->p, "cannot create %s: %s", so->tmp, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int load_spool_data(void *baton, const unsigned char *d, size_t n)
+{
+    loader *L = baton;
+    while (n) {
+        ssize_t k = write(L->fd, d, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            L->err = apr_psprintf(L->p, "cannot write %s: %s",
+                                  APR_ARRAY_IDX(L->spools, L->spools->nelts - 1, spool_out).tmp,
+                                  strerror(errno));
+            return -1;
+        }
+        d += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int load_spool_end(void *baton, const char *id, const char *sha256)
+{
+    loader *L = baton;
+    const char *tmp = APR_ARRAY_IDX(L->spools, L->spools->nelts - 1, spool_out).tmp;
+    json_t *e;
+    size_t i;
+    int ok = 0;
+    if (fsync(L->fd) || close(L->fd)) {
+        L->fd = -1;
+        L->err = apr_psprintf(L->p, "cannot write %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    L->fd = -1;
+    json_array_foreach(L->want, i, e)
+        if (!strcmp(json_string_value(json_object_get(e, "id")) ?: "", id)
+            && !strcmp(json_string_value(json_object_get(e, "sha256")) ?: "", sha256))
+            ok = 1;
+    if (!ok) {
+        L->err = apr_psprintf(L->p, "the archive changed while it was read (spool file %s)", id);
+        return -1;
+    }
+    return 0;
+}
+
+/* Remove the temporary spool files not put in place. */
+static void spools_discard(loader *L)
+{
+    int i;
+    if (L->fd >= 0) { close(L->fd); L->fd = -1; }
+    for (i = 0; L->spools && i < L->spools->nelts; i++) {
+        spool_out *so = &APR_ARRAY_IDX(L->spools, i, spool_out);
+        if (!so->placed) unlink(so->tmp);
+    }
+}
+
+/* After the commit: the temporary spool files to their names (refusing to overwrite
+ * unless `replace`), then the directory fsynced. Returns how many failed. */
+static int spools_place(loader *L, int replace)
+{
+    int i, failed = 0;
+    for (i = 0; i < L->spools->nelts; i++) {
+        spool_out *so = &APR_ARRAY_IDX(L->spools, i, spool_out);
+        int r = replace ? rename(so->tmp, so->final)
+                        : (link(so->tmp, so->final) || unlink(so->tmp));
+        if (r) {
+            fprintf(stderr, "gmcpctl: cannot put the spool file %s in place (%s): it is kept "
+                    "as %s\n", so->final, strerror(errno), so->tmp);
+            failed++;
+        }
+        so->placed = 1;     /* in place, or kept for the operator */
+    }
+    if (L->spools->nelts) fsync_dir(L->sdir);
+    return failed;
+}
+
+/* Live uploads of the restored database whose spool file is neither in the archive nor
+ * in the upload directory: warned about (their clients must start over). */
+static void warn_missing_spools(dbx *x, apr_pool_t *p, const char *sdir, json_t *files)
+{
+    apr_array_header_t *ups;
+    const char *err, *first = NULL;
+    int i, n = 0;
+    if (live_uploads(x, p, &ups, &err)) return;      /* a schema without uploads */
+    for (i = 0; i < ups->nelts; i++) {
+        const char *id = APR_ARRAY_IDX(ups, i, const char **)[0];
+        json_t *e;
+        size_t k;
+        int found = 0;
+        json_array_foreach(files, k, e)
+            if (!strcmp(json_string_value(json_object_get(e, "id")) ?: "", id)) found = 1;
+        if (found || (sdir && exists(p, apr_pstrcat(p, sdir, "/", id, NULL)))) continue;
+        if (!first) first = id;
+        n++;
+    }
+    if (n && sdir)
+        fprintf(stderr, "gmcpctl: warning: %d live upload(s) (e.g. %s) have no spool file in "
+                "the archive nor in %s: their clients must start them over (cleanup removes "
+                "the rows once they expire; back up with --include-uploads to keep them)\n",
+                n, first, sdir);
+    else if (n)
+        fprintf(stderr, "gmcpctl: warning: %d live upload(s) (e.g. %s) have no spool file in "
+                "the archive: unless GeminiMCPUploadDir still holds them, their clients must "
+                "start them over (cleanup removes the rows once they expire; back up with "
+                "--include-uploads to keep them)\n", n, first);
+}
+
 static apr_int64_t table_rows(dbx *x, apr_pool_t *p, const char *name)
 {
     apr_array_header_t *r;
@@ -937,6 +1215,9 @@ static apr_int64_t table_rows(dbx *x, apr_pool_t *p, const char *name)
 static int do_restore(ctl *c, const char *path, const char *secret, json_t *man, int dry,
                       int replace)
 {
+    json_t *sfiles = json_object_get(json_object_get(man, "spool"), "files");
+    const char *sdir = NULL;
+    size_t nspool = json_array_size(sfiles), si;
     apr_pool_t *p = c->pool;
     apr_array_header_t *migs, *tables = NULL;
     json_t *amigs = json_object_get(json_object_get(man, "schema"), "migrations"), *mt;
@@ -954,6 +1235,7 @@ static int do_restore(ctl *c, const char *path, const char *secret, json_t *man,
 
     memset(&L, 0, sizeof(L));
     memset(&l, 0, sizeof(l));
+    L.fd = -1;
     adrv = json_string_value(json_object_get(json_object_get(man, "source"), "driver"));
     if (c->config && !c->driver) {
         /* open_db reads --config; it is needed to know the driver before opening */
@@ -1004,6 +1286,12 @@ static int do_restore(ctl *c, const char *path, const char *secret, json_t *man,
             printf("would load %-22s %" JSON_INTEGER_FORMAT " rows\n",
                    json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
                    json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
+        sdir = spool_dir_of(c);
+        for (si = 0; si < nspool; si++)
+            printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)\n",
+                   sdir ? sdir : "<no upload directory: refused>",
+                   json_string_value(json_object_get(json_array_get(sfiles, si), "id")),
+                   json_integer_value(json_object_get(json_array_get(sfiles, si), "bytes")));
         return 0;
     }
     if (x_init(c, &x)) { rv = fail("%s", "cannot reach the database's native handle"); goto out; }
@@ -1038,8 +1326,43 @@ static int do_restore(ctl *c, const char *path, const char *secret, json_t *man,
                                      busy_table));
         goto out;
     }
+    /* The spool files of the archive (--include-uploads): a known, existing upload
+     * directory, and no file overwritten without --replace. */
+    sdir = spool_dir_of(c);
+    if (nspool) {
+        if (!sdir) {
+            rv = fail("%s", apr_psprintf(p, "refused: the archive holds %d spool file(s) of live "
+                                         "uploads: give --upload-dir DIR (or a --config with "
+                                         "GeminiMCPUploadDir)", (int)nspool));
+            goto out;
+        }
+        if (!is_dir(p, sdir)) {
+            rv = fail("refused: the upload directory %s does not exist", sdir);
+            goto out;
+        }
+        for (si = 0; si < nspool; si++) {
+            const char *id = json_string_value(json_object_get(json_array_get(sfiles, si), "id"));
+            if (!gmcp_upload_id_ok(id)) {
+                rv = fail("refused: the archive's spool file '%s' is not an upload id",
+                          id ? id : "");
+                goto out;
+            }
+            if (!replace && exists(p, apr_pstrcat(p, sdir, "/", id, NULL))) {
+                rv = fail("%s", apr_psprintf(p, "refused: the spool file %s/%s exists; give "
+                                             "--replace to overwrite it", sdir, id));
+                goto out;
+            }
+        }
+    }
     if (dry) {
         mt = json_object_get(man, "tables");
+        for (si = 0; si < nspool; si++) {
+            json_t *e = json_array_get(sfiles, si);
+            const char *id = json_string_value(json_object_get(e, "id"));
+            printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)%s\n", sdir, id,
+                   json_integer_value(json_object_get(e, "bytes")),
+                   exists(p, apr_pstrcat(p, sdir, "/", id, NULL)) ? ", replacing it" : "");
+        }
         if (tver < aver) printf("would apply migrations %d..%d\n", tver + 1, aver);
         if (existing) printf("would back up and delete the target's %" APR_INT64_T_FMT
                              " rows\n", existing);
@@ -1061,7 +1384,7 @@ static int do_restore(ctl *c, const char *path, const char *secret, json_t *man,
     }
     if (existing) {
         const char *pre = series_name(p, dir_of(p, path), "gmcp-pre-restore-");
-        if ((rv = write_backup(c, pre, NULL, NULL)) != 0) goto out;
+        if ((rv = write_backup(c, pre, NULL, NULL, NULL)) != 0) goto out;
         printf("the target's previous contents were backed up to %s\n", pre);
     }
     /* ---- one transaction from here on ---- */
@@ -1135,11 +1458,15 @@ static int do_restore(ctl *c, const char *path, const char *secret, json_t *man,
     L.x = &x;
     L.p = p;
     L.tables = tables;
+    L.sdir = sdir;
+    L.want = sfiles;
+    L.spools = apr_array_make(p, (int)nspool + 1, sizeof(spool_out));
     {
         gmcp_arc_cb cb = {load_table, load_row};
+        gmcp_arc_spool_cb scb = {load_spool_begin, load_spool_data, load_spool_end};
         json_t *again = NULL;
         const char *rerr = NULL;
-        int r = gmcp_arc_read(p, path, secret, &cb, &L, &again, &rerr);
+        int r = gmcp_arc_read_ex(p, path, secret, &cb, &scb, &L, &again, &rerr);
         if (!r && load_finish(&L)) r = -2;
         else load_finish(&L);
         if (again) json_decref(again);
@@ -1236,14 +1563,29 @@ static int do_restore(ctl *c, const char *path, const char *secret, json_t *man,
     }
     in_tx = 0;
     created = 0;
+    /* Committed: now the spool files take their names. */
+    if (spools_place(&L, replace)) {
+        rv = fail("%s", apr_psprintf(p, "the database was restored, but spool files could not "
+                                     "be put in place in %s (see above)", sdir));
+        goto out;
+    }
+    warn_missing_spools(&x, p, sdir, sfiles);
     if (c->verbose || c->json) {
         json_t *o = json_pack("{s:s, s:i, s:O}", "restored", path, "schema_version", aver,
                               "tables", mt);
+        if (nspool) {
+            json_object_set_new(o, "spool_files", json_integer((json_int_t)nspool));
+            json_object_set_new(o, "upload_dir", json_string(sdir));
+        }
         if (c->json) { json_dumpf(o, stdout, JSON_COMPACT); fputc('\n', stdout); }
         else for (i = 0; i < (int)json_array_size(mt); i++)
             printf("restored %-22s %" JSON_INTEGER_FORMAT " rows\n",
                    json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
                    json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
+        if (!c->json)
+            for (si = 0; si < nspool; si++)
+                printf("restored spool file %s/%s\n", sdir, json_string_value(json_object_get(
+                           json_array_get(sfiles, si), "id")));
         json_decref(o);
     }
     rv = 0;
@@ -1253,6 +1595,7 @@ txfail:
     if (in_tx) { x_exec(&x, "ROLLBACK"); in_tx = 0; }
     rv = fail("restore failed, nothing changed: %s", err ? err : "unknown error");
 out:
+    spools_discard(&L);
     if (chk) gmcp_arc_out_close(chk);
     gmcp_abuf_free(&L.b);
     joblock_release(&l);
@@ -1291,6 +1634,7 @@ int cmd_restore(ctl *c, const char *path)
 int cmd_copy(ctl *c)
 {
     const char *to_d = opt(c, OPT_TO_DRIVER), *to_p = opt(c, OPT_TO_PARAMS), *tmpdir, *tmp;
+    const char *sdir = NULL;
     ctl t;
     json_t *man;
     const char *why;
@@ -1299,12 +1643,29 @@ int cmd_copy(ctl *c)
     if (!to_d || !to_p) return usage_err("copy needs --to-driver and --to-params%s", "");
     if (strcmp(to_d, "sqlite3") && strcmp(to_d, "pgsql"))
         return usage_err("--to-driver '%s' must be sqlite3 or pgsql", to_d);
-    if ((rv = open_db(c, 0)) != 0) return rv;
+    if ((rv = open_db(c, 0)) != 0) return rv;      /* also reads --config */
+    if (opt(c, OPT_INCLUDE_UPLOADS)) {
+        /* the source's spool directory is its configuration's; --upload-dir the target's */
+        const char *tdir = opt(c, OPT_UPLOAD_DIR);
+        struct stat a, b;
+        sdir = c->httpd_gmcp ? apr_table_get(c->httpd_gmcp, "GeminiMCPUploadDir") : NULL;
+        if (!sdir || !tdir)
+            return usage_err("copy --include-uploads needs a --config with GeminiMCPUploadDir "
+                             "(the source's spool files) and --upload-dir DIR (the target's)%s",
+                             "");
+        if (stat(sdir, &a) || !S_ISDIR(a.st_mode))
+            return fail("the upload directory %s does not exist", sdir);
+        if (stat(tdir, &b) || !S_ISDIR(b.st_mode))
+            return fail("the upload directory %s does not exist", tdir);
+        if (a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            return usage_err("--upload-dir %s is the source's own spool directory: the files "
+                             "are already there (copy without --include-uploads)", tdir);
+    }
     tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     tmp = apr_psprintf(c->pool, "%s/gmcp-copy-%ld-%s" SERIES_SUFFIX, tmpdir, (long)getpid(),
                        utc_iso(c->pool, apr_time_now(), 1));
     if ((rv = joblock_take(c, &l)) != 0) return rv;
-    rv = write_backup(c, tmp, NULL, NULL);
+    rv = write_backup(c, tmp, NULL, NULL, sdir);
     joblock_release(&l);
     if (rv) return rv;
     if (check_archive(c, tmp, NULL, &man, &why)) {

@@ -27,6 +27,12 @@
 #ifndef GMCP_SQL_DIR
 #define GMCP_SQL_DIR "/usr/local/share/gemini-mcp/sql"
 #endif
+/* Read when neither --config nor --driver/--params is given and it exists: on Debian
+ * the module's configuration is in there once "a2enmod gemini_mcp" has run. */
+#ifndef GMCP_DEFAULT_CONFIG
+#define GMCP_DEFAULT_CONFIG "/etc/apache2/apache2.conf"
+#endif
+static int config_is_default;
 
 
 
@@ -66,18 +72,22 @@ static void usage(FILE *out)
 "  uploads show ID    one upload\n"
 "  uploads cancel ID  terminate an upload and remove its spool file\n"
 "  backup             a consistent online backup (--output FILE|DIR, --keep N with a\n"
-"                     DIR, --encrypt file:PATH|env:NAME); quiet on success\n"
+"                     DIR, --encrypt file:PATH|env:NAME, --include-uploads: the spool\n"
+"                     files of live uploads too); quiet on success\n"
 "  backup verify ARCHIVE  check an archive offline: format, row counts, table hashes\n"
 "  restore ARCHIVE    load an archive (of either driver) into an empty database, in one\n"
-"                     transaction, verified before commit (--dry-run, --replace)\n"
-"  copy               copy the database to --to-driver D --to-params P (verified)\n"
+"                     transaction, verified before commit (--dry-run, --replace;\n"
+"                     --upload-dir D receives the archive's spool files)\n"
+"  copy               copy the database to --to-driver D --to-params P (verified;\n"
+"                     --include-uploads --upload-dir D: live uploads' spool files to D)\n"
 "  cleanup            remove what has expired: uploads (spool files and rows), idle MCP\n"
 "                     and chat sessions, Gemini file records, and what is past its\n"
 "                     retention (GeminiMCP*Retention: usage rolled up per day, audit,\n"
 "                     events) (--dry-run reports only; one run at a time; quiet on success)\n"
 "\n"
 "Options:\n"
-"  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from\n"
+"  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from (without\n"
+"                     -f, -d and -p: " GMCP_DEFAULT_CONFIG " if it exists)\n"
 "  -d, --driver NAME  database driver: sqlite3 or pgsql (instead of --config)\n"
 "  -p, --params STR   driver parameters, as DBDParams (instead of --config)\n"
 "  -s, --sql-dir DIR  migrations directory (default " GMCP_SQL_DIR ")\n"
@@ -234,6 +244,10 @@ int open_db(ctl *c, int may_create)
         if (!c->params) c->params = conf.params;
         if (!c->pepper) c->pepper = conf.key_pepper;
         c->httpd_gmcp = conf.gmcp;
+        if ((!c->driver || !c->params) && config_is_default)
+            return usage_err("no database: give --config FILE, or --driver and --params "
+                             "(%s has no DBDriver and DBDParams: a2enmod gemini_mcp?)",
+                             c->config);
         if (!c->driver || !c->params)
             return fail("%s has no DBDriver and DBDParams (give --driver and --params)",
                         c->config);
@@ -509,7 +523,8 @@ static const struct { int code; const char *name; const char *const cmds[6]; } O
     {OPT_GRACE, "--grace", {"keys rotate"}},
     {OPT_KEY, "--key", {"usage"}},
     {OPT_SINCE, "--since", {"usage", "audit"}},
-    {OPT_UPLOAD_DIR, "--upload-dir", {"uploads cancel", "cleanup"}},
+    {OPT_UPLOAD_DIR, "--upload-dir", {"uploads cancel", "cleanup", "backup", "restore", "copy"}},
+    {OPT_INCLUDE_UPLOADS, "--include-uploads", {"backup", "copy"}},
     {OPT_OUTPUT, "--output", {"backup"}},
     {OPT_KEEP, "--keep", {"backup"}},
     {OPT_ENCRYPT, "--encrypt", {"backup", "backup verify", "restore"}},
@@ -600,6 +615,7 @@ int main(int argc, const char *const *argv)
         {"keep", OPT_KEEP, 1, "backups to keep"},
         {"encrypt", OPT_ENCRYPT, 1, "archive key source"},
         {"replace", OPT_REPLACE, 0, "overwrite a non-empty target"},
+        {"include-uploads", OPT_INCLUDE_UPLOADS, 0, "spool files of live uploads"},
         {"to-driver", OPT_TO_DRIVER, 1, "copy target driver"},
         {"to-params", OPT_TO_PARAMS, 1, "copy target parameters"},
         {"to", OPT_TO, 1, "target schema version"},
@@ -666,6 +682,13 @@ int main(int argc, const char *const *argv)
     if (!CMDS[which].sub) sub = NULL;
     id = CMDS[which].id && nargs > 2 ? g->argv[g->ind + 2] : NULL;
     if (!strcmp(cmd, "restore")) id = nargs > 1 ? g->argv[g->ind + 1] : NULL;
+    if (!c.config && !c.driver && !c.params) {
+        apr_finfo_t fi;
+        if (apr_stat(&fi, GMCP_DEFAULT_CONFIG, APR_FINFO_TYPE, c.pool) == APR_SUCCESS) {
+            c.config = GMCP_DEFAULT_CONFIG;
+            config_is_default = 1;
+        }
+    }
     if (apr_dbd_init(c.pool) != APR_SUCCESS) return fail("%s", "cannot initialise APR DBD");
     if (!strcmp(cmd, "migrate")) rv = !sub ? cmd_migrate(&c) : !strcmp(sub, "down")
                                       ? cmd_migrate_down(&c) : cmd_migrate_status(&c);

@@ -15,6 +15,7 @@
 
 #define FRAME_MAX (1 << 20)     /* plaintext bytes per encrypted frame */
 #define LINE_MAX_BYTES (256u << 20)
+#define SPOOL_LINE (48u << 10)  /* spool bytes per base64 line (64 KiB of base64) */
 
 /* ---- types ----------------------------------------------------------------------- */
 static const char *const TYPE_NAMES[] = {"text", "int", "bool", "json", "timestamp"};
@@ -232,6 +233,11 @@ struct gmcp_arc_out {
     json_t *tables, *cur;
     apr_int64_t rows;
     int failed;
+    /* spool sections */
+    json_t *spools, *scur;
+    apr_int64_t sbytes, swant;
+    unsigned char *sbuf;    /* SPOOL_LINE bytes not yet encoded */
+    size_t slen;
     /* encryption */
     int enc;
     gmcp_arc_key key;
@@ -319,7 +325,11 @@ static void out_cleanup(void *data)
     EVP_MD_CTX_free(o->all);
     EVP_MD_CTX_free(o->tab);
     if (o->tables) json_decref(o->tables);
+    if (o->spools) json_decref(o->spools);
+    if (o->scur) json_decref(o->scur);
+    if (o->cur) json_decref(o->cur);
     free(o->frame);
+    free(o->sbuf);
 }
 
 static apr_status_t out_cleanup_apr(void *data) { out_cleanup(data); return APR_SUCCESS; }
@@ -333,6 +343,7 @@ gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret)
     o->all = EVP_MD_CTX_new();
     o->tab = EVP_MD_CTX_new();
     o->tables = json_array();
+    o->spools = json_array();
     apr_pool_cleanup_register(p, o, out_cleanup_apr, apr_pool_cleanup_null);
     EVP_DigestInit_ex(o->all, EVP_sha256(), NULL);
     if (secret) {
@@ -397,12 +408,79 @@ int gmcp_arc_table_end(gmcp_arc_out *o)
 
 json_t *gmcp_arc_tables(gmcp_arc_out *o) { return o->tables; }
 
+/* ---- spool sections ------------------------------------------------------------------- */
+int gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes)
+{
+    json_t *h = json_pack("{s:s, s:I}", "spool", id, "bytes", (json_int_t)bytes);
+    int rv = out_json_line(o, h);
+    json_decref(h);
+    if (!o->sbuf && !(o->sbuf = malloc(SPOOL_LINE))) abort();
+    o->scur = json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)bytes);
+    o->sbytes = 0;
+    o->swant = bytes;
+    o->slen = 0;
+    EVP_DigestInit_ex(o->tab, EVP_sha256(), NULL);
+    return rv;
+}
+
+static int spool_line(gmcp_arc_out *o)
+{
+    /* "<base64>"\n: 4 output characters per 3 bytes, and EVP_EncodeBlock's NUL */
+    unsigned char *line = malloc(4 * ((o->slen + 2) / 3) + 4);
+    int n, rv;
+    if (!line) abort();
+    line[0] = '"';
+    n = EVP_EncodeBlock(line + 1, o->sbuf, (int)o->slen);
+    line[1 + n] = '"';
+    line[2 + n] = '\n';
+    rv = out_write(o, line, (size_t)n + 3);
+    free(line);
+    o->slen = 0;
+    return rv;
+}
+
+int gmcp_arc_spool_data(gmcp_arc_out *o, const void *d, size_t n)
+{
+    const unsigned char *s = d;
+    EVP_DigestUpdate(o->tab, d, n);
+    o->sbytes += (apr_int64_t)n;
+    while (n) {
+        size_t k = SPOOL_LINE - o->slen < n ? SPOOL_LINE - o->slen : n;
+        memcpy(o->sbuf + o->slen, s, k);
+        o->slen += k; s += k; n -= k;
+        if (o->slen == SPOOL_LINE && spool_line(o)) return -1;
+    }
+    return o->failed ? -1 : 0;
+}
+
+int gmcp_arc_spool_end(gmcp_arc_out *o)
+{
+    if (o->slen && spool_line(o)) return -1;
+    if (o->sbytes != o->swant) {
+        json_decref(o->scur);
+        o->scur = NULL;
+        errno = EINVAL;
+        return -1;
+    }
+    json_object_set_new(o->scur, "sha256", json_string(digest_hex(o->pool, o->tab)));
+    json_array_append_new(o->spools, o->scur);
+    o->scur = NULL;
+    return o->failed ? -1 : 0;
+}
+
+json_t *gmcp_arc_spools(gmcp_arc_out *o) { return o->spools; }
+
 int gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest)
 {
     json_t *m = json_pack("{s:o}", "manifest", manifest), *end;
     int rv;
     json_object_set_new(manifest, "format_version", json_integer(GMCP_ARCHIVE_FORMAT));
     json_object_set(manifest, "tables", o->tables);
+    if (json_array_size(o->spools) || json_is_object(json_object_get(manifest, "spool"))) {
+        if (!json_is_object(json_object_get(manifest, "spool")))
+            json_object_set_new(manifest, "spool", json_object());
+        json_object_set(json_object_get(manifest, "spool"), "files", o->spools);
+    }
     rv = out_json_line(o, m);
     json_decref(m);
     end = json_pack("{s:{s:s}}", "end", "sha256", digest_hex(o->pool, o->all));
@@ -526,10 +604,21 @@ static int fail_(const char **err, const char *msg) { *err = msg; return -1; }
 int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
                   const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **err)
 {
+    return gmcp_arc_read_ex(p, path, secret, cb, NULL, baton, manifest, err);
+}
+
+int gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
+                     const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,
+                     json_t **manifest, const char **err)
+{
     reader r;
     gmcp_abuf line = {0};
-    EVP_MD_CTX *all = EVP_MD_CTX_new(), *tab = EVP_MD_CTX_new();
+    EVP_MD_CTX *all = EVP_MD_CTX_new(), *tab = EVP_MD_CTX_new(), *sp = EVP_MD_CTX_new();
     json_t *seen = json_array(), *man = NULL, *cur = NULL, *j;
+    json_t *sseen = json_array(), *scur = NULL;
+    apr_int64_t sbytes = 0, swant = 0;
+    unsigned char *dec = NULL;
+    size_t dcap = 0;
     json_error_t je;
     apr_int64_t rows = 0;
     int rv = -1, crv = 0, complete, got, done = 0, first = 1;
@@ -621,6 +710,38 @@ int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
             if (cb && cb->row && (crv = cb->row(baton, line.data, line.len)) != 0) goto out_cb;
             continue;
         }
+        if (line.len && line.data[0] == '"') {
+            /* a piece of a spool file: "<standard base64>" */
+            size_t n = line.len - 2, pad = 0;
+            int got_n;
+            if (!scur) { fail_(err, "corrupt (spool data outside a spool section)"); goto out; }
+            if (line.len < 2 || line.data[line.len - 1] != '"' || n % 4 || !n) {
+                fail_(err, "corrupt (a bad spool data line)");
+                goto out;
+            }
+            if (dcap < n / 4 * 3 + 1) { dcap = n / 4 * 3 + 1; dec = realloc(dec, dcap);
+                                        if (!dec) abort(); }
+            got_n = EVP_DecodeBlock(dec, (const unsigned char *)line.data + 1, (int)n);
+            if (line.data[n] == '=') pad++;
+            if (line.data[n - 1] == '=') pad++;
+            if (got_n < 0 || (size_t)got_n < pad) {
+                fail_(err, "corrupt (a bad spool data line)");
+                goto out;
+            }
+            got_n -= (int)pad;
+            sbytes += got_n;
+            if (sbytes > swant) {
+                *err = apr_psprintf(p, "tampered: spool file %s is longer than its header says",
+                                    json_string_value(json_object_get(scur, "id")));
+                goto out;
+            }
+            EVP_DigestUpdate(sp, dec, (size_t)got_n);
+            EVP_DigestUpdate(all, line.data, line.len);
+            EVP_DigestUpdate(all, "\n", 1);
+            if (scb && scb->data && (crv = scb->data(baton, dec, (size_t)got_n)) != 0)
+                goto out_cb;
+            continue;
+        }
         if (!(j = json_loadb(line.data, line.len, 0, &je)) || !json_is_object(j)) {
             if (j) json_decref(j);
             fail_(err, "corrupt (a line is not JSON)");
@@ -632,7 +753,44 @@ int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
             json_array_append_new(seen, cur);
             cur = NULL;
         }
-        if (json_object_get(j, "table")) {
+        if (scur) {          /* close the spool section */
+            const char *id = json_string_value(json_object_get(scur, "id")), *h;
+            if (sbytes != swant) {
+                *err = apr_psprintf(p, "tampered: spool file %s has %" APR_INT64_T_FMT " of "
+                                    "its %" APR_INT64_T_FMT " bytes", id, sbytes, swant);
+                json_decref(j);
+                goto out;
+            }
+            h = digest_hex(p, sp);
+            json_object_set_new(scur, "sha256", json_string(h));
+            json_array_append_new(sseen, scur);
+            scur = NULL;
+            if (scb && scb->end && (crv = scb->end(baton, id, h)) != 0) {
+                json_decref(j);
+                goto out_cb;
+            }
+        }
+        if (json_object_get(j, "spool")) {
+            const char *id = json_string_value(json_object_get(j, "spool"));
+            json_t *nb = json_object_get(j, "bytes");
+            if (!id || !*id || !json_is_integer(nb) || json_integer_value(nb) < 0) {
+                json_decref(j);
+                fail_(err, "corrupt (bad spool header)");
+                goto out;
+            }
+            swant = json_integer_value(nb);
+            sbytes = 0;
+            scur = json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)swant);
+            EVP_DigestInit_ex(sp, EVP_sha256(), NULL);
+            EVP_DigestUpdate(all, line.data, line.len);
+            EVP_DigestUpdate(all, "\n", 1);
+            if (scb && scb->begin && (crv = scb->begin(baton, id, swant)) != 0) {
+                json_decref(j);
+                goto out_cb;
+            }
+            json_decref(j);
+        }
+        else if (json_object_get(j, "table")) {
             const char *name = json_string_value(json_object_get(j, "table"));
             json_t *cols = json_object_get(j, "columns");
             if (!name || !json_is_array(cols)) {
@@ -709,6 +867,30 @@ int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
             }
         }
     }
+    {
+        json_t *ms = json_object_get(json_object_get(man, "spool"), "files");
+        size_t k;
+        if (ms && !json_is_array(ms)) {
+            fail_(err, "corrupt manifest (spool.files is not a list)");
+            goto out;
+        }
+        if (json_array_size(ms) != json_array_size(sseen)) {
+            *err = apr_psprintf(p, "tampered: the manifest lists %d spool file(s), the "
+                                "archive holds %d", (int)json_array_size(ms),
+                                (int)json_array_size(sseen));
+            goto out;
+        }
+        for (k = 0; k < json_array_size(sseen); k++) {
+            json_t *a = json_array_get(ms, k), *b = json_array_get(sseen, k);
+            if (!json_equal(json_object_get(a, "id"), json_object_get(b, "id"))
+                || !json_equal(json_object_get(a, "bytes"), json_object_get(b, "bytes"))
+                || !json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
+                *err = apr_psprintf(p, "tampered: hash or size mismatch on spool file %s",
+                                    json_string_value(json_object_get(b, "id")));
+                goto out;
+            }
+        }
+    }
     *manifest = man;
     man = NULL;
     rv = 0;
@@ -720,8 +902,12 @@ out:
 out_done:
     (void)first;
     if (cur) json_decref(cur);
+    if (scur) json_decref(scur);
     if (man) json_decref(man);
     json_decref(seen);
+    json_decref(sseen);
+    EVP_MD_CTX_free(sp);
+    free(dec);
     EVP_MD_CTX_free(all);
     EVP_MD_CTX_free(tab);
     gmcp_abuf_free(&line);

@@ -9,9 +9,19 @@
  *   {"table":"T","columns":[{"name":"c","type":"int"},...]}   a table's header line
  *   [v1,v2,...]                                         its rows, one canonical line each
  *   ...                                                 (further tables, by name)
+ *   {"spool":"<upload id>","bytes":N}                   optional (backup --include-uploads):
+ *   "<base64>"                                          a spool file's first N bytes, as
+ *   ...                                                 standard base64 (with padding) in
+ *                                                       JSON strings, 48 KiB a line
+ *   ...                                                 (further spool files, by id)
  *   {"manifest":{...}}                                  the manifest (see below)
  *   {"end":{"sha256":"<hex>"}}                          SHA-256 of every byte before it
  * A table's "sha256" in the manifest is SHA-256 over its row lines, each with its '\n'.
+ * Spool sections (still format 1: an archive without them is exactly as before; an
+ * older gmcpctl refuses one with them as "corrupt (an unknown line)"): the manifest then
+ * has "spool":{"files":[{"id","bytes","sha256"}],"skipped":[{"id","upload_offset",
+ * "reason",...}]}, "sha256" over the decoded bytes; the reader checks every section's
+ * byte count against its header and the list against the manifest, in order.
  *
  * Canonical values: NULL null; "int" a JSON integer; "bool" true/false; "text" a JSON
  * string (escapes: \" \\ \n \r \t \b \f and \u00XX for other control characters, other
@@ -71,7 +81,15 @@ int gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len);   /* with its '
 int gmcp_arc_table_end(gmcp_arc_out *o);
 /* The tables so far: [{"name","columns","rows","sha256"}] (borrowed). */
 json_t *gmcp_arc_tables(gmcp_arc_out *o);
-/* Write the manifest (given fields plus "tables" and "format_version"), the end line,
+/* A spool section (after the tables): begin with the byte count that follows, the
+ * bytes (any pieces), end (-1 with errno EINVAL when the count differs). */
+int gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes);
+int gmcp_arc_spool_data(gmcp_arc_out *o, const void *d, size_t n);
+int gmcp_arc_spool_end(gmcp_arc_out *o);
+/* The spool sections so far: [{"id","bytes","sha256"}] (borrowed). */
+json_t *gmcp_arc_spools(gmcp_arc_out *o);
+/* Write the manifest (given fields plus "tables" and "format_version"; "spool.files"
+ * when there were spool sections or the manifest has a "spool" object), the end line,
  * and flush. Steals `manifest`. 0 or -1 (errno set). */
 int gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest);
 void gmcp_arc_out_close(gmcp_arc_out *o);
@@ -81,12 +99,23 @@ typedef struct {
     int (*table)(void *baton, const char *name, json_t *columns);
     int (*row)(void *baton, const char *line, size_t len);   /* without '\n' */
 } gmcp_arc_cb;
-/* Read the whole archive, checking the format, every table's row count and hash, the
- * manifest and the end hash. `secret` is the --encrypt source's value for an encrypted
+/* A spool section: its header, its decoded bytes in pieces, its end with the SHA-256
+ * (hex) of what was read (checked against the manifest only at the archive's end). */
+typedef struct {
+    int (*begin)(void *baton, const char *id, apr_int64_t bytes);
+    int (*data)(void *baton, const unsigned char *d, size_t n);
+    int (*end)(void *baton, const char *id, const char *sha256);
+} gmcp_arc_spool_cb;
+/* Read the whole archive, checking the format, every table's row count and hash, every
+ * spool section's size and hash, the manifest and the end hash. `secret` is the --encrypt source's value for an encrypted
  * archive (NULL otherwise). On success *manifest is the manifest (caller decrefs).
  * Returns 0, -1 with *err (one line), or the callback's non-zero value. */
 int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
                   const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **err);
+/* The same, with spool section callbacks (scb may be NULL). */
+int gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
+                     const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,
+                     json_t **manifest, const char **err);
 /* Whether the archive at path is encrypted (1), plain (0), or unreadable (-1). */
 int gmcp_arc_is_encrypted(const char *path);
 
