@@ -6,6 +6,7 @@
 #   make -f apxs.mk test-asan       the same under AddressSanitizer + UBSan
 #   make -f apxs.mk test-valgrind   unit tests and gmcpctl under valgrind
 #   make -f apxs.mk install         apxs -i, gmcpctl, sql/ (fixtures module excluded)
+#   make -f apxs.mk man             man pages gmcpctl.8, mod_gemini_mcp.7 in $(BUILD)/man
 #   make -f apxs.mk run             build and serve on 127.0.0.1 with SQLite
 #   make -f apxs.mk deps            install the Debian packages (root)
 
@@ -117,6 +118,13 @@ install: $(MODULE) $(GMCPCTL)
 	install -m 755 $(GMCPCTL) $(DESTDIR)$(BINDIR)/gmcpctl
 	install -m 644 sql/sqlite/*.sql $(DESTDIR)$(SQLDIR)/sqlite/
 	install -m 644 sql/pgsql/*.sql $(DESTDIR)$(SQLDIR)/pgsql/
+
+# Man pages into $(BUILD)/man: gmcpctl(8) from `gmcpctl --help`, mod_gemini_mcp(7)
+# with the directives of docs/directives.md (docs/man/gen-man.py; the Debian package).
+.PHONY: man
+man: $(GMCPCTL)
+	/usr/bin/python3 docs/man/gen-man.py --gmcpctl $(GMCPCTL) \
+	    --directives docs/directives.md --out $(BUILD)/man
 
 # ---- tests -------------------------------------------------------------------------
 PYTEST    ?= /usr/bin/python3 -m pytest

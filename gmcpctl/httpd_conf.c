@@ -40,6 +40,36 @@ static const char *resolve(reader *rd, const char *path)
     return apr_pstrcat(rd->p, rd->server_root, "/", path, NULL);
 }
 
+/* A file, or (as httpd does) every file of a directory, recursively, in name
+ * order; glob() already sorts its matches. */
+static int include_path(reader *rd, const char *path, int optional, int depth)
+{
+    apr_finfo_t fi;
+    glob_t g;
+    size_t i;
+    int rv;
+    if (apr_stat(&fi, path, APR_FINFO_TYPE, rd->p) != APR_SUCCESS || fi.filetype != APR_DIR)
+        return read_file(rd, path, optional, depth);
+    if (depth > MAX_DEPTH) {
+        rd->err = apr_psprintf(rd->p, "%s: Include nested too deeply", path);
+        return -1;
+    }
+    rv = glob(apr_pstrcat(rd->p, path, "/*", NULL), 0, NULL, &g);
+    if (rv != 0 && rv != GLOB_NOMATCH) {
+        globfree(&g);
+        rd->err = apr_psprintf(rd->p, "Include %s: cannot list the directory", path);
+        return -1;
+    }
+    for (i = 0; rv == 0 && i < g.gl_pathc; i++) {
+        if (include_path(rd, g.gl_pathv[i], optional, depth + 1)) {
+            globfree(&g);
+            return -1;
+        }
+    }
+    globfree(&g);
+    return 0;
+}
+
 static int do_include(reader *rd, const char *arg, int optional, int depth)
 {
     glob_t g;
@@ -57,7 +87,7 @@ static int do_include(reader *rd, const char *arg, int optional, int depth)
         return -1;
     }
     for (i = 0; i < g.gl_pathc; i++) {
-        if (read_file(rd, g.gl_pathv[i], optional, depth + 1)) {
+        if (include_path(rd, g.gl_pathv[i], optional, depth + 1)) {
             globfree(&g);
             return -1;
         }
