@@ -462,6 +462,27 @@ static int append(up_req *u, gmcp_upload *x, int creating)
             && gmcp_upload_steal(&u->dbh->db, x->id, holder, token, LEASE_SECONDS, &acquired))
             return db_fail(u, "locking an upload");
     }
+    if (acquired && !creating) {
+        /* The offset this request was checked against was read before the lease: the
+         * PATCH that held it may have recorded more since (a client that gave up on it
+         * and went on from an older HEAD). Cutting the file back to the stale offset
+         * would lose bytes the row counts as durable: only the current offset goes. */
+        gmcp_upload now;
+        int st = gmcp_upload_get(&u->dbh->db, x->id, u->acc->principal, &now);
+        if (st == GMCP_DB_ERROR) {
+            gmcp_upload_unlock(&u->dbh->db, x->id, token);
+            return db_fail(u, "reading an upload");
+        }
+        if (st != GMCP_FOUND || now.offset != x->offset || strcmp(now.state, x->state)) {
+            gmcp_upload_unlock(&u->dbh->db, x->id, token);
+            gmcp_dbh_close(u->dbh);
+            apr_table_setn(r->err_headers_out, "Upload-Offset",
+                           apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
+                                        st == GMCP_FOUND ? now.offset : x->offset));
+            return answer(u, HTTP_CONFLICT, "the upload moved on while this request waited "
+                          "for it; HEAD for the current offset");
+        }
+    }
     gmcp_dbh_close(u->dbh);
     if (!acquired) {
         apr_table_setn(r->err_headers_out, "Retry-After", "1");
