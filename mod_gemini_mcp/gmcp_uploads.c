@@ -1,5 +1,6 @@
 /* gmcp_uploads.c — tus upload rows and the tus header grammar. */
 #include "gmcp_uploads.h"
+#include "gmcp_lease.h"
 #include "gmcp_errlog.h"
 #include "gmcp_sql.h"
 #include "gmcp_store.h"
@@ -105,11 +106,22 @@ int gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t
                      int *acquired)
 {
     apr_int64_t now = gmcp_now_sec();
+    const char *holder = NULL;
     int n = 0;
     if (gmcp_db_exec(db, "gmcp_upload_lock", &n, GMCP_ARGS(token, I(db->pool, now + seconds),
                                                               id, I(db->pool, now), token)))
         return GMCP_DB_ERROR;
     *acquired = n == 1;
+    if (*acquired) return 0;
+    /* Held: by a PATCH whose process died on this host (httpd killed mid-PATCH), the
+     * lease is taken over at once instead of after its expiry, as a chat's is. */
+    switch (gmcp_upload_holder(db, id, &holder)) {
+    case GMCP_DB_ERROR: return GMCP_DB_ERROR;
+    case GMCP_FOUND:
+        if (gmcp_lease_holder_dead(holder))
+            return gmcp_upload_steal(db, id, holder, token, seconds, acquired);
+        break;
+    }
     return 0;
 }
 

@@ -45,7 +45,8 @@ int gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload 
 int gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out);
 
 /* The PATCH lease: one writer at a time per upload (*acquired 0 when another holds
- * it; the holder renews it by locking again with its token). */
+ * it; the holder renews it by locking again with its token). The token comes from
+ * gmcp_lease_token(); a lease whose holder died on this host is taken over at once. */
 int gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t seconds,
                      int *acquired);
 int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token);

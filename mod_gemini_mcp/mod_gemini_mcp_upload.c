@@ -454,14 +454,6 @@ static int append(up_req *u, gmcp_upload *x, int creating)
     if (db_open(u)) return db_fail(u, "opening the upload store");
     if (gmcp_upload_lock(&u->dbh->db, x->id, token, LEASE_SECONDS, &acquired))
         return db_fail(u, "locking an upload");
-    if (!acquired) {
-        /* A holder on this host whose process is gone (httpd was killed mid-PATCH)
-         * cannot be writing: take over at once rather than after the lease. */
-        const char *holder = NULL;
-        if (gmcp_upload_holder(&u->dbh->db, x->id, &holder) == GMCP_FOUND && gmcp_lease_holder_dead(holder)
-            && gmcp_upload_steal(&u->dbh->db, x->id, holder, token, LEASE_SECONDS, &acquired))
-            return db_fail(u, "locking an upload");
-    }
     if (acquired && !creating) {
         /* The offset this request was checked against was read before the lease: the
          * PATCH that held it may have recorded more since (a client that gave up on it
