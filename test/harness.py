@@ -86,6 +86,24 @@ def dsn_with_db(dsn, dbname):
 
 
 
+def configtest_conf(tmp, build, line):
+    """A minimal httpd configuration in tmp loading the module, with `line`, for
+    `httpd -t`; returns its path."""
+    conf = os.path.join(tmp, "t.conf")
+    with open(conf, "w") as f:
+        f.write(f"""ServerRoot "{tmp}"
+Listen 127.0.0.1:1
+DefaultRuntimeDir "{tmp}"
+PidFile "{tmp}/p"
+ErrorLog "{tmp}/e.log"
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule gemini_mcp_module {build}/mod_gemini_mcp.so
+{line}
+""")
+    return conf
+
+
 def httpd_env(build, logdir):
     """Environment for running httpd with the module from `build`: a sanitizer build
     needs the ASan runtime preloaded into the (uninstrumented) httpd binary."""

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from harness import ROOT, httpd_env
+from harness import ROOT, configtest_conf, httpd_env
 
 BUILD = os.environ.get("GMCP_BUILD", "build")
 BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
@@ -168,18 +168,7 @@ def test_reads_dbd_settings_through_includes(tmp):
     ("GeminiMCPBreakerCooldown forever", "GeminiMCPBreakerCooldown"),
 ])
 def test_configtest_rejects_bad_values(tmp, line, name):
-    conf = os.path.join(tmp, "t.conf")
-    with open(conf, "w") as f:
-        f.write(f"""ServerRoot "{tmp}"
-Listen 127.0.0.1:1
-DefaultRuntimeDir "{tmp}"
-PidFile "{tmp}/p"
-ErrorLog "{tmp}/e.log"
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule gemini_mcp_module {BUILD}/mod_gemini_mcp.so
-{line}
-""")
+    conf = configtest_conf(tmp, BUILD, line)
     env = httpd_env(BUILD, tmp)
     r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True, env=env)
     assert r.returncode != 0

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from harness import ROOT, httpd_env
+from harness import ROOT, configtest_conf, httpd_env
 
 BUILD = os.environ.get("GMCP_BUILD", "build")
 BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
@@ -329,18 +329,7 @@ def test_bad_retention_is_one_line_and_changes_nothing(rdb, directives, says):
 def test_configtest_checks_retention_directives(line, ok):
     tmp = tempfile.mkdtemp(prefix="gmcp-ret-t-")
     try:
-        conf = os.path.join(tmp, "t.conf")
-        with open(conf, "w") as f:
-            f.write(f"""ServerRoot "{tmp}"
-Listen 127.0.0.1:1
-DefaultRuntimeDir "{tmp}"
-PidFile "{tmp}/p"
-ErrorLog "{tmp}/e.log"
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule gemini_mcp_module {BUILD}/mod_gemini_mcp.so
-{line}
-""")
+        conf = configtest_conf(tmp, BUILD, line)
         r = subprocess.run([HTTPD, "-t", "-f", conf], capture_output=True, text=True,
                            env=httpd_env(BUILD, tmp))
         assert (r.returncode == 0) == ok, r.stderr
