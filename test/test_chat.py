@@ -91,13 +91,18 @@ def test_send_streams_progress_and_stores_the_whole_reply(c):
 
 
 def test_any_process_continues_any_session(c):
+    def send_pids():
+        return {re.search(r"pid=(\d+)", l).group(1) for l in c.access_lines()
+                if "tool=gemini_chat_send" in l}
     chat = start_chat(c)
-    for i in range(8):
+    # At least 8 sends; more (up to 32) while one child happened to take them all: Linux
+    # wakes the most recent waiter on a shared listening socket.
+    for i in range(32):
+        if i >= 8 and len(send_pids()) >= 2:
+            break
         res = send(c, chat, f"m{i}")
         assert f"{2 * i + 1} turn(s); last: m{i}" in res["content"][0]["text"]
-    pids = {re.search(r"pid=(\d+)", l).group(1) for l in c.access_lines()
-            if "tool=gemini_chat_send" in l}
-    assert len(pids) >= 2
+    assert len(send_pids()) >= 2
 
 
 def test_concurrent_sends_are_serialised(c, fake_gemini):
