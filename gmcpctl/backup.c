@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -39,6 +40,7 @@
 #endif
 
 #define SERIES_PREFIX "gmcp-backup-"
+#define BACKUP_NICE 10             /* as nice(1) gives a background job by default */
 #define SERIES_SUFFIX ".gmcpbak"
 #define PEPPER_LABEL "gmcp-backup key pepper fingerprint"
 
@@ -367,30 +369,20 @@ static int dump_tables(dbx *x, apr_pool_t *p, apr_array_header_t *tables, gmcp_a
                 break;
             }
             while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                gmcp_canon_begin(&b);
                 for (j = 0; j < t->ncols; j++) {
-                    char num[32];
                     switch (sqlite3_column_type(st, j)) {
-                    case SQLITE_NULL:
-                        gmcp_canon_value(&b, j == 0, t->types[j], NULL, 0);
-                        break;
+                    case SQLITE_NULL: gmcp_arc_val_null(o); break;
                     case SQLITE_INTEGER:
-                        snprintf(num, sizeof(num), "%lld", (long long)sqlite3_column_int64(st, j));
-                        gmcp_canon_value(&b, j == 0, t->types[j], num, strlen(num));
+                        gmcp_arc_val_int(o, (long long)sqlite3_column_int64(st, j));
                         break;
-                    case SQLITE_FLOAT:
-                        snprintf(num, sizeof(num), "%.17g", sqlite3_column_double(st, j));
-                        gmcp_canon_value(&b, j == 0, t->types[j], num, strlen(num));
-                        break;
+                    case SQLITE_FLOAT: gmcp_arc_val_double(o, sqlite3_column_double(st, j)); break;
                     default: {
                         const char *v = (const char *)sqlite3_column_text(st, j);
-                        gmcp_canon_value(&b, j == 0, t->types[j], v ? v : "",
-                                         (size_t)sqlite3_column_bytes(st, j));
+                        gmcp_arc_val_text(o, v ? v : "", v ? (size_t)sqlite3_column_bytes(st, j) : 0);
                     }
                     }
                 }
-                gmcp_canon_end(&b);
-                if (gmcp_arc_row(o, b.data, b.len)) {
+                if (gmcp_arc_val_row_end(o)) {
                     *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
                     rv = -1;
                     break;
@@ -776,6 +768,11 @@ int cmd_backup(ctl *c)
         if (!is_dir(c->pool, sdir)) return fail("the upload directory %s does not exist", sdir);
     }
     if ((rv = joblock_take(c, &l)) != 0) return rv;
+    /* A background job: on a busy host the requests httpd serves come first (the writer
+     * thread, created later, inherits this). */
+    if (setpriority(PRIO_PROCESS, 0, BACKUP_NICE) != 0 && c->verbose)
+        fprintf(stderr, "gmcpctl: cannot lower the backup's CPU priority: %s\n",
+                strerror(errno));
     dir = into_dir ? out : dir_of(c->pool, out);
     final = into_dir ? series_name(c->pool, out, SERIES_PREFIX) : out;
     rv = write_backup(c, final, secret, &summary, sdir);

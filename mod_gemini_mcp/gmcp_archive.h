@@ -62,6 +62,9 @@ void gmcp_abuf_free(gmcp_abuf *b);
 void gmcp_canon_begin(gmcp_abuf *b);
 void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t len);
 void gmcp_canon_end(gmcp_abuf *b);
+/* An integer the engine returned as one (the same line as gmcp_canon_value of its
+ * decimal text). */
+void gmcp_canon_int(gmcp_abuf *b, int first, int type, long long v);
 
 /* Key material from a secret (an --encrypt source's value). */
 typedef struct {
@@ -78,6 +81,14 @@ typedef struct gmcp_arc_out gmcp_arc_out;
 gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret);
 int gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns);
 int gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len);   /* with its '\n' */
+/* Or a row as the engine's values, in column order, ended by gmcp_arc_val_row_end: the
+ * same line is made from them on a writer thread, while the caller reads the next rows.
+ * A table's rows come one way or the other. Row ends: 0, or -1 once a write failed. */
+void gmcp_arc_val_null(gmcp_arc_out *o);
+void gmcp_arc_val_int(gmcp_arc_out *o, long long v);
+void gmcp_arc_val_double(gmcp_arc_out *o, double v);
+void gmcp_arc_val_text(gmcp_arc_out *o, const char *v, size_t len);
+int gmcp_arc_val_row_end(gmcp_arc_out *o);
 int gmcp_arc_table_end(gmcp_arc_out *o);
 /* The tables so far: [{"name","columns","rows","sha256"}] (borrowed). */
 json_t *gmcp_arc_tables(gmcp_arc_out *o);

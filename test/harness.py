@@ -108,7 +108,7 @@ def httpd_env(build, logdir):
     """Environment for running httpd with the module from `build`: a sanitizer build
     needs the ASan runtime preloaded into the (uninstrumented) httpd binary."""
     env = dict(os.environ)
-    if os.path.basename(build.rstrip("/")) == "build-asan":
+    if os.path.basename(build.rstrip("/")).endswith("asan"):   # build-asan, build-x-asan
         libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
                                  text=True).stdout.strip()
         env["LD_PRELOAD"] = libasan
