@@ -279,6 +279,13 @@ static apr_dbd_prepared_t *statement(gmcp_db *db, const char *label, int *rv)
     return st;
 }
 
+int gmcp_db_prepare(gmcp_db *db, const char *label)
+{
+    int rv = 0;
+    if (statement(db, label, &rv)) return 0;
+    return rv ? rv : APR_EINVAL;
+}
+
 static int exec_labelled(gmcp_db *db, const char *label, int *nrows, int *conflict,
                          int nargs, const char **args)
 {

@@ -46,11 +46,17 @@ void gmcp_db_init(gmcp_db *db, const apr_dbd_driver_t *driver, apr_dbd_t *handle
  * Returns 0 on success. */
 int gmcp_db_schema_version(gmcp_db *db, int *version, const char **err);
 
-/* Make sure every statement is prepared on this handle, checking once per connection
- * that the schema is at GMCP_SCHEMA_VERSION or newer. Returns 0 when ready; otherwise
- * *err is a message fit for the error log (no secrets) and *schema_behind tells
- * whether the cause is an old schema. */
+/* Check once per connection that the schema is at GMCP_SCHEMA_VERSION or newer (on
+ * SQLite also setting busy_timeout and synchronous=NORMAL); once the check passed,
+ * later calls on the same connection return at once. Prepares nothing: statements are prepared on first use.
+ * Returns 0 when ready; otherwise *err is a message fit for the error log (no
+ * secrets) and *schema_behind tells whether the cause is an old schema. */
 int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind);
+
+/* Prepare the statement for `label` on this handle now rather than on first use (a
+ * no-op when it is prepared already). Returns 0, or the driver's error (logged, as
+ * every failure here). */
+int gmcp_db_prepare(gmcp_db *db, const char *label);
 
 /* Run a labelled statement. args has the statement's parameter count.
  *

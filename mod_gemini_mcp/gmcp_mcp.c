@@ -34,9 +34,13 @@ const char *gmcp_supported_versions(void)
 
 const char *gmcp_capability_for(const char *method)
 {
-    if (!strcmp(method, "sampling/createMessage")) return "sampling";
-    if (!strcmp(method, "elicitation/create")) return "elicitation";
-    if (!strcmp(method, "roots/list")) return "roots";
+    static const char *const NEEDS[][2] = {
+        {"sampling/createMessage", "sampling"}, {"elicitation/create", "elicitation"},
+        {"roots/list", "roots"}, {NULL, NULL}
+    };
+    int i;
+    for (i = 0; NEEDS[i][0]; i++)
+        if (!strcmp(NEEDS[i][0], method)) return NEEDS[i][1];
     return NULL;
 }
 
@@ -123,11 +127,21 @@ static int page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list, int
     return 0;
 }
 
+/* A listing: its cursor prefix (also part of its page-cache key), the result member,
+ * and where its entries and their listing JSON are in the registry. */
+struct gmcp_listing {
+    const char *cursor;
+    const char *key;
+    size_t entries;          /* offsetof(gmcp_registry, <array>) */
+    size_t stride;           /* size of one entry */
+    size_t listing;          /* offsetof(<entry>, listing) */
+};
+
 typedef struct {
     const apr_array_header_t *entries;
     size_t stride, listing_offset;
     int from, to;
-    const char *list, *key, *next;
+    const char *method, *key, *next;
     int stateless;
 } page_spec;
 
@@ -142,64 +156,42 @@ static json_t *build_page(void *baton)
     }
     res = json_pack("{s:o}", ps->key, arr);
     if (ps->next) json_object_set_new(res, "nextCursor", json_string(ps->next));
-    if (ps->stateless) gmcp_stateless_decorate(ps->list, res);
+    if (ps->stateless) gmcp_stateless_decorate(ps->method, res);
     return res;
 }
 
 /* A listing page as serialized text, from the per-process page cache; NULL (with
  * *error set) for a bad cursor. */
-static const char *list_page_text(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
-                                  const char *key, const apr_array_header_t *entries,
-                                  size_t stride, size_t listing_offset, json_t **error)
+static const char *list_page_text(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_method *meth,
+                                  json_t **error)
 {
+    const gmcp_listing *l = meth->listing;
     page_spec ps;
-    ps.entries = entries;
-    ps.stride = stride;
-    ps.listing_offset = listing_offset;
-    ps.key = key;
+    ps.entries = *(const apr_array_header_t *const *)((const char *)x->srv->registry
+                                                      + l->entries);
+    ps.stride = l->stride;
+    ps.listing_offset = l->listing;
+    ps.key = l->key;
     ps.stateless = x->stateless;
-    /* The method name, for the stateless decoration (tools/list, ...). */
-    ps.list = !strcmp(list, "templates") ? "resources/templates/list"
-                                         : apr_pstrcat(x->pool, list, "/list", NULL);
-    if (page_bounds(x, m, list, entries->nelts, &ps.from, &ps.to, &ps.next)) {
+    ps.method = meth->name;         /* for the stateless decoration */
+    if (page_bounds(x, m, l->cursor, ps.entries->nelts, &ps.from, &ps.to, &ps.next)) {
         *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown or stale cursor");
         return NULL;
     }
     return gmcp_registry_page(x->srv->registry,
                               apr_psprintf(x->pool, "%s:%s:%d:%d",
                                            x->stateless ? GMCP_STATELESS_VERSION : "session",
-                                           list, ps.from, x->srv->page_size),
+                                           l->cursor, ps.from, x->srv->page_size),
                               build_page, &ps);
 }
 
-static json_t *list_page(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
-                         const char *key, const apr_array_header_t *entries, size_t stride,
-                         size_t listing_offset)
+static json_t *list_page(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_method *meth)
 {
     json_t *err = NULL, *res;
-    const char *text = list_page_text(x, m, list, key, entries, stride, listing_offset, &err);
+    const char *text = list_page_text(x, m, meth, &err);
     if (!text) return err;
     res = json_loads(text, 0, NULL);
     return res ? gmcp_rpc_result(m->id, res) : internal(x, m);
-}
-
-/* Listings in either revision, straight from the page cache (NULL: not a listing). */
-static const char *cached_listing(gmcp_rpc_ctx *x, const gmcp_msg *m, json_t **resp)
-{
-    const gmcp_registry *r = x->srv->registry;
-    if (!x->session && !x->stateless) return NULL;
-    if (!strcmp(m->method, "tools/list"))
-        return list_page_text(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
-                              offsetof(gmcp_tool_entry, listing), resp);
-    if (!strcmp(m->method, "prompts/list"))
-        return list_page_text(x, m, "prompts", "prompts", r->prompts,
-                              sizeof(gmcp_prompt_entry), offsetof(gmcp_prompt_entry, listing),
-                              resp);
-    if (!strcmp(m->method, "resources/list"))
-        return list_page_text(x, m, "resources", "resources", r->resources,
-                              sizeof(gmcp_resource_entry),
-                              offsetof(gmcp_resource_entry, listing), resp);
-    return NULL;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------- */
@@ -246,6 +238,18 @@ static json_t *do_set_level(gmcp_rpc_ctx *x, const gmcp_msg *m)
     if (gmcp_session_set_level(x->db, x->session->id, level)) return internal(x, m);
     x->session->log_level = apr_pstrdup(x->pool, level);
     return gmcp_rpc_result(m->id, json_object());
+}
+
+static json_t *do_ping(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    (void)x;
+    return gmcp_rpc_result(m->id, json_object());
+}
+
+static json_t *do_discover(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    return gmcp_rpc_result(m->id, gmcp_discover_result(x->srv->server_name,
+                                                       x->srv->server_version));
 }
 
 /* ---- tools ------------------------------------------------------------------------- */
@@ -386,7 +390,7 @@ static json_t *do_resources_read(gmcp_rpc_ctx *x, const gmcp_msg *m)
                           "Resource not found", json_pack("{s:s}", "uri", uri));
 }
 
-static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
+static json_t *subscription(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
 {
     const char *uri = gmcp_json_str(m->params, "uri");
     int rv;
@@ -394,6 +398,16 @@ static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
     rv = add ? gmcp_subscription_add(x->db, x->session->id, uri)
              : gmcp_subscription_remove(x->db, x->session->id, uri);
     return rv ? internal(x, m) : gmcp_rpc_result(m->id, json_object());
+}
+
+static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    return subscription(x, m, 1);
+}
+
+static json_t *do_unsubscribe(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    return subscription(x, m, 0);
 }
 
 /* ---- prompts ---------------------------------------------------------------------- */
@@ -431,28 +445,19 @@ static json_t *do_prompts_get(gmcp_rpc_ctx *x, const gmcp_msg *m)
     return gmcp_rpc_result(m->id, res);
 }
 
-static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
+/* The provider that completes for `ref`, or NULL with *error set. */
+static const gmcp_provider *completion_provider(gmcp_rpc_ctx *x, const gmcp_msg *m,
+                                                json_t *ref, const char *type, json_t **error)
 {
-    json_t *ref = gmcp_json_obj(m->params, "ref");
-    json_t *arg = gmcp_json_obj(m->params, "argument");
-    json_t *ctx = gmcp_json_obj(m->params, "context");
-    const char *type = gmcp_json_str(ref, "type");
-    const char *an = gmcp_json_str(arg, "name"), *av = gmcp_json_str(arg, "value");
     const gmcp_provider *prov = NULL;
-    json_t *values = NULL, *trimmed;
-    size_t total, i;
-
-    if (!type || !an || !av)
-        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: completion/complete needs "
-                       "ref.type, argument.name and argument.value");
     if (!strcmp(type, "ref/prompt")) {
         const char *pn = gmcp_json_str(ref, "name");
         const gmcp_prompt_entry *pe = pn ? gmcp_registry_prompt(x->srv->registry, pn) : NULL;
-        if (!pe) return rpc_err(m, GMCP_INVALID_PARAMS,
-                                apr_psprintf(x->pool, "Unknown prompt: %s", pn ? pn : "(none)"));
-        prov = pe->provider;
+        if (!pe) *error = rpc_err(m, GMCP_INVALID_PARAMS, apr_psprintf(x->pool,
+                                  "Unknown prompt: %s", pn ? pn : "(none)"));
+        return pe ? pe->provider : NULL;
     }
-    else if (!strcmp(type, "ref/resource")) {
+    if (!strcmp(type, "ref/resource")) {
         const char *uri = gmcp_json_str(ref, "uri");
         int k;
         for (k = 0; uri && k < x->srv->registry->templates->nelts; k++) {
@@ -460,16 +465,20 @@ static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
                                                            gmcp_template_entry);
             if (!strcmp(te->def->uri_template, uri)) prov = te->provider;
         }
-        if (!prov) return rpc_err(m, GMCP_INVALID_PARAMS,
-                                  "Invalid params: unknown resource template");
+        if (!prov) *error = rpc_err(m, GMCP_INVALID_PARAMS,
+                                    "Invalid params: unknown resource template");
+        return prov;
     }
-    else {
-        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt "
-                       "or ref/resource");
-    }
-    if (prov->complete)
-        values = prov->complete(x->call, ref, an, av, ctx ? json_object_get(ctx, "arguments")
-                                                        : NULL, prov->baton);
+    *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt "
+                     "or ref/resource");
+    return NULL;
+}
+
+/* The first 100 of `values` (stolen; anything but an array counts as none). */
+static json_t *completion_result(const gmcp_msg *m, json_t *values)
+{
+    json_t *trimmed;
+    size_t total, i;
     if (!json_is_array(values)) {
         json_decref(values);
         values = json_array();
@@ -483,63 +492,140 @@ static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
                                             "hasMore", total > 100));
 }
 
+static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    json_t *ref = gmcp_json_obj(m->params, "ref");
+    json_t *arg = gmcp_json_obj(m->params, "argument");
+    json_t *ctx = gmcp_json_obj(m->params, "context");
+    const char *type = gmcp_json_str(ref, "type");
+    const char *an = gmcp_json_str(arg, "name"), *av = gmcp_json_str(arg, "value");
+    const gmcp_provider *prov;
+    json_t *error = NULL, *values = NULL;
+
+    if (!type || !an || !av)
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: completion/complete needs "
+                       "ref.type, argument.name and argument.value");
+    if (!(prov = completion_provider(x, m, ref, type, &error))) return error;
+    if (prov->complete)
+        values = prov->complete(x->call, ref, an, av, ctx ? json_object_get(ctx, "arguments")
+                                                        : NULL, prov->baton);
+    return completion_result(m, values);
+}
+
+/* ---- notifications ------------------------------------------------------------------ */
+
+static int note_cancelled(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    json_t *rid = m->params ? json_object_get(m->params, "requestId") : NULL;
+    if (!rid || !(json_is_string(rid) || json_is_integer(rid))) return -1;
+    return gmcp_cancel_record(x->db, x->session->id, gmcp_id_key(x->pool, rid)) ? -1 : 0;
+}
+
+/* ---- the method table ---------------------------------------------------------------- */
+
+static const gmcp_listing TOOLS_LIST = {
+    "tools", "tools", offsetof(gmcp_registry, tools), sizeof(gmcp_tool_entry),
+    offsetof(gmcp_tool_entry, listing)
+};
+static const gmcp_listing RESOURCES_LIST = {
+    "resources", "resources", offsetof(gmcp_registry, resources),
+    sizeof(gmcp_resource_entry), offsetof(gmcp_resource_entry, listing)
+};
+static const gmcp_listing TEMPLATES_LIST = {
+    "templates", "resourceTemplates", offsetof(gmcp_registry, templates),
+    sizeof(gmcp_template_entry), offsetof(gmcp_template_entry, listing)
+};
+static const gmcp_listing PROMPTS_LIST = {
+    "prompts", "prompts", offsetof(gmcp_registry, prompts), sizeof(gmcp_prompt_entry),
+    offsetof(gmcp_prompt_entry, listing)
+};
+
+/* Listings change only with the configuration (ttlMs 60 s); contents may change at any
+ * time (0). */
+static const gmcp_method METHODS[] = {
+    /* name, flags, listing, request, notify, target, ttl_ms */
+    {"initialize", GMCP_METHOD_BEFORE_SESSION | GMCP_METHOD_SESSION_ONLY, NULL,
+     do_initialize, NULL, NULL, 0},
+    {"ping", GMCP_METHOD_SESSION_ONLY, NULL, do_ping, NULL, NULL, 0},
+    {"tools/list", GMCP_METHOD_CACHEABLE, &TOOLS_LIST, NULL, NULL, NULL, 60000},
+    {"tools/call", GMCP_METHOD_MRTR, NULL, do_tools_call, NULL, "name", 0},
+    {"resources/list", GMCP_METHOD_CACHEABLE, &RESOURCES_LIST, NULL, NULL, NULL, 60000},
+    {"resources/templates/list", GMCP_METHOD_CACHEABLE, &TEMPLATES_LIST, NULL, NULL, NULL,
+     60000},
+    {"resources/read", GMCP_METHOD_MRTR | GMCP_METHOD_CACHEABLE, NULL, do_resources_read,
+     NULL, "uri", 0},
+    {"resources/subscribe", GMCP_METHOD_SESSION_ONLY, NULL, do_subscribe, NULL, NULL, 0},
+    {"resources/unsubscribe", GMCP_METHOD_SESSION_ONLY, NULL, do_unsubscribe, NULL, NULL, 0},
+    {"prompts/list", GMCP_METHOD_CACHEABLE, &PROMPTS_LIST, NULL, NULL, NULL, 60000},
+    {"prompts/get", GMCP_METHOD_MRTR, NULL, do_prompts_get, NULL, "name", 0},
+    {"logging/setLevel", GMCP_METHOD_SESSION_ONLY, NULL, do_set_level, NULL, NULL, 0},
+    {"completion/complete", 0, NULL, do_complete, NULL, NULL, 0},
+    {"server/discover", GMCP_METHOD_STATELESS_ONLY | GMCP_METHOD_CACHEABLE, NULL,
+     do_discover, NULL, NULL, 60000},
+    {"subscriptions/listen", GMCP_METHOD_STATELESS_ONLY, NULL, NULL, NULL, NULL, 0},
+    {"notifications/initialized", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL, 0},
+    {"notifications/cancelled", GMCP_METHOD_NOTIFICATION, NULL, NULL, note_cancelled, NULL,
+     0},
+    {"notifications/progress", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL, 0},
+    {"notifications/roots/list_changed", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL,
+     0},
+    {NULL, 0, NULL, NULL, NULL, NULL, 0}
+};
+
+const gmcp_method *gmcp_mcp_method(const char *name)
+{
+    const gmcp_method *meth;
+    for (meth = METHODS; name && meth->name; meth++)
+        if (!strcmp(meth->name, name)) return meth;
+    return NULL;
+}
+
 /* ---- dispatch ---------------------------------------------------------------------- */
 
-static json_t *dispatch(gmcp_rpc_ctx *x, const gmcp_msg *m)
+/* Does this revision serve `meth` as a request here? */
+static int serves(const gmcp_method *meth, int stateless)
 {
-    const char *meth = m->method;
-    const gmcp_registry *r = x->srv->registry;
+    if (!meth || (meth->flags & GMCP_METHOD_NOTIFICATION) || (!meth->listing && !meth->request))
+        return 0;
+    return !(meth->flags & (stateless ? GMCP_METHOD_SESSION_ONLY : GMCP_METHOD_STATELESS_ONLY));
+}
 
-    if (!strcmp(meth, "initialize")) return do_initialize(x, m);
+static json_t *dispatch(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_method *meth)
+{
+    if (meth && (meth->flags & GMCP_METHOD_BEFORE_SESSION)) return meth->request(x, m);
     if (!x->session && !x->stateless) return internal(x, m);
-    if (!strcmp(meth, "ping")) return gmcp_rpc_result(m->id, json_object());
-    if (!strcmp(meth, "tools/list"))
-        return list_page(x, m, "tools", "tools", r->tools, sizeof(gmcp_tool_entry),
-                         offsetof(gmcp_tool_entry, listing));
-    if (!strcmp(meth, "tools/call")) return do_tools_call(x, m);
-    if (!strcmp(meth, "resources/list"))
-        return list_page(x, m, "resources", "resources", r->resources,
-                         sizeof(gmcp_resource_entry), offsetof(gmcp_resource_entry, listing));
-    if (!strcmp(meth, "resources/templates/list"))
-        return list_page(x, m, "templates", "resourceTemplates", r->templates,
-                         sizeof(gmcp_template_entry), offsetof(gmcp_template_entry, listing));
-    if (!strcmp(meth, "resources/read")) return do_resources_read(x, m);
-    if (!strcmp(meth, "resources/subscribe")) return do_subscribe(x, m, 1);
-    if (!strcmp(meth, "resources/unsubscribe")) return do_subscribe(x, m, 0);
-    if (!strcmp(meth, "prompts/list"))
-        return list_page(x, m, "prompts", "prompts", r->prompts, sizeof(gmcp_prompt_entry),
-                         offsetof(gmcp_prompt_entry, listing));
-    if (!strcmp(meth, "prompts/get")) return do_prompts_get(x, m);
-    if (!strcmp(meth, "logging/setLevel")) return do_set_level(x, m);
-    if (!strcmp(meth, "completion/complete")) return do_complete(x, m);
-    return rpc_err(m, GMCP_METHOD_NOT_FOUND,
-                   apr_psprintf(x->pool, "Method not found: %s", meth));
+    if (!serves(meth, x->stateless))
+        return rpc_err(m, GMCP_METHOD_NOT_FOUND,
+                       apr_psprintf(x->pool, "Method not found: %s", m->method));
+    return meth->listing ? list_page(x, m, meth) : meth->request(x, m);
 }
 
 const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
+    const gmcp_method *meth = gmcp_mcp_method(m->method);
     json_t *resp = NULL;
+    const char *text = NULL;
     /* Listings skip jansson on the hot path: the cached page is spliced in. */
-    const char *page = cached_listing(x, m, &resp);
-    if (page)
+    if (meth && meth->listing && (x->session || x->stateless))
+        text = list_page_text(x, m, meth, &resp);
+    if (text)
         return apr_pstrcat(x->pool, "{\"jsonrpc\":\"2.0\",\"id\":", gmcp_id_key(x->pool, m->id),
-                           ",\"result\":", page, "}", NULL);
+                           ",\"result\":", text, "}", NULL);
     if (!resp) resp = gmcp_mcp_request(x, m);
     if (!resp) return NULL;
-    page = gmcp_json_dump(x->pool, resp);
+    text = gmcp_json_dump(x->pool, resp);
     json_decref(resp);
-    return page;
+    return text;
 }
 
 /* MRTR inputs of a stateless tools/call, prompts/get or resources/read retry:
  * inputResponses must be an object; requestState must verify against this server's
  * key, the target's name and the caller. NULL when fine, else the error. */
-static json_t *mrtr_prepare(gmcp_rpc_ctx *x, const gmcp_msg *m)
+static json_t *mrtr_prepare(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_method *meth)
 {
     json_t *ir = m->params ? json_object_get(m->params, "inputResponses") : NULL;
     json_t *rs = m->params ? json_object_get(m->params, "requestState") : NULL;
-    const char *name = gmcp_json_str(m->params, !strcmp(m->method, "resources/read")
-                                                ? "uri" : "name");
+    const char *name = gmcp_json_str(m->params, meth->target);
     x->call->name = name;
     x->call->input_responses = NULL;
     x->call->state = NULL;
@@ -563,49 +649,48 @@ static json_t *mrtr_prepare(gmcp_rpc_ctx *x, const gmcp_msg *m)
     return NULL;
 }
 
-json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m)
+/* The HTTP status 2026-07-28 gives an error answer. */
+static void stateless_status(gmcp_rpc_ctx *x, int code)
+{
+    if (code == GMCP_METHOD_NOT_FOUND) x->http_status = 404;
+    else if (code == GMCP_MISSING_CAPABILITY || code == GMCP_HEADER_MISMATCH
+             || code == GMCP_UNSUPPORTED_VERSION) x->http_status = 400;
+}
+
+/* A request on the 2026-07-28 revision: removed methods answer 404, MRTR inputs are
+ * checked first, results are decorated. */
+static json_t *stateless_request(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_method *meth)
 {
     json_t *resp, *err;
-    int code;
-    if (!x->stateless) return dispatch(x, m);
-    if (gmcp_method_removed(m->method)) {
+    if (meth && (meth->flags & GMCP_METHOD_SESSION_ONLY)) {
         x->http_status = 404;
         return rpc_err(m, GMCP_METHOD_NOT_FOUND, apr_psprintf(x->pool, "Method not found: "
                        "%s does not exist in protocol revision " GMCP_STATELESS_VERSION,
                        m->method));
     }
-    if (!strcmp(m->method, "server/discover")) {
-        resp = gmcp_rpc_result(m->id, gmcp_discover_result(x->srv->server_name,
-                                                           x->srv->server_version));
+    if (meth && (meth->flags & GMCP_METHOD_MRTR) && (err = mrtr_prepare(x, m, meth)) != NULL) {
+        x->http_status = 400;
+        return err;
     }
-    else {
-        if (!strcmp(m->method, "tools/call") || !strcmp(m->method, "prompts/get")
-            || !strcmp(m->method, "resources/read")) {
-            if ((err = mrtr_prepare(x, m)) != NULL) {
-                x->http_status = 400;
-                return err;
-            }
-        }
-        resp = dispatch(x, m);
-    }
-    if (!resp) return NULL;
+    if (!(resp = dispatch(x, m, meth))) return NULL;
     err = json_object_get(resp, "error");
-    code = err ? (int)json_integer_value(json_object_get(err, "code")) : 0;
-    if (code == GMCP_METHOD_NOT_FOUND) x->http_status = 404;
-    else if (code == GMCP_MISSING_CAPABILITY || code == GMCP_HEADER_MISMATCH
-             || code == GMCP_UNSUPPORTED_VERSION) x->http_status = 400;
-    if (!err) gmcp_stateless_decorate(m->method, json_object_get(resp, "result"));
+    if (err) stateless_status(x, (int)json_integer_value(json_object_get(err, "code")));
+    else gmcp_stateless_decorate(m->method, json_object_get(resp, "result"));
     return resp;
+}
+
+json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    const gmcp_method *meth = gmcp_mcp_method(m->method);
+    return x->stateless ? stateless_request(x, m, meth) : dispatch(x, m, meth);
 }
 
 int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
-    if (!strcmp(m->method, "notifications/cancelled")) {
-        json_t *rid = m->params ? json_object_get(m->params, "requestId") : NULL;
-        if (!rid || !(json_is_string(rid) || json_is_integer(rid))) return -1;
-        return gmcp_cancel_record(x->db, x->session->id, gmcp_id_key(x->pool, rid)) ? -1 : 0;
-    }
+    const gmcp_method *meth = gmcp_mcp_method(m->method);
     /* initialized, progress, roots/list_changed and unknown notifications need no
      * action; notifications are never answered. */
+    if (meth && (meth->flags & GMCP_METHOD_NOTIFICATION) && meth->notify)
+        return meth->notify(x, m);
     return 0;
 }

@@ -38,6 +38,40 @@ typedef struct {
     int http_status;           /* stateless: status for this answer (0 = 200) */
 } gmcp_rpc_ctx;
 
+/* ---- the method table ------------------------------------------------------------- */
+
+/* What a method is and in which revisions it exists (gmcp_method.flags). */
+#define GMCP_METHOD_NOTIFICATION   0x01  /* a client notification: never answered */
+#define GMCP_METHOD_BEFORE_SESSION 0x02  /* runs before there is a session (initialize
+                                          * opens one); every other request of the
+                                          * session revisions needs its session */
+#define GMCP_METHOD_SESSION_ONLY   0x04  /* a request 2026-07-28 removed (answered 404) */
+#define GMCP_METHOD_STATELESS_ONLY 0x08  /* a request only 2026-07-28 defines */
+#define GMCP_METHOD_MRTR           0x10  /* 2026-07-28 multi-round-trip: inputResponses and
+                                          * requestState, bound to the target's name */
+#define GMCP_METHOD_CACHEABLE      0x20  /* 2026-07-28 results carry ttlMs and cacheScope */
+
+/* Where a listing's entries are in the registry (gmcp_mcp.c). */
+typedef struct gmcp_listing gmcp_listing;
+
+/* One MCP method the server knows. A request is served by `listing` (pages from the
+ * registry's cache) or `request`; one with neither is served by the transport
+ * (subscriptions/listen). A notification without `notify` needs no action. */
+typedef struct {
+    const char *name;
+    unsigned flags;
+    const gmcp_listing *listing;
+    json_t *(*request)(gmcp_rpc_ctx *x, const gmcp_msg *m);
+    int (*notify)(gmcp_rpc_ctx *x, const gmcp_msg *m);
+    /* The params member naming what the request acts on ("name", "uri"): the
+     * 2026-07-28 Mcp-Name header and the requestState binding. NULL: none. */
+    const char *target;
+    int ttl_ms;                   /* GMCP_METHOD_CACHEABLE: ttlMs of its results */
+} gmcp_method;
+
+/* The method `name` (as the table spells it), or NULL when the server knows none. */
+const gmcp_method *gmcp_mcp_method(const char *name);
+
 /* Is this protocol version one we speak with sessions? */
 int gmcp_version_supported(const char *version);
 /* Does this revision define the SSE priming event (an id and `retry` with empty data,

@@ -1,5 +1,6 @@
 /* gmcp_metrics.c — shared counters and histograms, Prometheus text. */
 #include "gmcp_metrics.h"
+#include "gmcp_mcp.h"
 
 #include <string.h>
 #include <apr_strings.h>
@@ -13,19 +14,17 @@ static const double LE[GMCP_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0
 static const char *const LE_TXT[GMCP_LAT_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01",
     "0.025", "0.05", "0.1", "0.25", "0.5", "1", "5", "30"};
 
-static const char *const METHODS[] = {
-    "initialize", "ping", "tools/list", "tools/call", "resources/list",
-    "resources/templates/list", "resources/read", "resources/subscribe",
-    "resources/unsubscribe", "prompts/list", "prompts/get", "logging/setLevel",
-    "completion/complete", "server/discover", "subscriptions/listen",
-    "notifications/initialized", "notifications/cancelled", "notifications/progress",
-    "notifications/roots/list_changed", "response", "GET", "POST", "DELETE", "OPTIONS", NULL};
+/* Labels beside the MCP methods: a client's answer to a server request, and the HTTP
+ * methods of requests that carry no JSON-RPC message. */
+static const char *const OTHER_LABELS[] = {"response", "GET", "POST", "DELETE", "OPTIONS", NULL};
 
 const char *gmcp_metrics_method(const char *method)
 {
+    const gmcp_method *meth = gmcp_mcp_method(method);
     int i;
-    for (i = 0; method && METHODS[i]; i++)
-        if (!strcmp(method, METHODS[i])) return METHODS[i];
+    if (meth) return meth->name;
+    for (i = 0; method && OTHER_LABELS[i]; i++)
+        if (!strcmp(method, OTHER_LABELS[i])) return OTHER_LABELS[i];
     return "other";
 }
 
@@ -149,18 +148,10 @@ static void hist(apr_array_header_t *out, apr_pool_t *p, const char *name, const
 
 #define LINE(...) (APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, __VA_ARGS__))
 
-const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
-                                const gmcp_metrics_gauges *g, apr_time_t now)
+/* Requests by method, tool and status: counts and latency. */
+static void render_requests(apr_array_header_t *out, apr_pool_t *p, const gmcp_metrics *m)
 {
-    static const char *const REJ[GMCP_REJ_N] = {"rate", "tokens", "inflight", "slots",
-                                                "quota"};
-    static const char *const AUTH[GMCP_AUTH_N] = {"missing", "invalid", "expired", "revoked",
-                                                  "forbidden"};
-    apr_array_header_t *out = apr_array_make(p, 256, sizeof(const char *));
     apr_uint32_t i, nreq = apr_atomic_read32((volatile apr_uint32_t *)&m->nreq);
-    apr_uint32_t ngem = apr_atomic_read32((volatile apr_uint32_t *)&m->ngem);
-    int k;
-
     LINE("# HELP gmcp_requests_total MCP HTTP requests by JSON-RPC method, tool and HTTP "
          "status.\n# TYPE gmcp_requests_total counter\n");
     for (i = 0; i < nreq; i++)
@@ -173,6 +164,13 @@ const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
         hist(out, p, "gmcp_request_duration_seconds",
              apr_psprintf(p, "method=\"%s\",tool=\"%s\",status=\"%d\"", m->req[i].method,
                           m->req[i].tool, m->req[i].status), &m->req[i].h);
+}
+
+/* Calls to Gemini by final status, their errors, retries and tokens. */
+static void render_gemini(apr_array_header_t *out, apr_pool_t *p, const gmcp_metrics *m)
+{
+    apr_uint32_t i, ngem = apr_atomic_read32((volatile apr_uint32_t *)&m->ngem);
+    apr_uint64_t errors = 0;
     LINE("# HELP gmcp_gemini_calls_total Calls to the Gemini API by final HTTP status "
          "(0: no answer).\n# TYPE gmcp_gemini_calls_total counter\n");
     for (i = 0; i < ngem; i++)
@@ -183,15 +181,12 @@ const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
     for (i = 0; i < ngem; i++)
         hist(out, p, "gmcp_gemini_call_duration_seconds",
              apr_psprintf(p, "status=\"%d\"", m->gem[i].status), &m->gem[i].h);
-    {
-        apr_uint64_t errors = 0;
-        for (i = 0; i < ngem; i++)
-            if (m->gem[i].status < 200 || m->gem[i].status >= 300)
-                errors += RD(m->gem[i].h.count);
-        LINE("# HELP gmcp_gemini_errors_total Gemini API calls that failed.\n"
-             "# TYPE gmcp_gemini_errors_total counter\ngmcp_gemini_errors_total %"
-             APR_UINT64_T_FMT "\n", errors);
-    }
+    for (i = 0; i < ngem; i++)
+        if (m->gem[i].status < 200 || m->gem[i].status >= 300)
+            errors += RD(m->gem[i].h.count);
+    LINE("# HELP gmcp_gemini_errors_total Gemini API calls that failed.\n"
+         "# TYPE gmcp_gemini_errors_total counter\ngmcp_gemini_errors_total %"
+         APR_UINT64_T_FMT "\n", errors);
     LINE("# HELP gmcp_gemini_retries_total Retries of Gemini API calls.\n"
          "# TYPE gmcp_gemini_retries_total counter\ngmcp_gemini_retries_total %"
          APR_UINT64_T_FMT "\n", RD(m->gemini_retries));
@@ -200,6 +195,16 @@ const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
          "gmcp_gemini_tokens_total{kind=\"prompt\"} %" APR_UINT64_T_FMT "\n"
          "gmcp_gemini_tokens_total{kind=\"output\"} %" APR_UINT64_T_FMT "\n",
          RD(m->gemini_tokens_prompt), RD(m->gemini_tokens_output));
+}
+
+/* Requests refused by a limit or by authentication, and the bytes served. */
+static void render_refusals(apr_array_header_t *out, apr_pool_t *p, const gmcp_metrics *m)
+{
+    static const char *const REJ[GMCP_REJ_N] = {"rate", "tokens", "inflight", "slots",
+                                                "quota"};
+    static const char *const AUTH[GMCP_AUTH_N] = {"missing", "invalid", "expired", "revoked",
+                                                  "forbidden"};
+    int k;
     LINE("# HELP gmcp_ratelimit_rejections_total Requests refused by a limit.\n"
          "# TYPE gmcp_ratelimit_rejections_total counter\n");
     for (k = 0; k < GMCP_REJ_N; k++)
@@ -214,6 +219,12 @@ const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
          "# TYPE gmcp_bytes_total counter\ngmcp_bytes_total{direction=\"in\"} %"
          APR_UINT64_T_FMT "\ngmcp_bytes_total{direction=\"out\"} %" APR_UINT64_T_FMT "\n",
          RD(m->bytes_in), RD(m->bytes_out));
+}
+
+/* The gauges read at scrape time, the dropped series and the uptime. */
+static void render_gauges(apr_array_header_t *out, apr_pool_t *p, const gmcp_metrics *m,
+                          const gmcp_metrics_gauges *g, apr_time_t now)
+{
     if (g->mcp_sessions >= 0)
         LINE("# HELP gmcp_active_sessions MCP sessions that have not expired.\n"
              "# TYPE gmcp_active_sessions gauge\ngmcp_active_sessions %" APR_INT64_T_FMT "\n",
@@ -236,5 +247,15 @@ const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
     LINE("# HELP gmcp_uptime_seconds Seconds since this httpd generation started.\n"
          "# TYPE gmcp_uptime_seconds gauge\ngmcp_uptime_seconds %.0f\n",
          (double)(now - m->started) / APR_USEC_PER_SEC);
+}
+
+const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m,
+                                const gmcp_metrics_gauges *g, apr_time_t now)
+{
+    apr_array_header_t *out = apr_array_make(p, 256, sizeof(const char *));
+    render_requests(out, p, m);
+    render_gemini(out, p, m);
+    render_refusals(out, p, m);
+    render_gauges(out, p, m, g, now);
     return apr_array_pstrcat(p, out, 0);
 }

@@ -100,6 +100,74 @@ static json_t *resource_listing(const char *key, const char *uri, const char *na
     return l;
 }
 
+static int add_resources(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                         const char **err)
+{
+    const gmcp_resource *res;
+    for (res = prov->resources; res && res->uri; res++) {
+        gmcp_resource_entry *e = apr_array_push(r->resources);
+        if (!res->name || !res->read) {
+            *err = apr_psprintf(p, "provider '%s': resource '%s' needs a name and a reader",
+                                prov->name, res->uri);
+            return -1;
+        }
+        e->provider = prov;
+        e->def = res;
+        e->listing = pool_json(p, resource_listing("uri", res->uri, res->name, res->title,
+                                                   res->description, res->mime_type));
+    }
+    return 0;
+}
+
+static int add_templates(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                         const char **err)
+{
+    const gmcp_resource_template *tpl;
+    for (tpl = prov->templates; tpl && tpl->uri_template; tpl++) {
+        gmcp_template_entry *e = apr_array_push(r->templates);
+        if (!tpl->name || !tpl->read) {
+            *err = apr_psprintf(p, "provider '%s': template '%s' needs a name and a reader",
+                                prov->name, tpl->uri_template);
+            return -1;
+        }
+        e->provider = prov;
+        e->def = tpl;
+        e->listing = pool_json(p, resource_listing("uriTemplate", tpl->uri_template,
+                                                   tpl->name, tpl->title,
+                                                   tpl->description, tpl->mime_type));
+    }
+    return 0;
+}
+
+static int add_prompts(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                       const char **err)
+{
+    const gmcp_prompt *pr;
+    for (pr = prov->prompts; pr && pr->name; pr++) {
+        gmcp_prompt_entry *e;
+        json_t *args, *l;
+        if (!pr->get || !pr->description) {
+            *err = apr_psprintf(p, "provider '%s': prompt '%s' needs a description and "
+                                "a function", prov->name, pr->name);
+            return -1;
+        }
+        if (gmcp_registry_prompt(r, pr->name)) {
+            *err = apr_psprintf(p, "provider '%s': prompt '%s' is already defined",
+                                prov->name, pr->name);
+            return -1;
+        }
+        if (parse_def(p, pr->arguments, "arguments", pr->name, &args, err)) return -1;
+        l = json_pack("{s:s, s:s}", "name", pr->name, "description", pr->description);
+        set_opt(l, "title", pr->title);
+        if (args) json_object_set_new(l, "arguments", args);
+        e = apr_array_push(r->prompts);
+        e->provider = prov;
+        e->def = pr;
+        e->listing = pool_json(p, l);
+    }
+    return 0;
+}
+
 gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *providers,
                                     int n, const char **err)
 {
@@ -118,61 +186,14 @@ gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *p
     r->resources = apr_array_make(p, 8, sizeof(gmcp_resource_entry));
     r->templates = apr_array_make(p, 4, sizeof(gmcp_template_entry));
     r->prompts = apr_array_make(p, 8, sizeof(gmcp_prompt_entry));
-
+    /* Provider by provider, in order (listings keep it); a tool or prompt name that
+     * is defined twice is an error. */
     for (i = 0; i < n; i++) {
         const gmcp_provider *prov = providers[i];
-        const gmcp_resource *res;
-        const gmcp_resource_template *tpl;
-        const gmcp_prompt *pr;
         APR_ARRAY_PUSH(r->providers, const gmcp_provider *) = prov;
-        if (add_tools(p, r, prov, err)) return NULL;
-        for (res = prov->resources; res && res->uri; res++) {
-            gmcp_resource_entry *e = apr_array_push(r->resources);
-            if (!res->name || !res->read) {
-                *err = apr_psprintf(p, "provider '%s': resource '%s' needs a name and a reader",
-                                    prov->name, res->uri);
-                return NULL;
-            }
-            e->provider = prov;
-            e->def = res;
-            e->listing = pool_json(p, resource_listing("uri", res->uri, res->name, res->title,
-                                                       res->description, res->mime_type));
-        }
-        for (tpl = prov->templates; tpl && tpl->uri_template; tpl++) {
-            gmcp_template_entry *e = apr_array_push(r->templates);
-            if (!tpl->name || !tpl->read) {
-                *err = apr_psprintf(p, "provider '%s': template '%s' needs a name and a reader",
-                                    prov->name, tpl->uri_template);
-                return NULL;
-            }
-            e->provider = prov;
-            e->def = tpl;
-            e->listing = pool_json(p, resource_listing("uriTemplate", tpl->uri_template,
-                                                       tpl->name, tpl->title,
-                                                       tpl->description, tpl->mime_type));
-        }
-        for (pr = prov->prompts; pr && pr->name; pr++) {
-            gmcp_prompt_entry *e;
-            json_t *args, *l;
-            if (!pr->get || !pr->description) {
-                *err = apr_psprintf(p, "provider '%s': prompt '%s' needs a description and "
-                                    "a function", prov->name, pr->name);
-                return NULL;
-            }
-            if (gmcp_registry_prompt(r, pr->name)) {
-                *err = apr_psprintf(p, "provider '%s': prompt '%s' is already defined",
-                                    prov->name, pr->name);
-                return NULL;
-            }
-            if (parse_def(p, pr->arguments, "arguments", pr->name, &args, err)) return NULL;
-            l = json_pack("{s:s, s:s}", "name", pr->name, "description", pr->description);
-            set_opt(l, "title", pr->title);
-            if (args) json_object_set_new(l, "arguments", args);
-            e = apr_array_push(r->prompts);
-            e->provider = prov;
-            e->def = pr;
-            e->listing = pool_json(p, l);
-        }
+        if (add_tools(p, r, prov, err) || add_resources(p, r, prov, err)
+            || add_templates(p, r, prov, err) || add_prompts(p, r, prov, err))
+            return NULL;
     }
     return r;
 }

@@ -28,14 +28,8 @@ int gmcp_is_stateless_request(const gmcp_msg *m, const char *header_version, int
 
 int gmcp_method_removed(const char *method)
 {
-    static const char *const removed[] = {
-        "initialize", "ping", "logging/setLevel", "resources/subscribe",
-        "resources/unsubscribe", NULL
-    };
-    int i;
-    for (i = 0; removed[i]; i++)
-        if (!strcmp(method, removed[i])) return 1;
-    return 0;
+    const gmcp_method *meth = gmcp_mcp_method(method);
+    return meth && (meth->flags & GMCP_METHOD_SESSION_ONLY);
 }
 
 static json_t *fail(const gmcp_msg *m, int *status, int http, int code, const char *msg,
@@ -137,6 +131,7 @@ json_t *gmcp_stateless_check(apr_pool_t *p, const gmcp_registry *reg, const gmcp
     json_t *meta = m->params ? gmcp_json_obj(m->params, "_meta") : NULL;
     const char *mv = meta ? gmcp_json_str(meta, GMCP_META_VERSION) : NULL;
     const char *hm, *hn, *name = NULL;
+    const gmcp_method *meth;
 
     if (!hv)
         return fail(m, status, 400, GMCP_HEADER_MISMATCH,
@@ -158,10 +153,8 @@ json_t *gmcp_stateless_check(apr_pool_t *p, const gmcp_registry *reg, const gmcp
         return fail(m, status, 400, GMCP_HEADER_MISMATCH, hm
                     ? "Header mismatch: Mcp-Method differs from the body's method"
                     : "Header mismatch: Mcp-Method header is required", NULL);
-    if (!strcmp(m->method, "tools/call") || !strcmp(m->method, "prompts/get"))
-        name = gmcp_json_str(m->params, "name");
-    else if (!strcmp(m->method, "resources/read"))
-        name = gmcp_json_str(m->params, "uri");
+    if ((meth = gmcp_mcp_method(m->method)) != NULL && meth->target)
+        name = gmcp_json_str(m->params, meth->target);
     hn = header(baton, "Mcp-Name");
     if (name && (!hn || strcmp(trim_ows(p, hn), name) != 0))
         return fail(m, status, 400, GMCP_HEADER_MISMATCH, hn
@@ -174,24 +167,16 @@ json_t *gmcp_stateless_check(apr_pool_t *p, const gmcp_registry *reg, const gmcp
 
 void gmcp_stateless_decorate(const char *method, json_t *result)
 {
-    static const char *const cacheable[] = {
-        "server/discover", "tools/list", "prompts/list", "resources/list",
-        "resources/templates/list", "resources/read", NULL
-    };
-    int i;
+    const gmcp_method *meth = gmcp_mcp_method(method);
     if (!json_is_object(result)) return;
     if (!json_object_get(result, "resultType"))
         json_object_set_new(result, "resultType", json_string("complete"));
-    for (i = 0; cacheable[i]; i++) {
-        if (strcmp(method, cacheable[i]) != 0) continue;
-        /* Listings change only with the configuration; contents may change at any
-         * time. Scope is private: what a caller sees can depend on who calls. */
-        if (!json_object_get(result, "ttlMs"))
-            json_object_set_new(result, "ttlMs",
-                                json_integer(strcmp(method, "resources/read") ? 60000 : 0));
-        if (!json_object_get(result, "cacheScope"))
-            json_object_set_new(result, "cacheScope", json_string("private"));
-    }
+    if (!meth || !(meth->flags & GMCP_METHOD_CACHEABLE)) return;
+    /* Scope is private: what a caller sees can depend on who calls. */
+    if (!json_object_get(result, "ttlMs"))
+        json_object_set_new(result, "ttlMs", json_integer(meth->ttl_ms));
+    if (!json_object_get(result, "cacheScope"))
+        json_object_set_new(result, "cacheScope", json_string("private"));
 }
 
 json_t *gmcp_discover_result(const char *name, const char *version)

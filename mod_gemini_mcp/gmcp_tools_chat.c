@@ -253,97 +253,150 @@ static const char *request_text(apr_pool_t *p, const apr_array_header_t *msgs,
     return apr_pstrcatv(p, v, n, NULL);
 }
 
-static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
-{
-    const gmcp_gemini_conf *conf = baton;
-    const char *id = gmcp_json_str(args, "session_id");
-    const char *message = gmcp_json_str(args, "message");
-    const char *token = gmcp_lease_token(c->pool), *text = NULL;
-    json_t *result = NULL, *files = json_object_get(args, "files"), *parts, *contents;
-    json_t *req, *gc, *final = NULL, *u;
-    gmcp_gemini *g = gmcp_tool_client(c, conf, &result);
+/* One gemini_chat_send call, step by step. */
+typedef struct {
+    gmcp_call *c;
+    const gmcp_gemini_conf *conf;
+    json_t *args;
+    const char *id, *message;        /* the arguments */
+    const char *token;               /* our send lease's token */
+    gmcp_gemini *g;
     gmcp_chat_session s;
+    apr_array_header_t *msgs;        /* the history, oldest first */
+    int leased;                      /* we hold the send lease */
+    json_t *parts;                   /* the user's turn (owned) */
+    json_t *final;                   /* Gemini's last response (owned) */
+    const char *text;                /* the whole answer */
+    json_t *result;                  /* the tool result */
+} chat_turn;
+
+/* Step 1: a Gemini client, a lease token and a message. */
+static int send_checked(chat_turn *t)
+{
+    if (!(t->g = gmcp_tool_client(t->c, t->conf, &t->result))) return -1;
+    if (!t->token) t->result = gmcp_text_result("no randomness for a send lease", 1);
+    else if (!t->message || !*t->message)
+        t->result = gmcp_text_result("message must not be empty", 1);
+    return t->result ? -1 : 0;
+}
+
+/* Step 2: the session's send lease, and its history. */
+static int send_leased(chat_turn *t)
+{
+    t->result = acquire(t->c, t->conf, t->id, t->token, &t->s, &t->msgs);
+    t->leased = !t->result;
+    return t->leased ? 0 : -1;
+}
+
+/* Step 3: the user's turn: the message and its file references. */
+static int user_turn(chat_turn *t)
+{
+    t->parts = gmcp_tool_user_parts(t->c, t->conf, t->message,
+                                    json_object_get(t->args, "files"), &t->result);
+    return t->parts ? 0 : -1;
+}
+
+/* Step 4: Gemini's answer to the history and the new turn. No database handle is held
+ * while Gemini answers. */
+static int gemini_answered(chat_turn *t)
+{
+    gmcp_call *c = t->c;
+    json_t *rest = json_object(), *gc, *turn;
+    /* The rest of the request (system instruction, settings) as JSON... */
+    if (*t->s.system_instruction)
+        json_object_set_new(rest, "systemInstruction",
+                            json_pack("{s:[{s:s}]}", "parts", "text", t->s.system_instruction));
+    if ((gc = gmcp_tool_generation_config(t->args)))
+        json_object_set_new(rest, "generationConfig", gc);
+    turn = json_pack("{s:s, s:O}", "role", "user", "parts", t->parts);
+    t->result = gmcp_tool_run_generate(c, t->g, apr_pstrcat(c->pool, "models/", t->s.model,
+                                                            NULL),
+                                       request_text(c->pool, t->msgs, turn, rest), &t->final,
+                                       &t->text);
+    json_decref(turn);
+    json_decref(rest);
+    return t->final ? 0 : -1;
+}
+
+/* The turn's two messages: the user's and Gemini's answer, with its usage. */
+static void turn_messages(chat_turn *t, gmcp_chat_message *um, gmcp_chat_message *mm)
+{
+    apr_pool_t *p = t->c->pool;
+    json_t *u = json_object_get(t->final, "usageMetadata");
+    json_t *mp = json_pack("[{s:s}]", "text", t->text);
+    memset(um, 0, sizeof(*um));
+    memset(mm, 0, sizeof(*mm));
+    um->seq = t->msgs->nelts ? APR_ARRAY_IDX(t->msgs, t->msgs->nelts - 1,
+                                             gmcp_chat_message).seq + 1 : 1;
+    um->role = "user";
+    um->parts = gmcp_json_dump(p, t->parts);
+    um->text = t->message;
+    um->created = apr_time_sec(apr_time_now());
+    mm->seq = um->seq + 1;
+    mm->role = "model";
+    mm->parts = gmcp_json_dump(p, mp);
+    json_decref(mp);
+    mm->text = t->text;
+    mm->prompt_tokens = json_integer_value(json_object_get(u, "promptTokenCount"));
+    mm->output_tokens = json_integer_value(json_object_get(u, "candidatesTokenCount"));
+    mm->finish_reason = gmcp_json_str(json_array_get(json_object_get(t->final, "candidates"),
+                                                     0), "finishReason");
+    mm->model_version = gmcp_json_str(t->final, "modelVersion");
+    mm->created = um->created;
+}
+
+/* Step 5: both messages of the turn in one statement, by the lease holder only. */
+static int turn_stored(chat_turn *t)
+{
     gmcp_chat_message um, mm;
-    apr_array_header_t *msgs;
+    json_t *err = NULL;
     gmcp_db *db;
     int rv;
-
-    if (!g) return result;
-    if (!token) return gmcp_text_result("no randomness for a send lease", 1);
-    if (!message || !*message) return gmcp_text_result("message must not be empty", 1);
-    if ((result = acquire(c, conf, id, token, &s, &msgs)) != NULL) return result;
-    if (!(parts = gmcp_tool_user_parts(c, conf, message, files, &result))) {
-        release(c, id, token);
-        return result;
+    turn_messages(t, &um, &mm);
+    if (!(db = store(t->c, &err))) {
+        json_decref(t->result);
+        t->result = err;
+        return -1;
     }
-    /* The rest of the request (system instruction, settings) as JSON... */
-    req = json_object();
-    if (*s.system_instruction)
-        json_object_set_new(req, "systemInstruction",
-                            json_pack("{s:[{s:s}]}", "parts", "text", s.system_instruction));
-    if ((gc = gmcp_tool_generation_config(args))) json_object_set_new(req, "generationConfig", gc);
-    contents = json_pack("{s:s, s:O}", "role", "user", "parts", parts);
-
-    /* No database handle is held while Gemini answers. */
-    result = gmcp_tool_run_generate(c, g, apr_pstrcat(c->pool, "models/", s.model, NULL),
-                                    request_text(c->pool, msgs, contents, req), &final, &text);
-    json_decref(contents);
-    json_decref(req);
-    if (!final) {
-        json_decref(parts);
-        release(c, id, token);
-        return result;
-    }
-    memset(&um, 0, sizeof(um));
-    memset(&mm, 0, sizeof(mm));
-    um.seq = msgs->nelts ? APR_ARRAY_IDX(msgs, msgs->nelts - 1, gmcp_chat_message).seq + 1 : 1;
-    um.role = "user";
-    um.parts = gmcp_json_dump(c->pool, parts);
-    um.text = message;
-    um.created = apr_time_sec(apr_time_now());
-    u = json_object_get(final, "usageMetadata");
-    mm.seq = um.seq + 1;
-    mm.role = "model";
-    {
-        json_t *mp = json_pack("[{s:s}]", "text", text);
-        mm.parts = gmcp_json_dump(c->pool, mp);
-        json_decref(mp);
-    }
-    mm.text = text;
-    mm.prompt_tokens = json_integer_value(json_object_get(u, "promptTokenCount"));
-    mm.output_tokens = json_integer_value(json_object_get(u, "candidatesTokenCount"));
-    mm.finish_reason = gmcp_json_str(json_array_get(json_object_get(final, "candidates"), 0),
-                                     "finishReason");
-    mm.model_version = gmcp_json_str(final, "modelVersion");
-    mm.created = um.created;
-    json_decref(parts);
-
-    /* Both messages of the turn in one statement, by the lease holder only. */
-    {
-        json_t *err = NULL;
-        if (!(db = store(c, &err))) {
-            json_decref(final);
-            json_decref(result);
-            release(c, id, token);
-            return err;
-        }
-    }
-    rv = gmcp_chat_append_turn(db, &s, token, &um, &mm);
-    c->ops->db_close(c);
-    json_decref(final);
+    rv = gmcp_chat_append_turn(db, &t->s, t->token, &um, &mm);
+    t->c->ops->db_close(t->c);
     if (rv) {
-        json_decref(result);
-        release(c, id, token);
-        return rv == GMCP_NOT_FOUND
+        json_decref(t->result);
+        t->result = rv == GMCP_NOT_FOUND
             ? gmcp_text_result("the chat session was deleted or expired while Gemini was "
                                "answering; the answer was not stored", 1)
             : db_failed(NULL);
     }
-    json_object_set_new(json_object_get(result, "structuredContent"), "session_id",
-                        json_string(id));
-    json_object_set_new(json_object_get(result, "structuredContent"), "message_count",
-                        json_integer(s.message_count + 2));
-    return result;
+    return rv ? -1 : 0;
+}
+
+static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
+{
+    chat_turn t;
+    json_t *sc;
+    memset(&t, 0, sizeof(t));
+    t.c = c;
+    t.conf = baton;
+    t.args = args;
+    t.id = gmcp_json_str(args, "session_id");
+    t.message = gmcp_json_str(args, "message");
+    t.token = gmcp_lease_token(c->pool);
+    /* 1. a Gemini client, a lease token and a message; 2. the session's send lease and
+     * its history; 3. the user's turn; 4. Gemini's answer to history and turn;
+     * 5. both messages stored (which ends the lease); 6. the answer, with the session
+     * and its message count. A failed step sets t.result; the lease is then given back. */
+    if (send_checked(&t) == 0 && send_leased(&t) == 0 && user_turn(&t) == 0
+        && gemini_answered(&t) == 0 && turn_stored(&t) == 0) {
+        sc = json_object_get(t.result, "structuredContent");
+        json_object_set_new(sc, "session_id", json_string(t.id));
+        json_object_set_new(sc, "message_count", json_integer(t.s.message_count + 2));
+    }
+    else if (t.leased) {
+        release(c, t.id, t.token);
+    }
+    json_decref(t.parts);
+    json_decref(t.final);
+    return t.result;
 }
 
 /* ---- definitions ---------------------------------------------------------------------- */

@@ -3,7 +3,6 @@
 #include "gmcp_files.h"
 #include "gmcp_errlog.h"
 #include "gmcp_jsonrpc.h"
-#include "gmcp_sql.h"
 #include "gmcp_store.h"
 #include "gmcp_tools_gemini.h"
 #include "gmcp_uploads.h"
@@ -13,25 +12,7 @@
 #include <string.h>
 #include <apr_strings.h>
 
-#define FILE_COLS "name, owner, upload_id, display_name, uri, mime_type, size, sha256, state, " \
-    "created, expires"
-
-const gmcp_stmt gmcp_file_stmts[] = {
-    {"gmcp_file_insert",
-     "INSERT INTO gemini_files (" FILE_COLS ") VALUES (%s, %s, %s, %s, %s, %s, %lld, %s, %s, "
-     "%lld, %lld)"},
-    {"gmcp_file_select", "SELECT " FILE_COLS " FROM gemini_files WHERE name = %s AND owner = %s"},
-    {"gmcp_file_by_upload",
-     "SELECT " FILE_COLS " FROM gemini_files WHERE upload_id = %s AND owner = %s "
-     "AND expires > %lld ORDER BY created DESC"},
-    {"gmcp_file_list", "SELECT " FILE_COLS " FROM gemini_files WHERE owner = %s "
-     "ORDER BY created DESC"},
-    {"gmcp_file_delete", "DELETE FROM gemini_files WHERE name = %s AND owner = %s"},
-    {"gmcp_file_expired_count", "SELECT COUNT(*) FROM gemini_files WHERE expires < %lld"},
-    {"gmcp_file_expired_delete", "DELETE FROM gemini_files WHERE expires < %lld"},
-    {NULL, NULL}
-};
-
+/* A gemini_files row (the columns of gmcp_file_stmts, gmcp_sql.c) as JSON. */
 static json_t *file_json(apr_pool_t *p, const char **r)
 {
     apr_int64_t expires = apr_atoi64(r[10]);
@@ -96,107 +77,175 @@ static void relay_progress(void *baton, apr_int64_t done, apr_int64_t total, con
         relay_phase(b, phase, done, NULL);
 }
 
+/* One gemini_upload_file call, step by step. */
+typedef struct {
+    gmcp_call *c;
+    const gmcp_gemini_conf *conf;
+    const char *id, *display_name;   /* the arguments */
+    gmcp_upload up;
+    const char *mime;
+    gmcp_gemini *g;
+    relay_baton rb;
+    json_t *file;                    /* the File resource at Gemini (owned) */
+    const char *name;                /* its name, files/... */
+    int resumes;
+    json_t *result;                  /* set by the step that ends the call */
+} upload_job;
+
+/* Is the upload in Gemini already (relayed, not expired there)? Then the result says
+ * so. Runs in the database section of upload_ready. */
+static int already_relayed(upload_job *j, gmcp_db *db)
+{
+    gmcp_call *c = j->c;
+    gmcp_rows rs;
+    if (gmcp_db_select(db, "gmcp_file_by_upload", &rs,
+                       GMCP_ARGS(j->up.id, c->principal, gmcp_now_str(c->pool))) != 0
+        || rs.rows->nelts == 0)
+        return 0;
+    j->result = result_for(file_json(c->pool, GMCP_ROW(&rs, 0)),
+                           apr_psprintf(c->pool, "Already in Gemini as %s (%s)",
+                                        GMCP_ROW(&rs, 0)[0], GMCP_ROW(&rs, 0)[4]));
+    return 1;
+}
+
+/* Step 1: the caller's upload, complete, not relayed yet. */
+static int upload_ready(upload_job *j)
+{
+    gmcp_call *c = j->c;
+    gmcp_db *db;
+    int rv, relayed;
+    if (!j->conf->upload_dir) {
+        j->result = gmcp_text_result("uploads are not configured on this server "
+                                     "(GeminiMCPUploadDir)", 1);
+        return -1;
+    }
+    if (!(db = db_or_error(c, &j->result))) return -1;
+    rv = gmcp_upload_get(db, j->id, c->principal, &j->up);
+    relayed = rv == GMCP_FOUND && already_relayed(j, db);
+    c->ops->db_close(c);
+    if (relayed) return -1;
+    if (rv == GMCP_DB_ERROR)
+        j->result = gmcp_text_result("The upload store is unavailable", 1);
+    else if (rv == GMCP_NOT_FOUND || strcmp(j->up.state, GMCP_UPLOAD_TERMINATED) == 0)
+        j->result = gmcp_text_result(apr_psprintf(c->pool, "No upload '%s'", j->id), 1);
+    else if (strcmp(j->up.state, GMCP_UPLOAD_COMPLETE) != 0)
+        j->result = gmcp_text_result(apr_psprintf(c->pool, "Upload '%s' is not complete yet (%"
+                                                  APR_INT64_T_FMT " of %" APR_INT64_T_FMT
+                                                  " bytes)", j->id, j->up.offset,
+                                                  j->up.length), 1);
+    return j->result ? -1 : 0;
+}
+
+/* Step 2: the spool file relayed into the Files API, the upload's phase following. */
+static int relay_upload(upload_job *j)
+{
+    gmcp_call *c = j->c;
+    const gmcp_upload *up = &j->up;
+    gmcp_gemini_error err;
+    if (!(j->g = gmcp_tool_client(c, j->conf, &j->result))) return -1;
+    /* The declared type, else what the first bytes showed, else generic. */
+    j->mime = *up->filetype ? up->filetype : *up->sniffed ? up->sniffed
+                                                          : "application/octet-stream";
+    memset(&j->rb, 0, sizeof(j->rb));
+    j->rb.c = c;
+    j->rb.upload_id = up->id;
+    relay_phase(&j->rb, GMCP_PHASE_RELAYING, 0, NULL);
+    if (gmcp_files_relay(j->g, apr_pstrcat(c->pool, j->conf->upload_dir, "/", up->id, NULL),
+                         up->length, j->mime, j->display_name ? j->display_name
+                         : (*up->filename ? up->filename : up->id), j->conf->files_chunk,
+                         relay_progress, &j->rb, &j->file, &j->resumes, &err)) {
+        relay_phase(&j->rb, GMCP_PHASE_FAILED, 0, err.message);
+        j->result = gmcp_tool_error_result(c, &err);
+        return -1;
+    }
+    j->name = apr_pstrdup(c->pool, gmcp_json_str(j->file, "name"));
+    return 0;
+}
+
+/* Step 3: Gemini holds the upload's bytes; a file that differs is deleted there. */
+static int sha_checked(upload_job *j)
+{
+    gmcp_call *c = j->c;
+    const char *size = gmcp_json_str(j->file, "sizeBytes");
+    const char *sha = gmcp_json_str(j->file, "sha256Hash");
+    gmcp_gemini_error err;
+    json_t *ignored = NULL;
+    if (gmcp_files_sha_matches(c->pool, sha, j->up.sha256)) return 0;
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0415", "Files API: %s (relayed "
+              "from upload %s, %" APR_INT64_T_FMT " bytes, sizeBytes %s) has SHA-256 %s "
+              "at Gemini, the upload %s: deleting it there", j->name ? j->name : "(no name)",
+              j->up.id, j->up.length, size ? size : "(none)", sha ? sha : "(none)",
+              j->up.sha256);
+    gmcp_gemini_call(j->g, "DELETE", apr_pstrcat(c->pool, "/v1beta/", j->name, NULL), NULL,
+                     &ignored, &err);
+    json_decref(ignored);
+    relay_phase(&j->rb, GMCP_PHASE_FAILED, j->up.length, "the file Gemini stored does not "
+                "match the upload (SHA-256 differs)");
+    j->result = gmcp_text_result("The file Gemini stored does not match the upload (SHA-256 "
+                                 "differs); it was deleted there. Relay again.", 1);
+    return -1;
+}
+
+/* The result for a relayed and recorded file. */
+static json_t *uploaded_result(upload_job *j, const char *uri, apr_int64_t expires)
+{
+    const gmcp_upload *up = &j->up;
+    return result_for(json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:i}",
+                                "name", j->name, "upload_id", up->id, "uri", uri ? uri : "",
+                                "mime_type", j->mime, "size", (json_int_t)up->length,
+                                "sha256", up->sha256, "state", "ACTIVE",
+                                "expires", (json_int_t)expires, "resumes", j->resumes),
+                      apr_psprintf(j->c->pool, "Uploaded to Gemini as %s (%s, %"
+                                   APR_INT64_T_FMT " bytes, ACTIVE); use it in "
+                                   "gemini_generate as files: [{\"uri\": \"%s\"}]",
+                                   j->name, j->mime, up->length, uri ? uri : j->name));
+}
+
+/* Step 4: the file recorded for its owner, the upload's phase active. */
+static int record_file(upload_job *j)
+{
+    gmcp_call *c = j->c;
+    const gmcp_upload *up = &j->up;
+    const char *uri, *dname;
+    apr_int64_t exp;
+    gmcp_db *db;
+    int n = 0;
+    if (!(db = db_or_error(c, &j->result))) return -1;
+    uri = gmcp_json_str(j->file, "uri");
+    dname = gmcp_json_str(j->file, "displayName");
+    exp = rfc3339_sec(gmcp_json_str(j->file, "expirationTime"));
+    if (!exp) exp = gmcp_now_sec() + 48 * 3600;
+    if (gmcp_db_exec(db, "gmcp_file_insert", &n, GMCP_ARGS(j->name, c->principal, up->id,
+                     dname ? dname : "", uri ? uri : "", j->mime,
+                     gmcp_i64_str(c->pool, up->length), up->sha256, "ACTIVE",
+                     gmcp_now_str(c->pool), gmcp_i64_str(c->pool, exp)))) {
+        c->ops->db_close(c);
+        j->result = gmcp_text_result("Relayed, but the file record could not be stored", 1);
+        return -1;
+    }
+    gmcp_upload_set_phase(db, up->id, GMCP_PHASE_ACTIVE, up->length, j->name);
+    c->ops->db_close(c);
+    j->result = uploaded_result(j, uri, exp);
+    return 0;
+}
+
 static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
 {
-    const gmcp_gemini_conf *conf = baton;
-    const char *id = gmcp_json_str(args, "upload_id");
-    const char *dname = gmcp_json_str(args, "display_name");
-    json_t *result = NULL, *file = NULL;
-    gmcp_gemini *g;
-    gmcp_gemini_error err;
-    gmcp_upload up;
-    gmcp_rows rs;
-    gmcp_db *db;
-    relay_baton rb;
-    const char *mime, *name;
-    int rv, resumes = 0;
-
-    if (!conf->upload_dir)
-        return gmcp_text_result("uploads are not configured on this server "
-                                "(GeminiMCPUploadDir)", 1);
-    if (!(db = db_or_error(c, &result))) return result;
-    rv = gmcp_upload_get(db, id, c->principal, &up);
-    if (rv == GMCP_FOUND
-        && gmcp_db_select(db, "gmcp_file_by_upload", &rs,
-                          GMCP_ARGS(up.id, c->principal, gmcp_now_str(c->pool))) == 0
-        && rs.rows->nelts > 0) {
-        /* Already relayed and not expired at Gemini: the same file again. */
-        json_t *f = file_json(c->pool, GMCP_ROW(&rs, 0));
-        c->ops->db_close(c);
-        return result_for(f, apr_psprintf(c->pool, "Already in Gemini as %s (%s)",
-                                             GMCP_ROW(&rs, 0)[0], GMCP_ROW(&rs, 0)[4]));
-    }
-    c->ops->db_close(c);
-    if (rv == GMCP_DB_ERROR) return gmcp_text_result("The upload store is unavailable", 1);
-    if (rv == GMCP_NOT_FOUND || strcmp(up.state, GMCP_UPLOAD_TERMINATED) == 0)
-        return gmcp_text_result(apr_psprintf(c->pool, "No upload '%s'", id), 1);
-    if (strcmp(up.state, GMCP_UPLOAD_COMPLETE) != 0)
-        return gmcp_text_result(apr_psprintf(c->pool, "Upload '%s' is not complete yet (%"
-                                             APR_INT64_T_FMT " of %" APR_INT64_T_FMT " bytes)",
-                                             id, up.offset, up.length), 1);
-    if (!(g = gmcp_tool_client(c, conf, &result))) return result;
-    /* The declared type, else what the first bytes showed, else generic. */
-    mime = *up.filetype ? up.filetype : *up.sniffed ? up.sniffed : "application/octet-stream";
-    memset(&rb, 0, sizeof(rb));
-    rb.c = c;
-    rb.upload_id = up.id;
-    relay_phase(&rb, GMCP_PHASE_RELAYING, 0, NULL);
-    if (gmcp_files_relay(g, apr_pstrcat(c->pool, conf->upload_dir, "/", up.id, NULL),
-                         up.length, mime, dname ? dname : (*up.filename ? up.filename : up.id),
-                         conf->files_chunk, relay_progress, &rb, &file, &resumes, &err)) {
-        relay_phase(&rb, GMCP_PHASE_FAILED, 0, err.message);
-        return gmcp_tool_error_result(c, &err);
-    }
-    name = apr_pstrdup(c->pool, gmcp_json_str(file, "name"));
-    if (!gmcp_files_sha_matches(c->pool, gmcp_json_str(file, "sha256Hash"), up.sha256)) {
-        gmcp_gemini_error e2;
-        json_t *ignored = NULL;
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0415", "Files API: %s (relayed "
-                  "from upload %s, %" APR_INT64_T_FMT " bytes, sizeBytes %s) has SHA-256 %s "
-                  "at Gemini, the upload %s: deleting it there", name ? name : "(no name)",
-                  up.id, up.length, gmcp_json_str(file, "sizeBytes")
-                  ? gmcp_json_str(file, "sizeBytes") : "(none)",
-                  gmcp_json_str(file, "sha256Hash") ? gmcp_json_str(file, "sha256Hash")
-                  : "(none)", up.sha256);
-        gmcp_gemini_call(g, "DELETE", apr_pstrcat(c->pool, "/v1beta/", name, NULL), NULL,
-                         &ignored, &e2);
-        json_decref(ignored);
-        json_decref(file);
-        relay_phase(&rb, GMCP_PHASE_FAILED, up.length, "the file Gemini stored does not match "
-                    "the upload (SHA-256 differs)");
-        return gmcp_text_result(apr_psprintf(c->pool, "The file Gemini stored does not match "
-                                "the upload (SHA-256 differs); it was deleted there. Relay "
-                                "again."), 1);
-    }
-    if (!(db = db_or_error(c, &result))) { json_decref(file); return result; }
-    {
-        const char *uri = gmcp_json_str(file, "uri");
-        apr_int64_t exp = rfc3339_sec(gmcp_json_str(file, "expirationTime"));
-        int n = 0;
-        if (!exp) exp = gmcp_now_sec() + 48 * 3600;
-        if (gmcp_db_exec(db, "gmcp_file_insert", &n, GMCP_ARGS(name, c->principal, up.id,
-                         gmcp_json_str(file, "displayName") ? gmcp_json_str(file, "displayName")
-                                                            : "",
-                         uri ? uri : "", mime, gmcp_i64_str(c->pool, up.length), up.sha256,
-                         "ACTIVE", gmcp_now_str(c->pool), gmcp_i64_str(c->pool, exp)))) {
-            c->ops->db_close(c);
-            json_decref(file);
-            return gmcp_text_result("Relayed, but the file record could not be stored", 1);
-        }
-        gmcp_upload_set_phase(db, up.id, GMCP_PHASE_ACTIVE, up.length, name);
-        c->ops->db_close(c);
-        result = result_for(json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:i}",
-                            "name", name, "upload_id", up.id, "uri", uri ? uri : "",
-                            "mime_type", mime, "size", (json_int_t)up.length,
-                            "sha256", up.sha256, "state", "ACTIVE", "expires", (json_int_t)exp,
-                            "resumes", resumes),
-                            apr_psprintf(c->pool, "Uploaded to Gemini as %s (%s, %" APR_INT64_T_FMT
-                                         " bytes, ACTIVE); use it in gemini_generate as "
-                                         "files: [{\"uri\": \"%s\"}]", name, mime, up.length,
-                                         uri ? uri : name));
-    }
-    json_decref(file);
-    return result;
+    upload_job j;
+    memset(&j, 0, sizeof(j));
+    j.c = c;
+    j.conf = baton;
+    j.id = gmcp_json_str(args, "upload_id");
+    j.display_name = gmcp_json_str(args, "display_name");
+    /* 1. the caller's upload, complete (or the file it became already);
+     * 2. its bytes relayed into the Files API, the file ACTIVE there;
+     * 3. the file's SHA-256 at Gemini checked against the upload's;
+     * 4. the file recorded for its owner.
+     * The step that ends the call sets j.result. */
+    if (upload_ready(&j) == 0 && relay_upload(&j) == 0 && sha_checked(&j) == 0)
+        record_file(&j);
+    json_decref(j.file);
+    return j.result;
 }
 
 static json_t *t_file_list(gmcp_call *c, json_t *args, void *baton)
