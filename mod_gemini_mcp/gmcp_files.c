@@ -10,6 +10,7 @@
 #include <apr_base64.h>
 #include <apr_file_io.h>
 #include <apr_strings.h>
+#include <apr_tables.h>
 
 typedef struct {
     gmcp_gemini *g;
@@ -23,27 +24,46 @@ typedef struct {
     int aborted;
 } up_xfer;
 
-static size_t on_read(char *ptr, size_t size, size_t n, void *ud)
+/* One relay: what goes up, where it stands, and what came back. */
+typedef struct {
+    gmcp_gemini *g;
+    const char *path;            /* the spooled file */
+    apr_int64_t size, chunk;
+    const char *mime, *display_name;
+    gmcp_files_progress_fn progress;
+    void *baton;
+    const char *url;             /* the upload endpoint, then the upload URL of `start` */
+    apr_file_t *f;               /* open while the bytes go up */
+    apr_int64_t offset;          /* bytes Gemini has */
+    int tries;                   /* failed attempts at the current chunk */
+    int *resumes;
+    json_t *resp;                /* finalize's answer */
+    up_xfer x;                   /* the last request's */
+    gmcp_gemini_error *err;
+} relay;
+
+/* ---- one request of the protocol -------------------------------------------------------- */
+
+static apr_ssize_t on_read(void *ud, char *buf, apr_size_t want)
 {
     up_xfer *x = ud;
-    apr_size_t want = size * n;
-    if (x->g->cancelled && x->g->cancelled(x->g->baton)) { x->aborted = 1; return CURL_READFUNC_ABORT; }
+    if (x->g->cancelled && x->g->cancelled(x->g->baton)) { x->aborted = 1; return -1; }
     if ((apr_int64_t)want > x->left) want = (apr_size_t)x->left;
     if (!want) return 0;
-    if ((x->read_error = apr_file_read_full(x->f, ptr, want, &want)) != APR_SUCCESS) {
+    if ((x->read_error = apr_file_read_full(x->f, buf, want, &want)) != APR_SUCCESS) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, x->read_error, "GMCP0304",
                   "cannot read %s while relaying it to the Files API", x->path);
-        return CURL_READFUNC_ABORT;
+        return -1;
     }
     x->left -= (apr_int64_t)want;
-    return want;
+    return (apr_ssize_t)want;
 }
 
-static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
+static int on_body(void *ud, int status, const char *data, apr_size_t len)
 {
     up_xfer *x = ud;
-    size_t len = size * n;
-    return gmcp_buf_append(&x->body, ptr, len, 1024 * 1024) ? 0 : len;  /* a File is small */
+    (void)status;
+    return gmcp_buf_append(&x->body, data, len, 1024 * 1024) ? -1 : 0;  /* a File is small */
 }
 
 const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len,
@@ -59,24 +79,22 @@ const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len,
     return apr_pstrndup(p, v, (apr_size_t)(e - v));
 }
 
-static size_t on_head(char *ptr, size_t size, size_t n, void *ud)
+static int on_head(void *ud, const char *line, apr_size_t len)
 {
     up_xfer *x = ud;
-    size_t len = size * n;
     const char *v;
-    if ((v = gmcp_files_header_value(x->g->pool, ptr, len, "X-Goog-Upload-URL")))
+    if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-URL")))
         x->upload_url = v;
-    if ((v = gmcp_files_header_value(x->g->pool, ptr, len, "X-Goog-Upload-Status")))
+    if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-Status")))
         x->status = v;
-    if ((v = gmcp_files_header_value(x->g->pool, ptr, len, "X-Goog-Upload-Size-Received")))
+    if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-Size-Received")))
         x->received = apr_atoi64(v);
-    return len;
+    return 0;
 }
 
-static int on_xfer(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+static int on_xfer(void *ud)
 {
     up_xfer *x = ud;
-    (void)a; (void)b; (void)c; (void)d;
     if ((x->g->cancelled && x->g->cancelled(x->g->baton)) || apr_time_now() >= x->g->deadline) {
         x->aborted = 1;
         return 1;
@@ -84,57 +102,56 @@ static int on_xfer(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_
     return 0;
 }
 
-/* One request of the protocol. `command` "start" sends json_body to the upload
- * endpoint; others go to `url` with `len` bytes of f (from its current position). */
-static int request(gmcp_gemini *g, const char *url, const char *command, const char **hdrs,
-                   const char *json_body, apr_file_t *f, const char *path, apr_int64_t offset,
-                   apr_int64_t len, up_xfer *x, json_t **out, gmcp_gemini_error *err)
+/* The header lines of a `command` request; `start` also announces the file, the others
+ * say at which offset their bytes go. */
+static const char *const *upload_headers(const relay *r, const char *command,
+                                         apr_int64_t offset)
 {
-    struct curl_slist *h = NULL;
-    apr_interval_time_t t = gmcp_gemini_attempt_time(g);
-    long status = 0;
-    CURLcode cc;
-    int i;
-    memset(err, 0, sizeof(*err));
-    memset(x, 0, sizeof(*x));
-    x->g = g;
-    x->f = f;
-    x->path = path;
-    x->left = len;
-    x->received = -1;
-    if (out) *out = NULL;
-    if (t <= 0) {
-        err->status = "DEADLINE_EXCEEDED";
-        err->message = "no time left for the upload to Gemini";
-        return -1;
-    }
-    h = curl_slist_append(h, apr_pstrcat(g->pool, "x-goog-api-key: ", g->api_key, NULL));
-    h = curl_slist_append(h, apr_pstrcat(g->pool, "X-Goog-Upload-Command: ", command, NULL));
-    h = curl_slist_append(h, "Expect:");
+    apr_pool_t *p = r->g->pool;
+    apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "x-goog-api-key: ", r->g->api_key, NULL);
+    APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Goog-Upload-Command: ", command, NULL);
+    APR_ARRAY_PUSH(h, const char *) = "Expect:";
     if (!strcmp(command, "start")) {
-        h = curl_slist_append(h, "X-Goog-Upload-Protocol: resumable");
-        h = curl_slist_append(h, "Content-Type: application/json");
+        APR_ARRAY_PUSH(h, const char *) = "X-Goog-Upload-Protocol: resumable";
+        APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/json";
+        APR_ARRAY_PUSH(h, const char *) = apr_psprintf(p, "X-Goog-Upload-Header-Content-"
+                                                       "Length: %" APR_INT64_T_FMT, r->size);
+        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Goog-Upload-Header-Content-Type: ",
+                                                      r->mime, NULL);
     }
     else {
-        h = curl_slist_append(h, "Content-Type: application/octet-stream");
-        h = curl_slist_append(h, apr_psprintf(g->pool, "X-Goog-Upload-Offset: %" APR_INT64_T_FMT,
-                                              offset));
+        APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/octet-stream";
+        APR_ARRAY_PUSH(h, const char *) = apr_psprintf(p, "X-Goog-Upload-Offset: %"
+                                                       APR_INT64_T_FMT, offset);
     }
-    for (i = 0; hdrs && hdrs[i]; i++) h = curl_slist_append(h, hdrs[i]);
-    gmcp_gemini_prepare(g, url, h, t, on_body, on_head, on_xfer, x);
-    curl_easy_setopt(g->curl, CURLOPT_POST, 1L);
-    if (f) {
-        curl_easy_setopt(g->curl, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(g->curl, CURLOPT_READDATA, x);
-        curl_easy_setopt(g->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
-    else {
-        curl_easy_setopt(g->curl, CURLOPT_POSTFIELDS, json_body ? json_body : "");
-    }
-    cc = curl_easy_perform(g->curl);
-    curl_slist_free_all(h);
-    curl_easy_getinfo(g->curl, CURLINFO_RESPONSE_CODE, &status);
-    err->http_status = (int)status;
+    APR_ARRAY_PUSH(h, const char *) = NULL;
+    return (const char *const *)h->elts;
+}
+
+/* Gemini refused the request: its status and message; 429 and 5xx may pass. */
+static void refused(gmcp_gemini *g, const up_xfer *x, int status, gmcp_gemini_error *err)
+{
+    json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
+    json_t *e = json_object_get(j, "error");
+    err->status = gmcp_json_str(e, "status") ? apr_pstrdup(g->pool, gmcp_json_str(e, "status"))
+                                              : NULL;
+    err->message = gmcp_json_str(e, "message")
+        ? apr_pstrdup(g->pool, gmcp_json_str(e, "message"))
+        : apr_psprintf(g->pool, "HTTP %d from Gemini", status);
+    err->retryable = status == 429 || status >= 500;
+    json_decref(j);
+}
+
+/* What a request came to: 0 with *out (the JSON answer, when one is wanted), or -1
+ * with r->err filled. */
+static int request_outcome(relay *r, gmcp_http_result rc, const gmcp_http_response *res,
+                           json_t **out)
+{
+    gmcp_gemini *g = r->g;
+    gmcp_gemini_error *err = r->err;
+    up_xfer *x = &r->x;
+    err->http_status = res->status;
     if (x->aborted && g->cancelled && g->cancelled(g->baton)) {
         err->cancelled = 1;
         err->status = "CANCELLED";
@@ -145,32 +162,65 @@ static int request(gmcp_gemini *g, const char *url, const char *command, const c
         err->status = "INTERNAL";
         err->message = "cannot read the uploaded file from the spool";
     }
-    else if (cc != CURLE_OK) {
+    else if (rc != GMCP_HTTP_OK) {
         err->http_status = 0;
         err->message = apr_psprintf(g->pool, "cannot reach Gemini: %s", x->aborted
-                                    ? "no time left" : curl_easy_strerror(cc));
+                                    ? "no time left" : res->error);
         err->retryable = !x->aborted;
     }
-    else if (status < 200 || status >= 300) {
-        json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
-        json_t *e = json_object_get(j, "error");
-        err->status = gmcp_json_str(e, "status") ? apr_pstrdup(g->pool, gmcp_json_str(e, "status"))
-                                                  : NULL;
-        err->message = gmcp_json_str(e, "message")
-            ? apr_pstrdup(g->pool, gmcp_json_str(e, "message"))
-            : apr_psprintf(g->pool, "HTTP %ld from Gemini", status);
-        err->retryable = status == 429 || status >= 500;
-        json_decref(j);
+    else if (res->status < 200 || res->status >= 300) {
+        refused(g, x, res->status, err);
     }
     else {
         if (out && x->body.len) *out = json_loadb(x->body.buf, x->body.len, 0, NULL);
-        free(x->body.buf);
-        x->body.buf = NULL;
         return 0;
     }
+    return -1;
+}
+
+/* One request of the protocol to r->url: `command` "start" sends json_body, the others
+ * `len` bytes of f (from its current position; none without f). */
+static int request(relay *r, const char *command, const char *json_body, apr_file_t *f,
+                   apr_int64_t offset, apr_int64_t len, json_t **out)
+{
+    gmcp_gemini *g = r->g;
+    up_xfer *x = &r->x;
+    apr_interval_time_t t = gmcp_gemini_attempt_time(g);
+    gmcp_http_request req;
+    gmcp_http_response res;
+    gmcp_http_result rc;
+    int rv;
+    memset(r->err, 0, sizeof(*r->err));
+    memset(x, 0, sizeof(*x));
+    x->g = g;
+    x->f = f;
+    x->path = r->path;
+    x->left = len;
+    x->received = -1;
+    if (out) *out = NULL;
+    if (t <= 0) {
+        r->err->status = "DEADLINE_EXCEEDED";
+        r->err->message = "no time left for the upload to Gemini";
+        return -1;
+    }
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.url = r->url;
+    req.headers = upload_headers(r, command, offset);
+    req.body = json_body;
+    req.read = f ? on_read : NULL;
+    req.body_len = len;
+    req.connect_timeout = g->connect_timeout;
+    req.timeout = t;
+    req.on_body = on_body;
+    req.on_header = on_head;
+    req.on_progress = on_xfer;
+    req.baton = x;
+    rc = gmcp_http_perform(g->http, &req, &res);
+    rv = request_outcome(r, rc, &res, out);
     free(x->body.buf);
     x->body.buf = NULL;
-    return -1;
+    return rv;
 }
 
 /* Wait before a retry, unless that would pass the call's deadline. */
@@ -210,136 +260,179 @@ static void upstream_failed(gmcp_gemini *g, const char *command, const char *url
                   retried, err->message);
 }
 
+/* ---- the relay, step by step ---------------------------------------------------------- */
+
+/* Step 1: the metadata in, the upload URL out; retried with backoff. */
+static int relay_start(relay *r)
+{
+    json_t *meta = json_pack("{s:{s:s, s:s, s:s}}", "file", "mimeType", r->mime,
+                             "displayName", r->display_name, "sizeBytes",
+                             apr_psprintf(r->g->pool, "%" APR_INT64_T_FMT, r->size));
+    const char *body = gmcp_json_dump(r->g->pool, meta);
+    int tries = 0, rv;
+    json_decref(meta);
+    for (;;) {
+        rv = request(r, "start", body, NULL, 0, 0, NULL);
+        if (rv == 0 || !r->err->retryable || tries++ >= r->g->max_retries
+            || wait_a_bit(r->g, apr_time_from_msec(500) << tries))
+            break;
+    }
+    if (rv) {
+        upstream_failed(r->g, "start", r->url, r->err, r->err->retryable ? tries : tries + 1);
+        return -1;
+    }
+    if (!r->x.upload_url) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API start POST %s "
+                  "answered HTTP %d without an X-Goog-Upload-URL", url_path(r->g->pool, r->url),
+                  r->err->http_status);
+        r->err->message = "Gemini did not give an upload URL";
+        return -1;
+    }
+    r->url = r->x.upload_url;
+    return 0;
+}
+
+static int seek_offset(relay *r)
+{
+    apr_off_t at = (apr_off_t)r->offset;
+    apr_status_t st = apr_file_seek(r->f, APR_SET, &at);
+    if (st == APR_SUCCESS) return 0;
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, st, "GMCP0306", "cannot seek to %"
+              APR_INT64_T_FMT " in %s to relay it to the Files API", r->offset, r->path);
+    memset(r->err, 0, sizeof(*r->err));
+    r->err->message = "cannot read the uploaded file from the spool";
+    return -1;
+}
+
+/* After a failed upload of `len` bytes: ask how much arrived, and go on from there.
+ * 1 to go on, -1 when the upload cannot resume. */
+static int relay_resume(relay *r, apr_int64_t len)
+{
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_INFO, 0, "GMCP0416", "Files API upload of %"
+              APR_INT64_T_FMT " bytes at offset %" APR_INT64_T_FMT " to %s failed (%s): "
+              "asking how much arrived", len, r->offset, url_path(r->g->pool, r->url),
+              r->err->message);
+    if (request(r, "query", NULL, NULL, 0, 0, NULL) != 0) {
+        upstream_failed(r->g, "query", r->url, r->err, 1);
+        return -1;
+    }
+    if (r->x.received < 0 || r->x.received > r->size
+        || (r->x.status && strcmp(r->x.status, "active"))) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API query POST %s: "
+                  "upload status %s, %" APR_INT64_T_FMT " of %" APR_INT64_T_FMT " bytes "
+                  "received: cannot resume", url_path(r->g->pool, r->url),
+                  r->x.status ? r->x.status : "(none)", r->x.received, r->size);
+        if (!r->err->message) r->err->message = "Gemini cannot resume the upload";
+        return -1;
+    }
+    r->offset = r->x.received;
+    (*r->resumes)++;
+    return 1;
+}
+
+/* The chunk at r->offset, the last one with finalize (its answer in r->resp): 1 to go
+ * on, 0 when finalized, -1 on failure. A transient failure is retried from what
+ * arrived. */
+static int relay_chunk(relay *r)
+{
+    apr_int64_t len = r->size - r->offset < r->chunk ? r->size - r->offset : r->chunk;
+    int last = r->offset + len >= r->size;
+    const char *command = last ? "upload, finalize" : "upload";
+    if (seek_offset(r)) return -1;
+    if (request(r, command, NULL, r->f, r->offset, len, last ? &r->resp : NULL) == 0) {
+        r->offset += len;
+        r->tries = 0;
+        if (r->progress) r->progress(r->baton, r->offset, r->size, "relaying");
+        return last ? 0 : 1;
+    }
+    if (!r->err->retryable || r->tries++ >= r->g->max_retries
+        || wait_a_bit(r->g, apr_time_from_msec(250) << r->tries)) {
+        upstream_failed(r->g, command, r->url, r->err,
+                        r->err->retryable ? r->tries : r->tries + 1);
+        return -1;
+    }
+    return relay_resume(r, len);
+}
+
+/* Step 2: the file's bytes, chunk by chunk, until Gemini answers finalize. */
+static int relay_send(relay *r)
+{
+    apr_status_t st = apr_file_open(&r->f, r->path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0,
+                                    r->g->pool);
+    int rv;
+    if (st != APR_SUCCESS) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, st, "GMCP0302", "cannot open %s to relay "
+                  "it to the Files API", r->path);
+        r->err->message = "cannot read the uploaded file from the spool";
+        return -1;
+    }
+    do {
+        rv = relay_chunk(r);
+    } while (rv > 0);
+    apr_file_close(r->f);
+    r->f = NULL;
+    if (!r->resp) {
+        if (!r->err->message) {
+            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API finalize POST "
+                      "%s answered HTTP %d without a body", url_path(r->g->pool, r->url),
+                      r->err->http_status);
+            r->err->message = "Gemini did not finalize the upload";
+        }
+        rv = -1;
+    }
+    return rv;
+}
+
+/* Step 3: the File of finalize's answer, once Gemini has processed it (ACTIVE). */
+static int relay_activate(relay *r, json_t **file)
+{
+    json_t *fo = json_object_get(r->resp, "file");
+    const char *name = gmcp_json_str(fo, "name");
+    const char *state = gmcp_json_str(fo, "state");
+    if (!name) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API finalize POST "
+                  "%s: the answer has no file.name", url_path(r->g->pool, r->url));
+        r->err->message = "Gemini's finalize answer has no file";
+        return -1;
+    }
+    if (r->progress) r->progress(r->baton, r->size, r->size, "processing");
+    if (state && !strcmp(state, "ACTIVE")) {
+        *file = json_incref(fo);
+        return 0;
+    }
+    return gmcp_files_wait_active(r->g, apr_pstrdup(r->g->pool, name), file, r->err);
+}
+
 int gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size, const char *mime,
                      const char *display_name, apr_int64_t chunk,
                      gmcp_files_progress_fn progress, void *baton, json_t **file,
                      int *resumes, gmcp_gemini_error *err)
 {
-    const char *start_hdrs[3];
-    json_t *meta = json_pack("{s:{s:s, s:s, s:s}}", "file", "mimeType", mime, "displayName",
-                             display_name, "sizeBytes",
-                             apr_psprintf(g->pool, "%" APR_INT64_T_FMT, size));
-    const char *url;
-    apr_int64_t offset = 0;
-    apr_file_t *f;
-    json_t *resp = NULL;
-    up_xfer x;
-    int tries = 0, rv;
+    relay r;
+    int rv;
     *file = NULL;
     *resumes = 0;
-    if (chunk <= 0) chunk = GMCP_FILES_CHUNK;
-    start_hdrs[0] = apr_psprintf(g->pool, "X-Goog-Upload-Header-Content-Length: %"
-                                 APR_INT64_T_FMT, size);
-    start_hdrs[1] = apr_pstrcat(g->pool, "X-Goog-Upload-Header-Content-Type: ", mime, NULL);
-    start_hdrs[2] = NULL;
-    url = apr_pstrcat(g->pool, g->base_url, "/upload/v1beta/files", NULL);
-    for (;;) {
-        rv = request(g, url, "start", start_hdrs, gmcp_json_dump(g->pool, meta), NULL, NULL, 0,
-                     0, &x, NULL, err);
-        if (rv == 0 || !err->retryable || tries++ >= g->max_retries
-            || wait_a_bit(g, apr_time_from_msec(500) << tries))
-            break;
-    }
-    json_decref(meta);
-    if (rv) {
-        upstream_failed(g, "start", url, err, err->retryable ? tries : tries + 1);
-        return -1;
-    }
-    if (!x.upload_url) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API start POST %s "
-                  "answered HTTP %d without an X-Goog-Upload-URL", url_path(g->pool, url),
-                  err->http_status);
-        err->message = "Gemini did not give an upload URL";
-        return -1;
-    }
-    url = x.upload_url;
-    {
-        apr_status_t st = apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0,
-                                        g->pool);
-        if (st != APR_SUCCESS) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, st, "GMCP0302", "cannot open %s to relay "
-                      "it to the Files API", path);
-            err->message = "cannot read the uploaded file from the spool";
-            return -1;
-        }
-    }
-    tries = 0;
-    for (;;) {
-        apr_int64_t len = size - offset < chunk ? size - offset : chunk;
-        int last = offset + len >= size;
-        apr_off_t at = (apr_off_t)offset;
-        apr_status_t st = apr_file_seek(f, APR_SET, &at);
-        if (st != APR_SUCCESS) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, st, "GMCP0306", "cannot seek to %"
-                      APR_INT64_T_FMT " in %s to relay it to the Files API", offset, path);
-            memset(err, 0, sizeof(*err));
-            err->message = "cannot read the uploaded file from the spool";
-            break;
-        }
-        rv = request(g, url, last ? "upload, finalize" : "upload", NULL, NULL, f, path, offset,
-                     len, &x, last ? &resp : NULL, err);
-        if (rv == 0) {
-            offset += len;
-            tries = 0;
-            if (progress) progress(baton, offset, size, "relaying");
-            if (last) break;
-            continue;
-        }
-        if (!err->retryable || tries++ >= g->max_retries
-            || wait_a_bit(g, apr_time_from_msec(250) << tries)) {
-            upstream_failed(g, last ? "upload, finalize" : "upload", url, err,
-                            err->retryable ? tries : tries + 1);
-            break;
-        }
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_INFO, 0, "GMCP0416", "Files API upload of %"
-                  APR_INT64_T_FMT " bytes at offset %" APR_INT64_T_FMT " to %s failed (%s): "
-                  "asking how much arrived", len, offset, url_path(g->pool, url), err->message);
-        /* Ask how much arrived, and go on from there. */
-        if (request(g, url, "query", NULL, NULL, NULL, NULL, 0, 0, &x, NULL, err) != 0) {
-            upstream_failed(g, "query", url, err, 1);
-            break;
-        }
-        if (x.received < 0 || x.received > size || (x.status && strcmp(x.status, "active"))) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API query POST %s: "
-                      "upload status %s, %" APR_INT64_T_FMT " of %" APR_INT64_T_FMT " bytes "
-                      "received: cannot resume", url_path(g->pool, url),
-                      x.status ? x.status : "(none)", x.received, size);
-            if (!err->message) err->message = "Gemini cannot resume the upload";
-            break;
-        }
-        offset = x.received;
-        (*resumes)++;
-    }
-    apr_file_close(f);
-    if (!resp) {
-        if (!err->message) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API finalize POST "
-                      "%s answered HTTP %d without a body", url_path(g->pool, url),
-                      err->http_status);
-            err->message = "Gemini did not finalize the upload";
-        }
-        return -1;
-    }
-    {
-        json_t *fo = json_object_get(resp, "file");
-        const char *name = gmcp_json_str(fo, "name");
-        if (!name) {
-            json_decref(resp);
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API finalize POST "
-                      "%s: the answer has no file.name", url_path(g->pool, url));
-            err->message = "Gemini's finalize answer has no file";
-            return -1;
-        }
-        if (progress) progress(baton, size, size, "processing");
-        if (!strcmp(gmcp_json_str(fo, "state") ? gmcp_json_str(fo, "state") : "", "ACTIVE")) {
-            *file = json_incref(fo);
-            json_decref(resp);
-            return 0;
-        }
-        name = apr_pstrdup(g->pool, name);
-        json_decref(resp);
-        return gmcp_files_wait_active(g, name, file, err);
-    }
+    memset(&r, 0, sizeof(r));
+    r.g = g;
+    r.path = path;
+    r.size = size;
+    r.chunk = chunk > 0 ? chunk : GMCP_FILES_CHUNK;
+    r.mime = mime;
+    r.display_name = display_name;
+    r.progress = progress;
+    r.baton = baton;
+    r.url = apr_pstrcat(g->pool, g->base_url, "/upload/v1beta/files", NULL);
+    r.resumes = resumes;
+    r.err = err;
+
+    /* 1. start: the metadata in, the upload URL out */
+    rv = relay_start(&r);
+    /* 2. the bytes, chunk by chunk, resuming after transient failures, then finalize */
+    if (rv == 0) rv = relay_send(&r);
+    /* 3. the File, once ACTIVE */
+    if (rv == 0) rv = relay_activate(&r, file);
+    json_decref(r.resp);
+    return rv;
 }
 
 int gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **file,

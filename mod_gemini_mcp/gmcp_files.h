@@ -34,7 +34,7 @@ int gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **file,
 int gmcp_files_sha_matches(apr_pool_t *p, const char *gemini_b64, const char *hex);
 
 /* The value of header `name` (case-insensitive) in one raw response header line of
- * `len` bytes (as libcurl hands it over: not NUL-terminated, with its CRLF), without
+ * `len` bytes (as gmcp_http hands it over: not NUL-terminated, with its CRLF), without
  * surrounding blanks; NULL when the line is another header. How the relay reads
  * X-Goog-Upload-URL, -Status and -Size-Received. */
 const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len,

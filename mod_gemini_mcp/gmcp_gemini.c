@@ -178,41 +178,36 @@ static int chunk_counter(json_t *chunk, void *baton)
     return 0;
 }
 
-static size_t on_write(char *ptr, size_t size, size_t n, void *ud)
+static int on_body(void *ud, int status, const char *data, apr_size_t len)
 {
     xfer *x = ud;
-    size_t len = size * n;
-    long status = 0;
-    if (stopped(x->g)) { x->aborted = 1; return 0; }
-    curl_easy_getinfo(x->g->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (stopped(x->g)) { x->aborted = 1; return -1; }
     if (x->stream && status == 200)
-        return gmcp_sse_feed(&x->sp, ptr, len, chunk_counter, x) ? 0 : len;
-    switch (gmcp_buf_append(&x->body, ptr, len, GMCP_GEMINI_MAX_RESPONSE)) {
-    case 0: return len;
-    case -1: x->too_big = 1; return 0;
-    default: return 0;
+        return gmcp_sse_feed(&x->sp, data, len, chunk_counter, x) ? -1 : 0;
+    switch (gmcp_buf_append(&x->body, data, len, GMCP_GEMINI_MAX_RESPONSE)) {
+    case 0: return 0;
+    case -1: x->too_big = 1; return -1;
+    default: return -1;
     }
 }
 
-static size_t on_header(char *ptr, size_t size, size_t n, void *ud)
+static int on_header(void *ud, const char *line, apr_size_t len)
 {
     xfer *x = ud;
-    size_t len = size * n;
-    if (len > 12 && !strncasecmp(ptr, "Retry-After:", 12)) {
+    if (len > 12 && !strncasecmp(line, "Retry-After:", 12)) {
         char tmp[32];
         size_t l = len - 12 < sizeof(tmp) - 1 ? len - 12 : sizeof(tmp) - 1;
-        memcpy(tmp, ptr + 12, l);
+        memcpy(tmp, line + 12, l);
         tmp[l] = '\0';
         if (atoi(tmp) > 0) x->retry_after = apr_time_from_sec(atoi(tmp));
     }
-    return len;
+    return 0;
 }
 
 /* Aborts waits with no data flowing once the call is cancelled or out of time. */
-static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+static int on_progress(void *ud)
 {
     xfer *x = ud;
-    (void)a; (void)b; (void)c; (void)d;
     if (stopped(x->g)) { x->aborted = 1; return 1; }
     return 0;
 }
@@ -232,60 +227,57 @@ apr_interval_time_t gmcp_gemini_attempt_time(const gmcp_gemini *g)
     return g->timeout < left ? g->timeout : left;
 }
 
-void gmcp_gemini_prepare(gmcp_gemini *g, const char *url, struct curl_slist *headers,
-                         apr_interval_time_t timeout, curl_write_callback on_body,
-                         curl_write_callback on_head, curl_xferinfo_callback on_xfer,
-                         void *baton)
+/* The transfer failed: a stream cut after data arrived cannot be replayed. */
+static int unreachable(gmcp_gemini *g, const xfer *x, gmcp_http_result rc,
+                       const gmcp_http_response *res, gmcp_gemini_error *err)
 {
-    curl_easy_reset(g->curl);
-    curl_easy_setopt(g->curl, CURLOPT_URL, url);
-    curl_easy_setopt(g->curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(g->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(g->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(g->curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(g->curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)apr_time_as_msec(g->connect_timeout));
-    curl_easy_setopt(g->curl, CURLOPT_TIMEOUT_MS, (long)apr_time_as_msec(timeout));
-    curl_easy_setopt(g->curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(g->curl, CURLOPT_WRITEDATA, baton);
-    curl_easy_setopt(g->curl, CURLOPT_HEADERFUNCTION, on_head);
-    curl_easy_setopt(g->curl, CURLOPT_HEADERDATA, baton);
-    curl_easy_setopt(g->curl, CURLOPT_XFERINFOFUNCTION, on_xfer);
-    curl_easy_setopt(g->curl, CURLOPT_XFERINFODATA, baton);
-    curl_easy_setopt(g->curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(g->curl, CURLOPT_USERAGENT, "mod_gemini_mcp");
+    const char *why = (x->aborted || rc == GMCP_HTTP_TIMEDOUT)
+        ? "Gemini did not answer in time" : res->error;
+    fail(g, err, 0, NULL, apr_psprintf(g->pool, "cannot reach Gemini: %s", why),
+         !x->chunks && !x->aborted);
+    if (x->aborted) err->status = "DEADLINE_EXCEEDED";
+    return -1;
 }
 
-static int perform(gmcp_gemini *g, const char *method, const char *path, const char *body,
-                   xfer *x, json_t **out, gmcp_gemini_error *err)
+/* Gemini refused: its own status and message, and its RetryInfo delay. */
+static int refused(gmcp_gemini *g, xfer *x, int status, json_t *j, gmcp_gemini_error *err)
 {
-    struct curl_slist *h = NULL;
-    CURLcode cc;
-    long status = 0;
-    apr_interval_time_t t = gmcp_gemini_attempt_time(g);
-    const char *url = apr_pstrcat(g->pool, g->base_url, path, NULL);
+    json_t *e = j ? json_object_get(j, "error") : NULL;
+    const char *msg = gmcp_json_str(e, "message");
+    apr_interval_time_t ri = j ? gmcp_gemini_retry_info(j) : -1;
+    fail(g, err, status, gmcp_json_str(e, "status"),
+         msg ? msg : apr_psprintf(g->pool, "HTTP %d from Gemini", status),
+         status == 429 || status == 500 || status == 502 || status == 503 || status == 504);
+    if (ri >= 0) x->retry_after = ri;
+    json_decref(j);
+    return -1;
+}
 
-    memset(err, 0, sizeof(*err));
-    if (t <= 0) {
-        fail(g, err, 0, "DEADLINE_EXCEEDED", "no time left for the Gemini call", 0);
+/* A whole response in the buffer: the JSON answer, or what Gemini refused. */
+static int answer(gmcp_gemini *g, xfer *x, int status, json_t **out, gmcp_gemini_error *err)
+{
+    json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
+    if (status < 200 || status >= 300) return refused(g, x, status, j, err);
+    if (!out) {
+        /* A stream request (it has no *out): only a 200 carries the event stream, and
+         * another 2xx went to the buffer instead. */
+        json_decref(j);
+        fail(g, err, status, NULL, apr_psprintf(g->pool, "Gemini answered a stream request "
+             "with HTTP %d", status), 0);
         return -1;
     }
-    h = curl_slist_append(h, apr_pstrcat(g->pool, "x-goog-api-key: ", g->api_key, NULL));
-    h = curl_slist_append(h, "Content-Type: application/json");
-    h = curl_slist_append(h, "Expect:");
-    gmcp_gemini_prepare(g, url, h, t, on_write, on_header, on_progress, x);
-    if (!strcmp(method, "POST")) {
-        curl_easy_setopt(g->curl, CURLOPT_POST, 1L);
-        curl_easy_setopt(g->curl, CURLOPT_POSTFIELDS, body ? body : "{}");
+    if (!j) {
+        fail(g, err, status, NULL, "Gemini answered with malformed JSON", 0);
+        return -1;
     }
-    else if (!strcmp(method, "DELETE")) {
-        curl_easy_setopt(g->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
-        curl_easy_setopt(g->curl, CURLOPT_POSTFIELDS, "{}");
-    }
-    cc = curl_easy_perform(g->curl);
-    curl_slist_free_all(h);
-    curl_easy_getinfo(g->curl, CURLINFO_RESPONSE_CODE, &status);
+    *out = j;
+    return 0;
+}
 
+/* What one attempt came to: 0, or -1 with *err filled. */
+static int outcome(gmcp_gemini *g, xfer *x, gmcp_http_result rc,
+                   const gmcp_http_response *res, json_t **out, gmcp_gemini_error *err)
+{
     if (x->aborted && g->cancelled && g->cancelled(g->baton)) {
         err->cancelled = 1;
         fail(g, err, 0, "CANCELLED", "the request was cancelled", 0);
@@ -293,60 +285,61 @@ static int perform(gmcp_gemini *g, const char *method, const char *path, const c
     }
     if (x->stop) return 0;                     /* the consumer had enough */
     if (x->too_big) {
-        fail(g, err, (int)status, NULL, "Gemini's response exceeded the size limit", 0);
+        fail(g, err, res->status, NULL, "Gemini's response exceeded the size limit", 0);
         return -1;
     }
     if (x->sp.failed) {
-        fail(g, err, (int)status, NULL, "Gemini's stream carried malformed JSON", 0);
+        fail(g, err, res->status, NULL, "Gemini's stream carried malformed JSON", 0);
         return -1;
     }
-    if (cc != CURLE_OK) {
-        const char *why = (x->aborted || cc == CURLE_OPERATION_TIMEDOUT)
-            ? "Gemini did not answer in time" : curl_easy_strerror(cc);
-        /* A stream cut after data arrived cannot be replayed. */
-        fail(g, err, 0, NULL, apr_psprintf(g->pool, "cannot reach Gemini: %s", why),
-             !x->chunks && !x->aborted);
-        if (x->aborted) err->status = "DEADLINE_EXCEEDED";
+    if (rc != GMCP_HTTP_OK) return unreachable(g, x, rc, res, err);
+    if (res->status == 200 && x->stream) {
+        if (x->chunks) return 0;
+        fail(g, err, 200, NULL, "Gemini's stream ended without any data", 1);
         return -1;
     }
-    if (status == 200 && x->stream) {
-        if (!x->chunks) {
-            fail(g, err, 200, NULL, "Gemini's stream ended without any data", 1);
-            return -1;
-        }
-        return 0;
-    }
-    {
-        json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
-        if (status >= 200 && status < 300) {
-            if (!out) {
-                /* A stream request (it has no *out): only a 200 carries the event
-                 * stream, and another 2xx went to the buffer instead. */
-                json_decref(j);
-                fail(g, err, (int)status, NULL, apr_psprintf(g->pool, "Gemini answered a "
-                     "stream request with HTTP %ld", status), 0);
-                return -1;
-            }
-            if (!j) {
-                fail(g, err, (int)status, NULL, "Gemini answered with malformed JSON", 0);
-                return -1;
-            }
-            *out = j;
-            return 0;
-        }
-        {
-            json_t *e = j ? json_object_get(j, "error") : NULL;
-            const char *msg = gmcp_json_str(e, "message");
-            apr_interval_time_t ri = j ? gmcp_gemini_retry_info(j) : -1;
-            fail(g, err, (int)status, gmcp_json_str(e, "status"),
-                 msg ? msg : apr_psprintf(g->pool, "HTTP %ld from Gemini", status),
-                 status == 429 || status == 500 || status == 502 || status == 503
-                 || status == 504);
-            if (ri >= 0) x->retry_after = ri;
-            json_decref(j);
-        }
+    return answer(g, x, res->status, out, err);
+}
+
+/* One attempt: GET, POST (body, default "{}") or DELETE (with a "{}" body). */
+static int perform(gmcp_gemini *g, const char *method, const char *path, const char *body,
+                   xfer *x, json_t **out, gmcp_gemini_error *err)
+{
+    const char *headers[4];
+    gmcp_http_request req;
+    gmcp_http_response res;
+    gmcp_http_result rc;
+    apr_interval_time_t t = gmcp_gemini_attempt_time(g);
+
+    memset(err, 0, sizeof(*err));
+    if (t <= 0) {
+        fail(g, err, 0, "DEADLINE_EXCEEDED", "no time left for the Gemini call", 0);
         return -1;
     }
+    headers[0] = apr_pstrcat(g->pool, "x-goog-api-key: ", g->api_key, NULL);
+    headers[1] = "Content-Type: application/json";
+    headers[2] = "Expect:";
+    headers[3] = NULL;
+    memset(&req, 0, sizeof(req));
+    req.method = "GET";
+    if (!strcmp(method, "POST")) {
+        req.method = "POST";
+        req.body = body ? body : "{}";
+    }
+    else if (!strcmp(method, "DELETE")) {
+        req.method = "DELETE";
+        req.body = "{}";
+    }
+    req.url = apr_pstrcat(g->pool, g->base_url, path, NULL);
+    req.headers = headers;
+    req.connect_timeout = g->connect_timeout;
+    req.timeout = t;
+    req.on_body = on_body;
+    req.on_header = on_header;
+    req.on_progress = on_progress;
+    req.baton = x;
+    rc = gmcp_http_perform(g->http, &req, &res);
+    return outcome(g, x, rc, &res, out, err);
 }
 
 static apr_interval_time_t backoff(int attempt)

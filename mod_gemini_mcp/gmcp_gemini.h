@@ -1,4 +1,4 @@
-/* gmcp_gemini.h — a Gemini API (v1beta) client on libcurl and jansson.
+/* gmcp_gemini.h — a Gemini API (v1beta) client on gmcp_http and jansson.
  *
  * Retries 429/500/502/503/504 and transport failures with exponential backoff and
  * jitter, honouring RetryInfo and Retry-After, never past the caller's deadline; a
@@ -9,9 +9,9 @@
 
 #include <apr_pools.h>
 #include <apr_time.h>
-#include <curl/curl.h>
 #include <jansson.h>
 #include "gmcp_breaker.h"
+#include "gmcp_http.h"
 
 #define GMCP_GEMINI_DEFAULT_BASE  "https://generativelanguage.googleapis.com"
 #define GMCP_GEMINI_DEFAULT_MODEL "gemini-2.5-flash"
@@ -19,7 +19,7 @@
 #define GMCP_GEMINI_MAX_RESPONSE  (32 * 1024 * 1024)
 
 typedef struct {
-    CURL *curl;                   /* reused by this thread: keeps connections alive */
+    gmcp_http *http;              /* reused by this thread: keeps connections alive */
     const char *base_url;         /* no trailing slash */
     const char *api_key;
     apr_interval_time_t connect_timeout;
@@ -67,13 +67,8 @@ int gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
 
 /* For other request shapes on the same client (the Files upload): the time one attempt
  * may take (the per-attempt timeout, cut to what is left before the deadline; <= 0:
- * none left), and this thread's handle reset for one request with the limits and
- * callbacks every Gemini request shares (`baton` goes to all three callbacks). */
+ * none left). */
 apr_interval_time_t gmcp_gemini_attempt_time(const gmcp_gemini *g);
-void gmcp_gemini_prepare(gmcp_gemini *g, const char *url, struct curl_slist *headers,
-                         apr_interval_time_t timeout, curl_write_callback on_body,
-                         curl_write_callback on_head, curl_xferinfo_callback on_xfer,
-                         void *baton);
 /* Sleep `d` in short steps; -1 as soon as the call is cancelled. */
 int gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d);
 

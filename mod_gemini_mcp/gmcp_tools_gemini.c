@@ -35,8 +35,8 @@ gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t
         return NULL;
     }
     g = apr_pcalloc(c->pool, sizeof(*g));
-    g->curl = conf->curl();
-    if (!g->curl) {
+    g->http = conf->http();
+    if (!g->http) {
         *result = gmcp_text_result("cannot create an HTTP client for Gemini", 1);
         return NULL;
     }

@@ -4,8 +4,8 @@
 
 #include <apr_pools.h>
 #include <apr_time.h>
-#include <curl/curl.h>
 #include "gmcp_breaker.h"
+#include "gmcp_http.h"
 #include "gmcp_provider.h"
 
 typedef struct {
@@ -15,7 +15,7 @@ typedef struct {
     apr_interval_time_t timeout;   /* per attempt */
     apr_interval_time_t connect_timeout;
     int max_retries;
-    CURL *(*curl)(void);           /* this thread's reusable handle */
+    gmcp_http *(*http)(void);      /* this thread's reusable handle (gmcp_http_for_thread) */
     apr_int64_t chat_idle;         /* seconds before an unused chat session expires */
     gmcp_breaker *breaker;         /* shared by every child process */
     const char *upload_dir;        /* GeminiMCPUploadDir: finished uploads to relay */

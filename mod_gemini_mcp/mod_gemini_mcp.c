@@ -28,7 +28,6 @@ static gmcp_registry *g_registry;
 static unsigned char *g_state_key;
 static apr_size_t g_state_key_len;
 static gmcp_gemini_conf g_gemini;
-static apr_threadkey_t *g_curl_key;   /* each worker thread's reusable curl handle */
 /* The breaker's state in shared memory, guarded by a global mutex: one view for every
  * child process (made in post_config, before the fork). */
 #define BREAKER_MUTEX "gemini-mcp-breaker"
@@ -566,24 +565,6 @@ int gmcp_gemini_configured(void)
     return g_gemini.api_key != NULL;
 }
 
-static CURL *curl_for_thread(void)
-{
-    void *h = NULL;
-    if (!g_curl_key) return NULL;
-    apr_threadkey_private_get(&h, g_curl_key);
-    if (!h) {
-        /* Made in the thread that uses it, never inherited across fork. */
-        h = curl_easy_init();
-        if (h) apr_threadkey_private_set(h, g_curl_key);
-    }
-    return h;
-}
-
-static void curl_release(void *h)
-{
-    curl_easy_cleanup(h);
-}
-
 /* Gemini settings for the provider; a missing key is said plainly, once, at start. */
 static void load_gemini(apr_pool_t *p, server_rec *s)
 {
@@ -595,7 +576,7 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
     g_gemini.connect_timeout = apr_time_from_sec(c->gemini_connect_timeout >= 0
                                                  ? c->gemini_connect_timeout : 10);
     g_gemini.max_retries = c->gemini_retries >= 0 ? c->gemini_retries : 3;
-    g_gemini.curl = curl_for_thread;
+    g_gemini.http = gmcp_http_for_thread;
     g_gemini.chat_idle = gmcp_conf_chat_idle(c);
     g_gemini.breaker = &g_breaker;
     g_gemini.upload_dir = c->upload_dir;
@@ -607,8 +588,6 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
                      "GeminiMCPGeminiKey is not set",
                      c->gemini_key ? c->gemini_key : "");
 }
-
-static int curl_initialised;
 
 /* The core's failures go to the error log, with the request of the thread when the
  * handler named one (gmcp_elog_context), else the main server. */
@@ -657,7 +636,7 @@ static void gmcp_child_init(apr_pool_t *p, server_rec *s)
                      "gemini_mcp: cannot attach to the circuit breaker's mutex");
     gmcp_elog_set(elog_print, elog_enabled, s);
     gmcp_access_child_init(p, s);
-    if (apr_threadkey_private_create(&g_curl_key, curl_release, p) != APR_SUCCESS)
+    if (gmcp_http_child_init(p) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, GMCP_LOGNO(0107)
                      "gemini_mcp: cannot create the per-thread HTTP client key");
 }
@@ -682,14 +661,11 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
     gmcp_elog_set(elog_print, elog_enabled, s);
     if (load_state_key(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
-    if (!curl_initialised) {
-        /* Once per process, before any thread exists. */
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0106)
-                         "gemini_mcp: cannot initialise libcurl");
-            return HTTP_INTERNAL_SERVER_ERROR;
-        }
-        curl_initialised = 1;
+    /* Once per process, before any thread exists. */
+    if (gmcp_http_init() != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0106)
+                     "gemini_mcp: cannot initialise libcurl");
+        return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (make_breaker(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     if (gmcp_access_post_config(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
