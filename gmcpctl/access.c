@@ -136,11 +136,10 @@ static int bad_chars(const char *s, const char *extra)
     return 0;
 }
 
-/* Apply the limit/scope flags given on the command line to k. */
-static int apply_flags(ctl *c, gmcp_key *k)
+/* --name, --tenant, --user and --scopes into k. */
+static int apply_who_flags(ctl *c, gmcp_key *k)
 {
-    const char *v, *unit;
-    apr_uint64_t n;
+    const char *v;
     if ((v = opt(c, OPT_NAME))) {
         if (!*v || strlen(v) > MAX_NAME) return usage_err("--name must be 1-%s characters", "128");
         k->name = v;
@@ -160,6 +159,14 @@ static int apply_flags(ctl *c, gmcp_key *k)
                              "comma-separated", v);
         k->scopes = v;
     }
+    return 0;
+}
+
+/* --rate, --burst and --token-rate into k. */
+static int apply_rate_flags(ctl *c, gmcp_key *k)
+{
+    const char *v, *unit;
+    apr_uint64_t n;
     if ((v = opt(c, OPT_RATE))) {
         if (!strcmp(v, "none")) k->rate_count = 0;
         else if (gmcp_rate_parse(v, "smh", &k->rate_count, &k->rate_period, &unit))
@@ -179,6 +186,14 @@ static int apply_flags(ctl *c, gmcp_key *k)
         else if (k->token_rate_count > MAX_TOKENS)
             return bad_value(c, "--token-rate", v, "more than 10^12 tokens per period");
     }
+    return 0;
+}
+
+/* --token-quota, --max-inflight and --expires into k. */
+static int apply_cap_flags(ctl *c, gmcp_key *k)
+{
+    const char *v, *unit;
+    apr_uint64_t n;
     if ((v = opt(c, OPT_TOKEN_QUOTA))) {
         apr_int64_t per;
         if (!strcmp(v, "none")) k->token_quota = 0;
@@ -203,6 +218,15 @@ static int apply_flags(ctl *c, gmcp_key *k)
         k->expires = t;
     }
     return 0;
+}
+
+/* Apply the limit/scope flags given on the command line to k, in the usage's order. */
+static int apply_flags(ctl *c, gmcp_key *k)
+{
+    int rv;
+    if ((rv = apply_who_flags(c, k)) == 0 && (rv = apply_rate_flags(c, k)) == 0)
+        rv = apply_cap_flags(c, k);
+    return rv;
 }
 
 static const char *pepper_value(ctl *c)
@@ -271,130 +295,151 @@ static int commit(ctl *c, apr_dbd_transaction_t *t, int failed)
     return 0;
 }
 
-int cmd_keys(ctl *c, const char *sub, const char *id)
+int cmd_keys_create(ctl *c)
 {
     gmcp_key k;
     apr_int64_t now = gmcp_now_sec();
     apr_dbd_transaction_t *t = NULL;
-    int rv, i;
+    const char *pepper, *secret, *kid;
+    int rv;
 
-    if (!strcmp(sub, "create")) {
-        const char *pepper, *secret, *kid;
-        if (id) return usage_err("keys create takes no argument (use --name)%s", "");
-        memset(&k, 0, sizeof(k));
-        k.tenant = ""; k.apache_user = ""; k.scopes = "*"; k.quota_period = "day";
-        k.rate_period = 1; k.token_rate_period = 60;
-        if ((rv = apply_flags(c, &k)) != 0) return rv;
-        if (!k.name) return usage_err("keys create needs --name%s", "");
-        if ((rv = open_db(c, 0)) != 0) return rv;   /* also reads --config's pepper */
-        if (!(pepper = pepper_value(c))) return EXIT_FAIL;
-        if (gmcp_key_generate(c->pool, &kid, &secret)) return fail("%s", "no randomness");
-        k.id = kid;
-        k.secret_hash = gmcp_key_hash(c->pool, pepper, secret);
-        k.prev_hash = "";
-        k.created = k.updated = now;
-        if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-        rv = gmcp_key_insert(&c->db, &k) || gmcp_audit(&c->db, actor(c->pool), "key.create",
-                                                         k.id, describe(c, &k));
-        if ((rv = commit(c, t, rv)) != 0) return rv;
+    memset(&k, 0, sizeof(k));
+    k.tenant = ""; k.apache_user = ""; k.scopes = "*"; k.quota_period = "day";
+    k.rate_period = 1; k.token_rate_period = 60;
+    if ((rv = apply_flags(c, &k)) != 0) return rv;
+    if (!k.name) return usage_err("keys create needs --name%s", "");
+    if ((rv = open_db(c, 0)) != 0) return rv;   /* also reads --config's pepper */
+    if (!(pepper = pepper_value(c))) return EXIT_FAIL;
+    if (gmcp_key_generate(c->pool, &kid, &secret)) return fail("%s", "no randomness");
+    k.id = kid;
+    k.secret_hash = gmcp_key_hash(c->pool, pepper, secret);
+    k.prev_hash = "";
+    k.created = k.updated = now;
+    if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
+    rv = gmcp_key_insert(&c->db, &k) || gmcp_audit(&c->db, actor(c->pool), "key.create",
+                                                     k.id, describe(c, &k));
+    if ((rv = commit(c, t, rv)) != 0) return rv;
+    if (c->json) {
+        json_t *o = gmcp_key_json(&k, now);
+        json_object_set_new(o, "secret", json_string(secret));
+        print_json(c, o);
+    }
+    else {
+        printf("%s\n", secret);
+        fprintf(stderr, "gmcpctl: created key %s (%s); the secret above is shown only "
+                "once\n", k.id, k.name);
+    }
+    return 0;
+}
+
+int cmd_keys_list(ctl *c)
+{
+    apr_array_header_t *list;
+    apr_int64_t now = gmcp_now_sec();
+    json_t *arr;
+    int rv, i;
+    if ((rv = open_db(c, 0)) != 0) return rv;
+    if (gmcp_key_list(&c->db, &list))
+        return fail("cannot read the key store: %s", gmcp_db_error(&c->db, -1));
+    arr = json_array();
+    for (i = 0; i < list->nelts; i++) {
+        gmcp_key *x = &APR_ARRAY_IDX(list, i, gmcp_key);
         if (c->json) {
-            json_t *o = gmcp_key_json(&k, now);
-            json_object_set_new(o, "secret", json_string(secret));
-            print_json(c, o);
+            json_array_append_new(arr, gmcp_key_json(x, now));
         }
         else {
-            printf("%s\n", secret);
-            fprintf(stderr, "gmcpctl: created key %s (%s); the secret above is shown only "
-                    "once\n", k.id, k.name);
+            const char *state = x->revoked ? "revoked"
+                                : (x->expires && now >= x->expires) ? "expired" : "active";
+            printf("%-16s %-8s %-20s %-16s %-10s %s\n", x->id, state, x->name,
+                   *x->tenant ? x->tenant : "-",
+                   limit_text(c->pool, x->rate_count, x->rate_period), x->scopes);
         }
-        return 0;
     }
-    if (!strcmp(sub, "list")) {
-        apr_array_header_t *list;
-        json_t *arr = json_array();
-        if (id) { json_decref(arr); return usage_err("keys list takes no argument%s", ""); }
-        if ((rv = open_db(c, 0)) != 0) { json_decref(arr); return rv; }
-        if (gmcp_key_list(&c->db, &list)) {
-            json_decref(arr);
-            return fail("cannot read the key store: %s", gmcp_db_error(&c->db, -1));
-        }
-        for (i = 0; i < list->nelts; i++) {
-            gmcp_key *x = &APR_ARRAY_IDX(list, i, gmcp_key);
-            if (c->json) {
-                json_array_append_new(arr, gmcp_key_json(x, now));
-            }
-            else {
-                const char *state = x->revoked ? "revoked"
-                                    : (x->expires && now >= x->expires) ? "expired" : "active";
-                printf("%-16s %-8s %-20s %-16s %-10s %s\n", x->id, state, x->name,
-                       *x->tenant ? x->tenant : "-",
-                       limit_text(c->pool, x->rate_count, x->rate_period), x->scopes);
-            }
-        }
-        if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
-        json_decref(arr);
-        return 0;
+    if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    json_decref(arr);
+    return 0;
+}
+
+int cmd_keys_show(ctl *c, const char *id)
+{
+    gmcp_key k;
+    apr_int64_t now = gmcp_now_sec();
+    int rv;
+    if ((rv = need_key(c, id, &k)) != 0) return rv;
+    print_json(c, gmcp_key_json(&k, now));
+    return 0;
+}
+
+int cmd_keys_revoke(ctl *c, const char *id)
+{
+    gmcp_key k;
+    apr_int64_t now = gmcp_now_sec();
+    apr_dbd_transaction_t *t = NULL;
+    int rv;
+    if ((rv = need_key(c, id, &k)) != 0) return rv;
+    if (k.revoked) return fail("key %s is already revoked", k.id);
+    if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
+    rv = gmcp_key_revoke(&c->db, k.id, now) != GMCP_FOUND
+         || gmcp_audit(&c->db, actor(c->pool), "key.revoke", k.id, k.name);
+    if ((rv = commit(c, t, rv)) != 0) return rv;
+    if (c->verbose) printf("revoked %s\n", k.id);
+    return 0;
+}
+
+int cmd_keys_rotate(ctl *c, const char *id)
+{
+    gmcp_key k;
+    apr_int64_t now = gmcp_now_sec(), grace = 24 * 3600;
+    apr_dbd_transaction_t *t = NULL;
+    const char *pepper, *grace_s = opt(c, OPT_GRACE), *secret, *kid, *sp;
+    const char *why = grace_s ? parse_duration(c->pool, grace_s, &grace) : NULL;
+    int rv;
+
+    if (why) return bad_value(c, "--grace", grace_s, why);
+    if ((rv = need_key(c, id, &k)) != 0) return rv;
+    if (!(pepper = pepper_value(c))) return EXIT_FAIL;
+    if (k.revoked) return fail("key %s is revoked: create a new one", k.id);
+    /* Same id (so usage, limits and ownership carry over), new secret. */
+    if (gmcp_key_generate(c->pool, &kid, &secret)) return fail("%s", "no randomness");
+    gmcp_key_parse(c->pool, secret, &kid, &sp);
+    secret = apr_pstrcat(c->pool, GMCP_KEY_PREFIX, k.id, "_", sp, NULL);
+    if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
+    rv = gmcp_key_rotate(&c->db, k.id, gmcp_key_hash(c->pool, pepper, secret),
+                         grace ? now + grace : 0, now) != GMCP_FOUND
+         || gmcp_audit(&c->db, actor(c->pool), "key.rotate", k.id,
+                       apr_psprintf(c->pool, "previous secret valid for %" APR_INT64_T_FMT
+                                    "s", grace));
+    if ((rv = commit(c, t, rv)) != 0) return rv;
+    if (c->json) {
+        print_json(c, json_pack("{s:s, s:s, s:I}", "id", k.id, "secret", secret,
+                                "grace_seconds", (json_int_t)grace));
     }
-    if (!strcmp(sub, "show")) {
-        if ((rv = need_key(c, id, &k)) != 0) return rv;
+    else {
+        printf("%s\n", secret);
+        fprintf(stderr, "gmcpctl: rotated key %s; the old secret works for %" APR_INT64_T_FMT
+                " more seconds\n", k.id, grace);
+    }
+    return 0;
+}
+
+int cmd_keys_update(ctl *c, const char *id)
+{
+    gmcp_key k;
+    apr_int64_t now = gmcp_now_sec();
+    apr_dbd_transaction_t *t = NULL;
+    int rv;
+    if ((rv = need_key(c, id, &k)) != 0) return rv;
+    if (k.revoked) return fail("key %s is revoked", k.id);
+    if ((rv = apply_flags(c, &k)) != 0) return rv;
+    if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
+    rv = gmcp_key_update(&c->db, &k, now) != GMCP_FOUND
+         || gmcp_audit(&c->db, actor(c->pool), "key.update", k.id, describe(c, &k));
+    if ((rv = commit(c, t, rv)) != 0) return rv;
+    if (c->json || c->verbose) {
+        gmcp_key_get(&c->db, k.id, &k);
         print_json(c, gmcp_key_json(&k, now));
-        return 0;
     }
-    if (!strcmp(sub, "revoke")) {
-        if ((rv = need_key(c, id, &k)) != 0) return rv;
-        if (k.revoked) return fail("key %s is already revoked", k.id);
-        if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-        rv = gmcp_key_revoke(&c->db, k.id, now) != GMCP_FOUND
-             || gmcp_audit(&c->db, actor(c->pool), "key.revoke", k.id, k.name);
-        if ((rv = commit(c, t, rv)) != 0) return rv;
-        if (c->verbose) printf("revoked %s\n", k.id);
-        return 0;
-    }
-    if (!strcmp(sub, "rotate")) {
-        const char *pepper, *grace_s = opt(c, OPT_GRACE), *secret, *kid, *sp;
-        apr_int64_t grace = 24 * 3600;
-        const char *why = grace_s ? parse_duration(c->pool, grace_s, &grace) : NULL;
-        if (why) return bad_value(c, "--grace", grace_s, why);
-        if ((rv = need_key(c, id, &k)) != 0) return rv;
-        if (!(pepper = pepper_value(c))) return EXIT_FAIL;
-        if (k.revoked) return fail("key %s is revoked: create a new one", k.id);
-        /* Same id (so usage, limits and ownership carry over), new secret. */
-        if (gmcp_key_generate(c->pool, &kid, &secret)) return fail("%s", "no randomness");
-        gmcp_key_parse(c->pool, secret, &kid, &sp);
-        secret = apr_pstrcat(c->pool, GMCP_KEY_PREFIX, k.id, "_", sp, NULL);
-        if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-        rv = gmcp_key_rotate(&c->db, k.id, gmcp_key_hash(c->pool, pepper, secret),
-                             grace ? now + grace : 0, now) != GMCP_FOUND
-             || gmcp_audit(&c->db, actor(c->pool), "key.rotate", k.id,
-                           apr_psprintf(c->pool, "previous secret valid for %" APR_INT64_T_FMT
-                                        "s", grace));
-        if ((rv = commit(c, t, rv)) != 0) return rv;
-        if (c->json) {
-            print_json(c, json_pack("{s:s, s:s, s:I}", "id", k.id, "secret", secret,
-                                    "grace_seconds", (json_int_t)grace));
-        }
-        else {
-            printf("%s\n", secret);
-            fprintf(stderr, "gmcpctl: rotated key %s; the old secret works for %" APR_INT64_T_FMT
-                    " more seconds\n", k.id, grace);
-        }
-        return 0;
-    }
-    if (!strcmp(sub, "update")) {
-        if ((rv = need_key(c, id, &k)) != 0) return rv;
-        if (k.revoked) return fail("key %s is revoked", k.id);
-        if ((rv = apply_flags(c, &k)) != 0) return rv;
-        if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-        rv = gmcp_key_update(&c->db, &k, now) != GMCP_FOUND
-             || gmcp_audit(&c->db, actor(c->pool), "key.update", k.id, describe(c, &k));
-        if ((rv = commit(c, t, rv)) != 0) return rv;
-        if (c->json || c->verbose) {
-            gmcp_key_get(&c->db, k.id, &k);
-            print_json(c, gmcp_key_json(&k, now));
-        }
-        return 0;
-    }
-    return usage_err("unknown command 'keys %s'", sub);
+    return 0;
 }
 
 /* --since: a date, "-24h"/"-7d", or "24h"/"7d" (ago); *since, or EXIT_USAGE. */

@@ -35,84 +35,6 @@
 #endif
 static int config_is_default;
 
-
-
-static void usage(FILE *out)
-{
-    fputs(
-"Usage: gmcpctl [options] <command> [arguments]\n"
-"\n"
-"Administer the database of mod_gemini_mcp (SQLite or PostgreSQL through APR DBD).\n"
-"\n"
-"Commands:\n"
-"  migrate            apply pending schema migrations (quiet unless -v); refuses to run\n"
-"                     when an applied migration's file changed since (drift)\n"
-"  migrate status     list migrations: applied, pending, drift (file changed after it\n"
-"                     was applied) or missing (applied, no file); exits 1 on drift or\n"
-"                     missing, so cron can alert\n"
-"  migrate down --to N [--force]\n"
-"                     roll back every migration above N (newest first, one transaction,\n"
-"                     with their NNNN_*.down.sql); refuses, changing nothing, when a\n"
-"                     table it drops or alters holds rows, unless --force\n"
-"  sessions list      Gemini chat sessions, most recently used first (--owner O)\n"
-"  sessions show ID   one chat session's details\n"
-"  sessions export ID the session as --format json|text|markdown (default markdown)\n"
-"  sessions delete ID delete a chat session and its messages\n"
-"  keys create        make an API key (--name N [--tenant T] [--scopes P,...]\n"
-"                     [--rate R/s|m|h] [--burst B] [--token-rate T/s|m|h]\n"
-"                     [--token-quota Q/day|month] [--max-inflight K] [--expires DATE]\n"
-"                     [--user U]); prints the secret once\n"
-"  keys list          every key (never a secret)\n"
-"  keys show ID       one key\n"
-"  keys revoke ID     refuse the key from now on (every httpd child within 1 s)\n"
-"  keys rotate ID     new secret; the old one works for --grace (default 24h)\n"
-"  keys update ID     change name, tenant, scopes, limits or expiry (same flags)\n"
-"  usage              usage per key and hour (--key ID, --since DATE|-Nh|-Nd)\n"
-"  audit              the audit log (--since DATE|-Nh|-Nd)\n"
-"  uploads list       tus uploads (--owner O)\n"
-"  uploads show ID    one upload\n"
-"  uploads cancel ID  terminate an upload and remove its spool file\n"
-"  backup             a consistent online backup (--output FILE|DIR, --keep N with a\n"
-"                     DIR, --encrypt file:PATH|env:NAME, --include-uploads: the spool\n"
-"                     files of live uploads too); quiet on success\n"
-"  backup verify ARCHIVE  check an archive offline: format, row counts, table hashes\n"
-"  restore ARCHIVE    load an archive (of either driver) into an empty database, in one\n"
-"                     transaction, verified before commit (--dry-run, --replace;\n"
-"                     --upload-dir D receives the archive's spool files)\n"
-"  copy               copy the database to --to-driver D --to-params P (verified;\n"
-"                     --include-uploads --upload-dir D: live uploads' spool files to D)\n"
-"  cleanup            remove what has expired: uploads (spool files and rows), idle MCP\n"
-"                     and chat sessions, Gemini file records, and what is past its\n"
-"                     retention (GeminiMCP*Retention: usage rolled up per day, audit,\n"
-"                     events) (--dry-run reports only; one run at a time; quiet on success)\n"
-"\n"
-"Options:\n"
-"  -f, --config FILE  httpd configuration to read DBDriver/DBDParams from (without\n"
-"                     -f, -d and -p: " GMCP_DEFAULT_CONFIG " if it exists)\n"
-"  -d, --driver NAME  database driver: sqlite3 or pgsql (instead of --config)\n"
-"  -p, --params STR   driver parameters, as DBDParams (instead of --config)\n"
-"  -s, --sql-dir DIR  migrations directory (default " GMCP_SQL_DIR ")\n"
-"  -j, --json         machine-readable output\n"
-"  -F, --format FMT   export format of 'sessions export': json, text or markdown\n"
-"  -o, --owner NAME   only this principal's sessions\n"
-"      --upload-dir D  spool directory (default: the configuration's GeminiMCPUploadDir)\n"
-"  -k, --pepper SRC   file:PATH or env:NAME of the key-hashing secret (default: the\n"
-"                     configuration's GeminiMCPKeyPepper)\n"
-"  -v, --verbose      report what was done, and print the core's own log lines\n"
-"                     (database, disk and upstream details: gmcpctl: TAG: message) on\n"
-"                     stderr; without -v a failure is the one line gmcpctl prints\n"
-"  -h, --help         this text\n"
-"  -V, --version      print the version\n"
-"\n"
-"Environment: GMCP_SQL_DIR overrides the default migrations directory.\n"
-"Options that belong to some commands (--name, --grace, --since, --format, ...) are\n"
-"refused on the others. DATE is YYYY-MM-DD[THH:MM[:SS]Z] (UTC, a real calendar day);\n"
-"durations are N with s, m, h or d, at most 100 years.\n"
-"Errors are one line on stderr (a database's message included, never its password).\n"
-"Exit status: 0 success, 1 the operation failed (or 'migrate status' found drift),\n"
-"2 usage error.\n", out);
-}
-
 /* The DBDParams password (pgsql "password=..." or a URI's user:password@): never printed. */
 static const char *secret_param;
 static apr_pool_t *msg_pool;
@@ -275,7 +197,10 @@ int open_db(ctl *c, int may_create)
         return fail("cannot open the database: %s", err ? err : "unknown error");
     }
     gmcp_db_init(&c->db, drv, handle, apr_hash_make(c->pool), c->pool);
-    /* Run next to a busy server: wait for its writers rather than fail. */
+    /* Run next to a busy server: wait for its writers rather than fail (backup.c's native
+     * calls on this connection too). Not a repeat of the core's: gmcp_db_ready sets it for
+     * the module, and gmcpctl never calls that (it refuses a schema behind, which migrate
+     * must open). */
     if (!c->db.pgsql) gmcp_db_exec_raw(&c->db, "PRAGMA busy_timeout=5000", NULL);
     return 0;
 }
@@ -430,282 +355,512 @@ static int need_session(ctl *c, const char *id, gmcp_chat_session *s)
     return 0;
 }
 
-static int cmd_sessions(ctl *c, const char *sub, const char *id)
+static int cmd_sessions_list(ctl *c)
 {
-    gmcp_chat_session s;
-    apr_array_header_t *list, *msgs;
+    apr_array_header_t *list;
+    json_t *arr;
     int rv, i;
-    if (!strcmp(sub, "list")) {
-        json_t *arr = json_array();
-        if ((rv = open_db(c, 0)) != 0) { json_decref(arr); return rv; }
-        if (gmcp_chat_list(&c->db, c->owner, 0, 0, 100000, &list)) {
-            json_decref(arr);
-            return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+    if ((rv = open_db(c, 0)) != 0) return rv;
+    if (gmcp_chat_list(&c->db, c->owner, 0, 0, 100000, &list))
+        return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+    arr = json_array();
+    for (i = 0; i < list->nelts; i++) {
+        gmcp_chat_session *x = &APR_ARRAY_IDX(list, i, gmcp_chat_session);
+        if (c->json) {
+            json_t *o = gmcp_chat_session_json(x);
+            json_object_set_new(o, "owner", json_string(x->owner));
+            json_array_append_new(arr, o);
         }
-        for (i = 0; i < list->nelts; i++) {
-            gmcp_chat_session *x = &APR_ARRAY_IDX(list, i, gmcp_chat_session);
-            if (c->json) {
-                json_t *o = gmcp_chat_session_json(x);
-                json_object_set_new(o, "owner", json_string(x->owner));
-                json_array_append_new(arr, o);
-            }
-            else {
-                printf("%-26s %-16s %-18s %5" APR_INT64_T_FMT "  %s  %s\n", x->id, x->owner,
-                       x->model, x->message_count, iso(c->pool, x->last_used), x->title);
-            }
+        else {
+            printf("%-26s %-16s %-18s %5" APR_INT64_T_FMT "  %s  %s\n", x->id, x->owner,
+                   x->model, x->message_count, iso(c->pool, x->last_used), x->title);
         }
-        if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
-        json_decref(arr);
-        return 0;
     }
-    if (!strcmp(sub, "show")) {
-        json_t *o;
-        if ((rv = need_session(c, id, &s)) != 0) return rv;
-        o = gmcp_chat_session_json(&s);
-        json_object_set_new(o, "owner", json_string(s.owner));
-        json_dumpf(o, stdout, c->json ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        fputc('\n', stdout);
-        json_decref(o);
-        return 0;
-    }
-    if (!strcmp(sub, "export")) {
-        const char *fmt = c->format ? c->format : (c->json ? "json" : "markdown"), *out;
-        if ((rv = need_session(c, id, &s)) != 0) return rv;
-        if (gmcp_chat_messages(&c->db, s.id, 0, 1000000, &msgs))
-            return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
-        if (!(out = gmcp_chat_export(c->pool, &s, msgs, fmt)))
-            return usage_err("--format '%s' must be json, text or markdown", fmt);
-        fputs(out, stdout);
-        return 0;
-    }
-    if (!strcmp(sub, "delete")) {
-        if ((rv = need_session(c, id, &s)) != 0) return rv;
-        if (gmcp_chat_delete(&c->db, s.id, NULL) != GMCP_FOUND)
-            return fail("cannot delete chat session '%s'", s.id);
-        if (gmcp_audit(&c->db, actor(c->pool), "session.delete", "",
-                       apr_pstrcat(c->pool, s.id, " owner=", s.owner, NULL)))
-            return fail("deleted, but could not write the audit log: %s",
-                        gmcp_db_error(&c->db, -1));
-        if (c->verbose) printf("deleted %s\n", s.id);
-        return 0;
-    }
-    return usage_err("unknown command 'sessions %s'", sub);
+    if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    json_decref(arr);
+    return 0;
 }
 
-/* The commands: operand count after the subcommand (0: none, 1: an id). */
-static const struct { const char *cmd, *sub; int id; } CMDS[] = {
-    {"migrate", NULL, 0}, {"migrate", "status", 0}, {"migrate", "down", 0},
-    {"sessions", "list", 0}, {"sessions", "show", 1}, {"sessions", "export", 1},
-    {"sessions", "delete", 1},
-    {"keys", "create", 0}, {"keys", "list", 0}, {"keys", "show", 1}, {"keys", "revoke", 1},
-    {"keys", "rotate", 1}, {"keys", "update", 1},
-    {"usage", NULL, 0}, {"audit", NULL, 0}, {"cleanup", NULL, 0},
-    {"backup", NULL, 0}, {"backup", "verify", 1}, {"restore", NULL, 1}, {"copy", NULL, 0},
-    {"uploads", "list", 0}, {"uploads", "show", 1}, {"uploads", "cancel", 1},
-    {NULL, NULL, 0}
-};
-
-/* Options that belong to some commands only ("cmd sub" or "cmd"); the rest
- * (-f -d -p -s -j -k -v) apply everywhere. */
-static const struct { int code; const char *name; const char *const cmds[6]; } OPT_USE[] = {
-    {'F', "--format", {"sessions export"}},
-    {'o', "--owner", {"sessions list", "sessions show", "sessions export", "sessions delete",
-                      "uploads list", "uploads show"}},
-    {OPT_NAME, "--name", {"keys create", "keys update"}},
-    {OPT_TENANT, "--tenant", {"keys create", "keys update"}},
-    {OPT_SCOPES, "--scopes", {"keys create", "keys update"}},
-    {OPT_RATE, "--rate", {"keys create", "keys update"}},
-    {OPT_BURST, "--burst", {"keys create", "keys update"}},
-    {OPT_TOKEN_RATE, "--token-rate", {"keys create", "keys update"}},
-    {OPT_TOKEN_QUOTA, "--token-quota", {"keys create", "keys update"}},
-    {OPT_MAX_INFLIGHT, "--max-inflight", {"keys create", "keys update"}},
-    {OPT_EXPIRES, "--expires", {"keys create", "keys update"}},
-    {OPT_USER, "--user", {"keys create", "keys update"}},
-    {OPT_GRACE, "--grace", {"keys rotate"}},
-    {OPT_KEY, "--key", {"usage"}},
-    {OPT_SINCE, "--since", {"usage", "audit"}},
-    {OPT_UPLOAD_DIR, "--upload-dir", {"uploads cancel", "cleanup", "backup", "restore", "copy"}},
-    {OPT_INCLUDE_UPLOADS, "--include-uploads", {"backup", "copy"}},
-    {OPT_OUTPUT, "--output", {"backup"}},
-    {OPT_KEEP, "--keep", {"backup"}},
-    {OPT_ENCRYPT, "--encrypt", {"backup", "backup verify", "restore"}},
-    {OPT_REPLACE, "--replace", {"restore", "copy"}},
-    {OPT_TO_DRIVER, "--to-driver", {"copy"}},
-    {OPT_TO_PARAMS, "--to-params", {"copy"}},
-    {OPT_DRY_RUN, "--dry-run", {"restore", "cleanup"}},
-    {OPT_TO, "--to", {"migrate down"}},
-    {OPT_FORCE, "--force", {"migrate down"}},
-    {0, NULL, {NULL}}
-};
-
-/* Checks the command line's shape before anything is opened; 0 or EXIT_USAGE. */
-static int check_command(ctl *c, const char *cmd, const char *sub, int nargs, int *which)
+static int cmd_sessions_show(ctl *c, const char *id)
 {
-    const char *full, *subs = NULL;
-    int i, j, known = 0, bare = 0;
-    for (i = 0; CMDS[i].cmd; i++) {
-        if (strcmp(CMDS[i].cmd, cmd)) continue;
-        known = 1;
-        if (!CMDS[i].sub) bare = 1;
-        else subs = subs ? apr_pstrcat(c->pool, subs, ", ", CMDS[i].sub, NULL) : CMDS[i].sub;
+    gmcp_chat_session s;
+    json_t *o;
+    int rv;
+    if ((rv = need_session(c, id, &s)) != 0) return rv;
+    o = gmcp_chat_session_json(&s);
+    json_object_set_new(o, "owner", json_string(s.owner));
+    json_dumpf(o, stdout, c->json ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(o);
+    return 0;
+}
+
+static int cmd_sessions_export(ctl *c, const char *id)
+{
+    const char *fmt = c->format ? c->format : (c->json ? "json" : "markdown"), *out;
+    gmcp_chat_session s;
+    apr_array_header_t *msgs;
+    int rv;
+    if ((rv = need_session(c, id, &s)) != 0) return rv;
+    if (gmcp_chat_messages(&c->db, s.id, 0, 1000000, &msgs))
+        return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+    if (!(out = gmcp_chat_export(c->pool, &s, msgs, fmt)))
+        return usage_err("--format '%s' must be json, text or markdown", fmt);
+    fputs(out, stdout);
+    return 0;
+}
+
+static int cmd_sessions_delete(ctl *c, const char *id)
+{
+    gmcp_chat_session s;
+    int rv;
+    if ((rv = need_session(c, id, &s)) != 0) return rv;
+    if (gmcp_chat_delete(&c->db, s.id, NULL) != GMCP_FOUND)
+        return fail("cannot delete chat session '%s'", s.id);
+    if (gmcp_audit(&c->db, actor(c->pool), "session.delete", "",
+                   apr_pstrcat(c->pool, s.id, " owner=", s.owner, NULL)))
+        return fail("deleted, but could not write the audit log: %s",
+                    gmcp_db_error(&c->db, -1));
+    if (c->verbose) printf("deleted %s\n", s.id);
+    return 0;
+}
+
+/* ---- the command table: dispatch, the command line's checks and the usage text ------- */
+
+/* The most command-specific options a command accepts, and the 0 that ends them. */
+#define MAX_CMD_OPTS 11
+/* What keys create and keys update take. */
+#define KEY_OPTS OPT_NAME, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE, \
+                 OPT_TOKEN_QUOTA, OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER
+
+/* One command: a name, a subcommand or none, and at most one operand. */
+typedef struct {
+    const char *name;           /* "keys" */
+    const char *sub;            /* "create"; NULL: the command alone ("usage") */
+    const char *operand;        /* the operand it needs, as the usage names it ("ID");
+                                 * NULL: none */
+    const char *synopsis;       /* what the usage shows after it ("--to N"), or NULL */
+    int (*run)(ctl *c);                         /* without an operand */
+    int (*run_on)(ctl *c, const char *operand); /* with one */
+    int opts[MAX_CMD_OPTS];     /* the command-specific options it accepts, 0-ended */
+    const char *help;           /* its description in the usage, lines split by '\n' */
+} gmcpctl_cmd;
+
+static const gmcpctl_cmd COMMANDS[] = {
+    {.name = "migrate", .run = cmd_migrate,
+     .help = "apply pending schema migrations (quiet unless -v); refuses to run\n"
+             "when an applied migration's file changed since (drift)"},
+    {.name = "migrate", .sub = "status", .run = cmd_migrate_status,
+     .help = "list migrations: applied, pending, drift (file changed after it\n"
+             "was applied) or missing (applied, no file); exits 1 on drift or\n"
+             "missing, so cron can alert"},
+    {.name = "migrate", .sub = "down", .synopsis = "--to N [--force]", .run = cmd_migrate_down,
+     .opts = {OPT_TO, OPT_FORCE},
+     .help = "roll back every migration above N (newest first, one transaction,\n"
+             "with their NNNN_*.down.sql); refuses, changing nothing, when a\n"
+             "table it drops or alters holds rows, unless --force"},
+    {.name = "sessions", .sub = "list", .run = cmd_sessions_list, .opts = {'o'},
+     .help = "Gemini chat sessions, most recently used first (--owner O)"},
+    {.name = "sessions", .sub = "show", .operand = "ID", .run_on = cmd_sessions_show,
+     .opts = {'o'}, .help = "one chat session's details"},
+    {.name = "sessions", .sub = "export", .operand = "ID", .run_on = cmd_sessions_export,
+     .opts = {'F', 'o'},
+     .help = "the session as --format json|text|markdown (default markdown)"},
+    {.name = "sessions", .sub = "delete", .operand = "ID", .run_on = cmd_sessions_delete,
+     .opts = {'o'}, .help = "delete a chat session and its messages"},
+    {.name = "keys", .sub = "create", .run = cmd_keys_create, .opts = {KEY_OPTS},
+     .help = "make an API key (--name N [--tenant T] [--scopes P,...]\n"
+             "[--rate R/s|m|h] [--burst B] [--token-rate T/s|m|h]\n"
+             "[--token-quota Q/day|month] [--max-inflight K] [--expires DATE]\n"
+             "[--user U]); prints the secret once"},
+    {.name = "keys", .sub = "list", .run = cmd_keys_list,
+     .help = "every key (never a secret)"},
+    {.name = "keys", .sub = "show", .operand = "ID", .run_on = cmd_keys_show,
+     .help = "one key"},
+    {.name = "keys", .sub = "revoke", .operand = "ID", .run_on = cmd_keys_revoke,
+     .help = "refuse the key from now on (every httpd child within 1 s)"},
+    {.name = "keys", .sub = "rotate", .operand = "ID", .run_on = cmd_keys_rotate,
+     .opts = {OPT_GRACE}, .help = "new secret; the old one works for --grace (default 24h)"},
+    {.name = "keys", .sub = "update", .operand = "ID", .run_on = cmd_keys_update,
+     .opts = {KEY_OPTS}, .help = "change name, tenant, scopes, limits or expiry (same flags)"},
+    {.name = "usage", .run = cmd_usage, .opts = {OPT_KEY, OPT_SINCE},
+     .help = "usage per key and hour (--key ID, --since DATE|-Nh|-Nd)"},
+    {.name = "audit", .run = cmd_audit, .opts = {OPT_SINCE},
+     .help = "the audit log (--since DATE|-Nh|-Nd)"},
+    {.name = "uploads", .sub = "list", .run = cmd_uploads_list, .opts = {'o'},
+     .help = "tus uploads (--owner O)"},
+    {.name = "uploads", .sub = "show", .operand = "ID", .run_on = cmd_uploads_show,
+     .opts = {'o'}, .help = "one upload"},
+    {.name = "uploads", .sub = "cancel", .operand = "ID", .run_on = cmd_uploads_cancel,
+     .opts = {OPT_UPLOAD_DIR}, .help = "terminate an upload and remove its spool file"},
+    {.name = "backup", .run = cmd_backup,
+     .opts = {OPT_UPLOAD_DIR, OPT_INCLUDE_UPLOADS, OPT_OUTPUT, OPT_KEEP, OPT_ENCRYPT},
+     .help = "a consistent online backup (--output FILE|DIR, --keep N with a\n"
+             "DIR, --encrypt file:PATH|env:NAME, --include-uploads: the spool\n"
+             "files of live uploads too); quiet on success"},
+    {.name = "backup", .sub = "verify", .operand = "ARCHIVE", .run_on = cmd_backup_verify,
+     .opts = {OPT_ENCRYPT},
+     .help = "check an archive offline: format, row counts, table hashes"},
+    /* An operand of the command alone: "restore" has no subcommands. */
+    {.name = "restore", .operand = "ARCHIVE", .run_on = cmd_restore,
+     .opts = {OPT_UPLOAD_DIR, OPT_ENCRYPT, OPT_REPLACE, OPT_DRY_RUN},
+     .help = "load an archive (of either driver) into an empty database, in one\n"
+             "transaction, verified before commit (--dry-run, --replace;\n"
+             "--upload-dir D receives the archive's spool files)"},
+    {.name = "copy", .run = cmd_copy,
+     .opts = {OPT_UPLOAD_DIR, OPT_INCLUDE_UPLOADS, OPT_REPLACE, OPT_TO_DRIVER, OPT_TO_PARAMS},
+     .help = "copy the database to --to-driver D --to-params P (verified;\n"
+             "--include-uploads --upload-dir D: live uploads' spool files to D)"},
+    {.name = "cleanup", .run = cmd_cleanup, .opts = {OPT_UPLOAD_DIR, OPT_DRY_RUN},
+     .help = "remove what has expired: uploads (spool files and rows), idle MCP\n"
+             "and chat sessions, Gemini file records, and what is past its\n"
+             "retention (GeminiMCP*Retention: usage rolled up per day, audit,\n"
+             "events) (--dry-run reports only; one run at a time; quiet on success)"},
+};
+#define N_COMMANDS (sizeof(COMMANDS) / sizeof(COMMANDS[0]))
+
+/* One option. Those not `everywhere` apply to the commands that list them only; they
+ * are checked in this table's order (the first one given that does not apply is said). */
+typedef struct {
+    const char *name;           /* the long name, without "--" */
+    int code;                   /* the short option's character, or OPT_* */
+    const char *arg;            /* its value, as the usage names it ("FILE"); NULL: none */
+    int everywhere;             /* applies to every command */
+    const char *help;           /* its text in the usage's Options section, lines split
+                                 * by '\n'; NULL: the commands' texts describe it */
+} gmcpctl_opt;
+
+static const gmcpctl_opt OPTIONS[] = {
+    {"config", 'f', "FILE", 1, "httpd configuration to read DBDriver/DBDParams from (without\n"
+                               "-f, -d and -p: " GMCP_DEFAULT_CONFIG " if it exists)"},
+    {"driver", 'd', "NAME", 1, "database driver: sqlite3 or pgsql (instead of --config)"},
+    {"params", 'p', "STR", 1, "driver parameters, as DBDParams (instead of --config)"},
+    {"sql-dir", 's', "DIR", 1, "migrations directory (default " GMCP_SQL_DIR ")"},
+    {"json", 'j', NULL, 1, "machine-readable output"},
+    {"format", 'F', "FMT", 0, "export format of 'sessions export': json, text or markdown"},
+    {"owner", 'o', "NAME", 0, "only this principal's sessions"},
+    {"name", OPT_NAME, "N", 0, NULL},
+    {"tenant", OPT_TENANT, "T", 0, NULL},
+    {"scopes", OPT_SCOPES, "P,...", 0, NULL},
+    {"rate", OPT_RATE, "R/s|m|h", 0, NULL},
+    {"burst", OPT_BURST, "B", 0, NULL},
+    {"token-rate", OPT_TOKEN_RATE, "T/s|m|h", 0, NULL},
+    {"token-quota", OPT_TOKEN_QUOTA, "Q/day|month", 0, NULL},
+    {"max-inflight", OPT_MAX_INFLIGHT, "K", 0, NULL},
+    {"expires", OPT_EXPIRES, "DATE", 0, NULL},
+    {"user", OPT_USER, "U", 0, NULL},
+    {"grace", OPT_GRACE, "DURATION", 0, NULL},
+    {"key", OPT_KEY, "ID", 0, NULL},
+    {"since", OPT_SINCE, "DATE", 0, NULL},
+    {"upload-dir", OPT_UPLOAD_DIR, "D", 0,
+     "spool directory (default: the configuration's GeminiMCPUploadDir)"},
+    {"include-uploads", OPT_INCLUDE_UPLOADS, NULL, 0, NULL},
+    {"output", OPT_OUTPUT, "FILE|DIR", 0, NULL},
+    {"keep", OPT_KEEP, "N", 0, NULL},
+    {"encrypt", OPT_ENCRYPT, "SRC", 0, NULL},
+    {"replace", OPT_REPLACE, NULL, 0, NULL},
+    {"to-driver", OPT_TO_DRIVER, "D", 0, NULL},
+    {"to-params", OPT_TO_PARAMS, "P", 0, NULL},
+    {"dry-run", OPT_DRY_RUN, NULL, 0, NULL},
+    {"to", OPT_TO, "N", 0, NULL},
+    {"force", OPT_FORCE, NULL, 0, NULL},
+    {"pepper", 'k', "SRC", 1, "file:PATH or env:NAME of the key-hashing secret (default: the\n"
+                              "configuration's GeminiMCPKeyPepper)"},
+    {"verbose", 'v', NULL, 1,
+     "report what was done, and print the core's own log lines\n"
+     "(database, disk and upstream details: gmcpctl: TAG: message) on\n"
+     "stderr; without -v a failure is the one line gmcpctl prints"},
+    {"help", 'h', NULL, 1, "this text"},
+    {"version", 'V', NULL, 1, "print the version"},
+};
+#define N_OPTIONS (sizeof(OPTIONS) / sizeof(OPTIONS[0]))
+
+/* ---- the usage text ------------------------------------------------------------------ */
+
+#define HELP_COL   21   /* where the descriptions start */
+#define HELP_WIDTH 90   /* the text's widest line */
+
+static const char USAGE_HEAD[] =
+"Usage: gmcpctl [options] <command> [arguments]\n"
+"\n"
+"Administer the database of mod_gemini_mcp (SQLite or PostgreSQL through APR DBD).\n"
+"\n"
+"Commands:\n";
+
+static const char USAGE_TAIL[] =
+"\n"
+"Environment: GMCP_SQL_DIR overrides the default migrations directory.\n"
+"Options that belong to some commands (--name, --grace, --since, --format, ...) are\n"
+"refused on the others. DATE is YYYY-MM-DD[THH:MM[:SS]Z] (UTC, a real calendar day);\n"
+"durations are N with s, m, h or d, at most 100 years.\n"
+"Errors are one line on stderr (a database's message included, never its password).\n"
+"Exit status: 0 success, 1 the operation failed (or 'migrate status' found drift),\n"
+"2 usage error.\n";
+
+/* "  term  description": the description in its column when the term leaves `gap`
+ * spaces before it, else beside the term (two spaces) when that fits the width, else
+ * on the next line; its further lines in the column. */
+static void usage_entry(FILE *out, const char *term, const char *help, int gap)
+{
+    int tlen = (int)strlen(term), n = (int)strcspn(help, "\n");
+    if (2 + tlen + gap <= HELP_COL)
+        fprintf(out, "  %-*s%.*s\n", HELP_COL - 2, term, n, help);
+    else if (2 + tlen + 2 + n <= HELP_WIDTH)
+        fprintf(out, "  %s  %.*s\n", term, n, help);
+    else
+        fprintf(out, "  %s\n%*s%.*s\n", term, HELP_COL, "", n, help);
+    for (help += n; *help == '\n'; help += n) {
+        help++;
+        n = (int)strcspn(help, "\n");
+        fprintf(out, "%*s%.*s\n", HELP_COL, "", n, help);
     }
-    if (!known) return usage_err("unknown command '%s'", cmd);
-    if (!sub && !bare)
-        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs a subcommand: %s", cmd, subs));
-    for (i = 0; CMDS[i].cmd; i++)
-        if (!strcmp(CMDS[i].cmd, cmd) && (sub ? CMDS[i].sub && !strcmp(CMDS[i].sub, sub)
-                                              : !CMDS[i].sub))
-            break;
-    if (!CMDS[i].cmd) {
-        if (!subs) return usage_err("%s", apr_psprintf(c->pool, "'%s' takes no argument, "
-                                                       "not '%s'", cmd, sub));
-        return usage_err("%s", apr_psprintf(c->pool, "unknown command '%s %s'; %s takes: %s",
-                                            cmd, sub, cmd, subs));
+}
+
+/* The usage text, from the command and option tables. */
+static void usage(FILE *out)
+{
+    char term[128];
+    apr_size_t i;
+    fputs(USAGE_HEAD, out);
+    for (i = 0; i < N_COMMANDS; i++) {
+        const gmcpctl_cmd *e = &COMMANDS[i];
+        snprintf(term, sizeof(term), "%s%s%s%s%s%s%s", e->name, e->sub ? " " : "",
+                 e->sub ? e->sub : "", e->operand ? " " : "", e->operand ? e->operand : "",
+                 e->synopsis ? " " : "", e->synopsis ? e->synopsis : "");
+        usage_entry(out, term, e->help, 1);
     }
-    full = sub ? apr_pstrcat(c->pool, cmd, " ", sub, NULL) : cmd;
-    if (CMDS[i].id && nargs - (sub ? 2 : 1) < 1)
-        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs an ID", full));
-    if (nargs - (sub ? 2 : 1) > CMDS[i].id)
-        return usage_err("%s", apr_psprintf(c->pool, CMDS[i].id ? "too many arguments for '%s'"
-                                            : "'%s' takes no argument", full));
-    for (j = 0; OPT_USE[j].name; j++) {
-        int k, given = OPT_USE[j].code == 'F' ? c->format != NULL
-                     : OPT_USE[j].code == 'o' ? c->owner != NULL
-                     : opt(c, OPT_USE[j].code) != NULL;
-        if (!given) continue;
-        for (k = 0; k < 6 && OPT_USE[j].cmds[k]; k++)
-            if (!strcmp(OPT_USE[j].cmds[k], full)) break;
-        if (k == 6 || !OPT_USE[j].cmds[k])
-            return usage_err("%s", apr_psprintf(c->pool, "%s does not apply to '%s'",
-                                                OPT_USE[j].name, full));
+    fputs("\nOptions:\n", out);
+    for (i = 0; i < N_OPTIONS; i++) {
+        const gmcpctl_opt *o = &OPTIONS[i];
+        if (!o->help) continue;
+        if (o->code < OPT_NAME)
+            snprintf(term, sizeof(term), "-%c, --%s%s%s", o->code, o->name, o->arg ? " " : "",
+                     o->arg ? o->arg : "");
+        else
+            snprintf(term, sizeof(term), "    --%s%s%s", o->name, o->arg ? " " : "",
+                     o->arg ? o->arg : "");
+        usage_entry(out, term, o->help, 2);
+    }
+    fputs(USAGE_TAIL, out);
+}
+
+/* ---- the command line ---------------------------------------------------------------- */
+
+/* parse_options' answer to --help and --version: done, exit 0. */
+#define ANSWERED (-1)
+
+/* The words after the options, and the command they name. */
+typedef struct {
+    const char *const *words;
+    int n;
+    const gmcpctl_cmd *cmd;
+    const char *operand;
+} cmdline;
+
+/* apr_getopt's table, from OPTIONS. */
+static const apr_getopt_option_t *getopt_table(apr_pool_t *p)
+{
+    apr_getopt_option_t *t = apr_pcalloc(p, (N_OPTIONS + 1) * sizeof(*t));
+    apr_size_t i;
+    for (i = 0; i < N_OPTIONS; i++) {
+        t[i].name = OPTIONS[i].name;
+        t[i].optch = OPTIONS[i].code;
+        t[i].has_arg = OPTIONS[i].arg != NULL;
+        t[i].description = OPTIONS[i].help ? OPTIONS[i].help : "";
+    }
+    return t;
+}
+
+/* One option into `c`: 0, or ANSWERED (--help, --version). */
+static int take_option(ctl *c, int code, const char *arg)
+{
+    switch (code) {
+    case 'f': c->config = arg; break;
+    case 'd': c->driver = arg; break;
+    case 'p': c->params = arg; break;
+    case 's': c->sql_dir = arg; break;
+    case 'j': c->json = 1; break;
+    case 'F': c->format = arg; break;
+    case 'o': c->owner = arg; break;
+    case 'k': c->pepper = arg; break;
+    case 'v': c->verbose = 1; break;
+    case 'h': usage(stdout); return ANSWERED;
+    case 'V': printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
+              return ANSWERED;
+    default:
+        if (code >= OPT_NAME) apr_table_set(c->opts, apr_itoa(c->pool, code), arg ? arg : "1");
+        break;
+    }
+    return 0;
+}
+
+/* The options into `c` and the remaining words into `cl`: 0, ANSWERED or EXIT_USAGE. */
+static int parse_options(ctl *c, int argc, const char *const *argv, cmdline *cl)
+{
+    const apr_getopt_option_t *table = getopt_table(c->pool);
+    apr_getopt_t *g;
+    const char *arg;
+    int code, rv = 0;
+    apr_status_t st = APR_EOF;
+
+    memset(cl, 0, sizeof(*cl));
+    apr_getopt_init(&g, c->pool, argc, argv);
+    g->interleave = 1;
+    g->errfn = NULL;
+    while (!rv && (st = apr_getopt_long(g, table, &code, &arg)) == APR_SUCCESS)
+        rv = take_option(c, code, arg);
+    if (!rv && st != APR_EOF) {
+        const char *what = g->ind > 0 && g->ind <= argc ? g->argv[g->ind - 1] : "?";
+        rv = st == APR_BADARG ? usage_err("option '%s' needs a value", what)
+                              : usage_err("unknown option '%s'", what);
+    }
+    /* With interleaving, apr_getopt moves the operands to the end of its own argv. */
+    cl->words = g->argv + g->ind;
+    cl->n = argc - g->ind;
+    return rv;
+}
+
+/* The entry of `name` with `sub` (NULL: the command alone), or NULL. */
+static const gmcpctl_cmd *command_entry(const char *name, const char *sub)
+{
+    apr_size_t i;
+    for (i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(COMMANDS[i].name, name)
+            && (sub ? COMMANDS[i].sub && !strcmp(COMMANDS[i].sub, sub) : !COMMANDS[i].sub))
+            return &COMMANDS[i];
+    return NULL;
+}
+
+/* The subcommands of `name`, ", "-separated; NULL when it has none. */
+static const char *subcommands(apr_pool_t *p, const char *name)
+{
+    const char *subs = NULL;
+    apr_size_t i;
+    for (i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(COMMANDS[i].name, name) && COMMANDS[i].sub)
+            subs = subs ? apr_pstrcat(p, subs, ", ", COMMANDS[i].sub, NULL) : COMMANDS[i].sub;
+    return subs;
+}
+
+static int option_given(ctl *c, int code)
+{
+    return code == 'F' ? c->format != NULL : code == 'o' ? c->owner != NULL
+                       : opt(c, code) != NULL;
+}
+
+static int accepts(const gmcpctl_cmd *e, int code)
+{
+    int i;
+    for (i = 0; i < MAX_CMD_OPTS && e->opts[i]; i++)
+        if (e->opts[i] == code) return 1;
+    return 0;
+}
+
+/* The options given fit the command `e` (called `full`): 0 or EXIT_USAGE. */
+static int check_options(ctl *c, const gmcpctl_cmd *e, const char *full)
+{
+    apr_size_t i;
+    for (i = 0; i < N_OPTIONS; i++) {
+        const gmcpctl_opt *o = &OPTIONS[i];
+        if (!o->everywhere && option_given(c, o->code) && !accepts(e, o->code))
+            return usage_err("%s", apr_psprintf(c->pool, "--%s does not apply to '%s'",
+                                                o->name, full));
     }
     if (c->format && strcmp(c->format, "json") && strcmp(c->format, "text")
         && strcmp(c->format, "markdown"))
         return usage_err("--format '%s' must be json, text or markdown", c->format);
-    *which = i;
     return 0;
 }
 
-int main(int argc, const char *const *argv)
+/* The command the words name, its operand and options checked before anything is
+ * opened: 0 or EXIT_USAGE (no words: the usage text on stderr). */
+static int find_command(ctl *c, cmdline *cl)
 {
-    static const apr_getopt_option_t opts[] = {
-        {"config", 'f', 1, "httpd configuration file"},
-        {"driver", 'd', 1, "database driver"},
-        {"params", 'p', 1, "database parameters"},
-        {"sql-dir", 's', 1, "migrations directory"},
-        {"json", 'j', 0, "JSON output"},
-        {"format", 'F', 1, "export format"},
-        {"owner", 'o', 1, "owner"},
-        {"pepper", 'k', 1, "key pepper source"},
-        {"name", OPT_NAME, 1, "key name"},
-        {"tenant", OPT_TENANT, 1, "tenant"},
-        {"scopes", OPT_SCOPES, 1, "scopes"},
-        {"rate", OPT_RATE, 1, "request rate"},
-        {"burst", OPT_BURST, 1, "burst"},
-        {"token-rate", OPT_TOKEN_RATE, 1, "token rate"},
-        {"token-quota", OPT_TOKEN_QUOTA, 1, "token quota"},
-        {"max-inflight", OPT_MAX_INFLIGHT, 1, "in-flight cap"},
-        {"expires", OPT_EXPIRES, 1, "expiry"},
-        {"user", OPT_USER, 1, "apache user"},
-        {"grace", OPT_GRACE, 1, "rotation grace"},
-        {"key", OPT_KEY, 1, "key id"},
-        {"since", OPT_SINCE, 1, "since"},
-        {"upload-dir", OPT_UPLOAD_DIR, 1, "spool directory"},
-        {"dry-run", OPT_DRY_RUN, 0, "report only"},
-        {"output", OPT_OUTPUT, 1, "backup file or directory"},
-        {"keep", OPT_KEEP, 1, "backups to keep"},
-        {"encrypt", OPT_ENCRYPT, 1, "archive key source"},
-        {"replace", OPT_REPLACE, 0, "overwrite a non-empty target"},
-        {"include-uploads", OPT_INCLUDE_UPLOADS, 0, "spool files of live uploads"},
-        {"to-driver", OPT_TO_DRIVER, 1, "copy target driver"},
-        {"to-params", OPT_TO_PARAMS, 1, "copy target parameters"},
-        {"to", OPT_TO, 1, "target schema version"},
-        {"force", OPT_FORCE, 0, "drop data"},
-        {"verbose", 'v', 0, "verbose"},
-        {"help", 'h', 0, "help"},
-        {"version", 'V', 0, "version"},
-        {NULL, 0, 0, NULL}
-    };
-    apr_getopt_t *g;
-    ctl c;
-    int optch, rv, which = 0, nargs;
-    const char *optarg, *cmd, *sub, *id;
+    const char *name = cl->n > 0 ? cl->words[0] : NULL, *sub, *subs, *full;
+    const gmcpctl_cmd *alone, *e;
+    int operands;
 
-    if (apr_app_initialize(&argc, &argv, NULL) != APR_SUCCESS) return EXIT_FAIL;
-    atexit(apr_terminate);
-    memset(&c, 0, sizeof(c));
-    apr_pool_create(&c.pool, NULL);
-    msg_pool = c.pool;
-    gmcp_elog_set(elog_print, elog_enabled, &c);
-    c.opts = apr_table_make(c.pool, 8);
-    c.sql_dir = getenv("GMCP_SQL_DIR") ? getenv("GMCP_SQL_DIR") : GMCP_SQL_DIR;
-    apr_getopt_init(&g, c.pool, argc, argv);
-    g->interleave = 1;
-    g->errfn = NULL;
-    while ((rv = apr_getopt_long(g, opts, &optch, &optarg)) == APR_SUCCESS) {
-        switch (optch) {
-        case 'f': c.config = optarg; break;
-        case 'd': c.driver = optarg; break;
-        case 'p': c.params = optarg; break;
-        case 's': c.sql_dir = optarg; break;
-        case 'j': c.json = 1; break;
-        case 'F': c.format = optarg; break;
-        case 'o': c.owner = optarg; break;
-        case 'k': c.pepper = optarg; break;
-        case 'v': c.verbose = 1; break;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
-                  return 0;
-        default:
-            if (optch >= OPT_NAME)
-                apr_table_set(c.opts, apr_itoa(c.pool, optch), optarg ? optarg : "1");
-            break;
-        }
-    }
-    if (rv != APR_EOF) {
-        const char *what = g->ind > 0 && g->ind <= argc ? g->argv[g->ind - 1] : "?";
-        if (rv == APR_BADARG)
-            return usage_err("option '%s' needs a value", what);
-        return usage_err("unknown option '%s'", what);
-    }
-    /* With interleaving, apr_getopt moves the operands to the end of its own argv. */
-    nargs = argc - g->ind;
-    cmd = nargs > 0 ? g->argv[g->ind] : NULL;
-    sub = nargs > 1 ? g->argv[g->ind + 1] : NULL;
-    if (!cmd) {
+    if (!name) {
         usage(stderr);
         return EXIT_USAGE;
     }
-    /* "migrate" alone is a command; so are "usage", "audit" and "cleanup". */
-    /* "restore ARCHIVE": the operand follows the command directly. */
-    if ((rv = check_command(&c, cmd, strcmp(cmd, "restore") ? sub : NULL, nargs, &which)) != 0)
-        return rv;
-    if (!CMDS[which].sub) sub = NULL;
-    id = CMDS[which].id && nargs > 2 ? g->argv[g->ind + 2] : NULL;
-    if (!strcmp(cmd, "restore")) id = nargs > 1 ? g->argv[g->ind + 1] : NULL;
-    if (!c.config && !c.driver && !c.params) {
+    alone = command_entry(name, NULL);
+    subs = subcommands(c->pool, name);
+    if (!alone && !subs) return usage_err("unknown command '%s'", name);
+    /* The word after a command that alone takes an operand ("restore ARCHIVE") is it. */
+    sub = cl->n > 1 && !(alone && alone->operand) ? cl->words[1] : NULL;
+    if (!sub && !alone)
+        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs a subcommand: %s", name,
+                                            subs));
+    if (!(e = sub ? command_entry(name, sub) : alone)) {
+        if (!subs) return usage_err("%s", apr_psprintf(c->pool, "'%s' takes no argument, "
+                                                       "not '%s'", name, sub));
+        return usage_err("%s", apr_psprintf(c->pool, "unknown command '%s %s'; %s takes: %s",
+                                            name, sub, name, subs));
+    }
+    full = sub ? apr_pstrcat(c->pool, name, " ", sub, NULL) : name;
+    operands = cl->n - (sub ? 2 : 1);
+    if (e->operand && operands < 1)
+        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs an ID", full));
+    if (operands > (e->operand ? 1 : 0))
+        return usage_err("%s", apr_psprintf(c->pool, e->operand ? "too many arguments for '%s'"
+                                            : "'%s' takes no argument", full));
+    cl->cmd = e;
+    cl->operand = e->operand ? cl->words[sub ? 2 : 1] : NULL;
+    return check_options(c, e, full);
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+static void init_ctl(ctl *c)
+{
+    memset(c, 0, sizeof(*c));
+    apr_pool_create(&c->pool, NULL);
+    msg_pool = c->pool;
+    gmcp_elog_set(elog_print, elog_enabled, c);
+    c->opts = apr_table_make(c->pool, 8);
+    c->sql_dir = getenv("GMCP_SQL_DIR") ? getenv("GMCP_SQL_DIR") : GMCP_SQL_DIR;
+}
+
+/* The configuration to read when no flag names the database, and the drivers: 0 or
+ * EXIT_FAIL. */
+static int prepare_database(ctl *c)
+{
+    if (!c->config && !c->driver && !c->params) {
         apr_finfo_t fi;
-        if (apr_stat(&fi, GMCP_DEFAULT_CONFIG, APR_FINFO_TYPE, c.pool) == APR_SUCCESS) {
-            c.config = GMCP_DEFAULT_CONFIG;
+        if (apr_stat(&fi, GMCP_DEFAULT_CONFIG, APR_FINFO_TYPE, c->pool) == APR_SUCCESS) {
+            c->config = GMCP_DEFAULT_CONFIG;
             config_is_default = 1;
         }
     }
     /* gmcpctl uses each connection from one thread: no per-call connection mutex (it
      * was 7 % of a backup's CPU). Must come before SQLite initialises. */
     sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
-    if (apr_dbd_init(c.pool) != APR_SUCCESS) return fail("%s", "cannot initialise APR DBD");
-    if (!strcmp(cmd, "migrate")) rv = !sub ? cmd_migrate(&c) : !strcmp(sub, "down")
-                                      ? cmd_migrate_down(&c) : cmd_migrate_status(&c);
-    else if (!strcmp(cmd, "sessions")) rv = cmd_sessions(&c, sub, id);
-    else if (!strcmp(cmd, "keys")) rv = cmd_keys(&c, sub, id);
-    else if (!strcmp(cmd, "usage")) rv = cmd_usage(&c);
-    else if (!strcmp(cmd, "uploads")) rv = cmd_uploads(&c, sub, id);
-    else if (!strcmp(cmd, "cleanup")) rv = cmd_cleanup(&c);
-    else if (!strcmp(cmd, "backup")) rv = sub ? cmd_backup_verify(&c, id) : cmd_backup(&c);
-    else if (!strcmp(cmd, "restore")) rv = cmd_restore(&c, id);
-    else if (!strcmp(cmd, "copy")) rv = cmd_copy(&c);
-    else rv = cmd_audit(&c);
+    if (apr_dbd_init(c->pool) != APR_SUCCESS) return fail("%s", "cannot initialise APR DBD");
+    return 0;
+}
+
+static int run_command(ctl *c, const cmdline *cl)
+{
+    return cl->cmd->run_on ? cl->cmd->run_on(c, cl->operand) : cl->cmd->run(c);
+}
+
+/* 1. the options, 2. the command they leave, checked, 3. the database's whereabouts and
+ * drivers, 4. the command run, 5. its connection closed. */
+int main(int argc, const char *const *argv)
+{
+    ctl c;
+    cmdline cl;
+    int rv;
+
+    if (apr_app_initialize(&argc, &argv, NULL) != APR_SUCCESS) return EXIT_FAIL;
+    atexit(apr_terminate);
+    init_ctl(&c);
+    rv = parse_options(&c, argc, argv, &cl);
+    if (!rv) rv = find_command(&c, &cl);
+    if (!rv) rv = prepare_database(&c);
+    if (!rv) rv = run_command(&c, &cl);
     /* The drivers register no cleanup of their own: close before the pool goes. */
     if (c.db.handle) apr_dbd_close(c.db.driver, c.db.handle);
-    return rv;
+    return rv == ANSWERED ? 0 : rv;
 }

@@ -47,16 +47,34 @@ const char *iso(apr_pool_t *p, apr_int64_t sec);
 /* Who runs gmcpctl, for the audit log ("gmcpctl:<login>"). */
 const char *actor(apr_pool_t *p);
 
+/* The PostgreSQL advisory lock key of the job lock: any 64-bit number no other
+ * application on the database uses; this one spells nothing. It must differ from the
+ * migrations' lock (MIGRATE_LOCK_ID "727071", gmcp_migrate.c): a job and a migration
+ * each take their own. */
+#define GMCPCTL_JOB_LOCK_KEY "727170001"
+
 /* The job lock (joblock.c): 0 when taken; otherwise the exit code, with one line said
  * (another job holds it, or it cannot be taken). */
 typedef struct { ctl *c; int held; apr_file_t *f; } gmcpctl_joblock;
 int joblock_take(ctl *c, gmcpctl_joblock *l);
 void joblock_release(gmcpctl_joblock *l);
 
-int cmd_keys(ctl *c, const char *sub, const char *id);
+/* The commands: each is one entry of the command table (gmcpctl.c), which has checked
+ * the command line's shape before the call; `id` (or `path`) is the command's operand.
+ * 0, or the exit code with one line said. */
+/* access.c */
+int cmd_keys_create(ctl *c);
+int cmd_keys_list(ctl *c);
+int cmd_keys_show(ctl *c, const char *id);
+int cmd_keys_revoke(ctl *c, const char *id);
+int cmd_keys_rotate(ctl *c, const char *id);
+int cmd_keys_update(ctl *c, const char *id);
 int cmd_usage(ctl *c);
 int cmd_audit(ctl *c);
-int cmd_uploads(ctl *c, const char *sub, const char *id);
+/* uploads.c */
+int cmd_uploads_list(ctl *c);
+int cmd_uploads_show(ctl *c, const char *id);
+int cmd_uploads_cancel(ctl *c, const char *id);
 int cmd_cleanup(ctl *c);
 /* backup.c */
 int cmd_backup(ctl *c);

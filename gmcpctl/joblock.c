@@ -1,15 +1,12 @@
 /* joblock.c — one gmcpctl job at a time per database (cleanup, backup, restore, copy).
  *
- * PostgreSQL: a session advisory lock; SQLite: an flock on "<database file>.cleanup-lock".
- * Both go away with the process, so a killed job never blocks the next one. */
+ * PostgreSQL: a session advisory lock (GMCPCTL_JOB_LOCK_KEY, gmcpctl.h); SQLite: an flock
+ * on "<database file>.cleanup-lock". Both go away with the process, so a killed job never
+ * blocks the next one. */
 #include "gmcpctl.h"
 
 #include <string.h>
 #include <apr_strings.h>
-
-/* The advisory lock's key: any 64-bit number no other application on the database
- * uses; this one spells nothing. */
-#define GMCPCTL_LOCK_KEY "727170001"
 
 int joblock_take(ctl *c, gmcpctl_joblock *l)
 {
@@ -17,7 +14,8 @@ int joblock_take(ctl *c, gmcpctl_joblock *l)
     l->c = c;
     if (c->db.pgsql) {
         gmcp_rows rs;
-        if (gmcp_db_select_raw(&c->db, "SELECT pg_try_advisory_lock(" GMCPCTL_LOCK_KEY ")", &rs)
+        if (gmcp_db_select_raw(&c->db, "SELECT pg_try_advisory_lock(" GMCPCTL_JOB_LOCK_KEY ")",
+                               &rs)
             || rs.rows->nelts != 1)
             return fail("cannot take the gmcpctl job lock%s", "");
         if (GMCP_ROW(&rs, 0)[0][0] != 't')
@@ -45,7 +43,8 @@ void joblock_release(gmcpctl_joblock *l)
     if (!l->held) return;
     if (l->c->db.pgsql) {
         gmcp_rows rs;
-        gmcp_db_select_raw(&l->c->db, "SELECT pg_advisory_unlock(" GMCPCTL_LOCK_KEY ")", &rs);
+        gmcp_db_select_raw(&l->c->db, "SELECT pg_advisory_unlock(" GMCPCTL_JOB_LOCK_KEY ")",
+                           &rs);
     }
     if (l->f) apr_file_close(l->f);
     l->held = 0;
