@@ -173,3 +173,40 @@ bench: all test-deps
 
 clean:
 	rm -rf build build-asan
+
+# ---- gates ----------------------------------------------------------------------------
+# make lint:   gcc's static analyzer and a wider warning set over every product source
+# make format: clang-format the tree in place (.clang-format)
+# make check:  what CI gates on: the tree is formatted, lint is clean, no function in the
+#              upload handler, gmcpctl or the tools is longer than FNLEN_MAX lines
+LINT_WARN := $(WARN) -Wshadow -Wpointer-arith -Wcast-align -Wwrite-strings \
+             -Wstrict-prototypes -Wmissing-prototypes -Wold-style-definition \
+             -Wnested-externs -Wformat=2 -Wno-format-nonliteral -Wundef -fanalyzer
+LINT_SRC  := $(CORE_SRC) $(GLUE_SRC) mod_gemini_mcp/mod_gemini_mcp_fixtures.c $(wildcard gmcpctl/*.c)
+FORMAT_SRC := $(wildcard mod_gemini_mcp/*.[ch] gmcpctl/*.[ch] test/unit/*.[ch] test/fuzz/*.c)
+FNLEN_SRC := mod_gemini_mcp/mod_gemini_mcp_upload.c $(wildcard gmcpctl/*.c) \
+             $(wildcard mod_gemini_mcp/gmcp_tools_*.c)
+FNLEN_MAX ?= 60
+CLANG_FORMAT ?= clang-format
+HTTPD_INC := $(shell $(APXS) -q INCLUDEDIR 2>/dev/null)
+PG_INC    := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+
+.PHONY: lint format format-check fnlen-check check
+
+lint:
+	@set -e; for f in $(LINT_SRC); do \
+	    case $$f in gmcpctl/*) v='-DGMCP_VERSION="lint"';; *) v=;; esac; \
+	    $(CC) $(CFLAGS) $(LINT_WARN) -std=gnu11 $(APR_CFLAGS) -I$(HTTPD_INC) -I$(PG_INC) \
+	        -Imod_gemini_mcp -Igmcpctl -DGMCP_SQL_DIR='"$(SQLDIR)"' $$v -c -o /dev/null $$f; \
+	done; echo "lint: $(words $(LINT_SRC)) files clean"
+
+format:
+	$(CLANG_FORMAT) -i $(FORMAT_SRC)
+
+format-check:
+	@$(CLANG_FORMAT) --dry-run -Werror $(FORMAT_SRC) && echo "format: $(words $(FORMAT_SRC)) files formatted"
+
+fnlen-check:
+	@/usr/bin/python3 .ci/fnlen --max $(FNLEN_MAX) $(FNLEN_SRC)
+
+check: format-check lint fnlen-check
