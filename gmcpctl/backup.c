@@ -162,104 +162,135 @@ static int cmp_col(const void *a, const void *b)
     return strcmp(((const colent *)a)->name, ((const colent *)b)->name);
 }
 
-/* Every table (but schema_migrations and SQLite's own), by name, with its columns and
- * primary key. */
-static int list_tables(dbx *x, apr_pool_t *p, apr_array_header_t **out, const char **err)
+/* Every table's name (schema_migrations' too, but not SQLite's own), sorted by bytes: an
+ * array of rows whose [0] is the name. */
+static int table_names(dbx *x, apr_pool_t *p, apr_array_header_t **names, const char **err)
 {
-    apr_array_header_t *names, *res = apr_array_make(p, 16, sizeof(table_info));
-    int nc, i, j;
     const char *sql = x->pg
         ? "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
           "WHERE c.relkind IN ('r','p') AND n.nspname = current_schema()"
         : "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' "
           "ESCAPE '\\'";
-    if (x_query(x, p, sql, &nc, &names)) {
+    const char **flat;
+    int nc, i;
+    if (x_query(x, p, sql, &nc, names)) {
         *err = apr_psprintf(p, "cannot list the tables: %s", x_err(x));
         return -1;
     }
-    {
-        const char **flat = apr_palloc(p, sizeof(char *) * (size_t)(names->nelts + 1));
-        for (i = 0; i < names->nelts; i++) flat[i] = APR_ARRAY_IDX(names, i, const char **)[0];
-        qsort(flat, (size_t)names->nelts, sizeof(char *), cmp_str);
-        for (i = 0; i < names->nelts; i++) APR_ARRAY_IDX(names, i, const char **)[0] = flat[i];
+    flat = apr_palloc(p, sizeof(char *) * (size_t)((*names)->nelts + 1));
+    for (i = 0; i < (*names)->nelts; i++) flat[i] = APR_ARRAY_IDX(*names, i, const char **)[0];
+    qsort(flat, (size_t)(*names)->nelts, sizeof(char *), cmp_str);
+    for (i = 0; i < (*names)->nelts; i++) APR_ARRAY_IDX(*names, i, const char **)[0] = flat[i];
+    return 0;
+}
+
+/* A table's columns as rows (name, declared type), in the table's order, and its primary
+ * key's as rows whose [0] is the name, in the key's order: PostgreSQL. */
+static int pg_columns(dbx *x, apr_pool_t *p, const char *name, apr_array_header_t **cols,
+                      apr_array_header_t **pk, const char **err)
+{
+    int nc, pnc;
+    if (x_query(x, p, apr_psprintf(p, "SELECT column_name, data_type FROM "
+                "information_schema.columns WHERE table_schema = current_schema() AND "
+                "table_name = %s ORDER BY ordinal_position", qlit(p, name)), &nc, cols)
+        || x_query(x, p, apr_psprintf(p, "SELECT a.attname, format_type(a.atttypid, "
+                   "NULL) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                   "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND "
+                   "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                   qlit(p, qid(p, name))), &pnc, pk)) {
+        *err = apr_psprintf(p, "cannot read the columns of %s: %s", name, x_err(x));
+        return -1;
     }
+    return 0;
+}
+
+/* The same from SQLite's PRAGMA table_info. */
+static int lite_columns(dbx *x, apr_pool_t *p, const char *name, apr_array_header_t **cols,
+                        apr_array_header_t **pk, const char **err)
+{
+    apr_array_header_t *info;
+    int nc, j, k;
+    if (x_query(x, p, apr_psprintf(p, "PRAGMA table_info(%s)", qid(p, name)), &nc, &info)) {
+        *err = apr_psprintf(p, "cannot read the columns of %s: %s", name, x_err(x));
+        return -1;
+    }
+    *cols = apr_array_make(p, info->nelts, sizeof(const char **));
+    *pk = apr_array_make(p, 4, sizeof(const char **));
+    /* cid, name, type, notnull, dflt_value, pk (1-based position in the key) */
+    for (j = 1; j <= info->nelts; j++) {
+        for (k = 0; k < info->nelts; k++) {
+            const char **r = APR_ARRAY_IDX(info, k, const char **);
+            if (r[5] && atoi(r[5]) == j) APR_ARRAY_PUSH(*pk, const char **) = r + 1;
+        }
+    }
+    for (j = 0; j < info->nelts; j++)
+        APR_ARRAY_PUSH(*cols, const char **) = APR_ARRAY_IDX(info, j, const char **) + 1;
+    return 0;
+}
+
+/* t's columns sorted by name (bytes) with their canonical types, and its column list. */
+static void set_columns(apr_pool_t *p, table_info *t, apr_array_header_t *cols)
+{
+    colent *ce = apr_palloc(p, sizeof(colent) * (size_t)(cols->nelts + 1));
+    const char *collist = NULL;
+    int j;
+    t->ncols = cols->nelts;
+    for (j = 0; j < cols->nelts; j++) {
+        ce[j].name = APR_ARRAY_IDX(cols, j, const char **)[0];
+        ce[j].type = gmcp_coltype_from_decl(APR_ARRAY_IDX(cols, j, const char **)[1]);
+    }
+    qsort(ce, (size_t)cols->nelts, sizeof(colent), cmp_col);
+    t->cols = apr_palloc(p, sizeof(char *) * (size_t)(t->ncols + 1));
+    t->types = apr_palloc(p, sizeof(int) * (size_t)(t->ncols + 1));
+    for (j = 0; j < t->ncols; j++) {
+        t->cols[j] = ce[j].name;
+        t->types[j] = ce[j].type;
+        collist = collist ? apr_pstrcat(p, collist, ", ", qid(p, ce[j].name), NULL)
+                          : qid(p, ce[j].name);
+    }
+    t->collist = collist ? collist : "*";
+}
+
+/* Rows by primary key (by every column, NULLs first, without one), in byte order on both
+ * engines (PostgreSQL: COLLATE "C"): the ORDER BY clause body. */
+static const char *order_by(dbx *x, apr_pool_t *p, const table_info *t,
+                            apr_array_header_t *pk)
+{
+    const char *order = NULL;
+    int nk = pk->nelts, usepk = nk > 0, j;
+    if (!usepk) nk = t->ncols;
+    for (j = 0; j < nk; j++) {
+        const char *cn = usepk ? APR_ARRAY_IDX(pk, j, const char **)[0] : t->cols[j];
+        int k, ty = GMCP_COL_TEXT;
+        const char *term;
+        for (k = 0; k < t->ncols; k++) if (!strcmp(t->cols[k], cn)) ty = t->types[k];
+        term = qid(p, cn);
+        if (x->pg && ty == GMCP_COL_TEXT) term = apr_pstrcat(p, term, " COLLATE \"C\"", NULL);
+        if (!usepk) term = apr_pstrcat(p, term, " NULLS FIRST", NULL);
+        order = order ? apr_pstrcat(p, order, ", ", term, NULL) : term;
+    }
+    return order ? order : "1";
+}
+
+/* Every table (but schema_migrations and SQLite's own), by name, with its columns and
+ * primary key. */
+static int list_tables(dbx *x, apr_pool_t *p, apr_array_header_t **out, const char **err)
+{
+    apr_array_header_t *names, *res = apr_array_make(p, 16, sizeof(table_info));
+    int i;
+    if (table_names(x, p, &names, err)) return -1;
     for (i = 0; i < names->nelts; i++) {
         const char *name = APR_ARRAY_IDX(names, i, const char **)[0];
         apr_array_header_t *cols, *pk;
         table_info *t;
-        colent *ce;
-        const char *order = NULL, *collist = NULL;
-        int pnc;
         if (!strcmp(name, "schema_migrations")) continue;
         t = apr_array_push(res);
         t->name = name;
-        if (x->pg) {
-            if (x_query(x, p, apr_psprintf(p, "SELECT column_name, data_type FROM "
-                        "information_schema.columns WHERE table_schema = current_schema() AND "
-                        "table_name = %s ORDER BY ordinal_position", qlit(p, name)), &nc, &cols)
-                || x_query(x, p, apr_psprintf(p, "SELECT a.attname, format_type(a.atttypid, "
-                           "NULL) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                           "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND "
-                           "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                           qlit(p, qid(p, name))), &pnc, &pk)) {
-                *err = apr_psprintf(p, "cannot read the columns of %s: %s", name, x_err(x));
-                return -1;
-            }
-        }
-        else {
-            apr_array_header_t *info;
-            if (x_query(x, p, apr_psprintf(p, "PRAGMA table_info(%s)", qid(p, name)), &nc,
-                        &info)) {
-                *err = apr_psprintf(p, "cannot read the columns of %s: %s", name, x_err(x));
-                return -1;
-            }
-            cols = apr_array_make(p, info->nelts, sizeof(const char **));
-            pk = apr_array_make(p, 4, sizeof(const char **));
-            /* cid, name, type, notnull, dflt_value, pk (1-based position in the key) */
-            for (j = 1; j <= info->nelts; j++) {
-                int k;
-                for (k = 0; k < info->nelts; k++) {
-                    const char **r = APR_ARRAY_IDX(info, k, const char **);
-                    if (r[5] && atoi(r[5]) == j) APR_ARRAY_PUSH(pk, const char **) = r + 1;
-                }
-            }
-            for (j = 0; j < info->nelts; j++)
-                APR_ARRAY_PUSH(cols, const char **) = APR_ARRAY_IDX(info, j, const char **) + 1;
-        }
-        t->ncols = cols->nelts;
-        ce = apr_palloc(p, sizeof(colent) * (size_t)(cols->nelts + 1));
-        for (j = 0; j < cols->nelts; j++) {
-            ce[j].name = APR_ARRAY_IDX(cols, j, const char **)[0];
-            ce[j].type = gmcp_coltype_from_decl(APR_ARRAY_IDX(cols, j, const char **)[1]);
-        }
-        qsort(ce, (size_t)cols->nelts, sizeof(colent), cmp_col);
-        t->cols = apr_palloc(p, sizeof(char *) * (size_t)(t->ncols + 1));
-        t->types = apr_palloc(p, sizeof(int) * (size_t)(t->ncols + 1));
-        for (j = 0; j < t->ncols; j++) {
-            t->cols[j] = ce[j].name;
-            t->types[j] = ce[j].type;
-            collist = collist ? apr_pstrcat(p, collist, ", ", qid(p, ce[j].name), NULL)
-                              : qid(p, ce[j].name);
-        }
-        /* Rows by primary key, in byte order on both engines (PostgreSQL: COLLATE "C"). */
-        {
-            apr_array_header_t *keys = pk;
-            int nk = keys->nelts, usepk = nk > 0;
-            if (!usepk) nk = t->ncols;
-            for (j = 0; j < nk; j++) {
-                const char *cn = usepk ? APR_ARRAY_IDX(keys, j, const char **)[0] : t->cols[j];
-                int k, ty = GMCP_COL_TEXT;
-                const char *term;
-                for (k = 0; k < t->ncols; k++) if (!strcmp(t->cols[k], cn)) ty = t->types[k];
-                term = qid(p, cn);
-                if (x->pg && ty == GMCP_COL_TEXT) term = apr_pstrcat(p, term, " COLLATE \"C\"",
-                                                                     NULL);
-                if (!usepk) term = apr_pstrcat(p, term, " NULLS FIRST", NULL);
-                order = order ? apr_pstrcat(p, order, ", ", term, NULL) : term;
-            }
-        }
-        t->order = order ? order : "1";
-        t->collist = collist ? collist : "*";
+        if (x->pg ? pg_columns(x, p, name, &cols, &pk, err)
+                  : lite_columns(x, p, name, &cols, &pk, err))
+            return -1;
+        set_columns(p, t, cols);
+        t->order = order_by(x, p, t, pk);
     }
     *out = res;
     return 0;
@@ -318,12 +349,82 @@ static void copy_row_to_canon(const table_info *t, char *line, size_t len, gmcp_
     gmcp_canon_end(b);
 }
 
+/* One table's rows through COPY (...) TO STDOUT, each made canonical here in `b`. */
+static int dump_table_pg(dbx *x, apr_pool_t *p, const table_info *t, const char *sel,
+                         gmcp_arc_out *o, gmcp_abuf *b, const char **err)
+{
+    PGresult *r = PQexec(x->pq, apr_psprintf(p, "COPY (%s) TO STDOUT", sel));
+    char *buf;
+    int n, rv = 0;
+    if (PQresultStatus(r) != PGRES_COPY_OUT) {
+        PQclear(r);
+        *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+        return -1;
+    }
+    PQclear(r);
+    while ((n = PQgetCopyData(x->pq, &buf, 0)) > 0) {
+        copy_row_to_canon(t, buf, (size_t)n, b);
+        PQfreemem(buf);
+        if (!rv && gmcp_arc_row(o, b->data, b->len)) {
+            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+            rv = -1;
+        }
+    }
+    r = PQgetResult(x->pq);
+    if (!rv && (n != -1 || PQresultStatus(r) != PGRES_COMMAND_OK)) {
+        *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+        rv = -1;
+    }
+    PQclear(r);
+    while ((r = PQgetResult(x->pq))) PQclear(r);
+    return rv;
+}
+
+/* One table's rows through a prepared SELECT, as the engine's values (the archive's
+ * writer thread makes the lines meanwhile). */
+static int dump_table_lite(dbx *x, apr_pool_t *p, const table_info *t, const char *sel,
+                           gmcp_arc_out *o, const char **err)
+{
+    sqlite3_stmt *st;
+    int rc, j, rv = 0;
+    if (sqlite3_prepare_v2(x->lite, sel, -1, &st, NULL) != SQLITE_OK) {
+        *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+        return -1;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (j = 0; j < t->ncols; j++) {
+            switch (sqlite3_column_type(st, j)) {
+            case SQLITE_NULL: gmcp_arc_val_null(o); break;
+            case SQLITE_INTEGER:
+                gmcp_arc_val_int(o, (long long)sqlite3_column_int64(st, j));
+                break;
+            case SQLITE_FLOAT: gmcp_arc_val_double(o, sqlite3_column_double(st, j)); break;
+            default: {
+                const char *v = (const char *)sqlite3_column_text(st, j);
+                gmcp_arc_val_text(o, v ? v : "", v ? (size_t)sqlite3_column_bytes(st, j) : 0);
+            }
+            }
+        }
+        if (gmcp_arc_val_row_end(o)) {
+            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+            rv = -1;
+            break;
+        }
+    }
+    if (!rv && rc != SQLITE_DONE) {
+        *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
+        rv = -1;
+    }
+    sqlite3_finalize(st);
+    return rv;
+}
+
 /* Every row of every table into `o` (in the caller's snapshot or transaction). */
 static int dump_tables(dbx *x, apr_pool_t *p, apr_array_header_t *tables, gmcp_arc_out *o,
                        const char **err)
 {
     gmcp_abuf b = {0};
-    int i, j, rv = 0;
+    int i, rv = 0;
     for (i = 0; i < tables->nelts && !rv; i++) {
         const table_info *t = &APR_ARRAY_IDX(tables, i, table_info);
         json_t *cols = columns_json(t);
@@ -331,69 +432,12 @@ static int dump_tables(dbx *x, apr_pool_t *p, apr_array_header_t *tables, gmcp_a
                                        qid(p, t->name), t->order);
         rv = gmcp_arc_table_begin(o, t->name, cols);
         json_decref(cols);
-        if (rv) { *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
-                  break; }
-        if (x->pg) {
-            PGresult *r = PQexec(x->pq, apr_psprintf(p, "COPY (%s) TO STDOUT", sel));
-            char *buf;
-            int n;
-            if (PQresultStatus(r) != PGRES_COPY_OUT) {
-                PQclear(r);
-                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
-                rv = -1;
-                break;
-            }
-            PQclear(r);
-            while ((n = PQgetCopyData(x->pq, &buf, 0)) > 0) {
-                copy_row_to_canon(t, buf, (size_t)n, &b);
-                PQfreemem(buf);
-                if (!rv && gmcp_arc_row(o, b.data, b.len)) {
-                    *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
-                    rv = -1;
-                }
-            }
-            r = PQgetResult(x->pq);
-            if (!rv && (n != -1 || PQresultStatus(r) != PGRES_COMMAND_OK)) {
-                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
-                rv = -1;
-            }
-            PQclear(r);
-            while ((r = PQgetResult(x->pq))) PQclear(r);
+        if (rv) {
+            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
+            break;
         }
-        else {
-            sqlite3_stmt *st;
-            int rc;
-            if (sqlite3_prepare_v2(x->lite, sel, -1, &st, NULL) != SQLITE_OK) {
-                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
-                rv = -1;
-                break;
-            }
-            while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                for (j = 0; j < t->ncols; j++) {
-                    switch (sqlite3_column_type(st, j)) {
-                    case SQLITE_NULL: gmcp_arc_val_null(o); break;
-                    case SQLITE_INTEGER:
-                        gmcp_arc_val_int(o, (long long)sqlite3_column_int64(st, j));
-                        break;
-                    case SQLITE_FLOAT: gmcp_arc_val_double(o, sqlite3_column_double(st, j)); break;
-                    default: {
-                        const char *v = (const char *)sqlite3_column_text(st, j);
-                        gmcp_arc_val_text(o, v ? v : "", v ? (size_t)sqlite3_column_bytes(st, j) : 0);
-                    }
-                    }
-                }
-                if (gmcp_arc_val_row_end(o)) {
-                    *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
-                    rv = -1;
-                    break;
-                }
-            }
-            if (!rv && rc != SQLITE_DONE) {
-                *err = apr_psprintf(p, "cannot read table %s: %s", t->name, x_err(x));
-                rv = -1;
-            }
-            sqlite3_finalize(st);
-        }
+        rv = x->pg ? dump_table_pg(x, p, t, sel, o, &b, err)
+                   : dump_table_lite(x, p, t, sel, o, err);
         if (!rv && gmcp_arc_table_end(o)) {
             *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
             rv = -1;
@@ -403,7 +447,6 @@ static int dump_tables(dbx *x, apr_pool_t *p, apr_array_header_t *tables, gmcp_a
     return rv;
 }
 
-/* ---- the lock shared with cleanup -------------------------------------------------------- */
 /* ---- helpers ------------------------------------------------------------------------------ */
 static const char *sql_subdir(const char *driver)
 {
@@ -497,6 +540,110 @@ static int live_uploads(dbx *x, apr_pool_t *p, apr_array_header_t **rows, const 
     return 0;
 }
 
+/* dump_spools' state: where the files are, where they go, what was left out. */
+typedef struct {
+    apr_pool_t *p;
+    gmcp_arc_out *o;
+    const char *dir;
+    json_t *skipped;
+    char *buf;              /* one read's bytes */
+    size_t cap;
+    apr_int64_t total;      /* bytes included */
+    const char **err;
+} spool_dump;
+
+/* A spool file left out of the archive (fd -1: it could not be opened, errno says why;
+ * else *st is its fstat): warned about and listed in skipped. */
+static void skip_spool(spool_dump *d, const char *id, const char *path, apr_int64_t want,
+                       int fd, const struct stat *st)
+{
+    const char *why = fd < 0 ? (errno == ENOENT ? "missing" : strerror(errno))
+                    : !S_ISREG(st->st_mode) ? "not a regular file"
+                    : "shorter than its offset";
+    if (fd >= 0 && S_ISREG(st->st_mode))
+        fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s has %" APR_INT64_T_FMT
+                " bytes, fewer than its offset %" APR_INT64_T_FMT ": not included\n", id,
+                path, (apr_int64_t)st->st_size, want);
+    else
+        fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s is %s: not "
+                "included\n", id, path, why);
+    json_array_append_new(d->skipped, json_pack("{s:s, s:I, s:s}", "id", id,
+                          "upload_offset", (json_int_t)want, "reason", why));
+    if (fd >= 0 && S_ISREG(st->st_mode))
+        json_object_set_new(json_array_get(d->skipped, json_array_size(d->skipped) - 1),
+                            "file_bytes", json_integer(st->st_size));
+}
+
+/* Exactly `want` bytes of the open spool file `path` as its section of the archive. */
+static int copy_spool(spool_dump *d, const char *id, const char *path, int fd,
+                      apr_int64_t want)
+{
+    apr_int64_t left;
+    int rv = 0;
+    if (gmcp_arc_spool_begin(d->o, id, want)) {
+        *d->err = apr_psprintf(d->p, "cannot write the archive: %s", strerror(errno));
+        rv = -1;
+    }
+    for (left = want; !rv && left > 0;) {
+        ssize_t n = read(fd, d->buf, left < (apr_int64_t)d->cap ? (size_t)left : d->cap);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            /* only something else than the module could truncate below the offset */
+            *d->err = apr_psprintf(d->p, "the spool file %s shrank below its offset while it "
+                                   "was read: %s", path, n < 0 ? strerror(errno)
+                                                               : "end of file");
+            rv = -1;
+            break;
+        }
+        if (gmcp_arc_spool_data(d->o, d->buf, (size_t)n)) {
+            *d->err = apr_psprintf(d->p, "cannot write the archive: %s", strerror(errno));
+            rv = -1;
+        }
+        left -= n;
+    }
+    close(fd);
+    if (!rv && gmcp_arc_spool_end(d->o)) {
+        *d->err = apr_psprintf(d->p, "cannot write the archive: %s", strerror(errno));
+        rv = -1;
+    }
+    return rv;
+}
+
+/* One live upload (id, upload_offset): its spool file's section, or skipped. */
+static int dump_spool(spool_dump *d, const char **r)
+{
+    const char *id = r[0], *path;
+    apr_int64_t want = r[1] ? apr_atoi64(r[1]) : 0;
+    struct stat st;
+    int fd;
+    if (!gmcp_upload_id_ok(id)) {
+        fprintf(stderr, "gmcpctl: warning: upload %s: not a spool file name: not included\n",
+                id);
+        json_array_append_new(d->skipped, json_pack("{s:s, s:I, s:s}", "id", id,
+                              "upload_offset", (json_int_t)want, "reason", "bad id"));
+        return 0;
+    }
+    path = apr_pstrcat(d->p, d->dir, "/", id, NULL);
+    fd = open(path, O_RDONLY | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT && want == 0) {
+        /* The module inserts the row before it creates the file: nothing to copy yet,
+         * and an empty file is what that upload has. */
+        if (gmcp_arc_spool_begin(d->o, id, 0) || gmcp_arc_spool_end(d->o)) {
+            *d->err = apr_psprintf(d->p, "cannot write the archive: %s", strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < want) {
+        skip_spool(d, id, path, want, fd, &st);
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    if (copy_spool(d, id, path, fd, want)) return -1;
+    d->total += want;
+    return 0;
+}
+
 /* Exactly upload_offset bytes of each live upload's spool file into the archive (the
  * module never rewrites bytes below the recorded offset, so these are stable while later
  * ones may be being written). A file missing or shorter than its offset is skipped with a
@@ -504,85 +651,184 @@ static int live_uploads(dbx *x, apr_pool_t *p, apr_array_header_t **rows, const 
 static int dump_spools(ctl *c, gmcp_arc_out *o, const char *dir, apr_array_header_t *ups,
                        json_t *skipped, apr_int64_t *total, const char **err)
 {
-    apr_pool_t *p = c->pool;
-    size_t cap = 1 << 20;
-    char *buf = malloc(cap);
+    spool_dump d = {c->pool, o, dir, skipped, NULL, 1 << 20, 0, err};
     int i, rv = 0;
-    if (!buf) abort();
-    *total = 0;
-    for (i = 0; i < ups->nelts && !rv; i++) {
-        const char **r = APR_ARRAY_IDX(ups, i, const char **);
-        const char *id = r[0], *path;
-        apr_int64_t want = r[1] ? apr_atoi64(r[1]) : 0, left;
-        struct stat st;
-        int fd;
-        if (!gmcp_upload_id_ok(id)) {
-            fprintf(stderr, "gmcpctl: warning: upload %s: not a spool file name: not included\n",
-                    id);
-            json_array_append_new(skipped, json_pack("{s:s, s:I, s:s}", "id", id,
-                                  "upload_offset", (json_int_t)want, "reason", "bad id"));
-            continue;
-        }
-        path = apr_pstrcat(p, dir, "/", id, NULL);
-        fd = open(path, O_RDONLY | O_NOFOLLOW);
-        if (fd < 0 && errno == ENOENT && want == 0) {
-            /* The module inserts the row before it creates the file: nothing to copy yet,
-             * and an empty file is what that upload has. */
-            if (gmcp_arc_spool_begin(o, id, 0) || gmcp_arc_spool_end(o)) {
-                *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
-                rv = -1;
-            }
-            continue;
-        }
-        if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)
-            || st.st_size < want) {
-            const char *why = fd < 0 ? (errno == ENOENT ? "missing" : strerror(errno))
-                            : !S_ISREG(st.st_mode) ? "not a regular file"
-                            : "shorter than its offset";
-            if (fd >= 0 && S_ISREG(st.st_mode))
-                fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s has %" APR_INT64_T_FMT
-                        " bytes, fewer than its offset %" APR_INT64_T_FMT ": not included\n", id,
-                        path, (apr_int64_t)st.st_size, want);
-            else
-                fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s is %s: not "
-                        "included\n", id, path, why);
-            json_array_append_new(skipped, json_pack("{s:s, s:I, s:s}", "id", id,
-                                  "upload_offset", (json_int_t)want, "reason", why));
-            if (fd >= 0 && S_ISREG(st.st_mode))
-                json_object_set_new(json_array_get(skipped, json_array_size(skipped) - 1),
-                                    "file_bytes", json_integer(st.st_size));
-            if (fd >= 0) close(fd);
-            continue;
-        }
-        if (gmcp_arc_spool_begin(o, id, want)) {
-            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
-            rv = -1;
-        }
-        for (left = want; !rv && left > 0;) {
-            ssize_t n = read(fd, buf, left < (apr_int64_t)cap ? (size_t)left : cap);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-                /* only something else than the module could truncate below the offset */
-                *err = apr_psprintf(p, "the spool file %s shrank below its offset while it was "
-                                    "read: %s", path, n < 0 ? strerror(errno) : "end of file");
-                rv = -1;
-                break;
-            }
-            if (gmcp_arc_spool_data(o, buf, (size_t)n)) {
-                *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
-                rv = -1;
-            }
-            left -= n;
-        }
-        close(fd);
-        if (!rv && gmcp_arc_spool_end(o)) {
-            *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
-            rv = -1;
-        }
-        if (!rv) *total += want;
-    }
-    free(buf);
+    if (!(d.buf = malloc(d.cap))) abort();
+    for (i = 0; i < ups->nelts && !rv; i++)
+        rv = dump_spool(&d, APR_ARRAY_IDX(ups, i, const char **));
+    *total = d.total;
+    free(d.buf);
     return rv;
+}
+
+/* write_backup's state. */
+typedef struct {
+    ctl *c;
+    apr_pool_t *p;
+    const char *final, *dir;    /* the archive's name and its directory */
+    const char *tmp;            /* the name it is written under */
+    const char *secret;         /* --encrypt's key; NULL: plain */
+    const char *spool_dir;      /* --include-uploads: the spool directory; else NULL */
+    dbx x;
+    FILE *fp;
+    gmcp_arc_out *o;
+    int in_tx;                  /* the snapshot is open */
+    apr_array_header_t *mig;    /* schema_migrations: version, name, checksum */
+    apr_array_header_t *ups;    /* the live uploads (spool_dir) */
+    json_t *man;                /* the manifest, until gmcp_arc_finish takes it */
+    json_t *skipped;            /* its spool.skipped */
+    apr_int64_t spool_bytes;
+    const char *err;            /* why it failed */
+} backup_job;
+
+/* Step 1: the temporary file (in the archive's directory) and the archive on it. */
+static int backup_open(backup_job *B)
+{
+    const char *base = strrchr(B->final, '/');
+    int fd;
+    base = base ? base + 1 : B->final;
+    B->tmp = apr_psprintf(B->p, "%s/.%s.tmp-%ld", B->dir, base, (long)getpid());
+    if (x_init(B->c, &B->x)) return fail("%s", "cannot reach the database's native handle");
+    if ((fd = open(B->tmp, O_WRONLY | O_CREAT | O_EXCL, 0600)) < 0)
+        return fail("%s", apr_psprintf(B->p, "cannot create %s: %s", B->tmp, strerror(errno)));
+    if (!(B->fp = fdopen(fd, "wb"))) {
+        close(fd);
+        unlink(B->tmp);
+        return fail("cannot write %s", B->tmp);
+    }
+    setvbuf(B->fp, NULL, _IOFBF, 1 << 20);
+    B->o = gmcp_arc_out_open(B->p, B->fp, B->secret);
+    return 0;
+}
+
+/* The manifest of the snapshot `snap` (gmcp_arc_finish adds the tables and spool files). */
+static json_t *backup_manifest(backup_job *B, const char *snap)
+{
+    json_t *migs = json_array(), *src, *man;
+    const char *pfp;
+    int i;
+    for (i = 0; i < B->mig->nelts; i++) {
+        const char **r = APR_ARRAY_IDX(B->mig, i, const char **);
+        json_array_append_new(migs, json_pack("{s:I, s:s, s:s}", "version",
+                                              (json_int_t)apr_atoi64(r[0]),
+                                              "name", r[1] ? r[1] : "",
+                                              "checksum", r[2] ? r[2] : ""));
+    }
+    src = json_pack("{s:s}", "driver", B->c->driver);
+    if (B->x.pg)
+        json_object_set_new(src, "server_version", json_integer(PQserverVersion(B->x.pq)));
+    else json_object_set_new(src, "server_version", json_string(sqlite3_libversion()));
+    man = json_pack("{s:s, s:s, s:s, s:o, s:{s:i, s:o}, s:s}", "format", "gmcp-backup",
+                    "created_at", utc_iso(B->p, apr_time_now(), 0),
+                    "tool_version", GMCP_VERSION, "source", src,
+                    "schema", "version", B->mig->nelts, "migrations", migs, "snapshot", snap);
+    if ((pfp = pepper_fp(B->c))) json_object_set_new(man, "key_pepper_fingerprint",
+                                                     json_string(pfp));
+    json_object_set_new(man, "encrypted", json_boolean(B->secret != NULL));
+    return man;
+}
+
+/* Step 2: one snapshot for everything read: the migrations, every table's rows, the
+ * live uploads, the manifest; then it ends. */
+static int backup_snapshot(backup_job *B)
+{
+    dbx *x = &B->x;
+    const char *snap = x->pg ? "postgresql repeatable read read only"
+                             : "sqlite deferred read transaction";
+    apr_array_header_t *tables;
+    int nc;
+    if (x_exec(x, x->pg ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                        : "BEGIN DEFERRED")) {
+        B->err = apr_psprintf(B->p, "cannot start the snapshot: %s", x_err(x));
+        return -1;
+    }
+    B->in_tx = 1;
+    if (x_query(x, B->p, "SELECT version, name, checksum FROM schema_migrations ORDER BY "
+                         "version", &nc, &B->mig)) {
+        B->err = apr_psprintf(B->p, "cannot read schema_migrations (is the database "
+                              "migrated?): %s", x_err(x));
+        return -1;
+    }
+    if (list_tables(x, B->p, &tables, &B->err) || dump_tables(x, B->p, tables, B->o, &B->err))
+        return -1;
+    if (B->spool_dir && live_uploads(x, B->p, &B->ups, &B->err)) return -1;
+    B->man = backup_manifest(B, snap);
+    x_exec(x, "COMMIT");
+    B->in_tx = 0;
+    return 0;
+}
+
+/* Step 3 (--include-uploads): the spool files after the snapshot: their first
+ * upload_offset bytes (as of the snapshot) no longer change. The job lock keeps cleanup
+ * from removing them. */
+static int backup_spools(backup_job *B)
+{
+    if (!B->spool_dir) return 0;
+    B->skipped = json_array();
+    json_object_set_new(B->man, "spool", json_pack("{s:[], s:o}", "files", "skipped",
+                                                   B->skipped));
+    return dump_spools(B->c, B->o, B->spool_dir, B->ups, B->skipped, &B->spool_bytes,
+                       &B->err);
+}
+
+/* What was written (gmcpctl --json backup). */
+static json_t *backup_summary(backup_job *B)
+{
+    json_t *tables = gmcp_arc_tables(B->o), *s;
+    apr_int64_t total = 0;
+    int i;
+    for (i = 0; i < (int)json_array_size(tables); i++)
+        total += json_integer_value(json_object_get(json_array_get(tables, i), "rows"));
+    s = json_pack("{s:s, s:i, s:I, s:i}", "path", B->final, "tables",
+                  (int)json_array_size(tables), "rows", (json_int_t)total,
+                  "schema_version", B->mig->nelts);
+    if (B->spool_dir) {
+        json_object_set_new(s, "spool_files",
+                            json_integer((json_int_t)json_array_size(gmcp_arc_spools(B->o))));
+        json_object_set_new(s, "spool_bytes", json_integer(B->spool_bytes));
+        json_object_set_new(s, "spool_skipped",
+                            json_integer((json_int_t)json_array_size(B->skipped)));
+    }
+    return s;
+}
+
+/* Step 4: the manifest and the end line; the file synced, closed, renamed to its name,
+ * and its directory synced. */
+static int backup_finish_file(backup_job *B)
+{
+    json_t *man = B->man;
+    B->man = NULL;                  /* gmcp_arc_finish takes it */
+    if (gmcp_arc_finish(B->o, man) || fflush(B->fp) || fsync(fileno(B->fp))) {
+        B->err = apr_psprintf(B->p, "cannot write %s: %s", B->tmp, strerror(errno));
+        return -1;
+    }
+    if (fclose(B->fp)) {
+        B->fp = NULL;
+        B->err = apr_psprintf(B->p, "cannot write %s: %s", B->tmp, strerror(errno));
+        return -1;
+    }
+    B->fp = NULL;
+    if (rename(B->tmp, B->final)) {
+        B->err = apr_psprintf(B->p, "cannot rename %s to %s: %s", B->tmp, B->final,
+                              strerror(errno));
+        return -1;
+    }
+    fsync_dir(B->dir);
+    return 0;
+}
+
+/* Step 5, always: the snapshot ended, the archive closed; after a failure the temporary
+ * file removed, no summary, and the one line said. */
+static int backup_end(backup_job *B, int rv, json_t **summary)
+{
+    if (B->in_tx) x_exec(&B->x, "ROLLBACK");
+    gmcp_arc_out_close(B->o);
+    if (B->fp) fclose(B->fp);
+    if (B->man) json_decref(B->man);
+    if (!rv) return 0;
+    unlink(B->tmp);
+    if (summary && *summary) { json_decref(*summary); *summary = NULL; }
+    return fail("backup failed: %s", B->err ? B->err : "unknown error");
 }
 
 /* Take a backup of c's open database into `final` (written as a temporary file in the
@@ -590,116 +836,20 @@ static int dump_spools(ctl *c, gmcp_arc_out *o, const char *dir, apr_array_heade
 static int write_backup(ctl *c, const char *final, const char *secret, json_t **summary,
                         const char *spool_dir)
 {
-    apr_pool_t *p = c->pool;
-    dbx x;
-    apr_array_header_t *tables, *mig;
-    const char *err = NULL, *dir = dir_of(p, final), *base = strrchr(final, '/');
-    const char *tmp, *snap, *pfp;
-    int fd, nc, i, rv = -1, in_tx = 0;
-    FILE *fp = NULL;
-    gmcp_arc_out *o;
-    json_t *man, *migs, *src, *skipped = NULL;
-    apr_int64_t total = 0, spool_bytes = 0;
-    apr_array_header_t *ups = NULL;
-
-    base = base ? base + 1 : final;
-    tmp = apr_psprintf(p, "%s/.%s.tmp-%ld", dir, base, (long)getpid());
-    if (x_init(c, &x)) return fail("%s", "cannot reach the database's native handle");
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600)) < 0)
-        return fail("%s", apr_psprintf(p, "cannot create %s: %s", tmp, strerror(errno)));
-    if (!(fp = fdopen(fd, "wb"))) { close(fd); unlink(tmp); return fail("cannot write %s", tmp); }
-    setvbuf(fp, NULL, _IOFBF, 1 << 20);
-    o = gmcp_arc_out_open(p, fp, secret);
-
-    /* One snapshot for everything read below. */
-    if (x.pg) {
-        snap = "postgresql repeatable read read only";
-        if (x_exec(&x, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) {
-            err = apr_psprintf(p, "cannot start the snapshot: %s", x_err(&x));
-            goto done;
-        }
-    }
-    else {
-        snap = "sqlite deferred read transaction";
-        if (x_exec(&x, "BEGIN DEFERRED")) {
-            err = apr_psprintf(p, "cannot start the snapshot: %s", x_err(&x));
-            goto done;
-        }
-    }
-    in_tx = 1;
-    if (x_query(&x, p, "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
-                &nc, &mig)) {
-        err = apr_psprintf(p, "cannot read schema_migrations (is the database migrated?): %s",
-                           x_err(&x));
-        goto done;
-    }
-    if (list_tables(&x, p, &tables, &err) || dump_tables(&x, p, tables, o, &err)) goto done;
-    if (spool_dir && live_uploads(&x, p, &ups, &err)) goto done;
-    migs = json_array();
-    for (i = 0; i < mig->nelts; i++) {
-        const char **r = APR_ARRAY_IDX(mig, i, const char **);
-        json_array_append_new(migs, json_pack("{s:I, s:s, s:s}", "version",
-                                              (json_int_t)apr_atoi64(r[0]), "name", r[1] ? r[1] : "",
-                                              "checksum", r[2] ? r[2] : ""));
-    }
-    src = json_pack("{s:s}", "driver", c->driver);
-    if (x.pg) json_object_set_new(src, "server_version", json_integer(PQserverVersion(x.pq)));
-    else json_object_set_new(src, "server_version", json_string(sqlite3_libversion()));
-    man = json_pack("{s:s, s:s, s:s, s:o, s:{s:i, s:o}, s:s}", "format", "gmcp-backup",
-                    "created_at", utc_iso(p, apr_time_now(), 0), "tool_version", GMCP_VERSION,
-                    "source", src, "schema", "version", mig->nelts, "migrations", migs,
-                    "snapshot", snap);
-    if ((pfp = pepper_fp(c))) json_object_set_new(man, "key_pepper_fingerprint", json_string(pfp));
-    json_object_set_new(man, "encrypted", json_boolean(secret != NULL));
-    x_exec(&x, x.pg ? "COMMIT" : "COMMIT");
-    in_tx = 0;
-    /* The spool files after the snapshot: their first upload_offset bytes (as of the
-     * snapshot) no longer change. The job lock keeps cleanup from removing them. */
-    if (spool_dir) {
-        skipped = json_array();
-        json_object_set_new(man, "spool", json_pack("{s:[], s:o}", "files", "skipped", skipped));
-        if (dump_spools(c, o, spool_dir, ups, skipped, &spool_bytes, &err)) {
-            json_decref(man);
-            goto done;
-        }
-    }
-    for (i = 0; i < (int)json_array_size(gmcp_arc_tables(o)); i++)
-        total += json_integer_value(json_object_get(json_array_get(gmcp_arc_tables(o), i),
-                                                    "rows"));
-    if (summary)
-        *summary = json_pack("{s:s, s:i, s:I, s:i}", "path", final, "tables",
-                             (int)json_array_size(gmcp_arc_tables(o)), "rows", (json_int_t)total,
-                             "schema_version", mig->nelts);
-    if (summary && spool_dir) {
-        json_object_set_new(*summary, "spool_files",
-                            json_integer((json_int_t)json_array_size(gmcp_arc_spools(o))));
-        json_object_set_new(*summary, "spool_bytes", json_integer(spool_bytes));
-        json_object_set_new(*summary, "spool_skipped",
-                            json_integer((json_int_t)json_array_size(skipped)));
-    }
-    if (gmcp_arc_finish(o, man) || fflush(fp) || fsync(fileno(fp))) {
-        err = apr_psprintf(p, "cannot write %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (fclose(fp)) { fp = NULL; err = apr_psprintf(p, "cannot write %s: %s", tmp,
-                                                    strerror(errno)); goto done; }
-    fp = NULL;
-    if (rename(tmp, final)) {
-        err = apr_psprintf(p, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
-        goto done;
-    }
-    fsync_dir(dir);
-    rv = 0;
-done:
-    if (in_tx) x_exec(&x, "ROLLBACK");
-    gmcp_arc_out_close(o);
-    if (fp) fclose(fp);
-    if (rv) {
-        unlink(tmp);
-        if (summary && *summary) { json_decref(*summary); *summary = NULL; }
-        return fail("backup failed: %s", err ? err : "unknown error");
-    }
-    return 0;
+    backup_job B;
+    int rv;
+    memset(&B, 0, sizeof(B));
+    B.c = c;
+    B.p = c->pool;
+    B.final = final;
+    B.dir = dir_of(c->pool, final);
+    B.secret = secret;
+    B.spool_dir = spool_dir;
+    if ((rv = backup_open(&B)) != 0) return rv;     /* said; nothing to undo */
+    rv = (backup_snapshot(&B) || backup_spools(&B)) ? -1 : 0;
+    if (!rv && summary) *summary = backup_summary(&B);
+    if (!rv) rv = backup_finish_file(&B);
+    return backup_end(&B, rv, summary);
 }
 
 static int keep_prune(ctl *c, const char *dir, int keep)
@@ -1208,403 +1358,543 @@ static apr_int64_t table_rows(dbx *x, apr_pool_t *p, const char *name)
     return apr_atoi64(APR_ARRAY_IDX(r, 0, const char **)[0]);
 }
 
-/* Restore `path` into c's target. `verified`: the archive's manifest (already checked). */
-static int do_restore(ctl *c, const char *path, const char *secret, json_t *man, int dry,
-                      int replace)
-{
-    json_t *sfiles = json_object_get(json_object_get(man, "spool"), "files");
-    const char *sdir = NULL;
-    size_t nspool = json_array_size(sfiles), si;
-    apr_pool_t *p = c->pool;
-    apr_array_header_t *migs, *tables = NULL;
-    json_t *amigs = json_object_get(json_object_get(man, "schema"), "migrations"), *mt;
-    int aver = (int)json_integer_value(json_object_get(json_object_get(man, "schema"),
-                                                       "version"));
-    int tver = 0, i, rv, created = 0, in_tx = 0;
-    const char *err = NULL, *adrv;
-    apr_int64_t existing = 0;
-    const char *busy_table = NULL;
+/* do_restore's state. */
+typedef struct {
+    ctl *c;
+    apr_pool_t *p;
+    const char *path, *secret;
+    json_t *man;                /* the verified manifest (borrowed) */
+    json_t *sfiles;             /* its spool.files */
+    size_t nspool;
+    int dry, replace;
+    int aver, tver;             /* schema versions: the archive's, the target's */
+    int created;                /* the SQLite target is new: removed unless restored */
+    apr_array_header_t *migs;   /* this gmcpctl's migrations */
+    apr_array_header_t *tables; /* the target's (table_info) */
+    apr_array_header_t *trig;   /* SQLite: the triggers dropped to empty it (name, sql) */
+    apr_int64_t existing;       /* rows the target holds */
+    const char *sdir;           /* the upload directory, or NULL */
     dbx x;
     gmcpctl_joblock l;
     loader L;
-    gmcp_arc_out *chk = NULL;
-    apr_array_header_t *trig = NULL;
+    gmcp_arc_out *chk;          /* the target re-read */
+    json_t *mt;                 /* its tables: what was restored (borrowed from chk) */
+    const char *err;            /* why the transaction failed */
+} restore_job;
 
-    memset(&L, 0, sizeof(L));
-    memset(&l, 0, sizeof(l));
-    L.fd = -1;
-    adrv = json_string_value(json_object_get(json_object_get(man, "source"), "driver"));
-    if (c->config && !c->driver) {
-        /* open_db reads --config; it is needed to know the driver before opening */
+/* "<verb> <table> <n> rows" for each table of a manifest's "tables". */
+static void print_tables(const char *verb, json_t *tables)
+{
+    int i;
+    for (i = 0; i < (int)json_array_size(tables); i++)
+        printf("%s %-22s %" JSON_INTEGER_FORMAT " rows\n", verb,
+               json_string_value(json_object_get(json_array_get(tables, (size_t)i), "name")),
+               json_integer_value(json_object_get(json_array_get(tables, (size_t)i), "rows")));
+}
+
+/* Step 1: the target, opened; a new SQLite file is created only by a real restore (not
+ * by a dry run), and removed again by a failed one. */
+static int restore_open(restore_job *R)
+{
+    ctl *c = R->c;
+    int rv;
+    if (c->driver && !strcmp(c->driver, "sqlite3") && c->params && !exists(R->p, c->params)) {
+        if (R->dry) printf("would create the SQLite database %s\n", c->params);
+        R->created = 1;
     }
-    /* The target must not be created by a dry run or by a refusal. */
-    if (c->driver && !strcmp(c->driver, "sqlite3") && c->params && !exists(p, c->params)) {
-        if (dry) {
-            printf("would create the SQLite database %s\n", c->params);
-        }
-        created = 1;
-    }
-    if (!(dry && created)) {
-        if ((rv = open_db(c, 1)) != 0) return rv;
-    }
-    else {
-        /* still check the sql dir below */
-    }
+    if (!(R->dry && R->created) && (rv = open_db(c, 1)) != 0) return rv;
     if (!c->driver) c->driver = "sqlite3";
-    if (gmcp_migrations_load(p, c->sql_dir, sql_subdir(c->driver), &migs, &err)) {
-        rv = fail("%s", err);
-        goto out;
-    }
-    if (aver > migs->nelts) {
-        rv = fail("%s", apr_psprintf(p, "refused: the archive's schema version %d is newer than "
-                                     "this gmcpctl's migrations (%d in %s/%s): use a newer "
-                                     "gmcpctl", aver, migs->nelts, c->sql_dir,
-                                     sql_subdir(c->driver)));
-        goto out;
-    }
-    for (i = 0; i < aver; i++) {
+    return 0;
+}
+
+/* Step 2a: the archive's migrations are this gmcpctl's (names; checksums when the
+ * archive is of the same engine), and it knows the archive's version. */
+static int restore_check_migrations(restore_job *R)
+{
+    ctl *c = R->c;
+    json_t *amigs = json_object_get(json_object_get(R->man, "schema"), "migrations");
+    const char *adrv = json_string_value(json_object_get(json_object_get(R->man, "source"),
+                                                         "driver"));
+    const char *err = NULL;
+    int i;
+    if (gmcp_migrations_load(R->p, c->sql_dir, sql_subdir(c->driver), &R->migs, &err))
+        return fail("%s", err);
+    if (R->aver > R->migs->nelts)
+        return fail("%s", apr_psprintf(R->p, "refused: the archive's schema version %d is "
+                                       "newer than this gmcpctl's migrations (%d in %s/%s): "
+                                       "use a newer gmcpctl", R->aver, R->migs->nelts,
+                                       c->sql_dir, sql_subdir(c->driver)));
+    for (i = 0; i < R->aver; i++) {
         json_t *am = json_array_get(amigs, (size_t)i);
-        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+        gmcp_migration *m = &APR_ARRAY_IDX(R->migs, i, gmcp_migration);
         if (!am || strcmp(json_string_value(json_object_get(am, "name")) ?: "", m->name)
             || (adrv && !strcmp(adrv, c->driver)
                 && strcmp(json_string_value(json_object_get(am, "checksum")) ?: "",
-                          m->checksum))) {
-            rv = fail("%s", apr_psprintf(p, "refused: migration %d of the archive (%s) differs "
-                                         "from this gmcpctl's (%s)", i + 1,
-                                         am ? json_string_value(json_object_get(am, "name"))
-                                            : "missing", m->name));
-            goto out;
-        }
+                          m->checksum)))
+            return fail("%s", apr_psprintf(R->p, "refused: migration %d of the archive (%s) "
+                                           "differs from this gmcpctl's (%s)", i + 1,
+                                           am ? json_string_value(json_object_get(am, "name"))
+                                              : "missing", m->name));
     }
-    if (dry && created) {
-        mt = json_object_get(man, "tables");
-        printf("would apply migrations 1..%d\n", aver);
-        for (i = 0; i < (int)json_array_size(mt); i++)
-            printf("would load %-22s %" JSON_INTEGER_FORMAT " rows\n",
-                   json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
-                   json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
-        sdir = spool_dir_of(c);
-        for (si = 0; si < nspool; si++)
+    return 0;
+}
+
+/* Step 2b: the target's schema is not newer than the archive's, and as its files say. */
+static int restore_check_target(restore_job *R)
+{
+    ctl *c = R->c;
+    const char *err = NULL;
+    int i;
+    if (x_init(c, &R->x)) return fail("%s", "cannot reach the database's native handle");
+    if (gmcp_db_schema_version(&c->db, &R->tver, &err)) return fail("%s", err);
+    if (R->tver > R->aver)
+        return fail("%s", apr_psprintf(R->p, "refused: the target's schema (version %d) is "
+                                       "newer than the archive's (%d); restore into an empty "
+                                       "database or migrate it down first", R->tver, R->aver));
+    if (R->tver > 0 && gmcp_migrate_status(&c->db, R->migs, &err)) return fail("%s", err);
+    for (i = 0; i < R->tver; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(R->migs, i, gmcp_migration);
+        if (m->applied && strcmp(m->applied_checksum, m->checksum))
+            return fail("refused: the target's migration %s was changed after it was applied",
+                        m->name);
+    }
+    return 0;
+}
+
+/* Step 2c: the target's rows: it must be empty, unless --replace. */
+static int restore_count_rows(restore_job *R)
+{
+    const char *err = NULL, *busy_table = NULL;
+    int i;
+    if (list_tables(&R->x, R->p, &R->tables, &err)) return fail("%s", err);
+    for (i = 0; i < R->tables->nelts; i++) {
+        apr_int64_t n = table_rows(&R->x, R->p, APR_ARRAY_IDX(R->tables, i, table_info).name);
+        if (n < 0) return fail("cannot count the target's rows: %s", x_err(&R->x));
+        if (n > 0 && !busy_table) busy_table = APR_ARRAY_IDX(R->tables, i, table_info).name;
+        R->existing += n;
+    }
+    if (R->existing && !R->replace)
+        return fail("%s", apr_psprintf(R->p, "refused: the target database is not empty (%"
+                                       APR_INT64_T_FMT " rows, e.g. in %s); give --replace to "
+                                       "overwrite it (a backup of it is taken first)",
+                                       R->existing, busy_table));
+    return 0;
+}
+
+/* Step 2d: the archive's spool files (--include-uploads) need a known, existing upload
+ * directory, and no file is overwritten without --replace. */
+static int restore_check_spools(restore_job *R)
+{
+    size_t si;
+    R->sdir = spool_dir_of(R->c);
+    if (!R->nspool) return 0;
+    if (!R->sdir)
+        return fail("%s", apr_psprintf(R->p, "refused: the archive holds %d spool file(s) of "
+                                       "live uploads: give --upload-dir DIR (or a --config "
+                                       "with GeminiMCPUploadDir)", (int)R->nspool));
+    if (!is_dir(R->p, R->sdir))
+        return fail("refused: the upload directory %s does not exist", R->sdir);
+    for (si = 0; si < R->nspool; si++) {
+        const char *id = json_string_value(json_object_get(json_array_get(R->sfiles, si),
+                                                           "id"));
+        if (!gmcp_upload_id_ok(id))
+            return fail("refused: the archive's spool file '%s' is not an upload id",
+                        id ? id : "");
+        if (!R->replace && exists(R->p, apr_pstrcat(R->p, R->sdir, "/", id, NULL)))
+            return fail("%s", apr_psprintf(R->p, "refused: the spool file %s/%s exists; give "
+                                           "--replace to overwrite it", R->sdir, id));
+    }
+    return 0;
+}
+
+/* Step 2: everything that can refuse, before anything changes; the job lock taken. A
+ * dry run into a new SQLite file has no target to look into. */
+static int restore_prepare(restore_job *R)
+{
+    int rv;
+    if ((rv = restore_check_migrations(R)) != 0) return rv;
+    if (R->dry && R->created) return 0;
+    if ((rv = restore_check_target(R)) != 0) return rv;
+    if ((rv = joblock_take(R->c, &R->l)) != 0) return rv;
+    if ((rv = restore_count_rows(R)) != 0) return rv;
+    return restore_check_spools(R);
+}
+
+/* Step 3 (--dry-run): what the restore would do. */
+static void restore_print_plan(restore_job *R)
+{
+    json_t *mt = json_object_get(R->man, "tables");
+    size_t si;
+    if (R->created) {
+        const char *sdir = spool_dir_of(R->c);
+        printf("would apply migrations 1..%d\n", R->aver);
+        print_tables("would load", mt);
+        for (si = 0; si < R->nspool; si++)
             printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)\n",
                    sdir ? sdir : "<no upload directory: refused>",
-                   json_string_value(json_object_get(json_array_get(sfiles, si), "id")),
-                   json_integer_value(json_object_get(json_array_get(sfiles, si), "bytes")));
-        return 0;
+                   json_string_value(json_object_get(json_array_get(R->sfiles, si), "id")),
+                   json_integer_value(json_object_get(json_array_get(R->sfiles, si),
+                                                      "bytes")));
+        return;
     }
-    if (x_init(c, &x)) { rv = fail("%s", "cannot reach the database's native handle"); goto out; }
-    if (gmcp_db_schema_version(&c->db, &tver, &err)) { rv = fail("%s", err); goto out; }
-    if (tver > aver) {
-        rv = fail("%s", apr_psprintf(p, "refused: the target's schema (version %d) is newer than "
-                                     "the archive's (%d); restore into an empty database or "
-                                     "migrate it down first", tver, aver));
-        goto out;
+    for (si = 0; si < R->nspool; si++) {
+        json_t *e = json_array_get(R->sfiles, si);
+        const char *id = json_string_value(json_object_get(e, "id"));
+        printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)%s\n", R->sdir,
+               id, json_integer_value(json_object_get(e, "bytes")),
+               exists(R->p, apr_pstrcat(R->p, R->sdir, "/", id, NULL)) ? ", replacing it" : "");
     }
-    if (tver > 0 && gmcp_migrate_status(&c->db, migs, &err)) { rv = fail("%s", err); goto out; }
-    for (i = 0; i < tver; i++) {
-        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
-        if (m->applied && strcmp(m->applied_checksum, m->checksum)) {
-            rv = fail("refused: the target's migration %s was changed after it was applied",
-                      m->name);
-            goto out;
-        }
+    if (R->tver < R->aver) printf("would apply migrations %d..%d\n", R->tver + 1, R->aver);
+    if (R->existing) printf("would back up and delete the target's %" APR_INT64_T_FMT
+                            " rows\n", R->existing);
+    print_tables("would load", mt);
+    printf("nothing changed (dry run)\n");
+}
+
+/* Step 4a: an archive taken under another key pepper restores, but its API keys will
+ * not verify. */
+static void warn_other_pepper(restore_job *R)
+{
+    const char *afp = json_string_value(json_object_get(R->man, "key_pepper_fingerprint"));
+    const char *cfp = pepper_fp(R->c);
+    if (afp && cfp && strcmp(afp, cfp))
+        fprintf(stderr, "gmcpctl: warning: the archive was taken with another key pepper "
+                        "than this configuration's: its API keys will not verify until "
+                        "GeminiMCPKeyPepper is the original one\n");
+}
+
+/* Step 4b (--replace): the target's rows backed up next to the archive first. */
+static int backup_previous(restore_job *R)
+{
+    const char *pre = series_name(R->p, dir_of(R->p, R->path), "gmcp-pre-restore-");
+    int rv = write_backup(R->c, pre, NULL, NULL, NULL);
+    if (rv == 0) printf("the target's previous contents were backed up to %s\n", pre);
+    return rv;
+}
+
+/* In the transaction: the migrations from the target's version to the archive's. */
+static int tx_migrate(restore_job *R)
+{
+    dbx *x = &R->x;
+    apr_pool_t *p = R->p;
+    int i, j;
+    if (x_exec(x, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                  "name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)")) {
+        R->err = apr_psprintf(p, "cannot create schema_migrations: %s", x_err(x));
+        return -1;
     }
-    if ((rv = joblock_take(c, &l)) != 0) goto out;
-    if (list_tables(&x, p, &tables, &err)) { rv = fail("%s", err); goto out; }
-    for (i = 0; i < tables->nelts; i++) {
-        apr_int64_t n = table_rows(&x, p, APR_ARRAY_IDX(tables, i, table_info).name);
-        if (n < 0) { rv = fail("cannot count the target's rows: %s", x_err(&x)); goto out; }
-        if (n > 0 && !busy_table) busy_table = APR_ARRAY_IDX(tables, i, table_info).name;
-        existing += n;
-    }
-    if (existing && !replace) {
-        rv = fail("%s", apr_psprintf(p, "refused: the target database is not empty (%"
-                                     APR_INT64_T_FMT " rows, e.g. in %s); give --replace to "
-                                     "overwrite it (a backup of it is taken first)", existing,
-                                     busy_table));
-        goto out;
-    }
-    /* The spool files of the archive (--include-uploads): a known, existing upload
-     * directory, and no file overwritten without --replace. */
-    sdir = spool_dir_of(c);
-    if (nspool) {
-        if (!sdir) {
-            rv = fail("%s", apr_psprintf(p, "refused: the archive holds %d spool file(s) of live "
-                                         "uploads: give --upload-dir DIR (or a --config with "
-                                         "GeminiMCPUploadDir)", (int)nspool));
-            goto out;
-        }
-        if (!is_dir(p, sdir)) {
-            rv = fail("refused: the upload directory %s does not exist", sdir);
-            goto out;
-        }
-        for (si = 0; si < nspool; si++) {
-            const char *id = json_string_value(json_object_get(json_array_get(sfiles, si), "id"));
-            if (!gmcp_upload_id_ok(id)) {
-                rv = fail("refused: the archive's spool file '%s' is not an upload id",
-                          id ? id : "");
-                goto out;
-            }
-            if (!replace && exists(p, apr_pstrcat(p, sdir, "/", id, NULL))) {
-                rv = fail("%s", apr_psprintf(p, "refused: the spool file %s/%s exists; give "
-                                             "--replace to overwrite it", sdir, id));
-                goto out;
-            }
-        }
-    }
-    if (dry) {
-        mt = json_object_get(man, "tables");
-        for (si = 0; si < nspool; si++) {
-            json_t *e = json_array_get(sfiles, si);
-            const char *id = json_string_value(json_object_get(e, "id"));
-            printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)%s\n", sdir, id,
-                   json_integer_value(json_object_get(e, "bytes")),
-                   exists(p, apr_pstrcat(p, sdir, "/", id, NULL)) ? ", replacing it" : "");
-        }
-        if (tver < aver) printf("would apply migrations %d..%d\n", tver + 1, aver);
-        if (existing) printf("would back up and delete the target's %" APR_INT64_T_FMT
-                             " rows\n", existing);
-        for (i = 0; i < (int)json_array_size(mt); i++)
-            printf("would load %-22s %" JSON_INTEGER_FORMAT " rows\n",
-                   json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
-                   json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
-        printf("nothing changed (dry run)\n");
-        rv = 0;
-        goto out;
-    }
-    {
-        const char *afp = json_string_value(json_object_get(man, "key_pepper_fingerprint"));
-        const char *cfp = pepper_fp(c);
-        if (afp && cfp && strcmp(afp, cfp))
-            fprintf(stderr, "gmcpctl: warning: the archive was taken with another key pepper "
-                            "than this configuration's: its API keys will not verify until "
-                            "GeminiMCPKeyPepper is the original one\n");
-    }
-    if (existing) {
-        const char *pre = series_name(p, dir_of(p, path), "gmcp-pre-restore-");
-        if ((rv = write_backup(c, pre, NULL, NULL, NULL)) != 0) goto out;
-        printf("the target's previous contents were backed up to %s\n", pre);
-    }
-    /* ---- one transaction from here on ---- */
-    if (!x.pg) x_exec(&x, "PRAGMA journal_mode=WAL");
-    if (x_exec(&x, x.pg ? "BEGIN" : "BEGIN IMMEDIATE")) {
-        rv = fail("cannot start the restore transaction: %s", x_err(&x));
-        goto out;
-    }
-    in_tx = 1;
-    if (x_exec(&x, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                   "name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)")) {
-        err = apr_psprintf(p, "cannot create schema_migrations: %s", x_err(&x));
-        goto txfail;
-    }
-    for (i = tver; i < aver; i++) {
-        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
+    for (i = R->tver; i < R->aver; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(R->migs, i, gmcp_migration);
         apr_array_header_t *st = gmcp_sql_split(p, m->sql);
-        int j;
         for (j = 0; j < st->nelts; j++)
-            if (x_exec(&x, APR_ARRAY_IDX(st, j, const char *))) {
-                err = apr_psprintf(p, "migration %s failed at statement %d: %s", m->name, j + 1,
-                                   x_err(&x));
-                goto txfail;
+            if (x_exec(x, APR_ARRAY_IDX(st, j, const char *))) {
+                R->err = apr_psprintf(p, "migration %s failed at statement %d: %s", m->name,
+                                      j + 1, x_err(x));
+                return -1;
             }
-        if (x_exec(&x, apr_psprintf(p, "INSERT INTO schema_migrations (version, name, checksum, "
-                                    "applied_at) VALUES (%d, %s, %s, %s)", m->version,
-                                    qlit(p, m->name), qlit(p, m->checksum), gmcp_now_str(p)))) {
-            err = apr_psprintf(p, "cannot record migration %s: %s", m->name, x_err(&x));
-            goto txfail;
+        if (x_exec(x, apr_psprintf(p, "INSERT INTO schema_migrations (version, name, checksum, "
+                                   "applied_at) VALUES (%d, %s, %s, %s)", m->version,
+                                   qlit(p, m->name), qlit(p, m->checksum), gmcp_now_str(p)))) {
+            R->err = apr_psprintf(p, "cannot record migration %s: %s", m->name, x_err(x));
+            return -1;
         }
     }
-    if (list_tables(&x, p, &tables, &err)) goto txfail;
-    /* Every table of the target's schema must come from the archive. */
-    for (i = 0; i < tables->nelts; i++)
-        if (!find_table(man, APR_ARRAY_IDX(tables, i, table_info).name)) {
-            err = apr_psprintf(p, "the archive has no table %s, which schema version %d has",
-                               APR_ARRAY_IDX(tables, i, table_info).name, aver);
-            goto txfail;
+    return 0;
+}
+
+/* ... every table of the target's schema must come from the archive. */
+static int tx_check_tables(restore_job *R)
+{
+    int i;
+    if (list_tables(&R->x, R->p, &R->tables, &R->err)) return -1;
+    for (i = 0; i < R->tables->nelts; i++)
+        if (!find_table(R->man, APR_ARRAY_IDX(R->tables, i, table_info).name)) {
+            R->err = apr_psprintf(R->p, "the archive has no table %s, which schema version %d "
+                                  "has", APR_ARRAY_IDX(R->tables, i, table_info).name, R->aver);
+            return -1;
         }
-    if (existing) {
-        /* --replace: empty every table; the append-only triggers are suspended for it. */
-        if (x.pg) {
-            for (i = 0; i < tables->nelts; i++)
-                if (x_exec(&x, apr_psprintf(p, "ALTER TABLE %s DISABLE TRIGGER USER",
-                                            qid(p, APR_ARRAY_IDX(tables, i, table_info).name)))) {
-                    err = apr_psprintf(p, "cannot empty the target: %s", x_err(&x));
-                    goto txfail;
-                }
-        }
-        else {
-            int nc;
-            if (x_query(&x, p, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND "
-                               "sql IS NOT NULL", &nc, &trig)) {
-                err = apr_psprintf(p, "cannot read the triggers: %s", x_err(&x));
-                goto txfail;
-            }
-            for (i = 0; i < trig->nelts; i++)
-                if (x_exec(&x, apr_psprintf(p, "DROP TRIGGER %s",
-                                            qid(p, APR_ARRAY_IDX(trig, i, const char **)[0])))) {
-                    err = apr_psprintf(p, "cannot empty the target: %s", x_err(&x));
-                    goto txfail;
-                }
-        }
-        for (i = 0; i < tables->nelts; i++)
-            if (x_exec(&x, apr_psprintf(p, "DELETE FROM %s",
-                                        qid(p, APR_ARRAY_IDX(tables, i, table_info).name)))) {
-                err = apr_psprintf(p, "cannot empty the target: %s", x_err(&x));
-                goto txfail;
-            }
-    }
-    L.x = &x;
-    L.p = p;
-    L.tables = tables;
-    L.sdir = sdir;
-    L.want = sfiles;
-    L.spools = apr_array_make(p, (int)nspool + 1, sizeof(spool_out));
-    {
-        gmcp_arc_cb cb = {load_table, load_row};
-        gmcp_arc_spool_cb scb = {load_spool_begin, load_spool_data, load_spool_end};
-        json_t *again = NULL;
-        const char *rerr = NULL;
-        int r = gmcp_arc_read_ex(p, path, secret, &cb, &scb, &L, &again, &rerr);
-        if (!r && load_finish(&L)) r = -2;
-        else load_finish(&L);
-        if (again) json_decref(again);
-        if (r) { err = r == -1 ? apr_pstrcat(p, "the archive changed while it was read: ", rerr,
-                                             NULL)
-                               : L.err ? L.err : "cannot load the archive";
-                 goto txfail; }
-    }
-    if (existing) {
-        if (x.pg) {
-            for (i = 0; i < tables->nelts; i++)
-                if (x_exec(&x, apr_psprintf(p, "ALTER TABLE %s ENABLE TRIGGER USER",
-                                            qid(p, APR_ARRAY_IDX(tables, i, table_info).name)))) {
-                    err = apr_psprintf(p, "cannot re-enable the triggers: %s", x_err(&x));
-                    goto txfail;
-                }
-        }
-        else {
-            for (i = 0; trig && i < trig->nelts; i++)
-                if (x_exec(&x, APR_ARRAY_IDX(trig, i, const char **)[1])) {
-                    err = apr_psprintf(p, "cannot recreate the triggers: %s", x_err(&x));
-                    goto txfail;
-                }
-        }
-    }
-    /* Sequences past the loaded ids. */
-    if (x.pg) {
-        apr_array_header_t *seqs;
-        int nc;
-        if (x_query(&x, p, "SELECT table_name, column_name FROM information_schema.columns WHERE "
-                           "table_schema = current_schema() AND column_default LIKE 'nextval(%'",
-                    &nc, &seqs)) {
-            err = apr_psprintf(p, "cannot read the sequences: %s", x_err(&x));
-            goto txfail;
-        }
-        for (i = 0; i < seqs->nelts; i++) {
-            const char **r = APR_ARRAY_IDX(seqs, i, const char **);
-            const char *col = qid(p, r[1]);
-            if (x_exec(&x, apr_psprintf(p, "SELECT setval(pg_get_serial_sequence(%s, %s), "
-                                        "GREATEST(COALESCE(MAX(%s), 0), 1), MAX(%s) IS NOT NULL) "
-                                        "FROM %s", qlit(p, qid(p, r[0])), qlit(p, r[1]), col, col,
-                                        qid(p, r[0])))) {
-                err = apr_psprintf(p, "cannot set the sequence of %s: %s", r[0], x_err(&x));
-                goto txfail;
-            }
-        }
+    return 0;
+}
+
+/* ... (--replace) every table emptied; the append-only triggers are suspended for it
+ * (PostgreSQL: disabled; SQLite: dropped, kept in R->trig for tx_triggers_back). */
+static int tx_empty(restore_job *R)
+{
+    dbx *x = &R->x;
+    apr_pool_t *p = R->p;
+    int i, nc;
+    if (x->pg) {
+        for (i = 0; i < R->tables->nelts; i++)
+            if (x_exec(x, apr_psprintf(p, "ALTER TABLE %s DISABLE TRIGGER USER",
+                                       qid(p, APR_ARRAY_IDX(R->tables, i, table_info).name))))
+                goto failed;
     }
     else {
-        apr_array_header_t *has;
-        int nc;
-        if (!x_query(&x, p, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'", &nc,
-                     &has) && has->nelts) {
-            apr_array_header_t *seqs;
-            if (x_query(&x, p, "SELECT name FROM sqlite_sequence", &nc, &seqs)) {
-                err = apr_psprintf(p, "cannot read sqlite_sequence: %s", x_err(&x));
-                goto txfail;
+        if (x_query(x, p, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND "
+                          "sql IS NOT NULL", &nc, &R->trig)) {
+            R->err = apr_psprintf(p, "cannot read the triggers: %s", x_err(x));
+            return -1;
+        }
+        for (i = 0; i < R->trig->nelts; i++)
+            if (x_exec(x, apr_psprintf(p, "DROP TRIGGER %s",
+                                       qid(p, APR_ARRAY_IDX(R->trig, i, const char **)[0]))))
+                goto failed;
+    }
+    for (i = 0; i < R->tables->nelts; i++)
+        if (x_exec(x, apr_psprintf(p, "DELETE FROM %s",
+                                   qid(p, APR_ARRAY_IDX(R->tables, i, table_info).name))))
+            goto failed;
+    return 0;
+failed:
+    R->err = apr_psprintf(p, "cannot empty the target: %s", x_err(x));
+    return -1;
+}
+
+/* ... the archive read again (it must still verify) and its rows and spool files loaded
+ * (the files under temporary names). */
+static int tx_load(restore_job *R)
+{
+    loader *L = &R->L;
+    gmcp_arc_cb cb = {load_table, load_row};
+    gmcp_arc_spool_cb scb = {load_spool_begin, load_spool_data, load_spool_end};
+    json_t *again = NULL;
+    const char *rerr = NULL;
+    int r;
+    L->x = &R->x;
+    L->p = R->p;
+    L->tables = R->tables;
+    L->sdir = R->sdir;
+    L->want = R->sfiles;
+    L->spools = apr_array_make(R->p, (int)R->nspool + 1, sizeof(spool_out));
+    r = gmcp_arc_read_ex(R->p, R->path, R->secret, &cb, &scb, L, &again, &rerr);
+    if (!r && load_finish(L)) r = -2;
+    else load_finish(L);
+    if (again) json_decref(again);
+    if (r)
+        R->err = r == -1 ? apr_pstrcat(R->p, "the archive changed while it was read: ", rerr,
+                                       NULL)
+                         : L->err ? L->err : "cannot load the archive";
+    return r ? -1 : 0;
+}
+
+/* ... (--replace) the triggers back. */
+static int tx_triggers_back(restore_job *R)
+{
+    dbx *x = &R->x;
+    int i;
+    if (x->pg) {
+        for (i = 0; i < R->tables->nelts; i++)
+            if (x_exec(x, apr_psprintf(R->p, "ALTER TABLE %s ENABLE TRIGGER USER",
+                                       qid(R->p, APR_ARRAY_IDX(R->tables, i,
+                                                               table_info).name)))) {
+                R->err = apr_psprintf(R->p, "cannot re-enable the triggers: %s", x_err(x));
+                return -1;
             }
-            for (i = 0; i < seqs->nelts; i++) {
-                const char *t = APR_ARRAY_IDX(seqs, i, const char **)[0];
-                if (x_exec(&x, apr_psprintf(p, "UPDATE sqlite_sequence SET seq = MAX(seq, "
-                                            "(SELECT COALESCE(MAX(rowid), 0) FROM %s)) WHERE "
-                                            "name = %s", qid(p, t), qlit(p, t)))) {
-                    err = apr_psprintf(p, "cannot set sqlite_sequence: %s", x_err(&x));
-                    goto txfail;
-                }
-            }
+        return 0;
+    }
+    for (i = 0; R->trig && i < R->trig->nelts; i++)
+        if (x_exec(x, APR_ARRAY_IDX(R->trig, i, const char **)[1])) {
+            R->err = apr_psprintf(R->p, "cannot recreate the triggers: %s", x_err(x));
+            return -1;
+        }
+    return 0;
+}
+
+/* ... the sequences past the loaded ids: PostgreSQL's serial columns. */
+static int tx_sequences_pg(restore_job *R)
+{
+    dbx *x = &R->x;
+    apr_pool_t *p = R->p;
+    apr_array_header_t *seqs;
+    int i, nc;
+    if (x_query(x, p, "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                      "table_schema = current_schema() AND column_default LIKE 'nextval(%'",
+                &nc, &seqs)) {
+        R->err = apr_psprintf(p, "cannot read the sequences: %s", x_err(x));
+        return -1;
+    }
+    for (i = 0; i < seqs->nelts; i++) {
+        const char **r = APR_ARRAY_IDX(seqs, i, const char **);
+        const char *col = qid(p, r[1]);
+        if (x_exec(x, apr_psprintf(p, "SELECT setval(pg_get_serial_sequence(%s, %s), "
+                                   "GREATEST(COALESCE(MAX(%s), 0), 1), MAX(%s) IS NOT NULL) "
+                                   "FROM %s", qlit(p, qid(p, r[0])), qlit(p, r[1]), col, col,
+                                   qid(p, r[0])))) {
+            R->err = apr_psprintf(p, "cannot set the sequence of %s: %s", r[0], x_err(x));
+            return -1;
         }
     }
-    /* Re-read everything from the target and compare with the manifest. */
-    chk = gmcp_arc_out_open(p, NULL, NULL);
-    if (dump_tables(&x, p, tables, chk, &err)) goto txfail;
-    mt = gmcp_arc_tables(chk);
-    for (i = 0; i < (int)json_array_size(mt); i++) {
-        json_t *got = json_array_get(mt, (size_t)i);
+    return 0;
+}
+
+/* ... and SQLite's sqlite_sequence (when some table is AUTOINCREMENT). */
+static int tx_sequences_lite(restore_job *R)
+{
+    dbx *x = &R->x;
+    apr_pool_t *p = R->p;
+    apr_array_header_t *has, *seqs;
+    int i, nc;
+    if (x_query(x, p, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'", &nc, &has)
+        || !has->nelts)
+        return 0;
+    if (x_query(x, p, "SELECT name FROM sqlite_sequence", &nc, &seqs)) {
+        R->err = apr_psprintf(p, "cannot read sqlite_sequence: %s", x_err(x));
+        return -1;
+    }
+    for (i = 0; i < seqs->nelts; i++) {
+        const char *t = APR_ARRAY_IDX(seqs, i, const char **)[0];
+        if (x_exec(x, apr_psprintf(p, "UPDATE sqlite_sequence SET seq = MAX(seq, "
+                                   "(SELECT COALESCE(MAX(rowid), 0) FROM %s)) WHERE "
+                                   "name = %s", qid(p, t), qlit(p, t)))) {
+            R->err = apr_psprintf(p, "cannot set sqlite_sequence: %s", x_err(x));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ... everything re-read from the target and compared with the manifest. */
+static int tx_compare(restore_job *R)
+{
+    json_t *man = R->man;
+    int i;
+    R->chk = gmcp_arc_out_open(R->p, NULL, NULL);
+    if (dump_tables(&R->x, R->p, R->tables, R->chk, &R->err)) return -1;
+    R->mt = gmcp_arc_tables(R->chk);
+    for (i = 0; i < (int)json_array_size(R->mt); i++) {
+        json_t *got = json_array_get(R->mt, (size_t)i);
         const char *name = json_string_value(json_object_get(got, "name"));
         json_t *want = find_table(man, name);
         if (!want || !json_equal(json_object_get(want, "rows"), json_object_get(got, "rows"))
             || !json_equal(json_object_get(want, "sha256"), json_object_get(got, "sha256"))) {
-            err = apr_psprintf(p, "table %s reads back differently from the archive (rows %"
-                               APR_INT64_T_FMT " vs %" APR_INT64_T_FMT ")", name,
-                               (apr_int64_t)json_integer_value(json_object_get(got, "rows")),
-                               (apr_int64_t)(want ? json_integer_value(json_object_get(want,
-                                                                       "rows")) : -1));
-            goto txfail;
+            R->err = apr_psprintf(R->p, "table %s reads back differently from the archive "
+                                  "(rows %" APR_INT64_T_FMT " vs %" APR_INT64_T_FMT ")", name,
+                                  (apr_int64_t)json_integer_value(json_object_get(got, "rows")),
+                                  (apr_int64_t)(want ? json_integer_value(json_object_get(want,
+                                                                          "rows")) : -1));
+            return -1;
         }
     }
-    if (json_array_size(mt) != json_array_size(json_object_get(man, "tables"))) {
-        err = "the archive has tables the target's schema does not";
-        goto txfail;
+    if (json_array_size(R->mt) != json_array_size(json_object_get(man, "tables"))) {
+        R->err = "the archive has tables the target's schema does not";
+        return -1;
     }
-    if (x_exec(&x, "COMMIT")) {
-        err = apr_psprintf(p, "cannot commit: %s", x_err(&x));
-        goto txfail;
+    return 0;
+}
+
+/* The transaction failed: the load ended, everything rolled back. */
+static int tx_abort(restore_job *R)
+{
+    if (R->L.ins || R->L.copying) load_finish(&R->L);
+    x_exec(&R->x, "ROLLBACK");
+    return fail("restore failed, nothing changed: %s", R->err ? R->err : "unknown error");
+}
+
+/* Step 4c: one transaction: migrations up to the archive's version, the tables checked,
+ * emptied (--replace), loaded, triggers back, sequences set, everything re-read and
+ * compared; committed only when all of it matched. */
+static int restore_transaction(restore_job *R)
+{
+    dbx *x = &R->x;
+    if (!x->pg) x_exec(x, "PRAGMA journal_mode=WAL");
+    if (x_exec(x, x->pg ? "BEGIN" : "BEGIN IMMEDIATE"))
+        return fail("cannot start the restore transaction: %s", x_err(x));
+    if (tx_migrate(R) || tx_check_tables(R) || (R->existing && tx_empty(R)) || tx_load(R)
+        || (R->existing && tx_triggers_back(R))
+        || (x->pg ? tx_sequences_pg(R) : tx_sequences_lite(R)) || tx_compare(R))
+        return tx_abort(R);
+    if (x_exec(x, "COMMIT")) {
+        R->err = apr_psprintf(R->p, "cannot commit: %s", x_err(x));
+        return tx_abort(R);
     }
-    in_tx = 0;
-    created = 0;
-    /* Committed: now the spool files take their names. */
-    if (spools_place(&L, replace)) {
-        rv = fail("%s", apr_psprintf(p, "the database was restored, but spool files could not "
-                                     "be put in place in %s (see above)", sdir));
-        goto out;
+    R->created = 0;             /* restored: the target stays */
+    return 0;
+}
+
+/* Step 4e: what was restored (-v, --json). */
+static void restore_report(restore_job *R)
+{
+    ctl *c = R->c;
+    json_t *o;
+    size_t si;
+    if (!c->verbose && !c->json) return;
+    o = json_pack("{s:s, s:i, s:O}", "restored", R->path, "schema_version", R->aver, "tables",
+                  R->mt);
+    if (R->nspool) {
+        json_object_set_new(o, "spool_files", json_integer((json_int_t)R->nspool));
+        json_object_set_new(o, "upload_dir", json_string(R->sdir));
     }
-    warn_missing_spools(&x, p, sdir, sfiles);
-    if (c->verbose || c->json) {
-        json_t *o = json_pack("{s:s, s:i, s:O}", "restored", path, "schema_version", aver,
-                              "tables", mt);
-        if (nspool) {
-            json_object_set_new(o, "spool_files", json_integer((json_int_t)nspool));
-            json_object_set_new(o, "upload_dir", json_string(sdir));
-        }
-        if (c->json) { json_dumpf(o, stdout, JSON_COMPACT); fputc('\n', stdout); }
-        else for (i = 0; i < (int)json_array_size(mt); i++)
-            printf("restored %-22s %" JSON_INTEGER_FORMAT " rows\n",
-                   json_string_value(json_object_get(json_array_get(mt, (size_t)i), "name")),
-                   json_integer_value(json_object_get(json_array_get(mt, (size_t)i), "rows")));
-        if (!c->json)
-            for (si = 0; si < nspool; si++)
-                printf("restored spool file %s/%s\n", sdir, json_string_value(json_object_get(
-                           json_array_get(sfiles, si), "id")));
-        json_decref(o);
-    }
-    rv = 0;
-    goto out;
-txfail:
-    if (L.ins || L.copying) load_finish(&L);
-    if (in_tx) { x_exec(&x, "ROLLBACK"); in_tx = 0; }
-    rv = fail("restore failed, nothing changed: %s", err ? err : "unknown error");
-out:
-    spools_discard(&L);
-    if (chk) gmcp_arc_out_close(chk);
-    gmcp_abuf_free(&L.b);
-    joblock_release(&l);
-    if (rv && created && c->db.handle && c->params) {
+    if (c->json) { json_dumpf(o, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    else print_tables("restored", R->mt);
+    if (!c->json)
+        for (si = 0; si < R->nspool; si++)
+            printf("restored spool file %s/%s\n", R->sdir, json_string_value(json_object_get(
+                       json_array_get(R->sfiles, si), "id")));
+    json_decref(o);
+}
+
+/* Step 4: the restore itself; after the commit the spool files take their names. */
+static int restore_run(restore_job *R)
+{
+    int rv;
+    warn_other_pepper(R);
+    if (R->existing && (rv = backup_previous(R)) != 0) return rv;
+    if ((rv = restore_transaction(R)) != 0) return rv;
+    if (spools_place(&R->L, R->replace))
+        return fail("%s", apr_psprintf(R->p, "the database was restored, but spool files could "
+                                       "not be put in place in %s (see above)", R->sdir));
+    warn_missing_spools(&R->x, R->p, R->sdir, R->sfiles);
+    restore_report(R);
+    return 0;
+}
+
+/* Step 5, always: temporary spool files not put in place removed, the job lock
+ * released, and a target this restore created removed again unless it was restored. */
+static int restore_end(restore_job *R, int rv)
+{
+    ctl *c = R->c;
+    spools_discard(&R->L);
+    if (R->chk) gmcp_arc_out_close(R->chk);
+    gmcp_abuf_free(&R->L.b);
+    joblock_release(&R->l);
+    if (rv && R->created && c->db.handle && c->params) {
         apr_dbd_close(c->db.driver, c->db.handle);
         c->db.handle = NULL;
         unlink(c->params);
-        unlink(apr_pstrcat(p, c->params, "-wal", NULL));
-        unlink(apr_pstrcat(p, c->params, "-shm", NULL));
-        unlink(apr_pstrcat(p, c->params, ".cleanup-lock", NULL));
+        unlink(apr_pstrcat(R->p, c->params, "-wal", NULL));
+        unlink(apr_pstrcat(R->p, c->params, "-shm", NULL));
+        unlink(apr_pstrcat(R->p, c->params, ".cleanup-lock", NULL));
     }
     return rv;
+}
+
+/* Restore `path` into c's target. `man`: the archive's manifest (already verified).
+ * 1. the target opened (or to be created); 2. every check that can refuse, the job lock;
+ * 3. a dry run prints the plan, or 4. the pepper warning, the pre-restore backup, one
+ * transaction, the spool files put in place, the report; 5. the end, always. */
+static int do_restore(ctl *c, const char *path, const char *secret, json_t *man, int dry,
+                      int replace)
+{
+    restore_job R;
+    int rv;
+    memset(&R, 0, sizeof(R));
+    R.c = c;
+    R.p = c->pool;
+    R.path = path;
+    R.secret = secret;
+    R.man = man;
+    R.sfiles = json_object_get(json_object_get(man, "spool"), "files");
+    R.nspool = json_array_size(R.sfiles);
+    R.dry = dry;
+    R.replace = replace;
+    R.aver = (int)json_integer_value(json_object_get(json_object_get(man, "schema"),
+                                                     "version"));
+    R.L.fd = -1;
+    if ((rv = restore_open(&R)) != 0) return rv;        /* open_db said why */
+    rv = restore_prepare(&R);
+    if (!rv && dry) restore_print_plan(&R);
+    else if (!rv) rv = restore_run(&R);
+    return restore_end(&R, rv);
 }
 
 int cmd_restore(ctl *c, const char *path)

@@ -49,7 +49,7 @@ const char *actor(apr_pool_t *p);
 
 /* The PostgreSQL advisory lock key of the job lock: any 64-bit number no other
  * application on the database uses; this one spells nothing. It must differ from the
- * migrations' lock (MIGRATE_LOCK_ID "727071", gmcp_migrate.c): a job and a migration
+ * migrations' lock (GMCP_MIGRATE_LOCK_KEY "727071", gmcp_migrate.h): a job and a migration
  * each take their own. */
 #define GMCPCTL_JOB_LOCK_KEY "727170001"
 

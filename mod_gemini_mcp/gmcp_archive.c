@@ -63,11 +63,12 @@ void gmcp_abuf_add(gmcp_abuf *b, const void *d, size_t n)
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1) cap *= 2;
-        b->data = realloc(b->data, cap);
-        if (!b->data) abort();
+        char *grown = realloc(b->data, cap);
+        if (!grown) abort();
+        b->data = grown;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, d, n);
+    if (n) memcpy(b->data + b->len, d, n);
     b->len += n;
     b->data[b->len] = '\0';
 }
@@ -898,311 +899,394 @@ int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
     return gmcp_arc_read_ex(p, path, secret, cb, NULL, baton, manifest, err);
 }
 
+/* gmcp_arc_read_ex's state: where the read is and what it has seen so far. */
+typedef struct {
+    apr_pool_t *p;
+    reader r;
+    gmcp_abuf line;             /* the current line, without its '\n' */
+    EVP_MD_CTX *all;            /* every line before the end line */
+    EVP_MD_CTX *tab, *sp;       /* the open table's rows, the open spool section's bytes */
+    json_t *seen, *sseen;       /* the tables, spool sections read (as in the manifest) */
+    json_t *cur, *scur;         /* the open table, the open spool section (NULL: none) */
+    json_t *man;
+    apr_int64_t rows;           /* of the open table */
+    apr_int64_t sbytes, swant;  /* of the open spool section: decoded so far, announced */
+    unsigned char *dec;         /* a spool line's decoded bytes */
+    size_t dcap;
+    int done;                   /* the end line was read */
+    const char *end_hash;       /* its SHA-256 */
+    const gmcp_arc_cb *cb;
+    const gmcp_arc_spool_cb *scb;
+    void *baton;
+    int crv;                    /* a callback's non-zero return, which stopped the read */
+    const char **err;
+} arc_read;
+
+static void hash_line(EVP_MD_CTX *c, const gmcp_abuf *line)
+{
+    EVP_DigestUpdate(c, line->data, line->len);
+    EVP_DigestUpdate(c, "\n", 1);
+}
+
+/* A callback's return: 0 goes on; anything else stops the read (-1), kept in s->crv. */
+static int callback_result(arc_read *s, int crv)
+{
+    s->crv = crv;
+    return crv ? -1 : 0;
+}
+
+/* An encrypted archive (`e` its header's "encryption"): the key from `secret` (its
+ * fingerprint must match), then the frames from just after the header line, and the
+ * plain archive's first line inside them. */
+static int start_decryption(arc_read *s, json_t *e, const char *secret)
+{
+    reader *r = &s->r;
+    const char *salt_s = json_string_value(json_object_get(e, "salt"));
+    const char *fp = json_string_value(json_object_get(e, "key_fingerprint"));
+    unsigned char *salt;
+    apr_size_t slen = 0;
+    json_error_t je;
+    json_t *j;
+    int got, complete;
+
+    if (!secret)
+        return fail_(s->err, "the archive is encrypted: give --encrypt file:PATH|env:NAME with "
+                             "its key");
+    salt = salt_s ? gmcp_b64url_decode(s->p, salt_s, &slen) : NULL;
+    if (!salt || slen != 16 || !fp || gmcp_arc_key_derive(secret, salt, &r->key))
+        return fail_(s->err, "corrupt (bad encryption header)");
+    if (strcmp(fp, r->key.fingerprint))
+        return fail_(s->err, "wrong key: the archive was encrypted with another key "
+                             "(fingerprint differs)");
+    r->enc = 1;
+    r->pos = r->len = 0;        /* the rest is frames; the plain archive starts inside */
+    /* The buffered bytes after the header line are frame bytes: rewind to them. */
+    if (fseek(r->fp, (long)(s->line.len + 1), SEEK_SET))
+        return fail_(s->err, "cannot read the archive");
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+    got = read_line(r, &s->line, &complete);
+    if (got <= 0 || !complete) return fail_(s->err, got < 0 ? r->err : "truncated");
+    j = json_loadb(s->line.data, s->line.len, 0, &je);
+    if (!j || json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
+        if (j) json_decref(j);
+        return fail_(s->err, "corrupt (bad first line inside the encryption)");
+    }
+    json_decref(j);
+    return 0;
+}
+
+/* Step 1: the first line, outside any encryption: a gmcpctl archive of this format (a
+ * key given for a plain one is harmless: ignored). The whole-archive hash starts with
+ * the plain archive's first line. */
+static int read_first_line(arc_read *s, const char *path, const char *secret)
+{
+    json_error_t je;
+    json_t *j;
+    int got, complete, rv = 0;
+
+    if (!(s->r.fp = fopen(path, "rb"))) {
+        *s->err = apr_psprintf(s->p, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    got = read_line(&s->r, &s->line, &complete);
+    if (got <= 0 || !complete)
+        return fail_(s->err, got < 0 ? s->r.err : "truncated (empty archive)");
+    if (!(j = json_loadb(s->line.data, s->line.len, 0, &je)) || !json_is_object(j)
+        || !json_is_integer(json_object_get(j, "gmcp_backup"))) {
+        if (j) json_decref(j);
+        return fail_(s->err, "not a gmcpctl backup archive");
+    }
+    if (json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
+        apr_int64_t v = (apr_int64_t)json_integer_value(json_object_get(j, "gmcp_backup"));
+        *s->err = apr_psprintf(s->p, "unknown format version %" APR_INT64_T_FMT " (this "
+                               "gmcpctl reads version %d)", v, GMCP_ARCHIVE_FORMAT);
+        rv = -1;
+    }
+    else if (json_object_get(j, "encryption"))
+        rv = start_decryption(s, json_object_get(j, "encryption"), secret);
+    json_decref(j);
+    if (rv) return -1;
+    EVP_DigestInit_ex(s->all, EVP_sha256(), NULL);
+    hash_line(s->all, &s->line);
+    return 0;
+}
+
+/* A row line of the open table. */
+static int read_row(arc_read *s)
+{
+    if (!s->cur) return fail_(s->err, "corrupt (a row before any table header)");
+    s->rows++;
+    hash_line(s->tab, &s->line);
+    hash_line(s->all, &s->line);
+    if (s->cb && s->cb->row) return callback_result(s, s->cb->row(s->baton, s->line.data,
+                                                                  s->line.len));
+    return 0;
+}
+
+/* A piece of the open spool section: "<standard base64>". */
+static int read_spool_data(arc_read *s)
+{
+    const gmcp_abuf *line = &s->line;
+    size_t n = line->len - 2, pad = 0;
+    int got_n;
+    if (!s->scur) return fail_(s->err, "corrupt (spool data outside a spool section)");
+    if (line->len < 2 || line->data[line->len - 1] != '"' || n % 4 || !n)
+        return fail_(s->err, "corrupt (a bad spool data line)");
+    if (s->dcap < n / 4 * 3 + 1) {
+        s->dcap = n / 4 * 3 + 1;
+        s->dec = realloc(s->dec, s->dcap);
+        if (!s->dec) abort();
+    }
+    got_n = EVP_DecodeBlock(s->dec, (const unsigned char *)line->data + 1, (int)n);
+    if (line->data[n] == '=') pad++;
+    if (line->data[n - 1] == '=') pad++;
+    if (got_n < 0 || (size_t)got_n < pad)
+        return fail_(s->err, "corrupt (a bad spool data line)");
+    got_n -= (int)pad;
+    s->sbytes += got_n;
+    if (s->sbytes > s->swant) {
+        *s->err = apr_psprintf(s->p, "tampered: spool file %s is longer than its header says",
+                               json_string_value(json_object_get(s->scur, "id")));
+        return -1;
+    }
+    EVP_DigestUpdate(s->sp, s->dec, (size_t)got_n);
+    hash_line(s->all, line);
+    if (s->scb && s->scb->data) return callback_result(s, s->scb->data(s->baton, s->dec,
+                                                                       (size_t)got_n));
+    return 0;
+}
+
+/* Any header line closes the open table: its row count and hash as read. */
+static void close_table(arc_read *s)
+{
+    if (!s->cur) return;
+    json_object_set_new(s->cur, "rows", json_integer(s->rows));
+    json_object_set_new(s->cur, "sha256", json_string(digest_hex(s->p, s->tab)));
+    json_array_append_new(s->seen, s->cur);
+    s->cur = NULL;
+}
+
+/* ... and the open spool section, which must have had all its bytes. */
+static int close_spool(arc_read *s)
+{
+    const char *id, *h;
+    if (!s->scur) return 0;
+    id = json_string_value(json_object_get(s->scur, "id"));
+    if (s->sbytes != s->swant) {
+        *s->err = apr_psprintf(s->p, "tampered: spool file %s has %" APR_INT64_T_FMT " of its %"
+                               APR_INT64_T_FMT " bytes", id, s->sbytes, s->swant);
+        return -1;
+    }
+    h = digest_hex(s->p, s->sp);
+    json_object_set_new(s->scur, "sha256", json_string(h));
+    json_array_append_new(s->sseen, s->scur);
+    s->scur = NULL;
+    if (s->scb && s->scb->end) return callback_result(s, s->scb->end(s->baton, id, h));
+    return 0;
+}
+
+/* {"spool":"<id>","bytes":N} */
+static int open_spool(arc_read *s, json_t *j)
+{
+    const char *id = json_string_value(json_object_get(j, "spool"));
+    json_t *nb = json_object_get(j, "bytes");
+    if (!id || !*id || !json_is_integer(nb) || json_integer_value(nb) < 0)
+        return fail_(s->err, "corrupt (bad spool header)");
+    s->swant = json_integer_value(nb);
+    s->sbytes = 0;
+    s->scur = json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)s->swant);
+    EVP_DigestInit_ex(s->sp, EVP_sha256(), NULL);
+    hash_line(s->all, &s->line);
+    if (s->scb && s->scb->begin) return callback_result(s, s->scb->begin(s->baton, id,
+                                                                         s->swant));
+    return 0;
+}
+
+/* {"table":"T","columns":[...]} */
+static int open_table(arc_read *s, json_t *j)
+{
+    const char *name = json_string_value(json_object_get(j, "table"));
+    json_t *cols = json_object_get(j, "columns");
+    if (!name || !json_is_array(cols)) return fail_(s->err, "corrupt (bad table header)");
+    s->cur = json_pack("{s:s, s:O}", "name", name, "columns", cols);
+    s->rows = 0;
+    EVP_DigestInit_ex(s->tab, EVP_sha256(), NULL);
+    hash_line(s->all, &s->line);
+    if (s->cb && s->cb->table) return callback_result(s, s->cb->table(s->baton, name, cols));
+    return 0;
+}
+
+/* A header line after the open table or spool section closed: it opens the next one,
+ * or it is the manifest or the end line. */
+static int take_header(arc_read *s, json_t *j)
+{
+    if (json_object_get(j, "spool")) return open_spool(s, j);
+    if (json_object_get(j, "table")) return open_table(s, j);
+    if (json_object_get(j, "manifest")) {
+        if (s->man) return fail_(s->err, "corrupt (two manifests)");
+        s->man = json_incref(json_object_get(j, "manifest"));
+        hash_line(s->all, &s->line);
+        return 0;
+    }
+    if (json_object_get(j, "end")) {
+        s->end_hash = apr_pstrdup(s->p, json_string_value(json_object_get(
+                                            json_object_get(j, "end"), "sha256")) ?: "");
+        s->done = 1;
+        return 0;
+    }
+    return fail_(s->err, "corrupt (an unknown line)");
+}
+
+/* A JSON object line: it closes what is open, then is taken as its key says. */
+static int read_header_line(arc_read *s)
+{
+    json_error_t je;
+    json_t *j;
+    int rv;
+    if (!(j = json_loadb(s->line.data, s->line.len, 0, &je)) || !json_is_object(j)) {
+        if (j) json_decref(j);
+        return fail_(s->err, "corrupt (a line is not JSON)");
+    }
+    close_table(s);
+    if ((rv = close_spool(s)) == 0) rv = take_header(s, j);
+    json_decref(j);
+    return rv;
+}
+
+/* Step 2: every further line, by its first byte, up to the end of the archive. */
+static int read_body(arc_read *s)
+{
+    int got = 0, complete, rv = 0;
+    while (!rv && (got = read_line(&s->r, &s->line, &complete)) > 0) {
+        if (s->done) rv = fail_(s->err, "corrupt (data after the end line)");
+        else if (!complete) rv = fail_(s->err, "truncated (the last line is incomplete)");
+        else if (s->line.len && s->line.data[0] == '[') rv = read_row(s);
+        else if (s->line.len && s->line.data[0] == '"') rv = read_spool_data(s);
+        else rv = read_header_line(s);
+    }
+    if (!rv && got < 0) {
+        *s->err = s->r.err;
+        rv = -1;
+    }
+    return rv;
+}
+
+/* The manifest's tables are the ones read: names, columns, row counts and hashes. */
+static int check_manifest_tables(arc_read *s)
+{
+    json_t *mt = json_object_get(s->man, "tables");
+    size_t i;
+    if (json_integer_value(json_object_get(s->man, "format_version")) != GMCP_ARCHIVE_FORMAT) {
+        *s->err = "unknown format version in the manifest";
+        return -1;
+    }
+    if (!json_is_array(mt) || json_array_size(mt) != json_array_size(s->seen))
+        return fail_(s->err, "tampered: the manifest's tables differ from the archive's");
+    for (i = 0; i < json_array_size(mt); i++) {
+        json_t *a = json_array_get(mt, i), *b = json_array_get(s->seen, i);
+        const char *name = json_string_value(json_object_get(b, "name"));
+        if (!json_equal(json_object_get(a, "name"), json_object_get(b, "name"))
+            || !json_equal(json_object_get(a, "columns"), json_object_get(b, "columns"))) {
+            *s->err = apr_psprintf(s->p, "tampered: table %s's name or columns differ from the "
+                                   "manifest", name);
+            return -1;
+        }
+        if (!json_equal(json_object_get(a, "rows"), json_object_get(b, "rows"))) {
+            *s->err = apr_psprintf(s->p, "tampered: row count mismatch on table %s (manifest %"
+                                   APR_INT64_T_FMT ", archive %" APR_INT64_T_FMT ")", name,
+                                   (apr_int64_t)json_integer_value(json_object_get(a, "rows")),
+                                   (apr_int64_t)json_integer_value(json_object_get(b, "rows")));
+            return -1;
+        }
+        if (!json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
+            *s->err = apr_psprintf(s->p, "tampered: hash mismatch on table %s", name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The manifest's spool.files are the sections read: ids, sizes and hashes, in order. */
+static int check_manifest_spools(arc_read *s)
+{
+    json_t *ms = json_object_get(json_object_get(s->man, "spool"), "files");
+    size_t k;
+    if (ms && !json_is_array(ms))
+        return fail_(s->err, "corrupt manifest (spool.files is not a list)");
+    if (json_array_size(ms) != json_array_size(s->sseen)) {
+        *s->err = apr_psprintf(s->p, "tampered: the manifest lists %d spool file(s), the "
+                               "archive holds %d", (int)json_array_size(ms),
+                               (int)json_array_size(s->sseen));
+        return -1;
+    }
+    for (k = 0; k < json_array_size(s->sseen); k++) {
+        json_t *a = json_array_get(ms, k), *b = json_array_get(s->sseen, k);
+        if (!json_equal(json_object_get(a, "id"), json_object_get(b, "id"))
+            || !json_equal(json_object_get(a, "bytes"), json_object_get(b, "bytes"))
+            || !json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
+            *s->err = apr_psprintf(s->p, "tampered: hash or size mismatch on spool file %s",
+                                   json_string_value(json_object_get(b, "id")));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Step 3: a manifest and an end line, the hash of everything before the end line, and
+ * the manifest's tables and spool files exactly those read. */
+static int read_check_end(arc_read *s)
+{
+    if (!s->done || !s->man)
+        return fail_(s->err, "truncated (no manifest and end line: an incomplete backup)");
+    if (strcmp(s->end_hash, digest_hex(s->p, s->all)))
+        return fail_(s->err, "tampered: the archive's SHA-256 does not match its end line");
+    return (check_manifest_tables(s) || check_manifest_spools(s)) ? -1 : 0;
+}
+
+static void read_cleanup(arc_read *s)
+{
+    if (s->cur) json_decref(s->cur);
+    if (s->scur) json_decref(s->scur);
+    if (s->man) json_decref(s->man);
+    json_decref(s->seen);
+    json_decref(s->sseen);
+    EVP_MD_CTX_free(s->sp);
+    free(s->dec);
+    EVP_MD_CTX_free(s->all);
+    EVP_MD_CTX_free(s->tab);
+    gmcp_abuf_free(&s->line);
+    free(s->r.buf);
+    if (s->r.fp) fclose(s->r.fp);
+}
+
 int gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
                      const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,
                      json_t **manifest, const char **err)
 {
-    reader r;
-    gmcp_abuf line = {0};
-    EVP_MD_CTX *all = EVP_MD_CTX_new(), *tab = EVP_MD_CTX_new(), *sp = EVP_MD_CTX_new();
-    json_t *seen = json_array(), *man = NULL, *cur = NULL, *j;
-    json_t *sseen = json_array(), *scur = NULL;
-    apr_int64_t sbytes = 0, swant = 0;
-    unsigned char *dec = NULL;
-    size_t dcap = 0;
-    json_error_t je;
-    apr_int64_t rows = 0;
-    int rv = -1, crv = 0, complete, got, done = 0, first = 1;
-    const char *end_hash = NULL;
-    size_t i;
+    arc_read s;
+    int rv;
 
-    memset(&r, 0, sizeof(r));
+    memset(&s, 0, sizeof(s));
+    s.p = p;
+    s.all = EVP_MD_CTX_new();
+    s.tab = EVP_MD_CTX_new();
+    s.sp = EVP_MD_CTX_new();
+    s.seen = json_array();
+    s.sseen = json_array();
+    s.cb = cb;
+    s.scb = scb;
+    s.baton = baton;
+    s.err = err;
     *manifest = NULL;
-    if (!(r.fp = fopen(path, "rb"))) {
-        *err = apr_psprintf(p, "cannot open %s: %s", path, strerror(errno));
-        goto out;
+    rv = (read_first_line(&s, path, secret) || read_body(&s) || read_check_end(&s)) ? -1 : 0;
+    if (!rv) {
+        *manifest = s.man;
+        s.man = NULL;
     }
-    /* The first line, outside any encryption. */
-    got = read_line(&r, &line, &complete);
-    if (got <= 0 || !complete) { fail_(err, got < 0 ? r.err : "truncated (empty archive)");
-                                 goto out; }
-    if (!(j = json_loadb(line.data, line.len, 0, &je)) || !json_is_object(j)
-        || !json_is_integer(json_object_get(j, "gmcp_backup"))) {
-        if (j) json_decref(j);
-        fail_(err, "not a gmcpctl backup archive");
-        goto out;
-    }
-    if (json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
-        *err = apr_psprintf(p, "unknown format version %" APR_INT64_T_FMT " (this gmcpctl "
-                            "reads version %d)",
-                            (apr_int64_t)json_integer_value(json_object_get(j, "gmcp_backup")),
-                            GMCP_ARCHIVE_FORMAT);
-        json_decref(j);
-        goto out;
-    }
-    if (json_object_get(j, "encryption")) {
-        json_t *e = json_object_get(j, "encryption");
-        const char *salt_s = json_string_value(json_object_get(e, "salt"));
-        const char *fp = json_string_value(json_object_get(e, "key_fingerprint"));
-        unsigned char *salt;
-        apr_size_t slen = 0;
-        if (!secret) { json_decref(j); fail_(err, "the archive is encrypted: give --encrypt "
-                                                  "file:PATH|env:NAME with its key");
-                       goto out; }
-        salt = salt_s ? gmcp_b64url_decode(p, salt_s, &slen) : NULL;
-        if (!salt || slen != 16 || !fp || gmcp_arc_key_derive(secret, salt, &r.key)) {
-            json_decref(j);
-            fail_(err, "corrupt (bad encryption header)");
-            goto out;
-        }
-        if (strcmp(fp, r.key.fingerprint)) {
-            json_decref(j);
-            fail_(err, "wrong key: the archive was encrypted with another key (fingerprint "
-                       "differs)");
-            goto out;
-        }
-        json_decref(j);
-        r.enc = 1;
-        r.pos = r.len = 0;        /* the rest is frames; the plain archive starts inside */
-        /* The buffered bytes after the header line are frame bytes: rewind to them. */
-        if (fseek(r.fp, (long)(line.len + 1), SEEK_SET)) { fail_(err, "cannot read the archive");
-                                                          goto out; }
-        free(r.buf);
-        r.buf = NULL;
-        r.cap = 0;
-        got = read_line(&r, &line, &complete);
-        if (got <= 0 || !complete) { fail_(err, got < 0 ? r.err : "truncated"); goto out; }
-        j = json_loadb(line.data, line.len, 0, &je);
-        if (!j || json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
-            if (j) json_decref(j);
-            fail_(err, "corrupt (bad first line inside the encryption)");
-            goto out;
-        }
-    }
-    else if (secret) {
-        /* A key given for a plain archive is harmless: ignore it. */
-    }
-    json_decref(j);
-    EVP_DigestInit_ex(all, EVP_sha256(), NULL);
-    EVP_DigestUpdate(all, line.data, line.len);
-    EVP_DigestUpdate(all, "\n", 1);
-    first = 0;
-
-    while ((got = read_line(&r, &line, &complete)) > 0) {
-        if (done) { fail_(err, "corrupt (data after the end line)"); goto out; }
-        if (!complete) { fail_(err, "truncated (the last line is incomplete)"); goto out; }
-        if (line.len && line.data[0] == '[') {
-            if (!cur) { fail_(err, "corrupt (a row before any table header)"); goto out; }
-            rows++;
-            EVP_DigestUpdate(tab, line.data, line.len);
-            EVP_DigestUpdate(tab, "\n", 1);
-            EVP_DigestUpdate(all, line.data, line.len);
-            EVP_DigestUpdate(all, "\n", 1);
-            if (cb && cb->row && (crv = cb->row(baton, line.data, line.len)) != 0) goto out_cb;
-            continue;
-        }
-        if (line.len && line.data[0] == '"') {
-            /* a piece of a spool file: "<standard base64>" */
-            size_t n = line.len - 2, pad = 0;
-            int got_n;
-            if (!scur) { fail_(err, "corrupt (spool data outside a spool section)"); goto out; }
-            if (line.len < 2 || line.data[line.len - 1] != '"' || n % 4 || !n) {
-                fail_(err, "corrupt (a bad spool data line)");
-                goto out;
-            }
-            if (dcap < n / 4 * 3 + 1) { dcap = n / 4 * 3 + 1; dec = realloc(dec, dcap);
-                                        if (!dec) abort(); }
-            got_n = EVP_DecodeBlock(dec, (const unsigned char *)line.data + 1, (int)n);
-            if (line.data[n] == '=') pad++;
-            if (line.data[n - 1] == '=') pad++;
-            if (got_n < 0 || (size_t)got_n < pad) {
-                fail_(err, "corrupt (a bad spool data line)");
-                goto out;
-            }
-            got_n -= (int)pad;
-            sbytes += got_n;
-            if (sbytes > swant) {
-                *err = apr_psprintf(p, "tampered: spool file %s is longer than its header says",
-                                    json_string_value(json_object_get(scur, "id")));
-                goto out;
-            }
-            EVP_DigestUpdate(sp, dec, (size_t)got_n);
-            EVP_DigestUpdate(all, line.data, line.len);
-            EVP_DigestUpdate(all, "\n", 1);
-            if (scb && scb->data && (crv = scb->data(baton, dec, (size_t)got_n)) != 0)
-                goto out_cb;
-            continue;
-        }
-        if (!(j = json_loadb(line.data, line.len, 0, &je)) || !json_is_object(j)) {
-            if (j) json_decref(j);
-            fail_(err, "corrupt (a line is not JSON)");
-            goto out;
-        }
-        if (cur) {           /* close the table */
-            json_object_set_new(cur, "rows", json_integer(rows));
-            json_object_set_new(cur, "sha256", json_string(digest_hex(p, tab)));
-            json_array_append_new(seen, cur);
-            cur = NULL;
-        }
-        if (scur) {          /* close the spool section */
-            const char *id = json_string_value(json_object_get(scur, "id")), *h;
-            if (sbytes != swant) {
-                *err = apr_psprintf(p, "tampered: spool file %s has %" APR_INT64_T_FMT " of "
-                                    "its %" APR_INT64_T_FMT " bytes", id, sbytes, swant);
-                json_decref(j);
-                goto out;
-            }
-            h = digest_hex(p, sp);
-            json_object_set_new(scur, "sha256", json_string(h));
-            json_array_append_new(sseen, scur);
-            scur = NULL;
-            if (scb && scb->end && (crv = scb->end(baton, id, h)) != 0) {
-                json_decref(j);
-                goto out_cb;
-            }
-        }
-        if (json_object_get(j, "spool")) {
-            const char *id = json_string_value(json_object_get(j, "spool"));
-            json_t *nb = json_object_get(j, "bytes");
-            if (!id || !*id || !json_is_integer(nb) || json_integer_value(nb) < 0) {
-                json_decref(j);
-                fail_(err, "corrupt (bad spool header)");
-                goto out;
-            }
-            swant = json_integer_value(nb);
-            sbytes = 0;
-            scur = json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)swant);
-            EVP_DigestInit_ex(sp, EVP_sha256(), NULL);
-            EVP_DigestUpdate(all, line.data, line.len);
-            EVP_DigestUpdate(all, "\n", 1);
-            if (scb && scb->begin && (crv = scb->begin(baton, id, swant)) != 0) {
-                json_decref(j);
-                goto out_cb;
-            }
-            json_decref(j);
-        }
-        else if (json_object_get(j, "table")) {
-            const char *name = json_string_value(json_object_get(j, "table"));
-            json_t *cols = json_object_get(j, "columns");
-            if (!name || !json_is_array(cols)) {
-                json_decref(j);
-                fail_(err, "corrupt (bad table header)");
-                goto out;
-            }
-            cur = json_pack("{s:s, s:O}", "name", name, "columns", cols);
-            rows = 0;
-            EVP_DigestInit_ex(tab, EVP_sha256(), NULL);
-            EVP_DigestUpdate(all, line.data, line.len);
-            EVP_DigestUpdate(all, "\n", 1);
-            if (cb && cb->table && (crv = cb->table(baton, name, cols)) != 0) {
-                json_decref(j);
-                goto out_cb;
-            }
-            json_decref(j);
-        }
-        else if (json_object_get(j, "manifest")) {
-            if (man) { json_decref(j); fail_(err, "corrupt (two manifests)"); goto out; }
-            man = json_incref(json_object_get(j, "manifest"));
-            EVP_DigestUpdate(all, line.data, line.len);
-            EVP_DigestUpdate(all, "\n", 1);
-            json_decref(j);
-        }
-        else if (json_object_get(j, "end")) {
-            end_hash = apr_pstrdup(p, json_string_value(json_object_get(json_object_get(j, "end"),
-                                                                        "sha256")) ?: "");
-            json_decref(j);
-            done = 1;
-        }
-        else {
-            json_decref(j);
-            fail_(err, "corrupt (an unknown line)");
-            goto out;
-        }
-    }
-    if (got < 0) { *err = r.err; goto out; }
-    if (!done || !man) { fail_(err, "truncated (no manifest and end line: an incomplete "
-                                    "backup)"); goto out; }
-    if (strcmp(end_hash, digest_hex(p, all))) {
-        fail_(err, "tampered: the archive's SHA-256 does not match its end line");
-        goto out;
-    }
-    {
-        json_t *mt = json_object_get(man, "tables");
-        if (json_integer_value(json_object_get(man, "format_version")) != GMCP_ARCHIVE_FORMAT) {
-            *err = "unknown format version in the manifest";
-            goto out;
-        }
-        if (!json_is_array(mt) || json_array_size(mt) != json_array_size(seen)) {
-            fail_(err, "tampered: the manifest's tables differ from the archive's");
-            goto out;
-        }
-        for (i = 0; i < json_array_size(mt); i++) {
-            json_t *a = json_array_get(mt, i), *b = json_array_get(seen, i);
-            const char *name = json_string_value(json_object_get(b, "name"));
-            if (!json_equal(json_object_get(a, "name"), json_object_get(b, "name"))
-                || !json_equal(json_object_get(a, "columns"), json_object_get(b, "columns"))) {
-                *err = apr_psprintf(p, "tampered: table %s's name or columns differ from the "
-                                    "manifest", name);
-                goto out;
-            }
-            if (!json_equal(json_object_get(a, "rows"), json_object_get(b, "rows"))) {
-                *err = apr_psprintf(p, "tampered: row count mismatch on table %s (manifest %"
-                                    APR_INT64_T_FMT ", archive %" APR_INT64_T_FMT ")",
-                                    name, (apr_int64_t)json_integer_value(json_object_get(a, "rows")),
-                                    (apr_int64_t)json_integer_value(json_object_get(b, "rows")));
-                goto out;
-            }
-            if (!json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
-                *err = apr_psprintf(p, "tampered: hash mismatch on table %s", name);
-                goto out;
-            }
-        }
-    }
-    {
-        json_t *ms = json_object_get(json_object_get(man, "spool"), "files");
-        size_t k;
-        if (ms && !json_is_array(ms)) {
-            fail_(err, "corrupt manifest (spool.files is not a list)");
-            goto out;
-        }
-        if (json_array_size(ms) != json_array_size(sseen)) {
-            *err = apr_psprintf(p, "tampered: the manifest lists %d spool file(s), the "
-                                "archive holds %d", (int)json_array_size(ms),
-                                (int)json_array_size(sseen));
-            goto out;
-        }
-        for (k = 0; k < json_array_size(sseen); k++) {
-            json_t *a = json_array_get(ms, k), *b = json_array_get(sseen, k);
-            if (!json_equal(json_object_get(a, "id"), json_object_get(b, "id"))
-                || !json_equal(json_object_get(a, "bytes"), json_object_get(b, "bytes"))
-                || !json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
-                *err = apr_psprintf(p, "tampered: hash or size mismatch on spool file %s",
-                                    json_string_value(json_object_get(b, "id")));
-                goto out;
-            }
-        }
-    }
-    *manifest = man;
-    man = NULL;
-    rv = 0;
-    goto out;
-out_cb:
-    rv = crv == -1 ? -2 : crv;     /* a callback failure: keep it distinct from ours */
-    goto out_done;
-out:
-out_done:
-    (void)first;
-    if (cur) json_decref(cur);
-    if (scur) json_decref(scur);
-    if (man) json_decref(man);
-    json_decref(seen);
-    json_decref(sseen);
-    EVP_MD_CTX_free(sp);
-    free(dec);
-    EVP_MD_CTX_free(all);
-    EVP_MD_CTX_free(tab);
-    gmcp_abuf_free(&line);
-    free(r.buf);
-    if (r.fp) fclose(r.fp);
+    else if (s.crv)
+        rv = s.crv == -1 ? -2 : s.crv;     /* a callback failure: keep it distinct from ours */
+    read_cleanup(&s);
     return rv;
 }

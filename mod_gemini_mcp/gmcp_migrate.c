@@ -10,8 +10,6 @@
 #include <apr_file_info.h>
 #include <apr_strings.h>
 
-#define MIGRATE_LOCK_ID "727071"   /* pg_advisory_lock key shared by all gmcpctl runs */
-
 static int cmp_version(const void *a, const void *b)
 {
     return ((const gmcp_migration *)a)->version - ((const gmcp_migration *)b)->version;
@@ -56,16 +54,15 @@ static int ends_with(const char *s, size_t len, const char *suffix)
     return len >= n && strcmp(s + len - n, suffix) == 0;
 }
 
-int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
-                         apr_array_header_t **out, const char **err)
+/* The NNNN_*.sql files of dir, read: up migrations into migs, down scripts (NNNN_name.down.sql
+ * undoes NNNN_name.sql: kept aside, never an up migration) into downs, both unsorted. */
+static int read_migration_files(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
+                                apr_array_header_t *downs, const char **err)
 {
-    const char *dir = apr_pstrcat(p, sql_dir, "/", driver, NULL);
     apr_dir_t *d;
     apr_finfo_t fi;
-    apr_array_header_t *migs = apr_array_make(p, 8, sizeof(gmcp_migration));
-    apr_array_header_t *downs = apr_array_make(p, 8, sizeof(gmcp_migration));
     apr_status_t rv;
-    int i, j;
+    int failed = 0;
 
     if ((rv = apr_dir_open(&d, dir, p)) != APR_SUCCESS) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0301",
@@ -73,7 +70,7 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
         *err = apr_psprintf(p, "cannot open migrations directory %s", dir);
         return -1;
     }
-    while (apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, d) == APR_SUCCESS) {
+    while (!failed && apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, d) == APR_SUCCESS) {
         const char *n = fi.name;
         size_t len = strlen(n);
         int down = ends_with(n, len, ".down.sql");
@@ -82,20 +79,23 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
         if (fi.filetype != APR_REG || len < 9 || !ends_with(n, len, ".sql")
             || !isdigit((unsigned char)n[0]))
             continue;
-        /* NNNN_name.down.sql undoes NNNN_name.sql: kept aside, never an up migration. */
         m = apr_array_push(down ? downs : migs);
         memset(m, 0, sizeof(*m));
         m->version = atoi(n);
         m->name = apr_pstrndup(p, n, len - (down ? 9 : 4));
         m->path = apr_pstrcat(p, dir, "/", n, NULL);
-        if (!(m->sql = slurp(p, m->path, &size, err))) {
-            apr_dir_close(d);
-            return -1;
-        }
-        m->checksum = gmcp_sha256_hex(p, m->sql, size);
+        if (!(m->sql = slurp(p, m->path, &size, err))) failed = 1;
+        else m->checksum = gmcp_sha256_hex(p, m->sql, size);
     }
     apr_dir_close(d);
-    qsort(migs->elts, (size_t)migs->nelts, sizeof(gmcp_migration), cmp_version);
+    return failed ? -1 : 0;
+}
+
+/* The up migrations (sorted) are 1, 2, 3... and there is at least one. */
+static int check_numbering(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
+                           const char **err)
+{
+    int i;
     for (i = 0; i < migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
         if (m->version != i + 1) {
@@ -108,6 +108,14 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
         *err = apr_psprintf(p, "no migrations found in %s", dir);
         return -1;
     }
+    return 0;
+}
+
+/* Each down script to the up migration of its number: at most one each. */
+static int attach_down_scripts(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
+                               apr_array_header_t *downs, const char **err)
+{
+    int j;
     for (j = 0; j < downs->nelts; j++) {
         gmcp_migration *dn = &APR_ARRAY_IDX(downs, j, gmcp_migration);
         gmcp_migration *m;
@@ -124,6 +132,20 @@ int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
         m->down_path = dn->path;
         m->down_sql = dn->sql;
     }
+    return 0;
+}
+
+int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
+                         apr_array_header_t **out, const char **err)
+{
+    const char *dir = apr_pstrcat(p, sql_dir, "/", driver, NULL);
+    apr_array_header_t *migs = apr_array_make(p, 8, sizeof(gmcp_migration));
+    apr_array_header_t *downs = apr_array_make(p, 8, sizeof(gmcp_migration));
+
+    if (read_migration_files(p, dir, migs, downs, err)) return -1;
+    qsort(migs->elts, (size_t)migs->nelts, sizeof(gmcp_migration), cmp_version);
+    if (check_numbering(p, dir, migs, err) || attach_down_scripts(p, dir, migs, downs, err))
+        return -1;
     *out = migs;
     return 0;
 }
@@ -245,16 +267,31 @@ static int sqlite_wal(gmcp_db *db, const char **err)
     return 0;
 }
 
-int gmcp_migrate_apply(gmcp_db *db, apr_array_header_t *migs, int *applied, const char **err)
+/* The migration lock (PostgreSQL; SQLite serialises writers itself). */
+static int pg_lock(gmcp_db *db, const char **err)
 {
-    int i, rv = 0;
     gmcp_rows rs;
-    *applied = 0;
-    if (!db->pgsql && sqlite_wal(db, err)) return -1;
-    if (db->pgsql && gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK_ID ")", &rs)) {
+    if (db->pgsql
+        && gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" GMCP_MIGRATE_LOCK_KEY ")", &rs)) {
         *err = "cannot take the migration lock";
         return -1;
     }
+    return 0;
+}
+
+static void pg_unlock(gmcp_db *db)
+{
+    gmcp_rows rs;
+    if (db->pgsql)
+        gmcp_db_select_raw(db, "SELECT pg_advisory_unlock(" GMCP_MIGRATE_LOCK_KEY ")", &rs);
+}
+
+int gmcp_migrate_apply(gmcp_db *db, apr_array_header_t *migs, int *applied, const char **err)
+{
+    int i, rv = 0;
+    *applied = 0;
+    if (!db->pgsql && sqlite_wal(db, err)) return -1;
+    if (pg_lock(db, err)) return -1;
     if (ensure_table(db, err) || gmcp_migrate_status(db, migs, err)) {
         rv = -1;
         goto done;
@@ -279,7 +316,7 @@ int gmcp_migrate_apply(gmcp_db *db, apr_array_header_t *migs, int *applied, cons
         (*applied)++;
     }
 done:
-    if (db->pgsql) gmcp_db_select_raw(db, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_ID ")", &rs);
+    pg_unlock(db);
     return rv;
 }
 
@@ -464,22 +501,6 @@ apr_array_header_t *gmcp_sql_data_tables(apr_pool_t *p, const char *script)
     return out;
 }
 
-static int pg_lock(gmcp_db *db, const char **err)
-{
-    gmcp_rows rs;
-    if (db->pgsql && gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK_ID ")", &rs)) {
-        *err = "cannot take the migration lock";
-        return -1;
-    }
-    return 0;
-}
-
-static void pg_unlock(gmcp_db *db)
-{
-    gmcp_rows rs;
-    if (db->pgsql) gmcp_db_select_raw(db, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_ID ")", &rs);
-}
-
 static int plain_identifier(const char *t)
 {
     if (!*t || isdigit((unsigned char)*t)) return 0;
@@ -531,17 +552,226 @@ static int table_has_rows(gmcp_db *db, const char *t)
     return !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
 }
 
+/* gmcp_migrate_down's plan: what to undo and what was found on the way. */
+typedef struct {
+    gmcp_db *db;
+    apr_pool_t *p;
+    apr_array_header_t *migs;
+    int target;
+    int current;                /* the highest applied version */
+    apr_array_header_t *todo;   /* gmcp_migration *: what to undo, newest first */
+    const char *names;          /* their names, newest first, space-separated */
+    const char *lossy;          /* what the rollback would drop; NULL: nothing */
+    int audit_survives;         /* no down script drops data from audit_log */
+    const char **err;
+} down_plan;
+
+/* Step 1: every applied migration is as its file says; none to undo lacks a file. */
+static int down_check_applied(down_plan *dp)
+{
+    apr_array_header_t *missing;
+    int i;
+    if (gmcp_migrate_inspect(dp->db, dp->migs, &missing, dp->err)) return -1;
+    for (i = 0; i < dp->migs->nelts; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(dp->migs, i, gmcp_migration);
+        if (m->applied && m->version > dp->current) dp->current = m->version;
+        if (m->applied && strcmp(m->applied_checksum, m->checksum) != 0) {
+            *dp->err = apr_psprintf(dp->p, "migration %s was changed after it was applied "
+                                    "(checksum %.12s... in the database, %.12s... on disk): "
+                                    "restore the original file before rolling back", m->name,
+                                    m->applied_checksum, m->checksum);
+            return -1;
+        }
+    }
+    for (i = 0; i < missing->nelts; i++) {
+        gmcp_migration *m = &APR_ARRAY_IDX(missing, i, gmcp_migration);
+        if (m->version > dp->target) {
+            *dp->err = apr_psprintf(dp->p, "migration %s is applied but has no file in the "
+                                    "migrations directory: it cannot be rolled back", m->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Step 2: what to undo, newest first; each one must have its down script. */
+static int down_collect(down_plan *dp)
+{
+    int i;
+    dp->todo = apr_array_make(dp->p, 4, sizeof(gmcp_migration *));
+    for (i = dp->migs->nelts - 1; i >= 0; i--) {
+        gmcp_migration *m = &APR_ARRAY_IDX(dp->migs, i, gmcp_migration);
+        if (!m->applied || m->version <= dp->target) continue;
+        if (!m->down_sql) {
+            *dp->err = apr_psprintf(dp->p, "migration %s has no down script (%s.down.sql): it "
+                                    "cannot be rolled back", m->name, m->name);
+            return -1;
+        }
+        APR_ARRAY_PUSH(dp->todo, gmcp_migration *) = m;
+        dp->names = apr_pstrcat(dp->p, dp->names, *dp->names ? " " : "", m->name, NULL);
+    }
+    return 0;
+}
+
+/* Step 3: one transaction for the whole rollback: the checks below hold until it ends.
+ * *t is NULL when it could not be started. */
+static int down_begin(down_plan *dp, apr_dbd_transaction_t **t)
+{
+    int rv = gmcp_db_begin(dp->db, t);
+    if (rv != 0) {
+        *dp->err = apr_psprintf(dp->p, "cannot start a transaction: %s",
+                                gmcp_db_error(dp->db, rv));
+        if (*t) gmcp_db_end(dp->db, *t, 1);
+        *t = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Every table a down script drops, drops columns of, deletes from or truncates, each
+ * once, with the names of the migrations whose scripts do ("a, b") in *owners. */
+static void down_data_tables(down_plan *dp, apr_array_header_t **tables,
+                             apr_array_header_t **owners)
+{
+    int i, j, k;
+    *tables = apr_array_make(dp->p, 8, sizeof(const char *));
+    *owners = apr_array_make(dp->p, 8, sizeof(const char *));
+    for (i = 0; i < dp->todo->nelts; i++) {
+        gmcp_migration *m = APR_ARRAY_IDX(dp->todo, i, gmcp_migration *);
+        apr_array_header_t *ts = gmcp_sql_data_tables(dp->p, m->down_sql);
+        for (j = 0; j < ts->nelts; j++) {
+            const char *tn = APR_ARRAY_IDX(ts, j, const char *);
+            if (!strcmp(tn, "audit_log")) dp->audit_survives = 0;
+            for (k = 0; k < (*tables)->nelts; k++)
+                if (!strcmp(APR_ARRAY_IDX(*tables, k, const char *), tn)) break;
+            if (k == (*tables)->nelts) {
+                APR_ARRAY_PUSH(*tables, const char *) = tn;
+                APR_ARRAY_PUSH(*owners, const char *) = m->name;
+            }
+            else {
+                APR_ARRAY_IDX(*owners, k, const char *) =
+                    apr_pstrcat(dp->p, APR_ARRAY_IDX(*owners, k, const char *), ", ", m->name,
+                                NULL);
+            }
+        }
+    }
+}
+
+/* Step 4: would it drop data? Of the tables above, those that exist now and hold a row
+ * (and those whose names cannot be checked) go into dp->lossy; refused unless `force`. */
+static int down_check_loss(down_plan *dp, int force, int *refused)
+{
+    apr_array_header_t *tables, *owners;
+    int k;
+    down_data_tables(dp, &tables, &owners);
+    for (k = 0; k < tables->nelts; k++) {
+        const char *tn = APR_ARRAY_IDX(tables, k, const char *), *why = NULL;
+        int ex, rows = 0;
+        if (!plain_identifier(tn)) {
+            why = apr_psprintf(dp->p, "%s cannot be checked", tn);
+        }
+        else if ((ex = table_exists(dp->db, tn)) < 0
+                 || (ex && (rows = table_has_rows(dp->db, tn)) < 0)) {
+            *dp->err = apr_psprintf(dp->p, "cannot check table %s: %s", tn,
+                                    gmcp_db_error(dp->db, -1));
+            return -1;
+        }
+        else if (ex && rows) {
+            why = apr_psprintf(dp->p, "%s has rows", tn);
+        }
+        if (why)
+            dp->lossy = apr_psprintf(dp->p, "%s%s%s (%s)", dp->lossy ? dp->lossy : "",
+                                     dp->lossy ? "; " : "", why,
+                                     APR_ARRAY_IDX(owners, k, const char *));
+    }
+    if (dp->lossy && !force) {
+        *refused = 1;
+        *dp->err = apr_psprintf(dp->p, "rolling back to version %d would drop data: %s; "
+                                "nothing was changed (--force drops it)", dp->target,
+                                dp->lossy);
+        return -1;
+    }
+    return 0;
+}
+
+/* Step 5: the audit row goes in first, in the same transaction, while the table exists;
+ * when the rollback drops audit_log itself there is nowhere left to keep it. */
+static int down_audit(down_plan *dp, const char *actor, int *audited)
+{
+    const char *detail, *sql;
+    int rv;
+    if (!actor || !dp->audit_survives || table_exists(dp->db, "audit_log") != 1) return 0;
+    detail = apr_psprintf(dp->p, "from version %d to %d: %s%s", dp->current, dp->target,
+                          dp->names, dp->lossy ? " (forced)" : "");
+    sql = apr_psprintf(dp->p, "INSERT INTO audit_log (at, actor, action, key_id, detail) "
+                       "VALUES (%s, %s, 'schema.down', '', %s)", gmcp_now_str(dp->p),
+                       sql_quote(dp->p, actor), sql_quote(dp->p, detail));
+    if ((rv = gmcp_db_exec_raw(dp->db, sql, NULL)) != 0) {
+        *dp->err = apr_psprintf(dp->p, "cannot write the audit log: %s",
+                                gmcp_db_error(dp->db, rv));
+        return -1;
+    }
+    *audited = 1;
+    return 0;
+}
+
+/* Step 6: each down script, then its schema_migrations row; `done` lists them. */
+static int down_run_scripts(down_plan *dp, apr_array_header_t *done)
+{
+    int i, j, rv = 0;
+    for (i = 0; i < dp->todo->nelts && !rv; i++) {
+        gmcp_migration *m = APR_ARRAY_IDX(dp->todo, i, gmcp_migration *);
+        apr_array_header_t *stmts = gmcp_sql_split(dp->p, m->down_sql);
+        for (j = 0; j < stmts->nelts && !rv; j++) {
+            rv = gmcp_db_exec_raw(dp->db, APR_ARRAY_IDX(stmts, j, const char *), NULL);
+            if (rv != 0)
+                *dp->err = apr_psprintf(dp->p, "down script of %s failed at statement %d: %s; "
+                                        "nothing was changed", m->name, j + 1,
+                                        gmcp_db_error(dp->db, rv));
+        }
+        if (!rv && (rv = gmcp_db_exec_raw(dp->db, apr_psprintf(dp->p, "DELETE FROM "
+                                          "schema_migrations WHERE version = %d", m->version),
+                                          NULL)) != 0)
+            *dp->err = apr_psprintf(dp->p, "cannot remove migration %s from schema_migrations: "
+                                    "%s", m->name, gmcp_db_error(dp->db, rv));
+        if (!rv) APR_ARRAY_PUSH(done, const char *) = m->name;
+    }
+    return rv ? -1 : 0;
+}
+
+/* Step 7: commit when everything went through (rv 0), else roll back; after a rollback
+ * nothing was done or audited, after a commit the undone migrations are not applied. */
+static int down_end(down_plan *dp, apr_dbd_transaction_t *t, int rv, apr_array_header_t *done,
+                    int *audited)
+{
+    int i, failed = rv != 0;
+    if (gmcp_db_end(dp->db, t, failed) && !failed) {
+        *dp->err = "cannot commit the rollback; nothing was changed";
+        rv = -1;
+    }
+    if (rv) {
+        apr_array_clear(done);
+        *audited = 0;
+        return rv;
+    }
+    for (i = 0; i < dp->todo->nelts; i++) {
+        gmcp_migration *m = APR_ARRAY_IDX(dp->todo, i, gmcp_migration *);
+        m->applied = 0;
+        m->applied_at = 0;
+        m->applied_checksum = NULL;
+    }
+    return 0;
+}
+
 int gmcp_migrate_down(gmcp_db *db, apr_array_header_t *migs, int target, int force,
                       const char *actor, apr_array_header_t **done, int *refused,
                       int *audited, const char **err)
 {
-    apr_pool_t *p = db->pool;
-    apr_array_header_t *missing, *todo, *tables, *owners;
+    down_plan dp;
     apr_dbd_transaction_t *t = NULL;
-    const char *lossy = NULL, *names = "";
-    int current = 0, i, j, k, rv = 0, audit_survives = 1;
+    int rv;
 
-    *done = apr_array_make(p, 4, sizeof(const char *));
+    *done = apr_array_make(db->pool, 4, sizeof(const char *));
     *refused = 0;
     *audited = 0;
     if (target < 0) {
@@ -549,154 +779,19 @@ int gmcp_migrate_down(gmcp_db *db, apr_array_header_t *migs, int target, int for
         return -1;
     }
     if (pg_lock(db, err)) return -1;
-    if (gmcp_migrate_inspect(db, migs, &missing, err)) { rv = -1; goto done; }
-    for (i = 0; i < migs->nelts; i++) {
-        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
-        if (m->applied && m->version > current) current = m->version;
-        if (m->applied && strcmp(m->applied_checksum, m->checksum) != 0) {
-            *err = apr_psprintf(p, "migration %s was changed after it was applied "
-                                "(checksum %.12s... in the database, %.12s... on disk): "
-                                "restore the original file before rolling back", m->name,
-                                m->applied_checksum, m->checksum);
-            rv = -1;
-            goto done;
-        }
-    }
-    for (i = 0; i < missing->nelts; i++) {
-        gmcp_migration *m = &APR_ARRAY_IDX(missing, i, gmcp_migration);
-        if (m->version > target) {
-            *err = apr_psprintf(p, "migration %s is applied but has no file in the migrations "
-                                "directory: it cannot be rolled back", m->name);
-            rv = -1;
-            goto done;
-        }
-    }
-    /* What to undo, newest first; each one must have its down script. */
-    todo = apr_array_make(p, 4, sizeof(gmcp_migration *));
-    for (i = migs->nelts - 1; i >= 0; i--) {
-        gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
-        if (!m->applied || m->version <= target) continue;
-        if (!m->down_sql) {
-            *err = apr_psprintf(p, "migration %s has no down script (%s.down.sql): it cannot "
-                                "be rolled back", m->name, m->name);
-            rv = -1;
-            goto done;
-        }
-        APR_ARRAY_PUSH(todo, gmcp_migration *) = m;
-        names = apr_pstrcat(p, names, *names ? " " : "", m->name, NULL);
-    }
-    if (todo->nelts == 0) goto done;
-
-    /* One transaction for the whole rollback: the checks below hold until it ends. */
-    if ((rv = gmcp_db_begin(db, &t)) != 0) {
-        *err = apr_psprintf(p, "cannot start a transaction: %s", gmcp_db_error(db, rv));
-        if (t) gmcp_db_end(db, t, 1);
-        t = NULL;
-        rv = -1;
-        goto done;
-    }
-
-    /* Would it drop data? Every table a down script drops, drops columns of, deletes
-     * from or truncates, that exists now and holds a row. */
-    tables = apr_array_make(p, 8, sizeof(const char *));
-    owners = apr_array_make(p, 8, sizeof(const char *));
-    for (i = 0; i < todo->nelts; i++) {
-        gmcp_migration *m = APR_ARRAY_IDX(todo, i, gmcp_migration *);
-        apr_array_header_t *ts = gmcp_sql_data_tables(p, m->down_sql);
-        for (j = 0; j < ts->nelts; j++) {
-            const char *tn = APR_ARRAY_IDX(ts, j, const char *);
-            if (!strcmp(tn, "audit_log")) audit_survives = 0;
-            for (k = 0; k < tables->nelts; k++)
-                if (!strcmp(APR_ARRAY_IDX(tables, k, const char *), tn)) break;
-            if (k == tables->nelts) {
-                APR_ARRAY_PUSH(tables, const char *) = tn;
-                APR_ARRAY_PUSH(owners, const char *) = m->name;
-            }
-            else {
-                APR_ARRAY_IDX(owners, k, const char *) =
-                    apr_pstrcat(p, APR_ARRAY_IDX(owners, k, const char *), ", ", m->name, NULL);
-            }
-        }
-    }
-    for (k = 0; k < tables->nelts; k++) {
-        const char *tn = APR_ARRAY_IDX(tables, k, const char *), *why = NULL;
-        int ex, rows = 0;
-        if (!plain_identifier(tn)) {
-            why = apr_psprintf(p, "%s cannot be checked", tn);
-        }
-        else if ((ex = table_exists(db, tn)) < 0 || (ex && (rows = table_has_rows(db, tn)) < 0)) {
-            *err = apr_psprintf(p, "cannot check table %s: %s", tn, gmcp_db_error(db, -1));
-            rv = -1;
-            goto done;
-        }
-        else if (ex && rows) {
-            why = apr_psprintf(p, "%s has rows", tn);
-        }
-        if (why)
-            lossy = apr_psprintf(p, "%s%s%s (%s)", lossy ? lossy : "", lossy ? "; " : "", why,
-                                 APR_ARRAY_IDX(owners, k, const char *));
-    }
-    if (lossy && !force) {
-        *refused = 1;
-        *err = apr_psprintf(p, "rolling back to version %d would drop data: %s; nothing was "
-                            "changed (--force drops it)", target, lossy);
-        rv = -1;
-        goto done;
-    }
-
-    /* The audit row goes in first, in the same transaction, while the table exists; when
-     * the rollback drops audit_log itself there is nowhere left to keep it. */
-    if (actor && audit_survives && table_exists(db, "audit_log") == 1) {
-        const char *detail = apr_psprintf(p, "from version %d to %d: %s%s", current, target,
-                                          names, lossy ? " (forced)" : "");
-        const char *sql = apr_psprintf(p, "INSERT INTO audit_log (at, actor, action, key_id, "
-                                       "detail) VALUES (%s, %s, 'schema.down', '', %s)",
-                                       gmcp_now_str(p), sql_quote(p, actor),
-                                       sql_quote(p, detail));
-        if ((rv = gmcp_db_exec_raw(db, sql, NULL)) != 0) {
-            *err = apr_psprintf(p, "cannot write the audit log: %s", gmcp_db_error(db, rv));
-            rv = -1;
-            goto done;
-        }
-        *audited = 1;
-    }
-
-    for (i = 0; i < todo->nelts && !rv; i++) {
-        gmcp_migration *m = APR_ARRAY_IDX(todo, i, gmcp_migration *);
-        apr_array_header_t *stmts = gmcp_sql_split(p, m->down_sql);
-        for (j = 0; j < stmts->nelts && !rv; j++) {
-            if ((rv = gmcp_db_exec_raw(db, APR_ARRAY_IDX(stmts, j, const char *), NULL)) != 0)
-                *err = apr_psprintf(p, "down script of %s failed at statement %d: %s; nothing "
-                                    "was changed", m->name, j + 1, gmcp_db_error(db, rv));
-        }
-        if (!rv && (rv = gmcp_db_exec_raw(db, apr_psprintf(p, "DELETE FROM schema_migrations "
-                                                           "WHERE version = %d", m->version),
-                                          NULL)) != 0)
-            *err = apr_psprintf(p, "cannot remove migration %s from schema_migrations: %s",
-                                m->name, gmcp_db_error(db, rv));
-        if (!rv) APR_ARRAY_PUSH(*done, const char *) = m->name;
-    }
-    if (rv) rv = -1;
-
-done:
-    if (t) {
-        int failed = rv != 0;
-        if (gmcp_db_end(db, t, failed) && !failed) {
-            *err = "cannot commit the rollback; nothing was changed";
-            rv = -1;
-        }
-        if (rv) {
-            apr_array_clear(*done);
-            *audited = 0;
-        }
-        else {
-            for (i = 0; i < todo->nelts; i++) {
-                gmcp_migration *m = APR_ARRAY_IDX(todo, i, gmcp_migration *);
-                m->applied = 0;
-                m->applied_at = 0;
-                m->applied_checksum = NULL;
-            }
-        }
+    memset(&dp, 0, sizeof(dp));
+    dp.db = db;
+    dp.p = db->pool;
+    dp.migs = migs;
+    dp.target = target;
+    dp.names = "";
+    dp.audit_survives = 1;
+    dp.err = err;
+    rv = (down_check_applied(&dp) || down_collect(&dp)) ? -1 : 0;
+    if (!rv && dp.todo->nelts && (rv = down_begin(&dp, &t)) == 0) {
+        rv = (down_check_loss(&dp, force, refused) || down_audit(&dp, actor, audited)
+              || down_run_scripts(&dp, *done)) ? -1 : 0;
+        rv = down_end(&dp, t, rv, *done, audited);
     }
     pg_unlock(db);
     return rv;

@@ -6,6 +6,12 @@
 #include <apr_tables.h>
 #include "gmcp_db.h"
 
+/* The PostgreSQL advisory lock key (pg_advisory_lock) that gmcp_migrate_apply and
+ * gmcp_migrate_down hold while they run, so that two gmcpctl runs never migrate the same
+ * database at once: any 64-bit number no other application on the database uses. It
+ * must differ from gmcpctl's job lock (GMCPCTL_JOB_LOCK_KEY, gmcpctl/gmcpctl.h). */
+#define GMCP_MIGRATE_LOCK_KEY "727071"
+
 typedef struct {
     int version;
     const char *name;        /* file name without the .sql suffix */
