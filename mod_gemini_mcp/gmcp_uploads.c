@@ -10,6 +10,8 @@
 #include <apr_base64.h>
 #include <apr_strings.h>
 
+#define UPLOAD_ID_BYTES 16      /* 22 characters of base64url (gmcp_upload_id_ok) */
+
 #define INSERT_COLS "id, owner, key_id, length, upload_offset, metadata, filename, " \
     "filetype, concat, parts, sha256, state, created, expires, completed"
 #define UPLOAD_COLS INSERT_COLS ", sha_state, phase, progress, progress_at, detail, sniffed"
@@ -151,6 +153,26 @@ int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token)
     return gmcp_db_exec(db, "gmcp_upload_unlock", &n, GMCP_ARGS(id, token)) ? GMCP_DB_ERROR : 0;
 }
 
+int gmcp_upload_lease(gmcp_db *db, const char *id, const char *owner,
+                      const gmcp_upload *checked, const char *token, apr_int64_t seconds,
+                      apr_int64_t *offset)
+{
+    gmcp_upload now;
+    int acquired = 0, st;
+    if (gmcp_upload_lock(db, id, token, seconds, &acquired)) return GMCP_LEASE_LOCK_FAILED;
+    if (!acquired) return GMCP_LEASE_HELD;
+    if (!checked) return GMCP_LEASE_TAKEN;
+    /* The offset the request was checked against was read before the lease: cutting the
+     * file back to a stale one would lose bytes the row counts as durable. */
+    st = gmcp_upload_get(db, id, owner, &now);
+    if (st == GMCP_FOUND && now.offset == checked->offset && !strcmp(now.state, checked->state))
+        return GMCP_LEASE_TAKEN;
+    gmcp_upload_unlock(db, id, token);
+    if (st == GMCP_DB_ERROR) return GMCP_LEASE_READ_FAILED;
+    *offset = st == GMCP_FOUND ? now.offset : checked->offset;
+    return GMCP_LEASE_MOVED;
+}
+
 int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
                         apr_int64_t length, apr_int64_t expires, const char *sha_state)
 {
@@ -241,6 +263,48 @@ json_t *gmcp_upload_json(const gmcp_upload *u)
     if (u->sniffed && *u->sniffed) json_object_set_new(o, "sniffed_type", json_string(u->sniffed));
     if (u->detail && *u->detail) json_object_set_new(o, "detail", json_string(u->detail));
     return o;
+}
+
+const char *gmcp_upload_spool_path(apr_pool_t *p, const char *dir, const char *id)
+{
+    return apr_pstrcat(p, dir, "/", id, NULL);
+}
+
+const char *gmcp_upload_new_id(apr_pool_t *p)
+{
+    const char *id;
+    do {
+        id = gmcp_random_id(p, UPLOAD_ID_BYTES);
+    } while (id && id[0] == '-');
+    return id;
+}
+
+int gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *meta, const char *concat,
+                         const char *owner, const char *key_id, apr_int64_t now,
+                         apr_int64_t expiry, const char **err)
+{
+    const char *fname = apr_table_get(md, "filename"), *ftype = apr_table_get(md, "filetype");
+    if (fname && !gmcp_tus_filename_ok(fname)) {
+        *err = "Upload-Metadata: filename must be a plain file name (no path, no control "
+               "characters, at most 255 bytes)";
+        return -1;
+    }
+    x->filetype = ftype ? ftype : "";
+    if (strlen(x->filetype) > 255 || strpbrk(x->filetype, "\r\n,;\"")) {
+        *err = "Upload-Metadata: filetype is not a media type";
+        return -1;
+    }
+    x->owner = owner;
+    x->key_id = key_id ? key_id : "";
+    x->metadata = meta ? meta : "";
+    x->filename = fname ? fname : "";
+    x->concat = concat ? concat : "";
+    x->parts = "";
+    x->sha256 = "";
+    x->state = GMCP_UPLOAD_RECEIVING;
+    x->created = now;
+    x->expires = now + expiry;
+    return 0;
 }
 
 /* ---- header grammar ------------------------------------------------------------------ */

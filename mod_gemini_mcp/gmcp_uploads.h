@@ -55,6 +55,18 @@ int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token);
 int gmcp_upload_holder(gmcp_db *db, const char *id, const char **token);
 int gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token, const char *token,
                       apr_int64_t seconds, int *acquired);
+/* The lease for a request that checked the upload (`checked`: its offset and state)
+ * before asking: the row is read again under the lease, and one that moved on meanwhile
+ * (the PATCH that held it recorded more since) gives the lease back at once. checked
+ * NULL: a row just created, nothing to compare. */
+#define GMCP_LEASE_TAKEN       0    /* ours, on the row as checked */
+#define GMCP_LEASE_HELD        1    /* another request holds it */
+#define GMCP_LEASE_MOVED       2    /* the upload moved on: given back; *offset is its own */
+#define GMCP_LEASE_LOCK_FAILED 3    /* the store failed taking it */
+#define GMCP_LEASE_READ_FAILED 4    /* ...or reading the row again (given back) */
+int gmcp_upload_lease(gmcp_db *db, const char *id, const char *owner,
+                      const gmcp_upload *checked, const char *token, apr_int64_t seconds,
+                      apr_int64_t *offset);
 /* Record bytes now on disk (only while `token` holds the lease) with the running
  * SHA-256 at that offset; a deferred length may be set (-1 keeps it); expires slides.
  * GMCP_NOT_FOUND when the lease was lost. */
@@ -75,6 +87,19 @@ int gmcp_upload_delete(gmcp_db *db, const char *id);
 /* Spool bytes an owner's live uploads hold or announced (for the per-owner quota). */
 int gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes);
 json_t *gmcp_upload_json(const gmcp_upload *u);
+
+/* An upload's bytes: <spool dir>/<id>. */
+const char *gmcp_upload_spool_path(apr_pool_t *p, const char *dir, const char *id);
+/* A fresh upload id: never with a leading '-' (the id is also a command-line argument
+ * of gmcpctl); NULL without randomness. */
+const char *gmcp_upload_new_id(apr_pool_t *p);
+/* The fields of a new upload (state receiving, not yet its id or length) from the
+ * creation request: Upload-Metadata as sent (meta) and parsed (md), Upload-Concat, the
+ * caller, and when it expires (now + expiry). 0, or -1 with *err (the 400's text) when
+ * the filename or filetype in the metadata is not acceptable. */
+int gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *meta, const char *concat,
+                         const char *owner, const char *key_id, apr_int64_t now,
+                         apr_int64_t expiry, const char **err);
 
 /* Upload-Metadata: "key b64,key b64,key". Keys: 1-128 printable ASCII without space
  * or comma, unique; values valid standard base64. On success *out maps key -> decoded
