@@ -5,6 +5,14 @@
 
 #include <apr_pools.h>
 #include <apr_time.h>
+#include <apr_errno.h>
+
+/* How the core fails: every fallible function returns an apr_status_t — APR_SUCCESS;
+ * APR_ENOENT for "no such row or thing"; APR_EINVAL for input that does not parse or is
+ * out of range; APR_EEXIST for a duplicate; APR_EBUSY when someone else holds it;
+ * APR_TIMEUP for a deadline; OS codes from files and sockets as they came — plus these
+ * of its own. A reason in words, where there is one, comes in a `const char **why`. */
+#define GMCP_EDB (APR_OS_START_USERERR + 1)   /* the database failed (gmcp_db logged it) */
 
 /* A random identifier: `nbytes` bytes from OpenSSL's CSPRNG, base64url without
  * padding (visible ASCII only, safe in headers, URLs and SQL text). NULL when the
