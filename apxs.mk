@@ -35,9 +35,11 @@ ALL_CFLAGS := $(CFLAGS) $(WARN) $(SAN_FLAGS) -std=gnu11 $(APR_CFLAGS) -Imod_gemi
 CORE_SRC  := $(wildcard mod_gemini_mcp/gmcp_*.c)
 CORE_HDR  := $(wildcard mod_gemini_mcp/gmcp_*.h)
 GLUE_SRC  := mod_gemini_mcp/mod_gemini_mcp.c mod_gemini_mcp/mod_gemini_mcp_http.c \
-             mod_gemini_mcp/mod_gemini_mcp_db.c \
+             mod_gemini_mcp/mod_gemini_mcp_db.c mod_gemini_mcp/mod_gemini_mcp_config.c \
+             mod_gemini_mcp/mod_gemini_mcp_respond.c \
              mod_gemini_mcp/mod_gemini_mcp_status.c mod_gemini_mcp/mod_gemini_mcp_access.c \
              mod_gemini_mcp/mod_gemini_mcp_upload.c
+GLUE_HDR  := $(wildcard mod_gemini_mcp/mod_gemini_mcp*.h)
 CORE_OBJ  := $(patsubst mod_gemini_mcp/%.c,$(BUILD)/core/%.o,$(CORE_SRC))
 UNIT_SRC  := $(wildcard test/unit/test_*.c)
 UNIT_BIN  := $(patsubst test/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
@@ -56,7 +58,7 @@ all: $(MODULE) $(FIXTURES) $(GMCPCTL) $(UNIT_BIN)
 
 # apxs builds in the source directory; each build variant gets its own copy of the
 # sources so plain and sanitizer builds never share objects.
-$(BUILD)/src/.stamp: $(CORE_SRC) $(CORE_HDR) $(GLUE_SRC) mod_gemini_mcp/mod_gemini_mcp.h \
+$(BUILD)/src/.stamp: $(CORE_SRC) $(CORE_HDR) $(GLUE_SRC) $(GLUE_HDR) \
                      mod_gemini_mcp/mod_gemini_mcp_fixtures.c
 	@mkdir -p $(BUILD)/src
 	cp $^ $(BUILD)/src/

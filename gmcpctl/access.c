@@ -263,16 +263,18 @@ static const char *limit_text(apr_pool_t *p, apr_int64_t count, apr_int64_t peri
 
 static int need_key(ctl *c, const char *id, gmcp_key *k)
 {
+    apr_status_t st;
     int rv;
     if (!id) return usage_err("a key id is required%s", "");
     if ((rv = open_db(c, 0)) != 0) return rv;
     /* Accept the whole secret too, but only ever use its id part. */
     if (!strncmp(id, GMCP_KEY_PREFIX, strlen(GMCP_KEY_PREFIX))
-        && gmcp_key_parse(c->pool, id, &id, NULL) != 0)
+        && gmcp_key_parse(c->pool, id, &id, NULL) != APR_SUCCESS)
         return usage_err("'%s' is not a key id", "that");
-    rv = gmcp_key_get(&c->db, id, k);
-    if (rv == GMCP_NOT_FOUND) return fail("no API key '%s'", id);
-    if (rv) return fail("cannot read the key store: %s", gmcp_db_error(&c->db, -1));
+    st = gmcp_key_get(&c->db, id, k);
+    if (st == APR_ENOENT) return fail("no API key '%s'", id);
+    if (st != APR_SUCCESS)
+        return fail("cannot read the key store: %s", gmcp_db_error(&c->db, -1));
     return 0;
 }
 
@@ -301,7 +303,7 @@ int cmd_keys_create(ctl *c)
     apr_int64_t now = gmcp_now_sec();
     apr_dbd_transaction_t *t = NULL;
     const char *pepper, *secret, *kid;
-    int rv;
+    int rv, failed;
 
     memset(&k, 0, sizeof(k));
     k.tenant = ""; k.apache_user = ""; k.scopes = "*"; k.quota_period = "day";
@@ -316,9 +318,10 @@ int cmd_keys_create(ctl *c)
     k.prev_hash = "";
     k.created = k.updated = now;
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-    rv = gmcp_key_insert(&c->db, &k) || gmcp_audit(&c->db, actor(c->pool), "key.create",
-                                                     k.id, describe(c, &k));
-    if ((rv = commit(c, t, rv)) != 0) return rv;
+    failed = gmcp_key_insert(&c->db, &k) != APR_SUCCESS
+             || gmcp_audit(&c->db, actor(c->pool), "key.create", k.id, describe(c, &k))
+                    != APR_SUCCESS;
+    if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->json) {
         json_t *o = gmcp_key_json(&k, now);
         json_object_set_new(o, "secret", json_string(secret));
@@ -375,13 +378,13 @@ int cmd_keys_revoke(ctl *c, const char *id)
     gmcp_key k;
     apr_int64_t now = gmcp_now_sec();
     apr_dbd_transaction_t *t = NULL;
-    int rv;
+    int rv, failed;
     if ((rv = need_key(c, id, &k)) != 0) return rv;
     if (k.revoked) return fail("key %s is already revoked", k.id);
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-    rv = gmcp_key_revoke(&c->db, k.id, now) != GMCP_FOUND
-         || gmcp_audit(&c->db, actor(c->pool), "key.revoke", k.id, k.name);
-    if ((rv = commit(c, t, rv)) != 0) return rv;
+    failed = gmcp_key_revoke(&c->db, k.id, now) != APR_SUCCESS
+             || gmcp_audit(&c->db, actor(c->pool), "key.revoke", k.id, k.name) != APR_SUCCESS;
+    if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->verbose) printf("revoked %s\n", k.id);
     return 0;
 }
@@ -393,7 +396,7 @@ int cmd_keys_rotate(ctl *c, const char *id)
     apr_dbd_transaction_t *t = NULL;
     const char *pepper, *grace_s = opt(c, OPT_GRACE), *secret, *kid, *sp;
     const char *why = grace_s ? parse_duration(c->pool, grace_s, &grace) : NULL;
-    int rv;
+    int rv, failed;
 
     if (why) return bad_value(c, "--grace", grace_s, why);
     if ((rv = need_key(c, id, &k)) != 0) return rv;
@@ -404,12 +407,12 @@ int cmd_keys_rotate(ctl *c, const char *id)
     gmcp_key_parse(c->pool, secret, &kid, &sp);
     secret = apr_pstrcat(c->pool, GMCP_KEY_PREFIX, k.id, "_", sp, NULL);
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-    rv = gmcp_key_rotate(&c->db, k.id, gmcp_key_hash(c->pool, pepper, secret),
-                         grace ? now + grace : 0, now) != GMCP_FOUND
-         || gmcp_audit(&c->db, actor(c->pool), "key.rotate", k.id,
-                       apr_psprintf(c->pool, "previous secret valid for %" APR_INT64_T_FMT
-                                    "s", grace));
-    if ((rv = commit(c, t, rv)) != 0) return rv;
+    failed = gmcp_key_rotate(&c->db, k.id, gmcp_key_hash(c->pool, pepper, secret),
+                             grace ? now + grace : 0, now) != APR_SUCCESS
+             || gmcp_audit(&c->db, actor(c->pool), "key.rotate", k.id,
+                           apr_psprintf(c->pool, "previous secret valid for %" APR_INT64_T_FMT
+                                        "s", grace)) != APR_SUCCESS;
+    if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->json) {
         print_json(c, json_pack("{s:s, s:s, s:I}", "id", k.id, "secret", secret,
                                 "grace_seconds", (json_int_t)grace));
@@ -427,14 +430,15 @@ int cmd_keys_update(ctl *c, const char *id)
     gmcp_key k;
     apr_int64_t now = gmcp_now_sec();
     apr_dbd_transaction_t *t = NULL;
-    int rv;
+    int rv, failed;
     if ((rv = need_key(c, id, &k)) != 0) return rv;
     if (k.revoked) return fail("key %s is revoked", k.id);
     if ((rv = apply_flags(c, &k)) != 0) return rv;
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
-    rv = gmcp_key_update(&c->db, &k, now) != GMCP_FOUND
-         || gmcp_audit(&c->db, actor(c->pool), "key.update", k.id, describe(c, &k));
-    if ((rv = commit(c, t, rv)) != 0) return rv;
+    failed = gmcp_key_update(&c->db, &k, now) != APR_SUCCESS
+             || gmcp_audit(&c->db, actor(c->pool), "key.update", k.id, describe(c, &k))
+                    != APR_SUCCESS;
+    if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->json || c->verbose) {
         gmcp_key_get(&c->db, k.id, &k);
         print_json(c, gmcp_key_json(&k, now));

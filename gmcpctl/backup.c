@@ -430,7 +430,7 @@ static int dump_tables(dbx *x, apr_pool_t *p, apr_array_header_t *tables, gmcp_a
         json_t *cols = columns_json(t);
         const char *sel = apr_psprintf(p, "SELECT %s FROM %s ORDER BY %s", t->collist,
                                        qid(p, t->name), t->order);
-        rv = gmcp_arc_table_begin(o, t->name, cols);
+        rv = gmcp_arc_table_begin(o, t->name, cols) == APR_SUCCESS ? 0 : -1;
         json_decref(cols);
         if (rv) {
             *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
@@ -1659,22 +1659,23 @@ static int tx_load(restore_job *R)
     gmcp_arc_spool_cb scb = {load_spool_begin, load_spool_data, load_spool_end};
     json_t *again = NULL;
     const char *rerr = NULL;
-    int r;
+    apr_status_t rv;
+    int failed;
     L->x = &R->x;
     L->p = R->p;
     L->tables = R->tables;
     L->sdir = R->sdir;
     L->want = R->sfiles;
     L->spools = apr_array_make(R->p, (int)R->nspool + 1, sizeof(spool_out));
-    r = gmcp_arc_read_ex(R->p, R->path, R->secret, &cb, &scb, L, &again, &rerr);
-    if (!r && load_finish(L)) r = -2;
-    else load_finish(L);
+    rv = gmcp_arc_read_ex(R->p, R->path, R->secret, &cb, &scb, L, &again, &rerr);
+    /* Also after a failure: it ends a COPY under way. */
+    failed = load_finish(L) || rv != APR_SUCCESS;
     if (again) json_decref(again);
-    if (r)
-        R->err = r == -1 ? apr_pstrcat(R->p, "the archive changed while it was read: ", rerr,
-                                       NULL)
-                         : L->err ? L->err : "cannot load the archive";
-    return r ? -1 : 0;
+    /* rerr is set only when the archive itself failed (not a callback, nor the load). */
+    if (failed)
+        R->err = rerr ? apr_pstrcat(R->p, "the archive changed while it was read: ", rerr, NULL)
+                      : L->err ? L->err : "cannot load the archive";
+    return failed ? -1 : 0;
 }
 
 /* ... (--replace) the triggers back. */

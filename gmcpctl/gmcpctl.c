@@ -346,12 +346,14 @@ const char *iso(apr_pool_t *p, apr_int64_t sec)
 
 static int need_session(ctl *c, const char *id, gmcp_chat_session *s)
 {
+    apr_status_t st;
     int rv;
     if (!id) return usage_err("a session id is required%s", "");
     if ((rv = open_db(c, 0)) != 0) return rv;
-    rv = gmcp_chat_get(&c->db, id, c->owner, 0, s);
-    if (rv == GMCP_NOT_FOUND) return fail("no chat session '%s'", id);
-    if (rv) return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+    st = gmcp_chat_get(&c->db, id, c->owner, 0, s);
+    if (st == APR_ENOENT) return fail("no chat session '%s'", id);
+    if (st != APR_SUCCESS)
+        return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
     return 0;
 }
 
@@ -415,7 +417,7 @@ static int cmd_sessions_delete(ctl *c, const char *id)
     gmcp_chat_session s;
     int rv;
     if ((rv = need_session(c, id, &s)) != 0) return rv;
-    if (gmcp_chat_delete(&c->db, s.id, NULL) != GMCP_FOUND)
+    if (gmcp_chat_delete(&c->db, s.id, NULL) != APR_SUCCESS)
         return fail("cannot delete chat session '%s'", s.id);
     if (gmcp_audit(&c->db, actor(c->pool), "session.delete", "",
                    apr_pstrcat(c->pool, s.id, " owner=", s.owner, NULL)))

@@ -48,12 +48,14 @@ int cmd_uploads_list(ctl *c)
 
 static int need_upload(ctl *c, const char *id, gmcp_upload *u)
 {
-    int rv;
-    if ((rv = open_db(c, 0)) != 0) return rv;
+    apr_status_t rv;
+    int code;
+    if ((code = open_db(c, 0)) != 0) return code;
     if (!id) return usage_err("%s", "an upload id is required");
     rv = gmcp_upload_get(&c->db, id, c->owner, u);
-    if (rv == GMCP_NOT_FOUND) return fail("no upload '%s'", id);
-    if (rv) return fail("cannot read the upload store: %s", gmcp_db_error(&c->db, -1));
+    if (APR_STATUS_IS_ENOENT(rv)) return fail("no upload '%s'", id);
+    if (rv != APR_SUCCESS)
+        return fail("cannot read the upload store: %s", gmcp_db_error(&c->db, -1));
     return 0;
 }
 
@@ -77,7 +79,7 @@ int cmd_uploads_cancel(ctl *c, const char *id)
     int rv;
     if ((rv = need_upload(c, id, &u)) != 0) return rv;
     dir = upload_dir(c);
-    if (gmcp_upload_terminate(&c->db, u.id, u.owner) == GMCP_DB_ERROR
+    if (gmcp_upload_terminate(&c->db, u.id, u.owner) == GMCP_EDB
         || gmcp_audit(&c->db, actor(c->pool), "upload.cancel", u.key_id,
                       apr_pstrcat(c->pool, u.id, " owner=", u.owner, NULL)))
         return fail("cannot cancel the upload: %s", gmcp_db_error(&c->db, -1));
@@ -141,7 +143,7 @@ static int cleanup_settings(ctl *c, cleanup_job *j)
         || (rv = retention_conf(c, "GeminiMCPAuditRetention", GMCP_DEFAULT_AUDIT_RETENTION,
                                 &j->keep.audit)) != 0)
         return rv;
-    if ((why = gmcp_retention_check(&j->keep)) != NULL) return fail("%s", why);
+    if (gmcp_retention_check(&j->keep, &why) != APR_SUCCESS) return fail("%s", why);
     j->dir = upload_dir(c);
     return 0;
 }
@@ -154,7 +156,8 @@ static apr_int64_t count_events(ctl *c, const cleanup_job *j)
     if (gmcp_db_select_raw(&c->db, apr_psprintf(c->pool, "SELECT COUNT(*) FROM mcp_events "
                            "WHERE created < %" APR_INT64_T_FMT " OR session_id IN (SELECT "
                            "id FROM mcp_sessions WHERE last_seen < %" APR_INT64_T_FMT ")",
-                           j->now - j->event_retention, j->now - j->sess_idle), &rs) == 0
+                           j->now - j->event_retention, j->now - j->sess_idle), &rs)
+            == APR_SUCCESS
         && rs.rows->nelts == 1)
         return apr_atoi64(GMCP_ROW(&rs, 0)[0]);
     return -1;

@@ -227,7 +227,8 @@ static void hmac_hex(const unsigned char *key, size_t klen, const char *label, c
     out[2 * i] = '\0';
 }
 
-int gmcp_arc_key_derive(const char *secret, const unsigned char *salt, gmcp_arc_key *k)
+apr_status_t gmcp_arc_key_derive(const char *secret, const unsigned char *salt,
+                                 gmcp_arc_key *k)
 {
     EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
     size_t outlen = sizeof(k->key);
@@ -241,9 +242,9 @@ int gmcp_arc_key_derive(const char *secret, const unsigned char *salt, gmcp_arc_
                                             (int)sizeof(info) - 1) > 0
              && EVP_PKEY_derive(pc, k->key, &outlen) > 0 && outlen == sizeof(k->key);
     EVP_PKEY_CTX_free(pc);
-    if (!ok) return -1;
+    if (!ok) return APR_EGENERAL;
     hmac_hex(k->key, sizeof(k->key), "gmcp-backup key fingerprint", k->fingerprint, 16);
-    return 0;
+    return APR_SUCCESS;
 }
 
 const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *label)
@@ -262,7 +263,7 @@ struct gmcp_arc_out {
     json_t *tables, *cur;
     int *types, ncols;      /* the current table's column types, for the values */
     struct arc_writer *w;   /* hashes and writes full batches meanwhile (NULL: inline) */
-    int failed;
+    apr_status_t failed;    /* the first failure (it sticks), or APR_SUCCESS */
     /* spool sections */
     json_t *spools, *scur;
     apr_int64_t sbytes, swant;
@@ -302,15 +303,28 @@ static void writeback_start(gmcp_arc_out *o)
 #endif
 }
 
-static int raw_write(gmcp_arc_out *o, const void *d, size_t n)
+/* What a stdio call just failed with: errno's status (APR_EGENERAL without one). */
+static apr_status_t os_error(void)
 {
-    if (o->failed) return -1;
-    if (o->fp && n && fwrite(d, 1, n, o->fp) != n) { o->failed = 1; return -1; }
+    return errno ? APR_FROM_OS_ERROR(errno) : APR_EGENERAL;
+}
+
+/* The archive failed: the first failure is kept, and returned from then on. */
+static apr_status_t out_failed(gmcp_arc_out *o, apr_status_t rv)
+{
+    if (o->failed == APR_SUCCESS) o->failed = rv;
+    return o->failed;
+}
+
+static apr_status_t raw_write(gmcp_arc_out *o, const void *d, size_t n)
+{
+    if (o->failed) return o->failed;
+    if (o->fp && n && fwrite(d, 1, n, o->fp) != n) return out_failed(o, os_error());
     if (o->fp) {
         o->written += n;
         writeback_start(o);
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 static int put_be32(unsigned char *b, apr_uint32_t v)
@@ -327,14 +341,16 @@ static void make_aad(unsigned char aad[9], apr_uint64_t fno, int last)
     aad[8] = (unsigned char)(last ? 1 : 0);
 }
 
-static int flush_frame(gmcp_arc_out *o, int last)
+/* The frame so far, encrypted, out (the last one with `last`). */
+static apr_status_t flush_frame(gmcp_arc_out *o, int last)
 {
     unsigned char hdr[16], tag[16], aad[9], *ct;
     int n = 0, m = 0, ok;
     EVP_CIPHER_CTX *cx;
-    if (o->failed) return -1;
+    apr_status_t rv;
+    if (o->failed) return o->failed;
     put_be32(hdr, (apr_uint32_t)o->flen);
-    if (RAND_bytes(hdr + 4, 12) != 1) { o->failed = 1; return -1; }
+    if (RAND_bytes(hdr + 4, 12) != 1) return out_failed(o, APR_EGENERAL);
     make_aad(aad, o->fno, last);
     ct = malloc(o->flen + 16);
     cx = EVP_CIPHER_CTX_new();
@@ -344,37 +360,42 @@ static int flush_frame(gmcp_arc_out *o, int last)
          && EVP_EncryptFinal_ex(cx, ct + n, &m) == 1
          && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
     EVP_CIPHER_CTX_free(cx);
-    if (!ok || raw_write(o, hdr, 16) || raw_write(o, ct, o->flen) || raw_write(o, tag, 16)) {
-        free(ct);
-        o->failed = 1;
-        return -1;
-    }
+    if (!ok) rv = out_failed(o, ct ? APR_EGENERAL : APR_ENOMEM);
+    else if ((rv = raw_write(o, hdr, 16)) == APR_SUCCESS
+             && (rv = raw_write(o, ct, o->flen)) == APR_SUCCESS)
+        rv = raw_write(o, tag, 16);
     free(ct);
-    o->fno++;
-    o->flen = 0;
-    return 0;
+    if (rv == APR_SUCCESS) {
+        o->fno++;
+        o->flen = 0;
+    }
+    return rv;
 }
 
 /* Plaintext bytes of the archive. */
-static int out_write(gmcp_arc_out *o, const void *d, size_t n)
+static apr_status_t out_write(gmcp_arc_out *o, const void *d, size_t n)
 {
     const unsigned char *s = d;
-    if (o->failed) return -1;
+    apr_status_t rv;
+    if (o->failed) return o->failed;
     EVP_DigestUpdate(o->all, d, n);
     if (!o->enc) return raw_write(o, d, n);
     while (n) {
         size_t k = FRAME_MAX - o->flen < n ? FRAME_MAX - o->flen : n;
         memcpy(o->frame + o->flen, s, k);
         o->flen += k; s += k; n -= k;
-        if (o->flen == FRAME_MAX && flush_frame(o, 0)) return -1;
+        if (o->flen == FRAME_MAX && (rv = flush_frame(o, 0)) != APR_SUCCESS) return rv;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int out_json_line(gmcp_arc_out *o, json_t *j)
+/* A JSON line (APR_ENOMEM when it cannot be serialised: not a failure of the file). */
+static apr_status_t out_json_line(gmcp_arc_out *o, json_t *j)
 {
     char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    int rv = !s || out_write(o, s, strlen(s)) || out_write(o, "\n", 1) ? -1 : 0;
+    apr_status_t rv;
+    if (!s) return APR_ENOMEM;
+    if ((rv = out_write(o, s, strlen(s))) == APR_SUCCESS) rv = out_write(o, "\n", 1);
     free(s);
     return rv;
 }
@@ -415,8 +436,9 @@ gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret)
     EVP_DigestInit_ex(o->all, EVP_sha256(), NULL);
     if (secret) {
         unsigned char salt[16];
-        if (RAND_bytes(salt, 16) != 1 || gmcp_arc_key_derive(secret, salt, &o->key)) {
-            o->failed = 1;
+        if (RAND_bytes(salt, 16) != 1
+            || gmcp_arc_key_derive(secret, salt, &o->key) != APR_SUCCESS) {
+            o->failed = APR_EGENERAL;
         }
         else {
             json_t *hdr = json_pack("{s:i, s:{s:s, s:s, s:s, s:s}}", "gmcp_backup",
@@ -572,15 +594,15 @@ static void writer_stop(gmcp_arc_out *o)
 }
 
 /* A full batch (o->batch or o->vals) to the writer, inline when there is none; the
- * caller goes on with the next. */
-static int hand_over(gmcp_arc_out *o, gmcp_abuf *b, int values)
+ * caller goes on with the next. The archive's failure so far, or APR_SUCCESS. */
+static apr_status_t hand_over(gmcp_arc_out *o, gmcp_abuf *b, int values)
 {
     gmcp_abuf tmp;
-    int failed;
+    apr_status_t failed;
     if (!o->w && !writer_start(o)) {
         batch_put(o, b, values);
         b->len = 0;
-        return o->failed ? -1 : 0;
+        return o->failed;
     }
     apr_thread_mutex_lock(o->w->mu);
     while (o->w->busy) apr_thread_cond_wait(o->w->cv, o->w->mu);
@@ -593,7 +615,7 @@ static int hand_over(gmcp_arc_out *o, gmcp_abuf *b, int values)
     o->w->busy = 1;
     apr_thread_cond_broadcast(o->w->cv);
     apr_thread_mutex_unlock(o->w->mu);
-    return failed ? -1 : 0;
+    return failed;
 }
 
 /* Everything batched so far hashed and written, by the caller's thread. */
@@ -605,11 +627,11 @@ static void rows_flush(gmcp_arc_out *o)
     o->batch.len = o->vals.len = 0;
 }
 
-int gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len)
+apr_status_t gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len)
 {
     o->rows++;
     gmcp_abuf_add(&o->batch, line, len);
-    return o->batch.len >= ROW_BATCH ? hand_over(o, &o->batch, 0) : 0;
+    return o->batch.len >= ROW_BATCH ? hand_over(o, &o->batch, 0) : APR_SUCCESS;
 }
 
 /* One tagged value: a single bounds check and plain stores (called per column). */
@@ -641,11 +663,11 @@ void gmcp_arc_val_text(gmcp_arc_out *o, const char *v, size_t len)
     vals_put(o, 'T', &len, sizeof(len), v, len);
 }
 
-int gmcp_arc_val_row_end(gmcp_arc_out *o)
+apr_status_t gmcp_arc_val_row_end(gmcp_arc_out *o)
 {
     o->rows++;
     vals_put(o, 'R', NULL, 0, NULL, 0);
-    return o->vals.len >= ROW_BATCH ? hand_over(o, &o->vals, 1) : 0;
+    return o->vals.len >= ROW_BATCH ? hand_over(o, &o->vals, 1) : APR_SUCCESS;
 }
 
 /* The column types of a table header's [{"name","type"}]. */
@@ -662,10 +684,10 @@ static void set_types(gmcp_arc_out *o, json_t *columns)
     }
 }
 
-int gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns)
+apr_status_t gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns)
 {
     json_t *h;
-    int rv;
+    apr_status_t rv;
     rows_flush(o);
     set_types(o, columns);
     h = json_pack("{s:s, s:O}", "table", name, "columns", columns);
@@ -685,25 +707,26 @@ static const char *digest_hex(apr_pool_t *p, EVP_MD_CTX *c)
     return gmcp_hex(p, md, n);
 }
 
-int gmcp_arc_table_end(gmcp_arc_out *o)
+apr_status_t gmcp_arc_table_end(gmcp_arc_out *o)
 {
     rows_flush(o);
     json_object_set_new(o->cur, "rows", json_integer(o->rows));
     json_object_set_new(o->cur, "sha256", json_string(digest_hex(o->pool, o->tab)));
     json_array_append_new(o->tables, o->cur);
     o->cur = NULL;
-    return o->failed ? -1 : 0;
+    return o->failed;
 }
 
 json_t *gmcp_arc_tables(gmcp_arc_out *o) { return o->tables; }
 
 /* ---- spool sections ------------------------------------------------------------------- */
-int gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes)
+apr_status_t gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes)
 {
     json_t *h;
+    apr_status_t rv;
     rows_flush(o);
     h = json_pack("{s:s, s:I}", "spool", id, "bytes", (json_int_t)bytes);
-    int rv = out_json_line(o, h);
+    rv = out_json_line(o, h);
     json_decref(h);
     if (!o->sbuf && !(o->sbuf = malloc(SPOOL_LINE))) abort();
     o->scur = json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)bytes);
@@ -714,11 +737,12 @@ int gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes)
     return rv;
 }
 
-static int spool_line(gmcp_arc_out *o)
+static apr_status_t spool_line(gmcp_arc_out *o)
 {
     /* "<base64>"\n: 4 output characters per 3 bytes, and EVP_EncodeBlock's NUL */
     unsigned char *line = malloc(4 * ((o->slen + 2) / 3) + 4);
-    int n, rv;
+    apr_status_t rv;
+    int n;
     if (!line) abort();
     line[0] = '"';
     n = EVP_EncodeBlock(line + 1, o->sbuf, (int)o->slen);
@@ -730,41 +754,43 @@ static int spool_line(gmcp_arc_out *o)
     return rv;
 }
 
-int gmcp_arc_spool_data(gmcp_arc_out *o, const void *d, size_t n)
+apr_status_t gmcp_arc_spool_data(gmcp_arc_out *o, const void *d, size_t n)
 {
     const unsigned char *s = d;
+    apr_status_t rv;
     EVP_DigestUpdate(o->tab, d, n);
     o->sbytes += (apr_int64_t)n;
     while (n) {
         size_t k = SPOOL_LINE - o->slen < n ? SPOOL_LINE - o->slen : n;
         memcpy(o->sbuf + o->slen, s, k);
         o->slen += k; s += k; n -= k;
-        if (o->slen == SPOOL_LINE && spool_line(o)) return -1;
+        if (o->slen == SPOOL_LINE && (rv = spool_line(o)) != APR_SUCCESS) return rv;
     }
-    return o->failed ? -1 : 0;
+    return o->failed;
 }
 
-int gmcp_arc_spool_end(gmcp_arc_out *o)
+apr_status_t gmcp_arc_spool_end(gmcp_arc_out *o)
 {
-    if (o->slen && spool_line(o)) return -1;
+    apr_status_t rv;
+    if (o->slen && (rv = spool_line(o)) != APR_SUCCESS) return rv;
     if (o->sbytes != o->swant) {
         json_decref(o->scur);
         o->scur = NULL;
         errno = EINVAL;
-        return -1;
+        return APR_EINVAL;
     }
     json_object_set_new(o->scur, "sha256", json_string(digest_hex(o->pool, o->tab)));
     json_array_append_new(o->spools, o->scur);
     o->scur = NULL;
-    return o->failed ? -1 : 0;
+    return o->failed;
 }
 
 json_t *gmcp_arc_spools(gmcp_arc_out *o) { return o->spools; }
 
-int gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest)
+apr_status_t gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest)
 {
     json_t *m = json_pack("{s:o}", "manifest", manifest), *end;
-    int rv;
+    apr_status_t rv;
     rows_flush(o);
     json_object_set_new(manifest, "format_version", json_integer(GMCP_ARCHIVE_FORMAT));
     json_object_set(manifest, "tables", o->tables);
@@ -776,11 +802,11 @@ int gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest)
     rv = out_json_line(o, m);
     json_decref(m);
     end = json_pack("{s:{s:s}}", "end", "sha256", digest_hex(o->pool, o->all));
-    if (!rv) rv = out_json_line(o, end);
+    if (rv == APR_SUCCESS) rv = out_json_line(o, end);
     json_decref(end);
-    if (!rv && o->enc) rv = flush_frame(o, 1);
-    if (!rv && o->fp && fflush(o->fp)) { o->failed = 1; rv = -1; }
-    return rv || o->failed ? -1 : 0;
+    if (rv == APR_SUCCESS && o->enc) rv = flush_frame(o, 1);
+    if (rv == APR_SUCCESS && o->fp && fflush(o->fp)) rv = out_failed(o, os_error());
+    return rv != APR_SUCCESS ? rv : o->failed;
 }
 
 void gmcp_arc_out_close(gmcp_arc_out *o)
@@ -796,27 +822,31 @@ typedef struct {
     apr_uint64_t fno;
     unsigned char *buf;     /* plaintext not yet consumed */
     size_t pos, len, cap;
-    const char *err;
+    const char *why;        /* what the last failure was */
 } reader;
 
-static int read_frame(reader *r)
+/* The next encrypted frame's plaintext into r->buf: APR_SUCCESS; APR_EOF when the file
+ * ends where a frame would start; APR_EINVAL (r->why) for a frame cut short, too large,
+ * one that does not authenticate, or one after the last. */
+static apr_status_t read_frame(reader *r)
 {
     unsigned char hdr[16], tag[16], aad[9];
     apr_uint32_t n;
     unsigned char *ct;
     EVP_CIPHER_CTX *cx;
     int out = 0, fin = 0, ok, last;
+    apr_status_t rv = APR_SUCCESS;
     size_t got = fread(hdr, 1, 16, r->fp);
-    if (got == 0 && feof(r->fp)) return 0;
-    if (got != 16) { r->err = "truncated (incomplete encrypted frame)"; return -1; }
+    if (got == 0 && feof(r->fp)) return APR_EOF;
+    if (got != 16) { r->why = "truncated (incomplete encrypted frame)"; return APR_EINVAL; }
     n = ((apr_uint32_t)hdr[0] << 24) | ((apr_uint32_t)hdr[1] << 16)
         | ((apr_uint32_t)hdr[2] << 8) | hdr[3];
-    if (n > FRAME_MAX) { r->err = "corrupt (encrypted frame too large)"; return -1; }
+    if (n > FRAME_MAX) { r->why = "corrupt (encrypted frame too large)"; return APR_EINVAL; }
     ct = malloc(n + 1);
     if (!ct || fread(ct, 1, n, r->fp) != n || fread(tag, 1, 16, r->fp) != 16) {
-        free(ct);
-        r->err = "truncated (incomplete encrypted frame)";
-        return -1;
+        r->why = "truncated (incomplete encrypted frame)";
+        rv = APR_EINVAL;
+        goto leave;
     }
     if (r->cap < n + 1) {
         r->buf = realloc(r->buf, n + 1);
@@ -834,18 +864,27 @@ static int read_frame(reader *r)
         EVP_CIPHER_CTX_free(cx);
         if (ok) break;
     }
+    if (last > 1) {
+        r->why = "tampered (an encrypted frame does not authenticate)";
+        rv = APR_EINVAL;
+    }
+    else if (r->last_seen) {
+        r->why = "tampered (data after the last encrypted frame)";
+        rv = APR_EINVAL;
+    }
+    else {
+        r->last_seen = last;
+        r->fno++;
+        r->len = (size_t)out + (size_t)fin;
+    }
+leave:
     free(ct);
-    if (last > 1) { r->err = "tampered (an encrypted frame does not authenticate)"; return -1; }
-    if (r->last_seen) { r->err = "tampered (data after the last encrypted frame)"; return -1; }
-    r->last_seen = last;
-    r->fno++;
-    r->len = (size_t)out + (size_t)fin;
-    return 1;
+    return rv;
 }
 
-/* The next line (without '\n') into *line; 1, 0 at the end, -1 on error. A final line
- * without '\n' is returned with *complete = 0. */
-static int read_line(reader *r, gmcp_abuf *line, int *complete)
+/* The next line (without '\n') into *line: APR_SUCCESS (a final line without '\n' with
+ * *complete = 0), APR_EOF at the end, else the failure with r->why. */
+static apr_status_t read_line(reader *r, gmcp_abuf *line, int *complete)
 {
     line->len = 0;
     *complete = 0;
@@ -855,51 +894,62 @@ static int read_line(reader *r, gmcp_abuf *line, int *complete)
             size_t k = nl ? (size_t)(nl - (r->buf + r->pos)) : r->len - r->pos;
             gmcp_abuf_add(line, r->buf + r->pos, k);
             r->pos += k;
-            if (line->len > LINE_MAX_BYTES) { r->err = "corrupt (a line is too long)"; return -1; }
-            if (nl) { r->pos++; *complete = 1; return 1; }
+            if (line->len > LINE_MAX_BYTES) {
+                r->why = "corrupt (a line is too long)";
+                return APR_EINVAL;
+            }
+            if (nl) { r->pos++; *complete = 1; return APR_SUCCESS; }
         }
         if (r->enc) {
-            int rv = read_frame(r);
-            if (rv < 0) return -1;
-            if (rv == 0) {
-                if (!r->last_seen) { r->err = "truncated (the last encrypted frame is missing)";
-                                     return -1; }
-                return line->len ? 1 : 0;
+            apr_status_t rv = read_frame(r);
+            if (APR_STATUS_IS_EOF(rv)) {
+                if (!r->last_seen) {
+                    r->why = "truncated (the last encrypted frame is missing)";
+                    return APR_EINVAL;
+                }
+                return line->len ? APR_SUCCESS : APR_EOF;
             }
+            if (rv != APR_SUCCESS) return rv;
         }
         else {
             if (!r->buf) { r->cap = 65536; r->buf = malloc(r->cap); }
             r->pos = 0;
             r->len = fread(r->buf, 1, r->cap, r->fp);
             if (r->len == 0) {
-                if (ferror(r->fp)) { r->err = "cannot read the archive"; return -1; }
-                return line->len ? 1 : 0;
+                if (ferror(r->fp)) { r->why = "cannot read the archive"; return os_error(); }
+                return line->len ? APR_SUCCESS : APR_EOF;
             }
         }
     }
 }
 
-int gmcp_arc_is_encrypted(const char *path)
+apr_status_t gmcp_arc_is_encrypted(const char *path, int *encrypted)
 {
     char buf[256];
     FILE *fp = fopen(path, "rb");
     size_t n;
-    if (!fp) return -1;
+    *encrypted = 0;
+    if (!fp) return os_error();
     n = fread(buf, 1, sizeof(buf) - 1, fp);
     fclose(fp);
     buf[n] = '\0';
-    return strstr(buf, "\"encryption\"") && strncmp(buf, "{\"gmcp_backup\"", 14) == 0;
+    *encrypted = strstr(buf, "\"encryption\"") && strncmp(buf, "{\"gmcp_backup\"", 14) == 0;
+    return APR_SUCCESS;
 }
 
-static int fail_(const char **err, const char *msg) { *err = msg; return -1; }
+/* The archive is not what it should be: APR_EINVAL, *why the message. */
+static apr_status_t fail_(const char **why, const char *msg) { *why = msg; return APR_EINVAL; }
 
-int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
-                  const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **err)
+apr_status_t gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
+                           const gmcp_arc_cb *cb, void *baton, json_t **manifest,
+                           const char **why)
 {
-    return gmcp_arc_read_ex(p, path, secret, cb, NULL, baton, manifest, err);
+    return gmcp_arc_read_ex(p, path, secret, cb, NULL, baton, manifest, why);
 }
 
-/* gmcp_arc_read_ex's state: where the read is and what it has seen so far. */
+/* gmcp_arc_read_ex's state: where the read is and what it has seen so far. Its steps
+ * return APR_SUCCESS to go on; a failure of the archive with *why set, or a callback's
+ * status as it is. */
 typedef struct {
     apr_pool_t *p;
     reader r;
@@ -918,8 +968,7 @@ typedef struct {
     const gmcp_arc_cb *cb;
     const gmcp_arc_spool_cb *scb;
     void *baton;
-    int crv;                    /* a callback's non-zero return, which stopped the read */
-    const char **err;
+    const char **why;
 } arc_read;
 
 static void hash_line(EVP_MD_CTX *c, const gmcp_abuf *line)
@@ -928,17 +977,20 @@ static void hash_line(EVP_MD_CTX *c, const gmcp_abuf *line)
     EVP_DigestUpdate(c, "\n", 1);
 }
 
-/* A callback's return: 0 goes on; anything else stops the read (-1), kept in s->crv. */
-static int callback_result(arc_read *s, int crv)
+/* The first line of a part of the archive (`what`: the message when there is none). */
+static apr_status_t first_line(arc_read *s, const char *what)
 {
-    s->crv = crv;
-    return crv ? -1 : 0;
+    int complete;
+    apr_status_t rv = read_line(&s->r, &s->line, &complete);
+    if (APR_STATUS_IS_EOF(rv) || (rv == APR_SUCCESS && !complete)) return fail_(s->why, what);
+    if (rv != APR_SUCCESS) *s->why = s->r.why;
+    return rv;
 }
 
 /* An encrypted archive (`e` its header's "encryption"): the key from `secret` (its
  * fingerprint must match), then the frames from just after the header line, and the
  * plain archive's first line inside them. */
-static int start_decryption(arc_read *s, json_t *e, const char *secret)
+static apr_status_t start_decryption(arc_read *s, json_t *e, const char *secret)
 {
     reader *r = &s->r;
     const char *salt_s = json_string_value(json_object_get(e, "salt"));
@@ -947,93 +999,93 @@ static int start_decryption(arc_read *s, json_t *e, const char *secret)
     apr_size_t slen = 0;
     json_error_t je;
     json_t *j;
-    int got, complete;
+    apr_status_t rv;
 
     if (!secret)
-        return fail_(s->err, "the archive is encrypted: give --encrypt file:PATH|env:NAME with "
+        return fail_(s->why, "the archive is encrypted: give --encrypt file:PATH|env:NAME with "
                              "its key");
     salt = salt_s ? gmcp_b64url_decode(s->p, salt_s, &slen) : NULL;
-    if (!salt || slen != 16 || !fp || gmcp_arc_key_derive(secret, salt, &r->key))
-        return fail_(s->err, "corrupt (bad encryption header)");
+    if (!salt || slen != 16 || !fp || gmcp_arc_key_derive(secret, salt, &r->key) != APR_SUCCESS)
+        return fail_(s->why, "corrupt (bad encryption header)");
     if (strcmp(fp, r->key.fingerprint))
-        return fail_(s->err, "wrong key: the archive was encrypted with another key "
+        return fail_(s->why, "wrong key: the archive was encrypted with another key "
                              "(fingerprint differs)");
     r->enc = 1;
     r->pos = r->len = 0;        /* the rest is frames; the plain archive starts inside */
     /* The buffered bytes after the header line are frame bytes: rewind to them. */
-    if (fseek(r->fp, (long)(s->line.len + 1), SEEK_SET))
-        return fail_(s->err, "cannot read the archive");
+    if (fseek(r->fp, (long)(s->line.len + 1), SEEK_SET)) {
+        rv = os_error();
+        *s->why = "cannot read the archive";
+        return rv;
+    }
     free(r->buf);
     r->buf = NULL;
     r->cap = 0;
-    got = read_line(r, &s->line, &complete);
-    if (got <= 0 || !complete) return fail_(s->err, got < 0 ? r->err : "truncated");
+    if ((rv = first_line(s, "truncated")) != APR_SUCCESS) return rv;
     j = json_loadb(s->line.data, s->line.len, 0, &je);
     if (!j || json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
         if (j) json_decref(j);
-        return fail_(s->err, "corrupt (bad first line inside the encryption)");
+        return fail_(s->why, "corrupt (bad first line inside the encryption)");
     }
     json_decref(j);
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* Step 1: the first line, outside any encryption: a gmcpctl archive of this format (a
  * key given for a plain one is harmless: ignored). The whole-archive hash starts with
  * the plain archive's first line. */
-static int read_first_line(arc_read *s, const char *path, const char *secret)
+static apr_status_t read_first_line(arc_read *s, const char *path, const char *secret)
 {
     json_error_t je;
     json_t *j;
-    int got, complete, rv = 0;
+    apr_status_t rv;
 
     if (!(s->r.fp = fopen(path, "rb"))) {
-        *s->err = apr_psprintf(s->p, "cannot open %s: %s", path, strerror(errno));
-        return -1;
+        rv = os_error();
+        *s->why = apr_psprintf(s->p, "cannot open %s: %s", path, strerror(errno));
+        return rv;
     }
-    got = read_line(&s->r, &s->line, &complete);
-    if (got <= 0 || !complete)
-        return fail_(s->err, got < 0 ? s->r.err : "truncated (empty archive)");
+    if ((rv = first_line(s, "truncated (empty archive)")) != APR_SUCCESS) return rv;
     if (!(j = json_loadb(s->line.data, s->line.len, 0, &je)) || !json_is_object(j)
         || !json_is_integer(json_object_get(j, "gmcp_backup"))) {
         if (j) json_decref(j);
-        return fail_(s->err, "not a gmcpctl backup archive");
+        return fail_(s->why, "not a gmcpctl backup archive");
     }
     if (json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
         apr_int64_t v = (apr_int64_t)json_integer_value(json_object_get(j, "gmcp_backup"));
-        *s->err = apr_psprintf(s->p, "unknown format version %" APR_INT64_T_FMT " (this "
+        *s->why = apr_psprintf(s->p, "unknown format version %" APR_INT64_T_FMT " (this "
                                "gmcpctl reads version %d)", v, GMCP_ARCHIVE_FORMAT);
-        rv = -1;
+        rv = APR_EINVAL;
     }
     else if (json_object_get(j, "encryption"))
         rv = start_decryption(s, json_object_get(j, "encryption"), secret);
     json_decref(j);
-    if (rv) return -1;
+    if (rv != APR_SUCCESS) return rv;
     EVP_DigestInit_ex(s->all, EVP_sha256(), NULL);
     hash_line(s->all, &s->line);
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* A row line of the open table. */
-static int read_row(arc_read *s)
+static apr_status_t read_row(arc_read *s)
 {
-    if (!s->cur) return fail_(s->err, "corrupt (a row before any table header)");
+    if (!s->cur) return fail_(s->why, "corrupt (a row before any table header)");
     s->rows++;
     hash_line(s->tab, &s->line);
     hash_line(s->all, &s->line);
-    if (s->cb && s->cb->row) return callback_result(s, s->cb->row(s->baton, s->line.data,
-                                                                  s->line.len));
-    return 0;
+    if (s->cb && s->cb->row) return s->cb->row(s->baton, s->line.data, s->line.len);
+    return APR_SUCCESS;
 }
 
 /* A piece of the open spool section: "<standard base64>". */
-static int read_spool_data(arc_read *s)
+static apr_status_t read_spool_data(arc_read *s)
 {
     const gmcp_abuf *line = &s->line;
     size_t n = line->len - 2, pad = 0;
     int got_n;
-    if (!s->scur) return fail_(s->err, "corrupt (spool data outside a spool section)");
+    if (!s->scur) return fail_(s->why, "corrupt (spool data outside a spool section)");
     if (line->len < 2 || line->data[line->len - 1] != '"' || n % 4 || !n)
-        return fail_(s->err, "corrupt (a bad spool data line)");
+        return fail_(s->why, "corrupt (a bad spool data line)");
     if (s->dcap < n / 4 * 3 + 1) {
         s->dcap = n / 4 * 3 + 1;
         s->dec = realloc(s->dec, s->dcap);
@@ -1043,19 +1095,17 @@ static int read_spool_data(arc_read *s)
     if (line->data[n] == '=') pad++;
     if (line->data[n - 1] == '=') pad++;
     if (got_n < 0 || (size_t)got_n < pad)
-        return fail_(s->err, "corrupt (a bad spool data line)");
+        return fail_(s->why, "corrupt (a bad spool data line)");
     got_n -= (int)pad;
     s->sbytes += got_n;
-    if (s->sbytes > s->swant) {
-        *s->err = apr_psprintf(s->p, "tampered: spool file %s is longer than its header says",
-                               json_string_value(json_object_get(s->scur, "id")));
-        return -1;
-    }
+    if (s->sbytes > s->swant)
+        return fail_(s->why, apr_psprintf(s->p, "tampered: spool file %s is longer than its "
+                                          "header says",
+                                          json_string_value(json_object_get(s->scur, "id"))));
     EVP_DigestUpdate(s->sp, s->dec, (size_t)got_n);
     hash_line(s->all, line);
-    if (s->scb && s->scb->data) return callback_result(s, s->scb->data(s->baton, s->dec,
-                                                                       (size_t)got_n));
-    return 0;
+    if (s->scb && s->scb->data) return s->scb->data(s->baton, s->dec, (size_t)got_n);
+    return APR_SUCCESS;
 }
 
 /* Any header line closes the open table: its row count and hash as read. */
@@ -1069,180 +1119,172 @@ static void close_table(arc_read *s)
 }
 
 /* ... and the open spool section, which must have had all its bytes. */
-static int close_spool(arc_read *s)
+static apr_status_t close_spool(arc_read *s)
 {
     const char *id, *h;
-    if (!s->scur) return 0;
+    if (!s->scur) return APR_SUCCESS;
     id = json_string_value(json_object_get(s->scur, "id"));
-    if (s->sbytes != s->swant) {
-        *s->err = apr_psprintf(s->p, "tampered: spool file %s has %" APR_INT64_T_FMT " of its %"
-                               APR_INT64_T_FMT " bytes", id, s->sbytes, s->swant);
-        return -1;
-    }
+    if (s->sbytes != s->swant)
+        return fail_(s->why, apr_psprintf(s->p, "tampered: spool file %s has %" APR_INT64_T_FMT
+                                          " of its %" APR_INT64_T_FMT " bytes", id, s->sbytes,
+                                          s->swant));
     h = digest_hex(s->p, s->sp);
     json_object_set_new(s->scur, "sha256", json_string(h));
     json_array_append_new(s->sseen, s->scur);
     s->scur = NULL;
-    if (s->scb && s->scb->end) return callback_result(s, s->scb->end(s->baton, id, h));
-    return 0;
+    if (s->scb && s->scb->end) return s->scb->end(s->baton, id, h);
+    return APR_SUCCESS;
 }
 
 /* {"spool":"<id>","bytes":N} */
-static int open_spool(arc_read *s, json_t *j)
+static apr_status_t open_spool(arc_read *s, json_t *j)
 {
     const char *id = json_string_value(json_object_get(j, "spool"));
     json_t *nb = json_object_get(j, "bytes");
     if (!id || !*id || !json_is_integer(nb) || json_integer_value(nb) < 0)
-        return fail_(s->err, "corrupt (bad spool header)");
+        return fail_(s->why, "corrupt (bad spool header)");
     s->swant = json_integer_value(nb);
     s->sbytes = 0;
     s->scur = json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)s->swant);
     EVP_DigestInit_ex(s->sp, EVP_sha256(), NULL);
     hash_line(s->all, &s->line);
-    if (s->scb && s->scb->begin) return callback_result(s, s->scb->begin(s->baton, id,
-                                                                         s->swant));
-    return 0;
+    if (s->scb && s->scb->begin) return s->scb->begin(s->baton, id, s->swant);
+    return APR_SUCCESS;
 }
 
 /* {"table":"T","columns":[...]} */
-static int open_table(arc_read *s, json_t *j)
+static apr_status_t open_table(arc_read *s, json_t *j)
 {
     const char *name = json_string_value(json_object_get(j, "table"));
     json_t *cols = json_object_get(j, "columns");
-    if (!name || !json_is_array(cols)) return fail_(s->err, "corrupt (bad table header)");
+    if (!name || !json_is_array(cols)) return fail_(s->why, "corrupt (bad table header)");
     s->cur = json_pack("{s:s, s:O}", "name", name, "columns", cols);
     s->rows = 0;
     EVP_DigestInit_ex(s->tab, EVP_sha256(), NULL);
     hash_line(s->all, &s->line);
-    if (s->cb && s->cb->table) return callback_result(s, s->cb->table(s->baton, name, cols));
-    return 0;
+    if (s->cb && s->cb->table) return s->cb->table(s->baton, name, cols);
+    return APR_SUCCESS;
 }
 
 /* A header line after the open table or spool section closed: it opens the next one,
  * or it is the manifest or the end line. */
-static int take_header(arc_read *s, json_t *j)
+static apr_status_t take_header(arc_read *s, json_t *j)
 {
     if (json_object_get(j, "spool")) return open_spool(s, j);
     if (json_object_get(j, "table")) return open_table(s, j);
     if (json_object_get(j, "manifest")) {
-        if (s->man) return fail_(s->err, "corrupt (two manifests)");
+        if (s->man) return fail_(s->why, "corrupt (two manifests)");
         s->man = json_incref(json_object_get(j, "manifest"));
         hash_line(s->all, &s->line);
-        return 0;
+        return APR_SUCCESS;
     }
     if (json_object_get(j, "end")) {
         s->end_hash = apr_pstrdup(s->p, json_string_value(json_object_get(
                                             json_object_get(j, "end"), "sha256")) ?: "");
         s->done = 1;
-        return 0;
+        return APR_SUCCESS;
     }
-    return fail_(s->err, "corrupt (an unknown line)");
+    return fail_(s->why, "corrupt (an unknown line)");
 }
 
 /* A JSON object line: it closes what is open, then is taken as its key says. */
-static int read_header_line(arc_read *s)
+static apr_status_t read_header_line(arc_read *s)
 {
     json_error_t je;
     json_t *j;
-    int rv;
+    apr_status_t rv;
     if (!(j = json_loadb(s->line.data, s->line.len, 0, &je)) || !json_is_object(j)) {
         if (j) json_decref(j);
-        return fail_(s->err, "corrupt (a line is not JSON)");
+        return fail_(s->why, "corrupt (a line is not JSON)");
     }
     close_table(s);
-    if ((rv = close_spool(s)) == 0) rv = take_header(s, j);
+    if ((rv = close_spool(s)) == APR_SUCCESS) rv = take_header(s, j);
     json_decref(j);
     return rv;
 }
 
 /* Step 2: every further line, by its first byte, up to the end of the archive. */
-static int read_body(arc_read *s)
+static apr_status_t read_body(arc_read *s)
 {
-    int got = 0, complete, rv = 0;
-    while (!rv && (got = read_line(&s->r, &s->line, &complete)) > 0) {
-        if (s->done) rv = fail_(s->err, "corrupt (data after the end line)");
-        else if (!complete) rv = fail_(s->err, "truncated (the last line is incomplete)");
+    apr_status_t rv = APR_SUCCESS, got = APR_SUCCESS;
+    int complete;
+    while (rv == APR_SUCCESS && (got = read_line(&s->r, &s->line, &complete)) == APR_SUCCESS) {
+        if (s->done) rv = fail_(s->why, "corrupt (data after the end line)");
+        else if (!complete) rv = fail_(s->why, "truncated (the last line is incomplete)");
         else if (s->line.len && s->line.data[0] == '[') rv = read_row(s);
         else if (s->line.len && s->line.data[0] == '"') rv = read_spool_data(s);
         else rv = read_header_line(s);
     }
-    if (!rv && got < 0) {
-        *s->err = s->r.err;
-        rv = -1;
+    if (rv == APR_SUCCESS && !APR_STATUS_IS_EOF(got)) {
+        *s->why = s->r.why;
+        rv = got;
     }
     return rv;
 }
 
 /* The manifest's tables are the ones read: names, columns, row counts and hashes. */
-static int check_manifest_tables(arc_read *s)
+static apr_status_t check_manifest_tables(arc_read *s)
 {
     json_t *mt = json_object_get(s->man, "tables");
     size_t i;
-    if (json_integer_value(json_object_get(s->man, "format_version")) != GMCP_ARCHIVE_FORMAT) {
-        *s->err = "unknown format version in the manifest";
-        return -1;
-    }
+    if (json_integer_value(json_object_get(s->man, "format_version")) != GMCP_ARCHIVE_FORMAT)
+        return fail_(s->why, "unknown format version in the manifest");
     if (!json_is_array(mt) || json_array_size(mt) != json_array_size(s->seen))
-        return fail_(s->err, "tampered: the manifest's tables differ from the archive's");
+        return fail_(s->why, "tampered: the manifest's tables differ from the archive's");
     for (i = 0; i < json_array_size(mt); i++) {
         json_t *a = json_array_get(mt, i), *b = json_array_get(s->seen, i);
         const char *name = json_string_value(json_object_get(b, "name"));
         if (!json_equal(json_object_get(a, "name"), json_object_get(b, "name"))
-            || !json_equal(json_object_get(a, "columns"), json_object_get(b, "columns"))) {
-            *s->err = apr_psprintf(s->p, "tampered: table %s's name or columns differ from the "
-                                   "manifest", name);
-            return -1;
-        }
-        if (!json_equal(json_object_get(a, "rows"), json_object_get(b, "rows"))) {
-            *s->err = apr_psprintf(s->p, "tampered: row count mismatch on table %s (manifest %"
-                                   APR_INT64_T_FMT ", archive %" APR_INT64_T_FMT ")", name,
-                                   (apr_int64_t)json_integer_value(json_object_get(a, "rows")),
-                                   (apr_int64_t)json_integer_value(json_object_get(b, "rows")));
-            return -1;
-        }
-        if (!json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
-            *s->err = apr_psprintf(s->p, "tampered: hash mismatch on table %s", name);
-            return -1;
-        }
+            || !json_equal(json_object_get(a, "columns"), json_object_get(b, "columns")))
+            return fail_(s->why, apr_psprintf(s->p, "tampered: table %s's name or columns "
+                                              "differ from the manifest", name));
+        if (!json_equal(json_object_get(a, "rows"), json_object_get(b, "rows")))
+            return fail_(s->why, apr_psprintf(s->p, "tampered: row count mismatch on table %s "
+                         "(manifest %" APR_INT64_T_FMT ", archive %" APR_INT64_T_FMT ")", name,
+                         (apr_int64_t)json_integer_value(json_object_get(a, "rows")),
+                         (apr_int64_t)json_integer_value(json_object_get(b, "rows"))));
+        if (!json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256")))
+            return fail_(s->why, apr_psprintf(s->p, "tampered: hash mismatch on table %s",
+                                              name));
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* The manifest's spool.files are the sections read: ids, sizes and hashes, in order. */
-static int check_manifest_spools(arc_read *s)
+static apr_status_t check_manifest_spools(arc_read *s)
 {
     json_t *ms = json_object_get(json_object_get(s->man, "spool"), "files");
     size_t k;
     if (ms && !json_is_array(ms))
-        return fail_(s->err, "corrupt manifest (spool.files is not a list)");
-    if (json_array_size(ms) != json_array_size(s->sseen)) {
-        *s->err = apr_psprintf(s->p, "tampered: the manifest lists %d spool file(s), the "
-                               "archive holds %d", (int)json_array_size(ms),
-                               (int)json_array_size(s->sseen));
-        return -1;
-    }
+        return fail_(s->why, "corrupt manifest (spool.files is not a list)");
+    if (json_array_size(ms) != json_array_size(s->sseen))
+        return fail_(s->why, apr_psprintf(s->p, "tampered: the manifest lists %d spool "
+                                          "file(s), the archive holds %d",
+                                          (int)json_array_size(ms),
+                                          (int)json_array_size(s->sseen)));
     for (k = 0; k < json_array_size(s->sseen); k++) {
         json_t *a = json_array_get(ms, k), *b = json_array_get(s->sseen, k);
         if (!json_equal(json_object_get(a, "id"), json_object_get(b, "id"))
             || !json_equal(json_object_get(a, "bytes"), json_object_get(b, "bytes"))
-            || !json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256"))) {
-            *s->err = apr_psprintf(s->p, "tampered: hash or size mismatch on spool file %s",
-                                   json_string_value(json_object_get(b, "id")));
-            return -1;
-        }
+            || !json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256")))
+            return fail_(s->why, apr_psprintf(s->p, "tampered: hash or size mismatch on "
+                                              "spool file %s",
+                                              json_string_value(json_object_get(b, "id"))));
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* Step 3: a manifest and an end line, the hash of everything before the end line, and
  * the manifest's tables and spool files exactly those read. */
-static int read_check_end(arc_read *s)
+static apr_status_t read_check_end(arc_read *s)
 {
+    apr_status_t rv;
     if (!s->done || !s->man)
-        return fail_(s->err, "truncated (no manifest and end line: an incomplete backup)");
+        return fail_(s->why, "truncated (no manifest and end line: an incomplete backup)");
     if (strcmp(s->end_hash, digest_hex(s->p, s->all)))
-        return fail_(s->err, "tampered: the archive's SHA-256 does not match its end line");
-    return (check_manifest_tables(s) || check_manifest_spools(s)) ? -1 : 0;
+        return fail_(s->why, "tampered: the archive's SHA-256 does not match its end line");
+    if ((rv = check_manifest_tables(s)) != APR_SUCCESS) return rv;
+    return check_manifest_spools(s);
 }
 
 static void read_cleanup(arc_read *s)
@@ -1261,12 +1303,12 @@ static void read_cleanup(arc_read *s)
     if (s->r.fp) fclose(s->r.fp);
 }
 
-int gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
-                     const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,
-                     json_t **manifest, const char **err)
+apr_status_t gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
+                              const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,
+                              json_t **manifest, const char **why)
 {
     arc_read s;
-    int rv;
+    apr_status_t rv;
 
     memset(&s, 0, sizeof(s));
     s.p = p;
@@ -1278,15 +1320,15 @@ int gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
     s.cb = cb;
     s.scb = scb;
     s.baton = baton;
-    s.err = err;
+    s.why = why;
     *manifest = NULL;
-    rv = (read_first_line(&s, path, secret) || read_body(&s) || read_check_end(&s)) ? -1 : 0;
-    if (!rv) {
+    if ((rv = read_first_line(&s, path, secret)) == APR_SUCCESS
+        && (rv = read_body(&s)) == APR_SUCCESS)
+        rv = read_check_end(&s);
+    if (rv == APR_SUCCESS) {
         *manifest = s.man;
         s.man = NULL;
     }
-    else if (s.crv)
-        rv = s.crv == -1 ? -2 : s.crv;     /* a callback failure: keep it distinct from ours */
     read_cleanup(&s);
     return rv;
 }

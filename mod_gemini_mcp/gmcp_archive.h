@@ -39,6 +39,7 @@
 #define GMCP_ARCHIVE_H
 
 #include <stdio.h>
+#include <apr_errno.h>
 #include <apr_pools.h>
 #include <jansson.h>
 
@@ -50,7 +51,7 @@ enum { GMCP_COL_TEXT = 0, GMCP_COL_INT, GMCP_COL_BOOL, GMCP_COL_JSON, GMCP_COL_T
  * PostgreSQL's information_schema data_type). */
 int gmcp_coltype_from_decl(const char *decl);
 const char *gmcp_coltype_name(int type);
-int gmcp_coltype_parse(const char *name);   /* -1 when unknown */
+int gmcp_coltype_parse(const char *name);   /* the type, or -1 when unknown (a lookup) */
 
 /* A malloc'd growable byte buffer. */
 typedef struct { char *data; size_t len, cap; } gmcp_abuf;
@@ -71,63 +72,74 @@ typedef struct {
     unsigned char key[32];
     char fingerprint[33];   /* hex of HMAC-SHA256(key, label), 16 bytes */
 } gmcp_arc_key;
-/* Derive with HKDF-SHA256 and `salt` (16 bytes). 0 or -1. */
-int gmcp_arc_key_derive(const char *secret, const unsigned char *salt, gmcp_arc_key *k);
+/* Derive with HKDF-SHA256 and `salt` (16 bytes). APR_SUCCESS, or APR_EGENERAL when
+ * OpenSSL failed. */
+apr_status_t gmcp_arc_key_derive(const char *secret, const unsigned char *salt,
+                                 gmcp_arc_key *k);
 /* A short fingerprint of a secret (e.g. the key pepper): hex, never the secret. */
 const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *label);
 
-/* Writing. fp NULL: nothing written, only counts and hashes (restore's re-check). */
+/* Writing. fp NULL: nothing written, only counts and hashes (restore's re-check). The
+ * writing functions return APR_SUCCESS, or the first failure of the archive so far: the
+ * write's OS error (errno is set too: callers may say strerror(errno)), APR_EGENERAL when
+ * OpenSSL failed; a failure sticks, every later call returns it again. */
 typedef struct gmcp_arc_out gmcp_arc_out;
 gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret);
-int gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns);
-int gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len);   /* with its '\n' */
+apr_status_t gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns);
+apr_status_t gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len);   /* with '\n' */
 /* Or a row as the engine's values, in column order, ended by gmcp_arc_val_row_end: the
  * same line is made from them on a writer thread, while the caller reads the next rows.
- * A table's rows come one way or the other. Row ends: 0, or -1 once a write failed. */
+ * A table's rows come one way or the other. */
 void gmcp_arc_val_null(gmcp_arc_out *o);
 void gmcp_arc_val_int(gmcp_arc_out *o, long long v);
 void gmcp_arc_val_double(gmcp_arc_out *o, double v);
 void gmcp_arc_val_text(gmcp_arc_out *o, const char *v, size_t len);
-int gmcp_arc_val_row_end(gmcp_arc_out *o);
-int gmcp_arc_table_end(gmcp_arc_out *o);
+apr_status_t gmcp_arc_val_row_end(gmcp_arc_out *o);
+apr_status_t gmcp_arc_table_end(gmcp_arc_out *o);
 /* The tables so far: [{"name","columns","rows","sha256"}] (borrowed). */
 json_t *gmcp_arc_tables(gmcp_arc_out *o);
 /* A spool section (after the tables): begin with the byte count that follows, the
- * bytes (any pieces), end (-1 with errno EINVAL when the count differs). */
-int gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes);
-int gmcp_arc_spool_data(gmcp_arc_out *o, const void *d, size_t n);
-int gmcp_arc_spool_end(gmcp_arc_out *o);
+ * bytes (any pieces), end (APR_EINVAL, errno EINVAL, when the count differs). */
+apr_status_t gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes);
+apr_status_t gmcp_arc_spool_data(gmcp_arc_out *o, const void *d, size_t n);
+apr_status_t gmcp_arc_spool_end(gmcp_arc_out *o);
 /* The spool sections so far: [{"id","bytes","sha256"}] (borrowed). */
 json_t *gmcp_arc_spools(gmcp_arc_out *o);
 /* Write the manifest (given fields plus "tables" and "format_version"; "spool.files"
  * when there were spool sections or the manifest has a "spool" object), the end line,
- * and flush. Steals `manifest`. 0 or -1 (errno set). */
-int gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest);
+ * and flush. Steals `manifest`. */
+apr_status_t gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest);
 void gmcp_arc_out_close(gmcp_arc_out *o);
 
-/* Reading and verifying. Callbacks may be NULL; a non-zero return stops the read. */
+/* Reading and verifying. Callbacks may be NULL; APR_SUCCESS goes on, any other status
+ * stops the read and is what it returns. */
 typedef struct {
-    int (*table)(void *baton, const char *name, json_t *columns);
-    int (*row)(void *baton, const char *line, size_t len);   /* without '\n' */
+    apr_status_t (*table)(void *baton, const char *name, json_t *columns);
+    apr_status_t (*row)(void *baton, const char *line, size_t len);   /* without '\n' */
 } gmcp_arc_cb;
 /* A spool section: its header, its decoded bytes in pieces, its end with the SHA-256
  * (hex) of what was read (checked against the manifest only at the archive's end). */
 typedef struct {
-    int (*begin)(void *baton, const char *id, apr_int64_t bytes);
-    int (*data)(void *baton, const unsigned char *d, size_t n);
-    int (*end)(void *baton, const char *id, const char *sha256);
+    apr_status_t (*begin)(void *baton, const char *id, apr_int64_t bytes);
+    apr_status_t (*data)(void *baton, const unsigned char *d, size_t n);
+    apr_status_t (*end)(void *baton, const char *id, const char *sha256);
 } gmcp_arc_spool_cb;
 /* Read the whole archive, checking the format, every table's row count and hash, every
- * spool section's size and hash, the manifest and the end hash. `secret` is the --encrypt source's value for an encrypted
- * archive (NULL otherwise). On success *manifest is the manifest (caller decrefs).
- * Returns 0, -1 with *err (one line), or the callback's non-zero value. */
-int gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
-                  const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **err);
+ * spool section's size and hash, the manifest and the end hash. `secret` is the
+ * --encrypt source's value for an encrypted archive (NULL otherwise). APR_SUCCESS with
+ * *manifest the manifest (caller decrefs). A failure of the archive itself sets *why
+ * (one line): APR_EINVAL when it is not a readable archive of this format, is truncated
+ * or tampered with, or needs another key; the OS error when it cannot be opened or read.
+ * A callback's status stops the read as it is, *why left as it was. */
+apr_status_t gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
+                           const gmcp_arc_cb *cb, void *baton, json_t **manifest,
+                           const char **why);
 /* The same, with spool section callbacks (scb may be NULL). */
-int gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
-                     const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,
-                     json_t **manifest, const char **err);
-/* Whether the archive at path is encrypted (1), plain (0), or unreadable (-1). */
-int gmcp_arc_is_encrypted(const char *path);
+apr_status_t gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
+                              const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,
+                              json_t **manifest, const char **why);
+/* Whether the archive at path is encrypted: APR_SUCCESS with *encrypted 1 or 0, or the
+ * error opening it. */
+apr_status_t gmcp_arc_is_encrypted(const char *path, int *encrypted);
 
 #endif

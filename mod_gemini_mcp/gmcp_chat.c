@@ -3,7 +3,6 @@
 #include "gmcp_lease.h"
 #include "gmcp_jsonrpc.h"
 #include "gmcp_sql.h"
-#include "gmcp_store.h"
 #include "gmcp_util.h"
 
 #include <stdlib.h>
@@ -82,12 +81,12 @@ static void fill_session(const char **row, gmcp_chat_session *s)
     s->output_tokens = apr_atoi64(row[9]);
 }
 
-int gmcp_chat_create(gmcp_db *db, const gmcp_chat_session *s)
+apr_status_t gmcp_chat_create(gmcp_db *db, const gmcp_chat_session *s)
 {
     const char *now = gmcp_now_str(db->pool);
     return gmcp_db_exec(db, "gmcp_chat_insert", NULL,
                         GMCP_ARGS(s->id, s->owner, s->title, s->model, s->system_instruction,
-                                  now, now)) ? GMCP_DB_ERROR : 0;
+                                  now, now));
 }
 
 static const char *since(gmcp_db *db, apr_int64_t idle_timeout)
@@ -95,44 +94,46 @@ static const char *since(gmcp_db *db, apr_int64_t idle_timeout)
     return gmcp_i64_str(db->pool, idle_timeout > 0 ? gmcp_now_sec() - idle_timeout : 0);
 }
 
-int gmcp_chat_get(gmcp_db *db, const char *id, const char *owner, apr_int64_t idle_timeout,
-                  gmcp_chat_session *out)
+apr_status_t gmcp_chat_get(gmcp_db *db, const char *id, const char *owner,
+                           apr_int64_t idle_timeout, gmcp_chat_session *out)
 {
     gmcp_rows rs;
-    if (gmcp_db_select(db, "gmcp_chat_select", &rs, GMCP_ARGS(id, since(db, idle_timeout))))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_chat_select", &rs,
+                                     GMCP_ARGS(id, since(db, idle_timeout)));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1) return APR_ENOENT;
     fill_session(GMCP_ROW(&rs, 0), out);
-    if (owner && strcmp(owner, out->owner) != 0) return GMCP_NOT_FOUND;
-    return GMCP_FOUND;
+    if (owner && strcmp(owner, out->owner) != 0) return APR_ENOENT;
+    return APR_SUCCESS;
 }
 
-int gmcp_chat_list(gmcp_db *db, const char *owner, apr_int64_t idle_timeout, int offset,
-                   int limit, apr_array_header_t **out)
+apr_status_t gmcp_chat_list(gmcp_db *db, const char *owner, apr_int64_t idle_timeout,
+                            int offset, int limit, apr_array_header_t **out)
 {
     gmcp_rows rs;
     const char *lim = apr_itoa(db->pool, limit), *off = apr_itoa(db->pool, offset);
-    int i, rv = owner
+    int i;
+    apr_status_t rv = owner
         ? gmcp_db_select(db, "gmcp_chat_list_owner", &rs,
                          GMCP_ARGS(owner, since(db, idle_timeout), lim, off))
         : gmcp_db_select(db, "gmcp_chat_list_all", &rs,
                          GMCP_ARGS(since(db, idle_timeout), lim, off));
-    if (rv) return GMCP_DB_ERROR;
+    if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_chat_session));
     for (i = 0; i < rs.rows->nelts; i++)
         fill_session(GMCP_ROW(&rs, i), apr_array_push(*out));
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_chat_messages(gmcp_db *db, const char *id, apr_int64_t after_seq, int limit,
-                       apr_array_header_t **out)
+apr_status_t gmcp_chat_messages(gmcp_db *db, const char *id, apr_int64_t after_seq, int limit,
+                                apr_array_header_t **out)
 {
     gmcp_rows rs;
     int i;
-    if (gmcp_db_select(db, "gmcp_chat_msgs", &rs,
-                       GMCP_ARGS(id, gmcp_i64_str(db->pool, after_seq),
-                                 apr_itoa(db->pool, limit))))
-        return GMCP_DB_ERROR;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_chat_msgs", &rs,
+                                     GMCP_ARGS(id, gmcp_i64_str(db->pool, after_seq),
+                                               apr_itoa(db->pool, limit)));
+    if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_chat_message));
     for (i = 0; i < rs.rows->nelts; i++) {
         const char **row = GMCP_ROW(&rs, i);
@@ -147,56 +148,50 @@ int gmcp_chat_messages(gmcp_db *db, const char *id, apr_int64_t after_seq, int l
         m->model_version = row[7] ? row[7] : "";
         m->created = apr_atoi64(row[8]);
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_chat_delete(gmcp_db *db, const char *id, const char *owner)
+apr_status_t gmcp_chat_delete(gmcp_db *db, const char *id, const char *owner)
 {
     gmcp_chat_session s;
     apr_dbd_transaction_t *t = NULL;
-    int rv = gmcp_chat_get(db, id, owner, 0, &s), failed;
-    if (rv != GMCP_FOUND) return rv;
-    if (gmcp_db_begin(db, &t)) {
-        gmcp_db_end(db, t, 1);
-        return GMCP_DB_ERROR;
-    }
-    failed = gmcp_db_exec(db, "gmcp_chat_del_msgs", NULL, GMCP_ARGS(id))
-          || gmcp_db_exec(db, "gmcp_chat_del", NULL, GMCP_ARGS(id));
-    if (gmcp_db_end(db, t, failed) || failed) return GMCP_DB_ERROR;
-    return GMCP_FOUND;
+    apr_status_t rv = gmcp_chat_get(db, id, owner, 0, &s), end;
+    if (rv != APR_SUCCESS) return rv;
+    if ((rv = gmcp_db_begin(db, &t)) != APR_SUCCESS) goto leave;
+    if ((rv = gmcp_db_exec(db, "gmcp_chat_del_msgs", NULL, GMCP_ARGS(id))) != APR_SUCCESS)
+        goto leave;
+    rv = gmcp_db_exec(db, "gmcp_chat_del", NULL, GMCP_ARGS(id));
+leave:
+    end = gmcp_db_end(db, t, rv != APR_SUCCESS);
+    return rv != APR_SUCCESS ? rv : end;
 }
 
-int gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *token,
-                   apr_int64_t lease_seconds, int *acquired)
+apr_status_t gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *token,
+                            apr_int64_t lease_seconds)
 {
     int n = 0;
     apr_int64_t now = gmcp_now_sec();
     const char *until = gmcp_i64_str(db->pool, now + lease_seconds);
     gmcp_rows rs;
-    *acquired = 0;
-    if (gmcp_db_exec(db, "gmcp_chat_lock", &n,
-                     GMCP_ARGS(token, until, id, owner, gmcp_i64_str(db->pool, now))))
-        return GMCP_DB_ERROR;
-    if (n == 1) {
-        *acquired = 1;
-        return 0;
-    }
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_chat_lock", &n,
+                                   GMCP_ARGS(token, until, id, owner,
+                                             gmcp_i64_str(db->pool, now)));
+    if (rv != APR_SUCCESS) return rv;
+    if (n == 1) return APR_SUCCESS;
     /* Held: by a sender whose process died on this host (killed mid-send), the lease
      * is taken over at once instead of after its expiry. Only that very holder's. */
-    if (gmcp_db_select(db, "gmcp_chat_holder", &rs, GMCP_ARGS(id, owner)))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1 || !gmcp_lease_holder_dead(GMCP_ROW(&rs, 0)[0])) return 0;
-    if (gmcp_db_exec(db, "gmcp_chat_steal", &n,
-                     GMCP_ARGS(token, until, id, owner, GMCP_ROW(&rs, 0)[0])))
-        return GMCP_DB_ERROR;
-    *acquired = n == 1;
-    return 0;
+    if ((rv = gmcp_db_select(db, "gmcp_chat_holder", &rs, GMCP_ARGS(id, owner))) != APR_SUCCESS)
+        return rv;
+    if (rs.rows->nelts != 1 || !gmcp_lease_holder_dead(GMCP_ROW(&rs, 0)[0])) return APR_EBUSY;
+    rv = gmcp_db_exec(db, "gmcp_chat_steal", &n,
+                      GMCP_ARGS(token, until, id, owner, GMCP_ROW(&rs, 0)[0]));
+    if (rv != APR_SUCCESS) return rv;
+    return n == 1 ? APR_SUCCESS : APR_EBUSY;
 }
 
-int gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)
+apr_status_t gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)
 {
-    return gmcp_db_exec(db, "gmcp_chat_unlock", NULL, GMCP_ARGS(id, token))
-        ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_chat_unlock", NULL, GMCP_ARGS(id, token));
 }
 
 /* Releases the database refused (it was away when the send ended): kept per process
@@ -250,7 +245,7 @@ void gmcp_chat_release_pending(gmcp_db *db)
             memcpy(token, pending[i].token, sizeof(token));
         }
         pending_leave();
-        if (!id[0] || gmcp_chat_unlock(db, id, token) != 0) continue;
+        if (!id[0] || gmcp_chat_unlock(db, id, token) != APR_SUCCESS) continue;
         pending_enter();
         if (!strcmp(pending[i].id, id) && !strcmp(pending[i].token, token)) {
             pending[i].id[0] = '\0';
@@ -260,13 +255,15 @@ void gmcp_chat_release_pending(gmcp_db *db)
     }
 }
 
-int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
-                          const gmcp_chat_message *user, const gmcp_chat_message *model)
+apr_status_t gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
+                                   const gmcp_chat_message *user,
+                                   const gmcp_chat_message *model)
 {
     apr_pool_t *p = db->pool;
     const gmcp_chat_message *m[2] = { user, model };
     const char *args[24];
     int i, n = 0;
+    apr_status_t rv;
     for (i = 0; i < 2; i++) {
         const char **a = args + i * 12;
         a[0] = s->id;
@@ -282,24 +279,25 @@ int gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *t
         a[10] = s->id;
         a[11] = token;
     }
-    if (gmcp_db_exec(db, "gmcp_chat_turn_insert", &n, 24, args)) return GMCP_DB_ERROR;
-    if (n != 2) return GMCP_NOT_FOUND;          /* the lease was lost: nothing stored */
+    if ((rv = gmcp_db_exec(db, "gmcp_chat_turn_insert", &n, 24, args)) != APR_SUCCESS)
+        return rv;
+    if (n != 2) return APR_ENOENT;          /* the lease was lost: nothing stored */
     /* Release the lease with the counters. If this fails, the turn is stored (and
      * answered): only the session's counters lag, and the release is retried. */
     if (gmcp_db_exec(db, "gmcp_chat_turn_done", NULL,
                      GMCP_ARGS(gmcp_i64_str(p, model->prompt_tokens),
                                gmcp_i64_str(p, model->output_tokens), gmcp_now_str(p),
-                               s->id, token)))
+                               s->id, token)) != APR_SUCCESS)
         gmcp_chat_release_later(s->id, token);
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_chat_sweep(gmcp_db *db, apr_int64_t idle_timeout)
+apr_status_t gmcp_chat_sweep(gmcp_db *db, apr_int64_t idle_timeout)
 {
     const char *before = gmcp_i64_str(db->pool, gmcp_now_sec() - idle_timeout);
-    return (gmcp_db_exec(db, "gmcp_chat_sweep_msgs", NULL, GMCP_ARGS(before))
-            || gmcp_db_exec(db, "gmcp_chat_sweep", NULL, GMCP_ARGS(before)))
-        ? GMCP_DB_ERROR : 0;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_chat_sweep_msgs", NULL, GMCP_ARGS(before));
+    if (rv != APR_SUCCESS) return rv;
+    return gmcp_db_exec(db, "gmcp_chat_sweep", NULL, GMCP_ARGS(before));
 }
 
 /* ---- exports ------------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
 /* gmcp_curl.c — gmcp_http on libcurl (mod_md's md_curl.c), and the switch between
  * implementations. The only file of the tree that includes <curl/curl.h>. */
 #include "gmcp_http.h"
+#include "gmcp_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ static size_t on_write(char *ptr, size_t size, size_t n, void *ud)
     long status = 0;
     if (!t->req->on_body) return len;
     curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
-    return t->req->on_body(t->req->baton, (int)status, ptr, len) ? 0 : len;
+    return t->req->on_body(t->req->baton, (int)status, ptr, len) != APR_SUCCESS ? 0 : len;
 }
 
 static size_t on_header(char *ptr, size_t size, size_t n, void *ud)
@@ -39,14 +40,14 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud)
     transfer *t = ud;
     size_t len = size * n;
     if (!t->req->on_header) return len;
-    return t->req->on_header(t->req->baton, ptr, len) ? 0 : len;
+    return t->req->on_header(t->req->baton, ptr, len) != APR_SUCCESS ? 0 : len;
 }
 
 static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
     transfer *t = ud;
     (void)a; (void)b; (void)c; (void)d;
-    return t->req->on_progress && t->req->on_progress(t->req->baton) ? 1 : 0;
+    return t->req->on_progress && t->req->on_progress(t->req->baton) != APR_SUCCESS ? 1 : 0;
 }
 
 static size_t on_read(char *ptr, size_t size, size_t n, void *ud)
@@ -58,8 +59,9 @@ static size_t on_read(char *ptr, size_t size, size_t n, void *ud)
 
 /* ---- one request ----------------------------------------------------------------------- */
 
-/* -1 when a line could not be added (out of memory). */
-static int header_list(const char *const *lines, struct curl_slist **list)
+/* The lines as libcurl's list: APR_SUCCESS, or APR_ENOMEM (and no list) when a line
+ * could not be added. */
+static apr_status_t header_list(const char *const *lines, struct curl_slist **list)
 {
     int i;
     *list = NULL;
@@ -68,11 +70,11 @@ static int header_list(const char *const *lines, struct curl_slist **list)
         if (!more) {
             curl_slist_free_all(*list);
             *list = NULL;
-            return -1;
+            return APR_ENOMEM;
         }
         *list = more;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* The limits and callbacks of every request. */
@@ -114,8 +116,8 @@ static void set_method(transfer *t)
     }
 }
 
-static gmcp_http_result curl_perform(gmcp_http *h, const gmcp_http_request *req,
-                                     gmcp_http_response *res)
+static apr_status_t curl_perform(gmcp_http *h, const gmcp_http_request *req,
+                                 gmcp_http_response *res)
 {
     transfer t;
     struct curl_slist *headers;
@@ -125,7 +127,7 @@ static gmcp_http_result curl_perform(gmcp_http *h, const gmcp_http_request *req,
     t.curl = h->curl;
     t.req = req;
     curl_easy_reset(h->curl);
-    if (header_list(req->headers, &headers) == 0) {
+    if (header_list(req->headers, &headers) == APR_SUCCESS) {
         set_transfer(&t, headers);
         set_method(&t);
         cc = curl_easy_perform(h->curl);
@@ -134,8 +136,8 @@ static gmcp_http_result curl_perform(gmcp_http *h, const gmcp_http_request *req,
     }
     res->status = (int)status;
     res->error = cc == CURLE_OK ? NULL : curl_easy_strerror(cc);
-    return cc == CURLE_OK ? GMCP_HTTP_OK
-         : cc == CURLE_OPERATION_TIMEDOUT ? GMCP_HTTP_TIMEDOUT : GMCP_HTTP_FAILED;
+    return cc == CURLE_OK ? APR_SUCCESS
+         : cc == CURLE_OPERATION_TIMEDOUT ? APR_TIMEUP : GMCP_EUPSTREAM;
 }
 
 /* ---- one handle per thread ------------------------------------------------------------- */
@@ -196,8 +198,8 @@ gmcp_http *gmcp_http_for_thread(void)
     return impl->for_thread();
 }
 
-gmcp_http_result gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req,
-                                   gmcp_http_response *res)
+apr_status_t gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req,
+                               gmcp_http_response *res)
 {
     return impl->perform(h, req, res);
 }

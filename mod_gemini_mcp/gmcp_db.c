@@ -89,16 +89,16 @@ static const char *clean_message(apr_pool_t *p, const char *e)
     return *out ? out : "unknown database error";
 }
 
-const char *gmcp_db_error(gmcp_db *db, int rv)
+const char *gmcp_db_error(gmcp_db *db, int driver_code)
 {
-    const char *e = apr_dbd_error(db->driver, db->handle, rv);
+    const char *e = apr_dbd_error(db->driver, db->handle, driver_code);
     return e ? clean_message(db->pool, e) : "unknown database error";
 }
 
 /* Is the handle's last error a unique or primary-key violation? */
-static int is_conflict(gmcp_db *db, int rv)
+static int is_conflict(gmcp_db *db, int drc)
 {
-    const char *e = apr_dbd_error(db->driver, db->handle, rv);
+    const char *e = apr_dbd_error(db->driver, db->handle, drc);
     if (!e) return 0;
     return strstr(e, "duplicate key value violates unique constraint") != NULL
         || strstr(e, "UNIQUE constraint failed") != NULL
@@ -114,11 +114,12 @@ static const char *sql_name(apr_pool_t *p, const char *sql)
                   : apr_pstrndup(p, sql, n);
 }
 
-/* Log a statement that failed (`what` names it). Once a statement of a transaction
- * failed to run, the driver refuses the later ones without running them (until end):
- * that is no news (debug only). A failed prepare does not count as such a failure. */
+/* Log a statement that failed with the driver's code `drc` (`what` names it). Once a
+ * statement of a transaction failed to run, the driver refuses the later ones without
+ * running them (until end): that is no news (debug only). A failed prepare does not
+ * count as such a failure. */
 static void failed(gmcp_db *db, gmcp_elog_level level, const char *tag, const char *fmt_what,
-                   const char *what, int rv, int ran)
+                   const char *what, int drc, int ran)
 {
     if (ran && db->txn && db->txn_state == TXN_FAILED) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_DEBUG, 0, "GMCP0208", "%s %s not run: an "
@@ -127,19 +128,20 @@ static void failed(gmcp_db *db, gmcp_elog_level level, const char *tag, const ch
     }
     if (ran && db->txn && db->txn_state == TXN_OK) db->txn_state = TXN_FAILED;
     gmcp_elog(GMCP_ELOG_MARK, level, 0, tag, "%s %s failed (%s error %d): %s", fmt_what, what,
-              apr_dbd_name(db->driver), rv, gmcp_db_error(db, rv));
+              apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
 }
 
-static int collect(gmcp_db *db, const char *what, const char *name, apr_dbd_results_t *res,
-                   gmcp_rows *out)
+/* Every row of `res` into *out. APR_SUCCESS, or GMCP_EDB (logged). */
+static apr_status_t collect(gmcp_db *db, const char *what, const char *name,
+                            apr_dbd_results_t *res, gmcp_rows *out)
 {
     apr_dbd_row_t *row = NULL;
-    int rv;
+    int drc;
     out->ncols = apr_dbd_num_cols(db->driver, res);
     out->rows = apr_array_make(db->pool, 4, sizeof(const char **));
     /* Selects are random-access (the pgsql driver only knows the column count up
      * front in that mode); still read to the end, as every driver expects. */
-    while ((rv = apr_dbd_get_row(db->driver, db->pool, res, &row, -1)) == 0) {
+    while ((drc = apr_dbd_get_row(db->driver, db->pool, res, &row, -1)) == 0) {
         const char **cols = apr_palloc(db->pool, sizeof(char *) * (out->ncols + 1));
         int c;
         for (c = 0; c < out->ncols; c++) {
@@ -149,213 +151,221 @@ static int collect(gmcp_db *db, const char *what, const char *name, apr_dbd_resu
         cols[out->ncols] = NULL;
         APR_ARRAY_PUSH(out->rows, const char **) = cols;
     }
-    if (rv == -1) return 0;
+    if (drc == -1) return APR_SUCCESS;
     gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0204", "reading the rows of %s %s "
-              "failed (%s error %d): %s", what, name, apr_dbd_name(db->driver), rv,
-              gmcp_db_error(db, rv));
-    return rv;
+              "failed (%s error %d): %s", what, name, apr_dbd_name(db->driver), drc,
+              gmcp_db_error(db, drc));
+    return GMCP_EDB;
 }
 
 /* `level` is how a failure is logged (GMCP_ELOG_DEBUG: an expected one). */
-static int select_raw(gmcp_db *db, const char *sql, gmcp_rows *out, gmcp_elog_level level)
+static apr_status_t select_raw(gmcp_db *db, const char *sql, gmcp_rows *out,
+                               gmcp_elog_level level)
 {
     apr_dbd_results_t *res = NULL;
-    int rv = apr_dbd_select(db->driver, db->pool, db->handle, &res, sql, 1);
-    if (rv) {
+    int drc = apr_dbd_select(db->driver, db->pool, db->handle, &res, sql, 1);
+    if (drc) {
         failed(db, level, "GMCP0207", "SQL", apr_psprintf(db->pool, "\"%s\"",
-                                                          sql_name(db->pool, sql)), rv, 1);
-        return rv;
+                                                          sql_name(db->pool, sql)), drc, 1);
+        return GMCP_EDB;
     }
     return collect(db, "SQL", sql_name(db->pool, sql), res, out);
 }
 
-static int exec_raw(gmcp_db *db, const char *sql, int *nrows, gmcp_elog_level level)
+static apr_status_t exec_raw(gmcp_db *db, const char *sql, int *nrows, gmcp_elog_level level)
 {
     int n = 0;
-    int rv = apr_dbd_query(db->driver, db->handle, &n, sql);
+    int drc = apr_dbd_query(db->driver, db->handle, &n, sql);
     if (nrows) *nrows = n;
     /* apr_dbd_sqlite3 answers SQLITE_ROW (100, "not an error") for a statement that
      * returns a row, like PRAGMA busy_timeout=N: it ran. */
-    if (rv && !(rv == 100 && !db->pgsql))
-        failed(db, level, "GMCP0207", "SQL", apr_psprintf(db->pool, "\"%s\"",
-                                                          sql_name(db->pool, sql)), rv, 1);
-    return rv;
+    if (!drc || (drc == 100 && !db->pgsql)) return APR_SUCCESS;
+    failed(db, level, "GMCP0207", "SQL", apr_psprintf(db->pool, "\"%s\"",
+                                                      sql_name(db->pool, sql)), drc, 1);
+    return GMCP_EDB;
 }
 
-int gmcp_db_select_raw(gmcp_db *db, const char *sql, gmcp_rows *out)
+apr_status_t gmcp_db_select_raw(gmcp_db *db, const char *sql, gmcp_rows *out)
 {
     return select_raw(db, sql, out, GMCP_ELOG_ERR);
 }
 
-int gmcp_db_exec_raw(gmcp_db *db, const char *sql, int *nrows)
+apr_status_t gmcp_db_exec_raw(gmcp_db *db, const char *sql, int *nrows)
 {
     return exec_raw(db, sql, nrows, GMCP_ELOG_ERR);
 }
 
-static int schema_version_once(gmcp_db *db, int *version, const char **err,
-                               gmcp_elog_level level);
+static apr_status_t schema_version_once(gmcp_db *db, int *version, const char **why,
+                                        gmcp_elog_level level);
 
-int gmcp_db_schema_version(gmcp_db *db, int *version, const char **err)
+apr_status_t gmcp_db_schema_version(gmcp_db *db, int *version, const char **why)
 {
     /* apr_dbd_sqlite3 runs unprepared statements through the legacy sqlite3_prepare,
      * so the first one on a connection after a schema change (gmcpctl migrate while
      * the server runs) fails once with SQLITE_SCHEMA: try a second time (only a
      * second failure is news). */
-    return schema_version_once(db, version, err, GMCP_ELOG_DEBUG)
-           && schema_version_once(db, version, err, GMCP_ELOG_ERR);
+    if (schema_version_once(db, version, why, GMCP_ELOG_DEBUG) == APR_SUCCESS)
+        return APR_SUCCESS;
+    return schema_version_once(db, version, why, GMCP_ELOG_ERR);
 }
 
-static int schema_version_once(gmcp_db *db, int *version, const char **err,
-                               gmcp_elog_level level)
+static apr_status_t schema_version_once(gmcp_db *db, int *version, const char **why,
+                                        gmcp_elog_level level)
 {
     gmcp_rows rs;
-    int rv;
+    apr_status_t rv;
     *version = 0;
     /* A missing table (fresh or mistyped database) is version 0, not an error.
      * On PostgreSQL look first, so no failed statement is left behind. */
     if (db->pgsql) {
         rv = select_raw(db, "SELECT to_regclass('schema_migrations') IS NOT NULL", &rs, level);
-        if (rv) { *err = gmcp_db_error(db, rv); return rv; }
-        if (rs.rows->nelts != 1 || strcmp(GMCP_ROW(&rs, 0)[0], "t") != 0) return 0;
+        if (rv) { *why = gmcp_db_error(db, -1); return rv; }
+        if (rs.rows->nelts != 1 || strcmp(GMCP_ROW(&rs, 0)[0], "t") != 0) return APR_SUCCESS;
     }
     else {
         rv = select_raw(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                             "AND name = 'schema_migrations'", &rs, level);
-        if (rv) { *err = gmcp_db_error(db, rv); return rv; }
-        if (rs.rows->nelts != 1 || strcmp(GMCP_ROW(&rs, 0)[0], "1") != 0) return 0;
+        if (rv) { *why = gmcp_db_error(db, -1); return rv; }
+        if (rs.rows->nelts != 1 || strcmp(GMCP_ROW(&rs, 0)[0], "1") != 0) return APR_SUCCESS;
     }
     rv = select_raw(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &rs, level);
-    if (rv) { *err = gmcp_db_error(db, rv); return rv; }
+    if (rv) { *why = gmcp_db_error(db, -1); return rv; }
     if (rs.rows->nelts == 1 && GMCP_ROW(&rs, 0)[0]) *version = atoi(GMCP_ROW(&rs, 0)[0]);
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_db_ready(gmcp_db *db, const char **err, int *schema_behind)
+apr_status_t gmcp_db_ready(gmcp_db *db, const char **why, int *schema_behind)
 {
     int version = 0;
+    apr_status_t rv;
     *schema_behind = 0;
-    if (apr_hash_get(db->prepared, SCHEMA_OK_KEY, APR_HASH_KEY_STRING)) return 0;
+    if (apr_hash_get(db->prepared, SCHEMA_OK_KEY, APR_HASH_KEY_STRING)) return APR_SUCCESS;
     /* SQLite: wait for a writer in another process instead of failing at once with
      * "database is locked" (before the first statement that reads). */
     if (!db->pgsql) exec_raw(db, "PRAGMA busy_timeout=5000", NULL, GMCP_ELOG_WARN);
-    if (gmcp_db_schema_version(db, &version, err)) return -1;
+    if ((rv = gmcp_db_schema_version(db, &version, why)) != APR_SUCCESS) return rv;
     if (version < GMCP_SCHEMA_VERSION) {
         *schema_behind = 1;
-        *err = apr_psprintf(db->pool, "database schema is at version %d, this build needs %d: "
+        *why = apr_psprintf(db->pool, "database schema is at version %d, this build needs %d: "
                             "run 'gmcpctl migrate' against this database", version,
                             GMCP_SCHEMA_VERSION);
-        return -1;
+        return GMCP_ESCHEMA;
     }
     /* Once per connection: in WAL mode, synchronous=NORMAL is SQLite's recommended
      * setting — always consistent, fsync at checkpoints instead of every commit (an OS
      * crash or power loss may lose the last commits, never corrupt the file). */
     if (!db->pgsql) exec_raw(db, "PRAGMA synchronous=NORMAL", NULL, GMCP_ELOG_WARN);
     apr_hash_set(db->prepared, SCHEMA_OK_KEY, APR_HASH_KEY_STRING, "1");
-    return 0;
+    return APR_SUCCESS;
 }
 
-/* Find the statement for `label`, preparing it on this connection on first use. */
-static apr_dbd_prepared_t *statement(gmcp_db *db, const char *label, int *rv)
+/* The statement for `label` into *ps, prepared on this connection on first use.
+ * APR_SUCCESS, or GMCP_EDB (logged): no SQL for the label, or the driver refused it. */
+static apr_status_t statement(gmcp_db *db, const char *label, apr_dbd_prepared_t **ps)
 {
-    apr_dbd_prepared_t *st = apr_hash_get(db->prepared, label, APR_HASH_KEY_STRING);
     const char *sql;
     apr_pool_t *cp;
-    if (st) return st;
+    int drc;
+    *ps = apr_hash_get(db->prepared, label, APR_HASH_KEY_STRING);
+    if (*ps) return APR_SUCCESS;
     sql = gmcp_sql_lookup(label);
     if (!sql) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, APR_EINVAL, "GMCP0202",
                   "no SQL for statement label %s", label);
-        *rv = APR_EINVAL;
-        return NULL;
+        return GMCP_EDB;
     }
     /* The hash's pool is the connection's: the statement lives exactly as long. */
     cp = apr_hash_pool_get(db->prepared);
-    *rv = apr_dbd_prepare(db->driver, cp, db->handle, sql, label, &st);
-    if (*rv) {
-        failed(db, GMCP_ELOG_ERR, "GMCP0203", "preparing statement", label, *rv, 0);
-        return NULL;
+    drc = apr_dbd_prepare(db->driver, cp, db->handle, sql, label, ps);
+    if (drc) {
+        failed(db, GMCP_ELOG_ERR, "GMCP0203", "preparing statement", label, drc, 0);
+        *ps = NULL;
+        return GMCP_EDB;
     }
-    apr_hash_set(db->prepared, apr_pstrdup(cp, label), APR_HASH_KEY_STRING, st);
-    return st;
+    apr_hash_set(db->prepared, apr_pstrdup(cp, label), APR_HASH_KEY_STRING, *ps);
+    return APR_SUCCESS;
 }
 
-int gmcp_db_prepare(gmcp_db *db, const char *label)
+apr_status_t gmcp_db_prepare(gmcp_db *db, const char *label)
 {
-    int rv = 0;
-    if (statement(db, label, &rv)) return 0;
-    return rv ? rv : APR_EINVAL;
+    apr_dbd_prepared_t *ps;
+    return statement(db, label, &ps);
 }
 
-static int exec_labelled(gmcp_db *db, const char *label, int *nrows, int *conflict,
-                         int nargs, const char **args)
+/* `unique`: a unique/primary-key conflict outside a transaction is APR_EEXIST, quietly. */
+static apr_status_t exec_labelled(gmcp_db *db, const char *label, int *nrows, int unique,
+                                  int nargs, const char **args)
 {
-    int rv = 0, n = 0;
-    apr_dbd_prepared_t *st = statement(db, label, &rv);
-    if (conflict) *conflict = 0;
-    if (!st) return rv ? rv : APR_EINVAL;
-    rv = apr_dbd_pquery(db->driver, db->pool, db->handle, &n, st, nargs, args);
+    apr_dbd_prepared_t *ps;
+    int drc, n = 0;
+    apr_status_t rv = statement(db, label, &ps);
+    if (rv != APR_SUCCESS) return rv;
+    drc = apr_dbd_pquery(db->driver, db->pool, db->handle, &n, ps, nargs, args);
     if (nrows) *nrows = n;
-    if (rv && conflict && !db->txn && is_conflict(db, rv)) {
+    if (!drc) return APR_SUCCESS;
+    if (unique && !db->txn && is_conflict(db, drc)) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_DEBUG, 0, "GMCP0209", "statement %s: the row "
                   "exists already (expected)", label);
-        *conflict = 1;
-        return 0;
+        return APR_EEXIST;
     }
-    if (rv) failed(db, GMCP_ELOG_ERR, "GMCP0201", "statement", label, rv, 1);
-    return rv;
+    failed(db, GMCP_ELOG_ERR, "GMCP0201", "statement", label, drc, 1);
+    return GMCP_EDB;
 }
 
-int gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs, const char **args)
+apr_status_t gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs,
+                          const char **args)
 {
-    return exec_labelled(db, label, nrows, NULL, nargs, args);
+    return exec_labelled(db, label, nrows, 0, nargs, args);
 }
 
-int gmcp_db_exec_unique(gmcp_db *db, const char *label, int *nrows, int *conflict, int nargs,
-                        const char **args)
+apr_status_t gmcp_db_exec_unique(gmcp_db *db, const char *label, int *nrows, int nargs,
+                                 const char **args)
 {
-    return exec_labelled(db, label, nrows, conflict, nargs, args);
+    return exec_labelled(db, label, nrows, 1, nargs, args);
 }
 
-int gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int nargs,
-                   const char **args)
+apr_status_t gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int nargs,
+                            const char **args)
 {
     apr_dbd_results_t *res = NULL;
-    int rv = 0;
-    apr_dbd_prepared_t *st = statement(db, label, &rv);
-    if (!st) return rv ? rv : APR_EINVAL;
-    rv = apr_dbd_pselect(db->driver, db->pool, db->handle, &res, st, 1, nargs, args);
-    if (rv) {
-        failed(db, GMCP_ELOG_ERR, "GMCP0201", "statement", label, rv, 1);
-        return rv;
+    apr_dbd_prepared_t *ps;
+    int drc;
+    apr_status_t rv = statement(db, label, &ps);
+    if (rv != APR_SUCCESS) return rv;
+    drc = apr_dbd_pselect(db->driver, db->pool, db->handle, &res, ps, 1, nargs, args);
+    if (drc) {
+        failed(db, GMCP_ELOG_ERR, "GMCP0201", "statement", label, drc, 1);
+        return GMCP_EDB;
     }
     return collect(db, "statement", label, res, out);
 }
 
-int gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t)
+apr_status_t gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t)
 {
-    int rv;
+    int drc;
     *t = NULL;
-    rv = apr_dbd_transaction_start(db->driver, db->pool, db->handle, t);
+    drc = apr_dbd_transaction_start(db->driver, db->pool, db->handle, t);
     db->txn = *t;
-    db->txn_state = rv ? TXN_NOT_STARTED : TXN_OK;
-    if (rv)
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0205", "cannot start a transaction "
-                  "(%s error %d): %s", apr_dbd_name(db->driver), rv, gmcp_db_error(db, rv));
-    return rv;
+    db->txn_state = drc ? TXN_NOT_STARTED : TXN_OK;
+    if (!drc) return APR_SUCCESS;
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0205", "cannot start a transaction "
+              "(%s error %d): %s", apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
+    return GMCP_EDB;
 }
 
-int gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback)
+apr_status_t gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback)
 {
-    int rv, state = db->txn == t ? db->txn_state : TXN_OK;
+    int drc, state = db->txn == t ? db->txn_state : TXN_OK;
     db->txn = NULL;
     db->txn_state = TXN_NONE;
-    if (!t) return APR_EINVAL;      /* begin failed, and said so */
+    if (!t) return GMCP_EDB;        /* begin failed, and said so */
     if (rollback)
         apr_dbd_transaction_mode_set(db->driver, t, APR_DBD_TRANSACTION_ROLLBACK);
-    rv = apr_dbd_transaction_end(db->driver, db->pool, t);
-    if (rv && state != TXN_NOT_STARTED)
+    drc = apr_dbd_transaction_end(db->driver, db->pool, t);
+    if (!drc) return APR_SUCCESS;
+    if (state != TXN_NOT_STARTED)
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0206", "cannot %s a transaction "
                   "(%s error %d): %s", rollback || state == TXN_FAILED ? "roll back" : "commit",
-                  apr_dbd_name(db->driver), rv, gmcp_db_error(db, rv));
-    return rv;
+                  apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
+    return GMCP_EDB;
 }

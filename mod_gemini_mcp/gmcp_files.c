@@ -59,11 +59,11 @@ static apr_ssize_t on_read(void *ud, char *buf, apr_size_t want)
     return (apr_ssize_t)want;
 }
 
-static int on_body(void *ud, int status, const char *data, apr_size_t len)
+static apr_status_t on_body(void *ud, int status, const char *data, apr_size_t len)
 {
     up_xfer *x = ud;
     (void)status;
-    return gmcp_buf_append(&x->body, data, len, 1024 * 1024) ? -1 : 0;  /* a File is small */
+    return gmcp_buf_append(&x->body, data, len, 1024 * 1024);     /* a File is small */
 }
 
 const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len,
@@ -79,7 +79,7 @@ const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len,
     return apr_pstrndup(p, v, (apr_size_t)(e - v));
 }
 
-static int on_head(void *ud, const char *line, apr_size_t len)
+static apr_status_t on_head(void *ud, const char *line, apr_size_t len)
 {
     up_xfer *x = ud;
     const char *v;
@@ -89,17 +89,21 @@ static int on_head(void *ud, const char *line, apr_size_t len)
         x->status = v;
     if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-Size-Received")))
         x->received = apr_atoi64(v);
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int on_xfer(void *ud)
+static apr_status_t on_xfer(void *ud)
 {
     up_xfer *x = ud;
-    if ((x->g->cancelled && x->g->cancelled(x->g->baton)) || apr_time_now() >= x->g->deadline) {
+    if (x->g->cancelled && x->g->cancelled(x->g->baton)) {
         x->aborted = 1;
-        return 1;
+        return GMCP_ECANCELLED;
     }
-    return 0;
+    if (apr_time_now() >= x->g->deadline) {
+        x->aborted = 1;
+        return APR_TIMEUP;
+    }
+    return APR_SUCCESS;
 }
 
 /* The header lines of a `command` request; `start` also announces the file, the others
@@ -143,10 +147,11 @@ static void refused(gmcp_gemini *g, const up_xfer *x, int status, gmcp_gemini_er
     json_decref(j);
 }
 
-/* What a request came to: 0 with *out (the JSON answer, when one is wanted), or -1
- * with r->err filled. */
-static int request_outcome(relay *r, gmcp_http_result rc, const gmcp_http_response *res,
-                           json_t **out)
+/* What a request came to (rv: gmcp_http_perform's): APR_SUCCESS with *out (the JSON
+ * answer, when one is wanted); otherwise r->err filled and GMCP_ECANCELLED, the spool
+ * file's read error, APR_TIMEUP or GMCP_EUPSTREAM. */
+static apr_status_t request_outcome(relay *r, apr_status_t rv, const gmcp_http_response *res,
+                                    json_t **out)
 {
     gmcp_gemini *g = r->g;
     gmcp_gemini_error *err = r->err;
@@ -156,40 +161,40 @@ static int request_outcome(relay *r, gmcp_http_result rc, const gmcp_http_respon
         err->cancelled = 1;
         err->status = "CANCELLED";
         err->message = "the request was cancelled";
+        return GMCP_ECANCELLED;
     }
-    else if (x->read_error) {
+    if (x->read_error) {
         err->http_status = 0;
         err->status = "INTERNAL";
         err->message = "cannot read the uploaded file from the spool";
+        return x->read_error;
     }
-    else if (rc != GMCP_HTTP_OK) {
+    if (rv != APR_SUCCESS) {
         err->http_status = 0;
         err->message = apr_psprintf(g->pool, "cannot reach Gemini: %s", x->aborted
                                     ? "no time left" : res->error);
         err->retryable = !x->aborted;
+        return x->aborted || APR_STATUS_IS_TIMEUP(rv) ? APR_TIMEUP : GMCP_EUPSTREAM;
     }
-    else if (res->status < 200 || res->status >= 300) {
+    if (res->status < 200 || res->status >= 300) {
         refused(g, x, res->status, err);
+        return GMCP_EUPSTREAM;
     }
-    else {
-        if (out && x->body.len) *out = json_loadb(x->body.buf, x->body.len, 0, NULL);
-        return 0;
-    }
-    return -1;
+    if (out && x->body.len) *out = json_loadb(x->body.buf, x->body.len, 0, NULL);
+    return APR_SUCCESS;
 }
 
 /* One request of the protocol to r->url: `command` "start" sends json_body, the others
- * `len` bytes of f (from its current position; none without f). */
-static int request(relay *r, const char *command, const char *json_body, apr_file_t *f,
-                   apr_int64_t offset, apr_int64_t len, json_t **out)
+ * `len` bytes of f (from its current position; none without f). As request_outcome. */
+static apr_status_t request(relay *r, const char *command, const char *json_body,
+                            apr_file_t *f, apr_int64_t offset, apr_int64_t len, json_t **out)
 {
     gmcp_gemini *g = r->g;
     up_xfer *x = &r->x;
     apr_interval_time_t t = gmcp_gemini_attempt_time(g);
     gmcp_http_request req;
     gmcp_http_response res;
-    gmcp_http_result rc;
-    int rv;
+    apr_status_t rv;
     memset(r->err, 0, sizeof(*r->err));
     memset(x, 0, sizeof(*x));
     x->g = g;
@@ -201,7 +206,7 @@ static int request(relay *r, const char *command, const char *json_body, apr_fil
     if (t <= 0) {
         r->err->status = "DEADLINE_EXCEEDED";
         r->err->message = "no time left for the upload to Gemini";
-        return -1;
+        return APR_TIMEUP;
     }
     memset(&req, 0, sizeof(req));
     req.method = "POST";
@@ -216,17 +221,17 @@ static int request(relay *r, const char *command, const char *json_body, apr_fil
     req.on_header = on_head;
     req.on_progress = on_xfer;
     req.baton = x;
-    rc = gmcp_http_perform(g->http, &req, &res);
-    rv = request_outcome(r, rc, &res, out);
+    rv = request_outcome(r, gmcp_http_perform(g->http, &req, &res), &res, out);
     free(x->body.buf);
     x->body.buf = NULL;
     return rv;
 }
 
-/* Wait before a retry, unless that would pass the call's deadline. */
-static int wait_a_bit(gmcp_gemini *g, apr_interval_time_t d)
+/* Wait before a retry: APR_SUCCESS; APR_TIMEUP (at once) when that would pass the call's
+ * deadline; GMCP_ECANCELLED. */
+static apr_status_t wait_a_bit(gmcp_gemini *g, apr_interval_time_t d)
 {
-    if (apr_time_now() + d >= g->deadline) return -1;
+    if (apr_time_now() + d >= g->deadline) return APR_TIMEUP;
     return gmcp_gemini_wait(g, d);
 }
 
@@ -262,59 +267,64 @@ static void upstream_failed(gmcp_gemini *g, const char *command, const char *url
 
 /* ---- the relay, step by step ---------------------------------------------------------- */
 
-/* Step 1: the metadata in, the upload URL out; retried with backoff. */
-static int relay_start(relay *r)
+/* Step 1: the metadata in, the upload URL out; retried with backoff. A failure is the
+ * last request's (a wait cut short keeps it). */
+static apr_status_t relay_start(relay *r)
 {
     json_t *meta = json_pack("{s:{s:s, s:s, s:s}}", "file", "mimeType", r->mime,
                              "displayName", r->display_name, "sizeBytes",
                              apr_psprintf(r->g->pool, "%" APR_INT64_T_FMT, r->size));
     const char *body = gmcp_json_dump(r->g->pool, meta);
-    int tries = 0, rv;
+    apr_status_t rv;
+    int tries = 0;
     json_decref(meta);
     for (;;) {
         rv = request(r, "start", body, NULL, 0, 0, NULL);
-        if (rv == 0 || !r->err->retryable || tries++ >= r->g->max_retries
-            || wait_a_bit(r->g, apr_time_from_msec(500) << tries))
+        if (rv == APR_SUCCESS || !r->err->retryable || tries++ >= r->g->max_retries
+            || wait_a_bit(r->g, apr_time_from_msec(500) << tries) != APR_SUCCESS)
             break;
     }
-    if (rv) {
+    if (rv != APR_SUCCESS) {
         upstream_failed(r->g, "start", r->url, r->err, r->err->retryable ? tries : tries + 1);
-        return -1;
+        return rv;
     }
     if (!r->x.upload_url) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API start POST %s "
                   "answered HTTP %d without an X-Goog-Upload-URL", url_path(r->g->pool, r->url),
                   r->err->http_status);
         r->err->message = "Gemini did not give an upload URL";
-        return -1;
+        return GMCP_EUPSTREAM;
     }
     r->url = r->x.upload_url;
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int seek_offset(relay *r)
+/* The spool file at r->offset: APR_SUCCESS, or the seek's error (logged). */
+static apr_status_t seek_offset(relay *r)
 {
     apr_off_t at = (apr_off_t)r->offset;
-    apr_status_t st = apr_file_seek(r->f, APR_SET, &at);
-    if (st == APR_SUCCESS) return 0;
-    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, st, "GMCP0306", "cannot seek to %"
+    apr_status_t rv = apr_file_seek(r->f, APR_SET, &at);
+    if (rv == APR_SUCCESS) return APR_SUCCESS;
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0306", "cannot seek to %"
               APR_INT64_T_FMT " in %s to relay it to the Files API", r->offset, r->path);
     memset(r->err, 0, sizeof(*r->err));
     r->err->message = "cannot read the uploaded file from the spool";
-    return -1;
+    return rv;
 }
 
 /* After a failed upload of `len` bytes: ask how much arrived, and go on from there.
- * 1 to go on, -1 when the upload cannot resume. */
-static int relay_resume(relay *r, apr_int64_t len)
+ * APR_SUCCESS to go on; the query's failure, or GMCP_EUPSTREAM when the upload cannot
+ * resume. */
+static apr_status_t relay_resume(relay *r, apr_int64_t len)
 {
+    apr_status_t rv;
     gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_INFO, 0, "GMCP0416", "Files API upload of %"
               APR_INT64_T_FMT " bytes at offset %" APR_INT64_T_FMT " to %s failed (%s): "
               "asking how much arrived", len, r->offset, url_path(r->g->pool, r->url),
               r->err->message);
-    if (request(r, "query", NULL, NULL, 0, 0, NULL) != 0) {
+    if ((rv = request(r, "query", NULL, NULL, 0, 0, NULL)) != APR_SUCCESS) {
         upstream_failed(r->g, "query", r->url, r->err, 1);
-        return -1;
+        return rv;
     }
     if (r->x.received < 0 || r->x.received > r->size
         || (r->x.status && strcmp(r->x.status, "active"))) {
@@ -323,52 +333,54 @@ static int relay_resume(relay *r, apr_int64_t len)
                   "received: cannot resume", url_path(r->g->pool, r->url),
                   r->x.status ? r->x.status : "(none)", r->x.received, r->size);
         if (!r->err->message) r->err->message = "Gemini cannot resume the upload";
-        return -1;
+        return GMCP_EUPSTREAM;
     }
     r->offset = r->x.received;
     (*r->resumes)++;
-    return 1;
+    return APR_SUCCESS;
 }
 
-/* The chunk at r->offset, the last one with finalize (its answer in r->resp): 1 to go
- * on, 0 when finalized, -1 on failure. A transient failure is retried from what
- * arrived. */
-static int relay_chunk(relay *r)
+/* The chunk at r->offset, the last one with finalize (its answer in r->resp):
+ * APR_INCOMPLETE to go on with the next, APR_SUCCESS when finalized, else the failure.
+ * A transient failure is retried from what arrived. */
+static apr_status_t relay_chunk(relay *r)
 {
     apr_int64_t len = r->size - r->offset < r->chunk ? r->size - r->offset : r->chunk;
     int last = r->offset + len >= r->size;
     const char *command = last ? "upload, finalize" : "upload";
-    if (seek_offset(r)) return -1;
-    if (request(r, command, NULL, r->f, r->offset, len, last ? &r->resp : NULL) == 0) {
+    apr_status_t rv;
+    if ((rv = seek_offset(r)) != APR_SUCCESS) return rv;
+    rv = request(r, command, NULL, r->f, r->offset, len, last ? &r->resp : NULL);
+    if (rv == APR_SUCCESS) {
         r->offset += len;
         r->tries = 0;
         if (r->progress) r->progress(r->baton, r->offset, r->size, "relaying");
-        return last ? 0 : 1;
+        return last ? APR_SUCCESS : APR_INCOMPLETE;
     }
     if (!r->err->retryable || r->tries++ >= r->g->max_retries
-        || wait_a_bit(r->g, apr_time_from_msec(250) << r->tries)) {
+        || wait_a_bit(r->g, apr_time_from_msec(250) << r->tries) != APR_SUCCESS) {
         upstream_failed(r->g, command, r->url, r->err,
                         r->err->retryable ? r->tries : r->tries + 1);
-        return -1;
+        return rv;
     }
-    return relay_resume(r, len);
+    rv = relay_resume(r, len);
+    return rv == APR_SUCCESS ? APR_INCOMPLETE : rv;
 }
 
 /* Step 2: the file's bytes, chunk by chunk, until Gemini answers finalize. */
-static int relay_send(relay *r)
+static apr_status_t relay_send(relay *r)
 {
-    apr_status_t st = apr_file_open(&r->f, r->path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0,
+    apr_status_t rv = apr_file_open(&r->f, r->path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0,
                                     r->g->pool);
-    int rv;
-    if (st != APR_SUCCESS) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, st, "GMCP0302", "cannot open %s to relay "
+    if (rv != APR_SUCCESS) {
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0302", "cannot open %s to relay "
                   "it to the Files API", r->path);
         r->err->message = "cannot read the uploaded file from the spool";
-        return -1;
+        return rv;
     }
     do {
         rv = relay_chunk(r);
-    } while (rv > 0);
+    } while (rv == APR_INCOMPLETE);
     apr_file_close(r->f);
     r->f = NULL;
     if (!r->resp) {
@@ -378,13 +390,13 @@ static int relay_send(relay *r)
                       r->err->http_status);
             r->err->message = "Gemini did not finalize the upload";
         }
-        rv = -1;
+        if (rv == APR_SUCCESS) rv = GMCP_EUPSTREAM;
     }
     return rv;
 }
 
 /* Step 3: the File of finalize's answer, once Gemini has processed it (ACTIVE). */
-static int relay_activate(relay *r, json_t **file)
+static apr_status_t relay_activate(relay *r, json_t **file)
 {
     json_t *fo = json_object_get(r->resp, "file");
     const char *name = gmcp_json_str(fo, "name");
@@ -393,23 +405,23 @@ static int relay_activate(relay *r, json_t **file)
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API finalize POST "
                   "%s: the answer has no file.name", url_path(r->g->pool, r->url));
         r->err->message = "Gemini's finalize answer has no file";
-        return -1;
+        return GMCP_EUPSTREAM;
     }
     if (r->progress) r->progress(r->baton, r->size, r->size, "processing");
     if (state && !strcmp(state, "ACTIVE")) {
         *file = json_incref(fo);
-        return 0;
+        return APR_SUCCESS;
     }
     return gmcp_files_wait_active(r->g, apr_pstrdup(r->g->pool, name), file, r->err);
 }
 
-int gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size, const char *mime,
-                     const char *display_name, apr_int64_t chunk,
-                     gmcp_files_progress_fn progress, void *baton, json_t **file,
-                     int *resumes, gmcp_gemini_error *err)
+apr_status_t gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size,
+                              const char *mime, const char *display_name, apr_int64_t chunk,
+                              gmcp_files_progress_fn progress, void *baton, json_t **file,
+                              int *resumes, gmcp_gemini_error *err)
 {
     relay r;
-    int rv;
+    apr_status_t rv;
     *file = NULL;
     *resumes = 0;
     memset(&r, 0, sizeof(r));
@@ -428,49 +440,65 @@ int gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size, const c
     /* 1. start: the metadata in, the upload URL out */
     rv = relay_start(&r);
     /* 2. the bytes, chunk by chunk, resuming after transient failures, then finalize */
-    if (rv == 0) rv = relay_send(&r);
+    if (rv == APR_SUCCESS) rv = relay_send(&r);
     /* 3. the File, once ACTIVE */
-    if (rv == 0) rv = relay_activate(&r, file);
+    if (rv == APR_SUCCESS) rv = relay_activate(&r, file);
     json_decref(r.resp);
     return rv;
 }
 
-int gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **file,
-                           gmcp_gemini_error *err)
+/* One files.get of wait_active: APR_INCOMPLETE while the file is not ACTIVE yet (*state
+ * says what it is), APR_SUCCESS with *file when it is; FAILED or a failed call as
+ * gmcp_files_wait_active. */
+static apr_status_t poll_file(gmcp_gemini *g, const char *name, json_t **file,
+                              const char **state, gmcp_gemini_error *err)
+{
+    json_t *f = NULL;
+    apr_status_t rv = gmcp_gemini_call(g, "GET", apr_pstrcat(g->pool, "/v1beta/", name, NULL),
+                                       NULL, &f, err);
+    if (rv != APR_SUCCESS) goto leave;
+    *state = gmcp_json_str(f, "state");
+    *state = *state ? apr_pstrdup(g->pool, *state) : NULL;   /* outlives f */
+    if (*state && !strcmp(*state, "ACTIVE")) {
+        *file = f;
+        f = NULL;
+    }
+    else if (*state && !strcmp(*state, "FAILED")) {
+        const char *m = gmcp_json_str(json_object_get(f, "error"), "message");
+        err->message = apr_psprintf(g->pool, "Gemini could not process the file: %s",
+                                    m ? m : "state FAILED");
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0414", "Files API: %s is FAILED: %s",
+                  name, m ? m : "(no message)");
+        rv = GMCP_EUPSTREAM;
+    }
+    else {
+        rv = APR_INCOMPLETE;
+    }
+leave:
+    json_decref(f);
+    return rv;
+}
+
+apr_status_t gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **file,
+                                    gmcp_gemini_error *err)
 {
     apr_interval_time_t every = apr_time_from_msec(100);
-    for (;;) {
-        json_t *f = NULL;
-        const char *state;
-        if (gmcp_gemini_call(g, "GET", apr_pstrcat(g->pool, "/v1beta/", name, NULL), NULL, &f,
-                             err))
-            return -1;
-        state = gmcp_json_str(f, "state");
-        state = state ? apr_pstrdup(g->pool, state) : NULL;   /* outlives f */
-        if (state && !strcmp(state, "ACTIVE")) {
-            *file = f;
-            return 0;
-        }
-        if (state && !strcmp(state, "FAILED")) {
-            const char *m = gmcp_json_str(json_object_get(f, "error"), "message");
-            err->message = apr_psprintf(g->pool, "Gemini could not process the file: %s",
-                                        m ? m : "state FAILED");
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0414", "Files API: %s is FAILED: %s",
-                      name, m ? m : "(no message)");
-            json_decref(f);
-            return -1;
-        }
-        json_decref(f);
-        if (wait_a_bit(g, every)) {
-            if (!(g->cancelled && g->cancelled(g->baton)))
+    apr_status_t rv;
+    const char *state = NULL;
+    while ((rv = poll_file(g, name, file, &state, err)) == APR_INCOMPLETE) {
+        if ((rv = wait_a_bit(g, every)) != APR_SUCCESS) {
+            if (rv != GMCP_ECANCELLED)
                 gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_WARN, 0, "GMCP0414", "Files API: %s was "
                           "still %s when the call's time ran out", name,
                           state ? state : "(no state)");
+            else
+                err->cancelled = 1;
             err->message = "the file was still PROCESSING when the time ran out";
-            return -1;
+            return rv;
         }
         if (every < apr_time_from_sec(2)) every *= 2;
     }
+    return rv;
 }
 
 int gmcp_files_sha_matches(apr_pool_t *p, const char *b64, const char *hex)

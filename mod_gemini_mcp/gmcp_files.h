@@ -16,18 +16,20 @@
 typedef void (*gmcp_files_progress_fn)(void *baton, apr_int64_t done, apr_int64_t total,
                                        const char *phase);
 
-/* Relay `path` (size bytes). On success *file is the File resource (new ref), already
- * ACTIVE. `chunk` 0 means GMCP_FILES_CHUNK. *resumes counts the query-and-continue
- * recoveries made. */
-int gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size, const char *mime,
-                     const char *display_name, apr_int64_t chunk,
-                     gmcp_files_progress_fn progress, void *baton, json_t **file,
-                     int *resumes, gmcp_gemini_error *err);
+/* Relay `path` (size bytes). APR_SUCCESS with *file the File resource (new ref), already
+ * ACTIVE; otherwise *err filled and a status as gmcp_gemini_call's (GMCP_ECANCELLED,
+ * APR_TIMEUP, GMCP_EUPSTREAM), or the error reading the spool file (logged). `chunk` 0
+ * means GMCP_FILES_CHUNK. *resumes counts the query-and-continue recoveries made. */
+apr_status_t gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size,
+                              const char *mime, const char *display_name, apr_int64_t chunk,
+                              gmcp_files_progress_fn progress, void *baton, json_t **file,
+                              int *resumes, gmcp_gemini_error *err);
 
-/* files.get until state is ACTIVE (or FAILED: an error), polling with a growing
- * interval until the deadline. */
-int gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **file,
-                           gmcp_gemini_error *err);
+/* files.get until state is ACTIVE (APR_SUCCESS, *file a new ref), polling with a growing
+ * interval until the deadline (then APR_TIMEUP); FAILED is GMCP_EUPSTREAM; a failed
+ * files.get as gmcp_gemini_call. *err says why. */
+apr_status_t gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **file,
+                                    gmcp_gemini_error *err);
 
 /* Does Gemini's sha256Hash (base64 of either the raw 32 bytes or the 64 hex digits) name
  * the same bytes as our lowercase hex digest? */

@@ -22,16 +22,18 @@ void gmcp_sse_free(gmcp_sse_parser *sp)
     sp->len = sp->cap = 0;
 }
 
-/* One event: concatenate its data: lines and hand the JSON over. */
-static int sse_event(gmcp_sse_parser *sp, const char *ev, apr_size_t len,
-                     gmcp_gemini_chunk_fn fn, void *baton)
+/* One event: concatenate its data: lines and hand the JSON over. APR_SUCCESS (also for
+ * an event without data), fn's status, APR_EINVAL (sp->failed) for JSON that does not
+ * parse, APR_ENOMEM. */
+static apr_status_t sse_event(gmcp_sse_parser *sp, const char *ev, apr_size_t len,
+                              gmcp_gemini_chunk_fn fn, void *baton)
 {
     char *data = malloc(len + 1);
     apr_size_t dl = 0;
     const char *p = ev, *end = ev + len;
     json_t *j;
-    int rv;
-    if (!data) return -1;
+    apr_status_t rv = APR_SUCCESS;
+    if (!data) return APR_ENOMEM;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *le = nl ? nl : end;
@@ -47,24 +49,29 @@ static int sse_event(gmcp_sse_parser *sp, const char *ev, apr_size_t len,
         }
         p = nl ? nl + 1 : end;
     }
-    if (!dl) { free(data); return 0; }       /* comments, keep-alives */
+    if (!dl) goto leave;                      /* comments, keep-alives */
     data[dl] = '\0';
-    j = json_loadb(data, dl, 0, NULL);
-    free(data);
-    if (!j) { sp->failed = 1; return -1; }
+    if (!(j = json_loadb(data, dl, 0, NULL))) {
+        sp->failed = 1;
+        rv = APR_EINVAL;
+        goto leave;
+    }
     rv = fn(j, baton);
     json_decref(j);
+leave:
+    free(data);
     return rv;
 }
 
-int gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len,
-                  gmcp_gemini_chunk_fn fn, void *baton)
+apr_status_t gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len,
+                           gmcp_gemini_chunk_fn fn, void *baton)
 {
     apr_size_t start = 0, i;
+    apr_status_t rv;
     if (sp->len + len + 1 > sp->cap) {
         apr_size_t cap = (sp->len + len + 1) * 2;
         char *nb = realloc(sp->buf, cap);
-        if (!nb) return -1;
+        if (!nb) return APR_ENOMEM;
         sp->buf = nb;
         sp->cap = cap;
     }
@@ -78,13 +85,14 @@ int gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len,
             sep = 4;
         else if (sp->buf[i] == '\r' && i + 1 < sp->len && sp->buf[i + 1] == '\r') sep = 2;
         if (!sep) continue;
-        if (sse_event(sp, sp->buf + start, i - start, fn, baton)) return -1;
+        if ((rv = sse_event(sp, sp->buf + start, i - start, fn, baton)) != APR_SUCCESS)
+            return rv;
         i += sep - 1;
         start = i + 1;
     }
     memmove(sp->buf, sp->buf + start, sp->len - start);
     sp->len -= start;
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -156,6 +164,12 @@ static int stopped(gmcp_gemini *g)
     return (g->cancelled && g->cancelled(g->baton)) || apr_time_now() >= g->deadline;
 }
 
+/* Why a transfer stops early: the caller cancelled, or the deadline came. */
+static apr_status_t stop_status(gmcp_gemini *g)
+{
+    return g->cancelled && g->cancelled(g->baton) ? GMCP_ECANCELLED : APR_TIMEUP;
+}
+
 /* Token counts from a response's usageMetadata (cumulative in a stream's chunks). */
 static void note_usage(gmcp_gemini *g, const json_t *resp)
 {
@@ -166,32 +180,31 @@ static void note_usage(gmcp_gemini *g, const json_t *resp)
                        + json_integer_value(json_object_get(u, "thoughtsTokenCount"));
 }
 
-static int chunk_counter(json_t *chunk, void *baton)
+static apr_status_t chunk_counter(json_t *chunk, void *baton)
 {
     xfer *x = baton;
+    apr_status_t rv;
     x->chunks++;
     note_usage(x->g, chunk);
-    if (x->fn(chunk, x->baton)) {
-        x->stop = 1;
-        return -1;
-    }
-    return 0;
+    if ((rv = x->fn(chunk, x->baton)) != APR_SUCCESS) x->stop = 1;
+    return rv;
 }
 
-static int on_body(void *ud, int status, const char *data, apr_size_t len)
+static apr_status_t on_body(void *ud, int status, const char *data, apr_size_t len)
 {
     xfer *x = ud;
-    if (stopped(x->g)) { x->aborted = 1; return -1; }
-    if (x->stream && status == 200)
-        return gmcp_sse_feed(&x->sp, data, len, chunk_counter, x) ? -1 : 0;
-    switch (gmcp_buf_append(&x->body, data, len, GMCP_GEMINI_MAX_RESPONSE)) {
-    case 0: return 0;
-    case -1: x->too_big = 1; return -1;
-    default: return -1;
+    apr_status_t rv;
+    if (stopped(x->g)) {
+        x->aborted = 1;
+        return stop_status(x->g);
     }
+    if (x->stream && status == 200) return gmcp_sse_feed(&x->sp, data, len, chunk_counter, x);
+    rv = gmcp_buf_append(&x->body, data, len, GMCP_GEMINI_MAX_RESPONSE);
+    if (APR_STATUS_IS_ENOSPC(rv)) x->too_big = 1;
+    return rv;
 }
 
-static int on_header(void *ud, const char *line, apr_size_t len)
+static apr_status_t on_header(void *ud, const char *line, apr_size_t len)
 {
     xfer *x = ud;
     if (len > 12 && !strncasecmp(line, "Retry-After:", 12)) {
@@ -201,15 +214,18 @@ static int on_header(void *ud, const char *line, apr_size_t len)
         tmp[l] = '\0';
         if (atoi(tmp) > 0) x->retry_after = apr_time_from_sec(atoi(tmp));
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* Aborts waits with no data flowing once the call is cancelled or out of time. */
-static int on_progress(void *ud)
+static apr_status_t on_progress(void *ud)
 {
     xfer *x = ud;
-    if (stopped(x->g)) { x->aborted = 1; return 1; }
-    return 0;
+    if (stopped(x->g)) {
+        x->aborted = 1;
+        return stop_status(x->g);
+    }
+    return APR_SUCCESS;
 }
 
 static void fail(gmcp_gemini *g, gmcp_gemini_error *err, int http, const char *status,
@@ -227,20 +243,23 @@ apr_interval_time_t gmcp_gemini_attempt_time(const gmcp_gemini *g)
     return g->timeout < left ? g->timeout : left;
 }
 
-/* The transfer failed: a stream cut after data arrived cannot be replayed. */
-static int unreachable(gmcp_gemini *g, const xfer *x, gmcp_http_result rc,
-                       const gmcp_http_response *res, gmcp_gemini_error *err)
+/* The transfer failed (rv, from gmcp_http_perform): a stream cut after data arrived
+ * cannot be replayed. APR_TIMEUP when time ran out, else GMCP_EUPSTREAM. */
+static apr_status_t unreachable(gmcp_gemini *g, const xfer *x, apr_status_t rv,
+                                const gmcp_http_response *res, gmcp_gemini_error *err)
 {
-    const char *why = (x->aborted || rc == GMCP_HTTP_TIMEDOUT)
-        ? "Gemini did not answer in time" : res->error;
+    int late = x->aborted || APR_STATUS_IS_TIMEUP(rv);
+    const char *why = late ? "Gemini did not answer in time" : res->error;
     fail(g, err, 0, NULL, apr_psprintf(g->pool, "cannot reach Gemini: %s", why),
          !x->chunks && !x->aborted);
     if (x->aborted) err->status = "DEADLINE_EXCEEDED";
-    return -1;
+    return late ? APR_TIMEUP : GMCP_EUPSTREAM;
 }
 
-/* Gemini refused: its own status and message, and its RetryInfo delay. */
-static int refused(gmcp_gemini *g, xfer *x, int status, json_t *j, gmcp_gemini_error *err)
+/* Gemini refused: its own status and message (from its answer j, borrowed), and its
+ * RetryInfo delay. GMCP_EUPSTREAM. */
+static apr_status_t refused(gmcp_gemini *g, xfer *x, int status, const json_t *j,
+                            gmcp_gemini_error *err)
 {
     json_t *e = j ? json_object_get(j, "error") : NULL;
     const char *msg = gmcp_json_str(e, "message");
@@ -249,72 +268,80 @@ static int refused(gmcp_gemini *g, xfer *x, int status, json_t *j, gmcp_gemini_e
          msg ? msg : apr_psprintf(g->pool, "HTTP %d from Gemini", status),
          status == 429 || status == 500 || status == 502 || status == 503 || status == 504);
     if (ri >= 0) x->retry_after = ri;
-    json_decref(j);
-    return -1;
+    return GMCP_EUPSTREAM;
 }
 
-/* A whole response in the buffer: the JSON answer, or what Gemini refused. */
-static int answer(gmcp_gemini *g, xfer *x, int status, json_t **out, gmcp_gemini_error *err)
+/* A whole response in the buffer: the JSON answer (APR_SUCCESS), or what Gemini refused
+ * or could not say (GMCP_EUPSTREAM). */
+static apr_status_t answer(gmcp_gemini *g, xfer *x, int status, json_t **out,
+                           gmcp_gemini_error *err)
 {
     json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
-    if (status < 200 || status >= 300) return refused(g, x, status, j, err);
-    if (!out) {
+    apr_status_t rv = APR_SUCCESS;
+    if (status < 200 || status >= 300) {
+        rv = refused(g, x, status, j, err);
+    }
+    else if (!out) {
         /* A stream request (it has no *out): only a 200 carries the event stream, and
          * another 2xx went to the buffer instead. */
-        json_decref(j);
         fail(g, err, status, NULL, apr_psprintf(g->pool, "Gemini answered a stream request "
              "with HTTP %d", status), 0);
-        return -1;
+        rv = GMCP_EUPSTREAM;
     }
-    if (!j) {
+    else if (!j) {
         fail(g, err, status, NULL, "Gemini answered with malformed JSON", 0);
-        return -1;
+        rv = GMCP_EUPSTREAM;
     }
-    *out = j;
-    return 0;
+    else {
+        *out = j;               /* the caller's now */
+        j = NULL;
+    }
+    json_decref(j);
+    return rv;
 }
 
-/* What one attempt came to: 0, or -1 with *err filled. */
-static int outcome(gmcp_gemini *g, xfer *x, gmcp_http_result rc,
-                   const gmcp_http_response *res, json_t **out, gmcp_gemini_error *err)
+/* What one attempt came to (rv: gmcp_http_perform's): APR_SUCCESS, or as
+ * gmcp_gemini_call with *err filled. */
+static apr_status_t outcome(gmcp_gemini *g, xfer *x, apr_status_t rv,
+                            const gmcp_http_response *res, json_t **out, gmcp_gemini_error *err)
 {
     if (x->aborted && g->cancelled && g->cancelled(g->baton)) {
         err->cancelled = 1;
         fail(g, err, 0, "CANCELLED", "the request was cancelled", 0);
-        return -1;
+        return GMCP_ECANCELLED;
     }
-    if (x->stop) return 0;                     /* the consumer had enough */
+    if (x->stop) return APR_SUCCESS;           /* the consumer had enough */
     if (x->too_big) {
         fail(g, err, res->status, NULL, "Gemini's response exceeded the size limit", 0);
-        return -1;
+        return GMCP_EUPSTREAM;
     }
     if (x->sp.failed) {
         fail(g, err, res->status, NULL, "Gemini's stream carried malformed JSON", 0);
-        return -1;
+        return GMCP_EUPSTREAM;
     }
-    if (rc != GMCP_HTTP_OK) return unreachable(g, x, rc, res, err);
+    if (rv != APR_SUCCESS) return unreachable(g, x, rv, res, err);
     if (res->status == 200 && x->stream) {
-        if (x->chunks) return 0;
+        if (x->chunks) return APR_SUCCESS;
         fail(g, err, 200, NULL, "Gemini's stream ended without any data", 1);
-        return -1;
+        return GMCP_EUPSTREAM;
     }
     return answer(g, x, res->status, out, err);
 }
 
 /* One attempt: GET, POST (body, default "{}") or DELETE (with a "{}" body). */
-static int perform(gmcp_gemini *g, const char *method, const char *path, const char *body,
-                   xfer *x, json_t **out, gmcp_gemini_error *err)
+static apr_status_t perform(gmcp_gemini *g, const char *method, const char *path,
+                            const char *body, xfer *x, json_t **out, gmcp_gemini_error *err)
 {
     const char *headers[4];
     gmcp_http_request req;
     gmcp_http_response res;
-    gmcp_http_result rc;
+    apr_status_t rv;
     apr_interval_time_t t = gmcp_gemini_attempt_time(g);
 
     memset(err, 0, sizeof(*err));
     if (t <= 0) {
         fail(g, err, 0, "DEADLINE_EXCEEDED", "no time left for the Gemini call", 0);
-        return -1;
+        return APR_TIMEUP;
     }
     headers[0] = apr_pstrcat(g->pool, "x-goog-api-key: ", g->api_key, NULL);
     headers[1] = "Content-Type: application/json";
@@ -338,8 +365,8 @@ static int perform(gmcp_gemini *g, const char *method, const char *path, const c
     req.on_header = on_header;
     req.on_progress = on_progress;
     req.baton = x;
-    rc = gmcp_http_perform(g->http, &req, &res);
-    return outcome(g, x, rc, &res, out, err);
+    rv = gmcp_http_perform(g->http, &req, &res);
+    return outcome(g, x, rv, &res, out, err);
 }
 
 static apr_interval_time_t backoff(int attempt)
@@ -352,15 +379,15 @@ static apr_interval_time_t backoff(int attempt)
     return d / 2 + (apr_interval_time_t)(r % (unsigned int)(d / 2 + 1));
 }
 
-int gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d)
+apr_status_t gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d)
 {
     apr_time_t until = apr_time_now() + d;
     while (apr_time_now() < until) {
         apr_interval_time_t left = until - apr_time_now();
         apr_sleep(left < apr_time_from_msec(100) ? left : apr_time_from_msec(100));
-        if (g->cancelled && g->cancelled(g->baton)) return -1;
+        if (g->cancelled && g->cancelled(g->baton)) return GMCP_ECANCELLED;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* A call that failed in the end, once: an outage (no answer, 5xx, paused by the
@@ -380,10 +407,12 @@ static void log_failure(gmcp_gemini *g, const char *method, const char *path,
               err->message ? err->message : "");
 }
 
-static int run(gmcp_gemini *g, const char *method, const char *path, const char *text,
-               json_t **out, gmcp_gemini_chunk_fn fn, void *baton, gmcp_gemini_error *err)
+static apr_status_t run(gmcp_gemini *g, const char *method, const char *path,
+                        const char *text, json_t **out, gmcp_gemini_chunk_fn fn, void *baton,
+                        gmcp_gemini_error *err)
 {
-    int attempt, rv = -1, probe = 0;
+    apr_status_t rv;
+    int attempt, probe = 0;
     apr_interval_time_t wait = 0;
     apr_time_t started = apr_time_now();
     g->retries = 0;
@@ -395,7 +424,7 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
              "paused after %u consecutive failures (circuit breaker open); the next attempt "
              "goes out in %.0fs", g->breaker->threshold,
              (double)wait / APR_USEC_PER_SEC + 0.5), 0);
-        return -1;
+        return GMCP_EUPSTREAM;
     }
     for (attempt = 0;; attempt++) {
         xfer x;
@@ -409,7 +438,8 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
         rv = perform(g, method, path, text, &x, out, err);
         free(x.body.buf);
         gmcp_sse_free(&x.sp);
-        if (rv == 0 || !err->retryable || x.chunks || attempt >= g->max_retries) break;
+        if (rv == APR_SUCCESS || !err->retryable || x.chunks || attempt >= g->max_retries)
+            break;
         delay = x.retry_after >= 0 ? x.retry_after : backoff(attempt);
         if (apr_time_now() + delay >= g->deadline) {
             err->message = apr_psprintf(g->pool, "%s (not retried: waiting %.1fs would pass "
@@ -417,7 +447,7 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
                                         (double)delay / APR_USEC_PER_SEC);
             break;
         }
-        if (gmcp_gemini_wait(g, delay)) {
+        if ((rv = gmcp_gemini_wait(g, delay)) != APR_SUCCESS) {
             fail(g, err, 0, "CANCELLED", "the request was cancelled", 0);
             err->cancelled = 1;
             break;
@@ -425,34 +455,36 @@ static int run(gmcp_gemini *g, const char *method, const char *path, const char 
         g->retries++;
     }
     /* Gemini answering at all (a 4xx too) is health; only outages count against it. */
-    if (g->breaker && !err->cancelled)
-        gmcp_breaker_record(g->breaker, rv == 0 || !err->retryable, probe, apr_time_now());
-    if (rv && g->retries && err->retryable)
+    if (g->breaker && rv != GMCP_ECANCELLED)
+        gmcp_breaker_record(g->breaker, rv == APR_SUCCESS || !err->retryable, probe,
+                            apr_time_now());
+    if (rv != APR_SUCCESS && g->retries && err->retryable)
         err->message = apr_psprintf(g->pool, "%s (after %d retr%s)", err->message, g->retries,
                                     g->retries == 1 ? "y" : "ies");
-    if (rv && !err->cancelled) log_failure(g, method, path, err);
-    if (rv == 0 && out && *out) note_usage(g, *out);
+    if (rv != APR_SUCCESS && rv != GMCP_ECANCELLED) log_failure(g, method, path, err);
+    if (rv == APR_SUCCESS && out && *out) note_usage(g, *out);
     if (g->observe)
-        g->observe(g->observe_baton, rv == 0 ? 200 : err->http_status,
+        g->observe(g->observe_baton, rv == APR_SUCCESS ? 200 : err->http_status,
                    apr_time_now() - started, g->retries, g->prompt_tokens, g->output_tokens);
     return rv;
 }
 
-int gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
-                     json_t **out, gmcp_gemini_error *err)
+apr_status_t gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path,
+                              json_t *body, json_t **out, gmcp_gemini_error *err)
 {
     return run(g, method, path, body ? gmcp_json_dump(g->pool, body) : NULL, out, NULL, NULL,
                err);
 }
 
-int gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body, json_t **out,
-                          gmcp_gemini_error *err)
+apr_status_t gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body,
+                                   json_t **out, gmcp_gemini_error *err)
 {
     return run(g, "POST", path, body, out, NULL, NULL, err);
 }
 
-int gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
-                       gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err)
+apr_status_t gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
+                                gmcp_gemini_chunk_fn on_chunk, void *baton,
+                                gmcp_gemini_error *err)
 {
     return run(g, "POST", path, body, NULL, on_chunk, baton, err);
 }

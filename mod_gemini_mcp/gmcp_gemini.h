@@ -26,7 +26,7 @@ typedef struct {
     apr_interval_time_t timeout;  /* per attempt */
     int max_retries;
     apr_time_t deadline;          /* absolute: no attempt or wait goes past it */
-    int (*cancelled)(void *baton);/* non-zero: stop now */
+    int (*cancelled)(void *baton);/* true: stop now (a predicate) */
     void *baton;
     apr_pool_t *pool;
     gmcp_breaker *breaker;        /* optional: fail fast while Gemini is down */
@@ -41,36 +41,44 @@ typedef struct {
     apr_int64_t output_tokens;
 } gmcp_gemini;
 
+/* Why a call failed, in detail (the status a call returns says what kind of failure). */
 typedef struct {
     int http_status;              /* 0 for transport failures */
     const char *status;           /* Google status, e.g. "RESOURCE_EXHAUSTED" */
     const char *message;          /* Gemini's own message, or ours */
     int retryable;
-    int cancelled;
+    int cancelled;                /* the call returned GMCP_ECANCELLED */
 } gmcp_gemini_error;
 
 /* One JSON call: method "GET", "POST" or "DELETE", path like "/v1beta/models".
- * Returns 0 with *out (new ref), or -1 with *err filled. */
-int gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
-                     json_t **out, gmcp_gemini_error *err);
+ * APR_SUCCESS with *out (new ref); otherwise *err filled and GMCP_ECANCELLED (the
+ * caller cancelled), APR_TIMEUP (the deadline came first) or GMCP_EUPSTREAM (Gemini
+ * could not be reached, refused, or answered with something unusable; also while the
+ * breaker holds calls back). */
+apr_status_t gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path,
+                              json_t *body, json_t **out, gmcp_gemini_error *err);
 
 /* The same POST with an already serialised body (long chat histories are spliced,
  * not rebuilt). */
-int gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body, json_t **out,
-                          gmcp_gemini_error *err);
+apr_status_t gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body,
+                                   json_t **out, gmcp_gemini_error *err);
 
 /* streamGenerateContent?alt=sse: on_chunk gets each GenerateContentResponse as it
- * arrives (return non-zero to stop). Retries happen only before the first chunk. */
-typedef int (*gmcp_gemini_chunk_fn)(json_t *chunk, void *baton);
-int gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
-                       gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err);
+ * arrives: APR_SUCCESS goes on, any other status stops the stream (the call then
+ * returns APR_SUCCESS: the consumer had enough). Retries happen only before the first
+ * chunk. Returns as gmcp_gemini_call. */
+typedef apr_status_t (*gmcp_gemini_chunk_fn)(json_t *chunk, void *baton);
+apr_status_t gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
+                                gmcp_gemini_chunk_fn on_chunk, void *baton,
+                                gmcp_gemini_error *err);
 
 /* For other request shapes on the same client (the Files upload): the time one attempt
  * may take (the per-attempt timeout, cut to what is left before the deadline; <= 0:
  * none left). */
 apr_interval_time_t gmcp_gemini_attempt_time(const gmcp_gemini *g);
-/* Sleep `d` in short steps; -1 as soon as the call is cancelled. */
-int gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d);
+/* Sleep `d` in short steps: APR_SUCCESS, or GMCP_ECANCELLED as soon as the call is
+ * cancelled. */
+apr_status_t gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d);
 
 /* "models/x" for "x"; names already qualified pass through. NULL for unsafe names. */
 const char *gmcp_gemini_model_path(apr_pool_t *p, const char *model);
@@ -87,10 +95,11 @@ typedef struct {
     apr_size_t len, cap;
     int failed;                   /* malformed event seen */
 } gmcp_sse_parser;
-/* Feed bytes; calls fn for each complete event's JSON (data: lines). Returns non-zero
- * when fn asked to stop or an event was not valid JSON. */
-int gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len,
-                  gmcp_gemini_chunk_fn fn, void *baton);
+/* Feed bytes; calls fn for each complete event's JSON (data: lines). APR_SUCCESS; fn's
+ * status when it asked to stop; APR_EINVAL (sp->failed) when an event was not valid
+ * JSON; APR_ENOMEM. */
+apr_status_t gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len,
+                           gmcp_gemini_chunk_fn fn, void *baton);
 void gmcp_sse_free(gmcp_sse_parser *sp);
 
 #endif

@@ -9,18 +9,22 @@
 #ifndef GMCP_HTTP_H
 #define GMCP_HTTP_H
 
+#include <apr_errno.h>
 #include <apr_pools.h>
 #include <apr_time.h>
 
 typedef struct gmcp_http gmcp_http;      /* one thread's reusable client */
 
-/* A piece of the response body; `status` is the response's HTTP status. Non-zero
- * aborts the transfer. */
-typedef int (*gmcp_http_body_fn)(void *baton, int status, const char *data, apr_size_t len);
-/* One raw response header line: not NUL-terminated, with its CRLF. Non-zero aborts. */
-typedef int (*gmcp_http_header_fn)(void *baton, const char *line, apr_size_t len);
-/* Called often while the transfer runs, data flowing or not. Non-zero aborts. */
-typedef int (*gmcp_http_progress_fn)(void *baton);
+/* A piece of the response body; `status` is the response's HTTP status. APR_SUCCESS
+ * goes on; any other status aborts the transfer. */
+typedef apr_status_t (*gmcp_http_body_fn)(void *baton, int status, const char *data,
+                                          apr_size_t len);
+/* One raw response header line: not NUL-terminated, with its CRLF. APR_SUCCESS goes on;
+ * any other status aborts. */
+typedef apr_status_t (*gmcp_http_header_fn)(void *baton, const char *line, apr_size_t len);
+/* Called often while the transfer runs, data flowing or not. APR_SUCCESS goes on; any
+ * other status aborts. */
+typedef apr_status_t (*gmcp_http_progress_fn)(void *baton);
 /* Up to `len` bytes of the request body into `buf`: the count, 0 at its end, or -1 to
  * abort the transfer. */
 typedef apr_ssize_t (*gmcp_http_read_fn)(void *baton, char *buf, apr_size_t len);
@@ -41,22 +45,16 @@ typedef struct {
     void *baton;                     /* for every callback */
 } gmcp_http_request;
 
-typedef enum {
-    GMCP_HTTP_OK = 0,                /* a response arrived in full */
-    GMCP_HTTP_TIMEDOUT,              /* the timeout passed */
-    GMCP_HTTP_FAILED                 /* anything else, an abort by a callback included */
-} gmcp_http_result;
-
 typedef struct {
     int status;                      /* HTTP status of the response; 0 when none came */
     const char *error;               /* the transport's words for a failure, else NULL */
 } gmcp_http_response;
 
-/* The implementation table. */
+/* The implementation table: perform as gmcp_http_perform. */
 typedef struct {
     gmcp_http *(*for_thread)(void);
-    gmcp_http_result (*perform)(gmcp_http *h, const gmcp_http_request *req,
-                                gmcp_http_response *res);
+    apr_status_t (*perform)(gmcp_http *h, const gmcp_http_request *req,
+                            gmcp_http_response *res);
 } gmcp_http_impl;
 
 /* Install `impl` as the transport (NULL: libcurl, the default). Before any request. */
@@ -65,9 +63,12 @@ void gmcp_http_use(const gmcp_http_impl *impl);
 /* The calling thread's handle, made on first use; NULL when none can be made. */
 gmcp_http *gmcp_http_for_thread(void);
 
-/* One request on `h`. *res is filled whatever the outcome. */
-gmcp_http_result gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req,
-                                   gmcp_http_response *res);
+/* One request on `h`: APR_SUCCESS when a response arrived in full (whatever its HTTP
+ * status), APR_TIMEUP when the timeout passed, GMCP_EUPSTREAM for anything else (no
+ * connection, a broken transfer, an abort by a callback). *res is filled whatever the
+ * outcome. */
+apr_status_t gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req,
+                               gmcp_http_response *res);
 
 /* libcurl's process set-up: gmcp_http_init once per process before any thread exists
  * (post_config), gmcp_http_child_init in each child before its threads make handles;

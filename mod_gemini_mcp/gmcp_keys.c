@@ -2,7 +2,6 @@
 #include "gmcp_keys.h"
 #include "gmcp_errlog.h"
 #include "gmcp_sql.h"
-#include "gmcp_store.h"
 #include "gmcp_util.h"
 
 #include <string.h>
@@ -96,35 +95,36 @@ static const char *I(apr_pool_t *p, apr_int64_t v) { return gmcp_i64_str(p, v); 
 
 /* ---- the key itself --------------------------------------------------------------------- */
 
-int gmcp_key_generate(apr_pool_t *p, const char **id, const char **secret)
+apr_status_t gmcp_key_generate(apr_pool_t *p, const char **id, const char **secret)
 {
     unsigned char idb[GMCP_KEY_ID_HEX / 2];
     const char *sec = gmcp_random_id(p, 32);
-    if (!sec || RAND_bytes(idb, sizeof(idb)) != 1) return -1;
+    if (!sec || RAND_bytes(idb, sizeof(idb)) != 1) return APR_ENOTENOUGHENTROPY;
     *id = gmcp_hex(p, idb, sizeof(idb));
     *secret = apr_pstrcat(p, GMCP_KEY_PREFIX, *id, "_", sec, NULL);
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_key_parse(apr_pool_t *p, const char *s, const char **id, const char **secret_part)
+apr_status_t gmcp_key_parse(apr_pool_t *p, const char *s, const char **id,
+                            const char **secret_part)
 {
     const char *q;
     apr_size_t i, n;
-    if (!s || strncmp(s, GMCP_KEY_PREFIX, strlen(GMCP_KEY_PREFIX)) != 0) return -1;
+    if (!s || strncmp(s, GMCP_KEY_PREFIX, strlen(GMCP_KEY_PREFIX)) != 0) return APR_EINVAL;
     s += strlen(GMCP_KEY_PREFIX);
     for (i = 0; i < GMCP_KEY_ID_HEX; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return -1;
-    if (s[GMCP_KEY_ID_HEX] != '_') return -1;
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return APR_EINVAL;
+    if (s[GMCP_KEY_ID_HEX] != '_') return APR_EINVAL;
     q = s + GMCP_KEY_ID_HEX + 1;
     n = strlen(q);
-    if (n != 43) return -1;   /* 32 bytes, base64url without padding */
+    if (n != 43) return APR_EINVAL;   /* 32 bytes, base64url without padding */
     for (i = 0; i < n; i++)
         if (!((q[i] >= 'A' && q[i] <= 'Z') || (q[i] >= 'a' && q[i] <= 'z')
               || (q[i] >= '0' && q[i] <= '9') || q[i] == '-' || q[i] == '_'))
-            return -1;
+            return APR_EINVAL;
     *id = apr_pstrndup(p, s, GMCP_KEY_ID_HEX);
     if (secret_part) *secret_part = q;
-    return 0;
+    return APR_SUCCESS;
 }
 
 const char *gmcp_key_hash(apr_pool_t *p, const char *pepper, const char *presented)
@@ -137,7 +137,7 @@ const char *gmcp_key_hash(apr_pool_t *p, const char *pepper, const char *present
     return gmcp_hex(p, md, mdlen);
 }
 
-int gmcp_key_verify(const gmcp_key *k, const char *hash, apr_int64_t now)
+gmcp_key_verdict gmcp_key_verify(const gmcp_key *k, const char *hash, apr_int64_t now)
 {
     int cur = gmcp_str_eq_ct(k->secret_hash, hash);
     int prev = *k->prev_hash && gmcp_str_eq_ct(k->prev_hash, hash) && now < k->prev_until;
@@ -155,8 +155,8 @@ int gmcp_scope_allows(apr_pool_t *p, const char *scopes, const char *tool)
     return 0;
 }
 
-int gmcp_rate_parse(const char *s, const char *units, apr_int64_t *count,
-                    apr_int64_t *period, const char **unit)
+apr_status_t gmcp_rate_parse(const char *s, const char *units, apr_int64_t *count,
+                             apr_int64_t *period, const char **unit)
 {
     static const struct { const char *name; char code; apr_int64_t secs; } U[] = {
         {"s", 's', 1}, {"sec", 's', 1}, {"m", 'm', 60}, {"min", 'm', 60},
@@ -165,23 +165,24 @@ int gmcp_rate_parse(const char *s, const char *units, apr_int64_t *count,
     const char *slash = s ? strchr(s, '/') : NULL;
     apr_uint64_t v;
     int i;
-    if (!slash) return -1;
+    if (!slash) return APR_EINVAL;
     {
         char num[24];
         apr_size_t n = (apr_size_t)(slash - s);
-        if (n == 0 || n >= sizeof(num)) return -1;
+        if (n == 0 || n >= sizeof(num)) return APR_EINVAL;
         memcpy(num, s, n);
         num[n] = '\0';
-        if (gmcp_parse_u64(num, &v) != 0 || v == 0 || v > (apr_uint64_t)1 << 50) return -1;
+        if (gmcp_parse_u64(num, &v) != 0 || v == 0 || v > (apr_uint64_t)1 << 50)
+            return APR_EINVAL;
     }
     for (i = 0; U[i].name; i++)
         if (!strcmp(slash + 1, U[i].name) && strchr(units, U[i].code)) {
             *count = (apr_int64_t)v;
             *period = U[i].secs;
             if (unit) *unit = U[i].code == 'M' ? "month" : U[i].code == 'd' ? "day" : U[i].name;
-            return 0;
+            return APR_SUCCESS;
         }
-    return -1;
+    return APR_EINVAL;
 }
 
 apr_int64_t gmcp_quota_period_start(const char *period, apr_int64_t now)
@@ -225,69 +226,73 @@ static void fill_key(const char **r, gmcp_key *k)
     k->expires = apr_atoi64(r[18]); k->revoked = apr_atoi64(r[19]);
 }
 
-int gmcp_key_insert(gmcp_db *db, const gmcp_key *k)
+apr_status_t gmcp_key_insert(gmcp_db *db, const gmcp_key *k)
 {
     apr_pool_t *p = db->pool;
     int n = 0;
-    if (gmcp_db_exec(db, "gmcp_key_insert", &n, GMCP_ARGS(k->id, k->name, k->tenant,
-                     k->apache_user, k->scopes, I(p, k->rate_count), I(p, k->rate_period),
-                     I(p, k->burst), I(p, k->token_rate_count), I(p, k->token_rate_period),
-                     I(p, k->token_quota), k->quota_period, I(p, k->max_inflight),
-                     k->secret_hash, I(p, k->created), I(p, k->updated), I(p, k->expires))))
-        return GMCP_DB_ERROR;
-    return 0;
+    return gmcp_db_exec(db, "gmcp_key_insert", &n, GMCP_ARGS(k->id, k->name, k->tenant,
+                        k->apache_user, k->scopes, I(p, k->rate_count), I(p, k->rate_period),
+                        I(p, k->burst), I(p, k->token_rate_count), I(p, k->token_rate_period),
+                        I(p, k->token_quota), k->quota_period, I(p, k->max_inflight),
+                        k->secret_hash, I(p, k->created), I(p, k->updated), I(p, k->expires)));
 }
 
-static int get_one(gmcp_db *db, const char *label, const char *arg, gmcp_key *out)
+static apr_status_t get_one(gmcp_db *db, const char *label, const char *arg, gmcp_key *out)
 {
     gmcp_rows rs;
-    if (gmcp_db_select(db, label, &rs, GMCP_ARGS(arg))) return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_select(db, label, &rs, GMCP_ARGS(arg));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1) return APR_ENOENT;
     fill_key(GMCP_ROW(&rs, 0), out);
-    return GMCP_FOUND;
+    return APR_SUCCESS;
 }
 
-int gmcp_key_get(gmcp_db *db, const char *id, gmcp_key *out)
+apr_status_t gmcp_key_get(gmcp_db *db, const char *id, gmcp_key *out)
 { return get_one(db, "gmcp_key_select", id, out); }
 
-int gmcp_key_get_by_user(gmcp_db *db, const char *apache_user, gmcp_key *out)
+apr_status_t gmcp_key_get_by_user(gmcp_db *db, const char *apache_user, gmcp_key *out)
 { return get_one(db, "gmcp_key_by_user", apache_user, out); }
 
-int gmcp_key_list(gmcp_db *db, apr_array_header_t **out)
+apr_status_t gmcp_key_list(gmcp_db *db, apr_array_header_t **out)
 {
     gmcp_rows rs;
     int i;
-    if (gmcp_db_select(db, "gmcp_key_list", &rs, 0, NULL)) return GMCP_DB_ERROR;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_key_list", &rs, 0, NULL);
+    if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_key));
     for (i = 0; i < rs.rows->nelts; i++) fill_key(GMCP_ROW(&rs, i), apr_array_push(*out));
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int changed(int rv, int n)
+/* An UPDATE of one live key that ran (rv) and changed n rows. */
+static apr_status_t changed(apr_status_t rv, int n)
 {
-    return rv ? GMCP_DB_ERROR : n == 1 ? GMCP_FOUND : GMCP_NOT_FOUND;
+    return rv != APR_SUCCESS ? rv : n == 1 ? APR_SUCCESS : APR_ENOENT;
 }
 
-int gmcp_key_revoke(gmcp_db *db, const char *id, apr_int64_t now)
+apr_status_t gmcp_key_revoke(gmcp_db *db, const char *id, apr_int64_t now)
 {
-    int n = 0, rv = gmcp_db_exec(db, "gmcp_key_revoke", &n,
-                                 GMCP_ARGS(I(db->pool, now), I(db->pool, now), id));
+    int n = 0;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_key_revoke", &n,
+                                   GMCP_ARGS(I(db->pool, now), I(db->pool, now), id));
     return changed(rv, n);
 }
 
-int gmcp_key_rotate(gmcp_db *db, const char *id, const char *new_hash,
-                    apr_int64_t grace_until, apr_int64_t now)
+apr_status_t gmcp_key_rotate(gmcp_db *db, const char *id, const char *new_hash,
+                             apr_int64_t grace_until, apr_int64_t now)
 {
-    int n = 0, rv = gmcp_db_exec(db, "gmcp_key_rotate", &n,
-                                 GMCP_ARGS(I(db->pool, grace_until), new_hash,
-                                           I(db->pool, now), id));
+    int n = 0;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_key_rotate", &n,
+                                   GMCP_ARGS(I(db->pool, grace_until), new_hash,
+                                             I(db->pool, now), id));
     return changed(rv, n);
 }
 
-int gmcp_key_update(gmcp_db *db, const gmcp_key *k, apr_int64_t now)
+apr_status_t gmcp_key_update(gmcp_db *db, const gmcp_key *k, apr_int64_t now)
 {
     apr_pool_t *p = db->pool;
-    int n = 0, rv = gmcp_db_exec(db, "gmcp_key_update", &n, GMCP_ARGS(k->name, k->tenant,
+    int n = 0;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_key_update", &n, GMCP_ARGS(k->name, k->tenant,
                      k->apache_user, k->scopes, I(p, k->rate_count), I(p, k->rate_period),
                      I(p, k->burst), I(p, k->token_rate_count), I(p, k->token_rate_period),
                      I(p, k->token_quota), k->quota_period, I(p, k->max_inflight),
@@ -331,64 +336,69 @@ json_t *gmcp_key_json(const gmcp_key *k, apr_int64_t now)
 
 /* ---- audit ------------------------------------------------------------------------------ */
 
-int gmcp_audit(gmcp_db *db, const char *actor, const char *action, const char *key_id,
-               const char *detail)
+apr_status_t gmcp_audit(gmcp_db *db, const char *actor, const char *action,
+                        const char *key_id, const char *detail)
 {
     int n = 0;
     return gmcp_db_exec(db, "gmcp_audit_insert", &n,
                         GMCP_ARGS(gmcp_now_str(db->pool), actor, action,
-                                  key_id ? key_id : "", detail ? detail : ""))
-           ? GMCP_DB_ERROR : 0;
+                                  key_id ? key_id : "", detail ? detail : ""));
 }
 
-int gmcp_audit_list(gmcp_db *db, apr_int64_t since, gmcp_rows *out)
+apr_status_t gmcp_audit_list(gmcp_db *db, apr_int64_t since, gmcp_rows *out)
 {
-    return gmcp_db_select(db, "gmcp_audit_since", out, GMCP_ARGS(I(db->pool, since)))
-           ? GMCP_DB_ERROR : 0;
+    return gmcp_db_select(db, "gmcp_audit_since", out, GMCP_ARGS(I(db->pool, since)));
 }
 
 /* ---- usage ------------------------------------------------------------------------------ */
 
-int gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour, const gmcp_usage *u)
+apr_status_t gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour,
+                            const gmcp_usage *u)
 {
     apr_pool_t *p = db->pool;
     int n = 0;
     return gmcp_db_exec(db, "gmcp_usage_add", &n, GMCP_ARGS(key_id, I(p, hour),
                         I(p, u->requests), I(p, u->errors), I(p, u->rejected),
                         I(p, u->prompt_tokens), I(p, u->output_tokens), I(p, u->bytes_in),
-                        I(p, u->bytes_out)))
-           ? GMCP_DB_ERROR : 0;
+                        I(p, u->bytes_out)));
 }
 
-int gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usage *out)
+/* A select that must answer exactly one row: anything else is the database failing. */
+static apr_status_t one_row(const char *label, const gmcp_rows *rs)
+{
+    if (rs->rows->nelts == 1) return APR_SUCCESS;
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement %s returned %d rows, "
+              "not 1", label, rs->rows->nelts);
+    return GMCP_EDB;
+}
+
+apr_status_t gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since,
+                            gmcp_usage *out)
 {
     gmcp_rows rs;
     const char **r;
+    apr_status_t rv;
     memset(out, 0, sizeof(*out));
-    if (gmcp_db_select(db, "gmcp_usage_sum", &rs,
-                       GMCP_ARGS(key_id, I(db->pool, since), key_id, I(db->pool, since))))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement gmcp_usage_sum "
-                  "returned %d rows, not 1", rs.rows->nelts);
-        return GMCP_DB_ERROR;
-    }
+    rv = gmcp_db_select(db, "gmcp_usage_sum", &rs,
+                        GMCP_ARGS(key_id, I(db->pool, since), key_id, I(db->pool, since)));
+    if (rv == APR_SUCCESS) rv = one_row("gmcp_usage_sum", &rs);
+    if (rv != APR_SUCCESS) return rv;
     r = GMCP_ROW(&rs, 0);
     out->requests = apr_atoi64(r[0]); out->errors = apr_atoi64(r[1]);
     out->rejected = apr_atoi64(r[2]); out->prompt_tokens = apr_atoi64(r[3]);
     out->output_tokens = apr_atoi64(r[4]); out->bytes_in = apr_atoi64(r[5]);
     out->bytes_out = apr_atoi64(r[6]);
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_rows *out)
+apr_status_t gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since,
+                             gmcp_rows *out)
 {
-    int rv = key_id
+    return key_id
         ? gmcp_db_select(db, "gmcp_usage_rows_key", out,
                          GMCP_ARGS(key_id, I(db->pool, since), key_id, I(db->pool, since)))
         : gmcp_db_select(db, "gmcp_usage_rows_all", out,
                          GMCP_ARGS(I(db->pool, since), I(db->pool, since)));
-    return rv ? GMCP_DB_ERROR : 0;
 }
 
 void gmcp_usage_merge(gmcp_usage *into, const gmcp_usage *u)
@@ -410,29 +420,24 @@ int gmcp_usage_empty(const gmcp_usage *u)
 
 /* ---- the shared rate-limit store ----------------------------------------------------------- */
 
-int gmcp_ratelimit_dbd(gmcp_db *db, const char *key_id, apr_int64_t now_us,
-                       apr_int64_t interval_us, apr_int64_t limit_us, int *allowed,
-                       apr_int64_t *tat)
+apr_status_t gmcp_ratelimit_dbd(gmcp_db *db, const char *key_id, apr_int64_t now_us,
+                                apr_int64_t interval_us, apr_int64_t limit_us, int *allowed,
+                                apr_int64_t *tat)
 {
     apr_pool_t *p = db->pool;
     const char *now = I(p, now_us), *iv = I(p, interval_us);
     gmcp_rows rs;
-    if (gmcp_db_select(db, db->pgsql ? "gmcp_ratelimit_pgsql" : "gmcp_ratelimit_sqlite", &rs,
-                       GMCP_ARGS(key_id, I(p, now_us + interval_us), now, iv, now, iv, now,
-                                 I(p, limit_us))))
-        return GMCP_DB_ERROR;
+    apr_status_t rv;
+    rv = gmcp_db_select(db, db->pgsql ? "gmcp_ratelimit_pgsql" : "gmcp_ratelimit_sqlite", &rs,
+                        GMCP_ARGS(key_id, I(p, now_us + interval_us), now, iv, now, iv, now,
+                                  I(p, limit_us)));
+    if (rv != APR_SUCCESS) return rv;
     *allowed = rs.rows->nelts == 1;
-    if (*allowed) {
-        *tat = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
-        return 0;
-    }
-    if (gmcp_db_select(db, "gmcp_ratelimit_tat", &rs, GMCP_ARGS(key_id)))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement gmcp_ratelimit_tat "
-                  "returned %d rows, not 1", rs.rows->nelts);
-        return GMCP_DB_ERROR;
+    if (!*allowed) {
+        rv = gmcp_db_select(db, "gmcp_ratelimit_tat", &rs, GMCP_ARGS(key_id));
+        if (rv == APR_SUCCESS) rv = one_row("gmcp_ratelimit_tat", &rs);
+        if (rv != APR_SUCCESS) return rv;
     }
     *tat = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
-    return 0;
+    return APR_SUCCESS;
 }

@@ -2,6 +2,7 @@
 #include "gmcp_lease.h"
 #include "gmcp_util.h"
 
+#include <apr_errno.h>
 #include <apr_network_io.h>
 #include <apr_strings.h>
 #include <errno.h>
@@ -11,37 +12,39 @@
 #include <string.h>
 #include <unistd.h>
 
-/* State letter and start time (clock ticks since boot) of a process; 0 when unknown. */
-static int proc_stat(long pid, char *state, unsigned long long *start)
+/* State letter and start time (clock ticks since boot) of a process: APR_SUCCESS, the
+ * OS's error opening /proc/<pid>/stat (ENOENT: no such process), or APR_EINVAL when it
+ * does not read as one. */
+static apr_status_t proc_stat(long pid, char *state, unsigned long long *start)
 {
     char path[64], buf[1024], *p;
     FILE *f;
     size_t n;
     int field;
     apr_snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    if (!(f = fopen(path, "r"))) return -1;
+    if (!(f = fopen(path, "r"))) return APR_FROM_OS_ERROR(errno);
     n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
     /* "pid (comm) S ..." — comm may hold spaces and parentheses: the last ')' ends it.
      * The start time is field 22; the state is field 3. */
-    if (!(p = strrchr(buf, ')')) || p[1] != ' ') return -1;
+    if (!(p = strrchr(buf, ')')) || p[1] != ' ') return APR_EINVAL;
     p += 2;
     *state = *p;
     for (field = 3; field < 22 && p; field++) {
         p = strchr(p, ' ');
         if (p) p++;
     }
-    if (!p) return -1;
+    if (!p) return APR_EINVAL;
     *start = strtoull(p, NULL, 10);
-    return 0;
+    return APR_SUCCESS;
 }
 
 static const char *self_start(apr_pool_t *p)
 {
     char state;
     unsigned long long start = 0;
-    if (proc_stat((long)getpid(), &state, &start)) return "0";
+    if (proc_stat((long)getpid(), &state, &start) != APR_SUCCESS) return "0";
     return apr_psprintf(p, "%llu", start);
 }
 
@@ -69,7 +72,7 @@ int gmcp_lease_holder_dead(const char *token)
     pid = strtol(slash + 1, &end, 10);
     if (pid <= 0 || *end != '/' || pid == (long)getpid()) return 0;
     if (kill((pid_t)pid, 0) != 0) return errno == ESRCH;
-    if (proc_stat(pid, &state, &start)) return 0;
+    if (proc_stat(pid, &state, &start) != APR_SUCCESS) return 0;
     if (state == 'Z' || state == 'X') return 1;    /* a zombie nobody reaped */
     /* "host/pid/start/random": a different start means the pid was reused. Tokens
      * from before the start was recorded ("host/pid/random") only have the pid. */

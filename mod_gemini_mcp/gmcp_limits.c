@@ -142,7 +142,7 @@ static int slot_moved(gmcp_slot *s, apr_uint32_t gen)
     return apr_atomic_read32(&s->gen) != gen;
 }
 
-/* gmcp_gcra on a shared timestamp, by compare-and-swap. */
+/* gmcp_gcra on a shared timestamp, by compare-and-swap (1 passed, 0 not). */
 static int gcra_shared(apr_time_t *tatp, apr_time_t now, apr_interval_time_t interval,
                        apr_interval_time_t limit, apr_interval_time_t cost, int commit,
                        apr_interval_time_t *retry_after, apr_int64_t *remaining,
@@ -160,9 +160,9 @@ static int gcra_shared(apr_time_t *tatp, apr_time_t now, apr_interval_time_t int
     }
 }
 
-int gmcp_limits_admit(gmcp_limits *l, const char *key, const gmcp_key_limits *kl,
-                      apr_time_t now, int check_rate, int spends_tokens, int enter,
-                      gmcp_admit_info *info)
+gmcp_admit gmcp_limits_admit(gmcp_limits *l, const char *key, const gmcp_key_limits *kl,
+                             apr_time_t now, int check_rate, int spends_tokens, int enter,
+                             gmcp_admit_info *info)
 {
     gmcp_slot *s;
     apr_uint32_t gen = 0;

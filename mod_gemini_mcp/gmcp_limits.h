@@ -51,9 +51,9 @@ apr_size_t gmcp_limits_size(apr_uint32_t nslots);
 void gmcp_limits_init(void *mem, apr_uint32_t nslots);
 
 /* One GCRA step (pure): may `cost` go at `now`, given the emission interval and the
- * burst allowance `limit` (= burst * interval)? On success *tat advances; either way
- * *retry_after is how long until it would pass (0 when it did) and *remaining how many
- * more unit-cost requests would pass right now. */
+ * burst allowance `limit` (= burst * interval)? 1 when it may (and *tat advanced), 0
+ * when not; either way *retry_after is how long until it would pass (0 when it did) and
+ * *remaining how many more unit-cost requests would pass right now. */
 int gmcp_gcra(apr_time_t *tat, apr_time_t now, apr_interval_time_t interval,
               apr_interval_time_t limit, apr_interval_time_t cost,
               apr_interval_time_t *retry_after, apr_int64_t *remaining);
@@ -66,12 +66,15 @@ typedef struct {
 } gmcp_key_limits;
 void gmcp_key_limits_of(const gmcp_key *k, gmcp_key_limits *out);
 
-/* Results of gmcp_limits_admit */
-#define GMCP_ADMIT_OK        0
-#define GMCP_ADMIT_RATE      1   /* request rate */
-#define GMCP_ADMIT_TOKENS    2   /* token rate: in debt from earlier calls */
-#define GMCP_ADMIT_INFLIGHT  3
-#define GMCP_ADMIT_FULL      4   /* no slot free: too many distinct keys at once */
+/* What gmcp_limits_admit decided: the request goes, or which limit refuses it (the
+ * caller answers each with its own 429). A refusal is no failure: admitting cannot fail. */
+typedef enum {
+    GMCP_ADMIT_OK = 0,
+    GMCP_ADMIT_RATE,        /* request rate */
+    GMCP_ADMIT_TOKENS,      /* token rate: in debt from earlier calls */
+    GMCP_ADMIT_INFLIGHT,
+    GMCP_ADMIT_FULL         /* no slot free: too many distinct keys at once */
+} gmcp_admit;
 
 typedef struct {
     apr_interval_time_t retry_after;
@@ -80,11 +83,12 @@ typedef struct {
 } gmcp_admit_info;
 
 /* Admit one request of `key`: the request rate, the token rate (when `spends_tokens`)
- * and, when `enter` is set, the in-flight cap (then pair with gmcp_limits_leave).
- * `check_rate` 0 skips the request rate (it was checked in the SQL store). */
-int gmcp_limits_admit(gmcp_limits *l, const char *key, const gmcp_key_limits *kl,
-                      apr_time_t now, int check_rate, int spends_tokens, int enter,
-                      gmcp_admit_info *info);
+ * and, when `enter` is set, the in-flight cap (then, when GMCP_ADMIT_OK, pair with
+ * gmcp_limits_leave). `check_rate` 0 skips the request rate (it was checked in the SQL
+ * store). */
+gmcp_admit gmcp_limits_admit(gmcp_limits *l, const char *key, const gmcp_key_limits *kl,
+                             apr_time_t now, int check_rate, int spends_tokens, int enter,
+                             gmcp_admit_info *info);
 void gmcp_limits_leave(gmcp_limits *l, const char *key);
 /* Charge tokens a call used against the token rate (may run into debt). */
 void gmcp_limits_charge_tokens(gmcp_limits *l, const char *key, const gmcp_key_limits *kl,

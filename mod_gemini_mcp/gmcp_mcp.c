@@ -97,9 +97,10 @@ static apr_status_t json_decref_void(void *j)
 
 /* ---- pagination --------------------------------------------------------------------- */
 
-/* Cursors are opaque to clients: base64url("<list>:<offset>"). */
-static int page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list, int total,
-                       int *from, int *to, const char **next)
+/* Cursors are opaque to clients: base64url("<list>:<offset>"). APR_SUCCESS, or
+ * APR_EINVAL for a cursor that is not one of ours (or no longer in range). */
+static apr_status_t page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
+                                int total, int *from, int *to, const char **next)
 {
     json_t *c = m->params ? json_object_get(m->params, "cursor") : NULL;
     *from = 0;
@@ -111,9 +112,9 @@ static int page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list, int
         if (!json_is_string(c)
             || !(raw = (const char *)gmcp_b64url_decode(x->pool, json_string_value(c), &len))
             || strlen(raw) != len || strncmp(raw, prefix, strlen(prefix)) != 0
-            || gmcp_parse_u64(raw + strlen(prefix), &off) != 0 || off > (apr_uint64_t)total
-            || off == 0)
-            return -1;
+            || gmcp_parse_u64(raw + strlen(prefix), &off) != APR_SUCCESS
+            || off > (apr_uint64_t)total || off == 0)
+            return APR_EINVAL;
         *from = (int)off;
     }
     *to = *from + x->srv->page_size;
@@ -124,7 +125,7 @@ static int page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list, int
     else {
         *to = total;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* A listing: its cursor prefix (also part of its page-cache key), the result member,
@@ -174,7 +175,8 @@ static const char *list_page_text(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp
     ps.key = l->key;
     ps.stateless = x->stateless;
     ps.method = meth->name;         /* for the stateless decoration */
-    if (page_bounds(x, m, l->cursor, ps.entries->nelts, &ps.from, &ps.to, &ps.next)) {
+    if (page_bounds(x, m, l->cursor, ps.entries->nelts, &ps.from, &ps.to, &ps.next)
+        != APR_SUCCESS) {
         *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown or stale cursor");
         return NULL;
     }
@@ -377,7 +379,7 @@ static json_t *do_resources_read(gmcp_rpc_ctx *x, const gmcp_msg *m)
     gmcp_read_fn read;
     json_t *vars = NULL, *res;
     if (!uri) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: resources/read needs a uri");
-    if (gmcp_registry_resource(x->srv->registry, uri, &prov, &read, &vars)) {
+    if (gmcp_registry_resource(x->srv->registry, uri, &prov, &read, &vars) == APR_SUCCESS) {
         x->call->error_code = 0;
         res = read(x->call, uri, vars, prov->baton);
         json_decref(vars);
@@ -393,7 +395,7 @@ static json_t *do_resources_read(gmcp_rpc_ctx *x, const gmcp_msg *m)
 static json_t *subscription(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
 {
     const char *uri = gmcp_json_str(m->params, "uri");
-    int rv;
+    apr_status_t rv;
     if (!uri) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: a uri is required");
     rv = add ? gmcp_subscription_add(x->db, x->session->id, uri)
              : gmcp_subscription_remove(x->db, x->session->id, uri);
@@ -514,11 +516,12 @@ static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
 
 /* ---- notifications ------------------------------------------------------------------ */
 
-static int note_cancelled(gmcp_rpc_ctx *x, const gmcp_msg *m)
+/* APR_SUCCESS; APR_EINVAL without a usable requestId; the store's failure. */
+static apr_status_t note_cancelled(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
     json_t *rid = m->params ? json_object_get(m->params, "requestId") : NULL;
-    if (!rid || !(json_is_string(rid) || json_is_integer(rid))) return -1;
-    return gmcp_cancel_record(x->db, x->session->id, gmcp_id_key(x->pool, rid)) ? -1 : 0;
+    if (!rid || !(json_is_string(rid) || json_is_integer(rid))) return APR_EINVAL;
+    return gmcp_cancel_record(x->db, x->session->id, gmcp_id_key(x->pool, rid));
 }
 
 /* ---- the method table ---------------------------------------------------------------- */
@@ -638,7 +641,8 @@ static json_t *mrtr_prepare(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_metho
         if (!json_is_string(rs)
             || gmcp_state_open(x->pool, x->srv->state_key, x->srv->state_key_len,
                                apr_pstrcat(x->pool, name ? name : "", "\n", x->principal,
-                                           NULL), json_string_value(rs), &state))
+                                           NULL), json_string_value(rs), &state)
+               != APR_SUCCESS)
             return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: requestState failed its "
                            "integrity check; start the request again without it");
         /* Kept for the call; released with the request pool. */
@@ -685,12 +689,12 @@ json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m)
     return x->stateless ? stateless_request(x, m, meth) : dispatch(x, m, meth);
 }
 
-int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m)
+apr_status_t gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
     const gmcp_method *meth = gmcp_mcp_method(m->method);
     /* initialized, progress, roots/list_changed and unknown notifications need no
      * action; notifications are never answered. */
     if (meth && (meth->flags & GMCP_METHOD_NOTIFICATION) && meth->notify)
         return meth->notify(x, m);
-    return 0;
+    return APR_SUCCESS;
 }

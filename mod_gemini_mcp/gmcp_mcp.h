@@ -62,7 +62,7 @@ typedef struct {
     unsigned flags;
     const gmcp_listing *listing;
     json_t *(*request)(gmcp_rpc_ctx *x, const gmcp_msg *m);
-    int (*notify)(gmcp_rpc_ctx *x, const gmcp_msg *m);
+    apr_status_t (*notify)(gmcp_rpc_ctx *x, const gmcp_msg *m);   /* as gmcp_mcp_notification */
     /* The params member naming what the request acts on ("name", "uri"): the
      * 2026-07-28 Mcp-Name header and the requestState binding. NULL: none. */
     const char *target;
@@ -92,14 +92,16 @@ json_t *gmcp_mcp_request(gmcp_rpc_ctx *x, const gmcp_msg *m);
  * serialized pages, so the hot path does no JSON building. */
 const char *gmcp_mcp_request_text(gmcp_rpc_ctx *x, const gmcp_msg *m);
 
-/* Handle a notification from the client. Returns 0 if accepted. */
-int gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m);
+/* Handle a notification from the client: APR_SUCCESS when accepted (also one that needs
+ * no action); APR_EINVAL when its params are unusable; GMCP_EDB. Never answered. */
+apr_status_t gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m);
 
 /* The client capability a server→client request method needs ("sampling" for
  * sampling/createMessage, ...), or NULL. */
 const char *gmcp_capability_for(const char *method);
 
-/* RFC 5424 level names used by logging/setLevel. -1 for an unknown name. */
+/* RFC 5424 level names used by logging/setLevel: the level (a gmcp_log_level value), or
+ * -1 for an unknown name (a lookup, not a status). */
 int gmcp_log_level_parse(const char *name);
 const char *gmcp_log_level_name(gmcp_log_level l);
 

@@ -15,37 +15,39 @@ static int cmp_version(const void *a, const void *b)
     return ((const gmcp_migration *)a)->version - ((const gmcp_migration *)b)->version;
 }
 
-/* The whole file at `path`, NUL-terminated; NULL (logged, *err set) on failure. */
-static char *slurp(apr_pool_t *p, const char *path, apr_size_t *len, const char **err)
+/* The whole file at `path` into *data, NUL-terminated. APR_SUCCESS, or the error of the
+ * file call (logged, *why set). */
+static apr_status_t slurp(apr_pool_t *p, const char *path, char **data, apr_size_t *len,
+                          const char **why)
 {
-    apr_file_t *f;
+    apr_file_t *f = NULL;
     apr_finfo_t ffi;
     apr_status_t rv;
     apr_size_t size;
-    char *data;
     if ((rv = apr_file_open(&f, path, APR_FOPEN_READ, 0, p)) != APR_SUCCESS) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0302", "cannot open %s", path);
-        *err = apr_psprintf(p, "cannot read %s", path);
-        return NULL;
+        f = NULL;
+        goto leave;
     }
     if ((rv = apr_file_info_get(&ffi, APR_FINFO_SIZE, f)) != APR_SUCCESS) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0303", "cannot stat %s", path);
-        *err = apr_psprintf(p, "cannot read %s", path);
-        apr_file_close(f);
-        return NULL;
+        goto leave;
     }
     size = (apr_size_t)ffi.size;
-    data = apr_palloc(p, size + 1);
-    if (size && (rv = apr_file_read_full(f, data, size, NULL)) != APR_SUCCESS) {
+    *data = apr_palloc(p, size + 1);
+    if (size && (rv = apr_file_read_full(f, *data, size, NULL)) != APR_SUCCESS) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0304", "cannot read %s", path);
-        *err = apr_psprintf(p, "cannot read %s", path);
-        apr_file_close(f);
-        return NULL;
+        goto leave;
     }
-    data[size] = '\0';
-    apr_file_close(f);
+    (*data)[size] = '\0';
     *len = size;
-    return data;
+leave:
+    if (f) apr_file_close(f);
+    if (rv != APR_SUCCESS) {
+        *data = NULL;
+        *why = apr_psprintf(p, "cannot read %s", path);
+    }
+    return rv;
 }
 
 static int ends_with(const char *s, size_t len, const char *suffix)
@@ -55,26 +57,28 @@ static int ends_with(const char *s, size_t len, const char *suffix)
 }
 
 /* The NNNN_*.sql files of dir, read: up migrations into migs, down scripts (NNNN_name.down.sql
- * undoes NNNN_name.sql: kept aside, never an up migration) into downs, both unsorted. */
-static int read_migration_files(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
-                                apr_array_header_t *downs, const char **err)
+ * undoes NNNN_name.sql: kept aside, never an up migration) into downs, both unsorted.
+ * APR_SUCCESS, or the error of the directory or file call (logged, *why set). */
+static apr_status_t read_migration_files(apr_pool_t *p, const char *dir,
+                                         apr_array_header_t *migs, apr_array_header_t *downs,
+                                         const char **why)
 {
     apr_dir_t *d;
     apr_finfo_t fi;
     apr_status_t rv;
-    int failed = 0;
 
     if ((rv = apr_dir_open(&d, dir, p)) != APR_SUCCESS) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0301",
                   "cannot open the migrations directory %s", dir);
-        *err = apr_psprintf(p, "cannot open migrations directory %s", dir);
-        return -1;
+        *why = apr_psprintf(p, "cannot open migrations directory %s", dir);
+        return rv;
     }
-    while (!failed && apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, d) == APR_SUCCESS) {
+    while (apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, d) == APR_SUCCESS) {
         const char *n = fi.name;
         size_t len = strlen(n);
         int down = ends_with(n, len, ".down.sql");
         gmcp_migration *m;
+        char *sql = NULL;
         apr_size_t size = 0;
         if (fi.filetype != APR_REG || len < 9 || !ends_with(n, len, ".sql")
             || !isdigit((unsigned char)n[0]))
@@ -84,86 +88,96 @@ static int read_migration_files(apr_pool_t *p, const char *dir, apr_array_header
         m->version = atoi(n);
         m->name = apr_pstrndup(p, n, len - (down ? 9 : 4));
         m->path = apr_pstrcat(p, dir, "/", n, NULL);
-        if (!(m->sql = slurp(p, m->path, &size, err))) failed = 1;
-        else m->checksum = gmcp_sha256_hex(p, m->sql, size);
+        if ((rv = slurp(p, m->path, &sql, &size, why)) != APR_SUCCESS) goto leave;
+        m->sql = sql;
+        m->checksum = gmcp_sha256_hex(p, m->sql, size);
     }
+leave:
     apr_dir_close(d);
-    return failed ? -1 : 0;
+    return rv;
 }
 
-/* The up migrations (sorted) are 1, 2, 3... and there is at least one. */
-static int check_numbering(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
-                           const char **err)
+/* The up migrations (sorted) are 1, 2, 3... and there is at least one: APR_SUCCESS, or
+ * APR_EINVAL with *why. */
+static apr_status_t check_numbering(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
+                                    const char **why)
 {
     int i;
     for (i = 0; i < migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
         if (m->version != i + 1) {
-            *err = apr_psprintf(p, "migrations in %s must be numbered 1, 2, 3... without gaps "
+            *why = apr_psprintf(p, "migrations in %s must be numbered 1, 2, 3... without gaps "
                                 "or duplicates; found %s at position %d", dir, m->name, i + 1);
-            return -1;
+            return APR_EINVAL;
         }
     }
     if (migs->nelts == 0) {
-        *err = apr_psprintf(p, "no migrations found in %s", dir);
-        return -1;
+        *why = apr_psprintf(p, "no migrations found in %s", dir);
+        return APR_EINVAL;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-/* Each down script to the up migration of its number: at most one each. */
-static int attach_down_scripts(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
-                               apr_array_header_t *downs, const char **err)
+/* Each down script to the up migration of its number: at most one each. APR_SUCCESS, or
+ * APR_EINVAL with *why. */
+static apr_status_t attach_down_scripts(apr_pool_t *p, const char *dir,
+                                        apr_array_header_t *migs, apr_array_header_t *downs,
+                                        const char **why)
 {
     int j;
     for (j = 0; j < downs->nelts; j++) {
         gmcp_migration *dn = &APR_ARRAY_IDX(downs, j, gmcp_migration);
         gmcp_migration *m;
         if (dn->version < 1 || dn->version > migs->nelts) {
-            *err = apr_psprintf(p, "down script %s.down.sql in %s has no migration %04d",
+            *why = apr_psprintf(p, "down script %s.down.sql in %s has no migration %04d",
                                 dn->name, dir, dn->version);
-            return -1;
+            return APR_EINVAL;
         }
         m = &APR_ARRAY_IDX(migs, dn->version - 1, gmcp_migration);
         if (m->down_sql) {
-            *err = apr_psprintf(p, "migration %s has two down scripts in %s", m->name, dir);
-            return -1;
+            *why = apr_psprintf(p, "migration %s has two down scripts in %s", m->name, dir);
+            return APR_EINVAL;
         }
         m->down_path = dn->path;
         m->down_sql = dn->sql;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
-                         apr_array_header_t **out, const char **err)
+apr_status_t gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char *driver,
+                                  apr_array_header_t **out, const char **why)
 {
     const char *dir = apr_pstrcat(p, sql_dir, "/", driver, NULL);
     apr_array_header_t *migs = apr_array_make(p, 8, sizeof(gmcp_migration));
     apr_array_header_t *downs = apr_array_make(p, 8, sizeof(gmcp_migration));
+    apr_status_t rv;
 
-    if (read_migration_files(p, dir, migs, downs, err)) return -1;
+    if ((rv = read_migration_files(p, dir, migs, downs, why)) != APR_SUCCESS) return rv;
     qsort(migs->elts, (size_t)migs->nelts, sizeof(gmcp_migration), cmp_version);
-    if (check_numbering(p, dir, migs, err) || attach_down_scripts(p, dir, migs, downs, err))
-        return -1;
+    if ((rv = check_numbering(p, dir, migs, why)) != APR_SUCCESS
+        || (rv = attach_down_scripts(p, dir, migs, downs, why)) != APR_SUCCESS)
+        return rv;
     *out = migs;
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int ensure_table(gmcp_db *db, const char **err)
+static apr_status_t ensure_table(gmcp_db *db, const char **why)
 {
-    int rv = gmcp_db_exec_raw(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                                  "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                                  "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)", NULL);
-    if (rv) *err = apr_psprintf(db->pool, "cannot create schema_migrations: %s",
-                                gmcp_db_error(db, rv));
+    apr_status_t rv = gmcp_db_exec_raw(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                           "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                                           "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                                       NULL);
+    if (rv != APR_SUCCESS)
+        *why = apr_psprintf(db->pool, "cannot create schema_migrations: %s",
+                            gmcp_db_error(db, -1));
     return rv;
 }
 
-int gmcp_migrate_inspect(gmcp_db *db, apr_array_header_t *migs, apr_array_header_t **missing,
-                         const char **err)
+apr_status_t gmcp_migrate_inspect(gmcp_db *db, apr_array_header_t *migs,
+                                  apr_array_header_t **missing, const char **why)
 {
-    int version = 0, rv, i, j;
+    int version = 0, i, j;
+    apr_status_t rv;
     gmcp_rows rs;
     *missing = apr_array_make(db->pool, 1, sizeof(gmcp_migration));
     for (j = 0; j < migs->nelts; j++) {
@@ -172,14 +186,14 @@ int gmcp_migrate_inspect(gmcp_db *db, apr_array_header_t *migs, apr_array_header
         m->applied_at = 0;
         m->applied_checksum = NULL;
     }
-    if (gmcp_db_schema_version(db, &version, err)) return -1;
-    if (version == 0) return 0;
+    if ((rv = gmcp_db_schema_version(db, &version, why)) != APR_SUCCESS) return rv;
+    if (version == 0) return APR_SUCCESS;
     rv = gmcp_db_select_raw(db, "SELECT version, checksum, applied_at, name "
                                 "FROM schema_migrations ORDER BY version", &rs);
-    if (rv) {
-        *err = apr_psprintf(db->pool, "cannot read schema_migrations: %s",
-                            gmcp_db_error(db, rv));
-        return -1;
+    if (rv != APR_SUCCESS) {
+        *why = apr_psprintf(db->pool, "cannot read schema_migrations: %s",
+                            gmcp_db_error(db, -1));
+        return rv;
     }
     for (i = 0; i < rs.rows->nelts; i++) {
         const char **row = GMCP_ROW(&rs, i);
@@ -203,80 +217,84 @@ int gmcp_migrate_inspect(gmcp_db *db, apr_array_header_t *migs, apr_array_header
             m->applied = m->missing = 1;
         }
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_migrate_status(gmcp_db *db, apr_array_header_t *migs, const char **err)
+apr_status_t gmcp_migrate_status(gmcp_db *db, apr_array_header_t *migs, const char **why)
 {
     apr_array_header_t *missing;
-    if (gmcp_migrate_inspect(db, migs, &missing, err)) return -1;
+    apr_status_t rv = gmcp_migrate_inspect(db, migs, &missing, why);
+    if (rv != APR_SUCCESS) return rv;
     if (missing->nelts) {
         gmcp_migration *m = &APR_ARRAY_IDX(missing, missing->nelts - 1, gmcp_migration);
-        *err = apr_psprintf(db->pool, "the database has migration %d applied, newer than "
+        *why = apr_psprintf(db->pool, "the database has migration %d applied, newer than "
                             "any this gmcpctl knows (%d): use a newer gmcpctl", m->version,
                             migs->nelts);
-        return -1;
+        return GMCP_ESCHEMA;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int apply_one(gmcp_db *db, gmcp_migration *m, const char **err)
+/* One migration and its schema_migrations row, in one transaction. */
+static apr_status_t apply_one(gmcp_db *db, gmcp_migration *m, const char **why)
 {
     apr_array_header_t *stmts = gmcp_sql_split(db->pool, m->sql);
     apr_dbd_transaction_t *t = NULL;
-    int i, rv = 0;
-    if ((rv = gmcp_db_begin(db, &t)) != 0) {
-        *err = apr_psprintf(db->pool, "cannot start a transaction: %s", gmcp_db_error(db, rv));
-        if (t) gmcp_db_end(db, t, 1);
-        return -1;
+    const char *sql;
+    apr_status_t rv, end;
+    int i;
+    if ((rv = gmcp_db_begin(db, &t)) != APR_SUCCESS) {
+        *why = apr_psprintf(db->pool, "cannot start a transaction: %s", gmcp_db_error(db, -1));
+        goto leave;
     }
-    for (i = 0; i < stmts->nelts && !rv; i++) {
+    for (i = 0; i < stmts->nelts; i++) {
         rv = gmcp_db_exec_raw(db, APR_ARRAY_IDX(stmts, i, const char *), NULL);
-        if (rv)
-            *err = apr_psprintf(db->pool, "migration %s failed at statement %d: %s",
-                                m->name, i + 1, gmcp_db_error(db, rv));
+        if (rv != APR_SUCCESS) {
+            *why = apr_psprintf(db->pool, "migration %s failed at statement %d: %s",
+                                m->name, i + 1, gmcp_db_error(db, -1));
+            goto leave;
+        }
     }
-    if (!rv) {
-        const char *sql = apr_psprintf(db->pool, "INSERT INTO schema_migrations (version, name, "
-                                       "checksum, applied_at) VALUES (%d, '%s', '%s', %s)",
-                                       m->version, m->name, m->checksum,
-                                       gmcp_now_str(db->pool));
-        rv = gmcp_db_exec_raw(db, sql, NULL);
-        if (rv)
-            *err = apr_psprintf(db->pool, "cannot record migration %s: %s", m->name,
-                                gmcp_db_error(db, rv));
+    sql = apr_psprintf(db->pool, "INSERT INTO schema_migrations (version, name, checksum, "
+                       "applied_at) VALUES (%d, '%s', '%s', %s)", m->version, m->name,
+                       m->checksum, gmcp_now_str(db->pool));
+    if ((rv = gmcp_db_exec_raw(db, sql, NULL)) != APR_SUCCESS)
+        *why = apr_psprintf(db->pool, "cannot record migration %s: %s", m->name,
+                            gmcp_db_error(db, -1));
+leave:
+    end = t ? gmcp_db_end(db, t, rv != APR_SUCCESS) : APR_SUCCESS;
+    if (rv == APR_SUCCESS && end != APR_SUCCESS) {
+        *why = apr_psprintf(db->pool, "cannot commit migration %s", m->name);
+        rv = end;
     }
-    if (gmcp_db_end(db, t, rv != 0) && !rv) {
-        *err = apr_psprintf(db->pool, "cannot commit migration %s", m->name);
-        rv = -1;
-    }
-    return rv ? -1 : 0;
+    return rv;
 }
 
-static int sqlite_wal(gmcp_db *db, const char **err)
+static apr_status_t sqlite_wal(gmcp_db *db, const char **why)
 {
     gmcp_rows rs;
     /* WAL lets readers in every httpd child run beside one writer; it is a property of
      * the file, so setting it here once is enough. */
-    int rv = gmcp_db_select_raw(db, "PRAGMA journal_mode=WAL", &rs);
-    if (rv || rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]
-        || strcasecmp(GMCP_ROW(&rs, 0)[0], "wal") != 0) {
-        *err = "cannot switch the SQLite database to WAL mode (is it on a network file system?)";
-        return -1;
-    }
-    return 0;
+    apr_status_t rv = gmcp_db_select_raw(db, "PRAGMA journal_mode=WAL", &rs);
+    if (rv == APR_SUCCESS
+        && (rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]
+            || strcasecmp(GMCP_ROW(&rs, 0)[0], "wal") != 0))
+        rv = GMCP_EDB;          /* it answered, but stays in another mode */
+    if (rv != APR_SUCCESS)
+        *why = "cannot switch the SQLite database to WAL mode (is it on a network file system?)";
+    return rv;
 }
 
 /* The migration lock (PostgreSQL; SQLite serialises writers itself). */
-static int pg_lock(gmcp_db *db, const char **err)
+static apr_status_t pg_lock(gmcp_db *db, const char **why)
 {
     gmcp_rows rs;
+    apr_status_t rv = APR_SUCCESS;
     if (db->pgsql
-        && gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" GMCP_MIGRATE_LOCK_KEY ")", &rs)) {
-        *err = "cannot take the migration lock";
-        return -1;
-    }
-    return 0;
+        && (rv = gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" GMCP_MIGRATE_LOCK_KEY ")",
+                                    &rs)) != APR_SUCCESS)
+        *why = "cannot take the migration lock";
+    return rv;
 }
 
 static void pg_unlock(gmcp_db *db)
@@ -286,36 +304,37 @@ static void pg_unlock(gmcp_db *db)
         gmcp_db_select_raw(db, "SELECT pg_advisory_unlock(" GMCP_MIGRATE_LOCK_KEY ")", &rs);
 }
 
-int gmcp_migrate_apply(gmcp_db *db, apr_array_header_t *migs, int *applied, const char **err)
+apr_status_t gmcp_migrate_apply(gmcp_db *db, apr_array_header_t *migs, int *applied,
+                                const char **why)
 {
-    int i, rv = 0;
+    apr_status_t rv;
+    int i;
     *applied = 0;
-    if (!db->pgsql && sqlite_wal(db, err)) return -1;
-    if (pg_lock(db, err)) return -1;
-    if (ensure_table(db, err) || gmcp_migrate_status(db, migs, err)) {
-        rv = -1;
-        goto done;
-    }
+    if (!db->pgsql && (rv = sqlite_wal(db, why)) != APR_SUCCESS) return rv;
+    if ((rv = pg_lock(db, why)) != APR_SUCCESS) return rv;
+    if ((rv = ensure_table(db, why)) != APR_SUCCESS
+        || (rv = gmcp_migrate_status(db, migs, why)) != APR_SUCCESS)
+        goto leave;
     for (i = 0; i < migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
         if (m->applied && strcmp(m->applied_checksum, m->checksum) != 0) {
-            *err = apr_psprintf(db->pool, "migration %s was changed after it was applied "
+            *why = apr_psprintf(db->pool, "migration %s was changed after it was applied "
                                 "(checksum %.12s... in the database, %.12s... on disk); "
                                 "restore the original file", m->name, m->applied_checksum,
                                 m->checksum);
-            rv = -1;
-            goto done;
+            rv = GMCP_ESCHEMA;
+            goto leave;
         }
     }
     for (i = 0; i < migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
         if (m->applied) continue;
-        if (apply_one(db, m, err)) { rv = -1; goto done; }
+        if ((rv = apply_one(db, m, why)) != APR_SUCCESS) goto leave;
         m->applied = 1;
         m->applied_checksum = m->checksum;
         (*applied)++;
     }
-done:
+leave:
     pg_unlock(db);
     return rv;
 }
@@ -523,8 +542,8 @@ static const char *sql_quote(apr_pool_t *p, const char *v)
     return out;
 }
 
-/* Does table `t` exist? 1 yes, 0 no, -1 error. */
-static int table_exists(gmcp_db *db, const char *t)
+/* Does table `t` exist (*exists 1 or 0)? APR_SUCCESS or GMCP_EDB. */
+static apr_status_t table_exists(gmcp_db *db, const char *t, int *exists)
 {
     gmcp_rows rs;
     const char *sql = db->pgsql
@@ -532,24 +551,30 @@ static int table_exists(gmcp_db *db, const char *t)
                        sql_quote(db->pool, apr_pstrcat(db->pool, "\"", t, "\"", NULL)))
         : apr_psprintf(db->pool, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                        "AND name = %s", sql_quote(db->pool, t));
-    if (gmcp_db_select_raw(db, sql, &rs) || rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0])
-        return -1;
-    return !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
+    apr_status_t rv = gmcp_db_select_raw(db, sql, &rs);
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]) return GMCP_EDB;
+    *exists = !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
+    return APR_SUCCESS;
 }
 
-/* Does existing table `t` hold a row? 1 yes, 0 no, -1 error. On PostgreSQL the table is
- * locked first (until the transaction ends), so that no row arrives between this check
- * and the down script. */
-static int table_has_rows(gmcp_db *db, const char *t)
+/* Does existing table `t` hold a row (*has_rows 1 or 0)? APR_SUCCESS or GMCP_EDB. On
+ * PostgreSQL the table is locked first (until the transaction ends), so that no row
+ * arrives between this check and the down script. */
+static apr_status_t table_has_rows(gmcp_db *db, const char *t, int *has_rows)
 {
     gmcp_rows rs;
-    if (db->pgsql && gmcp_db_exec_raw(db, apr_psprintf(db->pool, "LOCK TABLE \"%s\" IN ACCESS "
-                                                       "EXCLUSIVE MODE", t), NULL))
-        return -1;
-    if (gmcp_db_select_raw(db, apr_psprintf(db->pool, "SELECT EXISTS (SELECT 1 FROM \"%s\")", t),
-                           &rs) || rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0])
-        return -1;
-    return !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
+    apr_status_t rv;
+    if (db->pgsql
+        && (rv = gmcp_db_exec_raw(db, apr_psprintf(db->pool, "LOCK TABLE \"%s\" IN ACCESS "
+                                                   "EXCLUSIVE MODE", t), NULL)) != APR_SUCCESS)
+        return rv;
+    rv = gmcp_db_select_raw(db, apr_psprintf(db->pool, "SELECT EXISTS (SELECT 1 FROM \"%s\")",
+                                             t), &rs);
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]) return GMCP_EDB;
+    *has_rows = !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
+    return APR_SUCCESS;
 }
 
 /* gmcp_migrate_down's plan: what to undo and what was found on the way. */
@@ -563,39 +588,43 @@ typedef struct {
     const char *names;          /* their names, newest first, space-separated */
     const char *lossy;          /* what the rollback would drop; NULL: nothing */
     int audit_survives;         /* no down script drops data from audit_log */
-    const char **err;
+    const char **why;
 } down_plan;
 
-/* Step 1: every applied migration is as its file says; none to undo lacks a file. */
-static int down_check_applied(down_plan *dp)
+/* Step 1: every applied migration is as its file says (else GMCP_ESCHEMA); none to undo
+ * lacks a file (GMCP_ESCHEMA). */
+static apr_status_t down_check_applied(down_plan *dp)
 {
     apr_array_header_t *missing;
+    apr_status_t rv;
     int i;
-    if (gmcp_migrate_inspect(dp->db, dp->migs, &missing, dp->err)) return -1;
+    if ((rv = gmcp_migrate_inspect(dp->db, dp->migs, &missing, dp->why)) != APR_SUCCESS)
+        return rv;
     for (i = 0; i < dp->migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(dp->migs, i, gmcp_migration);
         if (m->applied && m->version > dp->current) dp->current = m->version;
         if (m->applied && strcmp(m->applied_checksum, m->checksum) != 0) {
-            *dp->err = apr_psprintf(dp->p, "migration %s was changed after it was applied "
+            *dp->why = apr_psprintf(dp->p, "migration %s was changed after it was applied "
                                     "(checksum %.12s... in the database, %.12s... on disk): "
                                     "restore the original file before rolling back", m->name,
                                     m->applied_checksum, m->checksum);
-            return -1;
+            return GMCP_ESCHEMA;
         }
     }
     for (i = 0; i < missing->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(missing, i, gmcp_migration);
         if (m->version > dp->target) {
-            *dp->err = apr_psprintf(dp->p, "migration %s is applied but has no file in the "
+            *dp->why = apr_psprintf(dp->p, "migration %s is applied but has no file in the "
                                     "migrations directory: it cannot be rolled back", m->name);
-            return -1;
+            return GMCP_ESCHEMA;
         }
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-/* Step 2: what to undo, newest first; each one must have its down script. */
-static int down_collect(down_plan *dp)
+/* Step 2: what to undo, newest first; each one must have its down script (else
+ * APR_ENOENT). */
+static apr_status_t down_collect(down_plan *dp)
 {
     int i;
     dp->todo = apr_array_make(dp->p, 4, sizeof(gmcp_migration *));
@@ -603,29 +632,28 @@ static int down_collect(down_plan *dp)
         gmcp_migration *m = &APR_ARRAY_IDX(dp->migs, i, gmcp_migration);
         if (!m->applied || m->version <= dp->target) continue;
         if (!m->down_sql) {
-            *dp->err = apr_psprintf(dp->p, "migration %s has no down script (%s.down.sql): it "
+            *dp->why = apr_psprintf(dp->p, "migration %s has no down script (%s.down.sql): it "
                                     "cannot be rolled back", m->name, m->name);
-            return -1;
+            return APR_ENOENT;
         }
         APR_ARRAY_PUSH(dp->todo, gmcp_migration *) = m;
         dp->names = apr_pstrcat(dp->p, dp->names, *dp->names ? " " : "", m->name, NULL);
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* Step 3: one transaction for the whole rollback: the checks below hold until it ends.
  * *t is NULL when it could not be started. */
-static int down_begin(down_plan *dp, apr_dbd_transaction_t **t)
+static apr_status_t down_begin(down_plan *dp, apr_dbd_transaction_t **t)
 {
-    int rv = gmcp_db_begin(dp->db, t);
-    if (rv != 0) {
-        *dp->err = apr_psprintf(dp->p, "cannot start a transaction: %s",
-                                gmcp_db_error(dp->db, rv));
+    apr_status_t rv = gmcp_db_begin(dp->db, t);
+    if (rv != APR_SUCCESS) {
+        *dp->why = apr_psprintf(dp->p, "cannot start a transaction: %s",
+                                gmcp_db_error(dp->db, -1));
         if (*t) gmcp_db_end(dp->db, *t, 1);
         *t = NULL;
-        return -1;
     }
-    return 0;
+    return rv;
 }
 
 /* Every table a down script drops, drops columns of, deletes from or truncates, each
@@ -658,23 +686,25 @@ static void down_data_tables(down_plan *dp, apr_array_header_t **tables,
 }
 
 /* Step 4: would it drop data? Of the tables above, those that exist now and hold a row
- * (and those whose names cannot be checked) go into dp->lossy; refused unless `force`. */
-static int down_check_loss(down_plan *dp, int force, int *refused)
+ * (and those whose names cannot be checked) go into dp->lossy; refused unless `force`
+ * (APR_EINVAL, *refused = 1). */
+static apr_status_t down_check_loss(down_plan *dp, int force, int *refused)
 {
     apr_array_header_t *tables, *owners;
+    apr_status_t rv;
     int k;
     down_data_tables(dp, &tables, &owners);
     for (k = 0; k < tables->nelts; k++) {
         const char *tn = APR_ARRAY_IDX(tables, k, const char *), *why = NULL;
-        int ex, rows = 0;
+        int ex = 0, rows = 0;
         if (!plain_identifier(tn)) {
             why = apr_psprintf(dp->p, "%s cannot be checked", tn);
         }
-        else if ((ex = table_exists(dp->db, tn)) < 0
-                 || (ex && (rows = table_has_rows(dp->db, tn)) < 0)) {
-            *dp->err = apr_psprintf(dp->p, "cannot check table %s: %s", tn,
+        else if ((rv = table_exists(dp->db, tn, &ex)) != APR_SUCCESS
+                 || (ex && (rv = table_has_rows(dp->db, tn, &rows)) != APR_SUCCESS)) {
+            *dp->why = apr_psprintf(dp->p, "cannot check table %s: %s", tn,
                                     gmcp_db_error(dp->db, -1));
-            return -1;
+            return rv;
         }
         else if (ex && rows) {
             why = apr_psprintf(dp->p, "%s has rows", tn);
@@ -686,70 +716,81 @@ static int down_check_loss(down_plan *dp, int force, int *refused)
     }
     if (dp->lossy && !force) {
         *refused = 1;
-        *dp->err = apr_psprintf(dp->p, "rolling back to version %d would drop data: %s; "
+        *dp->why = apr_psprintf(dp->p, "rolling back to version %d would drop data: %s; "
                                 "nothing was changed (--force drops it)", dp->target,
                                 dp->lossy);
-        return -1;
+        return APR_EINVAL;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* Step 5: the audit row goes in first, in the same transaction, while the table exists;
- * when the rollback drops audit_log itself there is nowhere left to keep it. */
-static int down_audit(down_plan *dp, const char *actor, int *audited)
+ * when the rollback drops audit_log itself there is nowhere left to keep it (nor when
+ * whether it exists cannot be told: then the down scripts fail too). */
+static apr_status_t down_audit(down_plan *dp, const char *actor, int *audited)
 {
     const char *detail, *sql;
-    int rv;
-    if (!actor || !dp->audit_survives || table_exists(dp->db, "audit_log") != 1) return 0;
+    apr_status_t rv;
+    int exists = 0;
+    if (!actor || !dp->audit_survives || table_exists(dp->db, "audit_log", &exists) != APR_SUCCESS
+        || !exists)
+        return APR_SUCCESS;
     detail = apr_psprintf(dp->p, "from version %d to %d: %s%s", dp->current, dp->target,
                           dp->names, dp->lossy ? " (forced)" : "");
     sql = apr_psprintf(dp->p, "INSERT INTO audit_log (at, actor, action, key_id, detail) "
                        "VALUES (%s, %s, 'schema.down', '', %s)", gmcp_now_str(dp->p),
                        sql_quote(dp->p, actor), sql_quote(dp->p, detail));
-    if ((rv = gmcp_db_exec_raw(dp->db, sql, NULL)) != 0) {
-        *dp->err = apr_psprintf(dp->p, "cannot write the audit log: %s",
-                                gmcp_db_error(dp->db, rv));
-        return -1;
+    if ((rv = gmcp_db_exec_raw(dp->db, sql, NULL)) != APR_SUCCESS) {
+        *dp->why = apr_psprintf(dp->p, "cannot write the audit log: %s",
+                                gmcp_db_error(dp->db, -1));
+        return rv;
     }
     *audited = 1;
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* Step 6: each down script, then its schema_migrations row; `done` lists them. */
-static int down_run_scripts(down_plan *dp, apr_array_header_t *done)
+static apr_status_t down_run_scripts(down_plan *dp, apr_array_header_t *done)
 {
-    int i, j, rv = 0;
-    for (i = 0; i < dp->todo->nelts && !rv; i++) {
+    apr_status_t rv;
+    int i, j;
+    for (i = 0; i < dp->todo->nelts; i++) {
         gmcp_migration *m = APR_ARRAY_IDX(dp->todo, i, gmcp_migration *);
         apr_array_header_t *stmts = gmcp_sql_split(dp->p, m->down_sql);
-        for (j = 0; j < stmts->nelts && !rv; j++) {
+        for (j = 0; j < stmts->nelts; j++) {
             rv = gmcp_db_exec_raw(dp->db, APR_ARRAY_IDX(stmts, j, const char *), NULL);
-            if (rv != 0)
-                *dp->err = apr_psprintf(dp->p, "down script of %s failed at statement %d: %s; "
+            if (rv != APR_SUCCESS) {
+                *dp->why = apr_psprintf(dp->p, "down script of %s failed at statement %d: %s; "
                                         "nothing was changed", m->name, j + 1,
-                                        gmcp_db_error(dp->db, rv));
+                                        gmcp_db_error(dp->db, -1));
+                return rv;
+            }
         }
-        if (!rv && (rv = gmcp_db_exec_raw(dp->db, apr_psprintf(dp->p, "DELETE FROM "
-                                          "schema_migrations WHERE version = %d", m->version),
-                                          NULL)) != 0)
-            *dp->err = apr_psprintf(dp->p, "cannot remove migration %s from schema_migrations: "
-                                    "%s", m->name, gmcp_db_error(dp->db, rv));
-        if (!rv) APR_ARRAY_PUSH(done, const char *) = m->name;
+        rv = gmcp_db_exec_raw(dp->db, apr_psprintf(dp->p, "DELETE FROM schema_migrations "
+                                                   "WHERE version = %d", m->version), NULL);
+        if (rv != APR_SUCCESS) {
+            *dp->why = apr_psprintf(dp->p, "cannot remove migration %s from schema_migrations: "
+                                    "%s", m->name, gmcp_db_error(dp->db, -1));
+            return rv;
+        }
+        APR_ARRAY_PUSH(done, const char *) = m->name;
     }
-    return rv ? -1 : 0;
+    return APR_SUCCESS;
 }
 
-/* Step 7: commit when everything went through (rv 0), else roll back; after a rollback
- * nothing was done or audited, after a commit the undone migrations are not applied. */
-static int down_end(down_plan *dp, apr_dbd_transaction_t *t, int rv, apr_array_header_t *done,
-                    int *audited)
+/* Step 7: commit when everything went through (rv APR_SUCCESS), else roll back; after a
+ * rollback nothing was done or audited, after a commit the undone migrations are not
+ * applied. The outcome: rv, or the commit's failure. */
+static apr_status_t down_end(down_plan *dp, apr_dbd_transaction_t *t, apr_status_t rv,
+                             apr_array_header_t *done, int *audited)
 {
-    int i, failed = rv != 0;
-    if (gmcp_db_end(dp->db, t, failed) && !failed) {
-        *dp->err = "cannot commit the rollback; nothing was changed";
-        rv = -1;
+    apr_status_t end = gmcp_db_end(dp->db, t, rv != APR_SUCCESS);
+    int i;
+    if (rv == APR_SUCCESS && end != APR_SUCCESS) {
+        *dp->why = "cannot commit the rollback; nothing was changed";
+        rv = end;
     }
-    if (rv) {
+    if (rv != APR_SUCCESS) {
         apr_array_clear(done);
         *audited = 0;
         return rv;
@@ -760,25 +801,25 @@ static int down_end(down_plan *dp, apr_dbd_transaction_t *t, int rv, apr_array_h
         m->applied_at = 0;
         m->applied_checksum = NULL;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_migrate_down(gmcp_db *db, apr_array_header_t *migs, int target, int force,
-                      const char *actor, apr_array_header_t **done, int *refused,
-                      int *audited, const char **err)
+apr_status_t gmcp_migrate_down(gmcp_db *db, apr_array_header_t *migs, int target, int force,
+                               const char *actor, apr_array_header_t **done, int *refused,
+                               int *audited, const char **why)
 {
     down_plan dp;
     apr_dbd_transaction_t *t = NULL;
-    int rv;
+    apr_status_t rv;
 
     *done = apr_array_make(db->pool, 4, sizeof(const char *));
     *refused = 0;
     *audited = 0;
     if (target < 0) {
-        *err = "the target version must be 0 or more";
-        return -1;
+        *why = "the target version must be 0 or more";
+        return APR_EINVAL;
     }
-    if (pg_lock(db, err)) return -1;
+    if ((rv = pg_lock(db, why)) != APR_SUCCESS) return rv;
     memset(&dp, 0, sizeof(dp));
     dp.db = db;
     dp.p = db->pool;
@@ -786,13 +827,16 @@ int gmcp_migrate_down(gmcp_db *db, apr_array_header_t *migs, int target, int for
     dp.target = target;
     dp.names = "";
     dp.audit_survives = 1;
-    dp.err = err;
-    rv = (down_check_applied(&dp) || down_collect(&dp)) ? -1 : 0;
-    if (!rv && dp.todo->nelts && (rv = down_begin(&dp, &t)) == 0) {
-        rv = (down_check_loss(&dp, force, refused) || down_audit(&dp, actor, audited)
-              || down_run_scripts(&dp, *done)) ? -1 : 0;
-        rv = down_end(&dp, t, rv, *done, audited);
-    }
+    dp.why = why;
+    if ((rv = down_check_applied(&dp)) != APR_SUCCESS || (rv = down_collect(&dp)) != APR_SUCCESS
+        || !dp.todo->nelts)
+        goto leave;
+    if ((rv = down_begin(&dp, &t)) != APR_SUCCESS) goto leave;
+    if ((rv = down_check_loss(&dp, force, refused)) == APR_SUCCESS
+        && (rv = down_audit(&dp, actor, audited)) == APR_SUCCESS)
+        rv = down_run_scripts(&dp, *done);
+    rv = down_end(&dp, t, rv, *done, audited);
+leave:
     pg_unlock(db);
     return rv;
 }

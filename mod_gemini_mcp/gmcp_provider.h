@@ -24,11 +24,15 @@ typedef enum {
 
 typedef struct gmcp_call gmcp_call;
 
-/* Results of gmcp_input() */
-#define GMCP_INPUT_OK           0   /* *response holds the client's answer */
-#define GMCP_INPUT_NEEDED       1   /* stateless: recorded; return gmcp_input_required() */
-#define GMCP_INPUT_UNSUPPORTED  2   /* the client did not declare that capability */
-#define GMCP_INPUT_FAILED      -1   /* c->error_message says why */
+/* What gmcp_input() came to: a provider answers each differently (use the answer, return
+ * gmcp_input_required(), go without), hence an outcome rather than a status. The values
+ * are part of the provider interface. */
+typedef enum {
+    GMCP_INPUT_FAILED = -1,     /* c->error_message says why */
+    GMCP_INPUT_OK = 0,          /* *response holds the client's answer */
+    GMCP_INPUT_NEEDED = 1,      /* stateless: recorded; return gmcp_input_required() */
+    GMCP_INPUT_UNSUPPORTED = 2  /* the client did not declare that capability */
+} gmcp_input_result;
 
 /* What the transport offers to a running call. */
 typedef struct {
@@ -50,8 +54,8 @@ typedef struct {
      * server→client request; on the stateless revision (2026-07-28) the answer comes
      * from the request's inputResponses[key], or the request is recorded and the
      * tool must return input_required(). */
-    int (*input)(gmcp_call *c, const char *key, const char *method, json_t *params /* stolen */,
-                 json_t **response);
+    gmcp_input_result (*input)(gmcp_call *c, const char *key, const char *method,
+                               json_t *params /* stolen */, json_t **response);
     /* An InputRequiredResult for the recorded requests; `state` (stolen, may be NULL)
      * comes back verified in c->state on the client's retry. */
     json_t *(*input_required)(gmcp_call *c, json_t *state);
@@ -163,8 +167,8 @@ static inline int gmcp_ask(gmcp_call *c, const char *method, json_t *params,
 { return c->ops->ask(c, method, params, result, errmsg); }
 static inline int gmcp_cancelled(gmcp_call *c) { return c->ops->cancelled(c); }
 static inline int gmcp_detach(gmcp_call *c) { return c->ops->detach(c); }
-static inline int gmcp_input(gmcp_call *c, const char *key, const char *method,
-                             json_t *params, json_t **response)
+static inline gmcp_input_result gmcp_input(gmcp_call *c, const char *key, const char *method,
+                                           json_t *params, json_t **response)
 { return c->ops->input(c, key, method, params, response); }
 static inline json_t *gmcp_input_required(gmcp_call *c, json_t *state)
 { return c->ops->input_required(c, state); }

@@ -31,19 +31,20 @@ static json_t *pool_json(apr_pool_t *p, json_t *j)
     return j;
 }
 
-/* Parse an embedded JSON text; NULL text gives NULL without error. */
-static int parse_def(apr_pool_t *p, const char *text, const char *what, const char *name,
-                     json_t **out, const char **err)
+/* Parse an embedded JSON text; NULL text gives NULL without error. APR_SUCCESS, or
+ * APR_EINVAL with *why. */
+static apr_status_t parse_def(apr_pool_t *p, const char *text, const char *what,
+                              const char *name, json_t **out, const char **why)
 {
     json_error_t je;
     *out = NULL;
-    if (!text) return 0;
+    if (!text) return APR_SUCCESS;
     *out = json_loads(text, 0, &je);
     if (!*out) {
-        *err = apr_psprintf(p, "%s of '%s' is not valid JSON: %s", what, name, je.text);
-        return -1;
+        *why = apr_psprintf(p, "%s of '%s' is not valid JSON: %s", what, name, je.text);
+        return APR_EINVAL;
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 static void set_opt(json_t *o, const char *key, const char *val)
@@ -51,43 +52,56 @@ static void set_opt(json_t *o, const char *key, const char *val)
     if (val) json_object_set_new(o, key, json_string(val));
 }
 
-static int add_tools(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
-                     const char **err)
+/* Each add_* takes a provider's definitions of one kind: APR_SUCCESS, APR_EEXIST for a
+ * name defined already, APR_EINVAL for a definition that is incomplete or does not parse;
+ * *why says which. */
+static apr_status_t add_tools(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                              const char **why)
 {
     const gmcp_tool *t;
+    json_t *schema = NULL, *out_schema = NULL, *ann = NULL;
+    apr_status_t rv = APR_SUCCESS;
     for (t = prov->tools; t && t->name; t++) {
         gmcp_tool_entry *e;
-        json_t *schema, *out_schema, *ann, *l;
+        json_t *l;
         if (!gmcp_tool_name_valid(t->name)) {
-            *err = apr_psprintf(p, "provider '%s': tool name '%s' is not 1-64 characters "
+            *why = apr_psprintf(p, "provider '%s': tool name '%s' is not 1-64 characters "
                                 "of [A-Za-z0-9_.-]", prov->name, t->name);
-            return -1;
+            rv = APR_EINVAL;
+            goto leave;
         }
         if (gmcp_registry_tool(r, t->name)) {
-            *err = apr_psprintf(p, "provider '%s': tool '%s' is already defined",
+            *why = apr_psprintf(p, "provider '%s': tool '%s' is already defined",
                                 prov->name, t->name);
-            return -1;
+            rv = APR_EEXIST;
+            goto leave;
         }
         if (!t->input_schema || !t->description || !t->call) {
-            *err = apr_psprintf(p, "provider '%s': tool '%s' needs a description, an input "
+            *why = apr_psprintf(p, "provider '%s': tool '%s' needs a description, an input "
                                 "schema and a function", prov->name, t->name);
-            return -1;
+            rv = APR_EINVAL;
+            goto leave;
         }
-        if (parse_def(p, t->input_schema, "input schema", t->name, &schema, err)
-            || parse_def(p, t->output_schema, "output schema", t->name, &out_schema, err)
-            || parse_def(p, t->annotations, "annotations", t->name, &ann, err))
-            return -1;
+        if ((rv = parse_def(p, t->input_schema, "input schema", t->name, &schema, why))
+            || (rv = parse_def(p, t->output_schema, "output schema", t->name, &out_schema, why))
+            || (rv = parse_def(p, t->annotations, "annotations", t->name, &ann, why)))
+            goto leave;
         l = json_pack("{s:s, s:s, s:o}", "name", t->name, "description", t->description,
                       "inputSchema", schema);
         set_opt(l, "title", t->title);
         if (out_schema) json_object_set_new(l, "outputSchema", out_schema);
         if (ann) json_object_set_new(l, "annotations", ann);
+        schema = out_schema = ann = NULL;       /* the listing has them */
         e = apr_array_push(r->tools);
         e->provider = prov;
         e->def = t;
         e->listing = pool_json(p, l);
     }
-    return 0;
+leave:
+    json_decref(schema);
+    json_decref(out_schema);
+    json_decref(ann);
+    return rv;
 }
 
 static json_t *resource_listing(const char *key, const char *uri, const char *name,
@@ -100,35 +114,35 @@ static json_t *resource_listing(const char *key, const char *uri, const char *na
     return l;
 }
 
-static int add_resources(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
-                         const char **err)
+static apr_status_t add_resources(apr_pool_t *p, gmcp_registry *r,
+                                  const gmcp_provider *prov, const char **why)
 {
     const gmcp_resource *res;
     for (res = prov->resources; res && res->uri; res++) {
         gmcp_resource_entry *e = apr_array_push(r->resources);
         if (!res->name || !res->read) {
-            *err = apr_psprintf(p, "provider '%s': resource '%s' needs a name and a reader",
+            *why = apr_psprintf(p, "provider '%s': resource '%s' needs a name and a reader",
                                 prov->name, res->uri);
-            return -1;
+            return APR_EINVAL;
         }
         e->provider = prov;
         e->def = res;
         e->listing = pool_json(p, resource_listing("uri", res->uri, res->name, res->title,
                                                    res->description, res->mime_type));
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int add_templates(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
-                         const char **err)
+static apr_status_t add_templates(apr_pool_t *p, gmcp_registry *r,
+                                  const gmcp_provider *prov, const char **why)
 {
     const gmcp_resource_template *tpl;
     for (tpl = prov->templates; tpl && tpl->uri_template; tpl++) {
         gmcp_template_entry *e = apr_array_push(r->templates);
         if (!tpl->name || !tpl->read) {
-            *err = apr_psprintf(p, "provider '%s': template '%s' needs a name and a reader",
+            *why = apr_psprintf(p, "provider '%s': template '%s' needs a name and a reader",
                                 prov->name, tpl->uri_template);
-            return -1;
+            return APR_EINVAL;
         }
         e->provider = prov;
         e->def = tpl;
@@ -136,27 +150,30 @@ static int add_templates(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *p
                                                    tpl->name, tpl->title,
                                                    tpl->description, tpl->mime_type));
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
-static int add_prompts(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
-                       const char **err)
+static apr_status_t add_prompts(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                                const char **why)
 {
     const gmcp_prompt *pr;
     for (pr = prov->prompts; pr && pr->name; pr++) {
         gmcp_prompt_entry *e;
         json_t *args, *l;
+        apr_status_t rv;
         if (!pr->get || !pr->description) {
-            *err = apr_psprintf(p, "provider '%s': prompt '%s' needs a description and "
+            *why = apr_psprintf(p, "provider '%s': prompt '%s' needs a description and "
                                 "a function", prov->name, pr->name);
-            return -1;
+            return APR_EINVAL;
         }
         if (gmcp_registry_prompt(r, pr->name)) {
-            *err = apr_psprintf(p, "provider '%s': prompt '%s' is already defined",
+            *why = apr_psprintf(p, "provider '%s': prompt '%s' is already defined",
                                 prov->name, pr->name);
-            return -1;
+            return APR_EEXIST;
         }
-        if (parse_def(p, pr->arguments, "arguments", pr->name, &args, err)) return -1;
+        if ((rv = parse_def(p, pr->arguments, "arguments", pr->name, &args, why))
+            != APR_SUCCESS)
+            return rv;
         l = json_pack("{s:s, s:s}", "name", pr->name, "description", pr->description);
         set_opt(l, "title", pr->title);
         if (args) json_object_set_new(l, "arguments", args);
@@ -165,17 +182,17 @@ static int add_prompts(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *pro
         e->def = pr;
         e->listing = pool_json(p, l);
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *providers,
-                                    int n, const char **err)
+                                    int n, const char **why)
 {
     gmcp_registry *r = apr_pcalloc(p, sizeof(*r));
     apr_thread_mutex_t *lock = NULL;
     int i;
     if (apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS) {
-        *err = "cannot create a mutex";
+        *why = "cannot create a mutex";
         return NULL;
     }
     r->pool = p;
@@ -191,8 +208,10 @@ gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *p
     for (i = 0; i < n; i++) {
         const gmcp_provider *prov = providers[i];
         APR_ARRAY_PUSH(r->providers, const gmcp_provider *) = prov;
-        if (add_tools(p, r, prov, err) || add_resources(p, r, prov, err)
-            || add_templates(p, r, prov, err) || add_prompts(p, r, prov, err))
+        if (add_tools(p, r, prov, why) != APR_SUCCESS
+            || add_resources(p, r, prov, why) != APR_SUCCESS
+            || add_templates(p, r, prov, why) != APR_SUCCESS
+            || add_prompts(p, r, prov, why) != APR_SUCCESS)
             return NULL;
     }
     return r;
@@ -247,8 +266,9 @@ int gmcp_uri_template_match(const char *tmpl, const char *uri, json_t *vars)
     return *uri == '\0';
 }
 
-int gmcp_registry_resource(const gmcp_registry *r, const char *uri,
-                           const gmcp_provider **prov, gmcp_read_fn *read, json_t **vars)
+apr_status_t gmcp_registry_resource(const gmcp_registry *r, const char *uri,
+                                    const gmcp_provider **prov, gmcp_read_fn *read,
+                                    json_t **vars)
 {
     int i;
     for (i = 0; i < r->resources->nelts; i++) {
@@ -257,7 +277,7 @@ int gmcp_registry_resource(const gmcp_registry *r, const char *uri,
             *prov = e->provider;
             *read = e->def->read;
             *vars = json_object();
-            return 1;
+            return APR_SUCCESS;
         }
     }
     for (i = 0; i < r->templates->nelts; i++) {
@@ -267,11 +287,11 @@ int gmcp_registry_resource(const gmcp_registry *r, const char *uri,
             *prov = e->provider;
             *read = e->def->read;
             *vars = v;
-            return 1;
+            return APR_SUCCESS;
         }
         json_decref(v);
     }
-    return 0;
+    return APR_ENOENT;
 }
 
 const char *gmcp_registry_page(const gmcp_registry *r, const char *key,

@@ -44,10 +44,10 @@ typedef struct {
 } gmcp_registry;
 
 /* Build a registry. Tool names must be 1-64 chars of [A-Za-z0-9_.-] and unique,
- * schemas must parse: otherwise NULL and *err says which definition is wrong.
+ * schemas must parse: otherwise NULL and *why says which definition is wrong.
  * The listings are released with the pool. */
 gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *providers,
-                                    int n, const char **err);
+                                    int n, const char **why);
 
 /* The serialized result of one listing page, built once per process and kept (the
  * registry never changes after start-up). `build` makes the JSON on a miss. */
@@ -58,11 +58,14 @@ const gmcp_tool_entry *gmcp_registry_tool(const gmcp_registry *r, const char *na
 const gmcp_prompt_entry *gmcp_registry_prompt(const gmcp_registry *r, const char *name);
 
 /* Resolve a resource URI to its reader: exact resources first, then templates.
- * *vars receives the template variables (new ref, an object). */
-int gmcp_registry_resource(const gmcp_registry *r, const char *uri,
-                           const gmcp_provider **prov, gmcp_read_fn *read, json_t **vars);
+ * APR_SUCCESS with *vars the template variables (new ref, an object); APR_ENOENT when
+ * no resource or template has the URI. */
+apr_status_t gmcp_registry_resource(const gmcp_registry *r, const char *uri,
+                                    const gmcp_provider **prov, gmcp_read_fn *read,
+                                    json_t **vars);
 
-/* RFC 6570 level-1 match of `uri` against `tmpl`; fills vars (object) on success. */
+/* RFC 6570 level-1 match of `uri` against `tmpl` (a predicate: 1 or 0); fills vars
+ * (object) on a match. */
 int gmcp_uri_template_match(const char *tmpl, const char *uri, json_t *vars);
 
 /* Is `name` a valid MCP tool name (1-64 of [A-Za-z0-9_.-])? */

@@ -1,7 +1,6 @@
 /* gmcp_retention.c — usage roll-up and the retention deletes of `gmcpctl cleanup`. */
 #include "gmcp_retention.h"
 #include "gmcp_keys.h"
-#include "gmcp_store.h"
 #include "gmcp_util.h"
 
 #include <string.h>
@@ -44,12 +43,12 @@ const char *gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min,
     return NULL;
 }
 
-const char *gmcp_retention_check(const gmcp_retention *r)
+apr_status_t gmcp_retention_check(const gmcp_retention *r, const char **why)
 {
-    if (r->usage_daily && (!r->usage || r->usage_daily < r->usage))
-        return "GeminiMCPUsageDailyRetention must be 0 (forever) or at least "
-               "GeminiMCPUsageRetention: the daily roll-ups must outlive the hourly rows";
-    return NULL;
+    if (!r->usage_daily || (r->usage && r->usage_daily >= r->usage)) return APR_SUCCESS;
+    *why = "GeminiMCPUsageDailyRetention must be 0 (forever) or at least "
+           "GeminiMCPUsageRetention: the daily roll-ups must outlive the hourly rows";
+    return APR_EINVAL;
 }
 
 static apr_int64_t day_floor(apr_int64_t t)
@@ -67,45 +66,49 @@ void gmcp_retention_cutoffs(const gmcp_retention *r, apr_int64_t now, gmcp_reten
     if (r->audit > 0 && now - r->audit > 0) out->audit_before = now - r->audit;
 }
 
-static int count1(gmcp_db *db, const char *sql, apr_int64_t *n)
+static apr_status_t count1(gmcp_db *db, const char *sql, apr_int64_t *n)
 {
     gmcp_rows rs;
-    if (gmcp_db_select_raw(db, sql, &rs) || rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0])
-        return GMCP_DB_ERROR;
+    apr_status_t rv = gmcp_db_select_raw(db, sql, &rs);
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]) return GMCP_EDB;
     *n = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_retention_count(gmcp_db *db, gmcp_retention_run *run)
+apr_status_t gmcp_retention_count(gmcp_db *db, gmcp_retention_run *run)
 {
     apr_pool_t *p = db->pool;
+    apr_status_t rv = APR_SUCCESS;
     if (run->usage_before
-        && (count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM usage_hourly WHERE hour < %"
-                                    APR_INT64_T_FMT, run->usage_before), &run->usage_hourly)
-            || count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM (SELECT DISTINCT key_id, "
-                                       "hour - hour %% %d FROM usage_hourly WHERE hour < %"
-                                       APR_INT64_T_FMT ") d", GMCP_DAY, run->usage_before),
-                      &run->usage_days)))
-        return GMCP_DB_ERROR;
+        && ((rv = count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM usage_hourly WHERE hour < %"
+                                          APR_INT64_T_FMT, run->usage_before),
+                         &run->usage_hourly)) != APR_SUCCESS
+            || (rv = count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM (SELECT DISTINCT key_id, "
+                                             "hour - hour %% %d FROM usage_hourly WHERE hour < %"
+                                             APR_INT64_T_FMT ") d", GMCP_DAY,
+                                             run->usage_before),
+                            &run->usage_days)) != APR_SUCCESS))
+        return rv;
     if (run->usage_daily_before
-        && count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM usage_daily WHERE day < %"
-                                   APR_INT64_T_FMT, run->usage_daily_before),
-                  &run->usage_daily))
-        return GMCP_DB_ERROR;
-    if (run->audit_before
-        && count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM audit_log WHERE at < %"
-                                   APR_INT64_T_FMT, run->audit_before), &run->audit))
-        return GMCP_DB_ERROR;
-    return 0;
+        && (rv = count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM usage_daily WHERE day < %"
+                                         APR_INT64_T_FMT, run->usage_daily_before),
+                        &run->usage_daily)) != APR_SUCCESS)
+        return rv;
+    if (run->audit_before)
+        rv = count1(db, apr_psprintf(p, "SELECT COUNT(*) FROM audit_log WHERE at < %"
+                                     APR_INT64_T_FMT, run->audit_before), &run->audit);
+    return rv;
 }
 
 /* Move the hourly rows of whole days before the cutoff into usage_daily: what is added
  * is exactly what is deleted, in the same transaction (a crash in between rolls both
  * back; a second run finds nothing to move). */
-static int roll_up(gmcp_db *db, gmcp_retention_run *run)
+static apr_status_t roll_up(gmcp_db *db, gmcp_retention_run *run)
 {
     apr_pool_t *p = db->pool;
     const char *before = gmcp_i64_str(p, run->usage_before);
+    apr_status_t rv;
     int n = 0;
     if (db->pgsql) {
         /* One statement: the rows summed are the rows the DELETE removed, even when
@@ -118,67 +121,68 @@ static int roll_up(gmcp_db *db, gmcp_retention_run *run)
             "GROUP BY key_id, hour - hour % 86400 "
             "ON CONFLICT (key_id, day) DO UPDATE SET " ADD_EXCLUDED " RETURNING 1) "
             "SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM added)", NULL);
-        if (gmcp_db_select_raw(db, sql, &rs) || rs.rows->nelts != 1) return GMCP_DB_ERROR;
+        if ((rv = gmcp_db_select_raw(db, sql, &rs)) != APR_SUCCESS) return rv;
+        if (rs.rows->nelts != 1) return GMCP_EDB;
         run->usage_hourly = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
         run->usage_days = apr_atoi64(GMCP_ROW(&rs, 0)[1]);
-        return 0;
+        return APR_SUCCESS;
     }
     /* SQLite: the INSERT takes the database's write lock, held to the commit, so no
      * flush comes between it and the DELETE. (The WHERE also keeps the upsert's ON
      * from being read as a join constraint.) */
-    if (gmcp_db_exec_raw(db, apr_pstrcat(p,
+    rv = gmcp_db_exec_raw(db, apr_pstrcat(p,
             "INSERT INTO usage_daily (key_id, day, " COLS ") "
             "SELECT key_id, hour - hour % 86400, " SUMS " FROM usage_hourly "
             "WHERE hour < ", before, " GROUP BY key_id, hour - hour % 86400 "
-            "ON CONFLICT (key_id, day) DO UPDATE SET " ADD_EXCLUDED, NULL), &n))
-        return GMCP_DB_ERROR;
+            "ON CONFLICT (key_id, day) DO UPDATE SET " ADD_EXCLUDED, NULL), &n);
+    if (rv != APR_SUCCESS) return rv;
     run->usage_days = n;
-    if (gmcp_db_exec_raw(db, apr_pstrcat(p, "DELETE FROM usage_hourly WHERE hour < ", before,
-                                         NULL), &n))
-        return GMCP_DB_ERROR;
+    rv = gmcp_db_exec_raw(db, apr_pstrcat(p, "DELETE FROM usage_hourly WHERE hour < ", before,
+                                          NULL), &n);
+    if (rv != APR_SUCCESS) return rv;
     run->usage_hourly = n;
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* The audit rows before the cutoff, through the grant the append-only trigger checks.
  * The grant row exists only inside this transaction (other connections never see it:
  * it is inserted and deleted before the commit). */
-static int audit_delete(gmcp_db *db, gmcp_retention_run *run)
+static apr_status_t audit_delete(gmcp_db *db, gmcp_retention_run *run)
 {
     apr_pool_t *p = db->pool;
     const char *before = gmcp_i64_str(p, run->audit_before);
+    apr_status_t rv;
     int n = 0;
-    if (gmcp_db_exec_raw(db, apr_pstrcat(p, "INSERT INTO retention_grants (tbl, cutoff) "
-                                         "VALUES ('audit_log', ", before, ")", NULL), NULL)
-        || gmcp_db_exec_raw(db, apr_pstrcat(p, "DELETE FROM audit_log WHERE at < ", before,
-                                            NULL), &n))
-        return GMCP_DB_ERROR;
+    if ((rv = gmcp_db_exec_raw(db, apr_pstrcat(p, "INSERT INTO retention_grants (tbl, cutoff) "
+                                               "VALUES ('audit_log', ", before, ")", NULL),
+                               NULL)) != APR_SUCCESS
+        || (rv = gmcp_db_exec_raw(db, apr_pstrcat(p, "DELETE FROM audit_log WHERE at < ",
+                                                  before, NULL), &n)) != APR_SUCCESS)
+        return rv;
     run->audit = n;
-    if (gmcp_db_exec_raw(db, "DELETE FROM retention_grants WHERE tbl = 'audit_log'", NULL))
-        return GMCP_DB_ERROR;
-    return 0;
+    return gmcp_db_exec_raw(db, "DELETE FROM retention_grants WHERE tbl = 'audit_log'", NULL);
 }
 
-int gmcp_retention_apply(gmcp_db *db, const char *actor, gmcp_retention_run *run)
+apr_status_t gmcp_retention_apply(gmcp_db *db, const char *actor, gmcp_retention_run *run)
 {
     apr_pool_t *p = db->pool;
     apr_dbd_transaction_t *t = NULL;
-    int rv = 0, n = 0;
-    if (!run->usage_before && !run->usage_daily_before && !run->audit_before) return 0;
-    if (gmcp_db_begin(db, &t)) {
-        if (t) gmcp_db_end(db, t, 1);
-        return GMCP_DB_ERROR;
-    }
-    if (run->usage_before) rv = roll_up(db, run);
-    if (!rv && run->usage_daily_before) {
+    apr_status_t rv, end;
+    int n = 0;
+    if (!run->usage_before && !run->usage_daily_before && !run->audit_before)
+        return APR_SUCCESS;
+    if ((rv = gmcp_db_begin(db, &t)) != APR_SUCCESS) goto leave;
+    if (run->usage_before && (rv = roll_up(db, run)) != APR_SUCCESS) goto leave;
+    if (run->usage_daily_before) {
         rv = gmcp_db_exec_raw(db, apr_psprintf(p, "DELETE FROM usage_daily WHERE day < %"
                                                APR_INT64_T_FMT, run->usage_daily_before), &n);
         run->usage_daily = n;
+        if (rv != APR_SUCCESS) goto leave;
     }
-    if (!rv && run->audit_before) rv = audit_delete(db, run);
+    if (run->audit_before && (rv = audit_delete(db, run)) != APR_SUCCESS) goto leave;
     /* After the delete, in the same transaction: the record of it can never be lost
      * while the delete stays. */
-    if (!rv && (run->usage_hourly || run->usage_daily || run->audit))
+    if (run->usage_hourly || run->usage_daily || run->audit)
         rv = gmcp_audit(db, actor, "retention.delete", "", apr_psprintf(p,
                         "usage_hourly=%" APR_INT64_T_FMT " usage_days=%" APR_INT64_T_FMT
                         " usage_daily=%" APR_INT64_T_FMT " audit_log=%" APR_INT64_T_FMT
@@ -186,10 +190,9 @@ int gmcp_retention_apply(gmcp_db *db, const char *actor, gmcp_retention_run *run
                         APR_INT64_T_FMT " audit_before=%" APR_INT64_T_FMT,
                         run->usage_hourly, run->usage_days, run->usage_daily, run->audit,
                         run->usage_before, run->usage_daily_before, run->audit_before));
-    if (gmcp_db_end(db, t, rv != 0) && !rv) rv = GMCP_DB_ERROR;
-    if (rv) {
-        run->usage_hourly = run->usage_days = run->usage_daily = run->audit = 0;
-        return GMCP_DB_ERROR;
-    }
-    return 0;
+leave:
+    end = gmcp_db_end(db, t, rv != APR_SUCCESS);
+    if (rv == APR_SUCCESS) rv = end;
+    if (rv != APR_SUCCESS) run->usage_hourly = run->usage_days = run->usage_daily = run->audit = 0;
+    return rv;
 }

@@ -27,7 +27,9 @@
 #define GMCP_RETENTION_MAX  ((apr_int64_t)36525 * GMCP_DAY)
 
 /* "N" (seconds) or "N" with s, m, h or d; "0" = forever. The value must be 0 or within
- * [min, max]. Returns NULL (and *out) or an error text saying what is accepted. */
+ * [min, max]. Returns NULL (and *out) or an error text saying what is accepted.
+ * (Transitional: the directive's handler in the glue tests the text; it is to become
+ * an apr_status_t, APR_EINVAL with the text in a `why`.) */
 const char *gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min,
                                 apr_int64_t max, apr_int64_t *out);
 
@@ -47,15 +49,16 @@ typedef struct {
     apr_int64_t audit;               /* audit rows deleted */
 } gmcp_retention_run;
 
-/* NULL when the settings are consistent, else why not (daily roll-ups kept for less
- * time than the hourly rows they come from). */
-const char *gmcp_retention_check(const gmcp_retention *r);
+/* APR_SUCCESS when the settings are consistent, else APR_EINVAL and *why says why not
+ * (daily roll-ups kept for less time than the hourly rows they come from). */
+apr_status_t gmcp_retention_check(const gmcp_retention *r, const char **why);
 /* The cutoffs at `now`; counts zeroed. */
 void gmcp_retention_cutoffs(const gmcp_retention *r, apr_int64_t now, gmcp_retention_run *out);
-/* Count what a run would remove (fills the counts). 0 or GMCP_DB_ERROR. */
-int gmcp_retention_count(gmcp_db *db, gmcp_retention_run *run);
+/* Count what a run would remove (fills the counts). APR_SUCCESS or GMCP_EDB. */
+apr_status_t gmcp_retention_count(gmcp_db *db, gmcp_retention_run *run);
 /* Apply: one transaction (roll-up + deletes + the retention.delete audit row, written
- * when anything was removed). On failure nothing changed. 0 or GMCP_DB_ERROR. */
-int gmcp_retention_apply(gmcp_db *db, const char *actor, gmcp_retention_run *run);
+ * when anything was removed). APR_SUCCESS, or GMCP_EDB: then nothing changed (and the
+ * counts are 0). */
+apr_status_t gmcp_retention_apply(gmcp_db *db, const char *actor, gmcp_retention_run *run);
 
 #endif

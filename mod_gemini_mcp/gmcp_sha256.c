@@ -52,7 +52,7 @@ static int hexval(char c)
     return -1;
 }
 
-int gmcp_sha256_load(gmcp_sha256 *s, const char *text)
+apr_status_t gmcp_sha256_load(gmcp_sha256 *s, const char *text)
 {
     SHA256_CTX c;
     const char *w, *pend;
@@ -60,7 +60,7 @@ int gmcp_sha256_load(gmcp_sha256 *s, const char *text)
     apr_uint64_t bytes;
     apr_size_t n, i;
     int j;
-    if (!text || strncmp(text, "s1:", 3) != 0) return -1;
+    if (!text || strncmp(text, "s1:", 3) != 0) return APR_EINVAL;
     w = text + 3;
     memset(&c, 0, sizeof(c));
     SHA256_Init(&c);
@@ -68,22 +68,22 @@ int gmcp_sha256_load(gmcp_sha256 *s, const char *text)
         apr_uint32_t v = 0;
         for (j = 0; j < 8; j++) {
             int d = hexval(w[8 * i + (apr_size_t)j]);
-            if (d < 0) return -1;
+            if (d < 0) return APR_EINVAL;
             v = (v << 4) | (apr_uint32_t)d;
         }
         c.h[i] = v;
     }
-    if (w[64] != ':') return -1;
+    if (w[64] != ':') return APR_EINVAL;
     bytes = 0;
     for (end = w + 65; *end >= '0' && *end <= '9' && end - (w + 65) < 19; end++)
         bytes = bytes * 10 + (apr_uint64_t)(*end - '0');
-    if (end == w + 65 || *end != ':' || bytes >= ((apr_uint64_t)1 << 61)) return -1;
+    if (end == w + 65 || *end != ':' || bytes >= ((apr_uint64_t)1 << 61)) return APR_EINVAL;
     pend = end + 1;
     n = strlen(pend);
-    if (n % 2 || n / 2 >= SHA256_CBLOCK || n / 2 != bytes % SHA256_CBLOCK) return -1;
+    if (n % 2 || n / 2 >= SHA256_CBLOCK || n / 2 != bytes % SHA256_CBLOCK) return APR_EINVAL;
     for (i = 0; i < n / 2; i++) {
         int hi = hexval(pend[2 * i]), lo = hexval(pend[2 * i + 1]);
-        if (hi < 0 || lo < 0) return -1;
+        if (hi < 0 || lo < 0) return APR_EINVAL;
         ((unsigned char *)c.data)[i] = (unsigned char)(hi << 4 | lo);
     }
     c.num = (unsigned int)(n / 2);
@@ -91,7 +91,7 @@ int gmcp_sha256_load(gmcp_sha256 *s, const char *text)
     c.Nh = (SHA_LONG)((bytes * 8) >> 32);
     c.md_len = SHA256_DIGEST_LENGTH;
     s->ctx = c;
-    return 0;
+    return APR_SUCCESS;
 }
 
 const char *gmcp_sha256_result(apr_pool_t *p, const gmcp_sha256 *s)

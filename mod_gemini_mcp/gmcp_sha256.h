@@ -12,6 +12,7 @@
 #ifndef GMCP_SHA256_H
 #define GMCP_SHA256_H
 
+#include <apr_errno.h>
 #include <apr_pools.h>
 
 typedef struct gmcp_sha256 gmcp_sha256;
@@ -21,9 +22,10 @@ void gmcp_sha256_update(gmcp_sha256 *s, const void *data, apr_size_t len);
 apr_int64_t gmcp_sha256_bytes(const gmcp_sha256 *s);
 /* dst becomes a copy of src's state (both made by gmcp_sha256_make). */
 void gmcp_sha256_copy(gmcp_sha256 *dst, const gmcp_sha256 *src);
-/* The state as text, and back (-1, s unchanged, when the text is not such a state). */
+/* The state as text, and back (APR_EINVAL, s unchanged, when the text is not such a
+ * state). */
 const char *gmcp_sha256_save(apr_pool_t *p, const gmcp_sha256 *s);
-int gmcp_sha256_load(gmcp_sha256 *s, const char *text);
+apr_status_t gmcp_sha256_load(gmcp_sha256 *s, const char *text);
 /* The digest of what was hashed so far, in lowercase hex; s itself stays usable. */
 const char *gmcp_sha256_result(apr_pool_t *p, const gmcp_sha256 *s);
 

@@ -143,11 +143,14 @@ static apr_status_t close_cleanup(void *data)
  * made and destroyed only by the calling thread, and they end by returning, never by
  * apr_thread_exit() (which destroys the thread's pool from the thread itself). A
  * cleanup of the caller's pool closes the writer on any return path. */
-gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h)
+apr_status_t gmcp_spool_open(gmcp_spool_writer **wp, apr_pool_t *p, apr_file_t *f,
+                             gmcp_sha256 *h)
 {
     apr_pool_t *own;
     gmcp_spool_writer *w;
-    if (apr_pool_create_unmanaged_ex(&own, NULL, NULL) != APR_SUCCESS) return NULL;
+    apr_status_t rv;
+    *wp = NULL;
+    if ((rv = apr_pool_create_unmanaged_ex(&own, NULL, NULL)) != APR_SUCCESS) return rv;
     w = apr_pcalloc(own, sizeof(*w));
     w->pool = own;
     w->f = f;
@@ -156,21 +159,23 @@ gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h)
     w->buf[1] = apr_palloc(own, GMCP_SPOOL_BUFFER);
     w->sync_state = gmcp_sha256_make(own);
     w->durable_state = gmcp_sha256_make(own);
-    if (apr_thread_mutex_create(&w->mu, APR_THREAD_MUTEX_DEFAULT, own) != APR_SUCCESS
-        || apr_thread_cond_create(&w->cv, own) != APR_SUCCESS) {
-        apr_pool_destroy(own);
-        return NULL;
-    }
+    if ((rv = apr_thread_mutex_create(&w->mu, APR_THREAD_MUTEX_DEFAULT, own)) != APR_SUCCESS
+        || (rv = apr_thread_cond_create(&w->cv, own)) != APR_SUCCESS)
+        goto leave;
+    /* From here on gmcp_spool_close undoes it, on failure too. */
     w->owner = p;
     apr_pool_cleanup_register(p, w, close_cleanup, apr_pool_cleanup_null);
-    if (apr_thread_create(&w->writer, NULL, writer, w, own) != APR_SUCCESS) w->writer = NULL;
-    else if (apr_thread_create(&w->hasher, NULL, hasher, w, own) != APR_SUCCESS) w->hasher = NULL;
-    else if (apr_thread_create(&w->syncer, NULL, syncer, w, own) != APR_SUCCESS) w->syncer = NULL;
-    if (!w->syncer) {
-        gmcp_spool_close(w);
-        return NULL;
-    }
-    return w;
+    if ((rv = apr_thread_create(&w->writer, NULL, writer, w, own)) != APR_SUCCESS)
+        w->writer = NULL;
+    else if ((rv = apr_thread_create(&w->hasher, NULL, hasher, w, own)) != APR_SUCCESS)
+        w->hasher = NULL;
+    else if ((rv = apr_thread_create(&w->syncer, NULL, syncer, w, own)) != APR_SUCCESS)
+        w->syncer = NULL;
+leave:
+    if (rv == APR_SUCCESS) *wp = w;
+    else if (w->owner) gmcp_spool_close(w);   /* stops what started; w goes with own */
+    else apr_pool_destroy(own);
+    return rv;
 }
 
 /* Hand the request thread's buffer to the writer and hasher, once they are free. */

@@ -23,16 +23,18 @@
 
 typedef struct gmcp_spool_writer gmcp_spool_writer;
 
-/* Writes go to f at its current position; h (already holding the bytes before it)
- * follows every byte written; both must outlive p. The threads and buffers live in a
- * pool of the writer's own, never in p. NULL when the threads could not be made. */
-gmcp_spool_writer *gmcp_spool_open(apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h);
+/* A writer into *w: writes go to f at its current position; h (already holding the bytes
+ * before it) follows every byte written; both must outlive p. The threads and buffers
+ * live in a pool of the writer's own, never in p. APR_SUCCESS, or the error making that
+ * pool, a lock or a thread (*w NULL). */
+apr_status_t gmcp_spool_open(gmcp_spool_writer **w, apr_pool_t *p, apr_file_t *f,
+                             gmcp_sha256 *h);
 /* Queue bytes; APR_SUCCESS, or the first write or sync error seen so far. */
 apr_status_t gmcp_spool_write(gmcp_spool_writer *w, const void *data, apr_size_t len);
 /* Pass on a partly filled buffer now (a slow upload's timer), so it becomes durable. */
 apr_status_t gmcp_spool_checkpoint(gmcp_spool_writer *w);
-/* A durable point newer than the last one returned: 1 with the bytes (since open) and
- * the hash state there copied into `state`; 0 when there is none. */
+/* A durable point newer than the last one returned (a query, not a failure): 1 with the
+ * bytes (since open) and the hash state there copied into `state`; 0 when there is none. */
 int gmcp_spool_durable(gmcp_spool_writer *w, apr_int64_t *bytes, gmcp_sha256 *state);
 /* Wait until everything passed on so far is written, hashed and durable (a pause in the
  * request is the time to catch up). */

@@ -212,28 +212,28 @@ const char *gmcp_state_seal(apr_pool_t *p, const unsigned char *key, apr_size_t 
     return tag ? apr_pstrcat(p, body, ".", tag, NULL) : NULL;
 }
 
-int gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t keylen,
-                    const char *bind, const char *sealed, json_t **state)
+apr_status_t gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t keylen,
+                             const char *bind, const char *sealed, json_t **state)
 {
     const char *dot = strrchr(sealed, '.'), *body, *tag;
     unsigned char *json;
     apr_size_t len = 0;
     *state = NULL;
-    if (!dot) return -1;
+    if (!dot) return APR_EINVAL;
     body = apr_pstrndup(p, sealed, (apr_size_t)(dot - sealed));
     tag = mac(p, key, keylen, bind, body);
     if (!tag || strlen(tag) != strlen(dot + 1)
         || CRYPTO_memcmp(tag, dot + 1, strlen(tag)) != 0)
-        return -1;
-    if (!(json = gmcp_b64url_decode(p, body, &len))) return -1;
+        return APR_EINVAL;
+    if (!(json = gmcp_b64url_decode(p, body, &len))) return APR_EINVAL;
     *state = json_loadb((const char *)json, len, 0, NULL);
-    return *state ? 0 : -1;
+    return *state ? APR_SUCCESS : APR_EINVAL;
 }
 
 /* ---- MRTR ------------------------------------------------------------------------- */
 
-int gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method, json_t *params,
-                    json_t **response)
+gmcp_input_result gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method,
+                                  json_t *params, json_t **response)
 {
     const char *cap = gmcp_capability_for(method);
     json_t *answer = c->input_responses ? json_object_get(c->input_responses, key) : NULL;

@@ -50,15 +50,17 @@ void gmcp_stateless_decorate(const char *method, json_t *result);
 
 /* requestState sealing: "<b64url(json)>.<b64url(HMAC-SHA256)>" bound to `bind` (the
  * tool or prompt name and the principal), so a state cannot be altered or replayed
- * elsewhere. open returns 0 and a new reference, or -1 when it does not verify. */
+ * elsewhere. seal: NULL when the HMAC fails. open: APR_SUCCESS with *state (a new
+ * reference), APR_EINVAL (*state NULL) when it does not verify or parse. */
 const char *gmcp_state_seal(apr_pool_t *p, const unsigned char *key, apr_size_t keylen,
                             const char *bind, json_t *state);
-int gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t keylen,
-                    const char *bind, const char *sealed, json_t **state);
+apr_status_t gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t keylen,
+                             const char *bind, const char *sealed, json_t **state);
 
-/* MRTR building blocks used by the transport's input/input_required operations. */
-int gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method, json_t *params,
-                    json_t **response);
+/* MRTR building blocks used by the transport's input/input_required operations:
+ * gmcp_mrtr_input answers as gmcp_call_ops.input (never GMCP_INPUT_FAILED). */
+gmcp_input_result gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method,
+                                  json_t *params, json_t **response);
 json_t *gmcp_mrtr_result(gmcp_call *c, json_t *state, const unsigned char *secret,
                          apr_size_t secret_len, const char *bind);
 

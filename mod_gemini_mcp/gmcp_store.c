@@ -85,27 +85,27 @@ const gmcp_stmt gmcp_store_stmts[] = {
  * hot path read-only. */
 #define TOUCH_EVERY 60
 
-int gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info)
+apr_status_t gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info)
 {
     const char *now = gmcp_now_str(db->pool);
     return gmcp_db_exec(db, "gmcp_session_insert", NULL,
                         GMCP_ARGS(s->id, s->owner, s->protocol_version, client_info,
-                                  s->client_caps, now, now)) ? GMCP_DB_ERROR : 0;
+                                  s->client_caps, now, now));
 }
 
-int gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
-                      apr_int64_t idle_timeout, gmcp_session *out)
+apr_status_t gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
+                               apr_int64_t idle_timeout, gmcp_session *out)
 {
     gmcp_rows rs;
     const char **row;
     apr_int64_t now = gmcp_now_sec();
-    if (gmcp_db_select(db, "gmcp_session_select", &rs,
-                       GMCP_ARGS(id, gmcp_i64_str(db->pool, now - idle_timeout))))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_session_select", &rs,
+                                     GMCP_ARGS(id, gmcp_i64_str(db->pool, now - idle_timeout)));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1) return APR_ENOENT;
     row = GMCP_ROW(&rs, 0);
     /* Another principal's session answers exactly like a missing one. */
-    if (owner && strcmp(owner, row[0]) != 0) return GMCP_NOT_FOUND;
+    if (owner && strcmp(owner, row[0]) != 0) return APR_ENOENT;
     out->id = apr_pstrdup(db->pool, id);
     out->owner = row[0];
     out->protocol_version = row[1];
@@ -113,168 +113,169 @@ int gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
     out->log_level = row[3] ? row[3] : "";
     out->last_seen = apr_atoi64(row[4]);
     if (now - out->last_seen >= TOUCH_EVERY) {
-        if (gmcp_db_exec(db, "gmcp_session_touch", NULL,
-                         GMCP_ARGS(gmcp_i64_str(db->pool, now), id)))
-            return GMCP_DB_ERROR;
+        rv = gmcp_db_exec(db, "gmcp_session_touch", NULL,
+                          GMCP_ARGS(gmcp_i64_str(db->pool, now), id));
+        if (rv != APR_SUCCESS) return rv;
         out->last_seen = now;
     }
-    return GMCP_FOUND;
+    return APR_SUCCESS;
 }
 
-int gmcp_session_set_level(gmcp_db *db, const char *id, const char *level)
+apr_status_t gmcp_session_set_level(gmcp_db *db, const char *id, const char *level)
 {
-    return gmcp_db_exec(db, "gmcp_session_level", NULL, GMCP_ARGS(level, id))
-        ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_session_level", NULL, GMCP_ARGS(level, id));
 }
 
-int gmcp_session_delete(gmcp_db *db, const char *id)
+apr_status_t gmcp_session_delete(gmcp_db *db, const char *id)
 {
     static const char *const labels[] = {
         "gmcp_session_del_events", "gmcp_session_del_streams", "gmcp_session_del_pending",
         "gmcp_session_del_cancels", "gmcp_session_del_subs", "gmcp_session_delete", NULL
     };
     apr_dbd_transaction_t *t = NULL;
-    int i, failed = 0, n = 0, deleted = 0;
-    if (gmcp_db_begin(db, &t)) {
-        gmcp_db_end(db, t, 1);
-        return GMCP_DB_ERROR;
-    }
-    for (i = 0; labels[i] && !failed; i++) {
-        failed = gmcp_db_exec(db, labels[i], &n, GMCP_ARGS(id)) != 0;
-        if (!labels[i + 1]) deleted = n;
-    }
-    if (gmcp_db_end(db, t, failed) || failed) return GMCP_DB_ERROR;
-    return deleted ? GMCP_FOUND : GMCP_NOT_FOUND;
+    apr_status_t rv, end;
+    int i, n = 0;
+    if ((rv = gmcp_db_begin(db, &t)) != APR_SUCCESS) goto leave;
+    for (i = 0; labels[i]; i++)
+        if ((rv = gmcp_db_exec(db, labels[i], &n, GMCP_ARGS(id))) != APR_SUCCESS) goto leave;
+    /* n: the rows of the last statement, the session's own */
+leave:
+    end = gmcp_db_end(db, t, rv != APR_SUCCESS);
+    if (rv == APR_SUCCESS) rv = end;
+    return rv == APR_SUCCESS && !n ? APR_ENOENT : rv;
 }
 
-int gmcp_stream_create(gmcp_db *db, const char *stream_id, const char *session_id,
-                       const char *request_key)
+apr_status_t gmcp_stream_create(gmcp_db *db, const char *stream_id, const char *session_id,
+                                const char *request_key)
 {
     return gmcp_db_exec(db, "gmcp_stream_insert", NULL,
-                        GMCP_ARGS(stream_id, session_id, request_key,
-                                  gmcp_now_str(db->pool))) ? GMCP_DB_ERROR : 0;
+                        GMCP_ARGS(stream_id, session_id, request_key, gmcp_now_str(db->pool)));
 }
 
-int gmcp_stream_finish(gmcp_db *db, const char *stream_id)
+apr_status_t gmcp_stream_finish(gmcp_db *db, const char *stream_id)
 {
-    return gmcp_db_exec(db, "gmcp_stream_done", NULL, GMCP_ARGS(stream_id))
-        ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_stream_done", NULL, GMCP_ARGS(stream_id));
 }
 
-int gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id, int *done)
+apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id,
+                             int *done)
 {
     gmcp_rows rs;
-    if (gmcp_db_select(db, "gmcp_stream_select", &rs, GMCP_ARGS(stream_id)))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_stream_select", &rs, GMCP_ARGS(stream_id));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1) return APR_ENOENT;
     *session_id = GMCP_ROW(&rs, 0)[0];
     *done = atoi(GMCP_ROW(&rs, 0)[1]);
-    return GMCP_FOUND;
+    return APR_SUCCESS;
 }
 
-int gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,
-                      apr_int64_t seq, const char *message)
+apr_status_t gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,
+                               apr_int64_t seq, const char *message)
 {
     return gmcp_db_exec(db, "gmcp_event_insert", NULL,
                         GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq), session_id,
-                                  message, gmcp_now_str(db->pool))) ? GMCP_DB_ERROR : 0;
+                                  message, gmcp_now_str(db->pool)));
 }
 
-int gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq, gmcp_rows *out)
+apr_status_t gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq,
+                               gmcp_rows *out)
 {
     return gmcp_db_select(db, "gmcp_events_after", out,
-                          GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq)))
-        ? GMCP_DB_ERROR : 0;
+                          GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq)));
 }
 
-int gmcp_pending_create(gmcp_db *db, const char *session_id, const char *request_key)
+apr_status_t gmcp_pending_create(gmcp_db *db, const char *session_id, const char *request_key)
 {
     return gmcp_db_exec(db, "gmcp_pending_insert", NULL,
-                        GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)))
-        ? GMCP_DB_ERROR : 0;
+                        GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)));
 }
 
-int gmcp_pending_answer(gmcp_db *db, const char *session_id, const char *request_key,
-                        const char *response)
+apr_status_t gmcp_pending_answer(gmcp_db *db, const char *session_id, const char *request_key,
+                                 const char *response)
 {
     int n = 0;
-    if (gmcp_db_exec(db, "gmcp_pending_answer", &n,
-                     GMCP_ARGS(response, session_id, request_key)))
-        return GMCP_DB_ERROR;
-    return n ? GMCP_FOUND : GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_pending_answer", &n,
+                                   GMCP_ARGS(response, session_id, request_key));
+    if (rv != APR_SUCCESS) return rv;
+    return n ? APR_SUCCESS : APR_ENOENT;
 }
 
-int gmcp_pending_get(gmcp_db *db, const char *session_id, const char *request_key,
-                     const char **response)
+apr_status_t gmcp_pending_get(gmcp_db *db, const char *session_id, const char *request_key,
+                              const char **response)
 {
     gmcp_rows rs;
+    apr_status_t rv;
     *response = NULL;
-    if (gmcp_db_select(db, "gmcp_pending_select", &rs, GMCP_ARGS(session_id, request_key)))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    rv = gmcp_db_select(db, "gmcp_pending_select", &rs, GMCP_ARGS(session_id, request_key));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1) return APR_ENOENT;
     if (atoi(GMCP_ROW(&rs, 0)[0])) *response = GMCP_ROW(&rs, 0)[1];
-    return GMCP_FOUND;
+    return APR_SUCCESS;
 }
 
-int gmcp_pending_delete(gmcp_db *db, const char *session_id, const char *request_key)
+apr_status_t gmcp_pending_delete(gmcp_db *db, const char *session_id, const char *request_key)
 {
-    return gmcp_db_exec(db, "gmcp_pending_delete", NULL, GMCP_ARGS(session_id, request_key))
-        ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_pending_delete", NULL, GMCP_ARGS(session_id, request_key));
 }
 
-int gmcp_cancel_record(gmcp_db *db, const char *session_id, const char *request_key)
+apr_status_t gmcp_cancel_record(gmcp_db *db, const char *session_id, const char *request_key)
 {
     int cancelled = 0;
     /* A repeated cancellation is harmless: only insert the first. */
-    if (gmcp_cancel_check(db, session_id, request_key, &cancelled)) return GMCP_DB_ERROR;
-    if (cancelled) return 0;
+    apr_status_t rv = gmcp_cancel_check(db, session_id, request_key, &cancelled);
+    if (rv != APR_SUCCESS || cancelled) return rv;
     /* Two cancellations racing past the check: the second insert conflicts, and the
      * request is cancelled all the same. */
-    return gmcp_db_exec_unique(db, "gmcp_cancel_insert", NULL, &cancelled,
-                               GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)))
-        ? GMCP_DB_ERROR : 0;
+    rv = gmcp_db_exec_unique(db, "gmcp_cancel_insert", NULL,
+                             GMCP_ARGS(session_id, request_key, gmcp_now_str(db->pool)));
+    return rv == APR_EEXIST ? APR_SUCCESS : rv;
 }
 
-int gmcp_cancel_check(gmcp_db *db, const char *session_id, const char *request_key,
-                      int *cancelled)
+apr_status_t gmcp_cancel_check(gmcp_db *db, const char *session_id, const char *request_key,
+                               int *cancelled)
 {
     gmcp_rows rs;
-    if (gmcp_db_select(db, "gmcp_cancel_select", &rs, GMCP_ARGS(session_id, request_key)))
-        return GMCP_DB_ERROR;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_cancel_select", &rs,
+                                     GMCP_ARGS(session_id, request_key));
+    if (rv != APR_SUCCESS) return rv;
     *cancelled = rs.rows->nelts > 0;
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_subscription_add(gmcp_db *db, const char *session_id, const char *uri)
+apr_status_t gmcp_subscription_add(gmcp_db *db, const char *session_id, const char *uri)
 {
     gmcp_rows rs;
-    int exists = 0;
-    if (gmcp_db_select(db, "gmcp_sub_exists", &rs, GMCP_ARGS(session_id, uri)))
-        return GMCP_DB_ERROR;
-    if (rs.rows->nelts) return 0;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_sub_exists", &rs, GMCP_ARGS(session_id, uri));
+    if (rv != APR_SUCCESS || rs.rows->nelts) return rv;
     /* A concurrent subscribe of the same URI: subscribed either way. */
-    return gmcp_db_exec_unique(db, "gmcp_sub_insert", NULL, &exists,
-                               GMCP_ARGS(session_id, uri, gmcp_now_str(db->pool)))
-        ? GMCP_DB_ERROR : 0;
+    rv = gmcp_db_exec_unique(db, "gmcp_sub_insert", NULL,
+                             GMCP_ARGS(session_id, uri, gmcp_now_str(db->pool)));
+    return rv == APR_EEXIST ? APR_SUCCESS : rv;
 }
 
-int gmcp_subscription_remove(gmcp_db *db, const char *session_id, const char *uri)
+apr_status_t gmcp_subscription_remove(gmcp_db *db, const char *session_id, const char *uri)
 {
-    return gmcp_db_exec(db, "gmcp_sub_delete", NULL, GMCP_ARGS(session_id, uri))
-        ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_sub_delete", NULL, GMCP_ARGS(session_id, uri));
 }
 
-int gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout, apr_int64_t event_retention)
+apr_status_t gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout,
+                              apr_int64_t event_retention)
 {
+    /* Children first, in this order (see the statements). */
+    static const char *const aged[] = {
+        "gmcp_sweep_events", "gmcp_sweep_streams", "gmcp_sweep_pending", "gmcp_sweep_cancels",
+        NULL
+    };
+    static const char *const idled[] = { "gmcp_sweep_subs", "gmcp_sweep_sessions", NULL };
     apr_int64_t now = gmcp_now_sec();
     const char *idle = gmcp_i64_str(db->pool, now - idle_timeout);
     const char *old = gmcp_i64_str(db->pool, now - event_retention);
-    if (gmcp_db_exec(db, "gmcp_sweep_events", NULL, GMCP_ARGS(old, idle))
-        || gmcp_db_exec(db, "gmcp_sweep_streams", NULL, GMCP_ARGS(old, idle))
-        || gmcp_db_exec(db, "gmcp_sweep_pending", NULL, GMCP_ARGS(old, idle))
-        || gmcp_db_exec(db, "gmcp_sweep_cancels", NULL, GMCP_ARGS(old, idle))
-        || gmcp_db_exec(db, "gmcp_sweep_subs", NULL, GMCP_ARGS(idle))
-        || gmcp_db_exec(db, "gmcp_sweep_sessions", NULL, GMCP_ARGS(idle)))
-        return GMCP_DB_ERROR;
-    return 0;
+    apr_status_t rv;
+    int i;
+    for (i = 0; aged[i]; i++)
+        if ((rv = gmcp_db_exec(db, aged[i], NULL, GMCP_ARGS(old, idle))) != APR_SUCCESS)
+            return rv;
+    for (i = 0; idled[i]; i++)
+        if ((rv = gmcp_db_exec(db, idled[i], NULL, GMCP_ARGS(idle))) != APR_SUCCESS) return rv;
+    return APR_SUCCESS;
 }

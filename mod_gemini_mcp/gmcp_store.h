@@ -8,6 +8,7 @@
 #include <apr_pools.h>
 #include <jansson.h>
 #include "gmcp_db.h"
+#include "gmcp_util.h"
 
 typedef struct {
     const char *id;
@@ -18,51 +19,56 @@ typedef struct {
     apr_int64_t last_seen;
 } gmcp_session;
 
-/* Return codes of lookups */
-#define GMCP_FOUND     0
-#define GMCP_NOT_FOUND 1
-#define GMCP_DB_ERROR  -1
+/* Every function here returns APR_SUCCESS, GMCP_EDB when the database failed (gmcp_db
+ * logged it), or — where it says so — APR_ENOENT for "no such row". */
 
-int gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info);
+apr_status_t gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info);
 /* Load a live session owned by `owner` (NULL = any owner); one idle past
- * `idle_timeout` seconds counts as gone. Refreshes last_seen at most once a minute. */
-int gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
-                      apr_int64_t idle_timeout, gmcp_session *out);
-int gmcp_session_set_level(gmcp_db *db, const char *id, const char *level);
-/* Remove a session and everything hanging off it, in one transaction. */
-int gmcp_session_delete(gmcp_db *db, const char *id);
+ * `idle_timeout` seconds counts as gone, and another owner's answers like a missing one:
+ * APR_ENOENT. Refreshes last_seen at most once a minute. */
+apr_status_t gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
+                               apr_int64_t idle_timeout, gmcp_session *out);
+apr_status_t gmcp_session_set_level(gmcp_db *db, const char *id, const char *level);
+/* Remove a session and everything hanging off it, in one transaction; APR_ENOENT when
+ * there was no such session. */
+apr_status_t gmcp_session_delete(gmcp_db *db, const char *id);
 
 /* SSE streams of POST requests and their events (for Last-Event-ID resumption). */
-int gmcp_stream_create(gmcp_db *db, const char *stream_id, const char *session_id,
-                       const char *request_key);
-int gmcp_stream_finish(gmcp_db *db, const char *stream_id);
-/* Look a stream up: its session and whether its response was stored. */
-int gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id, int *done);
-int gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,
-                      apr_int64_t seq, const char *message);
+apr_status_t gmcp_stream_create(gmcp_db *db, const char *stream_id, const char *session_id,
+                                const char *request_key);
+apr_status_t gmcp_stream_finish(gmcp_db *db, const char *stream_id);
+/* Look a stream up: its session and whether its response was stored; APR_ENOENT. */
+apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id,
+                             int *done);
+/* GMCP_EDB also for an event of that stream and seq stored already. */
+apr_status_t gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,
+                               apr_int64_t seq, const char *message);
 /* Events of a stream after `seq`, oldest first: rows of (seq, message). */
-int gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq, gmcp_rows *out);
+apr_status_t gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq,
+                               gmcp_rows *out);
 
 /* Server→client requests waiting for the client's response. */
-int gmcp_pending_create(gmcp_db *db, const char *session_id, const char *request_key);
-/* Store the client's response; GMCP_NOT_FOUND when nothing waits for that id. */
-int gmcp_pending_answer(gmcp_db *db, const char *session_id, const char *request_key,
-                        const char *response);
-/* *response is NULL while unanswered. */
-int gmcp_pending_get(gmcp_db *db, const char *session_id, const char *request_key,
-                     const char **response);
-int gmcp_pending_delete(gmcp_db *db, const char *session_id, const char *request_key);
+apr_status_t gmcp_pending_create(gmcp_db *db, const char *session_id, const char *request_key);
+/* Store the client's response; APR_ENOENT when nothing waits for that id. */
+apr_status_t gmcp_pending_answer(gmcp_db *db, const char *session_id, const char *request_key,
+                                 const char *response);
+/* APR_ENOENT when no such request waits; *response is NULL while unanswered. */
+apr_status_t gmcp_pending_get(gmcp_db *db, const char *session_id, const char *request_key,
+                              const char **response);
+apr_status_t gmcp_pending_delete(gmcp_db *db, const char *session_id, const char *request_key);
 
-/* notifications/cancelled */
-int gmcp_cancel_record(gmcp_db *db, const char *session_id, const char *request_key);
-int gmcp_cancel_check(gmcp_db *db, const char *session_id, const char *request_key,
-                      int *cancelled);
+/* notifications/cancelled: recording one twice is no error. */
+apr_status_t gmcp_cancel_record(gmcp_db *db, const char *session_id, const char *request_key);
+apr_status_t gmcp_cancel_check(gmcp_db *db, const char *session_id, const char *request_key,
+                               int *cancelled);
 
-int gmcp_subscription_add(gmcp_db *db, const char *session_id, const char *uri);
-int gmcp_subscription_remove(gmcp_db *db, const char *session_id, const char *uri);
+/* Subscribing twice, or removing what is not there, is no error. */
+apr_status_t gmcp_subscription_add(gmcp_db *db, const char *session_id, const char *uri);
+apr_status_t gmcp_subscription_remove(gmcp_db *db, const char *session_id, const char *uri);
 
 /* Delete sessions idle past idle_timeout and events older than event_retention
- * seconds. Returns 0 on success. */
-int gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout, apr_int64_t event_retention);
+ * seconds. */
+apr_status_t gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout,
+                              apr_int64_t event_retention);
 
 #endif

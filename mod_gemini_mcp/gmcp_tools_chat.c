@@ -40,7 +40,7 @@ static json_t *t_chat_start(gmcp_call *c, json_t *args, void *baton)
     gmcp_chat_session s;
     const char *model = gmcp_tool_model(c, args, conf->default_model, &result);
     gmcp_db *db;
-    int rv;
+    apr_status_t rv;
     if (!model) return result;
     memset(&s, 0, sizeof(s));
     s.id = apr_pstrcat(c->pool, "chat_", gmcp_random_id(c->pool, 15), NULL);
@@ -67,7 +67,8 @@ static json_t *t_chat_list(gmcp_call *c, json_t *args, void *baton)
     json_int_t offset = json_integer_value(json_object_get(args, "offset"));
     json_int_t limit = json_integer_value(json_object_get(args, "limit"));
     gmcp_db *db;
-    int rv, i;
+    apr_status_t rv;
+    int i;
     if (limit <= 0 || limit > 200) limit = 50;
     if (offset < 0) offset = 0;
     if (!(db = store(c, &result))) return result;
@@ -90,12 +91,12 @@ static json_t *t_chat_delete(gmcp_call *c, json_t *args, void *baton)
     const char *id = gmcp_json_str(args, "session_id");
     json_t *result = NULL;
     gmcp_db *db;
-    int rv;
+    apr_status_t rv;
     (void)baton;
     if (!(db = store(c, &result))) return result;
     rv = gmcp_chat_delete(db, id, c->principal);
     c->ops->db_close(c);
-    if (rv == GMCP_NOT_FOUND) return not_found(c, id);
+    if (rv == APR_ENOENT) return not_found(c, id);
     if (rv) return db_failed(NULL);
     return gmcp_tool_structured(gmcp_text_result(apr_psprintf(c->pool, "Deleted chat session %s",
                                                          id), 0),
@@ -114,13 +115,14 @@ static json_t *t_chat_history(gmcp_call *c, json_t *args, void *baton)
     apr_array_header_t *msgs;
     gmcp_chat_session s;
     gmcp_db *db;
-    int rv, i;
+    apr_status_t rv;
+    int i;
     if (limit <= 0 || limit > 200) limit = 50;
     if (!(db = store(c, &result))) return result;
     rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, &s);
-    if (rv == GMCP_FOUND) rv = gmcp_chat_messages(db, id, after, (int)limit + 1, &msgs);
+    if (rv == APR_SUCCESS) rv = gmcp_chat_messages(db, id, after, (int)limit + 1, &msgs);
     c->ops->db_close(c);
-    if (rv == GMCP_NOT_FOUND) return not_found(c, id);
+    if (rv == APR_ENOENT) return not_found(c, id);
     if (rv) return db_failed(NULL);
     arr = json_array();
     for (i = 0; i < msgs->nelts && i < limit; i++) {
@@ -135,19 +137,20 @@ static json_t *t_chat_history(gmcp_call *c, json_t *args, void *baton)
     return gmcp_tool_structured(gmcp_text_result(gmcp_json_dump(c->pool, result), 0), result);
 }
 
-/* The whole session for exports and transcripts. */
-static int load_all(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
-                    gmcp_chat_session *s, apr_array_header_t **msgs, json_t **result)
+/* The whole session for exports and transcripts: APR_SUCCESS; otherwise *result is the
+ * tool error: APR_ENOENT (no such session of the caller's), GMCP_EDB. */
+static apr_status_t load_all(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
+                             gmcp_chat_session *s, apr_array_header_t **msgs, json_t **result)
 {
     gmcp_db *db = store(c, result);
-    int rv;
-    if (!db) return -1;
+    apr_status_t rv;
+    if (!db) return GMCP_EDB;
     rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, s);
-    if (rv == GMCP_FOUND) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
+    if (rv == APR_SUCCESS) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
     c->ops->db_close(c);
-    if (rv == GMCP_NOT_FOUND) *result = not_found(c, id);
+    if (rv == APR_ENOENT) *result = not_found(c, id);
     else if (rv) *result = db_failed(NULL);
-    return rv ? -1 : 0;
+    return rv;
 }
 
 static json_t *t_chat_export(gmcp_call *c, json_t *args, void *baton)
@@ -159,7 +162,7 @@ static json_t *t_chat_export(gmcp_call *c, json_t *args, void *baton)
     apr_array_header_t *msgs;
     json_t *result = NULL;
     const char *text;
-    if (load_all(c, baton, id, &s, &msgs, &result)) return result;
+    if (load_all(c, baton, id, &s, &msgs, &result) != APR_SUCCESS) return result;
     text = gmcp_chat_export(c->pool, &s, msgs, format);
     if (!text) return gmcp_text_result("format must be json, text or markdown", 1);
     return gmcp_tool_structured(gmcp_text_result(text, 0),
@@ -173,7 +176,7 @@ static json_t *r_transcript(gmcp_call *c, const char *uri, json_t *vars, void *b
     gmcp_chat_session s;
     apr_array_header_t *msgs;
     json_t *result = NULL;
-    if (load_all(c, baton, id, &s, &msgs, &result)) {
+    if (load_all(c, baton, id, &s, &msgs, &result) != APR_SUCCESS) {
         json_decref(result);
         return NULL;     /* not found (or unusable store): resource not found */
     }
@@ -187,37 +190,48 @@ static void release(gmcp_call *c, const char *id, const char *token)
 {
     const char *why;
     gmcp_db *db = c->ops->db_open(c, &why);
-    if (!db || gmcp_chat_unlock(db, id, token) != 0)
+    if (!db || gmcp_chat_unlock(db, id, token) != APR_SUCCESS)
         gmcp_chat_release_later(id, token);     /* the database is away: retried */
     if (db) c->ops->db_close(c);
 }
 
 /* Wait for the session's send lease (sends are serialised, none lost or reordered),
- * then read the session and its history in the same database section. */
-static json_t *acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
-                       const char *token, gmcp_chat_session *s, apr_array_header_t **msgs)
+ * then read the session and its history in the same database section. APR_SUCCESS when
+ * the lease is ours; otherwise *result is the tool error: APR_ENOENT (no such session of
+ * the caller's), GMCP_EDB, APR_EBUSY (still held when the call's time or its caller ran
+ * out). */
+static apr_status_t acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
+                            const char *token, gmcp_chat_session *s,
+                            apr_array_header_t **msgs, json_t **result)
 {
     apr_int64_t lease = apr_time_sec(c->deadline - apr_time_now()) + 30;
     for (;;) {
-        json_t *result = NULL;
-        gmcp_db *db = store(c, &result);
-        int got = 0, rv;
-        if (!db) return result;
+        gmcp_db *db = store(c, result);
+        apr_status_t rv;
+        int got;
+        if (!db) return GMCP_EDB;
         if (gmcp_chat_releases_pending()) gmcp_chat_release_pending(db);
         rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, s);
-        if (rv == GMCP_FOUND) rv = gmcp_chat_lock(db, id, c->principal, token, lease, &got);
+        if (rv == APR_SUCCESS) rv = gmcp_chat_lock(db, id, c->principal, token, lease);
+        got = rv == APR_SUCCESS;
         /* History from SQL on every send: any process continues any session. */
-        if (rv == GMCP_FOUND && got) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
+        if (got) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
         c->ops->db_close(c);
-        if (rv == GMCP_NOT_FOUND) return not_found(c, id);
-        if (rv) {
-            if (got) release(c, id, token);
-            return db_failed(NULL);
+        if (rv == APR_ENOENT) {
+            *result = not_found(c, id);
+            return rv;
         }
-        if (got) return NULL;
-        if (apr_time_now() + LOCK_POLL >= c->deadline || c->ops->cancelled(c))
-            return gmcp_text_result("another message to this chat session is still being "
-                                    "answered; try again", 1);
+        if (rv != APR_SUCCESS && rv != APR_EBUSY) {
+            if (got) release(c, id, token);
+            *result = db_failed(NULL);
+            return rv;
+        }
+        if (got) return APR_SUCCESS;
+        if (apr_time_now() + LOCK_POLL >= c->deadline || c->ops->cancelled(c)) {
+            *result = gmcp_text_result("another message to this chat session is still being "
+                                       "answered; try again", 1);
+            return APR_EBUSY;
+        }
         apr_sleep(LOCK_POLL);
     }
 }
@@ -270,35 +284,45 @@ typedef struct {
     json_t *result;                  /* the tool result */
 } chat_turn;
 
-/* Step 1: a Gemini client, a lease token and a message. */
-static int send_checked(chat_turn *t)
+/* Each step of a gemini_chat_send call returns APR_SUCCESS to go on; otherwise t->result
+ * is the tool error. */
+
+/* Step 1: a Gemini client (APR_ENOTIMPL: not configured, or no HTTP handle), a lease token
+ * (APR_ENOTENOUGHENTROPY) and a message (APR_EINVAL). */
+static apr_status_t send_checked(chat_turn *t)
 {
-    if (!(t->g = gmcp_tool_client(t->c, t->conf, &t->result))) return -1;
-    if (!t->token) t->result = gmcp_text_result("no randomness for a send lease", 1);
-    else if (!t->message || !*t->message)
+    if (!(t->g = gmcp_tool_client(t->c, t->conf, &t->result))) return APR_ENOTIMPL;
+    if (!t->token) {
+        t->result = gmcp_text_result("no randomness for a send lease", 1);
+        return APR_ENOTENOUGHENTROPY;
+    }
+    if (!t->message || !*t->message) {
         t->result = gmcp_text_result("message must not be empty", 1);
-    return t->result ? -1 : 0;
+        return APR_EINVAL;
+    }
+    return APR_SUCCESS;
 }
 
-/* Step 2: the session's send lease, and its history. */
-static int send_leased(chat_turn *t)
+/* Step 2: the session's send lease, and its history (as acquire). */
+static apr_status_t send_leased(chat_turn *t)
 {
-    t->result = acquire(t->c, t->conf, t->id, t->token, &t->s, &t->msgs);
-    t->leased = !t->result;
-    return t->leased ? 0 : -1;
+    apr_status_t rv = acquire(t->c, t->conf, t->id, t->token, &t->s, &t->msgs, &t->result);
+    t->leased = rv == APR_SUCCESS;
+    return rv;
 }
 
-/* Step 3: the user's turn: the message and its file references. */
-static int user_turn(chat_turn *t)
+/* Step 3: the user's turn: the message and its file references (APR_EINVAL for a bad
+ * reference). */
+static apr_status_t user_turn(chat_turn *t)
 {
     t->parts = gmcp_tool_user_parts(t->c, t->conf, t->message,
                                     json_object_get(t->args, "files"), &t->result);
-    return t->parts ? 0 : -1;
+    return t->parts ? APR_SUCCESS : APR_EINVAL;
 }
 
-/* Step 4: Gemini's answer to the history and the new turn. No database handle is held
- * while Gemini answers. */
-static int gemini_answered(chat_turn *t)
+/* Step 4: Gemini's answer to the history and the new turn (GMCP_EUPSTREAM when there is
+ * none to store). No database handle is held while Gemini answers. */
+static apr_status_t gemini_answered(chat_turn *t)
 {
     gmcp_call *c = t->c;
     json_t *rest = json_object(), *gc, *turn;
@@ -315,7 +339,7 @@ static int gemini_answered(chat_turn *t)
                                        &t->text);
     json_decref(turn);
     json_decref(rest);
-    return t->final ? 0 : -1;
+    return t->final ? APR_SUCCESS : GMCP_EUPSTREAM;
 }
 
 /* The turn's two messages: the user's and Gemini's answer, with its usage. */
@@ -345,29 +369,30 @@ static void turn_messages(chat_turn *t, gmcp_chat_message *um, gmcp_chat_message
     mm->created = um->created;
 }
 
-/* Step 5: both messages of the turn in one statement, by the lease holder only. */
-static int turn_stored(chat_turn *t)
+/* Step 5: both messages of the turn in one statement, by the lease holder only
+ * (APR_ENOENT when the session went meanwhile, GMCP_EDB). */
+static apr_status_t turn_stored(chat_turn *t)
 {
     gmcp_chat_message um, mm;
     json_t *err = NULL;
     gmcp_db *db;
-    int rv;
+    apr_status_t rv;
     turn_messages(t, &um, &mm);
     if (!(db = store(t->c, &err))) {
         json_decref(t->result);
         t->result = err;
-        return -1;
+        return GMCP_EDB;
     }
     rv = gmcp_chat_append_turn(db, &t->s, t->token, &um, &mm);
     t->c->ops->db_close(t->c);
     if (rv) {
         json_decref(t->result);
-        t->result = rv == GMCP_NOT_FOUND
+        t->result = rv == APR_ENOENT
             ? gmcp_text_result("the chat session was deleted or expired while Gemini was "
                                "answering; the answer was not stored", 1)
             : db_failed(NULL);
     }
-    return rv ? -1 : 0;
+    return rv;
 }
 
 static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
@@ -385,8 +410,9 @@ static json_t *t_chat_send(gmcp_call *c, json_t *args, void *baton)
      * its history; 3. the user's turn; 4. Gemini's answer to history and turn;
      * 5. both messages stored (which ends the lease); 6. the answer, with the session
      * and its message count. A failed step sets t.result; the lease is then given back. */
-    if (send_checked(&t) == 0 && send_leased(&t) == 0 && user_turn(&t) == 0
-        && gemini_answered(&t) == 0 && turn_stored(&t) == 0) {
+    if (send_checked(&t) == APR_SUCCESS && send_leased(&t) == APR_SUCCESS
+        && user_turn(&t) == APR_SUCCESS && gemini_answered(&t) == APR_SUCCESS
+        && turn_stored(&t) == APR_SUCCESS) {
         sc = json_object_get(t.result, "structuredContent");
         json_object_set_new(sc, "session_id", json_string(t.id));
         json_object_set_new(sc, "message_count", json_integer(t.s.message_count + 2));

@@ -99,7 +99,8 @@ static int already_relayed(upload_job *j, gmcp_db *db)
     gmcp_call *c = j->c;
     gmcp_rows rs;
     if (gmcp_db_select(db, "gmcp_file_by_upload", &rs,
-                       GMCP_ARGS(j->up.id, c->principal, gmcp_now_str(c->pool))) != 0
+                       GMCP_ARGS(j->up.id, c->principal, gmcp_now_str(c->pool)))
+               != APR_SUCCESS
         || rs.rows->nelts == 0)
         return 0;
     j->result = result_for(file_json(c->pool, GMCP_ROW(&rs, 0)),
@@ -108,41 +109,58 @@ static int already_relayed(upload_job *j, gmcp_db *db)
     return 1;
 }
 
-/* Step 1: the caller's upload, complete, not relayed yet. */
-static int upload_ready(upload_job *j)
+/* Each step of a gemini_upload_file call returns APR_SUCCESS to go on; otherwise the call
+ * ends with j->result. */
+
+/* Step 1: the caller's upload, complete, not relayed yet: APR_ENOTIMPL without uploads
+ * here, GMCP_EDB, APR_EEXIST when it is in Gemini already (the result says as what),
+ * APR_ENOENT without such an upload (or a terminated one), APR_EINCOMPLETE before all its
+ * bytes came. */
+static apr_status_t upload_ready(upload_job *j)
 {
     gmcp_call *c = j->c;
     gmcp_db *db;
-    int rv, relayed;
+    apr_status_t rv;
+    int relayed;
     if (!j->conf->upload_dir) {
         j->result = gmcp_text_result("uploads are not configured on this server "
                                      "(GeminiMCPUploadDir)", 1);
-        return -1;
+        return APR_ENOTIMPL;
     }
-    if (!(db = db_or_error(c, &j->result))) return -1;
+    if (!(db = db_or_error(c, &j->result))) return GMCP_EDB;
     rv = gmcp_upload_get(db, j->id, c->principal, &j->up);
-    relayed = rv == GMCP_FOUND && already_relayed(j, db);
+    relayed = rv == APR_SUCCESS && already_relayed(j, db);
     c->ops->db_close(c);
-    if (relayed) return -1;
-    if (rv == GMCP_DB_ERROR)
-        j->result = gmcp_text_result("The upload store is unavailable", 1);
-    else if (rv == GMCP_NOT_FOUND || strcmp(j->up.state, GMCP_UPLOAD_TERMINATED) == 0)
+    if (relayed) return APR_EEXIST;
+    if (APR_STATUS_IS_ENOENT(rv)
+        || (rv == APR_SUCCESS && strcmp(j->up.state, GMCP_UPLOAD_TERMINATED) == 0)) {
         j->result = gmcp_text_result(apr_psprintf(c->pool, "No upload '%s'", j->id), 1);
-    else if (strcmp(j->up.state, GMCP_UPLOAD_COMPLETE) != 0)
+        return APR_ENOENT;
+    }
+    if (rv != APR_SUCCESS) {
+        j->result = gmcp_text_result("The upload store is unavailable", 1);
+        return rv;
+    }
+    if (strcmp(j->up.state, GMCP_UPLOAD_COMPLETE) != 0) {
         j->result = gmcp_text_result(apr_psprintf(c->pool, "Upload '%s' is not complete yet (%"
                                                   APR_INT64_T_FMT " of %" APR_INT64_T_FMT
                                                   " bytes)", j->id, j->up.offset,
                                                   j->up.length), 1);
-    return j->result ? -1 : 0;
+        return APR_EINCOMPLETE;
+    }
+    return APR_SUCCESS;
 }
 
-/* Step 2: the spool file relayed into the Files API, the upload's phase following. */
-static int relay_upload(upload_job *j)
+/* Step 2: the spool file relayed into the Files API, the upload's phase following:
+ * APR_ENOTIMPL without a Gemini client (not configured, or no HTTP handle), else the
+ * relay's status. */
+static apr_status_t relay_upload(upload_job *j)
 {
     gmcp_call *c = j->c;
     const gmcp_upload *up = &j->up;
     gmcp_gemini_error err;
-    if (!(j->g = gmcp_tool_client(c, j->conf, &j->result))) return -1;
+    apr_status_t rv;
+    if (!(j->g = gmcp_tool_client(c, j->conf, &j->result))) return APR_ENOTIMPL;
     /* The declared type, else what the first bytes showed, else generic. */
     j->mime = *up->filetype ? up->filetype : *up->sniffed ? up->sniffed
                                                           : "application/octet-stream";
@@ -150,27 +168,29 @@ static int relay_upload(upload_job *j)
     j->rb.c = c;
     j->rb.upload_id = up->id;
     relay_phase(&j->rb, GMCP_PHASE_RELAYING, 0, NULL);
-    if (gmcp_files_relay(j->g, apr_pstrcat(c->pool, j->conf->upload_dir, "/", up->id, NULL),
-                         up->length, j->mime, j->display_name ? j->display_name
-                         : (*up->filename ? up->filename : up->id), j->conf->files_chunk,
-                         relay_progress, &j->rb, &j->file, &j->resumes, &err)) {
+    rv = gmcp_files_relay(j->g, apr_pstrcat(c->pool, j->conf->upload_dir, "/", up->id, NULL),
+                          up->length, j->mime, j->display_name ? j->display_name
+                          : (*up->filename ? up->filename : up->id), j->conf->files_chunk,
+                          relay_progress, &j->rb, &j->file, &j->resumes, &err);
+    if (rv != APR_SUCCESS) {
         relay_phase(&j->rb, GMCP_PHASE_FAILED, 0, err.message);
         j->result = gmcp_tool_error_result(c, &err);
-        return -1;
+        return rv;
     }
     j->name = apr_pstrdup(c->pool, gmcp_json_str(j->file, "name"));
-    return 0;
+    return APR_SUCCESS;
 }
 
-/* Step 3: Gemini holds the upload's bytes; a file that differs is deleted there. */
-static int sha_checked(upload_job *j)
+/* Step 3: Gemini holds the upload's bytes; a file that differs is deleted there
+ * (GMCP_EUPSTREAM). */
+static apr_status_t sha_checked(upload_job *j)
 {
     gmcp_call *c = j->c;
     const char *size = gmcp_json_str(j->file, "sizeBytes");
     const char *sha = gmcp_json_str(j->file, "sha256Hash");
     gmcp_gemini_error err;
     json_t *ignored = NULL;
-    if (gmcp_files_sha_matches(c->pool, sha, j->up.sha256)) return 0;
+    if (gmcp_files_sha_matches(c->pool, sha, j->up.sha256)) return APR_SUCCESS;
     gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0415", "Files API: %s (relayed "
               "from upload %s, %" APR_INT64_T_FMT " bytes, sizeBytes %s) has SHA-256 %s "
               "at Gemini, the upload %s: deleting it there", j->name ? j->name : "(no name)",
@@ -183,7 +203,7 @@ static int sha_checked(upload_job *j)
                 "match the upload (SHA-256 differs)");
     j->result = gmcp_text_result("The file Gemini stored does not match the upload (SHA-256 "
                                  "differs); it was deleted there. Relay again.", 1);
-    return -1;
+    return GMCP_EUPSTREAM;
 }
 
 /* The result for a relayed and recorded file. */
@@ -201,8 +221,9 @@ static json_t *uploaded_result(upload_job *j, const char *uri, apr_int64_t expir
                                    j->name, j->mime, up->length, uri ? uri : j->name));
 }
 
-/* Step 4: the file recorded for its owner, the upload's phase active. */
-static int record_file(upload_job *j)
+/* Step 4: the file recorded for its owner, the upload's phase active (GMCP_EDB when the
+ * record cannot be stored). */
+static apr_status_t record_file(upload_job *j)
 {
     gmcp_call *c = j->c;
     const gmcp_upload *up = &j->up;
@@ -210,7 +231,7 @@ static int record_file(upload_job *j)
     apr_int64_t exp;
     gmcp_db *db;
     int n = 0;
-    if (!(db = db_or_error(c, &j->result))) return -1;
+    if (!(db = db_or_error(c, &j->result))) return GMCP_EDB;
     uri = gmcp_json_str(j->file, "uri");
     dname = gmcp_json_str(j->file, "displayName");
     exp = rfc3339_sec(gmcp_json_str(j->file, "expirationTime"));
@@ -221,12 +242,12 @@ static int record_file(upload_job *j)
                      gmcp_now_str(c->pool), gmcp_i64_str(c->pool, exp)))) {
         c->ops->db_close(c);
         j->result = gmcp_text_result("Relayed, but the file record could not be stored", 1);
-        return -1;
+        return GMCP_EDB;
     }
     gmcp_upload_set_phase(db, up->id, GMCP_PHASE_ACTIVE, up->length, j->name);
     c->ops->db_close(c);
     j->result = uploaded_result(j, uri, exp);
-    return 0;
+    return APR_SUCCESS;
 }
 
 static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
@@ -242,7 +263,8 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
      * 3. the file's SHA-256 at Gemini checked against the upload's;
      * 4. the file recorded for its owner.
      * The step that ends the call sets j.result. */
-    if (upload_ready(&j) == 0 && relay_upload(&j) == 0 && sha_checked(&j) == 0)
+    if (upload_ready(&j) == APR_SUCCESS && relay_upload(&j) == APR_SUCCESS
+        && sha_checked(&j) == APR_SUCCESS)
         record_file(&j);
     json_decref(j.file);
     return j.result;
@@ -307,7 +329,7 @@ static json_t *t_file_get(gmcp_call *c, json_t *args, void *baton)
     }
     if (!(g = gmcp_tool_client(c, conf, &result))) { json_decref(o); return result; }
     if (gmcp_gemini_call(g, "GET", apr_pstrcat(c->pool, "/v1beta/", row[0], NULL), NULL, &live,
-                         &err)) {
+                         &err) != APR_SUCCESS) {
         json_decref(o);
         return gmcp_tool_error_result(c, &err);
     }
@@ -330,7 +352,7 @@ static json_t *t_file_delete(gmcp_call *c, json_t *args, void *baton)
     if (!row) return result;
     if (!(g = gmcp_tool_client(c, conf, &result))) return result;
     if (gmcp_gemini_call(g, "DELETE", apr_pstrcat(c->pool, "/v1beta/", row[0], NULL), NULL,
-                         &ignored, &err)
+                         &ignored, &err) != APR_SUCCESS
         && err.http_status != 403 && err.http_status != 404)     /* already gone: fine */
         return gmcp_tool_error_result(c, &err);
     json_decref(ignored);

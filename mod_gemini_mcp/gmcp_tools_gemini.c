@@ -3,6 +3,7 @@
 #include "gmcp_tools_gemini.h"
 #include "gmcp_gemini.h"
 #include "gmcp_jsonrpc.h"
+#include "gmcp_util.h"
 
 #include <string.h>
 #include <apr_lib.h>
@@ -214,13 +215,13 @@ typedef struct {
     int n;
 } stream_state;
 
-static int on_chunk(json_t *chunk, void *baton)
+static apr_status_t on_chunk(json_t *chunk, void *baton)
 {
     stream_state *s = baton;
     const char *t;
     if (json_object_get(chunk, "error")) {
         s->error = json_incref(chunk);
-        return -1;
+        return GMCP_EUPSTREAM;
     }
     t = gmcp_gemini_text(s->c->pool, chunk);
     if (t) s->text = s->text ? apr_pstrcat(s->c->pool, s->text, t, NULL) : t;
@@ -229,7 +230,7 @@ static int on_chunk(json_t *chunk, void *baton)
     s->n++;
     /* Forward at once: progress grows with the text, the message is the text so far. */
     gmcp_progress(s->c, s->text ? (double)strlen(s->text) : (double)s->n, 0, s->text);
-    return 0;
+    return APR_SUCCESS;
 }
 
 json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
@@ -245,7 +246,7 @@ json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
         s.c = c;
         if (gmcp_gemini_stream(g, apr_pstrcat(c->pool, "/v1beta/", model,
                                               ":streamGenerateContent?alt=sse", NULL),
-                               req, on_chunk, &s, &err)) {
+                               req, on_chunk, &s, &err) != APR_SUCCESS) {
             json_decref(s.last);
             if (s.error) {
                 json_t *e = json_object_get(s.error, "error");
@@ -263,7 +264,8 @@ json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
     }
     else {
         if (gmcp_gemini_call_text(g, apr_pstrcat(c->pool, "/v1beta/", model,
-                                                 ":generateContent", NULL), req, &resp, &err))
+                                                 ":generateContent", NULL), req, &resp, &err)
+            != APR_SUCCESS)
             return gmcp_tool_error_result(c, &err);
         *text = gmcp_gemini_text(c->pool, resp);
     }
@@ -321,7 +323,7 @@ static json_t *t_count_tokens(gmcp_call *c, json_t *args, void *baton)
         return gmcp_text_result("text (or contents) is required", 1);
     req = json_pack("{s:o}", "contents", contents);
     if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model, ":countTokens",
-                                                NULL), req, &resp, &err)) {
+                                                NULL), req, &resp, &err) != APR_SUCCESS) {
         json_decref(req);
         return gmcp_tool_error_result(c, &err);
     }
@@ -363,7 +365,7 @@ static json_t *t_embed(gmcp_call *c, json_t *args, void *baton)
     req = json_pack("{s:o}", "requests", reqs);
     if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model,
                                                 ":batchEmbedContents", NULL), req, &resp,
-                         &err)) {
+                         &err) != APR_SUCCESS) {
         json_decref(req);
         return gmcp_tool_error_result(c, &err);
     }
@@ -400,7 +402,8 @@ static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
     path = apr_psprintf(c->pool, "/v1beta/models?pageSize=%d%s%s",
                         size > 0 && size <= 1000 ? (int)size : 50,
                         token ? "&pageToken=" : "", token ? token : "");
-    if (gmcp_gemini_call(g, "GET", path, NULL, &resp, &err)) return gmcp_tool_error_result(c, &err);
+    if (gmcp_gemini_call(g, "GET", path, NULL, &resp, &err) != APR_SUCCESS)
+        return gmcp_tool_error_result(c, &err);
     models = json_array();
     json_array_foreach(json_object_get(resp, "models"), i, m) {
         json_t *o = json_pack("{s:s?, s:s?, s:s?, s:I, s:I, s:O?}",
@@ -525,7 +528,7 @@ static json_t *r_model(gmcp_call *c, const char *uri, json_t *vars, void *baton)
     gmcp_gemini_error err;
     json_decref(result);
     if (!g || gmcp_gemini_call(g, "GET", apr_pstrcat(c->pool, "/v1beta/", model, NULL), NULL,
-                               &resp, &err))
+                               &resp, &err) != APR_SUCCESS)
         return NULL;      /* unknown model (or Gemini unreachable): not found */
     out = json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType",
                     "application/json", "text", gmcp_json_dump(c->pool, resp));

@@ -119,21 +119,21 @@ static int keep_head(gmcp_upload_body *b, const char *data, apr_size_t len)
     return b->rc->conflict;
 }
 
-int gmcp_body_take(gmcp_upload_body *b, const char *data, apr_size_t len)
+apr_status_t gmcp_body_take(gmcp_upload_body *b, const char *data, apr_size_t len)
 {
     gmcp_receipt *rc = b->rc;
     if (rc->got + (apr_int64_t)len > b->room) {
         rc->too_big = 1;
-        return -1;
+        return APR_EINVAL;
     }
-    if (b->head && b->head_len < GMCP_SNIFF_BYTES && keep_head(b, data, len)) return -1;
+    if (b->head && b->head_len < GMCP_SNIFF_BYTES && keep_head(b, data, len)) return APR_EINVAL;
     if (len && (rc->disk_rv = gmcp_spool_write(b->w, data, len)) != APR_SUCCESS) {
         rc->io_error = 1;
-        return -1;
+        return rc->disk_rv;
     }
     if (b->ck) EVP_DigestUpdate(b->ck, data, len);
     rc->got += (apr_int64_t)len;
-    return 0;
+    return APR_SUCCESS;
 }
 
 void gmcp_body_ended(gmcp_upload_body *b)
@@ -162,7 +162,7 @@ void gmcp_body_verify(gmcp_upload_body *b, const unsigned char *want, apr_size_t
                    && (got_len != want_len || memcmp(got, want, got_len) != 0);
 }
 
-int gmcp_body_outcome(const gmcp_upload_body *b)
+gmcp_body_fate gmcp_body_outcome(const gmcp_upload_body *b)
 {
     const gmcp_receipt *rc = b->rc;
     if (rc->io_error) return GMCP_BODY_FAILED;

@@ -67,9 +67,10 @@ typedef struct {
 void gmcp_body_start(gmcp_upload_body *b, apr_pool_t *p, const gmcp_upload *x,
                      apr_int64_t room, const char *algo, gmcp_spool_writer *w,
                      gmcp_receipt *rc);
-/* One piece of the body: 0, or -1 when the body stops here (too big, the first bytes
- * contradict the filetype, or a write error in rc->disk_rv). */
-int gmcp_body_take(gmcp_upload_body *b, const char *data, apr_size_t len);
+/* One piece of the body: APR_SUCCESS; otherwise the body stops here, and the receipt says
+ * why: APR_EINVAL when it is too big (rc->too_big) or its first bytes contradict the
+ * filetype (rc->conflict), or the spool writer's error (rc->io_error, rc->disk_rv). */
+apr_status_t gmcp_body_take(gmcp_upload_body *b, const char *data, apr_size_t len);
 /* The body ended (its EOS): a body shorter than the sniff window is sniffed now. */
 void gmcp_body_ended(gmcp_upload_body *b);
 /* May durable points be recorded before the body ended? Not with a checksum (nothing
@@ -78,11 +79,14 @@ int gmcp_body_may_record(const gmcp_upload_body *b);
 /* The checksum against the digest the request promised (rc->mismatch). */
 void gmcp_body_verify(gmcp_upload_body *b, const unsigned char *want, apr_size_t want_len);
 
-/* What becomes of the bytes written, once the body ended and was verified. */
-#define GMCP_BODY_KEEP     0    /* nothing more to record */
-#define GMCP_BODY_COMMIT   1    /* bytes past the last durable point: finish and record */
-#define GMCP_BODY_DISCARD  2    /* the whole chunk goes: too big, wrong type or checksum */
-#define GMCP_BODY_FAILED   3    /* the spool file or the store failed */
-int gmcp_body_outcome(const gmcp_upload_body *b);
+/* What becomes of the bytes written, once the body ended and was verified (an outcome
+ * the caller acts on, not a status). */
+typedef enum {
+    GMCP_BODY_KEEP = 0,         /* nothing more to record */
+    GMCP_BODY_COMMIT = 1,       /* bytes past the last durable point: finish and record */
+    GMCP_BODY_DISCARD = 2,      /* the whole chunk goes: too big, wrong type or checksum */
+    GMCP_BODY_FAILED = 3        /* the spool file or the store failed */
+} gmcp_body_fate;
+gmcp_body_fate gmcp_body_outcome(const gmcp_upload_body *b);
 
 #endif

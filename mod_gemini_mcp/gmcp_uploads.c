@@ -72,182 +72,184 @@ static void fill(const char **r, gmcp_upload *u)
     u->detail = r[19]; u->sniffed = r[20];
 }
 
-int gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
+apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
 {
     apr_pool_t *p = db->pool;
     int n = 0;
     return gmcp_db_exec(db, "gmcp_upload_insert", &n, GMCP_ARGS(u->id, u->owner, u->key_id,
                         I(p, u->length), I(p, u->offset), u->metadata, u->filename,
                         u->filetype, u->concat, u->parts, u->sha256, u->state,
-                        I(p, u->created), I(p, u->expires), I(p, u->completed)))
-           ? GMCP_DB_ERROR : 0;
+                        I(p, u->created), I(p, u->expires), I(p, u->completed)));
 }
 
-int gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out)
+apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner,
+                             gmcp_upload *out)
 {
     gmcp_rows rs;
-    if (gmcp_db_select(db, "gmcp_upload_select", &rs, GMCP_ARGS(id))) return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_upload_select", &rs, GMCP_ARGS(id));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1) return APR_ENOENT;
     fill(GMCP_ROW(&rs, 0), out);
-    if (owner && strcmp(owner, out->owner) != 0) return GMCP_NOT_FOUND;
-    return GMCP_FOUND;
+    if (owner && strcmp(owner, out->owner) != 0) return APR_ENOENT;
+    return APR_SUCCESS;
 }
 
-int gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out)
+apr_status_t gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out)
 {
     gmcp_rows rs;
-    int i, rv = owner ? gmcp_db_select(db, "gmcp_upload_list_owner", &rs, GMCP_ARGS(owner))
-                      : gmcp_db_select(db, "gmcp_upload_list_all", &rs, 0, NULL);
-    if (rv) return GMCP_DB_ERROR;
+    int i;
+    apr_status_t rv = owner
+        ? gmcp_db_select(db, "gmcp_upload_list_owner", &rs, GMCP_ARGS(owner))
+        : gmcp_db_select(db, "gmcp_upload_list_all", &rs, 0, NULL);
+    if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
     for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t seconds,
-                     int *acquired)
+apr_status_t gmcp_upload_lock(gmcp_db *db, const char *id, const char *token,
+                              apr_int64_t seconds)
 {
     apr_int64_t now = gmcp_now_sec();
     const char *holder = NULL;
     int n = 0;
-    if (gmcp_db_exec(db, "gmcp_upload_lock", &n, GMCP_ARGS(token, I(db->pool, now + seconds),
-                                                              id, I(db->pool, now), token)))
-        return GMCP_DB_ERROR;
-    *acquired = n == 1;
-    if (*acquired) return 0;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_upload_lock", &n,
+                                   GMCP_ARGS(token, I(db->pool, now + seconds), id,
+                                             I(db->pool, now), token));
+    if (rv != APR_SUCCESS) return rv;
+    if (n == 1) return APR_SUCCESS;
     /* Held: by a PATCH whose process died on this host (httpd killed mid-PATCH), the
      * lease is taken over at once instead of after its expiry, as a chat's is. */
-    switch (gmcp_upload_holder(db, id, &holder)) {
-    case GMCP_DB_ERROR: return GMCP_DB_ERROR;
-    case GMCP_FOUND:
-        if (gmcp_lease_holder_dead(holder))
-            return gmcp_upload_steal(db, id, holder, token, seconds, acquired);
-        break;
-    }
-    return 0;
+    rv = gmcp_upload_holder(db, id, &holder);
+    if (rv == APR_SUCCESS && gmcp_lease_holder_dead(holder))
+        return gmcp_upload_steal(db, id, holder, token, seconds);
+    /* A live holder, or no row to hold: not ours. */
+    return rv == APR_SUCCESS || APR_STATUS_IS_ENOENT(rv) ? APR_EBUSY : rv;
 }
 
-int gmcp_upload_holder(gmcp_db *db, const char *id, const char **token)
+apr_status_t gmcp_upload_holder(gmcp_db *db, const char *id, const char **token)
 {
     gmcp_rows rs;
-    if (gmcp_db_select(db, "gmcp_upload_holder", &rs, GMCP_ARGS(id))) return GMCP_DB_ERROR;
-    if (rs.rows->nelts != 1) return GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_upload_holder", &rs, GMCP_ARGS(id));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts != 1) return APR_ENOENT;
     *token = GMCP_ROW(&rs, 0)[0];
-    return GMCP_FOUND;
+    return APR_SUCCESS;
 }
 
-int gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token, const char *token,
-                      apr_int64_t seconds, int *acquired)
+apr_status_t gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token,
+                               const char *token, apr_int64_t seconds)
 {
     int n = 0;
-    if (gmcp_db_exec(db, "gmcp_upload_steal", &n, GMCP_ARGS(token,
-                     I(db->pool, gmcp_now_sec() + seconds), id, old_token)))
-        return GMCP_DB_ERROR;
-    *acquired = n == 1;
-    return 0;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_upload_steal", &n,
+                                   GMCP_ARGS(token, I(db->pool, gmcp_now_sec() + seconds), id,
+                                             old_token));
+    if (rv != APR_SUCCESS) return rv;
+    return n == 1 ? APR_SUCCESS : APR_EBUSY;
 }
 
-int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token)
+apr_status_t gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token)
 {
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_upload_unlock", &n, GMCP_ARGS(id, token)) ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_upload_unlock", &n, GMCP_ARGS(id, token));
 }
 
-int gmcp_upload_lease(gmcp_db *db, const char *id, const char *owner,
-                      const gmcp_upload *checked, const char *token, apr_int64_t seconds,
-                      apr_int64_t *offset)
+gmcp_upload_lease_result gmcp_upload_lease(gmcp_db *db, const char *id, const char *owner,
+                                           const gmcp_upload *checked, const char *token,
+                                           apr_int64_t seconds, apr_int64_t *offset)
 {
     gmcp_upload now;
-    int acquired = 0, st;
-    if (gmcp_upload_lock(db, id, token, seconds, &acquired)) return GMCP_LEASE_LOCK_FAILED;
-    if (!acquired) return GMCP_LEASE_HELD;
+    apr_status_t rv = gmcp_upload_lock(db, id, token, seconds);
+    if (APR_STATUS_IS_EBUSY(rv)) return GMCP_LEASE_HELD;
+    if (rv != APR_SUCCESS) return GMCP_LEASE_LOCK_FAILED;
     if (!checked) return GMCP_LEASE_TAKEN;
     /* The offset the request was checked against was read before the lease: cutting the
      * file back to a stale one would lose bytes the row counts as durable. */
-    st = gmcp_upload_get(db, id, owner, &now);
-    if (st == GMCP_FOUND && now.offset == checked->offset && !strcmp(now.state, checked->state))
+    rv = gmcp_upload_get(db, id, owner, &now);
+    if (rv == APR_SUCCESS && now.offset == checked->offset && !strcmp(now.state, checked->state))
         return GMCP_LEASE_TAKEN;
     gmcp_upload_unlock(db, id, token);
-    if (st == GMCP_DB_ERROR) return GMCP_LEASE_READ_FAILED;
-    *offset = st == GMCP_FOUND ? now.offset : checked->offset;
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_ENOENT(rv)) return GMCP_LEASE_READ_FAILED;
+    *offset = rv == APR_SUCCESS ? now.offset : checked->offset;
     return GMCP_LEASE_MOVED;
 }
 
-int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
-                        apr_int64_t length, apr_int64_t expires, const char *sha_state)
+apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token,
+                                 apr_int64_t offset, apr_int64_t length, apr_int64_t expires,
+                                 const char *sha_state)
 {
     int n = 0;
-    if (gmcp_db_exec(db, "gmcp_upload_advance", &n, GMCP_ARGS(I(db->pool, offset),
-                     I(db->pool, length), I(db->pool, expires), sha_state, id, token)))
-        return GMCP_DB_ERROR;
-    return n == 1 ? GMCP_FOUND : GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_upload_advance", &n,
+                                   GMCP_ARGS(I(db->pool, offset), I(db->pool, length),
+                                             I(db->pool, expires), sha_state, id, token));
+    if (rv != APR_SUCCESS) return rv;
+    return n == 1 ? APR_SUCCESS : APR_ENOENT;
 }
 
-int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
-                         const char *sha256, apr_int64_t now, apr_int64_t expires)
+apr_status_t gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
+                                  const char *sha256, apr_int64_t now, apr_int64_t expires)
 {
     int n = 0;
     return gmcp_db_exec(db, "gmcp_upload_complete", &n, GMCP_ARGS(I(db->pool, length),
                         I(db->pool, length), sha256, I(db->pool, now), I(db->pool, expires),
                         I(db->pool, length), I(db->pool, apr_time_as_msec(apr_time_now())),
-                        id))
-           ? GMCP_DB_ERROR : 0;
+                        id));
 }
 
-int gmcp_upload_set_phase(gmcp_db *db, const char *id, const char *phase, apr_int64_t progress,
-                          const char *detail)
+apr_status_t gmcp_upload_set_phase(gmcp_db *db, const char *id, const char *phase,
+                                   apr_int64_t progress, const char *detail)
 {
     int n = 0;
     return gmcp_db_exec(db, "gmcp_upload_progress", &n, GMCP_ARGS(phase, I(db->pool, progress),
                         I(db->pool, apr_time_as_msec(apr_time_now())), detail ? detail : "",
-                        id))
-           ? GMCP_DB_ERROR : 0;
+                        id));
 }
 
-int gmcp_upload_set_sniffed(gmcp_db *db, const char *id, const char *mime)
+apr_status_t gmcp_upload_set_sniffed(gmcp_db *db, const char *id, const char *mime)
 {
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_upload_sniffed", &n, GMCP_ARGS(mime, id)) ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_upload_sniffed", &n, GMCP_ARGS(mime, id));
 }
 
-int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner)
+apr_status_t gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner)
 {
     int n = 0;
-    if (gmcp_db_exec(db, "gmcp_upload_terminate", &n, GMCP_ARGS(id, owner)))
-        return GMCP_DB_ERROR;
-    return n == 1 ? GMCP_FOUND : GMCP_NOT_FOUND;
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_upload_terminate", &n, GMCP_ARGS(id, owner));
+    if (rv != APR_SUCCESS) return rv;
+    return n == 1 ? APR_SUCCESS : APR_ENOENT;
 }
 
-int gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out)
+apr_status_t gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out)
 {
     gmcp_rows rs;
     int i;
-    if (gmcp_db_select(db, "gmcp_upload_expired", &rs, GMCP_ARGS(I(db->pool, now))))
-        return GMCP_DB_ERROR;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_upload_expired", &rs,
+                                     GMCP_ARGS(I(db->pool, now)));
+    if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
     for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes)
+apr_status_t gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes)
 {
     gmcp_rows rs;
-    if (gmcp_db_select(db, "gmcp_upload_spool_used", &rs,
-                       GMCP_ARGS(owner, gmcp_now_str(db->pool))))
-        return GMCP_DB_ERROR;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_upload_spool_used", &rs,
+                                     GMCP_ARGS(owner, gmcp_now_str(db->pool)));
+    if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts != 1) {
         gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement "
                   "gmcp_upload_spool_used returned %d rows, not 1", rs.rows->nelts);
-        return GMCP_DB_ERROR;
+        return GMCP_EDB;
     }
     *bytes = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_upload_delete(gmcp_db *db, const char *id)
+apr_status_t gmcp_upload_delete(gmcp_db *db, const char *id)
 {
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_upload_delete", &n, GMCP_ARGS(id)) ? GMCP_DB_ERROR : 0;
+    return gmcp_db_exec(db, "gmcp_upload_delete", &n, GMCP_ARGS(id));
 }
 
 json_t *gmcp_upload_json(const gmcp_upload *u)
@@ -279,20 +281,20 @@ const char *gmcp_upload_new_id(apr_pool_t *p)
     return id;
 }
 
-int gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *meta, const char *concat,
-                         const char *owner, const char *key_id, apr_int64_t now,
-                         apr_int64_t expiry, const char **err)
+apr_status_t gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *meta,
+                                  const char *concat, const char *owner, const char *key_id,
+                                  apr_int64_t now, apr_int64_t expiry, const char **why)
 {
     const char *fname = apr_table_get(md, "filename"), *ftype = apr_table_get(md, "filetype");
     if (fname && !gmcp_tus_filename_ok(fname)) {
-        *err = "Upload-Metadata: filename must be a plain file name (no path, no control "
+        *why = "Upload-Metadata: filename must be a plain file name (no path, no control "
                "characters, at most 255 bytes)";
-        return -1;
+        return APR_EINVAL;
     }
     x->filetype = ftype ? ftype : "";
     if (strlen(x->filetype) > 255 || strpbrk(x->filetype, "\r\n,;\"")) {
-        *err = "Upload-Metadata: filetype is not a media type";
-        return -1;
+        *why = "Upload-Metadata: filetype is not a media type";
+        return APR_EINVAL;
     }
     x->owner = owner;
     x->key_id = key_id ? key_id : "";
@@ -304,7 +306,7 @@ int gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *meta, cons
     x->state = GMCP_UPLOAD_RECEIVING;
     x->created = now;
     x->expires = now + expiry;
-    return 0;
+    return APR_SUCCESS;
 }
 
 /* ---- header grammar ------------------------------------------------------------------ */
@@ -331,7 +333,8 @@ static char *b64_decode(apr_pool_t *p, const char *s, apr_size_t *len)
     return out;
 }
 
-int gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **out, const char **err)
+apr_status_t gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **out,
+                               const char **why)
 {
     char *copy = apr_pstrdup(p, header ? header : ""), *pair, *last = NULL;
     *out = apr_table_make(p, 4);
@@ -342,27 +345,27 @@ int gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **out, cons
         if (sp) {
             *sp = '\0';
             if (!(val = b64_decode(p, sp + 1, &len)) || memchr(val, '\0', len)) {
-                *err = apr_psprintf(p, "Upload-Metadata: the value of '%s' is not valid "
+                *why = apr_psprintf(p, "Upload-Metadata: the value of '%s' is not valid "
                                     "base64 text", key);
-                return -1;
+                return APR_EINVAL;
             }
         }
         if (!*key || strlen(key) > 128) {
-            *err = "Upload-Metadata: empty or overlong key";
-            return -1;
+            *why = "Upload-Metadata: empty or overlong key";
+            return APR_EINVAL;
         }
         for (k = key; *k; k++)
             if (*k <= ' ' || *k > '~') {
-                *err = "Upload-Metadata: keys must be printable ASCII";
-                return -1;
+                *why = "Upload-Metadata: keys must be printable ASCII";
+                return APR_EINVAL;
             }
         if (apr_table_get(*out, key)) {
-            *err = apr_psprintf(p, "Upload-Metadata: key '%s' appears twice", key);
-            return -1;
+            *why = apr_psprintf(p, "Upload-Metadata: key '%s' appears twice", key);
+            return APR_EINVAL;
         }
         apr_table_setn(*out, key, val);
     }
-    return 0;
+    return APR_SUCCESS;
 }
 
 int gmcp_tus_filename_ok(const char *name)
@@ -376,17 +379,17 @@ int gmcp_tus_filename_ok(const char *name)
     return strstr(name, "..") == NULL;
 }
 
-int gmcp_tus_checksum(apr_pool_t *p, const char *header, const char **algo,
-                      unsigned char **digest, apr_size_t *len)
+apr_status_t gmcp_tus_checksum(apr_pool_t *p, const char *header, const char **algo,
+                               unsigned char **digest, apr_size_t *len)
 {
     const char *sp = strchr(header, ' ');
     apr_size_t want;
-    if (!sp || sp == header) return -1;
+    if (!sp || sp == header) return APR_EINVAL;
     *algo = apr_pstrndup(p, header, (apr_size_t)(sp - header));
     if (!strcmp(*algo, "sha256")) want = 32;
     else if (!strcmp(*algo, "sha1")) want = 20;
     else if (!strcmp(*algo, "md5")) want = 16;
-    else return -2;
-    if (!(*digest = (unsigned char *)b64_decode(p, sp + 1, len)) || *len != want) return -1;
-    return 0;
+    else return APR_ENOTIMPL;
+    if (!(*digest = (unsigned char *)b64_decode(p, sp + 1, len)) || *len != want) return APR_EINVAL;
+    return APR_SUCCESS;
 }

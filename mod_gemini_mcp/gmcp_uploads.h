@@ -38,54 +38,63 @@ typedef struct {
 #define GMCP_PHASE_ACTIVE     "active"
 #define GMCP_PHASE_FAILED     "failed"
 
-/* GMCP_FOUND / GMCP_NOT_FOUND / GMCP_DB_ERROR as in gmcp_store.h */
-int gmcp_upload_create(gmcp_db *db, const gmcp_upload *u);
+/* The rows. Each returns APR_SUCCESS, or GMCP_EDB when the store failed (gmcp_db logged
+ * it); those that look a row up also APR_ENOENT when there is none (for the owner). */
+apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u);
 /* owner NULL: any owner (gmcpctl). */
-int gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out);
-int gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out);
+apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner,
+                             gmcp_upload *out);
+apr_status_t gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out);
 
-/* The PATCH lease: one writer at a time per upload (*acquired 0 when another holds
- * it; the holder renews it by locking again with its token). The token comes from
- * gmcp_lease_token(); a lease whose holder died on this host is taken over at once. */
-int gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t seconds,
-                     int *acquired);
-int gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token);
-/* Who holds the lease, and taking it over from a holder known to be dead (only while
- * it still holds it). */
-int gmcp_upload_holder(gmcp_db *db, const char *id, const char **token);
-int gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token, const char *token,
-                      apr_int64_t seconds, int *acquired);
+/* The PATCH lease: one writer at a time per upload. APR_SUCCESS when it is ours (the
+ * holder renews it by locking again with its token), APR_EBUSY when another request
+ * holds it (or there is no such row), GMCP_EDB. The token comes from gmcp_lease_token();
+ * a lease whose holder died on this host is taken over at once. */
+apr_status_t gmcp_upload_lock(gmcp_db *db, const char *id, const char *token,
+                              apr_int64_t seconds);
+apr_status_t gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token);
+/* Who holds the lease ("" when nobody: APR_SUCCESS; APR_ENOENT without the row), and
+ * taking it over from a holder known to be dead, only while it still holds it:
+ * APR_SUCCESS when taken, APR_EBUSY when old_token no longer holds it. */
+apr_status_t gmcp_upload_holder(gmcp_db *db, const char *id, const char **token);
+apr_status_t gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_token,
+                               const char *token, apr_int64_t seconds);
 /* The lease for a request that checked the upload (`checked`: its offset and state)
  * before asking: the row is read again under the lease, and one that moved on meanwhile
  * (the PATCH that held it recorded more since) gives the lease back at once. checked
- * NULL: a row just created, nothing to compare. */
-#define GMCP_LEASE_TAKEN       0    /* ours, on the row as checked */
-#define GMCP_LEASE_HELD        1    /* another request holds it */
-#define GMCP_LEASE_MOVED       2    /* the upload moved on: given back; *offset is its own */
-#define GMCP_LEASE_LOCK_FAILED 3    /* the store failed taking it */
-#define GMCP_LEASE_READ_FAILED 4    /* ...or reading the row again (given back) */
-int gmcp_upload_lease(gmcp_db *db, const char *id, const char *owner,
-                      const gmcp_upload *checked, const char *token, apr_int64_t seconds,
-                      apr_int64_t *offset);
+ * NULL: a row just created, nothing to compare. The caller answers each outcome
+ * differently (423, 409, 503 with what failed), hence an outcome rather than a status. */
+typedef enum {
+    GMCP_LEASE_TAKEN = 0,       /* ours, on the row as checked */
+    GMCP_LEASE_HELD = 1,        /* another request holds it */
+    GMCP_LEASE_MOVED = 2,       /* the upload moved on: given back; *offset is its own */
+    GMCP_LEASE_LOCK_FAILED = 3, /* the store failed taking it */
+    GMCP_LEASE_READ_FAILED = 4  /* ...or reading the row again (given back) */
+} gmcp_upload_lease_result;
+gmcp_upload_lease_result gmcp_upload_lease(gmcp_db *db, const char *id, const char *owner,
+                                           const gmcp_upload *checked, const char *token,
+                                           apr_int64_t seconds, apr_int64_t *offset);
 /* Record bytes now on disk (only while `token` holds the lease) with the running
  * SHA-256 at that offset; a deferred length may be set (-1 keeps it); expires slides.
- * GMCP_NOT_FOUND when the lease was lost. */
-int gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
-                        apr_int64_t length, apr_int64_t expires, const char *sha_state);
+ * APR_ENOENT when the lease was lost. */
+apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token,
+                                 apr_int64_t offset, apr_int64_t length, apr_int64_t expires,
+                                 const char *sha_state);
 /* Complete (phase "received"): the spool file is kept (for relays) until `expires`. */
-int gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
-                         const char *sha256, apr_int64_t now, apr_int64_t expires);
+apr_status_t gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
+                                  const char *sha256, apr_int64_t now, apr_int64_t expires);
 /* Progress for the stream: the phase, its bytes so far (now), and why it failed. */
-int gmcp_upload_set_phase(gmcp_db *db, const char *id, const char *phase, apr_int64_t progress,
-                          const char *detail);
-int gmcp_upload_set_sniffed(gmcp_db *db, const char *id, const char *mime);
-int gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner);
+apr_status_t gmcp_upload_set_phase(gmcp_db *db, const char *id, const char *phase,
+                                   apr_int64_t progress, const char *detail);
+apr_status_t gmcp_upload_set_sniffed(gmcp_db *db, const char *id, const char *mime);
+/* APR_ENOENT when the owner has no such upload, or it is terminated already. */
+apr_status_t gmcp_upload_terminate(gmcp_db *db, const char *id, const char *owner);
 /* Rows whose expiry passed before `now` (unfinished, terminated, or complete and kept
  * long enough), and removal. */
-int gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out);
-int gmcp_upload_delete(gmcp_db *db, const char *id);
+apr_status_t gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_t **out);
+apr_status_t gmcp_upload_delete(gmcp_db *db, const char *id);
 /* Spool bytes an owner's live uploads hold or announced (for the per-owner quota). */
-int gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes);
+apr_status_t gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes);
 json_t *gmcp_upload_json(const gmcp_upload *u);
 
 /* An upload's bytes: <spool dir>/<id>. */
@@ -95,23 +104,25 @@ const char *gmcp_upload_spool_path(apr_pool_t *p, const char *dir, const char *i
 const char *gmcp_upload_new_id(apr_pool_t *p);
 /* The fields of a new upload (state receiving, not yet its id or length) from the
  * creation request: Upload-Metadata as sent (meta) and parsed (md), Upload-Concat, the
- * caller, and when it expires (now + expiry). 0, or -1 with *err (the 400's text) when
- * the filename or filetype in the metadata is not acceptable. */
-int gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *meta, const char *concat,
-                         const char *owner, const char *key_id, apr_int64_t now,
-                         apr_int64_t expiry, const char **err);
+ * caller, and when it expires (now + expiry). APR_SUCCESS, or APR_EINVAL with *why (the
+ * 400's text) when the filename or filetype in the metadata is not acceptable. */
+apr_status_t gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *meta,
+                                  const char *concat, const char *owner, const char *key_id,
+                                  apr_int64_t now, apr_int64_t expiry, const char **why);
 
 /* Upload-Metadata: "key b64,key b64,key". Keys: 1-128 printable ASCII without space
- * or comma, unique; values valid standard base64. On success *out maps key -> decoded
- * value (a NUL-free string, or "" for a bare key); -1 with *err otherwise. */
-int gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **out,
-                      const char **err);
+ * or comma, unique; values valid standard base64. APR_SUCCESS with *out mapping key ->
+ * decoded value (a NUL-free string, or "" for a bare key); APR_EINVAL with *why
+ * otherwise. */
+apr_status_t gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **out,
+                               const char **why);
 /* A safe file name for Gemini and listings: no path separators, no "..", no control
  * characters, 1-255 bytes of valid UTF-8. */
 int gmcp_tus_filename_ok(const char *name);
-/* Upload-Checksum: "<algo> <base64>"; algo one of sha256, sha1, md5. Returns 0 with
- * *algo and the raw digest, -1 (malformed) or -2 (unsupported algorithm). */
-int gmcp_tus_checksum(apr_pool_t *p, const char *header, const char **algo,
-                      unsigned char **digest, apr_size_t *len);
+/* Upload-Checksum: "<algo> <base64>"; algo one of sha256, sha1, md5. APR_SUCCESS with
+ * *algo and the raw digest; APR_EINVAL when malformed, APR_ENOTIMPL for another
+ * algorithm. */
+apr_status_t gmcp_tus_checksum(apr_pool_t *p, const char *header, const char **algo,
+                               unsigned char **digest, apr_size_t *len);
 
 #endif

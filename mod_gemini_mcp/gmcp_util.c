@@ -116,25 +116,25 @@ const char *gmcp_now_str(apr_pool_t *p)
     return gmcp_i64_str(p, gmcp_now_sec());
 }
 
-int gmcp_parse_u64(const char *s, apr_uint64_t *out)
+apr_status_t gmcp_parse_u64(const char *s, apr_uint64_t *out)
 {
     apr_uint64_t v = 0;
-    if (!s || !*s) return -1;
+    if (!s || !*s) return APR_EINVAL;
     for (; *s; s++) {
-        if (*s < '0' || *s > '9') return -1;
-        if (v > (APR_UINT64_MAX - (apr_uint64_t)(*s - '0')) / 10) return -1;
+        if (*s < '0' || *s > '9') return APR_EINVAL;
+        if (v > (APR_UINT64_MAX - (apr_uint64_t)(*s - '0')) / 10) return APR_EINVAL;
         v = v * 10 + (apr_uint64_t)(*s - '0');
     }
     *out = v;
-    return 0;
+    return APR_SUCCESS;
 }
 
-int gmcp_parse_size(const char *s, apr_uint64_t *out)
+apr_status_t gmcp_parse_size(const char *s, apr_uint64_t *out)
 {
     char buf[32];
     apr_size_t n;
     apr_uint64_t mul = 1, v;
-    if (!s || !(n = strlen(s)) || n >= sizeof(buf)) return -1;
+    if (!s || !(n = strlen(s)) || n >= sizeof(buf)) return APR_EINVAL;
     memcpy(buf, s, n + 1);
     switch (buf[n - 1]) {
     case 'k': case 'K': mul = 1024; break;
@@ -143,9 +143,9 @@ int gmcp_parse_size(const char *s, apr_uint64_t *out)
     default: break;
     }
     if (mul != 1) buf[n - 1] = '\0';
-    if (gmcp_parse_u64(buf, &v) != 0 || v > APR_UINT64_MAX / mul) return -1;
+    if (gmcp_parse_u64(buf, &v) != APR_SUCCESS || v > APR_UINT64_MAX / mul) return APR_EINVAL;
     *out = v * mul;
-    return 0;
+    return APR_SUCCESS;
 }
 
 int gmcp_utf8_valid(const char *str, apr_size_t len)
@@ -238,18 +238,18 @@ const char *gmcp_read_secret(apr_pool_t *p, const char *src)
     return n ? apr_pstrndup(p, val, n) : NULL;
 }
 
-int gmcp_buf_append(gmcp_buf *b, const void *data, apr_size_t n, apr_size_t max)
+apr_status_t gmcp_buf_append(gmcp_buf *b, const void *data, apr_size_t n, apr_size_t max)
 {
-    if (b->len + n > max) return -1;
+    if (b->len + n > max) return APR_ENOSPC;
     if (b->len + n + 1 > b->cap) {
         apr_size_t cap = (b->len + n + 1) * 2;
         char *nb = realloc(b->buf, cap);
-        if (!nb) return -2;
+        if (!nb) return APR_ENOMEM;
         b->buf = nb;
         b->cap = cap;
     }
     memcpy(b->buf + b->len, data, n);
     b->len += n;
     b->buf[b->len] = '\0';
-    return 0;
+    return APR_SUCCESS;
 }

@@ -13,6 +13,16 @@
  * APR_TIMEUP for a deadline; OS codes from files and sockets as they came — plus these
  * of its own. A reason in words, where there is one, comes in a `const char **why`. */
 #define GMCP_EDB (APR_OS_START_USERERR + 1)   /* the database failed (gmcp_db logged it) */
+/* the database's schema is not one this build can use: older than it needs, newer than
+ * its migrations know, or an applied migration differs from its file (gmcp_migrate.h) */
+#define GMCP_ESCHEMA (APR_OS_START_USERERR + 2)
+/* an upstream HTTP service (the Gemini API) failed: could not be reached, refused the
+ * call, or answered with something unusable; its HTTP status and words, where there are
+ * any, are in the gmcp_gemini_error the call filled */
+#define GMCP_EUPSTREAM (APR_OS_START_USERERR + 3)
+/* the caller gave up: the MCP request was cancelled, or its client went away, while a
+ * call on its behalf was under way */
+#define GMCP_ECANCELLED (APR_OS_START_USERERR + 4)
 
 /* A random identifier: `nbytes` bytes from OpenSSL's CSPRNG, base64url without
  * padding (visible ASCII only, safe in headers, URLs and SQL text). NULL when the
@@ -33,12 +43,13 @@ apr_int64_t gmcp_now_sec(void);
 const char *gmcp_now_str(apr_pool_t *p);
 const char *gmcp_i64_str(apr_pool_t *p, apr_int64_t v);
 
-/* Strictly parse a non-negative decimal integer (no sign, no spaces, no overflow).
- * Returns 0 on success. */
-int gmcp_parse_u64(const char *s, apr_uint64_t *out);
+/* Strictly parse a non-negative decimal integer (no sign, no spaces, no overflow):
+ * APR_SUCCESS with *out, APR_EINVAL otherwise (also for NULL). */
+apr_status_t gmcp_parse_u64(const char *s, apr_uint64_t *out);
 
-/* Parse a size with an optional K/M/G suffix (binary multiples). Returns 0 on success. */
-int gmcp_parse_size(const char *s, apr_uint64_t *out);
+/* Parse a size with an optional K/M/G suffix (binary multiples): APR_SUCCESS with *out,
+ * APR_EINVAL otherwise. */
+apr_status_t gmcp_parse_size(const char *s, apr_uint64_t *out);
 
 /* Is the buffer valid UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF)? */
 int gmcp_utf8_valid(const char *s, apr_size_t len);
@@ -53,9 +64,9 @@ typedef struct {
     char *buf;
     apr_size_t len, cap;
 } gmcp_buf;
-/* Append n bytes: 0; -1 when the buffer would pass `max` bytes, -2 when memory ran out
- * (nothing appended either way). */
-int gmcp_buf_append(gmcp_buf *b, const void *data, apr_size_t n, apr_size_t max);
+/* Append n bytes: APR_SUCCESS; APR_ENOSPC when the buffer would pass `max` bytes,
+ * APR_ENOMEM when memory ran out (nothing appended either way). */
+apr_status_t gmcp_buf_append(gmcp_buf *b, const void *data, apr_size_t n, apr_size_t max);
 
 /* Constant-time comparison of two NUL-terminated strings. */
 int gmcp_str_eq_ct(const char *a, const char *b);

@@ -6,13 +6,13 @@
 #include <apr_lib.h>
 #include <apr_strings.h>
 
-int gmcp_tus_offset_parse(const char *s, apr_int64_t *out)
+apr_status_t gmcp_tus_offset_parse(const char *s, apr_int64_t *out)
 {
     apr_uint64_t v;
     if (!s || !*s || (s[0] == '0' && s[1]) || gmcp_parse_u64(s, &v) || v > (apr_uint64_t)1 << 62)
-        return -1;
+        return APR_EINVAL;
     *out = (apr_int64_t)v;
-    return 0;
+    return APR_SUCCESS;
 }
 
 int gmcp_upload_id_ok(const char *id)
@@ -33,7 +33,7 @@ const char *gmcp_url_last_segment(apr_pool_t *p, const char *url)
     return apr_pstrndup(p, s, (apr_size_t)(end - s));
 }
 
-int gmcp_tus_concat_kind(const char *header)
+gmcp_concat_kind gmcp_tus_concat_kind(const char *header)
 {
     if (!header) return GMCP_CONCAT_NONE;
     if (!strncmp(header, "final;", 6)) return GMCP_CONCAT_FINAL;
@@ -57,13 +57,14 @@ apr_array_header_t *gmcp_tus_concat_parse(apr_pool_t *p, const char *header)
     return parts;
 }
 
-int gmcp_last_event_id_parse(apr_pool_t *p, const char *value, const char **stream_id,
-                             apr_uint64_t *seq)
+apr_status_t gmcp_last_event_id_parse(apr_pool_t *p, const char *value,
+                                      const char **stream_id, apr_uint64_t *seq)
 {
     const char *dot;
     apr_uint64_t v;
-    if (!value || !(dot = strrchr(value, '.')) || gmcp_parse_u64(dot + 1, &v) != 0) return -1;
+    if (!value || !(dot = strrchr(value, '.')) || gmcp_parse_u64(dot + 1, &v) != APR_SUCCESS)
+        return APR_EINVAL;
     *seq = v;
     *stream_id = apr_pstrndup(p, value, (apr_size_t)(dot - value));
-    return 0;
+    return APR_SUCCESS;
 }

@@ -5,12 +5,14 @@
 #ifndef GMCP_WIRE_H
 #define GMCP_WIRE_H
 
+#include <apr_errno.h>
 #include <apr_pools.h>
 #include <apr_tables.h>
 
 /* Upload-Offset / Upload-Length: strict non-negative decimal (no sign, no spaces, no
- * leading zeros but "0"), at most 2^62. 0 with *out, -1 otherwise (also for NULL). */
-int gmcp_tus_offset_parse(const char *s, apr_int64_t *out);
+ * leading zeros but "0"), at most 2^62. APR_SUCCESS with *out, APR_EINVAL otherwise
+ * (also for NULL). */
+apr_status_t gmcp_tus_offset_parse(const char *s, apr_int64_t *out);
 
 /* Upload ids are ours: exactly 22 base64url characters. */
 int gmcp_upload_id_ok(const char *id);
@@ -18,13 +20,14 @@ int gmcp_upload_id_ok(const char *id);
 /* The last segment of a URL or path (trailing slashes ignored; "" when none). */
 const char *gmcp_url_last_segment(apr_pool_t *p, const char *url);
 
-/* Upload-Concat: GMCP_CONCAT_NONE (no header), _PARTIAL ("partial"), _FINAL
- * ("final;<urls>"), or _INVALID for anything else. */
-#define GMCP_CONCAT_INVALID -1
-#define GMCP_CONCAT_NONE     0
-#define GMCP_CONCAT_PARTIAL  1
-#define GMCP_CONCAT_FINAL    2
-int gmcp_tus_concat_kind(const char *header);
+/* What an Upload-Concat header asks for. */
+typedef enum {
+    GMCP_CONCAT_INVALID = -1,   /* anything else: a 400 */
+    GMCP_CONCAT_NONE = 0,       /* no header: a plain upload */
+    GMCP_CONCAT_PARTIAL = 1,    /* "partial" */
+    GMCP_CONCAT_FINAL = 2       /* "final;<urls>" */
+} gmcp_concat_kind;
+gmcp_concat_kind gmcp_tus_concat_kind(const char *header);
 
 /* One entry of a final upload's list: the URL as sent, and the upload id in its last
  * segment, or NULL when that segment is not an upload id (gmcp_upload_id_ok). */
@@ -39,9 +42,9 @@ typedef struct {
 apr_array_header_t *gmcp_tus_concat_parse(apr_pool_t *p, const char *header);
 
 /* Last-Event-ID "<stream id>.<sequence>": split at the last '.', the sequence a strict
- * non-negative decimal (gmcp_parse_u64). 0 with *stream_id (may be "") and *seq, -1
- * when malformed (also for NULL). */
-int gmcp_last_event_id_parse(apr_pool_t *p, const char *value, const char **stream_id,
-                             apr_uint64_t *seq);
+ * non-negative decimal (gmcp_parse_u64). APR_SUCCESS with *stream_id (may be "") and
+ * *seq, APR_EINVAL when malformed (also for NULL). */
+apr_status_t gmcp_last_event_id_parse(apr_pool_t *p, const char *value,
+                                      const char **stream_id, apr_uint64_t *seq);
 
 #endif

@@ -1,12 +1,16 @@
-/* mod_gemini_mcp_access.c — who is calling, and how much they may: API keys (or an
- * Apache auth module's r->user), scopes, rate limits, in-flight caps, token quotas,
- * usage metering, request metrics, the per-request log line, and CORS.
+/* mod_gemini_mcp_access.c — who is calling, and how much they may: Host and Origin
+ * checks, API keys (or an Apache auth module's r->user), scopes, rate limits, in-flight
+ * caps, token quotas, usage metering, request metrics, the per-request log line, and
+ * CORS.
  *
  * Limits, usage and metrics live in one shared-memory block guarded by a global
  * mutex, so they hold across every child process; usage reaches SQL by a periodic
  * flush (and one at child exit), never per request. Key rows are cached per process
  * for KEY_CACHE_TTL, so a revoked key stops working everywhere within that time. */
-#include "mod_gemini_mcp.h"
+#include "mod_gemini_mcp_access.h"
+#include "mod_gemini_mcp_config.h"
+#include "mod_gemini_mcp_db.h"
+#include "mod_gemini_mcp_respond.h"
 #include "gmcp_chat.h"
 #include "gmcp_keys.h"
 #include "gmcp_limits.h"
@@ -23,6 +27,7 @@
 #include <apr_shm.h>
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
+#include <apr_uri.h>
 #include <util_mutex.h>
 #include <stdlib.h>
 
@@ -74,8 +79,8 @@ int gmcp_access_pre_config(apr_pool_t *pconf)
 
 int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
 {
-    gmcp_srv_conf *c = ap_get_module_config(s->module_config, &gemini_mcp_module);
-    apr_uint32_t slots = c->limiter_slots > 0 ? (apr_uint32_t)c->limiter_slots : 4096;
+    const gmcp_srv_conf *c = gmcp_config_srv(s);
+    apr_uint32_t slots = gmcp_conf_limiter_slots(c);
     apr_size_t size = sizeof(shared_block) + gmcp_limits_size(slots);
     apr_shm_t *shm = NULL;
     apr_status_t rv;
@@ -87,7 +92,7 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
                      "than 16 characters", c->key_pepper);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (!g_pepper && (gmcp_auth_modes_used & (1 << GMCP_AUTH_APIKEY))) {
+    if (!g_pepper && gmcp_conf_auth_mode_used(GMCP_AUTH_APIKEY)) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0121)
                      "gemini_mcp: GeminiMCPAuth apikey needs GeminiMCPKeyPepper "
                      "file:/path or env:NAME (the key that hashes API keys; gmcpctl reads "
@@ -95,7 +100,7 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g_store_dbd = c->ratelimit_store == 1;
-    g_flush_every = c->usage_flush > 0 ? c->usage_flush : 10;
+    g_flush_every = gmcp_conf_usage_flush(c);
     rv = apr_shm_create(&shm, size, NULL, p);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, GMCP_LOGNO(0122)
@@ -260,7 +265,7 @@ static void copy_key(apr_pool_t *p, const gmcp_key *from, gmcp_key *to)
 }
 
 /* The key row for "k:<id>" / "u:<user>", from the cache when fresh, else the database.
- * GMCP_FOUND (copied into *out), GMCP_NOT_FOUND or GMCP_DB_ERROR (*why set). */
+ * APR_SUCCESS (copied into *out), APR_ENOENT or GMCP_EDB (*why set). */
 static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const char **why,
                       int *cached, const char *token, const char **known_hash)
 {
@@ -273,7 +278,7 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
     apr_thread_mutex_lock(g_cache_mutex);
     e = apr_hash_get(g_cache, lookup, APR_HASH_KEY_STRING);
     if (cached && *cached && e && now - e->fetched < KEY_CACHE_TTL) {
-        rv = e->found ? GMCP_FOUND : GMCP_NOT_FOUND;
+        rv = e->found ? APR_SUCCESS : APR_ENOENT;
         if (e->found) copy_key(r->pool, &e->k, out);
         if (e->found && token && known_hash && e->ok_token[0]
             && gmcp_str_eq_ct(e->ok_token, token))
@@ -284,18 +289,18 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
     apr_thread_mutex_unlock(g_cache_mutex);
     if (cached) *cached = 0;
 
-    if (gmcp_dbh_open(h, why)) return GMCP_DB_ERROR;
+    if (gmcp_dbh_open(h, why)) return GMCP_EDB;
     rv = lookup[0] == 'k' ? gmcp_key_get(&h->db, lookup + 2, &k)
                           : gmcp_key_get_by_user(&h->db, lookup + 2, &k);
-    if (rv == GMCP_DB_ERROR) {
+    if (rv == GMCP_EDB) {
         *why = "the key store is unavailable";
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0124)
                       "gemini_mcp: database error while looking up an API key: %s",
                       gmcp_db_error(&h->db, -1));
     }
     gmcp_dbh_close(h);
-    if (rv == GMCP_DB_ERROR) return rv;
-    if (rv == GMCP_FOUND) copy_key(r->pool, &k, out);
+    if (rv == GMCP_EDB) return rv;
+    if (rv == APR_SUCCESS) copy_key(r->pool, &k, out);
 
     apr_thread_mutex_lock(g_cache_mutex);
     e = apr_hash_get(g_cache, lookup, APR_HASH_KEY_STRING);
@@ -308,7 +313,7 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
     }
     if (e) {
         e->fetched = now;
-        e->found = rv == GMCP_FOUND && cache_store(e, &k) == 0;
+        e->found = rv == APR_SUCCESS && cache_store(e, &k) == 0;
     }
     apr_thread_mutex_unlock(g_cache_mutex);
     return rv;
@@ -349,6 +354,98 @@ void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s)
     apr_atomic_set32(&next_flush, (apr_uint32_t)(apr_time_sec(apr_time_now()) + g_flush_every));
     apr_pool_pre_cleanup_register(pchild, pchild, flush_at_exit);
     apr_pool_cleanup_register(pchild, NULL, cache_cleanup, apr_pool_cleanup_null);
+}
+
+/* ---- Host and Origin ---------------------------------------------------------------------- */
+
+/* Split "host:port" / "[v6]:port" into a lowercase host and a port string. */
+static void split_host(apr_pool_t *p, const char *hp, const char **host, const char **port)
+{
+    const char *colon;
+    *port = NULL;
+    if (*hp == '[') {
+        const char *end = strchr(hp, ']');
+        *host = apr_pstrndup(p, hp, end ? (apr_size_t)(end - hp + 1) : strlen(hp));
+        if (end && end[1] == ':') *port = end + 2;
+    }
+    else if ((colon = strrchr(hp, ':')) != NULL) {
+        *host = apr_pstrndup(p, hp, (apr_size_t)(colon - hp));
+        *port = colon + 1;
+    }
+    else {
+        *host = apr_pstrdup(p, hp);
+    }
+    ap_str_tolower((char *)*host);
+}
+
+static int name_matches_server(request_rec *r, const char *host)
+{
+    server_rec *s = r->server;
+    int i;
+    if (s->server_hostname && !strcasecmp(host, s->server_hostname)) return 1;
+    for (i = 0; s->names && i < s->names->nelts; i++)
+        if (!strcasecmp(host, APR_ARRAY_IDX(s->names, i, const char *))) return 1;
+    for (i = 0; s->wild_names && i < s->wild_names->nelts; i++)
+        if (!ap_strcasecmp_match(host, APR_ARRAY_IDX(s->wild_names, i, const char *))) return 1;
+    return 0;
+}
+
+/* DNS-rebinding protection: the Host header must name this server. */
+int gmcp_access_host_ok(request_rec *r, const gmcp_dir_conf *c)
+{
+    const char *hp = apr_table_get(r->headers_in, "Host"), *host, *port;
+    int i;
+    if (!hp) hp = r->hostname;
+    if (!hp || !*hp) return 0;
+    split_host(r->pool, hp, &host, &port);
+    if (c->allowed_hosts) {
+        for (i = 0; i < c->allowed_hosts->nelts; i++) {
+            const char *a = APR_ARRAY_IDX(c->allowed_hosts, i, const char *), *ah, *ap;
+            if (!strcmp(a, "*")) return 1;
+            split_host(r->pool, a, &ah, &ap);
+            if (!ap_strcasecmp_match(host, ah) && (!ap || (port && !strcmp(ap, port))))
+                return 1;
+        }
+        return 0;
+    }
+    return !strcmp(host, "localhost") || !strcmp(host, "127.0.0.1") || !strcmp(host, "[::1]")
+        || name_matches_server(r, host);
+}
+
+static const char *default_port(const char *scheme)
+{
+    return !strcasecmp(scheme, "https") ? "443" : "80";
+}
+
+/* Origin must be absent, the endpoint's own, or allow-listed. */
+int gmcp_access_origin_ok(request_rec *r, const gmcp_dir_conf *c)
+{
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *hp = apr_table_get(r->headers_in, "Host"), *oh, *op, *hh, *hport, *scheme;
+    apr_uri_t u;
+    int i;
+    if (!origin) return 1;
+    for (i = 0; c->allowed_origins && i < c->allowed_origins->nelts; i++) {
+        const char *a = APR_ARRAY_IDX(c->allowed_origins, i, const char *);
+        if (!strcmp(a, "*") || !strcasecmp(a, origin)) return 1;
+    }
+    if (!hp || apr_uri_parse(r->pool, origin, &u) != APR_SUCCESS || !u.scheme || !u.hostname)
+        return 0;
+    scheme = ap_http_scheme(r);
+    if (strcasecmp(u.scheme, scheme) != 0) return 0;
+    split_host(r->pool, apr_pstrcat(r->pool, u.hostname[0] != '[' && strchr(u.hostname, ':')
+                                    ? "[" : "", u.hostname,
+                                    u.hostname[0] != '[' && strchr(u.hostname, ':') ? "]" : "",
+                                    NULL), &oh, &op);
+    op = u.port_str ? u.port_str : default_port(u.scheme);
+    split_host(r->pool, hp, &hh, &hport);
+    if (!hport) hport = default_port(scheme);
+    return !strcmp(oh, hh) && !strcmp(op, hport);
+}
+
+int gmcp_request_origin_ok(request_rec *r, const gmcp_dir_conf *dc)
+{
+    return gmcp_access_host_ok(r, dc) && gmcp_access_origin_ok(r, dc);
 }
 
 /* ---- per request ------------------------------------------------------------------------- */
@@ -421,12 +518,81 @@ static void take_key(gmcp_access *a, const gmcp_key *k)
     gmcp_key_limits_of(k, &a->limits);
 }
 
+/* GeminiMCPAuth apikey: the Bearer key, verified against its row. OK, or DONE when
+ * answered (401, 503). */
+static int identify_by_key(request_rec *r, gmcp_access *a)
+{
+    const char *h = apr_table_get(r->headers_in, "Authorization"), *tok, *id, *hash;
+    const char *lookup, *known = NULL, *why = NULL;
+    apr_int64_t now = gmcp_now_sec();
+    int cached = 1, rv;
+    gmcp_key k;
+
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !*(tok = h + 7 + strspn(h + 7, " ")))
+        return unauthorized(r, GMCP_AUTH_MISSING, NULL,
+                            "an API key is required (Authorization: Bearer <key>)", NULL);
+    if (gmcp_key_parse(r->pool, tok, &id, NULL) != 0)
+        return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
+                            "the API key is not valid", NULL);
+    lookup = apr_pstrcat(r->pool, "k:", id, NULL);
+    rv = key_lookup(r, lookup, &k, &why, &cached, tok, &known);
+    hash = known ? known : gmcp_key_hash(r->pool, g_pepper, tok);
+    if (rv == APR_SUCCESS && hash && gmcp_key_verify(&k, hash, now) == GMCP_KEY_BAD
+        && cached)
+        /* Maybe just rotated: a secret the cached row does not know is checked
+         * against the database before it is refused. */
+        rv = key_lookup(r, lookup, &k, &why, NULL, NULL, NULL);
+    if (rv == GMCP_EDB) return gmcp_send_unavailable(r, NULL, why);
+    rv = rv == APR_SUCCESS && hash ? gmcp_key_verify(&k, hash, now) : GMCP_KEY_BAD;
+    if (rv == GMCP_KEY_OK && !known) remember_ok(lookup, tok, hash);
+    if (rv == GMCP_KEY_BAD)
+        return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
+                            "the API key is not valid", id);
+    if (rv == GMCP_KEY_REVOKED)
+        return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
+                            "the API key has been revoked", id);
+    if (rv == GMCP_KEY_EXPIRED)
+        return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
+                            "the API key has expired", id);
+    take_key(a, &k);
+    return OK;
+}
+
+/* GeminiMCPAuth apache: r->user, with its key row when it has one. OK, or DONE when
+ * answered (401, 503). */
+static int identify_by_user(request_rec *r, gmcp_access *a)
+{
+    const char *why = NULL;
+    int cached = 1, rv;
+    gmcp_key k;
+
+    if (!r->user)
+        return unauthorized(r, GMCP_AUTH_MISSING, NULL, "authentication is required "
+                            "(GeminiMCPAuth apache needs an Apache auth module with "
+                            "Require valid-user on this location)", NULL);
+    rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached,
+                    NULL, NULL);
+    if (rv == GMCP_EDB) return gmcp_send_unavailable(r, NULL, why);
+    if (rv == APR_SUCCESS && k.revoked)
+        return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
+                            "access for this user has been revoked", k.id);
+    if (rv == APR_SUCCESS && k.expires && gmcp_now_sec() >= k.expires)
+        return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
+                            "access for this user has expired", k.id);
+    if (rv == APR_SUCCESS) {
+        take_key(a, &k);
+    }
+    else {
+        a->principal = apr_pstrcat(r->pool, "user:", r->user, NULL);
+        a->key_id = a->principal;
+    }
+    return OK;
+}
+
 int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **out)
 {
     gmcp_access *a = apr_pcalloc(r->pool, sizeof(*a));
-    const char *why = NULL;
-    gmcp_key k;
-    int rv;
+    int st = OK;
     a->r = r;
     a->start = r->request_time;
     a->mode = dc->auth_mode;
@@ -434,64 +600,16 @@ int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **
     *out = a;
 
     if (a->mode == GMCP_AUTH_APIKEY) {
-        const char *h = apr_table_get(r->headers_in, "Authorization"), *tok, *id, *hash;
-        apr_int64_t now = gmcp_now_sec();
-        int cached = 1;
-        if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !*(tok = h + 7 + strspn(h + 7, " ")))
-            return unauthorized(r, GMCP_AUTH_MISSING, NULL,
-                                "an API key is required (Authorization: Bearer <key>)", NULL);
-        if (gmcp_key_parse(r->pool, tok, &id, NULL) != 0)
-            return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
-                                "the API key is not valid", NULL);
-        const char *lookup = apr_pstrcat(r->pool, "k:", id, NULL), *known = NULL;
-        rv = key_lookup(r, lookup, &k, &why, &cached, tok, &known);
-        hash = known ? known : gmcp_key_hash(r->pool, g_pepper, tok);
-        if (rv == GMCP_FOUND && hash && gmcp_key_verify(&k, hash, now) == GMCP_KEY_BAD
-            && cached)
-            /* Maybe just rotated: a secret the cached row does not know is checked
-             * against the database before it is refused. */
-            rv = key_lookup(r, lookup, &k, &why, NULL, NULL, NULL);
-        if (rv == GMCP_DB_ERROR) return gmcp_send_unavailable(r, NULL, why);
-        rv = rv == GMCP_FOUND && hash ? gmcp_key_verify(&k, hash, now) : GMCP_KEY_BAD;
-        if (rv == GMCP_KEY_OK && !known) remember_ok(lookup, tok, hash);
-        if (rv == GMCP_KEY_BAD)
-            return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
-                                "the API key is not valid", id);
-        if (rv == GMCP_KEY_REVOKED)
-            return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
-                                "the API key has been revoked", id);
-        if (rv == GMCP_KEY_EXPIRED)
-            return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
-                                "the API key has expired", id);
-        take_key(a, &k);
+        st = identify_by_key(r, a);
     }
     else if (a->mode == GMCP_AUTH_APACHE) {
-        if (!r->user)
-            return unauthorized(r, GMCP_AUTH_MISSING, NULL, "authentication is required "
-                                "(GeminiMCPAuth apache needs an Apache auth module with "
-                                "Require valid-user on this location)", NULL);
-        int cached = 1;
-        rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached,
-                        NULL, NULL);
-        if (rv == GMCP_DB_ERROR) return gmcp_send_unavailable(r, NULL, why);
-        if (rv == GMCP_FOUND && k.revoked)
-            return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
-                                "access for this user has been revoked", k.id);
-        if (rv == GMCP_FOUND && k.expires && gmcp_now_sec() >= k.expires)
-            return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
-                                "access for this user has expired", k.id);
-        if (rv == GMCP_FOUND) {
-            take_key(a, &k);
-        }
-        else {
-            a->principal = apr_pstrcat(r->pool, "user:", r->user, NULL);
-            a->key_id = a->principal;
-        }
+        st = identify_by_user(r, a);
     }
     else {
         a->principal = r->user ? r->user : gmcp_conf_principal(dc);
         a->key_id = a->principal;
     }
+    if (st != OK) return st;
     apr_table_setn(r->notes, "gmcp-key", a->key_id);
     return OK;
 }
@@ -572,87 +690,112 @@ static int quota_used(request_rec *r, gmcp_access *a, apr_int64_t *used, const c
     return 0;
 }
 
+/* 403: the tool is outside the key's scopes. DONE. */
+static int refuse_scope(request_rec *r, gmcp_access *a, const char *tool, json_t *id)
+{
+    count_auth_failure(GMCP_AUTH_FORBIDDEN);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0129)
+                  "gemini_mcp: 403 key=%s tool=%s: outside the key's scopes", a->key_id,
+                  tool);
+    return gmcp_send_json(r, HTTP_FORBIDDEN,
+                          gmcp_rpc_error(id, GMCP_SERVER_ERROR, apr_psprintf(r->pool,
+                                         "Forbidden: this API key's scopes (%s) do not allow "
+                                         "the tool '%s'", a->scopes, tool), NULL));
+}
+
+/* GeminiMCPRateLimitStore dbd: the request rate in the database, so it holds across
+ * nodes. OK, or DONE when answered (429, 503). */
+static int admit_rate_dbd(request_rec *r, gmcp_access *a, apr_time_t now, json_t *id)
+{
+    gmcp_dbh *h = gmcp_dbh_make(r);
+    gmcp_admit_info info;
+    int rv, allowed = 0;
+    apr_int64_t tat = 0;
+    const char *why;
+    if (gmcp_dbh_open(h, &why)) return gmcp_send_unavailable(r, NULL, why);
+    rv = gmcp_ratelimit_dbd(&h->db, a->key_id, now, a->limits.req_interval,
+                            a->limits.req_limit, &allowed, &tat);
+    if (rv)
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0130)
+                      "gemini_mcp: database error in the rate-limit store: %s",
+                      gmcp_db_error(&h->db, -1));
+    gmcp_dbh_close(h);
+    if (rv) return gmcp_send_unavailable(r, NULL, "the rate-limit store is unavailable");
+    memset(&info, 0, sizeof(info));
+    info.reset = tat - now;
+    if (!allowed) {
+        info.retry_after = tat + a->limits.req_interval - now - a->limits.req_limit;
+        ratelimit_headers(r, a, &info);
+        return too_many(r, a, id, GMCP_REJ_RATE, info.retry_after,
+                        "this API key's request rate limit is reached");
+    }
+    info.remaining = (a->limits.req_limit - (tat - now)) / a->limits.req_interval;
+    ratelimit_headers(r, a, &info);
+    return OK;
+}
+
+/* The verdict of the limits in shared memory: OK, or DONE when refused (429). */
+static int refuse_over_limit(request_rec *r, gmcp_access *a, json_t *id, int verdict,
+                             const gmcp_admit_info *info)
+{
+    switch (verdict) {
+    case GMCP_ADMIT_RATE:
+        return too_many(r, a, id, GMCP_REJ_RATE, info->retry_after,
+                        "this API key's request rate limit is reached");
+    case GMCP_ADMIT_TOKENS:
+        return too_many(r, a, id, GMCP_REJ_TOKENS, info->retry_after,
+                        "this API key's Gemini token rate limit is reached");
+    case GMCP_ADMIT_INFLIGHT:
+        return too_many(r, a, id, GMCP_REJ_INFLIGHT, info->retry_after, apr_psprintf(r->pool,
+                        "this API key already has %" APR_INT64_T_FMT " requests in flight",
+                        a->limits.max_inflight));
+    case GMCP_ADMIT_FULL:
+        return too_many(r, a, id, GMCP_REJ_FULL, info->retry_after,
+                        "too many distinct keys are active at once; try again shortly");
+    default:
+        return OK;
+    }
+}
+
+/* The key's token quota, for a call that spends tokens. OK, or DONE when answered
+ * (429, 503). */
+static int admit_quota(request_rec *r, gmcp_access *a, json_t *id)
+{
+    apr_int64_t used = 0, now;
+    const char *why;
+    if (quota_used(r, a, &used, &why)) return gmcp_send_unavailable(r, NULL, why);
+    if (used < a->key->token_quota) return OK;
+    now = gmcp_now_sec();
+    return too_many(r, a, id, GMCP_REJ_QUOTA,
+                    apr_time_from_sec(gmcp_quota_period_end(a->key->quota_period, now) - now),
+                    apr_psprintf(r->pool, "this API key's token quota (%" APR_INT64_T_FMT
+                                 " per %s) is used up", a->key->token_quota,
+                                 a->key->quota_period));
+}
+
 int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const char *tool,
                       int spends_tokens, json_t *id)
 {
     gmcp_admit_info info;
     apr_time_t now = apr_time_now();
-    int rv, check_rate = 1;
-    const char *why;
+    int st, check_rate = 1;
     a->method = method;
     a->tool = tool;
-    if (tool && a->scopes && !gmcp_scope_allows(r->pool, a->scopes, tool)) {
-        count_auth_failure(GMCP_AUTH_FORBIDDEN);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0129)
-                      "gemini_mcp: 403 key=%s tool=%s: outside the key's scopes", a->key_id,
-                      tool);
-        gmcp_send_json(r, HTTP_FORBIDDEN,
-                       gmcp_rpc_error(id, GMCP_SERVER_ERROR, apr_psprintf(r->pool,
-                                      "Forbidden: this API key's scopes (%s) do not allow the "
-                                      "tool '%s'", a->scopes, tool), NULL));
-        return DONE;
-    }
+    if (tool && a->scopes && !gmcp_scope_allows(r->pool, a->scopes, tool))
+        return refuse_scope(r, a, tool, id);
     if (!a->key) return OK;   /* no limits configured for this caller */
 
     if (g_store_dbd && a->limits.req_interval) {
-        gmcp_dbh *h = gmcp_dbh_make(r);
-        int allowed = 0;
-        apr_int64_t tat = 0;
-        if (gmcp_dbh_open(h, &why)) return gmcp_send_unavailable(r, NULL, why);
-        rv = gmcp_ratelimit_dbd(&h->db, a->key_id, now, a->limits.req_interval,
-                                a->limits.req_limit, &allowed, &tat);
-        if (rv)
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0130)
-                          "gemini_mcp: database error in the rate-limit store: %s",
-                          gmcp_db_error(&h->db, -1));
-        gmcp_dbh_close(h);
-        if (rv) return gmcp_send_unavailable(r, NULL, "the rate-limit store is unavailable");
-        memset(&info, 0, sizeof(info));
-        info.reset = tat - now;
-        if (!allowed) {
-            info.retry_after = tat + a->limits.req_interval - now - a->limits.req_limit;
-            ratelimit_headers(r, a, &info);
-            return too_many(r, a, id, GMCP_REJ_RATE, info.retry_after,
-                            "this API key's request rate limit is reached");
-        }
-        info.remaining = (a->limits.req_limit - (tat - now)) / a->limits.req_interval;
-        ratelimit_headers(r, a, &info);
+        if ((st = admit_rate_dbd(r, a, now, id)) != OK) return st;
         check_rate = 0;
     }
-    rv = gmcp_limits_admit(&g_limits, a->key_id, &a->limits, now, check_rate, spends_tokens,
+    st = gmcp_limits_admit(&g_limits, a->key_id, &a->limits, now, check_rate, spends_tokens,
                            1, &info);
     if (check_rate) ratelimit_headers(r, a, &info);
-    switch (rv) {
-    case GMCP_ADMIT_RATE:
-        return too_many(r, a, id, GMCP_REJ_RATE, info.retry_after,
-                        "this API key's request rate limit is reached");
-    case GMCP_ADMIT_TOKENS:
-        return too_many(r, a, id, GMCP_REJ_TOKENS, info.retry_after,
-                        "this API key's Gemini token rate limit is reached");
-    case GMCP_ADMIT_INFLIGHT:
-        return too_many(r, a, id, GMCP_REJ_INFLIGHT, info.retry_after, apr_psprintf(r->pool,
-                        "this API key already has %" APR_INT64_T_FMT " requests in flight",
-                        a->limits.max_inflight));
-    case GMCP_ADMIT_FULL:
-        return too_many(r, a, id, GMCP_REJ_FULL, info.retry_after,
-                        "too many distinct keys are active at once; try again shortly");
-    default:
-        break;
-    }
+    if ((st = refuse_over_limit(r, a, id, st, &info)) != OK) return st;
     a->entered = 1;
     apr_pool_cleanup_register(r->pool, a, leave_inflight, apr_pool_cleanup_null);
-    if (spends_tokens && a->key->token_quota > 0) {
-        apr_int64_t used = 0;
-        if (quota_used(r, a, &used, &why)) return gmcp_send_unavailable(r, NULL, why);
-        if (used >= a->key->token_quota) {
-            apr_int64_t n = gmcp_now_sec();
-            return too_many(r, a, id, GMCP_REJ_QUOTA,
-                            apr_time_from_sec(gmcp_quota_period_end(a->key->quota_period, n) - n),
-                            apr_psprintf(r->pool, "this API key's token quota (%" APR_INT64_T_FMT
-                                         " per %s) is used up", a->key->token_quota,
-                                         a->key->quota_period));
-        }
-    }
+    if (spends_tokens && a->key->token_quota > 0) return admit_quota(r, a, id);
     return OK;
 }
 
@@ -684,6 +827,42 @@ static json_t *usage_json(const gmcp_usage *u)
                      "bytes_in", (json_int_t)u->bytes_in, "bytes_out", (json_int_t)u->bytes_out);
 }
 
+/* The caller's limits, as the usage report shows them. */
+static json_t *limits_json(const gmcp_access *a)
+{
+    const gmcp_key *k = a->key;
+    if (!k)
+        return json_pack("{s:n, s:n, s:n, s:n, s:s}", "requests", "tokens", "max_inflight",
+                         "token_quota", "scopes", "*");
+    return json_pack("{s:o, s:o, s:o, s:o, s:s}",
+        "requests", k->rate_count ? json_pack("{s:I, s:I, s:I}", "count",
+                    (json_int_t)k->rate_count, "per_seconds", (json_int_t)k->rate_period,
+                    "burst", (json_int_t)(a->limits.req_limit / a->limits.req_interval))
+                    : json_null(),
+        "tokens", k->token_rate_count ? json_pack("{s:I, s:I}", "count",
+                  (json_int_t)k->token_rate_count, "per_seconds",
+                  (json_int_t)k->token_rate_period) : json_null(),
+        "max_inflight", k->max_inflight ? json_integer(k->max_inflight) : json_null(),
+        "token_quota", k->token_quota ? json_integer(k->token_quota) : json_null(),
+        "scopes", k->scopes);
+}
+
+/* The token quota's state for its period, from the usage of today and this month. */
+static json_t *quota_json(const gmcp_access *a, const gmcp_usage *today,
+                          const gmcp_usage *month, apr_int64_t now)
+{
+    const char *per = a->key->quota_period;
+    const gmcp_usage *u = !strcmp(per, "month") ? month : today;
+    apr_int64_t used = u->prompt_tokens + u->output_tokens;
+    char buf[APR_RFC822_DATE_LEN];
+    apr_rfc822_date(buf, apr_time_from_sec(gmcp_quota_period_end(per, now)));
+    return json_pack("{s:s, s:I, s:I, s:I, s:s}",
+                     "period", per, "limit", (json_int_t)a->key->token_quota,
+                     "used", (json_int_t)used, "remaining",
+                     (json_int_t)(used < a->key->token_quota ? a->key->token_quota - used : 0),
+                     "resets", buf);
+}
+
 json_t *gmcp_access_usage_report(request_rec *r, const char **why)
 {
     gmcp_access *a = gmcp_access_get(r);
@@ -691,7 +870,7 @@ json_t *gmcp_access_usage_report(request_rec *r, const char **why)
     apr_int64_t now = gmcp_now_sec(), starts[3];
     gmcp_usage u[3];
     const char *names[3] = {"this_hour", "today", "this_month"};
-    json_t *usage = json_object(), *limits, *out;
+    json_t *usage = json_object(), *out;
     int i;
     if (!a) { *why = "no caller identity"; json_decref(usage); return NULL; }
     starts[0] = now - now % 3600;
@@ -709,39 +888,10 @@ json_t *gmcp_access_usage_report(request_rec *r, const char **why)
         json_object_set_new(usage, names[i], usage_json(&u[i]));
     }
     gmcp_dbh_close(h);
-    if (a->key) {
-        const gmcp_key *k = a->key;
-        limits = json_pack("{s:o, s:o, s:o, s:o, s:s}",
-            "requests", k->rate_count ? json_pack("{s:I, s:I, s:I}", "count",
-                        (json_int_t)k->rate_count, "per_seconds", (json_int_t)k->rate_period,
-                        "burst", (json_int_t)(a->limits.req_limit / a->limits.req_interval))
-                        : json_null(),
-            "tokens", k->token_rate_count ? json_pack("{s:I, s:I}", "count",
-                      (json_int_t)k->token_rate_count, "per_seconds",
-                      (json_int_t)k->token_rate_period) : json_null(),
-            "max_inflight", k->max_inflight ? json_integer(k->max_inflight) : json_null(),
-            "token_quota", k->token_quota ? json_integer(k->token_quota) : json_null(),
-            "scopes", k->scopes);
-    }
-    else {
-        limits = json_pack("{s:n, s:n, s:n, s:n, s:s}", "requests", "tokens", "max_inflight",
-                           "token_quota", "scopes", "*");
-    }
     out = json_pack("{s:s, s:s, s:o, s:o}", "key_id", a->key_id, "principal", a->principal,
-                    "limits", limits, "usage", usage);
-    if (a->key && a->key->token_quota > 0) {
-        const char *per = a->key->quota_period;
-        int idx = !strcmp(per, "month") ? 2 : 1;
-        apr_int64_t used = u[idx].prompt_tokens + u[idx].output_tokens;
-        char buf[APR_RFC822_DATE_LEN];
-        apr_rfc822_date(buf, apr_time_from_sec(gmcp_quota_period_end(per, now)));
-        json_object_set_new(out, "quota", json_pack("{s:s, s:I, s:I, s:I, s:s}",
-                            "period", per, "limit", (json_int_t)a->key->token_quota,
-                            "used", (json_int_t)used, "remaining",
-                            (json_int_t)(used < a->key->token_quota
-                                         ? a->key->token_quota - used : 0),
-                            "resets", buf));
-    }
+                    "limits", limits_json(a), "usage", usage);
+    if (a->key && a->key->token_quota > 0)
+        json_object_set_new(out, "quota", quota_json(a, &u[1], &u[2], now));
     return out;
 }
 
@@ -802,8 +952,7 @@ const char *gmcp_access_metrics_text(request_rec *r)
     g.breaker_opens = bs.opens;
     if (gmcp_dbh_open(h, &why) == 0) {
         gmcp_rows rs;
-        const gmcp_srv_conf *sc = ap_get_module_config(r->server->module_config,
-                                                       &gemini_mcp_module);
+        const gmcp_srv_conf *sc = gmcp_config_srv(r->server);
         const char *since = gmcp_i64_str(r->pool, gmcp_now_sec() - gmcp_conf_session_idle(sc));
         const char *csince = gmcp_i64_str(r->pool, gmcp_now_sec() - gmcp_conf_chat_idle(sc));
         if (gmcp_db_select(&h->db, "gmcp_count_sessions", &rs, GMCP_ARGS(since)) == 0
@@ -841,7 +990,7 @@ void gmcp_access_cors(request_rec *r)
 {
     const char *origin = apr_table_get(r->headers_in, "Origin");
     if (!origin) return;
-    /* Only reached for origins origin_allowed() accepted. */
+    /* Only reached for origins gmcp_access_origin_ok() accepted. */
     apr_table_setn(r->err_headers_out, "Access-Control-Allow-Origin", origin);
     apr_table_mergen(r->err_headers_out, "Vary", "Origin");
     apr_table_setn(r->err_headers_out, "Access-Control-Expose-Headers", CORS_EXPOSE);
@@ -855,26 +1004,22 @@ int gmcp_access_preflight(request_rec *r)
     if (!apr_table_get(r->headers_in, "Origin") || !method) {
         apr_table_setn(r->headers_out, "Allow", CORS_METHODS);
         r->status = HTTP_NO_CONTENT;
-        return OK;
+        return DONE;
     }
-    if (!ap_strstr_c(CORS_METHODS, method) || !*method) {
-        gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
-                       apr_psprintf(r->pool, "Forbidden: method %s is not allowed", method),
-                       NULL));
-        return OK;
-    }
+    if (!ap_strstr_c(CORS_METHODS, method) || !*method)
+        return gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                              apr_psprintf(r->pool, "Forbidden: method %s is not allowed",
+                                           method), NULL));
     list = apr_pstrdup(r->pool, want ? want : "");
     for (tok = apr_strtok(list, ", ", &last); tok; tok = apr_strtok(NULL, ", ", &last))
-        if (!cors_header_ok(tok)) {
-            gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
-                           apr_psprintf(r->pool, "Forbidden: request header %s is not allowed",
-                                        tok), NULL));
-            return OK;
-        }
+        if (!cors_header_ok(tok))
+            return gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                                  apr_psprintf(r->pool, "Forbidden: request header %s is not "
+                                               "allowed", tok), NULL));
     gmcp_access_cors(r);
     apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods", CORS_METHODS);
     if (want && *want) apr_table_setn(r->err_headers_out, "Access-Control-Allow-Headers", want);
     apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", "600");
     r->status = HTTP_NO_CONTENT;
-    return OK;
+    return DONE;
 }

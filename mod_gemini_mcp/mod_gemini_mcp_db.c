@@ -6,7 +6,7 @@
  * ap_dbd_open itself: it makes a gmcp_dbh from the request pool, whose cleanup gives
  * back a connection still held when the request ends, whatever path it took. Sections
  * stay short (never across an upstream call or a wait): close as soon as done. */
-#include "mod_gemini_mcp.h"
+#include "mod_gemini_mcp_db.h"
 
 #include <apr_optional.h>
 

@@ -265,8 +265,8 @@ static json_t *t_missing_capability(gmcp_call *c, json_t *a, void *b)
 static json_t *t_irr_elicitation(gmcp_call *c, json_t *a, void *b)
 {
     json_t *ans = NULL;
-    int rv = gmcp_input(c, "user_name", "elicitation/create",
-                        elicit("What is your name?", "name", "string"), &ans);
+    gmcp_input_result rv = gmcp_input(c, "user_name", "elicitation/create",
+                                      elicit("What is your name?", "name", "string"), &ans);
     json_t *out;
     (void)a; (void)b;
     if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
@@ -279,8 +279,8 @@ static json_t *t_irr_elicitation(gmcp_call *c, json_t *a, void *b)
 static json_t *t_irr_sampling(gmcp_call *c, json_t *a, void *b)
 {
     json_t *ans = NULL, *out;
-    int rv = gmcp_input(c, "capital_question", "sampling/createMessage",
-                        sample("What is the capital of France?", 100), &ans);
+    gmcp_input_result rv = gmcp_input(c, "capital_question", "sampling/createMessage",
+                                      sample("What is the capital of France?", 100), &ans);
     const char *t;
     (void)a; (void)b;
     if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
@@ -294,7 +294,7 @@ static json_t *t_irr_sampling(gmcp_call *c, json_t *a, void *b)
 static json_t *t_irr_roots(gmcp_call *c, json_t *a, void *b)
 {
     json_t *ans = NULL, *out;
-    int rv = gmcp_input(c, "client_roots", "roots/list", json_object(), &ans);
+    gmcp_input_result rv = gmcp_input(c, "client_roots", "roots/list", json_object(), &ans);
     (void)a; (void)b;
     if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
     if (rv != GMCP_INPUT_OK) return gmcp_text_result("roots are not available", 1);
@@ -313,7 +313,7 @@ static json_t *t_irr_request_state(gmcp_call *c, json_t *a, void *b)
 {
     json_t *ans = NULL;
     const char *kind = state_kind(c);
-    int rv;
+    gmcp_input_result rv;
     (void)a; (void)b;
     rv = gmcp_input(c, "confirm", "elicitation/create", confirm_request(), &ans);
     if (rv == GMCP_INPUT_OK && kind && !strcmp(kind, "request-state")) {
@@ -384,7 +384,8 @@ static json_t *t_irr_tampered(gmcp_call *c, json_t *a, void *b)
 {
     json_t *ans = NULL;
     const char *kind = state_kind(c);
-    int rv = gmcp_input(c, "confirm", "elicitation/create", confirm_request(), &ans);
+    gmcp_input_result rv = gmcp_input(c, "confirm", "elicitation/create", confirm_request(),
+                                      &ans);
     (void)a; (void)b;
     json_decref(ans);
     /* A tampered state never gets here: the server rejects it before the call. */
@@ -396,10 +397,10 @@ static json_t *t_irr_tampered(gmcp_call *c, json_t *a, void *b)
 static json_t *t_irr_capabilities(gmcp_call *c, json_t *a, void *b)
 {
     json_t *e = NULL, *sres = NULL;
-    int er = gmcp_input(c, "elicit_input", "elicitation/create",
-                        elicit("Elicitation input", "value", "string"), &e);
-    int sr = gmcp_input(c, "sample_input", "sampling/createMessage",
-                        sample("Sample request", 50), &sres);
+    gmcp_input_result er = gmcp_input(c, "elicit_input", "elicitation/create",
+                                      elicit("Elicitation input", "value", "string"), &e);
+    gmcp_input_result sr = gmcp_input(c, "sample_input", "sampling/createMessage",
+                                      sample("Sample request", 50), &sres);
     (void)a; (void)b;
     json_decref(e);
     json_decref(sres);
@@ -598,9 +599,9 @@ static json_t *p_image(gmcp_call *c, json_t *a, void *b)
 static json_t *p_irr(gmcp_call *c, json_t *a, void *b)
 {
     json_t *ans = NULL, *out;
-    int rv = gmcp_input(c, "user_context", "elicitation/create",
-                        elicit("What context should the prompt use?", "context", "string"),
-                        &ans);
+    gmcp_input_result rv = gmcp_input(c, "user_context", "elicitation/create",
+                                      elicit("What context should the prompt use?", "context",
+                                             "string"), &ans);
     (void)a; (void)b;
     if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
     if (rv != GMCP_INPUT_OK) {

@@ -4,8 +4,13 @@
  * text/event-stream when the call will notify or ask the client. Every SSE event is
  * stored in SQL before it is written, so a client that lost the stream resumes with
  * GET + Last-Event-ID on any child process. Database handles are taken with
- * ap_dbd_open for short sections only, never across a tool call or a wait. */
-#include "mod_gemini_mcp.h"
+ * ap_dbd_open for short sections only, never across a tool call or a wait. Steps that
+ * may answer return OK to go on and DONE once answered (mod_gemini_mcp_respond.h). */
+#include "mod_gemini_mcp_http.h"
+#include "mod_gemini_mcp_access.h"
+#include "mod_gemini_mcp_config.h"
+#include "mod_gemini_mcp_db.h"
+#include "mod_gemini_mcp_respond.h"
 #include "gmcp_chat.h"
 #include "gmcp_stateless.h"
 #include "gmcp_util.h"
@@ -20,10 +25,8 @@
 #include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
-#include <mod_dbd.h>
 #include <apr_strings.h>
 #include <apr_atomic.h>
-#include <apr_uri.h>
 
 #define HDR_SESSION  "Mcp-Session-Id"
 #define HDR_VERSION  "MCP-Protocol-Version"
@@ -74,75 +77,7 @@ static void db_complain(gmcp_req *x, const char *what)
                   x->dbh->dbd ? gmcp_db_error(&x->dbh->db, -1) : "no connection");
 }
 
-/* ---- plain responses ------------------------------------------------------------------ */
-
-static int send_text(request_rec *r, int status, const char *body)
-{
-    r->status = status;
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    ap_set_content_length(r, (apr_off_t)strlen(body));
-    ap_rwrite(body, (int)strlen(body), r);
-    return OK;
-}
-
-int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */)
-{
-    const char *body = gmcp_json_dump(r->pool, msg);
-    json_decref(msg);
-    return send_text(r, status, body);
-}
-
-/* An HTTP-level rejection with a JSON-RPC error body. Returns DONE, so checks can
- * tell "answered" from OK ("carry on"); the handler turns DONE into OK. */
-static int reject(request_rec *r, int status, json_t *id, int code, const char *message)
-{
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0113)
-                  "gemini_mcp: %d: %s", status, message);
-    gmcp_send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
-    return DONE;
-}
-
-int gmcp_send_unavailable(request_rec *r, json_t *id, const char *why)
-{
-    apr_table_setn(r->headers_out, "Retry-After", "5");
-    return reject(r, HTTP_SERVICE_UNAVAILABLE, id, GMCP_INTERNAL_ERROR,
-                  apr_psprintf(r->pool, "Service unavailable: %s", why));
-}
-
-static int unavailable(gmcp_req *x, json_t *id, const char *why)
-{
-    return gmcp_send_unavailable(x->r, id, why);
-}
-
-static int accepted(request_rec *r)
-{
-    r->status = HTTP_ACCEPTED;
-    ap_set_content_length(r, 0);
-    return OK;
-}
-
-/* ---- header checks ---------------------------------------------------------------- */
-
-/* Does the Accept header admit `type` ("application/json" or "text/event-stream")? */
-int gmcp_http_accepts(request_rec *r, const char *type)
-{
-    const char *accept = apr_table_get(r->headers_in, "Accept");
-    const char *slash = strchr(type, '/');
-    char *list, *tok, *state;
-    if (!accept) return 0;
-    list = apr_pstrdup(r->pool, accept);
-    for (tok = apr_strtok(list, ",", &state); tok; tok = apr_strtok(NULL, ",", &state)) {
-        char *semi = strchr(tok, ';');
-        if (semi) *semi = '\0';
-        apr_collapse_spaces(tok, tok);
-        if (!strcasecmp(tok, type) || !strcmp(tok, "*/*")
-            || (!strncasecmp(tok, type, (size_t)(slash - type + 1))
-                && !strcmp(tok + (slash - type + 1), "*")))
-            return 1;
-    }
-    return 0;
-}
+/* ---- request body -------------------------------------------------------------------- */
 
 static int is_json_content_type(request_rec *r)
 {
@@ -151,98 +86,6 @@ static int is_json_content_type(request_rec *r)
     return ct && !strncasecmp(ct, "application/json", n)
         && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
-
-/* Split "host:port" / "[v6]:port" into a lowercase host and a port string. */
-static void split_host(apr_pool_t *p, const char *hp, const char **host, const char **port)
-{
-    const char *colon;
-    *port = NULL;
-    if (*hp == '[') {
-        const char *end = strchr(hp, ']');
-        *host = apr_pstrndup(p, hp, end ? (apr_size_t)(end - hp + 1) : strlen(hp));
-        if (end && end[1] == ':') *port = end + 2;
-    }
-    else if ((colon = strrchr(hp, ':')) != NULL) {
-        *host = apr_pstrndup(p, hp, (apr_size_t)(colon - hp));
-        *port = colon + 1;
-    }
-    else {
-        *host = apr_pstrdup(p, hp);
-    }
-    ap_str_tolower((char *)*host);
-}
-
-static int name_matches_server(request_rec *r, const char *host)
-{
-    server_rec *s = r->server;
-    int i;
-    if (s->server_hostname && !strcasecmp(host, s->server_hostname)) return 1;
-    for (i = 0; s->names && i < s->names->nelts; i++)
-        if (!strcasecmp(host, APR_ARRAY_IDX(s->names, i, const char *))) return 1;
-    for (i = 0; s->wild_names && i < s->wild_names->nelts; i++)
-        if (!ap_strcasecmp_match(host, APR_ARRAY_IDX(s->wild_names, i, const char *))) return 1;
-    return 0;
-}
-
-/* DNS-rebinding protection: the Host header must name this server. */
-static int host_allowed(request_rec *r, const gmcp_dir_conf *c)
-{
-    const char *hp = apr_table_get(r->headers_in, "Host"), *host, *port;
-    int i;
-    if (!hp) hp = r->hostname;
-    if (!hp || !*hp) return 0;
-    split_host(r->pool, hp, &host, &port);
-    if (c->allowed_hosts) {
-        for (i = 0; i < c->allowed_hosts->nelts; i++) {
-            const char *a = APR_ARRAY_IDX(c->allowed_hosts, i, const char *), *ah, *ap;
-            if (!strcmp(a, "*")) return 1;
-            split_host(r->pool, a, &ah, &ap);
-            if (!ap_strcasecmp_match(host, ah) && (!ap || (port && !strcmp(ap, port))))
-                return 1;
-        }
-        return 0;
-    }
-    return !strcmp(host, "localhost") || !strcmp(host, "127.0.0.1") || !strcmp(host, "[::1]")
-        || name_matches_server(r, host);
-}
-
-static const char *default_port(const char *scheme)
-{
-    return !strcasecmp(scheme, "https") ? "443" : "80";
-}
-
-/* Origin must be absent, the endpoint's own, or allow-listed. */
-static int origin_allowed(request_rec *r, const gmcp_dir_conf *c)
-{
-    const char *origin = apr_table_get(r->headers_in, "Origin");
-    const char *hp = apr_table_get(r->headers_in, "Host"), *oh, *op, *hh, *hport, *scheme;
-    apr_uri_t u;
-    int i;
-    if (!origin) return 1;
-    for (i = 0; c->allowed_origins && i < c->allowed_origins->nelts; i++) {
-        const char *a = APR_ARRAY_IDX(c->allowed_origins, i, const char *);
-        if (!strcmp(a, "*") || !strcasecmp(a, origin)) return 1;
-    }
-    if (!hp || apr_uri_parse(r->pool, origin, &u) != APR_SUCCESS || !u.scheme || !u.hostname)
-        return 0;
-    scheme = ap_http_scheme(r);
-    if (strcasecmp(u.scheme, scheme) != 0) return 0;
-    split_host(r->pool, apr_pstrcat(r->pool, u.hostname[0] != '[' && strchr(u.hostname, ':')
-                                    ? "[" : "", u.hostname,
-                                    u.hostname[0] != '[' && strchr(u.hostname, ':') ? "]" : "",
-                                    NULL), &oh, &op);
-    op = u.port_str ? u.port_str : default_port(u.scheme);
-    split_host(r->pool, hp, &hh, &hport);
-    if (!hport) hport = default_port(scheme);
-    return !strcmp(oh, hh) && !strcmp(op, hport);
-}
-
-int gmcp_request_origin_ok(request_rec *r, const gmcp_dir_conf *dc)
-{
-    return host_allowed(r, dc) && origin_allowed(r, dc);
-}
-
-/* ---- request body -------------------------------------------------------------------- */
 
 /* Read the whole body, refusing more than `limit` bytes. Returns OK or an HTTP status. */
 static int read_body(request_rec *r, apr_off_t limit, char **data, apr_size_t *len)
@@ -276,22 +119,6 @@ static int read_body(request_rec *r, apr_off_t limit, char **data, apr_size_t *l
 }
 
 /* ---- SSE ---------------------------------------------------------------------------- */
-
-void gmcp_sse_headers(request_rec *r)
-{
-    ap_set_content_type(r, "text/event-stream");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
-    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
-    /* Compression would hold events back until a buffer fills. */
-    apr_table_setn(r->subprocess_env, "no-gzip", "1");
-}
-
-int gmcp_sse_write(request_rec *r, const char *text)
-{
-    if (r->connection->aborted) return -1;
-    if (ap_rputs(text, r) < 0 || ap_rflush(r) < 0) return -1;
-    return 0;
-}
 
 /* Store one message of the current stream, then write it unless detached. */
 static int sse_send_text(gmcp_req *x, const char *text)
@@ -386,31 +213,75 @@ static int op_log(gmcp_call *c, gmcp_log_level level, const char *logger, json_t
     return sse_send(x, gmcp_rpc_notification("notifications/message", params));
 }
 
+/* Why this call cannot send a request to the client, or NULL. */
+static const char *ask_refused(gmcp_call *c, const char *method)
+{
+    gmcp_req *x = c->transport;
+    const char *cap = gmcp_capability_for(method);
+    if (c->stateless)
+        return "protocol revision " GMCP_STATELESS_VERSION " has no server-to-client "
+               "requests (the tool must use input requests)";
+    if (!x->sse) return "this request has no stream to send a request to the client";
+    if (cap && !json_object_get(x->caps, cap))
+        return apr_psprintf(x->r->pool, "the client did not declare the '%s' capability",
+                            cap);
+    return NULL;
+}
+
+/* The answer arrives as a separate POST, possibly in another process: wait for it in
+ * SQL, polling quickly at first, then every 100 ms. The last lookup's result, with
+ * *resp once answered. */
+static int await_answer(gmcp_call *c, const char *key, apr_time_t deadline,
+                        const char **resp)
+{
+    gmcp_req *x = c->transport;
+    apr_interval_time_t wait = apr_time_from_msec(5);
+    const char *why;
+    int rv;
+    for (;;) {
+        apr_sleep(wait);
+        if (wait < apr_time_from_msec(100)) wait *= 2;
+        if (db_get(x, &why)) continue;
+        rv = gmcp_pending_get(&x->dbh->db, x->session.id, key, resp);
+        if (rv != APR_SUCCESS || *resp || apr_time_now() > deadline || op_cancelled(c)) {
+            gmcp_pending_delete(&x->dbh->db, x->session.id, key);
+            db_put(x);
+            return rv;
+        }
+        db_put(x);
+    }
+}
+
+/* The client's answer: 0 with its result, or -1 with its error. */
+static int read_answer(gmcp_req *x, const char *resp, json_t **result, const char **errmsg)
+{
+    json_t *j = json_loads(resp, 0, NULL);
+    json_t *res = j ? json_object_get(j, "result") : NULL;
+    if (res) {
+        *result = json_incref(res);
+        json_decref(j);
+        return 0;
+    }
+    *errmsg = apr_psprintf(x->r->pool, "the client answered with an error: %s",
+                           j ? (gmcp_json_str(gmcp_json_obj(j, "error"), "message")
+                                ? gmcp_json_str(gmcp_json_obj(j, "error"), "message")
+                                : "unknown") : "unreadable");
+    json_decref(j);
+    return -1;
+}
+
 static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **result,
                   const char **errmsg)
 {
     gmcp_req *x = c->transport;
-    const char *cap = gmcp_capability_for(method), *id, *key, *why, *resp = NULL;
+    const char *refused = ask_refused(c, method), *id, *key, *why, *resp = NULL;
     apr_time_t deadline = apr_time_now() + gmcp_conf_client_timeout(x->dc);
-    apr_interval_time_t wait = apr_time_from_msec(5);
     int rv;
 
     *result = NULL;
-    if (c->stateless) {
+    if (refused) {
         json_decref(params);
-        *errmsg = "protocol revision " GMCP_STATELESS_VERSION " has no server-to-client "
-                  "requests (the tool must use input requests)";
-        return -1;
-    }
-    if (!x->sse) {
-        json_decref(params);
-        *errmsg = "this request has no stream to send a request to the client";
-        return -1;
-    }
-    if (cap && !json_object_get(x->caps, cap)) {
-        json_decref(params);
-        *errmsg = apr_psprintf(x->r->pool, "the client did not declare the '%s' capability",
-                               cap);
+        *errmsg = refused;
         return -1;
     }
     id = apr_pstrcat(x->r->pool, "gmcp-", gmcp_random_id(x->r->pool, 12), NULL);
@@ -424,37 +295,10 @@ static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **res
         *errmsg = "could not send the request to the client";
         return -1;
     }
-    /* The answer arrives as a separate POST, possibly in another process: wait for it
-     * in SQL, polling quickly at first, then every 100 ms. */
-    for (;;) {
-        apr_sleep(wait);
-        if (wait < apr_time_from_msec(100)) wait *= 2;
-        if (db_get(x, &why)) continue;
-        rv = gmcp_pending_get(&x->dbh->db, x->session.id, key, &resp);
-        if (rv != GMCP_FOUND || resp || apr_time_now() > deadline || op_cancelled(c)) {
-            gmcp_pending_delete(&x->dbh->db, x->session.id, key);
-            db_put(x);
-            break;
-        }
-        db_put(x);
-    }
-    if (resp) {
-        json_t *j = json_loads(resp, 0, NULL);
-        json_t *res = j ? json_object_get(j, "result") : NULL;
-        if (res) {
-            *result = json_incref(res);
-            json_decref(j);
-            return 0;
-        }
-        *errmsg = apr_psprintf(x->r->pool, "the client answered with an error: %s",
-                               j ? (gmcp_json_str(gmcp_json_obj(j, "error"), "message")
-                                    ? gmcp_json_str(gmcp_json_obj(j, "error"), "message")
-                                    : "unknown") : "unreadable");
-        json_decref(j);
-        return -1;
-    }
+    rv = await_answer(c, key, deadline, &resp);
+    if (resp) return read_answer(x, resp, result, errmsg);
     *errmsg = x->cancelled ? "the request was cancelled"
-            : rv == GMCP_DB_ERROR ? "the session store is unavailable"
+            : rv == GMCP_EDB ? "the session store is unavailable"
             : "timed out waiting for the client's answer";
     return -1;
 }
@@ -541,18 +385,18 @@ static int load_session(gmcp_req *x, json_t *id)
     const char *sid = apr_table_get(x->r->headers_in, HDR_SESSION), *why;
     int rv;
     if (!sid)
-        return reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
-                      "Bad Request: Mcp-Session-Id header is required");
-    if (db_get(x, &why)) return unavailable(x, id, why);
+        return gmcp_reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
+                           "Bad Request: Mcp-Session-Id header is required");
+    if (db_get(x, &why)) return gmcp_send_unavailable(x->r, id, why);
     rv = gmcp_session_load(&x->dbh->db, sid, x->call.principal,
                            gmcp_conf_session_idle(x->sc), &x->session);
-    if (rv == GMCP_DB_ERROR) {
+    if (rv == GMCP_EDB) {
         db_complain(x, "loading a session");
-        return unavailable(x, id, "the session store is unavailable");
+        return gmcp_send_unavailable(x->r, id, "the session store is unavailable");
     }
-    if (rv == GMCP_NOT_FOUND)
-        return reject(x->r, HTTP_NOT_FOUND, id, GMCP_SERVER_ERROR,
-                      "Session not found: it expired or was terminated; initialize again");
+    if (rv == APR_ENOENT)
+        return gmcp_reject(x->r, HTTP_NOT_FOUND, id, GMCP_SERVER_ERROR,
+                           "Session not found: it expired or was terminated; initialize again");
     x->have_session = 1;
     x->call.session_id = x->session.id;
     x->caps = json_loads(x->session.client_caps, 0, NULL);
@@ -575,10 +419,66 @@ static int check_version_header(gmcp_req *x, json_t *id)
     /* Any version we speak is accepted: clients (and the conformance suite) send an
      * older supported one on some raw requests. */
     if (v && !gmcp_version_supported(v))
-        return reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
-                      apr_psprintf(x->r->pool, "Bad Request: unsupported MCP-Protocol-Version "
-                                   "'%s' (supported: %s)", v, gmcp_supported_versions()));
+        return gmcp_reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
+                           apr_psprintf(x->r->pool, "Bad Request: unsupported "
+                                        "MCP-Protocol-Version '%s' (supported: %s)", v,
+                                        gmcp_supported_versions()));
     return OK;
+}
+
+/* What the core's dispatch needs of this request. */
+static void rpc_ctx_init(gmcp_req *x, gmcp_rpc_ctx *rc)
+{
+    memset(rc, 0, sizeof(*rc));
+    rc->pool = x->r->pool;
+    rc->srv = x->srv;
+    rc->db = &x->dbh->db;
+    rc->session = x->have_session ? &x->session : NULL;
+    rc->principal = x->call.principal;
+    rc->call = &x->call;
+    rc->stateless = x->call.stateless;
+}
+
+/* Answer on a stream. A stateless one stores nothing; any other gets its row, and a
+ * priming event (an id to resume from and the reconnection delay) where the
+ * negotiated revision defines it. OK, or DONE when answered (503). */
+static int open_stream(gmcp_req *x, const gmcp_msg *m)
+{
+    request_rec *r = x->r;
+    const char *why;
+    if (x->call.stateless) {
+        x->sse = 1;
+        gmcp_sse_headers(r);
+        return OK;
+    }
+    x->stream_id = gmcp_random_id(r->pool, 16);
+    if (db_get(x, &why)) return gmcp_send_unavailable(r, m->id, why);
+    if (!x->stream_id || gmcp_stream_create(&x->dbh->db, x->stream_id, x->session.id,
+                                            x->request_key)) {
+        db_complain(x, "creating an SSE stream");
+        return gmcp_send_unavailable(r, m->id, "the session store is unavailable");
+    }
+    db_put(x);
+    x->sse = 1;
+    gmcp_sse_headers(r);
+    if (gmcp_version_has_priming(x->session.protocol_version))
+        gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n",
+                                       x->stream_id, gmcp_conf_sse_retry(x->dc)));
+    return OK;
+}
+
+/* The answer of a request served without a stream, as application/json. */
+static int send_json_answer(gmcp_req *x, const gmcp_msg *m, const gmcp_rpc_ctx *rc,
+                            const char *resp)
+{
+    request_rec *r = x->r;
+    if (rc->new_session_id) apr_table_setn(r->headers_out, HDR_SESSION, rc->new_session_id);
+    if (!resp)
+        return gmcp_send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
+                                                         "Request cancelled", NULL));
+    if (rc->http_status == HTTP_SERVICE_UNAVAILABLE)
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+    return gmcp_send_json_text(r, rc->http_status ? rc->http_status : HTTP_OK, resp);
 }
 
 static int serve_request(gmcp_req *x, gmcp_msg *m)
@@ -586,38 +486,13 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     request_rec *r = x->r;
     gmcp_rpc_ctx rc;
     const char *resp, *why;
-    int stream = gmcp_mcp_wants_stream(x->srv, m) && gmcp_http_accepts(r, "text/event-stream");
+    int st, stream = gmcp_mcp_wants_stream(x->srv, m)
+                     && gmcp_http_accepts(r, "text/event-stream");
 
-    memset(&rc, 0, sizeof(rc));
-    rc.pool = r->pool;
-    rc.srv = x->srv;
-    rc.db = &x->dbh->db;
-    rc.session = x->have_session ? &x->session : NULL;
-    rc.principal = x->call.principal;
-    rc.call = &x->call;
-    rc.stateless = x->call.stateless;
+    rpc_ctx_init(x, &rc);
     x->request_key = gmcp_id_key(r->pool, m->id);
-
-    if (stream && x->call.stateless) {
-        x->sse = 1;
-        gmcp_sse_headers(r);
-    }
-    else if (stream) {
-        x->stream_id = gmcp_random_id(r->pool, 16);
-        if (db_get(x, &why)) return unavailable(x, m->id, why);
-        if (!x->stream_id || gmcp_stream_create(&x->dbh->db, x->stream_id, x->session.id,
-                                                x->request_key)) {
-            db_complain(x, "creating an SSE stream");
-            return unavailable(x, m->id, "the session store is unavailable");
-        }
-        db_put(x);
-        x->sse = 1;
-        gmcp_sse_headers(r);
-        /* Priming event: an id to resume from and the reconnection delay, where the
-         * negotiated revision defines it. */
-        if (gmcp_version_has_priming(x->session.protocol_version))
-            gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n",
-                                           x->stream_id, gmcp_conf_sse_retry(x->dc)));
+    if (stream) {
+        if ((st = open_stream(x, m)) != OK) return st;
     }
     else if (!strcmp(m->method, "tools/call") || x->call.stateless) {
         /* Tool calls may take long: no database handle is held across them (and
@@ -625,26 +500,17 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
         db_put(x);
     }
     else if (db_get(x, &why)) {
-        return unavailable(x, m->id, why);
+        return gmcp_send_unavailable(r, m->id, why);
     }
 
     resp = gmcp_mcp_request_text(&rc, m);
-    if (!stream) {
-        if (rc.new_session_id) apr_table_setn(r->headers_out, HDR_SESSION, rc.new_session_id);
-        if (!resp)
-            return gmcp_send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
-                                                        "Request cancelled", NULL));
-        if (rc.http_status == HTTP_SERVICE_UNAVAILABLE)
-            apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        return send_text(r, rc.http_status ? rc.http_status : HTTP_OK, resp);
-    }
+    if (!stream) return send_json_answer(x, m, &rc, resp);
     if (resp) sse_send_text(x, resp);
-    if (x->call.stateless) return OK;
-    if (db_get(x, &why) == 0) {
+    if (!x->call.stateless && db_get(x, &why) == 0) {
         if (gmcp_stream_finish(&x->dbh->db, x->stream_id)) db_complain(x, "closing an SSE stream");
         db_put(x);
     }
-    return OK;
+    return DONE;
 }
 
 static const char *header_in(void *r, const char *name)
@@ -675,7 +541,7 @@ static int serve_listen(gmcp_req *x, gmcp_msg *m)
             last_write = apr_time_now();
         }
     }
-    return OK;
+    return DONE;
 }
 
 /* A request on the 2026-07-28 revision: no session, everything in the request. */
@@ -686,18 +552,17 @@ static int handle_stateless(gmcp_req *x, gmcp_msg *m)
     const char *level;
     int status = HTTP_BAD_REQUEST;
 
-    if (m->kind == GMCP_MSG_NOTIFICATION) return accepted(r);
+    if (m->kind == GMCP_MSG_NOTIFICATION) return gmcp_send_accepted(r);
     if (m->kind == GMCP_MSG_RESPONSE)
-        return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST, "Invalid Request: "
-                      "protocol revision " GMCP_STATELESS_VERSION " has no server requests "
-                      "to answer");
+        return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST, "Invalid Request: "
+                           "protocol revision " GMCP_STATELESS_VERSION " has no server "
+                           "requests to answer");
     err = gmcp_stateless_check(r->pool, x->srv->registry, m, header_in, r, &status);
     if (err) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0114)
                       "gemini_mcp: %d: %s", status,
                       gmcp_json_str(json_object_get(err, "error"), "message"));
-        gmcp_send_json(r, status, err);
-        return DONE;
+        return gmcp_send_json(r, status, err);
     }
     meta = gmcp_json_obj(m->params, "_meta");
     x->call.stateless = 1;
@@ -734,147 +599,170 @@ static apr_status_t trim_heap(void *unused)
     return APR_SUCCESS;
 }
 
-static int handle_post(gmcp_req *x)
+/* Accept, Content-Type, then the body (up to GeminiMCPMaxBodySize) as one JSON-RPC
+ * message. OK with *m and the body's *len, or DONE when answered. */
+static int read_message(gmcp_req *x, gmcp_msg *m, apr_size_t *len)
 {
     request_rec *r = x->r;
     char *body = NULL;
-    apr_size_t len = 0;
-    gmcp_msg m;
     int st;
-    const char *why;
 
+    *len = 0;
     if (!gmcp_http_accepts(r, "application/json") || !gmcp_http_accepts(r, "text/event-stream"))
-        return reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
-                      "Not Acceptable: Accept must list application/json and text/event-stream");
+        return gmcp_reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR, "Not Acceptable: "
+                           "Accept must list application/json and text/event-stream");
     if (!is_json_content_type(r))
-        return reject(r, HTTP_UNSUPPORTED_MEDIA_TYPE, NULL, GMCP_SERVER_ERROR,
-                      "Unsupported Media Type: Content-Type must be application/json");
-    st = read_body(r, gmcp_conf_max_body(x->dc), &body, &len);
+        return gmcp_reject(r, HTTP_UNSUPPORTED_MEDIA_TYPE, NULL, GMCP_SERVER_ERROR,
+                           "Unsupported Media Type: Content-Type must be application/json");
+    st = read_body(r, gmcp_conf_max_body(x->dc), &body, len);
     if (st != OK) {
         r->connection->keepalive = AP_CONN_CLOSE;
         if (st == HTTP_REQUEST_ENTITY_TOO_LARGE)
-            return reject(r, st, NULL, GMCP_INVALID_REQUEST, apr_psprintf(r->pool,
-                          "Request body too large: the limit is %" APR_OFF_T_FMT " bytes",
-                          gmcp_conf_max_body(x->dc)));
-        return reject(r, st, NULL, GMCP_PARSE_ERROR, "Could not read the request body");
+            return gmcp_reject(r, st, NULL, GMCP_INVALID_REQUEST, apr_psprintf(r->pool,
+                               "Request body too large: the limit is %" APR_OFF_T_FMT " bytes",
+                               gmcp_conf_max_body(x->dc)));
+        return gmcp_reject(r, st, NULL, GMCP_PARSE_ERROR, "Could not read the request body");
     }
-
     /* Registered first, so it runs after the JSON tree below is freed. */
-    if (len >= TRIM_AFTER_BODY)
+    if (*len >= TRIM_AFTER_BODY)
         apr_pool_cleanup_register(r->pool, NULL, trim_heap, apr_pool_cleanup_null);
-    gmcp_msg_parse(r->pool, body, len, &m);
-    apr_pool_cleanup_register(r->pool, m.root, json_release, apr_pool_cleanup_null);
-    if (m.kind == GMCP_MSG_INVALID || m.kind == GMCP_MSG_BATCH)
-        return reject(r, HTTP_BAD_REQUEST, m.id, m.error_code, m.error_msg);
-    /* For LogFormat: %{gmcp-method}n and %{gmcp-tool}n */
-    apr_table_setn(r->notes, "gmcp-method", m.method ? m.method : "response");
-    x->acc->bytes_in = (apr_int64_t)len;
-    {
-        const char *tool = NULL;
-        const gmcp_tool_entry *te = NULL;
-        int spends = 0;
-        if (m.method && !strcmp(m.method, "tools/call") && gmcp_json_str(m.params, "name")) {
-            tool = gmcp_json_str(m.params, "name");
-            apr_table_setn(r->notes, "gmcp-tool", tool);
-            te = gmcp_registry_tool(x->srv->registry, tool);
-            spends = te && (te->def->flags & GMCP_TOOL_SPENDS_TOKENS);
-        }
-        /* Metrics label only names that exist; the scope check sees known tools (an
-         * unknown one gets the ordinary "unknown tool" error). */
-        if ((st = gmcp_access_admit(r, x->acc, m.method ? m.method : "response",
-                                    te ? tool : NULL, spends, m.id)) != OK)
-            return st;
-        if (tool && !te) x->acc->tool = "unknown";
-    }
+    gmcp_msg_parse(r->pool, body, *len, m);
+    apr_pool_cleanup_register(r->pool, m->root, json_release, apr_pool_cleanup_null);
+    if (m->kind == GMCP_MSG_INVALID || m->kind == GMCP_MSG_BATCH)
+        return gmcp_reject(r, HTTP_BAD_REQUEST, m->id, m->error_code, m->error_msg);
+    return OK;
+}
 
+/* The message's notes for the log and metrics, then its scopes and limits (OK or
+ * DONE when refused). */
+static int admit_message(gmcp_req *x, const gmcp_msg *m, apr_size_t len)
+{
+    request_rec *r = x->r;
+    const char *tool = NULL;
+    const gmcp_tool_entry *te = NULL;
+    int st, spends = 0;
+
+    /* For LogFormat: %{gmcp-method}n and %{gmcp-tool}n */
+    apr_table_setn(r->notes, "gmcp-method", m->method ? m->method : "response");
+    x->acc->bytes_in = (apr_int64_t)len;
+    if (m->method && !strcmp(m->method, "tools/call") && gmcp_json_str(m->params, "name")) {
+        tool = gmcp_json_str(m->params, "name");
+        apr_table_setn(r->notes, "gmcp-tool", tool);
+        te = gmcp_registry_tool(x->srv->registry, tool);
+        spends = te && (te->def->flags & GMCP_TOOL_SPENDS_TOKENS);
+    }
+    /* Metrics label only names that exist; the scope check sees known tools (an
+     * unknown one gets the ordinary "unknown tool" error). */
+    if ((st = gmcp_access_admit(r, x->acc, m->method ? m->method : "response",
+                                te ? tool : NULL, spends, m->id)) != OK)
+        return st;
+    if (tool && !te) x->acc->tool = "unknown";
+    return OK;
+}
+
+static int take_notification(gmcp_req *x, gmcp_msg *m)
+{
+    request_rec *r = x->r;
+    gmcp_rpc_ctx rc;
+    const char *why;
+    rpc_ctx_init(x, &rc);
+    if (db_get(x, &why)) return gmcp_send_unavailable(r, NULL, why);
+    if (gmcp_mcp_notification(&rc, m))
+        return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_PARAMS,
+                           apr_psprintf(r->pool, "Invalid params for %s", m->method));
+    return gmcp_send_accepted(r);
+}
+
+/* The client's answer to a request of ours (sampling, elicitation), for the call
+ * waiting on it (op_ask), which may run in another process. */
+static int take_response(gmcp_req *x, gmcp_msg *m)
+{
+    request_rec *r = x->r;
+    const char *why;
+    int rv;
+    if (db_get(x, &why)) return gmcp_send_unavailable(r, NULL, why);
+    rv = gmcp_pending_answer(&x->dbh->db, x->session.id, gmcp_id_key(r->pool, m->id),
+                             gmcp_json_dump(r->pool, m->root));
+    if (rv == GMCP_EDB) {
+        db_complain(x, "storing a client response");
+        return gmcp_send_unavailable(r, NULL, "the session store is unavailable");
+    }
+    if (rv == APR_ENOENT)
+        return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST,
+                           "Invalid Request: no server request is waiting for that id");
+    return gmcp_send_accepted(r);
+}
+
+static int handle_post(gmcp_req *x)
+{
+    request_rec *r = x->r;
+    gmcp_msg m;
+    apr_size_t len;
+    int st;
+
+    if ((st = read_message(x, &m, &len)) != OK) return st;
+    if ((st = admit_message(x, &m, len)) != OK) return st;
     if (gmcp_is_stateless_request(&m, apr_table_get(r->headers_in, HDR_VERSION),
                                   apr_table_get(r->headers_in, HDR_SESSION) != NULL))
         return handle_stateless(x, &m);
     if (m.kind == GMCP_MSG_REQUEST && !strcmp(m.method, "initialize"))
         return serve_request(x, &m);
-
     if ((st = check_version_header(x, m.id)) != OK) return st;
     if ((st = load_session(x, m.id)) != OK) return st;
-
-    switch (m.kind) {
-    case GMCP_MSG_NOTIFICATION: {
-        gmcp_rpc_ctx rc;
-        memset(&rc, 0, sizeof(rc));
-        rc.pool = r->pool;
-        rc.srv = x->srv;
-        rc.db = &x->dbh->db;
-        rc.session = &x->session;
-        rc.principal = x->call.principal;
-        rc.call = &x->call;
-        if (db_get(x, &why)) return unavailable(x, NULL, why);
-        if (gmcp_mcp_notification(&rc, &m))
-            return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_PARAMS,
-                          apr_psprintf(r->pool, "Invalid params for %s", m.method));
-        return accepted(r);
-    }
-    case GMCP_MSG_RESPONSE: {
-        int rv;
-        if (db_get(x, &why)) return unavailable(x, NULL, why);
-        rv = gmcp_pending_answer(&x->dbh->db, x->session.id, gmcp_id_key(r->pool, m.id),
-                                 gmcp_json_dump(r->pool, m.root));
-        if (rv == GMCP_DB_ERROR) {
-            db_complain(x, "storing a client response");
-            return unavailable(x, NULL, "the session store is unavailable");
-        }
-        if (rv == GMCP_NOT_FOUND)
-            return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST,
-                          "Invalid Request: no server request is waiting for that id");
-        return accepted(r);
-    }
-    default:
-        return serve_request(x, &m);
-    }
+    if (m.kind == GMCP_MSG_NOTIFICATION) return take_notification(x, &m);
+    if (m.kind == GMCP_MSG_RESPONSE) return take_response(x, &m);
+    return serve_request(x, &m);
 }
 
 /* ---- GET: resume a stream from its Last-Event-ID ---------------------------------------- */
 
-static int handle_get(gmcp_req *x)
+/* GET's checks: a session, and a Last-Event-ID naming one of its streams. OK with
+ * the stream and the last event the client has, or DONE when answered. */
+static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *seq)
 {
     request_rec *r = x->r;
-    const char *last = apr_table_get(r->headers_in, "Last-Event-ID"), *why;
-    const char *stream_id, *owner = NULL;
-    apr_uint64_t seq;
-    apr_time_t start = apr_time_now(), last_write = start;
-    apr_interval_time_t wait = apr_time_from_msec(10);
+    const char *last = apr_table_get(r->headers_in, "Last-Event-ID"), *owner = NULL;
     int st, done = 0;
 
     if (!gmcp_http_accepts(r, "text/event-stream"))
-        return reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
-                      "Not Acceptable: Accept must list text/event-stream");
+        return gmcp_reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
+                           "Not Acceptable: Accept must list text/event-stream");
     if ((st = check_version_header(x, NULL)) != OK) return st;
     if ((st = load_session(x, NULL)) != OK) return st;
     if (!last) {
         /* No standalone stream: an idle SSE stream per session would hold an httpd
          * worker thread for nothing; everything we send relates to a request. */
         apr_table_setn(r->headers_out, "Allow", "POST, DELETE");
-        return reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
-                      "Method Not Allowed: this server has no standalone SSE stream; "
-                      "GET only resumes a stream with Last-Event-ID");
+        return gmcp_reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
+                           "Method Not Allowed: this server has no standalone SSE stream; "
+                           "GET only resumes a stream with Last-Event-ID");
     }
-    if (gmcp_last_event_id_parse(r->pool, last, &stream_id, &seq))
-        return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
-                      "Bad Request: malformed Last-Event-ID");
-    st = gmcp_stream_get(&x->dbh->db, stream_id, &owner, &done);
-    if (st == GMCP_DB_ERROR) return unavailable(x, NULL, "the session store is unavailable");
-    if (st == GMCP_NOT_FOUND || strcmp(owner, x->session.id) != 0)
-        return reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
-                      "Bad Request: Last-Event-ID names no stream of this session");
-    db_put(x);
-    gmcp_sse_headers(r);
-    if (gmcp_version_has_priming(x->session.protocol_version))
-        gmcp_sse_write(r, apr_psprintf(r->pool, "retry: %d\n\n", gmcp_conf_sse_retry(x->dc)));
+    if (gmcp_last_event_id_parse(r->pool, last, stream_id, seq))
+        return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
+                           "Bad Request: malformed Last-Event-ID");
+    st = gmcp_stream_get(&x->dbh->db, *stream_id, &owner, &done);
+    if (st == GMCP_EDB)
+        return gmcp_send_unavailable(r, NULL, "the session store is unavailable");
+    if (st == APR_ENOENT || strcmp(owner, x->session.id) != 0)
+        return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
+                           "Bad Request: Last-Event-ID names no stream of this session");
+    return OK;
+}
 
-    /* Replay what is stored, then follow the stream until its response was sent. */
+/* Replay what is stored after `seq`, then follow the stream until its response was
+ * sent (or the client left, or STREAM_MAX_TIME since `start`). */
+static void follow_stream(gmcp_req *x, const char *stream_id, apr_uint64_t seq,
+                          apr_time_t start)
+{
+    request_rec *r = x->r;
+    apr_time_t last_write = start;
+    apr_interval_time_t wait = apr_time_from_msec(10);
+    const char *why, *owner = NULL;
     for (;;) {
         gmcp_rows rs;
         int i, stream_done = 0;
         if (db_get(x, &why)) break;
-        if (gmcp_stream_get(&x->dbh->db, stream_id, &owner, &stream_done) != GMCP_FOUND
+        if (gmcp_stream_get(&x->dbh->db, stream_id, &owner, &stream_done) != APR_SUCCESS
             || gmcp_events_after(&x->dbh->db, stream_id, (apr_int64_t)seq, &rs)) {
             db_put(x);
             break;
@@ -884,7 +772,7 @@ static int handle_get(gmcp_req *x)
             const char **row = GMCP_ROW(&rs, i);
             if (gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.%s\nevent: message\ndata: %s\n\n",
                                           stream_id, row[0], row[1])))
-                return OK;
+                return;
             seq = (apr_uint64_t)apr_atoi64(row[0]);
             last_write = apr_time_now();
             wait = apr_time_from_msec(10);
@@ -892,13 +780,29 @@ static int handle_get(gmcp_req *x)
         if (stream_done && rs.rows->nelts == 0) break;
         if (apr_time_now() - start > STREAM_MAX_TIME) break;
         if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
-            if (gmcp_sse_write(r, ": keep-alive\n\n")) return OK;
+            if (gmcp_sse_write(r, ": keep-alive\n\n")) return;
             last_write = apr_time_now();
         }
         apr_sleep(wait);
         if (wait < apr_time_from_msec(250)) wait *= 2;
     }
-    return OK;
+}
+
+static int handle_get(gmcp_req *x)
+{
+    request_rec *r = x->r;
+    apr_time_t start = apr_time_now();
+    const char *stream_id = NULL;
+    apr_uint64_t seq = 0;
+    int st = resumable_stream(x, &stream_id, &seq);
+
+    if (st != OK) return st;
+    db_put(x);
+    gmcp_sse_headers(r);
+    if (gmcp_version_has_priming(x->session.protocol_version))
+        gmcp_sse_write(r, apr_psprintf(r->pool, "retry: %d\n\n", gmcp_conf_sse_retry(x->dc)));
+    follow_stream(x, stream_id, seq, start);
+    return DONE;
 }
 
 /* ---- DELETE ------------------------------------------------------------------------- */
@@ -908,12 +812,12 @@ static int handle_delete(gmcp_req *x)
     int st = load_session(x, NULL), rv;
     if (st != OK) return st;
     rv = gmcp_session_delete(&x->dbh->db, x->session.id);
-    if (rv == GMCP_DB_ERROR) {
+    if (rv == GMCP_EDB) {
         db_complain(x, "terminating a session");
-        return unavailable(x, NULL, "the session store is unavailable");
+        return gmcp_send_unavailable(x->r, NULL, "the session store is unavailable");
     }
     x->r->status = HTTP_NO_CONTENT;
-    return OK;
+    return DONE;
 }
 
 /* ---- housekeeping --------------------------------------------------------------------- */
@@ -938,15 +842,12 @@ static void maybe_sweep(gmcp_req *x)
 
 /* ---- entry ---------------------------------------------------------------------------- */
 
-int gmcp_mcp_handler(request_rec *r)
+static gmcp_req *req_make(request_rec *r)
 {
-    gmcp_req *x;
-    int rv;
-    if (!r->handler || strcmp(r->handler, "gemini-mcp") != 0) return DECLINED;
-    x = apr_pcalloc(r->pool, sizeof(*x));
+    gmcp_req *x = apr_pcalloc(r->pool, sizeof(*x));
     x->r = r;
-    x->dc = ap_get_module_config(r->per_dir_config, &gemini_mcp_module);
-    x->sc = ap_get_module_config(r->server->module_config, &gemini_mcp_module);
+    x->dc = gmcp_config_dir(r);
+    x->sc = gmcp_config_srv(r->server);
     x->srv = gmcp_server_for(r->pool, x->dc);
     x->call.pool = r->pool;
     x->call.ops = &CALL_OPS;
@@ -954,39 +855,37 @@ int gmcp_mcp_handler(request_rec *r)
     x->call.deadline = apr_time_now() + gmcp_conf_tool_timeout(x->sc);
     x->log_min = GMCP_LOG_INFO;
     x->dbh = gmcp_dbh_make(r);
+    return x;
+}
 
-    if (!host_allowed(r, x->dc))
-        return reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
-                      "Forbidden: Host header does not name this server");
-    if (!origin_allowed(r, x->dc))
-        return reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
-                      "Forbidden: Origin is not allowed");
-    gmcp_access_cors(r);
-    if (r->method_number == M_OPTIONS) return gmcp_access_preflight(r);
-    /* Who is calling decides who owns what this request creates or reads. */
-    if ((rv = gmcp_access_identify(r, x->dc, &x->acc)) != OK) return OK;
-    x->call.principal = x->acc->principal;
-
+/* What the method asks for, once the caller is known. */
+static int serve_method(gmcp_req *x)
+{
+    request_rec *r = x->r;
+    int st;
     if ((r->method_number == M_GET || r->method_number == M_DELETE)
         && !apr_table_get(r->headers_in, HDR_SESSION)
         && apr_table_get(r->headers_in, HDR_VERSION)
         && !gmcp_version_is_legacy(apr_table_get(r->headers_in, HDR_VERSION))) {
         /* 2026-07-28 has no GET stream and no session to delete. */
         apr_table_setn(r->headers_out, "Allow", "POST");
-        rv = reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
-                    "Method Not Allowed: protocol revision " GMCP_STATELESS_VERSION
-                    " uses POST only");
+        return gmcp_reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
+                           "Method Not Allowed: protocol revision " GMCP_STATELESS_VERSION
+                           " uses POST only");
     }
-    else if (r->method_number == M_POST) rv = handle_post(x);
-    else if ((r->method_number == M_GET && !r->header_only) || r->method_number == M_DELETE) {
-        rv = gmcp_access_admit(r, x->acc, r->method, NULL, 0, NULL);
-        if (rv == OK) rv = r->method_number == M_GET ? handle_get(x) : handle_delete(x);
+    if (r->method_number == M_POST) return handle_post(x);
+    if ((r->method_number == M_GET && !r->header_only) || r->method_number == M_DELETE) {
+        if ((st = gmcp_access_admit(r, x->acc, r->method, NULL, 0, NULL)) != OK) return st;
+        return r->method_number == M_GET ? handle_get(x) : handle_delete(x);
     }
-    else {
-        apr_table_setn(r->headers_out, "Allow", "GET, POST, DELETE, OPTIONS");
-        rv = reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
-                    "Method Not Allowed: use POST, GET or DELETE");
-    }
+    apr_table_setn(r->headers_out, "Allow", "GET, POST, DELETE, OPTIONS");
+    return gmcp_reject(r, HTTP_METHOD_NOT_ALLOWED, NULL, GMCP_SERVER_ERROR,
+                       "Method Not Allowed: use POST, GET or DELETE");
+}
+
+/* Give back what the request holds outside its pool, then the housekeeping. */
+static void req_finish(gmcp_req *x)
+{
     if (x->caps) json_decref(x->caps);
     x->caps = NULL;
     if (x->call.pending_inputs) json_decref(x->call.pending_inputs);
@@ -995,5 +894,26 @@ int gmcp_mcp_handler(request_rec *r)
     x->call.error_data = NULL;
     db_put(x);
     maybe_sweep(x);
-    return rv == DONE ? OK : rv;
+}
+
+int gmcp_mcp_handler(request_rec *r)
+{
+    gmcp_req *x;
+    int st;
+    if (!r->handler || strcmp(r->handler, "gemini-mcp") != 0) return DECLINED;
+    x = req_make(r);
+    if (!gmcp_access_host_ok(r, x->dc))
+        return gmcp_reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
+                           "Forbidden: Host header does not name this server");
+    if (!gmcp_access_origin_ok(r, x->dc))
+        return gmcp_reject(r, HTTP_FORBIDDEN, NULL, GMCP_SERVER_ERROR,
+                           "Forbidden: Origin is not allowed");
+    gmcp_access_cors(r);
+    if (r->method_number == M_OPTIONS) return gmcp_access_preflight(r);
+    /* Who is calling decides who owns what this request creates or reads. */
+    if ((st = gmcp_access_identify(r, x->dc, &x->acc)) != OK) return st;
+    x->call.principal = x->acc->principal;
+    st = serve_method(x);
+    req_finish(x);
+    return st;
 }

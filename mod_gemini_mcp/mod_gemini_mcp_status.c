@@ -7,12 +7,15 @@
  *   <prefix>/metrics Prometheus text: counters and histograms summed over every child
  *                   process (they live in shared memory), plus gauges read at scrape time
  */
-#include "mod_gemini_mcp.h"
+#include "mod_gemini_mcp_status.h"
+#include "mod_gemini_mcp_access.h"
+#include "mod_gemini_mcp_config.h"
+#include "mod_gemini_mcp_db.h"
+#include "mod_gemini_mcp_respond.h"
 #include "gmcp_breaker.h"
 
 #include <http_protocol.h>
 #include <http_request.h>
-#include <mod_dbd.h>
 #include <apr_strings.h>
 
 static const char *breaker_name(unsigned int state)
@@ -83,7 +86,7 @@ int gmcp_status_handler(request_rec *r)
         apr_table_setn(r->headers_out, "Cache-Control", "no-store");
         ap_set_content_length(r, (apr_off_t)strlen(text));
         if (!r->header_only) ap_rwrite(text, (int)strlen(text), r);
-        return OK;
+        return DONE;
     }
     return gmcp_send_json(r, HTTP_NOT_FOUND, json_pack("{s:s}", "error",
                           "unknown status path: use live, ready or metrics"));

@@ -12,8 +12,13 @@
  * This file is the httpd side: headers, answers, the request body, the database
  * sections. What needs no request (the body's pieces, the concatenation, the progress
  * reports, the lease check) is in gmcp_upload_*.c and gmcp_uploads.c. Each method runs
- * as numbered steps; a step either answers the request or returns GO_ON. */
-#include "mod_gemini_mcp.h"
+ * as numbered steps; a step either answers the request (DONE, as every answer of the
+ * glue: mod_gemini_mcp_respond.h) or returns OK and the next step goes on. */
+#include "mod_gemini_mcp_upload.h"
+#include "mod_gemini_mcp_access.h"
+#include "mod_gemini_mcp_config.h"
+#include "mod_gemini_mcp_db.h"
+#include "mod_gemini_mcp_respond.h"
 #include "gmcp_uploads.h"
 #include "gmcp_upload_body.h"
 #include "gmcp_upload_concat.h"
@@ -54,9 +59,6 @@
 #define STREAM_IDLE    apr_time_from_sec(60)    /* ...and ends after this long without news */
 #define STREAM_PING    apr_time_from_sec(15)
 
-/* What a step returns when it did not answer the request: the next step goes on. Any
- * other value is the handler's return, after an answer. */
-#define GO_ON 1
 
 typedef struct {
     request_rec *r;
@@ -67,16 +69,6 @@ typedef struct {
     const char *dir;
     apr_pool_t *scratch;    /* for what long loops do over and over (see db_scratch) */
 } up_req;
-
-apr_off_t gmcp_conf_upload_max(const gmcp_dir_conf *c)
-{
-    return c->upload_max >= 0 ? c->upload_max : (apr_off_t)2 << 30;
-}
-
-apr_int64_t gmcp_conf_upload_expiry(const gmcp_srv_conf *c)
-{
-    return c->upload_expiry >= 0 ? c->upload_expiry : 24 * 3600;
-}
 
 /* ---- responses ------------------------------------------------------------------------- */
 
@@ -95,7 +87,7 @@ static int answer(up_req *u, int status, const char *text)
     else {
         ap_set_content_length(r, 0);
     }
-    return OK;
+    return DONE;
 }
 
 /* The store failed: 503. The core logged the failing statement once (GMCP02xx), or
@@ -164,23 +156,23 @@ static apr_int64_t expiry_from_now(up_req *u)
     return gmcp_now_sec() + gmcp_conf_upload_expiry(u->sc);
 }
 
-/* The caller's upload into *x (GO_ON, the store still open), or an answer: 404 (missing
+/* The caller's upload into *x (OK, the store still open), or an answer: 404 (missing
  * or another owner's), 410 (terminated or expired). */
 static int load(up_req *u, const char *id, gmcp_upload *x)
 {
-    int rv;
+    apr_status_t rv;
     if (!gmcp_upload_id_ok(id)) return answer(u, HTTP_NOT_FOUND, "no such upload");
     if (db_open(u)) return db_fail(u, "opening the upload store");
     rv = gmcp_upload_get(&u->dbh->db, id, u->acc->principal, x);
-    if (rv == GMCP_DB_ERROR) return db_fail(u, "reading an upload");
-    if (rv == GMCP_NOT_FOUND) return answer(u, HTTP_NOT_FOUND, "no such upload");
+    if (APR_STATUS_IS_ENOENT(rv)) return answer(u, HTTP_NOT_FOUND, "no such upload");
+    if (rv != APR_SUCCESS) return db_fail(u, "reading an upload");
     if (!strcmp(x->state, GMCP_UPLOAD_TERMINATED))
         return answer(u, HTTP_GONE, "this upload was terminated");
     if (gmcp_upload_is_expired(x, gmcp_now_sec()))
         return answer(u, HTTP_GONE, strcmp(x->state, GMCP_UPLOAD_COMPLETE)
                       ? "this upload expired before it was completed; start over"
                       : "this upload expired and was removed from the spool");
-    return GO_ON;
+    return OK;
 }
 
 /* Mark x complete (phase "received") with the hash of its `length` bytes; the store is
@@ -239,25 +231,24 @@ typedef struct {
 static int record(appending *a, apr_int64_t offset, const gmcp_sha256 *state)
 {
     up_req *u = a->u;
-    int acquired = 0, rv;
+    apr_status_t rv;
     if (db_scratch(u)) return -1;
     rv = gmcp_upload_advance(&u->dbh->db, a->x.id, a->token, offset, a->x.length,
                              expiry_from_now(u), gmcp_sha256_save(u->dbh->db.pool, state));
-    if (rv == GMCP_FOUND)
-        rv = gmcp_upload_lock(&u->dbh->db, a->x.id, a->token, LEASE_SECONDS, &acquired);
+    if (rv == APR_SUCCESS) rv = gmcp_upload_lock(&u->dbh->db, a->x.id, a->token, LEASE_SECONDS);
     gmcp_dbh_close(u->dbh);
     /* Recorded, and the lease renewed: both, or this request no longer writes. */
-    return rv == 0 && acquired ? 0 : -1;
+    return rv == APR_SUCCESS ? 0 : -1;
 }
 
 static int renew(appending *a)
 {
     up_req *u = a->u;
-    int acquired = 0, rv;
+    apr_status_t rv;
     if (db_scratch(u)) return -1;
-    rv = gmcp_upload_lock(&u->dbh->db, a->x.id, a->token, LEASE_SECONDS, &acquired);
+    rv = gmcp_upload_lock(&u->dbh->db, a->x.id, a->token, LEASE_SECONDS);
     gmcp_dbh_close(u->dbh);
-    return rv == 0 && acquired ? 0 : -1;
+    return rv == APR_SUCCESS ? 0 : -1;
 }
 
 /* Everything received is written, hashed and on disk: record it. */
@@ -338,7 +329,7 @@ static int take_brigade(appending *a, apr_bucket_brigade *bb)
             a->rc.aborted = 1;
             return 1;
         }
-        if (gmcp_body_take(&a->body, data, len)) return 1;
+        if (gmcp_body_take(&a->body, data, len) != APR_SUCCESS) return 1;
     }
     return 0;
 }
@@ -412,11 +403,12 @@ static int append_prepare(appending *a, up_req *u, const gmcp_upload *x, int cre
     if (!(a->token = gmcp_lease_token(r->pool)))
         return answer(u, HTTP_INTERNAL_SERVER_ERROR, "no randomness for a lease");
     if (ck_hdr) {
-        int c = gmcp_tus_checksum(r->pool, ck_hdr, &a->algo, &a->want, &a->want_len);
-        if (c == -2) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: unsupported algorithm "
-                                   "(use sha256, sha1 or md5)");
-        if (c) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: expected '<algorithm> "
-                             "<base64 digest>'");
+        apr_status_t rv = gmcp_tus_checksum(r->pool, ck_hdr, &a->algo, &a->want, &a->want_len);
+        if (APR_STATUS_IS_ENOTIMPL(rv))
+            return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: unsupported algorithm "
+                          "(use sha256, sha1 or md5)");
+        if (rv != APR_SUCCESS) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: expected "
+                                             "'<algorithm> <base64 digest>'");
     }
     if (x->length < 0 && u->dc->upload_quota >= 0) {
         if (db_open(u) || gmcp_upload_spool_used(&u->dbh->db, u->acc->principal, &used))
@@ -426,7 +418,7 @@ static int append_prepare(appending *a, up_req *u, const gmcp_upload *x, int cre
     a->room = gmcp_upload_room(x->length, x->offset, gmcp_conf_upload_max(u->dc),
                                u->dc->upload_quota, used);
     a->path = gmcp_upload_spool_path(r->pool, u->dir, x->id);
-    return GO_ON;
+    return OK;
 }
 
 /* 5. The writer stopped and the spool file closed (before anyone else may write to it),
@@ -460,7 +452,7 @@ static int append_lease(appending *a)
 {
     up_req *u = a->u;
     apr_int64_t offset = a->x.offset;
-    int lease;
+    gmcp_upload_lease_result lease;
     if (db_open(u)) return db_fail(u, "opening the upload store");
     lease = gmcp_upload_lease(&u->dbh->db, a->x.id, u->acc->principal,
                               a->creating ? NULL : &a->x, a->token, LEASE_SECONDS, &offset);
@@ -478,7 +470,7 @@ static int append_lease(appending *a)
     }
     a->leased = 1;
     apr_pool_pre_cleanup_register(u->r->pool, a, give_back);
-    return GO_ON;
+    return OK;
 }
 
 /* 3. The spool file continued at the durable offset, the hash resumed there, the writer
@@ -503,7 +495,7 @@ static int append_open(appending *a)
         a->rc.disk_rv = APR_EINCOMPLETE;      /* the spool file is shorter than the offset */
         return -1;
     }
-    if (!(w = gmcp_spool_open(r->pool, a->f, a->h))) {
+    if (gmcp_spool_open(&w, r->pool, a->f, a->h) != APR_SUCCESS) {
         a->failed = 1;
         return -1;
     }
@@ -531,13 +523,15 @@ static void append_body(appending *a)
         if (commit(a, &all) || all != a->rc.got) a->failed = 1;
         else a->rc.committed = a->rc.got;
         break;
+    case GMCP_BODY_KEEP:
+        break;
     }
     a->x.offset += a->rc.committed;
 }
 
 /* 6. The answer: the first thing that went wrong, else the offset now (the upload
  * completed when it reached its length). A creation's success is the caller's to
- * answer (GO_ON). */
+ * answer (OK). */
 static int append_answer(appending *a)
 {
     up_req *u = a->u;
@@ -572,19 +566,19 @@ static int append_answer(appending *a)
     if (strcmp(x->state, GMCP_UPLOAD_COMPLETE) != 0)
         apr_table_setn(r->err_headers_out, "Upload-Expires", http_date(r->pool,
                                                                        expiry_from_now(u)));
-    return a->creating ? GO_ON : answer(u, HTTP_NO_CONTENT, NULL);
+    return a->creating ? OK : answer(u, HTTP_NO_CONTENT, NULL);
 }
 
 /* Append this request's body (PATCH, or creation-with-upload) to x. Answers the
- * request, except a creation's success (GO_ON). */
+ * request, except a creation's success (OK). */
 static int append(up_req *u, const gmcp_upload *x, int creating)
 {
     appending *a = apr_pcalloc(u->r->pool, sizeof(*a));
     int st;
     /* 1. the request's checksum and the room left for its body */
-    if ((st = append_prepare(a, u, x, creating)) != GO_ON) return st;
+    if ((st = append_prepare(a, u, x, creating)) != OK) return st;
     /* 2. the lease, on the upload as it was checked; from here on one exit */
-    if ((st = append_lease(a)) != GO_ON) return st;
+    if ((st = append_lease(a)) != OK) return st;
     /* 3. the spool file at the offset, 4. the body, recorded or discarded */
     if (append_open(a) == 0) append_body(a);
     /* 5. the writer and the file closed, the lease given back */
@@ -605,7 +599,7 @@ static int do_patch(up_req *u, const char *id)
     gmcp_upload x;
     int st = load(u, id, &x);
     gmcp_dbh_close(u->dbh);
-    if (st != GO_ON) return st;
+    if (st != OK) return st;
     if (!strncmp(x.concat, "final", 5))
         return answer(u, HTTP_FORBIDDEN, "a final (concatenated) upload takes no PATCH");
     if (!ct || strcasecmp(ct, "application/offset+octet-stream") != 0)
@@ -641,7 +635,7 @@ static int do_head(up_req *u, const char *id)
     gmcp_upload x;
     int st = load(u, id, &x);
     gmcp_dbh_close(u->dbh);
-    if (st != GO_ON) return st;
+    if (st != OK) return st;
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (strncmp(x.concat, "final", 5) != 0 || !strcmp(x.state, GMCP_UPLOAD_COMPLETE))
         apr_table_setn(r->headers_out, "Upload-Offset",
@@ -657,17 +651,19 @@ static int do_head(up_req *u, const char *id)
         apr_table_setn(r->headers_out, "Upload-Expires", http_date(r->pool, x.expires));
     r->status = HTTP_OK;
     ap_set_content_length(r, 0);
-    return OK;
+    return DONE;
 }
 
 static int do_delete(up_req *u, const char *id)
 {
     gmcp_upload x;
-    int st = load(u, id, &x), rv;
-    if (st != GO_ON) return st;
+    int st = load(u, id, &x);
+    apr_status_t rv;
+    if (st != OK) return st;
     rv = gmcp_upload_terminate(&u->dbh->db, x.id, u->acc->principal);
     gmcp_dbh_close(u->dbh);
-    if (rv == GMCP_DB_ERROR) return db_fail(u, "terminating an upload");
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_ENOENT(rv))
+        return db_fail(u, "terminating an upload");
     apr_file_remove(gmcp_upload_spool_path(u->r->pool, u->dir, x.id), u->r->pool);
     return answer(u, HTTP_NO_CONTENT, NULL);
 }
@@ -679,13 +675,13 @@ static int do_delete(up_req *u, const char *id)
 static int poll_row(up_req *u, const char *id, apr_pool_t *rows[2], int *cur, gmcp_upload *x)
 {
     gmcp_upload next;
-    int st;
+    apr_status_t rv;
     apr_pool_clear(rows[*cur ^ 1]);
     if (db_open(u)) return -1;
     u->dbh->db.pool = rows[*cur ^ 1];
-    st = gmcp_upload_get(&u->dbh->db, id, u->acc->principal, &next);
+    rv = gmcp_upload_get(&u->dbh->db, id, u->acc->principal, &next);
     gmcp_dbh_close(u->dbh);
-    if (st != GMCP_FOUND) return -1;
+    if (rv != APR_SUCCESS) return -1;
     *x = next;
     *cur ^= 1;
     return 0;
@@ -736,7 +732,7 @@ static int progress_stream(up_req *u, const char *id, gmcp_upload *x, gmcp_rate_
         if (r->connection->aborted || poll_row(u, id, rows, &cur, x)) break;
     }
     free(last_text);
-    return OK;
+    return DONE;
 }
 
 /* GET on an upload: its progress now (JSON), or with Accept: text/event-stream a stream
@@ -748,7 +744,7 @@ static int do_get(up_req *u, const char *id)
     gmcp_rate_window w;
     int st = load(u, id, &x);
     gmcp_dbh_close(u->dbh);
-    if (st != GO_ON) return st;
+    if (st != OK) return st;
     memset(&w, 0, sizeof(w));
     if (!gmcp_http_accepts(r, "text/event-stream")
         || gmcp_http_accepts(r, "application/json"))
@@ -766,28 +762,28 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
     gmcp_sha256 *h = gmcp_sha256_make(r->pool);
     gmcp_concat_plan plan;
     gmcp_concat_copy copied;
-    int rv;
+    gmcp_final_result fate;
     /* 1. the parts: each a finished partial upload of the caller's */
     if (db_open(u)) return db_fail(u, "opening the upload store");
-    rv = gmcp_concat_plan_make(&u->dbh->db, r->pool, u->acc->principal, list,
-                               (apr_int64_t)gmcp_conf_upload_max(u->dc), &plan);
-    if (rv == GMCP_DB_ERROR) return db_fail(u, "reading partial uploads");
+    fate = gmcp_concat_plan_make(&u->dbh->db, r->pool, u->acc->principal, list,
+                                 (apr_int64_t)gmcp_conf_upload_max(u->dc), &plan);
+    if (fate == GMCP_FINAL_DB) return db_fail(u, "reading partial uploads");
     gmcp_dbh_close(u->dbh);
-    if (rv == GMCP_FINAL_BAD_PART)
+    if (fate == GMCP_FINAL_BAD_PART)
         return answer(u, HTTP_BAD_REQUEST, apr_psprintf(r->pool, "Upload-Concat: %s is not "
                       "a finished partial upload of yours", plan.bad_url));
-    if (rv == GMCP_FINAL_NO_PARTS)
+    if (fate == GMCP_FINAL_NO_PARTS)
         return answer(u, HTTP_BAD_REQUEST, "Upload-Concat: final needs a list of partial "
                       "uploads");
-    if (rv == GMCP_FINAL_TOO_BIG)
+    if (fate == GMCP_FINAL_TOO_BIG)
         return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, "the concatenation exceeds Tus-Max-Size");
     /* 2. their bytes, in order, into the new spool file */
     x->length = plan.total;
     x->parts = plan.ids;
-    rv = gmcp_concat_copy_parts(r->pool, u->dir, &plan, x->filetype,
-                                gmcp_upload_spool_path(r->pool, u->dir, x->id), h, &copied);
-    if (rv == GMCP_FINAL_DISK) return disk_fail(u, x, copied.path, copied.rv);
-    if (rv == GMCP_FINAL_CONFLICT)
+    fate = gmcp_concat_copy_parts(r->pool, u->dir, &plan, x->filetype,
+                                  gmcp_upload_spool_path(r->pool, u->dir, x->id), h, &copied);
+    if (fate == GMCP_FINAL_DISK) return disk_fail(u, x, copied.path, copied.rv);
+    if (fate == GMCP_FINAL_CONFLICT)
         return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE, apr_psprintf(r->pool, "the content is "
                       "%s but Upload-Metadata's filetype says %s", copied.sniffed, x->filetype));
     /* 3. the row, complete */
@@ -798,7 +794,7 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
     gmcp_dbh_close(u->dbh);
     if (complete(u, x, plan.total, h)) return db_fail(u, "completing an upload");
     gmcp_dbh_close(u->dbh);
-    return GO_ON;
+    return OK;
 }
 
 /* A creation request's headers. */
@@ -813,7 +809,7 @@ static int creation_headers(up_req *u, creation *c, gmcp_upload *x)
 {
     request_rec *r = u->r;
     const char *err = NULL;
-    int kind;
+    gmcp_concat_kind kind;
     c->len_hdr = apr_table_get(r->headers_in, "Upload-Length");
     c->defer = apr_table_get(r->headers_in, "Upload-Defer-Length");
     c->meta = apr_table_get(r->headers_in, "Upload-Metadata");
@@ -839,7 +835,7 @@ static int creation_headers(up_req *u, creation *c, gmcp_upload *x)
                       "Upload-Length exceeds Tus-Max-Size (%" APR_OFF_T_FMT ")",
                       gmcp_conf_upload_max(u->dc)));
     if (gmcp_tus_metadata(r->pool, c->meta, &c->md, &err)) return answer(u, HTTP_BAD_REQUEST, err);
-    return GO_ON;
+    return OK;
 }
 
 /* 2. Room in the caller's spool quota for what the upload announces (a final one takes
@@ -847,7 +843,7 @@ static int creation_headers(up_req *u, creation *c, gmcp_upload *x)
 static int creation_quota(up_req *u, const creation *c, const gmcp_upload *x)
 {
     apr_int64_t used = 0;
-    if (c->is_final || u->dc->upload_quota < 0) return GO_ON;
+    if (c->is_final || u->dc->upload_quota < 0) return OK;
     if (db_open(u) || gmcp_upload_spool_used(&u->dbh->db, u->acc->principal, &used))
         return db_fail(u, "reading spool usage");
     gmcp_dbh_close(u->dbh);
@@ -856,7 +852,7 @@ static int creation_quota(up_req *u, const creation *c, const gmcp_upload *x)
                       "your uploads would take more than your spool quota (%" APR_OFF_T_FMT
                       " bytes; %" APR_INT64_T_FMT " in use): finish, relay or terminate "
                       "some first", u->dc->upload_quota, used));
-    return GO_ON;
+    return OK;
 }
 
 /* 3. The new row's fields (its file name and type checked) and id, and its Location. */
@@ -874,7 +870,7 @@ static int creation_row(up_req *u, const creation *c, gmcp_upload *x)
     base = apr_pstrndup(r->pool, base, n);
     apr_table_setn(r->err_headers_out, "Location",
                    ap_construct_url(r->pool, apr_pstrcat(r->pool, base, "/", x->id, NULL), r));
-    return GO_ON;
+    return OK;
 }
 
 /* A zero-length upload is complete at once, with an empty spool file. */
@@ -889,7 +885,7 @@ static int create_empty(up_req *u, gmcp_upload *x)
     apr_file_close(f);
     if (complete(u, x, 0, gmcp_sha256_make(u->r->pool))) return db_fail(u, "completing an upload");
     gmcp_dbh_close(u->dbh);
-    return GO_ON;
+    return OK;
 }
 
 /* 4. The row, then its bytes: none yet, none at all (a zero length), or the first ones
@@ -901,7 +897,7 @@ static int create_upload(up_req *u, const creation *c, gmcp_upload *x)
     apr_table_setn(u->r->err_headers_out, "Upload-Expires", http_date(u->r->pool, x->expires));
     if (x->length == 0) return create_empty(u, x);
     if (c->ct && !strcasecmp(c->ct, "application/offset+octet-stream")) return append(u, x, 1);
-    return GO_ON;
+    return OK;
 }
 
 static int do_post(up_req *u)
@@ -910,14 +906,14 @@ static int do_post(up_req *u)
     gmcp_upload x;
     int st;
     /* 1. the lengths, the concatenation and the metadata asked for */
-    if ((st = creation_headers(u, &c, &x)) != GO_ON) return st;
+    if ((st = creation_headers(u, &c, &x)) != OK) return st;
     /* 2. room in the caller's spool quota */
-    if ((st = creation_quota(u, &c, &x)) != GO_ON) return st;
+    if ((st = creation_quota(u, &c, &x)) != OK) return st;
     /* 3. the new row: file name, type, id, Location */
-    if ((st = creation_row(u, &c, &x)) != GO_ON) return st;
+    if ((st = creation_row(u, &c, &x)) != OK) return st;
     /* 4. its bytes: concatenated from finished parts, or (some of them) still to come */
     st = c.is_final ? create_final(u, &x, c.concat) : create_upload(u, &c, &x);
-    return st != GO_ON ? st : answer(u, HTTP_CREATED, NULL);
+    return st != OK ? st : answer(u, HTTP_CREATED, NULL);
 }
 
 static int do_options(up_req *u)
@@ -977,8 +973,8 @@ int gmcp_upload_handler(request_rec *r)
                       "gemini_mcp: SetHandler gemini-mcp-upload needs GeminiMCPUploadDir");
         return answer(u, HTTP_SERVICE_UNAVAILABLE, "uploads are not configured on this server");
     }
-    if ((st = gmcp_access_identify(r, u->dc, &u->acc)) != OK) return OK;
-    if ((st = gmcp_access_admit(r, u->acc, "upload", NULL, 0, NULL)) != OK) return OK;
+    if ((st = gmcp_access_identify(r, u->dc, &u->acc)) != OK) return st;
+    if ((st = gmcp_access_admit(r, u->acc, "upload", NULL, 0, NULL)) != OK) return st;
 
     id = gmcp_url_last_segment(r->pool, r->uri);
     if (!strcmp(method, "POST") && !gmcp_upload_id_ok(id)) return do_post(u);

@@ -14,21 +14,21 @@ typedef struct {
     unsigned long hash;
 } seen;
 
-static int on_chunk(json_t *chunk, void *baton)
+static apr_status_t on_chunk(json_t *chunk, void *baton)
 {
     seen *s = baton;
     const char *t = gmcp_gemini_text(s->p, chunk);
     s->events++;
     s->hash = s->hash * 31 + (t ? strlen(t) + 1 : 0) + (unsigned long)json_typeof(chunk);
-    return s->stop_after && s->events >= s->stop_after;
+    return s->stop_after && s->events >= s->stop_after ? APR_EOF : APR_SUCCESS;
 }
 
-static int feed(apr_pool_t *p, const uint8_t *d, size_t n, unsigned seed, int stop_after,
-                int whole, seen *s)
+static apr_status_t feed(apr_pool_t *p, const uint8_t *d, size_t n, unsigned seed,
+                         int stop_after, int whole, seen *s)
 {
     gmcp_sse_parser sp;
     size_t off = 0;
-    int rv = 0;
+    apr_status_t rv = APR_SUCCESS;
     memset(&sp, 0, sizeof(sp));
     memset(s, 0, sizeof(*s));
     s->p = p;
@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p;
     seen a, b;
-    int ra, rb;
+    apr_status_t ra, rb;
     if (size < 2) return 0;
     p = fuzz_pool();
     ra = feed(p, data + 2, size - 2, data[0], data[1] % 8, 0, &a);

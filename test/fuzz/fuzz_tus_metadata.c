@@ -8,7 +8,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     apr_pool_t *p = fuzz_pool();
     apr_table_t *md = NULL;
     const char *err = NULL;
-    if (gmcp_tus_metadata(p, fuzz_cstr(p, data, size), &md, &err) == 0) {
+    if (gmcp_tus_metadata(p, fuzz_cstr(p, data, size), &md, &err) == APR_SUCCESS) {
         const char *name = apr_table_get(md, "filename");
         FUZZ_ASSERT(md);
         if (name) (void)gmcp_tus_filename_ok(name);

@@ -10,9 +10,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *s = fuzz_cstr(p, data, size), *seg;
     apr_int64_t v = -1;
     apr_array_header_t *parts;
-    int i, kind;
+    gmcp_concat_kind kind;
+    int i;
 
-    if (gmcp_tus_offset_parse(s, &v) == 0) {
+    if (gmcp_tus_offset_parse(s, &v) == APR_SUCCESS) {
         FUZZ_ASSERT(v >= 0 && v <= (apr_int64_t)1 << 62);
         FUZZ_ASSERT(!strcmp(apr_psprintf(p, "%" APR_INT64_T_FMT, v), s));   /* canonical */
     }

@@ -252,21 +252,21 @@ static void t_sql(apr_pool_t *p)
     k.secret_hash = gmcp_key_hash(p, "0123456789abcdef", secret);
     k.created = k.updated = 100;
     CHECK(gmcp_key_insert(&db, &k) == 0);
-    CHECK(gmcp_key_insert(&db, &k) == GMCP_DB_ERROR);          /* ids are unique */
-    CHECK(gmcp_key_get(&db, id, &got) == GMCP_FOUND && !strcmp(got.tenant, "t")
+    CHECK(gmcp_key_insert(&db, &k) == GMCP_EDB);               /* ids are unique */
+    CHECK(gmcp_key_get(&db, id, &got) == APR_SUCCESS && !strcmp(got.tenant, "t")
           && got.rate_count == 5 && !strcmp(got.secret_hash, k.secret_hash));
-    CHECK(gmcp_key_get(&db, "0000000000000000", &got) == GMCP_NOT_FOUND);
-    CHECK(gmcp_key_rotate(&db, id, "newhash", 500, 200) == GMCP_FOUND);
-    CHECK(gmcp_key_get(&db, id, &got) == GMCP_FOUND && !strcmp(got.prev_hash, k.secret_hash)
+    CHECK(gmcp_key_get(&db, "0000000000000000", &got) == APR_ENOENT);
+    CHECK(gmcp_key_rotate(&db, id, "newhash", 500, 200) == APR_SUCCESS);
+    CHECK(gmcp_key_get(&db, id, &got) == APR_SUCCESS && !strcmp(got.prev_hash, k.secret_hash)
           && !strcmp(got.secret_hash, "newhash") && got.prev_until == 500);
     got.scopes = "gemini_*";
     got.apache_user = "alice";
-    CHECK(gmcp_key_update(&db, &got, 300) == GMCP_FOUND);
-    CHECK(gmcp_key_get_by_user(&db, "alice", &got) == GMCP_FOUND && !strcmp(got.id, id));
-    CHECK(gmcp_key_get_by_user(&db, "", &got) == GMCP_NOT_FOUND);
-    CHECK(gmcp_key_revoke(&db, id, 400) == GMCP_FOUND);
-    CHECK(gmcp_key_revoke(&db, id, 401) == GMCP_NOT_FOUND);    /* once */
-    CHECK(gmcp_key_update(&db, &got, 402) == GMCP_NOT_FOUND);  /* revoked stays revoked */
+    CHECK(gmcp_key_update(&db, &got, 300) == APR_SUCCESS);
+    CHECK(gmcp_key_get_by_user(&db, "alice", &got) == APR_SUCCESS && !strcmp(got.id, id));
+    CHECK(gmcp_key_get_by_user(&db, "", &got) == APR_ENOENT);
+    CHECK(gmcp_key_revoke(&db, id, 400) == APR_SUCCESS);
+    CHECK(gmcp_key_revoke(&db, id, 401) == APR_ENOENT);        /* once */
+    CHECK(gmcp_key_update(&db, &got, 402) == APR_ENOENT);      /* revoked stays revoked */
     CHECK(gmcp_key_list(&db, &list) == 0 && list->nelts == 1);
     /* usage: flushes add up */
     memset(&u, 0, sizeof(u));

@@ -138,15 +138,26 @@ static const char *write_archive(apr_pool_t *p, const char *dir, const char *sec
     }
     gmcp_arc_table_end(o);
     json_decref(cols);
-    CHECK(gmcp_arc_finish(o, json_pack("{s:{s:i}}", "schema", "version", 1)) == 0);
+    CHECK(gmcp_arc_finish(o, json_pack("{s:{s:i}}", "schema", "version", 1)) == APR_SUCCESS);
     gmcp_arc_out_close(o);
     fclose(fp);
     return path;
 }
 
 static int nrows;
-static int count_row(void *b, const char *l, size_t n) { (void)b; (void)l; (void)n; nrows++;
-                                                         return 0; }
+static apr_status_t count_row(void *b, const char *l, size_t n)
+{
+    (void)b; (void)l; (void)n;
+    nrows++;
+    return APR_SUCCESS;
+}
+
+/* Stops the read at the third row, with a status of its own. */
+static apr_status_t stop_row(void *b, const char *l, size_t n)
+{
+    (void)b; (void)l; (void)n;
+    return ++nrows == 3 ? APR_EGENERAL : APR_SUCCESS;
+}
 
 static void rewrite(const char *path, long at, int byte, long truncate_to)
 {
@@ -171,42 +182,54 @@ static void t_roundtrip(apr_pool_t *p)
     char tmpl[] = "/tmp/gmcp-arc-XXXXXX";
     const char *dir = mkdtemp(tmpl), *path, *err = NULL;
     json_t *man = NULL;
-    gmcp_arc_cb cb = {NULL, count_row};
-    int rv;
+    gmcp_arc_cb cb = {NULL, count_row}, stop = {NULL, stop_row};
+    apr_status_t rv;
+    int enc = -1;
     long size;
     path = write_archive(p, dir, NULL, 1000);
     nrows = 0;
     rv = gmcp_arc_read(p, path, NULL, &cb, NULL, &man, &err);
-    CHECK(rv == 0 && nrows == 1000 && man);
+    CHECK(rv == APR_SUCCESS && nrows == 1000 && man);
     CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(man, "tables"), 0),
                                              "rows")) == 1000);
     if (man) json_decref(man);
+    /* a callback's status stops the read as it is; *why is the archive's only */
+    nrows = 0;
+    err = NULL;
+    CHECK(gmcp_arc_read(p, path, NULL, &stop, NULL, &man, &err) == APR_EGENERAL && nrows == 3
+          && !err && !man);
+    CHECK(gmcp_arc_is_encrypted(path, &enc) == APR_SUCCESS && enc == 0);
+    CHECK(APR_STATUS_IS_ENOENT(gmcp_arc_read(p, "/nonexistent/t.gmcpbak", NULL, NULL, NULL,
+                                             &man, &err)) && strstr(err, "cannot open"));
     /* a changed byte in a row */
     size = file_size(path);
     rewrite(path, 200, 'X', -1);
-    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == -1 && strstr(err, "tampered"));
+    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == APR_EINVAL
+          && strstr(err, "tampered"));
     /* truncated */
     path = write_archive(p, dir, NULL, 1000);
     rewrite(path, 0, -1, size / 2);
-    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == -1 && strstr(err, "truncated"));
+    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == APR_EINVAL
+          && strstr(err, "truncated"));
     /* encrypted: needs the key, refuses another one, detects a flipped bit and truncation */
     path = write_archive(p, dir, "the right key, long enough", 100000);
-    CHECK(gmcp_arc_is_encrypted(path) == 1);
-    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == -1 && strstr(err, "encrypted"));
-    CHECK(gmcp_arc_read(p, path, "another key, long enough", NULL, NULL, &man, &err) == -1
+    CHECK(gmcp_arc_is_encrypted(path, &enc) == APR_SUCCESS && enc == 1);
+    CHECK(gmcp_arc_read(p, path, NULL, NULL, NULL, &man, &err) == APR_EINVAL
+          && strstr(err, "encrypted"));
+    CHECK(gmcp_arc_read(p, path, "another key, long enough", NULL, NULL, &man, &err) == APR_EINVAL
           && strstr(err, "wrong key"));
     nrows = 0;
     rv = gmcp_arc_read(p, path, "the right key, long enough", &cb, NULL, &man, &err);
-    CHECK(rv == 0 && nrows == 100000);
+    CHECK(rv == APR_SUCCESS && nrows == 100000);
     if (!rv) json_decref(man);
     size = file_size(path);
     rewrite(path, size - 100, 'Z', -1);
-    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err) == -1
-          && strstr(err, "tampered"));
+    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err)
+          == APR_EINVAL && strstr(err, "tampered"));
     path = write_archive(p, dir, "the right key, long enough", 100000);
     rewrite(path, 0, -1, size - 40);
-    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err) == -1
-          && strstr(err, "truncated"));
+    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err)
+          == APR_EINVAL && strstr(err, "truncated"));
     unlink(path);
     rmdir(dir);
 }

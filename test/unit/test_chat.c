@@ -32,7 +32,6 @@ static void t_turns_and_lease(apr_pool_t *p)
     gmcp_chat_session s, got;
     gmcp_chat_message u, m;
     apr_array_header_t *msgs;
-    int acquired = -1;
     memset(&s, 0, sizeof(s));
     s.id = "chat_1";
     s.owner = "alice";
@@ -40,10 +39,10 @@ static void t_turns_and_lease(apr_pool_t *p)
     s.model = "gemini-2.5-flash";
     s.system_instruction = "Be brief.";
     CHECK(gmcp_chat_create(&db, &s) == 0);
-    CHECK(gmcp_chat_get(&db, "chat_1", "bob", 0, &got) == GMCP_NOT_FOUND);   /* foreign */
-    CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok1", 60, &acquired) == 0 && acquired);
-    CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok2", 60, &acquired) == 0 && !acquired);
-    CHECK(gmcp_chat_lock(&db, "chat_1", "bob", "tok3", 60, &acquired) == 0 && !acquired);
+    CHECK(gmcp_chat_get(&db, "chat_1", "bob", 0, &got) == APR_ENOENT);   /* foreign */
+    CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok1", 60) == APR_SUCCESS);
+    CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok2", 60) == APR_EBUSY);
+    CHECK(gmcp_chat_lock(&db, "chat_1", "bob", "tok3", 60) == APR_EBUSY);
     memset(&u, 0, sizeof(u));
     memset(&m, 0, sizeof(m));
     u.seq = 1; u.role = "user"; u.parts = "[{\"text\":\"Where to in May?\"}]";
@@ -52,16 +51,16 @@ static void t_turns_and_lease(apr_pool_t *p)
     m.prompt_tokens = 7; m.output_tokens = 2; m.finish_reason = "STOP";
     m.model_version = "gemini-2.5-flash"; m.created = 1795300003;
     /* Only the lease holder may complete the turn. */
-    CHECK(gmcp_chat_append_turn(&db, &s, "not-the-token", &u, &m) == GMCP_NOT_FOUND);
+    CHECK(gmcp_chat_append_turn(&db, &s, "not-the-token", &u, &m) == APR_ENOENT);
     CHECK(gmcp_chat_append_turn(&db, &s, "tok1", &u, &m) == 0);
-    CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok2", 60, &acquired) == 0 && acquired);
+    CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok2", 60) == APR_SUCCESS);
     u.seq = 3; u.parts = "[{\"text\":\"And in June?\"}]"; u.text = "And in June?";
     u.created = 1795300060;
     m.seq = 4; m.parts = "[{\"text\":\"Porto, for **São João**.\"}]";
     m.text = "Porto, for **São João**."; m.prompt_tokens = 12; m.output_tokens = 6;
     m.created = 1795300062;
     CHECK(gmcp_chat_append_turn(&db, &s, "tok2", &u, &m) == 0);
-    CHECK(gmcp_chat_get(&db, "chat_1", "alice", 0, &got) == GMCP_FOUND);
+    CHECK(gmcp_chat_get(&db, "chat_1", "alice", 0, &got) == APR_SUCCESS);
     CHECK(got.message_count == 4 && got.prompt_tokens == 19 && got.output_tokens == 8);
     CHECK(gmcp_chat_messages(&db, "chat_1", 0, 100, &msgs) == 0 && msgs->nelts == 4);
     CHECK(gmcp_chat_messages(&db, "chat_1", 2, 1, &msgs) == 0 && msgs->nelts == 1
@@ -77,7 +76,7 @@ static void golden(apr_pool_t *p, const char *format, const char *file)
     char *want = NULL;
     apr_file_t *f;
     apr_finfo_t fi;
-    CHECK(gmcp_chat_get(&db, "chat_1", NULL, 0, &s) == GMCP_FOUND);
+    CHECK(gmcp_chat_get(&db, "chat_1", NULL, 0, &s) == APR_SUCCESS);
     CHECK(gmcp_chat_messages(&db, "chat_1", 0, 100, &msgs) == 0);
     /* Fixed times, so the exports are byte-for-byte stable. */
     s.created = 1795300000;
@@ -118,11 +117,11 @@ static void t_delete_and_sweep(apr_pool_t *p)
                                 "WHERE id = 'chat_old'", NULL) == 0);
     CHECK(gmcp_chat_list(&db, "alice", 0, 0, 10, &list) == 0 && list->nelts == 2);
     CHECK(gmcp_chat_list(&db, "alice", 500, 0, 10, &list) == 0 && list->nelts == 1);
-    CHECK(gmcp_chat_get(&db, "chat_old", "alice", 500, &got) == GMCP_NOT_FOUND);
+    CHECK(gmcp_chat_get(&db, "chat_old", "alice", 500, &got) == APR_ENOENT);
     CHECK(gmcp_chat_sweep(&db, 500) == 0);
-    CHECK(gmcp_chat_get(&db, "chat_old", NULL, 0, &got) == GMCP_NOT_FOUND);
-    CHECK(gmcp_chat_delete(&db, "chat_1", "bob") == GMCP_NOT_FOUND);
-    CHECK(gmcp_chat_delete(&db, "chat_1", "alice") == GMCP_FOUND);
+    CHECK(gmcp_chat_get(&db, "chat_old", NULL, 0, &got) == APR_ENOENT);
+    CHECK(gmcp_chat_delete(&db, "chat_1", "bob") == APR_ENOENT);
+    CHECK(gmcp_chat_delete(&db, "chat_1", "alice") == APR_SUCCESS);
     CHECK(gmcp_chat_list(&db, NULL, 0, 0, 10, &list) == 0 && list->nelts == 0);
     apr_dbd_close(db.driver, handle);
     unit_remove_db(p, dir, "c.db");

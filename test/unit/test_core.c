@@ -46,12 +46,12 @@ static void t_numbers(apr_pool_t *p)
 {
     apr_uint64_t v;
     (void)p;
-    CHECK(gmcp_parse_u64("123", &v) == 0 && v == 123);
-    CHECK(gmcp_parse_u64("-1", &v) != 0);
-    CHECK(gmcp_parse_u64("", &v) != 0);
-    CHECK(gmcp_parse_u64("99999999999999999999", &v) != 0);
-    CHECK(gmcp_parse_size("2M", &v) == 0 && v == 2 * 1024 * 1024);
-    CHECK(gmcp_parse_size("1x", &v) != 0);
+    CHECK(gmcp_parse_u64("123", &v) == APR_SUCCESS && v == 123);
+    CHECK(gmcp_parse_u64("-1", &v) == APR_EINVAL);
+    CHECK(gmcp_parse_u64("", &v) == APR_EINVAL);
+    CHECK(gmcp_parse_u64("99999999999999999999", &v) == APR_EINVAL);
+    CHECK(gmcp_parse_size("2M", &v) == APR_SUCCESS && v == 2 * 1024 * 1024);
+    CHECK(gmcp_parse_size("1x", &v) == APR_EINVAL);
 }
 
 static gmcp_msg parse(apr_pool_t *p, const char *s)
@@ -114,6 +114,41 @@ static void t_template(apr_pool_t *p)
 }
 
 static json_t *dummy(gmcp_call *c, json_t *a, void *b) { (void)c; (void)a; (void)b; return NULL; }
+
+static json_t *dummy_read(gmcp_call *c, const char *uri, json_t *vars, void *b)
+{
+    (void)c; (void)uri; (void)vars; (void)b;
+    return NULL;
+}
+
+/* A URI to its reader: an exact resource, a template (with its variables), or none. */
+static void t_registry_resource(apr_pool_t *p)
+{
+    static const gmcp_resource res[] = {
+        {"test://one", "one", NULL, NULL, NULL, dummy_read},
+        {NULL, NULL, NULL, NULL, NULL, NULL}
+    };
+    static const gmcp_resource_template tpl[] = {
+        {"test://t/{id}", "t", NULL, NULL, NULL, dummy_read},
+        {NULL, NULL, NULL, NULL, NULL, NULL}
+    };
+    gmcp_provider r = {"r", NULL, NULL, res, tpl, NULL, NULL};
+    const gmcp_provider *rp[] = {&r}, *prov = NULL;
+    const char *why = NULL;
+    gmcp_registry *reg = gmcp_registry_create(p, rp, 1, &why);
+    gmcp_read_fn read = NULL;
+    json_t *vars = NULL;
+    CHECK(reg != NULL);
+    if (!reg) return;
+    CHECK(gmcp_registry_resource(reg, "test://one", &prov, &read, &vars) == APR_SUCCESS
+          && prov == &r && read == dummy_read && json_object_size(vars) == 0);
+    json_decref(vars);
+    vars = NULL;
+    CHECK(gmcp_registry_resource(reg, "test://t/7", &prov, &read, &vars) == APR_SUCCESS);
+    CHECK_STR(json_string_value(json_object_get(vars, "id")), "7");
+    json_decref(vars);
+    CHECK(gmcp_registry_resource(reg, "test://none", &prov, &read, &vars) == APR_ENOENT);
+}
 
 static void t_registry(apr_pool_t *p)
 {
@@ -186,10 +221,10 @@ static void t_buf(apr_pool_t *p)
     gmcp_buf b = {NULL, 0, 0};
     int i;
     (void)p;
-    for (i = 0; i < 100; i++) CHECK(gmcp_buf_append(&b, "abcd", 4, 400) == 0);
+    for (i = 0; i < 100; i++) CHECK(gmcp_buf_append(&b, "abcd", 4, 400) == APR_SUCCESS);
     CHECK(b.len == 400 && b.buf[400] == '\0' && !memcmp(b.buf + 396, "abcd", 4));
-    CHECK(gmcp_buf_append(&b, "x", 1, 400) == -1 && b.len == 400);
-    CHECK(gmcp_buf_append(&b, "", 0, 400) == 0 && b.len == 400);
+    CHECK(gmcp_buf_append(&b, "x", 1, 400) == APR_ENOSPC && b.len == 400);
+    CHECK(gmcp_buf_append(&b, "", 0, 400) == APR_SUCCESS && b.len == 400);
     free(b.buf);
 }
 
@@ -240,7 +275,7 @@ static void t_state_seal(apr_pool_t *p)
     json_t *st = json_pack("{s:s, s:i}", "kind", "k", "round", 2), *back = NULL;
     const char *sealed = gmcp_state_seal(p, key, 32, "tool\nalice", st);
     CHECK(sealed != NULL);
-    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", sealed, &back) == 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", sealed, &back) == APR_SUCCESS);
     CHECK(back && json_equal(st, back));
     json_decref(back);
     /* Altered payload or tag, another tool or caller, another key: refused. */
@@ -252,7 +287,8 @@ static void t_state_seal(apr_pool_t *p)
     CHECK(gmcp_state_open(p, key, 32, "tool\nmallory", sealed, &back) != 0);
     CHECK(gmcp_state_open(p, (const unsigned char *)"another-key-0123456789", 22,
                           "tool\nalice", sealed, &back) != 0);
-    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", "no-dot-here", &back) != 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", "no-dot-here", &back) == APR_EINVAL
+          && !back);
     json_decref(st);
 }
 
@@ -340,6 +376,7 @@ UNIT_MAIN("core", {
     RUN(t_jsonrpc);
     RUN(t_template);
     RUN(t_registry);
+    RUN(t_registry_resource);
     RUN(t_validate);
     RUN(t_split);
     RUN(t_versions);

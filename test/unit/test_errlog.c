@@ -81,24 +81,25 @@ static void t_not_found_is_quiet(apr_pool_t *p)
     const char *resp = NULL;
     (void)p;
     reset();
-    CHECK(gmcp_session_load(&db, "nobody", NULL, 3600, &got) == GMCP_NOT_FOUND);
-    CHECK(gmcp_pending_get(&db, "nobody", "1", &resp) == GMCP_NOT_FOUND);
-    CHECK(gmcp_session_delete(&db, "nobody") == GMCP_NOT_FOUND);
+    CHECK(gmcp_session_load(&db, "nobody", NULL, 3600, &got) == APR_ENOENT);
+    CHECK(gmcp_pending_get(&db, "nobody", "1", &resp) == APR_ENOENT);
+    CHECK(gmcp_session_delete(&db, "nobody") == APR_ENOENT);
     CHECK(nlines == 0);
 }
 
 static void t_expected_conflict_is_quiet(apr_pool_t *p)
 {
-    int conflict = -1, cancelled = 0;
+    int cancelled = 0;
     (void)p;
     reset();
-    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL, &conflict,
-                              GMCP_ARGS("s1", "7", "100")) == 0 && conflict == 0);
-    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL, &conflict,
-                              GMCP_ARGS("s1", "7", "101")) == 0 && conflict == 1);
+    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL,
+                              GMCP_ARGS("s1", "7", "100")) == APR_SUCCESS);
+    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL,
+                              GMCP_ARGS("s1", "7", "101")) == APR_EEXIST);
     CHECK(failures() == 0);
     /* the same conflict through the plain call is a failure, logged once */
-    CHECK(gmcp_db_exec(&db, "gmcp_cancel_insert", NULL, GMCP_ARGS("s1", "7", "102")) != 0);
+    CHECK(gmcp_db_exec(&db, "gmcp_cancel_insert", NULL, GMCP_ARGS("s1", "7", "102"))
+          == GMCP_EDB);
     CHECK(failures() == 1 && db_tag(first_failure()->tag));
     CHECK(strstr(first_failure()->msg, "gmcp_cancel_insert") != NULL);
     CHECK(strstr(first_failure()->msg, "UNIQUE constraint failed") != NULL);
@@ -122,13 +123,13 @@ static void t_dropped_table(apr_pool_t *p)
     s.protocol_version = "2025-06-18";
     s.client_caps = "{}";
     CHECK(gmcp_session_create(&db, &s, "{}") == 0);
-    CHECK(gmcp_session_load(&db, "sess-e", NULL, 3600, &got) == GMCP_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-e", NULL, 3600, &got) == APR_SUCCESS);
 
     /* A statement prepared before the drop... */
     CHECK(gmcp_db_exec_raw(&db, "DROP TABLE mcp_subscriptions", NULL) == 0);
     CHECK(gmcp_db_exec_raw(&db, "DROP TABLE mcp_sessions", NULL) == 0);
     reset();
-    CHECK(gmcp_session_load(&db, "sess-e", NULL, 3600, &got) == GMCP_DB_ERROR);
+    CHECK(gmcp_session_load(&db, "sess-e", NULL, 3600, &got) == GMCP_EDB);
     CHECK(nlines == 1 && failures() == 1);
     l = first_failure();
     CHECK(l && l->level == GMCP_ELOG_ERR && db_tag(l->tag));
@@ -139,7 +140,7 @@ static void t_dropped_table(apr_pool_t *p)
 
     /* ...and one prepared on first use, after it. */
     reset();
-    CHECK(gmcp_subscription_add(&db, "sess-e", "file:///x") == GMCP_DB_ERROR);
+    CHECK(gmcp_subscription_add(&db, "sess-e", "file:///x") == GMCP_EDB);
     CHECK(nlines == 1 && failures() == 1);
     l = first_failure();
     CHECK(l && !strcmp(l->tag, "GMCP0203"));
@@ -154,7 +155,7 @@ static void t_transaction_logs_once(apr_pool_t *p)
     /* The schema changed under statements prepared earlier: the first of the six
      * deletes fails, and is the only line. */
     reset();
-    CHECK(gmcp_session_delete(&db, "sess-e") == GMCP_DB_ERROR);
+    CHECK(gmcp_session_delete(&db, "sess-e") == GMCP_EDB);
     CHECK(failures() == 1);
     CHECK(first_failure() && strstr(first_failure()->msg, "gmcp_session_del_events") != NULL);
 

@@ -66,13 +66,15 @@ static void t_loader_and_down(apr_pool_t *p)
     CHECK(unit_open_sqlite(p, tdb, "m.db", &db, &h) == 0);
     CHECK(gmcp_migrate_apply(&db, migs, &applied, &err) == 0 && applied == 2);
     /* 0002 has no down script: refused, nothing changed. */
-    CHECK(gmcp_migrate_down(&db, migs, 0, 1, NULL, &done, &refused, &audited, &err) != 0);
+    CHECK(gmcp_migrate_down(&db, migs, 0, 1, NULL, &done, &refused, &audited, &err)
+          == APR_ENOENT);
     CHECK(err && strstr(err, "0002_b has no down script"));
     put(p, dir, "0002_b.down.sql", "DROP TABLE b;\n");
     CHECK(gmcp_migrations_load(p, tmpl, "sqlite", &migs, &err) == 0);
     CHECK(gmcp_db_exec_raw(&db, "INSERT INTO a VALUES ('keep')", NULL) == 0);
     /* 0001 would drop a's row: refused without force. */
-    CHECK(gmcp_migrate_down(&db, migs, 0, 0, NULL, &done, &refused, &audited, &err) != 0);
+    CHECK(gmcp_migrate_down(&db, migs, 0, 0, NULL, &done, &refused, &audited, &err)
+          == APR_EINVAL);
     CHECK(refused == 1 && strstr(err, "a has rows (0001_a)"));
     CHECK(gmcp_db_select_raw(&db, "SELECT count(*) FROM schema_migrations", &rs) == 0);
     CHECK_STR(GMCP_ROW(&rs, 0)[0], "2");
@@ -86,7 +88,7 @@ static void t_loader_and_down(apr_pool_t *p)
 
     /* An orphan down script is an error, not a migration. */
     put(p, dir, "0003_c.down.sql", "DROP TABLE c;\n");
-    CHECK(gmcp_migrations_load(p, tmpl, "sqlite", &migs, &err) != 0);
+    CHECK(gmcp_migrations_load(p, tmpl, "sqlite", &migs, &err) == APR_EINVAL);
     CHECK(err && strstr(err, "has no migration 0003"));
 
     apr_dbd_close(db.driver, h);

@@ -27,7 +27,7 @@ static void t_open_and_migrate(apr_pool_t *p)
 
     /* An empty database is version 0 and not ready. */
     CHECK(gmcp_db_schema_version(&db, &version, &err) == 0 && version == 0);
-    CHECK(gmcp_db_ready(&db, &err, &behind) != 0 && behind == 1);
+    CHECK(gmcp_db_ready(&db, &err, &behind) == GMCP_ESCHEMA && behind == 1);
     CHECK(strstr(err, "gmcpctl migrate") != NULL);
 
     CHECK(gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0);
@@ -47,22 +47,22 @@ static void t_sessions(apr_pool_t *p)
     s.client_caps = "{\"sampling\":{}}";
     (void)p;
     CHECK(gmcp_session_create(&db, &s, "{\"name\":\"c\"}") == 0);
-    CHECK(gmcp_session_load(&db, "sess-1", "alice", 3600, &got) == GMCP_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-1", "alice", 3600, &got) == APR_SUCCESS);
     CHECK_STR(got.protocol_version, "2025-11-25");
     CHECK_STR(got.client_caps, "{\"sampling\":{}}");
     CHECK_STR(got.log_level, "");
     /* Another principal sees nothing; an unknown id neither. */
-    CHECK(gmcp_session_load(&db, "sess-1", "mallory", 3600, &got) == GMCP_NOT_FOUND);
-    CHECK(gmcp_session_load(&db, "sess-x", NULL, 3600, &got) == GMCP_NOT_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-1", "mallory", 3600, &got) == APR_ENOENT);
+    CHECK(gmcp_session_load(&db, "sess-x", NULL, 3600, &got) == APR_ENOENT);
     CHECK(gmcp_session_set_level(&db, "sess-1", "debug") == 0);
-    CHECK(gmcp_session_load(&db, "sess-1", NULL, 3600, &got) == GMCP_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 3600, &got) == APR_SUCCESS);
     CHECK_STR(got.log_level, "debug");
     /* Idle past the timeout: gone. */
     CHECK(gmcp_db_exec_raw(&db, "UPDATE mcp_sessions SET last_seen = last_seen - 100", NULL) == 0);
-    CHECK(gmcp_session_load(&db, "sess-1", NULL, 50, &got) == GMCP_NOT_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 50, &got) == APR_ENOENT);
     /* A load within the timeout refreshes last_seen (it is older than a minute). */
-    CHECK(gmcp_session_load(&db, "sess-1", NULL, 3600, &got) == GMCP_FOUND);
-    CHECK(gmcp_session_load(&db, "sess-1", NULL, 50, &got) == GMCP_FOUND);
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 3600, &got) == APR_SUCCESS);
+    CHECK(gmcp_session_load(&db, "sess-1", NULL, 50, &got) == APR_SUCCESS);
 }
 
 static void t_streams_and_events(apr_pool_t *p)
@@ -72,7 +72,7 @@ static void t_streams_and_events(apr_pool_t *p)
     gmcp_rows rs;
     (void)p;
     CHECK(gmcp_stream_create(&db, "st1", "sess-1", "1") == 0);
-    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == GMCP_FOUND && done == 0);
+    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == APR_SUCCESS && done == 0);
     CHECK_STR(sid, "sess-1");
     CHECK(gmcp_event_append(&db, "st1", "sess-1", 1, "{\"a\":1}") == 0);
     CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"a\":2}") == 0);
@@ -81,8 +81,8 @@ static void t_streams_and_events(apr_pool_t *p)
     CHECK_STR(GMCP_ROW(&rs, 0)[1], "{\"a\":2}");
     CHECK(gmcp_events_after(&db, "st1", 0, &rs) == 0 && rs.rows->nelts == 2);
     CHECK(gmcp_stream_finish(&db, "st1") == 0);
-    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == GMCP_FOUND && done == 1);
-    CHECK(gmcp_stream_get(&db, "nope", &sid, &done) == GMCP_NOT_FOUND);
+    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == APR_SUCCESS && done == 1);
+    CHECK(gmcp_stream_get(&db, "nope", &sid, &done) == APR_ENOENT);
 }
 
 static void t_pending_and_cancel(apr_pool_t *p)
@@ -91,14 +91,14 @@ static void t_pending_and_cancel(apr_pool_t *p)
     int cancelled = -1;
     (void)p;
     CHECK(gmcp_pending_create(&db, "sess-1", "\"r1\"") == 0);
-    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == GMCP_FOUND && resp == NULL);
-    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{\"result\":{}}") == GMCP_FOUND);
-    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{}") == GMCP_NOT_FOUND);  /* once */
-    CHECK(gmcp_pending_answer(&db, "sess-1", "\"zz\"", "{}") == GMCP_NOT_FOUND);
-    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == GMCP_FOUND);
+    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == APR_SUCCESS && resp == NULL);
+    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{\"result\":{}}") == APR_SUCCESS);
+    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{}") == APR_ENOENT);  /* once */
+    CHECK(gmcp_pending_answer(&db, "sess-1", "\"zz\"", "{}") == APR_ENOENT);
+    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == APR_SUCCESS);
     CHECK_STR(resp, "{\"result\":{}}");
     CHECK(gmcp_pending_delete(&db, "sess-1", "\"r1\"") == 0);
-    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == GMCP_NOT_FOUND);
+    CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == APR_ENOENT);
     CHECK(gmcp_cancel_check(&db, "sess-1", "7", &cancelled) == 0 && cancelled == 0);
     CHECK(gmcp_cancel_record(&db, "sess-1", "7") == 0);
     CHECK(gmcp_cancel_record(&db, "sess-1", "7") == 0);                        /* repeat */
@@ -126,14 +126,14 @@ static void t_delete_and_sweep(apr_pool_t *p)
     CHECK(gmcp_db_exec_raw(&db, "UPDATE mcp_sessions SET last_seen = last_seen - 1000 "
                                 "WHERE id = 'old'", NULL) == 0);
     CHECK(gmcp_store_sweep(&db, 500, 3600) == 0);
-    CHECK(gmcp_session_load(&db, "old", NULL, 1 << 30, &got) == GMCP_NOT_FOUND);
-    CHECK(gmcp_session_load(&db, "fresh", NULL, 500, &got) == GMCP_FOUND);
+    CHECK(gmcp_session_load(&db, "old", NULL, 1 << 30, &got) == APR_ENOENT);
+    CHECK(gmcp_session_load(&db, "fresh", NULL, 500, &got) == APR_SUCCESS);
     CHECK(gmcp_db_select_raw(&db, "SELECT count(*) FROM mcp_events WHERE session_id = 'old'",
                              &rs) == 0);
     CHECK_STR(GMCP_ROW(&rs, 0)[0], "0");
     /* Explicit delete removes the session and everything hanging off it. */
-    CHECK(gmcp_session_delete(&db, "sess-1") == GMCP_FOUND);
-    CHECK(gmcp_session_delete(&db, "sess-1") == GMCP_NOT_FOUND);
+    CHECK(gmcp_session_delete(&db, "sess-1") == APR_SUCCESS);
+    CHECK(gmcp_session_delete(&db, "sess-1") == APR_ENOENT);
     CHECK(gmcp_db_select_raw(&db, "SELECT (SELECT count(*) FROM mcp_events WHERE session_id = "
                                   "'sess-1') + (SELECT count(*) FROM mcp_streams WHERE "
                                   "session_id = 'sess-1') + (SELECT count(*) FROM mcp_cancels "

@@ -84,10 +84,10 @@ static void t_metadata(apr_pool_t *p)
     CHECK_STR(apr_table_get(md, "filename"), "world");
     CHECK_STR(apr_table_get(md, "is_confidential"), "");
     CHECK_STR(apr_table_get(md, "t"), "text/plain");
-    CHECK(gmcp_tus_metadata(p, NULL, &md, &err) == 0 && apr_is_empty_table(md));
+    CHECK(gmcp_tus_metadata(p, NULL, &md, &err) == APR_SUCCESS && apr_is_empty_table(md));
     CHECK(gmcp_tus_metadata(p, "a b", &md, &err) != 0);            /* not base64 */
     CHECK(gmcp_tus_metadata(p, "a YQ", &md, &err) != 0);           /* unpadded */
-    CHECK(gmcp_tus_metadata(p, "a YQ==,a Yg==", &md, &err) != 0 && strstr(err, "twice"));
+    CHECK(gmcp_tus_metadata(p, "a YQ==,a Yg==", &md, &err) == APR_EINVAL && strstr(err, "twice"));
     CHECK(gmcp_tus_metadata(p, "a AA==", &md, &err) != 0);         /* NUL inside */
     CHECK(gmcp_tus_metadata(p, "k\x01 YQ==", &md, &err) != 0);
     CHECK(gmcp_tus_filename_ok("report.pdf"));
@@ -106,12 +106,13 @@ static void t_checksum(apr_pool_t *p)
     const char *algo;
     unsigned char *d;
     apr_size_t n;
-    CHECK(gmcp_tus_checksum(p, "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", &algo, &d, &n) == 0
+    CHECK(gmcp_tus_checksum(p, "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", &algo, &d, &n) == APR_SUCCESS
           && !strcmp(algo, "sha1") && n == 20);
-    CHECK(gmcp_tus_checksum(p, "md5 1B2M2Y8AsgTpgAmY7PhCfg==", &algo, &d, &n) == 0 && n == 16);
-    CHECK(gmcp_tus_checksum(p, "crc32 AAAAAA==", &algo, &d, &n) == -2);
-    CHECK(gmcp_tus_checksum(p, "sha256 AAAA", &algo, &d, &n) == -1);   /* wrong length */
-    CHECK(gmcp_tus_checksum(p, "sha256", &algo, &d, &n) == -1);
+    CHECK(gmcp_tus_checksum(p, "md5 1B2M2Y8AsgTpgAmY7PhCfg==", &algo, &d, &n) == APR_SUCCESS
+          && n == 16);
+    CHECK(gmcp_tus_checksum(p, "crc32 AAAAAA==", &algo, &d, &n) == APR_ENOTIMPL);
+    CHECK(gmcp_tus_checksum(p, "sha256 AAAA", &algo, &d, &n) == APR_EINVAL);  /* wrong length */
+    CHECK(gmcp_tus_checksum(p, "sha256", &algo, &d, &n) == APR_EINVAL);
 }
 
 static void t_sha_forms(apr_pool_t *p)
@@ -133,7 +134,7 @@ static void t_rows(apr_pool_t *p)
     apr_dbd_t *h;
     const char *err = NULL, *holder = NULL;
     apr_array_header_t *migs, *list;
-    int applied = 0, got = 0;
+    int applied = 0;
     gmcp_upload u, x;
     CHECK(unit_open_sqlite(p, dir, "u.db", &db, &h) == 0);
     CHECK(gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0);
@@ -142,38 +143,41 @@ static void t_rows(apr_pool_t *p)
     u.id = "AAAAAAAAAAAAAAAAAAAAAA"; u.owner = "key:1"; u.key_id = "1"; u.length = 10;
     u.metadata = ""; u.filename = "f"; u.filetype = ""; u.concat = ""; u.parts = "";
     u.sha256 = ""; u.state = GMCP_UPLOAD_RECEIVING; u.created = 1; u.expires = 100;
-    CHECK(gmcp_upload_create(&db, &u) == 0);
-    CHECK(gmcp_upload_get(&db, u.id, "key:2", &x) == GMCP_NOT_FOUND);   /* owner-scoped */
-    CHECK(gmcp_upload_get(&db, u.id, "key:1", &x) == GMCP_FOUND && x.length == 10);
-    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60, &got) == 0 && got);
-    CHECK(gmcp_upload_lock(&db, u.id, "h/2/b", 60, &got) == 0 && !got);  /* held */
-    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60, &got) == 0 && got);   /* renewed */
-    CHECK(gmcp_upload_advance(&db, u.id, "h/2/b", 5, 10, 200, "") == GMCP_NOT_FOUND);
-    CHECK(gmcp_upload_advance(&db, u.id, "h/1/a", 5, 10, 200, "s1:x") == GMCP_FOUND);
-    CHECK(gmcp_upload_holder(&db, u.id, &holder) == GMCP_FOUND && !strcmp(holder, "h/1/a"));
-    CHECK(gmcp_upload_steal(&db, u.id, "h/9/z", "h/2/b", 60, &got) == 0 && !got);
-    CHECK(gmcp_upload_steal(&db, u.id, "h/1/a", "h/2/b", 60, &got) == 0 && got);
-    CHECK(gmcp_upload_unlock(&db, u.id, "h/2/b") == 0);
-    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && x.offset == 5 && x.expires == 200
+    CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
+    CHECK(gmcp_upload_get(&db, u.id, "key:2", &x) == APR_ENOENT);       /* owner-scoped */
+    CHECK(gmcp_upload_get(&db, u.id, "key:1", &x) == APR_SUCCESS && x.length == 10);
+    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60) == APR_SUCCESS);
+    CHECK(gmcp_upload_lock(&db, u.id, "h/2/b", 60) == APR_EBUSY);        /* held */
+    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60) == APR_SUCCESS);      /* renewed */
+    CHECK(gmcp_upload_lock(&db, "NOSUCHUPLOADAAAAAAAAAA", "h/1/a", 60) == APR_EBUSY);
+    CHECK(gmcp_upload_advance(&db, u.id, "h/2/b", 5, 10, 200, "") == APR_ENOENT);
+    CHECK(gmcp_upload_advance(&db, u.id, "h/1/a", 5, 10, 200, "s1:x") == APR_SUCCESS);
+    CHECK(gmcp_upload_holder(&db, u.id, &holder) == APR_SUCCESS && !strcmp(holder, "h/1/a"));
+    CHECK(gmcp_upload_holder(&db, "NOSUCHUPLOADAAAAAAAAAA", &holder) == APR_ENOENT);
+    CHECK(gmcp_upload_steal(&db, u.id, "h/9/z", "h/2/b", 60) == APR_EBUSY);
+    CHECK(gmcp_upload_steal(&db, u.id, "h/1/a", "h/2/b", 60) == APR_SUCCESS);
+    CHECK(gmcp_upload_unlock(&db, u.id, "h/2/b") == APR_SUCCESS);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == APR_SUCCESS && x.offset == 5 && x.expires == 200
           && !strcmp(x.sha_state, "s1:x") && !strcmp(x.phase, GMCP_PHASE_RECEIVING));
-    CHECK(gmcp_upload_set_phase(&db, u.id, GMCP_PHASE_RECEIVING, 7, NULL) == 0);
-    CHECK(gmcp_upload_set_sniffed(&db, u.id, "image/png") == 0);
-    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && x.progress == 7
+    CHECK(gmcp_upload_set_phase(&db, u.id, GMCP_PHASE_RECEIVING, 7, NULL) == APR_SUCCESS);
+    CHECK(gmcp_upload_set_sniffed(&db, u.id, "image/png") == APR_SUCCESS);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == APR_SUCCESS && x.progress == 7
           && x.progress_at > 0 && x.offset == 5 && !strcmp(x.sniffed, "image/png"));
-    CHECK(gmcp_upload_expired(&db, 150, &list) == 0 && list->nelts == 0);
-    CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 1);
-    CHECK(gmcp_upload_complete(&db, u.id, 10, "abc", 300, 400) == 0);
-    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && !strcmp(x.phase, "received")
+    CHECK(gmcp_upload_expired(&db, 150, &list) == APR_SUCCESS && list->nelts == 0);
+    CHECK(gmcp_upload_expired(&db, 250, &list) == APR_SUCCESS && list->nelts == 1);
+    CHECK(gmcp_upload_complete(&db, u.id, 10, "abc", 300, 400) == APR_SUCCESS);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == APR_SUCCESS && !strcmp(x.phase, "received")
           && x.progress == 10 && !*x.sha_state);
-    CHECK(gmcp_upload_set_phase(&db, u.id, GMCP_PHASE_FAILED, 3, "quota") == 0);
-    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == GMCP_FOUND && !strcmp(x.detail, "quota"));
-    CHECK(gmcp_upload_expired(&db, 250, &list) == 0 && list->nelts == 0); /* kept till 400 */
-    CHECK(gmcp_upload_expired(&db, 401, &list) == 0 && list->nelts == 1);
-    CHECK(gmcp_upload_terminate(&db, u.id, "key:2") == GMCP_NOT_FOUND);
-    CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == GMCP_FOUND);
-    CHECK(gmcp_upload_list(&db, "key:1", &list) == 0 && list->nelts == 1);
-    CHECK(gmcp_upload_delete(&db, u.id) == 0);
-    CHECK(gmcp_upload_list(&db, NULL, &list) == 0 && list->nelts == 0);
+    CHECK(gmcp_upload_set_phase(&db, u.id, GMCP_PHASE_FAILED, 3, "quota") == APR_SUCCESS);
+    CHECK(gmcp_upload_get(&db, u.id, NULL, &x) == APR_SUCCESS && !strcmp(x.detail, "quota"));
+    CHECK(gmcp_upload_expired(&db, 250, &list) == APR_SUCCESS && list->nelts == 0); /* till 400 */
+    CHECK(gmcp_upload_expired(&db, 401, &list) == APR_SUCCESS && list->nelts == 1);
+    CHECK(gmcp_upload_terminate(&db, u.id, "key:2") == APR_ENOENT);
+    CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == APR_SUCCESS);
+    CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == APR_ENOENT);     /* already */
+    CHECK(gmcp_upload_list(&db, "key:1", &list) == APR_SUCCESS && list->nelts == 1);
+    CHECK(gmcp_upload_delete(&db, u.id) == APR_SUCCESS);
+    CHECK(gmcp_upload_list(&db, NULL, &list) == APR_SUCCESS && list->nelts == 0);
     apr_dbd_close(db.driver, h);
     unit_remove_db(p, dir, "u.db");
 }
@@ -198,24 +202,25 @@ static void t_sha_state(apr_pool_t *p)
         gmcp_sha256_update(first, data, splits[i]);
         saved = gmcp_sha256_save(p, first);
         b = gmcp_sha256_make(p);
-        CHECK(gmcp_sha256_load(b, saved) == 0 && gmcp_sha256_bytes(b) == (apr_int64_t)splits[i]);
+        CHECK(gmcp_sha256_load(b, saved) == APR_SUCCESS
+              && gmcp_sha256_bytes(b) == (apr_int64_t)splits[i]);
         CHECK(!strcmp(gmcp_sha256_save(p, b), saved));
         /* and on again in two more pieces */
         j = splits[i] + (sizeof(data) - splits[i]) / 2;
         gmcp_sha256_update(b, data + splits[i], j - splits[i]);
-        CHECK(gmcp_sha256_load(first, gmcp_sha256_save(p, b)) == 0);
+        CHECK(gmcp_sha256_load(first, gmcp_sha256_save(p, b)) == APR_SUCCESS);
         gmcp_sha256_update(first, data + j, sizeof(data) - j);
         CHECK(!strcmp(gmcp_sha256_result(p, first), want));
     }
     b = gmcp_sha256_make(p);
-    CHECK(gmcp_sha256_load(b, "") == -1);
-    CHECK(gmcp_sha256_load(b, "s1:zz") == -1);
+    CHECK(gmcp_sha256_load(b, "") == APR_EINVAL);
+    CHECK(gmcp_sha256_load(b, "s1:zz") == APR_EINVAL);
     CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":5:00", NULL))
-          == -1);                                           /* pending must be 5 bytes */
+          == APR_EINVAL);                                   /* pending must be 5 bytes */
     CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":2:0a0b", NULL))
           == 0 && gmcp_sha256_bytes(b) == 2);
     CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":x:", NULL))
-          == -1);
+          == APR_EINVAL);
 }
 
 static void t_sniff(apr_pool_t *p)
@@ -264,7 +269,7 @@ static void t_spool(apr_pool_t *p)
     for (i = 0; i < total; i++) data[i] = (unsigned char)(i * 31 + (i >> 11));
     CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p)
           == APR_SUCCESS);
-    CHECK((w = gmcp_spool_open(p, f, h)) != NULL);
+    CHECK(gmcp_spool_open(&w, p, f, h) == APR_SUCCESS && w);
     while (at < total) {
         n = piece < total - at ? piece : total - at;
         CHECK(gmcp_spool_write(w, data + at, n) == APR_SUCCESS);
@@ -290,7 +295,7 @@ static void t_spool(apr_pool_t *p)
     apr_file_close(f);
     /* A file opened for reading only: the write error comes back, nothing hangs. */
     CHECK(apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) == APR_SUCCESS);
-    CHECK((w = gmcp_spool_open(p, f, gmcp_sha256_make(p))) != NULL);
+    CHECK(gmcp_spool_open(&w, p, f, gmcp_sha256_make(p)) == APR_SUCCESS && w);
     CHECK(gmcp_spool_write(w, data, 3 * GMCP_SPOOL_BUFFER) != APR_SUCCESS
           || gmcp_spool_finish(w, &all) != APR_SUCCESS);
     gmcp_spool_close(w);
@@ -317,7 +322,7 @@ static void t_spool_abandoned(apr_pool_t *p)
         apr_pool_create(&req, p);
         CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
                             0, req) == APR_SUCCESS);
-        CHECK((w = gmcp_spool_open(req, f, gmcp_sha256_make(req))) != NULL);
+        CHECK(gmcp_spool_open(&w, req, f, gmcp_sha256_make(req)) == APR_SUCCESS && w);
         for (j = 0; j < 1 + i % 4; j++) {
             CHECK(gmcp_spool_write(w, data, sizeof(data) - (apr_size_t)j) == APR_SUCCESS);
             apr_pool_create(&sub, req);
@@ -343,28 +348,29 @@ static void t_lease(apr_pool_t *p)
     gmcp_upload u, x;
     CHECK(open_db(p, lease_dir, &db, &h) == 0);
     make_row(&u, id, "key:1", "", GMCP_UPLOAD_RECEIVING, 10);
-    CHECK(gmcp_upload_create(&db, &u) == 0);
-    CHECK(gmcp_upload_get(&db, id, "key:1", &x) == GMCP_FOUND);
+    CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
+    CHECK(gmcp_upload_get(&db, id, "key:1", &x) == APR_SUCCESS);
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/1/a", 60, &off) == GMCP_LEASE_TAKEN);
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/2/b", 60, &off) == GMCP_LEASE_HELD);
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/1/a", 60, &off) == GMCP_LEASE_TAKEN);
     /* The holder records 5 bytes and lets go; a request that checked offset 0 waits. */
-    CHECK(gmcp_upload_advance(&db, id, "h/1/a", 5, 10, gmcp_now_sec() + 1000, "") == GMCP_FOUND);
-    CHECK(gmcp_upload_unlock(&db, id, "h/1/a") == 0);
+    CHECK(gmcp_upload_advance(&db, id, "h/1/a", 5, 10, gmcp_now_sec() + 1000, "")
+          == APR_SUCCESS);
+    CHECK(gmcp_upload_unlock(&db, id, "h/1/a") == APR_SUCCESS);
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/2/b", 60, &off) == GMCP_LEASE_MOVED
           && off == 5);
-    CHECK(gmcp_upload_holder(&db, id, &holder) == GMCP_FOUND && !*holder);   /* given back */
+    CHECK(gmcp_upload_holder(&db, id, &holder) == APR_SUCCESS && !*holder);  /* given back */
     /* A row just created: nothing to compare. */
     CHECK(gmcp_upload_lease(&db, id, "key:1", NULL, "h/3/c", 60, &off) == GMCP_LEASE_TAKEN);
-    CHECK(gmcp_upload_unlock(&db, id, "h/3/c") == 0);
+    CHECK(gmcp_upload_unlock(&db, id, "h/3/c") == APR_SUCCESS);
     /* Not the caller's (any more): moved on, at the offset the request knew. */
     off = -1;
     CHECK(gmcp_upload_lease(&db, id, "key:2", &x, "h/4/d", 60, &off) == GMCP_LEASE_MOVED
           && off == 0);
-    CHECK(gmcp_upload_holder(&db, id, &holder) == GMCP_FOUND && !*holder);
+    CHECK(gmcp_upload_holder(&db, id, &holder) == APR_SUCCESS && !*holder);
     /* Terminated since it was checked at its current offset. */
-    CHECK(gmcp_upload_get(&db, id, "key:1", &x) == GMCP_FOUND && x.offset == 5);
-    CHECK(gmcp_upload_terminate(&db, id, "key:1") == GMCP_FOUND);
+    CHECK(gmcp_upload_get(&db, id, "key:1", &x) == APR_SUCCESS && x.offset == 5);
+    CHECK(gmcp_upload_terminate(&db, id, "key:1") == APR_SUCCESS);
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/5/e", 60, &off) == GMCP_LEASE_MOVED
           && off == 5);
     apr_dbd_close(db.driver, h);
@@ -381,8 +387,9 @@ static void t_fill_new(apr_pool_t *p)
     int i, ok = 1;
     memset(&x, 0, sizeof(x));
     x.length = 42;
-    CHECK(gmcp_tus_metadata(p, meta, &md, &err) == 0);
-    CHECK(gmcp_upload_fill_new(&x, md, meta, "partial", "key:1", NULL, 100, 50, &err) == 0);
+    CHECK(gmcp_tus_metadata(p, meta, &md, &err) == APR_SUCCESS);
+    CHECK(gmcp_upload_fill_new(&x, md, meta, "partial", "key:1", NULL, 100, 50, &err)
+          == APR_SUCCESS);
     CHECK_STR(x.filename, "report.pdf");
     CHECK_STR(x.filetype, "application/pdf");
     CHECK_STR(x.metadata, meta);
@@ -390,14 +397,15 @@ static void t_fill_new(apr_pool_t *p)
     CHECK_STR(x.key_id, "");
     CHECK_STR(x.state, GMCP_UPLOAD_RECEIVING);
     CHECK(x.created == 100 && x.expires == 150 && x.length == 42 && !*x.parts && !*x.sha256);
-    CHECK(gmcp_tus_metadata(p, NULL, &md, &err) == 0);
-    CHECK(gmcp_upload_fill_new(&x, md, NULL, NULL, "key:1", "7", 1, 1, &err) == 0
+    CHECK(gmcp_tus_metadata(p, NULL, &md, &err) == APR_SUCCESS);
+    CHECK(gmcp_upload_fill_new(&x, md, NULL, NULL, "key:1", "7", 1, 1, &err) == APR_SUCCESS
           && !*x.filename && !*x.filetype && !*x.metadata && !*x.concat && !strcmp(x.key_id, "7"));
-    CHECK(gmcp_tus_metadata(p, "filename Li4veA==", &md, &err) == 0);
-    CHECK(gmcp_upload_fill_new(&x, md, NULL, NULL, "key:1", NULL, 1, 1, &err) == -1
+    CHECK(gmcp_tus_metadata(p, "filename Li4veA==", &md, &err) == APR_SUCCESS);
+    CHECK(gmcp_upload_fill_new(&x, md, NULL, NULL, "key:1", NULL, 1, 1, &err) == APR_EINVAL
           && strstr(err, "filename must be a plain file name"));
-    CHECK(gmcp_tus_metadata(p, "filetype dGV4dC9wbGFpbjsgY2hhcnNldD11dGYtOA==", &md, &err) == 0);
-    CHECK(gmcp_upload_fill_new(&x, md, NULL, NULL, "key:1", NULL, 1, 1, &err) == -1
+    CHECK(gmcp_tus_metadata(p, "filetype dGV4dC9wbGFpbjsgY2hhcnNldD11dGYtOA==", &md, &err)
+          == APR_SUCCESS);
+    CHECK(gmcp_upload_fill_new(&x, md, NULL, NULL, "key:1", NULL, 1, 1, &err) == APR_EINVAL
           && !strcmp(err, "Upload-Metadata: filetype is not a media type"));
     for (i = 0; i < 300; i++) {
         const char *id = gmcp_upload_new_id(p);
@@ -478,7 +486,7 @@ static gmcp_spool_writer *body_on(apr_pool_t *p, const char *path, gmcp_upload_b
     x.filetype = filetype;
     if (offset) write_file(p, path, apr_pcalloc(p, (apr_size_t)offset), (apr_size_t)offset);
     if (gmcp_upload_spool_continue(p, path, offset, &f, &lost) != APR_SUCCESS) return NULL;
-    if (!(w = gmcp_spool_open(p, f, gmcp_sha256_make(p)))) return NULL;
+    if (gmcp_spool_open(&w, p, f, gmcp_sha256_make(p)) != APR_SUCCESS) return NULL;
     gmcp_body_start(b, p, &x, room, algo, w, rc);
     return w;
 }
@@ -493,13 +501,14 @@ static void t_body_room(apr_pool_t *p, const char *path)
     gmcp_spool_writer *w;
     CHECK((w = body_on(p, path, &b, &rc, 4, "", 10, NULL)) != NULL);
     CHECK(gmcp_body_may_record(&b));                    /* past offset 0, no checksum */
-    CHECK(gmcp_body_take(&b, "abcdef", 6) == 0 && gmcp_body_take(&b, "ghij", 4) == 0);
-    CHECK(gmcp_body_take(&b, "k", 1) == -1 && rc.too_big && rc.got == 10);
+    CHECK(gmcp_body_take(&b, "abcdef", 6) == APR_SUCCESS
+          && gmcp_body_take(&b, "ghij", 4) == APR_SUCCESS);
+    CHECK(gmcp_body_take(&b, "k", 1) == APR_EINVAL && rc.too_big && rc.got == 10);
     CHECK(gmcp_body_outcome(&b) == GMCP_BODY_DISCARD);
     gmcp_spool_close(w);
     CHECK((w = body_on(p, path, &b, &rc, 0, "", 100, NULL)) != NULL);
     CHECK(!gmcp_body_may_record(&b));                   /* the first bytes not sniffed yet */
-    CHECK(gmcp_body_take(&b, "hello, world\n", 13) == 0);
+    CHECK(gmcp_body_take(&b, "hello, world\n", 13) == APR_SUCCESS);
     gmcp_body_ended(&b);
     CHECK(rc.sniffed && !strncmp(rc.sniffed, "text/", 5) && !rc.conflict);
     CHECK(gmcp_body_may_record(&b));
@@ -523,19 +532,20 @@ static void t_body_sniff(apr_pool_t *p, const char *path)
     gmcp_receipt rc;
     gmcp_spool_writer *w;
     CHECK((w = body_on(p, path, &b, &rc, 0, "application/pdf", 100, NULL)) != NULL);
-    CHECK(gmcp_body_take(&b, (const char *)png, sizeof(png)) == 0 && !rc.sniffed);
+    CHECK(gmcp_body_take(&b, (const char *)png, sizeof(png)) == APR_SUCCESS && !rc.sniffed);
     gmcp_body_ended(&b);
     CHECK(rc.conflict && !strcmp(rc.sniffed, "image/png"));
     CHECK(gmcp_body_outcome(&b) == GMCP_BODY_DISCARD);
     gmcp_spool_close(w);
     memcpy(big, png, sizeof(png));
     CHECK((w = body_on(p, path, &b, &rc, 0, "application/pdf", 1 << 20, NULL)) != NULL);
-    CHECK(gmcp_body_take(&b, big, GMCP_SNIFF_BYTES / 2) == 0 && !rc.sniffed);
-    CHECK(gmcp_body_take(&b, big + GMCP_SNIFF_BYTES / 2, GMCP_SNIFF_BYTES) == -1
+    CHECK(gmcp_body_take(&b, big, GMCP_SNIFF_BYTES / 2) == APR_SUCCESS && !rc.sniffed);
+    CHECK(gmcp_body_take(&b, big + GMCP_SNIFF_BYTES / 2, GMCP_SNIFF_BYTES) == APR_EINVAL
           && rc.conflict && rc.got == GMCP_SNIFF_BYTES / 2);
     gmcp_spool_close(w);
     CHECK((w = body_on(p, path, &b, &rc, 0, "image/png", 1 << 20, NULL)) != NULL);
-    CHECK(gmcp_body_take(&b, big, 2 * GMCP_SNIFF_BYTES) == 0 && !strcmp(rc.sniffed, "image/png")
+    CHECK(gmcp_body_take(&b, big, 2 * GMCP_SNIFF_BYTES) == APR_SUCCESS
+          && !strcmp(rc.sniffed, "image/png")
           && !rc.conflict && rc.got == 2 * GMCP_SNIFF_BYTES);
     gmcp_spool_close(w);
 }
@@ -550,26 +560,27 @@ static void t_body_checksum(apr_pool_t *p, const char *path)
     gmcp_upload_body b;
     gmcp_receipt rc;
     gmcp_spool_writer *w;
-    CHECK(gmcp_tus_checksum(p, "sha1 qZk+NkcGgWq6PiVxeFDCbJzQ2J0=", &algo, &sha1_abc, &n) == 0);
+    CHECK(gmcp_tus_checksum(p, "sha1 qZk+NkcGgWq6PiVxeFDCbJzQ2J0=", &algo, &sha1_abc, &n)
+          == APR_SUCCESS);
     CHECK((w = body_on(p, path, &b, &rc, 3, "", 100, "sha1")) != NULL);
     CHECK(!gmcp_body_may_record(&b));
-    CHECK(gmcp_body_take(&b, "abc", 3) == 0);
+    CHECK(gmcp_body_take(&b, "abc", 3) == APR_SUCCESS);
     gmcp_body_verify(&b, sha1_abc, n);
     CHECK(!rc.mismatch && gmcp_body_outcome(&b) == GMCP_BODY_COMMIT);
     gmcp_spool_close(w);
     CHECK((w = body_on(p, path, &b, &rc, 3, "", 100, "sha1")) != NULL);
-    CHECK(gmcp_body_take(&b, "abd", 3) == 0);
+    CHECK(gmcp_body_take(&b, "abd", 3) == APR_SUCCESS);
     gmcp_body_verify(&b, sha1_abc, n);
     CHECK(rc.mismatch && gmcp_body_outcome(&b) == GMCP_BODY_DISCARD);
     gmcp_spool_close(w);
     CHECK((w = body_on(p, path, &b, &rc, 3, "", 100, "md5")) != NULL);
-    CHECK(gmcp_body_take(&b, "ab", 2) == 0);
+    CHECK(gmcp_body_take(&b, "ab", 2) == APR_SUCCESS);
     rc.aborted = 1;
     gmcp_body_verify(&b, sha1_abc, n);
     CHECK(!rc.mismatch && gmcp_body_outcome(&b) == GMCP_BODY_DISCARD);
     gmcp_spool_close(w);
     CHECK((w = body_on(p, path, &b, &rc, 3, "", 100, NULL)) != NULL);
-    CHECK(gmcp_body_take(&b, "ab", 2) == 0);
+    CHECK(gmcp_body_take(&b, "ab", 2) == APR_SUCCESS);
     rc.aborted = 1;
     CHECK(gmcp_body_outcome(&b) == GMCP_BODY_COMMIT);
     gmcp_spool_close(w);
@@ -635,15 +646,15 @@ static void t_concat(apr_pool_t *p)
     const char *theirs = "EEEEEEEEEEEEEEEEEEEEE1";
     CHECK(open_db(p, concat_dir, &db, &h) == 0);
     make_row(&u, a, "key:1", "partial", GMCP_UPLOAD_COMPLETE, 5);
-    CHECK(gmcp_upload_create(&db, &u) == 0);
+    CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
     make_row(&u, b, "key:1", "partial", GMCP_UPLOAD_COMPLETE, 3);
-    CHECK(gmcp_upload_create(&db, &u) == 0);
+    CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
     make_row(&u, busy, "key:1", "partial", GMCP_UPLOAD_RECEIVING, 3);
-    CHECK(gmcp_upload_create(&db, &u) == 0);
+    CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
     make_row(&u, whole, "key:1", "", GMCP_UPLOAD_COMPLETE, 3);
-    CHECK(gmcp_upload_create(&db, &u) == 0);
+    CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
     make_row(&u, theirs, "key:2", "partial", GMCP_UPLOAD_COMPLETE, 3);
-    CHECK(gmcp_upload_create(&db, &u) == 0);
+    CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
     CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", a, " https://h/up/",
                                 b, NULL), 100, &plan) == GMCP_FINAL_OK);
     CHECK(plan.total == 8 && plan.parts->nelts == 2

@@ -7,24 +7,24 @@ static void t_offset(apr_pool_t *p)
 {
     apr_int64_t v = -7;
     (void)p;
-    CHECK(gmcp_tus_offset_parse("0", &v) == 0 && v == 0);
-    CHECK(gmcp_tus_offset_parse("1", &v) == 0 && v == 1);
-    CHECK(gmcp_tus_offset_parse("123456789", &v) == 0 && v == 123456789);
-    CHECK(gmcp_tus_offset_parse("4611686018427387904", &v) == 0          /* 2^62 */
+    CHECK(gmcp_tus_offset_parse("0", &v) == APR_SUCCESS && v == 0);
+    CHECK(gmcp_tus_offset_parse("1", &v) == APR_SUCCESS && v == 1);
+    CHECK(gmcp_tus_offset_parse("123456789", &v) == APR_SUCCESS && v == 123456789);
+    CHECK(gmcp_tus_offset_parse("4611686018427387904", &v) == APR_SUCCESS          /* 2^62 */
           && v == (apr_int64_t)1 << 62);
     v = -7;
-    CHECK(gmcp_tus_offset_parse("4611686018427387905", &v) == -1 && v == -7);
-    CHECK(gmcp_tus_offset_parse("18446744073709551616", &v) == -1);      /* 2^64 */
-    CHECK(gmcp_tus_offset_parse(NULL, &v) == -1);
-    CHECK(gmcp_tus_offset_parse("", &v) == -1);
-    CHECK(gmcp_tus_offset_parse("00", &v) == -1);
-    CHECK(gmcp_tus_offset_parse("01", &v) == -1);
-    CHECK(gmcp_tus_offset_parse("-1", &v) == -1);
-    CHECK(gmcp_tus_offset_parse("+1", &v) == -1);
-    CHECK(gmcp_tus_offset_parse(" 1", &v) == -1);
-    CHECK(gmcp_tus_offset_parse("1 ", &v) == -1);
-    CHECK(gmcp_tus_offset_parse("1e3", &v) == -1);
-    CHECK(gmcp_tus_offset_parse("0x10", &v) == -1);
+    CHECK(gmcp_tus_offset_parse("4611686018427387905", &v) == APR_EINVAL && v == -7);
+    CHECK(gmcp_tus_offset_parse("18446744073709551616", &v) == APR_EINVAL);      /* 2^64 */
+    CHECK(gmcp_tus_offset_parse(NULL, &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("00", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("01", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("-1", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("+1", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse(" 1", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("1 ", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("1e3", &v) == APR_EINVAL);
+    CHECK(gmcp_tus_offset_parse("0x10", &v) == APR_EINVAL);
 }
 
 static void t_id(apr_pool_t *p)
@@ -97,25 +97,25 @@ static void t_last_event_id(apr_pool_t *p)
 {
     const char *sid = NULL;
     apr_uint64_t seq = 99;
-    CHECK(gmcp_last_event_id_parse(p, "abc.0", &sid, &seq) == 0 && seq == 0);
+    CHECK(gmcp_last_event_id_parse(p, "abc.0", &sid, &seq) == APR_SUCCESS && seq == 0);
     CHECK_STR(sid, "abc");
-    CHECK(gmcp_last_event_id_parse(p, "a.b.c.17", &sid, &seq) == 0 && seq == 17);
+    CHECK(gmcp_last_event_id_parse(p, "a.b.c.17", &sid, &seq) == APR_SUCCESS && seq == 17);
     CHECK_STR(sid, "a.b.c");
-    CHECK(gmcp_last_event_id_parse(p, ".5", &sid, &seq) == 0 && seq == 5);
+    CHECK(gmcp_last_event_id_parse(p, ".5", &sid, &seq) == APR_SUCCESS && seq == 5);
     CHECK_STR(sid, "");
-    CHECK(gmcp_last_event_id_parse(p, "s.007", &sid, &seq) == 0 && seq == 7);
-    CHECK(gmcp_last_event_id_parse(p, "s.18446744073709551615", &sid, &seq) == 0
+    CHECK(gmcp_last_event_id_parse(p, "s.007", &sid, &seq) == APR_SUCCESS && seq == 7);
+    CHECK(gmcp_last_event_id_parse(p, "s.18446744073709551615", &sid, &seq) == APR_SUCCESS
           && seq == APR_UINT64_MAX);
     sid = NULL; seq = 99;
-    CHECK(gmcp_last_event_id_parse(p, "s.18446744073709551616", &sid, &seq) == -1
+    CHECK(gmcp_last_event_id_parse(p, "s.18446744073709551616", &sid, &seq) == APR_EINVAL
           && sid == NULL && seq == 99);
-    CHECK(gmcp_last_event_id_parse(p, NULL, &sid, &seq) == -1);
-    CHECK(gmcp_last_event_id_parse(p, "", &sid, &seq) == -1);
-    CHECK(gmcp_last_event_id_parse(p, "abc", &sid, &seq) == -1);
-    CHECK(gmcp_last_event_id_parse(p, "abc.", &sid, &seq) == -1);
-    CHECK(gmcp_last_event_id_parse(p, "abc.-1", &sid, &seq) == -1);
-    CHECK(gmcp_last_event_id_parse(p, "abc.1 ", &sid, &seq) == -1);
-    CHECK(gmcp_last_event_id_parse(p, "abc.1.x", &sid, &seq) == -1);
+    CHECK(gmcp_last_event_id_parse(p, NULL, &sid, &seq) == APR_EINVAL);
+    CHECK(gmcp_last_event_id_parse(p, "", &sid, &seq) == APR_EINVAL);
+    CHECK(gmcp_last_event_id_parse(p, "abc", &sid, &seq) == APR_EINVAL);
+    CHECK(gmcp_last_event_id_parse(p, "abc.", &sid, &seq) == APR_EINVAL);
+    CHECK(gmcp_last_event_id_parse(p, "abc.-1", &sid, &seq) == APR_EINVAL);
+    CHECK(gmcp_last_event_id_parse(p, "abc.1 ", &sid, &seq) == APR_EINVAL);
+    CHECK(gmcp_last_event_id_parse(p, "abc.1.x", &sid, &seq) == APR_EINVAL);
 }
 
 UNIT_MAIN("wire", {
