@@ -15,8 +15,8 @@
 
 #define MAX_TENANT 128
 #define MAX_SCOPES 512
-#define MAX_NAME   128
-#define MAX_RATE   1000000                      /* requests per period */
+#define MAX_NAME 128
+#define MAX_RATE 1000000                        /* requests per period */
 #define MAX_TOKENS ((apr_int64_t)1000000000000) /* tokens per period or quota */
 
 const char *actor(apr_pool_t *p)
@@ -42,11 +42,21 @@ static const char *parse_duration(apr_pool_t *p, const char *s, apr_int64_t *out
     n = strlen(s);
     switch (s[n - 1]) {
     case 's': n--; break;
-    case 'm': mul = 60; n--; break;
-    case 'h': mul = 3600; n--; break;
-    case 'd': mul = 86400; n--; break;
+    case 'm':
+        mul = 60;
+        n--;
+        break;
+    case 'h':
+        mul = 3600;
+        n--;
+        break;
+    case 'd':
+        mul = 86400;
+        n--;
+        break;
     default:
-        if (s[n - 1] < '0' || s[n - 1] > '9') return apr_psprintf(p, "unknown unit '%c' (use s, m, h or d)", s[n - 1]);
+        if (s[n - 1] < '0' || s[n - 1] > '9')
+            return apr_psprintf(p, "unknown unit '%c' (use s, m, h or d)", s[n - 1]);
     }
     if (n == 0) return "no number before the unit";
     for (i = 0; i < n; i++)
@@ -54,8 +64,7 @@ static const char *parse_duration(apr_pool_t *p, const char *s, apr_int64_t *out
     if (n >= sizeof(num)) return "more than 100 years";
     memcpy(num, s, n);
     num[n] = '\0';
-    if (gmcp_parse_u64(num, &v) || v > (apr_uint64_t)MAX_SPAN / mul)
-        return "more than 100 years";
+    if (gmcp_parse_u64(num, &v) || v > (apr_uint64_t)MAX_SPAN / mul) return "more than 100 years";
     *out = (apr_int64_t)(v * mul);
     return NULL;
 }
@@ -65,7 +74,11 @@ static int digits(const char **s, int min, int max, int *v)
 {
     int n = 0;
     *v = 0;
-    while (n < max && **s >= '0' && **s <= '9') { *v = *v * 10 + (**s - '0'); (*s)++; n++; }
+    while (n < max && **s >= '0' && **s <= '9') {
+        *v = *v * 10 + (**s - '0');
+        (*s)++;
+        n++;
+    }
     return n >= min ? 0 : -1;
 }
 
@@ -84,7 +97,10 @@ static const char *parse_when(apr_pool_t *p, const char *s, apr_int64_t *out)
     const char *q = s;
     int y, mo, d, h = 0, mi = 0, se = 0, dim;
     if (!s || !*s) return "empty";
-    if (!strcmp(s, "never")) { *out = 0; return NULL; }
+    if (!strcmp(s, "never")) {
+        *out = 0;
+        return NULL;
+    }
     if (*s == '+' || *s == '-') {
         apr_int64_t dur;
         const char *why = parse_duration(p, s + 1, &dur);
@@ -100,8 +116,7 @@ static const char *parse_when(apr_pool_t *p, const char *s, apr_int64_t *out)
         q++;
         if (digits(&q, 1, 2, &h) || *q++ != ':' || digits(&q, 1, 2, &mi))
             return "no time of day HH:MM[:SS] after the date";
-        if (*q == ':' && (q++, digits(&q, 1, 2, &se)))
-            return "no seconds after HH:MM:";
+        if (*q == ':' && (q++, digits(&q, 1, 2, &se))) return "no seconds after HH:MM:";
         if (*q == 'Z') q++;
     }
     if (*q) return "not a date (" WHEN_FORMS ")";
@@ -114,8 +129,12 @@ static const char *parse_when(apr_pool_t *p, const char *s, apr_int64_t *out)
     if (mi > 59) return apr_psprintf(p, "there is no minute %02d (00-59)", mi);
     if (se > 59) return apr_psprintf(p, "there is no second %02d (00-59)", se);
     memset(&t, 0, sizeof(t));
-    t.tm_year = y - 1900; t.tm_mon = mo - 1; t.tm_mday = d;
-    t.tm_hour = h; t.tm_min = mi; t.tm_sec = se;
+    t.tm_year = y - 1900;
+    t.tm_mon = mo - 1;
+    t.tm_mday = d;
+    t.tm_hour = h;
+    t.tm_min = mi;
+    t.tm_sec = se;
     if (apr_time_exp_gmt_get(&at, &t) != APR_SUCCESS) return "out of range";
     *out = apr_time_sec(at);
     return NULL;
@@ -156,7 +175,8 @@ static int apply_who_flags(ctl *c, gmcp_key *k)
     if ((v = opt(c, OPT_SCOPES))) {
         if (!*v || strlen(v) > MAX_SCOPES || bad_chars(v, "_.-*?[], "))
             return usage_err("--scopes '%s' must list tool names or patterns (gemini_*), "
-                             "comma-separated", v);
+                             "comma-separated",
+                             v);
         k->scopes = v;
     }
     return 0;
@@ -168,7 +188,8 @@ static int apply_rate_flags(ctl *c, gmcp_key *k)
     const char *v, *unit;
     apr_uint64_t n;
     if ((v = opt(c, OPT_RATE))) {
-        if (!strcmp(v, "none")) k->rate_count = 0;
+        if (!strcmp(v, "none"))
+            k->rate_count = 0;
         else if (gmcp_rate_parse(v, "smh", &k->rate_count, &k->rate_period, &unit))
             return usage_err("--rate '%s' must look like 10/s, 600/m or 1000/h (or none)", v);
         else if (k->rate_count > MAX_RATE)
@@ -180,7 +201,8 @@ static int apply_rate_flags(ctl *c, gmcp_key *k)
         k->burst = (apr_int64_t)n;
     }
     if ((v = opt(c, OPT_TOKEN_RATE))) {
-        if (!strcmp(v, "none")) k->token_rate_count = 0;
+        if (!strcmp(v, "none"))
+            k->token_rate_count = 0;
         else if (gmcp_rate_parse(v, "smh", &k->token_rate_count, &k->token_rate_period, &unit))
             return usage_err("--token-rate '%s' must look like 10000/m (or none)", v);
         else if (k->token_rate_count > MAX_TOKENS)
@@ -196,13 +218,16 @@ static int apply_cap_flags(ctl *c, gmcp_key *k)
     apr_uint64_t n;
     if ((v = opt(c, OPT_TOKEN_QUOTA))) {
         apr_int64_t per;
-        if (!strcmp(v, "none")) k->token_quota = 0;
+        if (!strcmp(v, "none"))
+            k->token_quota = 0;
         else if (gmcp_rate_parse(v, "dM", &k->token_quota, &per, &unit))
             return usage_err("--token-quota '%s' must look like 1000000/day or 20000000/month "
-                             "(or none)", v);
+                             "(or none)",
+                             v);
         else if (k->token_quota > MAX_TOKENS)
             return bad_value(c, "--token-quota", v, "more than 10^12 tokens");
-        else k->quota_period = unit;
+        else
+            k->quota_period = unit;
     }
     if ((v = opt(c, OPT_MAX_INFLIGHT))) {
         if (gmcp_parse_u64(v, &n) || n > 100000)
@@ -233,14 +258,14 @@ static const char *pepper_value(ctl *c)
 {
     const char *v;
     if (!c->pepper) {
-        fail("%s", "no key pepper: set GeminiMCPKeyPepper in the httpd configuration "
+        fail("%s",
+             "no key pepper: set GeminiMCPKeyPepper in the httpd configuration "
              "(read with --config) or give --pepper file:PATH|env:NAME");
         return NULL;
     }
     if ((strncmp(c->pepper, "file:", 5) && strncmp(c->pepper, "env:", 4))
         || !(v = gmcp_read_secret(c->pool, c->pepper)) || strlen(v) < 16) {
-        fail("the key pepper %s is missing, unreadable or shorter than 16 characters",
-             c->pepper);
+        fail("the key pepper %s is missing, unreadable or shorter than 16 characters", c->pepper);
         return NULL;
     }
     return v;
@@ -256,9 +281,11 @@ static void print_json(ctl *c, json_t *o)
 static const char *limit_text(apr_pool_t *p, apr_int64_t count, apr_int64_t period)
 {
     if (!count) return "-";
-    return apr_psprintf(p, "%" APR_INT64_T_FMT "/%s", count, period == 1 ? "s"
-                        : period == 60 ? "m" : period == 3600 ? "h"
-                        : apr_psprintf(p, "%" APR_INT64_T_FMT "s", period));
+    return apr_psprintf(p, "%" APR_INT64_T_FMT "/%s", count,
+                        period == 1          ? "s"
+                            : period == 60   ? "m"
+                            : period == 3600 ? "h"
+                                             : apr_psprintf(p, "%" APR_INT64_T_FMT "s", period));
 }
 
 static int need_key(ctl *c, const char *id, gmcp_key *k)
@@ -273,16 +300,17 @@ static int need_key(ctl *c, const char *id, gmcp_key *k)
         return usage_err("'%s' is not a key id", "that");
     st = gmcp_key_get(&c->db, id, k);
     if (st == APR_ENOENT) return fail("no API key '%s'", id);
-    if (st != APR_SUCCESS)
-        return fail("cannot read the key store: %s", gmcp_db_error(&c->db, -1));
+    if (st != APR_SUCCESS) return fail("cannot read the key store: %s", gmcp_db_error(&c->db, -1));
     return 0;
 }
 
 static const char *describe(ctl *c, const gmcp_key *k)
 {
-    return apr_psprintf(c->pool, "name=%s tenant=%s scopes=%s rate=%s burst=%" APR_INT64_T_FMT
-                        " token_rate=%s token_quota=%" APR_INT64_T_FMT "/%s max_inflight=%"
-                        APR_INT64_T_FMT " expires=%s user=%s", k->name, k->tenant, k->scopes,
+    return apr_psprintf(c->pool,
+                        "name=%s tenant=%s scopes=%s rate=%s burst=%" APR_INT64_T_FMT
+                        " token_rate=%s token_quota=%" APR_INT64_T_FMT
+                        "/%s max_inflight=%" APR_INT64_T_FMT " expires=%s user=%s",
+                        k->name, k->tenant, k->scopes,
                         limit_text(c->pool, k->rate_count, k->rate_period), k->burst,
                         limit_text(c->pool, k->token_rate_count, k->token_rate_period),
                         k->token_quota, k->quota_period, k->max_inflight,
@@ -306,11 +334,15 @@ int cmd_keys_create(ctl *c)
     int rv, failed;
 
     memset(&k, 0, sizeof(k));
-    k.tenant = ""; k.apache_user = ""; k.scopes = "*"; k.quota_period = "day";
-    k.rate_period = 1; k.token_rate_period = 60;
+    k.tenant = "";
+    k.apache_user = "";
+    k.scopes = "*";
+    k.quota_period = "day";
+    k.rate_period = 1;
+    k.token_rate_period = 60;
     if ((rv = apply_flags(c, &k)) != 0) return rv;
     if (!k.name) return usage_err("keys create needs --name%s", "");
-    if ((rv = open_db(c, 0)) != 0) return rv;   /* also reads --config's pepper */
+    if ((rv = open_db(c, 0)) != 0) return rv; /* also reads --config's pepper */
     if (!(pepper = pepper_value(c))) return EXIT_FAIL;
     if (gmcp_key_generate(c->pool, &kid, &secret)) return fail("%s", "no randomness");
     k.id = kid;
@@ -319,8 +351,7 @@ int cmd_keys_create(ctl *c)
     k.created = k.updated = now;
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
     failed = gmcp_key_insert(&c->db, &k) != APR_SUCCESS
-             || gmcp_audit(&c->db, actor(c->pool), "key.create", k.id, describe(c, &k))
-                    != APR_SUCCESS;
+        || gmcp_audit(&c->db, actor(c->pool), "key.create", k.id, describe(c, &k)) != APR_SUCCESS;
     if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->json) {
         json_t *o = gmcp_key_json(&k, now);
@@ -329,8 +360,10 @@ int cmd_keys_create(ctl *c)
     }
     else {
         printf("%s\n", secret);
-        fprintf(stderr, "gmcpctl: created key %s (%s); the secret above is shown only "
-                "once\n", k.id, k.name);
+        fprintf(stderr,
+                "gmcpctl: created key %s (%s); the secret above is shown only "
+                "once\n",
+                k.id, k.name);
     }
     return 0;
 }
@@ -347,18 +380,20 @@ int cmd_keys_list(ctl *c)
     arr = json_array();
     for (i = 0; i < list->nelts; i++) {
         gmcp_key *x = &APR_ARRAY_IDX(list, i, gmcp_key);
-        if (c->json) {
-            json_array_append_new(arr, gmcp_key_json(x, now));
-        }
+        if (c->json) { json_array_append_new(arr, gmcp_key_json(x, now)); }
         else {
-            const char *state = x->revoked ? "revoked"
-                                : (x->expires && now >= x->expires) ? "expired" : "active";
+            const char *state = x->revoked          ? "revoked"
+                : (x->expires && now >= x->expires) ? "expired"
+                                                    : "active";
             printf("%-16s %-8s %-20s %-16s %-10s %s\n", x->id, state, x->name,
-                   *x->tenant ? x->tenant : "-",
-                   limit_text(c->pool, x->rate_count, x->rate_period), x->scopes);
+                   *x->tenant ? x->tenant : "-", limit_text(c->pool, x->rate_count, x->rate_period),
+                   x->scopes);
         }
     }
-    if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    if (c->json) {
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
     json_decref(arr);
     return 0;
 }
@@ -383,7 +418,7 @@ int cmd_keys_revoke(ctl *c, const char *id)
     if (k.revoked) return fail("key %s is already revoked", k.id);
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
     failed = gmcp_key_revoke(&c->db, k.id, now) != APR_SUCCESS
-             || gmcp_audit(&c->db, actor(c->pool), "key.revoke", k.id, k.name) != APR_SUCCESS;
+        || gmcp_audit(&c->db, actor(c->pool), "key.revoke", k.id, k.name) != APR_SUCCESS;
     if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->verbose) printf("revoked %s\n", k.id);
     return 0;
@@ -408,19 +443,24 @@ int cmd_keys_rotate(ctl *c, const char *id)
     secret = apr_pstrcat(c->pool, GMCP_KEY_PREFIX, k.id, "_", sp, NULL);
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
     failed = gmcp_key_rotate(&c->db, k.id, gmcp_key_hash(c->pool, pepper, secret),
-                             grace ? now + grace : 0, now) != APR_SUCCESS
-             || gmcp_audit(&c->db, actor(c->pool), "key.rotate", k.id,
-                           apr_psprintf(c->pool, "previous secret valid for %" APR_INT64_T_FMT
-                                        "s", grace)) != APR_SUCCESS;
+                             grace ? now + grace : 0, now)
+            != APR_SUCCESS
+        || gmcp_audit(
+               &c->db, actor(c->pool), "key.rotate", k.id,
+               apr_psprintf(c->pool, "previous secret valid for %" APR_INT64_T_FMT "s", grace))
+            != APR_SUCCESS;
     if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->json) {
-        print_json(c, json_pack("{s:s, s:s, s:I}", "id", k.id, "secret", secret,
-                                "grace_seconds", (json_int_t)grace));
+        print_json(c,
+                   json_pack("{s:s, s:s, s:I}", "id", k.id, "secret", secret, "grace_seconds",
+                             (json_int_t)grace));
     }
     else {
         printf("%s\n", secret);
-        fprintf(stderr, "gmcpctl: rotated key %s; the old secret works for %" APR_INT64_T_FMT
-                " more seconds\n", k.id, grace);
+        fprintf(stderr,
+                "gmcpctl: rotated key %s; the old secret works for %" APR_INT64_T_FMT
+                " more seconds\n",
+                k.id, grace);
     }
     return 0;
 }
@@ -436,8 +476,7 @@ int cmd_keys_update(ctl *c, const char *id)
     if ((rv = apply_flags(c, &k)) != 0) return rv;
     if (gmcp_db_begin(&c->db, &t)) return fail("%s", gmcp_db_error(&c->db, -1));
     failed = gmcp_key_update(&c->db, &k, now) != APR_SUCCESS
-             || gmcp_audit(&c->db, actor(c->pool), "key.update", k.id, describe(c, &k))
-                    != APR_SUCCESS;
+        || gmcp_audit(&c->db, actor(c->pool), "key.update", k.id, describe(c, &k)) != APR_SUCCESS;
     if ((rv = commit(c, t, failed)) != 0) return rv;
     if (c->json || c->verbose) {
         gmcp_key_get(&c->db, k.id, &k);
@@ -452,13 +491,14 @@ static int since_opt(ctl *c, apr_int64_t dflt, apr_int64_t *since)
     const char *v = opt(c, OPT_SINCE), *why;
     *since = dflt;
     if (!v) return 0;
-    if (*v == '+') why = "in the future (24h or -24h: 24 hours ago)";
-    else if (!strcmp(v, "never")) why = "not a date (" WHEN_FORMS ", 24h or 7d)";
+    if (*v == '+')
+        why = "in the future (24h or -24h: 24 hours ago)";
+    else if (!strcmp(v, "never"))
+        why = "not a date (" WHEN_FORMS ", 24h or 7d)";
     else {
         /* "24h" (digits, then at most a unit letter) means 24 hours ago, like "-24h". */
         apr_size_t n = strspn(v, "0123456789");
-        int ago = n > 0 && (!v[n] || (((v[n] | 0x20) >= 'a' && (v[n] | 0x20) <= 'z')
-                                      && !v[n + 1]));
+        int ago = n > 0 && (!v[n] || (((v[n] | 0x20) >= 'a' && (v[n] | 0x20) <= 'z') && !v[n + 1]));
         why = parse_when(c->pool, ago ? apr_pstrcat(c->pool, "-", v, NULL) : v, since);
     }
     if (why) return bad_value(c, "--since", v, why);
@@ -484,23 +524,25 @@ int cmd_usage(ctl *c)
         if (c->json)
             /* period "hour", or "day": a daily roll-up (gmcpctl cleanup) of hours past
              * GeminiMCPUsageRetention; "hour" is then the start of the UTC day. */
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
-                                  "s:I, s:I, s:I}", "key_id", r[0], "period", r[9], "hour",
-                                  iso(c->pool, apr_atoi64(r[1])), "hour_epoch",
-                                  (json_int_t)apr_atoi64(r[1]),
-                                  "requests", (json_int_t)apr_atoi64(r[2]),
-                                  "errors", (json_int_t)apr_atoi64(r[3]),
-                                  "rejected", (json_int_t)apr_atoi64(r[4]),
-                                  "prompt_tokens", (json_int_t)apr_atoi64(r[5]),
-                                  "output_tokens", (json_int_t)apr_atoi64(r[6]),
-                                  "bytes_in", (json_int_t)apr_atoi64(r[7]),
-                                  "bytes_out", (json_int_t)apr_atoi64(r[8])));
+            json_array_append_new(
+                arr,
+                json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
+                          "s:I, s:I, s:I}",
+                          "key_id", r[0], "period", r[9], "hour", iso(c->pool, apr_atoi64(r[1])),
+                          "hour_epoch", (json_int_t)apr_atoi64(r[1]), "requests",
+                          (json_int_t)apr_atoi64(r[2]), "errors", (json_int_t)apr_atoi64(r[3]),
+                          "rejected", (json_int_t)apr_atoi64(r[4]), "prompt_tokens",
+                          (json_int_t)apr_atoi64(r[5]), "output_tokens",
+                          (json_int_t)apr_atoi64(r[6]), "bytes_in", (json_int_t)apr_atoi64(r[7]),
+                          "bytes_out", (json_int_t)apr_atoi64(r[8])));
         else
             printf("%-24s %-29s %8s %6s %6s %10s %10s %10s %10s %s\n", r[0],
-                   iso(c->pool, apr_atoi64(r[1])), r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                   r[9]);
+                   iso(c->pool, apr_atoi64(r[1])), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]);
     }
-    if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    if (c->json) {
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
     json_decref(arr);
     return 0;
 }
@@ -519,16 +561,20 @@ int cmd_audit(ctl *c)
     for (i = 0; i < rs.rows->nelts; i++) {
         const char **r = GMCP_ROW(&rs, i);
         if (c->json)
-            json_array_append_new(arr, json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:s}",
-                                  "id", (json_int_t)apr_atoi64(r[0]),
-                                  "at", iso(c->pool, apr_atoi64(r[1])),
-                                  "at_epoch", (json_int_t)apr_atoi64(r[1]), "actor", r[2],
-                                  "action", r[3], "key_id", r[4], "detail", r[5]));
+            json_array_append_new(arr,
+                                  json_pack("{s:I, s:s, s:I, s:s, s:s, s:s, s:s}", "id",
+                                            (json_int_t)apr_atoi64(r[0]), "at",
+                                            iso(c->pool, apr_atoi64(r[1])), "at_epoch",
+                                            (json_int_t)apr_atoi64(r[1]), "actor", r[2], "action",
+                                            r[3], "key_id", r[4], "detail", r[5]));
         else
             printf("%s  %-24s %-14s %-16s %s\n", iso(c->pool, apr_atoi64(r[1])), r[2], r[3],
                    *r[4] ? r[4] : "-", r[5]);
     }
-    if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    if (c->json) {
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
     json_decref(arr);
     return 0;
 }

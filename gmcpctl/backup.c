@@ -40,7 +40,7 @@
 #endif
 
 #define SERIES_PREFIX "gmcp-backup-"
-#define BACKUP_NICE 10             /* as nice(1) gives a background job by default */
+#define BACKUP_NICE 10 /* as nice(1) gives a background job by default */
 #define SERIES_SUFFIX ".gmcpbak"
 #define PEPPER_LABEL "gmcp-backup key pepper fingerprint"
 
@@ -48,10 +48,10 @@
 typedef struct {
     const char *name;
     int ncols;
-    const char **cols;      /* sorted by name (bytes) */
-    int *types;             /* GMCP_COL_* */
-    const char *order;      /* ORDER BY clause body */
-    const char *collist;    /* "c1","c2",... */
+    const char **cols;   /* sorted by name (bytes) */
+    int *types;          /* GMCP_COL_* */
+    const char *order;   /* ORDER BY clause body */
+    const char *collist; /* "c1","c2",... */
 } table_info;
 
 typedef struct {
@@ -68,7 +68,10 @@ static const char *qid(apr_pool_t *p, const char *id)
     const char *s;
     char *out = apr_palloc(p, strlen(id) * 2 + 3), *o = out;
     *o++ = '"';
-    for (s = id; *s; s++) { if (*s == '"') *o++ = '"'; *o++ = *s; }
+    for (s = id; *s; s++) {
+        if (*s == '"') *o++ = '"';
+        *o++ = *s;
+    }
     *o++ = '"';
     *o = '\0';
     return out;
@@ -79,7 +82,10 @@ static const char *qlit(apr_pool_t *p, const char *v)
     const char *s;
     char *out = apr_palloc(p, strlen(v) * 2 + 3), *o = out;
     *o++ = '\'';
-    for (s = v; *s; s++) { if (*s == '\'') *o++ = '\''; *o++ = *s; }
+    for (s = v; *s; s++) {
+        if (*s == '\'') *o++ = '\'';
+        *o++ = *s;
+    }
     *o++ = '\'';
     *o = '\0';
     return out;
@@ -99,8 +105,10 @@ static int x_init(ctl *c, dbx *x)
     memset(x, 0, sizeof(*x));
     x->c = c;
     x->pg = c->db.pgsql;
-    if (x->pg) x->pq = apr_dbd_native_handle(c->db.driver, c->db.handle);
-    else x->lite = apr_dbd_native_handle(c->db.driver, c->db.handle);
+    if (x->pg)
+        x->pq = apr_dbd_native_handle(c->db.driver, c->db.handle);
+    else
+        x->lite = apr_dbd_native_handle(c->db.driver, c->db.handle);
     return x->pg ? !x->pq : !x->lite;
 }
 
@@ -122,7 +130,10 @@ static int x_query(dbx *x, apr_pool_t *p, const char *sql, int *ncols, apr_array
     int i, j;
     if (x->pg) {
         PGresult *r = PQexec(x->pq, sql);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) { PQclear(r); return -1; }
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            PQclear(r);
+            return -1;
+        }
         *ncols = PQnfields(r);
         for (i = 0; i < PQntuples(r); i++) {
             const char **row = apr_palloc(p, sizeof(char *) * (size_t)(*ncols + 1));
@@ -140,8 +151,9 @@ static int x_query(dbx *x, apr_pool_t *p, const char *sql, int *ncols, apr_array
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             const char **row = apr_palloc(p, sizeof(char *) * (size_t)(*ncols + 1));
             for (j = 0; j < *ncols; j++)
-                row[j] = sqlite3_column_type(st, j) == SQLITE_NULL ? NULL
-                       : apr_pstrdup(p, (const char *)sqlite3_column_text(st, j));
+                row[j] = sqlite3_column_type(st, j) == SQLITE_NULL
+                    ? NULL
+                    : apr_pstrdup(p, (const char *)sqlite3_column_text(st, j));
             APR_ARRAY_PUSH(out, const char **) = row;
         }
         sqlite3_finalize(st);
@@ -156,7 +168,10 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-typedef struct { const char *name; int type; } colent;
+typedef struct {
+    const char *name;
+    int type;
+} colent;
 static int cmp_col(const void *a, const void *b)
 {
     return strcmp(((const colent *)a)->name, ((const colent *)b)->name);
@@ -190,14 +205,22 @@ static int pg_columns(dbx *x, apr_pool_t *p, const char *name, apr_array_header_
                       apr_array_header_t **pk, const char **err)
 {
     int nc, pnc;
-    if (x_query(x, p, apr_psprintf(p, "SELECT column_name, data_type FROM "
-                "information_schema.columns WHERE table_schema = current_schema() AND "
-                "table_name = %s ORDER BY ordinal_position", qlit(p, name)), &nc, cols)
-        || x_query(x, p, apr_psprintf(p, "SELECT a.attname, format_type(a.atttypid, "
-                   "NULL) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                   "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND "
-                   "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                   qlit(p, qid(p, name))), &pnc, pk)) {
+    if (x_query(x, p,
+                apr_psprintf(p,
+                             "SELECT column_name, data_type FROM "
+                             "information_schema.columns WHERE table_schema = current_schema() AND "
+                             "table_name = %s ORDER BY ordinal_position",
+                             qlit(p, name)),
+                &nc, cols)
+        || x_query(
+            x, p,
+            apr_psprintf(p,
+                         "SELECT a.attname, format_type(a.atttypid, "
+                         "NULL) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                         "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND "
+                         "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                         qlit(p, qid(p, name))),
+            &pnc, pk)) {
         *err = apr_psprintf(p, "cannot read the columns of %s: %s", name, x_err(x));
         return -1;
     }
@@ -245,16 +268,15 @@ static void set_columns(apr_pool_t *p, table_info *t, apr_array_header_t *cols)
     for (j = 0; j < t->ncols; j++) {
         t->cols[j] = ce[j].name;
         t->types[j] = ce[j].type;
-        collist = collist ? apr_pstrcat(p, collist, ", ", qid(p, ce[j].name), NULL)
-                          : qid(p, ce[j].name);
+        collist =
+            collist ? apr_pstrcat(p, collist, ", ", qid(p, ce[j].name), NULL) : qid(p, ce[j].name);
     }
     t->collist = collist ? collist : "*";
 }
 
 /* Rows by primary key (by every column, NULLs first, without one), in byte order on both
  * engines (PostgreSQL: COLLATE "C"): the ORDER BY clause body. */
-static const char *order_by(dbx *x, apr_pool_t *p, const table_info *t,
-                            apr_array_header_t *pk)
+static const char *order_by(dbx *x, apr_pool_t *p, const table_info *t, apr_array_header_t *pk)
 {
     const char *order = NULL;
     int nk = pk->nelts, usepk = nk > 0, j;
@@ -263,7 +285,8 @@ static const char *order_by(dbx *x, apr_pool_t *p, const table_info *t,
         const char *cn = usepk ? APR_ARRAY_IDX(pk, j, const char **)[0] : t->cols[j];
         int k, ty = GMCP_COL_TEXT;
         const char *term;
-        for (k = 0; k < t->ncols; k++) if (!strcmp(t->cols[k], cn)) ty = t->types[k];
+        for (k = 0; k < t->ncols; k++)
+            if (!strcmp(t->cols[k], cn)) ty = t->types[k];
         term = qid(p, cn);
         if (x->pg && ty == GMCP_COL_TEXT) term = apr_pstrcat(p, term, " COLLATE \"C\"", NULL);
         if (!usepk) term = apr_pstrcat(p, term, " NULLS FIRST", NULL);
@@ -301,8 +324,8 @@ static json_t *columns_json(const table_info *t)
     json_t *a = json_array();
     int j;
     for (j = 0; j < t->ncols; j++)
-        json_array_append_new(a, json_pack("{s:s, s:s}", "name", t->cols[j], "type",
-                                           gmcp_coltype_name(t->types[j])));
+        json_array_append_new(
+            a, json_pack("{s:s, s:s}", "name", t->cols[j], "type", gmcp_coltype_name(t->types[j])));
     return a;
 }
 
@@ -333,12 +356,13 @@ static void copy_row_to_canon(const table_info *t, char *line, size_t len, gmcp_
                 default:
                     if (e >= '0' && e <= '7') {
                         int v = e - '0', k;
-                        for (k = 0; k < 2 && r + 1 < end && line[r + 1] >= '0'
-                                    && line[r + 1] <= '7'; k++)
+                        for (k = 0;
+                             k < 2 && r + 1 < end && line[r + 1] >= '0' && line[r + 1] <= '7'; k++)
                             v = v * 8 + (line[++r] - '0');
                         ch = (char)v;
                     }
-                    else ch = e;
+                    else
+                        ch = e;
                 }
             }
             line[o++] = ch;
@@ -395,9 +419,7 @@ static int dump_table_lite(dbx *x, apr_pool_t *p, const table_info *t, const cha
         for (j = 0; j < t->ncols; j++) {
             switch (sqlite3_column_type(st, j)) {
             case SQLITE_NULL: gmcp_arc_val_null(o); break;
-            case SQLITE_INTEGER:
-                gmcp_arc_val_int(o, (long long)sqlite3_column_int64(st, j));
-                break;
+            case SQLITE_INTEGER: gmcp_arc_val_int(o, (long long)sqlite3_column_int64(st, j)); break;
             case SQLITE_FLOAT: gmcp_arc_val_double(o, sqlite3_column_double(st, j)); break;
             default: {
                 const char *v = (const char *)sqlite3_column_text(st, j);
@@ -428,16 +450,16 @@ static int dump_tables(dbx *x, apr_pool_t *p, apr_array_header_t *tables, gmcp_a
     for (i = 0; i < tables->nelts && !rv; i++) {
         const table_info *t = &APR_ARRAY_IDX(tables, i, table_info);
         json_t *cols = columns_json(t);
-        const char *sel = apr_psprintf(p, "SELECT %s FROM %s ORDER BY %s", t->collist,
-                                       qid(p, t->name), t->order);
+        const char *sel =
+            apr_psprintf(p, "SELECT %s FROM %s ORDER BY %s", t->collist, qid(p, t->name), t->order);
         rv = gmcp_arc_table_begin(o, t->name, cols) == APR_SUCCESS ? 0 : -1;
         json_decref(cols);
         if (rv) {
             *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
             break;
         }
-        rv = x->pg ? dump_table_pg(x, p, t, sel, o, &b, err)
-                   : dump_table_lite(x, p, t, sel, o, err);
+        rv =
+            x->pg ? dump_table_pg(x, p, t, sel, o, &b, err) : dump_table_lite(x, p, t, sel, o, err);
         if (!rv && gmcp_arc_table_end(o)) {
             *err = apr_psprintf(p, "cannot write the archive: %s", strerror(errno));
             rv = -1;
@@ -472,7 +494,8 @@ static const char *enc_secret(ctl *c, int *bad)
     if ((strncmp(src, "file:", 5) && strncmp(src, "env:", 4))
         || !(v = gmcp_read_secret(c->pool, src)) || strlen(v) < 16) {
         *bad = fail("the --encrypt key %s is missing, unreadable or shorter than 16 "
-                    "characters (give file:PATH or env:NAME)", src);
+                    "characters (give file:PATH or env:NAME)",
+                    src);
         return NULL;
     }
     return v;
@@ -530,10 +553,14 @@ static const char *spool_dir_of(ctl *c)
 static int live_uploads(dbx *x, apr_pool_t *p, apr_array_header_t **rows, const char **err)
 {
     int nc;
-    if (x_query(x, p, apr_psprintf(p, "SELECT id, upload_offset FROM uploads WHERE state = "
-                                   "'receiving' AND expires >= %" APR_INT64_T_FMT " ORDER BY "
-                                   "id%s", (apr_int64_t)apr_time_sec(apr_time_now()),
-                                   x->pg ? " COLLATE \"C\"" : ""), &nc, rows)) {
+    if (x_query(x, p,
+                apr_psprintf(p,
+                             "SELECT id, upload_offset FROM uploads WHERE state = "
+                             "'receiving' AND expires >= %" APR_INT64_T_FMT " ORDER BY "
+                             "id%s",
+                             (apr_int64_t)apr_time_sec(apr_time_now()),
+                             x->pg ? " COLLATE \"C\"" : ""),
+                &nc, rows)) {
         *err = apr_psprintf(p, "cannot read the live uploads: %s", x_err(x));
         return -1;
     }
@@ -546,37 +573,40 @@ typedef struct {
     gmcp_arc_out *o;
     const char *dir;
     json_t *skipped;
-    char *buf;              /* one read's bytes */
+    char *buf; /* one read's bytes */
     size_t cap;
-    apr_int64_t total;      /* bytes included */
+    apr_int64_t total; /* bytes included */
     const char **err;
 } spool_dump;
 
 /* A spool file left out of the archive (fd -1: it could not be opened, errno says why;
  * else *st is its fstat): warned about and listed in skipped. */
-static void skip_spool(spool_dump *d, const char *id, const char *path, apr_int64_t want,
-                       int fd, const struct stat *st)
+static void skip_spool(spool_dump *d, const char *id, const char *path, apr_int64_t want, int fd,
+                       const struct stat *st)
 {
-    const char *why = fd < 0 ? (errno == ENOENT ? "missing" : strerror(errno))
-                    : !S_ISREG(st->st_mode) ? "not a regular file"
-                    : "shorter than its offset";
+    const char *why = fd < 0    ? (errno == ENOENT ? "missing" : strerror(errno))
+        : !S_ISREG(st->st_mode) ? "not a regular file"
+                                : "shorter than its offset";
     if (fd >= 0 && S_ISREG(st->st_mode))
-        fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s has %" APR_INT64_T_FMT
-                " bytes, fewer than its offset %" APR_INT64_T_FMT ": not included\n", id,
-                path, (apr_int64_t)st->st_size, want);
+        fprintf(stderr,
+                "gmcpctl: warning: upload %s: the spool file %s has %" APR_INT64_T_FMT
+                " bytes, fewer than its offset %" APR_INT64_T_FMT ": not included\n",
+                id, path, (apr_int64_t)st->st_size, want);
     else
-        fprintf(stderr, "gmcpctl: warning: upload %s: the spool file %s is %s: not "
-                "included\n", id, path, why);
-    json_array_append_new(d->skipped, json_pack("{s:s, s:I, s:s}", "id", id,
-                          "upload_offset", (json_int_t)want, "reason", why));
+        fprintf(stderr,
+                "gmcpctl: warning: upload %s: the spool file %s is %s: not "
+                "included\n",
+                id, path, why);
+    json_array_append_new(
+        d->skipped,
+        json_pack("{s:s, s:I, s:s}", "id", id, "upload_offset", (json_int_t)want, "reason", why));
     if (fd >= 0 && S_ISREG(st->st_mode))
         json_object_set_new(json_array_get(d->skipped, json_array_size(d->skipped) - 1),
                             "file_bytes", json_integer(st->st_size));
 }
 
 /* Exactly `want` bytes of the open spool file `path` as its section of the archive. */
-static int copy_spool(spool_dump *d, const char *id, const char *path, int fd,
-                      apr_int64_t want)
+static int copy_spool(spool_dump *d, const char *id, const char *path, int fd, apr_int64_t want)
 {
     apr_int64_t left;
     int rv = 0;
@@ -589,9 +619,10 @@ static int copy_spool(spool_dump *d, const char *id, const char *path, int fd,
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             /* only something else than the module could truncate below the offset */
-            *d->err = apr_psprintf(d->p, "the spool file %s shrank below its offset while it "
-                                   "was read: %s", path, n < 0 ? strerror(errno)
-                                                               : "end of file");
+            *d->err = apr_psprintf(d->p,
+                                   "the spool file %s shrank below its offset while it "
+                                   "was read: %s",
+                                   path, n < 0 ? strerror(errno) : "end of file");
             rv = -1;
             break;
         }
@@ -617,10 +648,10 @@ static int dump_spool(spool_dump *d, const char **r)
     struct stat st;
     int fd;
     if (!gmcp_upload_id_ok(id)) {
-        fprintf(stderr, "gmcpctl: warning: upload %s: not a spool file name: not included\n",
-                id);
-        json_array_append_new(d->skipped, json_pack("{s:s, s:I, s:s}", "id", id,
-                              "upload_offset", (json_int_t)want, "reason", "bad id"));
+        fprintf(stderr, "gmcpctl: warning: upload %s: not a spool file name: not included\n", id);
+        json_array_append_new(d->skipped,
+                              json_pack("{s:s, s:I, s:s}", "id", id, "upload_offset",
+                                        (json_int_t)want, "reason", "bad id"));
         return 0;
     }
     path = apr_pstrcat(d->p, d->dir, "/", id, NULL);
@@ -665,20 +696,20 @@ static int dump_spools(ctl *c, gmcp_arc_out *o, const char *dir, apr_array_heade
 typedef struct {
     ctl *c;
     apr_pool_t *p;
-    const char *final, *dir;    /* the archive's name and its directory */
-    const char *tmp;            /* the name it is written under */
-    const char *secret;         /* --encrypt's key; NULL: plain */
-    const char *spool_dir;      /* --include-uploads: the spool directory; else NULL */
+    const char *final, *dir; /* the archive's name and its directory */
+    const char *tmp;         /* the name it is written under */
+    const char *secret;      /* --encrypt's key; NULL: plain */
+    const char *spool_dir;   /* --include-uploads: the spool directory; else NULL */
     dbx x;
     FILE *fp;
     gmcp_arc_out *o;
-    int in_tx;                  /* the snapshot is open */
-    apr_array_header_t *mig;    /* schema_migrations: version, name, checksum */
-    apr_array_header_t *ups;    /* the live uploads (spool_dir) */
-    json_t *man;                /* the manifest, until gmcp_arc_finish takes it */
-    json_t *skipped;            /* its spool.skipped */
+    int in_tx;               /* the snapshot is open */
+    apr_array_header_t *mig; /* schema_migrations: version, name, checksum */
+    apr_array_header_t *ups; /* the live uploads (spool_dir) */
+    json_t *man;             /* the manifest, until gmcp_arc_finish takes it */
+    json_t *skipped;         /* its spool.skipped */
     apr_int64_t spool_bytes;
-    const char *err;            /* why it failed */
+    const char *err; /* why it failed */
 } backup_job;
 
 /* Step 1: the temporary file (in the archive's directory) and the archive on it. */
@@ -709,21 +740,21 @@ static json_t *backup_manifest(backup_job *B, const char *snap)
     int i;
     for (i = 0; i < B->mig->nelts; i++) {
         const char **r = APR_ARRAY_IDX(B->mig, i, const char **);
-        json_array_append_new(migs, json_pack("{s:I, s:s, s:s}", "version",
-                                              (json_int_t)apr_atoi64(r[0]),
-                                              "name", r[1] ? r[1] : "",
-                                              "checksum", r[2] ? r[2] : ""));
+        json_array_append_new(migs,
+                              json_pack("{s:I, s:s, s:s}", "version", (json_int_t)apr_atoi64(r[0]),
+                                        "name", r[1] ? r[1] : "", "checksum", r[2] ? r[2] : ""));
     }
     src = json_pack("{s:s}", "driver", B->c->driver);
     if (B->x.pg)
         json_object_set_new(src, "server_version", json_integer(PQserverVersion(B->x.pq)));
-    else json_object_set_new(src, "server_version", json_string(sqlite3_libversion()));
-    man = json_pack("{s:s, s:s, s:s, s:o, s:{s:i, s:o}, s:s}", "format", "gmcp-backup",
-                    "created_at", utc_iso(B->p, apr_time_now(), 0),
-                    "tool_version", GMCP_VERSION, "source", src,
-                    "schema", "version", B->mig->nelts, "migrations", migs, "snapshot", snap);
-    if ((pfp = pepper_fp(B->c))) json_object_set_new(man, "key_pepper_fingerprint",
-                                                     json_string(pfp));
+    else
+        json_object_set_new(src, "server_version", json_string(sqlite3_libversion()));
+    man =
+        json_pack("{s:s, s:s, s:s, s:o, s:{s:i, s:o}, s:s}", "format", "gmcp-backup", "created_at",
+                  utc_iso(B->p, apr_time_now(), 0), "tool_version", GMCP_VERSION, "source", src,
+                  "schema", "version", B->mig->nelts, "migrations", migs, "snapshot", snap);
+    if ((pfp = pepper_fp(B->c)))
+        json_object_set_new(man, "key_pepper_fingerprint", json_string(pfp));
     json_object_set_new(man, "encrypted", json_boolean(B->secret != NULL));
     return man;
 }
@@ -733,20 +764,23 @@ static json_t *backup_manifest(backup_job *B, const char *snap)
 static int backup_snapshot(backup_job *B)
 {
     dbx *x = &B->x;
-    const char *snap = x->pg ? "postgresql repeatable read read only"
-                             : "sqlite deferred read transaction";
+    const char *snap =
+        x->pg ? "postgresql repeatable read read only" : "sqlite deferred read transaction";
     apr_array_header_t *tables;
     int nc;
-    if (x_exec(x, x->pg ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                        : "BEGIN DEFERRED")) {
+    if (x_exec(x, x->pg ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN DEFERRED")) {
         B->err = apr_psprintf(B->p, "cannot start the snapshot: %s", x_err(x));
         return -1;
     }
     B->in_tx = 1;
-    if (x_query(x, B->p, "SELECT version, name, checksum FROM schema_migrations ORDER BY "
-                         "version", &nc, &B->mig)) {
-        B->err = apr_psprintf(B->p, "cannot read schema_migrations (is the database "
-                              "migrated?): %s", x_err(x));
+    if (x_query(x, B->p,
+                "SELECT version, name, checksum FROM schema_migrations ORDER BY "
+                "version",
+                &nc, &B->mig)) {
+        B->err = apr_psprintf(B->p,
+                              "cannot read schema_migrations (is the database "
+                              "migrated?): %s",
+                              x_err(x));
         return -1;
     }
     if (list_tables(x, B->p, &tables, &B->err) || dump_tables(x, B->p, tables, B->o, &B->err))
@@ -765,10 +799,8 @@ static int backup_spools(backup_job *B)
 {
     if (!B->spool_dir) return 0;
     B->skipped = json_array();
-    json_object_set_new(B->man, "spool", json_pack("{s:[], s:o}", "files", "skipped",
-                                                   B->skipped));
-    return dump_spools(B->c, B->o, B->spool_dir, B->ups, B->skipped, &B->spool_bytes,
-                       &B->err);
+    json_object_set_new(B->man, "spool", json_pack("{s:[], s:o}", "files", "skipped", B->skipped));
+    return dump_spools(B->c, B->o, B->spool_dir, B->ups, B->skipped, &B->spool_bytes, &B->err);
 }
 
 /* What was written (gmcpctl --json backup). */
@@ -779,9 +811,8 @@ static json_t *backup_summary(backup_job *B)
     int i;
     for (i = 0; i < (int)json_array_size(tables); i++)
         total += json_integer_value(json_object_get(json_array_get(tables, i), "rows"));
-    s = json_pack("{s:s, s:i, s:I, s:i}", "path", B->final, "tables",
-                  (int)json_array_size(tables), "rows", (json_int_t)total,
-                  "schema_version", B->mig->nelts);
+    s = json_pack("{s:s, s:i, s:I, s:i}", "path", B->final, "tables", (int)json_array_size(tables),
+                  "rows", (json_int_t)total, "schema_version", B->mig->nelts);
     if (B->spool_dir) {
         json_object_set_new(s, "spool_files",
                             json_integer((json_int_t)json_array_size(gmcp_arc_spools(B->o))));
@@ -797,7 +828,7 @@ static json_t *backup_summary(backup_job *B)
 static int backup_finish_file(backup_job *B)
 {
     json_t *man = B->man;
-    B->man = NULL;                  /* gmcp_arc_finish takes it */
+    B->man = NULL; /* gmcp_arc_finish takes it */
     if (gmcp_arc_finish(B->o, man) || fflush(B->fp) || fsync(fileno(B->fp))) {
         B->err = apr_psprintf(B->p, "cannot write %s: %s", B->tmp, strerror(errno));
         return -1;
@@ -809,8 +840,8 @@ static int backup_finish_file(backup_job *B)
     }
     B->fp = NULL;
     if (rename(B->tmp, B->final)) {
-        B->err = apr_psprintf(B->p, "cannot rename %s to %s: %s", B->tmp, B->final,
-                              strerror(errno));
+        B->err =
+            apr_psprintf(B->p, "cannot rename %s to %s: %s", B->tmp, B->final, strerror(errno));
         return -1;
     }
     fsync_dir(B->dir);
@@ -827,7 +858,10 @@ static int backup_end(backup_job *B, int rv, json_t **summary)
     if (B->man) json_decref(B->man);
     if (!rv) return 0;
     unlink(B->tmp);
-    if (summary && *summary) { json_decref(*summary); *summary = NULL; }
+    if (summary && *summary) {
+        json_decref(*summary);
+        *summary = NULL;
+    }
     return fail("backup failed: %s", B->err ? B->err : "unknown error");
 }
 
@@ -845,7 +879,7 @@ static int write_backup(ctl *c, const char *final, const char *secret, json_t **
     B.dir = dir_of(c->pool, final);
     B.secret = secret;
     B.spool_dir = spool_dir;
-    if ((rv = backup_open(&B)) != 0) return rv;     /* said; nothing to undo */
+    if ((rv = backup_open(&B)) != 0) return rv; /* said; nothing to undo */
     rv = (backup_snapshot(&B) || backup_spools(&B)) ? -1 : 0;
     if (!rv && summary) *summary = backup_summary(&B);
     if (!rv) rv = backup_finish_file(&B);
@@ -869,10 +903,14 @@ static int keep_prune(ctl *c, const char *dir, int keep)
     closedir(d);
     qsort(names->elts, (size_t)names->nelts, sizeof(char *), cmp_str);
     for (i = 0; i < names->nelts - keep; i++) {
-        const char *path = apr_pstrcat(c->pool, dir, "/", APR_ARRAY_IDX(names, i, const char *),
-                                       NULL);
-        if (unlink(path)) { fprintf(stderr, "gmcpctl: cannot remove %s\n", path); failed = 1; }
-        else if (c->verbose) printf("removed %s\n", path);
+        const char *path =
+            apr_pstrcat(c->pool, dir, "/", APR_ARRAY_IDX(names, i, const char *), NULL);
+        if (unlink(path)) {
+            fprintf(stderr, "gmcpctl: cannot remove %s\n", path);
+            failed = 1;
+        }
+        else if (c->verbose)
+            printf("removed %s\n", path);
     }
     if (names->nelts > keep) fsync_dir(dir);
     return failed ? EXIT_FAIL : 0;
@@ -882,8 +920,8 @@ static int keep_prune(ctl *c, const char *dir, int keep)
 static const char *series_name(apr_pool_t *p, const char *dir, const char *prefix)
 {
     for (;;) {
-        const char *f = apr_pstrcat(p, dir, "/", prefix, utc_iso(p, apr_time_now(), 1),
-                                    SERIES_SUFFIX, NULL);
+        const char *f =
+            apr_pstrcat(p, dir, "/", prefix, utc_iso(p, apr_time_now(), 1), SERIES_SUFFIX, NULL);
         if (!exists(p, f)) return f;
         apr_sleep(2000);
     }
@@ -899,8 +937,8 @@ int cmd_backup(ctl *c)
     if (keep_s) {
         char *end;
         long k = strtol(keep_s, &end, 10);
-        if (*end || k < 1 || k > 100000) return usage_err("--keep '%s' must be a count >= 1",
-                                                          keep_s);
+        if (*end || k < 1 || k > 100000)
+            return usage_err("--keep '%s' must be a count >= 1", keep_s);
         keep = (int)k;
     }
     if (!out) out = ".";
@@ -910,27 +948,31 @@ int cmd_backup(ctl *c)
     secret = enc_secret(c, &bad);
     if (bad) return bad;
     if (!into_dir && exists(c->pool, out)) return fail("%s already exists (not overwritten)", out);
-    if ((rv = open_db(c, 0)) != 0) return rv;      /* also reads --config */
+    if ((rv = open_db(c, 0)) != 0) return rv; /* also reads --config */
     if (opt(c, OPT_INCLUDE_UPLOADS)) {
         if (!(sdir = spool_dir_of(c)))
             return usage_err("--include-uploads needs --upload-dir DIR or a --config with "
-                             "GeminiMCPUploadDir%s", "");
+                             "GeminiMCPUploadDir%s",
+                             "");
         if (!is_dir(c->pool, sdir)) return fail("the upload directory %s does not exist", sdir);
     }
     if ((rv = joblock_take(c, &l)) != 0) return rv;
     /* A background job: on a busy host the requests httpd serves come first (the writer
      * thread, created later, inherits this). */
     if (setpriority(PRIO_PROCESS, 0, BACKUP_NICE) != 0 && c->verbose)
-        fprintf(stderr, "gmcpctl: cannot lower the backup's CPU priority: %s\n",
-                strerror(errno));
+        fprintf(stderr, "gmcpctl: cannot lower the backup's CPU priority: %s\n", strerror(errno));
     dir = into_dir ? out : dir_of(c->pool, out);
     final = into_dir ? series_name(c->pool, out, SERIES_PREFIX) : out;
     rv = write_backup(c, final, secret, &summary, sdir);
     joblock_release(&l);
     if (rv) return rv;
     if (keep) rv = keep_prune(c, dir, keep);
-    if (c->json) { json_dumpf(summary, stdout, JSON_COMPACT); fputc('\n', stdout); }
-    else if (c->verbose) printf("backup written to %s\n", final);
+    if (c->json) {
+        json_dumpf(summary, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
+    else if (c->verbose)
+        printf("backup written to %s\n", final);
     json_decref(summary);
     return rv;
 }
@@ -943,8 +985,7 @@ static apr_array_header_t *schema_tables(apr_pool_t *p, const char *sql_dir, con
     apr_array_header_t *migs, *out = apr_array_make(p, 16, sizeof(const char *));
     const char *err;
     int i, j, k;
-    if (gmcp_migrations_load(p, sql_dir, sql_subdir(driver), &migs, &err)
-        || version > migs->nelts)
+    if (gmcp_migrations_load(p, sql_dir, sql_subdir(driver), &migs, &err) || version > migs->nelts)
         return NULL;
     for (i = 0; i < version; i++) {
         apr_array_header_t *st = gmcp_sql_split(p, APR_ARRAY_IDX(migs, i, gmcp_migration).sql);
@@ -953,23 +994,31 @@ static apr_array_header_t *schema_tables(apr_pool_t *p, const char *sql_dir, con
             char name[256];
             int drop;
             while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-            if (!strncasecmp(s, "CREATE TABLE ", 13)) { s += 13; drop = 0; }
-            else if (!strncasecmp(s, "DROP TABLE ", 11)) { s += 11; drop = 1; }
-            else continue;
+            if (!strncasecmp(s, "CREATE TABLE ", 13)) {
+                s += 13;
+                drop = 0;
+            }
+            else if (!strncasecmp(s, "DROP TABLE ", 11)) {
+                s += 11;
+                drop = 1;
+            }
+            else
+                continue;
             while (*s == ' ') s++;
             if (!strncasecmp(s, "IF NOT EXISTS ", 14)) s += 14;
             if (!strncasecmp(s, "IF EXISTS ", 10)) s += 10;
-            for (k = 0; k < 255 && (s[k] == '_' || (s[k] >= 'a' && s[k] <= 'z')
-                                    || (s[k] >= 'A' && s[k] <= 'Z') || (s[k] >= '0'
-                                    && s[k] <= '9')); k++)
+            for (k = 0; k < 255
+                 && (s[k] == '_' || (s[k] >= 'a' && s[k] <= 'z') || (s[k] >= 'A' && s[k] <= 'Z')
+                     || (s[k] >= '0' && s[k] <= '9'));
+                 k++)
                 name[k] = (char)(s[k] >= 'A' && s[k] <= 'Z' ? s[k] + 32 : s[k]);
             name[k] = '\0';
             if (!k || !strcmp(name, "schema_migrations")) continue;
             for (k = 0; k < out->nelts; k++)
                 if (!strcmp(APR_ARRAY_IDX(out, k, const char *), name)) break;
             if (drop && k < out->nelts) {
-                APR_ARRAY_IDX(out, k, const char *) = APR_ARRAY_IDX(out, out->nelts - 1,
-                                                                    const char *);
+                APR_ARRAY_IDX(out, k, const char *) =
+                    APR_ARRAY_IDX(out, out->nelts - 1, const char *);
                 out->nelts--;
             }
             else if (!drop && k == out->nelts)
@@ -983,8 +1032,8 @@ static json_t *find_table(json_t *man, const char *name)
 {
     json_t *t = json_object_get(man, "tables"), *e;
     size_t i;
-    json_array_foreach(t, i, e)
-        if (!strcmp(json_string_value(json_object_get(e, "name")) ?: "", name)) return e;
+    json_array_foreach(
+        t, i, e) if (!strcmp(json_string_value(json_object_get(e, "name")) ?: "", name)) return e;
     return NULL;
 }
 
@@ -996,10 +1045,12 @@ static int check_archive(ctl *c, const char *path, const char *secret, json_t **
     apr_array_header_t *want;
     json_t *man;
     int version, i;
-    if (gmcp_arc_read(c->pool, path, secret, NULL, NULL, &man, &err)) { *why = err; return -1; }
+    if (gmcp_arc_read(c->pool, path, secret, NULL, NULL, &man, &err)) {
+        *why = err;
+        return -1;
+    }
     drv = json_string_value(json_object_get(json_object_get(man, "source"), "driver"));
-    version = (int)json_integer_value(json_object_get(json_object_get(man, "schema"),
-                                                      "version"));
+    version = (int)json_integer_value(json_object_get(json_object_get(man, "schema"), "version"));
     if (!drv || (strcmp(drv, "sqlite3") && strcmp(drv, "pgsql")) || version < 1) {
         json_decref(man);
         *why = "corrupt manifest (source driver or schema version missing)";
@@ -1010,7 +1061,8 @@ static int check_archive(ctl *c, const char *path, const char *secret, json_t **
     if ((want = schema_tables(c->pool, c->sql_dir, drv, version)))
         for (i = 0; i < want->nelts; i++)
             if (!find_table(man, APR_ARRAY_IDX(want, i, const char *))) {
-                *why = apr_psprintf(c->pool, "incomplete: table %s of schema version %d is "
+                *why = apr_psprintf(c->pool,
+                                    "incomplete: table %s of schema version %d is "
                                     "missing from the archive",
                                     APR_ARRAY_IDX(want, i, const char *), version);
                 json_decref(man);
@@ -1038,18 +1090,18 @@ int cmd_backup_verify(ctl *c, const char *path)
     if (check_archive(c, path, secret, &man, &why))
         return fail("%s", apr_psprintf(c->pool, "%s: %s", path, why));
     if (c->json) {
-        json_t *o = json_pack("{s:s, s:b, s:O, s:O, s:O, s:O}", "path", path, "ok", 1,
-                              "schema", json_object_get(man, "schema"),
-                              "source", json_object_get(man, "source"),
-                              "created_at", json_object_get(man, "created_at"),
-                              "tables", json_object_get(man, "tables"));
+        json_t *o = json_pack(
+            "{s:s, s:b, s:O, s:O, s:O, s:O}", "path", path, "ok", 1, "schema",
+            json_object_get(man, "schema"), "source", json_object_get(man, "source"), "created_at",
+            json_object_get(man, "created_at"), "tables", json_object_get(man, "tables"));
         if (json_object_get(man, "spool"))
             json_object_set(o, "spool", json_object_get(man, "spool"));
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
         json_decref(o);
     }
-    else if (c->verbose) printf("%s: ok\n", path);
+    else if (c->verbose)
+        printf("%s: ok\n", path);
     json_decref(man);
     return 0;
 }
@@ -1058,7 +1110,7 @@ int cmd_backup_verify(ctl *c, const char *path)
 typedef struct {
     dbx *x;
     apr_pool_t *p;
-    apr_array_header_t *tables;     /* the target's */
+    apr_array_header_t *tables; /* the target's */
     const table_info *cur;
     sqlite3_stmt *ins;
     int copying;
@@ -1067,17 +1119,23 @@ typedef struct {
     /* spool files: written under temporary names during the load, put in place after
      * the commit */
     const char *sdir;
-    json_t *want;                   /* the verified manifest's spool.files */
-    apr_array_header_t *spools;     /* spool_out */
+    json_t *want;               /* the verified manifest's spool.files */
+    apr_array_header_t *spools; /* spool_out */
     int fd;
 } loader;
 
-typedef struct { const char *id, *tmp, *final; int placed; } spool_out;
+typedef struct {
+    const char *id, *tmp, *final;
+    int placed;
+} spool_out;
 
 static int load_finish(loader *L)
 {
     int rv = 0;
-    if (L->ins) { sqlite3_finalize(L->ins); L->ins = NULL; }
+    if (L->ins) {
+        sqlite3_finalize(L->ins);
+        L->ins = NULL;
+    }
     if (L->copying) {
         PGresult *r;
         L->copying = 0;
@@ -1102,18 +1160,22 @@ static int load_table(void *baton, const char *name, json_t *cols)
         if (!strcmp(APR_ARRAY_IDX(L->tables, i, table_info).name, name))
             L->cur = &APR_ARRAY_IDX(L->tables, i, table_info);
     if (!L->cur) {
-        L->err = apr_psprintf(L->p, "the target has no table %s at the archive's schema "
-                              "version", name);
+        L->err = apr_psprintf(L->p,
+                              "the target has no table %s at the archive's schema "
+                              "version",
+                              name);
         return -1;
     }
     if ((int)json_array_size(cols) != L->cur->ncols) goto mismatch;
     for (i = 0; i < L->cur->ncols; i++)
         if (strcmp(json_string_value(json_object_get(json_array_get(cols, (size_t)i), "name"))
-                   ?: "", L->cur->cols[i]))
+                       ?: "",
+                   L->cur->cols[i]))
             goto mismatch;
     if (L->x->pg) {
-        PGresult *r = PQexec(L->x->pq, apr_psprintf(L->p, "COPY %s (%s) FROM STDIN",
-                                                     qid(L->p, name), L->cur->collist));
+        PGresult *r =
+            PQexec(L->x->pq,
+                   apr_psprintf(L->p, "COPY %s (%s) FROM STDIN", qid(L->p, name), L->cur->collist));
         int st = PQresultStatus(r);
         PQclear(r);
         if (st != PGRES_COPY_IN) {
@@ -1125,8 +1187,10 @@ static int load_table(void *baton, const char *name, json_t *cols)
     else {
         const char *q = "?";
         for (i = 1; i < L->cur->ncols; i++) q = apr_pstrcat(L->p, q, ",?", NULL);
-        if (sqlite3_prepare_v2(L->x->lite, apr_psprintf(L->p, "INSERT INTO %s (%s) VALUES (%s)",
-                               qid(L->p, name), L->cur->collist, q), -1, &L->ins, NULL)
+        if (sqlite3_prepare_v2(L->x->lite,
+                               apr_psprintf(L->p, "INSERT INTO %s (%s) VALUES (%s)",
+                                            qid(L->p, name), L->cur->collist, q),
+                               -1, &L->ins, NULL)
             != SQLITE_OK) {
             L->err = apr_psprintf(L->p, "cannot load table %s: %s", name, x_err(L->x));
             return -1;
@@ -1134,8 +1198,10 @@ static int load_table(void *baton, const char *name, json_t *cols)
     }
     return 0;
 mismatch:
-    L->err = apr_psprintf(L->p, "the columns of table %s differ between the archive and the "
-                          "target", name);
+    L->err = apr_psprintf(L->p,
+                          "the columns of table %s differ between the archive and the "
+                          "target",
+                          name);
     return -1;
 }
 
@@ -1150,70 +1216,105 @@ static void copy_escape(gmcp_abuf *b, const char *s, size_t n)
         case '\n': e = "\\n"; break;
         case '\r': e = "\\r"; break;
         }
-        if (e) { gmcp_abuf_add(b, s + i - run, run); run = 0; gmcp_abuf_add(b, e, 2); }
-        else run++;
+        if (e) {
+            gmcp_abuf_add(b, s + i - run, run);
+            run = 0;
+            gmcp_abuf_add(b, e, 2);
+        }
+        else
+            run++;
     }
     gmcp_abuf_add(b, s + n - run, run);
+}
+
+/* One archive value as a field of PostgreSQL's COPY text format; -1 if it has no column
+ * type (an object or array). */
+static int copy_value(gmcp_abuf *b, json_t *v)
+{
+    char num[32];
+    if (json_is_null(v))
+        gmcp_abuf_add(b, "\\N", 2);
+    else if (json_is_integer(v)) {
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        gmcp_abuf_add(b, num, strlen(num));
+    }
+    else if (json_is_boolean(v))
+        gmcp_abuf_add(b, json_is_true(v) ? "t" : "f", 1);
+    else if (json_is_real(v)) {
+        snprintf(num, sizeof(num), "%.17g", json_real_value(v));
+        gmcp_abuf_add(b, num, strlen(num));
+    }
+    else if (json_is_string(v))
+        copy_escape(b, json_string_value(v), json_string_length(v));
+    else
+        return -1;
+    return 0;
+}
+
+/* One archive value bound to the SQLite insert's parameter i (1-based); -1 on failure. */
+static int bind_value(sqlite3_stmt *ins, int i, json_t *v)
+{
+    int rc;
+    if (json_is_null(v))
+        rc = sqlite3_bind_null(ins, i);
+    else if (json_is_integer(v))
+        rc = sqlite3_bind_int64(ins, i, json_integer_value(v));
+    else if (json_is_boolean(v))
+        rc = sqlite3_bind_int(ins, i, json_is_true(v));
+    else if (json_is_real(v))
+        rc = sqlite3_bind_double(ins, i, json_real_value(v));
+    else if (json_is_string(v))
+        rc = sqlite3_bind_text(ins, i, json_string_value(v), (int)json_string_length(v),
+                               SQLITE_TRANSIENT);
+    else
+        return -1;
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* The row's values into the COPY line (PostgreSQL) or the insert's bindings (SQLite). */
+static int take_values(loader *L, json_t *a)
+{
+    int i;
+    if (L->x->pg) L->b.len = 0;
+    for (i = 0; i < L->cur->ncols; i++) {
+        json_t *v = json_array_get(a, (size_t)i);
+        if (L->x->pg) {
+            if (i) gmcp_abuf_add(&L->b, "\t", 1);
+            if (copy_value(&L->b, v)) return -1;
+        }
+        else if (bind_value(L->ins, i + 1, v))
+            return -1;
+    }
+    return 0;
+}
+
+/* The row into the target: the COPY stream, or one step of the insert. */
+static int put_row(loader *L)
+{
+    int rc;
+    if (L->x->pg) {
+        gmcp_abuf_add(&L->b, "\n", 1);
+        return PQputCopyData(L->x->pq, L->b.data, (int)L->b.len) == 1 ? 0 : -1;
+    }
+    rc = sqlite3_step(L->ins);
+    sqlite3_reset(L->ins);
+    sqlite3_clear_bindings(L->ins);
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static int load_row(void *baton, const char *line, size_t len)
 {
     loader *L = baton;
     json_error_t je;
-    json_t *a = json_loadb(line, len, JSON_ALLOW_NUL, &je), *v;
-    int i, rc = 0;
-    char num[32];
-    if (!a || !json_is_array(a) || (int)json_array_size(a) != L->cur->ncols) {
-        if (a) json_decref(a);
+    json_t *a = json_loadb(line, len, JSON_ALLOW_NUL, &je);
+    int bad =
+        !a || !json_is_array(a) || (int)json_array_size(a) != L->cur->ncols || take_values(L, a);
+    if (a) json_decref(a);
+    if (bad) {
         L->err = apr_psprintf(L->p, "corrupt row in table %s", L->cur->name);
         return -1;
     }
-    if (L->x->pg) L->b.len = 0;
-    for (i = 0; i < L->cur->ncols; i++) {
-        v = json_array_get(a, (size_t)i);
-        if (L->x->pg) {
-            if (i) gmcp_abuf_add(&L->b, "\t", 1);
-            if (json_is_null(v)) gmcp_abuf_add(&L->b, "\\N", 2);
-            else if (json_is_integer(v)) {
-                snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-                gmcp_abuf_add(&L->b, num, strlen(num));
-            }
-            else if (json_is_boolean(v)) gmcp_abuf_add(&L->b, json_is_true(v) ? "t" : "f", 1);
-            else if (json_is_real(v)) {
-                snprintf(num, sizeof(num), "%.17g", json_real_value(v));
-                gmcp_abuf_add(&L->b, num, strlen(num));
-            }
-            else if (json_is_string(v))
-                copy_escape(&L->b, json_string_value(v), json_string_length(v));
-            else { rc = -1; break; }
-        }
-        else {
-            if (json_is_null(v)) rc = sqlite3_bind_null(L->ins, i + 1);
-            else if (json_is_integer(v)) rc = sqlite3_bind_int64(L->ins, i + 1,
-                                                                 json_integer_value(v));
-            else if (json_is_boolean(v)) rc = sqlite3_bind_int(L->ins, i + 1, json_is_true(v));
-            else if (json_is_real(v)) rc = sqlite3_bind_double(L->ins, i + 1, json_real_value(v));
-            else if (json_is_string(v))
-                rc = sqlite3_bind_text(L->ins, i + 1, json_string_value(v),
-                                       (int)json_string_length(v), SQLITE_TRANSIENT);
-            else rc = -1;
-            if (rc != SQLITE_OK) { rc = -1; break; }
-        }
-    }
-    json_decref(a);
-    if (rc) { L->err = apr_psprintf(L->p, "corrupt row in table %s", L->cur->name); return -1; }
-    if (L->x->pg) {
-        gmcp_abuf_add(&L->b, "\n", 1);
-        if (PQputCopyData(L->x->pq, L->b.data, (int)L->b.len) != 1) {
-            L->err = apr_psprintf(L->p, "cannot load table %s: %s", L->cur->name, x_err(L->x));
-            return -1;
-        }
-        return 0;
-    }
-    rc = sqlite3_step(L->ins);
-    sqlite3_reset(L->ins);
-    sqlite3_clear_bindings(L->ins);
-    if (rc != SQLITE_DONE) {
+    if (put_row(L)) {
         L->err = apr_psprintf(L->p, "cannot load table %s: %s", L->cur->name, x_err(L->x));
         return -1;
     }
@@ -1229,8 +1330,10 @@ static int load_spool_begin(void *baton, const char *id, apr_int64_t bytes)
         L->err = apr_psprintf(L->p, "corrupt: '%s' is not an upload id", id);
         return -1;
     }
-    if (!L->sdir) { L->err = "the archive holds spool files and no upload directory is known";
-                    return -1; }
+    if (!L->sdir) {
+        L->err = "the archive holds spool files and no upload directory is known";
+        return -1;
+    }
     so = apr_array_push(L->spools);
     so->id = apr_pstrdup(L->p, id);
     so->final = apr_pstrcat(L->p, L->sdir, "/", id, NULL);
@@ -1275,10 +1378,10 @@ static int load_spool_end(void *baton, const char *id, const char *sha256)
         return -1;
     }
     L->fd = -1;
-    json_array_foreach(L->want, i, e)
-        if (!strcmp(json_string_value(json_object_get(e, "id")) ?: "", id)
-            && !strcmp(json_string_value(json_object_get(e, "sha256")) ?: "", sha256))
-            ok = 1;
+    json_array_foreach(
+        L->want, i,
+        e) if (!strcmp(json_string_value(json_object_get(e, "id")) ?: "", id)
+               && !strcmp(json_string_value(json_object_get(e, "sha256")) ?: "", sha256)) ok = 1;
     if (!ok) {
         L->err = apr_psprintf(L->p, "the archive changed while it was read (spool file %s)", id);
         return -1;
@@ -1290,7 +1393,10 @@ static int load_spool_end(void *baton, const char *id, const char *sha256)
 static void spools_discard(loader *L)
 {
     int i;
-    if (L->fd >= 0) { close(L->fd); L->fd = -1; }
+    if (L->fd >= 0) {
+        close(L->fd);
+        L->fd = -1;
+    }
     for (i = 0; L->spools && i < L->spools->nelts; i++) {
         spool_out *so = &APR_ARRAY_IDX(L->spools, i, spool_out);
         if (!so->placed) unlink(so->tmp);
@@ -1304,14 +1410,16 @@ static int spools_place(loader *L, int replace)
     int i, failed = 0;
     for (i = 0; i < L->spools->nelts; i++) {
         spool_out *so = &APR_ARRAY_IDX(L->spools, i, spool_out);
-        int r = replace ? rename(so->tmp, so->final)
-                        : (link(so->tmp, so->final) || unlink(so->tmp));
+        int r =
+            replace ? rename(so->tmp, so->final) : (link(so->tmp, so->final) || unlink(so->tmp));
         if (r) {
-            fprintf(stderr, "gmcpctl: cannot put the spool file %s in place (%s): it is kept "
-                    "as %s\n", so->final, strerror(errno), so->tmp);
+            fprintf(stderr,
+                    "gmcpctl: cannot put the spool file %s in place (%s): it is kept "
+                    "as %s\n",
+                    so->final, strerror(errno), so->tmp);
             failed++;
         }
-        so->placed = 1;     /* in place, or kept for the operator */
+        so->placed = 1; /* in place, or kept for the operator */
     }
     if (L->spools->nelts) fsync_dir(L->sdir);
     return failed;
@@ -1324,28 +1432,32 @@ static void warn_missing_spools(dbx *x, apr_pool_t *p, const char *sdir, json_t 
     apr_array_header_t *ups;
     const char *err, *first = NULL;
     int i, n = 0;
-    if (live_uploads(x, p, &ups, &err)) return;      /* a schema without uploads */
+    if (live_uploads(x, p, &ups, &err)) return; /* a schema without uploads */
     for (i = 0; i < ups->nelts; i++) {
         const char *id = APR_ARRAY_IDX(ups, i, const char **)[0];
         json_t *e;
         size_t k;
         int found = 0;
-        json_array_foreach(files, k, e)
-            if (!strcmp(json_string_value(json_object_get(e, "id")) ?: "", id)) found = 1;
+        json_array_foreach(files, k,
+                           e) if (!strcmp(json_string_value(json_object_get(e, "id")) ?: "", id))
+            found = 1;
         if (found || (sdir && exists(p, apr_pstrcat(p, sdir, "/", id, NULL)))) continue;
         if (!first) first = id;
         n++;
     }
     if (n && sdir)
-        fprintf(stderr, "gmcpctl: warning: %d live upload(s) (e.g. %s) have no spool file in "
+        fprintf(stderr,
+                "gmcpctl: warning: %d live upload(s) (e.g. %s) have no spool file in "
                 "the archive nor in %s: their clients must start them over (cleanup removes "
                 "the rows once they expire; back up with --include-uploads to keep them)\n",
                 n, first, sdir);
     else if (n)
-        fprintf(stderr, "gmcpctl: warning: %d live upload(s) (e.g. %s) have no spool file in "
+        fprintf(stderr,
+                "gmcpctl: warning: %d live upload(s) (e.g. %s) have no spool file in "
                 "the archive: unless GeminiMCPUploadDir still holds them, their clients must "
                 "start them over (cleanup removes the rows once they expire; back up with "
-                "--include-uploads to keep them)\n", n, first);
+                "--include-uploads to keep them)\n",
+                n, first);
 }
 
 static apr_int64_t table_rows(dbx *x, apr_pool_t *p, const char *name)
@@ -1363,8 +1475,8 @@ typedef struct {
     ctl *c;
     apr_pool_t *p;
     const char *path, *secret;
-    json_t *man;                /* the verified manifest (borrowed) */
-    json_t *sfiles;             /* its spool.files */
+    json_t *man;    /* the verified manifest (borrowed) */
+    json_t *sfiles; /* its spool.files */
     size_t nspool;
     int dry, replace;
     int aver, tver;             /* schema versions: the archive's, the target's */
@@ -1377,9 +1489,9 @@ typedef struct {
     dbx x;
     gmcpctl_joblock l;
     loader L;
-    gmcp_arc_out *chk;          /* the target re-read */
-    json_t *mt;                 /* its tables: what was restored (borrowed from chk) */
-    const char *err;            /* why the transaction failed */
+    gmcp_arc_out *chk; /* the target re-read */
+    json_t *mt;        /* its tables: what was restored (borrowed from chk) */
+    const char *err;   /* why the transaction failed */
 } restore_job;
 
 /* "<verb> <table> <n> rows" for each table of a manifest's "tables". */
@@ -1413,28 +1525,32 @@ static int restore_check_migrations(restore_job *R)
 {
     ctl *c = R->c;
     json_t *amigs = json_object_get(json_object_get(R->man, "schema"), "migrations");
-    const char *adrv = json_string_value(json_object_get(json_object_get(R->man, "source"),
-                                                         "driver"));
+    const char *adrv =
+        json_string_value(json_object_get(json_object_get(R->man, "source"), "driver"));
     const char *err = NULL;
     int i;
     if (gmcp_migrations_load(R->p, c->sql_dir, sql_subdir(c->driver), &R->migs, &err))
         return fail("%s", err);
     if (R->aver > R->migs->nelts)
-        return fail("%s", apr_psprintf(R->p, "refused: the archive's schema version %d is "
-                                       "newer than this gmcpctl's migrations (%d in %s/%s): "
-                                       "use a newer gmcpctl", R->aver, R->migs->nelts,
-                                       c->sql_dir, sql_subdir(c->driver)));
+        return fail("%s",
+                    apr_psprintf(R->p,
+                                 "refused: the archive's schema version %d is "
+                                 "newer than this gmcpctl's migrations (%d in %s/%s): "
+                                 "use a newer gmcpctl",
+                                 R->aver, R->migs->nelts, c->sql_dir, sql_subdir(c->driver)));
     for (i = 0; i < R->aver; i++) {
         json_t *am = json_array_get(amigs, (size_t)i);
         gmcp_migration *m = &APR_ARRAY_IDX(R->migs, i, gmcp_migration);
         if (!am || strcmp(json_string_value(json_object_get(am, "name")) ?: "", m->name)
             || (adrv && !strcmp(adrv, c->driver)
-                && strcmp(json_string_value(json_object_get(am, "checksum")) ?: "",
-                          m->checksum)))
-            return fail("%s", apr_psprintf(R->p, "refused: migration %d of the archive (%s) "
-                                           "differs from this gmcpctl's (%s)", i + 1,
-                                           am ? json_string_value(json_object_get(am, "name"))
-                                              : "missing", m->name));
+                && strcmp(json_string_value(json_object_get(am, "checksum")) ?: "", m->checksum)))
+            return fail(
+                "%s",
+                apr_psprintf(R->p,
+                             "refused: migration %d of the archive (%s) "
+                             "differs from this gmcpctl's (%s)",
+                             i + 1, am ? json_string_value(json_object_get(am, "name")) : "missing",
+                             m->name));
     }
     return 0;
 }
@@ -1448,9 +1564,12 @@ static int restore_check_target(restore_job *R)
     if (x_init(c, &R->x)) return fail("%s", "cannot reach the database's native handle");
     if (gmcp_db_schema_version(&c->db, &R->tver, &err)) return fail("%s", err);
     if (R->tver > R->aver)
-        return fail("%s", apr_psprintf(R->p, "refused: the target's schema (version %d) is "
-                                       "newer than the archive's (%d); restore into an empty "
-                                       "database or migrate it down first", R->tver, R->aver));
+        return fail("%s",
+                    apr_psprintf(R->p,
+                                 "refused: the target's schema (version %d) is "
+                                 "newer than the archive's (%d); restore into an empty "
+                                 "database or migrate it down first",
+                                 R->tver, R->aver));
     if (R->tver > 0 && gmcp_migrate_status(&c->db, R->migs, &err)) return fail("%s", err);
     for (i = 0; i < R->tver; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(R->migs, i, gmcp_migration);
@@ -1474,10 +1593,12 @@ static int restore_count_rows(restore_job *R)
         R->existing += n;
     }
     if (R->existing && !R->replace)
-        return fail("%s", apr_psprintf(R->p, "refused: the target database is not empty (%"
-                                       APR_INT64_T_FMT " rows, e.g. in %s); give --replace to "
-                                       "overwrite it (a backup of it is taken first)",
-                                       R->existing, busy_table));
+        return fail("%s",
+                    apr_psprintf(R->p,
+                                 "refused: the target database is not empty (%" APR_INT64_T_FMT
+                                 " rows, e.g. in %s); give --replace to "
+                                 "overwrite it (a backup of it is taken first)",
+                                 R->existing, busy_table));
     return 0;
 }
 
@@ -1489,20 +1610,24 @@ static int restore_check_spools(restore_job *R)
     R->sdir = spool_dir_of(R->c);
     if (!R->nspool) return 0;
     if (!R->sdir)
-        return fail("%s", apr_psprintf(R->p, "refused: the archive holds %d spool file(s) of "
-                                       "live uploads: give --upload-dir DIR (or a --config "
-                                       "with GeminiMCPUploadDir)", (int)R->nspool));
+        return fail("%s",
+                    apr_psprintf(R->p,
+                                 "refused: the archive holds %d spool file(s) of "
+                                 "live uploads: give --upload-dir DIR (or a --config "
+                                 "with GeminiMCPUploadDir)",
+                                 (int)R->nspool));
     if (!is_dir(R->p, R->sdir))
         return fail("refused: the upload directory %s does not exist", R->sdir);
     for (si = 0; si < R->nspool; si++) {
-        const char *id = json_string_value(json_object_get(json_array_get(R->sfiles, si),
-                                                           "id"));
+        const char *id = json_string_value(json_object_get(json_array_get(R->sfiles, si), "id"));
         if (!gmcp_upload_id_ok(id))
-            return fail("refused: the archive's spool file '%s' is not an upload id",
-                        id ? id : "");
+            return fail("refused: the archive's spool file '%s' is not an upload id", id ? id : "");
         if (!R->replace && exists(R->p, apr_pstrcat(R->p, R->sdir, "/", id, NULL)))
-            return fail("%s", apr_psprintf(R->p, "refused: the spool file %s/%s exists; give "
-                                           "--replace to overwrite it", R->sdir, id));
+            return fail("%s",
+                        apr_psprintf(R->p,
+                                     "refused: the spool file %s/%s exists; give "
+                                     "--replace to overwrite it",
+                                     R->sdir, id));
     }
     return 0;
 }
@@ -1533,20 +1658,19 @@ static void restore_print_plan(restore_job *R)
             printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)\n",
                    sdir ? sdir : "<no upload directory: refused>",
                    json_string_value(json_object_get(json_array_get(R->sfiles, si), "id")),
-                   json_integer_value(json_object_get(json_array_get(R->sfiles, si),
-                                                      "bytes")));
+                   json_integer_value(json_object_get(json_array_get(R->sfiles, si), "bytes")));
         return;
     }
     for (si = 0; si < R->nspool; si++) {
         json_t *e = json_array_get(R->sfiles, si);
         const char *id = json_string_value(json_object_get(e, "id"));
-        printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)%s\n", R->sdir,
-               id, json_integer_value(json_object_get(e, "bytes")),
+        printf("would write spool file %s/%s (%" JSON_INTEGER_FORMAT " bytes)%s\n", R->sdir, id,
+               json_integer_value(json_object_get(e, "bytes")),
                exists(R->p, apr_pstrcat(R->p, R->sdir, "/", id, NULL)) ? ", replacing it" : "");
     }
     if (R->tver < R->aver) printf("would apply migrations %d..%d\n", R->tver + 1, R->aver);
-    if (R->existing) printf("would back up and delete the target's %" APR_INT64_T_FMT
-                            " rows\n", R->existing);
+    if (R->existing)
+        printf("would back up and delete the target's %" APR_INT64_T_FMT " rows\n", R->existing);
     print_tables("would load", mt);
     printf("nothing changed (dry run)\n");
 }
@@ -1558,9 +1682,10 @@ static void warn_other_pepper(restore_job *R)
     const char *afp = json_string_value(json_object_get(R->man, "key_pepper_fingerprint"));
     const char *cfp = pepper_fp(R->c);
     if (afp && cfp && strcmp(afp, cfp))
-        fprintf(stderr, "gmcpctl: warning: the archive was taken with another key pepper "
-                        "than this configuration's: its API keys will not verify until "
-                        "GeminiMCPKeyPepper is the original one\n");
+        fprintf(stderr,
+                "gmcpctl: warning: the archive was taken with another key pepper "
+                "than this configuration's: its API keys will not verify until "
+                "GeminiMCPKeyPepper is the original one\n");
 }
 
 /* Step 4b (--replace): the target's rows backed up next to the archive first. */
@@ -1578,8 +1703,9 @@ static int tx_migrate(restore_job *R)
     dbx *x = &R->x;
     apr_pool_t *p = R->p;
     int i, j;
-    if (x_exec(x, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                  "name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)")) {
+    if (x_exec(x,
+               "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+               "name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)")) {
         R->err = apr_psprintf(p, "cannot create schema_migrations: %s", x_err(x));
         return -1;
     }
@@ -1588,13 +1714,16 @@ static int tx_migrate(restore_job *R)
         apr_array_header_t *st = gmcp_sql_split(p, m->sql);
         for (j = 0; j < st->nelts; j++)
             if (x_exec(x, APR_ARRAY_IDX(st, j, const char *))) {
-                R->err = apr_psprintf(p, "migration %s failed at statement %d: %s", m->name,
-                                      j + 1, x_err(x));
+                R->err = apr_psprintf(p, "migration %s failed at statement %d: %s", m->name, j + 1,
+                                      x_err(x));
                 return -1;
             }
-        if (x_exec(x, apr_psprintf(p, "INSERT INTO schema_migrations (version, name, checksum, "
-                                   "applied_at) VALUES (%d, %s, %s, %s)", m->version,
-                                   qlit(p, m->name), qlit(p, m->checksum), gmcp_now_str(p)))) {
+        if (x_exec(x,
+                   apr_psprintf(p,
+                                "INSERT INTO schema_migrations (version, name, checksum, "
+                                "applied_at) VALUES (%d, %s, %s, %s)",
+                                m->version, qlit(p, m->name), qlit(p, m->checksum),
+                                gmcp_now_str(p)))) {
             R->err = apr_psprintf(p, "cannot record migration %s: %s", m->name, x_err(x));
             return -1;
         }
@@ -1609,8 +1738,10 @@ static int tx_check_tables(restore_job *R)
     if (list_tables(&R->x, R->p, &R->tables, &R->err)) return -1;
     for (i = 0; i < R->tables->nelts; i++)
         if (!find_table(R->man, APR_ARRAY_IDX(R->tables, i, table_info).name)) {
-            R->err = apr_psprintf(R->p, "the archive has no table %s, which schema version %d "
-                                  "has", APR_ARRAY_IDX(R->tables, i, table_info).name, R->aver);
+            R->err = apr_psprintf(R->p,
+                                  "the archive has no table %s, which schema version %d "
+                                  "has",
+                                  APR_ARRAY_IDX(R->tables, i, table_info).name, R->aver);
             return -1;
         }
     return 0;
@@ -1625,24 +1756,29 @@ static int tx_empty(restore_job *R)
     int i, nc;
     if (x->pg) {
         for (i = 0; i < R->tables->nelts; i++)
-            if (x_exec(x, apr_psprintf(p, "ALTER TABLE %s DISABLE TRIGGER USER",
-                                       qid(p, APR_ARRAY_IDX(R->tables, i, table_info).name))))
+            if (x_exec(x,
+                       apr_psprintf(p, "ALTER TABLE %s DISABLE TRIGGER USER",
+                                    qid(p, APR_ARRAY_IDX(R->tables, i, table_info).name))))
                 goto failed;
     }
     else {
-        if (x_query(x, p, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND "
-                          "sql IS NOT NULL", &nc, &R->trig)) {
+        if (x_query(x, p,
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND "
+                    "sql IS NOT NULL",
+                    &nc, &R->trig)) {
             R->err = apr_psprintf(p, "cannot read the triggers: %s", x_err(x));
             return -1;
         }
         for (i = 0; i < R->trig->nelts; i++)
-            if (x_exec(x, apr_psprintf(p, "DROP TRIGGER %s",
-                                       qid(p, APR_ARRAY_IDX(R->trig, i, const char **)[0]))))
+            if (x_exec(x,
+                       apr_psprintf(p, "DROP TRIGGER %s",
+                                    qid(p, APR_ARRAY_IDX(R->trig, i, const char **)[0]))))
                 goto failed;
     }
     for (i = 0; i < R->tables->nelts; i++)
-        if (x_exec(x, apr_psprintf(p, "DELETE FROM %s",
-                                   qid(p, APR_ARRAY_IDX(R->tables, i, table_info).name))))
+        if (x_exec(x,
+                   apr_psprintf(p, "DELETE FROM %s",
+                                qid(p, APR_ARRAY_IDX(R->tables, i, table_info).name))))
             goto failed;
     return 0;
 failed:
@@ -1674,7 +1810,8 @@ static int tx_load(restore_job *R)
     /* rerr is set only when the archive itself failed (not a callback, nor the load). */
     if (failed)
         R->err = rerr ? apr_pstrcat(R->p, "the archive changed while it was read: ", rerr, NULL)
-                      : L->err ? L->err : "cannot load the archive";
+            : L->err  ? L->err
+                      : "cannot load the archive";
     return failed ? -1 : 0;
 }
 
@@ -1685,9 +1822,9 @@ static int tx_triggers_back(restore_job *R)
     int i;
     if (x->pg) {
         for (i = 0; i < R->tables->nelts; i++)
-            if (x_exec(x, apr_psprintf(R->p, "ALTER TABLE %s ENABLE TRIGGER USER",
-                                       qid(R->p, APR_ARRAY_IDX(R->tables, i,
-                                                               table_info).name)))) {
+            if (x_exec(x,
+                       apr_psprintf(R->p, "ALTER TABLE %s ENABLE TRIGGER USER",
+                                    qid(R->p, APR_ARRAY_IDX(R->tables, i, table_info).name)))) {
                 R->err = apr_psprintf(R->p, "cannot re-enable the triggers: %s", x_err(x));
                 return -1;
             }
@@ -1708,8 +1845,9 @@ static int tx_sequences_pg(restore_job *R)
     apr_pool_t *p = R->p;
     apr_array_header_t *seqs;
     int i, nc;
-    if (x_query(x, p, "SELECT table_name, column_name FROM information_schema.columns WHERE "
-                      "table_schema = current_schema() AND column_default LIKE 'nextval(%'",
+    if (x_query(x, p,
+                "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                "table_schema = current_schema() AND column_default LIKE 'nextval(%'",
                 &nc, &seqs)) {
         R->err = apr_psprintf(p, "cannot read the sequences: %s", x_err(x));
         return -1;
@@ -1717,10 +1855,12 @@ static int tx_sequences_pg(restore_job *R)
     for (i = 0; i < seqs->nelts; i++) {
         const char **r = APR_ARRAY_IDX(seqs, i, const char **);
         const char *col = qid(p, r[1]);
-        if (x_exec(x, apr_psprintf(p, "SELECT setval(pg_get_serial_sequence(%s, %s), "
-                                   "GREATEST(COALESCE(MAX(%s), 0), 1), MAX(%s) IS NOT NULL) "
-                                   "FROM %s", qlit(p, qid(p, r[0])), qlit(p, r[1]), col, col,
-                                   qid(p, r[0])))) {
+        if (x_exec(x,
+                   apr_psprintf(p,
+                                "SELECT setval(pg_get_serial_sequence(%s, %s), "
+                                "GREATEST(COALESCE(MAX(%s), 0), 1), MAX(%s) IS NOT NULL) "
+                                "FROM %s",
+                                qlit(p, qid(p, r[0])), qlit(p, r[1]), col, col, qid(p, r[0])))) {
             R->err = apr_psprintf(p, "cannot set the sequence of %s: %s", r[0], x_err(x));
             return -1;
         }
@@ -1744,9 +1884,12 @@ static int tx_sequences_lite(restore_job *R)
     }
     for (i = 0; i < seqs->nelts; i++) {
         const char *t = APR_ARRAY_IDX(seqs, i, const char **)[0];
-        if (x_exec(x, apr_psprintf(p, "UPDATE sqlite_sequence SET seq = MAX(seq, "
-                                   "(SELECT COALESCE(MAX(rowid), 0) FROM %s)) WHERE "
-                                   "name = %s", qid(p, t), qlit(p, t)))) {
+        if (x_exec(x,
+                   apr_psprintf(p,
+                                "UPDATE sqlite_sequence SET seq = MAX(seq, "
+                                "(SELECT COALESCE(MAX(rowid), 0) FROM %s)) WHERE "
+                                "name = %s",
+                                qid(p, t), qlit(p, t)))) {
             R->err = apr_psprintf(p, "cannot set sqlite_sequence: %s", x_err(x));
             return -1;
         }
@@ -1768,11 +1911,12 @@ static int tx_compare(restore_job *R)
         json_t *want = find_table(man, name);
         if (!want || !json_equal(json_object_get(want, "rows"), json_object_get(got, "rows"))
             || !json_equal(json_object_get(want, "sha256"), json_object_get(got, "sha256"))) {
-            R->err = apr_psprintf(R->p, "table %s reads back differently from the archive "
-                                  "(rows %" APR_INT64_T_FMT " vs %" APR_INT64_T_FMT ")", name,
-                                  (apr_int64_t)json_integer_value(json_object_get(got, "rows")),
-                                  (apr_int64_t)(want ? json_integer_value(json_object_get(want,
-                                                                          "rows")) : -1));
+            R->err = apr_psprintf(
+                R->p,
+                "table %s reads back differently from the archive "
+                "(rows %" APR_INT64_T_FMT " vs %" APR_INT64_T_FMT ")",
+                name, (apr_int64_t)json_integer_value(json_object_get(got, "rows")),
+                (apr_int64_t)(want ? json_integer_value(json_object_get(want, "rows")) : -1));
             return -1;
         }
     }
@@ -1808,7 +1952,7 @@ static int restore_transaction(restore_job *R)
         R->err = apr_psprintf(R->p, "cannot commit: %s", x_err(x));
         return tx_abort(R);
     }
-    R->created = 0;             /* restored: the target stays */
+    R->created = 0; /* restored: the target stays */
     return 0;
 }
 
@@ -1825,12 +1969,16 @@ static void restore_report(restore_job *R)
         json_object_set_new(o, "spool_files", json_integer((json_int_t)R->nspool));
         json_object_set_new(o, "upload_dir", json_string(R->sdir));
     }
-    if (c->json) { json_dumpf(o, stdout, JSON_COMPACT); fputc('\n', stdout); }
-    else print_tables("restored", R->mt);
+    if (c->json) {
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
+    else
+        print_tables("restored", R->mt);
     if (!c->json)
         for (si = 0; si < R->nspool; si++)
-            printf("restored spool file %s/%s\n", R->sdir, json_string_value(json_object_get(
-                       json_array_get(R->sfiles, si), "id")));
+            printf("restored spool file %s/%s\n", R->sdir,
+                   json_string_value(json_object_get(json_array_get(R->sfiles, si), "id")));
     json_decref(o);
 }
 
@@ -1842,8 +1990,11 @@ static int restore_run(restore_job *R)
     if (R->existing && (rv = backup_previous(R)) != 0) return rv;
     if ((rv = restore_transaction(R)) != 0) return rv;
     if (spools_place(&R->L, R->replace))
-        return fail("%s", apr_psprintf(R->p, "the database was restored, but spool files could "
-                                       "not be put in place in %s (see above)", R->sdir));
+        return fail("%s",
+                    apr_psprintf(R->p,
+                                 "the database was restored, but spool files could "
+                                 "not be put in place in %s (see above)",
+                                 R->sdir));
     warn_missing_spools(&R->x, R->p, R->sdir, R->sfiles);
     restore_report(R);
     return 0;
@@ -1888,13 +2039,14 @@ static int do_restore(ctl *c, const char *path, const char *secret, json_t *man,
     R.nspool = json_array_size(R.sfiles);
     R.dry = dry;
     R.replace = replace;
-    R.aver = (int)json_integer_value(json_object_get(json_object_get(man, "schema"),
-                                                     "version"));
+    R.aver = (int)json_integer_value(json_object_get(json_object_get(man, "schema"), "version"));
     R.L.fd = -1;
-    if ((rv = restore_open(&R)) != 0) return rv;        /* open_db said why */
+    if ((rv = restore_open(&R)) != 0) return rv; /* open_db said why */
     rv = restore_prepare(&R);
-    if (!rv && dry) restore_print_plan(&R);
-    else if (!rv) rv = restore_run(&R);
+    if (!rv && dry)
+        restore_print_plan(&R);
+    else if (!rv)
+        rv = restore_run(&R);
     return restore_end(&R, rv);
 }
 
@@ -1910,10 +2062,12 @@ int cmd_restore(ctl *c, const char *path)
     if (c->config && !c->driver) {
         /* resolve the driver from --config before deciding whether the file exists */
         int r = open_db(c, 1);
-        if (r) { json_decref(man); return r; }
+        if (r) {
+            json_decref(man);
+            return r;
+        }
     }
-    rv = do_restore(c, path, secret, man, opt(c, OPT_DRY_RUN) != NULL,
-                    opt(c, OPT_REPLACE) != NULL);
+    rv = do_restore(c, path, secret, man, opt(c, OPT_DRY_RUN) != NULL, opt(c, OPT_REPLACE) != NULL);
     json_decref(man);
     return rv;
 }
@@ -1931,7 +2085,7 @@ int cmd_copy(ctl *c)
     if (!to_d || !to_p) return usage_err("copy needs --to-driver and --to-params%s", "");
     if (strcmp(to_d, "sqlite3") && strcmp(to_d, "pgsql"))
         return usage_err("--to-driver '%s' must be sqlite3 or pgsql", to_d);
-    if ((rv = open_db(c, 0)) != 0) return rv;      /* also reads --config */
+    if ((rv = open_db(c, 0)) != 0) return rv; /* also reads --config */
     if (opt(c, OPT_INCLUDE_UPLOADS)) {
         /* the source's spool directory is its configuration's; --upload-dir the target's */
         const char *tdir = opt(c, OPT_UPLOAD_DIR);
@@ -1947,7 +2101,8 @@ int cmd_copy(ctl *c)
             return fail("the upload directory %s does not exist", tdir);
         if (a.st_dev == b.st_dev && a.st_ino == b.st_ino)
             return usage_err("--upload-dir %s is the source's own spool directory: the files "
-                             "are already there (copy without --include-uploads)", tdir);
+                             "are already there (copy without --include-uploads)",
+                             tdir);
     }
     tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     tmp = apr_psprintf(c->pool, "%s/gmcp-copy-%ld-%s" SERIES_SUFFIX, tmpdir, (long)getpid(),

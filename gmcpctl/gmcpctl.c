@@ -54,9 +54,11 @@ static void note_secret(apr_pool_t *p, const char *params)
     for (s = params; (s = strstr(s, "password")) != NULL; s += 8) {
         char *v, *o;
         if (s != params && !strchr(" \t?&", s[-1])) continue;
-        for (e = s + 8; *e == ' ' || *e == '\t'; e++) ;
+        for (e = s + 8; *e == ' ' || *e == '\t'; e++)
+            ;
         if (*e != '=') continue;
-        for (e++; *e == ' ' || *e == '\t'; e++) ;
+        for (e++; *e == ' ' || *e == '\t'; e++)
+            ;
         o = v = apr_palloc(p, strlen(e) + 1);
         if (*e == '\'') {
             for (e++; *e && *e != '\''; e++) {
@@ -87,11 +89,14 @@ static const char *one_line(apr_pool_t *p, const char *msg)
         msg = apr_pstrcat(p, red, s, NULL);
     }
     out = o = apr_palloc(p, strlen(msg) * 2 + 1);
-    for (s = msg; *s; ) {
+    for (s = msg; *s;) {
         if (*s == '\n' || *s == '\r') {
             while (o > out && (o[-1] == ' ' || o[-1] == '\t')) o--;
             while (*s == '\n' || *s == '\r' || *s == ' ' || *s == '\t') s++;
-            if (*s && o > out) { *o++ = ';'; *o++ = ' '; }
+            if (*s && o > out) {
+                *o++ = ';';
+                *o++ = ' ';
+            }
             continue;
         }
         *o++ = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
@@ -127,10 +132,7 @@ static int complain(int code, const char *fmt, const char *a)
 int fail(const char *fmt, const char *a) { return complain(EXIT_FAIL, fmt, a); }
 int usage_err(const char *fmt, const char *a) { return complain(EXIT_USAGE, fmt, a); }
 
-const char *opt(ctl *c, int code)
-{
-    return apr_table_get(c->opts, apr_itoa(c->pool, code));
-}
+const char *opt(ctl *c, int code) { return apr_table_get(c->opts, apr_itoa(c->pool, code)); }
 
 /* The core's log (gmcp_errlog.h): printed only with --verbose, so that without it a
  * failure is the one line gmcpctl prints itself. */
@@ -138,7 +140,10 @@ static void elog_print(const char *file, int line, gmcp_elog_level level, apr_st
                        const char *tag, const char *msg, void *baton)
 {
     char buf[4096], err[256];
-    (void)file; (void)line; (void)level; (void)baton;
+    (void)file;
+    (void)line;
+    (void)level;
+    (void)baton;
     if (rv != APR_SUCCESS)
         snprintf(buf, sizeof(buf), "%s: %s: %s", tag && *tag ? tag : "core", msg,
                  apr_strerror(rv, err, sizeof(err)));
@@ -172,8 +177,7 @@ int open_db(ctl *c, int may_create)
                              "(%s has no DBDriver and DBDParams: a2enmod gemini_mcp?)",
                              c->config);
         if (!c->driver || !c->params)
-            return fail("%s has no DBDriver and DBDParams (give --driver and --params)",
-                        c->config);
+            return fail("%s has no DBDriver and DBDParams (give --driver and --params)", c->config);
     }
     if (!c->driver || !c->params)
         return usage_err("no database: give --config FILE, or --driver and --params%s", "");
@@ -192,8 +196,8 @@ int open_db(ctl *c, int may_create)
                     c->driver);
     if ((rv = apr_dbd_open_ex(drv, c->pool, c->params, &handle, &err)) != APR_SUCCESS) {
         if (!strcmp(c->driver, "sqlite3"))
-            return fail("cannot open the database: %s", apr_pstrcat(c->pool, c->params, ": ",
-                        err ? err : "unknown error", NULL));
+            return fail("cannot open the database: %s",
+                        apr_pstrcat(c->pool, c->params, ": ", err ? err : "unknown error", NULL));
         return fail("cannot open the database: %s", err ? err : "unknown error");
     }
     gmcp_db_init(&c->db, drv, handle, apr_hash_make(c->pool), c->pool);
@@ -245,24 +249,30 @@ static int cmd_migrate_status(ctl *c)
     const char *err = NULL;
     json_t *arr = json_array();
     int rv, i, pending = 0, drift = 0;
-    if ((rv = open_db(c, 0)) != 0) { json_decref(arr); return rv; }
+    if ((rv = open_db(c, 0)) != 0) {
+        json_decref(arr);
+        return rv;
+    }
     if (gmcp_migrations_load(c->pool, c->sql_dir, sql_subdir(c->driver), &migs, &err)
         || gmcp_migrate_inspect(&c->db, migs, &missing, &err)) {
         json_decref(arr);
         return fail("%s", err);
     }
     for (i = 0; i < migs->nelts + missing->nelts; i++) {
-        gmcp_migration *m = i < migs->nelts ? &APR_ARRAY_IDX(migs, i, gmcp_migration)
-                          : &APR_ARRAY_IDX(missing, i - migs->nelts, gmcp_migration);
+        gmcp_migration *m = i < migs->nelts
+            ? &APR_ARRAY_IDX(migs, i, gmcp_migration)
+            : &APR_ARRAY_IDX(missing, i - migs->nelts, gmcp_migration);
         int drifted = m->applied && !m->missing && strcmp(m->applied_checksum, m->checksum);
-        const char *state = m->missing ? "missing" : !m->applied ? "pending"
-                          : drifted ? "drift" : "applied";
+        const char *state = m->missing ? "missing"
+            : !m->applied              ? "pending"
+            : drifted                  ? "drift"
+                                       : "applied";
         if (!m->applied) pending++;
         if (drifted || m->missing) drift++;
         if (c->json) {
-            json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:b}", "version", m->version,
-                                  "name", m->name, "state", state, "checksum", m->checksum,
-                                  "down", m->down_sql != NULL);
+            json_t *o =
+                json_pack("{s:i, s:s, s:s, s:s, s:b}", "version", m->version, "name", m->name,
+                          "state", state, "checksum", m->checksum, "down", m->down_sql != NULL);
             if (m->applied) json_object_set_new(o, "applied_at", json_integer(m->applied_at));
             if (drifted)
                 json_object_set_new(o, "applied_checksum", json_string(m->applied_checksum));
@@ -272,8 +282,9 @@ static int cmd_migrate_status(ctl *c)
             char when[APR_RFC822_DATE_LEN] = "-";
             if (m->applied) apr_rfc822_date(when, apr_time_from_sec(m->applied_at));
             printf("%04d  %-32s %-9s %s%s\n", m->version, m->name, state, when,
-                   drifted ? "  (file modified after it was applied)"
-                   : m->missing ? "  (applied, but no file in the migrations directory)" : "");
+                   drifted          ? "  (file modified after it was applied)"
+                       : m->missing ? "  (applied, but no file in the migrations directory)"
+                                    : "");
         }
     }
     if (c->json) {
@@ -286,8 +297,11 @@ static int cmd_migrate_status(ctl *c)
     json_decref(arr);
     if (drift) {
         fflush(stdout);
-        return fail("%s", apr_psprintf(c->pool, "schema drift: %d applied migration(s) no "
-                                       "longer match their file (restore the original)", drift));
+        return fail("%s",
+                    apr_psprintf(c->pool,
+                                 "schema drift: %d applied migration(s) no "
+                                 "longer match their file (restore the original)",
+                                 drift));
     }
     return 0;
 }
@@ -299,7 +313,8 @@ static int cmd_migrate_down(ctl *c)
     const char *err = NULL, *to = opt(c, OPT_TO), *s;
     int rv, i, target, current = 0, refused = 0, audited = 0;
     if (!to) return usage_err("'migrate down' needs --to N, the version to end at%s", "");
-    for (s = to; *s >= '0' && *s <= '9'; s++) ;
+    for (s = to; *s >= '0' && *s <= '9'; s++)
+        ;
     if (!*to || *s || s - to > 6)
         return usage_err("--to '%s' must be a version number (0 or more)", to);
     target = atoi(to);
@@ -309,18 +324,21 @@ static int cmd_migrate_down(ctl *c)
     if (gmcp_db_schema_version(&c->db, &current, &err))
         return fail("cannot read the schema version: %s", err);
     if (target > current)
-        return usage_err("%s", apr_psprintf(c->pool, "--to %d is above the schema's version "
-                                            "(%d): nothing to roll back", target, current));
+        return usage_err("%s",
+                         apr_psprintf(c->pool,
+                                      "--to %d is above the schema's version "
+                                      "(%d): nothing to roll back",
+                                      target, current));
     if (target < current
-        && gmcp_migrate_down(&c->db, migs, target, opt(c, OPT_FORCE) != NULL, actor(c->pool),
-                             &done, &refused, &audited, &err))
+        && gmcp_migrate_down(&c->db, migs, target, opt(c, OPT_FORCE) != NULL, actor(c->pool), &done,
+                             &refused, &audited, &err))
         return fail("%s", err);
     if (c->json) {
         json_t *arr = json_array(), *o;
         for (i = 0; done && i < done->nelts; i++)
             json_array_append_new(arr, json_string(APR_ARRAY_IDX(done, i, const char *)));
-        o = json_pack("{s:o, s:i, s:i, s:b}", "rolled_back", arr, "from", current,
-                      "version", target, "audited", audited);
+        o = json_pack("{s:o, s:i, s:i, s:b}", "rolled_back", arr, "from", current, "version",
+                      target, "audited", audited);
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
         json_decref(o);
@@ -352,8 +370,7 @@ static int need_session(ctl *c, const char *id, gmcp_chat_session *s)
     if ((rv = open_db(c, 0)) != 0) return rv;
     st = gmcp_chat_get(&c->db, id, c->owner, 0, s);
     if (st == APR_ENOENT) return fail("no chat session '%s'", id);
-    if (st != APR_SUCCESS)
-        return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
+    if (st != APR_SUCCESS) return fail("cannot read the chat store: %s", gmcp_db_error(&c->db, -1));
     return 0;
 }
 
@@ -374,11 +391,14 @@ static int cmd_sessions_list(ctl *c)
             json_array_append_new(arr, o);
         }
         else {
-            printf("%-26s %-16s %-18s %5" APR_INT64_T_FMT "  %s  %s\n", x->id, x->owner,
-                   x->model, x->message_count, iso(c->pool, x->last_used), x->title);
+            printf("%-26s %-16s %-18s %5" APR_INT64_T_FMT "  %s  %s\n", x->id, x->owner, x->model,
+                   x->message_count, iso(c->pool, x->last_used), x->title);
         }
     }
-    if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    if (c->json) {
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
     json_decref(arr);
     return 0;
 }
@@ -421,8 +441,7 @@ static int cmd_sessions_delete(ctl *c, const char *id)
         return fail("cannot delete chat session '%s'", s.id);
     if (gmcp_audit(&c->db, actor(c->pool), "session.delete", "",
                    apr_pstrcat(c->pool, s.id, " owner=", s.owner, NULL)))
-        return fail("deleted, but could not write the audit log: %s",
-                    gmcp_db_error(&c->db, -1));
+        return fail("deleted, but could not write the audit log: %s", gmcp_db_error(&c->db, -1));
     if (c->verbose) printf("deleted %s\n", s.id);
     return 0;
 }
@@ -432,88 +451,145 @@ static int cmd_sessions_delete(ctl *c, const char *id)
 /* The most command-specific options a command accepts, and the 0 that ends them. */
 #define MAX_CMD_OPTS 11
 /* What keys create and keys update take. */
-#define KEY_OPTS OPT_NAME, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE, \
-                 OPT_TOKEN_QUOTA, OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER
+#define KEY_OPTS                                                                            \
+    OPT_NAME, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE, OPT_TOKEN_QUOTA, \
+        OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER
 
 /* One command: a name, a subcommand or none, and at most one operand. */
 typedef struct {
-    const char *name;           /* "keys" */
-    const char *sub;            /* "create"; NULL: the command alone ("usage") */
-    const char *operand;        /* the operand it needs, as the usage names it ("ID");
+    const char *name;     /* "keys" */
+    const char *sub;      /* "create"; NULL: the command alone ("usage") */
+    const char *operand;  /* the operand it needs, as the usage names it ("ID");
                                  * NULL: none */
-    const char *synopsis;       /* what the usage shows after it ("--to N"), or NULL */
-    int (*run)(ctl *c);                         /* without an operand */
+    const char *synopsis; /* what the usage shows after it ("--to N"), or NULL */
+    int (*run)(ctl *c);   /* without an operand */
     int (*run_on)(ctl *c, const char *operand); /* with one */
-    int opts[MAX_CMD_OPTS];     /* the command-specific options it accepts, 0-ended */
-    const char *help;           /* its description in the usage, lines split by '\n' */
+    int opts[MAX_CMD_OPTS]; /* the command-specific options it accepts, 0-ended */
+    const char *help;       /* its description in the usage, lines split by '\n' */
 } gmcpctl_cmd;
 
 static const gmcpctl_cmd COMMANDS[] = {
-    {.name = "migrate", .run = cmd_migrate,
+    {.name = "migrate",
+     .run = cmd_migrate,
      .help = "apply pending schema migrations (quiet unless -v); refuses to run\n"
              "when an applied migration's file changed since (drift)"},
-    {.name = "migrate", .sub = "status", .run = cmd_migrate_status,
+    {.name = "migrate",
+     .sub = "status",
+     .run = cmd_migrate_status,
      .help = "list migrations: applied, pending, drift (file changed after it\n"
              "was applied) or missing (applied, no file); exits 1 on drift or\n"
              "missing, so cron can alert"},
-    {.name = "migrate", .sub = "down", .synopsis = "--to N [--force]", .run = cmd_migrate_down,
+    {.name = "migrate",
+     .sub = "down",
+     .synopsis = "--to N [--force]",
+     .run = cmd_migrate_down,
      .opts = {OPT_TO, OPT_FORCE},
      .help = "roll back every migration above N (newest first, one transaction,\n"
              "with their NNNN_*.down.sql); refuses, changing nothing, when a\n"
              "table it drops or alters holds rows, unless --force"},
-    {.name = "sessions", .sub = "list", .run = cmd_sessions_list, .opts = {'o'},
+    {.name = "sessions",
+     .sub = "list",
+     .run = cmd_sessions_list,
+     .opts = {'o'},
      .help = "Gemini chat sessions, most recently used first (--owner O)"},
-    {.name = "sessions", .sub = "show", .operand = "ID", .run_on = cmd_sessions_show,
-     .opts = {'o'}, .help = "one chat session's details"},
-    {.name = "sessions", .sub = "export", .operand = "ID", .run_on = cmd_sessions_export,
+    {.name = "sessions",
+     .sub = "show",
+     .operand = "ID",
+     .run_on = cmd_sessions_show,
+     .opts = {'o'},
+     .help = "one chat session's details"},
+    {.name = "sessions",
+     .sub = "export",
+     .operand = "ID",
+     .run_on = cmd_sessions_export,
      .opts = {'F', 'o'},
      .help = "the session as --format json|text|markdown (default markdown)"},
-    {.name = "sessions", .sub = "delete", .operand = "ID", .run_on = cmd_sessions_delete,
-     .opts = {'o'}, .help = "delete a chat session and its messages"},
-    {.name = "keys", .sub = "create", .run = cmd_keys_create, .opts = {KEY_OPTS},
+    {.name = "sessions",
+     .sub = "delete",
+     .operand = "ID",
+     .run_on = cmd_sessions_delete,
+     .opts = {'o'},
+     .help = "delete a chat session and its messages"},
+    {.name = "keys",
+     .sub = "create",
+     .run = cmd_keys_create,
+     .opts = {KEY_OPTS},
      .help = "make an API key (--name N [--tenant T] [--scopes P,...]\n"
              "[--rate R/s|m|h] [--burst B] [--token-rate T/s|m|h]\n"
              "[--token-quota Q/day|month] [--max-inflight K] [--expires DATE]\n"
              "[--user U]); prints the secret once"},
-    {.name = "keys", .sub = "list", .run = cmd_keys_list,
-     .help = "every key (never a secret)"},
-    {.name = "keys", .sub = "show", .operand = "ID", .run_on = cmd_keys_show,
-     .help = "one key"},
-    {.name = "keys", .sub = "revoke", .operand = "ID", .run_on = cmd_keys_revoke,
+    {.name = "keys", .sub = "list", .run = cmd_keys_list, .help = "every key (never a secret)"},
+    {.name = "keys", .sub = "show", .operand = "ID", .run_on = cmd_keys_show, .help = "one key"},
+    {.name = "keys",
+     .sub = "revoke",
+     .operand = "ID",
+     .run_on = cmd_keys_revoke,
      .help = "refuse the key from now on (every httpd child within 1 s)"},
-    {.name = "keys", .sub = "rotate", .operand = "ID", .run_on = cmd_keys_rotate,
-     .opts = {OPT_GRACE}, .help = "new secret; the old one works for --grace (default 24h)"},
-    {.name = "keys", .sub = "update", .operand = "ID", .run_on = cmd_keys_update,
-     .opts = {KEY_OPTS}, .help = "change name, tenant, scopes, limits or expiry (same flags)"},
-    {.name = "usage", .run = cmd_usage, .opts = {OPT_KEY, OPT_SINCE},
+    {.name = "keys",
+     .sub = "rotate",
+     .operand = "ID",
+     .run_on = cmd_keys_rotate,
+     .opts = {OPT_GRACE},
+     .help = "new secret; the old one works for --grace (default 24h)"},
+    {.name = "keys",
+     .sub = "update",
+     .operand = "ID",
+     .run_on = cmd_keys_update,
+     .opts = {KEY_OPTS},
+     .help = "change name, tenant, scopes, limits or expiry (same flags)"},
+    {.name = "usage",
+     .run = cmd_usage,
+     .opts = {OPT_KEY, OPT_SINCE},
      .help = "usage per key and hour (--key ID, --since DATE|-Nh|-Nd)"},
-    {.name = "audit", .run = cmd_audit, .opts = {OPT_SINCE},
+    {.name = "audit",
+     .run = cmd_audit,
+     .opts = {OPT_SINCE},
      .help = "the audit log (--since DATE|-Nh|-Nd)"},
-    {.name = "uploads", .sub = "list", .run = cmd_uploads_list, .opts = {'o'},
+    {.name = "uploads",
+     .sub = "list",
+     .run = cmd_uploads_list,
+     .opts = {'o'},
      .help = "tus uploads (--owner O)"},
-    {.name = "uploads", .sub = "show", .operand = "ID", .run_on = cmd_uploads_show,
-     .opts = {'o'}, .help = "one upload"},
-    {.name = "uploads", .sub = "cancel", .operand = "ID", .run_on = cmd_uploads_cancel,
-     .opts = {OPT_UPLOAD_DIR}, .help = "terminate an upload and remove its spool file"},
-    {.name = "backup", .run = cmd_backup,
+    {.name = "uploads",
+     .sub = "show",
+     .operand = "ID",
+     .run_on = cmd_uploads_show,
+     .opts = {'o'},
+     .help = "one upload"},
+    {.name = "uploads",
+     .sub = "cancel",
+     .operand = "ID",
+     .run_on = cmd_uploads_cancel,
+     .opts = {OPT_UPLOAD_DIR},
+     .help = "terminate an upload and remove its spool file"},
+    {.name = "backup",
+     .run = cmd_backup,
      .opts = {OPT_UPLOAD_DIR, OPT_INCLUDE_UPLOADS, OPT_OUTPUT, OPT_KEEP, OPT_ENCRYPT},
      .help = "a consistent online backup (--output FILE|DIR, --keep N with a\n"
              "DIR, --encrypt file:PATH|env:NAME, --include-uploads: the spool\n"
              "files of live uploads too); quiet on success"},
-    {.name = "backup", .sub = "verify", .operand = "ARCHIVE", .run_on = cmd_backup_verify,
+    {.name = "backup",
+     .sub = "verify",
+     .operand = "ARCHIVE",
+     .run_on = cmd_backup_verify,
      .opts = {OPT_ENCRYPT},
      .help = "check an archive offline: format, row counts, table hashes"},
     /* An operand of the command alone: "restore" has no subcommands. */
-    {.name = "restore", .operand = "ARCHIVE", .run_on = cmd_restore,
+    {.name = "restore",
+     .operand = "ARCHIVE",
+     .run_on = cmd_restore,
      .opts = {OPT_UPLOAD_DIR, OPT_ENCRYPT, OPT_REPLACE, OPT_DRY_RUN},
      .help = "load an archive (of either driver) into an empty database, in one\n"
              "transaction, verified before commit (--dry-run, --replace;\n"
              "--upload-dir D receives the archive's spool files)"},
-    {.name = "copy", .run = cmd_copy,
+    {.name = "copy",
+     .run = cmd_copy,
      .opts = {OPT_UPLOAD_DIR, OPT_INCLUDE_UPLOADS, OPT_REPLACE, OPT_TO_DRIVER, OPT_TO_PARAMS},
      .help = "copy the database to --to-driver D --to-params P (verified;\n"
              "--include-uploads --upload-dir D: live uploads' spool files to D)"},
-    {.name = "cleanup", .run = cmd_cleanup, .opts = {OPT_UPLOAD_DIR, OPT_DRY_RUN},
+    {.name = "cleanup",
+     .run = cmd_cleanup,
+     .opts = {OPT_UPLOAD_DIR, OPT_DRY_RUN},
      .help = "remove what has expired: uploads (spool files and rows), idle MCP\n"
              "and chat sessions, Gemini file records, and what is past its\n"
              "retention (GeminiMCP*Retention: usage rolled up per day, audit,\n"
@@ -524,17 +600,18 @@ static const gmcpctl_cmd COMMANDS[] = {
 /* One option. Those not `everywhere` apply to the commands that list them only; they
  * are checked in this table's order (the first one given that does not apply is said). */
 typedef struct {
-    const char *name;           /* the long name, without "--" */
-    int code;                   /* the short option's character, or OPT_* */
-    const char *arg;            /* its value, as the usage names it ("FILE"); NULL: none */
-    int everywhere;             /* applies to every command */
-    const char *help;           /* its text in the usage's Options section, lines split
+    const char *name; /* the long name, without "--" */
+    int code;         /* the short option's character, or OPT_* */
+    const char *arg;  /* its value, as the usage names it ("FILE"); NULL: none */
+    int everywhere;   /* applies to every command */
+    const char *help; /* its text in the usage's Options section, lines split
                                  * by '\n'; NULL: the commands' texts describe it */
 } gmcpctl_opt;
 
 static const gmcpctl_opt OPTIONS[] = {
-    {"config", 'f', "FILE", 1, "httpd configuration to read DBDriver/DBDParams from (without\n"
-                               "-f, -d and -p: " GMCP_DEFAULT_CONFIG " if it exists)"},
+    {"config", 'f', "FILE", 1,
+     "httpd configuration to read DBDriver/DBDParams from (without\n"
+     "-f, -d and -p: " GMCP_DEFAULT_CONFIG " if it exists)"},
     {"driver", 'd', "NAME", 1, "database driver: sqlite3 or pgsql (instead of --config)"},
     {"params", 'p', "STR", 1, "driver parameters, as DBDParams (instead of --config)"},
     {"sql-dir", 's', "DIR", 1, "migrations directory (default " GMCP_SQL_DIR ")"},
@@ -566,8 +643,9 @@ static const gmcpctl_opt OPTIONS[] = {
     {"dry-run", OPT_DRY_RUN, NULL, 0, NULL},
     {"to", OPT_TO, "N", 0, NULL},
     {"force", OPT_FORCE, NULL, 0, NULL},
-    {"pepper", 'k', "SRC", 1, "file:PATH or env:NAME of the key-hashing secret (default: the\n"
-                              "configuration's GeminiMCPKeyPepper)"},
+    {"pepper", 'k', "SRC", 1,
+     "file:PATH or env:NAME of the key-hashing secret (default: the\n"
+     "configuration's GeminiMCPKeyPepper)"},
     {"verbose", 'v', NULL, 1,
      "report what was done, and print the core's own log lines\n"
      "(database, disk and upstream details: gmcpctl: TAG: message) on\n"
@@ -579,25 +657,25 @@ static const gmcpctl_opt OPTIONS[] = {
 
 /* ---- the usage text ------------------------------------------------------------------ */
 
-#define HELP_COL   21   /* where the descriptions start */
-#define HELP_WIDTH 90   /* the text's widest line */
+#define HELP_COL 21   /* where the descriptions start */
+#define HELP_WIDTH 90 /* the text's widest line */
 
 static const char USAGE_HEAD[] =
-"Usage: gmcpctl [options] <command> [arguments]\n"
-"\n"
-"Administer the database of mod_gemini_mcp (SQLite or PostgreSQL through APR DBD).\n"
-"\n"
-"Commands:\n";
+    "Usage: gmcpctl [options] <command> [arguments]\n"
+    "\n"
+    "Administer the database of mod_gemini_mcp (SQLite or PostgreSQL through APR DBD).\n"
+    "\n"
+    "Commands:\n";
 
 static const char USAGE_TAIL[] =
-"\n"
-"Environment: GMCP_SQL_DIR overrides the default migrations directory.\n"
-"Options that belong to some commands (--name, --grace, --since, --format, ...) are\n"
-"refused on the others. DATE is YYYY-MM-DD[THH:MM[:SS]Z] (UTC, a real calendar day);\n"
-"durations are N with s, m, h or d, at most 100 years.\n"
-"Errors are one line on stderr (a database's message included, never its password).\n"
-"Exit status: 0 success, 1 the operation failed (or 'migrate status' found drift),\n"
-"2 usage error.\n";
+    "\n"
+    "Environment: GMCP_SQL_DIR overrides the default migrations directory.\n"
+    "Options that belong to some commands (--name, --grace, --since, --format, ...) are\n"
+    "refused on the others. DATE is YYYY-MM-DD[THH:MM[:SS]Z] (UTC, a real calendar day);\n"
+    "durations are N with s, m, h or d, at most 100 years.\n"
+    "Errors are one line on stderr (a database's message included, never its password).\n"
+    "Exit status: 0 success, 1 the operation failed (or 'migrate status' found drift),\n"
+    "2 usage error.\n";
 
 /* "  term  description": the description in its column when the term leaves `gap`
  * spaces before it, else beside the term (two spaces) when that fits the width, else
@@ -687,8 +765,9 @@ static int take_option(ctl *c, int code, const char *arg)
     case 'k': c->pepper = arg; break;
     case 'v': c->verbose = 1; break;
     case 'h': usage(stdout); return ANSWERED;
-    case 'V': printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
-              return ANSWERED;
+    case 'V':
+        printf("gmcpctl %s (schema version %d)\n", GMCP_VERSION, GMCP_SCHEMA_VERSION);
+        return ANSWERED;
     default:
         if (code >= OPT_NAME) apr_table_set(c->opts, apr_itoa(c->pool, code), arg ? arg : "1");
         break;
@@ -746,8 +825,7 @@ static const char *subcommands(apr_pool_t *p, const char *name)
 
 static int option_given(ctl *c, int code)
 {
-    return code == 'F' ? c->format != NULL : code == 'o' ? c->owner != NULL
-                       : opt(c, code) != NULL;
+    return code == 'F' ? c->format != NULL : code == 'o' ? c->owner != NULL : opt(c, code) != NULL;
 }
 
 static int accepts(const gmcpctl_cmd *e, int code)
@@ -765,8 +843,8 @@ static int check_options(ctl *c, const gmcpctl_cmd *e, const char *full)
     for (i = 0; i < N_OPTIONS; i++) {
         const gmcpctl_opt *o = &OPTIONS[i];
         if (!o->everywhere && option_given(c, o->code) && !accepts(e, o->code))
-            return usage_err("%s", apr_psprintf(c->pool, "--%s does not apply to '%s'",
-                                                o->name, full));
+            return usage_err("%s",
+                             apr_psprintf(c->pool, "--%s does not apply to '%s'", o->name, full));
     }
     if (c->format && strcmp(c->format, "json") && strcmp(c->format, "text")
         && strcmp(c->format, "markdown"))
@@ -792,21 +870,28 @@ static int find_command(ctl *c, cmdline *cl)
     /* The word after a command that alone takes an operand ("restore ARCHIVE") is it. */
     sub = cl->n > 1 && !(alone && alone->operand) ? cl->words[1] : NULL;
     if (!sub && !alone)
-        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs a subcommand: %s", name,
-                                            subs));
+        return usage_err("%s", apr_psprintf(c->pool, "'%s' needs a subcommand: %s", name, subs));
     if (!(e = sub ? command_entry(name, sub) : alone)) {
-        if (!subs) return usage_err("%s", apr_psprintf(c->pool, "'%s' takes no argument, "
-                                                       "not '%s'", name, sub));
-        return usage_err("%s", apr_psprintf(c->pool, "unknown command '%s %s'; %s takes: %s",
-                                            name, sub, name, subs));
+        if (!subs)
+            return usage_err("%s",
+                             apr_psprintf(c->pool,
+                                          "'%s' takes no argument, "
+                                          "not '%s'",
+                                          name, sub));
+        return usage_err(
+            "%s",
+            apr_psprintf(c->pool, "unknown command '%s %s'; %s takes: %s", name, sub, name, subs));
     }
     full = sub ? apr_pstrcat(c->pool, name, " ", sub, NULL) : name;
     operands = cl->n - (sub ? 2 : 1);
     if (e->operand && operands < 1)
         return usage_err("%s", apr_psprintf(c->pool, "'%s' needs an ID", full));
     if (operands > (e->operand ? 1 : 0))
-        return usage_err("%s", apr_psprintf(c->pool, e->operand ? "too many arguments for '%s'"
-                                            : "'%s' takes no argument", full));
+        return usage_err(
+            "%s",
+            apr_psprintf(c->pool,
+                         e->operand ? "too many arguments for '%s'" : "'%s' takes no argument",
+                         full));
     cl->cmd = e;
     cl->operand = e->operand ? cl->words[sub ? 2 : 1] : NULL;
     return check_options(c, e, full);

@@ -7,18 +7,38 @@
 #include <apr_file_io.h>
 #include "gmcp_db.h"
 
-#define EXIT_FAIL  1
+#define EXIT_FAIL 1
 #define EXIT_USAGE 2
 
 /* Long-only options (codes above any character). */
-enum { OPT_NAME = 256, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE,
-       OPT_TOKEN_QUOTA, OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER, OPT_GRACE, OPT_KEY,
-       OPT_SINCE, OPT_UPLOAD_DIR, OPT_DRY_RUN,
-       /* migrate down */
-       OPT_TO, OPT_FORCE,
-       /* backup, restore, copy */
-       OPT_OUTPUT, OPT_KEEP, OPT_ENCRYPT, OPT_INCLUDE_UPLOADS, OPT_REPLACE, OPT_TO_DRIVER,
-       OPT_TO_PARAMS };
+enum {
+    OPT_NAME = 256,
+    OPT_TENANT,
+    OPT_SCOPES,
+    OPT_RATE,
+    OPT_BURST,
+    OPT_TOKEN_RATE,
+    OPT_TOKEN_QUOTA,
+    OPT_MAX_INFLIGHT,
+    OPT_EXPIRES,
+    OPT_USER,
+    OPT_GRACE,
+    OPT_KEY,
+    OPT_SINCE,
+    OPT_UPLOAD_DIR,
+    OPT_DRY_RUN,
+    /* migrate down */
+    OPT_TO,
+    OPT_FORCE,
+    /* backup, restore, copy */
+    OPT_OUTPUT,
+    OPT_KEEP,
+    OPT_ENCRYPT,
+    OPT_INCLUDE_UPLOADS,
+    OPT_REPLACE,
+    OPT_TO_DRIVER,
+    OPT_TO_PARAMS
+};
 
 typedef struct {
     apr_pool_t *pool;
@@ -26,13 +46,13 @@ typedef struct {
     const char *driver;
     const char *params;
     const char *sql_dir;
-    const char *pepper;     /* GeminiMCPKeyPepper source */
+    const char *pepper; /* GeminiMCPKeyPepper source */
     int verbose;
     int json;
     const char *format;
     const char *owner;
-    apr_table_t *opts;      /* long-only options by apr_itoa(code) */
-    apr_table_t *httpd_gmcp;/* GeminiMCP* directives of --config, when read */
+    apr_table_t *opts;       /* long-only options by apr_itoa(code) */
+    apr_table_t *httpd_gmcp; /* GeminiMCP* directives of --config, when read */
     gmcp_db db;
 } ctl;
 
@@ -55,7 +75,11 @@ const char *actor(apr_pool_t *p);
 
 /* The job lock (joblock.c): 0 when taken; otherwise the exit code, with one line said
  * (another job holds it, or it cannot be taken). */
-typedef struct { ctl *c; int held; apr_file_t *f; } gmcpctl_joblock;
+typedef struct {
+    ctl *c;
+    int held;
+    apr_file_t *f;
+} gmcpctl_joblock;
 int joblock_take(ctl *c, gmcpctl_joblock *l);
 void joblock_release(gmcpctl_joblock *l);
 

@@ -105,7 +105,7 @@ static int handle_line(reader *rd, const char *file, int lineno, char *line, int
     while (*arg && !isspace((unsigned char)*arg)) arg++;
     if (*arg) *arg++ = '\0';
     while (isspace((unsigned char)*arg)) arg++;
-    {   /* trim trailing space */
+    { /* trim trailing space */
         char *e = arg + strlen(arg);
         while (e > arg && isspace((unsigned char)e[-1])) *--e = '\0';
     }
@@ -167,8 +167,7 @@ static int read_file(reader *rd, const char *path, int optional, int depth)
     return 0;
 }
 
-int gmcp_httpd_conf_dbd(apr_pool_t *p, const char *path, gmcp_httpd_dbd *out,
-                        const char **err)
+int gmcp_httpd_conf_dbd(apr_pool_t *p, const char *path, gmcp_httpd_dbd *out, const char **err)
 {
     reader rd;
     memset(out, 0, sizeof(*out));

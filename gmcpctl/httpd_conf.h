@@ -16,7 +16,6 @@ typedef struct {
 } gmcp_httpd_dbd;
 
 /* Returns 0 and fills `out` (fields may stay NULL), or -1 with *err set. */
-int gmcp_httpd_conf_dbd(apr_pool_t *p, const char *path, gmcp_httpd_dbd *out,
-                        const char **err);
+int gmcp_httpd_conf_dbd(apr_pool_t *p, const char *path, gmcp_httpd_dbd *out, const char **err);
 
 #endif

@@ -37,11 +37,16 @@ int cmd_uploads_list(ctl *c)
     arr = json_array();
     for (i = 0; i < list->nelts; i++) {
         gmcp_upload *x = &APR_ARRAY_IDX(list, i, gmcp_upload);
-        if (c->json) json_array_append_new(arr, gmcp_upload_json(x));
-        else printf("%-22s %-10s %12" APR_INT64_T_FMT " / %-12" APR_INT64_T_FMT " %-20s %s\n",
-                    x->id, x->state, x->offset, x->length, x->owner, x->filename);
+        if (c->json)
+            json_array_append_new(arr, gmcp_upload_json(x));
+        else
+            printf("%-22s %-10s %12" APR_INT64_T_FMT " / %-12" APR_INT64_T_FMT " %-20s %s\n", x->id,
+                   x->state, x->offset, x->length, x->owner, x->filename);
     }
-    if (c->json) { json_dumpf(arr, stdout, JSON_COMPACT); fputc('\n', stdout); }
+    if (c->json) {
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+    }
     json_decref(arr);
     return 0;
 }
@@ -115,16 +120,16 @@ static json_t *epoch_or_null(ctl *c, apr_int64_t t)
 
 /* One cleanup run: the settings it follows, what it counts and removes. */
 typedef struct {
-    int dry;                    /* --dry-run: count only */
+    int dry; /* --dry-run: count only */
     apr_int64_t now;
     /* The server's own expiry settings, so both agree on what has expired. */
     apr_int64_t sess_idle, event_retention, chat_idle;
-    const char *dir;            /* the spool directory, NULL: unknown */
-    gmcp_retention keep;        /* how long usage and the audit log are kept */
+    const char *dir;     /* the spool directory, NULL: unknown */
+    gmcp_retention keep; /* how long usage and the audit log are kept */
     gmcp_retention_run run;
     apr_int64_t n_sessions, n_chats, n_files, n_events, spool_bytes;
-    apr_array_header_t *ups;    /* the expired uploads */
-    int failed;                 /* an upload could not be removed */
+    apr_array_header_t *ups; /* the expired uploads */
+    int failed;              /* an upload could not be removed */
 } cleanup_job;
 
 /* The configuration's expiry and retention settings: 0, or EXIT_FAIL said. */
@@ -137,11 +142,14 @@ static int cleanup_settings(ctl *c, cleanup_job *j)
     j->chat_idle = apr_atoi64(conf_or(c, "GeminiMCPChatIdleTimeout", "259200"));
     /* How long usage and the audit log are kept (gmcp_retention.h). */
     if ((rv = retention_conf(c, "GeminiMCPUsageRetention", GMCP_DEFAULT_USAGE_RETENTION,
-                             &j->keep.usage)) != 0
+                             &j->keep.usage))
+            != 0
         || (rv = retention_conf(c, "GeminiMCPUsageDailyRetention",
-                                GMCP_DEFAULT_USAGE_DAILY_RETENTION, &j->keep.usage_daily)) != 0
+                                GMCP_DEFAULT_USAGE_DAILY_RETENTION, &j->keep.usage_daily))
+            != 0
         || (rv = retention_conf(c, "GeminiMCPAuditRetention", GMCP_DEFAULT_AUDIT_RETENTION,
-                                &j->keep.audit)) != 0)
+                                &j->keep.audit))
+            != 0)
         return rv;
     if (gmcp_retention_check(&j->keep, &why) != APR_SUCCESS) return fail("%s", why);
     j->dir = upload_dir(c);
@@ -153,10 +161,14 @@ static int cleanup_settings(ctl *c, cleanup_job *j)
 static apr_int64_t count_events(ctl *c, const cleanup_job *j)
 {
     gmcp_rows rs;
-    if (gmcp_db_select_raw(&c->db, apr_psprintf(c->pool, "SELECT COUNT(*) FROM mcp_events "
-                           "WHERE created < %" APR_INT64_T_FMT " OR session_id IN (SELECT "
-                           "id FROM mcp_sessions WHERE last_seen < %" APR_INT64_T_FMT ")",
-                           j->now - j->event_retention, j->now - j->sess_idle), &rs)
+    if (gmcp_db_select_raw(
+            &c->db,
+            apr_psprintf(c->pool,
+                         "SELECT COUNT(*) FROM mcp_events "
+                         "WHERE created < %" APR_INT64_T_FMT " OR session_id IN (SELECT "
+                         "id FROM mcp_sessions WHERE last_seen < %" APR_INT64_T_FMT ")",
+                         j->now - j->event_retention, j->now - j->sess_idle),
+            &rs)
             == APR_SUCCESS
         && rs.rows->nelts == 1)
         return apr_atoi64(GMCP_ROW(&rs, 0)[0]);
@@ -215,32 +227,33 @@ static int cleanup_sweep(ctl *c, cleanup_job *j)
     /* Usage roll-up, usage and audit deletes, and their retention.delete audit row:
      * one transaction. */
     if (gmcp_retention_apply(&c->db, actor(c->pool), &j->run))
-        return fail("retention failed (nothing of it was changed): %s",
-                    gmcp_db_error(&c->db, -1));
+        return fail("retention failed (nothing of it was changed): %s", gmcp_db_error(&c->db, -1));
     if (j->ups->nelts || j->n_sessions || j->n_chats || j->n_files)
-        gmcp_audit(&c->db, actor(c->pool), "cleanup", "", apr_psprintf(c->pool,
-                   "uploads=%d spool_bytes=%" APR_INT64_T_FMT " mcp_sessions=%"
-                   APR_INT64_T_FMT " chat_sessions=%" APR_INT64_T_FMT " files=%"
-                   APR_INT64_T_FMT, j->ups->nelts, j->spool_bytes, j->n_sessions, j->n_chats,
-                   j->n_files));
+        gmcp_audit(&c->db, actor(c->pool), "cleanup", "",
+                   apr_psprintf(
+                       c->pool,
+                       "uploads=%d spool_bytes=%" APR_INT64_T_FMT " mcp_sessions=%" APR_INT64_T_FMT
+                       " chat_sessions=%" APR_INT64_T_FMT " files=%" APR_INT64_T_FMT,
+                       j->ups->nelts, j->spool_bytes, j->n_sessions, j->n_chats, j->n_files));
     return 0;
 }
 
 static void cleanup_print_json(ctl *c, const cleanup_job *j)
 {
-    json_t *out = json_pack("{s:b, s:i, s:I, s:I, s:I, s:I, s:b}", "dry_run", j->dry,
-                            "uploads", j->ups->nelts, "spool_bytes", (json_int_t)j->spool_bytes,
-                            "mcp_sessions", (json_int_t)j->n_sessions,
-                            "chat_sessions", (json_int_t)j->n_chats, "files",
-                            (json_int_t)j->n_files, "upload_dir_known", j->dir != NULL);
-    json_object_set_new(out, "retention", json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}",
-        "mcp_events", (json_int_t)j->n_events, "usage_hourly", (json_int_t)j->run.usage_hourly,
-        "usage_days", (json_int_t)j->run.usage_days,
-        "usage_daily", (json_int_t)j->run.usage_daily, "audit_log", (json_int_t)j->run.audit,
-        "usage_before", epoch_or_null(c, j->run.usage_before),
-        "usage_daily_before", epoch_or_null(c, j->run.usage_daily_before),
-        "audit_before", epoch_or_null(c, j->run.audit_before)));
+    json_t *out =
+        json_pack("{s:b, s:i, s:I, s:I, s:I, s:I, s:b}", "dry_run", j->dry, "uploads",
+                  j->ups->nelts, "spool_bytes", (json_int_t)j->spool_bytes, "mcp_sessions",
+                  (json_int_t)j->n_sessions, "chat_sessions", (json_int_t)j->n_chats, "files",
+                  (json_int_t)j->n_files, "upload_dir_known", j->dir != NULL);
+    json_object_set_new(
+        out, "retention",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "mcp_events", (json_int_t)j->n_events,
+                  "usage_hourly", (json_int_t)j->run.usage_hourly, "usage_days",
+                  (json_int_t)j->run.usage_days, "usage_daily", (json_int_t)j->run.usage_daily,
+                  "audit_log", (json_int_t)j->run.audit, "usage_before",
+                  epoch_or_null(c, j->run.usage_before), "usage_daily_before",
+                  epoch_or_null(c, j->run.usage_daily_before), "audit_before",
+                  epoch_or_null(c, j->run.audit_before)));
     json_dumpf(out, stdout, JSON_COMPACT);
     fputc('\n', stdout);
     json_decref(out);
@@ -251,23 +264,28 @@ static void cleanup_print_text(const cleanup_job *j)
     const char *did = j->dry ? "would remove " : "removed ";
     printf("%s%d upload(s) (%" APR_INT64_T_FMT " spool bytes), %" APR_INT64_T_FMT
            " MCP session(s), %" APR_INT64_T_FMT " chat session(s), %" APR_INT64_T_FMT
-           " file record(s)\n", did, j->ups->nelts, j->spool_bytes, j->n_sessions,
-           j->n_chats, j->n_files);
+           " file record(s)\n",
+           did, j->ups->nelts, j->spool_bytes, j->n_sessions, j->n_chats, j->n_files);
     printf("%s%" APR_INT64_T_FMT " MCP event(s), %" APR_INT64_T_FMT " hourly usage row(s)"
            " (rolled into %" APR_INT64_T_FMT " daily row(s)), %" APR_INT64_T_FMT
-           " daily usage row(s), %" APR_INT64_T_FMT " audit row(s)\n", did, j->n_events,
-           j->run.usage_hourly, j->run.usage_days, j->run.usage_daily, j->run.audit);
+           " daily usage row(s), %" APR_INT64_T_FMT " audit row(s)\n",
+           did, j->n_events, j->run.usage_hourly, j->run.usage_days, j->run.usage_daily,
+           j->run.audit);
 }
 
 /* The run's report (--json, or text with -v or --dry-run), the warnings after it: 0, or
  * EXIT_FAIL when an upload could not be removed. */
 static int cleanup_report(ctl *c, const cleanup_job *j)
 {
-    if (c->json) cleanup_print_json(c, j);
-    else if (c->verbose || j->dry) cleanup_print_text(j);
+    if (c->json)
+        cleanup_print_json(c, j);
+    else if (c->verbose || j->dry)
+        cleanup_print_text(j);
     if (!j->dir && j->ups->nelts)
-        fprintf(stderr, "gmcpctl: GeminiMCPUploadDir is unknown (give --config or "
-                "--upload-dir): spool files were not %s\n", j->dry ? "counted" : "removed");
+        fprintf(stderr,
+                "gmcpctl: GeminiMCPUploadDir is unknown (give --config or "
+                "--upload-dir): spool files were not %s\n",
+                j->dry ? "counted" : "removed");
     return j->failed ? fail("some expired uploads could not be removed%s", "") : 0;
 }
 
@@ -282,7 +300,7 @@ int cmd_cleanup(ctl *c)
     memset(&j, 0, sizeof(j));
     j.now = gmcp_now_sec();
     j.dry = opt(c, OPT_DRY_RUN) != NULL;
-    if ((rv = open_db(c, 0)) != 0) return rv;      /* also reads --config */
+    if ((rv = open_db(c, 0)) != 0) return rv; /* also reads --config */
     if ((rv = cleanup_settings(c, &j)) != 0) return rv;
     if ((rv = joblock_take(c, &lock)) != 0) return rv;
     if ((rv = cleanup_count(c, &j)) == 0) {

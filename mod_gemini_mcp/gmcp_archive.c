@@ -17,11 +17,11 @@
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
-#define FRAME_MAX (1 << 20)     /* plaintext bytes per encrypted frame */
-#define ROW_BATCH (1 << 20)     /* row bytes hashed and written at once */
+#define FRAME_MAX (1 << 20) /* plaintext bytes per encrypted frame */
+#define ROW_BATCH (1 << 20) /* row bytes hashed and written at once */
 #define WRITEBACK_STEP (8u << 20)
 #define LINE_MAX_BYTES (256u << 20)
-#define SPOOL_LINE (48u << 10)  /* spool bytes per base64 line (64 KiB of base64) */
+#define SPOOL_LINE (48u << 10) /* spool bytes per base64 line (64 KiB of base64) */
 
 /* ---- types ----------------------------------------------------------------------- */
 static const char *const TYPE_NAMES[] = {"text", "int", "bool", "json", "timestamp"};
@@ -83,10 +83,10 @@ static void add_s(gmcp_abuf *b, const char *s) { gmcp_abuf_add(b, s, strlen(s));
 
 /* Bytes a JSON string must escape: 1 where add_json_string writes something else. */
 static const unsigned char JSON_ESC[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
 };
 
 /* The run of bytes up to the next one to escape is copied whole: most text has none. */
@@ -135,17 +135,17 @@ void gmcp_canon_begin(gmcp_abuf *b)
     gmcp_abuf_add(b, "[", 1);
 }
 
-void gmcp_canon_end(gmcp_abuf *b)
-{
-    gmcp_abuf_add(b, "]\n", 2);
-}
+void gmcp_canon_end(gmcp_abuf *b) { gmcp_abuf_add(b, "]\n", 2); }
 
 /* An engine's integer value: decimal digits without snprintf (a backup formats millions). */
 void gmcp_canon_int(gmcp_abuf *b, int first, int type, long long v)
 {
     char num[24], *e = num + sizeof(num), *d = e;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do { *--d = (char)('0' + u % 10); u /= 10; } while (u);
+    do {
+        *--d = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
     if (v < 0) *--d = '-';
     if (type == GMCP_COL_INT) {
         if (!first) gmcp_abuf_add(b, ",", 1);
@@ -158,16 +158,25 @@ void gmcp_canon_int(gmcp_abuf *b, int first, int type, long long v)
 void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t len)
 {
     if (!first) gmcp_abuf_add(b, ",", 1);
-    if (!v) { add_s(b, "null"); return; }
+    if (!v) {
+        add_s(b, "null");
+        return;
+    }
     switch (type) {
     case GMCP_COL_INT:
         if (is_int(v, len)) {
-            if (v[0] == '+') { v++; len--; }
-            if (len == 2 && v[0] == '-' && v[1] == '0') { add_s(b, "0"); return; }
+            if (v[0] == '+') {
+                v++;
+                len--;
+            }
+            if (len == 2 && v[0] == '-' && v[1] == '0') {
+                add_s(b, "0");
+                return;
+            }
             gmcp_abuf_add(b, v, len);
             return;
         }
-        break;                                  /* not an integer: kept as text */
+        break; /* not an integer: kept as text */
     case GMCP_COL_BOOL:
         if ((len == 1 && (*v == 't' || *v == '1')) || (len == 4 && !strncasecmp(v, "true", 4))) {
             add_s(b, "true");
@@ -184,7 +193,11 @@ void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t l
         if (j) {
             char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
             json_decref(j);
-            if (s) { add_json_string(b, s, strlen(s)); free(s); return; }
+            if (s) {
+                add_json_string(b, s, strlen(s));
+                free(s);
+                return;
+            }
         }
         break;
     }
@@ -196,7 +209,8 @@ void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t l
             memcpy(t, v, n);
             t[n] = '\0';
             if (t[10] == ' ') t[10] = 'T';
-            for (k = 19; k < n && (t[k] == '.' || isdigit((unsigned char)t[k])); k++) ;
+            for (k = 19; k < n && (t[k] == '.' || isdigit((unsigned char)t[k])); k++)
+                ;
             if (!strcmp(t + k, "+00") || !strcmp(t + k, "+00:00") || !strcmp(t + k, "Z")
                 || t[k] == '\0') {
                 /* drop trailing zeros of the fraction, then the dot */
@@ -209,8 +223,7 @@ void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t l
         }
         break;
     }
-    default:
-        break;
+    default: break;
     }
     add_json_string(b, v, len);
 }
@@ -227,20 +240,16 @@ static void hmac_hex(const unsigned char *key, size_t klen, const char *label, c
     out[2 * i] = '\0';
 }
 
-apr_status_t gmcp_arc_key_derive(const char *secret, const unsigned char *salt,
-                                 gmcp_arc_key *k)
+apr_status_t gmcp_arc_key_derive(const char *secret, const unsigned char *salt, gmcp_arc_key *k)
 {
     EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
     size_t outlen = sizeof(k->key);
     static const char info[] = "gmcp-backup v1 AES-256-GCM";
-    int ok = pc && EVP_PKEY_derive_init(pc) > 0
-             && EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) > 0
-             && EVP_PKEY_CTX_set1_hkdf_salt(pc, salt, 16) > 0
-             && EVP_PKEY_CTX_set1_hkdf_key(pc, (const unsigned char *)secret,
-                                           (int)strlen(secret)) > 0
-             && EVP_PKEY_CTX_add1_hkdf_info(pc, (const unsigned char *)info,
-                                            (int)sizeof(info) - 1) > 0
-             && EVP_PKEY_derive(pc, k->key, &outlen) > 0 && outlen == sizeof(k->key);
+    int ok = pc && EVP_PKEY_derive_init(pc) > 0 && EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) > 0
+        && EVP_PKEY_CTX_set1_hkdf_salt(pc, salt, 16) > 0
+        && EVP_PKEY_CTX_set1_hkdf_key(pc, (const unsigned char *)secret, (int)strlen(secret)) > 0
+        && EVP_PKEY_CTX_add1_hkdf_info(pc, (const unsigned char *)info, (int)sizeof(info) - 1) > 0
+        && EVP_PKEY_derive(pc, k->key, &outlen) > 0 && outlen == sizeof(k->key);
     EVP_PKEY_CTX_free(pc);
     if (!ok) return APR_EGENERAL;
     hmac_hex(k->key, sizeof(k->key), "gmcp-backup key fingerprint", k->fingerprint, 16);
@@ -258,16 +267,16 @@ const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *
 struct gmcp_arc_out {
     apr_pool_t *pool;
     FILE *fp;
-    EVP_MD_CTX *all;        /* every plaintext byte, for the end line */
-    EVP_MD_CTX *tab;        /* the current table's rows */
+    EVP_MD_CTX *all; /* every plaintext byte, for the end line */
+    EVP_MD_CTX *tab; /* the current table's rows */
     json_t *tables, *cur;
-    int *types, ncols;      /* the current table's column types, for the values */
-    struct arc_writer *w;   /* hashes and writes full batches meanwhile (NULL: inline) */
-    apr_status_t failed;    /* the first failure (it sticks), or APR_SUCCESS */
+    int *types, ncols;    /* the current table's column types, for the values */
+    struct arc_writer *w; /* hashes and writes full batches meanwhile (NULL: inline) */
+    apr_status_t failed;  /* the first failure (it sticks), or APR_SUCCESS */
     /* spool sections */
     json_t *spools, *scur;
     apr_int64_t sbytes, swant;
-    unsigned char *sbuf;    /* SPOOL_LINE bytes not yet encoded */
+    unsigned char *sbuf; /* SPOOL_LINE bytes not yet encoded */
     size_t slen;
     /* encryption */
     int enc;
@@ -275,15 +284,15 @@ struct gmcp_arc_out {
     unsigned char *frame;
     size_t flen;
     apr_uint64_t fno;
-    apr_uint64_t written, synced;   /* bytes to fp; of them, handed to writeback */
+    apr_uint64_t written, synced; /* bytes to fp; of them, handed to writeback */
     /* Written by the caller's thread on every value, and by the writer thread on every
      * line: each group on cache lines of its own (sharing them cost a third of the CPU). */
     char pad0[64];
-    gmcp_abuf batch;        /* row lines not yet hashed and written: one call per MiB */
-    gmcp_abuf vals;         /* or rows as engine values (gmcp_arc_val_*), not yet encoded */
+    gmcp_abuf batch; /* row lines not yet hashed and written: one call per MiB */
+    gmcp_abuf vals;  /* or rows as engine values (gmcp_arc_val_*), not yet encoded */
     apr_int64_t rows;
     char pad1[64];
-    gmcp_abuf lines;        /* the canonical lines of a batch of values */
+    gmcp_abuf lines; /* the canonical lines of a batch of values */
     char pad2[64];
 };
 
@@ -295,8 +304,7 @@ static void writeback_start(gmcp_arc_out *o)
     off_t end;
     if (o->written - o->synced < WRITEBACK_STEP || fflush(o->fp)) return;
     end = (off_t)o->written;
-    sync_file_range(fileno(o->fp), (off_t)o->synced, end - (off_t)o->synced,
-                    SYNC_FILE_RANGE_WRITE);
+    sync_file_range(fileno(o->fp), (off_t)o->synced, end - (off_t)o->synced, SYNC_FILE_RANGE_WRITE);
     o->synced = o->written;
 #else
     (void)o;
@@ -304,10 +312,7 @@ static void writeback_start(gmcp_arc_out *o)
 }
 
 /* What a stdio call just failed with: errno's status (APR_EGENERAL without one). */
-static apr_status_t os_error(void)
-{
-    return errno ? APR_FROM_OS_ERROR(errno) : APR_EGENERAL;
-}
+static apr_status_t os_error(void) { return errno ? APR_FROM_OS_ERROR(errno) : APR_EGENERAL; }
 
 /* The archive failed: the first failure is kept, and returned from then on. */
 static apr_status_t out_failed(gmcp_arc_out *o, apr_status_t rv)
@@ -329,8 +334,10 @@ static apr_status_t raw_write(gmcp_arc_out *o, const void *d, size_t n)
 
 static int put_be32(unsigned char *b, apr_uint32_t v)
 {
-    b[0] = (unsigned char)(v >> 24); b[1] = (unsigned char)(v >> 16);
-    b[2] = (unsigned char)(v >> 8); b[3] = (unsigned char)v;
+    b[0] = (unsigned char)(v >> 24);
+    b[1] = (unsigned char)(v >> 16);
+    b[2] = (unsigned char)(v >> 8);
+    b[3] = (unsigned char)v;
     return 4;
 }
 
@@ -355,12 +362,13 @@ static apr_status_t flush_frame(gmcp_arc_out *o, int last)
     ct = malloc(o->flen + 16);
     cx = EVP_CIPHER_CTX_new();
     ok = ct && cx && EVP_EncryptInit_ex(cx, EVP_aes_256_gcm(), NULL, o->key.key, hdr + 4) == 1
-         && EVP_EncryptUpdate(cx, NULL, &n, aad, sizeof(aad)) == 1
-         && EVP_EncryptUpdate(cx, ct, &n, o->frame, (int)o->flen) == 1
-         && EVP_EncryptFinal_ex(cx, ct + n, &m) == 1
-         && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+        && EVP_EncryptUpdate(cx, NULL, &n, aad, sizeof(aad)) == 1
+        && EVP_EncryptUpdate(cx, ct, &n, o->frame, (int)o->flen) == 1
+        && EVP_EncryptFinal_ex(cx, ct + n, &m) == 1
+        && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
     EVP_CIPHER_CTX_free(cx);
-    if (!ok) rv = out_failed(o, ct ? APR_EGENERAL : APR_ENOMEM);
+    if (!ok)
+        rv = out_failed(o, ct ? APR_EGENERAL : APR_ENOMEM);
     else if ((rv = raw_write(o, hdr, 16)) == APR_SUCCESS
              && (rv = raw_write(o, ct, o->flen)) == APR_SUCCESS)
         rv = raw_write(o, tag, 16);
@@ -383,7 +391,9 @@ static apr_status_t out_write(gmcp_arc_out *o, const void *d, size_t n)
     while (n) {
         size_t k = FRAME_MAX - o->flen < n ? FRAME_MAX - o->flen : n;
         memcpy(o->frame + o->flen, s, k);
-        o->flen += k; s += k; n -= k;
+        o->flen += k;
+        s += k;
+        n -= k;
         if (o->flen == FRAME_MAX && (rv = flush_frame(o, 0)) != APR_SUCCESS) return rv;
     }
     return APR_SUCCESS;
@@ -420,7 +430,11 @@ static void out_cleanup(void *data)
     free(o->types);
 }
 
-static apr_status_t out_cleanup_apr(void *data) { out_cleanup(data); return APR_SUCCESS; }
+static apr_status_t out_cleanup_apr(void *data)
+{
+    out_cleanup(data);
+    return APR_SUCCESS;
+}
 
 gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret)
 {
@@ -441,11 +455,10 @@ gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret)
             o->failed = APR_EGENERAL;
         }
         else {
-            json_t *hdr = json_pack("{s:i, s:{s:s, s:s, s:s, s:s}}", "gmcp_backup",
-                                    GMCP_ARCHIVE_FORMAT, "encryption", "alg", "AES-256-GCM",
-                                    "kdf", "HKDF-SHA256", "salt",
-                                    gmcp_b64url_encode(p, salt, 16), "key_fingerprint",
-                                    o->key.fingerprint);
+            json_t *hdr =
+                json_pack("{s:i, s:{s:s, s:s, s:s, s:s}}", "gmcp_backup", GMCP_ARCHIVE_FORMAT,
+                          "encryption", "alg", "AES-256-GCM", "kdf", "HKDF-SHA256", "salt",
+                          gmcp_b64url_encode(p, salt, 16), "key_fingerprint", o->key.fingerprint);
             char *s = json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
             raw_write(o, s, strlen(s));
             raw_write(o, "\n", 1);
@@ -471,8 +484,8 @@ typedef struct arc_writer {
     apr_thread_t *thread;
     apr_thread_mutex_t *mu;
     apr_thread_cond_t *cv;
-    gmcp_abuf work;         /* the batch handed over */
-    int values;             /* work holds values (1) or lines (0) */
+    gmcp_abuf work; /* the batch handed over */
+    int values;     /* work holds values (1) or lines (0) */
     int busy, stop;
 } arc_writer;
 
@@ -519,8 +532,7 @@ static void vals_encode(gmcp_arc_out *o, const gmcp_abuf *v, gmcp_abuf *out)
             gmcp_canon_value(out, !col, type, p, n);
             p += n;
             break;
-        default:
-            gmcp_canon_value(out, !col, type, NULL, 0);
+        default: gmcp_canon_value(out, !col, type, NULL, 0);
         }
         col++;
     }
@@ -529,7 +541,10 @@ static void vals_encode(gmcp_arc_out *o, const gmcp_abuf *v, gmcp_abuf *out)
 /* One batch hashed and written: lines as they are, values encoded first. */
 static void batch_put(gmcp_arc_out *o, const gmcp_abuf *b, int values)
 {
-    if (!values) { rows_put(o, b); return; }
+    if (!values) {
+        rows_put(o, b);
+        return;
+    }
     vals_encode(o, b, &o->lines);
     rows_put(o, &o->lines);
 }
@@ -635,8 +650,8 @@ apr_status_t gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len)
 }
 
 /* One tagged value: a single bounds check and plain stores (called per column). */
-static inline void vals_put(gmcp_arc_out *o, char tag, const void *a, size_t an,
-                            const void *d, size_t n)
+static inline void vals_put(gmcp_arc_out *o, char tag, const void *a, size_t an, const void *d,
+                            size_t n)
 {
     gmcp_abuf *v = &o->vals;
     if (v->len + 1 + an + n + 1 > v->cap) {
@@ -678,8 +693,8 @@ static void set_types(gmcp_arc_out *o, json_t *columns)
     if (!o->types) abort();
     o->ncols = (int)n;
     for (i = 0; i < n; i++) {
-        int t = gmcp_coltype_parse(json_string_value(
-            json_object_get(json_array_get(columns, i), "type")) ?: "");
+        int t = gmcp_coltype_parse(
+            json_string_value(json_object_get(json_array_get(columns, i), "type")) ?: "");
         o->types[i] = t < 0 ? GMCP_COL_TEXT : t;
     }
 }
@@ -763,7 +778,9 @@ apr_status_t gmcp_arc_spool_data(gmcp_arc_out *o, const void *d, size_t n)
     while (n) {
         size_t k = SPOOL_LINE - o->slen < n ? SPOOL_LINE - o->slen : n;
         memcpy(o->sbuf + o->slen, s, k);
-        o->slen += k; s += k; n -= k;
+        o->slen += k;
+        s += k;
+        n -= k;
         if (o->slen == SPOOL_LINE && (rv = spool_line(o)) != APR_SUCCESS) return rv;
     }
     return o->failed;
@@ -809,10 +826,7 @@ apr_status_t gmcp_arc_finish(gmcp_arc_out *o, json_t *manifest)
     return rv != APR_SUCCESS ? rv : o->failed;
 }
 
-void gmcp_arc_out_close(gmcp_arc_out *o)
-{
-    apr_pool_cleanup_run(o->pool, o, out_cleanup_apr);
-}
+void gmcp_arc_out_close(gmcp_arc_out *o) { apr_pool_cleanup_run(o->pool, o, out_cleanup_apr); }
 
 /* ---- reading ------------------------------------------------------------------------- */
 typedef struct {
@@ -820,9 +834,9 @@ typedef struct {
     int enc, last_seen;
     gmcp_arc_key key;
     apr_uint64_t fno;
-    unsigned char *buf;     /* plaintext not yet consumed */
+    unsigned char *buf; /* plaintext not yet consumed */
     size_t pos, len, cap;
-    const char *why;        /* what the last failure was */
+    const char *why; /* what the last failure was */
 } reader;
 
 /* The next encrypted frame's plaintext into r->buf: APR_SUCCESS; APR_EOF when the file
@@ -838,10 +852,16 @@ static apr_status_t read_frame(reader *r)
     apr_status_t rv = APR_SUCCESS;
     size_t got = fread(hdr, 1, 16, r->fp);
     if (got == 0 && feof(r->fp)) return APR_EOF;
-    if (got != 16) { r->why = "truncated (incomplete encrypted frame)"; return APR_EINVAL; }
-    n = ((apr_uint32_t)hdr[0] << 24) | ((apr_uint32_t)hdr[1] << 16)
-        | ((apr_uint32_t)hdr[2] << 8) | hdr[3];
-    if (n > FRAME_MAX) { r->why = "corrupt (encrypted frame too large)"; return APR_EINVAL; }
+    if (got != 16) {
+        r->why = "truncated (incomplete encrypted frame)";
+        return APR_EINVAL;
+    }
+    n = ((apr_uint32_t)hdr[0] << 24) | ((apr_uint32_t)hdr[1] << 16) | ((apr_uint32_t)hdr[2] << 8)
+        | hdr[3];
+    if (n > FRAME_MAX) {
+        r->why = "corrupt (encrypted frame too large)";
+        return APR_EINVAL;
+    }
     ct = malloc(n + 1);
     if (!ct || fread(ct, 1, n, r->fp) != n || fread(tag, 1, 16, r->fp) != 16) {
         r->why = "truncated (incomplete encrypted frame)";
@@ -857,10 +877,10 @@ static apr_status_t read_frame(reader *r)
         make_aad(aad, r->fno, last);
         cx = EVP_CIPHER_CTX_new();
         ok = EVP_DecryptInit_ex(cx, EVP_aes_256_gcm(), NULL, r->key.key, hdr + 4) == 1
-             && EVP_DecryptUpdate(cx, NULL, &out, aad, sizeof(aad)) == 1
-             && EVP_DecryptUpdate(cx, r->buf, &out, ct, (int)n) == 1
-             && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1
-             && EVP_DecryptFinal_ex(cx, r->buf + out, &fin) == 1;
+            && EVP_DecryptUpdate(cx, NULL, &out, aad, sizeof(aad)) == 1
+            && EVP_DecryptUpdate(cx, r->buf, &out, ct, (int)n) == 1
+            && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1
+            && EVP_DecryptFinal_ex(cx, r->buf + out, &fin) == 1;
         EVP_CIPHER_CTX_free(cx);
         if (ok) break;
     }
@@ -898,7 +918,11 @@ static apr_status_t read_line(reader *r, gmcp_abuf *line, int *complete)
                 r->why = "corrupt (a line is too long)";
                 return APR_EINVAL;
             }
-            if (nl) { r->pos++; *complete = 1; return APR_SUCCESS; }
+            if (nl) {
+                r->pos++;
+                *complete = 1;
+                return APR_SUCCESS;
+            }
         }
         if (r->enc) {
             apr_status_t rv = read_frame(r);
@@ -912,11 +936,17 @@ static apr_status_t read_line(reader *r, gmcp_abuf *line, int *complete)
             if (rv != APR_SUCCESS) return rv;
         }
         else {
-            if (!r->buf) { r->cap = 65536; r->buf = malloc(r->cap); }
+            if (!r->buf) {
+                r->cap = 65536;
+                r->buf = malloc(r->cap);
+            }
             r->pos = 0;
             r->len = fread(r->buf, 1, r->cap, r->fp);
             if (r->len == 0) {
-                if (ferror(r->fp)) { r->why = "cannot read the archive"; return os_error(); }
+                if (ferror(r->fp)) {
+                    r->why = "cannot read the archive";
+                    return os_error();
+                }
                 return line->len ? APR_SUCCESS : APR_EOF;
             }
         }
@@ -938,11 +968,14 @@ apr_status_t gmcp_arc_is_encrypted(const char *path, int *encrypted)
 }
 
 /* The archive is not what it should be: APR_EINVAL, *why the message. */
-static apr_status_t fail_(const char **why, const char *msg) { *why = msg; return APR_EINVAL; }
+static apr_status_t fail_(const char **why, const char *msg)
+{
+    *why = msg;
+    return APR_EINVAL;
+}
 
 apr_status_t gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
-                           const gmcp_arc_cb *cb, void *baton, json_t **manifest,
-                           const char **why)
+                           const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **why)
 {
     return gmcp_arc_read_ex(p, path, secret, cb, NULL, baton, manifest, why);
 }
@@ -953,18 +986,18 @@ apr_status_t gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
 typedef struct {
     apr_pool_t *p;
     reader r;
-    gmcp_abuf line;             /* the current line, without its '\n' */
-    EVP_MD_CTX *all;            /* every line before the end line */
-    EVP_MD_CTX *tab, *sp;       /* the open table's rows, the open spool section's bytes */
-    json_t *seen, *sseen;       /* the tables, spool sections read (as in the manifest) */
-    json_t *cur, *scur;         /* the open table, the open spool section (NULL: none) */
+    gmcp_abuf line;       /* the current line, without its '\n' */
+    EVP_MD_CTX *all;      /* every line before the end line */
+    EVP_MD_CTX *tab, *sp; /* the open table's rows, the open spool section's bytes */
+    json_t *seen, *sseen; /* the tables, spool sections read (as in the manifest) */
+    json_t *cur, *scur;   /* the open table, the open spool section (NULL: none) */
     json_t *man;
-    apr_int64_t rows;           /* of the open table */
-    apr_int64_t sbytes, swant;  /* of the open spool section: decoded so far, announced */
-    unsigned char *dec;         /* a spool line's decoded bytes */
+    apr_int64_t rows;          /* of the open table */
+    apr_int64_t sbytes, swant; /* of the open spool section: decoded so far, announced */
+    unsigned char *dec;        /* a spool line's decoded bytes */
     size_t dcap;
-    int done;                   /* the end line was read */
-    const char *end_hash;       /* its SHA-256 */
+    int done;             /* the end line was read */
+    const char *end_hash; /* its SHA-256 */
     const gmcp_arc_cb *cb;
     const gmcp_arc_spool_cb *scb;
     void *baton;
@@ -1002,16 +1035,18 @@ static apr_status_t start_decryption(arc_read *s, json_t *e, const char *secret)
     apr_status_t rv;
 
     if (!secret)
-        return fail_(s->why, "the archive is encrypted: give --encrypt file:PATH|env:NAME with "
-                             "its key");
+        return fail_(s->why,
+                     "the archive is encrypted: give --encrypt file:PATH|env:NAME with "
+                     "its key");
     salt = salt_s ? gmcp_b64url_decode(s->p, salt_s, &slen) : NULL;
     if (!salt || slen != 16 || !fp || gmcp_arc_key_derive(secret, salt, &r->key) != APR_SUCCESS)
         return fail_(s->why, "corrupt (bad encryption header)");
     if (strcmp(fp, r->key.fingerprint))
-        return fail_(s->why, "wrong key: the archive was encrypted with another key "
-                             "(fingerprint differs)");
+        return fail_(s->why,
+                     "wrong key: the archive was encrypted with another key "
+                     "(fingerprint differs)");
     r->enc = 1;
-    r->pos = r->len = 0;        /* the rest is frames; the plain archive starts inside */
+    r->pos = r->len = 0; /* the rest is frames; the plain archive starts inside */
     /* The buffered bytes after the header line are frame bytes: rewind to them. */
     if (fseek(r->fp, (long)(s->line.len + 1), SEEK_SET)) {
         rv = os_error();
@@ -1053,8 +1088,10 @@ static apr_status_t read_first_line(arc_read *s, const char *path, const char *s
     }
     if (json_integer_value(json_object_get(j, "gmcp_backup")) != GMCP_ARCHIVE_FORMAT) {
         apr_int64_t v = (apr_int64_t)json_integer_value(json_object_get(j, "gmcp_backup"));
-        *s->why = apr_psprintf(s->p, "unknown format version %" APR_INT64_T_FMT " (this "
-                               "gmcpctl reads version %d)", v, GMCP_ARCHIVE_FORMAT);
+        *s->why = apr_psprintf(s->p,
+                               "unknown format version %" APR_INT64_T_FMT " (this "
+                               "gmcpctl reads version %d)",
+                               v, GMCP_ARCHIVE_FORMAT);
         rv = APR_EINVAL;
     }
     else if (json_object_get(j, "encryption"))
@@ -1094,14 +1131,15 @@ static apr_status_t read_spool_data(arc_read *s)
     got_n = EVP_DecodeBlock(s->dec, (const unsigned char *)line->data + 1, (int)n);
     if (line->data[n] == '=') pad++;
     if (line->data[n - 1] == '=') pad++;
-    if (got_n < 0 || (size_t)got_n < pad)
-        return fail_(s->why, "corrupt (a bad spool data line)");
+    if (got_n < 0 || (size_t)got_n < pad) return fail_(s->why, "corrupt (a bad spool data line)");
     got_n -= (int)pad;
     s->sbytes += got_n;
     if (s->sbytes > s->swant)
-        return fail_(s->why, apr_psprintf(s->p, "tampered: spool file %s is longer than its "
-                                          "header says",
-                                          json_string_value(json_object_get(s->scur, "id"))));
+        return fail_(s->why,
+                     apr_psprintf(s->p,
+                                  "tampered: spool file %s is longer than its "
+                                  "header says",
+                                  json_string_value(json_object_get(s->scur, "id"))));
     EVP_DigestUpdate(s->sp, s->dec, (size_t)got_n);
     hash_line(s->all, line);
     if (s->scb && s->scb->data) return s->scb->data(s->baton, s->dec, (size_t)got_n);
@@ -1125,9 +1163,11 @@ static apr_status_t close_spool(arc_read *s)
     if (!s->scur) return APR_SUCCESS;
     id = json_string_value(json_object_get(s->scur, "id"));
     if (s->sbytes != s->swant)
-        return fail_(s->why, apr_psprintf(s->p, "tampered: spool file %s has %" APR_INT64_T_FMT
-                                          " of its %" APR_INT64_T_FMT " bytes", id, s->sbytes,
-                                          s->swant));
+        return fail_(s->why,
+                     apr_psprintf(s->p,
+                                  "tampered: spool file %s has %" APR_INT64_T_FMT
+                                  " of its %" APR_INT64_T_FMT " bytes",
+                                  id, s->sbytes, s->swant));
     h = digest_hex(s->p, s->sp);
     json_object_set_new(s->scur, "sha256", json_string(h));
     json_array_append_new(s->sseen, s->scur);
@@ -1179,8 +1219,8 @@ static apr_status_t take_header(arc_read *s, json_t *j)
         return APR_SUCCESS;
     }
     if (json_object_get(j, "end")) {
-        s->end_hash = apr_pstrdup(s->p, json_string_value(json_object_get(
-                                            json_object_get(j, "end"), "sha256")) ?: "");
+        s->end_hash = apr_pstrdup(
+            s->p, json_string_value(json_object_get(json_object_get(j, "end"), "sha256")) ?: "");
         s->done = 1;
         return APR_SUCCESS;
     }
@@ -1209,11 +1249,16 @@ static apr_status_t read_body(arc_read *s)
     apr_status_t rv = APR_SUCCESS, got = APR_SUCCESS;
     int complete;
     while (rv == APR_SUCCESS && (got = read_line(&s->r, &s->line, &complete)) == APR_SUCCESS) {
-        if (s->done) rv = fail_(s->why, "corrupt (data after the end line)");
-        else if (!complete) rv = fail_(s->why, "truncated (the last line is incomplete)");
-        else if (s->line.len && s->line.data[0] == '[') rv = read_row(s);
-        else if (s->line.len && s->line.data[0] == '"') rv = read_spool_data(s);
-        else rv = read_header_line(s);
+        if (s->done)
+            rv = fail_(s->why, "corrupt (data after the end line)");
+        else if (!complete)
+            rv = fail_(s->why, "truncated (the last line is incomplete)");
+        else if (s->line.len && s->line.data[0] == '[')
+            rv = read_row(s);
+        else if (s->line.len && s->line.data[0] == '"')
+            rv = read_spool_data(s);
+        else
+            rv = read_header_line(s);
     }
     if (rv == APR_SUCCESS && !APR_STATUS_IS_EOF(got)) {
         *s->why = s->r.why;
@@ -1236,16 +1281,21 @@ static apr_status_t check_manifest_tables(arc_read *s)
         const char *name = json_string_value(json_object_get(b, "name"));
         if (!json_equal(json_object_get(a, "name"), json_object_get(b, "name"))
             || !json_equal(json_object_get(a, "columns"), json_object_get(b, "columns")))
-            return fail_(s->why, apr_psprintf(s->p, "tampered: table %s's name or columns "
-                                              "differ from the manifest", name));
+            return fail_(s->why,
+                         apr_psprintf(s->p,
+                                      "tampered: table %s's name or columns "
+                                      "differ from the manifest",
+                                      name));
         if (!json_equal(json_object_get(a, "rows"), json_object_get(b, "rows")))
-            return fail_(s->why, apr_psprintf(s->p, "tampered: row count mismatch on table %s "
-                         "(manifest %" APR_INT64_T_FMT ", archive %" APR_INT64_T_FMT ")", name,
-                         (apr_int64_t)json_integer_value(json_object_get(a, "rows")),
-                         (apr_int64_t)json_integer_value(json_object_get(b, "rows"))));
+            return fail_(
+                s->why,
+                apr_psprintf(s->p,
+                             "tampered: row count mismatch on table %s "
+                             "(manifest %" APR_INT64_T_FMT ", archive %" APR_INT64_T_FMT ")",
+                             name, (apr_int64_t)json_integer_value(json_object_get(a, "rows")),
+                             (apr_int64_t)json_integer_value(json_object_get(b, "rows"))));
         if (!json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256")))
-            return fail_(s->why, apr_psprintf(s->p, "tampered: hash mismatch on table %s",
-                                              name));
+            return fail_(s->why, apr_psprintf(s->p, "tampered: hash mismatch on table %s", name));
     }
     return APR_SUCCESS;
 }
@@ -1258,18 +1308,21 @@ static apr_status_t check_manifest_spools(arc_read *s)
     if (ms && !json_is_array(ms))
         return fail_(s->why, "corrupt manifest (spool.files is not a list)");
     if (json_array_size(ms) != json_array_size(s->sseen))
-        return fail_(s->why, apr_psprintf(s->p, "tampered: the manifest lists %d spool "
-                                          "file(s), the archive holds %d",
-                                          (int)json_array_size(ms),
-                                          (int)json_array_size(s->sseen)));
+        return fail_(s->why,
+                     apr_psprintf(s->p,
+                                  "tampered: the manifest lists %d spool "
+                                  "file(s), the archive holds %d",
+                                  (int)json_array_size(ms), (int)json_array_size(s->sseen)));
     for (k = 0; k < json_array_size(s->sseen); k++) {
         json_t *a = json_array_get(ms, k), *b = json_array_get(s->sseen, k);
         if (!json_equal(json_object_get(a, "id"), json_object_get(b, "id"))
             || !json_equal(json_object_get(a, "bytes"), json_object_get(b, "bytes"))
             || !json_equal(json_object_get(a, "sha256"), json_object_get(b, "sha256")))
-            return fail_(s->why, apr_psprintf(s->p, "tampered: hash or size mismatch on "
-                                              "spool file %s",
-                                              json_string_value(json_object_get(b, "id"))));
+            return fail_(s->why,
+                         apr_psprintf(s->p,
+                                      "tampered: hash or size mismatch on "
+                                      "spool file %s",
+                                      json_string_value(json_object_get(b, "id"))));
     }
     return APR_SUCCESS;
 }

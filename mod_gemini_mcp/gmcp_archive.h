@@ -51,10 +51,13 @@ enum { GMCP_COL_TEXT = 0, GMCP_COL_INT, GMCP_COL_BOOL, GMCP_COL_JSON, GMCP_COL_T
  * PostgreSQL's information_schema data_type). */
 int gmcp_coltype_from_decl(const char *decl);
 const char *gmcp_coltype_name(int type);
-int gmcp_coltype_parse(const char *name);   /* the type, or -1 when unknown (a lookup) */
+int gmcp_coltype_parse(const char *name); /* the type, or -1 when unknown (a lookup) */
 
 /* A malloc'd growable byte buffer. */
-typedef struct { char *data; size_t len, cap; } gmcp_abuf;
+typedef struct {
+    char *data;
+    size_t len, cap;
+} gmcp_abuf;
 void gmcp_abuf_add(gmcp_abuf *b, const void *d, size_t n);
 void gmcp_abuf_free(gmcp_abuf *b);
 
@@ -70,12 +73,11 @@ void gmcp_canon_int(gmcp_abuf *b, int first, int type, long long v);
 /* Key material from a secret (an --encrypt source's value). */
 typedef struct {
     unsigned char key[32];
-    char fingerprint[33];   /* hex of HMAC-SHA256(key, label), 16 bytes */
+    char fingerprint[33]; /* hex of HMAC-SHA256(key, label), 16 bytes */
 } gmcp_arc_key;
 /* Derive with HKDF-SHA256 and `salt` (16 bytes). APR_SUCCESS, or APR_EGENERAL when
  * OpenSSL failed. */
-apr_status_t gmcp_arc_key_derive(const char *secret, const unsigned char *salt,
-                                 gmcp_arc_key *k);
+apr_status_t gmcp_arc_key_derive(const char *secret, const unsigned char *salt, gmcp_arc_key *k);
 /* A short fingerprint of a secret (e.g. the key pepper): hex, never the secret. */
 const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *label);
 
@@ -86,7 +88,7 @@ const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *
 typedef struct gmcp_arc_out gmcp_arc_out;
 gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret);
 apr_status_t gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns);
-apr_status_t gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len);   /* with '\n' */
+apr_status_t gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len); /* with '\n' */
 /* Or a row as the engine's values, in column order, ended by gmcp_arc_val_row_end: the
  * same line is made from them on a writer thread, while the caller reads the next rows.
  * A table's rows come one way or the other. */
@@ -115,7 +117,7 @@ void gmcp_arc_out_close(gmcp_arc_out *o);
  * stops the read and is what it returns. */
 typedef struct {
     apr_status_t (*table)(void *baton, const char *name, json_t *columns);
-    apr_status_t (*row)(void *baton, const char *line, size_t len);   /* without '\n' */
+    apr_status_t (*row)(void *baton, const char *line, size_t len); /* without '\n' */
 } gmcp_arc_cb;
 /* A spool section: its header, its decoded bytes in pieces, its end with the SHA-256
  * (hex) of what was read (checked against the manifest only at the archive's end). */
@@ -132,8 +134,7 @@ typedef struct {
  * or tampered with, or needs another key; the OS error when it cannot be opened or read.
  * A callback's status stops the read as it is, *why left as it was. */
 apr_status_t gmcp_arc_read(apr_pool_t *p, const char *path, const char *secret,
-                           const gmcp_arc_cb *cb, void *baton, json_t **manifest,
-                           const char **why);
+                           const gmcp_arc_cb *cb, void *baton, json_t **manifest, const char **why);
 /* The same, with spool section callbacks (scb may be NULL). */
 apr_status_t gmcp_arc_read_ex(apr_pool_t *p, const char *path, const char *secret,
                               const gmcp_arc_cb *cb, const gmcp_arc_spool_cb *scb, void *baton,

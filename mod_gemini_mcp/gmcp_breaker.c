@@ -1,8 +1,7 @@
 /* gmcp_breaker.c — closed → open → half-open → closed, shared through the caller's state. */
 #include "gmcp_breaker.h"
 
-int gmcp_breaker_allow(gmcp_breaker *b, apr_time_t now, int *probe,
-                       apr_interval_time_t *retry_in)
+int gmcp_breaker_allow(gmcp_breaker *b, apr_time_t now, int *probe, apr_interval_time_t *retry_in)
 {
     gmcp_breaker_state *st = b->st;
     int ok = 1;

@@ -10,16 +10,16 @@
 
 #include <apr_time.h>
 
-#define GMCP_BREAKER_CLOSED    0
-#define GMCP_BREAKER_OPEN      1
+#define GMCP_BREAKER_CLOSED 0
+#define GMCP_BREAKER_OPEN 1
 #define GMCP_BREAKER_HALF_OPEN 2
 
 typedef struct {
     apr_uint32_t state;
-    apr_uint32_t failures;        /* consecutive */
+    apr_uint32_t failures; /* consecutive */
     apr_time_t opened_at;
-    apr_time_t probe_started;     /* half-open: when the probe went out */
-    apr_uint64_t opens;           /* how often it opened (for metrics) */
+    apr_time_t probe_started; /* half-open: when the probe went out */
+    apr_uint64_t opens;       /* how often it opened (for metrics) */
 } gmcp_breaker_state;
 
 typedef struct {
@@ -33,8 +33,7 @@ typedef struct {
 
 /* May a call go out now? Returns 1 (and *probe when it is the half-open probe), or 0
  * with *retry_in = how long until a probe may go. */
-int gmcp_breaker_allow(gmcp_breaker *b, apr_time_t now, int *probe,
-                       apr_interval_time_t *retry_in);
+int gmcp_breaker_allow(gmcp_breaker *b, apr_time_t now, int *probe, apr_interval_time_t *retry_in);
 /* Record a call's outcome: healthy (Gemini answered, even with a 4xx) or failed. */
 void gmcp_breaker_record(gmcp_breaker *b, int healthy, int probe, apr_time_t now);
 

@@ -11,8 +11,9 @@
 #include <apr_atomic.h>
 #include <apr_thread_proc.h>
 
-#define SESSION_COLS "id, owner, title, model, system_instruction, created, last_used, " \
-                     "message_count, prompt_tokens, output_tokens"
+#define SESSION_COLS                                                    \
+    "id, owner, title, model, system_instruction, created, last_used, " \
+    "message_count, prompt_tokens, output_tokens"
 
 const gmcp_stmt gmcp_chat_stmts[] = {
     {"gmcp_count_chats", "SELECT COUNT(*) FROM chat_sessions WHERE last_used >= %lld"},
@@ -64,8 +65,7 @@ const gmcp_stmt gmcp_chat_stmts[] = {
      "DELETE FROM chat_messages WHERE session_id IN "
      "(SELECT id FROM chat_sessions WHERE last_used < %lld)"},
     {"gmcp_chat_sweep", "DELETE FROM chat_sessions WHERE last_used < %lld"},
-    {NULL, NULL}
-};
+    {NULL, NULL}};
 
 static void fill_session(const char **row, gmcp_chat_session *s)
 {
@@ -84,9 +84,9 @@ static void fill_session(const char **row, gmcp_chat_session *s)
 apr_status_t gmcp_chat_create(gmcp_db *db, const gmcp_chat_session *s)
 {
     const char *now = gmcp_now_str(db->pool);
-    return gmcp_db_exec(db, "gmcp_chat_insert", NULL,
-                        GMCP_ARGS(s->id, s->owner, s->title, s->model, s->system_instruction,
-                                  now, now));
+    return gmcp_db_exec(
+        db, "gmcp_chat_insert", NULL,
+        GMCP_ARGS(s->id, s->owner, s->title, s->model, s->system_instruction, now, now));
 }
 
 static const char *since(gmcp_db *db, apr_int64_t idle_timeout)
@@ -94,12 +94,12 @@ static const char *since(gmcp_db *db, apr_int64_t idle_timeout)
     return gmcp_i64_str(db->pool, idle_timeout > 0 ? gmcp_now_sec() - idle_timeout : 0);
 }
 
-apr_status_t gmcp_chat_get(gmcp_db *db, const char *id, const char *owner,
-                           apr_int64_t idle_timeout, gmcp_chat_session *out)
+apr_status_t gmcp_chat_get(gmcp_db *db, const char *id, const char *owner, apr_int64_t idle_timeout,
+                           gmcp_chat_session *out)
 {
     gmcp_rows rs;
-    apr_status_t rv = gmcp_db_select(db, "gmcp_chat_select", &rs,
-                                     GMCP_ARGS(id, since(db, idle_timeout)));
+    apr_status_t rv =
+        gmcp_db_select(db, "gmcp_chat_select", &rs, GMCP_ARGS(id, since(db, idle_timeout)));
     if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts != 1) return APR_ENOENT;
     fill_session(GMCP_ROW(&rs, 0), out);
@@ -107,21 +107,19 @@ apr_status_t gmcp_chat_get(gmcp_db *db, const char *id, const char *owner,
     return APR_SUCCESS;
 }
 
-apr_status_t gmcp_chat_list(gmcp_db *db, const char *owner, apr_int64_t idle_timeout,
-                            int offset, int limit, apr_array_header_t **out)
+apr_status_t gmcp_chat_list(gmcp_db *db, const char *owner, apr_int64_t idle_timeout, int offset,
+                            int limit, apr_array_header_t **out)
 {
     gmcp_rows rs;
     const char *lim = apr_itoa(db->pool, limit), *off = apr_itoa(db->pool, offset);
     int i;
-    apr_status_t rv = owner
-        ? gmcp_db_select(db, "gmcp_chat_list_owner", &rs,
-                         GMCP_ARGS(owner, since(db, idle_timeout), lim, off))
-        : gmcp_db_select(db, "gmcp_chat_list_all", &rs,
-                         GMCP_ARGS(since(db, idle_timeout), lim, off));
+    apr_status_t rv = owner ? gmcp_db_select(db, "gmcp_chat_list_owner", &rs,
+                                             GMCP_ARGS(owner, since(db, idle_timeout), lim, off))
+                            : gmcp_db_select(db, "gmcp_chat_list_all", &rs,
+                                             GMCP_ARGS(since(db, idle_timeout), lim, off));
     if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_chat_session));
-    for (i = 0; i < rs.rows->nelts; i++)
-        fill_session(GMCP_ROW(&rs, i), apr_array_push(*out));
+    for (i = 0; i < rs.rows->nelts; i++) fill_session(GMCP_ROW(&rs, i), apr_array_push(*out));
     return APR_SUCCESS;
 }
 
@@ -130,9 +128,9 @@ apr_status_t gmcp_chat_messages(gmcp_db *db, const char *id, apr_int64_t after_s
 {
     gmcp_rows rs;
     int i;
-    apr_status_t rv = gmcp_db_select(db, "gmcp_chat_msgs", &rs,
-                                     GMCP_ARGS(id, gmcp_i64_str(db->pool, after_seq),
-                                               apr_itoa(db->pool, limit)));
+    apr_status_t rv =
+        gmcp_db_select(db, "gmcp_chat_msgs", &rs,
+                       GMCP_ARGS(id, gmcp_i64_str(db->pool, after_seq), apr_itoa(db->pool, limit)));
     if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_chat_message));
     for (i = 0; i < rs.rows->nelts; i++) {
@@ -174,8 +172,7 @@ apr_status_t gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, cons
     const char *until = gmcp_i64_str(db->pool, now + lease_seconds);
     gmcp_rows rs;
     apr_status_t rv = gmcp_db_exec(db, "gmcp_chat_lock", &n,
-                                   GMCP_ARGS(token, until, id, owner,
-                                             gmcp_i64_str(db->pool, now)));
+                                   GMCP_ARGS(token, until, id, owner, gmcp_i64_str(db->pool, now)));
     if (rv != APR_SUCCESS) return rv;
     if (n == 1) return APR_SUCCESS;
     /* Held: by a sender whose process died on this host (killed mid-send), the lease
@@ -199,7 +196,10 @@ apr_status_t gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)
  * and more) by a sender that is alive but could not say it was done. A full table
  * drops the newest: that lease then expires as before. */
 #define PENDING_MAX 64
-static struct { char id[80]; char token[240]; } pending[PENDING_MAX];
+static struct {
+    char id[80];
+    char token[240];
+} pending[PENDING_MAX];
 static volatile apr_uint32_t pending_lock, pending_count;
 
 static void pending_enter(void)
@@ -207,16 +207,12 @@ static void pending_enter(void)
     while (apr_atomic_cas32(&pending_lock, 1, 0) != 0) apr_thread_yield();
 }
 
-static void pending_leave(void)
-{
-    apr_atomic_set32(&pending_lock, 0);
-}
+static void pending_leave(void) { apr_atomic_set32(&pending_lock, 0); }
 
 void gmcp_chat_release_later(const char *id, const char *token)
 {
     int i;
-    if (strlen(id) >= sizeof(pending[0].id) || strlen(token) >= sizeof(pending[0].token))
-        return;
+    if (strlen(id) >= sizeof(pending[0].id) || strlen(token) >= sizeof(pending[0].token)) return;
     pending_enter();
     for (i = 0; i < PENDING_MAX; i++) {
         if (!pending[i].id[0]) {
@@ -229,10 +225,7 @@ void gmcp_chat_release_later(const char *id, const char *token)
     pending_leave();
 }
 
-int gmcp_chat_releases_pending(void)
-{
-    return apr_atomic_read32(&pending_count) > 0;
-}
+int gmcp_chat_releases_pending(void) { return apr_atomic_read32(&pending_count) > 0; }
 
 void gmcp_chat_release_pending(gmcp_db *db)
 {
@@ -256,11 +249,10 @@ void gmcp_chat_release_pending(gmcp_db *db)
 }
 
 apr_status_t gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
-                                   const gmcp_chat_message *user,
-                                   const gmcp_chat_message *model)
+                                   const gmcp_chat_message *user, const gmcp_chat_message *model)
 {
     apr_pool_t *p = db->pool;
-    const gmcp_chat_message *m[2] = { user, model };
+    const gmcp_chat_message *m[2] = {user, model};
     const char *args[24];
     int i, n = 0;
     apr_status_t rv;
@@ -279,15 +271,15 @@ apr_status_t gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, cons
         a[10] = s->id;
         a[11] = token;
     }
-    if ((rv = gmcp_db_exec(db, "gmcp_chat_turn_insert", &n, 24, args)) != APR_SUCCESS)
-        return rv;
-    if (n != 2) return APR_ENOENT;          /* the lease was lost: nothing stored */
+    if ((rv = gmcp_db_exec(db, "gmcp_chat_turn_insert", &n, 24, args)) != APR_SUCCESS) return rv;
+    if (n != 2) return APR_ENOENT; /* the lease was lost: nothing stored */
     /* Release the lease with the counters. If this fails, the turn is stored (and
      * answered): only the session's counters lag, and the release is retried. */
     if (gmcp_db_exec(db, "gmcp_chat_turn_done", NULL,
                      GMCP_ARGS(gmcp_i64_str(p, model->prompt_tokens),
-                               gmcp_i64_str(p, model->output_tokens), gmcp_now_str(p),
-                               s->id, token)) != APR_SUCCESS)
+                               gmcp_i64_str(p, model->output_tokens), gmcp_now_str(p), s->id,
+                               token))
+        != APR_SUCCESS)
         gmcp_chat_release_later(s->id, token);
     return APR_SUCCESS;
 }
@@ -317,13 +309,11 @@ json_t *gmcp_chat_session_json(const gmcp_chat_session *s)
     apr_pool_t *p;
     json_t *j;
     apr_pool_create(&p, NULL);
-    j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:{s:I, s:I}}",
-                  "session_id", s->id, "title", s->title, "model", s->model,
-                  "system_instruction", s->system_instruction,
+    j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:{s:I, s:I}}", "session_id", s->id, "title",
+                  s->title, "model", s->model, "system_instruction", s->system_instruction,
                   "created", iso8601(p, s->created), "last_used", iso8601(p, s->last_used),
-                  "message_count", (json_int_t)s->message_count,
-                  "usage", "prompt_tokens", (json_int_t)s->prompt_tokens,
-                  "output_tokens", (json_int_t)s->output_tokens);
+                  "message_count", (json_int_t)s->message_count, "usage", "prompt_tokens",
+                  (json_int_t)s->prompt_tokens, "output_tokens", (json_int_t)s->output_tokens);
     apr_pool_destroy(p);
     return j;
 }
@@ -331,15 +321,13 @@ json_t *gmcp_chat_session_json(const gmcp_chat_session *s)
 static json_t *message_json(apr_pool_t *p, const gmcp_chat_message *m)
 {
     json_t *parts = json_loads(m->parts, 0, NULL);
-    json_t *j = json_pack("{s:I, s:s, s:s, s:o, s:s}", "seq", (json_int_t)m->seq,
-                          "role", m->role, "text", m->text,
-                          "parts", parts ? parts : json_array(),
-                          "created", iso8601(p, m->created));
+    json_t *j = json_pack("{s:I, s:s, s:s, s:o, s:s}", "seq", (json_int_t)m->seq, "role", m->role,
+                          "text", m->text, "parts", parts ? parts : json_array(), "created",
+                          iso8601(p, m->created));
     if (!strcmp(m->role, "model")) {
-        json_object_set_new(j, "usage", json_pack("{s:I, s:I}", "prompt_tokens",
-                                                  (json_int_t)m->prompt_tokens,
-                                                  "output_tokens",
-                                                  (json_int_t)m->output_tokens));
+        json_object_set_new(j, "usage",
+                            json_pack("{s:I, s:I}", "prompt_tokens", (json_int_t)m->prompt_tokens,
+                                      "output_tokens", (json_int_t)m->output_tokens));
         if (*m->finish_reason)
             json_object_set_new(j, "finish_reason", json_string(m->finish_reason));
         if (*m->model_version)
@@ -357,8 +345,7 @@ const char *gmcp_chat_export(apr_pool_t *p, const gmcp_chat_session *s,
         char *text;
         const char *out;
         for (i = 0; i < msgs->nelts; i++)
-            json_array_append_new(arr, message_json(p, &APR_ARRAY_IDX(msgs, i,
-                                                                       gmcp_chat_message)));
+            json_array_append_new(arr, message_json(p, &APR_ARRAY_IDX(msgs, i, gmcp_chat_message)));
         doc = json_pack("{s:o, s:o}", "session", gmcp_chat_session_json(s), "messages", arr);
         text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         out = apr_pstrcat(p, text, "\n", NULL);
@@ -367,12 +354,10 @@ const char *gmcp_chat_export(apr_pool_t *p, const gmcp_chat_session *s,
         return out;
     }
     if (!strcmp(format, "text")) {
-        const char *out = apr_psprintf(p, "Chat: %s\nModel: %s\nCreated: %s\n%s%s%s\n",
-                                       *s->title ? s->title : s->id, s->model,
-                                       iso8601(p, s->created),
-                                       *s->system_instruction ? "System: " : "",
-                                       s->system_instruction,
-                                       *s->system_instruction ? "\n" : "");
+        const char *out = apr_psprintf(
+            p, "Chat: %s\nModel: %s\nCreated: %s\n%s%s%s\n", *s->title ? s->title : s->id, s->model,
+            iso8601(p, s->created), *s->system_instruction ? "System: " : "", s->system_instruction,
+            *s->system_instruction ? "\n" : "");
         for (i = 0; i < msgs->nelts; i++) {
             const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
             out = apr_psprintf(p, "%s[%s] %s:\n%s\n\n", out, iso8601(p, m->created),
@@ -381,9 +366,9 @@ const char *gmcp_chat_export(apr_pool_t *p, const gmcp_chat_session *s,
         return out;
     }
     if (!strcmp(format, "markdown")) {
-        const char *out = apr_psprintf(p, "# %s\n\n*Model `%s`, started %s*\n\n",
-                                       *s->title ? s->title : s->id, s->model,
-                                       iso8601(p, s->created));
+        const char *out =
+            apr_psprintf(p, "# %s\n\n*Model `%s`, started %s*\n\n", *s->title ? s->title : s->id,
+                         s->model, iso8601(p, s->created));
         if (*s->system_instruction)
             out = apr_psprintf(p, "%s> **System:** %s\n\n", out, s->system_instruction);
         for (i = 0; i < msgs->nelts; i++) {

@@ -22,8 +22,8 @@ typedef struct {
 
 typedef struct {
     apr_int64_t seq;
-    const char *role;             /* "user" | "model" */
-    const char *parts;            /* JSON array of Gemini parts */
+    const char *role;  /* "user" | "model" */
+    const char *parts; /* JSON array of Gemini parts */
     const char *text;
     apr_int64_t prompt_tokens, output_tokens;
     const char *finish_reason, *model_version;
@@ -35,12 +35,11 @@ typedef struct {
  * session of that owner) or APR_EBUSY. */
 apr_status_t gmcp_chat_create(gmcp_db *db, const gmcp_chat_session *s);
 /* owner NULL: any owner (gmcpctl). idle_timeout 0: no expiry check. APR_ENOENT. */
-apr_status_t gmcp_chat_get(gmcp_db *db, const char *id, const char *owner,
-                           apr_int64_t idle_timeout, gmcp_chat_session *out);
+apr_status_t gmcp_chat_get(gmcp_db *db, const char *id, const char *owner, apr_int64_t idle_timeout,
+                           gmcp_chat_session *out);
 /* Sessions of an owner (NULL: all), most recently used first. */
-apr_status_t gmcp_chat_list(gmcp_db *db, const char *owner, apr_int64_t idle_timeout,
-                            int offset, int limit,
-                            apr_array_header_t **out /* gmcp_chat_session */);
+apr_status_t gmcp_chat_list(gmcp_db *db, const char *owner, apr_int64_t idle_timeout, int offset,
+                            int limit, apr_array_header_t **out /* gmcp_chat_session */);
 apr_status_t gmcp_chat_messages(gmcp_db *db, const char *id, apr_int64_t after_seq, int limit,
                                 apr_array_header_t **out /* gmcp_chat_message */);
 /* The session and its messages, in one transaction; APR_ENOENT. */
@@ -64,8 +63,7 @@ void gmcp_chat_release_pending(gmcp_db *db);
  * and only while `token` holds the lease — then release the lease. APR_ENOENT when
  * the lease was lost (nothing stored). */
 apr_status_t gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
-                                   const gmcp_chat_message *user,
-                                   const gmcp_chat_message *model);
+                                   const gmcp_chat_message *user, const gmcp_chat_message *model);
 
 /* Remove sessions idle past idle_timeout seconds (with their messages). */
 apr_status_t gmcp_chat_sweep(gmcp_db *db, apr_int64_t idle_timeout);

@@ -11,7 +11,7 @@
 #define USER_AGENT "mod_gemini_mcp"
 
 struct gmcp_http {
-    CURL *curl;                  /* reset for each request; keeps its connections */
+    CURL *curl; /* reset for each request; keeps its connections */
 };
 
 /* What libcurl's callbacks get: the handle (for the status) and the request. */
@@ -20,7 +20,7 @@ typedef struct {
     const gmcp_http_request *req;
 } transfer;
 
-static apr_threadkey_t *thread_key;    /* each worker thread's handle */
+static apr_threadkey_t *thread_key; /* each worker thread's handle */
 static int initialised;
 
 /* ---- libcurl's callbacks --------------------------------------------------------------- */
@@ -46,7 +46,10 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud)
 static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
     transfer *t = ud;
-    (void)a; (void)b; (void)c; (void)d;
+    (void)a;
+    (void)b;
+    (void)c;
+    (void)d;
     return t->req->on_progress && t->req->on_progress(t->req->baton) != APR_SUCCESS ? 1 : 0;
 }
 
@@ -104,8 +107,10 @@ static void set_method(transfer *t)
 {
     const gmcp_http_request *req = t->req;
     if (!strcmp(req->method, "GET")) return;
-    if (!strcmp(req->method, "POST")) curl_easy_setopt(t->curl, CURLOPT_POST, 1L);
-    else curl_easy_setopt(t->curl, CURLOPT_CUSTOMREQUEST, req->method);
+    if (!strcmp(req->method, "POST"))
+        curl_easy_setopt(t->curl, CURLOPT_POST, 1L);
+    else
+        curl_easy_setopt(t->curl, CURLOPT_CUSTOMREQUEST, req->method);
     if (req->read) {
         curl_easy_setopt(t->curl, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(t->curl, CURLOPT_READDATA, t);
@@ -136,8 +141,9 @@ static apr_status_t curl_perform(gmcp_http *h, const gmcp_http_request *req,
     }
     res->status = (int)status;
     res->error = cc == CURLE_OK ? NULL : curl_easy_strerror(cc);
-    return cc == CURLE_OK ? APR_SUCCESS
-         : cc == CURLE_OPERATION_TIMEDOUT ? APR_TIMEUP : GMCP_EUPSTREAM;
+    return cc == CURLE_OK                ? APR_SUCCESS
+        : cc == CURLE_OPERATION_TIMEDOUT ? APR_TIMEUP
+                                         : GMCP_EUPSTREAM;
 }
 
 /* ---- one handle per thread ------------------------------------------------------------- */
@@ -179,27 +185,20 @@ apr_status_t gmcp_http_init(void)
 apr_status_t gmcp_http_child_init(apr_pool_t *p)
 {
     apr_status_t rv = apr_threadkey_private_create(&thread_key, release_handle, p);
-    if (rv != APR_SUCCESS) thread_key = NULL;     /* no handles then, rather than a bad key */
+    if (rv != APR_SUCCESS) thread_key = NULL; /* no handles then, rather than a bad key */
     return rv;
 }
 
 /* ---- the implementation in use --------------------------------------------------------- */
 
-static const gmcp_http_impl curl_impl = { curl_for_thread, curl_perform };
+static const gmcp_http_impl curl_impl = {curl_for_thread, curl_perform};
 static const gmcp_http_impl *impl = &curl_impl;
 
-void gmcp_http_use(const gmcp_http_impl *i)
-{
-    impl = i ? i : &curl_impl;
-}
+void gmcp_http_use(const gmcp_http_impl *i) { impl = i ? i : &curl_impl; }
 
-gmcp_http *gmcp_http_for_thread(void)
-{
-    return impl->for_thread();
-}
+gmcp_http *gmcp_http_for_thread(void) { return impl->for_thread(); }
 
-apr_status_t gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req,
-                               gmcp_http_response *res)
+apr_status_t gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req, gmcp_http_response *res)
 {
     return impl->perform(h, req, res);
 }

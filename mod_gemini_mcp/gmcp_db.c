@@ -17,10 +17,10 @@
 #define SCHEMA_OK_KEY "gmcp__schema_ok"
 
 /* db->txn_state */
-#define TXN_NONE        0
-#define TXN_OK          1   /* started, nothing failed yet */
-#define TXN_FAILED      2   /* a statement failed: the driver skips the rest until end */
-#define TXN_NOT_STARTED 3   /* begin failed (already logged): end is quiet */
+#define TXN_NONE 0
+#define TXN_OK 1          /* started, nothing failed yet */
+#define TXN_FAILED 2      /* a statement failed: the driver skips the rest until end */
+#define TXN_NOT_STARTED 3 /* begin failed (already logged): end is quiet */
 
 void gmcp_db_init(gmcp_db *db, const apr_dbd_driver_t *driver, apr_dbd_t *handle,
                   apr_hash_t *prepared, apr_pool_t *scratch)
@@ -40,11 +40,11 @@ void gmcp_db_init(gmcp_db *db, const apr_dbd_driver_t *driver, apr_dbd_t *handle
 static int names_identifier(const char *w, apr_size_t n)
 {
     static const char *const words[] = {
-        "relation", "constraint", "column", "table", "index", "function", "type", "schema",
-        "database", "role", "sequence", "trigger", "view", "statement", "cursor",
-        "extension", "encoding", "near", "savepoint", "operator", "portal", "collation",
-        "domain", "tablespace", "aggregate", "policy", "procedure", "rule", "channel", NULL
-    };
+        "relation",  "constraint", "column",    "table",     "index",    "function",
+        "type",      "schema",     "database",  "role",      "sequence", "trigger",
+        "view",      "statement",  "cursor",    "extension", "encoding", "near",
+        "savepoint", "operator",   "portal",    "collation", "domain",   "tablespace",
+        "aggregate", "policy",     "procedure", "rule",      "channel",  NULL};
     int i;
     for (i = 0; words[i]; i++)
         if (strlen(words[i]) == n && !strncasecmp(words[i], w, n)) return 1;
@@ -63,7 +63,11 @@ static const char *clean_message(apr_pool_t *p, const char *e)
         if (e[i] == '"') {
             const char *close = memchr(e + i + 1, '"', n - i - 1);
             apr_size_t w = o, wl;
-            if (!close) { memcpy(out + o, e + i, n - i); o += n - i; break; }
+            if (!close) {
+                memcpy(out + o, e + i, n - i);
+                o += n - i;
+                break;
+            }
             /* the word before the quote (after one blank) */
             if (w && out[w - 1] == ' ') w--;
             wl = w;
@@ -102,16 +106,15 @@ static int is_conflict(gmcp_db *db, int drc)
     if (!e) return 0;
     return strstr(e, "duplicate key value violates unique constraint") != NULL
         || strstr(e, "UNIQUE constraint failed") != NULL
-        || strstr(e, "PRIMARY KEY must be unique") != NULL
-        || strstr(e, " is not unique") != NULL || strstr(e, " are not unique") != NULL;
+        || strstr(e, "PRIMARY KEY must be unique") != NULL || strstr(e, " is not unique") != NULL
+        || strstr(e, " are not unique") != NULL;
 }
 
 /* A raw statement named in a log line: its first line, shortened. */
 static const char *sql_name(apr_pool_t *p, const char *sql)
 {
     apr_size_t n = strcspn(sql, "\r\n");
-    return n > 72 ? apr_pstrcat(p, apr_pstrndup(p, sql, 69), "...", NULL)
-                  : apr_pstrndup(p, sql, n);
+    return n > 72 ? apr_pstrcat(p, apr_pstrndup(p, sql, 69), "...", NULL) : apr_pstrndup(p, sql, n);
 }
 
 /* Log a statement that failed with the driver's code `drc` (`what` names it). Once a
@@ -122,8 +125,10 @@ static void failed(gmcp_db *db, gmcp_elog_level level, const char *tag, const ch
                    const char *what, int drc, int ran)
 {
     if (ran && db->txn && db->txn_state == TXN_FAILED) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_DEBUG, 0, "GMCP0208", "%s %s not run: an "
-                  "earlier statement of its transaction failed", fmt_what, what);
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_DEBUG, 0, "GMCP0208",
+                  "%s %s not run: an "
+                  "earlier statement of its transaction failed",
+                  fmt_what, what);
         return;
     }
     if (ran && db->txn && db->txn_state == TXN_OK) db->txn_state = TXN_FAILED;
@@ -132,8 +137,8 @@ static void failed(gmcp_db *db, gmcp_elog_level level, const char *tag, const ch
 }
 
 /* Every row of `res` into *out. APR_SUCCESS, or GMCP_EDB (logged). */
-static apr_status_t collect(gmcp_db *db, const char *what, const char *name,
-                            apr_dbd_results_t *res, gmcp_rows *out)
+static apr_status_t collect(gmcp_db *db, const char *what, const char *name, apr_dbd_results_t *res,
+                            gmcp_rows *out)
 {
     apr_dbd_row_t *row = NULL;
     int drc;
@@ -152,21 +157,21 @@ static apr_status_t collect(gmcp_db *db, const char *what, const char *name,
         APR_ARRAY_PUSH(out->rows, const char **) = cols;
     }
     if (drc == -1) return APR_SUCCESS;
-    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0204", "reading the rows of %s %s "
-              "failed (%s error %d): %s", what, name, apr_dbd_name(db->driver), drc,
-              gmcp_db_error(db, drc));
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0204",
+              "reading the rows of %s %s "
+              "failed (%s error %d): %s",
+              what, name, apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
     return GMCP_EDB;
 }
 
 /* `level` is how a failure is logged (GMCP_ELOG_DEBUG: an expected one). */
-static apr_status_t select_raw(gmcp_db *db, const char *sql, gmcp_rows *out,
-                               gmcp_elog_level level)
+static apr_status_t select_raw(gmcp_db *db, const char *sql, gmcp_rows *out, gmcp_elog_level level)
 {
     apr_dbd_results_t *res = NULL;
     int drc = apr_dbd_select(db->driver, db->pool, db->handle, &res, sql, 1);
     if (drc) {
-        failed(db, level, "GMCP0207", "SQL", apr_psprintf(db->pool, "\"%s\"",
-                                                          sql_name(db->pool, sql)), drc, 1);
+        failed(db, level, "GMCP0207", "SQL",
+               apr_psprintf(db->pool, "\"%s\"", sql_name(db->pool, sql)), drc, 1);
         return GMCP_EDB;
     }
     return collect(db, "SQL", sql_name(db->pool, sql), res, out);
@@ -180,8 +185,8 @@ static apr_status_t exec_raw(gmcp_db *db, const char *sql, int *nrows, gmcp_elog
     /* apr_dbd_sqlite3 answers SQLITE_ROW (100, "not an error") for a statement that
      * returns a row, like PRAGMA busy_timeout=N: it ran. */
     if (!drc || (drc == 100 && !db->pgsql)) return APR_SUCCESS;
-    failed(db, level, "GMCP0207", "SQL", apr_psprintf(db->pool, "\"%s\"",
-                                                      sql_name(db->pool, sql)), drc, 1);
+    failed(db, level, "GMCP0207", "SQL", apr_psprintf(db->pool, "\"%s\"", sql_name(db->pool, sql)),
+           drc, 1);
     return GMCP_EDB;
 }
 
@@ -204,8 +209,7 @@ apr_status_t gmcp_db_schema_version(gmcp_db *db, int *version, const char **why)
      * so the first one on a connection after a schema change (gmcpctl migrate while
      * the server runs) fails once with SQLITE_SCHEMA: try a second time (only a
      * second failure is news). */
-    if (schema_version_once(db, version, why, GMCP_ELOG_DEBUG) == APR_SUCCESS)
-        return APR_SUCCESS;
+    if (schema_version_once(db, version, why, GMCP_ELOG_DEBUG) == APR_SUCCESS) return APR_SUCCESS;
     return schema_version_once(db, version, why, GMCP_ELOG_ERR);
 }
 
@@ -219,17 +223,28 @@ static apr_status_t schema_version_once(gmcp_db *db, int *version, const char **
      * On PostgreSQL look first, so no failed statement is left behind. */
     if (db->pgsql) {
         rv = select_raw(db, "SELECT to_regclass('schema_migrations') IS NOT NULL", &rs, level);
-        if (rv) { *why = gmcp_db_error(db, -1); return rv; }
+        if (rv) {
+            *why = gmcp_db_error(db, -1);
+            return rv;
+        }
         if (rs.rows->nelts != 1 || strcmp(GMCP_ROW(&rs, 0)[0], "t") != 0) return APR_SUCCESS;
     }
     else {
-        rv = select_raw(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                            "AND name = 'schema_migrations'", &rs, level);
-        if (rv) { *why = gmcp_db_error(db, -1); return rv; }
+        rv = select_raw(db,
+                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                        "AND name = 'schema_migrations'",
+                        &rs, level);
+        if (rv) {
+            *why = gmcp_db_error(db, -1);
+            return rv;
+        }
         if (rs.rows->nelts != 1 || strcmp(GMCP_ROW(&rs, 0)[0], "1") != 0) return APR_SUCCESS;
     }
     rv = select_raw(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &rs, level);
-    if (rv) { *why = gmcp_db_error(db, -1); return rv; }
+    if (rv) {
+        *why = gmcp_db_error(db, -1);
+        return rv;
+    }
     if (rs.rows->nelts == 1 && GMCP_ROW(&rs, 0)[0]) *version = atoi(GMCP_ROW(&rs, 0)[0]);
     return APR_SUCCESS;
 }
@@ -246,9 +261,10 @@ apr_status_t gmcp_db_ready(gmcp_db *db, const char **why, int *schema_behind)
     if ((rv = gmcp_db_schema_version(db, &version, why)) != APR_SUCCESS) return rv;
     if (version < GMCP_SCHEMA_VERSION) {
         *schema_behind = 1;
-        *why = apr_psprintf(db->pool, "database schema is at version %d, this build needs %d: "
-                            "run 'gmcpctl migrate' against this database", version,
-                            GMCP_SCHEMA_VERSION);
+        *why = apr_psprintf(db->pool,
+                            "database schema is at version %d, this build needs %d: "
+                            "run 'gmcpctl migrate' against this database",
+                            version, GMCP_SCHEMA_VERSION);
         return GMCP_ESCHEMA;
     }
     /* Once per connection: in WAL mode, synchronous=NORMAL is SQLite's recommended
@@ -293,8 +309,8 @@ apr_status_t gmcp_db_prepare(gmcp_db *db, const char *label)
 }
 
 /* `unique`: a unique/primary-key conflict outside a transaction is APR_EEXIST, quietly. */
-static apr_status_t exec_labelled(gmcp_db *db, const char *label, int *nrows, int unique,
-                                  int nargs, const char **args)
+static apr_status_t exec_labelled(gmcp_db *db, const char *label, int *nrows, int unique, int nargs,
+                                  const char **args)
 {
     apr_dbd_prepared_t *ps;
     int drc, n = 0;
@@ -304,16 +320,17 @@ static apr_status_t exec_labelled(gmcp_db *db, const char *label, int *nrows, in
     if (nrows) *nrows = n;
     if (!drc) return APR_SUCCESS;
     if (unique && !db->txn && is_conflict(db, drc)) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_DEBUG, 0, "GMCP0209", "statement %s: the row "
-                  "exists already (expected)", label);
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_DEBUG, 0, "GMCP0209",
+                  "statement %s: the row "
+                  "exists already (expected)",
+                  label);
         return APR_EEXIST;
     }
     failed(db, GMCP_ELOG_ERR, "GMCP0201", "statement", label, drc, 1);
     return GMCP_EDB;
 }
 
-apr_status_t gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs,
-                          const char **args)
+apr_status_t gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs, const char **args)
 {
     return exec_labelled(db, label, nrows, 0, nargs, args);
 }
@@ -348,8 +365,10 @@ apr_status_t gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t)
     db->txn = *t;
     db->txn_state = drc ? TXN_NOT_STARTED : TXN_OK;
     if (!drc) return APR_SUCCESS;
-    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0205", "cannot start a transaction "
-              "(%s error %d): %s", apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0205",
+              "cannot start a transaction "
+              "(%s error %d): %s",
+              apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
     return GMCP_EDB;
 }
 
@@ -358,14 +377,15 @@ apr_status_t gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback)
     int drc, state = db->txn == t ? db->txn_state : TXN_OK;
     db->txn = NULL;
     db->txn_state = TXN_NONE;
-    if (!t) return GMCP_EDB;        /* begin failed, and said so */
-    if (rollback)
-        apr_dbd_transaction_mode_set(db->driver, t, APR_DBD_TRANSACTION_ROLLBACK);
+    if (!t) return GMCP_EDB; /* begin failed, and said so */
+    if (rollback) apr_dbd_transaction_mode_set(db->driver, t, APR_DBD_TRANSACTION_ROLLBACK);
     drc = apr_dbd_transaction_end(db->driver, db->pool, t);
     if (!drc) return APR_SUCCESS;
     if (state != TXN_NOT_STARTED)
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0206", "cannot %s a transaction "
-                  "(%s error %d): %s", rollback || state == TXN_FAILED ? "roll back" : "commit",
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0206",
+                  "cannot %s a transaction "
+                  "(%s error %d): %s",
+                  rollback || state == TXN_FAILED ? "roll back" : "commit",
                   apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
     return GMCP_EDB;
 }

@@ -20,9 +20,9 @@
 typedef struct {
     const apr_dbd_driver_t *driver;
     apr_dbd_t *handle;
-    apr_hash_t *prepared;   /* label -> apr_dbd_prepared_t* */
-    apr_pool_t *pool;       /* scratch pool for results (the request's) */
-    int pgsql;              /* driver is PostgreSQL */
+    apr_hash_t *prepared; /* label -> apr_dbd_prepared_t* */
+    apr_pool_t *pool;     /* scratch pool for results (the request's) */
+    int pgsql;            /* driver is PostgreSQL */
     /* The transaction gmcp_db_begin started and whether a statement in it failed
      * (later ones are skipped by the driver, and not logged again). */
     apr_dbd_transaction_t *txn;
@@ -32,7 +32,7 @@ typedef struct {
 /* Rows of a select: each row is a `const char **` of ncols strings (NULL = SQL NULL). */
 typedef struct {
     int ncols;
-    apr_array_header_t *rows;   /* const char ** */
+    apr_array_header_t *rows; /* const char ** */
 } gmcp_rows;
 
 #define GMCP_ROW(rs, i) (APR_ARRAY_IDX((rs)->rows, (i), const char **))
@@ -67,8 +67,7 @@ apr_status_t gmcp_db_prepare(gmcp_db *db, const char *label);
 
 /* Run a labelled statement. args has the statement's parameter count; *nrows (when
  * not NULL) the rows it changed. APR_SUCCESS or GMCP_EDB. */
-apr_status_t gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs,
-                          const char **args);
+apr_status_t gmcp_db_exec(gmcp_db *db, const char *label, int *nrows, int nargs, const char **args);
 /* The same for an INSERT whose unique/primary-key conflict is an expected outcome
  * ("there already"): then APR_EEXIST, with nothing logged. Not inside a transaction (a
  * conflict there aborts it on PostgreSQL, and is GMCP_EDB). */
@@ -94,7 +93,10 @@ apr_status_t gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback);
  * error either way). Never NULL. */
 const char *gmcp_db_error(gmcp_db *db, int driver_code);
 
-#define GMCP_ARGS(...) (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)), \
-                       (const char *[]){__VA_ARGS__}
+#define GMCP_ARGS(...)                                                                    \
+    (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)), (const char *[]) \
+    {                                                                                     \
+        __VA_ARGS__                                                                       \
+    }
 
 #endif

@@ -16,8 +16,8 @@ void gmcp_elog_set(gmcp_elog_print_fn *print, gmcp_elog_level_fn *enabled, void 
     printer_baton = baton;
 }
 
-void gmcp_elog(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
-               const char *tag, const char *fmt, ...)
+void gmcp_elog(const char *file, int line, gmcp_elog_level level, apr_status_t rv, const char *tag,
+               const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -28,12 +28,6 @@ void gmcp_elog(const char *file, int line, gmcp_elog_level level, apr_status_t r
     printer(file, line, level, rv, tag, msg, printer_baton);
 }
 
-void gmcp_elog_context_set(void *ctx)
-{
-    thread_ctx = ctx;
-}
+void gmcp_elog_context_set(void *ctx) { thread_ctx = ctx; }
 
-void *gmcp_elog_context(void)
-{
-    return thread_ctx;
-}
+void *gmcp_elog_context(void) { return thread_ctx; }

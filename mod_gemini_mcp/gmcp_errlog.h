@@ -11,27 +11,20 @@
 
 #include <apr_errno.h>
 
-typedef enum {
-    GMCP_ELOG_ERR = 0,
-    GMCP_ELOG_WARN,
-    GMCP_ELOG_INFO,
-    GMCP_ELOG_DEBUG
-} gmcp_elog_level;
+typedef enum { GMCP_ELOG_ERR = 0, GMCP_ELOG_WARN, GMCP_ELOG_INFO, GMCP_ELOG_DEBUG } gmcp_elog_level;
 
 #define GMCP_ELOG_MARK __FILE__, __LINE__
 
 /* `msg` is the formatted line, without the tag. */
-typedef void gmcp_elog_print_fn(const char *file, int line, gmcp_elog_level level,
-                                apr_status_t rv, const char *tag, const char *msg,
-                                void *baton);
+typedef void gmcp_elog_print_fn(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
+                                const char *tag, const char *msg, void *baton);
 /* Whether `level` would be printed at all (may be NULL: everything is). */
 typedef int gmcp_elog_level_fn(gmcp_elog_level level, void *baton);
 
 void gmcp_elog_set(gmcp_elog_print_fn *print, gmcp_elog_level_fn *enabled, void *baton);
 
-void gmcp_elog(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
-               const char *tag, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+void gmcp_elog(const char *file, int line, gmcp_elog_level level, apr_status_t rv, const char *tag,
+               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* The context of lines logged on this thread (the glue's request_rec), set around
  * a handler and cleared by the same thread before it returns. */

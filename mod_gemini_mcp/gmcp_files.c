@@ -14,11 +14,11 @@
 
 typedef struct {
     gmcp_gemini *g;
-    apr_file_t *f;               /* body source (upload commands), or NULL */
-    const char *path;            /* f's path, for the log */
-    apr_status_t read_error;     /* reading f failed (logged): the upload is aborted */
-    apr_int64_t left;            /* bytes still to send from f */
-    gmcp_buf body;               /* response body (small: status or File JSON) */
+    apr_file_t *f;           /* body source (upload commands), or NULL */
+    const char *path;        /* f's path, for the log */
+    apr_status_t read_error; /* reading f failed (logged): the upload is aborted */
+    apr_int64_t left;        /* bytes still to send from f */
+    gmcp_buf body;           /* response body (small: status or File JSON) */
     const char *upload_url, *status;
     apr_int64_t received;
     int aborted;
@@ -27,18 +27,18 @@ typedef struct {
 /* One relay: what goes up, where it stands, and what came back. */
 typedef struct {
     gmcp_gemini *g;
-    const char *path;            /* the spooled file */
+    const char *path; /* the spooled file */
     apr_int64_t size, chunk;
     const char *mime, *display_name;
     gmcp_files_progress_fn progress;
     void *baton;
-    const char *url;             /* the upload endpoint, then the upload URL of `start` */
-    apr_file_t *f;               /* open while the bytes go up */
-    apr_int64_t offset;          /* bytes Gemini has */
-    int tries;                   /* failed attempts at the current chunk */
+    const char *url;    /* the upload endpoint, then the upload URL of `start` */
+    apr_file_t *f;      /* open while the bytes go up */
+    apr_int64_t offset; /* bytes Gemini has */
+    int tries;          /* failed attempts at the current chunk */
     int *resumes;
-    json_t *resp;                /* finalize's answer */
-    up_xfer x;                   /* the last request's */
+    json_t *resp; /* finalize's answer */
+    up_xfer x;    /* the last request's */
     gmcp_gemini_error *err;
 } relay;
 
@@ -47,7 +47,10 @@ typedef struct {
 static apr_ssize_t on_read(void *ud, char *buf, apr_size_t want)
 {
     up_xfer *x = ud;
-    if (x->g->cancelled && x->g->cancelled(x->g->baton)) { x->aborted = 1; return -1; }
+    if (x->g->cancelled && x->g->cancelled(x->g->baton)) {
+        x->aborted = 1;
+        return -1;
+    }
     if ((apr_int64_t)want > x->left) want = (apr_size_t)x->left;
     if (!want) return 0;
     if ((x->read_error = apr_file_read_full(x->f, buf, want, &want)) != APR_SUCCESS) {
@@ -63,11 +66,10 @@ static apr_status_t on_body(void *ud, int status, const char *data, apr_size_t l
 {
     up_xfer *x = ud;
     (void)status;
-    return gmcp_buf_append(&x->body, data, len, 1024 * 1024);     /* a File is small */
+    return gmcp_buf_append(&x->body, data, len, 1024 * 1024); /* a File is small */
 }
 
-const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len,
-                                    const char *name)
+const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len, const char *name)
 {
     size_t nl = strlen(name);
     const char *v, *e;
@@ -85,8 +87,7 @@ static apr_status_t on_head(void *ud, const char *line, apr_size_t len)
     const char *v;
     if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-URL")))
         x->upload_url = v;
-    if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-Status")))
-        x->status = v;
+    if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-Status"))) x->status = v;
     if ((v = gmcp_files_header_value(x->g->pool, line, len, "X-Goog-Upload-Size-Received")))
         x->received = apr_atoi64(v);
     return APR_SUCCESS;
@@ -108,8 +109,7 @@ static apr_status_t on_xfer(void *ud)
 
 /* The header lines of a `command` request; `start` also announces the file, the others
  * say at which offset their bytes go. */
-static const char *const *upload_headers(const relay *r, const char *command,
-                                         apr_int64_t offset)
+static const char *const *upload_headers(const relay *r, const char *command, apr_int64_t offset)
 {
     apr_pool_t *p = r->g->pool;
     apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
@@ -119,15 +119,17 @@ static const char *const *upload_headers(const relay *r, const char *command,
     if (!strcmp(command, "start")) {
         APR_ARRAY_PUSH(h, const char *) = "X-Goog-Upload-Protocol: resumable";
         APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/json";
-        APR_ARRAY_PUSH(h, const char *) = apr_psprintf(p, "X-Goog-Upload-Header-Content-"
-                                                       "Length: %" APR_INT64_T_FMT, r->size);
-        APR_ARRAY_PUSH(h, const char *) = apr_pstrcat(p, "X-Goog-Upload-Header-Content-Type: ",
-                                                      r->mime, NULL);
+        APR_ARRAY_PUSH(h, const char *) = apr_psprintf(p,
+                                                       "X-Goog-Upload-Header-Content-"
+                                                       "Length: %" APR_INT64_T_FMT,
+                                                       r->size);
+        APR_ARRAY_PUSH(h, const char *) =
+            apr_pstrcat(p, "X-Goog-Upload-Header-Content-Type: ", r->mime, NULL);
     }
     else {
         APR_ARRAY_PUSH(h, const char *) = "Content-Type: application/octet-stream";
-        APR_ARRAY_PUSH(h, const char *) = apr_psprintf(p, "X-Goog-Upload-Offset: %"
-                                                       APR_INT64_T_FMT, offset);
+        APR_ARRAY_PUSH(h, const char *) =
+            apr_psprintf(p, "X-Goog-Upload-Offset: %" APR_INT64_T_FMT, offset);
     }
     APR_ARRAY_PUSH(h, const char *) = NULL;
     return (const char *const *)h->elts;
@@ -138,8 +140,8 @@ static void refused(gmcp_gemini *g, const up_xfer *x, int status, gmcp_gemini_er
 {
     json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
     json_t *e = json_object_get(j, "error");
-    err->status = gmcp_json_str(e, "status") ? apr_pstrdup(g->pool, gmcp_json_str(e, "status"))
-                                              : NULL;
+    err->status =
+        gmcp_json_str(e, "status") ? apr_pstrdup(g->pool, gmcp_json_str(e, "status")) : NULL;
     err->message = gmcp_json_str(e, "message")
         ? apr_pstrdup(g->pool, gmcp_json_str(e, "message"))
         : apr_psprintf(g->pool, "HTTP %d from Gemini", status);
@@ -171,8 +173,8 @@ static apr_status_t request_outcome(relay *r, apr_status_t rv, const gmcp_http_r
     }
     if (rv != APR_SUCCESS) {
         err->http_status = 0;
-        err->message = apr_psprintf(g->pool, "cannot reach Gemini: %s", x->aborted
-                                    ? "no time left" : res->error);
+        err->message = apr_psprintf(g->pool, "cannot reach Gemini: %s",
+                                    x->aborted ? "no time left" : res->error);
         err->retryable = !x->aborted;
         return x->aborted || APR_STATUS_IS_TIMEUP(rv) ? APR_TIMEUP : GMCP_EUPSTREAM;
     }
@@ -186,8 +188,8 @@ static apr_status_t request_outcome(relay *r, apr_status_t rv, const gmcp_http_r
 
 /* One request of the protocol to r->url: `command` "start" sends json_body, the others
  * `len` bytes of f (from its current position; none without f). As request_outcome. */
-static apr_status_t request(relay *r, const char *command, const char *json_body,
-                            apr_file_t *f, apr_int64_t offset, apr_int64_t len, json_t **out)
+static apr_status_t request(relay *r, const char *command, const char *json_body, apr_file_t *f,
+                            apr_int64_t offset, apr_int64_t len, json_t **out)
 {
     gmcp_gemini *g = r->g;
     up_xfer *x = &r->x;
@@ -253,16 +255,18 @@ static void upstream_failed(gmcp_gemini *g, const char *command, const char *url
     const char *retried = tries > 1 ? apr_psprintf(g->pool, " after %d attempts", tries) : "";
     if (err->cancelled || (err->status && !strcmp(err->status, "INTERNAL"))) return;
     if (err->http_status)
-        gmcp_elog(GMCP_ELOG_MARK, err->http_status >= 500 || err->http_status == 429
-                  ? GMCP_ELOG_ERR : GMCP_ELOG_WARN, 0, "GMCP0412",
-                  "Files API %s POST %s answered HTTP %d%s%s%s: %s", command,
+        gmcp_elog(GMCP_ELOG_MARK,
+                  err->http_status >= 500 || err->http_status == 429 ? GMCP_ELOG_ERR
+                                                                     : GMCP_ELOG_WARN,
+                  0, "GMCP0412", "Files API %s POST %s answered HTTP %d%s%s%s: %s", command,
                   url_path(g->pool, url), err->http_status, err->status ? " " : "",
                   err->status ? err->status : "", retried, err->message);
     else
-        gmcp_elog(GMCP_ELOG_MARK, err->status && !strcmp(err->status, "DEADLINE_EXCEEDED")
-                  ? GMCP_ELOG_WARN : GMCP_ELOG_ERR, 0, "GMCP0411",
-                  "Files API %s POST %s failed%s: %s", command, url_path(g->pool, url),
-                  retried, err->message);
+        gmcp_elog(GMCP_ELOG_MARK,
+                  err->status && !strcmp(err->status, "DEADLINE_EXCEEDED") ? GMCP_ELOG_WARN
+                                                                           : GMCP_ELOG_ERR,
+                  0, "GMCP0411", "Files API %s POST %s failed%s: %s", command,
+                  url_path(g->pool, url), retried, err->message);
 }
 
 /* ---- the relay, step by step ---------------------------------------------------------- */
@@ -271,8 +275,8 @@ static void upstream_failed(gmcp_gemini *g, const char *command, const char *url
  * last request's (a wait cut short keeps it). */
 static apr_status_t relay_start(relay *r)
 {
-    json_t *meta = json_pack("{s:{s:s, s:s, s:s}}", "file", "mimeType", r->mime,
-                             "displayName", r->display_name, "sizeBytes",
+    json_t *meta = json_pack("{s:{s:s, s:s, s:s}}", "file", "mimeType", r->mime, "displayName",
+                             r->display_name, "sizeBytes",
                              apr_psprintf(r->g->pool, "%" APR_INT64_T_FMT, r->size));
     const char *body = gmcp_json_dump(r->g->pool, meta);
     apr_status_t rv;
@@ -289,9 +293,10 @@ static apr_status_t relay_start(relay *r)
         return rv;
     }
     if (!r->x.upload_url) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API start POST %s "
-                  "answered HTTP %d without an X-Goog-Upload-URL", url_path(r->g->pool, r->url),
-                  r->err->http_status);
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413",
+                  "Files API start POST %s "
+                  "answered HTTP %d without an X-Goog-Upload-URL",
+                  url_path(r->g->pool, r->url), r->err->http_status);
         r->err->message = "Gemini did not give an upload URL";
         return GMCP_EUPSTREAM;
     }
@@ -305,8 +310,9 @@ static apr_status_t seek_offset(relay *r)
     apr_off_t at = (apr_off_t)r->offset;
     apr_status_t rv = apr_file_seek(r->f, APR_SET, &at);
     if (rv == APR_SUCCESS) return APR_SUCCESS;
-    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0306", "cannot seek to %"
-              APR_INT64_T_FMT " in %s to relay it to the Files API", r->offset, r->path);
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0306",
+              "cannot seek to %" APR_INT64_T_FMT " in %s to relay it to the Files API", r->offset,
+              r->path);
     memset(r->err, 0, sizeof(*r->err));
     r->err->message = "cannot read the uploaded file from the spool";
     return rv;
@@ -318,20 +324,23 @@ static apr_status_t seek_offset(relay *r)
 static apr_status_t relay_resume(relay *r, apr_int64_t len)
 {
     apr_status_t rv;
-    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_INFO, 0, "GMCP0416", "Files API upload of %"
-              APR_INT64_T_FMT " bytes at offset %" APR_INT64_T_FMT " to %s failed (%s): "
-              "asking how much arrived", len, r->offset, url_path(r->g->pool, r->url),
-              r->err->message);
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_INFO, 0, "GMCP0416",
+              "Files API upload of %" APR_INT64_T_FMT " bytes at offset %" APR_INT64_T_FMT
+              " to %s failed (%s): "
+              "asking how much arrived",
+              len, r->offset, url_path(r->g->pool, r->url), r->err->message);
     if ((rv = request(r, "query", NULL, NULL, 0, 0, NULL)) != APR_SUCCESS) {
         upstream_failed(r->g, "query", r->url, r->err, 1);
         return rv;
     }
     if (r->x.received < 0 || r->x.received > r->size
         || (r->x.status && strcmp(r->x.status, "active"))) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API query POST %s: "
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413",
+                  "Files API query POST %s: "
                   "upload status %s, %" APR_INT64_T_FMT " of %" APR_INT64_T_FMT " bytes "
-                  "received: cannot resume", url_path(r->g->pool, r->url),
-                  r->x.status ? r->x.status : "(none)", r->x.received, r->size);
+                  "received: cannot resume",
+                  url_path(r->g->pool, r->url), r->x.status ? r->x.status : "(none)", r->x.received,
+                  r->size);
         if (!r->err->message) r->err->message = "Gemini cannot resume the upload";
         return GMCP_EUPSTREAM;
     }
@@ -359,8 +368,7 @@ static apr_status_t relay_chunk(relay *r)
     }
     if (!r->err->retryable || r->tries++ >= r->g->max_retries
         || wait_a_bit(r->g, apr_time_from_msec(250) << r->tries) != APR_SUCCESS) {
-        upstream_failed(r->g, command, r->url, r->err,
-                        r->err->retryable ? r->tries : r->tries + 1);
+        upstream_failed(r->g, command, r->url, r->err, r->err->retryable ? r->tries : r->tries + 1);
         return rv;
     }
     rv = relay_resume(r, len);
@@ -370,11 +378,13 @@ static apr_status_t relay_chunk(relay *r)
 /* Step 2: the file's bytes, chunk by chunk, until Gemini answers finalize. */
 static apr_status_t relay_send(relay *r)
 {
-    apr_status_t rv = apr_file_open(&r->f, r->path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0,
-                                    r->g->pool);
+    apr_status_t rv =
+        apr_file_open(&r->f, r->path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, r->g->pool);
     if (rv != APR_SUCCESS) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0302", "cannot open %s to relay "
-                  "it to the Files API", r->path);
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0302",
+                  "cannot open %s to relay "
+                  "it to the Files API",
+                  r->path);
         r->err->message = "cannot read the uploaded file from the spool";
         return rv;
     }
@@ -385,9 +395,10 @@ static apr_status_t relay_send(relay *r)
     r->f = NULL;
     if (!r->resp) {
         if (!r->err->message) {
-            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API finalize POST "
-                      "%s answered HTTP %d without a body", url_path(r->g->pool, r->url),
-                      r->err->http_status);
+            gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413",
+                      "Files API finalize POST "
+                      "%s answered HTTP %d without a body",
+                      url_path(r->g->pool, r->url), r->err->http_status);
             r->err->message = "Gemini did not finalize the upload";
         }
         if (rv == APR_SUCCESS) rv = GMCP_EUPSTREAM;
@@ -402,8 +413,10 @@ static apr_status_t relay_activate(relay *r, json_t **file)
     const char *name = gmcp_json_str(fo, "name");
     const char *state = gmcp_json_str(fo, "state");
     if (!name) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413", "Files API finalize POST "
-                  "%s: the answer has no file.name", url_path(r->g->pool, r->url));
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0413",
+                  "Files API finalize POST "
+                  "%s: the answer has no file.name",
+                  url_path(r->g->pool, r->url));
         r->err->message = "Gemini's finalize answer has no file";
         return GMCP_EUPSTREAM;
     }
@@ -415,8 +428,8 @@ static apr_status_t relay_activate(relay *r, json_t **file)
     return gmcp_files_wait_active(r->g, apr_pstrdup(r->g->pool, name), file, r->err);
 }
 
-apr_status_t gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size,
-                              const char *mime, const char *display_name, apr_int64_t chunk,
+apr_status_t gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size, const char *mime,
+                              const char *display_name, apr_int64_t chunk,
                               gmcp_files_progress_fn progress, void *baton, json_t **file,
                               int *resumes, gmcp_gemini_error *err)
 {
@@ -450,25 +463,25 @@ apr_status_t gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size
 /* One files.get of wait_active: APR_INCOMPLETE while the file is not ACTIVE yet (*state
  * says what it is), APR_SUCCESS with *file when it is; FAILED or a failed call as
  * gmcp_files_wait_active. */
-static apr_status_t poll_file(gmcp_gemini *g, const char *name, json_t **file,
-                              const char **state, gmcp_gemini_error *err)
+static apr_status_t poll_file(gmcp_gemini *g, const char *name, json_t **file, const char **state,
+                              gmcp_gemini_error *err)
 {
     json_t *f = NULL;
-    apr_status_t rv = gmcp_gemini_call(g, "GET", apr_pstrcat(g->pool, "/v1beta/", name, NULL),
-                                       NULL, &f, err);
+    apr_status_t rv =
+        gmcp_gemini_call(g, "GET", apr_pstrcat(g->pool, "/v1beta/", name, NULL), NULL, &f, err);
     if (rv != APR_SUCCESS) goto leave;
     *state = gmcp_json_str(f, "state");
-    *state = *state ? apr_pstrdup(g->pool, *state) : NULL;   /* outlives f */
+    *state = *state ? apr_pstrdup(g->pool, *state) : NULL; /* outlives f */
     if (*state && !strcmp(*state, "ACTIVE")) {
         *file = f;
         f = NULL;
     }
     else if (*state && !strcmp(*state, "FAILED")) {
         const char *m = gmcp_json_str(json_object_get(f, "error"), "message");
-        err->message = apr_psprintf(g->pool, "Gemini could not process the file: %s",
-                                    m ? m : "state FAILED");
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0414", "Files API: %s is FAILED: %s",
-                  name, m ? m : "(no message)");
+        err->message =
+            apr_psprintf(g->pool, "Gemini could not process the file: %s", m ? m : "state FAILED");
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0414", "Files API: %s is FAILED: %s", name,
+                  m ? m : "(no message)");
         rv = GMCP_EUPSTREAM;
     }
     else {
@@ -488,9 +501,10 @@ apr_status_t gmcp_files_wait_active(gmcp_gemini *g, const char *name, json_t **f
     while ((rv = poll_file(g, name, file, &state, err)) == APR_INCOMPLETE) {
         if ((rv = wait_a_bit(g, every)) != APR_SUCCESS) {
             if (rv != GMCP_ECANCELLED)
-                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_WARN, 0, "GMCP0414", "Files API: %s was "
-                          "still %s when the call's time ran out", name,
-                          state ? state : "(no state)");
+                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_WARN, 0, "GMCP0414",
+                          "Files API: %s was "
+                          "still %s when the call's time ran out",
+                          name, state ? state : "(no state)");
             else
                 err->cancelled = 1;
             err->message = "the file was still PROCESSING when the time ran out";

@@ -20,8 +20,8 @@ typedef void (*gmcp_files_progress_fn)(void *baton, apr_int64_t done, apr_int64_
  * ACTIVE; otherwise *err filled and a status as gmcp_gemini_call's (GMCP_ECANCELLED,
  * APR_TIMEUP, GMCP_EUPSTREAM), or the error reading the spool file (logged). `chunk` 0
  * means GMCP_FILES_CHUNK. *resumes counts the query-and-continue recoveries made. */
-apr_status_t gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size,
-                              const char *mime, const char *display_name, apr_int64_t chunk,
+apr_status_t gmcp_files_relay(gmcp_gemini *g, const char *path, apr_int64_t size, const char *mime,
+                              const char *display_name, apr_int64_t chunk,
                               gmcp_files_progress_fn progress, void *baton, json_t **file,
                               int *resumes, gmcp_gemini_error *err);
 
@@ -39,7 +39,6 @@ int gmcp_files_sha_matches(apr_pool_t *p, const char *gemini_b64, const char *he
  * `len` bytes (as gmcp_http hands it over: not NUL-terminated, with its CRLF), without
  * surrounding blanks; NULL when the line is another header. How the relay reads
  * X-Goog-Upload-URL, -Status and -Size-Received. */
-const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len,
-                                    const char *name);
+const char *gmcp_files_header_value(apr_pool_t *p, const char *line, size_t len, const char *name);
 
 #endif

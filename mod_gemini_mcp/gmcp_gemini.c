@@ -10,8 +10,8 @@
 #include <apr_strings.h>
 #include <openssl/rand.h>
 
-#define BACKOFF_BASE  apr_time_from_msec(500)
-#define BACKOFF_CAP   apr_time_from_sec(10)
+#define BACKOFF_BASE apr_time_from_msec(500)
+#define BACKOFF_CAP apr_time_from_sec(10)
 
 /* ---- SSE framing ----------------------------------------------------------------------- */
 
@@ -42,14 +42,17 @@ static apr_status_t sse_event(gmcp_sse_parser *sp, const char *ev, apr_size_t le
         if (ll >= 5 && !memcmp(p, "data:", 5)) {
             const char *v = p + 5;
             apr_size_t vl = ll - 5;
-            if (vl && *v == ' ') { v++; vl--; }
+            if (vl && *v == ' ') {
+                v++;
+                vl--;
+            }
             if (dl) data[dl++] = '\n';
             memcpy(data + dl, v, vl);
             dl += vl;
         }
         p = nl ? nl + 1 : end;
     }
-    if (!dl) goto leave;                      /* comments, keep-alives */
+    if (!dl) goto leave; /* comments, keep-alives */
     data[dl] = '\0';
     if (!(j = json_loadb(data, dl, 0, NULL))) {
         sp->failed = 1;
@@ -80,13 +83,14 @@ apr_status_t gmcp_sse_feed(gmcp_sse_parser *sp, const char *data, apr_size_t len
     /* An event ends at a blank line: "\n\n", "\r\n\r\n" or "\r\r". */
     for (i = 0; i < sp->len; i++) {
         apr_size_t sep = 0;
-        if (sp->buf[i] == '\n' && i + 1 < sp->len && sp->buf[i + 1] == '\n') sep = 2;
+        if (sp->buf[i] == '\n' && i + 1 < sp->len && sp->buf[i + 1] == '\n')
+            sep = 2;
         else if (sp->buf[i] == '\r' && i + 3 < sp->len && !memcmp(sp->buf + i, "\r\n\r\n", 4))
             sep = 4;
-        else if (sp->buf[i] == '\r' && i + 1 < sp->len && sp->buf[i + 1] == '\r') sep = 2;
+        else if (sp->buf[i] == '\r' && i + 1 < sp->len && sp->buf[i + 1] == '\r')
+            sep = 2;
         if (!sep) continue;
-        if ((rv = sse_event(sp, sp->buf + start, i - start, fn, baton)) != APR_SUCCESS)
-            return rv;
+        if ((rv = sse_event(sp, sp->buf + start, i - start, fn, baton)) != APR_SUCCESS) return rv;
         i += sep - 1;
         start = i + 1;
     }
@@ -102,8 +106,7 @@ const char *gmcp_gemini_model_path(apr_pool_t *p, const char *model)
     const char *s;
     if (!model || !*model || strlen(model) > 200) return NULL;
     for (s = model; *s; s++)
-        if (!(apr_isalnum(*s) || *s == '-' || *s == '.' || *s == '_' || *s == '/'))
-            return NULL;
+        if (!(apr_isalnum(*s) || *s == '-' || *s == '.' || *s == '_' || *s == '/')) return NULL;
     if (strstr(model, "..")) return NULL;
     if (!strncmp(model, "models/", 7) || !strncmp(model, "tunedModels/", 12)) return model;
     if (strchr(model, '/')) return NULL;
@@ -116,8 +119,8 @@ static apr_interval_time_t parse_duration(const char *s)
     double v;
     if (!s) return -1;
     v = strtod(s, &end);
-    if (end == s || !(v >= 0) || (*end && strcmp(end, "s") != 0)) return -1;   /* also NaN */
-    if (v > 86400) v = 86400;    /* past any deadline anyway; the cast must stay defined */
+    if (end == s || !(v >= 0) || (*end && strcmp(end, "s") != 0)) return -1; /* also NaN */
+    if (v > 86400) v = 86400; /* past any deadline anyway; the cast must stay defined */
     return (apr_interval_time_t)(v * APR_USEC_PER_SEC);
 }
 
@@ -125,7 +128,8 @@ apr_interval_time_t gmcp_gemini_retry_info(const json_t *body)
 {
     json_t *details = json_object_get(json_object_get(body, "error"), "details"), *d;
     size_t i;
-    json_array_foreach(details, i, d) {
+    json_array_foreach(details, i, d)
+    {
         const char *type = gmcp_json_str(d, "@type");
         if (type && strstr(type, "google.rpc.RetryInfo"))
             return parse_duration(gmcp_json_str(d, "retryDelay"));
@@ -135,11 +139,14 @@ apr_interval_time_t gmcp_gemini_retry_info(const json_t *body)
 
 const char *gmcp_gemini_text(apr_pool_t *p, const json_t *resp)
 {
-    json_t *parts = json_object_get(json_object_get(json_array_get(
-        json_object_get(resp, "candidates"), 0), "content"), "parts"), *part;
+    json_t *parts = json_object_get(
+               json_object_get(json_array_get(json_object_get(resp, "candidates"), 0), "content"),
+               "parts"),
+           *part;
     const char *text = NULL;
     size_t i;
-    json_array_foreach(parts, i, part) {
+    json_array_foreach(parts, i, part)
+    {
         const char *t = gmcp_json_str(part, "text");
         if (t && !json_is_true(json_object_get(part, "thought")))
             text = text ? apr_pstrcat(p, text, t, NULL) : apr_pstrdup(p, t);
@@ -177,7 +184,7 @@ static void note_usage(gmcp_gemini *g, const json_t *resp)
     if (!json_is_object(u)) return;
     g->prompt_tokens = json_integer_value(json_object_get(u, "promptTokenCount"));
     g->output_tokens = json_integer_value(json_object_get(u, "candidatesTokenCount"))
-                       + json_integer_value(json_object_get(u, "thoughtsTokenCount"));
+        + json_integer_value(json_object_get(u, "thoughtsTokenCount"));
 }
 
 static apr_status_t chunk_counter(json_t *chunk, void *baton)
@@ -278,14 +285,16 @@ static apr_status_t answer(gmcp_gemini *g, xfer *x, int status, json_t **out,
 {
     json_t *j = x->body.len ? json_loadb(x->body.buf, x->body.len, 0, NULL) : NULL;
     apr_status_t rv = APR_SUCCESS;
-    if (status < 200 || status >= 300) {
-        rv = refused(g, x, status, j, err);
-    }
+    if (status < 200 || status >= 300) { rv = refused(g, x, status, j, err); }
     else if (!out) {
         /* A stream request (it has no *out): only a 200 carries the event stream, and
          * another 2xx went to the buffer instead. */
-        fail(g, err, status, NULL, apr_psprintf(g->pool, "Gemini answered a stream request "
-             "with HTTP %d", status), 0);
+        fail(g, err, status, NULL,
+             apr_psprintf(g->pool,
+                          "Gemini answered a stream request "
+                          "with HTTP %d",
+                          status),
+             0);
         rv = GMCP_EUPSTREAM;
     }
     else if (!j) {
@@ -293,7 +302,7 @@ static apr_status_t answer(gmcp_gemini *g, xfer *x, int status, json_t **out,
         rv = GMCP_EUPSTREAM;
     }
     else {
-        *out = j;               /* the caller's now */
+        *out = j; /* the caller's now */
         j = NULL;
     }
     json_decref(j);
@@ -302,15 +311,15 @@ static apr_status_t answer(gmcp_gemini *g, xfer *x, int status, json_t **out,
 
 /* What one attempt came to (rv: gmcp_http_perform's): APR_SUCCESS, or as
  * gmcp_gemini_call with *err filled. */
-static apr_status_t outcome(gmcp_gemini *g, xfer *x, apr_status_t rv,
-                            const gmcp_http_response *res, json_t **out, gmcp_gemini_error *err)
+static apr_status_t outcome(gmcp_gemini *g, xfer *x, apr_status_t rv, const gmcp_http_response *res,
+                            json_t **out, gmcp_gemini_error *err)
 {
     if (x->aborted && g->cancelled && g->cancelled(g->baton)) {
         err->cancelled = 1;
         fail(g, err, 0, "CANCELLED", "the request was cancelled", 0);
         return GMCP_ECANCELLED;
     }
-    if (x->stop) return APR_SUCCESS;           /* the consumer had enough */
+    if (x->stop) return APR_SUCCESS; /* the consumer had enough */
     if (x->too_big) {
         fail(g, err, res->status, NULL, "Gemini's response exceeded the size limit", 0);
         return GMCP_EUPSTREAM;
@@ -329,8 +338,8 @@ static apr_status_t outcome(gmcp_gemini *g, xfer *x, apr_status_t rv,
 }
 
 /* One attempt: GET, POST (body, default "{}") or DELETE (with a "{}" body). */
-static apr_status_t perform(gmcp_gemini *g, const char *method, const char *path,
-                            const char *body, xfer *x, json_t **out, gmcp_gemini_error *err)
+static apr_status_t perform(gmcp_gemini *g, const char *method, const char *path, const char *body,
+                            xfer *x, json_t **out, gmcp_gemini_error *err)
 {
     const char *headers[4];
     gmcp_http_request req;
@@ -397,9 +406,9 @@ apr_status_t gmcp_gemini_wait(gmcp_gemini *g, apr_interval_time_t d)
 static void log_failure(gmcp_gemini *g, const char *method, const char *path,
                         const gmcp_gemini_error *err)
 {
-    gmcp_elog_level level = err->http_status == 429 ? GMCP_ELOG_WARN
-                          : err->http_status >= 400 && err->http_status < 500 ? GMCP_ELOG_INFO
-                          : GMCP_ELOG_ERR;
+    gmcp_elog_level level = err->http_status == 429         ? GMCP_ELOG_WARN
+        : err->http_status >= 400 && err->http_status < 500 ? GMCP_ELOG_INFO
+                                                            : GMCP_ELOG_ERR;
     (void)g;
     gmcp_elog(GMCP_ELOG_MARK, level, APR_SUCCESS, "GMCP0401",
               "Gemini call %s %s failed: HTTP %d%s%s: %s", method, path, err->http_status,
@@ -407,9 +416,8 @@ static void log_failure(gmcp_gemini *g, const char *method, const char *path,
               err->message ? err->message : "");
 }
 
-static apr_status_t run(gmcp_gemini *g, const char *method, const char *path,
-                        const char *text, json_t **out, gmcp_gemini_chunk_fn fn, void *baton,
-                        gmcp_gemini_error *err)
+static apr_status_t run(gmcp_gemini *g, const char *method, const char *path, const char *text,
+                        json_t **out, gmcp_gemini_chunk_fn fn, void *baton, gmcp_gemini_error *err)
 {
     apr_status_t rv;
     int attempt, probe = 0;
@@ -420,10 +428,14 @@ static apr_status_t run(gmcp_gemini *g, const char *method, const char *path,
     if (out) *out = NULL;
     memset(err, 0, sizeof(*err));
     if (g->breaker && !gmcp_breaker_allow(g->breaker, apr_time_now(), &probe, &wait)) {
-        fail(g, err, 0, "UNAVAILABLE", apr_psprintf(g->pool, "Gemini is failing: calls are "
-             "paused after %u consecutive failures (circuit breaker open); the next attempt "
-             "goes out in %.0fs", g->breaker->threshold,
-             (double)wait / APR_USEC_PER_SEC + 0.5), 0);
+        fail(g, err, 0, "UNAVAILABLE",
+             apr_psprintf(
+                 g->pool,
+                 "Gemini is failing: calls are "
+                 "paused after %u consecutive failures (circuit breaker open); the next attempt "
+                 "goes out in %.0fs",
+                 g->breaker->threshold, (double)wait / APR_USEC_PER_SEC + 0.5),
+             0);
         return GMCP_EUPSTREAM;
     }
     for (attempt = 0;; attempt++) {
@@ -438,13 +450,13 @@ static apr_status_t run(gmcp_gemini *g, const char *method, const char *path,
         rv = perform(g, method, path, text, &x, out, err);
         free(x.body.buf);
         gmcp_sse_free(&x.sp);
-        if (rv == APR_SUCCESS || !err->retryable || x.chunks || attempt >= g->max_retries)
-            break;
+        if (rv == APR_SUCCESS || !err->retryable || x.chunks || attempt >= g->max_retries) break;
         delay = x.retry_after >= 0 ? x.retry_after : backoff(attempt);
         if (apr_time_now() + delay >= g->deadline) {
-            err->message = apr_psprintf(g->pool, "%s (not retried: waiting %.1fs would pass "
-                                        "the request's deadline)", err->message,
-                                        (double)delay / APR_USEC_PER_SEC);
+            err->message = apr_psprintf(g->pool,
+                                        "%s (not retried: waiting %.1fs would pass "
+                                        "the request's deadline)",
+                                        err->message, (double)delay / APR_USEC_PER_SEC);
             break;
         }
         if ((rv = gmcp_gemini_wait(g, delay)) != APR_SUCCESS) {
@@ -469,22 +481,20 @@ static apr_status_t run(gmcp_gemini *g, const char *method, const char *path,
     return rv;
 }
 
-apr_status_t gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path,
-                              json_t *body, json_t **out, gmcp_gemini_error *err)
+apr_status_t gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
+                              json_t **out, gmcp_gemini_error *err)
 {
-    return run(g, method, path, body ? gmcp_json_dump(g->pool, body) : NULL, out, NULL, NULL,
-               err);
+    return run(g, method, path, body ? gmcp_json_dump(g->pool, body) : NULL, out, NULL, NULL, err);
 }
 
-apr_status_t gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body,
-                                   json_t **out, gmcp_gemini_error *err)
+apr_status_t gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body, json_t **out,
+                                   gmcp_gemini_error *err)
 {
     return run(g, "POST", path, body, out, NULL, NULL, err);
 }
 
 apr_status_t gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
-                                gmcp_gemini_chunk_fn on_chunk, void *baton,
-                                gmcp_gemini_error *err)
+                                gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err)
 {
     return run(g, "POST", path, body, NULL, on_chunk, baton, err);
 }

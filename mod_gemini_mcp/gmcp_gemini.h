@@ -13,41 +13,41 @@
 #include "gmcp_breaker.h"
 #include "gmcp_http.h"
 
-#define GMCP_GEMINI_DEFAULT_BASE  "https://generativelanguage.googleapis.com"
+#define GMCP_GEMINI_DEFAULT_BASE "https://generativelanguage.googleapis.com"
 #define GMCP_GEMINI_DEFAULT_MODEL "gemini-2.5-flash"
-#define GMCP_GEMINI_EMBED_MODEL   "gemini-embedding-001"
-#define GMCP_GEMINI_MAX_RESPONSE  (32 * 1024 * 1024)
+#define GMCP_GEMINI_EMBED_MODEL "gemini-embedding-001"
+#define GMCP_GEMINI_MAX_RESPONSE (32 * 1024 * 1024)
 
 typedef struct {
-    gmcp_http *http;              /* reused by this thread: keeps connections alive */
-    const char *base_url;         /* no trailing slash */
+    gmcp_http *http;      /* reused by this thread: keeps connections alive */
+    const char *base_url; /* no trailing slash */
     const char *api_key;
     apr_interval_time_t connect_timeout;
-    apr_interval_time_t timeout;  /* per attempt */
+    apr_interval_time_t timeout; /* per attempt */
     int max_retries;
-    apr_time_t deadline;          /* absolute: no attempt or wait goes past it */
-    int (*cancelled)(void *baton);/* true: stop now (a predicate) */
+    apr_time_t deadline;           /* absolute: no attempt or wait goes past it */
+    int (*cancelled)(void *baton); /* true: stop now (a predicate) */
     void *baton;
     apr_pool_t *pool;
-    gmcp_breaker *breaker;        /* optional: fail fast while Gemini is down */
+    gmcp_breaker *breaker; /* optional: fail fast while Gemini is down */
     /* Optional: told once per call (retries included) how it went — final HTTP status
      * (0: no answer), time taken, retries, and the tokens Gemini reported. */
     void (*observe)(void *baton, int http_status, apr_interval_time_t latency, int retries,
                     apr_int64_t prompt_tokens, apr_int64_t output_tokens);
     void *observe_baton;
     /* observed */
-    int retries;                  /* retries made by the last call */
-    apr_int64_t prompt_tokens;    /* usageMetadata of the last call (0 when none) */
+    int retries;               /* retries made by the last call */
+    apr_int64_t prompt_tokens; /* usageMetadata of the last call (0 when none) */
     apr_int64_t output_tokens;
 } gmcp_gemini;
 
 /* Why a call failed, in detail (the status a call returns says what kind of failure). */
 typedef struct {
-    int http_status;              /* 0 for transport failures */
-    const char *status;           /* Google status, e.g. "RESOURCE_EXHAUSTED" */
-    const char *message;          /* Gemini's own message, or ours */
+    int http_status;     /* 0 for transport failures */
+    const char *status;  /* Google status, e.g. "RESOURCE_EXHAUSTED" */
+    const char *message; /* Gemini's own message, or ours */
     int retryable;
-    int cancelled;                /* the call returned GMCP_ECANCELLED */
+    int cancelled; /* the call returned GMCP_ECANCELLED */
 } gmcp_gemini_error;
 
 /* One JSON call: method "GET", "POST" or "DELETE", path like "/v1beta/models".
@@ -55,13 +55,13 @@ typedef struct {
  * caller cancelled), APR_TIMEUP (the deadline came first) or GMCP_EUPSTREAM (Gemini
  * could not be reached, refused, or answered with something unusable; also while the
  * breaker holds calls back). */
-apr_status_t gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path,
-                              json_t *body, json_t **out, gmcp_gemini_error *err);
+apr_status_t gmcp_gemini_call(gmcp_gemini *g, const char *method, const char *path, json_t *body,
+                              json_t **out, gmcp_gemini_error *err);
 
 /* The same POST with an already serialised body (long chat histories are spliced,
  * not rebuilt). */
-apr_status_t gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body,
-                                   json_t **out, gmcp_gemini_error *err);
+apr_status_t gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char *body, json_t **out,
+                                   gmcp_gemini_error *err);
 
 /* streamGenerateContent?alt=sse: on_chunk gets each GenerateContentResponse as it
  * arrives: APR_SUCCESS goes on, any other status stops the stream (the call then
@@ -69,8 +69,7 @@ apr_status_t gmcp_gemini_call_text(gmcp_gemini *g, const char *path, const char 
  * chunk. Returns as gmcp_gemini_call. */
 typedef apr_status_t (*gmcp_gemini_chunk_fn)(json_t *chunk, void *baton);
 apr_status_t gmcp_gemini_stream(gmcp_gemini *g, const char *path, const char *body,
-                                gmcp_gemini_chunk_fn on_chunk, void *baton,
-                                gmcp_gemini_error *err);
+                                gmcp_gemini_chunk_fn on_chunk, void *baton, gmcp_gemini_error *err);
 
 /* For other request shapes on the same client (the Files upload): the time one attempt
  * may take (the per-attempt timeout, cut to what is left before the deadline; <= 0:
@@ -93,7 +92,7 @@ const char *gmcp_gemini_text(apr_pool_t *p, const json_t *response);
 typedef struct {
     char *buf;
     apr_size_t len, cap;
-    int failed;                   /* malformed event seen */
+    int failed; /* malformed event seen */
 } gmcp_sse_parser;
 /* Feed bytes; calls fn for each complete event's JSON (data: lines). APR_SUCCESS; fn's
  * status when it asked to stop; APR_EINVAL (sp->failed) when an event was not valid

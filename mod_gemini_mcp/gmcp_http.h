@@ -13,7 +13,7 @@
 #include <apr_pools.h>
 #include <apr_time.h>
 
-typedef struct gmcp_http gmcp_http;      /* one thread's reusable client */
+typedef struct gmcp_http gmcp_http; /* one thread's reusable client */
 
 /* A piece of the response body; `status` is the response's HTTP status. APR_SUCCESS
  * goes on; any other status aborts the transfer. */
@@ -30,31 +30,30 @@ typedef apr_status_t (*gmcp_http_progress_fn)(void *baton);
 typedef apr_ssize_t (*gmcp_http_read_fn)(void *baton, char *buf, apr_size_t len);
 
 typedef struct {
-    const char *method;              /* "GET", "POST" or "DELETE" */
+    const char *method; /* "GET", "POST" or "DELETE" */
     const char *url;
-    const char *const *headers;      /* "Name: value" lines, NULL-terminated; "Name:"
+    const char *const *headers; /* "Name: value" lines, NULL-terminated; "Name:"
                                       * suppresses a header the transport would add */
-    const char *body;                /* a NUL-terminated body (not for GET), or NULL: "" */
-    gmcp_http_read_fn read;          /* or a body of body_len bytes read through this */
+    const char *body;           /* a NUL-terminated body (not for GET), or NULL: "" */
+    gmcp_http_read_fn read;     /* or a body of body_len bytes read through this */
     apr_int64_t body_len;
     apr_interval_time_t connect_timeout;
-    apr_interval_time_t timeout;     /* the whole transfer */
-    gmcp_http_body_fn on_body;       /* the callbacks are optional */
+    apr_interval_time_t timeout; /* the whole transfer */
+    gmcp_http_body_fn on_body;   /* the callbacks are optional */
     gmcp_http_header_fn on_header;
     gmcp_http_progress_fn on_progress;
-    void *baton;                     /* for every callback */
+    void *baton; /* for every callback */
 } gmcp_http_request;
 
 typedef struct {
-    int status;                      /* HTTP status of the response; 0 when none came */
-    const char *error;               /* the transport's words for a failure, else NULL */
+    int status;        /* HTTP status of the response; 0 when none came */
+    const char *error; /* the transport's words for a failure, else NULL */
 } gmcp_http_response;
 
 /* The implementation table: perform as gmcp_http_perform. */
 typedef struct {
     gmcp_http *(*for_thread)(void);
-    apr_status_t (*perform)(gmcp_http *h, const gmcp_http_request *req,
-                            gmcp_http_response *res);
+    apr_status_t (*perform)(gmcp_http *h, const gmcp_http_request *req, gmcp_http_response *res);
 } gmcp_http_impl;
 
 /* Install `impl` as the transport (NULL: libcurl, the default). Before any request. */
@@ -67,8 +66,7 @@ gmcp_http *gmcp_http_for_thread(void);
  * status), APR_TIMEUP when the timeout passed, GMCP_EUPSTREAM for anything else (no
  * connection, a broken transfer, an abort by a callback). *res is filled whatever the
  * outcome. */
-apr_status_t gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req,
-                               gmcp_http_response *res);
+apr_status_t gmcp_http_perform(gmcp_http *h, const gmcp_http_request *req, gmcp_http_response *res);
 
 /* libcurl's process set-up: gmcp_http_init once per process before any thread exists
  * (post_config), gmcp_http_child_init in each child before its threads make handles;

@@ -32,8 +32,8 @@ void gmcp_msg_parse(apr_pool_t *p, const char *body, apr_size_t len, gmcp_msg *m
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!root) {
         invalid(m, GMCP_PARSE_ERROR,
-                apr_psprintf(p, "Parse error: %s at line %d column %d",
-                             err.text, err.line, err.column));
+                apr_psprintf(p, "Parse error: %s at line %d column %d", err.text, err.line,
+                             err.column));
         return;
     }
     m->root = root;
@@ -65,11 +65,13 @@ void gmcp_msg_parse(apr_pool_t *p, const char *body, apr_size_t len, gmcp_msg *m
 
     if (method) {
         if (!json_is_string(method) || !*json_string_value(method)) {
-            invalid(m, GMCP_INVALID_REQUEST, "Invalid Request: \"method\" must be a non-empty string");
+            invalid(m, GMCP_INVALID_REQUEST,
+                    "Invalid Request: \"method\" must be a non-empty string");
             return;
         }
         if (has_result || has_error) {
-            invalid(m, GMCP_INVALID_REQUEST, "Invalid Request: a request cannot carry result or error");
+            invalid(m, GMCP_INVALID_REQUEST,
+                    "Invalid Request: a request cannot carry result or error");
             return;
         }
         if (params && !json_is_object(params)) {
@@ -97,16 +99,16 @@ void gmcp_msg_release(gmcp_msg *m)
 
 json_t *gmcp_rpc_result(json_t *id, json_t *result)
 {
-    return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0",
-                     "id", id ? id : json_null(), "result", result ? result : json_object());
+    return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "result",
+                     result ? result : json_object());
 }
 
 json_t *gmcp_rpc_error(json_t *id, int code, const char *message, json_t *data)
 {
     json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
     if (data) json_object_set_new(err, "data", data);
-    return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0",
-                     "id", id ? id : json_null(), "error", err);
+    return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error",
+                     err);
 }
 
 json_t *gmcp_rpc_notification(const char *method, json_t *params)

@@ -5,14 +5,14 @@
 #include <apr_pools.h>
 #include <jansson.h>
 
-#define GMCP_PARSE_ERROR      -32700
-#define GMCP_INVALID_REQUEST  -32600
+#define GMCP_PARSE_ERROR -32700
+#define GMCP_INVALID_REQUEST -32600
 #define GMCP_METHOD_NOT_FOUND -32601
-#define GMCP_INVALID_PARAMS   -32602
-#define GMCP_INTERNAL_ERROR   -32603
+#define GMCP_INVALID_PARAMS -32602
+#define GMCP_INTERNAL_ERROR -32603
 #define GMCP_RESOURCE_NOT_FOUND -32002
 #define GMCP_REQUEST_CANCELLED -32800
-#define GMCP_SERVER_ERROR     -32000
+#define GMCP_SERVER_ERROR -32000
 
 typedef enum {
     GMCP_MSG_INVALID = 0,
@@ -24,11 +24,11 @@ typedef enum {
 
 typedef struct {
     gmcp_msg_kind kind;
-    json_t *root;         /* owned: the whole parsed message (NULL on parse error) */
-    json_t *id;           /* borrowed; requests and responses */
-    const char *method;   /* requests and notifications */
-    json_t *params;       /* borrowed; object or NULL */
-    int error_code;       /* set when kind == INVALID */
+    json_t *root;       /* owned: the whole parsed message (NULL on parse error) */
+    json_t *id;         /* borrowed; requests and responses */
+    const char *method; /* requests and notifications */
+    json_t *params;     /* borrowed; object or NULL */
+    int error_code;     /* set when kind == INVALID */
     const char *error_msg;
 } gmcp_msg;
 
@@ -40,7 +40,8 @@ void gmcp_msg_release(gmcp_msg *m);
 
 /* Builders; all return new references. `id` is borrowed (may be NULL → null). */
 json_t *gmcp_rpc_result(json_t *id, json_t *result /* stolen */);
-json_t *gmcp_rpc_error(json_t *id, int code, const char *message, json_t *data /* stolen, may be NULL */);
+json_t *gmcp_rpc_error(json_t *id, int code, const char *message,
+                       json_t *data /* stolen, may be NULL */);
 json_t *gmcp_rpc_notification(const char *method, json_t *params /* stolen, may be NULL */);
 json_t *gmcp_rpc_request(json_t *id /* stolen */, const char *method, json_t *params /* stolen */);
 

@@ -11,10 +11,12 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#define KEY_COLS "id, name, tenant, apache_user, scopes, rate_count, rate_period, burst, " \
+#define KEY_COLS                                                                     \
+    "id, name, tenant, apache_user, scopes, rate_count, rate_period, burst, "        \
     "token_rate_count, token_rate_period, token_quota, quota_period, max_inflight, " \
     "secret_hash, prev_hash, prev_until, created, updated, expires, revoked"
-#define USAGE_COLS "requests, errors, rejected, prompt_tokens, output_tokens, bytes_in, " \
+#define USAGE_COLS                                                         \
+    "requests, errors, rejected, prompt_tokens, output_tokens, bytes_in, " \
     "bytes_out"
 
 const gmcp_stmt gmcp_key_stmts[] = {
@@ -22,7 +24,8 @@ const gmcp_stmt gmcp_key_stmts[] = {
      "INSERT INTO api_keys (" KEY_COLS ") VALUES (%s, %s, %s, %s, %s, %lld, %lld, %lld, "
      "%lld, %lld, %lld, %s, %lld, %s, '', 0, %lld, %lld, %lld, 0)"},
     {"gmcp_key_select", "SELECT " KEY_COLS " FROM api_keys WHERE id = %s"},
-    {"gmcp_key_by_user", "SELECT " KEY_COLS " FROM api_keys WHERE apache_user = %s "
+    {"gmcp_key_by_user",
+     "SELECT " KEY_COLS " FROM api_keys WHERE apache_user = %s "
      "AND apache_user <> ''"},
     {"gmcp_key_list", "SELECT " KEY_COLS " FROM api_keys ORDER BY created, id"},
     {"gmcp_key_revoke",
@@ -88,8 +91,7 @@ const gmcp_stmt gmcp_key_stmts[] = {
      "WHERE MAX(rate_limits.tat, CAST(%lld AS INTEGER)) + CAST(%lld AS INTEGER) "
      "- CAST(%lld AS INTEGER) <= CAST(%lld AS INTEGER) RETURNING tat"},
     {"gmcp_ratelimit_tat", "SELECT tat FROM rate_limits WHERE key_id = %s"},
-    {NULL, NULL}
-};
+    {NULL, NULL}};
 
 static const char *I(apr_pool_t *p, apr_int64_t v) { return gmcp_i64_str(p, v); }
 
@@ -105,8 +107,7 @@ apr_status_t gmcp_key_generate(apr_pool_t *p, const char **id, const char **secr
     return APR_SUCCESS;
 }
 
-apr_status_t gmcp_key_parse(apr_pool_t *p, const char *s, const char **id,
-                            const char **secret_part)
+apr_status_t gmcp_key_parse(apr_pool_t *p, const char *s, const char **id, const char **secret_part)
 {
     const char *q;
     apr_size_t i, n;
@@ -117,7 +118,7 @@ apr_status_t gmcp_key_parse(apr_pool_t *p, const char *s, const char **id,
     if (s[GMCP_KEY_ID_HEX] != '_') return APR_EINVAL;
     q = s + GMCP_KEY_ID_HEX + 1;
     n = strlen(q);
-    if (n != 43) return APR_EINVAL;   /* 32 bytes, base64url without padding */
+    if (n != 43) return APR_EINVAL; /* 32 bytes, base64url without padding */
     for (i = 0; i < n; i++)
         if (!((q[i] >= 'A' && q[i] <= 'Z') || (q[i] >= 'a' && q[i] <= 'z')
               || (q[i] >= '0' && q[i] <= '9') || q[i] == '-' || q[i] == '_'))
@@ -158,10 +159,14 @@ int gmcp_scope_allows(apr_pool_t *p, const char *scopes, const char *tool)
 apr_status_t gmcp_rate_parse(const char *s, const char *units, apr_int64_t *count,
                              apr_int64_t *period, const char **unit)
 {
-    static const struct { const char *name; char code; apr_int64_t secs; } U[] = {
-        {"s", 's', 1}, {"sec", 's', 1}, {"m", 'm', 60}, {"min", 'm', 60},
-        {"h", 'h', 3600}, {"hour", 'h', 3600}, {"d", 'd', 86400}, {"day", 'd', 86400},
-        {"month", 'M', 30 * 86400}, {NULL, 0, 0}};
+    static const struct {
+        const char *name;
+        char code;
+        apr_int64_t secs;
+    } U[] = {{"s", 's', 1},     {"sec", 's', 1},     {"m", 'm', 60},
+             {"min", 'm', 60},  {"h", 'h', 3600},    {"hour", 'h', 3600},
+             {"d", 'd', 86400}, {"day", 'd', 86400}, {"month", 'M', 30 * 86400},
+             {NULL, 0, 0}};
     const char *slash = s ? strchr(s, '/') : NULL;
     apr_uint64_t v;
     int i;
@@ -172,8 +177,7 @@ apr_status_t gmcp_rate_parse(const char *s, const char *units, apr_int64_t *coun
         if (n == 0 || n >= sizeof(num)) return APR_EINVAL;
         memcpy(num, s, n);
         num[n] = '\0';
-        if (gmcp_parse_u64(num, &v) != 0 || v == 0 || v > (apr_uint64_t)1 << 50)
-            return APR_EINVAL;
+        if (gmcp_parse_u64(num, &v) != 0 || v == 0 || v > (apr_uint64_t)1 << 50) return APR_EINVAL;
     }
     for (i = 0; U[i].name; i++)
         if (!strcmp(slash + 1, U[i].name) && strchr(units, U[i].code)) {
@@ -207,7 +211,10 @@ apr_int64_t gmcp_quota_period_end(const char *period, apr_int64_t now)
     t.tm_hour = t.tm_min = t.tm_sec = 0;
     t.tm_usec = 0;
     t.tm_mday = 1;
-    if (++t.tm_mon == 12) { t.tm_mon = 0; t.tm_year++; }
+    if (++t.tm_mon == 12) {
+        t.tm_mon = 0;
+        t.tm_year++;
+    }
     if (apr_time_exp_gmt_get(&out, &t) != APR_SUCCESS) return now + 31 * 86400;
     return apr_time_sec(out);
 }
@@ -216,25 +223,39 @@ apr_int64_t gmcp_quota_period_end(const char *period, apr_int64_t now)
 
 static void fill_key(const char **r, gmcp_key *k)
 {
-    k->id = r[0]; k->name = r[1]; k->tenant = r[2]; k->apache_user = r[3]; k->scopes = r[4];
-    k->rate_count = apr_atoi64(r[5]); k->rate_period = apr_atoi64(r[6]);
-    k->burst = apr_atoi64(r[7]); k->token_rate_count = apr_atoi64(r[8]);
-    k->token_rate_period = apr_atoi64(r[9]); k->token_quota = apr_atoi64(r[10]);
-    k->quota_period = r[11]; k->max_inflight = apr_atoi64(r[12]);
-    k->secret_hash = r[13]; k->prev_hash = r[14]; k->prev_until = apr_atoi64(r[15]);
-    k->created = apr_atoi64(r[16]); k->updated = apr_atoi64(r[17]);
-    k->expires = apr_atoi64(r[18]); k->revoked = apr_atoi64(r[19]);
+    k->id = r[0];
+    k->name = r[1];
+    k->tenant = r[2];
+    k->apache_user = r[3];
+    k->scopes = r[4];
+    k->rate_count = apr_atoi64(r[5]);
+    k->rate_period = apr_atoi64(r[6]);
+    k->burst = apr_atoi64(r[7]);
+    k->token_rate_count = apr_atoi64(r[8]);
+    k->token_rate_period = apr_atoi64(r[9]);
+    k->token_quota = apr_atoi64(r[10]);
+    k->quota_period = r[11];
+    k->max_inflight = apr_atoi64(r[12]);
+    k->secret_hash = r[13];
+    k->prev_hash = r[14];
+    k->prev_until = apr_atoi64(r[15]);
+    k->created = apr_atoi64(r[16]);
+    k->updated = apr_atoi64(r[17]);
+    k->expires = apr_atoi64(r[18]);
+    k->revoked = apr_atoi64(r[19]);
 }
 
 apr_status_t gmcp_key_insert(gmcp_db *db, const gmcp_key *k)
 {
     apr_pool_t *p = db->pool;
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_key_insert", &n, GMCP_ARGS(k->id, k->name, k->tenant,
-                        k->apache_user, k->scopes, I(p, k->rate_count), I(p, k->rate_period),
-                        I(p, k->burst), I(p, k->token_rate_count), I(p, k->token_rate_period),
-                        I(p, k->token_quota), k->quota_period, I(p, k->max_inflight),
-                        k->secret_hash, I(p, k->created), I(p, k->updated), I(p, k->expires)));
+    return gmcp_db_exec(db, "gmcp_key_insert", &n,
+                        GMCP_ARGS(k->id, k->name, k->tenant, k->apache_user, k->scopes,
+                                  I(p, k->rate_count), I(p, k->rate_period), I(p, k->burst),
+                                  I(p, k->token_rate_count), I(p, k->token_rate_period),
+                                  I(p, k->token_quota), k->quota_period, I(p, k->max_inflight),
+                                  k->secret_hash, I(p, k->created), I(p, k->updated),
+                                  I(p, k->expires)));
 }
 
 static apr_status_t get_one(gmcp_db *db, const char *label, const char *arg, gmcp_key *out)
@@ -248,10 +269,14 @@ static apr_status_t get_one(gmcp_db *db, const char *label, const char *arg, gmc
 }
 
 apr_status_t gmcp_key_get(gmcp_db *db, const char *id, gmcp_key *out)
-{ return get_one(db, "gmcp_key_select", id, out); }
+{
+    return get_one(db, "gmcp_key_select", id, out);
+}
 
 apr_status_t gmcp_key_get_by_user(gmcp_db *db, const char *apache_user, gmcp_key *out)
-{ return get_one(db, "gmcp_key_by_user", apache_user, out); }
+{
+    return get_one(db, "gmcp_key_by_user", apache_user, out);
+}
 
 apr_status_t gmcp_key_list(gmcp_db *db, apr_array_header_t **out)
 {
@@ -273,8 +298,8 @@ static apr_status_t changed(apr_status_t rv, int n)
 apr_status_t gmcp_key_revoke(gmcp_db *db, const char *id, apr_int64_t now)
 {
     int n = 0;
-    apr_status_t rv = gmcp_db_exec(db, "gmcp_key_revoke", &n,
-                                   GMCP_ARGS(I(db->pool, now), I(db->pool, now), id));
+    apr_status_t rv =
+        gmcp_db_exec(db, "gmcp_key_revoke", &n, GMCP_ARGS(I(db->pool, now), I(db->pool, now), id));
     return changed(rv, n);
 }
 
@@ -282,9 +307,9 @@ apr_status_t gmcp_key_rotate(gmcp_db *db, const char *id, const char *new_hash,
                              apr_int64_t grace_until, apr_int64_t now)
 {
     int n = 0;
-    apr_status_t rv = gmcp_db_exec(db, "gmcp_key_rotate", &n,
-                                   GMCP_ARGS(I(db->pool, grace_until), new_hash,
-                                             I(db->pool, now), id));
+    apr_status_t rv =
+        gmcp_db_exec(db, "gmcp_key_rotate", &n,
+                     GMCP_ARGS(I(db->pool, grace_until), new_hash, I(db->pool, now), id));
     return changed(rv, n);
 }
 
@@ -292,11 +317,12 @@ apr_status_t gmcp_key_update(gmcp_db *db, const gmcp_key *k, apr_int64_t now)
 {
     apr_pool_t *p = db->pool;
     int n = 0;
-    apr_status_t rv = gmcp_db_exec(db, "gmcp_key_update", &n, GMCP_ARGS(k->name, k->tenant,
-                     k->apache_user, k->scopes, I(p, k->rate_count), I(p, k->rate_period),
-                     I(p, k->burst), I(p, k->token_rate_count), I(p, k->token_rate_period),
-                     I(p, k->token_quota), k->quota_period, I(p, k->max_inflight),
-                     I(p, k->expires), I(p, now), k->id));
+    apr_status_t rv =
+        gmcp_db_exec(db, "gmcp_key_update", &n,
+                     GMCP_ARGS(k->name, k->tenant, k->apache_user, k->scopes, I(p, k->rate_count),
+                               I(p, k->rate_period), I(p, k->burst), I(p, k->token_rate_count),
+                               I(p, k->token_rate_period), I(p, k->token_quota), k->quota_period,
+                               I(p, k->max_inflight), I(p, k->expires), I(p, now), k->id));
     return changed(rv, n);
 }
 
@@ -310,25 +336,20 @@ static json_t *time_or_null(apr_int64_t t)
 
 json_t *gmcp_key_json(const gmcp_key *k, apr_int64_t now)
 {
-    const char *state = k->revoked ? "revoked"
-                        : (k->expires && now >= k->expires) ? "expired" : "active";
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, "
-                          "s:I, s:o, s:o, s:o, s:o, s:b}",
-                          "id", k->id, "name", k->name, "tenant", k->tenant,
-                          "apache_user", k->apache_user, "scopes", k->scopes, "state", state,
-                          "rate_count", (json_int_t)k->rate_count,
-                          "rate_period", (json_int_t)k->rate_period,
-                          "burst", (json_int_t)k->burst,
-                          "token_rate_count", (json_int_t)k->token_rate_count,
-                          "token_rate_period", (json_int_t)k->token_rate_period,
-                          "token_quota", (json_int_t)k->token_quota,
-                          "quota_period", k->quota_period,
-                          "max_inflight", (json_int_t)k->max_inflight,
-                          "created", time_or_null(k->created),
-                          "updated", time_or_null(k->updated),
-                          "expires", time_or_null(k->expires),
-                          "revoked", time_or_null(k->revoked),
-                          "previous_secret_valid", *k->prev_hash && now < k->prev_until);
+    const char *state = k->revoked          ? "revoked"
+        : (k->expires && now >= k->expires) ? "expired"
+                                            : "active";
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, "
+        "s:I, s:o, s:o, s:o, s:o, s:b}",
+        "id", k->id, "name", k->name, "tenant", k->tenant, "apache_user", k->apache_user, "scopes",
+        k->scopes, "state", state, "rate_count", (json_int_t)k->rate_count, "rate_period",
+        (json_int_t)k->rate_period, "burst", (json_int_t)k->burst, "token_rate_count",
+        (json_int_t)k->token_rate_count, "token_rate_period", (json_int_t)k->token_rate_period,
+        "token_quota", (json_int_t)k->token_quota, "quota_period", k->quota_period, "max_inflight",
+        (json_int_t)k->max_inflight, "created", time_or_null(k->created), "updated",
+        time_or_null(k->updated), "expires", time_or_null(k->expires), "revoked",
+        time_or_null(k->revoked), "previous_secret_valid", *k->prev_hash && now < k->prev_until);
     if (*k->prev_hash && now < k->prev_until)
         json_object_set_new(o, "previous_secret_until", time_or_null(k->prev_until));
     return o;
@@ -336,13 +357,13 @@ json_t *gmcp_key_json(const gmcp_key *k, apr_int64_t now)
 
 /* ---- audit ------------------------------------------------------------------------------ */
 
-apr_status_t gmcp_audit(gmcp_db *db, const char *actor, const char *action,
-                        const char *key_id, const char *detail)
+apr_status_t gmcp_audit(gmcp_db *db, const char *actor, const char *action, const char *key_id,
+                        const char *detail)
 {
     int n = 0;
     return gmcp_db_exec(db, "gmcp_audit_insert", &n,
-                        GMCP_ARGS(gmcp_now_str(db->pool), actor, action,
-                                  key_id ? key_id : "", detail ? detail : ""));
+                        GMCP_ARGS(gmcp_now_str(db->pool), actor, action, key_id ? key_id : "",
+                                  detail ? detail : ""));
 }
 
 apr_status_t gmcp_audit_list(gmcp_db *db, apr_int64_t since, gmcp_rows *out)
@@ -352,28 +373,28 @@ apr_status_t gmcp_audit_list(gmcp_db *db, apr_int64_t since, gmcp_rows *out)
 
 /* ---- usage ------------------------------------------------------------------------------ */
 
-apr_status_t gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour,
-                            const gmcp_usage *u)
+apr_status_t gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour, const gmcp_usage *u)
 {
     apr_pool_t *p = db->pool;
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_usage_add", &n, GMCP_ARGS(key_id, I(p, hour),
-                        I(p, u->requests), I(p, u->errors), I(p, u->rejected),
-                        I(p, u->prompt_tokens), I(p, u->output_tokens), I(p, u->bytes_in),
-                        I(p, u->bytes_out)));
+    return gmcp_db_exec(db, "gmcp_usage_add", &n,
+                        GMCP_ARGS(key_id, I(p, hour), I(p, u->requests), I(p, u->errors),
+                                  I(p, u->rejected), I(p, u->prompt_tokens), I(p, u->output_tokens),
+                                  I(p, u->bytes_in), I(p, u->bytes_out)));
 }
 
 /* A select that must answer exactly one row: anything else is the database failing. */
 static apr_status_t one_row(const char *label, const gmcp_rows *rs)
 {
     if (rs->rows->nelts == 1) return APR_SUCCESS;
-    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement %s returned %d rows, "
-              "not 1", label, rs->rows->nelts);
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210",
+              "statement %s returned %d rows, "
+              "not 1",
+              label, rs->rows->nelts);
     return GMCP_EDB;
 }
 
-apr_status_t gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since,
-                            gmcp_usage *out)
+apr_status_t gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usage *out)
 {
     gmcp_rows rs;
     const char **r;
@@ -384,15 +405,17 @@ apr_status_t gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since,
     if (rv == APR_SUCCESS) rv = one_row("gmcp_usage_sum", &rs);
     if (rv != APR_SUCCESS) return rv;
     r = GMCP_ROW(&rs, 0);
-    out->requests = apr_atoi64(r[0]); out->errors = apr_atoi64(r[1]);
-    out->rejected = apr_atoi64(r[2]); out->prompt_tokens = apr_atoi64(r[3]);
-    out->output_tokens = apr_atoi64(r[4]); out->bytes_in = apr_atoi64(r[5]);
+    out->requests = apr_atoi64(r[0]);
+    out->errors = apr_atoi64(r[1]);
+    out->rejected = apr_atoi64(r[2]);
+    out->prompt_tokens = apr_atoi64(r[3]);
+    out->output_tokens = apr_atoi64(r[4]);
+    out->bytes_in = apr_atoi64(r[5]);
     out->bytes_out = apr_atoi64(r[6]);
     return APR_SUCCESS;
 }
 
-apr_status_t gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since,
-                             gmcp_rows *out)
+apr_status_t gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_rows *out)
 {
     return key_id
         ? gmcp_db_select(db, "gmcp_usage_rows_key", out,
@@ -428,9 +451,9 @@ apr_status_t gmcp_ratelimit_dbd(gmcp_db *db, const char *key_id, apr_int64_t now
     const char *now = I(p, now_us), *iv = I(p, interval_us);
     gmcp_rows rs;
     apr_status_t rv;
-    rv = gmcp_db_select(db, db->pgsql ? "gmcp_ratelimit_pgsql" : "gmcp_ratelimit_sqlite", &rs,
-                        GMCP_ARGS(key_id, I(p, now_us + interval_us), now, iv, now, iv, now,
-                                  I(p, limit_us)));
+    rv = gmcp_db_select(
+        db, db->pgsql ? "gmcp_ratelimit_pgsql" : "gmcp_ratelimit_sqlite", &rs,
+        GMCP_ARGS(key_id, I(p, now_us + interval_us), now, iv, now, iv, now, I(p, limit_us)));
     if (rv != APR_SUCCESS) return rv;
     *allowed = rs.rows->nelts == 1;
     if (!*allowed) {

@@ -13,8 +13,8 @@
 #include "gmcp_db.h"
 #include "gmcp_util.h"
 
-#define GMCP_KEY_PREFIX   "gmcp_"
-#define GMCP_KEY_ID_HEX   16
+#define GMCP_KEY_PREFIX "gmcp_"
+#define GMCP_KEY_ID_HEX 16
 
 typedef struct {
     const char *id, *name, *tenant, *apache_user, *scopes, *quota_period;
@@ -29,7 +29,7 @@ typedef struct {
  * own reason each), not a failure of the check. */
 typedef enum {
     GMCP_KEY_OK = 0,
-    GMCP_KEY_BAD,        /* no such key, or wrong secret */
+    GMCP_KEY_BAD, /* no such key, or wrong secret */
     GMCP_KEY_EXPIRED,
     GMCP_KEY_REVOKED
 } gmcp_key_verdict;
@@ -74,8 +74,8 @@ apr_status_t gmcp_key_update(gmcp_db *db, const gmcp_key *k, apr_int64_t now);
 json_t *gmcp_key_json(const gmcp_key *k, apr_int64_t now);
 
 /* The audit log (append-only). */
-apr_status_t gmcp_audit(gmcp_db *db, const char *actor, const char *action,
-                        const char *key_id, const char *detail);
+apr_status_t gmcp_audit(gmcp_db *db, const char *actor, const char *action, const char *key_id,
+                        const char *detail);
 apr_status_t gmcp_audit_list(gmcp_db *db, apr_int64_t since, gmcp_rows *out /* id, at,
                              actor, action, key_id, detail */);
 
@@ -83,16 +83,13 @@ apr_status_t gmcp_audit_list(gmcp_db *db, apr_int64_t since, gmcp_rows *out /* i
 typedef struct {
     apr_int64_t requests, errors, rejected, prompt_tokens, output_tokens, bytes_in, bytes_out;
 } gmcp_usage;
-apr_status_t gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour,
-                            const gmcp_usage *u);
+apr_status_t gmcp_usage_add(gmcp_db *db, const char *key_id, apr_int64_t hour, const gmcp_usage *u);
 /* Totals since `since` (inclusive hour start): hourly rows, plus the daily roll-ups of
  * days starting at or after `since` (exact for day-aligned starts; see gmcp_retention.h). */
-apr_status_t gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since,
-                            gmcp_usage *out);
+apr_status_t gmcp_usage_sum(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_usage *out);
 /* Rows (key_id, start, requests, errors, rejected, prompt, output, bytes_in, bytes_out,
  * "hour" or "day"), ordered by start; key_id NULL = every key. */
-apr_status_t gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since,
-                             gmcp_rows *out);
+apr_status_t gmcp_usage_rows(gmcp_db *db, const char *key_id, apr_int64_t since, gmcp_rows *out);
 void gmcp_usage_merge(gmcp_usage *into, const gmcp_usage *u);
 int gmcp_usage_empty(const gmcp_usage *u);
 

@@ -73,7 +73,7 @@ int gmcp_lease_holder_dead(const char *token)
     if (pid <= 0 || *end != '/' || pid == (long)getpid()) return 0;
     if (kill((pid_t)pid, 0) != 0) return errno == ESRCH;
     if (proc_stat(pid, &state, &start) != APR_SUCCESS) return 0;
-    if (state == 'Z' || state == 'X') return 1;    /* a zombie nobody reaped */
+    if (state == 'Z' || state == 'X') return 1; /* a zombie nobody reaped */
     /* "host/pid/start/random": a different start means the pid was reused. Tokens
      * from before the start was recorded ("host/pid/random") only have the pid. */
     rest = end + 1;

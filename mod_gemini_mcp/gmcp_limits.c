@@ -10,7 +10,7 @@
 #define A64(x) ((volatile apr_uint64_t *)&(x))
 #define RD64(x) ((apr_int64_t)apr_atomic_read64(A64(x)))
 
-#define PROBE 16   /* a key lives within PROBE slots of its hash */
+#define PROBE 16 /* a key lives within PROBE slots of its hash */
 
 apr_size_t gmcp_limits_size(apr_uint32_t nslots)
 {
@@ -25,8 +25,8 @@ void gmcp_limits_init(void *mem, apr_uint32_t nslots)
 }
 
 int gmcp_gcra(apr_time_t *tat, apr_time_t now, apr_interval_time_t interval,
-              apr_interval_time_t limit, apr_interval_time_t cost,
-              apr_interval_time_t *retry_after, apr_int64_t *remaining)
+              apr_interval_time_t limit, apr_interval_time_t cost, apr_interval_time_t *retry_after,
+              apr_int64_t *remaining)
 {
     apr_time_t base = *tat > now ? *tat : now, next = base + cost;
     if (next - now > limit) {
@@ -60,7 +60,7 @@ void gmcp_key_limits_of(const gmcp_key *k, gmcp_key_limits *out)
 
 static apr_uint32_t hash_key(const char *s)
 {
-    apr_uint32_t h = 2166136261u;          /* FNV-1a */
+    apr_uint32_t h = 2166136261u; /* FNV-1a */
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
     return h;
 }
@@ -99,8 +99,11 @@ static gmcp_slot *slot_claim(gmcp_slot_table *t, const char *key, apr_time_t now
     for (i = 0; i < PROBE && i < t->nslots; i++) {
         gmcp_slot *s = &t->slots[(h + i) % t->nslots];
         if (!strcmp(s->key, key)) return s;
-        if (!s->key[0]) { if (!free_slot) free_slot = s; }
-        else if (slot_clean(s) && (!lru || RD64(s->last_used) < RD64(lru->last_used))) lru = s;
+        if (!s->key[0]) {
+            if (!free_slot) free_slot = s;
+        }
+        else if (slot_clean(s) && (!lru || RD64(s->last_used) < RD64(lru->last_used)))
+            lru = s;
     }
     if (!free_slot && lru) {
         free_slot = lru;
@@ -137,10 +140,7 @@ static gmcp_slot *slot_get(gmcp_limits *l, const char *key, apr_time_t now, int 
     return s;
 }
 
-static int slot_moved(gmcp_slot *s, apr_uint32_t gen)
-{
-    return apr_atomic_read32(&s->gen) != gen;
-}
+static int slot_moved(gmcp_slot *s, apr_uint32_t gen) { return apr_atomic_read32(&s->gen) != gen; }
 
 /* gmcp_gcra on a shared timestamp, by compare-and-swap (1 passed, 0 not). */
 static int gcra_shared(apr_time_t *tatp, apr_time_t now, apr_interval_time_t interval,
@@ -177,10 +177,11 @@ retry:
         return GMCP_ADMIT_FULL;
     }
     apr_atomic_set64(A64(s->last_used), (apr_uint64_t)now);
-    if (spends_tokens && kl->tok_interval
+    if (spends_tokens
+        && kl->tok_interval
         /* At least one token must be left; the call's real cost is charged after it. */
-        && !gcra_shared(&s->tok_tat, now, kl->tok_interval, kl->tok_limit, kl->tok_interval,
-                        0, &info->retry_after, &rem, &tat))
+        && !gcra_shared(&s->tok_tat, now, kl->tok_interval, kl->tok_limit, kl->tok_interval, 0,
+                        &info->retry_after, &rem, &tat))
         return GMCP_ADMIT_TOKENS;
     if (enter && kl->max_inflight) {
         if ((apr_int64_t)apr_atomic_inc64(A64(s->inflight)) >= kl->max_inflight) {
@@ -201,8 +202,8 @@ retry:
         goto retry;
     }
     if (check_rate && kl->req_interval) {
-        int ok = gcra_shared(&s->req_tat, now, kl->req_interval, kl->req_limit,
-                             kl->req_interval, 1, &info->retry_after, &info->remaining, &tat);
+        int ok = gcra_shared(&s->req_tat, now, kl->req_interval, kl->req_limit, kl->req_interval, 1,
+                             &info->retry_after, &info->remaining, &tat);
         info->reset = tat - now;
         if (!ok) {
             if (entered) apr_atomic_sub64(A64(s->inflight), 1);
@@ -229,8 +230,8 @@ void gmcp_limits_charge_tokens(gmcp_limits *l, const char *key, const gmcp_key_l
     for (;;) {
         apr_uint64_t old = apr_atomic_read64(A64(s->tok_tat));
         apr_time_t base = (apr_time_t)old > now ? (apr_time_t)old : now;
-        if (apr_atomic_cas64(A64(s->tok_tat), (apr_uint64_t)(base + tokens * kl->tok_interval),
-                             old) == old)
+        if (apr_atomic_cas64(A64(s->tok_tat), (apr_uint64_t)(base + tokens * kl->tok_interval), old)
+            == old)
             break;
     }
 }
@@ -260,10 +261,10 @@ apr_interval_time_t gmcp_limits_throttle(gmcp_limits *l, const char *key, apr_in
 
 static void usage_add(gmcp_usage *into, const gmcp_usage *u, int sign)
 {
-    apr_int64_t f[7] = {u->requests, u->errors, u->rejected, u->prompt_tokens,
+    apr_int64_t f[7] = {u->requests,      u->errors,   u->rejected, u->prompt_tokens,
                         u->output_tokens, u->bytes_in, u->bytes_out};
-    volatile apr_uint64_t *t[7] = {A64(into->requests), A64(into->errors),
-                                   A64(into->rejected), A64(into->prompt_tokens),
+    volatile apr_uint64_t *t[7] = {A64(into->requests),      A64(into->errors),
+                                   A64(into->rejected),      A64(into->prompt_tokens),
                                    A64(into->output_tokens), A64(into->bytes_in),
                                    A64(into->bytes_out)};
     int i;
@@ -287,8 +288,8 @@ static gmcp_usage *bucket_for(gmcp_slot *s, apr_int64_t hour)
     return &s->usage[newer];
 }
 
-void gmcp_limits_finish(gmcp_limits *l, const char *key, apr_time_t now,
-                        const gmcp_usage *delta, int leave)
+void gmcp_limits_finish(gmcp_limits *l, const char *key, apr_time_t now, const gmcp_usage *delta,
+                        int leave)
 {
     apr_int64_t sec = apr_time_sec(now), hour = sec - sec % 3600;
     apr_uint32_t gen;
@@ -307,14 +308,13 @@ void gmcp_limits_finish(gmcp_limits *l, const char *key, apr_time_t now,
         }
         usage_add(b, delta, 1);
         if (!slot_moved(s, gen)) break;
-        usage_add(b, delta, -1);      /* raced with an eviction: undo, retry */
+        usage_add(b, delta, -1); /* raced with an eviction: undo, retry */
         b = NULL;
     }
     if (leave && RD64(s->inflight) > 0) apr_atomic_sub64(A64(s->inflight), 1);
 }
 
-void gmcp_limits_account(gmcp_limits *l, const char *key, apr_time_t now,
-                         const gmcp_usage *delta)
+void gmcp_limits_account(gmcp_limits *l, const char *key, apr_time_t now, const gmcp_usage *delta)
 {
     gmcp_limits_finish(l, key, now, delta, 0);
 }

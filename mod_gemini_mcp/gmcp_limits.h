@@ -24,20 +24,20 @@
 #define GMCP_SLOT_KEY_MAX 64
 
 typedef struct {
-    char key[GMCP_SLOT_KEY_MAX];   /* "" = free */
-    volatile apr_uint32_t gen;     /* odd while key is being rewritten */
+    char key[GMCP_SLOT_KEY_MAX]; /* "" = free */
+    volatile apr_uint32_t gen;   /* odd while key is being rewritten */
     apr_time_t last_used;
-    apr_time_t req_tat, tok_tat;   /* GCRA state (0 = never used) */
-    apr_time_t bw_tat;             /* upload bandwidth bucket (gmcp_throttle) */
+    apr_time_t req_tat, tok_tat; /* GCRA state (0 = never used) */
+    apr_time_t bw_tat;           /* upload bandwidth bucket (gmcp_throttle) */
     apr_int64_t inflight;
-    apr_int64_t hour[2];           /* the hour each usage bucket belongs to */
-    gmcp_usage usage[2];           /* not yet flushed to SQL */
+    apr_int64_t hour[2]; /* the hour each usage bucket belongs to */
+    gmcp_usage usage[2]; /* not yet flushed to SQL */
 } gmcp_slot;
 
 typedef struct {
     apr_uint32_t nslots;
-    apr_uint64_t evictions, full;  /* for metrics */
-    gmcp_slot slots[1];            /* nslots of them */
+    apr_uint64_t evictions, full; /* for metrics */
+    gmcp_slot slots[1];           /* nslots of them */
 } gmcp_slot_table;
 
 typedef struct {
@@ -55,14 +55,14 @@ void gmcp_limits_init(void *mem, apr_uint32_t nslots);
  * when not; either way *retry_after is how long until it would pass (0 when it did) and
  * *remaining how many more unit-cost requests would pass right now. */
 int gmcp_gcra(apr_time_t *tat, apr_time_t now, apr_interval_time_t interval,
-              apr_interval_time_t limit, apr_interval_time_t cost,
-              apr_interval_time_t *retry_after, apr_int64_t *remaining);
+              apr_interval_time_t limit, apr_interval_time_t cost, apr_interval_time_t *retry_after,
+              apr_int64_t *remaining);
 
 /* The limits of one key, from its row. */
 typedef struct {
-    apr_interval_time_t req_interval, req_limit;   /* 0: no request limit */
-    apr_interval_time_t tok_interval, tok_limit;   /* per token; 0: no token limit */
-    apr_int64_t max_inflight;                      /* 0: no cap */
+    apr_interval_time_t req_interval, req_limit; /* 0: no request limit */
+    apr_interval_time_t tok_interval, tok_limit; /* per token; 0: no token limit */
+    apr_int64_t max_inflight;                    /* 0: no cap */
 } gmcp_key_limits;
 void gmcp_key_limits_of(const gmcp_key *k, gmcp_key_limits *out);
 
@@ -70,16 +70,16 @@ void gmcp_key_limits_of(const gmcp_key *k, gmcp_key_limits *out);
  * caller answers each with its own 429). A refusal is no failure: admitting cannot fail. */
 typedef enum {
     GMCP_ADMIT_OK = 0,
-    GMCP_ADMIT_RATE,        /* request rate */
-    GMCP_ADMIT_TOKENS,      /* token rate: in debt from earlier calls */
+    GMCP_ADMIT_RATE,   /* request rate */
+    GMCP_ADMIT_TOKENS, /* token rate: in debt from earlier calls */
     GMCP_ADMIT_INFLIGHT,
-    GMCP_ADMIT_FULL         /* no slot free: too many distinct keys at once */
+    GMCP_ADMIT_FULL /* no slot free: too many distinct keys at once */
 } gmcp_admit;
 
 typedef struct {
     apr_interval_time_t retry_after;
-    apr_int64_t remaining;      /* requests left in the burst (-1 when unlimited) */
-    apr_interval_time_t reset;  /* until the burst is whole again */
+    apr_int64_t remaining;     /* requests left in the burst (-1 when unlimited) */
+    apr_interval_time_t reset; /* until the burst is whole again */
 } gmcp_admit_info;
 
 /* Admit one request of `key`: the request rate, the token rate (when `spends_tokens`)
@@ -106,15 +106,13 @@ apr_interval_time_t gmcp_limits_throttle(gmcp_limits *l, const char *key, apr_in
                                          apr_int64_t bytes, apr_time_t now);
 
 /* Add to the key's usage for the hour of `now`. */
-void gmcp_limits_account(gmcp_limits *l, const char *key, apr_time_t now,
-                         const gmcp_usage *delta);
+void gmcp_limits_account(gmcp_limits *l, const char *key, apr_time_t now, const gmcp_usage *delta);
 /* The end of a request: its usage, and (when `leave`) the end of its in-flight count,
  * under one lock. */
-void gmcp_limits_finish(gmcp_limits *l, const char *key, apr_time_t now,
-                        const gmcp_usage *delta, int leave);
+void gmcp_limits_finish(gmcp_limits *l, const char *key, apr_time_t now, const gmcp_usage *delta,
+                        int leave);
 /* Unflushed usage of a key since `since` (seconds), added into *out. */
-void gmcp_limits_pending(gmcp_limits *l, const char *key, apr_int64_t since,
-                         gmcp_usage *out);
+void gmcp_limits_pending(gmcp_limits *l, const char *key, apr_int64_t since, gmcp_usage *out);
 
 /* Flushing: take every unflushed bucket out of the table (zeroing it), write them,
  * and give back whatever could not be written. */

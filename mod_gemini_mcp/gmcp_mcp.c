@@ -7,11 +7,10 @@
 #include <string.h>
 #include <apr_strings.h>
 
-static const char *const VERSIONS[] = { "2025-11-25", "2025-06-18", "2025-03-26", NULL };
+static const char *const VERSIONS[] = {"2025-11-25", "2025-06-18", "2025-03-26", NULL};
 
-static const char *const LEVELS[] = {
-    "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency", NULL
-};
+static const char *const LEVELS[] = {"debug",    "info",  "notice",    "warning", "error",
+                                     "critical", "alert", "emergency", NULL};
 
 int gmcp_version_supported(const char *v)
 {
@@ -27,17 +26,14 @@ int gmcp_version_has_priming(const char *v)
     return v && strcmp(v, "2025-11-25") >= 0;
 }
 
-const char *gmcp_supported_versions(void)
-{
-    return "2025-11-25, 2025-06-18, 2025-03-26";
-}
+const char *gmcp_supported_versions(void) { return "2025-11-25, 2025-06-18, 2025-03-26"; }
 
 const char *gmcp_capability_for(const char *method)
 {
-    static const char *const NEEDS[][2] = {
-        {"sampling/createMessage", "sampling"}, {"elicitation/create", "elicitation"},
-        {"roots/list", "roots"}, {NULL, NULL}
-    };
+    static const char *const NEEDS[][2] = {{"sampling/createMessage", "sampling"},
+                                           {"elicitation/create", "elicitation"},
+                                           {"roots/list", "roots"},
+                                           {NULL, NULL}};
     int i;
     for (i = 0; NEEDS[i][0]; i++)
         if (!strcmp(NEEDS[i][0], method)) return NEEDS[i][1];
@@ -99,8 +95,8 @@ static apr_status_t json_decref_void(void *j)
 
 /* Cursors are opaque to clients: base64url("<list>:<offset>"). APR_SUCCESS, or
  * APR_EINVAL for a cursor that is not one of ours (or no longer in range). */
-static apr_status_t page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list,
-                                int total, int *from, int *to, const char **next)
+static apr_status_t page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *list, int total,
+                                int *from, int *to, const char **next)
 {
     json_t *c = m->params ? json_object_get(m->params, "cursor") : NULL;
     *from = 0;
@@ -133,9 +129,9 @@ static apr_status_t page_bounds(gmcp_rpc_ctx *x, const gmcp_msg *m, const char *
 struct gmcp_listing {
     const char *cursor;
     const char *key;
-    size_t entries;          /* offsetof(gmcp_registry, <array>) */
-    size_t stride;           /* size of one entry */
-    size_t listing;          /* offsetof(<entry>, listing) */
+    size_t entries; /* offsetof(gmcp_registry, <array>) */
+    size_t stride;  /* size of one entry */
+    size_t listing; /* offsetof(<entry>, listing) */
 };
 
 typedef struct {
@@ -168,13 +164,12 @@ static const char *list_page_text(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp
 {
     const gmcp_listing *l = meth->listing;
     page_spec ps;
-    ps.entries = *(const apr_array_header_t *const *)((const char *)x->srv->registry
-                                                      + l->entries);
+    ps.entries = *(const apr_array_header_t *const *)((const char *)x->srv->registry + l->entries);
     ps.stride = l->stride;
     ps.listing_offset = l->listing;
     ps.key = l->key;
     ps.stateless = x->stateless;
-    ps.method = meth->name;         /* for the stateless decoration */
+    ps.method = meth->name; /* for the stateless decoration */
     if (page_bounds(x, m, l->cursor, ps.entries->nelts, &ps.from, &ps.to, &ps.next)
         != APR_SUCCESS) {
         *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown or stale cursor");
@@ -207,7 +202,8 @@ static json_t *do_initialize(gmcp_rpc_ctx *x, const gmcp_msg *m)
     json_t *result;
 
     if (!req || !caps || !info)
-        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: initialize needs "
+        return rpc_err(m, GMCP_INVALID_PARAMS,
+                       "Invalid params: initialize needs "
                        "protocolVersion, capabilities and clientInfo");
     memset(&s, 0, sizeof(s));
     /* Answer with the client's version when we speak it, else our latest. */
@@ -220,14 +216,10 @@ static json_t *do_initialize(gmcp_rpc_ctx *x, const gmcp_msg *m)
     x->new_session_id = s.id;
 
     result = json_pack("{s:s, s:{s:{s:b}, s:{s:b, s:b}, s:{s:b}, s:{}, s:{}}, s:{s:s, s:s}}",
-                       "protocolVersion", s.protocol_version,
-                       "capabilities",
-                       "tools", "listChanged", 0,
-                       "resources", "subscribe", 1, "listChanged", 0,
-                       "prompts", "listChanged", 0,
-                       "logging", "completions",
-                       "serverInfo", "name", x->srv->server_name,
-                       "version", x->srv->server_version);
+                       "protocolVersion", s.protocol_version, "capabilities", "tools",
+                       "listChanged", 0, "resources", "subscribe", 1, "listChanged", 0, "prompts",
+                       "listChanged", 0, "logging", "completions", "serverInfo", "name",
+                       x->srv->server_name, "version", x->srv->server_version);
     return gmcp_rpc_result(m->id, result);
 }
 
@@ -235,7 +227,8 @@ static json_t *do_set_level(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
     const char *level = gmcp_json_str(m->params, "level");
     if (gmcp_log_level_parse(level) < 0)
-        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: level must be one of debug, "
+        return rpc_err(m, GMCP_INVALID_PARAMS,
+                       "Invalid params: level must be one of debug, "
                        "info, notice, warning, error, critical, alert, emergency");
     if (gmcp_session_set_level(x->db, x->session->id, level)) return internal(x, m);
     x->session->log_level = apr_pstrdup(x->pool, level);
@@ -250,8 +243,8 @@ static json_t *do_ping(gmcp_rpc_ctx *x, const gmcp_msg *m)
 
 static json_t *do_discover(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
-    return gmcp_rpc_result(m->id, gmcp_discover_result(x->srv->server_name,
-                                                       x->srv->server_version));
+    return gmcp_rpc_result(m->id,
+                           gmcp_discover_result(x->srv->server_name, x->srv->server_version));
 }
 
 /* ---- tools ------------------------------------------------------------------------- */
@@ -264,7 +257,8 @@ static const char *json_type_name(const json_t *v)
     case JSON_STRING: return "string";
     case JSON_INTEGER: return "integer";
     case JSON_REAL: return "number";
-    case JSON_TRUE: case JSON_FALSE: return "boolean";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
     default: return "null";
     }
 }
@@ -273,10 +267,11 @@ static int type_fits(const char *want, const json_t *v)
 {
     if (!strcmp(want, "number")) return json_is_number(v);
     /* A whole real counts, within long long range (the cast is undefined outside). */
-    if (!strcmp(want, "integer")) return json_is_integer(v)
-        || (json_is_real(v) && json_real_value(v) >= -9223372036854775808.0
-            && json_real_value(v) < 9223372036854775808.0
-            && json_real_value(v) == (double)(long long)json_real_value(v));
+    if (!strcmp(want, "integer"))
+        return json_is_integer(v)
+            || (json_is_real(v) && json_real_value(v) >= -9223372036854775808.0
+                && json_real_value(v) < 9223372036854775808.0
+                && json_real_value(v) == (double)(long long)json_real_value(v));
     return !strcmp(want, json_type_name(v));
 }
 
@@ -286,8 +281,8 @@ static int schema_type_fits(const json_t *type, const json_t *v)
     json_t *t;
     if (json_is_string(type)) return type_fits(json_string_value(type), v);
     if (json_is_array(type)) {
-        json_array_foreach(type, i, t)
-            if (json_is_string(t) && type_fits(json_string_value(t), v)) return 1;
+        json_array_foreach(type, i,
+                           t) if (json_is_string(t) && type_fits(json_string_value(t), v)) return 1;
         return 0;
     }
     return 1;
@@ -301,12 +296,14 @@ const char *gmcp_validate_arguments(apr_pool_t *p, const json_t *schema, const j
     json_t *v;
     const char *k;
     size_t i;
-    json_array_foreach(req, i, v) {
+    json_array_foreach(req, i, v)
+    {
         if (json_is_string(v) && !json_object_get(args, json_string_value(v)))
             return apr_psprintf(p, "Invalid arguments: missing required property '%s'",
                                 json_string_value(v));
     }
-    json_object_foreach((json_t *)args, k, v) {
+    json_object_foreach((json_t *)args, k, v)
+    {
         json_t *ps = props ? json_object_get(props, k) : NULL;
         if (!ps) {
             if (json_is_false(addl))
@@ -314,16 +311,18 @@ const char *gmcp_validate_arguments(apr_pool_t *p, const json_t *schema, const j
             continue;
         }
         if (json_object_get(ps, "type") && !schema_type_fits(json_object_get(ps, "type"), v))
-            return apr_psprintf(p, "Invalid arguments: property '%s' must be of type %s, "
-                                "not %s", k, gmcp_json_dump(p, json_object_get(ps, "type")),
+            return apr_psprintf(p,
+                                "Invalid arguments: property '%s' must be of type %s, "
+                                "not %s",
+                                k, gmcp_json_dump(p, json_object_get(ps, "type")),
                                 json_type_name(v));
         if (json_is_array(json_object_get(ps, "enum"))) {
             json_t *e;
             int ok = 0;
-            json_array_foreach(json_object_get(ps, "enum"), i, e)
-                if (json_equal(e, v)) ok = 1;
-            if (!ok) return apr_psprintf(p, "Invalid arguments: property '%s' must be one of %s",
-                                         k, gmcp_json_dump(p, json_object_get(ps, "enum")));
+            json_array_foreach(json_object_get(ps, "enum"), i, e) if (json_equal(e, v)) ok = 1;
+            if (!ok)
+                return apr_psprintf(p, "Invalid arguments: property '%s' must be one of %s", k,
+                                    gmcp_json_dump(p, json_object_get(ps, "enum")));
         }
     }
     return NULL;
@@ -339,8 +338,7 @@ static json_t *do_tools_call(gmcp_rpc_ctx *x, const gmcp_msg *m)
 
     if (!name) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: tools/call needs a name");
     if (!(t = gmcp_registry_tool(x->srv->registry, name)))
-        return rpc_err(m, GMCP_INVALID_PARAMS,
-                       apr_psprintf(x->pool, "Unknown tool: %s", name));
+        return rpc_err(m, GMCP_INVALID_PARAMS, apr_psprintf(x->pool, "Unknown tool: %s", name));
     if (args && !json_is_object(args) && !json_is_null(args))
         return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: arguments must be an object");
     if (!args || json_is_null(args)) args = owned_args = json_object();
@@ -362,10 +360,9 @@ static json_t *do_tools_call(gmcp_rpc_ctx *x, const gmcp_msg *m)
     if (!result) {
         json_t *data = x->call->error_data;
         x->call->error_data = NULL;
-        return gmcp_rpc_error(m->id, x->call->error_code ? x->call->error_code
-                                                         : GMCP_INTERNAL_ERROR,
-                              x->call->error_message ? x->call->error_message
-                                                     : "Internal error", data);
+        return gmcp_rpc_error(
+            m->id, x->call->error_code ? x->call->error_code : GMCP_INTERNAL_ERROR,
+            x->call->error_message ? x->call->error_message : "Internal error", data);
     }
     return gmcp_rpc_result(m->id, result);
 }
@@ -384,8 +381,7 @@ static json_t *do_resources_read(gmcp_rpc_ctx *x, const gmcp_msg *m)
         res = read(x->call, uri, vars, prov->baton);
         json_decref(vars);
         if (res) return gmcp_rpc_result(m->id, res);
-        if (x->call->error_code)
-            return rpc_err(m, x->call->error_code, x->call->error_message);
+        if (x->call->error_code) return rpc_err(m, x->call->error_code, x->call->error_message);
     }
     /* 2026-07-28 (SEP-2164) reports an unknown resource as invalid params. */
     return gmcp_rpc_error(m->id, x->stateless ? GMCP_INVALID_PARAMS : GMCP_RESOURCE_NOT_FOUND,
@@ -402,15 +398,9 @@ static json_t *subscription(gmcp_rpc_ctx *x, const gmcp_msg *m, int add)
     return rv ? internal(x, m) : gmcp_rpc_result(m->id, json_object());
 }
 
-static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m)
-{
-    return subscription(x, m, 1);
-}
+static json_t *do_subscribe(gmcp_rpc_ctx *x, const gmcp_msg *m) { return subscription(x, m, 1); }
 
-static json_t *do_unsubscribe(gmcp_rpc_ctx *x, const gmcp_msg *m)
-{
-    return subscription(x, m, 0);
-}
+static json_t *do_unsubscribe(gmcp_rpc_ctx *x, const gmcp_msg *m) { return subscription(x, m, 0); }
 
 /* ---- prompts ---------------------------------------------------------------------- */
 
@@ -428,14 +418,17 @@ static json_t *do_prompts_get(gmcp_rpc_ctx *x, const gmcp_msg *m)
         return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: arguments must be an object");
     if (!args) args = owned = json_object();
     decl = json_object_get(pe->listing, "arguments");
-    json_array_foreach(decl, i, a) {
+    json_array_foreach(decl, i, a)
+    {
         const char *an = gmcp_json_str(a, "name");
         if (an && json_is_true(json_object_get(a, "required"))
             && !json_is_string(json_object_get(args, an))) {
             json_decref(owned);
             return rpc_err(m, GMCP_INVALID_PARAMS,
-                           apr_psprintf(x->pool, "Invalid params: prompt '%s' needs the "
-                                        "argument '%s'", name, an));
+                           apr_psprintf(x->pool,
+                                        "Invalid params: prompt '%s' needs the "
+                                        "argument '%s'",
+                                        name, an));
         }
     }
     x->call->error_code = 0;
@@ -448,30 +441,32 @@ static json_t *do_prompts_get(gmcp_rpc_ctx *x, const gmcp_msg *m)
 }
 
 /* The provider that completes for `ref`, or NULL with *error set. */
-static const gmcp_provider *completion_provider(gmcp_rpc_ctx *x, const gmcp_msg *m,
-                                                json_t *ref, const char *type, json_t **error)
+static const gmcp_provider *completion_provider(gmcp_rpc_ctx *x, const gmcp_msg *m, json_t *ref,
+                                                const char *type, json_t **error)
 {
     const gmcp_provider *prov = NULL;
     if (!strcmp(type, "ref/prompt")) {
         const char *pn = gmcp_json_str(ref, "name");
         const gmcp_prompt_entry *pe = pn ? gmcp_registry_prompt(x->srv->registry, pn) : NULL;
-        if (!pe) *error = rpc_err(m, GMCP_INVALID_PARAMS, apr_psprintf(x->pool,
-                                  "Unknown prompt: %s", pn ? pn : "(none)"));
+        if (!pe)
+            *error = rpc_err(m, GMCP_INVALID_PARAMS,
+                             apr_psprintf(x->pool, "Unknown prompt: %s", pn ? pn : "(none)"));
         return pe ? pe->provider : NULL;
     }
     if (!strcmp(type, "ref/resource")) {
         const char *uri = gmcp_json_str(ref, "uri");
         int k;
         for (k = 0; uri && k < x->srv->registry->templates->nelts; k++) {
-            const gmcp_template_entry *te = &APR_ARRAY_IDX(x->srv->registry->templates, k,
-                                                           gmcp_template_entry);
+            const gmcp_template_entry *te =
+                &APR_ARRAY_IDX(x->srv->registry->templates, k, gmcp_template_entry);
             if (!strcmp(te->def->uri_template, uri)) prov = te->provider;
         }
-        if (!prov) *error = rpc_err(m, GMCP_INVALID_PARAMS,
-                                    "Invalid params: unknown resource template");
+        if (!prov)
+            *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: unknown resource template");
         return prov;
     }
-    *error = rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt "
+    *error = rpc_err(m, GMCP_INVALID_PARAMS,
+                     "Invalid params: ref.type must be ref/prompt "
                      "or ref/resource");
     return NULL;
 }
@@ -489,9 +484,9 @@ static json_t *completion_result(const gmcp_msg *m, json_t *values)
     trimmed = json_array();
     for (i = 0; i < total && i < 100; i++) json_array_append(trimmed, json_array_get(values, i));
     json_decref(values);
-    return gmcp_rpc_result(m->id, json_pack("{s:{s:o, s:I, s:b}}", "completion",
-                                            "values", trimmed, "total", (json_int_t)total,
-                                            "hasMore", total > 100));
+    return gmcp_rpc_result(m->id,
+                           json_pack("{s:{s:o, s:I, s:b}}", "completion", "values", trimmed,
+                                     "total", (json_int_t)total, "hasMore", total > 100));
 }
 
 static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
@@ -505,12 +500,13 @@ static json_t *do_complete(gmcp_rpc_ctx *x, const gmcp_msg *m)
     json_t *error = NULL, *values = NULL;
 
     if (!type || !an || !av)
-        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: completion/complete needs "
+        return rpc_err(m, GMCP_INVALID_PARAMS,
+                       "Invalid params: completion/complete needs "
                        "ref.type, argument.name and argument.value");
     if (!(prov = completion_provider(x, m, ref, type, &error))) return error;
     if (prov->complete)
-        values = prov->complete(x->call, ref, an, av, ctx ? json_object_get(ctx, "arguments")
-                                                        : NULL, prov->baton);
+        values = prov->complete(x->call, ref, an, av,
+                                ctx ? json_object_get(ctx, "arguments") : NULL, prov->baton);
     return completion_result(m, values);
 }
 
@@ -526,54 +522,46 @@ static apr_status_t note_cancelled(gmcp_rpc_ctx *x, const gmcp_msg *m)
 
 /* ---- the method table ---------------------------------------------------------------- */
 
-static const gmcp_listing TOOLS_LIST = {
-    "tools", "tools", offsetof(gmcp_registry, tools), sizeof(gmcp_tool_entry),
-    offsetof(gmcp_tool_entry, listing)
-};
+static const gmcp_listing TOOLS_LIST = {"tools", "tools", offsetof(gmcp_registry, tools),
+                                        sizeof(gmcp_tool_entry),
+                                        offsetof(gmcp_tool_entry, listing)};
 static const gmcp_listing RESOURCES_LIST = {
-    "resources", "resources", offsetof(gmcp_registry, resources),
-    sizeof(gmcp_resource_entry), offsetof(gmcp_resource_entry, listing)
-};
+    "resources", "resources", offsetof(gmcp_registry, resources), sizeof(gmcp_resource_entry),
+    offsetof(gmcp_resource_entry, listing)};
 static const gmcp_listing TEMPLATES_LIST = {
     "templates", "resourceTemplates", offsetof(gmcp_registry, templates),
-    sizeof(gmcp_template_entry), offsetof(gmcp_template_entry, listing)
-};
-static const gmcp_listing PROMPTS_LIST = {
-    "prompts", "prompts", offsetof(gmcp_registry, prompts), sizeof(gmcp_prompt_entry),
-    offsetof(gmcp_prompt_entry, listing)
-};
+    sizeof(gmcp_template_entry), offsetof(gmcp_template_entry, listing)};
+static const gmcp_listing PROMPTS_LIST = {"prompts", "prompts", offsetof(gmcp_registry, prompts),
+                                          sizeof(gmcp_prompt_entry),
+                                          offsetof(gmcp_prompt_entry, listing)};
 
 /* Listings change only with the configuration (ttlMs 60 s); contents may change at any
  * time (0). */
 static const gmcp_method METHODS[] = {
     /* name, flags, listing, request, notify, target, ttl_ms */
-    {"initialize", GMCP_METHOD_BEFORE_SESSION | GMCP_METHOD_SESSION_ONLY, NULL,
-     do_initialize, NULL, NULL, 0},
+    {"initialize", GMCP_METHOD_BEFORE_SESSION | GMCP_METHOD_SESSION_ONLY, NULL, do_initialize, NULL,
+     NULL, 0},
     {"ping", GMCP_METHOD_SESSION_ONLY, NULL, do_ping, NULL, NULL, 0},
     {"tools/list", GMCP_METHOD_CACHEABLE, &TOOLS_LIST, NULL, NULL, NULL, 60000},
     {"tools/call", GMCP_METHOD_MRTR, NULL, do_tools_call, NULL, "name", 0},
     {"resources/list", GMCP_METHOD_CACHEABLE, &RESOURCES_LIST, NULL, NULL, NULL, 60000},
-    {"resources/templates/list", GMCP_METHOD_CACHEABLE, &TEMPLATES_LIST, NULL, NULL, NULL,
-     60000},
-    {"resources/read", GMCP_METHOD_MRTR | GMCP_METHOD_CACHEABLE, NULL, do_resources_read,
-     NULL, "uri", 0},
+    {"resources/templates/list", GMCP_METHOD_CACHEABLE, &TEMPLATES_LIST, NULL, NULL, NULL, 60000},
+    {"resources/read", GMCP_METHOD_MRTR | GMCP_METHOD_CACHEABLE, NULL, do_resources_read, NULL,
+     "uri", 0},
     {"resources/subscribe", GMCP_METHOD_SESSION_ONLY, NULL, do_subscribe, NULL, NULL, 0},
     {"resources/unsubscribe", GMCP_METHOD_SESSION_ONLY, NULL, do_unsubscribe, NULL, NULL, 0},
     {"prompts/list", GMCP_METHOD_CACHEABLE, &PROMPTS_LIST, NULL, NULL, NULL, 60000},
     {"prompts/get", GMCP_METHOD_MRTR, NULL, do_prompts_get, NULL, "name", 0},
     {"logging/setLevel", GMCP_METHOD_SESSION_ONLY, NULL, do_set_level, NULL, NULL, 0},
     {"completion/complete", 0, NULL, do_complete, NULL, NULL, 0},
-    {"server/discover", GMCP_METHOD_STATELESS_ONLY | GMCP_METHOD_CACHEABLE, NULL,
-     do_discover, NULL, NULL, 60000},
+    {"server/discover", GMCP_METHOD_STATELESS_ONLY | GMCP_METHOD_CACHEABLE, NULL, do_discover, NULL,
+     NULL, 60000},
     {"subscriptions/listen", GMCP_METHOD_STATELESS_ONLY, NULL, NULL, NULL, NULL, 0},
     {"notifications/initialized", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL, 0},
-    {"notifications/cancelled", GMCP_METHOD_NOTIFICATION, NULL, NULL, note_cancelled, NULL,
-     0},
+    {"notifications/cancelled", GMCP_METHOD_NOTIFICATION, NULL, NULL, note_cancelled, NULL, 0},
     {"notifications/progress", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL, 0},
-    {"notifications/roots/list_changed", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL,
-     0},
-    {NULL, 0, NULL, NULL, NULL, NULL, 0}
-};
+    {"notifications/roots/list_changed", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL, 0},
+    {NULL, 0, NULL, NULL, NULL, NULL, 0}};
 
 const gmcp_method *gmcp_mcp_method(const char *name)
 {
@@ -633,21 +621,22 @@ static json_t *mrtr_prepare(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_metho
     x->call->input_responses = NULL;
     x->call->state = NULL;
     if (ir && !json_is_object(ir))
-        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: inputResponses must be an "
+        return rpc_err(m, GMCP_INVALID_PARAMS,
+                       "Invalid params: inputResponses must be an "
                        "object keyed by the input request names");
     x->call->input_responses = ir;
     if (rs) {
         json_t *state = NULL;
         if (!json_is_string(rs)
             || gmcp_state_open(x->pool, x->srv->state_key, x->srv->state_key_len,
-                               apr_pstrcat(x->pool, name ? name : "", "\n", x->principal,
-                                           NULL), json_string_value(rs), &state)
-               != APR_SUCCESS)
-            return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: requestState failed its "
+                               apr_pstrcat(x->pool, name ? name : "", "\n", x->principal, NULL),
+                               json_string_value(rs), &state)
+                != APR_SUCCESS)
+            return rpc_err(m, GMCP_INVALID_PARAMS,
+                           "Invalid params: requestState failed its "
                            "integrity check; start the request again without it");
         /* Kept for the call; released with the request pool. */
-        apr_pool_cleanup_register(x->pool, state, json_decref_void,
-                                  apr_pool_cleanup_null);
+        apr_pool_cleanup_register(x->pool, state, json_decref_void, apr_pool_cleanup_null);
         x->call->state = state;
     }
     return NULL;
@@ -656,9 +645,11 @@ static json_t *mrtr_prepare(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_metho
 /* The HTTP status 2026-07-28 gives an error answer. */
 static void stateless_status(gmcp_rpc_ctx *x, int code)
 {
-    if (code == GMCP_METHOD_NOT_FOUND) x->http_status = 404;
+    if (code == GMCP_METHOD_NOT_FOUND)
+        x->http_status = 404;
     else if (code == GMCP_MISSING_CAPABILITY || code == GMCP_HEADER_MISMATCH
-             || code == GMCP_UNSUPPORTED_VERSION) x->http_status = 400;
+             || code == GMCP_UNSUPPORTED_VERSION)
+        x->http_status = 400;
 }
 
 /* A request on the 2026-07-28 revision: removed methods answer 404, MRTR inputs are
@@ -668,9 +659,12 @@ static json_t *stateless_request(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_
     json_t *resp, *err;
     if (meth && (meth->flags & GMCP_METHOD_SESSION_ONLY)) {
         x->http_status = 404;
-        return rpc_err(m, GMCP_METHOD_NOT_FOUND, apr_psprintf(x->pool, "Method not found: "
-                       "%s does not exist in protocol revision " GMCP_STATELESS_VERSION,
-                       m->method));
+        return rpc_err(
+            m, GMCP_METHOD_NOT_FOUND,
+            apr_psprintf(x->pool,
+                         "Method not found: "
+                         "%s does not exist in protocol revision " GMCP_STATELESS_VERSION,
+                         m->method));
     }
     if (meth && (meth->flags & GMCP_METHOD_MRTR) && (err = mrtr_prepare(x, m, meth)) != NULL) {
         x->http_status = 400;
@@ -678,8 +672,10 @@ static json_t *stateless_request(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_
     }
     if (!(resp = dispatch(x, m, meth))) return NULL;
     err = json_object_get(resp, "error");
-    if (err) stateless_status(x, (int)json_integer_value(json_object_get(err, "code")));
-    else gmcp_stateless_decorate(m->method, json_object_get(resp, "result"));
+    if (err)
+        stateless_status(x, (int)json_integer_value(json_object_get(err, "code")));
+    else
+        gmcp_stateless_decorate(m->method, json_object_get(resp, "result"));
     return resp;
 }
 
@@ -694,7 +690,6 @@ apr_status_t gmcp_mcp_notification(gmcp_rpc_ctx *x, const gmcp_msg *m)
     const gmcp_method *meth = gmcp_mcp_method(m->method);
     /* initialized, progress, roots/list_changed and unknown notifications need no
      * action; notifications are never answered. */
-    if (meth && (meth->flags & GMCP_METHOD_NOTIFICATION) && meth->notify)
-        return meth->notify(x, m);
+    if (meth && (meth->flags & GMCP_METHOD_NOTIFICATION) && meth->notify) return meth->notify(x, m);
     return APR_SUCCESS;
 }

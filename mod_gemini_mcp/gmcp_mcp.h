@@ -20,7 +20,7 @@ typedef struct {
     int page_size;
     const char *server_name;
     const char *server_version;
-    const unsigned char *state_key;   /* HMAC key for MRTR requestState */
+    const unsigned char *state_key; /* HMAC key for MRTR requestState */
     apr_size_t state_key_len;
 } gmcp_server;
 
@@ -29,27 +29,29 @@ typedef struct {
     apr_pool_t *pool;
     const gmcp_server *srv;
     gmcp_db *db;
-    gmcp_session *session;     /* NULL only for initialize */
+    gmcp_session *session; /* NULL only for initialize */
     const char *principal;
-    gmcp_call *call;           /* transport-provided, ops set */
-    int stateless;             /* 2026-07-28 rules (no session) */
+    gmcp_call *call; /* transport-provided, ops set */
+    int stateless;   /* 2026-07-28 rules (no session) */
     /* out */
-    const char *new_session_id;/* set by initialize */
-    int http_status;           /* stateless: status for this answer (0 = 200) */
+    const char *new_session_id; /* set by initialize */
+    int http_status;            /* stateless: status for this answer (0 = 200) */
 } gmcp_rpc_ctx;
 
 /* ---- the method table ------------------------------------------------------------- */
 
 /* What a method is and in which revisions it exists (gmcp_method.flags). */
-#define GMCP_METHOD_NOTIFICATION   0x01  /* a client notification: never answered */
-#define GMCP_METHOD_BEFORE_SESSION 0x02  /* runs before there is a session (initialize
+#define GMCP_METHOD_NOTIFICATION 0x01 /* a client notification: never answered */
+#define GMCP_METHOD_BEFORE_SESSION \
+    0x02                                /* runs before there is a session (initialize
                                           * opens one); every other request of the
                                           * session revisions needs its session */
-#define GMCP_METHOD_SESSION_ONLY   0x04  /* a request 2026-07-28 removed (answered 404) */
-#define GMCP_METHOD_STATELESS_ONLY 0x08  /* a request only 2026-07-28 defines */
-#define GMCP_METHOD_MRTR           0x10  /* 2026-07-28 multi-round-trip: inputResponses and
+#define GMCP_METHOD_SESSION_ONLY 0x04   /* a request 2026-07-28 removed (answered 404) */
+#define GMCP_METHOD_STATELESS_ONLY 0x08 /* a request only 2026-07-28 defines */
+#define GMCP_METHOD_MRTR \
+    0x10                           /* 2026-07-28 multi-round-trip: inputResponses and
                                           * requestState, bound to the target's name */
-#define GMCP_METHOD_CACHEABLE      0x20  /* 2026-07-28 results carry ttlMs and cacheScope */
+#define GMCP_METHOD_CACHEABLE 0x20 /* 2026-07-28 results carry ttlMs and cacheScope */
 
 /* Where a listing's entries are in the registry (gmcp_mcp.c). */
 typedef struct gmcp_listing gmcp_listing;
@@ -62,11 +64,11 @@ typedef struct {
     unsigned flags;
     const gmcp_listing *listing;
     json_t *(*request)(gmcp_rpc_ctx *x, const gmcp_msg *m);
-    apr_status_t (*notify)(gmcp_rpc_ctx *x, const gmcp_msg *m);   /* as gmcp_mcp_notification */
+    apr_status_t (*notify)(gmcp_rpc_ctx *x, const gmcp_msg *m); /* as gmcp_mcp_notification */
     /* The params member naming what the request acts on ("name", "uri"): the
      * 2026-07-28 Mcp-Name header and the requestState binding. NULL: none. */
     const char *target;
-    int ttl_ms;                   /* GMCP_METHOD_CACHEABLE: ttlMs of its results */
+    int ttl_ms; /* GMCP_METHOD_CACHEABLE: ttlMs of its results */
 } gmcp_method;
 
 /* The method `name` (as the table spells it), or NULL when the server knows none. */

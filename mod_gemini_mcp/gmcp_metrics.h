@@ -12,8 +12,8 @@
 #include <apr_time.h>
 
 #define GMCP_LAT_BUCKETS 12
-#define GMCP_REQ_SERIES  512
-#define GMCP_GEM_SERIES  32
+#define GMCP_REQ_SERIES 512
+#define GMCP_GEM_SERIES 32
 
 typedef struct {
     /* bucket[i]: observations in (LE[i-1], LE[i]] — made cumulative when rendered */
@@ -28,20 +28,32 @@ typedef struct {
 } gmcp_req_series;
 
 typedef struct {
-    int status;                   /* HTTP status from Gemini, 0 = transport failure */
+    int status; /* HTTP status from Gemini, 0 = transport failure */
     gmcp_histogram h;
 } gmcp_gem_series;
 
 /* Reasons a request is refused before it runs. */
-enum { GMCP_REJ_RATE, GMCP_REJ_TOKENS, GMCP_REJ_INFLIGHT, GMCP_REJ_FULL, GMCP_REJ_QUOTA,
-       GMCP_REJ_N };
+enum {
+    GMCP_REJ_RATE,
+    GMCP_REJ_TOKENS,
+    GMCP_REJ_INFLIGHT,
+    GMCP_REJ_FULL,
+    GMCP_REJ_QUOTA,
+    GMCP_REJ_N
+};
 /* Authentication outcomes that refuse a request. */
-enum { GMCP_AUTH_MISSING, GMCP_AUTH_INVALID, GMCP_AUTH_EXPIRED, GMCP_AUTH_REVOKED,
-       GMCP_AUTH_FORBIDDEN, GMCP_AUTH_N };
+enum {
+    GMCP_AUTH_MISSING,
+    GMCP_AUTH_INVALID,
+    GMCP_AUTH_EXPIRED,
+    GMCP_AUTH_REVOKED,
+    GMCP_AUTH_FORBIDDEN,
+    GMCP_AUTH_N
+};
 
 typedef struct {
     apr_time_t started;
-    volatile apr_uint32_t nreq, ngem;   /* published after the series is filled in */
+    volatile apr_uint32_t nreq, ngem; /* published after the series is filled in */
     gmcp_req_series req[GMCP_REQ_SERIES];
     gmcp_gem_series gem[GMCP_GEM_SERIES];
     volatile apr_uint64_t series_overflow;
@@ -74,7 +86,7 @@ void gmcp_metrics_count(volatile apr_uint64_t *counter);
 
 /* Gauges the renderer does not keep itself (read at scrape time). */
 typedef struct {
-    apr_int64_t mcp_sessions, chat_sessions;   /* -1: unknown (database down) */
+    apr_int64_t mcp_sessions, chat_sessions; /* -1: unknown (database down) */
     int breaker_state;
     apr_uint64_t breaker_opens;
     apr_uint64_t limiter_evictions, limiter_full;

@@ -59,9 +59,8 @@ static int ends_with(const char *s, size_t len, const char *suffix)
 /* The NNNN_*.sql files of dir, read: up migrations into migs, down scripts (NNNN_name.down.sql
  * undoes NNNN_name.sql: kept aside, never an up migration) into downs, both unsorted.
  * APR_SUCCESS, or the error of the directory or file call (logged, *why set). */
-static apr_status_t read_migration_files(apr_pool_t *p, const char *dir,
-                                         apr_array_header_t *migs, apr_array_header_t *downs,
-                                         const char **why)
+static apr_status_t read_migration_files(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
+                                         apr_array_header_t *downs, const char **why)
 {
     apr_dir_t *d;
     apr_finfo_t fi;
@@ -106,8 +105,10 @@ static apr_status_t check_numbering(apr_pool_t *p, const char *dir, apr_array_he
     for (i = 0; i < migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
         if (m->version != i + 1) {
-            *why = apr_psprintf(p, "migrations in %s must be numbered 1, 2, 3... without gaps "
-                                "or duplicates; found %s at position %d", dir, m->name, i + 1);
+            *why = apr_psprintf(p,
+                                "migrations in %s must be numbered 1, 2, 3... without gaps "
+                                "or duplicates; found %s at position %d",
+                                dir, m->name, i + 1);
             return APR_EINVAL;
         }
     }
@@ -120,17 +121,16 @@ static apr_status_t check_numbering(apr_pool_t *p, const char *dir, apr_array_he
 
 /* Each down script to the up migration of its number: at most one each. APR_SUCCESS, or
  * APR_EINVAL with *why. */
-static apr_status_t attach_down_scripts(apr_pool_t *p, const char *dir,
-                                        apr_array_header_t *migs, apr_array_header_t *downs,
-                                        const char **why)
+static apr_status_t attach_down_scripts(apr_pool_t *p, const char *dir, apr_array_header_t *migs,
+                                        apr_array_header_t *downs, const char **why)
 {
     int j;
     for (j = 0; j < downs->nelts; j++) {
         gmcp_migration *dn = &APR_ARRAY_IDX(downs, j, gmcp_migration);
         gmcp_migration *m;
         if (dn->version < 1 || dn->version > migs->nelts) {
-            *why = apr_psprintf(p, "down script %s.down.sql in %s has no migration %04d",
-                                dn->name, dir, dn->version);
+            *why = apr_psprintf(p, "down script %s.down.sql in %s has no migration %04d", dn->name,
+                                dir, dn->version);
             return APR_EINVAL;
         }
         m = &APR_ARRAY_IDX(migs, dn->version - 1, gmcp_migration);
@@ -163,13 +163,13 @@ apr_status_t gmcp_migrations_load(apr_pool_t *p, const char *sql_dir, const char
 
 static apr_status_t ensure_table(gmcp_db *db, const char **why)
 {
-    apr_status_t rv = gmcp_db_exec_raw(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                                           "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                                           "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    apr_status_t rv = gmcp_db_exec_raw(db,
+                                       "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                       "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                                       "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
                                        NULL);
     if (rv != APR_SUCCESS)
-        *why = apr_psprintf(db->pool, "cannot create schema_migrations: %s",
-                            gmcp_db_error(db, -1));
+        *why = apr_psprintf(db->pool, "cannot create schema_migrations: %s", gmcp_db_error(db, -1));
     return rv;
 }
 
@@ -188,11 +188,12 @@ apr_status_t gmcp_migrate_inspect(gmcp_db *db, apr_array_header_t *migs,
     }
     if ((rv = gmcp_db_schema_version(db, &version, why)) != APR_SUCCESS) return rv;
     if (version == 0) return APR_SUCCESS;
-    rv = gmcp_db_select_raw(db, "SELECT version, checksum, applied_at, name "
-                                "FROM schema_migrations ORDER BY version", &rs);
+    rv = gmcp_db_select_raw(db,
+                            "SELECT version, checksum, applied_at, name "
+                            "FROM schema_migrations ORDER BY version",
+                            &rs);
     if (rv != APR_SUCCESS) {
-        *why = apr_psprintf(db->pool, "cannot read schema_migrations: %s",
-                            gmcp_db_error(db, -1));
+        *why = apr_psprintf(db->pool, "cannot read schema_migrations: %s", gmcp_db_error(db, -1));
         return rv;
     }
     for (i = 0; i < rs.rows->nelts; i++) {
@@ -227,9 +228,10 @@ apr_status_t gmcp_migrate_status(gmcp_db *db, apr_array_header_t *migs, const ch
     if (rv != APR_SUCCESS) return rv;
     if (missing->nelts) {
         gmcp_migration *m = &APR_ARRAY_IDX(missing, missing->nelts - 1, gmcp_migration);
-        *why = apr_psprintf(db->pool, "the database has migration %d applied, newer than "
-                            "any this gmcpctl knows (%d): use a newer gmcpctl", m->version,
-                            migs->nelts);
+        *why = apr_psprintf(db->pool,
+                            "the database has migration %d applied, newer than "
+                            "any this gmcpctl knows (%d): use a newer gmcpctl",
+                            m->version, migs->nelts);
         return GMCP_ESCHEMA;
     }
     return APR_SUCCESS;
@@ -250,14 +252,15 @@ static apr_status_t apply_one(gmcp_db *db, gmcp_migration *m, const char **why)
     for (i = 0; i < stmts->nelts; i++) {
         rv = gmcp_db_exec_raw(db, APR_ARRAY_IDX(stmts, i, const char *), NULL);
         if (rv != APR_SUCCESS) {
-            *why = apr_psprintf(db->pool, "migration %s failed at statement %d: %s",
-                                m->name, i + 1, gmcp_db_error(db, -1));
+            *why = apr_psprintf(db->pool, "migration %s failed at statement %d: %s", m->name, i + 1,
+                                gmcp_db_error(db, -1));
             goto leave;
         }
     }
-    sql = apr_psprintf(db->pool, "INSERT INTO schema_migrations (version, name, checksum, "
-                       "applied_at) VALUES (%d, '%s', '%s', %s)", m->version, m->name,
-                       m->checksum, gmcp_now_str(db->pool));
+    sql = apr_psprintf(db->pool,
+                       "INSERT INTO schema_migrations (version, name, checksum, "
+                       "applied_at) VALUES (%d, '%s', '%s', %s)",
+                       m->version, m->name, m->checksum, gmcp_now_str(db->pool));
     if ((rv = gmcp_db_exec_raw(db, sql, NULL)) != APR_SUCCESS)
         *why = apr_psprintf(db->pool, "cannot record migration %s: %s", m->name,
                             gmcp_db_error(db, -1));
@@ -279,7 +282,7 @@ static apr_status_t sqlite_wal(gmcp_db *db, const char **why)
     if (rv == APR_SUCCESS
         && (rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]
             || strcasecmp(GMCP_ROW(&rs, 0)[0], "wal") != 0))
-        rv = GMCP_EDB;          /* it answered, but stays in another mode */
+        rv = GMCP_EDB; /* it answered, but stays in another mode */
     if (rv != APR_SUCCESS)
         *why = "cannot switch the SQLite database to WAL mode (is it on a network file system?)";
     return rv;
@@ -291,8 +294,8 @@ static apr_status_t pg_lock(gmcp_db *db, const char **why)
     gmcp_rows rs;
     apr_status_t rv = APR_SUCCESS;
     if (db->pgsql
-        && (rv = gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" GMCP_MIGRATE_LOCK_KEY ")",
-                                    &rs)) != APR_SUCCESS)
+        && (rv = gmcp_db_select_raw(db, "SELECT pg_advisory_lock(" GMCP_MIGRATE_LOCK_KEY ")", &rs))
+            != APR_SUCCESS)
         *why = "cannot take the migration lock";
     return rv;
 }
@@ -318,10 +321,11 @@ apr_status_t gmcp_migrate_apply(gmcp_db *db, apr_array_header_t *migs, int *appl
     for (i = 0; i < migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(migs, i, gmcp_migration);
         if (m->applied && strcmp(m->applied_checksum, m->checksum) != 0) {
-            *why = apr_psprintf(db->pool, "migration %s was changed after it was applied "
+            *why = apr_psprintf(db->pool,
+                                "migration %s was changed after it was applied "
                                 "(checksum %.12s... in the database, %.12s... on disk); "
-                                "restore the original file", m->name, m->applied_checksum,
-                                m->checksum);
+                                "restore the original file",
+                                m->name, m->applied_checksum, m->checksum);
             rv = GMCP_ESCHEMA;
             goto leave;
         }
@@ -360,19 +364,19 @@ apr_array_header_t *gmcp_sql_split(apr_pool_t *p, const char *s)
 {
     apr_array_header_t *out = apr_array_make(p, 8, sizeof(const char *));
     const char *start = s;
-    int in_trigger = -1;   /* unknown until the statement's first word */
+    int in_trigger = -1; /* unknown until the statement's first word */
     while (*s) {
-        if (s[0] == '-' && s[1] == '-') {             /* comment to end of line */
+        if (s[0] == '-' && s[1] == '-') { /* comment to end of line */
             while (*s && *s != '\n') s++;
             continue;
         }
-        if (*s == '\'' || *s == '"') {                /* quoted text or identifier */
+        if (*s == '\'' || *s == '"') { /* quoted text or identifier */
             char q = *s++;
             while (*s && !(*s == q && s[1] != q)) s += (*s == q) ? 2 : 1;
             if (*s) s++;
             continue;
         }
-        if (*s == '$') {                              /* $tag$ ... $tag$ */
+        if (*s == '$') { /* $tag$ ... $tag$ */
             const char *e = s + 1;
             while (isalnum((unsigned char)*e) || *e == '_') e++;
             if (*e == '$') {
@@ -394,12 +398,12 @@ apr_array_header_t *gmcp_sql_split(apr_pool_t *p, const char *s)
                 const char *b = s;
                 while (b > start && isspace((unsigned char)b[-1])) b--;
                 end = b - start >= 3 && strncasecmp(b - 3, "END", 3) == 0
-                      && (b - start == 3 || !isalnum((unsigned char)b[-4]));
+                    && (b - start == 3 || !isalnum((unsigned char)b[-4]));
             }
             if (end) {
                 if (in_trigger >= 0)
-                    APR_ARRAY_PUSH(out, const char *) = apr_pstrndup(p, start,
-                                                                     (apr_size_t)(s - start));
+                    APR_ARRAY_PUSH(out, const char *) =
+                        apr_pstrndup(p, start, (apr_size_t)(s - start));
                 in_trigger = -1;
                 start = s + 1;
             }
@@ -409,8 +413,8 @@ apr_array_header_t *gmcp_sql_split(apr_pool_t *p, const char *s)
     if (in_trigger >= 0) {
         const char *e = s;
         while (e > start && isspace((unsigned char)e[-1])) e--;
-        if (e > start) APR_ARRAY_PUSH(out, const char *) = apr_pstrndup(p, start,
-                                                                         (apr_size_t)(e - start));
+        if (e > start)
+            APR_ARRAY_PUSH(out, const char *) = apr_pstrndup(p, start, (apr_size_t)(e - start));
     }
     return out;
 }
@@ -424,7 +428,10 @@ static const char *next_token(apr_pool_t *p, const char **sp)
     const char *s = *sp, *b;
     for (;;) {
         while (isspace((unsigned char)*s)) s++;
-        if (s[0] == '-' && s[1] == '-') { while (*s && *s != '\n') s++; continue; }
+        if (s[0] == '-' && s[1] == '-') {
+            while (*s && *s != '\n') s++;
+            continue;
+        }
         if (s[0] == '/' && s[1] == '*') {
             const char *e = strstr(s + 2, "*/");
             s = e ? e + 2 : s + strlen(s);
@@ -432,9 +439,12 @@ static const char *next_token(apr_pool_t *p, const char **sp)
         }
         break;
     }
-    if (!*s) { *sp = s; return NULL; }
+    if (!*s) {
+        *sp = s;
+        return NULL;
+    }
     b = s;
-    if (*s == '"' || *s == '`') {                     /* quoted identifier: as written */
+    if (*s == '"' || *s == '`') { /* quoted identifier: as written */
         char q = *s++;
         while (*s && *s != q) s++;
         *sp = *s ? s + 1 : s;
@@ -483,8 +493,7 @@ apr_array_header_t *gmcp_sql_data_tables(apr_pool_t *p, const char *script)
             /* TRUNCATE [TABLE] [ONLY] a [*] [, b ...] [options] */
             t = w2;
             do {
-                if (!strcmp(t, "table") || !strcmp(t, "only") || !strcmp(t, ",")
-                    || !strcmp(t, "*"))
+                if (!strcmp(t, "table") || !strcmp(t, "only") || !strcmp(t, ",") || !strcmp(t, "*"))
                     continue;
                 if (!strcmp(t, "restart") || !strcmp(t, "continue") || !strcmp(t, "cascade")
                     || !strcmp(t, "restrict"))
@@ -549,8 +558,10 @@ static apr_status_t table_exists(gmcp_db *db, const char *t, int *exists)
     const char *sql = db->pgsql
         ? apr_psprintf(db->pool, "SELECT to_regclass(%s) IS NOT NULL",
                        sql_quote(db->pool, apr_pstrcat(db->pool, "\"", t, "\"", NULL)))
-        : apr_psprintf(db->pool, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                       "AND name = %s", sql_quote(db->pool, t));
+        : apr_psprintf(db->pool,
+                       "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                       "AND name = %s",
+                       sql_quote(db->pool, t));
     apr_status_t rv = gmcp_db_select_raw(db, sql, &rs);
     if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]) return GMCP_EDB;
@@ -566,11 +577,16 @@ static apr_status_t table_has_rows(gmcp_db *db, const char *t, int *has_rows)
     gmcp_rows rs;
     apr_status_t rv;
     if (db->pgsql
-        && (rv = gmcp_db_exec_raw(db, apr_psprintf(db->pool, "LOCK TABLE \"%s\" IN ACCESS "
-                                                   "EXCLUSIVE MODE", t), NULL)) != APR_SUCCESS)
+        && (rv = gmcp_db_exec_raw(db,
+                                  apr_psprintf(db->pool,
+                                               "LOCK TABLE \"%s\" IN ACCESS "
+                                               "EXCLUSIVE MODE",
+                                               t),
+                                  NULL))
+            != APR_SUCCESS)
         return rv;
-    rv = gmcp_db_select_raw(db, apr_psprintf(db->pool, "SELECT EXISTS (SELECT 1 FROM \"%s\")",
-                                             t), &rs);
+    rv = gmcp_db_select_raw(db, apr_psprintf(db->pool, "SELECT EXISTS (SELECT 1 FROM \"%s\")", t),
+                            &rs);
     if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts != 1 || !GMCP_ROW(&rs, 0)[0]) return GMCP_EDB;
     *has_rows = !strcmp(GMCP_ROW(&rs, 0)[0], db->pgsql ? "t" : "1");
@@ -583,11 +599,11 @@ typedef struct {
     apr_pool_t *p;
     apr_array_header_t *migs;
     int target;
-    int current;                /* the highest applied version */
-    apr_array_header_t *todo;   /* gmcp_migration *: what to undo, newest first */
-    const char *names;          /* their names, newest first, space-separated */
-    const char *lossy;          /* what the rollback would drop; NULL: nothing */
-    int audit_survives;         /* no down script drops data from audit_log */
+    int current;              /* the highest applied version */
+    apr_array_header_t *todo; /* gmcp_migration *: what to undo, newest first */
+    const char *names;        /* their names, newest first, space-separated */
+    const char *lossy;        /* what the rollback would drop; NULL: nothing */
+    int audit_survives;       /* no down script drops data from audit_log */
     const char **why;
 } down_plan;
 
@@ -598,24 +614,26 @@ static apr_status_t down_check_applied(down_plan *dp)
     apr_array_header_t *missing;
     apr_status_t rv;
     int i;
-    if ((rv = gmcp_migrate_inspect(dp->db, dp->migs, &missing, dp->why)) != APR_SUCCESS)
-        return rv;
+    if ((rv = gmcp_migrate_inspect(dp->db, dp->migs, &missing, dp->why)) != APR_SUCCESS) return rv;
     for (i = 0; i < dp->migs->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(dp->migs, i, gmcp_migration);
         if (m->applied && m->version > dp->current) dp->current = m->version;
         if (m->applied && strcmp(m->applied_checksum, m->checksum) != 0) {
-            *dp->why = apr_psprintf(dp->p, "migration %s was changed after it was applied "
+            *dp->why = apr_psprintf(dp->p,
+                                    "migration %s was changed after it was applied "
                                     "(checksum %.12s... in the database, %.12s... on disk): "
-                                    "restore the original file before rolling back", m->name,
-                                    m->applied_checksum, m->checksum);
+                                    "restore the original file before rolling back",
+                                    m->name, m->applied_checksum, m->checksum);
             return GMCP_ESCHEMA;
         }
     }
     for (i = 0; i < missing->nelts; i++) {
         gmcp_migration *m = &APR_ARRAY_IDX(missing, i, gmcp_migration);
         if (m->version > dp->target) {
-            *dp->why = apr_psprintf(dp->p, "migration %s is applied but has no file in the "
-                                    "migrations directory: it cannot be rolled back", m->name);
+            *dp->why = apr_psprintf(dp->p,
+                                    "migration %s is applied but has no file in the "
+                                    "migrations directory: it cannot be rolled back",
+                                    m->name);
             return GMCP_ESCHEMA;
         }
     }
@@ -632,8 +650,10 @@ static apr_status_t down_collect(down_plan *dp)
         gmcp_migration *m = &APR_ARRAY_IDX(dp->migs, i, gmcp_migration);
         if (!m->applied || m->version <= dp->target) continue;
         if (!m->down_sql) {
-            *dp->why = apr_psprintf(dp->p, "migration %s has no down script (%s.down.sql): it "
-                                    "cannot be rolled back", m->name, m->name);
+            *dp->why = apr_psprintf(dp->p,
+                                    "migration %s has no down script (%s.down.sql): it "
+                                    "cannot be rolled back",
+                                    m->name, m->name);
             return APR_ENOENT;
         }
         APR_ARRAY_PUSH(dp->todo, gmcp_migration *) = m;
@@ -648,8 +668,7 @@ static apr_status_t down_begin(down_plan *dp, apr_dbd_transaction_t **t)
 {
     apr_status_t rv = gmcp_db_begin(dp->db, t);
     if (rv != APR_SUCCESS) {
-        *dp->why = apr_psprintf(dp->p, "cannot start a transaction: %s",
-                                gmcp_db_error(dp->db, -1));
+        *dp->why = apr_psprintf(dp->p, "cannot start a transaction: %s", gmcp_db_error(dp->db, -1));
         if (*t) gmcp_db_end(dp->db, *t, 1);
         *t = NULL;
     }
@@ -677,9 +696,8 @@ static void down_data_tables(down_plan *dp, apr_array_header_t **tables,
                 APR_ARRAY_PUSH(*owners, const char *) = m->name;
             }
             else {
-                APR_ARRAY_IDX(*owners, k, const char *) =
-                    apr_pstrcat(dp->p, APR_ARRAY_IDX(*owners, k, const char *), ", ", m->name,
-                                NULL);
+                APR_ARRAY_IDX(*owners, k, const char *) = apr_pstrcat(
+                    dp->p, APR_ARRAY_IDX(*owners, k, const char *), ", ", m->name, NULL);
             }
         }
     }
@@ -697,28 +715,27 @@ static apr_status_t down_check_loss(down_plan *dp, int force, int *refused)
     for (k = 0; k < tables->nelts; k++) {
         const char *tn = APR_ARRAY_IDX(tables, k, const char *), *why = NULL;
         int ex = 0, rows = 0;
-        if (!plain_identifier(tn)) {
-            why = apr_psprintf(dp->p, "%s cannot be checked", tn);
-        }
+        if (!plain_identifier(tn)) { why = apr_psprintf(dp->p, "%s cannot be checked", tn); }
         else if ((rv = table_exists(dp->db, tn, &ex)) != APR_SUCCESS
                  || (ex && (rv = table_has_rows(dp->db, tn, &rows)) != APR_SUCCESS)) {
-            *dp->why = apr_psprintf(dp->p, "cannot check table %s: %s", tn,
-                                    gmcp_db_error(dp->db, -1));
+            *dp->why =
+                apr_psprintf(dp->p, "cannot check table %s: %s", tn, gmcp_db_error(dp->db, -1));
             return rv;
         }
         else if (ex && rows) {
             why = apr_psprintf(dp->p, "%s has rows", tn);
         }
         if (why)
-            dp->lossy = apr_psprintf(dp->p, "%s%s%s (%s)", dp->lossy ? dp->lossy : "",
-                                     dp->lossy ? "; " : "", why,
-                                     APR_ARRAY_IDX(owners, k, const char *));
+            dp->lossy =
+                apr_psprintf(dp->p, "%s%s%s (%s)", dp->lossy ? dp->lossy : "",
+                             dp->lossy ? "; " : "", why, APR_ARRAY_IDX(owners, k, const char *));
     }
     if (dp->lossy && !force) {
         *refused = 1;
-        *dp->why = apr_psprintf(dp->p, "rolling back to version %d would drop data: %s; "
-                                "nothing was changed (--force drops it)", dp->target,
-                                dp->lossy);
+        *dp->why = apr_psprintf(dp->p,
+                                "rolling back to version %d would drop data: %s; "
+                                "nothing was changed (--force drops it)",
+                                dp->target, dp->lossy);
         return APR_EINVAL;
     }
     return APR_SUCCESS;
@@ -735,14 +752,14 @@ static apr_status_t down_audit(down_plan *dp, const char *actor, int *audited)
     if (!actor || !dp->audit_survives || table_exists(dp->db, "audit_log", &exists) != APR_SUCCESS
         || !exists)
         return APR_SUCCESS;
-    detail = apr_psprintf(dp->p, "from version %d to %d: %s%s", dp->current, dp->target,
-                          dp->names, dp->lossy ? " (forced)" : "");
-    sql = apr_psprintf(dp->p, "INSERT INTO audit_log (at, actor, action, key_id, detail) "
-                       "VALUES (%s, %s, 'schema.down', '', %s)", gmcp_now_str(dp->p),
-                       sql_quote(dp->p, actor), sql_quote(dp->p, detail));
+    detail = apr_psprintf(dp->p, "from version %d to %d: %s%s", dp->current, dp->target, dp->names,
+                          dp->lossy ? " (forced)" : "");
+    sql = apr_psprintf(dp->p,
+                       "INSERT INTO audit_log (at, actor, action, key_id, detail) "
+                       "VALUES (%s, %s, 'schema.down', '', %s)",
+                       gmcp_now_str(dp->p), sql_quote(dp->p, actor), sql_quote(dp->p, detail));
     if ((rv = gmcp_db_exec_raw(dp->db, sql, NULL)) != APR_SUCCESS) {
-        *dp->why = apr_psprintf(dp->p, "cannot write the audit log: %s",
-                                gmcp_db_error(dp->db, -1));
+        *dp->why = apr_psprintf(dp->p, "cannot write the audit log: %s", gmcp_db_error(dp->db, -1));
         return rv;
     }
     *audited = 1;
@@ -760,17 +777,24 @@ static apr_status_t down_run_scripts(down_plan *dp, apr_array_header_t *done)
         for (j = 0; j < stmts->nelts; j++) {
             rv = gmcp_db_exec_raw(dp->db, APR_ARRAY_IDX(stmts, j, const char *), NULL);
             if (rv != APR_SUCCESS) {
-                *dp->why = apr_psprintf(dp->p, "down script of %s failed at statement %d: %s; "
-                                        "nothing was changed", m->name, j + 1,
-                                        gmcp_db_error(dp->db, -1));
+                *dp->why = apr_psprintf(dp->p,
+                                        "down script of %s failed at statement %d: %s; "
+                                        "nothing was changed",
+                                        m->name, j + 1, gmcp_db_error(dp->db, -1));
                 return rv;
             }
         }
-        rv = gmcp_db_exec_raw(dp->db, apr_psprintf(dp->p, "DELETE FROM schema_migrations "
-                                                   "WHERE version = %d", m->version), NULL);
+        rv = gmcp_db_exec_raw(dp->db,
+                              apr_psprintf(dp->p,
+                                           "DELETE FROM schema_migrations "
+                                           "WHERE version = %d",
+                                           m->version),
+                              NULL);
         if (rv != APR_SUCCESS) {
-            *dp->why = apr_psprintf(dp->p, "cannot remove migration %s from schema_migrations: "
-                                    "%s", m->name, gmcp_db_error(dp->db, -1));
+            *dp->why = apr_psprintf(dp->p,
+                                    "cannot remove migration %s from schema_migrations: "
+                                    "%s",
+                                    m->name, gmcp_db_error(dp->db, -1));
             return rv;
         }
         APR_ARRAY_PUSH(done, const char *) = m->name;

@@ -15,17 +15,17 @@
 
 typedef struct {
     int version;
-    const char *name;        /* file name without the .sql suffix */
+    const char *name; /* file name without the .sql suffix */
     const char *path;
-    const char *checksum;    /* sha256 hex of the file */
-    const char *sql;         /* file contents */
-    const char *down_path;   /* NNNN_*.down.sql of the same version; NULL when none */
-    const char *down_sql;    /* its contents (NULL: this migration cannot be rolled back) */
+    const char *checksum;  /* sha256 hex of the file */
+    const char *sql;       /* file contents */
+    const char *down_path; /* NNNN_*.down.sql of the same version; NULL when none */
+    const char *down_sql;  /* its contents (NULL: this migration cannot be rolled back) */
     /* filled by gmcp_migrate_status / gmcp_migrate_inspect */
     int applied;
     apr_int64_t applied_at;
     const char *applied_checksum;
-    int missing;             /* only in gmcp_migrate_inspect's *missing: applied, no file */
+    int missing; /* only in gmcp_migrate_inspect's *missing: applied, no file */
 } gmcp_migration;
 
 /* Every function here that returns an apr_status_t says why it failed in *why (a

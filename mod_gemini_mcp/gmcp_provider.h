@@ -14,12 +14,18 @@
 #include <apr_time.h>
 #include <jansson.h>
 
-#define GMCP_PROVIDER_GROUP   "gemini_mcp"
+#define GMCP_PROVIDER_GROUP "gemini_mcp"
 #define GMCP_PROVIDER_VERSION "1"
 
 typedef enum {
-    GMCP_LOG_DEBUG = 0, GMCP_LOG_INFO, GMCP_LOG_NOTICE, GMCP_LOG_WARNING,
-    GMCP_LOG_ERROR, GMCP_LOG_CRITICAL, GMCP_LOG_ALERT, GMCP_LOG_EMERGENCY
+    GMCP_LOG_DEBUG = 0,
+    GMCP_LOG_INFO,
+    GMCP_LOG_NOTICE,
+    GMCP_LOG_WARNING,
+    GMCP_LOG_ERROR,
+    GMCP_LOG_CRITICAL,
+    GMCP_LOG_ALERT,
+    GMCP_LOG_EMERGENCY
 } gmcp_log_level;
 
 typedef struct gmcp_call gmcp_call;
@@ -28,10 +34,10 @@ typedef struct gmcp_call gmcp_call;
  * gmcp_input_required(), go without), hence an outcome rather than a status. The values
  * are part of the provider interface. */
 typedef enum {
-    GMCP_INPUT_FAILED = -1,     /* c->error_message says why */
-    GMCP_INPUT_OK = 0,          /* *response holds the client's answer */
-    GMCP_INPUT_NEEDED = 1,      /* stateless: recorded; return gmcp_input_required() */
-    GMCP_INPUT_UNSUPPORTED = 2  /* the client did not declare that capability */
+    GMCP_INPUT_FAILED = -1,    /* c->error_message says why */
+    GMCP_INPUT_OK = 0,         /* *response holds the client's answer */
+    GMCP_INPUT_NEEDED = 1,     /* stateless: recorded; return gmcp_input_required() */
+    GMCP_INPUT_UNSUPPORTED = 2 /* the client did not declare that capability */
 } gmcp_input_result;
 
 /* What the transport offers to a running call. */
@@ -43,8 +49,8 @@ typedef struct {
     /* A server→client request (sampling/createMessage, elicitation/create, ...):
      * blocks until the client answers, the call is cancelled or the timeout hits.
      * On success *result holds a new reference; otherwise *errmsg says why. */
-    int (*ask)(gmcp_call *c, const char *method, json_t *params /* stolen */,
-               json_t **result, const char **errmsg);
+    int (*ask)(gmcp_call *c, const char *method, json_t *params /* stolen */, json_t **result,
+               const char **errmsg);
     /* True once the client cancelled the request or went away. */
     int (*cancelled)(gmcp_call *c);
     /* End the HTTP response stream now (the client resumes with GET +
@@ -66,28 +72,28 @@ typedef struct {
     /* Optional (may be NULL): a call to Gemini made for this request finished — its
      * final HTTP status (0: no answer), time, retries and the tokens it used. Feeds
      * metrics, usage and the per-key token limits. */
-    void (*gemini_observed)(gmcp_call *c, int http_status, apr_interval_time_t latency,
-                            int retries, apr_int64_t prompt_tokens, apr_int64_t output_tokens);
+    void (*gemini_observed)(gmcp_call *c, int http_status, apr_interval_time_t latency, int retries,
+                            apr_int64_t prompt_tokens, apr_int64_t output_tokens);
     /* Optional: the caller's own usage, limits and remaining quota (new ref), or NULL
      * with *why set. */
     json_t *(*usage_report)(gmcp_call *c, const char **why);
 } gmcp_call_ops;
 
 struct gmcp_call {
-    apr_pool_t *pool;            /* lives for the request */
+    apr_pool_t *pool; /* lives for the request */
     const gmcp_call_ops *ops;
-    void *transport;             /* the transport's own state */
-    const char *principal;       /* who is calling (API key id, r->user, or default) */
-    const char *session_id;      /* MCP session, NULL on stateless requests */
-    json_t *client_caps;         /* the client's declared capabilities (borrowed) */
-    json_t *progress_token;      /* borrowed, NULL when none */
-    apr_interval_time_t deadline;/* absolute apr_time_t by which the call must end */
+    void *transport;              /* the transport's own state */
+    const char *principal;        /* who is calling (API key id, r->user, or default) */
+    const char *session_id;       /* MCP session, NULL on stateless requests */
+    json_t *client_caps;          /* the client's declared capabilities (borrowed) */
+    json_t *progress_token;       /* borrowed, NULL when none */
+    apr_interval_time_t deadline; /* absolute apr_time_t by which the call must end */
     /* 2026-07-28 (stateless) requests */
     int stateless;
-    const char *name;            /* tool or prompt being served */
-    json_t *input_responses;     /* borrowed: the retry's inputResponses, or NULL */
-    json_t *state;               /* borrowed: verified requestState payload, or NULL */
-    json_t *pending_inputs;      /* owned by the transport: input requests recorded */
+    const char *name;        /* tool or prompt being served */
+    json_t *input_responses; /* borrowed: the retry's inputResponses, or NULL */
+    json_t *state;           /* borrowed: verified requestState payload, or NULL */
+    json_t *pending_inputs;  /* owned by the transport: input requests recorded */
     /* A provider reports a protocol error (JSON-RPC error instead of a result)
      * by returning NULL with these set (error_data: new reference or NULL). */
     int error_code;
@@ -96,8 +102,8 @@ struct gmcp_call {
 };
 
 /* A tool. input_schema etc. are JSON texts, parsed once at start-up. */
-#define GMCP_TOOL_STREAMS 0x1   /* may notify or ask the client: answer as SSE */
-#define GMCP_TOOL_SPENDS_TOKENS 0x2  /* calls Gemini for tokens: token limits and quotas apply */
+#define GMCP_TOOL_STREAMS 0x1       /* may notify or ask the client: answer as SSE */
+#define GMCP_TOOL_SPENDS_TOKENS 0x2 /* calls Gemini for tokens: token limits and quotas apply */
 
 typedef json_t *(*gmcp_tool_fn)(gmcp_call *c, json_t *arguments /* object, borrowed */,
                                 void *baton);
@@ -106,10 +112,10 @@ typedef struct {
     const char *title;
     const char *description;
     const char *input_schema;
-    const char *output_schema;   /* may be NULL */
-    const char *annotations;     /* may be NULL */
+    const char *output_schema; /* may be NULL */
+    const char *annotations;   /* may be NULL */
     unsigned flags;
-    gmcp_tool_fn call;           /* returns a CallToolResult (new ref) */
+    gmcp_tool_fn call; /* returns a CallToolResult (new ref) */
 } gmcp_tool;
 
 /* Static resources and URI templates (RFC 6570 level 1: "{var}" segments). */
@@ -121,7 +127,7 @@ typedef struct {
     const char *title;
     const char *description;
     const char *mime_type;
-    gmcp_read_fn read;           /* returns {"contents":[...]} (new ref), NULL = not found */
+    gmcp_read_fn read; /* returns {"contents":[...]} (new ref), NULL = not found */
 } gmcp_resource;
 
 typedef struct {
@@ -138,8 +144,8 @@ typedef struct {
     const char *name;
     const char *title;
     const char *description;
-    const char *arguments;       /* JSON text: array of {name, description, required} */
-    gmcp_prompt_fn get;          /* returns GetPromptResult (new ref) */
+    const char *arguments; /* JSON text: array of {name, description, required} */
+    gmcp_prompt_fn get;    /* returns GetPromptResult (new ref) */
 } gmcp_prompt;
 
 /* completion/complete: `ref` is the request's ref object; returns a JSON array of
@@ -150,7 +156,7 @@ typedef json_t *(*gmcp_complete_fn)(gmcp_call *c, json_t *ref, const char *arg_n
 typedef struct gmcp_provider {
     const char *name;
     void *baton;
-    const gmcp_tool *tools;                     /* each array ends with a NULL name */
+    const gmcp_tool *tools; /* each array ends with a NULL name */
     const gmcp_resource *resources;
     const gmcp_resource_template *templates;
     const gmcp_prompt *prompts;
@@ -159,19 +165,29 @@ typedef struct gmcp_provider {
 
 /* Helpers for providers (header-only so provider modules need no core symbol). */
 static inline int gmcp_progress(gmcp_call *c, double progress, double total, const char *msg)
-{ return c->ops->progress(c, progress, total, msg); }
+{
+    return c->ops->progress(c, progress, total, msg);
+}
 static inline int gmcp_log(gmcp_call *c, gmcp_log_level l, const char *logger, json_t *data)
-{ return c->ops->log(c, l, logger, data); }
-static inline int gmcp_ask(gmcp_call *c, const char *method, json_t *params,
-                           json_t **result, const char **errmsg)
-{ return c->ops->ask(c, method, params, result, errmsg); }
+{
+    return c->ops->log(c, l, logger, data);
+}
+static inline int gmcp_ask(gmcp_call *c, const char *method, json_t *params, json_t **result,
+                           const char **errmsg)
+{
+    return c->ops->ask(c, method, params, result, errmsg);
+}
 static inline int gmcp_cancelled(gmcp_call *c) { return c->ops->cancelled(c); }
 static inline int gmcp_detach(gmcp_call *c) { return c->ops->detach(c); }
 static inline gmcp_input_result gmcp_input(gmcp_call *c, const char *key, const char *method,
                                            json_t *params, json_t **response)
-{ return c->ops->input(c, key, method, params, response); }
+{
+    return c->ops->input(c, key, method, params, response);
+}
 static inline json_t *gmcp_input_required(gmcp_call *c, json_t *state)
-{ return c->ops->input_required(c, state); }
+{
+    return c->ops->input_required(c, state);
+}
 
 /* A CallToolResult with one text item; isError when is_error. New reference. */
 static inline json_t *gmcp_text_result(const char *text, int is_error)

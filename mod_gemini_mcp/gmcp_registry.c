@@ -12,8 +12,8 @@ int gmcp_tool_name_valid(const char *name)
     if (n < 1 || n > 64) return 0;
     for (i = 0; i < n; i++) {
         char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-              || c == '_' || c == '.' || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'
+              || c == '.' || c == '-'))
             return 0;
     }
     return 1;
@@ -33,8 +33,8 @@ static json_t *pool_json(apr_pool_t *p, json_t *j)
 
 /* Parse an embedded JSON text; NULL text gives NULL without error. APR_SUCCESS, or
  * APR_EINVAL with *why. */
-static apr_status_t parse_def(apr_pool_t *p, const char *text, const char *what,
-                              const char *name, json_t **out, const char **why)
+static apr_status_t parse_def(apr_pool_t *p, const char *text, const char *what, const char *name,
+                              json_t **out, const char **why)
 {
     json_error_t je;
     *out = NULL;
@@ -65,20 +65,24 @@ static apr_status_t add_tools(apr_pool_t *p, gmcp_registry *r, const gmcp_provid
         gmcp_tool_entry *e;
         json_t *l;
         if (!gmcp_tool_name_valid(t->name)) {
-            *why = apr_psprintf(p, "provider '%s': tool name '%s' is not 1-64 characters "
-                                "of [A-Za-z0-9_.-]", prov->name, t->name);
+            *why = apr_psprintf(p,
+                                "provider '%s': tool name '%s' is not 1-64 characters "
+                                "of [A-Za-z0-9_.-]",
+                                prov->name, t->name);
             rv = APR_EINVAL;
             goto leave;
         }
         if (gmcp_registry_tool(r, t->name)) {
-            *why = apr_psprintf(p, "provider '%s': tool '%s' is already defined",
-                                prov->name, t->name);
+            *why =
+                apr_psprintf(p, "provider '%s': tool '%s' is already defined", prov->name, t->name);
             rv = APR_EEXIST;
             goto leave;
         }
         if (!t->input_schema || !t->description || !t->call) {
-            *why = apr_psprintf(p, "provider '%s': tool '%s' needs a description, an input "
-                                "schema and a function", prov->name, t->name);
+            *why = apr_psprintf(p,
+                                "provider '%s': tool '%s' needs a description, an input "
+                                "schema and a function",
+                                prov->name, t->name);
             rv = APR_EINVAL;
             goto leave;
         }
@@ -91,7 +95,7 @@ static apr_status_t add_tools(apr_pool_t *p, gmcp_registry *r, const gmcp_provid
         set_opt(l, "title", t->title);
         if (out_schema) json_object_set_new(l, "outputSchema", out_schema);
         if (ann) json_object_set_new(l, "annotations", ann);
-        schema = out_schema = ann = NULL;       /* the listing has them */
+        schema = out_schema = ann = NULL; /* the listing has them */
         e = apr_array_push(r->tools);
         e->provider = prov;
         e->def = t;
@@ -114,8 +118,8 @@ static json_t *resource_listing(const char *key, const char *uri, const char *na
     return l;
 }
 
-static apr_status_t add_resources(apr_pool_t *p, gmcp_registry *r,
-                                  const gmcp_provider *prov, const char **why)
+static apr_status_t add_resources(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                                  const char **why)
 {
     const gmcp_resource *res;
     for (res = prov->resources; res && res->uri; res++) {
@@ -127,14 +131,15 @@ static apr_status_t add_resources(apr_pool_t *p, gmcp_registry *r,
         }
         e->provider = prov;
         e->def = res;
-        e->listing = pool_json(p, resource_listing("uri", res->uri, res->name, res->title,
-                                                   res->description, res->mime_type));
+        e->listing = pool_json(p,
+                               resource_listing("uri", res->uri, res->name, res->title,
+                                                res->description, res->mime_type));
     }
     return APR_SUCCESS;
 }
 
-static apr_status_t add_templates(apr_pool_t *p, gmcp_registry *r,
-                                  const gmcp_provider *prov, const char **why)
+static apr_status_t add_templates(apr_pool_t *p, gmcp_registry *r, const gmcp_provider *prov,
+                                  const char **why)
 {
     const gmcp_resource_template *tpl;
     for (tpl = prov->templates; tpl && tpl->uri_template; tpl++) {
@@ -146,9 +151,9 @@ static apr_status_t add_templates(apr_pool_t *p, gmcp_registry *r,
         }
         e->provider = prov;
         e->def = tpl;
-        e->listing = pool_json(p, resource_listing("uriTemplate", tpl->uri_template,
-                                                   tpl->name, tpl->title,
-                                                   tpl->description, tpl->mime_type));
+        e->listing = pool_json(p,
+                               resource_listing("uriTemplate", tpl->uri_template, tpl->name,
+                                                tpl->title, tpl->description, tpl->mime_type));
     }
     return APR_SUCCESS;
 }
@@ -162,17 +167,18 @@ static apr_status_t add_prompts(apr_pool_t *p, gmcp_registry *r, const gmcp_prov
         json_t *args, *l;
         apr_status_t rv;
         if (!pr->get || !pr->description) {
-            *why = apr_psprintf(p, "provider '%s': prompt '%s' needs a description and "
-                                "a function", prov->name, pr->name);
+            *why = apr_psprintf(p,
+                                "provider '%s': prompt '%s' needs a description and "
+                                "a function",
+                                prov->name, pr->name);
             return APR_EINVAL;
         }
         if (gmcp_registry_prompt(r, pr->name)) {
-            *why = apr_psprintf(p, "provider '%s': prompt '%s' is already defined",
-                                prov->name, pr->name);
+            *why = apr_psprintf(p, "provider '%s': prompt '%s' is already defined", prov->name,
+                                pr->name);
             return APR_EEXIST;
         }
-        if ((rv = parse_def(p, pr->arguments, "arguments", pr->name, &args, why))
-            != APR_SUCCESS)
+        if ((rv = parse_def(p, pr->arguments, "arguments", pr->name, &args, why)) != APR_SUCCESS)
             return rv;
         l = json_pack("{s:s, s:s}", "name", pr->name, "description", pr->description);
         set_opt(l, "title", pr->title);
@@ -185,8 +191,8 @@ static apr_status_t add_prompts(apr_pool_t *p, gmcp_registry *r, const gmcp_prov
     return APR_SUCCESS;
 }
 
-gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *providers,
-                                    int n, const char **why)
+gmcp_registry *gmcp_registry_create(apr_pool_t *p, const gmcp_provider *const *providers, int n,
+                                    const char **why)
 {
     gmcp_registry *r = apr_pcalloc(p, sizeof(*r));
     apr_thread_mutex_t *lock = NULL;
@@ -244,8 +250,7 @@ int gmcp_uri_template_match(const char *tmpl, const char *uri, json_t *vars)
             const char *end = strchr(tmpl, '}'), *stop;
             char name[64];
             size_t nlen;
-            if (!end || (nlen = (size_t)(end - tmpl - 1)) == 0 || nlen >= sizeof(name))
-                return 0;
+            if (!end || (nlen = (size_t)(end - tmpl - 1)) == 0 || nlen >= sizeof(name)) return 0;
             memcpy(name, tmpl + 1, nlen);
             name[nlen] = '\0';
             tmpl = end + 1;
@@ -267,8 +272,7 @@ int gmcp_uri_template_match(const char *tmpl, const char *uri, json_t *vars)
 }
 
 apr_status_t gmcp_registry_resource(const gmcp_registry *r, const char *uri,
-                                    const gmcp_provider **prov, gmcp_read_fn *read,
-                                    json_t **vars)
+                                    const gmcp_provider **prov, gmcp_read_fn *read, json_t **vars)
 {
     int i;
     for (i = 0; i < r->resources->nelts; i++) {

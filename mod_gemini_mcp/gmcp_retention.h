@@ -19,34 +19,34 @@
 
 #define GMCP_DAY 86400
 /* Defaults (seconds; 0 = keep forever). */
-#define GMCP_DEFAULT_USAGE_RETENTION        (90 * GMCP_DAY)
-#define GMCP_DEFAULT_USAGE_DAILY_RETENTION  0
-#define GMCP_DEFAULT_AUDIT_RETENTION        0
+#define GMCP_DEFAULT_USAGE_RETENTION (90 * GMCP_DAY)
+#define GMCP_DEFAULT_USAGE_DAILY_RETENTION 0
+#define GMCP_DEFAULT_AUDIT_RETENTION 0
 /* A retention is 0 or at least a day, at most 100 years. */
-#define GMCP_RETENTION_MIN  GMCP_DAY
-#define GMCP_RETENTION_MAX  ((apr_int64_t)36525 * GMCP_DAY)
+#define GMCP_RETENTION_MIN GMCP_DAY
+#define GMCP_RETENTION_MAX ((apr_int64_t)36525 * GMCP_DAY)
 
 /* "N" (seconds) or "N" with s, m, h or d; "0" = forever. The value must be 0 or within
  * [min, max]. Returns NULL (and *out) or an error text saying what is accepted.
  * (Transitional: the directive's handler in the glue tests the text; it is to become
  * an apr_status_t, APR_EINVAL with the text in a `why`.) */
-const char *gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min,
-                                apr_int64_t max, apr_int64_t *out);
+const char *gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min, apr_int64_t max,
+                                apr_int64_t *out);
 
 typedef struct {
-    apr_int64_t usage, usage_daily, audit;   /* seconds; 0 = keep forever */
+    apr_int64_t usage, usage_daily, audit; /* seconds; 0 = keep forever */
 } gmcp_retention;
 
 typedef struct {
     /* cutoffs (seconds since the epoch; 0 = that retention is off): rows before them go */
-    apr_int64_t usage_before;        /* a UTC day boundary */
-    apr_int64_t usage_daily_before;  /* a UTC day boundary */
+    apr_int64_t usage_before;       /* a UTC day boundary */
+    apr_int64_t usage_daily_before; /* a UTC day boundary */
     apr_int64_t audit_before;
     /* what was (or, in a dry run, would be) removed */
-    apr_int64_t usage_hourly;        /* hourly rows rolled up and deleted */
-    apr_int64_t usage_days;          /* (key, day) roll-ups written or added to */
-    apr_int64_t usage_daily;         /* daily rows deleted */
-    apr_int64_t audit;               /* audit rows deleted */
+    apr_int64_t usage_hourly; /* hourly rows rolled up and deleted */
+    apr_int64_t usage_days;   /* (key, day) roll-ups written or added to */
+    apr_int64_t usage_daily;  /* daily rows deleted */
+    apr_int64_t audit;        /* audit rows deleted */
 } gmcp_retention_run;
 
 /* APR_SUCCESS when the settings are consistent, else APR_EINVAL and *why says why not

@@ -1,5 +1,5 @@
 /* gmcp_sha256.c — see gmcp_sha256.h. */
-#define OPENSSL_SUPPRESS_DEPRECATED   /* SHA256_CTX: the only SHA-256 whose state we can save */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_CTX: the only SHA-256 whose state we can save */
 #include "gmcp_sha256.h"
 #include "gmcp_util.h"
 
@@ -24,10 +24,7 @@ void gmcp_sha256_update(gmcp_sha256 *s, const void *data, apr_size_t len)
     if (len) SHA256_Update(&s->ctx, data, len);
 }
 
-void gmcp_sha256_copy(gmcp_sha256 *dst, const gmcp_sha256 *src)
-{
-    dst->ctx = src->ctx;
-}
+void gmcp_sha256_copy(gmcp_sha256 *dst, const gmcp_sha256 *src) { dst->ctx = src->ctx; }
 
 apr_int64_t gmcp_sha256_bytes(const gmcp_sha256 *s)
 {
@@ -39,8 +36,7 @@ const char *gmcp_sha256_save(apr_pool_t *p, const gmcp_sha256 *s)
 {
     char words[8 * 8 + 1];
     int i;
-    for (i = 0; i < 8; i++)
-        apr_snprintf(words + 8 * i, 9, "%08x", (unsigned int)s->ctx.h[i]);
+    for (i = 0; i < 8; i++) apr_snprintf(words + 8 * i, 9, "%08x", (unsigned int)s->ctx.h[i]);
     return apr_psprintf(p, "s1:%s:%" APR_INT64_T_FMT ":%s", words, gmcp_sha256_bytes(s),
                         gmcp_hex(p, (const unsigned char *)s->ctx.data, s->ctx.num));
 }

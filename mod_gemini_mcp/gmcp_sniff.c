@@ -10,8 +10,8 @@ const char *gmcp_sniff(apr_pool_t *p, const void *data, apr_size_t len)
 {
     /* A magic_t is not thread-safe and loading the compiled database maps one file:
      * cheap enough once per upload. */
-    magic_t m = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR | MAGIC_NO_CHECK_COMPRESS
-                           | MAGIC_NO_CHECK_ELF);
+    magic_t m =
+        magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR | MAGIC_NO_CHECK_COMPRESS | MAGIC_NO_CHECK_ELF);
     const char *type, *out = NULL;
     if (!m) return NULL;
     if (magic_load(m, NULL) == 0 && (type = magic_buffer(m, data, len)) != NULL)
@@ -24,9 +24,12 @@ const char *gmcp_sniff(apr_pool_t *p, const void *data, apr_size_t len)
 static const char *canon(apr_pool_t *p, const char *t)
 {
     static const char *const alias[][2] = {
-        {"image/jpg", "image/jpeg"}, {"image/pjpeg", "image/jpeg"},
-        {"image/x-png", "image/png"}, {"image/x-ms-bmp", "image/bmp"},
-        {"image/x-bmp", "image/bmp"}, {"image/x-icon", "image/vnd.microsoft.icon"},
+        {"image/jpg", "image/jpeg"},
+        {"image/pjpeg", "image/jpeg"},
+        {"image/x-png", "image/png"},
+        {"image/x-ms-bmp", "image/bmp"},
+        {"image/x-bmp", "image/bmp"},
+        {"image/x-icon", "image/vnd.microsoft.icon"},
         {"application/x-pdf", "application/pdf"},
     };
     char *c = apr_pstrdup(p, t), *semi = strchr(c, ';'), *e;
@@ -56,7 +59,7 @@ int gmcp_sniff_conflict(const char *declared, const char *sniffed)
     d = canon(p, declared);
     s = canon(p, sniffed);
     if (!strcmp(s, "image/svg+xml")) {
-        conflict = 0;               /* text (XML): declared as anything textual is fine */
+        conflict = 0; /* text (XML): declared as anything textual is fine */
     }
     else if (top_is(s, "image") || !strcmp(s, "application/pdf")) {
         conflict = strcmp(d, s) != 0;

@@ -7,24 +7,24 @@
 #include <string.h>
 
 struct gmcp_spool_writer {
-    apr_pool_t *pool;           /* unmanaged: the threads and their buffers */
-    apr_pool_t *owner;          /* the caller's pool, whose cleanup closes */
+    apr_pool_t *pool;  /* unmanaged: the threads and their buffers */
+    apr_pool_t *owner; /* the caller's pool, whose cleanup closes */
     apr_file_t *f;
-    gmcp_sha256 *h;             /* the hasher thread's, until finish */
+    gmcp_sha256 *h; /* the hasher thread's, until finish */
     char *buf[2];
-    apr_size_t fill;            /* bytes in buf[cur], the request thread's buffer */
+    apr_size_t fill; /* bytes in buf[cur], the request thread's buffer */
     int cur;
 
     /* Everything below is shared, under mu; cv signals any change. */
     apr_thread_mutex_t *mu;
     apr_thread_cond_t *cv;
-    const char *job;            /* a buffer for the writer and the hasher, or NULL */
+    const char *job; /* a buffer for the writer and the hasher, or NULL */
     apr_size_t job_len;
-    apr_uint64_t job_gen;       /* which job it is */
-    int job_done;               /* how many of the two finished it */
+    apr_uint64_t job_gen; /* which job it is */
+    int job_done;         /* how many of the two finished it */
     int job_write_ok;
-    apr_int64_t written;        /* bytes written and hashed */
-    int sync_pending;           /* a snapshot waits for (or is in) fdatasync */
+    apr_int64_t written; /* bytes written and hashed */
+    int sync_pending;    /* a snapshot waits for (or is in) fdatasync */
     apr_int64_t sync_bytes;
     gmcp_sha256 *sync_state;
     apr_int64_t durable, reported;
@@ -80,8 +80,7 @@ static void work(gmcp_spool_writer *w, int writes)
             w->written += (apr_int64_t)len;
             /* The syncer follows as the disk lets it: whenever it is free and at least
              * GMCP_SPOOL_SYNC_GAP more was written (fewer, larger flushes cost less). */
-            if (!w->sync_pending && w->written - w->durable >= GMCP_SPOOL_SYNC_GAP)
-                start_sync(w);
+            if (!w->sync_pending && w->written - w->durable >= GMCP_SPOOL_SYNC_GAP) start_sync(w);
         }
         w->job = NULL;
         w->job_done = 0;
@@ -133,7 +132,7 @@ static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
 static apr_status_t close_cleanup(void *data)
 {
     gmcp_spool_writer *w = data;
-    w->owner = NULL;        /* being destroyed: nothing to unregister */
+    w->owner = NULL; /* being destroyed: nothing to unregister */
     gmcp_spool_close(w);
     return APR_SUCCESS;
 }
@@ -143,8 +142,7 @@ static apr_status_t close_cleanup(void *data)
  * made and destroyed only by the calling thread, and they end by returning, never by
  * apr_thread_exit() (which destroys the thread's pool from the thread itself). A
  * cleanup of the caller's pool closes the writer on any return path. */
-apr_status_t gmcp_spool_open(gmcp_spool_writer **wp, apr_pool_t *p, apr_file_t *f,
-                             gmcp_sha256 *h)
+apr_status_t gmcp_spool_open(gmcp_spool_writer **wp, apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h)
 {
     apr_pool_t *own;
     gmcp_spool_writer *w;
@@ -172,9 +170,12 @@ apr_status_t gmcp_spool_open(gmcp_spool_writer **wp, apr_pool_t *p, apr_file_t *
     else if ((rv = apr_thread_create(&w->syncer, NULL, syncer, w, own)) != APR_SUCCESS)
         w->syncer = NULL;
 leave:
-    if (rv == APR_SUCCESS) *wp = w;
-    else if (w->owner) gmcp_spool_close(w);   /* stops what started; w goes with own */
-    else apr_pool_destroy(own);
+    if (rv == APR_SUCCESS)
+        *wp = w;
+    else if (w->owner)
+        gmcp_spool_close(w); /* stops what started; w goes with own */
+    else
+        apr_pool_destroy(own);
     return rv;
 }
 
@@ -212,10 +213,7 @@ apr_status_t gmcp_spool_write(gmcp_spool_writer *w, const void *data, apr_size_t
     return APR_SUCCESS;
 }
 
-apr_status_t gmcp_spool_checkpoint(gmcp_spool_writer *w)
-{
-    return hand_over(w);
-}
+apr_status_t gmcp_spool_checkpoint(gmcp_spool_writer *w) { return hand_over(w); }
 
 int gmcp_spool_durable(gmcp_spool_writer *w, apr_int64_t *bytes, gmcp_sha256 *state)
 {
@@ -272,5 +270,5 @@ void gmcp_spool_close(gmcp_spool_writer *w)
     if (w->hasher) apr_thread_join(&ignored, w->hasher);
     if (w->syncer) apr_thread_join(&ignored, w->syncer);
     if (w->owner) apr_pool_cleanup_kill(w->owner, w, close_cleanup);
-    apr_pool_destroy(w->pool);     /* w itself goes with it */
+    apr_pool_destroy(w->pool); /* w itself goes with it */
 }

@@ -27,8 +27,7 @@ typedef struct gmcp_spool_writer gmcp_spool_writer;
  * before it) follows every byte written; both must outlive p. The threads and buffers
  * live in a pool of the writer's own, never in p. APR_SUCCESS, or the error making that
  * pool, a lock or a thread (*w NULL). */
-apr_status_t gmcp_spool_open(gmcp_spool_writer **w, apr_pool_t *p, apr_file_t *f,
-                             gmcp_sha256 *h);
+apr_status_t gmcp_spool_open(gmcp_spool_writer **w, apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h);
 /* Queue bytes; APR_SUCCESS, or the first write or sync error seen so far. */
 apr_status_t gmcp_spool_write(gmcp_spool_writer *w, const void *data, apr_size_t len);
 /* Pass on a partly filled buffer now (a slow upload's timer), so it becomes durable. */

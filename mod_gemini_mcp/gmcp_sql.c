@@ -4,7 +4,8 @@
 
 #include <string.h>
 
-#define FILE_COLS "name, owner, upload_id, display_name, uri, mime_type, size, sha256, state, " \
+#define FILE_COLS                                                                 \
+    "name, owner, upload_id, display_name, uri, mime_type, size, sha256, state, " \
     "created, expires"
 
 const gmcp_stmt gmcp_file_stmts[] = {
@@ -15,22 +16,16 @@ const gmcp_stmt gmcp_file_stmts[] = {
     {"gmcp_file_by_upload",
      "SELECT " FILE_COLS " FROM gemini_files WHERE upload_id = %s AND owner = %s "
      "AND expires > %lld ORDER BY created DESC"},
-    {"gmcp_file_list", "SELECT " FILE_COLS " FROM gemini_files WHERE owner = %s "
+    {"gmcp_file_list",
+     "SELECT " FILE_COLS " FROM gemini_files WHERE owner = %s "
      "ORDER BY created DESC"},
     {"gmcp_file_delete", "DELETE FROM gemini_files WHERE name = %s AND owner = %s"},
     {"gmcp_file_expired_count", "SELECT COUNT(*) FROM gemini_files WHERE expires < %lld"},
     {"gmcp_file_expired_delete", "DELETE FROM gemini_files WHERE expires < %lld"},
-    {NULL, NULL}
-};
+    {NULL, NULL}};
 
-const gmcp_stmt *const gmcp_sql_tables[] = {
-    gmcp_store_stmts,
-    gmcp_chat_stmts,
-    gmcp_key_stmts,
-    gmcp_upload_stmts,
-    gmcp_file_stmts,
-    NULL
-};
+const gmcp_stmt *const gmcp_sql_tables[] = {gmcp_store_stmts,  gmcp_chat_stmts, gmcp_key_stmts,
+                                            gmcp_upload_stmts, gmcp_file_stmts, NULL};
 
 const char *gmcp_sql_lookup(const char *label)
 {

@@ -57,7 +57,7 @@ const char *gmcp_param_header_decode(apr_pool_t *p, const char *value)
     char *out;
     int dlen;
     if (n < 12 || strncmp(value, "=?base64?", 9) != 0 || strcmp(value + n - 2, "?=") != 0)
-        return value;                               /* not the Base64 form: literal */
+        return value; /* not the Base64 form: literal */
     b64 = value + 9;
     blen = n - 11;
     /* Strict: the standard alphabet, whole 4-character groups, '=' only at the end. */
@@ -99,7 +99,8 @@ static json_t *check_param_headers(apr_pool_t *p, const gmcp_registry *reg, cons
     const char *prop;
     if (!t) return NULL;
     props = json_object_get(json_object_get(t->listing, "inputSchema"), "properties");
-    json_object_foreach(props, prop, def) {
+    json_object_foreach(props, prop, def)
+    {
         const char *hname = gmcp_json_str(def, "x-mcp-header"), *raw, *want, *got;
         json_t *arg = args ? json_object_get(args, prop) : NULL;
         if (!hname) continue;
@@ -107,19 +108,28 @@ static json_t *check_param_headers(apr_pool_t *p, const gmcp_registry *reg, cons
         want = arg ? scalar_text(p, arg) : NULL;
         if (!raw) {
             if (!want) continue;
-            return fail(m, status, 400, GMCP_HEADER_MISMATCH, apr_psprintf(p,
-                        "Header mismatch: Mcp-Param-%s is required when the argument '%s' "
-                        "is present", hname, prop), NULL);
+            return fail(
+                m, status, 400, GMCP_HEADER_MISMATCH,
+                apr_psprintf(p,
+                             "Header mismatch: Mcp-Param-%s is required when the argument '%s' "
+                             "is present",
+                             hname, prop),
+                NULL);
         }
         got = gmcp_param_header_decode(p, trim_ows(p, raw));
         if (!got)
-            return fail(m, status, 400, GMCP_HEADER_MISMATCH, apr_psprintf(p,
-                        "Header mismatch: Mcp-Param-%s is not valid Base64 in its "
-                        "=?base64?...?= form", hname), NULL);
+            return fail(m, status, 400, GMCP_HEADER_MISMATCH,
+                        apr_psprintf(p,
+                                     "Header mismatch: Mcp-Param-%s is not valid Base64 in its "
+                                     "=?base64?...?= form",
+                                     hname),
+                        NULL);
         if (!want || strcmp(got, want) != 0)
-            return fail(m, status, 400, GMCP_HEADER_MISMATCH, apr_psprintf(p,
-                        "Header mismatch: Mcp-Param-%s does not match the argument '%s'",
-                        hname, prop), NULL);
+            return fail(
+                m, status, 400, GMCP_HEADER_MISMATCH,
+                apr_psprintf(p, "Header mismatch: Mcp-Param-%s does not match the argument '%s'",
+                             hname, prop),
+                NULL);
     }
     return NULL;
 }
@@ -137,29 +147,34 @@ json_t *gmcp_stateless_check(apr_pool_t *p, const gmcp_registry *reg, const gmcp
         return fail(m, status, 400, GMCP_HEADER_MISMATCH,
                     "Header mismatch: MCP-Protocol-Version header is required", NULL);
     if (!meta || !mv || !gmcp_json_obj(meta, GMCP_META_CAPS))
-        return fail(m, status, 400, GMCP_INVALID_PARAMS, "Invalid params: _meta must carry "
-                    GMCP_META_VERSION " and " GMCP_META_CAPS, NULL);
+        return fail(m, status, 400, GMCP_INVALID_PARAMS,
+                    "Invalid params: _meta must carry " GMCP_META_VERSION " and " GMCP_META_CAPS,
+                    NULL);
     if (strcmp(trim_ows(p, hv), mv) != 0)
-        return fail(m, status, 400, GMCP_HEADER_MISMATCH, "Header mismatch: "
-                    "MCP-Protocol-Version differs from _meta's protocolVersion", NULL);
+        return fail(m, status, 400, GMCP_HEADER_MISMATCH,
+                    "Header mismatch: "
+                    "MCP-Protocol-Version differs from _meta's protocolVersion",
+                    NULL);
     if (strcmp(mv, GMCP_STATELESS_VERSION) != 0)
-        return fail(m, status, 400, GMCP_UNSUPPORTED_VERSION,
-                    apr_psprintf(p, "Unsupported protocol version: %s", mv),
-                    json_pack("{s:[s], s:s}", "supported", GMCP_STATELESS_VERSION,
-                              "requested", mv));
+        return fail(
+            m, status, 400, GMCP_UNSUPPORTED_VERSION,
+            apr_psprintf(p, "Unsupported protocol version: %s", mv),
+            json_pack("{s:[s], s:s}", "supported", GMCP_STATELESS_VERSION, "requested", mv));
     /* Mcp-Method must name the body's method exactly (values are case-sensitive). */
     hm = header(baton, "Mcp-Method");
     if (!hm || strcmp(trim_ows(p, hm), m->method) != 0)
-        return fail(m, status, 400, GMCP_HEADER_MISMATCH, hm
-                    ? "Header mismatch: Mcp-Method differs from the body's method"
-                    : "Header mismatch: Mcp-Method header is required", NULL);
+        return fail(m, status, 400, GMCP_HEADER_MISMATCH,
+                    hm ? "Header mismatch: Mcp-Method differs from the body's method"
+                       : "Header mismatch: Mcp-Method header is required",
+                    NULL);
     if ((meth = gmcp_mcp_method(m->method)) != NULL && meth->target)
         name = gmcp_json_str(m->params, meth->target);
     hn = header(baton, "Mcp-Name");
     if (name && (!hn || strcmp(trim_ows(p, hn), name) != 0))
-        return fail(m, status, 400, GMCP_HEADER_MISMATCH, hn
-                    ? "Header mismatch: Mcp-Name differs from the body"
-                    : "Header mismatch: Mcp-Name header is required", NULL);
+        return fail(m, status, 400, GMCP_HEADER_MISMATCH,
+                    hn ? "Header mismatch: Mcp-Name differs from the body"
+                       : "Header mismatch: Mcp-Name header is required",
+                    NULL);
     if (!strcmp(m->method, "tools/call"))
         return check_param_headers(p, reg, m, header, baton, status);
     return NULL;
@@ -182,23 +197,21 @@ void gmcp_stateless_decorate(const char *method, json_t *result)
 json_t *gmcp_discover_result(const char *name, const char *version)
 {
     return json_pack("{s:[s, s, s, s], s:{s:{}, s:{}, s:{}, s:{}, s:{}}, s:{s:{s:s, s:s}}}",
-                     "supportedVersions", GMCP_STATELESS_VERSION, "2025-11-25",
-                     "2025-06-18", "2025-03-26",
-                     "capabilities", "tools", "resources", "prompts", "logging",
-                     "completions",
-                     "_meta", GMCP_META_SERVERINFO, "name", name, "version", version);
+                     "supportedVersions", GMCP_STATELESS_VERSION, "2025-11-25", "2025-06-18",
+                     "2025-03-26", "capabilities", "tools", "resources", "prompts", "logging",
+                     "completions", "_meta", GMCP_META_SERVERINFO, "name", name, "version",
+                     version);
 }
 
 /* ---- requestState ------------------------------------------------------------------ */
 
-static const char *mac(apr_pool_t *p, const unsigned char *key, apr_size_t keylen,
-                       const char *bind, const char *payload)
+static const char *mac(apr_pool_t *p, const unsigned char *key, apr_size_t keylen, const char *bind,
+                       const char *payload)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     const char *msg = apr_pstrcat(p, bind, "\n", payload, NULL);
-    if (!HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, strlen(msg), md,
-              &mdlen))
+    if (!HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, strlen(msg), md, &mdlen))
         return NULL;
     return gmcp_b64url_encode(p, md, mdlen);
 }
@@ -222,8 +235,7 @@ apr_status_t gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t
     if (!dot) return APR_EINVAL;
     body = apr_pstrndup(p, sealed, (apr_size_t)(dot - sealed));
     tag = mac(p, key, keylen, bind, body);
-    if (!tag || strlen(tag) != strlen(dot + 1)
-        || CRYPTO_memcmp(tag, dot + 1, strlen(tag)) != 0)
+    if (!tag || strlen(tag) != strlen(dot + 1) || CRYPTO_memcmp(tag, dot + 1, strlen(tag)) != 0)
         return APR_EINVAL;
     if (!(json = gmcp_b64url_decode(p, body, &len))) return APR_EINVAL;
     *state = json_loadb((const char *)json, len, 0, NULL);
@@ -232,8 +244,8 @@ apr_status_t gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t
 
 /* ---- MRTR ------------------------------------------------------------------------- */
 
-gmcp_input_result gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method,
-                                  json_t *params, json_t **response)
+gmcp_input_result gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method, json_t *params,
+                                  json_t **response)
 {
     const char *cap = gmcp_capability_for(method);
     json_t *answer = c->input_responses ? json_object_get(c->input_responses, key) : NULL;
@@ -250,9 +262,9 @@ gmcp_input_result gmcp_mrtr_input(gmcp_call *c, const char *key, const char *met
         return GMCP_INPUT_OK;
     }
     if (!c->pending_inputs) c->pending_inputs = json_object();
-    json_object_set_new(c->pending_inputs, key,
-                        json_pack("{s:s, s:o}", "method", method,
-                                  "params", params ? params : json_object()));
+    json_object_set_new(
+        c->pending_inputs, key,
+        json_pack("{s:s, s:o}", "method", method, "params", params ? params : json_object()));
     return GMCP_INPUT_NEEDED;
 }
 
@@ -261,8 +273,7 @@ json_t *gmcp_mrtr_result(gmcp_call *c, json_t *state, const unsigned char *secre
 {
     json_t *r;
     if (!c->pending_inputs) c->pending_inputs = json_object();
-    r = json_pack("{s:s, s:O}", "resultType", "input_required", "inputRequests",
-                  c->pending_inputs);
+    r = json_pack("{s:s, s:O}", "resultType", "input_required", "inputRequests", c->pending_inputs);
     if (state) {
         const char *sealed = gmcp_state_seal(c->pool, secret, secret_len, bind, state);
         json_decref(state);

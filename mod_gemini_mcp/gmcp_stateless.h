@@ -12,13 +12,13 @@
 
 #define GMCP_STATELESS_VERSION "2026-07-28"
 
-#define GMCP_HEADER_MISMATCH      -32020
-#define GMCP_MISSING_CAPABILITY   -32021
-#define GMCP_UNSUPPORTED_VERSION  -32022
+#define GMCP_HEADER_MISMATCH -32020
+#define GMCP_MISSING_CAPABILITY -32021
+#define GMCP_UNSUPPORTED_VERSION -32022
 
-#define GMCP_META_VERSION  "io.modelcontextprotocol/protocolVersion"
-#define GMCP_META_CAPS     "io.modelcontextprotocol/clientCapabilities"
-#define GMCP_META_INFO     "io.modelcontextprotocol/clientInfo"
+#define GMCP_META_VERSION "io.modelcontextprotocol/protocolVersion"
+#define GMCP_META_CAPS "io.modelcontextprotocol/clientCapabilities"
+#define GMCP_META_INFO "io.modelcontextprotocol/clientInfo"
 #define GMCP_META_LOGLEVEL "io.modelcontextprotocol/logLevel"
 #define GMCP_META_SERVERINFO "io.modelcontextprotocol/serverInfo"
 #define GMCP_META_SUBSCRIPTION "io.modelcontextprotocol/subscriptionId"
@@ -59,8 +59,8 @@ apr_status_t gmcp_state_open(apr_pool_t *p, const unsigned char *key, apr_size_t
 
 /* MRTR building blocks used by the transport's input/input_required operations:
  * gmcp_mrtr_input answers as gmcp_call_ops.input (never GMCP_INPUT_FAILED). */
-gmcp_input_result gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method,
-                                  json_t *params, json_t **response);
+gmcp_input_result gmcp_mrtr_input(gmcp_call *c, const char *key, const char *method, json_t *params,
+                                  json_t **response);
 json_t *gmcp_mrtr_result(gmcp_call *c, json_t *state, const unsigned char *secret,
                          apr_size_t secret_len, const char *bind);
 

@@ -14,10 +14,8 @@ const gmcp_stmt gmcp_store_stmts[] = {
     {"gmcp_session_select",
      "SELECT owner, protocol_version, client_caps, log_level, last_seen FROM mcp_sessions "
      "WHERE id = %s AND last_seen >= %lld"},
-    {"gmcp_session_touch",
-     "UPDATE mcp_sessions SET last_seen = %lld WHERE id = %s"},
-    {"gmcp_session_level",
-     "UPDATE mcp_sessions SET log_level = %s WHERE id = %s"},
+    {"gmcp_session_touch", "UPDATE mcp_sessions SET last_seen = %lld WHERE id = %s"},
+    {"gmcp_session_level", "UPDATE mcp_sessions SET log_level = %s WHERE id = %s"},
     {"gmcp_session_delete", "DELETE FROM mcp_sessions WHERE id = %s"},
     {"gmcp_session_del_events", "DELETE FROM mcp_events WHERE session_id = %s"},
     {"gmcp_session_del_streams", "DELETE FROM mcp_streams WHERE session_id = %s"},
@@ -43,18 +41,14 @@ const gmcp_stmt gmcp_store_stmts[] = {
      "WHERE session_id = %s AND request_id = %s AND answered = 0"},
     {"gmcp_pending_select",
      "SELECT answered, response FROM mcp_pending WHERE session_id = %s AND request_id = %s"},
-    {"gmcp_pending_delete",
-     "DELETE FROM mcp_pending WHERE session_id = %s AND request_id = %s"},
+    {"gmcp_pending_delete", "DELETE FROM mcp_pending WHERE session_id = %s AND request_id = %s"},
     {"gmcp_cancel_insert",
      "INSERT INTO mcp_cancels (session_id, request_id, created) VALUES (%s, %s, %lld)"},
-    {"gmcp_cancel_select",
-     "SELECT 1 FROM mcp_cancels WHERE session_id = %s AND request_id = %s"},
+    {"gmcp_cancel_select", "SELECT 1 FROM mcp_cancels WHERE session_id = %s AND request_id = %s"},
     {"gmcp_sub_insert",
      "INSERT INTO mcp_subscriptions (session_id, uri, created) VALUES (%s, %s, %lld)"},
-    {"gmcp_sub_delete",
-     "DELETE FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
-    {"gmcp_sub_exists",
-     "SELECT 1 FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
+    {"gmcp_sub_delete", "DELETE FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
+    {"gmcp_sub_exists", "SELECT 1 FROM mcp_subscriptions WHERE session_id = %s AND uri = %s"},
     /* Sweeps: children first, so nothing dangles if one statement fails. */
     {"gmcp_sweep_events",
      "DELETE FROM mcp_events WHERE created < %lld OR session_id IN "
@@ -74,8 +68,7 @@ const gmcp_stmt gmcp_store_stmts[] = {
     {"gmcp_sweep_sessions", "DELETE FROM mcp_sessions WHERE last_seen < %lld"},
     {"gmcp_count_sessions", "SELECT COUNT(*) FROM mcp_sessions WHERE last_seen >= %lld"},
     {"gmcp_count_sessions_idle", "SELECT COUNT(*) FROM mcp_sessions WHERE last_seen < %lld"},
-    {NULL, NULL}
-};
+    {NULL, NULL}};
 
 /* Integer parameters are written %lld: apr_dbd_pgsql declares each parameter's type
  * from its format (%s is varchar, which PostgreSQL will not compare with bigint);
@@ -88,9 +81,9 @@ const gmcp_stmt gmcp_store_stmts[] = {
 apr_status_t gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info)
 {
     const char *now = gmcp_now_str(db->pool);
-    return gmcp_db_exec(db, "gmcp_session_insert", NULL,
-                        GMCP_ARGS(s->id, s->owner, s->protocol_version, client_info,
-                                  s->client_caps, now, now));
+    return gmcp_db_exec(
+        db, "gmcp_session_insert", NULL,
+        GMCP_ARGS(s->id, s->owner, s->protocol_version, client_info, s->client_caps, now, now));
 }
 
 apr_status_t gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
@@ -128,10 +121,13 @@ apr_status_t gmcp_session_set_level(gmcp_db *db, const char *id, const char *lev
 
 apr_status_t gmcp_session_delete(gmcp_db *db, const char *id)
 {
-    static const char *const labels[] = {
-        "gmcp_session_del_events", "gmcp_session_del_streams", "gmcp_session_del_pending",
-        "gmcp_session_del_cancels", "gmcp_session_del_subs", "gmcp_session_delete", NULL
-    };
+    static const char *const labels[] = {"gmcp_session_del_events",
+                                         "gmcp_session_del_streams",
+                                         "gmcp_session_del_pending",
+                                         "gmcp_session_del_cancels",
+                                         "gmcp_session_del_subs",
+                                         "gmcp_session_delete",
+                                         NULL};
     apr_dbd_transaction_t *t = NULL;
     apr_status_t rv, end;
     int i, n = 0;
@@ -157,8 +153,7 @@ apr_status_t gmcp_stream_finish(gmcp_db *db, const char *stream_id)
     return gmcp_db_exec(db, "gmcp_stream_done", NULL, GMCP_ARGS(stream_id));
 }
 
-apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id,
-                             int *done)
+apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id, int *done)
 {
     gmcp_rows rs;
     apr_status_t rv = gmcp_db_select(db, "gmcp_stream_select", &rs, GMCP_ARGS(stream_id));
@@ -173,12 +168,11 @@ apr_status_t gmcp_event_append(gmcp_db *db, const char *stream_id, const char *s
                                apr_int64_t seq, const char *message)
 {
     return gmcp_db_exec(db, "gmcp_event_insert", NULL,
-                        GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq), session_id,
-                                  message, gmcp_now_str(db->pool)));
+                        GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq), session_id, message,
+                                  gmcp_now_str(db->pool)));
 }
 
-apr_status_t gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq,
-                               gmcp_rows *out)
+apr_status_t gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq, gmcp_rows *out)
 {
     return gmcp_db_select(db, "gmcp_events_after", out,
                           GMCP_ARGS(stream_id, gmcp_i64_str(db->pool, seq)));
@@ -194,8 +188,8 @@ apr_status_t gmcp_pending_answer(gmcp_db *db, const char *session_id, const char
                                  const char *response)
 {
     int n = 0;
-    apr_status_t rv = gmcp_db_exec(db, "gmcp_pending_answer", &n,
-                                   GMCP_ARGS(response, session_id, request_key));
+    apr_status_t rv =
+        gmcp_db_exec(db, "gmcp_pending_answer", &n, GMCP_ARGS(response, session_id, request_key));
     if (rv != APR_SUCCESS) return rv;
     return n ? APR_SUCCESS : APR_ENOENT;
 }
@@ -235,8 +229,8 @@ apr_status_t gmcp_cancel_check(gmcp_db *db, const char *session_id, const char *
                                int *cancelled)
 {
     gmcp_rows rs;
-    apr_status_t rv = gmcp_db_select(db, "gmcp_cancel_select", &rs,
-                                     GMCP_ARGS(session_id, request_key));
+    apr_status_t rv =
+        gmcp_db_select(db, "gmcp_cancel_select", &rs, GMCP_ARGS(session_id, request_key));
     if (rv != APR_SUCCESS) return rv;
     *cancelled = rs.rows->nelts > 0;
     return APR_SUCCESS;
@@ -258,23 +252,19 @@ apr_status_t gmcp_subscription_remove(gmcp_db *db, const char *session_id, const
     return gmcp_db_exec(db, "gmcp_sub_delete", NULL, GMCP_ARGS(session_id, uri));
 }
 
-apr_status_t gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout,
-                              apr_int64_t event_retention)
+apr_status_t gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout, apr_int64_t event_retention)
 {
     /* Children first, in this order (see the statements). */
-    static const char *const aged[] = {
-        "gmcp_sweep_events", "gmcp_sweep_streams", "gmcp_sweep_pending", "gmcp_sweep_cancels",
-        NULL
-    };
-    static const char *const idled[] = { "gmcp_sweep_subs", "gmcp_sweep_sessions", NULL };
+    static const char *const aged[] = {"gmcp_sweep_events", "gmcp_sweep_streams",
+                                       "gmcp_sweep_pending", "gmcp_sweep_cancels", NULL};
+    static const char *const idled[] = {"gmcp_sweep_subs", "gmcp_sweep_sessions", NULL};
     apr_int64_t now = gmcp_now_sec();
     const char *idle = gmcp_i64_str(db->pool, now - idle_timeout);
     const char *old = gmcp_i64_str(db->pool, now - event_retention);
     apr_status_t rv;
     int i;
     for (i = 0; aged[i]; i++)
-        if ((rv = gmcp_db_exec(db, aged[i], NULL, GMCP_ARGS(old, idle))) != APR_SUCCESS)
-            return rv;
+        if ((rv = gmcp_db_exec(db, aged[i], NULL, GMCP_ARGS(old, idle))) != APR_SUCCESS) return rv;
     for (i = 0; idled[i]; i++)
         if ((rv = gmcp_db_exec(db, idled[i], NULL, GMCP_ARGS(idle))) != APR_SUCCESS) return rv;
     return APR_SUCCESS;

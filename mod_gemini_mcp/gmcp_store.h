@@ -14,8 +14,8 @@ typedef struct {
     const char *id;
     const char *owner;
     const char *protocol_version;
-    const char *client_caps;     /* JSON text */
-    const char *log_level;       /* "" when the client never set one */
+    const char *client_caps; /* JSON text */
+    const char *log_level;   /* "" when the client never set one */
     apr_int64_t last_seen;
 } gmcp_session;
 
@@ -44,8 +44,7 @@ apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **se
 apr_status_t gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,
                                apr_int64_t seq, const char *message);
 /* Events of a stream after `seq`, oldest first: rows of (seq, message). */
-apr_status_t gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq,
-                               gmcp_rows *out);
+apr_status_t gmcp_events_after(gmcp_db *db, const char *stream_id, apr_int64_t seq, gmcp_rows *out);
 
 /* Server→client requests waiting for the client's response. */
 apr_status_t gmcp_pending_create(gmcp_db *db, const char *session_id, const char *request_key);
@@ -68,7 +67,6 @@ apr_status_t gmcp_subscription_remove(gmcp_db *db, const char *session_id, const
 
 /* Delete sessions idle past idle_timeout and events older than event_retention
  * seconds. */
-apr_status_t gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout,
-                              apr_int64_t event_retention);
+apr_status_t gmcp_store_sweep(gmcp_db *db, apr_int64_t idle_timeout, apr_int64_t event_retention);
 
 #endif

@@ -10,14 +10,17 @@
 #include <string.h>
 #include <apr_strings.h>
 
-#define HISTORY_MAX 10000     /* messages sent back to Gemini per turn, at most */
-#define LOCK_POLL   apr_time_from_msec(50)
+#define HISTORY_MAX 10000 /* messages sent back to Gemini per turn, at most */
+#define LOCK_POLL apr_time_from_msec(50)
 
 static json_t *not_found(gmcp_call *c, const char *id)
 {
-    return gmcp_text_result(apr_psprintf(c->pool, "No chat session '%s': it expired, was "
+    return gmcp_text_result(apr_psprintf(c->pool,
+                                         "No chat session '%s': it expired, was "
                                          "deleted, or belongs to someone else. Start one "
-                                         "with gemini_chat_start.", id), 1);
+                                         "with gemini_chat_start.",
+                                         id),
+                            1);
 }
 
 static json_t *db_failed(const char *why)
@@ -47,15 +50,15 @@ static json_t *t_chat_start(gmcp_call *c, json_t *args, void *baton)
     s.owner = c->principal;
     s.title = gmcp_json_str(args, "title") ? gmcp_json_str(args, "title") : "";
     s.model = strchr(model, '/') + 1;
-    s.system_instruction = gmcp_json_str(args, "system_instruction")
-                           ? gmcp_json_str(args, "system_instruction") : "";
+    s.system_instruction =
+        gmcp_json_str(args, "system_instruction") ? gmcp_json_str(args, "system_instruction") : "";
     if (!(db = store(c, &result))) return result;
     rv = gmcp_chat_create(db, &s);
     c->ops->db_close(c);
     if (rv) return db_failed(NULL);
     return gmcp_tool_structured(
-        gmcp_text_result(apr_psprintf(c->pool, "Started chat session %s with %s", s.id,
-                                      s.model), 0),
+        gmcp_text_result(apr_psprintf(c->pool, "Started chat session %s with %s", s.id, s.model),
+                         0),
         json_pack("{s:s, s:s, s:s}", "session_id", s.id, "model", s.model, "title", s.title));
 }
 
@@ -78,8 +81,8 @@ static json_t *t_chat_list(gmcp_call *c, json_t *args, void *baton)
     if (rv) return db_failed(NULL);
     arr = json_array();
     for (i = 0; i < list->nelts && i < limit; i++)
-        json_array_append_new(arr, gmcp_chat_session_json(&APR_ARRAY_IDX(list, i,
-                                                                          gmcp_chat_session)));
+        json_array_append_new(arr,
+                              gmcp_chat_session_json(&APR_ARRAY_IDX(list, i, gmcp_chat_session)));
     result = json_pack("{s:o}", "sessions", arr);
     if (list->nelts > limit)
         json_object_set_new(result, "next_offset", json_integer(offset + limit));
@@ -98,9 +101,9 @@ static json_t *t_chat_delete(gmcp_call *c, json_t *args, void *baton)
     c->ops->db_close(c);
     if (rv == APR_ENOENT) return not_found(c, id);
     if (rv) return db_failed(NULL);
-    return gmcp_tool_structured(gmcp_text_result(apr_psprintf(c->pool, "Deleted chat session %s",
-                                                         id), 0),
-                           json_pack("{s:s, s:b}", "session_id", id, "deleted", 1));
+    return gmcp_tool_structured(
+        gmcp_text_result(apr_psprintf(c->pool, "Deleted chat session %s", id), 0),
+        json_pack("{s:s, s:b}", "session_id", id, "deleted", 1));
 }
 
 /* ---- history / export ------------------------------------------------------------------- */
@@ -127,8 +130,9 @@ static json_t *t_chat_history(gmcp_call *c, json_t *args, void *baton)
     arr = json_array();
     for (i = 0; i < msgs->nelts && i < limit; i++) {
         const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
-        json_array_append_new(arr, json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)m->seq,
-                                             "role", m->role, "text", m->text));
+        json_array_append_new(arr,
+                              json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)m->seq, "role",
+                                        m->role, "text", m->text));
     }
     result = json_pack("{s:s, s:o}", "session_id", id, "messages", arr);
     if (msgs->nelts > limit)
@@ -148,16 +152,17 @@ static apr_status_t load_all(gmcp_call *c, const gmcp_gemini_conf *conf, const c
     rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, s);
     if (rv == APR_SUCCESS) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
     c->ops->db_close(c);
-    if (rv == APR_ENOENT) *result = not_found(c, id);
-    else if (rv) *result = db_failed(NULL);
+    if (rv == APR_ENOENT)
+        *result = not_found(c, id);
+    else if (rv)
+        *result = db_failed(NULL);
     return rv;
 }
 
 static json_t *t_chat_export(gmcp_call *c, json_t *args, void *baton)
 {
     const char *id = gmcp_json_str(args, "session_id");
-    const char *format = gmcp_json_str(args, "format") ? gmcp_json_str(args, "format")
-                                                       : "markdown";
+    const char *format = gmcp_json_str(args, "format") ? gmcp_json_str(args, "format") : "markdown";
     gmcp_chat_session s;
     apr_array_header_t *msgs;
     json_t *result = NULL;
@@ -165,9 +170,9 @@ static json_t *t_chat_export(gmcp_call *c, json_t *args, void *baton)
     if (load_all(c, baton, id, &s, &msgs, &result) != APR_SUCCESS) return result;
     text = gmcp_chat_export(c->pool, &s, msgs, format);
     if (!text) return gmcp_text_result("format must be json, text or markdown", 1);
-    return gmcp_tool_structured(gmcp_text_result(text, 0),
-                           json_pack("{s:s, s:s, s:s}", "session_id", id, "format", format,
-                                     "export", text));
+    return gmcp_tool_structured(
+        gmcp_text_result(text, 0),
+        json_pack("{s:s, s:s, s:s}", "session_id", id, "format", format, "export", text));
 }
 
 static json_t *r_transcript(gmcp_call *c, const char *uri, json_t *vars, void *baton)
@@ -178,10 +183,10 @@ static json_t *r_transcript(gmcp_call *c, const char *uri, json_t *vars, void *b
     json_t *result = NULL;
     if (load_all(c, baton, id, &s, &msgs, &result) != APR_SUCCESS) {
         json_decref(result);
-        return NULL;     /* not found (or unusable store): resource not found */
+        return NULL; /* not found (or unusable store): resource not found */
     }
-    return json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType",
-                     "text/markdown", "text", gmcp_chat_export(c->pool, &s, msgs, "markdown"));
+    return json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType", "text/markdown",
+                     "text", gmcp_chat_export(c->pool, &s, msgs, "markdown"));
 }
 
 /* ---- send ------------------------------------------------------------------------------- */
@@ -191,7 +196,7 @@ static void release(gmcp_call *c, const char *id, const char *token)
     const char *why;
     gmcp_db *db = c->ops->db_open(c, &why);
     if (!db || gmcp_chat_unlock(db, id, token) != APR_SUCCESS)
-        gmcp_chat_release_later(id, token);     /* the database is away: retried */
+        gmcp_chat_release_later(id, token); /* the database is away: retried */
     if (db) c->ops->db_close(c);
 }
 
@@ -201,8 +206,8 @@ static void release(gmcp_call *c, const char *id, const char *token)
  * the caller's), GMCP_EDB, APR_EBUSY (still held when the call's time or its caller ran
  * out). */
 static apr_status_t acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const char *id,
-                            const char *token, gmcp_chat_session *s,
-                            apr_array_header_t **msgs, json_t **result)
+                            const char *token, gmcp_chat_session *s, apr_array_header_t **msgs,
+                            json_t **result)
 {
     apr_int64_t lease = apr_time_sec(c->deadline - apr_time_now()) + 30;
     for (;;) {
@@ -229,7 +234,8 @@ static apr_status_t acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const ch
         if (got) return APR_SUCCESS;
         if (apr_time_now() + LOCK_POLL >= c->deadline || c->ops->cancelled(c)) {
             *result = gmcp_text_result("another message to this chat session is still being "
-                                       "answered; try again", 1);
+                                       "answered; try again",
+                                       1);
             return APR_EBUSY;
         }
         apr_sleep(LOCK_POLL);
@@ -238,14 +244,19 @@ static apr_status_t acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const ch
 
 /* {"contents":[<history>,<new turn>], <rest>}: the stored parts are JSON we wrote
  * ourselves, so the history is spliced in as text rather than parsed and rebuilt. */
-static const char *request_text(apr_pool_t *p, const apr_array_header_t *msgs,
-                                json_t *turn, json_t *rest)
+static const char *request_text(apr_pool_t *p, const apr_array_header_t *msgs, json_t *turn,
+                                json_t *rest)
 {
     struct iovec *v = apr_palloc(p, sizeof(*v) * (size_t)(msgs->nelts * 5 + 6));
     const char *rest_text = gmcp_json_dump(p, rest);
     apr_size_t n = 0;
     int i;
-#define PIECE(s) do { v[n].iov_base = (void *)(s); v[n].iov_len = strlen(s); n++; } while (0)
+#define PIECE(s)                     \
+    do {                             \
+        v[n].iov_base = (void *)(s); \
+        v[n].iov_len = strlen(s);    \
+        n++;                         \
+    } while (0)
     PIECE("{\"contents\":[");
     for (i = 0; i < msgs->nelts; i++) {
         const gmcp_chat_message *m = &APR_ARRAY_IDX(msgs, i, gmcp_chat_message);
@@ -272,16 +283,16 @@ typedef struct {
     gmcp_call *c;
     const gmcp_gemini_conf *conf;
     json_t *args;
-    const char *id, *message;        /* the arguments */
-    const char *token;               /* our send lease's token */
+    const char *id, *message; /* the arguments */
+    const char *token;        /* our send lease's token */
     gmcp_gemini *g;
     gmcp_chat_session s;
-    apr_array_header_t *msgs;        /* the history, oldest first */
-    int leased;                      /* we hold the send lease */
-    json_t *parts;                   /* the user's turn (owned) */
-    json_t *final;                   /* Gemini's last response (owned) */
-    const char *text;                /* the whole answer */
-    json_t *result;                  /* the tool result */
+    apr_array_header_t *msgs; /* the history, oldest first */
+    int leased;               /* we hold the send lease */
+    json_t *parts;            /* the user's turn (owned) */
+    json_t *final;            /* Gemini's last response (owned) */
+    const char *text;         /* the whole answer */
+    json_t *result;           /* the tool result */
 } chat_turn;
 
 /* Each step of a gemini_chat_send call returns APR_SUCCESS to go on; otherwise t->result
@@ -315,8 +326,8 @@ static apr_status_t send_leased(chat_turn *t)
  * reference). */
 static apr_status_t user_turn(chat_turn *t)
 {
-    t->parts = gmcp_tool_user_parts(t->c, t->conf, t->message,
-                                    json_object_get(t->args, "files"), &t->result);
+    t->parts = gmcp_tool_user_parts(t->c, t->conf, t->message, json_object_get(t->args, "files"),
+                                    &t->result);
     return t->parts ? APR_SUCCESS : APR_EINVAL;
 }
 
@@ -333,10 +344,9 @@ static apr_status_t gemini_answered(chat_turn *t)
     if ((gc = gmcp_tool_generation_config(t->args)))
         json_object_set_new(rest, "generationConfig", gc);
     turn = json_pack("{s:s, s:O}", "role", "user", "parts", t->parts);
-    t->result = gmcp_tool_run_generate(c, t->g, apr_pstrcat(c->pool, "models/", t->s.model,
-                                                            NULL),
-                                       request_text(c->pool, t->msgs, turn, rest), &t->final,
-                                       &t->text);
+    t->result =
+        gmcp_tool_run_generate(c, t->g, apr_pstrcat(c->pool, "models/", t->s.model, NULL),
+                               request_text(c->pool, t->msgs, turn, rest), &t->final, &t->text);
     json_decref(turn);
     json_decref(rest);
     return t->final ? APR_SUCCESS : GMCP_EUPSTREAM;
@@ -350,8 +360,8 @@ static void turn_messages(chat_turn *t, gmcp_chat_message *um, gmcp_chat_message
     json_t *mp = json_pack("[{s:s}]", "text", t->text);
     memset(um, 0, sizeof(*um));
     memset(mm, 0, sizeof(*mm));
-    um->seq = t->msgs->nelts ? APR_ARRAY_IDX(t->msgs, t->msgs->nelts - 1,
-                                             gmcp_chat_message).seq + 1 : 1;
+    um->seq =
+        t->msgs->nelts ? APR_ARRAY_IDX(t->msgs, t->msgs->nelts - 1, gmcp_chat_message).seq + 1 : 1;
     um->role = "user";
     um->parts = gmcp_json_dump(p, t->parts);
     um->text = t->message;
@@ -363,8 +373,8 @@ static void turn_messages(chat_turn *t, gmcp_chat_message *um, gmcp_chat_message
     mm->text = t->text;
     mm->prompt_tokens = json_integer_value(json_object_get(u, "promptTokenCount"));
     mm->output_tokens = json_integer_value(json_object_get(u, "candidatesTokenCount"));
-    mm->finish_reason = gmcp_json_str(json_array_get(json_object_get(t->final, "candidates"),
-                                                     0), "finishReason");
+    mm->finish_reason =
+        gmcp_json_str(json_array_get(json_object_get(t->final, "candidates"), 0), "finishReason");
     mm->model_version = gmcp_json_str(t->final, "modelVersion");
     mm->created = um->created;
 }
@@ -389,7 +399,8 @@ static apr_status_t turn_stored(chat_turn *t)
         json_decref(t->result);
         t->result = rv == APR_ENOENT
             ? gmcp_text_result("the chat session was deleted or expired while Gemini was "
-                               "answering; the answer was not stored", 1)
+                               "answering; the answer was not stored",
+                               1)
             : db_failed(NULL);
     }
     return rv;
@@ -457,8 +468,7 @@ const gmcp_tool gmcp_chat_tools[] = {
      "\"minimum\":0},\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200}},"
      "\"required\":[\"session_id\"],\"additionalProperties\":false}",
      NULL, "{\"readOnlyHint\":true}", 0, t_chat_history},
-    {"gemini_chat_list", "List Gemini chats",
-     "Your chat sessions, most recently used first.",
+    {"gemini_chat_list", "List Gemini chats", "Your chat sessions, most recently used first.",
      "{\"type\":\"object\",\"properties\":{\"offset\":{\"type\":\"integer\",\"minimum\":0},"
      "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200}},"
      "\"additionalProperties\":false}",
@@ -469,16 +479,13 @@ const gmcp_tool gmcp_chat_tools[] = {
      "\"enum\":[\"json\",\"text\",\"markdown\"]}},\"required\":[\"session_id\"],"
      "\"additionalProperties\":false}",
      NULL, "{\"readOnlyHint\":true}", 0, t_chat_export},
-    {"gemini_chat_delete", "Delete a Gemini chat",
-     "Delete a chat session and its messages.",
+    {"gemini_chat_delete", "Delete a Gemini chat", "Delete a chat session and its messages.",
      "{\"type\":\"object\",\"properties\":{" SID_PROP "},\"required\":[\"session_id\"],"
      "\"additionalProperties\":false}",
      NULL, "{\"destructiveHint\":true}", 0, t_chat_delete},
-    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
-};
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
 
 const gmcp_resource_template gmcp_chat_templates[] = {
     {"gemini://chat/{session_id}/transcript", "Chat transcript", NULL,
      "A chat session's transcript (Markdown)", "text/markdown", r_transcript},
-    {NULL, NULL, NULL, NULL, NULL, NULL}
-};
+    {NULL, NULL, NULL, NULL, NULL, NULL}};

@@ -16,11 +16,10 @@
 static json_t *file_json(apr_pool_t *p, const char **r)
 {
     apr_int64_t expires = apr_atoi64(r[10]);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:b}",
-                          "name", r[0], "upload_id", r[2], "display_name", r[3], "uri", r[4],
-                          "mime_type", r[5], "size", (json_int_t)apr_atoi64(r[6]),
-                          "sha256", r[7], "state", r[8], "expires", (json_int_t)expires,
-                          "expired", expires <= gmcp_now_sec());
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:b}", "name", r[0],
+                          "upload_id", r[2], "display_name", r[3], "uri", r[4], "mime_type", r[5],
+                          "size", (json_int_t)apr_atoi64(r[6]), "sha256", r[7], "state", r[8],
+                          "expires", (json_int_t)expires, "expired", expires <= gmcp_now_sec());
     (void)p;
     return o;
 }
@@ -32,8 +31,12 @@ static apr_int64_t rfc3339_sec(const char *s)
     int y, mo, d, h, mi, se;
     if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &se) != 6) return 0;
     memset(&t, 0, sizeof(t));
-    t.tm_year = y - 1900; t.tm_mon = mo - 1; t.tm_mday = d;
-    t.tm_hour = h; t.tm_min = mi; t.tm_sec = se;
+    t.tm_year = y - 1900;
+    t.tm_mon = mo - 1;
+    t.tm_mday = d;
+    t.tm_hour = h;
+    t.tm_min = mi;
+    t.tm_sec = se;
     return apr_time_exp_gmt_get(&out, &t) == APR_SUCCESS ? apr_time_sec(out) : 0;
 }
 
@@ -50,7 +53,7 @@ static json_t *result_for(json_t *file, const char *text)
 typedef struct {
     gmcp_call *c;
     const char *upload_id;
-    const char *phase;      /* last written to the upload's row */
+    const char *phase; /* last written to the upload's row */
     apr_time_t written;
 } relay_baton;
 
@@ -81,15 +84,15 @@ static void relay_progress(void *baton, apr_int64_t done, apr_int64_t total, con
 typedef struct {
     gmcp_call *c;
     const gmcp_gemini_conf *conf;
-    const char *id, *display_name;   /* the arguments */
+    const char *id, *display_name; /* the arguments */
     gmcp_upload up;
     const char *mime;
     gmcp_gemini *g;
     relay_baton rb;
-    json_t *file;                    /* the File resource at Gemini (owned) */
-    const char *name;                /* its name, files/... */
+    json_t *file;     /* the File resource at Gemini (owned) */
+    const char *name; /* its name, files/... */
     int resumes;
-    json_t *result;                  /* set by the step that ends the call */
+    json_t *result; /* set by the step that ends the call */
 } upload_job;
 
 /* Is the upload in Gemini already (relayed, not expired there)? Then the result says
@@ -100,7 +103,7 @@ static int already_relayed(upload_job *j, gmcp_db *db)
     gmcp_rows rs;
     if (gmcp_db_select(db, "gmcp_file_by_upload", &rs,
                        GMCP_ARGS(j->up.id, c->principal, gmcp_now_str(c->pool)))
-               != APR_SUCCESS
+            != APR_SUCCESS
         || rs.rows->nelts == 0)
         return 0;
     j->result = result_for(file_json(c->pool, GMCP_ROW(&rs, 0)),
@@ -124,7 +127,8 @@ static apr_status_t upload_ready(upload_job *j)
     int relayed;
     if (!j->conf->upload_dir) {
         j->result = gmcp_text_result("uploads are not configured on this server "
-                                     "(GeminiMCPUploadDir)", 1);
+                                     "(GeminiMCPUploadDir)",
+                                     1);
         return APR_ENOTIMPL;
     }
     if (!(db = db_or_error(c, &j->result))) return GMCP_EDB;
@@ -142,10 +146,12 @@ static apr_status_t upload_ready(upload_job *j)
         return rv;
     }
     if (strcmp(j->up.state, GMCP_UPLOAD_COMPLETE) != 0) {
-        j->result = gmcp_text_result(apr_psprintf(c->pool, "Upload '%s' is not complete yet (%"
-                                                  APR_INT64_T_FMT " of %" APR_INT64_T_FMT
-                                                  " bytes)", j->id, j->up.offset,
-                                                  j->up.length), 1);
+        j->result =
+            gmcp_text_result(apr_psprintf(c->pool,
+                                          "Upload '%s' is not complete yet (%" APR_INT64_T_FMT
+                                          " of %" APR_INT64_T_FMT " bytes)",
+                                          j->id, j->up.offset, j->up.length),
+                             1);
         return APR_EINCOMPLETE;
     }
     return APR_SUCCESS;
@@ -162,16 +168,17 @@ static apr_status_t relay_upload(upload_job *j)
     apr_status_t rv;
     if (!(j->g = gmcp_tool_client(c, j->conf, &j->result))) return APR_ENOTIMPL;
     /* The declared type, else what the first bytes showed, else generic. */
-    j->mime = *up->filetype ? up->filetype : *up->sniffed ? up->sniffed
-                                                          : "application/octet-stream";
+    j->mime = *up->filetype ? up->filetype
+        : *up->sniffed      ? up->sniffed
+                            : "application/octet-stream";
     memset(&j->rb, 0, sizeof(j->rb));
     j->rb.c = c;
     j->rb.upload_id = up->id;
     relay_phase(&j->rb, GMCP_PHASE_RELAYING, 0, NULL);
-    rv = gmcp_files_relay(j->g, apr_pstrcat(c->pool, j->conf->upload_dir, "/", up->id, NULL),
-                          up->length, j->mime, j->display_name ? j->display_name
-                          : (*up->filename ? up->filename : up->id), j->conf->files_chunk,
-                          relay_progress, &j->rb, &j->file, &j->resumes, &err);
+    rv = gmcp_files_relay(
+        j->g, apr_pstrcat(c->pool, j->conf->upload_dir, "/", up->id, NULL), up->length, j->mime,
+        j->display_name ? j->display_name : (*up->filename ? up->filename : up->id),
+        j->conf->files_chunk, relay_progress, &j->rb, &j->file, &j->resumes, &err);
     if (rv != APR_SUCCESS) {
         relay_phase(&j->rb, GMCP_PHASE_FAILED, 0, err.message);
         j->result = gmcp_tool_error_result(c, &err);
@@ -191,18 +198,21 @@ static apr_status_t sha_checked(upload_job *j)
     gmcp_gemini_error err;
     json_t *ignored = NULL;
     if (gmcp_files_sha_matches(c->pool, sha, j->up.sha256)) return APR_SUCCESS;
-    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0415", "Files API: %s (relayed "
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0415",
+              "Files API: %s (relayed "
               "from upload %s, %" APR_INT64_T_FMT " bytes, sizeBytes %s) has SHA-256 %s "
-              "at Gemini, the upload %s: deleting it there", j->name ? j->name : "(no name)",
-              j->up.id, j->up.length, size ? size : "(none)", sha ? sha : "(none)",
-              j->up.sha256);
+              "at Gemini, the upload %s: deleting it there",
+              j->name ? j->name : "(no name)", j->up.id, j->up.length, size ? size : "(none)",
+              sha ? sha : "(none)", j->up.sha256);
     gmcp_gemini_call(j->g, "DELETE", apr_pstrcat(c->pool, "/v1beta/", j->name, NULL), NULL,
                      &ignored, &err);
     json_decref(ignored);
-    relay_phase(&j->rb, GMCP_PHASE_FAILED, j->up.length, "the file Gemini stored does not "
+    relay_phase(&j->rb, GMCP_PHASE_FAILED, j->up.length,
+                "the file Gemini stored does not "
                 "match the upload (SHA-256 differs)");
     j->result = gmcp_text_result("The file Gemini stored does not match the upload (SHA-256 "
-                                 "differs); it was deleted there. Relay again.", 1);
+                                 "differs); it was deleted there. Relay again.",
+                                 1);
     return GMCP_EUPSTREAM;
 }
 
@@ -210,13 +220,13 @@ static apr_status_t sha_checked(upload_job *j)
 static json_t *uploaded_result(upload_job *j, const char *uri, apr_int64_t expires)
 {
     const gmcp_upload *up = &j->up;
-    return result_for(json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:i}",
-                                "name", j->name, "upload_id", up->id, "uri", uri ? uri : "",
-                                "mime_type", j->mime, "size", (json_int_t)up->length,
-                                "sha256", up->sha256, "state", "ACTIVE",
-                                "expires", (json_int_t)expires, "resumes", j->resumes),
-                      apr_psprintf(j->c->pool, "Uploaded to Gemini as %s (%s, %"
-                                   APR_INT64_T_FMT " bytes, ACTIVE); use it in "
+    return result_for(json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:i}", "name", j->name,
+                                "upload_id", up->id, "uri", uri ? uri : "", "mime_type", j->mime,
+                                "size", (json_int_t)up->length, "sha256", up->sha256, "state",
+                                "ACTIVE", "expires", (json_int_t)expires, "resumes", j->resumes),
+                      apr_psprintf(j->c->pool,
+                                   "Uploaded to Gemini as %s (%s, %" APR_INT64_T_FMT
+                                   " bytes, ACTIVE); use it in "
                                    "gemini_generate as files: [{\"uri\": \"%s\"}]",
                                    j->name, j->mime, up->length, uri ? uri : j->name));
 }
@@ -236,10 +246,10 @@ static apr_status_t record_file(upload_job *j)
     dname = gmcp_json_str(j->file, "displayName");
     exp = rfc3339_sec(gmcp_json_str(j->file, "expirationTime"));
     if (!exp) exp = gmcp_now_sec() + 48 * 3600;
-    if (gmcp_db_exec(db, "gmcp_file_insert", &n, GMCP_ARGS(j->name, c->principal, up->id,
-                     dname ? dname : "", uri ? uri : "", j->mime,
-                     gmcp_i64_str(c->pool, up->length), up->sha256, "ACTIVE",
-                     gmcp_now_str(c->pool), gmcp_i64_str(c->pool, exp)))) {
+    if (gmcp_db_exec(db, "gmcp_file_insert", &n,
+                     GMCP_ARGS(j->name, c->principal, up->id, dname ? dname : "", uri ? uri : "",
+                               j->mime, gmcp_i64_str(c->pool, up->length), up->sha256, "ACTIVE",
+                               gmcp_now_str(c->pool), gmcp_i64_str(c->pool, exp)))) {
         c->ops->db_close(c);
         j->result = gmcp_text_result("Relayed, but the file record could not be stored", 1);
         return GMCP_EDB;
@@ -276,8 +286,12 @@ static json_t *t_file_list(gmcp_call *c, json_t *args, void *baton)
     gmcp_rows rs;
     gmcp_db *db;
     int i;
-    (void)args; (void)baton;
-    if (!(db = db_or_error(c, &result))) { json_decref(arr); return result; }
+    (void)args;
+    (void)baton;
+    if (!(db = db_or_error(c, &result))) {
+        json_decref(arr);
+        return result;
+    }
     if (gmcp_db_select(db, "gmcp_file_list", &rs, GMCP_ARGS(c->principal))) {
         c->ops->db_close(c);
         json_decref(arr);
@@ -323,21 +337,27 @@ static json_t *t_file_get(gmcp_call *c, json_t *args, void *baton)
     if (!row) return result;
     o = file_json(c->pool, row);
     if (json_is_true(json_object_get(o, "expired"))) {
-        return result_for(o, apr_psprintf(c->pool, "%s expired at Gemini (files live 48 "
-                          "hours); relay upload %s again with gemini_upload_file", row[0],
-                          row[2]));
+        return result_for(o,
+                          apr_psprintf(c->pool,
+                                       "%s expired at Gemini (files live 48 "
+                                       "hours); relay upload %s again with gemini_upload_file",
+                                       row[0], row[2]));
     }
-    if (!(g = gmcp_tool_client(c, conf, &result))) { json_decref(o); return result; }
+    if (!(g = gmcp_tool_client(c, conf, &result))) {
+        json_decref(o);
+        return result;
+    }
     if (gmcp_gemini_call(g, "GET", apr_pstrcat(c->pool, "/v1beta/", row[0], NULL), NULL, &live,
-                         &err) != APR_SUCCESS) {
+                         &err)
+        != APR_SUCCESS) {
         json_decref(o);
         return gmcp_tool_error_result(c, &err);
     }
     if (gmcp_json_str(live, "state"))
         json_object_set_new(o, "state", json_string(gmcp_json_str(live, "state")));
     json_decref(live);
-    return result_for(o, apr_psprintf(c->pool, "%s: %s", row[0],
-                                         json_string_value(json_object_get(o, "state"))));
+    return result_for(
+        o, apr_psprintf(c->pool, "%s: %s", row[0], json_string_value(json_object_get(o, "state"))));
 }
 
 static json_t *t_file_delete(gmcp_call *c, json_t *args, void *baton)
@@ -352,8 +372,9 @@ static json_t *t_file_delete(gmcp_call *c, json_t *args, void *baton)
     if (!row) return result;
     if (!(g = gmcp_tool_client(c, conf, &result))) return result;
     if (gmcp_gemini_call(g, "DELETE", apr_pstrcat(c->pool, "/v1beta/", row[0], NULL), NULL,
-                         &ignored, &err) != APR_SUCCESS
-        && err.http_status != 403 && err.http_status != 404)     /* already gone: fine */
+                         &ignored, &err)
+            != APR_SUCCESS
+        && err.http_status != 403 && err.http_status != 404) /* already gone: fine */
         return gmcp_tool_error_result(c, &err);
     json_decref(ignored);
     if (!(db = db_or_error(c, &result))) return result;
@@ -377,8 +398,8 @@ const gmcp_tool gmcp_file_tools[] = {
      NULL, "{\"openWorldHint\":true}", 0, t_upload_file},
     {"gemini_file_list", "List your Gemini files",
      "Files you relayed to Gemini, newest first, with their expiry (48 h at Gemini).",
-     "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}",
-     NULL, "{\"readOnlyHint\":true}", 0, t_file_list},
+     "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}", NULL,
+     "{\"readOnlyHint\":true}", 0, t_file_list},
     {"gemini_file_get", "Get a Gemini file",
      "One of your files: size, type, SHA-256, URI, and its current state at Gemini.",
      "{\"type\":\"object\",\"properties\":{" NAME_PROP "},\"required\":[\"name\"],"
@@ -389,5 +410,4 @@ const gmcp_tool gmcp_file_tools[] = {
      "{\"type\":\"object\",\"properties\":{" NAME_PROP "},\"required\":[\"name\"],"
      "\"additionalProperties\":false}",
      NULL, "{\"destructiveHint\":true,\"openWorldHint\":true}", 0, t_file_delete},
-    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
-};
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};

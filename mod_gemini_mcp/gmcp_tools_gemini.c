@@ -75,20 +75,20 @@ json_t *gmcp_tool_error_result(gmcp_call *c, const gmcp_gemini_error *e)
 {
     if (e->cancelled) return gmcp_text_result("cancelled", 1);
     if (e->http_status)
-        return gmcp_text_result(apr_psprintf(c->pool, "Gemini error %d%s%s: %s",
-                                             e->http_status, e->status ? " " : "",
-                                             e->status ? e->status : "", e->message), 1);
+        return gmcp_text_result(apr_psprintf(c->pool, "Gemini error %d%s%s: %s", e->http_status,
+                                             e->status ? " " : "", e->status ? e->status : "",
+                                             e->message),
+                                1);
     return gmcp_text_result(apr_psprintf(c->pool, "Gemini call failed: %s", e->message), 1);
 }
 
-const char *gmcp_tool_model(gmcp_call *c, json_t *args, const char *fallback,
-                            json_t **result)
+const char *gmcp_tool_model(gmcp_call *c, json_t *args, const char *fallback, json_t **result)
 {
     const char *m = gmcp_json_str(args, "model");
     const char *path = gmcp_gemini_model_path(c->pool, m ? m : fallback);
     if (!path)
-        *result = gmcp_text_result(apr_psprintf(c->pool, "invalid model name '%s'",
-                                                m ? m : fallback), 1);
+        *result =
+            gmcp_text_result(apr_psprintf(c->pool, "invalid model name '%s'", m ? m : fallback), 1);
     return path;
 }
 
@@ -106,14 +106,16 @@ json_t *gmcp_tool_user_parts(gmcp_call *c, const gmcp_gemini_conf *conf, const c
 {
     json_t *parts = json_pack("[{s:s}]", "text", text), *f;
     size_t i;
-    json_array_foreach(files, i, f) {
+    json_array_foreach(files, i, f)
+    {
         const char *uri = gmcp_tool_file_uri(c, conf, gmcp_json_str(f, "uri"));
         const char *mime = gmcp_json_str(f, "mime_type");
         json_t *fd;
         if (!uri) {
             json_decref(parts);
             *result = gmcp_text_result("every file reference needs a uri (a Gemini file URI "
-                                       "or a name like files/abc123)", 1);
+                                       "or a name like files/abc123)",
+                                       1);
             return NULL;
         }
         fd = json_pack("{s:s}", "fileUri", uri);
@@ -149,12 +151,15 @@ static json_t *contents_arg(gmcp_call *c, const gmcp_gemini_conf *conf, json_t *
 
 json_t *gmcp_tool_generation_config(json_t *args)
 {
-    static const char *const map[][2] = {
-        {"temperature", "temperature"}, {"top_p", "topP"}, {"top_k", "topK"},
-        {"max_output_tokens", "maxOutputTokens"}, {"stop_sequences", "stopSequences"},
-        {"candidate_count", "candidateCount"}, {"response_mime_type", "responseMimeType"},
-        {"response_schema", "responseSchema"}, {NULL, NULL}
-    };
+    static const char *const map[][2] = {{"temperature", "temperature"},
+                                         {"top_p", "topP"},
+                                         {"top_k", "topK"},
+                                         {"max_output_tokens", "maxOutputTokens"},
+                                         {"stop_sequences", "stopSequences"},
+                                         {"candidate_count", "candidateCount"},
+                                         {"response_mime_type", "responseMimeType"},
+                                         {"response_schema", "responseSchema"},
+                                         {NULL, NULL}};
     json_t *gc = json_object();
     int i;
     for (i = 0; map[i][0]; i++) {
@@ -171,11 +176,10 @@ json_t *gmcp_tool_generation_config(json_t *args)
 static json_t *usage_of(const json_t *resp)
 {
     json_t *u = json_object_get(resp, "usageMetadata");
-    return json_pack("{s:I, s:I, s:I}",
-                     "prompt_tokens", json_integer_value(json_object_get(u, "promptTokenCount")),
-                     "output_tokens",
-                     json_integer_value(json_object_get(u, "candidatesTokenCount")),
-                     "total_tokens", json_integer_value(json_object_get(u, "totalTokenCount")));
+    return json_pack("{s:I, s:I, s:I}", "prompt_tokens",
+                     json_integer_value(json_object_get(u, "promptTokenCount")), "output_tokens",
+                     json_integer_value(json_object_get(u, "candidatesTokenCount")), "total_tokens",
+                     json_integer_value(json_object_get(u, "totalTokenCount")));
 }
 
 /* A GenerateContentResponse as a tool result, or a plain explanation of why not. */
@@ -186,22 +190,26 @@ static json_t *generate_result(gmcp_call *c, const char *model, const json_t *re
     const char *block = gmcp_json_str(gmcp_json_obj(resp, "promptFeedback"), "blockReason");
     const char *finish = gmcp_json_str(cand, "finishReason");
     if (block)
-        return gmcp_text_result(apr_psprintf(c->pool, "Gemini refused the prompt (blocked: "
-                                             "%s). Rephrase it and try again.", block), 1);
-    if (!cand)
-        return gmcp_text_result("Gemini returned no answer (no candidates)", 1);
+        return gmcp_text_result(apr_psprintf(c->pool,
+                                             "Gemini refused the prompt (blocked: "
+                                             "%s). Rephrase it and try again.",
+                                             block),
+                                1);
+    if (!cand) return gmcp_text_result("Gemini returned no answer (no candidates)", 1);
     if (!text) {
-        return gmcp_text_result(apr_psprintf(c->pool, "Gemini returned no text (finish "
-                                             "reason: %s)%s", finish ? finish : "unknown",
+        return gmcp_text_result(apr_psprintf(c->pool,
+                                             "Gemini returned no text (finish "
+                                             "reason: %s)%s",
+                                             finish ? finish : "unknown",
                                              finish && !strcmp(finish, "SAFETY")
-                                             ? ": the answer was withheld by safety filters"
-                                             : ""), 1);
+                                                 ? ": the answer was withheld by safety filters"
+                                                 : ""),
+                                1);
     }
     sc = json_pack("{s:s, s:s, s:o}", "text", text, "model", model, "usage", usage_of(resp));
     if (finish) json_object_set_new(sc, "finish_reason", json_string(finish));
     if (gmcp_json_str(resp, "modelVersion"))
-        json_object_set_new(sc, "model_version",
-                            json_string(gmcp_json_str(resp, "modelVersion")));
+        json_object_set_new(sc, "model_version", json_string(gmcp_json_str(resp, "modelVersion")));
     r = gmcp_text_result(text, 0);
     json_object_set_new(r, "structuredContent", sc);
     return r;
@@ -210,7 +218,7 @@ static json_t *generate_result(gmcp_call *c, const char *model, const json_t *re
 typedef struct {
     gmcp_call *c;
     const char *text;
-    json_t *last;           /* last chunk (usage and finish reason are cumulative) */
+    json_t *last; /* last chunk (usage and finish reason are cumulative) */
     json_t *error;
     int n;
 } stream_state;
@@ -233,8 +241,8 @@ static apr_status_t on_chunk(json_t *chunk, void *baton)
     return APR_SUCCESS;
 }
 
-json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
-                               const char *req, json_t **final, const char **text)
+json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model, const char *req,
+                               json_t **final, const char **text)
 {
     gmcp_gemini_error err;
     json_t *result, *resp = NULL;
@@ -244,15 +252,20 @@ json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
         stream_state s;
         memset(&s, 0, sizeof(s));
         s.c = c;
-        if (gmcp_gemini_stream(g, apr_pstrcat(c->pool, "/v1beta/", model,
-                                              ":streamGenerateContent?alt=sse", NULL),
-                               req, on_chunk, &s, &err) != APR_SUCCESS) {
+        if (gmcp_gemini_stream(
+                g, apr_pstrcat(c->pool, "/v1beta/", model, ":streamGenerateContent?alt=sse", NULL),
+                req, on_chunk, &s, &err)
+            != APR_SUCCESS) {
             json_decref(s.last);
             if (s.error) {
                 json_t *e = json_object_get(s.error, "error");
-                result = gmcp_text_result(apr_psprintf(c->pool, "Gemini error in the stream: "
-                                          "%s", gmcp_json_str(e, "message")
-                                          ? gmcp_json_str(e, "message") : "unknown"), 1);
+                result = gmcp_text_result(apr_psprintf(c->pool,
+                                                       "Gemini error in the stream: "
+                                                       "%s",
+                                                       gmcp_json_str(e, "message")
+                                                           ? gmcp_json_str(e, "message")
+                                                           : "unknown"),
+                                          1);
                 json_decref(s.error);
                 return result;
             }
@@ -263,8 +276,9 @@ json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
         *text = s.text;
     }
     else {
-        if (gmcp_gemini_call_text(g, apr_pstrcat(c->pool, "/v1beta/", model,
-                                                 ":generateContent", NULL), req, &resp, &err)
+        if (gmcp_gemini_call_text(g,
+                                  apr_pstrcat(c->pool, "/v1beta/", model, ":generateContent", NULL),
+                                  req, &resp, &err)
             != APR_SUCCESS)
             return gmcp_tool_error_result(c, &err);
         *text = gmcp_gemini_text(c->pool, resp);
@@ -322,19 +336,20 @@ static json_t *t_count_tokens(gmcp_call *c, json_t *args, void *baton)
     else
         return gmcp_text_result("text (or contents) is required", 1);
     req = json_pack("{s:o}", "contents", contents);
-    if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model, ":countTokens",
-                                                NULL), req, &resp, &err) != APR_SUCCESS) {
+    if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model, ":countTokens", NULL),
+                         req, &resp, &err)
+        != APR_SUCCESS) {
         json_decref(req);
         return gmcp_tool_error_result(c, &err);
     }
     json_decref(req);
     n = json_integer_value(json_object_get(resp, "totalTokens"));
     json_decref(resp);
-    result = gmcp_text_result(apr_psprintf(c->pool, "%" APR_INT64_T_FMT " tokens",
-                                           (apr_int64_t)n), 0);
-    json_object_set_new(result, "structuredContent",
-                        json_pack("{s:I, s:s}", "total_tokens", n, "model",
-                                  strchr(model, '/') + 1));
+    result =
+        gmcp_text_result(apr_psprintf(c->pool, "%" APR_INT64_T_FMT " tokens", (apr_int64_t)n), 0);
+    json_object_set_new(
+        result, "structuredContent",
+        json_pack("{s:I, s:s}", "total_tokens", n, "model", strchr(model, '/') + 1));
     return result;
 }
 
@@ -355,17 +370,19 @@ static json_t *t_embed(gmcp_call *c, json_t *args, void *baton)
     if (!json_is_array(texts) || json_array_size(texts) == 0 || json_array_size(texts) > 100)
         return gmcp_text_result("texts must hold 1 to 100 strings", 1);
     reqs = json_array();
-    json_array_foreach(texts, i, t) {
-        json_t *one = json_pack("{s:s, s:{s:s, s:[{s:O}]}}", "model", model,
-                                "content", "role", "user", "parts", "text", t);
+    json_array_foreach(texts, i, t)
+    {
+        json_t *one = json_pack("{s:s, s:{s:s, s:[{s:O}]}}", "model", model, "content", "role",
+                                "user", "parts", "text", t);
         if (task) json_object_set_new(one, "taskType", json_string(task));
         if (dims) json_object_set(one, "outputDimensionality", dims);
         json_array_append_new(reqs, one);
     }
     req = json_pack("{s:o}", "requests", reqs);
-    if (gmcp_gemini_call(g, "POST", apr_pstrcat(c->pool, "/v1beta/", model,
-                                                ":batchEmbedContents", NULL), req, &resp,
-                         &err) != APR_SUCCESS) {
+    if (gmcp_gemini_call(g, "POST",
+                         apr_pstrcat(c->pool, "/v1beta/", model, ":batchEmbedContents", NULL), req,
+                         &resp, &err)
+        != APR_SUCCESS) {
         json_decref(req);
         return gmcp_tool_error_result(c, &err);
     }
@@ -376,8 +393,7 @@ static json_t *t_embed(gmcp_call *c, json_t *args, void *baton)
     json_decref(resp);
     result = gmcp_text_result(gmcp_json_dump(c->pool, vectors), 0);
     json_object_set_new(result, "structuredContent",
-                        json_pack("{s:s, s:I, s:o}", "model", strchr(model, '/') + 1,
-                                  "dimensions",
+                        json_pack("{s:s, s:I, s:o}", "model", strchr(model, '/') + 1, "dimensions",
                                   (json_int_t)json_array_size(json_array_get(vectors, 0)),
                                   "embeddings", vectors));
     return result;
@@ -400,21 +416,19 @@ static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
             if (!(apr_isalnum(*s) || *s == '-' || *s == '_' || *s == '='))
                 return gmcp_text_result("invalid page_token", 1);
     path = apr_psprintf(c->pool, "/v1beta/models?pageSize=%d%s%s",
-                        size > 0 && size <= 1000 ? (int)size : 50,
-                        token ? "&pageToken=" : "", token ? token : "");
+                        size > 0 && size <= 1000 ? (int)size : 50, token ? "&pageToken=" : "",
+                        token ? token : "");
     if (gmcp_gemini_call(g, "GET", path, NULL, &resp, &err) != APR_SUCCESS)
         return gmcp_tool_error_result(c, &err);
     models = json_array();
-    json_array_foreach(json_object_get(resp, "models"), i, m) {
-        json_t *o = json_pack("{s:s?, s:s?, s:s?, s:I, s:I, s:O?}",
-                              "name", gmcp_json_str(m, "name"),
-                              "display_name", gmcp_json_str(m, "displayName"),
-                              "description", gmcp_json_str(m, "description"),
-                              "input_token_limit",
-                              json_integer_value(json_object_get(m, "inputTokenLimit")),
-                              "output_token_limit",
-                              json_integer_value(json_object_get(m, "outputTokenLimit")),
-                              "methods", json_object_get(m, "supportedGenerationMethods"));
+    json_array_foreach(json_object_get(resp, "models"), i, m)
+    {
+        json_t *o = json_pack(
+            "{s:s?, s:s?, s:s?, s:I, s:I, s:O?}", "name", gmcp_json_str(m, "name"), "display_name",
+            gmcp_json_str(m, "displayName"), "description", gmcp_json_str(m, "description"),
+            "input_token_limit", json_integer_value(json_object_get(m, "inputTokenLimit")),
+            "output_token_limit", json_integer_value(json_object_get(m, "outputTokenLimit")),
+            "methods", json_object_get(m, "supportedGenerationMethods"));
         json_array_append_new(models, o);
     }
     result = json_pack("{s:o}", "models", models);
@@ -431,7 +445,8 @@ static json_t *t_list_models(gmcp_call *c, json_t *args, void *baton)
 
 /* ---- definitions ---------------------------------------------------------------------------- */
 
-#define USAGE_SCHEMA "{\"type\":\"object\",\"properties\":{\"prompt_tokens\":{\"type\":" \
+#define USAGE_SCHEMA                                                    \
+    "{\"type\":\"object\",\"properties\":{\"prompt_tokens\":{\"type\":" \
     "\"integer\"},\"output_tokens\":{\"type\":\"integer\"},\"total_tokens\":{\"type\":\"integer\"}}}"
 
 /* gemini_usage: what the transport knows about the caller's key, as a tool result. */
@@ -439,7 +454,8 @@ static json_t *t_usage(gmcp_call *c, json_t *args, void *baton)
 {
     const char *why = "usage is not available on this transport";
     json_t *rep = c->ops->usage_report ? c->ops->usage_report(c, &why) : NULL;
-    (void)args; (void)baton;
+    (void)args;
+    (void)baton;
     if (!rep) return gmcp_text_result(apr_psprintf(c->pool, "Usage unavailable: %s", why), 1);
     return gmcp_tool_structured(gmcp_text_result(gmcp_json_dump(c->pool, rep), 0), rep);
 }
@@ -486,8 +502,7 @@ static const gmcp_tool TOOLS[] = {
      "\"model\":{\"type\":\"string\"}},\"required\":[\"total_tokens\"]}",
      "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_count_tokens},
     {"gemini_embed", "Embed with Gemini",
-     "Compute embedding vectors for one or more texts (default model "
-     GMCP_GEMINI_EMBED_MODEL ").",
+     "Compute embedding vectors for one or more texts (default model " GMCP_GEMINI_EMBED_MODEL ").",
      "{\"type\":\"object\",\"properties\":{\"texts\":{\"type\":\"array\",\"items\":{\"type\":"
      "\"string\"},\"minItems\":1,\"maxItems\":100},\"model\":{\"type\":\"string\"},"
      "\"task_type\":{\"type\":\"string\",\"enum\":[\"RETRIEVAL_QUERY\",\"RETRIEVAL_DOCUMENT\","
@@ -515,33 +530,32 @@ static const gmcp_tool TOOLS[] = {
      "\"limits\":{\"type\":\"object\"},\"usage\":{\"type\":\"object\"},\"quota\":"
      "{\"type\":\"object\"}},\"required\":[\"key_id\",\"limits\",\"usage\"]}",
      "{\"readOnlyHint\":true,\"openWorldHint\":false}", 0, t_usage},
-    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
-};
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
 
 static json_t *r_model(gmcp_call *c, const char *uri, json_t *vars, void *baton)
 {
     const gmcp_gemini_conf *conf = baton;
-    const char *model = gmcp_gemini_model_path(c->pool,
-                                               json_string_value(json_object_get(vars, "model")));
+    const char *model =
+        gmcp_gemini_model_path(c->pool, json_string_value(json_object_get(vars, "model")));
     json_t *result = NULL, *resp = NULL, *out;
     gmcp_gemini *g = model ? gmcp_tool_client(c, conf, &result) : NULL;
     gmcp_gemini_error err;
     json_decref(result);
-    if (!g || gmcp_gemini_call(g, "GET", apr_pstrcat(c->pool, "/v1beta/", model, NULL), NULL,
-                               &resp, &err) != APR_SUCCESS)
-        return NULL;      /* unknown model (or Gemini unreachable): not found */
-    out = json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType",
-                    "application/json", "text", gmcp_json_dump(c->pool, resp));
+    if (!g
+        || gmcp_gemini_call(g, "GET", apr_pstrcat(c->pool, "/v1beta/", model, NULL), NULL, &resp,
+                            &err)
+            != APR_SUCCESS)
+        return NULL; /* unknown model (or Gemini unreachable): not found */
+    out = json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType", "application/json",
+                    "text", gmcp_json_dump(c->pool, resp));
     json_decref(resp);
     return out;
 }
 
 static const gmcp_resource_template TEMPLATES[] = {
     {"gemini://models/{model}", "Gemini model", NULL,
-     "A Gemini model's details: limits, supported methods, defaults", "application/json",
-     r_model},
-    {NULL, NULL, NULL, NULL, NULL, NULL}
-};
+     "A Gemini model's details: limits, supported methods, defaults", "application/json", r_model},
+    {NULL, NULL, NULL, NULL, NULL, NULL}};
 
 const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf *conf)
 {

@@ -9,17 +9,17 @@
 #include "gmcp_provider.h"
 
 typedef struct {
-    const char *base_url;          /* no trailing slash */
-    const char *api_key;           /* NULL: not configured (tools say so) */
+    const char *base_url; /* no trailing slash */
+    const char *api_key;  /* NULL: not configured (tools say so) */
     const char *default_model;
-    apr_interval_time_t timeout;   /* per attempt */
+    apr_interval_time_t timeout; /* per attempt */
     apr_interval_time_t connect_timeout;
     int max_retries;
-    gmcp_http *(*http)(void);      /* this thread's reusable handle (gmcp_http_for_thread) */
-    apr_int64_t chat_idle;         /* seconds before an unused chat session expires */
-    gmcp_breaker *breaker;         /* shared by every child process */
-    const char *upload_dir;        /* GeminiMCPUploadDir: finished uploads to relay */
-    apr_int64_t files_chunk;       /* relay chunk size (0: 8 MiB, as the SDKs) */
+    gmcp_http *(*http)(void); /* this thread's reusable handle (gmcp_http_for_thread) */
+    apr_int64_t chat_idle;    /* seconds before an unused chat session expires */
+    gmcp_breaker *breaker;    /* shared by every child process */
+    const char *upload_dir;   /* GeminiMCPUploadDir: finished uploads to relay */
+    apr_int64_t files_chunk;  /* relay chunk size (0: 8 MiB, as the SDKs) */
 } gmcp_gemini_conf;
 
 /* The provider ("gemini"): gemini_generate, gemini_count_tokens, gemini_embed,
@@ -30,8 +30,7 @@ const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf 
 #include "gmcp_gemini.h"
 gmcp_gemini *gmcp_tool_client(gmcp_call *c, const gmcp_gemini_conf *conf, json_t **result);
 json_t *gmcp_tool_error_result(gmcp_call *c, const gmcp_gemini_error *e);
-const char *gmcp_tool_model(gmcp_call *c, json_t *args, const char *fallback,
-                            json_t **result);
+const char *gmcp_tool_model(gmcp_call *c, json_t *args, const char *fallback, json_t **result);
 json_t *gmcp_tool_generation_config(json_t *args);
 const char *gmcp_tool_file_uri(gmcp_call *c, const gmcp_gemini_conf *conf, const char *ref);
 /* [{text}, {fileData}...] for a user turn; NULL with *result set for a bad reference. */
@@ -45,8 +44,8 @@ json_t *gmcp_tool_structured(json_t *result, json_t *sc);
 /* generateContent, or the SSE stream when the call has a progress token (each chunk
  * forwarded as progress). Returns the tool result; on success *final is the last
  * response (new ref: usage, finish reason) and *text the whole answer. */
-json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model,
-                               const char *req, json_t **final, const char **text);
+json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model, const char *req,
+                               json_t **final, const char **text);
 
 extern const gmcp_tool gmcp_chat_tools[];
 extern const gmcp_tool gmcp_file_tools[];

@@ -17,9 +17,9 @@ apr_status_t gmcp_upload_spool_continue(apr_pool_t *p, const char *path, apr_int
     apr_status_t rv;
     *f = NULL;
     *lost = 0;
-    rv = apr_file_open(f, path, APR_FOPEN_WRITE | APR_FOPEN_BINARY
-                       | (offset ? 0 : APR_FOPEN_CREATE),
-                       APR_FPROT_UREAD | APR_FPROT_UWRITE, p);
+    rv =
+        apr_file_open(f, path, APR_FOPEN_WRITE | APR_FOPEN_BINARY | (offset ? 0 : APR_FOPEN_CREATE),
+                      APR_FPROT_UREAD | APR_FPROT_UWRITE, p);
     if (rv != APR_SUCCESS) {
         *f = NULL;
         *lost = APR_STATUS_IS_ENOENT(rv);
@@ -46,8 +46,7 @@ gmcp_sha256 *gmcp_upload_resume_hash(apr_pool_t *p, const char *path, const gmcp
     apr_int64_t left = x->offset;
     char *buf;
     *reread = 0;
-    if (x->sha_state && gmcp_sha256_load(h, x->sha_state) == 0
-        && gmcp_sha256_bytes(h) == x->offset)
+    if (x->sha_state && gmcp_sha256_load(h, x->sha_state) == 0 && gmcp_sha256_bytes(h) == x->offset)
         return h;
     h = gmcp_sha256_make(p);
     if (!left) return h;
@@ -83,9 +82,8 @@ static apr_status_t free_digest(void *ck)
     return APR_SUCCESS;
 }
 
-void gmcp_body_start(gmcp_upload_body *b, apr_pool_t *p, const gmcp_upload *x,
-                     apr_int64_t room, const char *algo, gmcp_spool_writer *w,
-                     gmcp_receipt *rc)
+void gmcp_body_start(gmcp_upload_body *b, apr_pool_t *p, const gmcp_upload *x, apr_int64_t room,
+                     const char *algo, gmcp_spool_writer *w, gmcp_receipt *rc)
 {
     memset(b, 0, sizeof(*b));
     b->pool = p;
@@ -97,8 +95,11 @@ void gmcp_body_start(gmcp_upload_body *b, apr_pool_t *p, const gmcp_upload *x,
     if ((b->algo = algo)) {
         b->ck = EVP_MD_CTX_new();
         apr_pool_cleanup_register(p, b->ck, free_digest, apr_pool_cleanup_null);
-        EVP_DigestInit_ex(b->ck, !strcmp(algo, "sha256") ? EVP_sha256()
-                                 : !strcmp(algo, "sha1") ? EVP_sha1() : EVP_md5(), NULL);
+        EVP_DigestInit_ex(b->ck,
+                          !strcmp(algo, "sha256")     ? EVP_sha256()
+                              : !strcmp(algo, "sha1") ? EVP_sha1()
+                                                      : EVP_md5(),
+                          NULL);
     }
 }
 
@@ -111,8 +112,7 @@ static void sniff(gmcp_upload_body *b)
 /* The first bytes kept for sniffing, sniffed once the window is full; 1 on a conflict. */
 static int keep_head(gmcp_upload_body *b, const char *data, apr_size_t len)
 {
-    apr_size_t take = len < GMCP_SNIFF_BYTES - b->head_len ? len
-                                                           : GMCP_SNIFF_BYTES - b->head_len;
+    apr_size_t take = len < GMCP_SNIFF_BYTES - b->head_len ? len : GMCP_SNIFF_BYTES - b->head_len;
     memcpy(b->head + b->head_len, data, take);
     b->head_len += take;
     if (b->head_len == GMCP_SNIFF_BYTES) sniff(b);
@@ -139,8 +139,8 @@ apr_status_t gmcp_body_take(gmcp_upload_body *b, const char *data, apr_size_t le
 void gmcp_body_ended(gmcp_upload_body *b)
 {
     const gmcp_receipt *rc = b->rc;
-    if (b->head && b->head_len && b->head_len < GMCP_SNIFF_BYTES && !rc->sniffed
-        && !rc->aborted && !rc->too_big && !rc->io_error)
+    if (b->head && b->head_len && b->head_len < GMCP_SNIFF_BYTES && !rc->sniffed && !rc->aborted
+        && !rc->too_big && !rc->io_error)
         sniff(b);
 }
 
@@ -158,8 +158,8 @@ void gmcp_body_verify(gmcp_upload_body *b, const unsigned char *want, apr_size_t
     EVP_DigestFinal_ex(b->ck, got, &got_len);
     apr_pool_cleanup_run(b->pool, b->ck, free_digest);
     b->ck = NULL;
-    rc->mismatch = !rc->aborted && !rc->too_big
-                   && (got_len != want_len || memcmp(got, want, got_len) != 0);
+    rc->mismatch =
+        !rc->aborted && !rc->too_big && (got_len != want_len || memcmp(got, want, got_len) != 0);
 }
 
 gmcp_body_fate gmcp_body_outcome(const gmcp_upload_body *b)

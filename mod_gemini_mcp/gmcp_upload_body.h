@@ -37,14 +37,14 @@ apr_int64_t gmcp_upload_room(apr_int64_t length, apr_int64_t offset, apr_int64_t
 
 /* What one request did to an upload. */
 typedef struct {
-    apr_int64_t got;        /* bytes of this request written */
-    apr_int64_t committed;  /* of those, recorded in SQL */
+    apr_int64_t got;       /* bytes of this request written */
+    apr_int64_t committed; /* of those, recorded in SQL */
     int too_big, aborted, io_error;
-    int lost;               /* the spool file holds fewer bytes than the recorded offset */
-    apr_status_t disk_rv;   /* the spool file's open, write or sync error, or 0 */
-    const char *sniffed;    /* media type of the first bytes (offset 0 only) */
-    int conflict;           /* ...contradicting the declared filetype */
-    int mismatch;           /* the body differs from its Upload-Checksum */
+    int lost;             /* the spool file holds fewer bytes than the recorded offset */
+    apr_status_t disk_rv; /* the spool file's open, write or sync error, or 0 */
+    const char *sniffed;  /* media type of the first bytes (offset 0 only) */
+    int conflict;         /* ...contradicting the declared filetype */
+    int mismatch;         /* the body differs from its Upload-Checksum */
 } gmcp_receipt;
 
 struct evp_md_ctx_st;
@@ -53,20 +53,19 @@ typedef struct {
     apr_pool_t *pool;
     gmcp_spool_writer *w;
     gmcp_receipt *rc;
-    apr_int64_t room;           /* at most this many bytes may come */
-    const char *filetype;       /* as declared in Upload-Metadata, or "" */
-    const char *algo;           /* Upload-Checksum's algorithm, or NULL */
-    struct evp_md_ctx_st *ck;   /* ...its digest of the body so far */
-    char *head;                 /* the first bytes (offset 0 only), until sniffed */
+    apr_int64_t room;         /* at most this many bytes may come */
+    const char *filetype;     /* as declared in Upload-Metadata, or "" */
+    const char *algo;         /* Upload-Checksum's algorithm, or NULL */
+    struct evp_md_ctx_st *ck; /* ...its digest of the body so far */
+    char *head;               /* the first bytes (offset 0 only), until sniffed */
     apr_size_t head_len;
 } gmcp_upload_body;
 
 /* Start a body at x's offset that writes through w into the receipt rc (which may
  * already hold what came before); the digest of `algo` (sha256, sha1, md5, or NULL for
  * none) is freed with p or by gmcp_body_verify. */
-void gmcp_body_start(gmcp_upload_body *b, apr_pool_t *p, const gmcp_upload *x,
-                     apr_int64_t room, const char *algo, gmcp_spool_writer *w,
-                     gmcp_receipt *rc);
+void gmcp_body_start(gmcp_upload_body *b, apr_pool_t *p, const gmcp_upload *x, apr_int64_t room,
+                     const char *algo, gmcp_spool_writer *w, gmcp_receipt *rc);
 /* One piece of the body: APR_SUCCESS; otherwise the body stops here, and the receipt says
  * why: APR_EINVAL when it is too big (rc->too_big) or its first bytes contradict the
  * filetype (rc->conflict), or the spool writer's error (rc->io_error, rc->disk_rv). */
@@ -82,10 +81,10 @@ void gmcp_body_verify(gmcp_upload_body *b, const unsigned char *want, apr_size_t
 /* What becomes of the bytes written, once the body ended and was verified (an outcome
  * the caller acts on, not a status). */
 typedef enum {
-    GMCP_BODY_KEEP = 0,         /* nothing more to record */
-    GMCP_BODY_COMMIT = 1,       /* bytes past the last durable point: finish and record */
-    GMCP_BODY_DISCARD = 2,      /* the whole chunk goes: too big, wrong type or checksum */
-    GMCP_BODY_FAILED = 3        /* the spool file or the store failed */
+    GMCP_BODY_KEEP = 0,    /* nothing more to record */
+    GMCP_BODY_COMMIT = 1,  /* bytes past the last durable point: finish and record */
+    GMCP_BODY_DISCARD = 2, /* the whole chunk goes: too big, wrong type or checksum */
+    GMCP_BODY_FAILED = 3   /* the spool file or the store failed */
 } gmcp_body_fate;
 gmcp_body_fate gmcp_body_outcome(const gmcp_upload_body *b);
 

@@ -11,8 +11,7 @@
 #define COPY_BLOCK 65536
 
 gmcp_final_result gmcp_concat_plan_make(gmcp_db *db, apr_pool_t *p, const char *owner,
-                                        const char *header, apr_int64_t max,
-                                        gmcp_concat_plan *out)
+                                        const char *header, apr_int64_t max, gmcp_concat_plan *out)
 {
     apr_array_header_t *urls = gmcp_tus_concat_parse(p, header);
     int i;
@@ -87,14 +86,16 @@ gmcp_final_result gmcp_concat_copy_parts(apr_pool_t *p, const char *dir,
     gmcp_final_result fate = GMCP_FINAL_OK;
     int i;
     memset(res, 0, sizeof(*res));
-    if ((fs = apr_file_open(&out, out_path, APR_FOPEN_WRITE | APR_FOPEN_CREATE
-                            | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
-                            APR_FPROT_UREAD | APR_FPROT_UWRITE, p)) != APR_SUCCESS)
+    if ((fs = apr_file_open(&out, out_path,
+                            APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE
+                                | APR_FOPEN_BINARY,
+                            APR_FPROT_UREAD | APR_FPROT_UWRITE, p))
+        != APR_SUCCESS)
         return disk_error(res, out_path, fs);
     for (i = 0; fate == GMCP_FINAL_OK && i < plan->parts->nelts; i++)
-        fate = copy_part(p, gmcp_upload_spool_path(p, dir, APR_ARRAY_IDX(plan->parts, i,
-                                                                         gmcp_upload).id),
-                         out, out_path, filetype, h, buf, res);
+        fate = copy_part(
+            p, gmcp_upload_spool_path(p, dir, APR_ARRAY_IDX(plan->parts, i, gmcp_upload).id), out,
+            out_path, filetype, h, buf, res);
     if (fate == GMCP_FINAL_OK && (fs = apr_file_datasync(out)) != APR_SUCCESS)
         fate = disk_error(res, out_path, fs);
     apr_file_close(out);

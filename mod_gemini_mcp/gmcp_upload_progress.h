@@ -13,7 +13,7 @@
 
 /* Samples of one phase (a ring); zeroed before the first report. */
 typedef struct {
-    apr_int64_t bytes[GMCP_RATE_SAMPLES], at[GMCP_RATE_SAMPLES];   /* at: ms */
+    apr_int64_t bytes[GMCP_RATE_SAMPLES], at[GMCP_RATE_SAMPLES]; /* at: ms */
     int n, first;
     char phase[16];
 } gmcp_rate_window;
@@ -26,7 +26,6 @@ const char *gmcp_upload_phase(const gmcp_upload *x, apr_int64_t now);
 /* Nothing follows this phase (active, failed, terminated, expired): a stream ends. */
 int gmcp_upload_phase_final(const char *phase);
 /* The report at now_ms (ms since the epoch), the row's sample added to w. */
-json_t *gmcp_upload_progress_json(const gmcp_upload *x, gmcp_rate_window *w,
-                                  apr_int64_t now_ms);
+json_t *gmcp_upload_progress_json(const gmcp_upload *x, gmcp_rate_window *w, apr_int64_t now_ms);
 
 #endif

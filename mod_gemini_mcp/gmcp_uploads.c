@@ -10,9 +10,10 @@
 #include <apr_base64.h>
 #include <apr_strings.h>
 
-#define UPLOAD_ID_BYTES 16      /* 22 characters of base64url (gmcp_upload_id_ok) */
+#define UPLOAD_ID_BYTES 16 /* 22 characters of base64url (gmcp_upload_id_ok) */
 
-#define INSERT_COLS "id, owner, key_id, length, upload_offset, metadata, filename, " \
+#define INSERT_COLS                                                  \
+    "id, owner, key_id, length, upload_offset, metadata, filename, " \
     "filetype, concat, parts, sha256, state, created, expires, completed"
 #define UPLOAD_COLS INSERT_COLS ", sha_state, phase, progress, progress_at, detail, sniffed"
 
@@ -54,36 +55,47 @@ const gmcp_stmt gmcp_upload_stmts[] = {
     {"gmcp_upload_spool_used",
      "SELECT COALESCE(SUM(CASE WHEN length >= 0 THEN length ELSE upload_offset END), 0) "
      "FROM uploads WHERE owner = %s AND state <> 'terminated' AND expires >= %lld"},
-    {NULL, NULL}
-};
+    {NULL, NULL}};
 
 static const char *I(apr_pool_t *p, apr_int64_t v) { return gmcp_i64_str(p, v); }
 
 static void fill(const char **r, gmcp_upload *u)
 {
-    u->id = r[0]; u->owner = r[1]; u->key_id = r[2];
-    u->length = apr_atoi64(r[3]); u->offset = apr_atoi64(r[4]);
-    u->metadata = r[5]; u->filename = r[6]; u->filetype = r[7]; u->concat = r[8];
-    u->parts = r[9]; u->sha256 = r[10]; u->state = r[11];
-    u->created = apr_atoi64(r[12]); u->expires = apr_atoi64(r[13]);
+    u->id = r[0];
+    u->owner = r[1];
+    u->key_id = r[2];
+    u->length = apr_atoi64(r[3]);
+    u->offset = apr_atoi64(r[4]);
+    u->metadata = r[5];
+    u->filename = r[6];
+    u->filetype = r[7];
+    u->concat = r[8];
+    u->parts = r[9];
+    u->sha256 = r[10];
+    u->state = r[11];
+    u->created = apr_atoi64(r[12]);
+    u->expires = apr_atoi64(r[13]);
     u->completed = apr_atoi64(r[14]);
-    u->sha_state = r[15]; u->phase = r[16];
-    u->progress = apr_atoi64(r[17]); u->progress_at = apr_atoi64(r[18]);
-    u->detail = r[19]; u->sniffed = r[20];
+    u->sha_state = r[15];
+    u->phase = r[16];
+    u->progress = apr_atoi64(r[17]);
+    u->progress_at = apr_atoi64(r[18]);
+    u->detail = r[19];
+    u->sniffed = r[20];
 }
 
 apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
 {
     apr_pool_t *p = db->pool;
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_upload_insert", &n, GMCP_ARGS(u->id, u->owner, u->key_id,
-                        I(p, u->length), I(p, u->offset), u->metadata, u->filename,
-                        u->filetype, u->concat, u->parts, u->sha256, u->state,
-                        I(p, u->created), I(p, u->expires), I(p, u->completed)));
+    return gmcp_db_exec(db, "gmcp_upload_insert", &n,
+                        GMCP_ARGS(u->id, u->owner, u->key_id, I(p, u->length), I(p, u->offset),
+                                  u->metadata, u->filename, u->filetype, u->concat, u->parts,
+                                  u->sha256, u->state, I(p, u->created), I(p, u->expires),
+                                  I(p, u->completed)));
 }
 
-apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner,
-                             gmcp_upload *out)
+apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out)
 {
     gmcp_rows rs;
     apr_status_t rv = gmcp_db_select(db, "gmcp_upload_select", &rs, GMCP_ARGS(id));
@@ -98,24 +110,22 @@ apr_status_t gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t
 {
     gmcp_rows rs;
     int i;
-    apr_status_t rv = owner
-        ? gmcp_db_select(db, "gmcp_upload_list_owner", &rs, GMCP_ARGS(owner))
-        : gmcp_db_select(db, "gmcp_upload_list_all", &rs, 0, NULL);
+    apr_status_t rv = owner ? gmcp_db_select(db, "gmcp_upload_list_owner", &rs, GMCP_ARGS(owner))
+                            : gmcp_db_select(db, "gmcp_upload_list_all", &rs, 0, NULL);
     if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
     for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
     return APR_SUCCESS;
 }
 
-apr_status_t gmcp_upload_lock(gmcp_db *db, const char *id, const char *token,
-                              apr_int64_t seconds)
+apr_status_t gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t seconds)
 {
     apr_int64_t now = gmcp_now_sec();
     const char *holder = NULL;
     int n = 0;
-    apr_status_t rv = gmcp_db_exec(db, "gmcp_upload_lock", &n,
-                                   GMCP_ARGS(token, I(db->pool, now + seconds), id,
-                                             I(db->pool, now), token));
+    apr_status_t rv =
+        gmcp_db_exec(db, "gmcp_upload_lock", &n,
+                     GMCP_ARGS(token, I(db->pool, now + seconds), id, I(db->pool, now), token));
     if (rv != APR_SUCCESS) return rv;
     if (n == 1) return APR_SUCCESS;
     /* Held: by a PATCH whose process died on this host (httpd killed mid-PATCH), the
@@ -141,9 +151,9 @@ apr_status_t gmcp_upload_steal(gmcp_db *db, const char *id, const char *old_toke
                                const char *token, apr_int64_t seconds)
 {
     int n = 0;
-    apr_status_t rv = gmcp_db_exec(db, "gmcp_upload_steal", &n,
-                                   GMCP_ARGS(token, I(db->pool, gmcp_now_sec() + seconds), id,
-                                             old_token));
+    apr_status_t rv =
+        gmcp_db_exec(db, "gmcp_upload_steal", &n,
+                     GMCP_ARGS(token, I(db->pool, gmcp_now_sec() + seconds), id, old_token));
     if (rv != APR_SUCCESS) return rv;
     return n == 1 ? APR_SUCCESS : APR_EBUSY;
 }
@@ -174,9 +184,8 @@ gmcp_upload_lease_result gmcp_upload_lease(gmcp_db *db, const char *id, const ch
     return GMCP_LEASE_MOVED;
 }
 
-apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token,
-                                 apr_int64_t offset, apr_int64_t length, apr_int64_t expires,
-                                 const char *sha_state)
+apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
+                                 apr_int64_t length, apr_int64_t expires, const char *sha_state)
 {
     int n = 0;
     apr_status_t rv = gmcp_db_exec(db, "gmcp_upload_advance", &n,
@@ -190,19 +199,20 @@ apr_status_t gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t lengt
                                   const char *sha256, apr_int64_t now, apr_int64_t expires)
 {
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_upload_complete", &n, GMCP_ARGS(I(db->pool, length),
-                        I(db->pool, length), sha256, I(db->pool, now), I(db->pool, expires),
-                        I(db->pool, length), I(db->pool, apr_time_as_msec(apr_time_now())),
-                        id));
+    return gmcp_db_exec(db, "gmcp_upload_complete", &n,
+                        GMCP_ARGS(I(db->pool, length), I(db->pool, length), sha256,
+                                  I(db->pool, now), I(db->pool, expires), I(db->pool, length),
+                                  I(db->pool, apr_time_as_msec(apr_time_now())), id));
 }
 
 apr_status_t gmcp_upload_set_phase(gmcp_db *db, const char *id, const char *phase,
                                    apr_int64_t progress, const char *detail)
 {
     int n = 0;
-    return gmcp_db_exec(db, "gmcp_upload_progress", &n, GMCP_ARGS(phase, I(db->pool, progress),
-                        I(db->pool, apr_time_as_msec(apr_time_now())), detail ? detail : "",
-                        id));
+    return gmcp_db_exec(db, "gmcp_upload_progress", &n,
+                        GMCP_ARGS(phase, I(db->pool, progress),
+                                  I(db->pool, apr_time_as_msec(apr_time_now())),
+                                  detail ? detail : "", id));
 }
 
 apr_status_t gmcp_upload_set_sniffed(gmcp_db *db, const char *id, const char *mime)
@@ -223,8 +233,7 @@ apr_status_t gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_
 {
     gmcp_rows rs;
     int i;
-    apr_status_t rv = gmcp_db_select(db, "gmcp_upload_expired", &rs,
-                                     GMCP_ARGS(I(db->pool, now)));
+    apr_status_t rv = gmcp_db_select(db, "gmcp_upload_expired", &rs, GMCP_ARGS(I(db->pool, now)));
     if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
     for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
@@ -234,12 +243,14 @@ apr_status_t gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_
 apr_status_t gmcp_upload_spool_used(gmcp_db *db, const char *owner, apr_int64_t *bytes)
 {
     gmcp_rows rs;
-    apr_status_t rv = gmcp_db_select(db, "gmcp_upload_spool_used", &rs,
-                                     GMCP_ARGS(owner, gmcp_now_str(db->pool)));
+    apr_status_t rv =
+        gmcp_db_select(db, "gmcp_upload_spool_used", &rs, GMCP_ARGS(owner, gmcp_now_str(db->pool)));
     if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts != 1) {
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210", "statement "
-                  "gmcp_upload_spool_used returned %d rows, not 1", rs.rows->nelts);
+        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0210",
+                  "statement "
+                  "gmcp_upload_spool_used returned %d rows, not 1",
+                  rs.rows->nelts);
         return GMCP_EDB;
     }
     *bytes = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
@@ -254,12 +265,11 @@ apr_status_t gmcp_upload_delete(gmcp_db *db, const char *id)
 
 json_t *gmcp_upload_json(const gmcp_upload *u)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:I, s:I}",
-                          "upload_id", u->id, "owner", u->owner, "state", u->state,
-                          "offset", (json_int_t)u->offset, "length", (json_int_t)u->length,
-                          "filename", u->filename, "filetype", u->filetype,
-                          "concat", u->concat, "created", (json_int_t)u->created,
-                          "expires", (json_int_t)u->expires);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:I, s:I}", "upload_id", u->id, "owner",
+                  u->owner, "state", u->state, "offset", (json_int_t)u->offset, "length",
+                  (json_int_t)u->length, "filename", u->filename, "filetype", u->filetype, "concat",
+                  u->concat, "created", (json_int_t)u->created, "expires", (json_int_t)u->expires);
     if (*u->sha256) json_object_set_new(o, "sha256", json_string(u->sha256));
     if (u->phase) json_object_set_new(o, "phase", json_string(u->phase));
     if (u->sniffed && *u->sniffed) json_object_set_new(o, "sniffed_type", json_string(u->sniffed));
@@ -320,8 +330,8 @@ static char *b64_decode(apr_pool_t *p, const char *s, apr_size_t *len)
     if (n % 4) return NULL;
     for (i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-              || c == '+' || c == '/' || (c == '=' && i >= n - 2)))
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+'
+              || c == '/' || (c == '=' && i >= n - 2)))
             return NULL;
         if (c == '=' && i == n - 2 && s[n - 1] != '=') return NULL;
     }
@@ -345,8 +355,10 @@ apr_status_t gmcp_tus_metadata(apr_pool_t *p, const char *header, apr_table_t **
         if (sp) {
             *sp = '\0';
             if (!(val = b64_decode(p, sp + 1, &len)) || memchr(val, '\0', len)) {
-                *why = apr_psprintf(p, "Upload-Metadata: the value of '%s' is not valid "
-                                    "base64 text", key);
+                *why = apr_psprintf(p,
+                                    "Upload-Metadata: the value of '%s' is not valid "
+                                    "base64 text",
+                                    key);
                 return APR_EINVAL;
             }
         }
@@ -386,10 +398,14 @@ apr_status_t gmcp_tus_checksum(apr_pool_t *p, const char *header, const char **a
     apr_size_t want;
     if (!sp || sp == header) return APR_EINVAL;
     *algo = apr_pstrndup(p, header, (apr_size_t)(sp - header));
-    if (!strcmp(*algo, "sha256")) want = 32;
-    else if (!strcmp(*algo, "sha1")) want = 20;
-    else if (!strcmp(*algo, "md5")) want = 16;
-    else return APR_ENOTIMPL;
+    if (!strcmp(*algo, "sha256"))
+        want = 32;
+    else if (!strcmp(*algo, "sha1"))
+        want = 20;
+    else if (!strcmp(*algo, "md5"))
+        want = 16;
+    else
+        return APR_ENOTIMPL;
     if (!(*digest = (unsigned char *)b64_decode(p, sp + 1, len)) || *len != want) return APR_EINVAL;
     return APR_SUCCESS;
 }

@@ -11,47 +11,45 @@
 #include <jansson.h>
 #include "gmcp_db.h"
 
-#define GMCP_UPLOAD_RECEIVING  "receiving"
-#define GMCP_UPLOAD_COMPLETE   "complete"
+#define GMCP_UPLOAD_RECEIVING "receiving"
+#define GMCP_UPLOAD_COMPLETE "complete"
 #define GMCP_UPLOAD_TERMINATED "terminated"
 
 typedef struct {
     const char *id, *owner, *key_id;
-    apr_int64_t length;          /* -1: deferred */
+    apr_int64_t length; /* -1: deferred */
     apr_int64_t offset;
     const char *metadata, *filename, *filetype, *concat, *parts, *sha256, *state;
     apr_int64_t created, expires, completed;
     /* Read-only here (set by the statements below): */
-    const char *sha_state;       /* running SHA-256 at `offset` (gmcp_sha256_save), or "" */
-    const char *phase;           /* receiving, received, relaying, processing, active, failed */
-    apr_int64_t progress;        /* bytes of the phase so far */
-    apr_int64_t progress_at;     /* when progress was written, ms since the epoch */
-    const char *detail;          /* why it failed */
-    const char *sniffed;         /* media type found in the first bytes, or "" */
+    const char *sha_state;   /* running SHA-256 at `offset` (gmcp_sha256_save), or "" */
+    const char *phase;       /* receiving, received, relaying, processing, active, failed */
+    apr_int64_t progress;    /* bytes of the phase so far */
+    apr_int64_t progress_at; /* when progress was written, ms since the epoch */
+    const char *detail;      /* why it failed */
+    const char *sniffed;     /* media type found in the first bytes, or "" */
 } gmcp_upload;
 
 /* Upload phases (the `phase` column), for the progress stream. */
-#define GMCP_PHASE_RECEIVING  "receiving"
-#define GMCP_PHASE_RECEIVED   "received"
-#define GMCP_PHASE_RELAYING   "relaying"
+#define GMCP_PHASE_RECEIVING "receiving"
+#define GMCP_PHASE_RECEIVED "received"
+#define GMCP_PHASE_RELAYING "relaying"
 #define GMCP_PHASE_PROCESSING "processing"
-#define GMCP_PHASE_ACTIVE     "active"
-#define GMCP_PHASE_FAILED     "failed"
+#define GMCP_PHASE_ACTIVE "active"
+#define GMCP_PHASE_FAILED "failed"
 
 /* The rows. Each returns APR_SUCCESS, or GMCP_EDB when the store failed (gmcp_db logged
  * it); those that look a row up also APR_ENOENT when there is none (for the owner). */
 apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u);
 /* owner NULL: any owner (gmcpctl). */
-apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner,
-                             gmcp_upload *out);
+apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out);
 apr_status_t gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out);
 
 /* The PATCH lease: one writer at a time per upload. APR_SUCCESS when it is ours (the
  * holder renews it by locking again with its token), APR_EBUSY when another request
  * holds it (or there is no such row), GMCP_EDB. The token comes from gmcp_lease_token();
  * a lease whose holder died on this host is taken over at once. */
-apr_status_t gmcp_upload_lock(gmcp_db *db, const char *id, const char *token,
-                              apr_int64_t seconds);
+apr_status_t gmcp_upload_lock(gmcp_db *db, const char *id, const char *token, apr_int64_t seconds);
 apr_status_t gmcp_upload_unlock(gmcp_db *db, const char *id, const char *token);
 /* Who holds the lease ("" when nobody: APR_SUCCESS; APR_ENOENT without the row), and
  * taking it over from a holder known to be dead, only while it still holds it:
@@ -77,9 +75,8 @@ gmcp_upload_lease_result gmcp_upload_lease(gmcp_db *db, const char *id, const ch
 /* Record bytes now on disk (only while `token` holds the lease) with the running
  * SHA-256 at that offset; a deferred length may be set (-1 keeps it); expires slides.
  * APR_ENOENT when the lease was lost. */
-apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token,
-                                 apr_int64_t offset, apr_int64_t length, apr_int64_t expires,
-                                 const char *sha_state);
+apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
+                                 apr_int64_t length, apr_int64_t expires, const char *sha_state);
 /* Complete (phase "received"): the spool file is kept (for relays) until `expires`. */
 apr_status_t gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
                                   const char *sha256, apr_int64_t now, apr_int64_t expires);

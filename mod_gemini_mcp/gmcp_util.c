@@ -11,8 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-static const char B64URL[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 const char *gmcp_b64url_encode(apr_pool_t *p, const unsigned char *d, apr_size_t len)
 {
@@ -106,15 +105,9 @@ const char *gmcp_i64_str(apr_pool_t *p, apr_int64_t v)
     return apr_psprintf(p, "%" APR_INT64_T_FMT, v);
 }
 
-apr_int64_t gmcp_now_sec(void)
-{
-    return (apr_int64_t)apr_time_sec(apr_time_now());
-}
+apr_int64_t gmcp_now_sec(void) { return (apr_int64_t)apr_time_sec(apr_time_now()); }
 
-const char *gmcp_now_str(apr_pool_t *p)
-{
-    return gmcp_i64_str(p, gmcp_now_sec());
-}
+const char *gmcp_now_str(apr_pool_t *p) { return gmcp_i64_str(p, gmcp_now_sec()); }
 
 apr_status_t gmcp_parse_u64(const char *s, apr_uint64_t *out)
 {
@@ -137,9 +130,12 @@ apr_status_t gmcp_parse_size(const char *s, apr_uint64_t *out)
     if (!s || !(n = strlen(s)) || n >= sizeof(buf)) return APR_EINVAL;
     memcpy(buf, s, n + 1);
     switch (buf[n - 1]) {
-    case 'k': case 'K': mul = 1024; break;
-    case 'm': case 'M': mul = 1024 * 1024; break;
-    case 'g': case 'G': mul = 1024 * 1024 * 1024; break;
+    case 'k':
+    case 'K': mul = 1024; break;
+    case 'm':
+    case 'M': mul = 1024 * 1024; break;
+    case 'g':
+    case 'G': mul = 1024 * 1024 * 1024; break;
     default: break;
     }
     if (mul != 1) buf[n - 1] = '\0';
@@ -155,11 +151,24 @@ int gmcp_utf8_valid(const char *str, apr_size_t len)
         unsigned char c = *s;
         apr_size_t n;
         unsigned int cp;
-        if (c < 0x80) { s++; continue; }
-        else if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; }
-        else return 0;
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        else if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        }
+        else
+            return 0;
         if ((apr_size_t)(e - s) <= n) return 0;
         for (apr_size_t i = 1; i <= n; i++) {
             if ((s[i] & 0xC0) != 0x80) return 0;
@@ -193,9 +202,7 @@ const char *gmcp_read_secret(apr_pool_t *p, const char *src)
 {
     const char *val = NULL;
     apr_size_t n;
-    if (!strncmp(src, "env:", 4)) {
-        val = getenv(src + 4);
-    }
+    if (!strncmp(src, "env:", 4)) { val = getenv(src + 4); }
     else {
         char *buf = NULL;
         apr_file_t *f;
@@ -208,23 +215,28 @@ const char *gmcp_read_secret(apr_pool_t *p, const char *src)
                       rv, "GMCP0302", "cannot open the secret file %s", src + 5);
         }
         else {
-            if ((rv = apr_file_info_get(&fi, APR_FINFO_SIZE | APR_FINFO_TYPE, f))
-                != APR_SUCCESS)
-                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0303", "cannot stat the "
-                          "secret file %s", src + 5);
+            if ((rv = apr_file_info_get(&fi, APR_FINFO_SIZE | APR_FINFO_TYPE, f)) != APR_SUCCESS)
+                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0303",
+                          "cannot stat the "
+                          "secret file %s",
+                          src + 5);
             else if (fi.filetype != APR_REG)
-                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0305", "the secret file %s "
-                          "is not a regular file", src + 5);
+                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0305",
+                          "the secret file %s "
+                          "is not a regular file",
+                          src + 5);
             else if (fi.size >= 4096)
-                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0305", "the secret file %s "
+                gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0305",
+                          "the secret file %s "
                           "is %" APR_OFF_T_FMT " bytes: secrets are read only up to 4 KiB",
                           src + 5, fi.size);
             else {
                 buf = apr_pcalloc(p, (apr_size_t)fi.size + 1);
-                if ((rv = apr_file_read_full(f, buf, (apr_size_t)fi.size, NULL))
-                    != APR_SUCCESS) {
-                    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0304", "cannot read "
-                              "the secret file %s", src + 5);
+                if ((rv = apr_file_read_full(f, buf, (apr_size_t)fi.size, NULL)) != APR_SUCCESS) {
+                    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, rv, "GMCP0304",
+                              "cannot read "
+                              "the secret file %s",
+                              src + 5);
                     buf = NULL;
                 }
             }

@@ -12,7 +12,7 @@
  * out of range; APR_EEXIST for a duplicate; APR_EBUSY when someone else holds it;
  * APR_TIMEUP for a deadline; OS codes from files and sockets as they came — plus these
  * of its own. A reason in words, where there is one, comes in a `const char **why`. */
-#define GMCP_EDB (APR_OS_START_USERERR + 1)   /* the database failed (gmcp_db logged it) */
+#define GMCP_EDB (APR_OS_START_USERERR + 1) /* the database failed (gmcp_db logged it) */
 /* the database's schema is not one this build can use: older than it needs, newer than
  * its migrations know, or an applied migration differs from its file (gmcp_migrate.h) */
 #define GMCP_ESCHEMA (APR_OS_START_USERERR + 2)

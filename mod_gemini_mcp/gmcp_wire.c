@@ -57,8 +57,8 @@ apr_array_header_t *gmcp_tus_concat_parse(apr_pool_t *p, const char *header)
     return parts;
 }
 
-apr_status_t gmcp_last_event_id_parse(apr_pool_t *p, const char *value,
-                                      const char **stream_id, apr_uint64_t *seq)
+apr_status_t gmcp_last_event_id_parse(apr_pool_t *p, const char *value, const char **stream_id,
+                                      apr_uint64_t *seq)
 {
     const char *dot;
     apr_uint64_t v;

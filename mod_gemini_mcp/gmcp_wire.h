@@ -22,10 +22,10 @@ const char *gmcp_url_last_segment(apr_pool_t *p, const char *url);
 
 /* What an Upload-Concat header asks for. */
 typedef enum {
-    GMCP_CONCAT_INVALID = -1,   /* anything else: a 400 */
-    GMCP_CONCAT_NONE = 0,       /* no header: a plain upload */
-    GMCP_CONCAT_PARTIAL = 1,    /* "partial" */
-    GMCP_CONCAT_FINAL = 2       /* "final;<urls>" */
+    GMCP_CONCAT_INVALID = -1, /* anything else: a 400 */
+    GMCP_CONCAT_NONE = 0,     /* no header: a plain upload */
+    GMCP_CONCAT_PARTIAL = 1,  /* "partial" */
+    GMCP_CONCAT_FINAL = 2     /* "final;<urls>" */
 } gmcp_concat_kind;
 gmcp_concat_kind gmcp_tus_concat_kind(const char *header);
 
@@ -44,7 +44,7 @@ apr_array_header_t *gmcp_tus_concat_parse(apr_pool_t *p, const char *header);
 /* Last-Event-ID "<stream id>.<sequence>": split at the last '.', the sequence a strict
  * non-negative decimal (gmcp_parse_u64). APR_SUCCESS with *stream_id (may be "") and
  * *seq, APR_EINVAL when malformed (also for NULL). */
-apr_status_t gmcp_last_event_id_parse(apr_pool_t *p, const char *value,
-                                      const char **stream_id, apr_uint64_t *seq);
+apr_status_t gmcp_last_event_id_parse(apr_pool_t *p, const char *value, const char **stream_id,
+                                      apr_uint64_t *seq);
 
 #endif

@@ -49,17 +49,20 @@ static int load_state_key(apr_pool_t *p, server_rec *s)
         g_state_key_len = 32;
         g_state_key = apr_palloc(p, g_state_key_len);
         if (RAND_bytes(g_state_key, (int)g_state_key_len) != 1) {
-            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0103)
-                         "gemini_mcp: cannot get random bytes for the state key");
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         GMCP_LOGNO(0103) "gemini_mcp: cannot get random bytes for the state key");
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         return OK;
     }
     val = gmcp_read_secret(p, c->state_secret);
     if (!val || strlen(val) < 16) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0104)
-                     "gemini_mcp: GeminiMCPStateSecret %s is missing, unreadable or shorter "
-                     "than 16 characters", c->state_secret);
+        ap_log_error(
+            APLOG_MARK, APLOG_EMERG, 0, s,
+            GMCP_LOGNO(
+                0104) "gemini_mcp: GeminiMCPStateSecret %s is missing, unreadable or shorter "
+                      "than 16 characters",
+            c->state_secret);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g_state_key = (unsigned char *)apr_pstrdup(p, val);
@@ -85,12 +88,13 @@ static int make_breaker(apr_pool_t *p, server_rec *s)
     apr_shm_t *shm = NULL;
     apr_status_t rv = apr_shm_create(&shm, sizeof(gmcp_breaker_state), NULL, p);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, GMCP_LOGNO(0108)
-                     "gemini_mcp: cannot create shared memory for the circuit breaker");
+        ap_log_error(
+            APLOG_MARK, APLOG_EMERG, rv, s,
+            GMCP_LOGNO(0108) "gemini_mcp: cannot create shared memory for the circuit breaker");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     rv = ap_global_mutex_create(&g_breaker_mutex, NULL, BREAKER_MUTEX, NULL, s, p, 0);
-    if (rv != APR_SUCCESS) return HTTP_INTERNAL_SERVER_ERROR;   /* httpd logged why */
+    if (rv != APR_SUCCESS) return HTTP_INTERNAL_SERVER_ERROR; /* httpd logged why */
     memset(&g_breaker, 0, sizeof(g_breaker));
     g_breaker.st = apr_shm_baseaddr_get(shm);
     memset(g_breaker.st, 0, sizeof(*g_breaker.st));
@@ -117,11 +121,12 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
     g_gemini.upload_dir = c->upload_dir;
     g_gemini.api_key = c->gemini_key ? gmcp_read_secret(p, c->gemini_key) : NULL;
     if (!g_gemini.api_key)
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, GMCP_LOGNO(0105)
-                     "gemini_mcp: no Gemini API key (%s%s): the gemini_* tools will answer "
-                     "that Gemini is not configured", c->gemini_key ? "nothing in " :
-                     "GeminiMCPGeminiKey is not set",
-                     c->gemini_key ? c->gemini_key : "");
+        ap_log_error(
+            APLOG_MARK, APLOG_NOTICE, 0, s,
+            GMCP_LOGNO(0105) "gemini_mcp: no Gemini API key (%s%s): the gemini_* tools will answer "
+                             "that Gemini is not configured",
+            c->gemini_key ? "nothing in " : "GeminiMCPGeminiKey is not set",
+            c->gemini_key ? c->gemini_key : "");
 }
 
 /* The core's failures go to the error log, with the request of the thread when the
@@ -129,12 +134,11 @@ static void load_gemini(apr_pool_t *p, server_rec *s)
 static void elog_print(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
                        const char *tag, const char *msg, void *baton)
 {
-    static const int levels[] = { APLOG_ERR, APLOG_WARNING, APLOG_INFO, APLOG_DEBUG };
+    static const int levels[] = {APLOG_ERR, APLOG_WARNING, APLOG_INFO, APLOG_DEBUG};
     request_rec *r = gmcp_elog_context();
     int lvl = levels[level];
     if (r)
-        ap_log_rerror(file, line, APLOG_MODULE_INDEX, lvl, rv, r, "%s: gemini_mcp: %s",
-                      tag, msg);
+        ap_log_rerror(file, line, APLOG_MODULE_INDEX, lvl, rv, r, "%s: gemini_mcp: %s", tag, msg);
     else
         ap_log_error(file, line, APLOG_MODULE_INDEX, lvl, rv, (server_rec *)baton,
                      "%s: gemini_mcp: %s", tag, msg);
@@ -142,7 +146,7 @@ static void elog_print(const char *file, int line, gmcp_elog_level level, apr_st
 
 static int elog_enabled(gmcp_elog_level level, void *baton)
 {
-    static const int levels[] = { APLOG_ERR, APLOG_WARNING, APLOG_INFO, APLOG_DEBUG };
+    static const int levels[] = {APLOG_ERR, APLOG_WARNING, APLOG_INFO, APLOG_DEBUG};
     request_rec *r = gmcp_elog_context();
     return r ? APLOG_R_MODULE_IS_LEVEL(r, APLOG_MODULE_INDEX, levels[level])
              : APLOG_MODULE_IS_LEVEL((server_rec *)baton, APLOG_MODULE_INDEX, levels[level]);
@@ -165,24 +169,24 @@ static int gmcp_handler(request_rec *r)
 static void gmcp_child_init(apr_pool_t *p, server_rec *s)
 {
     if (g_breaker_mutex
-        && apr_global_mutex_child_init(&g_breaker_mutex,
-                                       apr_global_mutex_lockfile(g_breaker_mutex), p)
-           != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, GMCP_LOGNO(0109)
-                     "gemini_mcp: cannot attach to the circuit breaker's mutex");
+        && apr_global_mutex_child_init(&g_breaker_mutex, apr_global_mutex_lockfile(g_breaker_mutex),
+                                       p)
+            != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     GMCP_LOGNO(0109) "gemini_mcp: cannot attach to the circuit breaker's mutex");
     gmcp_elog_set(elog_print, elog_enabled, s);
     gmcp_access_child_init(p, s);
     if (gmcp_http_child_init(p) != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, GMCP_LOGNO(0107)
-                     "gemini_mcp: cannot create the per-thread HTTP client key");
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     GMCP_LOGNO(0107) "gemini_mcp: cannot create the per-thread HTTP client key");
 }
 
 /* Every module's provider, in name order so listings are stable across restarts;
  * slot 0 is left for the product's own (the Gemini tools). */
 static const gmcp_provider **collect_providers(apr_pool_t *pconf, int *n)
 {
-    apr_array_header_t *names = ap_list_provider_names(pconf, GMCP_PROVIDER_GROUP,
-                                                       GMCP_PROVIDER_VERSION);
+    apr_array_header_t *names =
+        ap_list_provider_names(pconf, GMCP_PROVIDER_GROUP, GMCP_PROVIDER_VERSION);
     const gmcp_provider **provs;
     int i;
     qsort(names->elts, (size_t)names->nelts, names->elt_size, cmp_provider_names);
@@ -195,22 +199,22 @@ static const gmcp_provider **collect_providers(apr_pool_t *pconf, int *n)
     return provs;
 }
 
-static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
-                            server_rec *s)
+static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     int n;
     const gmcp_provider **provs = collect_providers(pconf, &n);
     const gmcp_registry *registry;
     gmcp_module_state st;
     const char *err = NULL;
-    (void)plog; (void)ptemp;
+    (void)plog;
+    (void)ptemp;
 
     gmcp_elog_set(elog_print, elog_enabled, s);
     if (load_state_key(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     /* Once per process, before any thread exists. */
     if (gmcp_http_init() != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0106)
-                     "gemini_mcp: cannot initialise libcurl");
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     GMCP_LOGNO(0106) "gemini_mcp: cannot initialise libcurl");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (make_breaker(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
@@ -219,14 +223,16 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     provs[0] = gmcp_gemini_provider(pconf, &g_gemini);
     registry = gmcp_registry_create(pconf, provs, n + 1, &err);
     if (!registry) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0101)
-                     "gemini_mcp: invalid MCP provider definition: %s", err);
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     GMCP_LOGNO(0101) "gemini_mcp: invalid MCP provider definition: %s", err);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, GMCP_LOGNO(0102)
-                 "gemini_mcp: %d provider(s), %d tool(s), %d resource(s), %d template(s), "
-                 "%d prompt(s)", n, registry->tools->nelts, registry->resources->nelts,
-                 registry->templates->nelts, registry->prompts->nelts);
+    ap_log_error(
+        APLOG_MARK, APLOG_DEBUG, 0, s,
+        GMCP_LOGNO(0102) "gemini_mcp: %d provider(s), %d tool(s), %d resource(s), %d template(s), "
+                         "%d prompt(s)",
+        n, registry->tools->nelts, registry->resources->nelts, registry->templates->nelts,
+        registry->prompts->nelts);
     st.registry = registry;
     st.state_key = g_state_key;
     st.state_key_len = g_state_key_len;
@@ -238,7 +244,8 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
 
 static int gmcp_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
-    (void)plog; (void)ptemp;
+    (void)plog;
+    (void)ptemp;
     gmcp_config_pre_config();
     /* Configurable with the Mutex directive, like httpd's own mutexes. */
     if (ap_mutex_register(pconf, BREAKER_MUTEX, NULL, APR_LOCK_DEFAULT, 0) != APR_SUCCESS)
@@ -259,12 +266,5 @@ static void register_hooks(apr_pool_t *p)
 /* Declared without AP_DECLARE_MODULE: mod_gemini_mcp_config.h already does
  * APLOG_USE_MODULE for every glue file. */
 module AP_MODULE_DECLARE_DATA gemini_mcp_module = {
-    STANDARD20_MODULE_STUFF,
-    gmcp_config_create_dir,
-    gmcp_config_merge_dir,
-    gmcp_config_create_srv,
-    gmcp_config_merge_srv,
-    gmcp_config_cmds,
-    register_hooks,
-    AP_MODULE_FLAG_NONE
-};
+    STANDARD20_MODULE_STUFF, gmcp_config_create_dir, gmcp_config_merge_dir, gmcp_config_create_srv,
+    gmcp_config_merge_srv,   gmcp_config_cmds,       register_hooks,        AP_MODULE_FLAG_NONE};

@@ -31,11 +31,11 @@
 #include <util_mutex.h>
 #include <stdlib.h>
 
-#define STATS_MUTEX       "gemini-mcp-stats"
-#define KEY_CACHE_TTL     apr_time_from_msec(500)
-#define KEY_CACHE_MAX     10000
-#define AUDIT_FAIL_EVERY  apr_time_from_sec(1)
-#define REALM             "gemini-mcp"
+#define STATS_MUTEX "gemini-mcp-stats"
+#define KEY_CACHE_TTL apr_time_from_msec(500)
+#define KEY_CACHE_MAX 10000
+#define AUDIT_FAIL_EVERY apr_time_from_sec(1)
+#define REALM "gemini-mcp"
 
 typedef struct {
     gmcp_metrics metrics;
@@ -45,12 +45,20 @@ typedef struct {
 static apr_global_mutex_t *g_mutex;
 static shared_block *g_shared;
 static gmcp_limits g_limits;
-static const char *g_pepper;          /* GeminiMCPKeyPepper's value */
-static int g_store_dbd;               /* GeminiMCPRateLimitStore dbd */
+static const char *g_pepper; /* GeminiMCPKeyPepper's value */
+static int g_store_dbd;      /* GeminiMCPRateLimitStore dbd */
 static apr_int64_t g_flush_every = 10;
 
-static void lock(void *b) { (void)b; apr_global_mutex_lock(g_mutex); }
-static void unlock(void *b) { (void)b; apr_global_mutex_unlock(g_mutex); }
+static void lock(void *b)
+{
+    (void)b;
+    apr_global_mutex_lock(g_mutex);
+}
+static void unlock(void *b)
+{
+    (void)b;
+    apr_global_mutex_unlock(g_mutex);
+}
 static const gmcp_metrics_lock g_metrics_lock = {lock, unlock, NULL};
 
 /* ---- start-up ------------------------------------------------------------------------ */
@@ -63,9 +71,11 @@ apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_i
          * runs for every read of an upload); a long principal goes by its hash. */
         a->bw_slot = apr_pstrcat(a->r->pool, "bw:", a->principal, NULL);
         if (strlen(a->bw_slot) >= GMCP_SLOT_KEY_MAX)
-            a->bw_slot = apr_pstrndup(a->r->pool, apr_pstrcat(a->r->pool, "bw#",
-                                      gmcp_sha256_hex(a->r->pool, a->principal,
-                                                      strlen(a->principal)), NULL), 40);
+            a->bw_slot = apr_pstrndup(
+                a->r->pool,
+                apr_pstrcat(a->r->pool, "bw#",
+                            gmcp_sha256_hex(a->r->pool, a->principal, strlen(a->principal)), NULL),
+                40);
     }
     return gmcp_limits_throttle(&g_limits, a->bw_slot, rate, bytes, apr_time_now());
 }
@@ -73,9 +83,9 @@ apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_i
 int gmcp_access_pre_config(apr_pool_t *pconf)
 {
     return ap_mutex_register(pconf, STATS_MUTEX, NULL, APR_LOCK_DEFAULT, 0) == APR_SUCCESS
-           ? OK : HTTP_INTERNAL_SERVER_ERROR;
+        ? OK
+        : HTTP_INTERNAL_SERVER_ERROR;
 }
-
 
 int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
 {
@@ -87,29 +97,34 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
 
     g_pepper = c->key_pepper ? gmcp_read_secret(p, c->key_pepper) : NULL;
     if (c->key_pepper && (!g_pepper || strlen(g_pepper) < 16)) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0120)
-                     "gemini_mcp: GeminiMCPKeyPepper %s is missing, unreadable or shorter "
-                     "than 16 characters", c->key_pepper);
+        ap_log_error(
+            APLOG_MARK, APLOG_EMERG, 0, s,
+            GMCP_LOGNO(0120) "gemini_mcp: GeminiMCPKeyPepper %s is missing, unreadable or shorter "
+                             "than 16 characters",
+            c->key_pepper);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!g_pepper && gmcp_conf_auth_mode_used(GMCP_AUTH_APIKEY)) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, GMCP_LOGNO(0121)
-                     "gemini_mcp: GeminiMCPAuth apikey needs GeminiMCPKeyPepper "
-                     "file:/path or env:NAME (the key that hashes API keys; gmcpctl reads "
-                     "the same setting)");
+        ap_log_error(
+            APLOG_MARK, APLOG_EMERG, 0, s,
+            GMCP_LOGNO(0121) "gemini_mcp: GeminiMCPAuth apikey needs GeminiMCPKeyPepper "
+                             "file:/path or env:NAME (the key that hashes API keys; gmcpctl reads "
+                             "the same setting)");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g_store_dbd = c->ratelimit_store == 1;
     g_flush_every = gmcp_conf_usage_flush(c);
     rv = apr_shm_create(&shm, size, NULL, p);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, GMCP_LOGNO(0122)
-                     "gemini_mcp: cannot create %" APR_SIZE_T_FMT " bytes of shared memory "
-                     "for limits and metrics", size);
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     GMCP_LOGNO(0122) "gemini_mcp: cannot create %" APR_SIZE_T_FMT
+                                      " bytes of shared memory "
+                                      "for limits and metrics",
+                     size);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     rv = ap_global_mutex_create(&g_mutex, NULL, STATS_MUTEX, NULL, s, p, 0);
-    if (rv != APR_SUCCESS) return HTTP_INTERNAL_SERVER_ERROR;   /* httpd logged why */
+    if (rv != APR_SUCCESS) return HTTP_INTERNAL_SERVER_ERROR; /* httpd logged why */
     g_shared = apr_shm_baseaddr_get(shm);
     gmcp_metrics_init(&g_shared->metrics, apr_time_now());
     g_limits.t = (gmcp_slot_table *)(g_shared + 1);
@@ -121,8 +136,8 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
 
 /* ---- usage flush -------------------------------------------------------------------------- */
 
-static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) * dbd_open;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) * dbd_close;
 
 /* Write every unflushed bucket in one transaction; on any failure give them all back
  * (the next flush retries), so counts are neither lost nor doubled. */
@@ -140,12 +155,10 @@ static void flush_usage(apr_pool_t *p, server_rec *s)
     dbd = dbd_open(p, s);
     if (!dbd) {
         gmcp_limits_give_back(&g_limits, b);
-        return;   /* mod_dbd logged why; the next flush retries */
+        return; /* mod_dbd logged why; the next flush retries */
     }
     gmcp_db_init(&db, dbd->driver, dbd->handle, dbd->prepared, p);
-    if (gmcp_db_ready(&db, &err, &behind) || gmcp_db_begin(&db, &t)) {
-        failed = 1;
-    }
+    if (gmcp_db_ready(&db, &err, &behind) || gmcp_db_begin(&db, &t)) { failed = 1; }
     else {
         for (i = 0; i < b->nelts && !failed; i++) {
             gmcp_usage_bucket *u = &APR_ARRAY_IDX(b, i, gmcp_usage_bucket);
@@ -154,9 +167,11 @@ static void flush_usage(apr_pool_t *p, server_rec *s)
         if (gmcp_db_end(&db, t, failed)) failed = 1;
     }
     if (failed) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, GMCP_LOGNO(0123)
-                     "gemini_mcp: could not write usage to the database (kept in shared "
-                     "memory, retried at the next flush): %s", err ? err : gmcp_db_error(&db, -1));
+        ap_log_error(
+            APLOG_MARK, APLOG_WARNING, 0, s,
+            GMCP_LOGNO(0123) "gemini_mcp: could not write usage to the database (kept in shared "
+                             "memory, retried at the next flush): %s",
+            err ? err : gmcp_db_error(&db, -1));
         gmcp_limits_give_back(&g_limits, b);
     }
     dbd_close(s, dbd);
@@ -200,11 +215,11 @@ static apr_status_t flush_at_exit(void *pchild)
 /* ---- the per-process key cache ------------------------------------------------------------ */
 
 typedef struct {
-    char lookup[GMCP_SLOT_KEY_MAX + 4];   /* "k:<id>" or "u:<apache user>" */
+    char lookup[GMCP_SLOT_KEY_MAX + 4]; /* "k:<id>" or "u:<apache user>" */
     apr_time_t fetched;
     int found;
     gmcp_key k;
-    char *strings;                         /* one malloc'd block behind k's strings */
+    char *strings; /* one malloc'd block behind k's strings */
     /* The last presented key that verified, with its HMAC: the same key again needs
      * no HMAC (the row's state is still checked on every request). Process memory
      * only, never logged or stored. */
@@ -229,11 +244,12 @@ static void cache_free_all(void)
 /* Copy k's strings into one malloc'd block owned by the entry. */
 static int cache_store(cached_key *e, const gmcp_key *k)
 {
-    const char *src[9] = {k->id, k->name, k->tenant, k->apache_user, k->scopes,
-                          k->quota_period, k->secret_hash, k->prev_hash, ""};
-    const char **dst[9] = {&e->k.id, &e->k.name, &e->k.tenant, &e->k.apache_user,
-                           &e->k.scopes, &e->k.quota_period, &e->k.secret_hash,
-                           &e->k.prev_hash, NULL};
+    const char *src[9] = {k->id,          k->name,      k->tenant,
+                          k->apache_user, k->scopes,    k->quota_period,
+                          k->secret_hash, k->prev_hash, ""};
+    const char **dst[9] = {&e->k.id,          &e->k.name,      &e->k.tenant,
+                           &e->k.apache_user, &e->k.scopes,    &e->k.quota_period,
+                           &e->k.secret_hash, &e->k.prev_hash, NULL};
     apr_size_t total = 0, off = 0;
     int i;
     char *blk;
@@ -280,8 +296,7 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
     if (cached && *cached && e && now - e->fetched < KEY_CACHE_TTL) {
         rv = e->found ? APR_SUCCESS : APR_ENOENT;
         if (e->found) copy_key(r->pool, &e->k, out);
-        if (e->found && token && known_hash && e->ok_token[0]
-            && gmcp_str_eq_ct(e->ok_token, token))
+        if (e->found && token && known_hash && e->ok_token[0] && gmcp_str_eq_ct(e->ok_token, token))
             *known_hash = apr_pstrdup(r->pool, e->ok_hash);
         apr_thread_mutex_unlock(g_cache_mutex);
         return rv;
@@ -294,8 +309,8 @@ static int key_lookup(request_rec *r, const char *lookup, gmcp_key *out, const c
                           : gmcp_key_get_by_user(&h->db, lookup + 2, &k);
     if (rv == GMCP_EDB) {
         *why = "the key store is unavailable";
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0124)
-                      "gemini_mcp: database error while looking up an API key: %s",
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      GMCP_LOGNO(0124) "gemini_mcp: database error while looking up an API key: %s",
                       gmcp_db_error(&h->db, -1));
     }
     gmcp_dbh_close(h);
@@ -342,10 +357,11 @@ static void remember_ok(const char *lookup, const char *token, const char *hash)
 
 void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    if (g_mutex && apr_global_mutex_child_init(&g_mutex, apr_global_mutex_lockfile(g_mutex),
-                                               pchild) != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, GMCP_LOGNO(0125)
-                     "gemini_mcp: cannot attach to the limits/metrics mutex");
+    if (g_mutex
+        && apr_global_mutex_child_init(&g_mutex, apr_global_mutex_lockfile(g_mutex), pchild)
+            != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     GMCP_LOGNO(0125) "gemini_mcp: cannot attach to the limits/metrics mutex");
     apr_thread_mutex_create(&g_cache_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
     g_cache = apr_hash_make(pchild);
     dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
@@ -403,8 +419,7 @@ int gmcp_access_host_ok(request_rec *r, const gmcp_dir_conf *c)
             const char *a = APR_ARRAY_IDX(c->allowed_hosts, i, const char *), *ah, *ap;
             if (!strcmp(a, "*")) return 1;
             split_host(r->pool, a, &ah, &ap);
-            if (!ap_strcasecmp_match(host, ah) && (!ap || (port && !strcmp(ap, port))))
-                return 1;
+            if (!ap_strcasecmp_match(host, ah) && (!ap || (port && !strcmp(ap, port)))) return 1;
         }
         return 0;
     }
@@ -433,10 +448,11 @@ int gmcp_access_origin_ok(request_rec *r, const gmcp_dir_conf *c)
         return 0;
     scheme = ap_http_scheme(r);
     if (strcasecmp(u.scheme, scheme) != 0) return 0;
-    split_host(r->pool, apr_pstrcat(r->pool, u.hostname[0] != '[' && strchr(u.hostname, ':')
-                                    ? "[" : "", u.hostname,
-                                    u.hostname[0] != '[' && strchr(u.hostname, ':') ? "]" : "",
-                                    NULL), &oh, &op);
+    split_host(r->pool,
+               apr_pstrcat(r->pool, u.hostname[0] != '[' && strchr(u.hostname, ':') ? "[" : "",
+                           u.hostname, u.hostname[0] != '[' && strchr(u.hostname, ':') ? "]" : "",
+                           NULL),
+               &oh, &op);
     op = u.port_str ? u.port_str : default_port(u.scheme);
     split_host(r->pool, hp, &hh, &hport);
     if (!hport) hport = default_port(scheme);
@@ -478,13 +494,16 @@ static void audit_failure(request_rec *r, const char *reason, const char *key_id
     last_fail_audit = now;
     skipped = apr_atomic_xchg32(&fails_unaudited, 0);
     if (gmcp_dbh_open(h, &why)) return;
-    if (gmcp_audit(&h->db, apr_pstrcat(r->pool, "client ", r->useragent_ip, NULL),
-                   "auth.failure", key_id,
-                   skipped ? apr_psprintf(r->pool, "%s (and %u earlier failure(s) not "
-                                          "recorded one by one)", reason, skipped)
+    if (gmcp_audit(&h->db, apr_pstrcat(r->pool, "client ", r->useragent_ip, NULL), "auth.failure",
+                   key_id,
+                   skipped ? apr_psprintf(r->pool,
+                                          "%s (and %u earlier failure(s) not "
+                                          "recorded one by one)",
+                                          reason, skipped)
                            : reason))
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0126)
-                      "gemini_mcp: cannot write the audit log: %s", gmcp_db_error(&h->db, -1));
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      GMCP_LOGNO(0126) "gemini_mcp: cannot write the audit log: %s",
+                      gmcp_db_error(&h->db, -1));
     gmcp_dbh_close(h);
 }
 
@@ -494,17 +513,17 @@ static int unauthorized(request_rec *r, int reason, const char *error, const cha
 {
     count_auth_failure(reason);
     apr_table_setn(r->err_headers_out, "WWW-Authenticate",
-                   error ? apr_psprintf(r->pool, "Bearer realm=\"" REALM "\", error=\"%s\", "
-                                        "error_description=\"%s\"", error, message)
+                   error ? apr_psprintf(r->pool,
+                                        "Bearer realm=\"" REALM "\", error=\"%s\", "
+                                        "error_description=\"%s\"",
+                                        error, message)
                          : "Bearer realm=\"" REALM "\"");
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0127)
-                  "gemini_mcp: 401 %s%s%s", message, key_id ? " key=" : "",
-                  key_id ? key_id : "");
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0127) "gemini_mcp: 401 %s%s%s", message,
+                  key_id ? " key=" : "", key_id ? key_id : "");
     audit_failure(r, message, key_id);
     gmcp_send_json(r, HTTP_UNAUTHORIZED,
                    gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
-                                  apr_pstrcat(r->pool, "Unauthorized: ", message, NULL),
-                                  NULL));
+                                  apr_pstrcat(r->pool, "Unauthorized: ", message, NULL), NULL));
     return DONE;
 }
 
@@ -532,13 +551,12 @@ static int identify_by_key(request_rec *r, gmcp_access *a)
         return unauthorized(r, GMCP_AUTH_MISSING, NULL,
                             "an API key is required (Authorization: Bearer <key>)", NULL);
     if (gmcp_key_parse(r->pool, tok, &id, NULL) != 0)
-        return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
-                            "the API key is not valid", NULL);
+        return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token", "the API key is not valid",
+                            NULL);
     lookup = apr_pstrcat(r->pool, "k:", id, NULL);
     rv = key_lookup(r, lookup, &k, &why, &cached, tok, &known);
     hash = known ? known : gmcp_key_hash(r->pool, g_pepper, tok);
-    if (rv == APR_SUCCESS && hash && gmcp_key_verify(&k, hash, now) == GMCP_KEY_BAD
-        && cached)
+    if (rv == APR_SUCCESS && hash && gmcp_key_verify(&k, hash, now) == GMCP_KEY_BAD && cached)
         /* Maybe just rotated: a secret the cached row does not know is checked
          * against the database before it is refused. */
         rv = key_lookup(r, lookup, &k, &why, NULL, NULL, NULL);
@@ -546,14 +564,12 @@ static int identify_by_key(request_rec *r, gmcp_access *a)
     rv = rv == APR_SUCCESS && hash ? gmcp_key_verify(&k, hash, now) : GMCP_KEY_BAD;
     if (rv == GMCP_KEY_OK && !known) remember_ok(lookup, tok, hash);
     if (rv == GMCP_KEY_BAD)
-        return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token",
-                            "the API key is not valid", id);
+        return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token", "the API key is not valid", id);
     if (rv == GMCP_KEY_REVOKED)
-        return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
-                            "the API key has been revoked", id);
+        return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token", "the API key has been revoked",
+                            id);
     if (rv == GMCP_KEY_EXPIRED)
-        return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
-                            "the API key has expired", id);
+        return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token", "the API key has expired", id);
     take_key(a, &k);
     return OK;
 }
@@ -567,11 +583,12 @@ static int identify_by_user(request_rec *r, gmcp_access *a)
     gmcp_key k;
 
     if (!r->user)
-        return unauthorized(r, GMCP_AUTH_MISSING, NULL, "authentication is required "
+        return unauthorized(r, GMCP_AUTH_MISSING, NULL,
+                            "authentication is required "
                             "(GeminiMCPAuth apache needs an Apache auth module with "
-                            "Require valid-user on this location)", NULL);
-    rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached,
-                    NULL, NULL);
+                            "Require valid-user on this location)",
+                            NULL);
+    rv = key_lookup(r, apr_pstrcat(r->pool, "u:", r->user, NULL), &k, &why, &cached, NULL, NULL);
     if (rv == GMCP_EDB) return gmcp_send_unavailable(r, NULL, why);
     if (rv == APR_SUCCESS && k.revoked)
         return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
@@ -579,9 +596,7 @@ static int identify_by_user(request_rec *r, gmcp_access *a)
     if (rv == APR_SUCCESS && k.expires && gmcp_now_sec() >= k.expires)
         return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
                             "access for this user has expired", k.id);
-    if (rv == APR_SUCCESS) {
-        take_key(a, &k);
-    }
+    if (rv == APR_SUCCESS) { take_key(a, &k); }
     else {
         a->principal = apr_pstrcat(r->pool, "user:", r->user, NULL);
         a->key_id = a->principal;
@@ -599,9 +614,7 @@ int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **
     ap_set_module_config(r->request_config, &gemini_mcp_module, a);
     *out = a;
 
-    if (a->mode == GMCP_AUTH_APIKEY) {
-        st = identify_by_key(r, a);
-    }
+    if (a->mode == GMCP_AUTH_APIKEY) { st = identify_by_key(r, a); }
     else if (a->mode == GMCP_AUTH_APACHE) {
         st = identify_by_user(r, a);
     }
@@ -619,19 +632,19 @@ static void ratelimit_headers(request_rec *r, const gmcp_access *a, const gmcp_a
     apr_int64_t burst;
     if (!a->limits.req_interval) return;
     burst = a->limits.req_limit / a->limits.req_interval;
-    apr_table_setn(r->err_headers_out, "RateLimit-Policy",
-                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT ";w=%" APR_INT64_T_FMT
-                                ";burst=%" APR_INT64_T_FMT, a->key->rate_count,
-                                a->key->rate_period, burst));
-    apr_table_setn(r->err_headers_out, "RateLimit-Limit", apr_psprintf(r->pool, "%"
-                   APR_INT64_T_FMT, burst));
-    apr_table_setn(r->err_headers_out, "RateLimit-Remaining",
-                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT, in->remaining < 0 ? 0
-                                : in->remaining));
-    apr_table_setn(r->err_headers_out, "RateLimit-Reset",
-                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
-                                (apr_int64_t)((in->reset + APR_USEC_PER_SEC - 1)
-                                              / APR_USEC_PER_SEC)));
+    apr_table_setn(
+        r->err_headers_out, "RateLimit-Policy",
+        apr_psprintf(r->pool, "%" APR_INT64_T_FMT ";w=%" APR_INT64_T_FMT ";burst=%" APR_INT64_T_FMT,
+                     a->key->rate_count, a->key->rate_period, burst));
+    apr_table_setn(r->err_headers_out, "RateLimit-Limit",
+                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT, burst));
+    apr_table_setn(
+        r->err_headers_out, "RateLimit-Remaining",
+        apr_psprintf(r->pool, "%" APR_INT64_T_FMT, in->remaining < 0 ? 0 : in->remaining));
+    apr_table_setn(
+        r->err_headers_out, "RateLimit-Reset",
+        apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
+                     (apr_int64_t)((in->reset + APR_USEC_PER_SEC - 1) / APR_USEC_PER_SEC)));
 }
 
 static int too_many(request_rec *r, gmcp_access *a, json_t *id, int reason,
@@ -645,20 +658,20 @@ static int too_many(request_rec *r, gmcp_access *a, json_t *id, int reason,
     u.rejected = 1;
     gmcp_limits_account(&g_limits, a->key_id, apr_time_now(), &u);
     a->rejected = 1;
-    apr_table_setn(r->err_headers_out, "Retry-After", apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
-                                                                   secs));
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0128)
-                  "gemini_mcp: 429 key=%s: %s", a->key_id, message);
+    apr_table_setn(r->err_headers_out, "Retry-After",
+                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT, secs));
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0128) "gemini_mcp: 429 key=%s: %s",
+                  a->key_id, message);
     gmcp_send_json(r, HTTP_TOO_MANY_REQUESTS,
                    gmcp_rpc_error(id, GMCP_SERVER_ERROR,
                                   apr_pstrcat(r->pool, "Too Many Requests: ", message, NULL),
                                   json_pack("{s:s, s:f}", "reason",
-                                            reason == GMCP_REJ_QUOTA ? "quota"
-                                            : reason == GMCP_REJ_TOKENS ? "tokens"
-                                            : reason == GMCP_REJ_INFLIGHT ? "inflight"
-                                            : reason == GMCP_REJ_FULL ? "capacity" : "rate",
-                                            "retryAfter",
-                                            (double)retry_after / APR_USEC_PER_SEC)));
+                                            reason == GMCP_REJ_QUOTA          ? "quota"
+                                                : reason == GMCP_REJ_TOKENS   ? "tokens"
+                                                : reason == GMCP_REJ_INFLIGHT ? "inflight"
+                                                : reason == GMCP_REJ_FULL     ? "capacity"
+                                                                              : "rate",
+                                            "retryAfter", (double)retry_after / APR_USEC_PER_SEC)));
     return DONE;
 }
 
@@ -694,13 +707,17 @@ static int quota_used(request_rec *r, gmcp_access *a, apr_int64_t *used, const c
 static int refuse_scope(request_rec *r, gmcp_access *a, const char *tool, json_t *id)
 {
     count_auth_failure(GMCP_AUTH_FORBIDDEN);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0129)
-                  "gemini_mcp: 403 key=%s tool=%s: outside the key's scopes", a->key_id,
-                  tool);
-    return gmcp_send_json(r, HTTP_FORBIDDEN,
-                          gmcp_rpc_error(id, GMCP_SERVER_ERROR, apr_psprintf(r->pool,
-                                         "Forbidden: this API key's scopes (%s) do not allow "
-                                         "the tool '%s'", a->scopes, tool), NULL));
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  GMCP_LOGNO(0129) "gemini_mcp: 403 key=%s tool=%s: outside the key's scopes",
+                  a->key_id, tool);
+    return gmcp_send_json(
+        r, HTTP_FORBIDDEN,
+        gmcp_rpc_error(id, GMCP_SERVER_ERROR,
+                       apr_psprintf(r->pool,
+                                    "Forbidden: this API key's scopes (%s) do not allow "
+                                    "the tool '%s'",
+                                    a->scopes, tool),
+                       NULL));
 }
 
 /* GeminiMCPRateLimitStore dbd: the request rate in the database, so it holds across
@@ -713,11 +730,11 @@ static int admit_rate_dbd(request_rec *r, gmcp_access *a, apr_time_t now, json_t
     apr_int64_t tat = 0;
     const char *why;
     if (gmcp_dbh_open(h, &why)) return gmcp_send_unavailable(r, NULL, why);
-    rv = gmcp_ratelimit_dbd(&h->db, a->key_id, now, a->limits.req_interval,
-                            a->limits.req_limit, &allowed, &tat);
+    rv = gmcp_ratelimit_dbd(&h->db, a->key_id, now, a->limits.req_interval, a->limits.req_limit,
+                            &allowed, &tat);
     if (rv)
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0130)
-                      "gemini_mcp: database error in the rate-limit store: %s",
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      GMCP_LOGNO(0130) "gemini_mcp: database error in the rate-limit store: %s",
                       gmcp_db_error(&h->db, -1));
     gmcp_dbh_close(h);
     if (rv) return gmcp_send_unavailable(r, NULL, "the rate-limit store is unavailable");
@@ -746,14 +763,15 @@ static int refuse_over_limit(request_rec *r, gmcp_access *a, json_t *id, int ver
         return too_many(r, a, id, GMCP_REJ_TOKENS, info->retry_after,
                         "this API key's Gemini token rate limit is reached");
     case GMCP_ADMIT_INFLIGHT:
-        return too_many(r, a, id, GMCP_REJ_INFLIGHT, info->retry_after, apr_psprintf(r->pool,
-                        "this API key already has %" APR_INT64_T_FMT " requests in flight",
-                        a->limits.max_inflight));
+        return too_many(r, a, id, GMCP_REJ_INFLIGHT, info->retry_after,
+                        apr_psprintf(r->pool,
+                                     "this API key already has %" APR_INT64_T_FMT
+                                     " requests in flight",
+                                     a->limits.max_inflight));
     case GMCP_ADMIT_FULL:
         return too_many(r, a, id, GMCP_REJ_FULL, info->retry_after,
                         "too many distinct keys are active at once; try again shortly");
-    default:
-        return OK;
+    default: return OK;
     }
 }
 
@@ -766,11 +784,11 @@ static int admit_quota(request_rec *r, gmcp_access *a, json_t *id)
     if (quota_used(r, a, &used, &why)) return gmcp_send_unavailable(r, NULL, why);
     if (used < a->key->token_quota) return OK;
     now = gmcp_now_sec();
-    return too_many(r, a, id, GMCP_REJ_QUOTA,
-                    apr_time_from_sec(gmcp_quota_period_end(a->key->quota_period, now) - now),
-                    apr_psprintf(r->pool, "this API key's token quota (%" APR_INT64_T_FMT
-                                 " per %s) is used up", a->key->token_quota,
-                                 a->key->quota_period));
+    return too_many(
+        r, a, id, GMCP_REJ_QUOTA,
+        apr_time_from_sec(gmcp_quota_period_end(a->key->quota_period, now) - now),
+        apr_psprintf(r->pool, "this API key's token quota (%" APR_INT64_T_FMT " per %s) is used up",
+                     a->key->token_quota, a->key->quota_period));
 }
 
 int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const char *tool,
@@ -783,14 +801,14 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
     a->tool = tool;
     if (tool && a->scopes && !gmcp_scope_allows(r->pool, a->scopes, tool))
         return refuse_scope(r, a, tool, id);
-    if (!a->key) return OK;   /* no limits configured for this caller */
+    if (!a->key) return OK; /* no limits configured for this caller */
 
     if (g_store_dbd && a->limits.req_interval) {
         if ((st = admit_rate_dbd(r, a, now, id)) != OK) return st;
         check_rate = 0;
     }
-    st = gmcp_limits_admit(&g_limits, a->key_id, &a->limits, now, check_rate, spends_tokens,
-                           1, &info);
+    st = gmcp_limits_admit(&g_limits, a->key_id, &a->limits, now, check_rate, spends_tokens, 1,
+                           &info);
     if (check_rate) ratelimit_headers(r, a, &info);
     if ((st = refuse_over_limit(r, a, id, st, &info)) != OK) return st;
     a->entered = 1;
@@ -809,22 +827,22 @@ void gmcp_access_gemini_observed(request_rec *r, int status, apr_interval_time_t
         a->retries += retries;
         a->prompt_tokens += prompt;
         a->output_tokens += output;
-        if (a->key) gmcp_limits_charge_tokens(&g_limits, a->key_id, &a->limits,
-                                              prompt + output, apr_time_now());
+        if (a->key)
+            gmcp_limits_charge_tokens(&g_limits, a->key_id, &a->limits, prompt + output,
+                                      apr_time_now());
     }
     if (g_shared)
-        gmcp_metrics_gemini(&g_shared->metrics, &g_metrics_lock, status, latency, retries,
-                            prompt, output);
+        gmcp_metrics_gemini(&g_shared->metrics, &g_metrics_lock, status, latency, retries, prompt,
+                            output);
 }
 
 static json_t *usage_json(const gmcp_usage *u)
 {
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                     "requests", (json_int_t)u->requests, "errors", (json_int_t)u->errors,
-                     "rejected", (json_int_t)u->rejected,
-                     "prompt_tokens", (json_int_t)u->prompt_tokens,
-                     "output_tokens", (json_int_t)u->output_tokens,
-                     "bytes_in", (json_int_t)u->bytes_in, "bytes_out", (json_int_t)u->bytes_out);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)u->requests,
+                     "errors", (json_int_t)u->errors, "rejected", (json_int_t)u->rejected,
+                     "prompt_tokens", (json_int_t)u->prompt_tokens, "output_tokens",
+                     (json_int_t)u->output_tokens, "bytes_in", (json_int_t)u->bytes_in, "bytes_out",
+                     (json_int_t)u->bytes_out);
 }
 
 /* The caller's limits, as the usage report shows them. */
@@ -834,31 +852,32 @@ static json_t *limits_json(const gmcp_access *a)
     if (!k)
         return json_pack("{s:n, s:n, s:n, s:n, s:s}", "requests", "tokens", "max_inflight",
                          "token_quota", "scopes", "*");
-    return json_pack("{s:o, s:o, s:o, s:o, s:s}",
-        "requests", k->rate_count ? json_pack("{s:I, s:I, s:I}", "count",
-                    (json_int_t)k->rate_count, "per_seconds", (json_int_t)k->rate_period,
-                    "burst", (json_int_t)(a->limits.req_limit / a->limits.req_interval))
-                    : json_null(),
-        "tokens", k->token_rate_count ? json_pack("{s:I, s:I}", "count",
-                  (json_int_t)k->token_rate_count, "per_seconds",
-                  (json_int_t)k->token_rate_period) : json_null(),
+    return json_pack(
+        "{s:o, s:o, s:o, s:o, s:s}", "requests",
+        k->rate_count ? json_pack("{s:I, s:I, s:I}", "count", (json_int_t)k->rate_count,
+                                  "per_seconds", (json_int_t)k->rate_period, "burst",
+                                  (json_int_t)(a->limits.req_limit / a->limits.req_interval))
+                      : json_null(),
+        "tokens",
+        k->token_rate_count ? json_pack("{s:I, s:I}", "count", (json_int_t)k->token_rate_count,
+                                        "per_seconds", (json_int_t)k->token_rate_period)
+                            : json_null(),
         "max_inflight", k->max_inflight ? json_integer(k->max_inflight) : json_null(),
-        "token_quota", k->token_quota ? json_integer(k->token_quota) : json_null(),
-        "scopes", k->scopes);
+        "token_quota", k->token_quota ? json_integer(k->token_quota) : json_null(), "scopes",
+        k->scopes);
 }
 
 /* The token quota's state for its period, from the usage of today and this month. */
-static json_t *quota_json(const gmcp_access *a, const gmcp_usage *today,
-                          const gmcp_usage *month, apr_int64_t now)
+static json_t *quota_json(const gmcp_access *a, const gmcp_usage *today, const gmcp_usage *month,
+                          apr_int64_t now)
 {
     const char *per = a->key->quota_period;
     const gmcp_usage *u = !strcmp(per, "month") ? month : today;
     apr_int64_t used = u->prompt_tokens + u->output_tokens;
     char buf[APR_RFC822_DATE_LEN];
     apr_rfc822_date(buf, apr_time_from_sec(gmcp_quota_period_end(per, now)));
-    return json_pack("{s:s, s:I, s:I, s:I, s:s}",
-                     "period", per, "limit", (json_int_t)a->key->token_quota,
-                     "used", (json_int_t)used, "remaining",
+    return json_pack("{s:s, s:I, s:I, s:I, s:s}", "period", per, "limit",
+                     (json_int_t)a->key->token_quota, "used", (json_int_t)used, "remaining",
                      (json_int_t)(used < a->key->token_quota ? a->key->token_quota - used : 0),
                      "resets", buf);
 }
@@ -872,11 +891,18 @@ json_t *gmcp_access_usage_report(request_rec *r, const char **why)
     const char *names[3] = {"this_hour", "today", "this_month"};
     json_t *usage = json_object(), *out;
     int i;
-    if (!a) { *why = "no caller identity"; json_decref(usage); return NULL; }
+    if (!a) {
+        *why = "no caller identity";
+        json_decref(usage);
+        return NULL;
+    }
     starts[0] = now - now % 3600;
     starts[1] = gmcp_quota_period_start("day", now);
     starts[2] = gmcp_quota_period_start("month", now);
-    if (gmcp_dbh_open(h, why)) { json_decref(usage); return NULL; }
+    if (gmcp_dbh_open(h, why)) {
+        json_decref(usage);
+        return NULL;
+    }
     for (i = 0; i < 3; i++) {
         if (gmcp_usage_sum(&h->db, a->key_id, starts[i], &u[i])) {
             *why = "the usage store is unavailable";
@@ -906,9 +932,8 @@ int gmcp_access_log(request_rec *r)
     if (r->main || !(a = gmcp_access_get(r)) || !g_shared) return DECLINED;
     took = apr_time_now() - a->start;
     status = r->status;
-    gmcp_metrics_request(&g_shared->metrics, &g_metrics_lock,
-                         a->method ? a->method : r->method, a->tool, status, took,
-                         a->bytes_in, (apr_int64_t)r->bytes_sent);
+    gmcp_metrics_request(&g_shared->metrics, &g_metrics_lock, a->method ? a->method : r->method,
+                         a->tool, status, took, a->bytes_in, (apr_int64_t)r->bytes_sent);
     if (a->key_id && !a->rejected) {
         /* The request's usage and the end of its in-flight count: one lock. */
         memset(&u, 0, sizeof(u));
@@ -921,13 +946,14 @@ int gmcp_access_log(request_rec *r)
         gmcp_limits_finish(&g_limits, a->key_id, apr_time_now(), &u, a->entered);
         a->entered = 0;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0131)
-                  "gemini_mcp: key=%s method=%s tool=%s status=%d ms=%.1f upstream=%d "
-                  "upstream_ms=%.1f retries=%d tokens=%" APR_INT64_T_FMT "/%" APR_INT64_T_FMT,
-                  a->key_id ? a->key_id : "-", a->method ? a->method : r->method,
-                  a->tool ? a->tool : "-", status, (double)took / 1000.0, a->upstream_status,
-                  (double)a->upstream_time / 1000.0, a->retries, a->prompt_tokens,
-                  a->output_tokens);
+    ap_log_rerror(
+        APLOG_MARK, APLOG_INFO, 0, r,
+        GMCP_LOGNO(0131) "gemini_mcp: key=%s method=%s tool=%s status=%d ms=%.1f upstream=%d "
+                         "upstream_ms=%.1f retries=%d tokens=%" APR_INT64_T_FMT
+                         "/%" APR_INT64_T_FMT,
+        a->key_id ? a->key_id : "-", a->method ? a->method : r->method, a->tool ? a->tool : "-",
+        status, (double)took / 1000.0, a->upstream_status, (double)a->upstream_time / 1000.0,
+        a->retries, a->prompt_tokens, a->output_tokens);
     maybe_flush(r);
     return OK;
 }
@@ -968,7 +994,8 @@ const char *gmcp_access_metrics_text(request_rec *r)
 
 /* ---- CORS ------------------------------------------------------------------------------------ */
 
-#define CORS_EXPOSE "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate, Retry-After, " \
+#define CORS_EXPOSE                                                         \
+    "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate, Retry-After, " \
     "RateLimit-Policy, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
 #define CORS_METHODS "GET, POST, DELETE, OPTIONS"
 
@@ -976,9 +1003,9 @@ const char *gmcp_access_metrics_text(request_rec *r)
  * mirrored parameters). */
 static int cors_header_ok(const char *h)
 {
-    static const char *const OK_HEADERS[] = {"content-type", "accept", "authorization",
-        "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name",
-        "cache-control", NULL};
+    static const char *const OK_HEADERS[] = {
+        "content-type",  "accept",     "authorization", "mcp-session-id", "mcp-protocol-version",
+        "last-event-id", "mcp-method", "mcp-name",      "cache-control",  NULL};
     int i;
     if (!strncasecmp(h, "mcp-param-", 10)) return 1;
     for (i = 0; OK_HEADERS[i]; i++)
@@ -1007,15 +1034,21 @@ int gmcp_access_preflight(request_rec *r)
         return DONE;
     }
     if (!ap_strstr_c(CORS_METHODS, method) || !*method)
-        return gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
-                              apr_psprintf(r->pool, "Forbidden: method %s is not allowed",
-                                           method), NULL));
+        return gmcp_send_json(
+            r, HTTP_FORBIDDEN,
+            gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                           apr_psprintf(r->pool, "Forbidden: method %s is not allowed", method),
+                           NULL));
     list = apr_pstrdup(r->pool, want ? want : "");
     for (tok = apr_strtok(list, ", ", &last); tok; tok = apr_strtok(NULL, ", ", &last))
         if (!cors_header_ok(tok))
-            return gmcp_send_json(r, HTTP_FORBIDDEN, gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
-                                  apr_psprintf(r->pool, "Forbidden: request header %s is not "
-                                               "allowed", tok), NULL));
+            return gmcp_send_json(r, HTTP_FORBIDDEN,
+                                  gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                                                 apr_psprintf(r->pool,
+                                                              "Forbidden: request header %s is not "
+                                                              "allowed",
+                                                              tok),
+                                                 NULL));
     gmcp_access_cors(r);
     apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods", CORS_METHODS);
     if (want && *want) apr_table_setn(r->err_headers_out, "Access-Control-Allow-Headers", want);

@@ -15,19 +15,19 @@ typedef struct {
     request_rec *r;
     apr_time_t start;
     int mode;
-    const gmcp_key *key;          /* the caller's key row, NULL when none applies */
-    const char *key_id;           /* what usage and limits are kept under */
-    const char *principal;        /* owner of sessions, chats, uploads */
-    const char *scopes;           /* NULL: every tool */
+    const gmcp_key *key;   /* the caller's key row, NULL when none applies */
+    const char *key_id;    /* what usage and limits are kept under */
+    const char *principal; /* owner of sessions, chats, uploads */
+    const char *scopes;    /* NULL: every tool */
     gmcp_key_limits limits;
     int rejected;
-    int entered;                  /* counted in flight, not yet left */
-    const char *method, *tool;    /* for metrics and the log line */
+    int entered;               /* counted in flight, not yet left */
+    const char *method, *tool; /* for metrics and the log line */
     apr_int64_t bytes_in;
     int upstream_status, retries;
     apr_interval_time_t upstream_time;
     apr_int64_t prompt_tokens, output_tokens;
-    const char *bw_slot;          /* upload bandwidth slot in the limiter table */
+    const char *bw_slot; /* upload bandwidth slot in the limiter table */
 } gmcp_access;
 
 /* Start-up and child hooks (called by mod_gemini_mcp.c). */

@@ -80,13 +80,12 @@ void *gmcp_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     c->gemini_base = a->gemini_base ? a->gemini_base : b->gemini_base;
     c->gemini_model = a->gemini_model ? a->gemini_model : b->gemini_model;
     c->gemini_timeout = a->gemini_timeout >= 0 ? a->gemini_timeout : b->gemini_timeout;
-    c->gemini_connect_timeout = a->gemini_connect_timeout >= 0 ? a->gemini_connect_timeout
-                                                               : b->gemini_connect_timeout;
+    c->gemini_connect_timeout =
+        a->gemini_connect_timeout >= 0 ? a->gemini_connect_timeout : b->gemini_connect_timeout;
     c->gemini_retries = a->gemini_retries >= 0 ? a->gemini_retries : b->gemini_retries;
     c->tool_timeout = a->tool_timeout >= 0 ? a->tool_timeout : b->tool_timeout;
     c->chat_idle = a->chat_idle >= 0 ? a->chat_idle : b->chat_idle;
-    c->breaker_threshold = a->breaker_threshold >= 0 ? a->breaker_threshold
-                                                     : b->breaker_threshold;
+    c->breaker_threshold = a->breaker_threshold >= 0 ? a->breaker_threshold : b->breaker_threshold;
     c->breaker_cooldown = a->breaker_cooldown >= 0 ? a->breaker_cooldown : b->breaker_cooldown;
     c->key_pepper = a->key_pepper ? a->key_pepper : b->key_pepper;
     c->ratelimit_store = a->ratelimit_store >= 0 ? a->ratelimit_store : b->ratelimit_store;
@@ -97,15 +96,9 @@ void *gmcp_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     return c;
 }
 
-void gmcp_config_pre_config(void)
-{
-    auth_modes_used = 0;
-}
+void gmcp_config_pre_config(void) { auth_modes_used = 0; }
 
-int gmcp_conf_auth_mode_used(int mode)
-{
-    return (auth_modes_used & (1 << mode)) != 0;
-}
+int gmcp_conf_auth_mode_used(int mode) { return (auth_modes_used & (1 << mode)) != 0; }
 
 const gmcp_dir_conf *gmcp_config_dir(const request_rec *r)
 {
@@ -214,8 +207,8 @@ apr_int64_t gmcp_conf_usage_flush(const gmcp_srv_conf *c)
 /* Where a numeric directive's value is kept: the location's settings, the server's, or
  * the main server's only (refused inside <VirtualHost>). */
 typedef enum { IN_DIR, IN_SRV, IN_MAIN } num_scope;
-#define CONF_OF_IN_DIR  gmcp_dir_conf
-#define CONF_OF_IN_SRV  gmcp_srv_conf
+#define CONF_OF_IN_DIR gmcp_dir_conf
+#define CONF_OF_IN_SRV gmcp_srv_conf
 #define CONF_OF_IN_MAIN gmcp_srv_conf
 
 /* How it is written: a whole number, a whole number of seconds kept as an apr time
@@ -225,19 +218,17 @@ typedef enum { WHOLE, SECONDS_AS_TIME, SIZE } num_kind;
 typedef struct {
     num_scope scope;
     num_kind kind;
-    apr_size_t offset;                  /* of the field in its settings */
-    apr_size_t width;                   /* of the field: an int or 64 bits */
+    apr_size_t offset; /* of the field in its settings */
+    apr_size_t width;  /* of the field: an int or 64 bits */
     apr_int64_t min, max;
 } num_spec;
 
 /* One row of the table: the directive, where its value goes (scope and field), how it
  * is written, its bounds, where it may appear, and its help. */
-#define NUM(name, scope, field, kind, min, max, where, help)                            \
-    AP_INIT_TAKE1(name, set_num,                                                        \
-                  ((void *)&(const num_spec){scope, kind,                               \
-                                             APR_OFFSETOF(CONF_OF_##scope, field),      \
-                                             sizeof(((CONF_OF_##scope *)0)->field),     \
-                                             min, max}),                                \
+#define NUM(name, scope, field, kind, min, max, where, help)                                    \
+    AP_INIT_TAKE1(name, set_num,                                                                \
+                  ((void *)&(const num_spec){scope, kind, APR_OFFSETOF(CONF_OF_##scope, field), \
+                                             sizeof(((CONF_OF_##scope *)0)->field), min, max}), \
                   where, help)
 
 static gmcp_srv_conf *srv_conf(cmd_parms *cmd)
@@ -246,14 +237,15 @@ static gmcp_srv_conf *srv_conf(cmd_parms *cmd)
 }
 
 /* Parse a whole number of `unit`s within [min, max]; errors name the directive. */
-static const char *parse_num(cmd_parms *cmd, const char *arg, apr_int64_t min,
-                             apr_int64_t max, apr_int64_t *out)
+static const char *parse_num(cmd_parms *cmd, const char *arg, apr_int64_t min, apr_int64_t max,
+                             apr_int64_t *out)
 {
     apr_uint64_t v;
     if (gmcp_parse_u64(arg, &v) != 0 || (apr_int64_t)v < min || (apr_int64_t)v > max)
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a whole number between %"
-                            APR_INT64_T_FMT " and %" APR_INT64_T_FMT, cmd->cmd->name, arg,
-                            min, max);
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not a whole number between %" APR_INT64_T_FMT
+                            " and %" APR_INT64_T_FMT,
+                            cmd->cmd->name, arg, min, max);
     *out = (apr_int64_t)v;
     return NULL;
 }
@@ -271,14 +263,16 @@ static const char *size_text(apr_pool_t *p, apr_int64_t v)
     return apr_psprintf(p, "%" APR_INT64_T_FMT, v);
 }
 
-static const char *parse_size(cmd_parms *cmd, const char *arg, apr_int64_t min,
-                              apr_int64_t max, apr_int64_t *out)
+static const char *parse_size(cmd_parms *cmd, const char *arg, apr_int64_t min, apr_int64_t max,
+                              apr_int64_t *out)
 {
     apr_uint64_t v;
     if (gmcp_parse_size(arg, &v) != 0 || v < (apr_uint64_t)min || v > (apr_uint64_t)max)
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a size between %s and %s "
-                            "(bytes, or with a K/M/G suffix)", cmd->cmd->name, arg,
-                            size_text(cmd->pool, min), size_text(cmd->pool, max));
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not a size between %s and %s "
+                            "(bytes, or with a K/M/G suffix)",
+                            cmd->cmd->name, arg, size_text(cmd->pool, min),
+                            size_text(cmd->pool, max));
     *out = (apr_int64_t)v;
     return NULL;
 }
@@ -325,12 +319,14 @@ static const char *add_origin(cmd_parms *cmd, void *dc, const char *arg)
     if (strcmp(arg, "*") != 0
         && (apr_uri_parse(cmd->pool, arg, &u) != APR_SUCCESS || !u.scheme || !u.hostname
             || (u.path && *u.path && strcmp(u.path, "/") != 0) || u.query))
-        return apr_psprintf(cmd->pool, "%s: '%s' is not an origin like https://app.example.com "
-                            "or http://localhost:3000 (or *)", cmd->cmd->name, arg);
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not an origin like https://app.example.com "
+                            "or http://localhost:3000 (or *)",
+                            cmd->cmd->name, arg);
     if (!c->allowed_origins) c->allowed_origins = apr_array_make(cmd->pool, 4, sizeof(char *));
-    APR_ARRAY_PUSH(c->allowed_origins, const char *) =
-        apr_pstrdup(cmd->pool, (u.path && !strcmp(u.path, "/"))
-                    ? apr_pstrndup(cmd->pool, arg, strlen(arg) - 1) : arg);
+    APR_ARRAY_PUSH(c->allowed_origins, const char *) = apr_pstrdup(
+        cmd->pool,
+        (u.path && !strcmp(u.path, "/")) ? apr_pstrndup(cmd->pool, arg, strlen(arg) - 1) : arg);
     return NULL;
 }
 
@@ -341,8 +337,10 @@ static const char *add_host(cmd_parms *cmd, void *dc, const char *arg)
     for (p = arg; *p; p++)
         if (!(apr_isalnum(*p) || *p == '.' || *p == '-' || *p == ':' || *p == '[' || *p == ']'
               || *p == '*'))
-            return apr_psprintf(cmd->pool, "%s: '%s' is not a host name (optionally with "
-                                ":port, or *)", cmd->cmd->name, arg);
+            return apr_psprintf(cmd->pool,
+                                "%s: '%s' is not a host name (optionally with "
+                                ":port, or *)",
+                                cmd->cmd->name, arg);
     if (!c->allowed_hosts) c->allowed_hosts = apr_array_make(cmd->pool, 4, sizeof(char *));
     APR_ARRAY_PUSH(c->allowed_hosts, const char *) = apr_pstrdup(cmd->pool, arg);
     return NULL;
@@ -357,7 +355,8 @@ static const char *set_secret(cmd_parms *cmd, void *dc, const char *arg)
     (void)dc;
     if (err) return err;
     if (strncmp(arg, "file:", 5) != 0 && strncmp(arg, "env:", 4) != 0)
-        return apr_psprintf(cmd->pool, "%s: use file:/path/to/secret or env:VARIABLE "
+        return apr_psprintf(cmd->pool,
+                            "%s: use file:/path/to/secret or env:VARIABLE "
                             "(the secret itself never goes in the configuration)",
                             cmd->cmd->name);
     *(const char **)((char *)c + (apr_size_t)cmd->info) = arg;
@@ -373,8 +372,8 @@ static const char *set_gemini_base(cmd_parms *cmd, void *dc, const char *arg)
     if (err) return err;
     if (apr_uri_parse(cmd->pool, arg, &u) != APR_SUCCESS || !u.scheme || !u.hostname
         || (strcasecmp(u.scheme, "https") && strcasecmp(u.scheme, "http")) || u.query)
-        return apr_psprintf(cmd->pool, "%s: '%s' is not an http(s) URL like %s",
-                            cmd->cmd->name, arg, GMCP_GEMINI_DEFAULT_BASE);
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an http(s) URL like %s", cmd->cmd->name,
+                            arg, GMCP_GEMINI_DEFAULT_BASE);
     c->gemini_base = apr_pstrndup(cmd->pool, arg, strlen(arg) - (arg[strlen(arg) - 1] == '/'));
     return NULL;
 }
@@ -386,8 +385,8 @@ static const char *set_gemini_model(cmd_parms *cmd, void *dc, const char *arg)
     (void)dc;
     if (err) return err;
     if (!gmcp_gemini_model_path(cmd->pool, arg))
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a model name like %s",
-                            cmd->cmd->name, arg, GMCP_GEMINI_DEFAULT_MODEL);
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a model name like %s", cmd->cmd->name, arg,
+                            GMCP_GEMINI_DEFAULT_MODEL);
     c->gemini_model = arg;
     return NULL;
 }
@@ -395,11 +394,15 @@ static const char *set_gemini_model(cmd_parms *cmd, void *dc, const char *arg)
 static const char *set_auth(cmd_parms *cmd, void *dc, const char *arg)
 {
     gmcp_dir_conf *c = dc;
-    if (!strcasecmp(arg, "apikey")) c->auth_mode = GMCP_AUTH_APIKEY;
-    else if (!strcasecmp(arg, "apache")) c->auth_mode = GMCP_AUTH_APACHE;
-    else if (!strcasecmp(arg, "none")) c->auth_mode = GMCP_AUTH_NONE;
-    else return apr_psprintf(cmd->pool, "%s: '%s' is not one of apikey, apache, none",
-                             cmd->cmd->name, arg);
+    if (!strcasecmp(arg, "apikey"))
+        c->auth_mode = GMCP_AUTH_APIKEY;
+    else if (!strcasecmp(arg, "apache"))
+        c->auth_mode = GMCP_AUTH_APACHE;
+    else if (!strcasecmp(arg, "none"))
+        c->auth_mode = GMCP_AUTH_NONE;
+    else
+        return apr_psprintf(cmd->pool, "%s: '%s' is not one of apikey, apache, none",
+                            cmd->cmd->name, arg);
     auth_modes_used |= 1 << c->auth_mode;
     return NULL;
 }
@@ -410,9 +413,12 @@ static const char *set_ratelimit_store(cmd_parms *cmd, void *dc, const char *arg
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     (void)dc;
     if (err) return err;
-    if (!strcasecmp(arg, "shm")) c->ratelimit_store = 0;
-    else if (!strcasecmp(arg, "dbd")) c->ratelimit_store = 1;
-    else return apr_psprintf(cmd->pool, "%s: '%s' is not shm or dbd", cmd->cmd->name, arg);
+    if (!strcasecmp(arg, "shm"))
+        c->ratelimit_store = 0;
+    else if (!strcasecmp(arg, "dbd"))
+        c->ratelimit_store = 1;
+    else
+        return apr_psprintf(cmd->pool, "%s: '%s' is not shm or dbd", cmd->cmd->name, arg);
     return NULL;
 }
 
@@ -437,14 +443,14 @@ static const char *set_retention(cmd_parms *cmd, void *dc, const char *arg)
     apr_int64_t v;
     (void)dc;
     if (err) return err;
-    if ((err = gmcp_duration_parse(cmd->pool, arg, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX,
-                                   &v)) != NULL)
+    if ((err = gmcp_duration_parse(cmd->pool, arg, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX, &v))
+        != NULL)
         return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
     return NULL;
 }
 
 #define SRV_OR_DIR (RSRC_CONF | ACCESS_CONF)
-#define DAY_SECS   (24 * 3600)
+#define DAY_SECS (24 * 3600)
 
 const command_rec gmcp_config_cmds[] = {
     NUM("GeminiMCPMaxBodySize", IN_DIR, max_body, SIZE, 1024, 1 << 30, SRV_OR_DIR,
@@ -466,17 +472,16 @@ const command_rec gmcp_config_cmds[] = {
         "Seconds after which an idle MCP session expires (default 86400)"),
     NUM("GeminiMCPEventRetention", IN_SRV, event_retention, WHOLE, 1, 30 * DAY_SECS, RSRC_CONF,
         "Seconds stored SSE events stay available for resumption (default 3600)"),
-    AP_INIT_TAKE1("GeminiMCPGeminiKey", set_secret,
-                  (void *)APR_OFFSETOF(gmcp_srv_conf, gemini_key), RSRC_CONF,
-                  "file:PATH or env:NAME holding the Gemini API key"),
+    AP_INIT_TAKE1("GeminiMCPGeminiKey", set_secret, (void *)APR_OFFSETOF(gmcp_srv_conf, gemini_key),
+                  RSRC_CONF, "file:PATH or env:NAME holding the Gemini API key"),
     AP_INIT_TAKE1("GeminiMCPGeminiBaseURL", set_gemini_base, NULL, RSRC_CONF,
                   "Gemini API base URL (default " GMCP_GEMINI_DEFAULT_BASE ")"),
     AP_INIT_TAKE1("GeminiMCPGeminiModel", set_gemini_model, NULL, RSRC_CONF,
                   "Default model (default " GMCP_GEMINI_DEFAULT_MODEL ")"),
     NUM("GeminiMCPGeminiTimeout", IN_MAIN, gemini_timeout, WHOLE, 1, 3600, RSRC_CONF,
         "Seconds one Gemini call may take (default 120)"),
-    NUM("GeminiMCPGeminiConnectTimeout", IN_MAIN, gemini_connect_timeout, WHOLE, 1, 300,
-        RSRC_CONF, "Seconds to connect to Gemini (default 10)"),
+    NUM("GeminiMCPGeminiConnectTimeout", IN_MAIN, gemini_connect_timeout, WHOLE, 1, 300, RSRC_CONF,
+        "Seconds to connect to Gemini (default 10)"),
     NUM("GeminiMCPGeminiRetries", IN_MAIN, gemini_retries, WHOLE, 0, 10, RSRC_CONF,
         "Retries of 429/5xx/transport failures (default 3)"),
     NUM("GeminiMCPBreakerThreshold", IN_MAIN, breaker_threshold, WHOLE, 1, 1000, RSRC_CONF,
@@ -490,8 +495,8 @@ const command_rec gmcp_config_cmds[] = {
     AP_INIT_TAKE1("GeminiMCPAuth", set_auth, NULL, SRV_OR_DIR,
                   "How callers are identified: apikey (Authorization: Bearer), apache "
                   "(r->user from any Apache auth module) or none (default)"),
-    AP_INIT_TAKE1("GeminiMCPKeyPepper", set_secret,
-                  (void *)APR_OFFSETOF(gmcp_srv_conf, key_pepper), RSRC_CONF,
+    AP_INIT_TAKE1("GeminiMCPKeyPepper", set_secret, (void *)APR_OFFSETOF(gmcp_srv_conf, key_pepper),
+                  RSRC_CONF,
                   "file:PATH or env:NAME holding the key that hashes API keys (needed by "
                   "GeminiMCPAuth apikey; gmcpctl reads the same setting)"),
     AP_INIT_TAKE1("GeminiMCPRateLimitStore", set_ratelimit_store, NULL, RSRC_CONF,
@@ -510,8 +515,9 @@ const command_rec gmcp_config_cmds[] = {
     NUM("GeminiMCPUploadRate", IN_DIR, upload_rate, SIZE, 1, (apr_int64_t)1 << 40, SRV_OR_DIR,
         "Bytes per second one upload may arrive at (K/M/G suffix; default: no limit)"),
     NUM("GeminiMCPUploadKeyRate", IN_DIR, upload_key_rate, SIZE, 1, (apr_int64_t)1 << 40,
-        SRV_OR_DIR, "Bytes per second all of one caller's uploads together may arrive at, "
-                  "across processes (default: no limit)"),
+        SRV_OR_DIR,
+        "Bytes per second all of one caller's uploads together may arrive at, "
+        "across processes (default: no limit)"),
     NUM("GeminiMCPUploadExpiry", IN_SRV, upload_expiry, WHOLE, 1, 365 * DAY_SECS, RSRC_CONF,
         "Seconds an unfinished upload lives after its last PATCH (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPUsageRetention", set_retention, NULL, RSRC_CONF,
@@ -525,15 +531,11 @@ const command_rec gmcp_config_cmds[] = {
                   (void *)APR_OFFSETOF(gmcp_srv_conf, state_secret), RSRC_CONF,
                   "file:PATH or env:NAME holding the key that seals MRTR requestState; "
                   "set the same one on every node (default: random per start)"),
-    {NULL}
-};
+    {NULL}};
 
 /* ---- what post_config built ------------------------------------------------------------------ */
 
-void gmcp_config_publish(const gmcp_module_state *st)
-{
-    g_state = *st;
-}
+void gmcp_config_publish(const gmcp_module_state *st) { g_state = *st; }
 
 const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c)
 {
@@ -557,7 +559,4 @@ void gmcp_breaker_read(gmcp_breaker_state *out)
     b->unlock(b->baton);
 }
 
-int gmcp_gemini_configured(void)
-{
-    return g_state.gemini_configured;
-}
+int gmcp_gemini_configured(void) { return g_state.gemini_configured; }

@@ -24,25 +24,25 @@ extern module AP_MODULE_DECLARE_DATA gemini_mcp_module;
 
 /* Per-directory settings (a <Location> serving the MCP endpoint). */
 typedef struct {
-    apr_off_t max_body;                 /* GeminiMCPMaxBodySize, -1 = unset */
-    apr_array_header_t *allowed_origins;/* GeminiMCPAllowedOrigins (char*), NULL = unset */
-    apr_array_header_t *allowed_hosts;  /* GeminiMCPAllowedHosts (char*), NULL = unset */
-    apr_interval_time_t client_timeout; /* GeminiMCPClientRequestTimeout, -1 = unset */
-    int sse_retry_ms;                   /* GeminiMCPSSERetry, -1 = unset */
-    int page_size;                      /* GeminiMCPPageSize, -1 = unset */
-    const char *default_principal;      /* GeminiMCPDefaultPrincipal */
-    int auth_mode;                      /* GeminiMCPAuth, GMCP_AUTH_UNSET = unset */
-    apr_off_t upload_max;               /* GeminiMCPUploadMaxSize, -1 = unset */
-    apr_off_t upload_quota;             /* GeminiMCPUploadQuota, -1 = unset (none) */
-    apr_int64_t upload_rate;            /* GeminiMCPUploadRate (bytes/s per upload), -1 = unset */
-    apr_int64_t upload_key_rate;        /* GeminiMCPUploadKeyRate (bytes/s per key), -1 = unset */
+    apr_off_t max_body;                  /* GeminiMCPMaxBodySize, -1 = unset */
+    apr_array_header_t *allowed_origins; /* GeminiMCPAllowedOrigins (char*), NULL = unset */
+    apr_array_header_t *allowed_hosts;   /* GeminiMCPAllowedHosts (char*), NULL = unset */
+    apr_interval_time_t client_timeout;  /* GeminiMCPClientRequestTimeout, -1 = unset */
+    int sse_retry_ms;                    /* GeminiMCPSSERetry, -1 = unset */
+    int page_size;                       /* GeminiMCPPageSize, -1 = unset */
+    const char *default_principal;       /* GeminiMCPDefaultPrincipal */
+    int auth_mode;                       /* GeminiMCPAuth, GMCP_AUTH_UNSET = unset */
+    apr_off_t upload_max;                /* GeminiMCPUploadMaxSize, -1 = unset */
+    apr_off_t upload_quota;              /* GeminiMCPUploadQuota, -1 = unset (none) */
+    apr_int64_t upload_rate;             /* GeminiMCPUploadRate (bytes/s per upload), -1 = unset */
+    apr_int64_t upload_key_rate;         /* GeminiMCPUploadKeyRate (bytes/s per key), -1 = unset */
 } gmcp_dir_conf;
 
 /* GeminiMCPAuth */
-#define GMCP_AUTH_UNSET  -1
-#define GMCP_AUTH_NONE    0
-#define GMCP_AUTH_APIKEY  1
-#define GMCP_AUTH_APACHE  2
+#define GMCP_AUTH_UNSET -1
+#define GMCP_AUTH_NONE 0
+#define GMCP_AUTH_APIKEY 1
+#define GMCP_AUTH_APACHE 2
 
 /* Per-server settings. */
 typedef struct {
@@ -67,12 +67,12 @@ typedef struct {
     apr_int64_t upload_expiry;          /* GeminiMCPUploadExpiry (s), -1 = unset */
 } gmcp_srv_conf;
 
-#define GMCP_DEFAULT_MAX_BODY       (1024 * 1024)
+#define GMCP_DEFAULT_MAX_BODY (1024 * 1024)
 #define GMCP_DEFAULT_CLIENT_TIMEOUT apr_time_from_sec(60)
-#define GMCP_DEFAULT_SSE_RETRY      1000
-#define GMCP_DEFAULT_PAGE_SIZE      50
-#define GMCP_DEFAULT_PRINCIPAL      "default"
-#define GMCP_DEFAULT_SESSION_IDLE   (24 * 3600)
+#define GMCP_DEFAULT_SSE_RETRY 1000
+#define GMCP_DEFAULT_PAGE_SIZE 50
+#define GMCP_DEFAULT_PRINCIPAL "default"
+#define GMCP_DEFAULT_SESSION_IDLE (24 * 3600)
 #define GMCP_DEFAULT_EVENT_RETENTION 3600
 
 /* ---- the module record's configuration (mod_gemini_mcp.c declares the module) ---- */
@@ -119,11 +119,11 @@ apr_int64_t gmcp_conf_upload_expiry(const gmcp_srv_conf *c);
 
 /* Made once in post_config, before the children fork, so read-only in them. */
 typedef struct {
-    const gmcp_registry *registry;      /* every provider, merged and validated */
-    const unsigned char *state_key;     /* HMAC key of MRTR requestState */
+    const gmcp_registry *registry;  /* every provider, merged and validated */
+    const unsigned char *state_key; /* HMAC key of MRTR requestState */
     apr_size_t state_key_len;
-    const gmcp_breaker *breaker;        /* Gemini's circuit breaker, in shared memory */
-    int gemini_configured;              /* a Gemini API key was found */
+    const gmcp_breaker *breaker; /* Gemini's circuit breaker, in shared memory */
+    int gemini_configured;       /* a Gemini API key was found */
 } gmcp_module_state;
 
 /* post_config (mod_gemini_mcp.c) publishes what it built; the handlers read it. */

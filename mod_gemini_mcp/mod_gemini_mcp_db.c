@@ -10,8 +10,8 @@
 
 #include <apr_optional.h>
 
-static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open_fn;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close_fn;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) * dbd_open_fn;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) * dbd_close_fn;
 
 static apr_time_t last_db_complaint;
 static int last_db_behind = -1;
@@ -39,9 +39,10 @@ int gmcp_dbh_open_raw(gmcp_dbh *h)
         dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     }
     if (!dbd_open_fn || !(h->dbd = dbd_open_fn(r->pool, r->server))) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, GMCP_LOGNO(0110)
-                      "gemini_mcp: no database connection (is mod_dbd loaded and "
-                      "DBDriver/DBDParams set for this server, and is the database up?)");
+        ap_log_rerror(
+            APLOG_MARK, APLOG_ERR, 0, r,
+            GMCP_LOGNO(0110) "gemini_mcp: no database connection (is mod_dbd loaded and "
+                             "DBDriver/DBDParams set for this server, and is the database up?)");
         return -1;
     }
     gmcp_db_init(&h->db, h->dbd->driver, h->dbd->handle, h->dbd->prepared, r->pool);
@@ -62,8 +63,8 @@ int gmcp_dbh_open(gmcp_dbh *h, const char **why)
         if (now - last_db_complaint > apr_time_from_sec(10) || behind != last_db_behind) {
             last_db_complaint = now;
             last_db_behind = behind;
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, h->r, GMCP_LOGNO(0111)
-                          "gemini_mcp: refusing to serve: %s", err);
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, h->r,
+                          GMCP_LOGNO(0111) "gemini_mcp: refusing to serve: %s", err);
         }
         if (behind) *why = "the database schema is older than this server needs";
         gmcp_dbh_close(h);

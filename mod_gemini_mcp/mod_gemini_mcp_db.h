@@ -12,7 +12,7 @@
  * request pool, whose cleanup gives back a connection still held at its end. */
 typedef struct {
     request_rec *r;
-    ap_dbd_t *dbd;      /* while a section is open */
+    ap_dbd_t *dbd; /* while a section is open */
     gmcp_db db;
 } gmcp_dbh;
 

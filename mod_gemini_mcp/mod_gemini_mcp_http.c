@@ -28,13 +28,13 @@
 #include <apr_strings.h>
 #include <apr_atomic.h>
 
-#define HDR_SESSION  "Mcp-Session-Id"
-#define HDR_VERSION  "MCP-Protocol-Version"
+#define HDR_SESSION "Mcp-Session-Id"
+#define HDR_VERSION "MCP-Protocol-Version"
 #define CANCEL_CHECK_EVERY apr_time_from_msec(200)
-#define STREAM_MAX_TIME    apr_time_from_sec(300)   /* resumed and listen streams */
-#define HEARTBEAT_EVERY    apr_time_from_sec(15)
-#define SWEEP_EVERY_SEC    60
-#define LOG_NONE           100   /* above every level: no notifications/message */
+#define STREAM_MAX_TIME apr_time_from_sec(300) /* resumed and listen streams */
+#define HEARTBEAT_EVERY apr_time_from_sec(15)
+#define SWEEP_EVERY_SEC 60
+#define LOG_NONE 100 /* above every level: no notifications/message */
 
 typedef struct {
     request_rec *r;
@@ -46,7 +46,7 @@ typedef struct {
     int have_session;
     /* the call being served */
     gmcp_call call;
-    const char *request_key;      /* JSON text of the request id */
+    const char *request_key; /* JSON text of the request id */
     int sse, detached, cancelled;
     const char *stream_id;
     apr_int64_t seq;
@@ -58,22 +58,16 @@ typedef struct {
 
 /* ---- database sections ---------------------------------------------------------------- */
 
-static int db_get(gmcp_req *x, const char **why)
-{
-    return gmcp_dbh_open(x->dbh, why);
-}
+static int db_get(gmcp_req *x, const char **why) { return gmcp_dbh_open(x->dbh, why); }
 
-static void db_put(gmcp_req *x)
-{
-    gmcp_dbh_close(x->dbh);
-}
+static void db_put(gmcp_req *x) { gmcp_dbh_close(x->dbh); }
 
 /* The core logged the failing statement once (GMCP02xx); this adds, for debugging,
  * what the request was doing. */
 static void db_complain(gmcp_req *x, const char *what)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, x->r, GMCP_LOGNO(0112)
-                  "gemini_mcp: database error while %s: %s", what,
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, x->r,
+                  GMCP_LOGNO(0112) "gemini_mcp: database error while %s: %s", what,
                   x->dbh->dbd ? gmcp_db_error(&x->dbh->db, -1) : "no connection");
 }
 
@@ -101,11 +95,14 @@ static int read_body(request_rec *r, apr_off_t limit, char **data, apr_size_t *l
         return HTTP_REQUEST_ENTITY_TOO_LARGE;
     while (!seen_eos) {
         apr_bucket *b;
-        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, 8192);
+        apr_status_t rv =
+            ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES, APR_BLOCK_READ, 8192);
         if (rv != APR_SUCCESS) return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
         for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
-            if (APR_BUCKET_IS_EOS(b)) { seen_eos = 1; break; }
+            if (APR_BUCKET_IS_EOS(b)) {
+                seen_eos = 1;
+                break;
+            }
             if (b->length != (apr_size_t)-1) total += (apr_off_t)b->length;
         }
         if (total > limit) return HTTP_REQUEST_ENTITY_TOO_LARGE;
@@ -126,9 +123,8 @@ static int sse_send_text(gmcp_req *x, const char *text)
     const char *why;
     apr_int64_t seq = ++x->seq;
     int rv = 0;
-    if (x->call.stateless)   /* no resumption in 2026-07-28: nothing to store */
-        return gmcp_sse_write(x->r, apr_psprintf(x->r->pool, "event: message\ndata: %s\n\n",
-                                                 text));
+    if (x->call.stateless) /* no resumption in 2026-07-28: nothing to store */
+        return gmcp_sse_write(x->r, apr_psprintf(x->r->pool, "event: message\ndata: %s\n\n", text));
     if (db_get(x, &why)) return -1;
     if (gmcp_event_append(&x->dbh->db, x->stream_id, x->session.id, seq, text)) {
         db_complain(x, "storing an SSE event");
@@ -136,8 +132,10 @@ static int sse_send_text(gmcp_req *x, const char *text)
     }
     db_put(x);
     if (!rv && !x->detached)
-        gmcp_sse_write(x->r, apr_psprintf(x->r->pool, "id: %s.%" APR_INT64_T_FMT
-                                     "\nevent: message\ndata: %s\n\n", x->stream_id, seq, text));
+        gmcp_sse_write(x->r,
+                       apr_psprintf(x->r->pool,
+                                    "id: %s.%" APR_INT64_T_FMT "\nevent: message\ndata: %s\n\n",
+                                    x->stream_id, seq, text));
     return rv;
 }
 
@@ -223,16 +221,14 @@ static const char *ask_refused(gmcp_call *c, const char *method)
                "requests (the tool must use input requests)";
     if (!x->sse) return "this request has no stream to send a request to the client";
     if (cap && !json_object_get(x->caps, cap))
-        return apr_psprintf(x->r->pool, "the client did not declare the '%s' capability",
-                            cap);
+        return apr_psprintf(x->r->pool, "the client did not declare the '%s' capability", cap);
     return NULL;
 }
 
 /* The answer arrives as a separate POST, possibly in another process: wait for it in
  * SQL, polling quickly at first, then every 100 ms. The last lookup's result, with
  * *resp once answered. */
-static int await_answer(gmcp_call *c, const char *key, apr_time_t deadline,
-                        const char **resp)
+static int await_answer(gmcp_call *c, const char *key, apr_time_t deadline, const char **resp)
 {
     gmcp_req *x = c->transport;
     apr_interval_time_t wait = apr_time_from_msec(5);
@@ -264,8 +260,9 @@ static int read_answer(gmcp_req *x, const char *resp, json_t **result, const cha
     }
     *errmsg = apr_psprintf(x->r->pool, "the client answered with an error: %s",
                            j ? (gmcp_json_str(gmcp_json_obj(j, "error"), "message")
-                                ? gmcp_json_str(gmcp_json_obj(j, "error"), "message")
-                                : "unknown") : "unreadable");
+                                    ? gmcp_json_str(gmcp_json_obj(j, "error"), "message")
+                                    : "unknown")
+                             : "unreadable");
     json_decref(j);
     return -1;
 }
@@ -287,10 +284,18 @@ static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **res
     id = apr_pstrcat(x->r->pool, "gmcp-", gmcp_random_id(x->r->pool, 12), NULL);
     /* The id is base64url, so its JSON text needs no escaping. */
     key = apr_psprintf(x->r->pool, "\"%s\"", id);
-    if (db_get(x, &why)) { json_decref(params); *errmsg = why; return -1; }
+    if (db_get(x, &why)) {
+        json_decref(params);
+        *errmsg = why;
+        return -1;
+    }
     rv = gmcp_pending_create(&x->dbh->db, x->session.id, key);
     db_put(x);
-    if (rv) { json_decref(params); *errmsg = "the session store is unavailable"; return -1; }
+    if (rv) {
+        json_decref(params);
+        *errmsg = "the session store is unavailable";
+        return -1;
+    }
     if (sse_send(x, gmcp_rpc_request(json_string(id), method, params))) {
         *errmsg = "could not send the request to the client";
         return -1;
@@ -298,8 +303,8 @@ static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **res
     rv = await_answer(c, key, deadline, &resp);
     if (resp) return read_answer(x, resp, result, errmsg);
     *errmsg = x->cancelled ? "the request was cancelled"
-            : rv == GMCP_EDB ? "the session store is unavailable"
-            : "timed out waiting for the client's answer";
+        : rv == GMCP_EDB   ? "the session store is unavailable"
+                           : "timed out waiting for the client's answer";
     return -1;
 }
 
@@ -339,12 +344,12 @@ static json_t *op_input_required(gmcp_call *c, json_t *state)
     if (!c->stateless) {
         /* With a session, gmcp_input() never answers NEEDED: nothing to return. */
         json_decref(state);
-        return gmcp_text_result("input_required is only available on protocol revision "
-                                GMCP_STATELESS_VERSION, 1);
+        return gmcp_text_result(
+            "input_required is only available on protocol revision " GMCP_STATELESS_VERSION, 1);
     }
-    return gmcp_mrtr_result(c, state, x->srv->state_key, x->srv->state_key_len,
-                            apr_pstrcat(x->r->pool, c->name ? c->name : "", "\n",
-                                        c->principal, NULL));
+    return gmcp_mrtr_result(
+        c, state, x->srv->state_key, x->srv->state_key_len,
+        apr_pstrcat(x->r->pool, c->name ? c->name : "", "\n", c->principal, NULL));
 }
 
 static void *op_db_open(gmcp_call *c, const char **why)
@@ -353,13 +358,10 @@ static void *op_db_open(gmcp_call *c, const char **why)
     return db_get(x, why) ? NULL : &x->dbh->db;
 }
 
-static void op_db_close(gmcp_call *c)
-{
-    db_put(c->transport);
-}
+static void op_db_close(gmcp_call *c) { db_put(c->transport); }
 
-static void op_gemini_observed(gmcp_call *c, int status, apr_interval_time_t latency,
-                               int retries, apr_int64_t prompt, apr_int64_t output)
+static void op_gemini_observed(gmcp_call *c, int status, apr_interval_time_t latency, int retries,
+                               apr_int64_t prompt, apr_int64_t output)
 {
     gmcp_req *x = c->transport;
     gmcp_access_gemini_observed(x->r, status, latency, retries, prompt, output);
@@ -372,11 +374,8 @@ static json_t *op_usage_report(gmcp_call *c, const char **why)
 }
 
 static const gmcp_call_ops CALL_OPS = {
-    op_progress, op_log, op_ask, op_cancelled, op_detach, op_input, op_input_required,
-    op_db_open, op_db_close,
-    op_gemini_observed,
-    op_usage_report
-};
+    op_progress,       op_log,     op_ask,      op_cancelled,       op_detach,      op_input,
+    op_input_required, op_db_open, op_db_close, op_gemini_observed, op_usage_report};
 
 /* ---- POST ---------------------------------------------------------------------------- */
 
@@ -388,8 +387,8 @@ static int load_session(gmcp_req *x, json_t *id)
         return gmcp_reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
                            "Bad Request: Mcp-Session-Id header is required");
     if (db_get(x, &why)) return gmcp_send_unavailable(x->r, id, why);
-    rv = gmcp_session_load(&x->dbh->db, sid, x->call.principal,
-                           gmcp_conf_session_idle(x->sc), &x->session);
+    rv = gmcp_session_load(&x->dbh->db, sid, x->call.principal, gmcp_conf_session_idle(x->sc),
+                           &x->session);
     if (rv == GMCP_EDB) {
         db_complain(x, "loading a session");
         return gmcp_send_unavailable(x->r, id, "the session store is unavailable");
@@ -402,8 +401,7 @@ static int load_session(gmcp_req *x, json_t *id)
     x->caps = json_loads(x->session.client_caps, 0, NULL);
     if (!x->caps) x->caps = json_object();
     x->call.client_caps = x->caps;
-    x->log_min = *x->session.log_level ? gmcp_log_level_parse(x->session.log_level)
-                                       : GMCP_LOG_INFO;
+    x->log_min = *x->session.log_level ? gmcp_log_level_parse(x->session.log_level) : GMCP_LOG_INFO;
     return OK;
 }
 
@@ -420,9 +418,10 @@ static int check_version_header(gmcp_req *x, json_t *id)
      * older supported one on some raw requests. */
     if (v && !gmcp_version_supported(v))
         return gmcp_reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
-                           apr_psprintf(x->r->pool, "Bad Request: unsupported "
-                                        "MCP-Protocol-Version '%s' (supported: %s)", v,
-                                        gmcp_supported_versions()));
+                           apr_psprintf(x->r->pool,
+                                        "Bad Request: unsupported "
+                                        "MCP-Protocol-Version '%s' (supported: %s)",
+                                        v, gmcp_supported_versions()));
     return OK;
 }
 
@@ -453,8 +452,8 @@ static int open_stream(gmcp_req *x, const gmcp_msg *m)
     }
     x->stream_id = gmcp_random_id(r->pool, 16);
     if (db_get(x, &why)) return gmcp_send_unavailable(r, m->id, why);
-    if (!x->stream_id || gmcp_stream_create(&x->dbh->db, x->stream_id, x->session.id,
-                                            x->request_key)) {
+    if (!x->stream_id
+        || gmcp_stream_create(&x->dbh->db, x->stream_id, x->session.id, x->request_key)) {
         db_complain(x, "creating an SSE stream");
         return gmcp_send_unavailable(r, m->id, "the session store is unavailable");
     }
@@ -462,8 +461,9 @@ static int open_stream(gmcp_req *x, const gmcp_msg *m)
     x->sse = 1;
     gmcp_sse_headers(r);
     if (gmcp_version_has_priming(x->session.protocol_version))
-        gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n",
-                                       x->stream_id, gmcp_conf_sse_retry(x->dc)));
+        gmcp_sse_write(r,
+                       apr_psprintf(r->pool, "id: %s.0\nretry: %d\ndata: \n\n", x->stream_id,
+                                    gmcp_conf_sse_retry(x->dc)));
     return OK;
 }
 
@@ -474,8 +474,8 @@ static int send_json_answer(gmcp_req *x, const gmcp_msg *m, const gmcp_rpc_ctx *
     request_rec *r = x->r;
     if (rc->new_session_id) apr_table_setn(r->headers_out, HDR_SESSION, rc->new_session_id);
     if (!resp)
-        return gmcp_send_json(r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED,
-                                                         "Request cancelled", NULL));
+        return gmcp_send_json(
+            r, HTTP_OK, gmcp_rpc_error(m->id, GMCP_REQUEST_CANCELLED, "Request cancelled", NULL));
     if (rc->http_status == HTTP_SERVICE_UNAVAILABLE)
         apr_table_setn(r->err_headers_out, "Retry-After", "5");
     return gmcp_send_json_text(r, rc->http_status ? rc->http_status : HTTP_OK, resp);
@@ -486,8 +486,7 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     request_rec *r = x->r;
     gmcp_rpc_ctx rc;
     const char *resp, *why;
-    int st, stream = gmcp_mcp_wants_stream(x->srv, m)
-                     && gmcp_http_accepts(r, "text/event-stream");
+    int st, stream = gmcp_mcp_wants_stream(x->srv, m) && gmcp_http_accepts(r, "text/event-stream");
 
     rpc_ctx_init(x, &rc);
     x->request_key = gmcp_id_key(r->pool, m->id);
@@ -526,11 +525,11 @@ static int serve_listen(gmcp_req *x, gmcp_msg *m)
     request_rec *r = x->r;
     apr_time_t start = apr_time_now(), last_write = start;
     /* The subscription id is the listen request's id, as text. */
-    const char *sub = json_is_string(m->id) ? json_string_value(m->id)
-                                            : gmcp_id_key(r->pool, m->id);
-    json_t *ack = gmcp_rpc_notification("notifications/subscriptions/acknowledged",
-                    json_pack("{s:{s:s}, s:{}}", "_meta", GMCP_META_SUBSCRIPTION, sub,
-                              "notifications"));
+    const char *sub =
+        json_is_string(m->id) ? json_string_value(m->id) : gmcp_id_key(r->pool, m->id);
+    json_t *ack = gmcp_rpc_notification(
+        "notifications/subscriptions/acknowledged",
+        json_pack("{s:{s:s}, s:{}}", "_meta", GMCP_META_SUBSCRIPTION, sub, "notifications"));
     x->sse = 1;
     gmcp_sse_headers(r);
     sse_send(x, ack);
@@ -554,13 +553,13 @@ static int handle_stateless(gmcp_req *x, gmcp_msg *m)
 
     if (m->kind == GMCP_MSG_NOTIFICATION) return gmcp_send_accepted(r);
     if (m->kind == GMCP_MSG_RESPONSE)
-        return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST, "Invalid Request: "
+        return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_REQUEST,
+                           "Invalid Request: "
                            "protocol revision " GMCP_STATELESS_VERSION " has no server "
                            "requests to answer");
     err = gmcp_stateless_check(r->pool, x->srv->registry, m, header_in, r, &status);
     if (err) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0114)
-                      "gemini_mcp: %d: %s", status,
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0114) "gemini_mcp: %d: %s", status,
                       gmcp_json_str(json_object_get(err, "error"), "message"));
         return gmcp_send_json(r, status, err);
     }
@@ -570,8 +569,7 @@ static int handle_stateless(gmcp_req *x, gmcp_msg *m)
     x->call.client_caps = x->caps;
     /* Logging only when this request asked for it. */
     level = gmcp_json_str(meta, GMCP_META_LOGLEVEL);
-    x->log_min = level && gmcp_log_level_parse(level) >= 0 ? gmcp_log_level_parse(level)
-                                                            : LOG_NONE;
+    x->log_min = level && gmcp_log_level_parse(level) >= 0 ? gmcp_log_level_parse(level) : LOG_NONE;
     if (!strcmp(m->method, "subscriptions/listen")) return serve_listen(x, m);
     return serve_request(x, m);
 }
@@ -593,7 +591,7 @@ static apr_status_t trim_heap(void *unused)
     while (apr_atomic_cas32(&trimming, 1, 0) == 0) {
         while (apr_atomic_xchg32(&trim_owed, 0)) malloc_trim(0);
         apr_atomic_set32(&trimming, 0);
-        if (!apr_atomic_read32(&trim_owed)) break;    /* else owed meanwhile: again */
+        if (!apr_atomic_read32(&trim_owed)) break; /* else owed meanwhile: again */
     }
 #endif
     return APR_SUCCESS;
@@ -609,7 +607,8 @@ static int read_message(gmcp_req *x, gmcp_msg *m, apr_size_t *len)
 
     *len = 0;
     if (!gmcp_http_accepts(r, "application/json") || !gmcp_http_accepts(r, "text/event-stream"))
-        return gmcp_reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR, "Not Acceptable: "
+        return gmcp_reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
+                           "Not Acceptable: "
                            "Accept must list application/json and text/event-stream");
     if (!is_json_content_type(r))
         return gmcp_reject(r, HTTP_UNSUPPORTED_MEDIA_TYPE, NULL, GMCP_SERVER_ERROR,
@@ -618,9 +617,11 @@ static int read_message(gmcp_req *x, gmcp_msg *m, apr_size_t *len)
     if (st != OK) {
         r->connection->keepalive = AP_CONN_CLOSE;
         if (st == HTTP_REQUEST_ENTITY_TOO_LARGE)
-            return gmcp_reject(r, st, NULL, GMCP_INVALID_REQUEST, apr_psprintf(r->pool,
-                               "Request body too large: the limit is %" APR_OFF_T_FMT " bytes",
-                               gmcp_conf_max_body(x->dc)));
+            return gmcp_reject(r, st, NULL, GMCP_INVALID_REQUEST,
+                               apr_psprintf(r->pool,
+                                            "Request body too large: the limit is %" APR_OFF_T_FMT
+                                            " bytes",
+                                            gmcp_conf_max_body(x->dc)));
         return gmcp_reject(r, st, NULL, GMCP_PARSE_ERROR, "Could not read the request body");
     }
     /* Registered first, so it runs after the JSON tree below is freed. */
@@ -653,8 +654,9 @@ static int admit_message(gmcp_req *x, const gmcp_msg *m, apr_size_t len)
     }
     /* Metrics label only names that exist; the scope check sees known tools (an
      * unknown one gets the ordinary "unknown tool" error). */
-    if ((st = gmcp_access_admit(r, x->acc, m->method ? m->method : "response",
-                                te ? tool : NULL, spends, m->id)) != OK)
+    if ((st = gmcp_access_admit(r, x->acc, m->method ? m->method : "response", te ? tool : NULL,
+                                spends, m->id))
+        != OK)
         return st;
     if (tool && !te) x->acc->tool = "unknown";
     return OK;
@@ -705,8 +707,7 @@ static int handle_post(gmcp_req *x)
     if (gmcp_is_stateless_request(&m, apr_table_get(r->headers_in, HDR_VERSION),
                                   apr_table_get(r->headers_in, HDR_SESSION) != NULL))
         return handle_stateless(x, &m);
-    if (m.kind == GMCP_MSG_REQUEST && !strcmp(m.method, "initialize"))
-        return serve_request(x, &m);
+    if (m.kind == GMCP_MSG_REQUEST && !strcmp(m.method, "initialize")) return serve_request(x, &m);
     if ((st = check_version_header(x, m.id)) != OK) return st;
     if ((st = load_session(x, m.id)) != OK) return st;
     if (m.kind == GMCP_MSG_NOTIFICATION) return take_notification(x, &m);
@@ -741,8 +742,7 @@ static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *s
         return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                            "Bad Request: malformed Last-Event-ID");
     st = gmcp_stream_get(&x->dbh->db, *stream_id, &owner, &done);
-    if (st == GMCP_EDB)
-        return gmcp_send_unavailable(r, NULL, "the session store is unavailable");
+    if (st == GMCP_EDB) return gmcp_send_unavailable(r, NULL, "the session store is unavailable");
     if (st == APR_ENOENT || strcmp(owner, x->session.id) != 0)
         return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                            "Bad Request: Last-Event-ID names no stream of this session");
@@ -751,8 +751,7 @@ static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *s
 
 /* Replay what is stored after `seq`, then follow the stream until its response was
  * sent (or the client left, or STREAM_MAX_TIME since `start`). */
-static void follow_stream(gmcp_req *x, const char *stream_id, apr_uint64_t seq,
-                          apr_time_t start)
+static void follow_stream(gmcp_req *x, const char *stream_id, apr_uint64_t seq, apr_time_t start)
 {
     request_rec *r = x->r;
     apr_time_t last_write = start;
@@ -770,8 +769,9 @@ static void follow_stream(gmcp_req *x, const char *stream_id, apr_uint64_t seq,
         db_put(x);
         for (i = 0; i < rs.rows->nelts; i++) {
             const char **row = GMCP_ROW(&rs, i);
-            if (gmcp_sse_write(r, apr_psprintf(r->pool, "id: %s.%s\nevent: message\ndata: %s\n\n",
-                                          stream_id, row[0], row[1])))
+            if (gmcp_sse_write(r,
+                               apr_psprintf(r->pool, "id: %s.%s\nevent: message\ndata: %s\n\n",
+                                            stream_id, row[0], row[1])))
                 return;
             seq = (apr_uint64_t)apr_atoi64(row[0]);
             last_write = apr_time_now();
@@ -864,8 +864,7 @@ static int serve_method(gmcp_req *x)
     request_rec *r = x->r;
     int st;
     if ((r->method_number == M_GET || r->method_number == M_DELETE)
-        && !apr_table_get(r->headers_in, HDR_SESSION)
-        && apr_table_get(r->headers_in, HDR_VERSION)
+        && !apr_table_get(r->headers_in, HDR_SESSION) && apr_table_get(r->headers_in, HDR_VERSION)
         && !gmcp_version_is_legacy(apr_table_get(r->headers_in, HDR_VERSION))) {
         /* 2026-07-28 has no GET stream and no session to delete. */
         apr_table_setn(r->headers_out, "Allow", "POST");

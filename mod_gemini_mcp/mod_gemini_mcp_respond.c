@@ -25,8 +25,8 @@ int gmcp_send_json(request_rec *r, int status, json_t *msg /* stolen */)
 
 int gmcp_reject(request_rec *r, int status, json_t *id, int code, const char *message)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0113)
-                  "gemini_mcp: %d: %s", status, message);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0113) "gemini_mcp: %d: %s", status,
+                  message);
     return gmcp_send_json(r, status, gmcp_rpc_error(id, code, message, NULL));
 }
 

@@ -20,8 +20,9 @@
 
 static const char *breaker_name(unsigned int state)
 {
-    return state == GMCP_BREAKER_OPEN ? "open"
-         : state == GMCP_BREAKER_HALF_OPEN ? "half-open" : "closed";
+    return state == GMCP_BREAKER_OPEN     ? "open"
+        : state == GMCP_BREAKER_HALF_OPEN ? "half-open"
+                                          : "closed";
 }
 
 /* Database: a connection from mod_dbd's pool, and the schema version on it. */
@@ -42,11 +43,10 @@ static json_t *database_state(request_rec *r, int *ok)
     }
     gmcp_dbh_close(h);
     *ok = version >= GMCP_SCHEMA_VERSION;
-    j = json_pack("{s:s, s:s, s:i, s:i}", "status", *ok ? "ok" : "schema-behind",
-                  "driver", h->db.pgsql ? "pgsql" : "sqlite3",
-                  "schema_version", version, "schema_needed", GMCP_SCHEMA_VERSION);
-    if (!*ok)
-        json_object_set_new(j, "message", json_string("run 'gmcpctl migrate'"));
+    j = json_pack("{s:s, s:s, s:i, s:i}", "status", *ok ? "ok" : "schema-behind", "driver",
+                  h->db.pgsql ? "pgsql" : "sqlite3", "schema_version", version, "schema_needed",
+                  GMCP_SCHEMA_VERSION);
+    if (!*ok) json_object_set_new(j, "message", json_string("run 'gmcpctl migrate'"));
     return j;
 }
 
@@ -56,29 +56,27 @@ int gmcp_status_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, "gemini-mcp-status") != 0) return DECLINED;
     if (r->method_number != M_GET) {
         apr_table_setn(r->headers_out, "Allow", "GET, HEAD");
-        return gmcp_send_json(r, HTTP_METHOD_NOT_ALLOWED,
-                           json_pack("{s:s}", "error", "use GET"));
+        return gmcp_send_json(r, HTTP_METHOD_NOT_ALLOWED, json_pack("{s:s}", "error", "use GET"));
     }
     path = r->uri;
     leaf = strrchr(path, '/');
     leaf = leaf ? leaf + 1 : path;
     if (!strcmp(leaf, "live"))
-        return gmcp_send_json(r, HTTP_OK, json_pack("{s:s, s:s}", "status", "live",
-                                                 "version", GMCP_VERSION));
+        return gmcp_send_json(r, HTTP_OK,
+                              json_pack("{s:s, s:s}", "status", "live", "version", GMCP_VERSION));
     if (!strcmp(leaf, "ready")) {
         int db_ok = 0;
         json_t *dbj = database_state(r, &db_ok);
         gmcp_breaker_state bs;
         json_t *gem;
         gmcp_breaker_read(&bs);
-        gem = json_pack("{s:b, s:s, s:I}", "configured", gmcp_gemini_configured(),
-                        "breaker", breaker_name(bs.state), "breaker_opens",
-                        (json_int_t)bs.opens);
+        gem = json_pack("{s:b, s:s, s:I}", "configured", gmcp_gemini_configured(), "breaker",
+                        breaker_name(bs.state), "breaker_opens", (json_int_t)bs.opens);
         /* Gemini being down does not make this server unready: its tools answer
          * plainly and the breaker recovers on its own; the database is essential. */
         return gmcp_send_json(r, db_ok ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE,
-                           json_pack("{s:s, s:o, s:o}", "status", db_ok ? "ready" : "unready",
-                                     "database", dbj, "gemini", gem));
+                              json_pack("{s:s, s:o, s:o}", "status", db_ok ? "ready" : "unready",
+                                        "database", dbj, "gemini", gem));
     }
     if (!strcmp(leaf, "metrics")) {
         const char *text = gmcp_access_metrics_text(r);
@@ -88,6 +86,7 @@ int gmcp_status_handler(request_rec *r)
         if (!r->header_only) ap_rwrite(text, (int)strlen(text), r);
         return DONE;
     }
-    return gmcp_send_json(r, HTTP_NOT_FOUND, json_pack("{s:s}", "error",
-                          "unknown status path: use live, ready or metrics"));
+    return gmcp_send_json(
+        r, HTTP_NOT_FOUND,
+        json_pack("{s:s}", "error", "unknown status path: use live, ready or metrics"));
 }

@@ -41,33 +41,35 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define TUS_VERSION    "1.0.0"
-#define TUS_EXTENSIONS "creation,creation-with-upload,creation-defer-length,expiration," \
-                       "checksum,termination,concatenation"
-#define TUS_CHECKSUMS  "sha256,sha1,md5"
-#define TUS_EXPOSE     "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, " \
+#define TUS_VERSION "1.0.0"
+#define TUS_EXTENSIONS                                                \
+    "creation,creation-with-upload,creation-defer-length,expiration," \
+    "checksum,termination,concatenation"
+#define TUS_CHECKSUMS "sha256,sha1,md5"
+#define TUS_EXPOSE                                                                \
+    "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, "         \
     "Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Defer-Length, " \
     "Upload-Metadata, Upload-Concat, Upload-Expires, WWW-Authenticate, Retry-After"
-#define TUS_ALLOW_HEADERS "authorization, content-type, tus-resumable, upload-length, " \
+#define TUS_ALLOW_HEADERS                                                                   \
+    "authorization, content-type, tus-resumable, upload-length, "                           \
     "upload-offset, upload-metadata, upload-defer-length, upload-concat, upload-checksum, " \
     "x-http-method-override, x-requested-with, x-request-id"
-#define LEASE_SECONDS  60
-#define COMMIT_BYTES   (8 * 1024 * 1024)      /* record durable progress this often... */
-#define COMMIT_EVERY   apr_time_from_sec(10)  /* ...or this often, renewing the lease */
-#define PROGRESS_EVERY apr_time_from_msec(500)  /* live byte count for the progress stream */
-#define STREAM_POLL    apr_time_from_msec(250)  /* the stream reads the row this often */
-#define STREAM_IDLE    apr_time_from_sec(60)    /* ...and ends after this long without news */
-#define STREAM_PING    apr_time_from_sec(15)
-
+#define LEASE_SECONDS 60
+#define COMMIT_BYTES (8 * 1024 * 1024)         /* record durable progress this often... */
+#define COMMIT_EVERY apr_time_from_sec(10)     /* ...or this often, renewing the lease */
+#define PROGRESS_EVERY apr_time_from_msec(500) /* live byte count for the progress stream */
+#define STREAM_POLL apr_time_from_msec(250)    /* the stream reads the row this often */
+#define STREAM_IDLE apr_time_from_sec(60)      /* ...and ends after this long without news */
+#define STREAM_PING apr_time_from_sec(15)
 
 typedef struct {
     request_rec *r;
     const gmcp_dir_conf *dc;
     const gmcp_srv_conf *sc;
     gmcp_access *acc;
-    gmcp_dbh *dbh;          /* every database section (released with the request) */
+    gmcp_dbh *dbh; /* every database section (released with the request) */
     const char *dir;
-    apr_pool_t *scratch;    /* for what long loops do over and over (see db_scratch) */
+    apr_pool_t *scratch; /* for what long loops do over and over (see db_scratch) */
 } up_req;
 
 /* ---- responses ------------------------------------------------------------------------- */
@@ -76,13 +78,13 @@ static int answer(up_req *u, int status, const char *text)
 {
     request_rec *r = u->r;
     r->status = status;
-    if (status == 460) r->status_line = "460 Checksum Mismatch";   /* tus's own code */
+    if (status == 460) r->status_line = "460 Checksum Mismatch"; /* tus's own code */
     if (text) {
         ap_set_content_type(r, "text/plain; charset=utf-8");
         ap_set_content_length(r, (apr_off_t)strlen(text) + 1);
         ap_rvputs(r, text, "\n", NULL);
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0140)
-                      "gemini_mcp: upload %d: %s", status, text);
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, GMCP_LOGNO(0140) "gemini_mcp: upload %d: %s",
+                      status, text);
     }
     else {
         ap_set_content_length(r, 0);
@@ -94,8 +96,8 @@ static int answer(up_req *u, int status, const char *text)
  * the missing connection (GMCP0110); this adds what the request was doing, at debug. */
 static int db_fail(up_req *u, const char *what)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, u->r, GMCP_LOGNO(0141)
-                  "gemini_mcp: database error while %s: %s", what,
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, u->r,
+                  GMCP_LOGNO(0141) "gemini_mcp: database error while %s: %s", what,
                   u->dbh->dbd ? gmcp_db_error(&u->dbh->db, -1) : "no connection");
     gmcp_dbh_close(u->dbh);
     apr_table_setn(u->r->err_headers_out, "Retry-After", "5");
@@ -108,11 +110,15 @@ static int db_fail(up_req *u, const char *what)
 static int disk_fail(up_req *u, const gmcp_upload *x, const char *path, apr_status_t rv)
 {
     int full = APR_STATUS_IS_ENOSPC(rv) || rv == APR_FROM_OS_ERROR(EDQUOT);
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, u->r, GMCP_LOGNO(0146)
-                  "gemini_mcp: upload %s: cannot use the spool file %s%s; the offset "
-                  "stays at %" APR_INT64_T_FMT, x->id, path,
-                  APR_STATUS_IS_EACCES(rv) ? " (is GeminiMCPUploadDir writable by the httpd "
-                  "user?)" : "", x->offset);
+    ap_log_rerror(
+        APLOG_MARK, APLOG_ERR, rv, u->r,
+        GMCP_LOGNO(0146) "gemini_mcp: upload %s: cannot use the spool file %s%s; the offset "
+                         "stays at %" APR_INT64_T_FMT,
+        x->id, path,
+        APR_STATUS_IS_EACCES(rv) ? " (is GeminiMCPUploadDir writable by the httpd "
+                                   "user?)"
+                                 : "",
+        x->offset);
     apr_table_setn(u->r->err_headers_out, "Retry-After", full ? "60" : "5");
     return answer(u, full ? HTTP_INSUFFICIENT_STORAGE : HTTP_SERVICE_UNAVAILABLE,
                   full ? "the upload spool is full; try again later"
@@ -137,8 +143,10 @@ static int db_open(up_req *u)
  * emptied each time, so the request's memory does not grow with its duration. */
 static int db_scratch(up_req *u)
 {
-    if (!u->scratch) apr_pool_create(&u->scratch, u->r->pool);
-    else apr_pool_clear(u->scratch);
+    if (!u->scratch)
+        apr_pool_create(&u->scratch, u->r->pool);
+    else
+        apr_pool_clear(u->scratch);
     if (db_open(u)) return -1;
     u->dbh->db.pool = u->scratch;
     return 0;
@@ -169,9 +177,10 @@ static int load(up_req *u, const char *id, gmcp_upload *x)
     if (!strcmp(x->state, GMCP_UPLOAD_TERMINATED))
         return answer(u, HTTP_GONE, "this upload was terminated");
     if (gmcp_upload_is_expired(x, gmcp_now_sec()))
-        return answer(u, HTTP_GONE, strcmp(x->state, GMCP_UPLOAD_COMPLETE)
-                      ? "this upload expired before it was completed; start over"
-                      : "this upload expired and was removed from the spool");
+        return answer(u, HTTP_GONE,
+                      strcmp(x->state, GMCP_UPLOAD_COMPLETE)
+                          ? "this upload expired before it was completed; start over"
+                          : "this upload expired and was removed from the spool");
     return OK;
 }
 
@@ -181,14 +190,16 @@ static int complete(up_req *u, gmcp_upload *x, apr_int64_t length, const gmcp_sh
 {
     const char *sha;
     if (gmcp_sha256_bytes(h) != length) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r, GMCP_LOGNO(0142)
-                      "gemini_mcp: upload %s: hashed %" APR_INT64_T_FMT " bytes of %"
-                      APR_INT64_T_FMT, x->id, gmcp_sha256_bytes(h), length);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r,
+                      GMCP_LOGNO(0142) "gemini_mcp: upload %s: hashed %" APR_INT64_T_FMT
+                                       " bytes of %" APR_INT64_T_FMT,
+                      x->id, gmcp_sha256_bytes(h), length);
         return -1;
     }
     sha = gmcp_sha256_result(u->r->pool, h);
-    if (db_open(u) || gmcp_upload_complete(&u->dbh->db, x->id, length, sha, gmcp_now_sec(),
-                                           expiry_from_now(u)))
+    if (db_open(u)
+        || gmcp_upload_complete(&u->dbh->db, x->id, length, sha, gmcp_now_sec(),
+                                expiry_from_now(u)))
         return -1;
     x->state = GMCP_UPLOAD_COMPLETE;
     x->sha256 = sha;
@@ -209,21 +220,21 @@ typedef struct {
  * cleanup gives it back should a path not reach append's one exit. */
 typedef struct {
     up_req *u;
-    gmcp_upload x;              /* the upload as checked; its offset follows the body */
+    gmcp_upload x; /* the upload as checked; its offset follows the body */
     int creating;
-    const char *token;          /* the lease's */
+    const char *token; /* the lease's */
     int leased;
-    const char *algo;           /* Upload-Checksum: the algorithm and digest, or NULL */
+    const char *algo; /* Upload-Checksum: the algorithm and digest, or NULL */
     unsigned char *want;
     apr_size_t want_len;
-    apr_int64_t room;           /* bytes this body may add */
-    const char *path;           /* the spool file */
+    apr_int64_t room; /* bytes this body may add */
+    const char *path; /* the spool file */
     apr_file_t *f;
-    gmcp_sha256 *h;             /* the running SHA-256 of the whole upload */
-    gmcp_upload_body body;      /* the body's pieces through the spool writer */
+    gmcp_sha256 *h;        /* the running SHA-256 of the whole upload */
+    gmcp_upload_body body; /* the body's pieces through the spool writer */
     gmcp_receipt rc;
     durability d;
-    int failed;                 /* the store failed recording the bytes */
+    int failed; /* the store failed recording the bytes */
 } appending;
 
 /* Record `offset` (already on disk) with the hash state there, under our lease, which
@@ -278,15 +289,14 @@ static int catch_up(appending *a, int now)
     apr_int64_t bytes;
     apr_time_t t = apr_time_now();
     if (gmcp_spool_durable(a->body.w, &bytes, d->state)) d->bytes = bytes;
-    if (d->bytes > rc->committed && (now || d->bytes - rc->committed >= COMMIT_BYTES
-                                     || t - d->recorded >= COMMIT_EVERY)) {
+    if (d->bytes > rc->committed
+        && (now || d->bytes - rc->committed >= COMMIT_BYTES || t - d->recorded >= COMMIT_EVERY)) {
         if (record(a, a->x.offset + d->bytes, d->state)) return -1;
         rc->committed = d->bytes;
         d->recorded = t;
     }
     else if (t - d->recorded >= COMMIT_EVERY) {
-        if ((rc->disk_rv = gmcp_spool_checkpoint(a->body.w)) != APR_SUCCESS || renew(a))
-            return -1;
+        if ((rc->disk_rv = gmcp_spool_checkpoint(a->body.w)) != APR_SUCCESS || renew(a)) return -1;
         d->recorded = t;
     }
     return 0;
@@ -298,8 +308,8 @@ static int catch_up(appending *a, int now)
 static int read_body(appending *a, apr_bucket_brigade *bb, int *pauses)
 {
     request_rec *r = a->u->r;
-    apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                     APR_NONBLOCK_READ, 65536);
+    apr_status_t rv =
+        ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES, APR_NONBLOCK_READ, 65536);
     if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb))) {
         gmcp_spool_settle(a->body.w);
         (*pauses)++;
@@ -358,8 +368,7 @@ static int between_reads(appending *a, apr_int64_t bytes, pacing *pc)
     }
     if (bytes > 0 && (rate > 0 || key_rate > 0)) {
         if (rate > 0) wait = gmcp_throttle(&pc->tat, apr_time_now(), rate, bytes);
-        if (key_rate > 0 && (w2 = gmcp_access_throttle(u->acc, key_rate, bytes)) > wait)
-            wait = w2;
+        if (key_rate > 0 && (w2 = gmcp_access_throttle(u->acc, key_rate, bytes)) > wait) wait = w2;
         if (wait > 0) apr_sleep(wait);
     }
     return 0;
@@ -385,7 +394,8 @@ static void receive(appending *a)
         if (a->rc.conflict) break;
         if (!eos && between_reads(a, a->rc.got - before, &pc)) break;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r, "gemini_mcp: upload %s: %" APR_INT64_T_FMT
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
+                  "gemini_mcp: upload %s: %" APR_INT64_T_FMT
                   " bytes received, %d pauses caught up with, %" APR_INT64_T_FMT " recorded",
                   a->x.id, a->rc.got, pauses, a->rc.committed);
 }
@@ -405,10 +415,13 @@ static int append_prepare(appending *a, up_req *u, const gmcp_upload *x, int cre
     if (ck_hdr) {
         apr_status_t rv = gmcp_tus_checksum(r->pool, ck_hdr, &a->algo, &a->want, &a->want_len);
         if (APR_STATUS_IS_ENOTIMPL(rv))
-            return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: unsupported algorithm "
+            return answer(u, HTTP_BAD_REQUEST,
+                          "Upload-Checksum: unsupported algorithm "
                           "(use sha256, sha1 or md5)");
-        if (rv != APR_SUCCESS) return answer(u, HTTP_BAD_REQUEST, "Upload-Checksum: expected "
-                                             "'<algorithm> <base64 digest>'");
+        if (rv != APR_SUCCESS)
+            return answer(u, HTTP_BAD_REQUEST,
+                          "Upload-Checksum: expected "
+                          "'<algorithm> <base64 digest>'");
     }
     if (x->length < 0 && u->dc->upload_quota >= 0) {
         if (db_open(u) || gmcp_upload_spool_used(&u->dbh->db, u->acc->principal, &used))
@@ -454,14 +467,15 @@ static int append_lease(appending *a)
     apr_int64_t offset = a->x.offset;
     gmcp_upload_lease_result lease;
     if (db_open(u)) return db_fail(u, "opening the upload store");
-    lease = gmcp_upload_lease(&u->dbh->db, a->x.id, u->acc->principal,
-                              a->creating ? NULL : &a->x, a->token, LEASE_SECONDS, &offset);
+    lease = gmcp_upload_lease(&u->dbh->db, a->x.id, u->acc->principal, a->creating ? NULL : &a->x,
+                              a->token, LEASE_SECONDS, &offset);
     if (lease == GMCP_LEASE_LOCK_FAILED) return db_fail(u, "locking an upload");
     if (lease == GMCP_LEASE_READ_FAILED) return db_fail(u, "reading an upload");
     gmcp_dbh_close(u->dbh);
     if (lease == GMCP_LEASE_MOVED) {
         tell_offset(u, offset);
-        return answer(u, HTTP_CONFLICT, "the upload moved on while this request waited "
+        return answer(u, HTTP_CONFLICT,
+                      "the upload moved on while this request waited "
                       "for it; HEAD for the current offset");
     }
     if (lease == GMCP_LEASE_HELD) {
@@ -480,19 +494,19 @@ static int append_open(appending *a)
     request_rec *r = a->u->r;
     gmcp_spool_writer *w;
     int reread = 0;
-    apr_status_t rv = gmcp_upload_spool_continue(r->pool, a->path, a->x.offset, &a->f,
-                                                 &a->rc.lost);
+    apr_status_t rv = gmcp_upload_spool_continue(r->pool, a->path, a->x.offset, &a->f, &a->rc.lost);
     if (rv != APR_SUCCESS) {
         if (!a->rc.lost) a->rc.disk_rv = rv;
         return -1;
     }
     a->h = gmcp_upload_resume_hash(r->pool, a->path, &a->x, &reread);
     if (reread)
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "gemini_mcp: upload %s: no saved hash "
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      "gemini_mcp: upload %s: no saved hash "
                       "state at offset %" APR_INT64_T_FMT "; reading the spool file",
                       a->x.id, a->x.offset);
     if (!a->h) {
-        a->rc.disk_rv = APR_EINCOMPLETE;      /* the spool file is shorter than the offset */
+        a->rc.disk_rv = APR_EINCOMPLETE; /* the spool file is shorter than the offset */
         return -1;
     }
     if (gmcp_spool_open(&w, r->pool, a->f, a->h) != APR_SUCCESS) {
@@ -511,20 +525,19 @@ static void append_body(appending *a)
     receive(a);
     gmcp_body_verify(&a->body, a->want, a->want_len);
     switch (gmcp_body_outcome(&a->body)) {
-    case GMCP_BODY_FAILED:
-        a->failed = 1;
-        break;
+    case GMCP_BODY_FAILED: a->failed = 1; break;
     case GMCP_BODY_DISCARD:
         gmcp_spool_close(a->body.w);
         a->body.w = NULL;
         apr_file_trunc(a->f, (apr_off_t)(a->x.offset + a->rc.committed));
         break;
     case GMCP_BODY_COMMIT:
-        if (commit(a, &all) || all != a->rc.got) a->failed = 1;
-        else a->rc.committed = a->rc.got;
+        if (commit(a, &all) || all != a->rc.got)
+            a->failed = 1;
+        else
+            a->rc.committed = a->rc.got;
         break;
-    case GMCP_BODY_KEEP:
-        break;
+    case GMCP_BODY_KEEP: break;
     }
     a->x.offset += a->rc.committed;
 }
@@ -538,34 +551,42 @@ static int append_answer(appending *a)
     request_rec *r = u->r;
     gmcp_upload *x = &a->x;
     if (a->rc.lost) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, GMCP_LOGNO(0147)
-                      "gemini_mcp: upload %s: its spool file %s is missing or holds fewer "
-                      "than the %" APR_INT64_T_FMT " bytes recorded; refusing to continue it",
-                      x->id, a->path, x->offset);
-        return answer(u, HTTP_GONE, "the bytes received so far are gone from the server's "
+        ap_log_rerror(
+            APLOG_MARK, APLOG_ERR, 0, r,
+            GMCP_LOGNO(0147) "gemini_mcp: upload %s: its spool file %s is missing or holds fewer "
+                             "than the %" APR_INT64_T_FMT
+                             " bytes recorded; refusing to continue it",
+            x->id, a->path, x->offset);
+        return answer(u, HTTP_GONE,
+                      "the bytes received so far are gone from the server's "
                       "spool; start the upload over");
     }
     if (a->rc.disk_rv) return disk_fail(u, x, a->path, a->rc.disk_rv);
     if (a->failed) return db_fail(u, "storing upload bytes");
     if (a->rc.too_big)
-        return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, x->length >= 0
-                      ? "the body goes past Upload-Length"
-                      : "the upload exceeds Tus-Max-Size or your spool quota");
+        return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE,
+                      x->length >= 0 ? "the body goes past Upload-Length"
+                                     : "the upload exceeds Tus-Max-Size or your spool quota");
     if (a->rc.conflict)
-        return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE, apr_psprintf(r->pool, "the content is "
-                      "%s but Upload-Metadata's filetype says %s; the chunk was discarded",
-                      a->rc.sniffed, x->filetype));
+        return answer(
+            u, HTTP_UNSUPPORTED_MEDIA_TYPE,
+            apr_psprintf(r->pool,
+                         "the content is "
+                         "%s but Upload-Metadata's filetype says %s; the chunk was discarded",
+                         a->rc.sniffed, x->filetype));
     if (a->rc.mismatch)
-        return answer(u, 460, apr_psprintf(r->pool, "Checksum Mismatch: the %s of this "
-                                           "request's body differs; the chunk was discarded",
-                                           a->algo));
+        return answer(u, 460,
+                      apr_psprintf(r->pool,
+                                   "Checksum Mismatch: the %s of this "
+                                   "request's body differs; the chunk was discarded",
+                                   a->algo));
     if (x->length >= 0 && x->offset == x->length && complete(u, x, x->length, a->h))
         return db_fail(u, "completing an upload");
     gmcp_dbh_close(u->dbh);
     tell_offset(u, x->offset);
     if (strcmp(x->state, GMCP_UPLOAD_COMPLETE) != 0)
-        apr_table_setn(r->err_headers_out, "Upload-Expires", http_date(r->pool,
-                                                                       expiry_from_now(u)));
+        apr_table_setn(r->err_headers_out, "Upload-Expires",
+                       http_date(r->pool, expiry_from_now(u)));
     return a->creating ? OK : answer(u, HTTP_NO_CONTENT, NULL);
 }
 
@@ -609,12 +630,15 @@ static int do_patch(up_req *u, const char *id)
         return answer(u, HTTP_BAD_REQUEST, "Upload-Offset is missing or not a whole number");
     if (off != x.offset) {
         tell_offset(u, x.offset);
-        return answer(u, HTTP_CONFLICT, apr_psprintf(r->pool, "Upload-Offset %" APR_INT64_T_FMT
-                      " is not this upload's offset (%" APR_INT64_T_FMT ")", off, x.offset));
+        return answer(u, HTTP_CONFLICT,
+                      apr_psprintf(r->pool,
+                                   "Upload-Offset %" APR_INT64_T_FMT
+                                   " is not this upload's offset (%" APR_INT64_T_FMT ")",
+                                   off, x.offset));
     }
     if (len_hdr) {
-        if (gmcp_tus_offset_parse(len_hdr, &len)) return answer(u, HTTP_BAD_REQUEST,
-                                                    "Upload-Length is not a whole number");
+        if (gmcp_tus_offset_parse(len_hdr, &len))
+            return answer(u, HTTP_BAD_REQUEST, "Upload-Length is not a whole number");
         if (x.length >= 0 && len != x.length)
             return answer(u, HTTP_BAD_REQUEST, "Upload-Length cannot change once set");
         if (len > (apr_int64_t)gmcp_conf_upload_max(u->dc) || len < x.offset)
@@ -662,8 +686,7 @@ static int do_delete(up_req *u, const char *id)
     if (st != OK) return st;
     rv = gmcp_upload_terminate(&u->dbh->db, x.id, u->acc->principal);
     gmcp_dbh_close(u->dbh);
-    if (rv != APR_SUCCESS && !APR_STATUS_IS_ENOENT(rv))
-        return db_fail(u, "terminating an upload");
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_ENOENT(rv)) return db_fail(u, "terminating an upload");
     apr_file_remove(gmcp_upload_spool_path(u->r->pool, u->dir, x.id), u->r->pool);
     return answer(u, HTTP_NO_CONTENT, NULL);
 }
@@ -711,9 +734,10 @@ static int progress_stream(up_req *u, const char *id, gmcp_upload *x, gmcp_rate_
         json_decref(ev);
         if (!text) break;
         if (!last_text || strcmp(text, last_text) != 0) {
-            int bad = gmcp_sse_write(r, apr_psprintf(it, "id: %" APR_INT64_T_FMT
-                                                     "\nevent: progress\ndata: %s\n\n",
-                                                     ++seq, text));
+            int bad = gmcp_sse_write(
+                r,
+                apr_psprintf(it, "id: %" APR_INT64_T_FMT "\nevent: progress\ndata: %s\n\n", ++seq,
+                             text));
             free(last_text);
             last_text = text;
             last_news = last_write = apr_time_now();
@@ -746,10 +770,9 @@ static int do_get(up_req *u, const char *id)
     gmcp_dbh_close(u->dbh);
     if (st != OK) return st;
     memset(&w, 0, sizeof(w));
-    if (!gmcp_http_accepts(r, "text/event-stream")
-        || gmcp_http_accepts(r, "application/json"))
-        return gmcp_send_json(r, HTTP_OK, gmcp_upload_progress_json(&x, &w,
-                                                  apr_time_as_msec(apr_time_now())));
+    if (!gmcp_http_accepts(r, "text/event-stream") || gmcp_http_accepts(r, "application/json"))
+        return gmcp_send_json(r, HTTP_OK,
+                              gmcp_upload_progress_json(&x, &w, apr_time_as_msec(apr_time_now())));
     return progress_stream(u, id, &x, &w);
 }
 
@@ -770,10 +793,14 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
     if (fate == GMCP_FINAL_DB) return db_fail(u, "reading partial uploads");
     gmcp_dbh_close(u->dbh);
     if (fate == GMCP_FINAL_BAD_PART)
-        return answer(u, HTTP_BAD_REQUEST, apr_psprintf(r->pool, "Upload-Concat: %s is not "
-                      "a finished partial upload of yours", plan.bad_url));
+        return answer(u, HTTP_BAD_REQUEST,
+                      apr_psprintf(r->pool,
+                                   "Upload-Concat: %s is not "
+                                   "a finished partial upload of yours",
+                                   plan.bad_url));
     if (fate == GMCP_FINAL_NO_PARTS)
-        return answer(u, HTTP_BAD_REQUEST, "Upload-Concat: final needs a list of partial "
+        return answer(u, HTTP_BAD_REQUEST,
+                      "Upload-Concat: final needs a list of partial "
                       "uploads");
     if (fate == GMCP_FINAL_TOO_BIG)
         return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, "the concatenation exceeds Tus-Max-Size");
@@ -784,8 +811,11 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
                                   gmcp_upload_spool_path(r->pool, u->dir, x->id), h, &copied);
     if (fate == GMCP_FINAL_DISK) return disk_fail(u, x, copied.path, copied.rv);
     if (fate == GMCP_FINAL_CONFLICT)
-        return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE, apr_psprintf(r->pool, "the content is "
-                      "%s but Upload-Metadata's filetype says %s", copied.sniffed, x->filetype));
+        return answer(u, HTTP_UNSUPPORTED_MEDIA_TYPE,
+                      apr_psprintf(r->pool,
+                                   "the content is "
+                                   "%s but Upload-Metadata's filetype says %s",
+                                   copied.sniffed, x->filetype));
     /* 3. the row, complete */
     x->offset = plan.total;
     if (db_open(u) || gmcp_upload_create(&u->dbh->db, x)
@@ -801,7 +831,7 @@ static int create_final(up_req *u, gmcp_upload *x, const char *list)
 typedef struct {
     const char *len_hdr, *defer, *meta, *concat, *ct;
     int is_final;
-    apr_table_t *md;            /* Upload-Metadata, decoded */
+    apr_table_t *md; /* Upload-Metadata, decoded */
 } creation;
 
 /* 1. The lengths and the concatenation asked for, and Upload-Metadata. */
@@ -824,16 +854,18 @@ static int creation_headers(up_req *u, creation *c, gmcp_upload *x)
     if (c->is_final && c->len_hdr)
         return answer(u, HTTP_BAD_REQUEST, "a final upload takes no Upload-Length");
     if (!c->is_final && (c->len_hdr != NULL) == (c->defer != NULL))
-        return answer(u, HTTP_BAD_REQUEST, "give exactly one of Upload-Length and "
+        return answer(u, HTTP_BAD_REQUEST,
+                      "give exactly one of Upload-Length and "
                       "Upload-Defer-Length");
     if (!c->is_final && c->defer && strcmp(c->defer, "1") != 0)
         return answer(u, HTTP_BAD_REQUEST, "Upload-Defer-Length must be 1");
     if (!c->is_final && c->len_hdr && gmcp_tus_offset_parse(c->len_hdr, &x->length))
         return answer(u, HTTP_BAD_REQUEST, "Upload-Length is not a whole number");
     if (!c->is_final && x->length > (apr_int64_t)gmcp_conf_upload_max(u->dc))
-        return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, apr_psprintf(r->pool,
-                      "Upload-Length exceeds Tus-Max-Size (%" APR_OFF_T_FMT ")",
-                      gmcp_conf_upload_max(u->dc)));
+        return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE,
+                      apr_psprintf(r->pool,
+                                   "Upload-Length exceeds Tus-Max-Size (%" APR_OFF_T_FMT ")",
+                                   gmcp_conf_upload_max(u->dc)));
     if (gmcp_tus_metadata(r->pool, c->meta, &c->md, &err)) return answer(u, HTTP_BAD_REQUEST, err);
     return OK;
 }
@@ -848,10 +880,13 @@ static int creation_quota(up_req *u, const creation *c, const gmcp_upload *x)
         return db_fail(u, "reading spool usage");
     gmcp_dbh_close(u->dbh);
     if (used + (x->length > 0 ? x->length : 0) > (apr_int64_t)u->dc->upload_quota)
-        return answer(u, HTTP_REQUEST_ENTITY_TOO_LARGE, apr_psprintf(u->r->pool,
-                      "your uploads would take more than your spool quota (%" APR_OFF_T_FMT
-                      " bytes; %" APR_INT64_T_FMT " in use): finish, relay or terminate "
-                      "some first", u->dc->upload_quota, used));
+        return answer(
+            u, HTTP_REQUEST_ENTITY_TOO_LARGE,
+            apr_psprintf(u->r->pool,
+                         "your uploads would take more than your spool quota (%" APR_OFF_T_FMT
+                         " bytes; %" APR_INT64_T_FMT " in use): finish, relay or terminate "
+                         "some first",
+                         u->dc->upload_quota, used));
     return OK;
 }
 
@@ -878,9 +913,8 @@ static int create_empty(up_req *u, gmcp_upload *x)
 {
     const char *path = gmcp_upload_spool_path(u->r->pool, u->dir, x->id);
     apr_file_t *f;
-    apr_status_t rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE
-                                    | APR_FOPEN_BINARY, APR_FPROT_UREAD | APR_FPROT_UWRITE,
-                                    u->r->pool);
+    apr_status_t rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_BINARY,
+                                    APR_FPROT_UREAD | APR_FPROT_UWRITE, u->r->pool);
     if (rv != APR_SUCCESS) return disk_fail(u, x, path, rv);
     apr_file_close(f);
     if (complete(u, x, 0, gmcp_sha256_make(u->r->pool))) return db_fail(u, "completing an upload");
@@ -952,16 +986,15 @@ int gmcp_upload_handler(request_rec *r)
     method = r->method;
     override = apr_table_get(r->headers_in, "X-HTTP-Method-Override");
     if (override && r->method_number == M_POST
-        && (!strcmp(override, "PATCH") || !strcmp(override, "DELETE")
-            || !strcmp(override, "HEAD")))
+        && (!strcmp(override, "PATCH") || !strcmp(override, "DELETE") || !strcmp(override, "HEAD")))
         method = override;
 
-    if (!gmcp_request_origin_ok(r, u->dc)) return answer(u, HTTP_FORBIDDEN,
-                                                       "Origin or Host is not allowed");
+    if (!gmcp_request_origin_ok(r, u->dc))
+        return answer(u, HTTP_FORBIDDEN, "Origin or Host is not allowed");
     gmcp_access_cors(r);
     if (apr_table_get(r->headers_in, "Origin"))
         apr_table_setn(r->err_headers_out, "Access-Control-Expose-Headers", TUS_EXPOSE);
-    if (!strcmp(method, "OPTIONS")) return do_options(u);   /* no auth, no Tus-Resumable */
+    if (!strcmp(method, "OPTIONS")) return do_options(u); /* no auth, no Tus-Resumable */
 
     tusv = apr_table_get(r->headers_in, "Tus-Resumable");
     if (!tusv || strcmp(tusv, TUS_VERSION) != 0) {
@@ -969,8 +1002,9 @@ int gmcp_upload_handler(request_rec *r)
         return answer(u, HTTP_PRECONDITION_FAILED, "Tus-Resumable: 1.0.0 is required");
     }
     if (!u->dir) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, GMCP_LOGNO(0144)
-                      "gemini_mcp: SetHandler gemini-mcp-upload needs GeminiMCPUploadDir");
+        ap_log_rerror(
+            APLOG_MARK, APLOG_ERR, 0, r,
+            GMCP_LOGNO(0144) "gemini_mcp: SetHandler gemini-mcp-upload needs GeminiMCPUploadDir");
         return answer(u, HTTP_SERVICE_UNAVAILABLE, "uploads are not configured on this server");
     }
     if ((st = gmcp_access_identify(r, u->dc, &u->acc)) != OK) return st;
@@ -984,6 +1018,7 @@ int gmcp_upload_handler(request_rec *r)
     if (r->method_number == M_GET) return do_get(u, id);
     if (!strcmp(method, "DELETE")) return do_delete(u, id);
     apr_table_setn(r->err_headers_out, "Allow", "POST, GET, HEAD, PATCH, DELETE, OPTIONS");
-    return answer(u, HTTP_METHOD_NOT_ALLOWED, "use POST to create, PATCH to append, HEAD for "
+    return answer(u, HTTP_METHOD_NOT_ALLOWED,
+                  "use POST to create, PATCH to append, HEAD for "
                   "the offset, GET for progress, DELETE to terminate");
 }

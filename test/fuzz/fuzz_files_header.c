@@ -5,10 +5,9 @@
 #include "fuzz.h"
 #include "gmcp_files.h"
 
-static const char *const names[] = {
-    "X-Goog-Upload-URL", "X-Goog-Upload-Status", "X-Goog-Upload-Size-Received",
-    "X-Goog-Upload-Chunk-Granularity", NULL
-};
+static const char *const names[] = {"X-Goog-Upload-URL", "X-Goog-Upload-Status",
+                                    "X-Goog-Upload-Size-Received",
+                                    "X-Goog-Upload-Chunk-Granularity", NULL};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -52,8 +52,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FILE *f;
     size_t includes;
     includes = count_ci(data, size, "include");
-    if (includes && (memchr(data, '/', size) || count_ci(data, size, "..")
-                     || count_ci(data, size, "serverroot") || includes > 1))
+    if (includes
+        && (memchr(data, '/', size) || count_ci(data, size, "..")
+            || count_ci(data, size, "serverroot") || includes > 1))
         return 0;
     p = fuzz_pool();
     if (!(f = fopen(conf, "wb")) || fwrite(data, 1, size, f) != size || fclose(f)) abort();
@@ -61,7 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(out.gmcp);
         FUZZ_ASSERT(!out.params || out.where);
     }
-    else FUZZ_ASSERT(err);
+    else
+        FUZZ_ASSERT(err);
     apr_pool_destroy(p);
     return 0;
 }

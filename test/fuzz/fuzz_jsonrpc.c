@@ -10,9 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     gmcp_msg m;
     gmcp_msg_parse(p, (const char *)data, size, &m);
     switch (m.kind) {
-    case GMCP_MSG_INVALID:
-        FUZZ_ASSERT(m.error_code && m.error_msg);
-        break;
+    case GMCP_MSG_INVALID: FUZZ_ASSERT(m.error_code && m.error_msg); break;
     case GMCP_MSG_REQUEST:
     case GMCP_MSG_NOTIFICATION:
         FUZZ_ASSERT(m.root && m.method && *m.method);
@@ -23,9 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)gmcp_method_removed(m.method);
         break;
     case GMCP_MSG_RESPONSE:
-    case GMCP_MSG_BATCH:
-        FUZZ_ASSERT(m.root);
-        break;
+    case GMCP_MSG_BATCH: FUZZ_ASSERT(m.root); break;
     }
     if (m.id) {
         const char *key = gmcp_id_key(p, m.id);

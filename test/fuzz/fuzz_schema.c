@@ -19,7 +19,8 @@ static void setup(apr_pool_t *root)
         "\"opts\":{\"type\":\"object\"},\"nothing\":{\"type\":\"null\"},"
         "\"either\":{\"type\":[\"string\",\"integer\"]},"
         "\"mode\":{\"type\":\"string\",\"enum\":[\"fast\",\"slow\"]},"
-        "\"level\":{\"enum\":[1,2,3,null]},\"any\":{}}}", 0, NULL);
+        "\"level\":{\"enum\":[1,2,3,null]},\"any\":{}}}",
+        0, NULL);
     if (!fixed) abort();
 }
 

@@ -23,8 +23,8 @@ static apr_status_t on_chunk(json_t *chunk, void *baton)
     return s->stop_after && s->events >= s->stop_after ? APR_EOF : APR_SUCCESS;
 }
 
-static apr_status_t feed(apr_pool_t *p, const uint8_t *d, size_t n, unsigned seed,
-                         int stop_after, int whole, seen *s)
+static apr_status_t feed(apr_pool_t *p, const uint8_t *d, size_t n, unsigned seed, int stop_after,
+                         int whole, seen *s)
 {
     gmcp_sse_parser sp;
     size_t off = 0;
@@ -35,7 +35,8 @@ static apr_status_t feed(apr_pool_t *p, const uint8_t *d, size_t n, unsigned see
     s->stop_after = stop_after;
     while (off < n && !rv) {
         size_t piece;
-        if (whole) piece = n - off;
+        if (whole)
+            piece = n - off;
         else {
             seed = seed * 1103515245u + 12345u;
             /* mostly small pieces, sometimes large ones */

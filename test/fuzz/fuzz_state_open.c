@@ -21,8 +21,8 @@ static const char *tag(apr_pool_t *p, const char *body)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     const char *msg = apr_pstrcat(p, binding, "\n", body, NULL);
-    if (!HMAC(EVP_sha256(), key, (int)sizeof(key), (const unsigned char *)msg, strlen(msg),
-              md, &mdlen))
+    if (!HMAC(EVP_sha256(), key, (int)sizeof(key), (const unsigned char *)msg, strlen(msg), md,
+              &mdlen))
         abort();
     return gmcp_b64url_encode(p, md, mdlen);
 }
@@ -38,10 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     p = fuzz_pool();
     mode = data[0] % 3;
     payload = fuzz_cstr(p, data + 1, size - 1);
-    if (mode == 0) sealed = payload;
+    if (mode == 0)
+        sealed = payload;
     else {
-        const char *body = mode == 1 ? payload
-            : gmcp_b64url_encode(p, (const unsigned char *)data + 1, size - 1);
+        const char *body =
+            mode == 1 ? payload : gmcp_b64url_encode(p, (const unsigned char *)data + 1, size - 1);
         sealed = apr_pstrcat(p, body, ".", tag(p, body), NULL);
     }
     rv = gmcp_state_open(p, key, sizeof(key), binding, sealed, &state);
@@ -51,14 +52,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_t *again = NULL;
         const char *resealed = gmcp_state_seal(p, key, sizeof(key), binding, state);
         FUZZ_ASSERT(resealed);
-        FUZZ_ASSERT(gmcp_state_open(p, key, sizeof(key), binding, resealed, &again)
-                    == APR_SUCCESS);
+        FUZZ_ASSERT(gmcp_state_open(p, key, sizeof(key), binding, resealed, &again) == APR_SUCCESS);
         FUZZ_ASSERT(json_equal(state, again));
         /* Bound elsewhere, the same seal must not open. */
         json_decref(again);
         again = NULL;
-        FUZZ_ASSERT(gmcp_state_open(p, key, sizeof(key), "other\nprincipal:alice", resealed,
-                                    &again) == APR_EINVAL && !again);
+        FUZZ_ASSERT(gmcp_state_open(p, key, sizeof(key), "other\nprincipal:alice", resealed, &again)
+                        == APR_EINVAL
+                    && !again);
         json_decref(state);
     }
     apr_pool_destroy(p);

@@ -13,7 +13,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(md);
         if (name) (void)gmcp_tus_filename_ok(name);
     }
-    else FUZZ_ASSERT(err);
+    else
+        FUZZ_ASSERT(err);
     (void)gmcp_tus_filename_ok(fuzz_cstr(p, data, size));
     apr_pool_destroy(p);
     return 0;

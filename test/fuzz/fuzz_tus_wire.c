@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (gmcp_tus_offset_parse(s, &v) == APR_SUCCESS) {
         FUZZ_ASSERT(v >= 0 && v <= (apr_int64_t)1 << 62);
-        FUZZ_ASSERT(!strcmp(apr_psprintf(p, "%" APR_INT64_T_FMT, v), s));   /* canonical */
+        FUZZ_ASSERT(!strcmp(apr_psprintf(p, "%" APR_INT64_T_FMT, v), s)); /* canonical */
     }
     seg = gmcp_url_last_segment(p, s);
     FUZZ_ASSERT(seg && !strchr(seg, '/') && strstr(s, seg));

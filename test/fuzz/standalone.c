@@ -20,7 +20,10 @@ static int run_file(const char *path)
     FILE *f = fopen(path, "rb");
     uint8_t *buf;
     long n;
-    if (!f) { perror(path); return -1; }
+    if (!f) {
+        perror(path);
+        return -1;
+    }
     if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
         perror(path);
         fclose(f);
@@ -51,13 +54,21 @@ int main(int argc, char **argv)
     LLVMFuzzerInitialize(&argc, &argv);
     for (i = 1; i < argc; i++) {
         struct stat st;
-        if (stat(argv[i], &st) != 0) { perror(argv[i]); bad++; continue; }
+        if (stat(argv[i], &st) != 0) {
+            perror(argv[i]);
+            bad++;
+            continue;
+        }
         if (S_ISDIR(st.st_mode)) {
             DIR *d = opendir(argv[i]);
             struct dirent *e;
             char **names = NULL;
             size_t n = 0, k;
-            if (!d) { perror(argv[i]); bad++; continue; }
+            if (!d) {
+                perror(argv[i]);
+                bad++;
+                continue;
+            }
             while ((e = readdir(d))) {
                 char *path;
                 struct stat fst;
@@ -65,22 +76,29 @@ int main(int argc, char **argv)
                 path = malloc(strlen(argv[i]) + strlen(e->d_name) + 2);
                 if (!path) abort();
                 sprintf(path, "%s/%s", argv[i], e->d_name);
-                if (stat(path, &fst) != 0 || !S_ISREG(fst.st_mode)) { free(path); continue; }
+                if (stat(path, &fst) != 0 || !S_ISREG(fst.st_mode)) {
+                    free(path);
+                    continue;
+                }
                 names = realloc(names, (n + 1) * sizeof(*names));
                 if (!names) abort();
                 names[n++] = path;
             }
             closedir(d);
-            if (n) qsort(names, n, sizeof(*names), cmp);   /* a stable replay order */
+            if (n) qsort(names, n, sizeof(*names), cmp); /* a stable replay order */
             for (k = 0; k < n; k++) {
-                if (run_file(names[k])) bad++;
-                else ran++;
+                if (run_file(names[k]))
+                    bad++;
+                else
+                    ran++;
                 free(names[k]);
             }
             free(names);
         }
-        else if (run_file(argv[i])) bad++;
-        else ran++;
+        else if (run_file(argv[i]))
+            bad++;
+        else
+            ran++;
     }
     fprintf(stderr, "%s: replayed %d input(s)%s\n", argv[0], ran, bad ? ", some unreadable" : "");
     return bad || !ran ? 1 : 0;

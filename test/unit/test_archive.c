@@ -23,15 +23,16 @@ static void t_canonical(apr_pool_t *p)
     CHECK_STR(canon(p, GMCP_COL_INT, "+7"), "[7]\n");
     CHECK_STR(canon(p, GMCP_COL_INT, "-0"), "[0]\n");
     CHECK_STR(canon(p, GMCP_COL_INT, "12abc"), "[\"12abc\"]\n");
-    CHECK_STR(canon(p, GMCP_COL_BOOL, "t"), "[true]\n");       /* PostgreSQL */
-    CHECK_STR(canon(p, GMCP_COL_BOOL, "1"), "[true]\n");       /* SQLite */
+    CHECK_STR(canon(p, GMCP_COL_BOOL, "t"), "[true]\n"); /* PostgreSQL */
+    CHECK_STR(canon(p, GMCP_COL_BOOL, "1"), "[true]\n"); /* SQLite */
     CHECK_STR(canon(p, GMCP_COL_BOOL, "f"), "[false]\n");
     CHECK_STR(canon(p, GMCP_COL_BOOL, "0"), "[false]\n");
-    CHECK_STR(canon(p, GMCP_COL_TEXT, NULL), "[null]\n");      /* NULL ... */
-    CHECK_STR(canon(p, GMCP_COL_TEXT, ""), "[\"\"]\n");        /* ... is not '' */
+    CHECK_STR(canon(p, GMCP_COL_TEXT, NULL), "[null]\n"); /* NULL ... */
+    CHECK_STR(canon(p, GMCP_COL_TEXT, ""), "[\"\"]\n");   /* ... is not '' */
     CHECK_STR(canon(p, GMCP_COL_TEXT, "a\"b\\c\nd\te\x01"), "[\"a\\\"b\\\\c\\nd\\te\\u0001\"]\n");
     CHECK_STR(canon(p, GMCP_COL_TEXT, "\xc3\xa9"), "[\"\xc3\xa9\"]\n");
-    CHECK_STR(canon(p, GMCP_COL_JSON, "{\"b\": 1, \"a\": [1, 2]}"), "[\"{\\\"a\\\":[1,2],\\\"b\\\":1}\"]\n");
+    CHECK_STR(canon(p, GMCP_COL_JSON, "{\"b\": 1, \"a\": [1, 2]}"),
+              "[\"{\\\"a\\\":[1,2],\\\"b\\\":1}\"]\n");
     CHECK_STR(canon(p, GMCP_COL_TIME, "2026-12-01 19:22:10.526400+00"),
               "[\"2026-12-01T19:22:10.5264Z\"]\n");
     CHECK_STR(canon(p, GMCP_COL_TIME, "2026-12-01 19:22:10"), "[\"2026-12-01T19:22:10Z\"]\n");
@@ -50,8 +51,8 @@ static void t_canonical(apr_pool_t *p)
  * batches pass through the writer thread. */
 static void t_values_same_as_lines(apr_pool_t *p)
 {
-    static const int types[] = {GMCP_COL_INT, GMCP_COL_TEXT, GMCP_COL_BOOL, GMCP_COL_JSON,
-                                GMCP_COL_TIME, GMCP_COL_INT, GMCP_COL_TEXT};
+    static const int types[] = {GMCP_COL_INT,  GMCP_COL_TEXT, GMCP_COL_BOOL, GMCP_COL_JSON,
+                                GMCP_COL_TIME, GMCP_COL_INT,  GMCP_COL_TEXT};
     json_t *cols = json_array(), *none = json_array(), *ta, *tb;
     FILE *fa = tmpfile(), *fb = tmpfile();
     gmcp_arc_out *a = gmcp_arc_out_open(p, fa, NULL), *b = gmcp_arc_out_open(p, fb, NULL);
@@ -60,8 +61,9 @@ static void t_values_same_as_lines(apr_pool_t *p)
     int i, j, same = 1;
     long na, nb;
     for (j = 0; j < 7; j++)
-        json_array_append_new(cols, json_pack("{s:s, s:s}", "name", apr_psprintf(p, "c%d", j),
-                                              "type", gmcp_coltype_name(types[j])));
+        json_array_append_new(cols,
+                              json_pack("{s:s, s:s}", "name", apr_psprintf(p, "c%d", j), "type",
+                                        gmcp_coltype_name(types[j])));
     gmcp_arc_table_begin(a, "t", cols);
     gmcp_arc_table_begin(b, "t", cols);
     for (i = 0; i < 60000; i++) {
@@ -99,19 +101,22 @@ static void t_values_same_as_lines(apr_pool_t *p)
     gmcp_arc_table_end(b);
     ta = gmcp_arc_tables(a);
     tb = gmcp_arc_tables(b);
-    CHECK(same);                             /* no row end failed */
+    CHECK(same); /* no row end failed */
     CHECK(json_equal(ta, tb));
     CHECK(json_integer_value(json_object_get(json_array_get(tb, 0), "rows")) == 60000);
     gmcp_arc_out_close(a);
     gmcp_arc_out_close(b);
     na = ftell(fa);
     nb = ftell(fb);
-    CHECK(na == nb && na > 4 * (1 << 20));   /* several writer batches */
+    CHECK(na == nb && na > 4 * (1 << 20)); /* several writer batches */
     rewind(fa);
     rewind(fb);
     for (;;) {
         int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) { same = 0; break; }
+        if (ca != cb) {
+            same = 0;
+            break;
+        }
         if (ca == EOF) break;
     }
     CHECK(same);
@@ -127,8 +132,8 @@ static const char *write_archive(apr_pool_t *p, const char *dir, const char *sec
     const char *path = apr_pstrcat(p, dir, "/t.gmcpbak", NULL);
     FILE *fp = fopen(path, "wb");
     gmcp_arc_out *o = gmcp_arc_out_open(p, fp, secret);
-    json_t *cols = json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "id", "type", "int",
-                             "name", "v", "type", "text");
+    json_t *cols = json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "id", "type", "int", "name", "v",
+                             "type", "text");
     int i;
     gmcp_arc_table_begin(o, "t", cols);
     for (i = 0; i < rows; i++) {
@@ -147,7 +152,9 @@ static const char *write_archive(apr_pool_t *p, const char *dir, const char *sec
 static int nrows;
 static apr_status_t count_row(void *b, const char *l, size_t n)
 {
-    (void)b; (void)l; (void)n;
+    (void)b;
+    (void)l;
+    (void)n;
     nrows++;
     return APR_SUCCESS;
 }
@@ -155,16 +162,22 @@ static apr_status_t count_row(void *b, const char *l, size_t n)
 /* Stops the read at the third row, with a status of its own. */
 static apr_status_t stop_row(void *b, const char *l, size_t n)
 {
-    (void)b; (void)l; (void)n;
+    (void)b;
+    (void)l;
+    (void)n;
     return ++nrows == 3 ? APR_EGENERAL : APR_SUCCESS;
 }
 
 static void rewrite(const char *path, long at, int byte, long truncate_to)
 {
     FILE *f = fopen(path, "r+b");
-    if (byte >= 0) { fseek(f, at, SEEK_SET); fputc(byte, f); }
+    if (byte >= 0) {
+        fseek(f, at, SEEK_SET);
+        fputc(byte, f);
+    }
     fclose(f);
-    if (truncate_to >= 0 && truncate(path, truncate_to)) { /* checked by the caller */ }
+    if (truncate_to >= 0 && truncate(path, truncate_to)) { /* checked by the caller */
+    }
 }
 
 static long file_size(const char *path)
@@ -190,8 +203,9 @@ static void t_roundtrip(apr_pool_t *p)
     nrows = 0;
     rv = gmcp_arc_read(p, path, NULL, &cb, NULL, &man, &err);
     CHECK(rv == APR_SUCCESS && nrows == 1000 && man);
-    CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(man, "tables"), 0),
-                                             "rows")) == 1000);
+    CHECK(json_integer_value(
+              json_object_get(json_array_get(json_object_get(man, "tables"), 0), "rows"))
+          == 1000);
     if (man) json_decref(man);
     /* a callback's status stops the read as it is; *why is the archive's only */
     nrows = 0;
@@ -199,8 +213,9 @@ static void t_roundtrip(apr_pool_t *p)
     CHECK(gmcp_arc_read(p, path, NULL, &stop, NULL, &man, &err) == APR_EGENERAL && nrows == 3
           && !err && !man);
     CHECK(gmcp_arc_is_encrypted(path, &enc) == APR_SUCCESS && enc == 0);
-    CHECK(APR_STATUS_IS_ENOENT(gmcp_arc_read(p, "/nonexistent/t.gmcpbak", NULL, NULL, NULL,
-                                             &man, &err)) && strstr(err, "cannot open"));
+    CHECK(APR_STATUS_IS_ENOENT(
+              gmcp_arc_read(p, "/nonexistent/t.gmcpbak", NULL, NULL, NULL, &man, &err))
+          && strstr(err, "cannot open"));
     /* a changed byte in a row */
     size = file_size(path);
     rewrite(path, 200, 'X', -1);
@@ -224,12 +239,12 @@ static void t_roundtrip(apr_pool_t *p)
     if (!rv) json_decref(man);
     size = file_size(path);
     rewrite(path, size - 100, 'Z', -1);
-    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err)
-          == APR_EINVAL && strstr(err, "tampered"));
+    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err) == APR_EINVAL
+          && strstr(err, "tampered"));
     path = write_archive(p, dir, "the right key, long enough", 100000);
     rewrite(path, 0, -1, size - 40);
-    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err)
-          == APR_EINVAL && strstr(err, "truncated"));
+    CHECK(gmcp_arc_read(p, path, "the right key, long enough", NULL, NULL, &man, &err) == APR_EINVAL
+          && strstr(err, "truncated"));
     unlink(path);
     rmdir(dir);
 }

@@ -39,25 +39,39 @@ static void t_turns_and_lease(apr_pool_t *p)
     s.model = "gemini-2.5-flash";
     s.system_instruction = "Be brief.";
     CHECK(gmcp_chat_create(&db, &s) == 0);
-    CHECK(gmcp_chat_get(&db, "chat_1", "bob", 0, &got) == APR_ENOENT);   /* foreign */
+    CHECK(gmcp_chat_get(&db, "chat_1", "bob", 0, &got) == APR_ENOENT); /* foreign */
     CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok1", 60) == APR_SUCCESS);
     CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok2", 60) == APR_EBUSY);
     CHECK(gmcp_chat_lock(&db, "chat_1", "bob", "tok3", 60) == APR_EBUSY);
     memset(&u, 0, sizeof(u));
     memset(&m, 0, sizeof(m));
-    u.seq = 1; u.role = "user"; u.parts = "[{\"text\":\"Where to in May?\"}]";
-    u.text = "Where to in May?"; u.created = 1795300000;
-    m.seq = 2; m.role = "model"; m.parts = "[{\"text\":\"Lisbon.\"}]"; m.text = "Lisbon.";
-    m.prompt_tokens = 7; m.output_tokens = 2; m.finish_reason = "STOP";
-    m.model_version = "gemini-2.5-flash"; m.created = 1795300003;
+    u.seq = 1;
+    u.role = "user";
+    u.parts = "[{\"text\":\"Where to in May?\"}]";
+    u.text = "Where to in May?";
+    u.created = 1795300000;
+    m.seq = 2;
+    m.role = "model";
+    m.parts = "[{\"text\":\"Lisbon.\"}]";
+    m.text = "Lisbon.";
+    m.prompt_tokens = 7;
+    m.output_tokens = 2;
+    m.finish_reason = "STOP";
+    m.model_version = "gemini-2.5-flash";
+    m.created = 1795300003;
     /* Only the lease holder may complete the turn. */
     CHECK(gmcp_chat_append_turn(&db, &s, "not-the-token", &u, &m) == APR_ENOENT);
     CHECK(gmcp_chat_append_turn(&db, &s, "tok1", &u, &m) == 0);
     CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok2", 60) == APR_SUCCESS);
-    u.seq = 3; u.parts = "[{\"text\":\"And in June?\"}]"; u.text = "And in June?";
+    u.seq = 3;
+    u.parts = "[{\"text\":\"And in June?\"}]";
+    u.text = "And in June?";
     u.created = 1795300060;
-    m.seq = 4; m.parts = "[{\"text\":\"Porto, for **São João**.\"}]";
-    m.text = "Porto, for **São João**."; m.prompt_tokens = 12; m.output_tokens = 6;
+    m.seq = 4;
+    m.parts = "[{\"text\":\"Porto, for **São João**.\"}]";
+    m.text = "Porto, for **São João**.";
+    m.prompt_tokens = 12;
+    m.output_tokens = 6;
     m.created = 1795300062;
     CHECK(gmcp_chat_append_turn(&db, &s, "tok2", &u, &m) == 0);
     CHECK(gmcp_chat_get(&db, "chat_1", "alice", 0, &got) == APR_SUCCESS);
@@ -111,10 +125,17 @@ static void t_delete_and_sweep(apr_pool_t *p)
     gmcp_chat_session s, got;
     apr_array_header_t *list;
     memset(&s, 0, sizeof(s));
-    s.id = "chat_old"; s.owner = "alice"; s.title = ""; s.model = "m"; s.system_instruction = "";
+    s.id = "chat_old";
+    s.owner = "alice";
+    s.title = "";
+    s.model = "m";
+    s.system_instruction = "";
     CHECK(gmcp_chat_create(&db, &s) == 0);
-    CHECK(gmcp_db_exec_raw(&db, "UPDATE chat_sessions SET last_used = last_used - 1000 "
-                                "WHERE id = 'chat_old'", NULL) == 0);
+    CHECK(gmcp_db_exec_raw(&db,
+                           "UPDATE chat_sessions SET last_used = last_used - 1000 "
+                           "WHERE id = 'chat_old'",
+                           NULL)
+          == 0);
     CHECK(gmcp_chat_list(&db, "alice", 0, 0, 10, &list) == 0 && list->nelts == 2);
     CHECK(gmcp_chat_list(&db, "alice", 500, 0, 10, &list) == 0 && list->nelts == 1);
     CHECK(gmcp_chat_get(&db, "chat_old", "alice", 500, &got) == APR_ENOENT);

@@ -17,10 +17,10 @@ static void t_b64url(apr_pool_t *p)
     CHECK_STR(e, "aGVsbG8_Pg");
     d = gmcp_b64url_decode(p, e, &len);
     CHECK(d && len == 7 && !memcmp(d, "hello?>", 7));
-    CHECK(gmcp_b64url_decode(p, "a+b/", &len) == NULL);   /* not the url alphabet */
+    CHECK(gmcp_b64url_decode(p, "a+b/", &len) == NULL); /* not the url alphabet */
     CHECK(gmcp_b64url_decode(p, "aGVsbG8", &len) && len == 5);
-    CHECK(gmcp_b64url_decode(p, "aGVsbG8=", &len) == NULL);  /* no padding */
-    CHECK(gmcp_b64url_decode(p, "aGVsbG9", &len) == NULL);   /* non-canonical tail */
+    CHECK(gmcp_b64url_decode(p, "aGVsbG8=", &len) == NULL); /* no padding */
+    CHECK(gmcp_b64url_decode(p, "aGVsbG9", &len) == NULL);  /* non-canonical tail */
 }
 
 static void t_random(apr_pool_t *p)
@@ -35,10 +35,10 @@ static void t_utf8(apr_pool_t *p)
 {
     (void)p;
     CHECK(gmcp_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
-    CHECK(!gmcp_utf8_valid("\xc3", 1));              /* truncated */
-    CHECK(!gmcp_utf8_valid("\xc0\xaf", 2));          /* overlong */
-    CHECK(!gmcp_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
-    CHECK(!gmcp_utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
+    CHECK(!gmcp_utf8_valid("\xc3", 1));             /* truncated */
+    CHECK(!gmcp_utf8_valid("\xc0\xaf", 2));         /* overlong */
+    CHECK(!gmcp_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    CHECK(!gmcp_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
     CHECK(!gmcp_utf8_valid("\xff", 1));
 }
 
@@ -113,25 +113,30 @@ static void t_template(apr_pool_t *p)
     json_decref(v);
 }
 
-static json_t *dummy(gmcp_call *c, json_t *a, void *b) { (void)c; (void)a; (void)b; return NULL; }
+static json_t *dummy(gmcp_call *c, json_t *a, void *b)
+{
+    (void)c;
+    (void)a;
+    (void)b;
+    return NULL;
+}
 
 static json_t *dummy_read(gmcp_call *c, const char *uri, json_t *vars, void *b)
 {
-    (void)c; (void)uri; (void)vars; (void)b;
+    (void)c;
+    (void)uri;
+    (void)vars;
+    (void)b;
     return NULL;
 }
 
 /* A URI to its reader: an exact resource, a template (with its variables), or none. */
 static void t_registry_resource(apr_pool_t *p)
 {
-    static const gmcp_resource res[] = {
-        {"test://one", "one", NULL, NULL, NULL, dummy_read},
-        {NULL, NULL, NULL, NULL, NULL, NULL}
-    };
+    static const gmcp_resource res[] = {{"test://one", "one", NULL, NULL, NULL, dummy_read},
+                                        {NULL, NULL, NULL, NULL, NULL, NULL}};
     static const gmcp_resource_template tpl[] = {
-        {"test://t/{id}", "t", NULL, NULL, NULL, dummy_read},
-        {NULL, NULL, NULL, NULL, NULL, NULL}
-    };
+        {"test://t/{id}", "t", NULL, NULL, NULL, dummy_read}, {NULL, NULL, NULL, NULL, NULL, NULL}};
     gmcp_provider r = {"r", NULL, NULL, res, tpl, NULL, NULL};
     const gmcp_provider *rp[] = {&r}, *prov = NULL;
     const char *why = NULL;
@@ -154,16 +159,11 @@ static void t_registry(apr_pool_t *p)
 {
     static const gmcp_tool good[] = {
         {"a_tool", NULL, "d", "{\"type\":\"object\"}", NULL, NULL, 0, dummy},
-        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
-    };
-    static const gmcp_tool bad_name[] = {
-        {"bad name", NULL, "d", "{}", NULL, NULL, 0, dummy},
-        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
-    };
-    static const gmcp_tool bad_schema[] = {
-        {"t", NULL, "d", "{not json", NULL, NULL, 0, dummy},
-        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
-    };
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
+    static const gmcp_tool bad_name[] = {{"bad name", NULL, "d", "{}", NULL, NULL, 0, dummy},
+                                         {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
+    static const gmcp_tool bad_schema[] = {{"t", NULL, "d", "{not json", NULL, NULL, 0, dummy},
+                                           {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
     gmcp_provider a = {"a", NULL, good, NULL, NULL, NULL, NULL};
     gmcp_provider b = {"b", NULL, bad_name, NULL, NULL, NULL, NULL};
     gmcp_provider c = {"c", NULL, bad_schema, NULL, NULL, NULL, NULL};
@@ -182,7 +182,8 @@ static void t_validate(apr_pool_t *p)
 {
     json_t *schema = json_loads("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":"
                                 "\"integer\"},\"m\":{\"type\":\"string\",\"enum\":[\"a\",\"b\"]}},"
-                                "\"required\":[\"n\"],\"additionalProperties\":false}", 0, NULL);
+                                "\"required\":[\"n\"],\"additionalProperties\":false}",
+                                0, NULL);
     json_t *ok = json_loads("{\"n\":3,\"m\":\"a\"}", 0, NULL);
     json_t *missing = json_loads("{}", 0, NULL);
     json_t *wrong = json_loads("{\"n\":\"3\"}", 0, NULL);
@@ -193,13 +194,18 @@ static void t_validate(apr_pool_t *p)
     CHECK(strstr(gmcp_validate_arguments(p, schema, wrong), "must be of type") != NULL);
     CHECK(strstr(gmcp_validate_arguments(p, schema, extra), "unexpected") != NULL);
     CHECK(strstr(gmcp_validate_arguments(p, schema, badenum), "one of") != NULL);
-    json_decref(schema); json_decref(ok); json_decref(missing); json_decref(wrong);
-    json_decref(extra); json_decref(badenum);
+    json_decref(schema);
+    json_decref(ok);
+    json_decref(missing);
+    json_decref(wrong);
+    json_decref(extra);
+    json_decref(badenum);
 }
 
 static void t_split(apr_pool_t *p)
 {
-    apr_array_header_t *a = gmcp_sql_split(p,
+    apr_array_header_t *a = gmcp_sql_split(
+        p,
         "-- c;\nCREATE TABLE a (x TEXT DEFAULT 'a;b');\n"
         "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN RAISE 'x;y'; END; $$ LANGUAGE plpgsql;\n"
         "CREATE TRIGGER t BEFORE UPDATE ON a BEGIN SELECT 1; SELECT 2; END;\n  \n"
@@ -207,8 +213,9 @@ static void t_split(apr_pool_t *p)
         "CREATE TABLE b (begun TEXT);\n");
     CHECK(a->nelts == 5);
     /* A PostgreSQL trigger has no BEGIN ... END body: it ends at its semicolon. */
-    CHECK(a->nelts == 5 && !strcmp(APR_ARRAY_IDX(a, 3, const char *),
-          "CREATE TRIGGER u BEFORE DELETE ON a FOR EACH ROW EXECUTE FUNCTION f()"));
+    CHECK(a->nelts == 5
+          && !strcmp(APR_ARRAY_IDX(a, 3, const char *),
+                     "CREATE TRIGGER u BEFORE DELETE ON a FOR EACH ROW EXECUTE FUNCTION f()"));
     CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 0, const char *), "'a;b'"));
     CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 1, const char *), "LANGUAGE plpgsql"));
     CHECK(a->nelts == 5 && strstr(APR_ARRAY_IDX(a, 2, const char *), "SELECT 2; END"));
@@ -232,8 +239,8 @@ static void t_due(apr_pool_t *p)
 {
     volatile apr_uint32_t next = 0;
     (void)p;
-    CHECK(gmcp_due(&next, 60) == 1);          /* due: claimed, moved a minute on */
-    CHECK(gmcp_due(&next, 60) == 0);          /* not again until then */
+    CHECK(gmcp_due(&next, 60) == 1); /* due: claimed, moved a minute on */
+    CHECK(gmcp_due(&next, 60) == 0); /* not again until then */
     CHECK(next >= (apr_uint32_t)apr_time_sec(apr_time_now()) + 59);
 }
 
@@ -264,8 +271,8 @@ static void t_param_header(apr_pool_t *p)
     CHECK_STR(gmcp_param_header_decode(p, "=?base64?SGVsbG8=?="), "Hello");
     CHECK(gmcp_param_header_decode(p, "=?base64?SGVsbG8?=") == NULL);     /* padding */
     CHECK(gmcp_param_header_decode(p, "=?base64?SGVs!!!bG8=?=") == NULL); /* alphabet */
-    CHECK(gmcp_param_header_decode(p, "=?base64?AA==?=") == NULL);         /* NUL byte */
-    CHECK(gmcp_param_header_decode(p, "=?base64?/w==?=") == NULL);         /* not UTF-8 */
+    CHECK(gmcp_param_header_decode(p, "=?base64?AA==?=") == NULL);        /* NUL byte */
+    CHECK(gmcp_param_header_decode(p, "=?base64?/w==?=") == NULL);        /* not UTF-8 */
     CHECK_STR(gmcp_param_header_decode(p, "=?base64?SGVsbG8="), "=?base64?SGVsbG8=");
 }
 
@@ -279,16 +286,16 @@ static void t_state_seal(apr_pool_t *p)
     CHECK(back && json_equal(st, back));
     json_decref(back);
     /* Altered payload or tag, another tool or caller, another key: refused. */
-    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", apr_pstrcat(p, "x", sealed, NULL),
-                          &back) != 0);
-    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", apr_pstrcat(p, sealed, "x", NULL),
-                          &back) != 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", apr_pstrcat(p, "x", sealed, NULL), &back)
+          != 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", apr_pstrcat(p, sealed, "x", NULL), &back)
+          != 0);
     CHECK(gmcp_state_open(p, key, 32, "other\nalice", sealed, &back) != 0);
     CHECK(gmcp_state_open(p, key, 32, "tool\nmallory", sealed, &back) != 0);
-    CHECK(gmcp_state_open(p, (const unsigned char *)"another-key-0123456789", 22,
-                          "tool\nalice", sealed, &back) != 0);
-    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", "no-dot-here", &back) == APR_EINVAL
-          && !back);
+    CHECK(gmcp_state_open(p, (const unsigned char *)"another-key-0123456789", 22, "tool\nalice",
+                          sealed, &back)
+          != 0);
+    CHECK(gmcp_state_open(p, key, 32, "tool\nalice", "no-dot-here", &back) == APR_EINVAL && !back);
     json_decref(st);
 }
 
@@ -296,12 +303,13 @@ static void t_stateless_routing(apr_pool_t *p)
 {
     gmcp_msg m;
     json_t *r;
-    m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\","
-                 "\"params\":{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":"
-                 "\"2026-07-28\"}}}");
+    m = parse(p,
+              "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\","
+              "\"params\":{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":"
+              "\"2026-07-28\"}}}");
     CHECK(m.kind == GMCP_MSG_REQUEST);
     CHECK(gmcp_is_stateless_request(&m, NULL, 0));
-    CHECK(gmcp_is_stateless_request(&m, NULL, 1));        /* _meta decides */
+    CHECK(gmcp_is_stateless_request(&m, NULL, 1)); /* _meta decides */
     gmcp_msg_release(&m);
     m = parse(p, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}");
     CHECK(!gmcp_is_stateless_request(&m, NULL, 0));
@@ -324,13 +332,21 @@ static void t_stateless_routing(apr_pool_t *p)
 }
 
 static int lock_depth;
-static void test_lock(void *b) { (void)b; lock_depth++; }
-static void test_unlock(void *b) { (void)b; lock_depth--; }
+static void test_lock(void *b)
+{
+    (void)b;
+    lock_depth++;
+}
+static void test_unlock(void *b)
+{
+    (void)b;
+    lock_depth--;
+}
 
 static void t_breaker(apr_pool_t *p)
 {
     gmcp_breaker_state st;
-    gmcp_breaker b = { &st, test_lock, test_unlock, NULL, 3, apr_time_from_sec(10) };
+    gmcp_breaker b = {&st, test_lock, test_unlock, NULL, 3, apr_time_from_sec(10)};
     apr_time_t t = apr_time_from_sec(1000);
     apr_interval_time_t wait;
     int probe, probe2;
@@ -339,22 +355,22 @@ static void t_breaker(apr_pool_t *p)
     CHECK(gmcp_breaker_allow(&b, t, &probe, &wait) && !probe);
     gmcp_breaker_record(&b, 0, 0, t);
     gmcp_breaker_record(&b, 0, 0, t);
-    gmcp_breaker_record(&b, 1, 0, t);          /* a success resets the count */
+    gmcp_breaker_record(&b, 1, 0, t); /* a success resets the count */
     gmcp_breaker_record(&b, 0, 0, t);
     gmcp_breaker_record(&b, 0, 0, t);
     CHECK(st.state == GMCP_BREAKER_CLOSED);
-    gmcp_breaker_record(&b, 0, 0, t);          /* third consecutive failure */
+    gmcp_breaker_record(&b, 0, 0, t); /* third consecutive failure */
     CHECK(st.state == GMCP_BREAKER_OPEN && st.opens == 1);
     CHECK(!gmcp_breaker_allow(&b, t + apr_time_from_sec(4), &probe, &wait));
     CHECK(wait == apr_time_from_sec(6));
     /* After the cooldown exactly one probe goes out. */
     CHECK(gmcp_breaker_allow(&b, t + apr_time_from_sec(10), &probe, &wait) && probe);
     CHECK(!gmcp_breaker_allow(&b, t + apr_time_from_sec(11), &probe2, &wait));
-    gmcp_breaker_record(&b, 0, 1, t + apr_time_from_sec(12));   /* probe failed */
+    gmcp_breaker_record(&b, 0, 1, t + apr_time_from_sec(12)); /* probe failed */
     CHECK(st.state == GMCP_BREAKER_OPEN && st.opens == 2);
     CHECK(!gmcp_breaker_allow(&b, t + apr_time_from_sec(13), &probe, &wait));
     CHECK(gmcp_breaker_allow(&b, t + apr_time_from_sec(22), &probe, &wait) && probe);
-    gmcp_breaker_record(&b, 1, 1, t + apr_time_from_sec(22));   /* probe succeeded */
+    gmcp_breaker_record(&b, 1, 1, t + apr_time_from_sec(22)); /* probe succeeded */
     CHECK(st.state == GMCP_BREAKER_CLOSED && st.failures == 0);
     /* A probe that never reports is replaced after another cooldown. */
     st.state = GMCP_BREAKER_HALF_OPEN;

@@ -32,7 +32,10 @@ static int nlines;
 static void capture(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
                     const char *tag, const char *msg, void *baton)
 {
-    (void)file; (void)line; (void)rv; (void)baton;
+    (void)file;
+    (void)line;
+    (void)rv;
+    (void)baton;
     if (getenv("UNIT_VERBOSE")) fprintf(stderr, "  log %d %s %s\n", (int)level, tag, msg);
     if (nlines >= MAX_LINES) return;
     lines[nlines].level = level;
@@ -54,7 +57,8 @@ static int failures(void)
 static const captured *first_failure(void)
 {
     int i;
-    for (i = 0; i < nlines; i++) if (lines[i].level <= GMCP_ELOG_WARN) return &lines[i];
+    for (i = 0; i < nlines; i++)
+        if (lines[i].level <= GMCP_ELOG_WARN) return &lines[i];
     return NULL;
 }
 
@@ -92,14 +96,13 @@ static void t_expected_conflict_is_quiet(apr_pool_t *p)
     int cancelled = 0;
     (void)p;
     reset();
-    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL,
-                              GMCP_ARGS("s1", "7", "100")) == APR_SUCCESS);
-    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL,
-                              GMCP_ARGS("s1", "7", "101")) == APR_EEXIST);
+    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL, GMCP_ARGS("s1", "7", "100"))
+          == APR_SUCCESS);
+    CHECK(gmcp_db_exec_unique(&db, "gmcp_cancel_insert", NULL, GMCP_ARGS("s1", "7", "101"))
+          == APR_EEXIST);
     CHECK(failures() == 0);
     /* the same conflict through the plain call is a failure, logged once */
-    CHECK(gmcp_db_exec(&db, "gmcp_cancel_insert", NULL, GMCP_ARGS("s1", "7", "102"))
-          == GMCP_EDB);
+    CHECK(gmcp_db_exec(&db, "gmcp_cancel_insert", NULL, GMCP_ARGS("s1", "7", "102")) == GMCP_EDB);
     CHECK(failures() == 1 && db_tag(first_failure()->tag));
     CHECK(strstr(first_failure()->msg, "gmcp_cancel_insert") != NULL);
     CHECK(strstr(first_failure()->msg, "UNIQUE constraint failed") != NULL);

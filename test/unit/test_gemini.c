@@ -8,8 +8,8 @@
 
 /* The next answer of the fake transport. */
 typedef struct {
-    apr_status_t rv;            /* what the transfer comes to */
-    int status;                 /* its HTTP status */
+    apr_status_t rv; /* what the transfer comes to */
+    int status;      /* its HTTP status */
     const char *body;
     int calls;
 } fake_answer;
@@ -17,10 +17,7 @@ typedef struct {
 static fake_answer F;
 static int cancel_now;
 
-static gmcp_http *fake_for_thread(void)
-{
-    return (gmcp_http *)&F;
-}
+static gmcp_http *fake_for_thread(void) { return (gmcp_http *)&F; }
 
 static apr_status_t fake_perform(gmcp_http *h, const gmcp_http_request *req,
                                  gmcp_http_response *res)
@@ -31,11 +28,11 @@ static apr_status_t fake_perform(gmcp_http *h, const gmcp_http_request *req,
     res->error = F.rv == APR_SUCCESS ? NULL : "fake transport failure";
     if (F.rv == APR_SUCCESS && F.body && req->on_body
         && req->on_body(req->baton, F.status, F.body, strlen(F.body)) != APR_SUCCESS)
-        return GMCP_EUPSTREAM;              /* aborted by the callback, as libcurl says */
+        return GMCP_EUPSTREAM; /* aborted by the callback, as libcurl says */
     return F.rv;
 }
 
-static const gmcp_http_impl FAKE = { fake_for_thread, fake_perform };
+static const gmcp_http_impl FAKE = {fake_for_thread, fake_perform};
 
 static int is_cancelled(void *baton)
 {
@@ -76,19 +73,20 @@ static void t_call(apr_pool_t *p)
           && json_is_array(json_object_get(out, "models")));
     json_decref(out);
     /* Gemini refused: its words, not retried. */
-    answer_with(APR_SUCCESS, 400, "{\"error\":{\"code\":400,\"status\":\"INVALID_ARGUMENT\","
+    answer_with(APR_SUCCESS, 400,
+                "{\"error\":{\"code\":400,\"status\":\"INVALID_ARGUMENT\","
                 "\"message\":\"bad\"}}");
-    CHECK(gmcp_gemini_call(g, "GET", "/v1beta/models", NULL, &out, &err) == GMCP_EUPSTREAM
-          && !out && err.http_status == 400 && !strcmp(err.message, "bad") && !err.retryable
+    CHECK(gmcp_gemini_call(g, "GET", "/v1beta/models", NULL, &out, &err) == GMCP_EUPSTREAM && !out
+          && err.http_status == 400 && !strcmp(err.message, "bad") && !err.retryable
           && F.calls == 1);
     /* A 2xx that is not JSON, and a transport failure. */
     answer_with(APR_SUCCESS, 200, "not json");
-    CHECK(gmcp_gemini_call(g, "GET", "/v1beta/models", NULL, &out, &err) == GMCP_EUPSTREAM
-          && !out && err.http_status == 200);
+    CHECK(gmcp_gemini_call(g, "GET", "/v1beta/models", NULL, &out, &err) == GMCP_EUPSTREAM && !out
+          && err.http_status == 200);
     answer_with(GMCP_EUPSTREAM, 0, NULL);
     CHECK(gmcp_gemini_call(g, "GET", "/v1beta/models", NULL, &out, &err) == GMCP_EUPSTREAM
-          && err.http_status == 0 && strstr(err.message, "fake transport failure")
-          && err.retryable && F.calls == 1);        /* max_retries 0 */
+          && err.http_status == 0 && strstr(err.message, "fake transport failure") && err.retryable
+          && F.calls == 1); /* max_retries 0 */
     /* Out of time: the transport's timeout, and no time left at all. */
     answer_with(APR_TIMEUP, 0, NULL);
     CHECK(gmcp_gemini_call(g, "GET", "/v1beta/models", NULL, &out, &err) == APR_TIMEUP
@@ -111,13 +109,15 @@ static int chunks;
 
 static apr_status_t take_one(json_t *chunk, void *baton)
 {
-    (void)chunk; (void)baton;
-    return ++chunks == 1 ? APR_EOF : APR_SUCCESS;     /* enough after the first */
+    (void)chunk;
+    (void)baton;
+    return ++chunks == 1 ? APR_EOF : APR_SUCCESS; /* enough after the first */
 }
 
 static apr_status_t take_all(json_t *chunk, void *baton)
 {
-    (void)chunk; (void)baton;
+    (void)chunk;
+    (void)baton;
     chunks++;
     return APR_SUCCESS;
 }

@@ -20,7 +20,8 @@ static const char *idx(apr_array_header_t *a, int i)
 
 static void t_data_tables(apr_pool_t *p)
 {
-    apr_array_header_t *t = gmcp_sql_data_tables(p,
+    apr_array_header_t *t = gmcp_sql_data_tables(
+        p,
         "-- c\nDROP INDEX x_i;\nDROP TABLE IF EXISTS \"Quoted\", b CASCADE;\n"
         "ALTER TABLE ONLY c DROP COLUMN d;\nALTER TABLE e DROP CONSTRAINT e_k;\n"
         "ALTER TABLE f ALTER COLUMN g DROP DEFAULT, ALTER COLUMN g DROP NOT NULL;\n"
@@ -66,15 +67,13 @@ static void t_loader_and_down(apr_pool_t *p)
     CHECK(unit_open_sqlite(p, tdb, "m.db", &db, &h) == 0);
     CHECK(gmcp_migrate_apply(&db, migs, &applied, &err) == 0 && applied == 2);
     /* 0002 has no down script: refused, nothing changed. */
-    CHECK(gmcp_migrate_down(&db, migs, 0, 1, NULL, &done, &refused, &audited, &err)
-          == APR_ENOENT);
+    CHECK(gmcp_migrate_down(&db, migs, 0, 1, NULL, &done, &refused, &audited, &err) == APR_ENOENT);
     CHECK(err && strstr(err, "0002_b has no down script"));
     put(p, dir, "0002_b.down.sql", "DROP TABLE b;\n");
     CHECK(gmcp_migrations_load(p, tmpl, "sqlite", &migs, &err) == 0);
     CHECK(gmcp_db_exec_raw(&db, "INSERT INTO a VALUES ('keep')", NULL) == 0);
     /* 0001 would drop a's row: refused without force. */
-    CHECK(gmcp_migrate_down(&db, migs, 0, 0, NULL, &done, &refused, &audited, &err)
-          == APR_EINVAL);
+    CHECK(gmcp_migrate_down(&db, migs, 0, 0, NULL, &done, &refused, &audited, &err) == APR_EINVAL);
     CHECK(refused == 1 && strstr(err, "a has rows (0001_a)"));
     CHECK(gmcp_db_select_raw(&db, "SELECT count(*) FROM schema_migrations", &rs) == 0);
     CHECK_STR(GMCP_ROW(&rs, 0)[0], "2");
@@ -115,8 +114,4 @@ static void t_real_scripts(apr_pool_t *p)
     }
 }
 
-UNIT_MAIN("test_migrate",
-    RUN(t_data_tables);
-    RUN(t_loader_and_down);
-    RUN(t_real_scripts);
-)
+UNIT_MAIN("test_migrate", RUN(t_data_tables); RUN(t_loader_and_down); RUN(t_real_scripts);)

@@ -23,7 +23,10 @@ static int logged_errors, log_quiet;
 static void print_log(const char *file, int line, gmcp_elog_level level, apr_status_t rv,
                       const char *tag, const char *msg, void *baton)
 {
-    (void)file; (void)line; (void)rv; (void)baton;
+    (void)file;
+    (void)line;
+    (void)rv;
+    (void)baton;
     if (level > GMCP_ELOG_WARN) return;
     logged_errors++;
     if (!log_quiet) fprintf(stderr, "  log %s: %s\n", tag, msg);
@@ -145,9 +148,5 @@ static void t_pgsql(apr_pool_t *p)
     apr_dbd_close(drv, h);
 }
 
-UNIT_MAIN("statements",
-    gmcp_elog_set(print_log, NULL, NULL);
-    RUN(t_labels);
-    RUN(t_sqlite);
-    RUN(t_pgsql);
-)
+UNIT_MAIN("statements", gmcp_elog_set(print_log, NULL, NULL); RUN(t_labels); RUN(t_sqlite);
+          RUN(t_pgsql);)

@@ -76,7 +76,7 @@ static void t_streams_and_events(apr_pool_t *p)
     CHECK_STR(sid, "sess-1");
     CHECK(gmcp_event_append(&db, "st1", "sess-1", 1, "{\"a\":1}") == 0);
     CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"a\":2}") == 0);
-    CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"dup\":1}") != 0);   /* unique */
+    CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"dup\":1}") != 0); /* unique */
     CHECK(gmcp_events_after(&db, "st1", 1, &rs) == 0 && rs.rows->nelts == 1);
     CHECK_STR(GMCP_ROW(&rs, 0)[1], "{\"a\":2}");
     CHECK(gmcp_events_after(&db, "st1", 0, &rs) == 0 && rs.rows->nelts == 2);
@@ -93,7 +93,7 @@ static void t_pending_and_cancel(apr_pool_t *p)
     CHECK(gmcp_pending_create(&db, "sess-1", "\"r1\"") == 0);
     CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == APR_SUCCESS && resp == NULL);
     CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{\"result\":{}}") == APR_SUCCESS);
-    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{}") == APR_ENOENT);  /* once */
+    CHECK(gmcp_pending_answer(&db, "sess-1", "\"r1\"", "{}") == APR_ENOENT); /* once */
     CHECK(gmcp_pending_answer(&db, "sess-1", "\"zz\"", "{}") == APR_ENOENT);
     CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == APR_SUCCESS);
     CHECK_STR(resp, "{\"result\":{}}");
@@ -101,7 +101,7 @@ static void t_pending_and_cancel(apr_pool_t *p)
     CHECK(gmcp_pending_get(&db, "sess-1", "\"r1\"", &resp) == APR_ENOENT);
     CHECK(gmcp_cancel_check(&db, "sess-1", "7", &cancelled) == 0 && cancelled == 0);
     CHECK(gmcp_cancel_record(&db, "sess-1", "7") == 0);
-    CHECK(gmcp_cancel_record(&db, "sess-1", "7") == 0);                        /* repeat */
+    CHECK(gmcp_cancel_record(&db, "sess-1", "7") == 0); /* repeat */
     CHECK(gmcp_cancel_check(&db, "sess-1", "7", &cancelled) == 0 && cancelled == 1);
     CHECK(gmcp_subscription_add(&db, "sess-1", "test://x") == 0);
     CHECK(gmcp_subscription_add(&db, "sess-1", "test://x") == 0);
@@ -123,21 +123,27 @@ static void t_delete_and_sweep(apr_pool_t *p)
     CHECK(gmcp_session_create(&db, &s, "{}") == 0);
     CHECK(gmcp_stream_create(&db, "st-old", "old", "1") == 0);
     CHECK(gmcp_event_append(&db, "st-old", "old", 1, "{}") == 0);
-    CHECK(gmcp_db_exec_raw(&db, "UPDATE mcp_sessions SET last_seen = last_seen - 1000 "
-                                "WHERE id = 'old'", NULL) == 0);
+    CHECK(gmcp_db_exec_raw(&db,
+                           "UPDATE mcp_sessions SET last_seen = last_seen - 1000 "
+                           "WHERE id = 'old'",
+                           NULL)
+          == 0);
     CHECK(gmcp_store_sweep(&db, 500, 3600) == 0);
     CHECK(gmcp_session_load(&db, "old", NULL, 1 << 30, &got) == APR_ENOENT);
     CHECK(gmcp_session_load(&db, "fresh", NULL, 500, &got) == APR_SUCCESS);
-    CHECK(gmcp_db_select_raw(&db, "SELECT count(*) FROM mcp_events WHERE session_id = 'old'",
-                             &rs) == 0);
+    CHECK(gmcp_db_select_raw(&db, "SELECT count(*) FROM mcp_events WHERE session_id = 'old'", &rs)
+          == 0);
     CHECK_STR(GMCP_ROW(&rs, 0)[0], "0");
     /* Explicit delete removes the session and everything hanging off it. */
     CHECK(gmcp_session_delete(&db, "sess-1") == APR_SUCCESS);
     CHECK(gmcp_session_delete(&db, "sess-1") == APR_ENOENT);
-    CHECK(gmcp_db_select_raw(&db, "SELECT (SELECT count(*) FROM mcp_events WHERE session_id = "
-                                  "'sess-1') + (SELECT count(*) FROM mcp_streams WHERE "
-                                  "session_id = 'sess-1') + (SELECT count(*) FROM mcp_cancels "
-                                  "WHERE session_id = 'sess-1')", &rs) == 0);
+    CHECK(gmcp_db_select_raw(&db,
+                             "SELECT (SELECT count(*) FROM mcp_events WHERE session_id = "
+                             "'sess-1') + (SELECT count(*) FROM mcp_streams WHERE "
+                             "session_id = 'sess-1') + (SELECT count(*) FROM mcp_cancels "
+                             "WHERE session_id = 'sess-1')",
+                             &rs)
+          == 0);
     CHECK_STR(GMCP_ROW(&rs, 0)[0], "0");
     apr_dbd_close(db.driver, handle);
     unit_remove_db(p, tmpl, "u.db");

@@ -24,15 +24,16 @@ static char dir[] = "/tmp/gmcp-uploads-XXXXXX";
 static char lease_dir[] = "/tmp/gmcp-uploads-lease-XXXXXX";
 static char concat_dir[] = "/tmp/gmcp-uploads-concat-XXXXXX";
 
-static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
-                                    0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0, 1, 0, 0, 0,
-                                    1, 8, 6, 0, 0, 0};
+static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0,
+                                    0,    13,  'I', 'H', 'D',  'R',  0,    0,    0, 1,
+                                    0,    0,   0,   1,   8,    6,    0,    0,    0};
 
 static void write_file(apr_pool_t *p, const char *path, const void *data, apr_size_t n)
 {
     apr_file_t *f;
-    CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE
-                        | APR_FOPEN_BINARY, APR_FPROT_UREAD | APR_FPROT_UWRITE, p)
+    CHECK(apr_file_open(&f, path,
+                        APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
+                        APR_FPROT_UREAD | APR_FPROT_UWRITE, p)
           == APR_SUCCESS);
     CHECK(apr_file_write_full(f, data, n, NULL) == APR_SUCCESS);
     apr_file_close(f);
@@ -59,10 +60,20 @@ static void make_row(gmcp_upload *u, const char *id, const char *owner, const ch
                      const char *state, apr_int64_t length)
 {
     memset(u, 0, sizeof(*u));
-    u->id = id; u->owner = owner; u->key_id = ""; u->length = length;
+    u->id = id;
+    u->owner = owner;
+    u->key_id = "";
+    u->length = length;
     u->offset = !strcmp(state, GMCP_UPLOAD_COMPLETE) ? length : 0;
-    u->metadata = ""; u->filename = ""; u->filetype = ""; u->concat = concat; u->parts = "";
-    u->sha256 = ""; u->state = state; u->created = 1; u->expires = gmcp_now_sec() + 1000;
+    u->metadata = "";
+    u->filename = "";
+    u->filetype = "";
+    u->concat = concat;
+    u->parts = "";
+    u->sha256 = "";
+    u->state = state;
+    u->created = 1;
+    u->expires = gmcp_now_sec() + 1000;
 }
 
 static int open_db(apr_pool_t *p, char *tmpl, gmcp_db *db, apr_dbd_t **h)
@@ -71,24 +82,26 @@ static int open_db(apr_pool_t *p, char *tmpl, gmcp_db *db, apr_dbd_t **h)
     apr_array_header_t *migs;
     int applied = 0;
     return unit_open_sqlite(p, tmpl, "u.db", db, h) == 0
-           && gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0
-           && gmcp_migrate_apply(db, migs, &applied, &err) == 0 ? 0 : -1;
+            && gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0
+            && gmcp_migrate_apply(db, migs, &applied, &err) == 0
+        ? 0
+        : -1;
 }
 
 static void t_metadata(apr_pool_t *p)
 {
     apr_table_t *md;
     const char *err = NULL;
-    CHECK(gmcp_tus_metadata(p, "filename d29ybGQ=,is_confidential,t dGV4dC9wbGFpbg==", &md,
-                            &err) == 0);
+    CHECK(gmcp_tus_metadata(p, "filename d29ybGQ=,is_confidential,t dGV4dC9wbGFpbg==", &md, &err)
+          == 0);
     CHECK_STR(apr_table_get(md, "filename"), "world");
     CHECK_STR(apr_table_get(md, "is_confidential"), "");
     CHECK_STR(apr_table_get(md, "t"), "text/plain");
     CHECK(gmcp_tus_metadata(p, NULL, &md, &err) == APR_SUCCESS && apr_is_empty_table(md));
-    CHECK(gmcp_tus_metadata(p, "a b", &md, &err) != 0);            /* not base64 */
-    CHECK(gmcp_tus_metadata(p, "a YQ", &md, &err) != 0);           /* unpadded */
+    CHECK(gmcp_tus_metadata(p, "a b", &md, &err) != 0);  /* not base64 */
+    CHECK(gmcp_tus_metadata(p, "a YQ", &md, &err) != 0); /* unpadded */
     CHECK(gmcp_tus_metadata(p, "a YQ==,a Yg==", &md, &err) == APR_EINVAL && strstr(err, "twice"));
-    CHECK(gmcp_tus_metadata(p, "a AA==", &md, &err) != 0);         /* NUL inside */
+    CHECK(gmcp_tus_metadata(p, "a AA==", &md, &err) != 0); /* NUL inside */
     CHECK(gmcp_tus_metadata(p, "k\x01 YQ==", &md, &err) != 0);
     CHECK(gmcp_tus_filename_ok("report.pdf"));
     CHECK(gmcp_tus_filename_ok("Grüße 2026.txt"));
@@ -111,7 +124,7 @@ static void t_checksum(apr_pool_t *p)
     CHECK(gmcp_tus_checksum(p, "md5 1B2M2Y8AsgTpgAmY7PhCfg==", &algo, &d, &n) == APR_SUCCESS
           && n == 16);
     CHECK(gmcp_tus_checksum(p, "crc32 AAAAAA==", &algo, &d, &n) == APR_ENOTIMPL);
-    CHECK(gmcp_tus_checksum(p, "sha256 AAAA", &algo, &d, &n) == APR_EINVAL);  /* wrong length */
+    CHECK(gmcp_tus_checksum(p, "sha256 AAAA", &algo, &d, &n) == APR_EINVAL); /* wrong length */
     CHECK(gmcp_tus_checksum(p, "sha256", &algo, &d, &n) == APR_EINVAL);
 }
 
@@ -120,10 +133,13 @@ static void t_sha_forms(apr_pool_t *p)
     /* sha256("") in hex, and Gemini's two possible base64 forms of it */
     const char *hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     CHECK(gmcp_files_sha_matches(p, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", hex));
-    CHECK(gmcp_files_sha_matches(p, "ZTNiMGM0NDI5OGZjMWMxNDlhZmJmNGM4OTk2ZmI5MjQyN2FlNDFlNDY0"
-                                    "OWI5MzRjYTQ5NTk5MWI3ODUyYjg1NQ==", hex));
-    CHECK(!gmcp_files_sha_matches(p, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
-                                  "00b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    CHECK(gmcp_files_sha_matches(p,
+                                 "ZTNiMGM0NDI5OGZjMWMxNDlhZmJmNGM4OTk2ZmI5MjQyN2FlNDFlNDY0"
+                                 "OWI5MzRjYTQ5NTk5MWI3ODUyYjg1NQ==",
+                                 hex));
+    CHECK(!gmcp_files_sha_matches(
+        p, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+        "00b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
     CHECK(!gmcp_files_sha_matches(p, "AAAA", hex));
     CHECK(!gmcp_files_sha_matches(p, NULL, hex));
 }
@@ -140,15 +156,25 @@ static void t_rows(apr_pool_t *p)
     CHECK(gmcp_migrations_load(p, "sql", "sqlite", &migs, &err) == 0);
     CHECK(gmcp_migrate_apply(&db, migs, &applied, &err) == 0);
     memset(&u, 0, sizeof(u));
-    u.id = "AAAAAAAAAAAAAAAAAAAAAA"; u.owner = "key:1"; u.key_id = "1"; u.length = 10;
-    u.metadata = ""; u.filename = "f"; u.filetype = ""; u.concat = ""; u.parts = "";
-    u.sha256 = ""; u.state = GMCP_UPLOAD_RECEIVING; u.created = 1; u.expires = 100;
+    u.id = "AAAAAAAAAAAAAAAAAAAAAA";
+    u.owner = "key:1";
+    u.key_id = "1";
+    u.length = 10;
+    u.metadata = "";
+    u.filename = "f";
+    u.filetype = "";
+    u.concat = "";
+    u.parts = "";
+    u.sha256 = "";
+    u.state = GMCP_UPLOAD_RECEIVING;
+    u.created = 1;
+    u.expires = 100;
     CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
-    CHECK(gmcp_upload_get(&db, u.id, "key:2", &x) == APR_ENOENT);       /* owner-scoped */
+    CHECK(gmcp_upload_get(&db, u.id, "key:2", &x) == APR_ENOENT); /* owner-scoped */
     CHECK(gmcp_upload_get(&db, u.id, "key:1", &x) == APR_SUCCESS && x.length == 10);
     CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60) == APR_SUCCESS);
-    CHECK(gmcp_upload_lock(&db, u.id, "h/2/b", 60) == APR_EBUSY);        /* held */
-    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60) == APR_SUCCESS);      /* renewed */
+    CHECK(gmcp_upload_lock(&db, u.id, "h/2/b", 60) == APR_EBUSY);   /* held */
+    CHECK(gmcp_upload_lock(&db, u.id, "h/1/a", 60) == APR_SUCCESS); /* renewed */
     CHECK(gmcp_upload_lock(&db, "NOSUCHUPLOADAAAAAAAAAA", "h/1/a", 60) == APR_EBUSY);
     CHECK(gmcp_upload_advance(&db, u.id, "h/2/b", 5, 10, 200, "") == APR_ENOENT);
     CHECK(gmcp_upload_advance(&db, u.id, "h/1/a", 5, 10, 200, "s1:x") == APR_SUCCESS);
@@ -174,7 +200,7 @@ static void t_rows(apr_pool_t *p)
     CHECK(gmcp_upload_expired(&db, 401, &list) == APR_SUCCESS && list->nelts == 1);
     CHECK(gmcp_upload_terminate(&db, u.id, "key:2") == APR_ENOENT);
     CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == APR_SUCCESS);
-    CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == APR_ENOENT);     /* already */
+    CHECK(gmcp_upload_terminate(&db, u.id, "key:1") == APR_ENOENT); /* already */
     CHECK(gmcp_upload_list(&db, "key:1", &list) == APR_SUCCESS && list->nelts == 1);
     CHECK(gmcp_upload_delete(&db, u.id) == APR_SUCCESS);
     CHECK(gmcp_upload_list(&db, NULL, &list) == APR_SUCCESS && list->nelts == 0);
@@ -195,7 +221,7 @@ static void t_sha_state(apr_pool_t *p)
                   "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
     gmcp_sha256_update(a, data, sizeof(data));
     want = gmcp_sha256_result(p, a);
-    CHECK(!strcmp(gmcp_sha256_result(p, a), want));            /* hex leaves it usable */
+    CHECK(!strcmp(gmcp_sha256_result(p, a), want)); /* hex leaves it usable */
     for (i = 0; i < sizeof(splits) / sizeof(splits[0]); i++) {
         const char *saved;
         gmcp_sha256 *first = gmcp_sha256_make(p);
@@ -216,18 +242,19 @@ static void t_sha_state(apr_pool_t *p)
     CHECK(gmcp_sha256_load(b, "") == APR_EINVAL);
     CHECK(gmcp_sha256_load(b, "s1:zz") == APR_EINVAL);
     CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":5:00", NULL))
-          == APR_EINVAL);                                   /* pending must be 5 bytes */
+          == APR_EINVAL); /* pending must be 5 bytes */
     CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":2:0a0b", NULL))
-          == 0 && gmcp_sha256_bytes(b) == 2);
+              == 0
+          && gmcp_sha256_bytes(b) == 2);
     CHECK(gmcp_sha256_load(b, apr_pstrcat(p, "s1:", apr_psprintf(p, "%064d", 0), ":x:", NULL))
           == APR_EINVAL);
 }
 
 static void t_sniff(apr_pool_t *p)
 {
-    static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
-                                        0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0, 1, 0, 0, 0,
-                                        1, 8, 6, 0, 0, 0};
+    static const unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0,
+                                        0,    13,  'I', 'H', 'D',  'R',  0,    0,    0, 1,
+                                        0,    0,   0,   1,   8,    6,    0,    0,    0};
     static const char pdf[] = "%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\n";
     const char *t = gmcp_sniff(p, png, sizeof(png));
     CHECK(t && !strcmp(t, "image/png"));
@@ -240,13 +267,14 @@ static void t_sniff(apr_pool_t *p)
     CHECK(gmcp_sniff_conflict("text/plain", "application/pdf"));
     CHECK(gmcp_sniff_conflict("image/png", "audio/mpeg"));
     CHECK(!gmcp_sniff_conflict("image/png", "image/png"));
-    CHECK(!gmcp_sniff_conflict("IMAGE/JPG; q=1", "image/jpeg"));    /* alias, case, params */
-    CHECK(!gmcp_sniff_conflict("audio/mp4", "video/mp4"));          /* one container */
-    CHECK(!gmcp_sniff_conflict("text/csv", "text/plain"));          /* text never conflicts */
+    CHECK(!gmcp_sniff_conflict("IMAGE/JPG; q=1", "image/jpeg")); /* alias, case, params */
+    CHECK(!gmcp_sniff_conflict("audio/mp4", "video/mp4"));       /* one container */
+    CHECK(!gmcp_sniff_conflict("text/csv", "text/plain"));       /* text never conflicts */
     CHECK(!gmcp_sniff_conflict("application/json", "text/plain"));
     CHECK(!gmcp_sniff_conflict("application/vnd.openxmlformats-officedocument."
-                               "wordprocessingml.document", "application/zip"));
-    CHECK(!gmcp_sniff_conflict("", "image/png"));                   /* nothing declared */
+                               "wordprocessingml.document",
+                               "application/zip"));
+    CHECK(!gmcp_sniff_conflict("", "image/png")); /* nothing declared */
     CHECK(!gmcp_sniff_conflict("image/png", NULL));
 }
 
@@ -320,8 +348,9 @@ static void t_spool_abandoned(apr_pool_t *p)
         apr_file_t *f;
         gmcp_spool_writer *w;
         apr_pool_create(&req, p);
-        CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
-                            0, req) == APR_SUCCESS);
+        CHECK(
+            apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY, 0, req)
+            == APR_SUCCESS);
         CHECK(gmcp_spool_open(&w, req, f, gmcp_sha256_make(req)) == APR_SUCCESS && w);
         for (j = 0; j < 1 + i % 4; j++) {
             CHECK(gmcp_spool_write(w, data, sizeof(data) - (apr_size_t)j) == APR_SUCCESS);
@@ -331,7 +360,7 @@ static void t_spool_abandoned(apr_pool_t *p)
             apr_palloc(req, 1000);
         }
         if (i % 3 == 0) gmcp_spool_checkpoint(w);
-        apr_pool_destroy(req);      /* no close: the cleanup joins the threads */
+        apr_pool_destroy(req); /* no close: the cleanup joins the threads */
     }
     apr_file_remove(path, p);
 }
@@ -354,12 +383,11 @@ static void t_lease(apr_pool_t *p)
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/2/b", 60, &off) == GMCP_LEASE_HELD);
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/1/a", 60, &off) == GMCP_LEASE_TAKEN);
     /* The holder records 5 bytes and lets go; a request that checked offset 0 waits. */
-    CHECK(gmcp_upload_advance(&db, id, "h/1/a", 5, 10, gmcp_now_sec() + 1000, "")
-          == APR_SUCCESS);
+    CHECK(gmcp_upload_advance(&db, id, "h/1/a", 5, 10, gmcp_now_sec() + 1000, "") == APR_SUCCESS);
     CHECK(gmcp_upload_unlock(&db, id, "h/1/a") == APR_SUCCESS);
     CHECK(gmcp_upload_lease(&db, id, "key:1", &x, "h/2/b", 60, &off) == GMCP_LEASE_MOVED
           && off == 5);
-    CHECK(gmcp_upload_holder(&db, id, &holder) == APR_SUCCESS && !*holder);  /* given back */
+    CHECK(gmcp_upload_holder(&db, id, &holder) == APR_SUCCESS && !*holder); /* given back */
     /* A row just created: nothing to compare. */
     CHECK(gmcp_upload_lease(&db, id, "key:1", NULL, "h/3/c", 60, &off) == GMCP_LEASE_TAKEN);
     CHECK(gmcp_upload_unlock(&db, id, "h/3/c") == APR_SUCCESS);
@@ -419,11 +447,11 @@ static void t_room(apr_pool_t *p)
 {
     (void)p;
     CHECK(gmcp_upload_room(10, 3, 100, -1, 0) == 7);
-    CHECK(gmcp_upload_room(10, 3, 100, 5, 99) == 7);       /* a known length: no quota */
-    CHECK(gmcp_upload_room(-1, 3, 100, -1, 0) == 97);      /* deferred: up to the max */
-    CHECK(gmcp_upload_room(-1, 3, 100, 50, 20) == 30);     /* ...and what the quota leaves */
+    CHECK(gmcp_upload_room(10, 3, 100, 5, 99) == 7);   /* a known length: no quota */
+    CHECK(gmcp_upload_room(-1, 3, 100, -1, 0) == 97);  /* deferred: up to the max */
+    CHECK(gmcp_upload_room(-1, 3, 100, 50, 20) == 30); /* ...and what the quota leaves */
     CHECK(gmcp_upload_room(-1, 3, 100, 1000, 20) == 97);
-    CHECK(gmcp_upload_room(-1, 3, 100, 50, 60) == 0);      /* over quota: nothing */
+    CHECK(gmcp_upload_room(-1, 3, 100, 50, 60) == 0); /* over quota: nothing */
 }
 
 /* The spool file continued at the durable offset: created only at 0, cut back to the
@@ -462,7 +490,7 @@ static void t_spool_continue(apr_pool_t *p)
     x.sha_state = "";
     CHECK((h = gmcp_upload_resume_hash(p, path, &x, &reread)) && reread
           && !strcmp(gmcp_sha256_result(p, h), want));
-    x.offset = 50;                          /* more than the file holds */
+    x.offset = 50; /* more than the file holds */
     CHECK(gmcp_upload_resume_hash(p, path, &x, &reread) == NULL && reread);
     x.offset = 0;
     CHECK((h = gmcp_upload_resume_hash(p, path, &x, &reread)) && !reread
@@ -500,19 +528,19 @@ static void t_body_room(apr_pool_t *p, const char *path)
     gmcp_receipt rc;
     gmcp_spool_writer *w;
     CHECK((w = body_on(p, path, &b, &rc, 4, "", 10, NULL)) != NULL);
-    CHECK(gmcp_body_may_record(&b));                    /* past offset 0, no checksum */
+    CHECK(gmcp_body_may_record(&b)); /* past offset 0, no checksum */
     CHECK(gmcp_body_take(&b, "abcdef", 6) == APR_SUCCESS
           && gmcp_body_take(&b, "ghij", 4) == APR_SUCCESS);
     CHECK(gmcp_body_take(&b, "k", 1) == APR_EINVAL && rc.too_big && rc.got == 10);
     CHECK(gmcp_body_outcome(&b) == GMCP_BODY_DISCARD);
     gmcp_spool_close(w);
     CHECK((w = body_on(p, path, &b, &rc, 0, "", 100, NULL)) != NULL);
-    CHECK(!gmcp_body_may_record(&b));                   /* the first bytes not sniffed yet */
+    CHECK(!gmcp_body_may_record(&b)); /* the first bytes not sniffed yet */
     CHECK(gmcp_body_take(&b, "hello, world\n", 13) == APR_SUCCESS);
     gmcp_body_ended(&b);
     CHECK(rc.sniffed && !strncmp(rc.sniffed, "text/", 5) && !rc.conflict);
     CHECK(gmcp_body_may_record(&b));
-    gmcp_body_verify(&b, NULL, 0);                      /* no checksum: nothing to say */
+    gmcp_body_verify(&b, NULL, 0); /* no checksum: nothing to say */
     CHECK(!rc.mismatch && gmcp_body_outcome(&b) == GMCP_BODY_COMMIT);
     CHECK(gmcp_spool_finish(w, &all) == APR_SUCCESS && all == 13);
     rc.committed = rc.got;
@@ -545,8 +573,7 @@ static void t_body_sniff(apr_pool_t *p, const char *path)
     gmcp_spool_close(w);
     CHECK((w = body_on(p, path, &b, &rc, 0, "image/png", 1 << 20, NULL)) != NULL);
     CHECK(gmcp_body_take(&b, big, 2 * GMCP_SNIFF_BYTES) == APR_SUCCESS
-          && !strcmp(rc.sniffed, "image/png")
-          && !rc.conflict && rc.got == 2 * GMCP_SNIFF_BYTES);
+          && !strcmp(rc.sniffed, "image/png") && !rc.conflict && rc.got == 2 * GMCP_SNIFF_BYTES);
     gmcp_spool_close(w);
 }
 
@@ -603,8 +630,7 @@ static void t_body(apr_pool_t *p)
 }
 
 /* The copy of a plan's two parts a and b: in order, hashed, the first bytes sniffed. */
-static void t_concat_copy(apr_pool_t *p, const gmcp_concat_plan *plan, const char *a,
-                          const char *b)
+static void t_concat_copy(apr_pool_t *p, const gmcp_concat_plan *plan, const char *a, const char *b)
 {
     const char *out = gmcp_upload_spool_path(p, concat_dir, "final");
     gmcp_sha256 *sha = gmcp_sha256_make(p);
@@ -618,16 +644,19 @@ static void t_concat_copy(apr_pool_t *p, const gmcp_concat_plan *plan, const cha
     CHECK(res.sniffed && !strncmp(res.sniffed, "text/", 5));
     /* The first bytes contradict the declared type: no file is left. */
     write_file(p, gmcp_upload_spool_path(p, concat_dir, a), png, sizeof(png));
-    CHECK(gmcp_concat_copy_parts(p, concat_dir, plan, "application/pdf", out,
-                                 gmcp_sha256_make(p), &res) == GMCP_FINAL_CONFLICT);
+    CHECK(gmcp_concat_copy_parts(p, concat_dir, plan, "application/pdf", out, gmcp_sha256_make(p),
+                                 &res)
+          == GMCP_FINAL_CONFLICT);
     CHECK(!strcmp(res.sniffed, "image/png") && read_file(p, out) == NULL);
     /* A part's file gone, or nowhere to write: which file, and why. */
     apr_file_remove(gmcp_upload_spool_path(p, concat_dir, b), p);
     CHECK(gmcp_concat_copy_parts(p, concat_dir, plan, "", out, gmcp_sha256_make(p), &res)
-          == GMCP_FINAL_DISK && !strcmp(res.path, gmcp_upload_spool_path(p, concat_dir, b))
+              == GMCP_FINAL_DISK
+          && !strcmp(res.path, gmcp_upload_spool_path(p, concat_dir, b))
           && APR_STATUS_IS_ENOENT(res.rv));
     CHECK(gmcp_concat_copy_parts(p, concat_dir, plan, "", "/nonexistent-dir/final",
-                                 gmcp_sha256_make(p), &res) == GMCP_FINAL_DISK
+                                 gmcp_sha256_make(p), &res)
+              == GMCP_FINAL_DISK
           && !strcmp(res.path, "/nonexistent-dir/final"));
     apr_file_remove(out, p);
     apr_file_remove(gmcp_upload_spool_path(p, concat_dir, a), p);
@@ -655,37 +684,50 @@ static void t_concat(apr_pool_t *p)
     CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
     make_row(&u, theirs, "key:2", "partial", GMCP_UPLOAD_COMPLETE, 3);
     CHECK(gmcp_upload_create(&db, &u) == APR_SUCCESS);
-    CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", a, " https://h/up/",
-                                b, NULL), 100, &plan) == GMCP_FINAL_OK);
+    CHECK(gmcp_concat_plan_make(&db, p, "key:1",
+                                apr_pstrcat(p, "final;/up/", a, " https://h/up/", b, NULL), 100,
+                                &plan)
+          == GMCP_FINAL_OK);
     CHECK(plan.total == 8 && plan.parts->nelts == 2
           && !strcmp(plan.ids, apr_pstrcat(p, a, " ", b, NULL)));
-    CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", a, " /up/", busy,
-                                NULL), 100, &plan) == GMCP_FINAL_BAD_PART
+    CHECK(gmcp_concat_plan_make(&db, p, "key:1",
+                                apr_pstrcat(p, "final;/up/", a, " /up/", busy, NULL), 100, &plan)
+              == GMCP_FINAL_BAD_PART
           && !strcmp(plan.bad_url, apr_pstrcat(p, "/up/", busy, NULL)));
     CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", whole, NULL), 100,
-                                &plan) == GMCP_FINAL_BAD_PART);
+                                &plan)
+          == GMCP_FINAL_BAD_PART);
     CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", theirs, NULL), 100,
-                                &plan) == GMCP_FINAL_BAD_PART);
+                                &plan)
+          == GMCP_FINAL_BAD_PART);
     CHECK(gmcp_concat_plan_make(&db, p, "key:1", "final;/up/not-an-id", 100, &plan)
-          == GMCP_FINAL_BAD_PART && !strcmp(plan.bad_url, "/up/not-an-id"));
+              == GMCP_FINAL_BAD_PART
+          && !strcmp(plan.bad_url, "/up/not-an-id"));
     CHECK(gmcp_concat_plan_make(&db, p, "key:1", "final;", 100, &plan) == GMCP_FINAL_NO_PARTS);
-    CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", a, " /up/", b,
-                                NULL), 7, &plan) == GMCP_FINAL_TOO_BIG);
-    CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", a, " /up/", b,
-                                NULL), 100, &plan) == GMCP_FINAL_OK);
+    CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", a, " /up/", b, NULL),
+                                7, &plan)
+          == GMCP_FINAL_TOO_BIG);
+    CHECK(gmcp_concat_plan_make(&db, p, "key:1", apr_pstrcat(p, "final;/up/", a, " /up/", b, NULL),
+                                100, &plan)
+          == GMCP_FINAL_OK);
     t_concat_copy(p, &plan, a, b);
     apr_dbd_close(db.driver, h);
     unit_remove_db(p, concat_dir, "u.db");
 }
 
 /* A row as the progress stream reads it. */
-static void progress_row(gmcp_upload *x, const char *phase, apr_int64_t progress,
-                         apr_int64_t at)
+static void progress_row(gmcp_upload *x, const char *phase, apr_int64_t progress, apr_int64_t at)
 {
     memset(x, 0, sizeof(*x));
-    x->id = "U"; x->state = GMCP_UPLOAD_RECEIVING; x->phase = phase; x->length = 10000;
-    x->progress = progress; x->progress_at = at; x->expires = gmcp_now_sec() + 1000;
-    x->detail = ""; x->sniffed = "";
+    x->id = "U";
+    x->state = GMCP_UPLOAD_RECEIVING;
+    x->phase = phase;
+    x->length = 10000;
+    x->progress = progress;
+    x->progress_at = at;
+    x->expires = gmcp_now_sec() + 1000;
+    x->detail = "";
+    x->sniffed = "";
 }
 
 static json_int_t jint(json_t *o, const char *key)
@@ -713,9 +755,9 @@ static void t_progress_rate(apr_pool_t *p, apr_int64_t t0)
     progress_row(&x, GMCP_PHASE_RECEIVING, 3000, t0 + 1000);
     o = gmcp_upload_progress_json(&x, &w, t0 + 1100);
     CHECK(jint(o, "bytes") == 3000 && jint(o, "rate") == 2000);
-    CHECK(json_real_value(json_object_get(o, "eta")) == 3.5);        /* 7000 bytes at 2000/s */
+    CHECK(json_real_value(json_object_get(o, "eta")) == 3.5); /* 7000 bytes at 2000/s */
     json_decref(o);
-    o = gmcp_upload_progress_json(&x, &w, t0 + 3000);                /* no news for 2 s */
+    o = gmcp_upload_progress_json(&x, &w, t0 + 3000); /* no news for 2 s */
     CHECK(jint(o, "rate") == 0 && json_is_null(json_object_get(o, "eta")));
     json_decref(o);
     /* The durable offset counts while receiving, even ahead of the progress written. */
@@ -742,15 +784,15 @@ static void t_progress_window(apr_pool_t *p, apr_int64_t t0)
     }
     CHECK(w.n == GMCP_RATE_SAMPLES);
     o = gmcp_upload_progress_json(&x, &w, t0 + 5000);
-    CHECK(jint(o, "rate") > 0 && jint(o, "rate") < 1000);   /* 1000 bytes over 1.5 s */
+    CHECK(jint(o, "rate") > 0 && jint(o, "rate") < 1000); /* 1000 bytes over 1.5 s */
     json_decref(o);
     progress_row(&x, GMCP_PHASE_RECEIVING, 900, t0 + 9000);
     json_decref(gmcp_upload_progress_json(&x, &w, t0 + 9000));
     progress_row(&x, GMCP_PHASE_RECEIVING, 1900, t0 + 9500);
-    o = gmcp_upload_progress_json(&x, &w, t0 + 9500);      /* the old ones are out */
+    o = gmcp_upload_progress_json(&x, &w, t0 + 9500); /* the old ones are out */
     CHECK(jint(o, "rate") == 2000 && w.n == 2);
     json_decref(o);
-    progress_row(&x, GMCP_PHASE_RECEIVED, 0, t0 + 9600);   /* received: the whole length */
+    progress_row(&x, GMCP_PHASE_RECEIVED, 0, t0 + 9600); /* received: the whole length */
     o = gmcp_upload_progress_json(&x, &w, t0 + 9600);
     CHECK(jint(o, "bytes") == 10000 && w.n == 1 && !strcmp(w.phase, GMCP_PHASE_RECEIVED));
     json_decref(o);

@@ -10,11 +10,11 @@ static void t_offset(apr_pool_t *p)
     CHECK(gmcp_tus_offset_parse("0", &v) == APR_SUCCESS && v == 0);
     CHECK(gmcp_tus_offset_parse("1", &v) == APR_SUCCESS && v == 1);
     CHECK(gmcp_tus_offset_parse("123456789", &v) == APR_SUCCESS && v == 123456789);
-    CHECK(gmcp_tus_offset_parse("4611686018427387904", &v) == APR_SUCCESS          /* 2^62 */
+    CHECK(gmcp_tus_offset_parse("4611686018427387904", &v) == APR_SUCCESS /* 2^62 */
           && v == (apr_int64_t)1 << 62);
     v = -7;
     CHECK(gmcp_tus_offset_parse("4611686018427387905", &v) == APR_EINVAL && v == -7);
-    CHECK(gmcp_tus_offset_parse("18446744073709551616", &v) == APR_EINVAL);      /* 2^64 */
+    CHECK(gmcp_tus_offset_parse("18446744073709551616", &v) == APR_EINVAL); /* 2^64 */
     CHECK(gmcp_tus_offset_parse(NULL, &v) == APR_EINVAL);
     CHECK(gmcp_tus_offset_parse("", &v) == APR_EINVAL);
     CHECK(gmcp_tus_offset_parse("00", &v) == APR_EINVAL);
@@ -32,8 +32,8 @@ static void t_id(apr_pool_t *p)
     (void)p;
     CHECK(gmcp_upload_id_ok("abcdefghijklmnopqrstuv"));
     CHECK(gmcp_upload_id_ok("AZaz09-_AZaz09-_AZaz09"));
-    CHECK(!gmcp_upload_id_ok("abcdefghijklmnopqrstu"));       /* 21 */
-    CHECK(!gmcp_upload_id_ok("abcdefghijklmnopqrstuvw"));     /* 23 */
+    CHECK(!gmcp_upload_id_ok("abcdefghijklmnopqrstu"));   /* 21 */
+    CHECK(!gmcp_upload_id_ok("abcdefghijklmnopqrstuvw")); /* 23 */
     CHECK(!gmcp_upload_id_ok(""));
     CHECK(!gmcp_upload_id_ok(NULL));
     CHECK(!gmcp_upload_id_ok("abcdefghijklmnopqrstu="));
@@ -51,7 +51,7 @@ static void t_last_segment(apr_pool_t *p)
     CHECK_STR(gmcp_url_last_segment(p, "/"), "");
     CHECK_STR(gmcp_url_last_segment(p, "///"), "");
     CHECK_STR(gmcp_url_last_segment(p, ""), "");
-    CHECK_STR(gmcp_url_last_segment(p, "/a?x=1"), "a?x=1");    /* no query handling */
+    CHECK_STR(gmcp_url_last_segment(p, "/a?x=1"), "a?x=1"); /* no query handling */
 }
 
 static void t_concat(apr_pool_t *p)
@@ -74,8 +74,9 @@ static void t_concat(apr_pool_t *p)
     CHECK(a && a->nelts == 0);
     a = gmcp_tus_concat_parse(p, "final;   ");
     CHECK(a && a->nelts == 0);
-    a = gmcp_tus_concat_parse(p, "final;/mcp/uploads/abcdefghijklmnopqrstuv  "
-                                 "https://h/mcp/uploads/AZaz09-_AZaz09-_AZaz09/ /x/short");
+    a = gmcp_tus_concat_parse(p,
+                              "final;/mcp/uploads/abcdefghijklmnopqrstuv  "
+                              "https://h/mcp/uploads/AZaz09-_AZaz09-_AZaz09/ /x/short");
     CHECK(a && a->nelts == 3);
     if (a && a->nelts == 3) {
         pt = &APR_ARRAY_IDX(a, 0, gmcp_concat_part);
@@ -106,7 +107,8 @@ static void t_last_event_id(apr_pool_t *p)
     CHECK(gmcp_last_event_id_parse(p, "s.007", &sid, &seq) == APR_SUCCESS && seq == 7);
     CHECK(gmcp_last_event_id_parse(p, "s.18446744073709551615", &sid, &seq) == APR_SUCCESS
           && seq == APR_UINT64_MAX);
-    sid = NULL; seq = 99;
+    sid = NULL;
+    seq = 99;
     CHECK(gmcp_last_event_id_parse(p, "s.18446744073709551616", &sid, &seq) == APR_EINVAL
           && sid == NULL && seq == 99);
     CHECK(gmcp_last_event_id_parse(p, NULL, &sid, &seq) == APR_EINVAL);
