@@ -108,8 +108,9 @@ static int retention_conf(ctl *c, const char *directive, apr_int64_t dflt, apr_i
     const char *v = conf_or(c, directive, NULL), *why;
     *out = dflt;
     if (!v) return 0;
-    why = gmcp_duration_parse(c->pool, v, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX, out);
-    if (why) return fail("%s", apr_pstrcat(c->pool, directive, ": ", why, NULL));
+    if (gmcp_duration_parse(c->pool, v, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX, out, &why)
+        != APR_SUCCESS)
+        return fail("%s", apr_pstrcat(c->pool, directive, ": ", why, NULL));
     return 0;
 }
 

@@ -43,19 +43,23 @@ typedef enum {
 /* What the transport offers to a running call. */
 typedef struct {
     /* notifications/progress for the call's progress token (no-op without one). */
-    int (*progress)(gmcp_call *c, double progress, double total, const char *message);
+    apr_status_t (*progress)(gmcp_call *c, double progress, double total, const char *message);
     /* notifications/message, filtered by the session's logging level. */
-    int (*log)(gmcp_call *c, gmcp_log_level level, const char *logger, json_t *data /* stolen */);
+    apr_status_t (*log)(gmcp_call *c, gmcp_log_level level, const char *logger,
+                        json_t *data /* stolen */);
     /* A server→client request (sampling/createMessage, elicitation/create, ...):
      * blocks until the client answers, the call is cancelled or the timeout hits.
-     * On success *result holds a new reference; otherwise *errmsg says why. */
-    int (*ask)(gmcp_call *c, const char *method, json_t *params /* stolen */, json_t **result,
-               const char **errmsg);
+     * On success *result holds a new reference; otherwise *errmsg says why and the
+     * status what: APR_ENOTIMPL (this call cannot ask: no stream, stateless, capability not
+     * declared), GMCP_EDB, APR_ECONNABORTED (could not send), GMCP_EUPSTREAM (the client
+     * answered with an error), GMCP_ECANCELLED, APR_TIMEUP. */
+    apr_status_t (*ask)(gmcp_call *c, const char *method, json_t *params /* stolen */,
+                        json_t **result, const char **errmsg);
     /* True once the client cancelled the request or went away. */
     int (*cancelled)(gmcp_call *c);
     /* End the HTTP response stream now (the client resumes with GET +
      * Last-Event-ID); later messages and the result go to the event store only. */
-    int (*detach)(gmcp_call *c);
+    apr_status_t (*detach)(gmcp_call *c);
     /* Ask the client for input in either revision: with a session this is a blocking
      * server→client request; on the stateless revision (2026-07-28) the answer comes
      * from the request's inputResponses[key], or the request is recorded and the
@@ -164,21 +168,23 @@ typedef struct gmcp_provider {
 } gmcp_provider;
 
 /* Helpers for providers (header-only so provider modules need no core symbol). */
-static inline int gmcp_progress(gmcp_call *c, double progress, double total, const char *msg)
+static inline apr_status_t gmcp_progress(gmcp_call *c, double progress, double total,
+                                         const char *msg)
 {
     return c->ops->progress(c, progress, total, msg);
 }
-static inline int gmcp_log(gmcp_call *c, gmcp_log_level l, const char *logger, json_t *data)
+static inline apr_status_t gmcp_log(gmcp_call *c, gmcp_log_level l, const char *logger,
+                                    json_t *data)
 {
     return c->ops->log(c, l, logger, data);
 }
-static inline int gmcp_ask(gmcp_call *c, const char *method, json_t *params, json_t **result,
-                           const char **errmsg)
+static inline apr_status_t gmcp_ask(gmcp_call *c, const char *method, json_t *params,
+                                    json_t **result, const char **errmsg)
 {
     return c->ops->ask(c, method, params, result, errmsg);
 }
 static inline int gmcp_cancelled(gmcp_call *c) { return c->ops->cancelled(c); }
-static inline int gmcp_detach(gmcp_call *c) { return c->ops->detach(c); }
+static inline apr_status_t gmcp_detach(gmcp_call *c) { return c->ops->detach(c); }
 static inline gmcp_input_result gmcp_input(gmcp_call *c, const char *key, const char *method,
                                            json_t *params, json_t **response)
 {

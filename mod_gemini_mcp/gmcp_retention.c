@@ -19,18 +19,18 @@
     "bytes_in = usage_daily.bytes_in + excluded.bytes_in, "                \
     "bytes_out = usage_daily.bytes_out + excluded.bytes_out"
 
-const char *gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min, apr_int64_t max,
-                                apr_int64_t *out)
+apr_status_t gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min, apr_int64_t max,
+                                 apr_int64_t *out, const char **why)
 {
     char buf[32];
     apr_size_t n = s ? strlen(s) : 0;
     apr_uint64_t v, mul = 1;
-    const char *why = apr_psprintf(p,
-                                   "'%s' is not a duration: N seconds, or N with s, m, h "
-                                   "or d (0 = keep forever), at least %" APR_INT64_T_FMT
-                                   "s and at most %" APR_INT64_T_FMT "d",
-                                   s ? s : "", min, max / GMCP_DAY);
-    if (!n || n >= sizeof(buf)) return why;
+    *why = apr_psprintf(p,
+                        "'%s' is not a duration: N seconds, or N with s, m, h "
+                        "or d (0 = keep forever), at least %" APR_INT64_T_FMT
+                        "s and at most %" APR_INT64_T_FMT "d",
+                        s ? s : "", min, max / GMCP_DAY);
+    if (!n || n >= sizeof(buf)) return APR_EINVAL;
     memcpy(buf, s, n + 1);
     switch (buf[n - 1]) {
     case 's':
@@ -51,11 +51,12 @@ const char *gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min, a
         break;
     default: break;
     }
-    if (gmcp_parse_u64(buf, &v) != 0 || v > (apr_uint64_t)max / mul) return why;
+    if (gmcp_parse_u64(buf, &v) != 0 || v > (apr_uint64_t)max / mul) return APR_EINVAL;
     v *= mul;
-    if (v && ((apr_int64_t)v < min || (apr_int64_t)v > max)) return why;
+    if (v && ((apr_int64_t)v < min || (apr_int64_t)v > max)) return APR_EINVAL;
     *out = (apr_int64_t)v;
-    return NULL;
+    *why = NULL;
+    return APR_SUCCESS;
 }
 
 apr_status_t gmcp_retention_check(const gmcp_retention *r, const char **why)

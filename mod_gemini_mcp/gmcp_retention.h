@@ -27,11 +27,9 @@
 #define GMCP_RETENTION_MAX ((apr_int64_t)36525 * GMCP_DAY)
 
 /* "N" (seconds) or "N" with s, m, h or d; "0" = forever. The value must be 0 or within
- * [min, max]. Returns NULL (and *out) or an error text saying what is accepted.
- * (Transitional: the directive's handler in the glue tests the text; it is to become
- * an apr_status_t, APR_EINVAL with the text in a `why`.) */
-const char *gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min, apr_int64_t max,
-                                apr_int64_t *out);
+ * [min, max]. APR_SUCCESS (and *out), or APR_EINVAL with *why saying what is accepted. */
+apr_status_t gmcp_duration_parse(apr_pool_t *p, const char *s, apr_int64_t min, apr_int64_t max,
+                                 apr_int64_t *out, const char **why);
 
 typedef struct {
     apr_int64_t usage, usage_daily, audit; /* seconds; 0 = keep forever */

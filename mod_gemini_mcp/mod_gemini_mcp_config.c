@@ -443,8 +443,8 @@ static const char *set_retention(cmd_parms *cmd, void *dc, const char *arg)
     apr_int64_t v;
     (void)dc;
     if (err) return err;
-    if ((err = gmcp_duration_parse(cmd->pool, arg, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX, &v))
-        != NULL)
+    if (gmcp_duration_parse(cmd->pool, arg, GMCP_RETENTION_MIN, GMCP_RETENTION_MAX, &v, &err)
+        != APR_SUCCESS)
         return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
     return NULL;
 }

@@ -186,29 +186,31 @@ static int op_cancelled(gmcp_call *c)
     return x->cancelled;
 }
 
-static int op_progress(gmcp_call *c, double progress, double total, const char *message)
+static apr_status_t op_progress(gmcp_call *c, double progress, double total, const char *message)
 {
     gmcp_req *x = c->transport;
     json_t *params;
-    if (!c->progress_token || !x->sse) return 0;
+    if (!c->progress_token || !x->sse) return APR_SUCCESS;
     params = json_pack("{s:O, s:f}", "progressToken", c->progress_token, "progress", progress);
     if (total > 0) json_object_set_new(params, "total", json_real(total));
     if (message) json_object_set_new(params, "message", json_string(message));
-    return sse_send(x, gmcp_rpc_notification("notifications/progress", params));
+    return sse_send(x, gmcp_rpc_notification("notifications/progress", params)) ? APR_ECONNABORTED
+                                                                                : APR_SUCCESS;
 }
 
-static int op_log(gmcp_call *c, gmcp_log_level level, const char *logger, json_t *data)
+static apr_status_t op_log(gmcp_call *c, gmcp_log_level level, const char *logger, json_t *data)
 {
     gmcp_req *x = c->transport;
     json_t *params;
     if (!x->sse || (int)level < x->log_min) {
         json_decref(data);
-        return 0;
+        return APR_SUCCESS;
     }
     params = json_pack("{s:s, s:o}", "level", gmcp_log_level_name(level), "data",
                        data ? data : json_null());
     if (logger) json_object_set_new(params, "logger", json_string(logger));
-    return sse_send(x, gmcp_rpc_notification("notifications/message", params));
+    return sse_send(x, gmcp_rpc_notification("notifications/message", params)) ? APR_ECONNABORTED
+                                                                               : APR_SUCCESS;
 }
 
 /* Why this call cannot send a request to the client, or NULL. */
@@ -233,7 +235,7 @@ static int await_answer(gmcp_call *c, const char *key, apr_time_t deadline, cons
     gmcp_req *x = c->transport;
     apr_interval_time_t wait = apr_time_from_msec(5);
     const char *why;
-    int rv;
+    apr_status_t rv;
     for (;;) {
         apr_sleep(wait);
         if (wait < apr_time_from_msec(100)) wait *= 2;
@@ -248,15 +250,15 @@ static int await_answer(gmcp_call *c, const char *key, apr_time_t deadline, cons
     }
 }
 
-/* The client's answer: 0 with its result, or -1 with its error. */
-static int read_answer(gmcp_req *x, const char *resp, json_t **result, const char **errmsg)
+/* The client's answer: APR_SUCCESS with its result, or GMCP_EUPSTREAM with its error. */
+static apr_status_t read_answer(gmcp_req *x, const char *resp, json_t **result, const char **errmsg)
 {
     json_t *j = json_loads(resp, 0, NULL);
     json_t *res = j ? json_object_get(j, "result") : NULL;
     if (res) {
         *result = json_incref(res);
         json_decref(j);
-        return 0;
+        return APR_SUCCESS;
     }
     *errmsg = apr_psprintf(x->r->pool, "the client answered with an error: %s",
                            j ? (gmcp_json_str(gmcp_json_obj(j, "error"), "message")
@@ -264,22 +266,22 @@ static int read_answer(gmcp_req *x, const char *resp, json_t **result, const cha
                                     : "unknown")
                              : "unreadable");
     json_decref(j);
-    return -1;
+    return GMCP_EUPSTREAM;
 }
 
-static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **result,
-                  const char **errmsg)
+static apr_status_t op_ask(gmcp_call *c, const char *method, json_t *params, json_t **result,
+                           const char **errmsg)
 {
     gmcp_req *x = c->transport;
     const char *refused = ask_refused(c, method), *id, *key, *why, *resp = NULL;
     apr_time_t deadline = apr_time_now() + gmcp_conf_client_timeout(x->dc);
-    int rv;
+    apr_status_t rv;
 
     *result = NULL;
     if (refused) {
         json_decref(params);
         *errmsg = refused;
-        return -1;
+        return APR_ENOTIMPL;
     }
     id = apr_pstrcat(x->r->pool, "gmcp-", gmcp_random_id(x->r->pool, 12), NULL);
     /* The id is base64url, so its JSON text needs no escaping. */
@@ -287,37 +289,37 @@ static int op_ask(gmcp_call *c, const char *method, json_t *params, json_t **res
     if (db_get(x, &why)) {
         json_decref(params);
         *errmsg = why;
-        return -1;
+        return GMCP_EDB;
     }
     rv = gmcp_pending_create(&x->dbh->db, x->session.id, key);
     db_put(x);
     if (rv) {
         json_decref(params);
         *errmsg = "the session store is unavailable";
-        return -1;
+        return GMCP_EDB;
     }
     if (sse_send(x, gmcp_rpc_request(json_string(id), method, params))) {
         *errmsg = "could not send the request to the client";
-        return -1;
+        return APR_ECONNABORTED;
     }
     rv = await_answer(c, key, deadline, &resp);
     if (resp) return read_answer(x, resp, result, errmsg);
     *errmsg = x->cancelled ? "the request was cancelled"
         : rv == GMCP_EDB   ? "the session store is unavailable"
                            : "timed out waiting for the client's answer";
-    return -1;
+    return x->cancelled ? GMCP_ECANCELLED : rv == GMCP_EDB ? GMCP_EDB : APR_TIMEUP;
 }
 
-static int op_detach(gmcp_call *c)
+static apr_status_t op_detach(gmcp_call *c)
 {
     gmcp_req *x = c->transport;
     apr_bucket_brigade *bb;
     /* Without resumption (stateless) the result simply stays on this stream. */
-    if (!x->sse || x->detached || c->stateless) return 0;
+    if (!x->sse || x->detached || c->stateless) return APR_SUCCESS;
     x->detached = 1;
     bb = apr_brigade_create(x->r->pool, x->r->connection->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(x->r->connection->bucket_alloc));
-    return ap_pass_brigade(x->r->output_filters, bb) == APR_SUCCESS ? 0 : -1;
+    return ap_pass_brigade(x->r->output_filters, bb);
 }
 
 static int op_input(gmcp_call *c, const char *key, const char *method, json_t *params,
