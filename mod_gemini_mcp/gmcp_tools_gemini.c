@@ -250,25 +250,26 @@ json_t *gmcp_tool_run_generate(gmcp_call *c, gmcp_gemini *g, const char *model, 
     *text = NULL;
     if (c->progress_token) {
         stream_state s;
+        apr_status_t rv;
         memset(&s, 0, sizeof(s));
         s.c = c;
-        if (gmcp_gemini_stream(
-                g, apr_pstrcat(c->pool, "/v1beta/", model, ":streamGenerateContent?alt=sse", NULL),
-                req, on_chunk, &s, &err)
-            != APR_SUCCESS) {
+        rv = gmcp_gemini_stream(
+            g, apr_pstrcat(c->pool, "/v1beta/", model, ":streamGenerateContent?alt=sse", NULL), req,
+            on_chunk, &s, &err);
+        /* An error event ends the stream from our side (on_chunk stops it), which the
+         * client counts as the consumer having had enough: look for it first. */
+        if (s.error) {
+            json_t *e = json_object_get(s.error, "error");
             json_decref(s.last);
-            if (s.error) {
-                json_t *e = json_object_get(s.error, "error");
-                result = gmcp_text_result(apr_psprintf(c->pool,
-                                                       "Gemini error in the stream: "
-                                                       "%s",
-                                                       gmcp_json_str(e, "message")
-                                                           ? gmcp_json_str(e, "message")
-                                                           : "unknown"),
-                                          1);
-                json_decref(s.error);
-                return result;
-            }
+            result = gmcp_text_result(
+                apr_psprintf(c->pool, "Gemini error in the stream: %s",
+                             gmcp_json_str(e, "message") ? gmcp_json_str(e, "message") : "unknown"),
+                1);
+            json_decref(s.error);
+            return result;
+        }
+        if (rv != APR_SUCCESS) {
+            json_decref(s.last);
             return gmcp_tool_error_result(c, &err);
         }
         /* The last chunk carries the finish reason and cumulative usage. */

@@ -174,6 +174,17 @@ def test_stream_cut_midway_is_an_error_not_a_replay(g, fake_gemini):
     assert len(generate_bodies(fake_gemini)) == 1          # data had arrived: no retry
 
 
+def test_error_event_in_the_stream_is_the_answer(g, fake_gemini):
+    """Gemini can fail mid-answer with an error object as an event: the tool says so
+    (the text before it is not passed off as the answer) and nothing is retried."""
+    fake_gemini.fault("stream_error")
+    res = tool(g, "gemini_generate", {"prompt": "fail half way please"}, token="e")
+    assert res["isError"] is True, res
+    assert "Gemini error in the stream: An internal error has occurred." \
+        in res["content"][0]["text"]
+    assert len(generate_bodies(fake_gemini)) == 1
+
+
 @pytest.mark.expect_log(r"GMCP0401")
 def test_not_retried_past_the_deadline(start, fake_gemini):
     s = start("sqlite", "--gemini-url", fake_gemini.url, "--gemini-key", fake_gemini.key,
