@@ -665,7 +665,13 @@ static int dump_spool(spool_dump *d, const char **r)
         }
         return 0;
     }
-    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < want) {
+    if (fd >= 0 && fstat(fd, &st)) { /* as if it could not be opened: errno says why */
+        int e = errno;
+        close(fd);
+        fd = -1;
+        errno = e;
+    }
+    if (fd < 0 || !S_ISREG(st.st_mode) || st.st_size < want) {
         skip_spool(d, id, path, want, fd, &st);
         if (fd >= 0) close(fd);
         return 0;
