@@ -520,7 +520,7 @@ def sqlite_dir():
 @pytest.mark.xfail(strict=False,
                   reason="open defect: in the whole suite (plain and ASan) the first writes "
                   "after the thaw sometimes still fail (initialize, chat send, the dbd rate "
-                  "store), in 3 of 6 CI runs; alone it passes; cause not found")
+                  "store), in 3 of 5 full-suite runs; alone it passes; cause not found")
 def test_sqlite_database_unwritable(servers, sqlite_dir):
     """`chattr +i` on the database and its WAL: writes fail even through the connections
     httpd already holds open (as after an ext4 error remount), reads still work."""
