@@ -18,9 +18,8 @@
 
 /* db->txn_state */
 #define TXN_NONE 0
-#define TXN_OK 1          /* started, nothing failed yet */
-#define TXN_FAILED 2      /* a statement failed: the driver skips the rest until end */
-#define TXN_NOT_STARTED 3 /* begin failed (already logged): end is quiet */
+#define TXN_OK 1     /* started, nothing failed yet */
+#define TXN_FAILED 2 /* a statement failed: the driver skips the rest until end */
 
 void gmcp_db_init(gmcp_db *db, const apr_dbd_driver_t *driver, apr_dbd_t *handle,
                   apr_hash_t *prepared, apr_pool_t *scratch)
@@ -357,18 +356,40 @@ apr_status_t gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int 
     return collect(db, "statement", label, res, out);
 }
 
+/* A transaction the driver holds must not outlive a failed begin or end: the pooled
+ * connection goes back to mod_dbd and serves the next request. apr_dbd_sqlite3 records
+ * a transaction even when its BEGIN failed (and keeps it on the handle, allocated from
+ * this request's pool, checked by every later statement), so a failed begin ends it at
+ * once; after a failed end, a quiet ROLLBACK makes sure the engine is out of it too
+ * (SQLite keeps a transaction whose COMMIT was busy; ROLLBACK outside one is harmless). */
+static void leave_transaction(gmcp_db *db)
+{
+    int n = 0;
+    (void)apr_dbd_query(db->driver, db->handle, &n, "ROLLBACK");
+}
+
 apr_status_t gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t)
 {
     int drc;
     *t = NULL;
     drc = apr_dbd_transaction_start(db->driver, db->pool, db->handle, t);
-    db->txn = *t;
-    db->txn_state = drc ? TXN_NOT_STARTED : TXN_OK;
-    if (!drc) return APR_SUCCESS;
+    if (!drc) {
+        db->txn = *t;
+        db->txn_state = TXN_OK;
+        return APR_SUCCESS;
+    }
     gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0205",
               "cannot start a transaction "
               "(%s error %d): %s",
               apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
+    if (*t) {
+        apr_dbd_transaction_mode_set(db->driver, *t, APR_DBD_TRANSACTION_ROLLBACK);
+        (void)apr_dbd_transaction_end(db->driver, db->pool, *t);
+        *t = NULL;
+    }
+    leave_transaction(db);
+    db->txn = NULL;
+    db->txn_state = TXN_NONE;
     return GMCP_EDB;
 }
 
@@ -381,11 +402,11 @@ apr_status_t gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback)
     if (rollback) apr_dbd_transaction_mode_set(db->driver, t, APR_DBD_TRANSACTION_ROLLBACK);
     drc = apr_dbd_transaction_end(db->driver, db->pool, t);
     if (!drc) return APR_SUCCESS;
-    if (state != TXN_NOT_STARTED)
-        gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0206",
-                  "cannot %s a transaction "
-                  "(%s error %d): %s",
-                  rollback || state == TXN_FAILED ? "roll back" : "commit",
-                  apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0206",
+              "cannot %s a transaction "
+              "(%s error %d): %s",
+              rollback || state == TXN_FAILED ? "roll back" : "commit", apr_dbd_name(db->driver),
+              drc, gmcp_db_error(db, drc));
+    leave_transaction(db);
     return GMCP_EDB;
 }

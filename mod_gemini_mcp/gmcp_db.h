@@ -80,9 +80,11 @@ apr_status_t gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int 
 apr_status_t gmcp_db_exec_raw(gmcp_db *db, const char *sql, int *nrows);
 apr_status_t gmcp_db_select_raw(gmcp_db *db, const char *sql, gmcp_rows *out);
 
-/* Transactions: always pair begin/end on the same pool (also after a failed begin: *t
- * is NULL then); end rolls back when any statement failed or when `rollback` is set.
- * APR_SUCCESS or GMCP_EDB (end: also when begin had failed). */
+/* Transactions: pair begin/end on the same pool; end rolls back when any statement
+ * failed or when `rollback` is set. A failed begin leaves nothing open (*t is NULL;
+ * ending it is allowed and quiet), nor does a failed end: the connection is fit for
+ * the next caller either way. APR_SUCCESS or GMCP_EDB (end: also when begin had
+ * failed). */
 apr_status_t gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t);
 apr_status_t gmcp_db_end(gmcp_db *db, apr_dbd_transaction_t *t, int rollback);
 

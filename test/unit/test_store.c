@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <apr_dbd.h>
+#include <apr_hash.h>
 #include <apr_file_io.h>
 #include <apr_strings.h>
 
@@ -108,6 +109,67 @@ static void t_pending_and_cancel(apr_pool_t *p)
     CHECK(gmcp_subscription_remove(&db, "sess-1", "test://x") == 0);
 }
 
+/* Rows of `table` a second connection sees: what `db` has committed. */
+static const char *committed_count(apr_pool_t *p, gmcp_db *d, const char *path, const char *table)
+{
+    apr_dbd_t *other;
+    const char *err = NULL;
+    gmcp_db o;
+    gmcp_rows rs;
+    const char *n = "error";
+    if (apr_dbd_open_ex(d->driver, p, path, &other, &err)) return n;
+    gmcp_db_init(&o, d->driver, other, apr_hash_make(p), p);
+    if (gmcp_db_select_raw(&o, apr_pstrcat(p, "SELECT count(*) FROM ", table, NULL), &rs) == 0)
+        n = GMCP_ROW(&rs, 0)[0];
+    apr_dbd_close(d->driver, other);
+    return n;
+}
+
+/* A failed begin or end leaves the pooled connection out of any transaction, in the
+ * driver and in the engine, for whoever uses it next (the request pool that held the
+ * driver's transaction record may be gone by then). */
+static void t_failed_transactions(apr_pool_t *p)
+{
+    static char dir[] = "/tmp/gmcp-unit-tx-XXXXXX";
+    apr_dbd_transaction_t *t = NULL;
+    apr_dbd_t *h;
+    apr_pool_t *req;
+    gmcp_db d, r;
+    const char *path;
+    int n = 0;
+    CHECK(unit_open_sqlite(p, dir, "tx.db", &d, &h) == 0);
+    path = apr_pstrcat(p, dir, "/tx.db", NULL);
+    CHECK(gmcp_db_exec_raw(&d, "CREATE TABLE parent (id INTEGER PRIMARY KEY)", NULL) == 0);
+    CHECK(gmcp_db_exec_raw(&d,
+                           "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER "
+                           "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
+                           NULL)
+          == 0);
+    CHECK(gmcp_db_exec_raw(&d, "PRAGMA foreign_keys = ON", NULL) == 0);
+
+    /* Begin fails (the engine was left inside a transaction): nothing is kept, also
+     * when the caller returns at once without an end. */
+    CHECK(apr_dbd_query(d.driver, h, &n, "BEGIN") == 0);
+    apr_pool_create(&req, p);
+    gmcp_db_init(&r, d.driver, h, d.prepared, req);
+    CHECK(gmcp_db_begin(&r, &t) == GMCP_EDB && t == NULL);
+    apr_pool_destroy(req);
+    CHECK(gmcp_db_exec_raw(&d, "SELECT * FROM no_such_table", NULL) == GMCP_EDB);
+    CHECK(gmcp_db_exec_raw(&d, "INSERT INTO parent (id) VALUES (1)", NULL) == 0);
+    CHECK_STR(committed_count(p, &d, path, "parent"), "1");
+
+    /* COMMIT fails (a deferred constraint; SQLite keeps the transaction open): the
+     * connection is out of it afterwards, and the failed rows are gone. */
+    CHECK(gmcp_db_begin(&d, &t) == 0);
+    CHECK(gmcp_db_exec_raw(&d, "INSERT INTO child (id, parent) VALUES (1, 99)", NULL) == 0);
+    CHECK(gmcp_db_end(&d, t, 0) == GMCP_EDB);
+    CHECK(gmcp_db_exec_raw(&d, "INSERT INTO parent (id) VALUES (2)", NULL) == 0);
+    CHECK_STR(committed_count(p, &d, path, "parent"), "2");
+    CHECK_STR(committed_count(p, &d, path, "child"), "0");
+    apr_dbd_close(d.driver, h);
+    unit_remove_db(p, dir, "tx.db");
+}
+
 static void t_delete_and_sweep(apr_pool_t *p)
 {
     gmcp_session s, got;
@@ -154,5 +216,6 @@ UNIT_MAIN("store", {
     RUN(t_sessions);
     RUN(t_streams_and_events);
     RUN(t_pending_and_cancel);
+    RUN(t_failed_transactions);
     RUN(t_delete_and_sweep);
 })
