@@ -21,7 +21,7 @@ SANITIZE  ?=
 WARN      := -Wall -Wextra -Werror
 APR_CFLAGS := $(shell apr-1-config --cflags --cppflags --includes) $(shell apu-1-config --includes)
 APR_LIBS  := $(shell apr-1-config --link-ld --libs) $(shell apu-1-config --link-ld --libs)
-DEP_LIBS  := -ljansson -lcurl -lssl -lcrypto -lmagic
+DEP_LIBS  := -ljansson -lcurl -lssl -lcrypto -lmagic -lsqlite3
 
 ifeq ($(SANITIZE),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -107,7 +107,7 @@ $(BUILD)/gmcpctl_backup.o: gmcpctl/backup.c $(CORE_HDR) gmcpctl/gmcpctl.h
 $(GMCPCTL): $(BUILD)/gmcpctl.o $(BUILD)/gmcpctl_access.o $(BUILD)/gmcpctl_uploads.o \
             $(BUILD)/gmcpctl_backup.o $(BUILD)/gmcpctl_joblock.o $(BUILD)/httpd_conf.o \
             $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS) -lsqlite3 -lpq
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(APR_LIBS) $(DEP_LIBS) -lpq
 
 $(BUILD)/unit/%: test/unit/%.c test/unit/unit.h test/unit/unit_db.h $(CORE_OBJ) $(BUILD)/httpd_conf.o
 	@mkdir -p $(dir $@)

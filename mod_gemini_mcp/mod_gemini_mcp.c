@@ -10,6 +10,7 @@
 #include "gmcp_tools_gemini.h"
 #include "gmcp_util.h"
 #include "gmcp_errlog.h"
+#include "gmcp_sqlite_rw.h"
 
 #include <http_protocol.h>
 #include <http_request.h>
@@ -215,6 +216,11 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     if (gmcp_http_init() != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                      GMCP_LOGNO(0106) "gemini_mcp: cannot initialise libcurl");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (gmcp_sqlite_rw_only(pconf) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     GMCP_LOGNO(0104) "gemini_mcp: cannot set up SQLite's read-write VFS");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (make_breaker(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
