@@ -220,7 +220,7 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
     if (gmcp_sqlite_rw_only(pconf) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
-                     GMCP_LOGNO(0104) "gemini_mcp: cannot set up SQLite's read-write VFS");
+                     GMCP_LOGNO(0115) "gemini_mcp: cannot set up SQLite's read-write VFS");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (make_breaker(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
