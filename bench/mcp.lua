@@ -1,7 +1,8 @@
 -- wrk script: POST one JSON-RPC request, repeatedly.
 -- Environment: MCP_BODY (the JSON-RPC request), MCP_HEADERS (extra request headers,
 -- one "Name: value" per line: the session id for 2025-11-25, the protocol version,
--- Mcp-Method and Mcp-Name for 2026-07-28).
+-- Mcp-Method and Mcp-Name for 2026-07-28), MCP_DELAY_MS (optional: each connection waits
+-- this long before its next request, a paced load instead of a saturating one).
 -- done() prints one JSON line with the figures the bench collects.
 wrk.method = "POST"
 wrk.body = os.getenv("MCP_BODY")
@@ -10,6 +11,11 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 for line in string.gmatch(os.getenv("MCP_HEADERS") or "", "[^\n]+") do
   local name, value = string.match(line, "^([^:]+):%s*(.*)$")
   if name then wrk.headers[name] = value end
+end
+
+local pause = tonumber(os.getenv("MCP_DELAY_MS") or "")
+if pause and pause > 0 then
+  function delay() return pause end
 end
 
 local bad = 0

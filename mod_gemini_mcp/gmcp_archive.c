@@ -58,7 +58,8 @@ int gmcp_coltype_parse(const char *name)
 }
 
 /* ---- buffers and canonical values -------------------------------------------------- */
-void gmcp_abuf_add(gmcp_abuf *b, const void *d, size_t n)
+/* At least n more bytes of room (and one for the NUL) at b->data + b->len. */
+static void abuf_reserve(gmcp_abuf *b, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -68,6 +69,11 @@ void gmcp_abuf_add(gmcp_abuf *b, const void *d, size_t n)
         b->data = grown;
         b->cap = cap;
     }
+}
+
+void gmcp_abuf_add(gmcp_abuf *b, const void *d, size_t n)
+{
+    abuf_reserve(b, n);
     if (n) memcpy(b->data + b->len, d, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -89,33 +95,19 @@ static const unsigned char JSON_ESC[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
 };
 
+static char *put_json_chars(char *w, const char *v, size_t len);
+
 /* The run of bytes up to the next one to escape is copied whole: most text has none. */
 static void add_json_string(gmcp_abuf *b, const char *v, size_t len)
 {
-    const unsigned char *s = (const unsigned char *)v;
-    size_t i = 0;
-    gmcp_abuf_add(b, "\"", 1);
-    while (i < len) {
-        size_t run = i;
-        const char *esc;
-        char u[8];
-        while (run < len && !JSON_ESC[s[run]]) run++;
-        if (run > i) gmcp_abuf_add(b, v + i, run - i);
-        if (run == len) break;
-        switch (s[run]) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default: snprintf(u, sizeof(u), "\\u%04x", s[run]); esc = u;
-        }
-        add_s(b, esc);
-        i = run + 1;
-    }
-    gmcp_abuf_add(b, "\"", 1);
+    char *w;
+    abuf_reserve(b, 2 + 6 * len);
+    w = b->data + b->len;
+    *w++ = '"';
+    w = put_json_chars(w, v, len);
+    *w++ = '"';
+    b->len = (size_t)(w - b->data);
+    b->data[b->len] = '\0';
 }
 
 static int is_int(const char *v, size_t len)
@@ -137,22 +129,80 @@ void gmcp_canon_begin(gmcp_abuf *b)
 
 void gmcp_canon_end(gmcp_abuf *b) { gmcp_abuf_add(b, "]\n", 2); }
 
+/* v in decimal at w (at most 20 bytes), two digits at a time; returns the end. */
+static char *put_int(char *w, long long v)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                "31323334353637383940414243444546474849505152535455565758596061"
+                                "6263646566676869707172737475767778798081828384858687888990919293"
+                                "949596979899";
+    char num[24], *e = num + sizeof(num), *d = e;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    size_t n;
+    while (u >= 100) {
+        unsigned k = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--d = pairs[k + 1];
+        *--d = pairs[k];
+    }
+    if (u >= 10) {
+        *--d = pairs[u * 2 + 1];
+        *--d = pairs[u * 2];
+    }
+    else
+        *--d = (char)('0' + u);
+    if (v < 0) *--d = '-';
+    n = (size_t)(e - d);
+    memcpy(w, d, n);
+    return w + n;
+}
+
+/* v as a JSON string's contents at w (room: 6 bytes per input byte); returns the end. */
+static char *put_json_chars(char *w, const char *v, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)v;
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i;
+        while (run < len && !JSON_ESC[s[run]]) run++;
+        memcpy(w, v + i, run - i);
+        w += run - i;
+        if (run == len) break;
+        *w++ = '\\';
+        switch (s[run]) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '\n': *w++ = 'n'; break;
+        case '\r': *w++ = 'r'; break;
+        case '\t': *w++ = 't'; break;
+        case '\b': *w++ = 'b'; break;
+        case '\f': *w++ = 'f'; break;
+        default:
+            memcpy(w, "u00", 3);
+            w[3] = hex[s[run] >> 4];
+            w[4] = hex[s[run] & 15];
+            w += 5;
+        }
+        i = run + 1;
+    }
+    return w;
+}
+
 /* An engine's integer value: decimal digits without snprintf (a backup formats millions). */
 void gmcp_canon_int(gmcp_abuf *b, int first, int type, long long v)
 {
-    char num[24], *e = num + sizeof(num), *d = e;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--d = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *--d = '-';
+    char num[24];
+    char *e = put_int(num, v);
     if (type == GMCP_COL_INT) {
-        if (!first) gmcp_abuf_add(b, ",", 1);
-        gmcp_abuf_add(b, d, (size_t)(e - d));
+        abuf_reserve(b, 1 + (size_t)(e - num));
+        if (!first) b->data[b->len++] = ',';
+        memcpy(b->data + b->len, num, (size_t)(e - num));
+        b->len += (size_t)(e - num);
+        b->data[b->len] = '\0';
         return;
     }
-    gmcp_canon_value(b, first, type, d, (size_t)(e - d));
+    gmcp_canon_value(b, first, type, num, (size_t)(e - num));
 }
 
 void gmcp_canon_value(gmcp_abuf *b, int first, int type, const char *v, size_t len)
@@ -272,6 +322,7 @@ struct gmcp_arc_out {
     json_t *tables, *cur;
     int *types, ncols;    /* the current table's column types, for the values */
     struct arc_writer *w; /* hashes and writes full batches meanwhile (NULL: inline) */
+    int inline_only;      /* gmcp_arc_out_inline: do not start that thread (yet) */
     apr_status_t failed;  /* the first failure (it sticks), or APR_SUCCESS */
     /* spool sections */
     json_t *spools, *scur;
@@ -479,14 +530,18 @@ gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret)
  * the hashes, the file and the encryption state; every other entry point drains first.
  * The thread lives in an unmanaged pool of its own and ends by returning; the archive's
  * pool cleanup stops and joins it. */
+/* Batches waiting for the writer thread: while it hashes and writes one, the reading
+ * thread may hand over WRITER_QUEUE - 1 more (both threads run at about the same speed:
+ * one slot alone made each wait for the other at every jitter). */
+#define WRITER_QUEUE 3
 typedef struct arc_writer {
     apr_pool_t *pool;
     apr_thread_t *thread;
     apr_thread_mutex_t *mu;
     apr_thread_cond_t *cv;
-    gmcp_abuf work; /* the batch handed over */
-    int values;     /* work holds values (1) or lines (0) */
-    int busy, stop;
+    gmcp_abuf work[WRITER_QUEUE]; /* the batches handed over, from head on */
+    int values[WRITER_QUEUE];     /* work[i] holds values (1) or lines (0) */
+    int head, count, stop;
 } arc_writer;
 
 static void rows_put(gmcp_arc_out *o, const gmcp_abuf *b)
@@ -496,14 +551,16 @@ static void rows_put(gmcp_arc_out *o, const gmcp_abuf *b)
 }
 
 /* Values (tag N null, I int64, F double, T size_t length + bytes; R ends a row) into
- * canonical lines: the same lines gmcp_canon_* make of the engine's text. */
+ * canonical lines: the same lines gmcp_canon_* make of the engine's text. The common
+ * cases (an int column's integer, a text column's text) are written straight into room
+ * reserved once per value; the others go through gmcp_canon_value. */
 static void vals_encode(gmcp_arc_out *o, const gmcp_abuf *v, gmcp_abuf *out)
 {
     const char *p = v->data, *e = v->data + v->len;
     int col = 0;
     out->len = 0;
     while (p < e) {
-        char tag = *p++, num[32];
+        char tag = *p++, num[32], *w;
         int type = col < o->ncols ? o->types[col] : GMCP_COL_TEXT;
         long long i;
         double d;
@@ -513,29 +570,53 @@ static void vals_encode(gmcp_arc_out *o, const gmcp_abuf *v, gmcp_abuf *out)
             col = 0;
             continue;
         }
-        if (!col) gmcp_abuf_add(out, "[", 1);
         switch (tag) {
         case 'I':
             memcpy(&i, p, sizeof(i));
             p += sizeof(i);
-            gmcp_canon_int(out, !col, type, i);
+            if (type != GMCP_COL_INT) {
+                if (!col) gmcp_abuf_add(out, "[", 1);
+                gmcp_canon_int(out, !col, type, i);
+                break;
+            }
+            abuf_reserve(out, 22);
+            w = out->data + out->len;
+            *w++ = col ? ',' : '[';
+            w = put_int(w, i);
+            out->len = (size_t)(w - out->data);
             break;
         case 'F':
             memcpy(&d, p, sizeof(d));
             p += sizeof(d);
             snprintf(num, sizeof(num), "%.17g", d);
+            if (!col) gmcp_abuf_add(out, "[", 1);
             gmcp_canon_value(out, !col, type, num, strlen(num));
             break;
         case 'T':
             memcpy(&n, p, sizeof(n));
             p += sizeof(n);
-            gmcp_canon_value(out, !col, type, p, n);
+            if (type != GMCP_COL_TEXT) {
+                if (!col) gmcp_abuf_add(out, "[", 1);
+                gmcp_canon_value(out, !col, type, p, n);
+                p += n;
+                break;
+            }
+            abuf_reserve(out, 3 + 6 * n);
+            w = out->data + out->len;
+            *w++ = col ? ',' : '[';
+            *w++ = '"';
+            w = put_json_chars(w, p, n);
+            *w++ = '"';
+            out->len = (size_t)(w - out->data);
             p += n;
             break;
-        default: gmcp_canon_value(out, !col, type, NULL, 0);
+        default:
+            if (!col) gmcp_abuf_add(out, "[", 1);
+            gmcp_canon_value(out, !col, type, NULL, 0);
         }
         col++;
     }
+    if (out->data) out->data[out->len] = '\0';
 }
 
 /* One batch hashed and written: lines as they are, values encoded first. */
@@ -556,12 +637,16 @@ static void *APR_THREAD_FUNC writer_main(apr_thread_t *t, void *data)
     (void)t;
     apr_thread_mutex_lock(w->mu);
     for (;;) {
-        while (!w->busy && !w->stop) apr_thread_cond_wait(w->cv, w->mu);
-        if (!w->busy) break;
+        int i;
+        while (!w->count && !w->stop) apr_thread_cond_wait(w->cv, w->mu);
+        if (!w->count) break;
+        i = w->head;
         apr_thread_mutex_unlock(w->mu);
-        batch_put(o, &w->work, w->values);
+        batch_put(o, &w->work[i], w->values[i]); /* the reader never touches work[head] */
+        w->work[i].len = 0;
         apr_thread_mutex_lock(w->mu);
-        w->busy = 0;
+        w->head = (w->head + 1) % WRITER_QUEUE;
+        w->count--;
         apr_thread_cond_broadcast(w->cv);
     }
     apr_thread_mutex_unlock(w->mu);
@@ -590,46 +675,52 @@ static void writer_drain(gmcp_arc_out *o)
 {
     if (!o->w) return;
     apr_thread_mutex_lock(o->w->mu);
-    while (o->w->busy) apr_thread_cond_wait(o->w->cv, o->w->mu);
+    while (o->w->count) apr_thread_cond_wait(o->w->cv, o->w->mu);
     apr_thread_mutex_unlock(o->w->mu);
 }
 
 static void writer_stop(gmcp_arc_out *o)
 {
     apr_status_t st;
+    int i;
     if (!o->w) return;
     apr_thread_mutex_lock(o->w->mu);
     o->w->stop = 1;
     apr_thread_cond_broadcast(o->w->cv);
     apr_thread_mutex_unlock(o->w->mu);
     apr_thread_join(&st, o->w->thread);
-    gmcp_abuf_free(&o->w->work);
+    for (i = 0; i < WRITER_QUEUE; i++) gmcp_abuf_free(&o->w->work[i]);
     apr_pool_destroy(o->w->pool);
     o->w = NULL;
 }
 
 /* A full batch (o->batch or o->vals) to the writer, inline when there is none; the
- * caller goes on with the next. The archive's failure so far, or APR_SUCCESS. */
+ * caller goes on with the next (in an empty buffer the writer is done with). The
+ * archive's failure so far, or APR_SUCCESS. */
 static apr_status_t hand_over(gmcp_arc_out *o, gmcp_abuf *b, int values)
 {
     gmcp_abuf tmp;
     apr_status_t failed;
-    if (!o->w && !writer_start(o)) {
+    arc_writer *w;
+    int tail;
+    if (!o->w && (o->inline_only || !writer_start(o))) {
         batch_put(o, b, values);
         b->len = 0;
         return o->failed;
     }
-    apr_thread_mutex_lock(o->w->mu);
-    while (o->w->busy) apr_thread_cond_wait(o->w->cv, o->w->mu);
+    w = o->w;
+    apr_thread_mutex_lock(w->mu);
+    while (w->count == WRITER_QUEUE) apr_thread_cond_wait(w->cv, w->mu);
     failed = o->failed;
-    tmp = o->w->work;
-    o->w->work = *b;
-    o->w->values = values;
+    tail = (w->head + w->count) % WRITER_QUEUE;
+    tmp = w->work[tail];
+    w->work[tail] = *b;
+    w->values[tail] = values;
     *b = tmp;
     b->len = 0;
-    o->w->busy = 1;
-    apr_thread_cond_broadcast(o->w->cv);
-    apr_thread_mutex_unlock(o->w->mu);
+    w->count++;
+    apr_thread_cond_broadcast(w->cv);
+    apr_thread_mutex_unlock(w->mu);
     return failed;
 }
 
@@ -733,6 +824,8 @@ apr_status_t gmcp_arc_table_end(gmcp_arc_out *o)
 }
 
 json_t *gmcp_arc_tables(gmcp_arc_out *o) { return o->tables; }
+
+void gmcp_arc_out_inline(gmcp_arc_out *o, int on) { o->inline_only = on; }
 
 /* ---- spool sections ------------------------------------------------------------------- */
 apr_status_t gmcp_arc_spool_begin(gmcp_arc_out *o, const char *id, apr_int64_t bytes)

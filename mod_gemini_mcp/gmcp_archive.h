@@ -87,6 +87,10 @@ const char *gmcp_arc_fingerprint(apr_pool_t *p, const char *secret, const char *
  * OpenSSL failed; a failure sticks, every later call returns it again. */
 typedef struct gmcp_arc_out gmcp_arc_out;
 gmcp_arc_out *gmcp_arc_out_open(apr_pool_t *p, FILE *fp, const char *secret);
+/* on: encode, hash and write on the caller's thread only, no writer thread takes a
+ * second core; off (the default): the writer thread may start at the next full batch.
+ * May be switched off between any two rows. */
+void gmcp_arc_out_inline(gmcp_arc_out *o, int on);
 apr_status_t gmcp_arc_table_begin(gmcp_arc_out *o, const char *name, json_t *columns);
 apr_status_t gmcp_arc_row(gmcp_arc_out *o, const char *line, size_t len); /* with '\n' */
 /* Or a row as the engine's values, in column order, ended by gmcp_arc_val_row_end: the

@@ -143,8 +143,13 @@ def test_backup_is_quiet_and_verifies(tmp):
     assert {"api_keys", "usage_hourly", "chat_sessions", "audit_log"} <= set(names)
     assert m["schema"]["version"] == len(m["schema"]["migrations"]) >= 5
     assert tables_of(m)["usage_hourly"][0] == 500 and tables_of(m)["api_keys"][0] == 3
-    r = ctl(*src, "--json", "backup", "--output", os.path.join(tmp, "one.gmcpbak"))
+    r = ctl(*src, "-v", "--json", "backup", "--output", os.path.join(tmp, "one.gmcpbak"))
     assert r.returncode == 0 and json.loads(r.stdout)["rows"] > 500
+    # One thread on a busy host, two when a core is free; -v says which and why.
+    threads = json.loads(r.stdout)["threads"]
+    assert threads in (1, 2)
+    assert re.search(rf"backup on {threads} threads? \((tasks waited for a CPU \d+ % of "
+                     r"\d+ ms|load average [\d.]+ on \d+ CPUs|one CPU)\)", r.stderr), r.stderr
 
 
 def test_roundtrip_sqlite_pg_sqlite(tmp, pg_dsn):

@@ -93,6 +93,31 @@ static void t_values_same_as_lines(apr_pool_t *p)
     }
     gmcp_arc_table_end(a);
     gmcp_arc_table_end(b);
+    /* Every byte alone as text, an integer in a text column, longest integers. */
+    {
+        json_t *ycols = json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}]", "name", "b", "type",
+                                  "text", "name", "n", "type", "text", "name", "i", "type", "int");
+        gmcp_arc_table_begin(a, "y", ycols);
+        gmcp_arc_table_begin(b, "y", ycols);
+        for (i = 0; i < 256; i++) {
+            char c = (char)i, num[24];
+            long long n = i % 2 ? -9223372036854775807LL - 1 + i : 1000000000000000000LL * (i % 9);
+            snprintf(num, sizeof(num), "%lld", n);
+            gmcp_canon_begin(&line);
+            gmcp_canon_value(&line, 1, GMCP_COL_TEXT, &c, 1);
+            gmcp_canon_value(&line, 0, GMCP_COL_TEXT, num, strlen(num));
+            gmcp_canon_value(&line, 0, GMCP_COL_INT, num, strlen(num));
+            gmcp_canon_end(&line);
+            gmcp_arc_row(a, line.data, line.len);
+            gmcp_arc_val_text(b, &c, 1);
+            gmcp_arc_val_int(b, n);
+            gmcp_arc_val_int(b, n);
+            if (gmcp_arc_val_row_end(b)) same = 0;
+        }
+        gmcp_arc_table_end(a);
+        gmcp_arc_table_end(b);
+        json_decref(ycols);
+    }
     gmcp_arc_table_begin(a, "z", none);
     gmcp_arc_table_begin(b, "z", none);
     gmcp_arc_row(a, "[]\n", 3);
