@@ -1,11 +1,14 @@
 """Three httpd nodes on one PostgreSQL behind a round-robin balancer without stickiness
 (test/start-cluster): the conformance referees and the official SDK clients through the
-front, a chat continued across nodes, every node serving its share."""
+front, a chat continued across nodes, an upload patched on several nodes and relayed by
+another, a node stopped and started under load, every node serving its share."""
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -13,6 +16,7 @@ import requests
 
 from conftest import INIT_PARAMS, ROOT, check_logs, response_of
 from test_clients import CONF_ALPHA, CONF_STABLE, node, referee
+from test_uploads import make_file, sha256_file, tus_js
 
 START_CLUSTER = os.path.join(ROOT, "test", "start-cluster")
 NODES = 3
@@ -123,6 +127,111 @@ def test_chat_continued_across_nodes(cluster):
     hist = tool("gemini_chat_history", {"session_id": chat}, 99)["messages"]
     assert [m["role"] for m in hist] == ["user", "model"] * 6
     assert [m["text"] for m in hist[::2]] == [f"turn {i}" for i in range(6)]
+
+
+def test_upload_patched_on_several_nodes_then_relayed(cluster, tmp_path):
+    """tus-js-client in 1 MiB chunks through the front: the PATCHes land on different
+    nodes, the shared spool holds the exact bytes, and gemini_upload_file (on whichever
+    node) relays them into the Files API."""
+    path = make_file(tmp_path, 6 * 1024 * 1024 + 7)
+    out = tus_js(cluster, path, "", chunkSize=1024 * 1024)
+    uid = out["url"].rstrip("/").rsplit("/", 1)[1]
+    assert sha256_file(os.path.join(cluster.info["upload_dir"], uid)) == sha256_file(path)
+    patched_on = [i for i, n in enumerate(cluster.nodes)
+                  if any(f"PATCH /uploads/{uid}" in l for l in open(n.info["access_log"]))]
+    assert len(patched_on) >= 2, patched_on
+    r = cluster.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
+    sid = r.headers["Mcp-Session-Id"]
+    r = cluster.post({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "gemini_upload_file", "arguments": {"upload_id": uid}}},
+                     session=sid)
+    res = response_of(r, 2)["result"]
+    assert not res.get("isError"), res
+    sc = res["structuredContent"]
+    assert sc["sha256"] == sha256_file(path) and sc["size"] == os.path.getsize(path)
+    assert sc["state"] == "ACTIVE"
+
+
+def test_node_stopped_and_started_under_load(cluster):
+    """Four clients call tools/list through the front without pause while one node stops
+    gracefully (SIGWINCH, httpd's graceful-stop) and later starts again on its port:
+    every call is answered 200 (a client sends a call once more when its connection
+    closed without any answer: a request the stopping node reset after the front had
+    sent it; that is the only retry), the others serve meanwhile, the restarted node
+    serves again."""
+    stop, lock, results, retried = threading.Event(), threading.Lock(), [], []
+
+    def client():
+        http = requests.Session()
+        h = {"Content-Type": "application/json",
+             "Accept": "application/json, text/event-stream",
+             "MCP-Protocol-Version": "2025-11-25"}
+        r = http.post(cluster.url, headers=h, timeout=30, data=json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS}))
+        h["Mcp-Session-Id"] = r.headers["Mcp-Session-Id"]
+        while not stop.is_set():
+            for attempt in (1, 2):
+                try:
+                    r = http.post(cluster.url, headers=h, timeout=30, data=json.dumps(
+                        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+                    out = r.status_code
+                    break
+                except requests.ConnectionError as e:
+                    out = repr(e)
+                    if attempt == 1 and "without response" in out:
+                        with lock:
+                            retried.append(out)
+                        continue
+                    break
+                except requests.RequestException as e:
+                    out = repr(e)
+                    break
+            with lock:
+                results.append(out)
+
+    victim = cluster.info["nodes"][1]
+    port = int(victim["base"].rsplit(":", 1)[1])
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    restarted = None
+    try:
+        time.sleep(1.5)
+        os.kill(victim["pid"], signal.SIGWINCH)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                time.sleep(0.1)
+            except OSError:
+                break
+        else:
+            pytest.fail("the node did not stop")
+        with lock:
+            at_stop = len(results)
+        time.sleep(1.5)
+        with lock:
+            while_down = len(results) - at_stop
+        restarted = subprocess.Popen(victim["argv"], stdout=subprocess.PIPE, text=True)
+        info = json.loads(restarted.stdout.readline())
+        time.sleep(3)                      # the balancer tries it again after retry=1 s
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    try:
+        bad = [r for r in results if r != 200]
+        front_log = open(cluster.info["error_log"], errors="replace").read().splitlines()
+        assert not bad and len(results) > 100, "\n".join([str(len(results))] + bad[:5]
+                                                          + front_log[-12:])
+        assert len(retried) <= 4, retried
+        assert while_down > 20, while_down
+        with open(info["access_log"]) as f:
+            assert sum("tools/list" in l or "POST /mcp" in l for l in f) > 10
+    finally:
+        if restarted:
+            restarted.send_signal(signal.SIGTERM)
+            restarted.wait(30)
 
 
 def test_typescript_sdk_clients_through_the_front(cluster):
