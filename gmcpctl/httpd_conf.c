@@ -9,12 +9,25 @@
 
 #define MAX_DEPTH 16
 
+/* As httpd: a directive given twice in the main server's configuration takes its last
+ * value (an Include read later overrides a default read earlier). Inside <VirtualHost>
+ * a value belongs to that host: it is used only when the main server has none (the
+ * first such). */
 typedef struct {
     apr_pool_t *p;
     const char *server_root;
     gmcp_httpd_dbd *out;
+    gmcp_httpd_dbd vhost; /* what <VirtualHost> sections set */
+    int in_vhost;         /* depth of <VirtualHost> at the line being read */
     const char *err;
 } reader;
+
+/* `*field = v` for the main server (last wins); in a <VirtualHost>, the first. */
+static void take(reader *rd, const char **main_field, const char **vhost_field, const char *v)
+{
+    const char **f = rd->in_vhost ? vhost_field : main_field;
+    if (!rd->in_vhost || !*f) *f = apr_pstrdup(rd->p, v);
+}
 
 static int read_file(reader *rd, const char *path, int optional, int depth);
 
@@ -100,6 +113,8 @@ static int handle_line(reader *rd, const char *file, int lineno, char *line, int
 {
     char *dir = line, *arg;
     while (isspace((unsigned char)*dir)) dir++;
+    if (!strncasecmp(dir, "<VirtualHost", 12)) rd->in_vhost++;
+    if (!strncasecmp(dir, "</VirtualHost", 13) && rd->in_vhost) rd->in_vhost--;
     if (!*dir || *dir == '#' || *dir == '<') return 0;
     arg = dir;
     while (*arg && !isspace((unsigned char)*arg)) arg++;
@@ -109,25 +124,35 @@ static int handle_line(reader *rd, const char *file, int lineno, char *line, int
         char *e = arg + strlen(arg);
         while (e > arg && isspace((unsigned char)e[-1])) *--e = '\0';
     }
-    if (!strcasecmp(dir, "ServerRoot")) {
+    if (!strcasecmp(dir, "ServerRoot") && !rd->in_vhost) {
         rd->server_root = apr_pstrdup(rd->p, unquote(rd->p, arg));
     }
     else if (!strcasecmp(dir, "Include") || !strcasecmp(dir, "IncludeOptional")) {
         return do_include(rd, arg, !strcasecmp(dir, "IncludeOptional"), depth);
     }
-    else if (!strcasecmp(dir, "DBDriver") && !rd->out->driver) {
-        rd->out->driver = apr_pstrdup(rd->p, unquote(rd->p, arg));
+    else if (!strcasecmp(dir, "DBDriver")) {
+        take(rd, &rd->out->driver, &rd->vhost.driver, unquote(rd->p, arg));
     }
-    if (!strncasecmp(dir, "GeminiMCP", 9) && !apr_table_get(rd->out->gmcp, dir))
-        apr_table_set(rd->out->gmcp, dir, unquote(rd->p, arg));
-    if (!strcasecmp(dir, "GeminiMCPKeyPepper") && !rd->out->key_pepper) {
-        rd->out->key_pepper = apr_pstrdup(rd->p, unquote(rd->p, arg));
+    else if (!strcasecmp(dir, "DBDParams")) {
+        const char **where = rd->in_vhost ? &rd->vhost.where : &rd->out->where;
+        if (!rd->in_vhost || !*where) *where = apr_psprintf(rd->p, "%s:%d", file, lineno);
+        take(rd, &rd->out->params, &rd->vhost.params, unquote(rd->p, arg));
     }
-    else if (!strcasecmp(dir, "DBDParams") && !rd->out->params) {
-        rd->out->params = apr_pstrdup(rd->p, unquote(rd->p, arg));
-        rd->out->where = apr_psprintf(rd->p, "%s:%d", file, lineno);
+    if (!strncasecmp(dir, "GeminiMCP", 9)) {
+        apr_table_t *t = rd->in_vhost ? rd->vhost.gmcp : rd->out->gmcp;
+        if (!rd->in_vhost || !apr_table_get(t, dir)) apr_table_set(t, dir, unquote(rd->p, arg));
     }
+    if (!strcasecmp(dir, "GeminiMCPKeyPepper"))
+        take(rd, &rd->out->key_pepper, &rd->vhost.key_pepper, unquote(rd->p, arg));
     return 0;
+}
+
+/* The main server's values, then what only a <VirtualHost> set. */
+static int merge_vhost(void *data, const char *key, const char *value)
+{
+    apr_table_t *main = data;
+    if (!apr_table_get(main, key)) apr_table_set(main, key, value);
+    return 1;
 }
 
 static int read_file(reader *rd, const char *path, int optional, int depth)
@@ -181,9 +206,17 @@ int gmcp_httpd_conf_dbd(apr_pool_t *p, const char *path, gmcp_httpd_dbd *out, co
         const char *slash = strrchr(path, '/');
         rd.server_root = slash ? apr_pstrndup(p, path, (apr_size_t)(slash - path)) : ".";
     }
+    rd.vhost.gmcp = apr_table_make(p, 8);
     if (read_file(&rd, path, 0, 0)) {
         *err = rd.err;
         return -1;
     }
+    if (!out->driver) out->driver = rd.vhost.driver;
+    if (!out->params) {
+        out->params = rd.vhost.params;
+        out->where = rd.vhost.where;
+    }
+    if (!out->key_pepper) out->key_pepper = rd.vhost.key_pepper;
+    apr_table_do(merge_vhost, out->gmcp, rd.vhost.gmcp, NULL);
     return 0;
 }

@@ -143,6 +143,26 @@ def test_reads_dbd_settings_through_includes(tmp):
     assert r.returncode == 1 and "no DBDriver and DBDParams" in r.stderr
 
 
+def test_a_directive_given_twice_takes_its_last_value(tmp):
+    """As httpd: a later Include overrides an earlier value of the main server; a value
+    inside <VirtualHost> counts only when the main server has none."""
+    a, b, c = (os.path.join(tmp, n) for n in ("a.db", "b.db", "c.db"))
+    with open(os.path.join(tmp, "over.conf"), "w") as f:
+        f.write(f'DBDParams "{b}"\n')
+    with open(os.path.join(tmp, "twice.conf"), "w") as f:
+        f.write(f'ServerRoot "{tmp}"\nDBDriver sqlite3\nDBDParams "{a}"\nInclude over.conf\n'
+                f'<VirtualHost 127.0.0.1:8080>\n  DBDParams "{c}"\n</VirtualHost>\n')
+    r = ctl("-f", os.path.join(tmp, "twice.conf"), "-s", SQL, "migrate")
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(b) and not os.path.exists(a) and not os.path.exists(c)
+    with open(os.path.join(tmp, "vhost.conf"), "w") as f:
+        f.write(f'DBDriver sqlite3\n<VirtualHost *:80>\n  DBDParams "{c}"\n</VirtualHost>\n'
+                f'<VirtualHost *:81>\n  DBDParams "{a}"\n</VirtualHost>\n')
+    r = ctl("-f", os.path.join(tmp, "vhost.conf"), "-s", SQL, "migrate")
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(c) and not os.path.exists(a)
+
+
 @pytest.mark.parametrize("line,name", [
     ("GeminiMCPMaxBodySize 12x", "GeminiMCPMaxBodySize"),
     ("GeminiMCPMaxBodySize 10", "GeminiMCPMaxBodySize"),
