@@ -107,6 +107,52 @@ def test_every_node_serves(cluster):
     assert all(s >= 5 for s in served), served
 
 
+def test_deleted_session_refused_by_every_node(cluster):
+    """DELETE on one node: the next requests of that session, whichever node they reach,
+    are 404 at once."""
+    r = cluster.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
+    sid = r.headers["Mcp-Session-Id"]
+    for i in range(6):                     # the session is known on every node first
+        assert cluster.post({"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                            session=sid).status_code == 200
+    before = [n.access_count() for n in cluster.nodes]
+    h = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    assert cluster.http.delete(cluster.url, headers=h, timeout=30).status_code in (200, 204)
+    codes = [cluster.post({"jsonrpc": "2.0", "id": 3, "method": "ping"}, session=sid).status_code
+             for _ in range(9)]
+    assert codes == [404] * 9, codes
+    assert all(n.access_count() > b for n, b in zip(cluster.nodes, before))
+
+
+def test_revoked_key_refused_by_every_node_within_1s(pg_dsn):
+    """gmcpctl keys revoke: within 1 s every node answers the key 401 (each node's
+    children cache a key row for at most 0.5 s)."""
+    c = Cluster("--auth", "apikey")
+    nodes = [Node(n) for n in c.info["nodes"]]
+    try:
+        key = json.loads(subprocess.run(c.info["gmcpctl"] + ["--json", "keys", "create", "--name",
+                                        "soon-revoked"], capture_output=True, text=True,
+                                        check=True).stdout)
+        c.info["api_key"] = key["secret"]
+        r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
+        sid = r.headers["Mcp-Session-Id"]
+        for i in range(9):                 # cached on every node
+            assert c.post({"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                          session=sid).status_code == 200
+        subprocess.run(c.info["gmcpctl"] + ["keys", "revoke", key["id"]], check=True,
+                       capture_output=True)
+        t0 = time.time()
+        time.sleep(1.0)
+        codes = [c.post({"jsonrpc": "2.0", "id": 3, "method": "ping"}, session=sid).status_code
+                 for _ in range(9)]
+        assert codes == [401] * 9, (codes, time.time() - t0)
+    finally:
+        c.stop()
+    bad = [l for n in nodes for l in n.new_log_lines()
+           if re.search(r"\[(\w+:)?(error|crit|alert|emerg)\]", l)]
+    assert not bad, bad
+
+
 def test_chat_continued_across_nodes(cluster):
     """Six turns of one chat, each send on whichever node the balancer picks: the history
     is whole and in order (the chat lease and the history live in PostgreSQL)."""
