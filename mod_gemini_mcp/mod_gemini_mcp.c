@@ -19,6 +19,8 @@
 #include <apr_global_mutex.h>
 #include <util_mutex.h>
 #include <apr_strings.h>
+#include <util_cfgtree.h>
+#include <limits.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 
@@ -200,6 +202,30 @@ static const gmcp_provider **collect_providers(apr_pool_t *pconf, int *n)
     return provs;
 }
 
+/* Every DBDParams of the configuration as a full path (for the sqlite3 driver it is the
+ * database file; a PostgreSQL connection string simply matches no file). */
+static void collect_dbd_params(apr_pool_t *p, const ap_directive_t *d, apr_array_header_t *out)
+{
+    for (; d; d = d->next) {
+        if (!strcasecmp(d->directive, "DBDParams") && d->args) {
+            const char *args = d->args, *path = NULL;
+            char *word = ap_getword_conf(p, &args);
+            char real[PATH_MAX];
+            if (*word && apr_filepath_merge((char **)&path, NULL, word, 0, p) == APR_SUCCESS)
+                APR_ARRAY_PUSH(out, const char *) =
+                    realpath(path, real) ? apr_pstrdup(p, real) : path;
+        }
+        if (d->first_child) collect_dbd_params(p, d->first_child, out);
+    }
+}
+
+static const apr_array_header_t *sqlite_paths(apr_pool_t *p)
+{
+    apr_array_header_t *paths = apr_array_make(p, 2, sizeof(const char *));
+    collect_dbd_params(p, ap_conftree, paths);
+    return paths;
+}
+
 static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     int n;
@@ -218,7 +244,7 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
                      GMCP_LOGNO(0106) "gemini_mcp: cannot initialise libcurl");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (gmcp_sqlite_rw_only(pconf) != APR_SUCCESS) {
+    if (gmcp_sqlite_rw_only(pconf, sqlite_paths(pconf)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                      GMCP_LOGNO(0115) "gemini_mcp: cannot set up SQLite's read-write VFS");
         return HTTP_INTERNAL_SERVER_ERROR;
