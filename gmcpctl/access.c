@@ -92,8 +92,7 @@ static int leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 static const char *parse_when(apr_pool_t *p, const char *s, apr_int64_t *out)
 {
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    apr_time_exp_t t;
-    apr_time_t at;
+    apr_int64_t sec;
     const char *q = s;
     int y, mo, d, h = 0, mi = 0, se = 0, dim;
     if (!s || !*s) return "empty";
@@ -128,15 +127,8 @@ static const char *parse_when(apr_pool_t *p, const char *s, apr_int64_t *out)
     if (h > 23) return apr_psprintf(p, "there is no hour %02d (00-23)", h);
     if (mi > 59) return apr_psprintf(p, "there is no minute %02d (00-59)", mi);
     if (se > 59) return apr_psprintf(p, "there is no second %02d (00-59)", se);
-    memset(&t, 0, sizeof(t));
-    t.tm_year = y - 1900;
-    t.tm_mon = mo - 1;
-    t.tm_mday = d;
-    t.tm_hour = h;
-    t.tm_min = mi;
-    t.tm_sec = se;
-    if (apr_time_exp_gmt_get(&at, &t) != APR_SUCCESS) return "out of range";
-    *out = apr_time_sec(at);
+    if (gmcp_utc_sec(y, mo, d, h, mi, se, &sec) != APR_SUCCESS) return "out of range";
+    *out = sec;
     return NULL;
 }
 

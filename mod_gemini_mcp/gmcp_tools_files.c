@@ -26,18 +26,10 @@ static json_t *file_json(apr_pool_t *p, const char **r)
 
 static apr_int64_t rfc3339_sec(const char *s)
 {
-    apr_time_exp_t t;
-    apr_time_t out;
+    apr_int64_t out;
     int y, mo, d, h, mi, se;
     if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &se) != 6) return 0;
-    memset(&t, 0, sizeof(t));
-    t.tm_year = y - 1900;
-    t.tm_mon = mo - 1;
-    t.tm_mday = d;
-    t.tm_hour = h;
-    t.tm_min = mi;
-    t.tm_sec = se;
-    return apr_time_exp_gmt_get(&out, &t) == APR_SUCCESS ? apr_time_sec(out) : 0;
+    return gmcp_utc_sec(y, mo, d, h, mi, se, &out) == APR_SUCCESS ? out : 0;
 }
 
 static gmcp_db *db_or_error(gmcp_call *c, json_t **result)

@@ -109,6 +109,22 @@ apr_int64_t gmcp_now_sec(void) { return (apr_int64_t)apr_time_sec(apr_time_now()
 
 const char *gmcp_now_str(apr_pool_t *p) { return gmcp_i64_str(p, gmcp_now_sec()); }
 
+apr_status_t gmcp_utc_sec(int y, int mo, int d, int h, int mi, int se, apr_int64_t *out)
+{
+    apr_time_exp_t t;
+    apr_time_t at;
+    memset(&t, 0, sizeof(t));
+    t.tm_year = y - 1900;
+    t.tm_mon = mo - 1;
+    t.tm_mday = d;
+    t.tm_hour = h;
+    t.tm_min = mi;
+    t.tm_sec = se;
+    if (apr_time_exp_gmt_get(&at, &t) != APR_SUCCESS) return APR_EBADDATE;
+    *out = apr_time_sec(at);
+    return APR_SUCCESS;
+}
+
 apr_status_t gmcp_parse_u64(const char *s, apr_uint64_t *out)
 {
     apr_uint64_t v = 0;

@@ -42,6 +42,9 @@ const char *gmcp_sha256_hex(apr_pool_t *p, const void *data, apr_size_t len);
 apr_int64_t gmcp_now_sec(void);
 const char *gmcp_now_str(apr_pool_t *p);
 const char *gmcp_i64_str(apr_pool_t *p, apr_int64_t v);
+/* A UTC calendar time (year, month 1-12, day, hour, minute, second; not validated) as
+ * seconds since the epoch: APR_SUCCESS, or APR_EBADDATE when APR cannot represent it. */
+apr_status_t gmcp_utc_sec(int y, int mo, int d, int h, int mi, int se, apr_int64_t *out);
 
 /* Strictly parse a non-negative decimal integer (no sign, no spaces, no overflow):
  * APR_SUCCESS with *out, APR_EINVAL otherwise (also for NULL). */
