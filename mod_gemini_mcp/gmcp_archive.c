@@ -551,9 +551,9 @@ static void rows_put(gmcp_arc_out *o, const gmcp_abuf *b)
 }
 
 /* Values (tag N null, I int64, F double, T size_t length + bytes; R ends a row) into
- * canonical lines: the same lines gmcp_canon_* make of the engine's text. The common
- * cases (an int column's integer, a text column's text) are written straight into room
- * reserved once per value; the others go through gmcp_canon_value. */
+ * canonical lines: the same lines gmcp_canon_* make of the engine's text. A text
+ * column's text is written straight into room reserved once per value; the others go
+ * through gmcp_canon_int / gmcp_canon_value. */
 static void vals_encode(gmcp_arc_out *o, const gmcp_abuf *v, gmcp_abuf *out)
 {
     const char *p = v->data, *e = v->data + v->len;
@@ -574,16 +574,8 @@ static void vals_encode(gmcp_arc_out *o, const gmcp_abuf *v, gmcp_abuf *out)
         case 'I':
             memcpy(&i, p, sizeof(i));
             p += sizeof(i);
-            if (type != GMCP_COL_INT) {
-                if (!col) gmcp_abuf_add(out, "[", 1);
-                gmcp_canon_int(out, !col, type, i);
-                break;
-            }
-            abuf_reserve(out, 22);
-            w = out->data + out->len;
-            *w++ = col ? ',' : '[';
-            w = put_int(w, i);
-            out->len = (size_t)(w - out->data);
+            if (!col) gmcp_abuf_add(out, "[", 1);
+            gmcp_canon_int(out, !col, type, i);
             break;
         case 'F':
             memcpy(&d, p, sizeof(d));

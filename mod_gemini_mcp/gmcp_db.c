@@ -360,8 +360,9 @@ apr_status_t gmcp_db_select(gmcp_db *db, const char *label, gmcp_rows *out, int 
  * connection goes back to mod_dbd and serves the next request. apr_dbd_sqlite3 records
  * a transaction even when its BEGIN failed (and keeps it on the handle, allocated from
  * this request's pool, checked by every later statement), so a failed begin ends it at
- * once; after a failed end, a quiet ROLLBACK makes sure the engine is out of it too
- * (SQLite keeps a transaction whose COMMIT was busy; ROLLBACK outside one is harmless). */
+ * once; after a failed end, this quiet ROLLBACK makes sure the engine is out of it too
+ * (SQLite keeps a transaction whose COMMIT failed on a deferred constraint or a busy
+ * lock; ROLLBACK outside one is harmless). */
 static void leave_transaction(gmcp_db *db)
 {
     int n = 0;
@@ -382,12 +383,11 @@ apr_status_t gmcp_db_begin(gmcp_db *db, apr_dbd_transaction_t **t)
               "cannot start a transaction "
               "(%s error %d): %s",
               apr_dbd_name(db->driver), drc, gmcp_db_error(db, drc));
-    if (*t) {
+    if (*t) { /* its ROLLBACK also ends an engine transaction the BEGIN ran into */
         apr_dbd_transaction_mode_set(db->driver, *t, APR_DBD_TRANSACTION_ROLLBACK);
         (void)apr_dbd_transaction_end(db->driver, db->pool, *t);
         *t = NULL;
     }
-    leave_transaction(db);
     db->txn = NULL;
     db->txn_state = TXN_NONE;
     return GMCP_EDB;
