@@ -10,11 +10,13 @@
 #include "mod_gemini_mcp_access.h"
 #include "mod_gemini_mcp_config.h"
 #include "mod_gemini_mcp_db.h"
+#include "mod_gemini_mcp_inflight.h"
 #include "mod_gemini_mcp_respond.h"
 #include "gmcp_chat.h"
 #include "gmcp_keys.h"
 #include "gmcp_limits.h"
 #include "gmcp_metrics.h"
+#include "gmcp_shared_limits.h"
 #include "gmcp_util.h"
 
 #include <http_core.h>
@@ -63,9 +65,9 @@ static const gmcp_metrics_lock g_metrics_lock = {lock, unlock, NULL};
 
 /* ---- start-up ------------------------------------------------------------------------ */
 
-apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_int64_t bytes)
+/* The slot (and shared bucket) of the caller's upload bandwidth. */
+static const char *bw_slot(gmcp_access *a)
 {
-    if (!g_limits.t || rate <= 0) return 0;
     if (!a->bw_slot) {
         /* Its own slot beside the key's request limits (made once per request: this
          * runs for every read of an upload); a long principal goes by its hash. */
@@ -77,7 +79,44 @@ apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_i
                             gmcp_sha256_hex(a->r->pool, a->principal, strlen(a->principal)), NULL),
                 40);
     }
-    return gmcp_limits_throttle(&g_limits, a->bw_slot, rate, bytes, apr_time_now());
+    return a->bw_slot;
+}
+
+/* Bytes charged to the shared bucket at a time: the nodes together run at most one
+ * chunk each ahead of the rate. */
+#define BW_CHUNK(rate) ((rate) / 20 > 65536 ? (rate) / 20 : 65536)
+
+/* GeminiMCPRateLimitStore dbd: charge what is pending to the bucket every node
+ * shares; the pause, or -1 when the store failed (the caller counts on this node). */
+static apr_interval_time_t throttle_dbd(gmcp_access *a, apr_time_t now)
+{
+    gmcp_dbh *h = gmcp_dbh_make(a->r);
+    apr_int64_t tat = 0, rate = a->bw_rate;
+    apr_interval_time_t burst = GMCP_THROTTLE_BURST(rate) * APR_USEC_PER_SEC / rate;
+    const char *why;
+    apr_status_t rv;
+    if (gmcp_dbh_open(h, &why)) return -1;
+    rv = gmcp_bucket_charge(&h->db, bw_slot(a), now, a->bw_pending * APR_USEC_PER_SEC / rate, &tat);
+    gmcp_dbh_close(h);
+    if (rv) return -1;
+    a->bw_pending = 0;
+    return tat - now > burst ? tat - now - burst : 0;
+}
+
+apr_interval_time_t gmcp_access_throttle(gmcp_access *a, apr_int64_t rate, apr_int64_t bytes)
+{
+    apr_time_t now = apr_time_now();
+    apr_interval_time_t wait;
+    if (!g_limits.t || rate <= 0) return 0;
+    if (g_store_dbd) {
+        a->bw_pending += bytes;
+        a->bw_rate = rate;
+        if (a->bw_pending < BW_CHUNK(rate)) return 0;
+        if ((wait = throttle_dbd(a, now)) >= 0) return wait;
+        bytes = a->bw_pending; /* the store is away: this node's bucket for now */
+        a->bw_pending = 0;
+    }
+    return gmcp_limits_throttle(&g_limits, bw_slot(a), rate, bytes, now);
 }
 
 int gmcp_access_pre_config(apr_pool_t *pconf)
@@ -370,6 +409,7 @@ void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s)
     apr_atomic_set32(&next_flush, (apr_uint32_t)(apr_time_sec(apr_time_now()) + g_flush_every));
     apr_pool_pre_cleanup_register(pchild, pchild, flush_at_exit);
     apr_pool_cleanup_register(pchild, NULL, cache_cleanup, apr_pool_cleanup_null);
+    if (g_store_dbd) gmcp_inflight_child_init(pchild, s);
 }
 
 /* ---- Host and Origin ---------------------------------------------------------------------- */
@@ -791,10 +831,43 @@ static int admit_quota(request_rec *r, gmcp_access *a, json_t *id)
                      a->key->token_quota, a->key->quota_period));
 }
 
+/* GeminiMCPRateLimitStore dbd, a call that spends tokens: the key's token bucket in
+ * the database must not be in debt. OK, or DONE when answered (429, 503). */
+static int admit_tokens_dbd(request_rec *r, gmcp_access *a, apr_time_t now, json_t *id)
+{
+    gmcp_dbh *h = gmcp_dbh_make(r);
+    apr_int64_t tat = 0, late;
+    const char *why;
+    apr_status_t rv;
+    if (gmcp_dbh_open(h, &why)) return gmcp_send_unavailable(r, NULL, why);
+    rv = gmcp_bucket_peek(&h->db, apr_pstrcat(r->pool, "tok:", a->key_id, NULL), &tat);
+    gmcp_dbh_close(h);
+    if (rv) return gmcp_send_unavailable(r, NULL, "the rate-limit store is unavailable");
+    /* As in shared memory: at least one token must be left. */
+    late = (tat > now ? tat : now) + a->limits.tok_interval - now - a->limits.tok_limit;
+    if (late <= 0) return OK;
+    return too_many(r, a, id, GMCP_REJ_TOKENS, late,
+                    "this API key's Gemini token rate limit is reached");
+}
+
+/* GeminiMCPRateLimitStore dbd, a key with max_inflight: a slot of the key's in the
+ * database. OK, or DONE when answered (429, 503). */
+static int enter_dbd(request_rec *r, gmcp_access *a, json_t *id)
+{
+    int st = gmcp_inflight_enter(r, a->key_id, a->limits.max_inflight);
+    if (st < 0) return gmcp_send_unavailable(r, NULL, "the in-flight store is unavailable");
+    if (st == 0) return OK;
+    return too_many(r, a, id, GMCP_REJ_INFLIGHT, apr_time_from_sec(1),
+                    apr_psprintf(r->pool,
+                                 "this API key already has %" APR_INT64_T_FMT " requests in flight",
+                                 a->limits.max_inflight));
+}
+
 int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const char *tool,
                       int spends_tokens, json_t *id)
 {
     gmcp_admit_info info;
+    gmcp_key_limits here;
     apr_time_t now = apr_time_now();
     int st, check_rate = 1;
     a->method = method;
@@ -803,18 +876,55 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
         return refuse_scope(r, a, tool, id);
     if (!a->key) return OK; /* no limits configured for this caller */
 
-    if (g_store_dbd && a->limits.req_interval) {
-        if ((st = admit_rate_dbd(r, a, now, id)) != OK) return st;
-        check_rate = 0;
+    here = a->limits;
+    if (g_store_dbd) {
+        /* What the database counts for every node is not counted here again. */
+        if (a->limits.req_interval) {
+            if ((st = admit_rate_dbd(r, a, now, id)) != OK) return st;
+            check_rate = 0;
+        }
+        if (spends_tokens && a->limits.tok_interval && (st = admit_tokens_dbd(r, a, now, id)) != OK)
+            return st;
+        here.tok_interval = 0;
+        here.max_inflight = 0;
     }
-    st = gmcp_limits_admit(&g_limits, a->key_id, &a->limits, now, check_rate, spends_tokens, 1,
-                           &info);
+    st = gmcp_limits_admit(&g_limits, a->key_id, &here, now, check_rate, spends_tokens, 1, &info);
     if (check_rate) ratelimit_headers(r, a, &info);
     if ((st = refuse_over_limit(r, a, id, st, &info)) != OK) return st;
     a->entered = 1;
     apr_pool_cleanup_register(r->pool, a, leave_inflight, apr_pool_cleanup_null);
-    if (spends_tokens && a->key->token_quota > 0) return admit_quota(r, a, id);
+    if (spends_tokens && a->key->token_quota > 0 && (st = admit_quota(r, a, id)) != OK) return st;
+    if (g_store_dbd && a->limits.max_inflight) return enter_dbd(r, a, id);
     return OK;
+}
+
+/* GeminiMCPRateLimitStore dbd: the tokens a call spent, charged to the key's token
+ * bucket and (with a quota) written to its usage at once, so every node sees them
+ * before the next call. 0, or -1 when the store failed (counted here instead). */
+static int charge_tokens_dbd(request_rec *r, gmcp_access *a, apr_int64_t prompt, apr_int64_t output)
+{
+    gmcp_dbh *h = gmcp_dbh_make(r);
+    apr_time_t now = apr_time_now();
+    apr_int64_t sec = apr_time_sec(now), tat;
+    const char *why;
+    int failed = 0;
+    if (gmcp_dbh_open(h, &why)) return -1;
+    if (a->limits.tok_interval
+        && gmcp_bucket_charge(&h->db, apr_pstrcat(r->pool, "tok:", a->key_id, NULL), now,
+                              (prompt + output) * a->limits.tok_interval, &tat))
+        failed = 1;
+    else if (a->key->token_quota > 0) {
+        gmcp_usage u;
+        memset(&u, 0, sizeof(u));
+        u.prompt_tokens = prompt;
+        u.output_tokens = output;
+        if (gmcp_usage_add(&h->db, a->key_id, sec - sec % 3600, &u) == APR_SUCCESS) {
+            a->stored_prompt += prompt;
+            a->stored_output += output;
+        }
+    }
+    gmcp_dbh_close(h);
+    return failed ? -1 : 0;
 }
 
 void gmcp_access_gemini_observed(request_rec *r, int status, apr_interval_time_t latency,
@@ -827,7 +937,7 @@ void gmcp_access_gemini_observed(request_rec *r, int status, apr_interval_time_t
         a->retries += retries;
         a->prompt_tokens += prompt;
         a->output_tokens += output;
-        if (a->key)
+        if (a->key && (!g_store_dbd || charge_tokens_dbd(r, a, prompt, output)))
             gmcp_limits_charge_tokens(&g_limits, a->key_id, &a->limits, prompt + output,
                                       apr_time_now());
     }
@@ -939,13 +1049,15 @@ int gmcp_access_log(request_rec *r)
         memset(&u, 0, sizeof(u));
         u.requests = 1;
         u.errors = status >= 400;
-        u.prompt_tokens = a->prompt_tokens;
-        u.output_tokens = a->output_tokens;
+        u.prompt_tokens = a->prompt_tokens - a->stored_prompt;
+        u.output_tokens = a->output_tokens - a->stored_output;
         u.bytes_in = a->bytes_in;
         u.bytes_out = (apr_int64_t)r->bytes_sent;
         gmcp_limits_finish(&g_limits, a->key_id, apr_time_now(), &u, a->entered);
         a->entered = 0;
     }
+    if (a->bw_pending > 0 && g_store_dbd) throttle_dbd(a, apr_time_now()); /* the last bytes */
+    gmcp_inflight_leave(r);
     ap_log_rerror(
         APLOG_MARK, APLOG_INFO, 0, r,
         GMCP_LOGNO(0131) "gemini_mcp: key=%s method=%s tool=%s status=%d ms=%.1f upstream=%d "

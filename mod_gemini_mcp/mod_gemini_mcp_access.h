@@ -28,6 +28,10 @@ typedef struct {
     apr_interval_time_t upstream_time;
     apr_int64_t prompt_tokens, output_tokens;
     const char *bw_slot; /* upload bandwidth slot in the limiter table */
+    /* GeminiMCPRateLimitStore dbd: received bytes not yet charged to the shared
+     * bandwidth bucket (at bw_rate), and tokens already written to the usage table. */
+    apr_int64_t bw_pending, bw_rate;
+    apr_int64_t stored_prompt, stored_output;
 } gmcp_access;
 
 /* Start-up and child hooks (called by mod_gemini_mcp.c). */

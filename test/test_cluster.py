@@ -2,6 +2,7 @@
 (test/start-cluster): the conformance referees and the official SDK clients through the
 front, a chat continued across nodes, an upload patched on several nodes and relayed by
 another, a node stopped and started under load, every node serving its share."""
+import concurrent.futures
 import json
 import os
 import re
@@ -312,3 +313,196 @@ def test_conformance_alpha_2026_07_28_through_the_front(cluster):
     passed, out = referee(CONF_ALPHA, cluster.url, "--requirements", "2026-07-28",
                           failing_ok=("tasks-",))
     assert passed >= 160
+
+
+# ---- limits every node counts in the database (GeminiMCPRateLimitStore dbd) -------------------
+
+KEY_RATE = 1024 * 1024     # GeminiMCPUploadKeyRate of the dbd cluster, bytes/s
+
+
+@pytest.fixture(scope="module")
+def dbd_cluster(request):
+    request.getfixturevalue("pg_dsn")
+    c = Cluster("--auth", "apikey", "--fake-gemini", "--conf", "GeminiMCPRateLimitStore dbd",
+                "--conf", f"GeminiMCPUploadKeyRate {KEY_RATE}")
+    c.node_logs = [Node(n) for n in c.info["nodes"]]
+    yield c
+    c.stop()
+    bad = [l for n in c.node_logs for l in n.new_log_lines()
+           if re.search(r"\[(\w+:)?(error|crit|alert|emerg)\]", l)]
+    assert not bad, bad
+
+
+def key_of(c, *limits):
+    out = subprocess.run(c.info["gmcpctl"] + ["--json", "keys", "create", "--name", "k"]
+                         + list(limits), capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["secret"]
+
+
+class Caller:
+    """One MCP session of a key through the front, on its own connection."""
+
+    def __init__(self, c, secret):
+        self.c, self.http = c, requests.Session()
+        self.h = {"Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25",
+                  "Accept": "application/json, text/event-stream",
+                  "Authorization": "Bearer " + secret}
+        r = self.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
+        assert r.status_code == 200, r.text
+        self.h["Mcp-Session-Id"] = r.headers["Mcp-Session-Id"]
+
+    def post(self, body):
+        return self.http.post(self.c.url, data=json.dumps(body), headers=self.h, timeout=60)
+
+    def generate(self, prompt="hi"):
+        return self.post({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                          "params": {"name": "gemini_generate", "arguments": {"prompt": prompt}}})
+
+
+def reason(r):
+    return r.json()["error"]["data"]["reason"] if r.status_code == 429 else None
+
+
+def served_by_several(c, since):
+    return sum(n.access_count() > b for n, b in zip(c.node_logs, since)) >= 2
+
+
+def test_request_rate_holds_across_three_nodes(dbd_cluster):
+    """6 clients on one key for 6 s through the front: accepted = burst + rate * time,
+    within 5 % (each node alone would accept its own rate: about 3 times as many)."""
+    c = dbd_cluster
+    secret = key_of(c, "--rate", "30/s", "--burst", "10")
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "MCP-Protocol-Version": "2025-11-25", "Authorization": "Bearer " + secret}
+
+    def worker(_):
+        http, n, end = requests.Session(), 0, time.time() + 6
+        while time.time() < end:
+            r = http.post(c.url, data=body, headers=h, timeout=30)
+            assert r.status_code in (400, 429), r.text   # sessionless ping: 400 once admitted
+            n += r.status_code != 429
+        return n
+    before = [n.access_count() for n in c.node_logs]
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        got = sum(ex.map(worker, range(6)))
+    expected = 10 + 30 * (time.time() - t0)
+    assert abs(got - expected) <= 0.05 * expected, (got, expected)
+    assert all(n.access_count() - b > 30 for n, b in zip(c.node_logs, before))
+
+
+def test_inflight_cap_is_exact_across_nodes(dbd_cluster):
+    """max_inflight 2 and six slow calls at once on three nodes: exactly two run, four
+    are refused; their slots are given back when they end."""
+    c = dbd_cluster
+    secret = key_of(c, "--max-inflight", "2")
+    callers = [Caller(c, secret) for _ in range(6)]
+    requests.post(c.info["fake_gemini"] + "/_fake/faults",
+                  json={"mode": "latency", "count": 2, "ms": 2500})
+    before = [n.access_count() for n in c.node_logs]
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        rs = list(ex.map(lambda k: k.generate(), callers))
+    assert sorted(r.status_code for r in rs) == [200, 200, 429, 429, 429, 429], \
+        [r.text for r in rs]
+    assert all(reason(r) == "inflight" for r in rs if r.status_code == 429)
+    assert served_by_several(c, before)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        again = list(ex.map(lambda k: k.generate(), callers[:2]))
+    assert [r.status_code for r in again] == [200, 200], [r.text for r in again]
+
+
+def sql(c, query):
+    params = re.search(r'DBDParams "([^"]*)"', open(c.info["conf"]).read()).group(1)
+    out = subprocess.run(["psql", "-X", "-A", "-t", params, "-c", query], capture_output=True,
+                         text=True, check=True).stdout
+    return [l for l in out.splitlines() if l]
+
+
+def test_inflight_slot_of_a_killed_child_is_free_at_once(dbd_cluster):
+    """A child SIGKILLed while it holds the key's only slot: the next call, on any node,
+    takes the slot over (its holder is dead on this host) instead of waiting for the
+    30 s expiry; and a slot whose holder is alive stays held."""
+    c = dbd_cluster
+    secret = key_of(c, "--max-inflight", "1")
+    kid = secret.split("_")[1]
+    a, b = Caller(c, secret), Caller(c, secret)
+    requests.post(c.info["fake_gemini"] + "/_fake/faults",
+                  json={"mode": "hang", "count": 1, "seconds": 20})
+    def held():
+        try:
+            a.generate("held")
+        except requests.ConnectionError:
+            pass                       # its child was killed: no answer
+    threading.Thread(target=held, daemon=True).start()
+    deadline, holder = time.time() + 10, []
+    while not holder and time.time() < deadline:
+        time.sleep(0.1)
+        holder = sql(c, f"SELECT holder FROM inflight_leases WHERE key_id = '{kid}'")
+    assert holder, "the slow call holds no slot"
+    r = b.generate()
+    assert reason(r) == "inflight", r.text
+    os.kill(int(holder[0].split("/")[1]), signal.SIGKILL)
+    r = b.generate()
+    assert r.status_code == 200, r.text
+    assert sql(c, f"SELECT count(*) FROM inflight_leases WHERE key_id = '{kid}'") == ["0"]
+    requests.post(c.info["fake_gemini"] + "/_fake/reset")
+
+
+def test_token_rate_holds_across_nodes(dbd_cluster):
+    """--token-rate 120/s: each call spends 6 tokens (the fake's 1 + 5), so 3 clients for
+    5 s get (burst 120 + 120/s * time) / 6 calls through, within 5 %."""
+    c = dbd_cluster
+    secret = key_of(c, "--token-rate", "120/s")
+    callers = [Caller(c, secret) for _ in range(3)]
+
+    def worker(k):
+        n, end = 0, time.time() + 5
+        while time.time() < end:
+            r = k.generate()
+            assert r.status_code == 200 or reason(r) == "tokens", r.text
+            n += r.status_code == 200
+        return n
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        got = sum(ex.map(worker, callers))
+    expected = (120 + 120 * (time.time() - t0)) / 6
+    assert abs(got - expected) <= 0.05 * expected, (got, expected)
+
+
+def test_token_quota_holds_across_nodes(dbd_cluster):
+    """A 30-token daily quota, calls of 6 tokens on whichever node: exactly five pass
+    (each node writes a call's tokens before it answers, not at its next usage flush)."""
+    c = dbd_cluster
+    k = Caller(c, key_of(c, "--token-quota", "30/day"))
+    codes = [k.generate() for _ in range(8)]
+    assert [r.status_code for r in codes] == [200] * 5 + [429] * 3, [r.text for r in codes]
+    assert all(reason(r) == "quota" for r in codes[5:])
+
+
+def test_upload_bandwidth_holds_across_nodes(dbd_cluster):
+    """Three uploads of one key at once, on different nodes, under GeminiMCPUploadKeyRate
+    1 MiB/s: together they take (bytes - burst) / rate, within 5 %."""
+    c = dbd_cluster
+    secret = key_of(c)
+    size = 2 * 1024 * 1024
+    tus = {"Tus-Resumable": "1.0.0", "Authorization": "Bearer " + secret}
+    urls = []
+    for _ in range(3):
+        r = requests.post(c.info["upload"], headers=dict(tus, **{"Upload-Length": str(size)}))
+        assert r.status_code == 201, r.text
+        urls.append(r.headers["Location"])
+    data = os.urandom(size)
+
+    def send(url):
+        return requests.patch(url, data=data, timeout=60, headers=dict(
+            tus, **{"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}))
+    before = [n.access_count() for n in c.node_logs]
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        rs = list(ex.map(send, urls))
+    took = time.time() - t0
+    assert [r.status_code for r in rs] == [204] * 3, [r.text for r in rs]
+    want = (3 * size - max(65536, KEY_RATE // 10)) / KEY_RATE
+    assert abs(took - want) <= 0.05 * want, (took, want)
+    assert served_by_several(c, before)

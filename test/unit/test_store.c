@@ -4,11 +4,14 @@
 #include "unit_db.h"
 #include "gmcp_db.h"
 #include "gmcp_migrate.h"
+#include "gmcp_shared_limits.h"
 #include "gmcp_store.h"
 #include "gmcp_util.h"
 
 #include <stdlib.h>
 #include <unistd.h>
+#include <sys/wait.h>
+#include <apr_network_io.h>
 #include <apr_dbd.h>
 #include <apr_hash.h>
 #include <apr_file_io.h>
@@ -170,6 +173,47 @@ static void t_failed_transactions(apr_pool_t *p)
     unit_remove_db(p, dir, "tx.db");
 }
 
+/* In-flight slots: never more holders than the cap, whatever the order; a slot comes
+ * free when given back, when it expired, and at once when its holder died here. */
+static void t_inflight_slots(apr_pool_t *p)
+{
+    char host[APRMAXHOSTLEN + 1] = "";
+    const char *dead;
+    int slot = -1, s2 = -1;
+    pid_t pid;
+    apr_int64_t tat = -1;
+    CHECK(gmcp_inflight_acquire(&db, "k1", 2, "a", 100, 130, &slot) == 0 && slot == 0);
+    CHECK(gmcp_inflight_acquire(&db, "k1", 2, "b", 100, 130, &slot) == 0 && slot == 1);
+    CHECK(gmcp_inflight_acquire(&db, "k1", 2, "c", 100, 130, &slot) == APR_EBUSY);
+    /* Another key has its own slots. */
+    CHECK(gmcp_inflight_acquire(&db, "k2", 1, "c", 100, 130, &slot) == 0 && slot == 0);
+    /* Given back: free again; a stranger's give-back or renewal changes nothing. */
+    CHECK(gmcp_inflight_release(&db, "k1", 0, "not-a") == 0);
+    CHECK(gmcp_inflight_acquire(&db, "k1", 2, "c", 100, 130, &slot) == APR_EBUSY);
+    CHECK(gmcp_inflight_renew(&db, "k1", 0, "not-a", 200) == APR_ENOENT);
+    CHECK(gmcp_inflight_release(&db, "k1", 0, "a") == 0);
+    CHECK(gmcp_inflight_acquire(&db, "k1", 2, "c", 100, 130, &slot) == 0 && slot == 0);
+    /* Renewed slots stay held past their first expiry; expired ones come free. */
+    CHECK(gmcp_inflight_renew(&db, "k1", 1, "b", 200) == 0);
+    CHECK(gmcp_inflight_acquire(&db, "k1", 2, "d", 150, 180, &slot) == 0 && slot == 0);
+    CHECK(gmcp_inflight_renew(&db, "k1", 0, "c", 300) == APR_ENOENT); /* c lost it to d */
+    CHECK(gmcp_inflight_acquire(&db, "k1", 2, "e", 150, 180, &slot) == APR_EBUSY);
+    /* A holder that died on this host gives its slot up at once. */
+    apr_gethostname(host, sizeof(host), p);
+    if ((pid = fork()) == 0) _exit(0);
+    CHECK(pid > 0 && waitpid(pid, NULL, 0) == pid);
+    dead = apr_psprintf(p, "%s/%ld/1/x", host, (long)pid);
+    CHECK(gmcp_inflight_acquire(&db, "k3", 1, dead, 100, 130, &s2) == 0 && s2 == 0);
+    CHECK(gmcp_inflight_acquire(&db, "k3", 1, "f", 100, 130, &s2) == 0 && s2 == 0);
+    CHECK(gmcp_inflight_acquire(&db, "k3", 1, "g", 100, 130, &s2) == APR_EBUSY);
+    /* A shared bucket: charged unconditionally, from now when it ran dry. */
+    CHECK(gmcp_bucket_peek(&db, "tok:k1", &tat) == 0 && tat == 0);
+    CHECK(gmcp_bucket_charge(&db, "tok:k1", 1000, 50, &tat) == 0 && tat == 1050);
+    CHECK(gmcp_bucket_charge(&db, "tok:k1", 1010, 50, &tat) == 0 && tat == 1100);
+    CHECK(gmcp_bucket_charge(&db, "tok:k1", 5000, 7, &tat) == 0 && tat == 5007);
+    CHECK(gmcp_bucket_peek(&db, "tok:k1", &tat) == 0 && tat == 5007);
+}
+
 static void t_delete_and_sweep(apr_pool_t *p)
 {
     gmcp_session s, got;
@@ -217,5 +261,6 @@ UNIT_MAIN("store", {
     RUN(t_streams_and_events);
     RUN(t_pending_and_cancel);
     RUN(t_failed_transactions);
+    RUN(t_inflight_slots);
     RUN(t_delete_and_sweep);
 })
