@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <apr_file_info.h>
 #include <apr_strings.h>
 
 /* A gemini_files row (the columns of gmcp_file_stmts, gmcp_sql.c) as JSON. */
@@ -149,6 +150,32 @@ static apr_status_t upload_ready(upload_job *j)
     return APR_SUCCESS;
 }
 
+/* Step 1b: the upload's bytes are in this server's spool. A node whose GeminiMCPUploadDir
+ * is not the spool the upload was made in (not shared) finds no file, and says why
+ * instead of "gone": APR_ENOENT then. */
+static apr_status_t spool_here(upload_job *j)
+{
+    gmcp_call *c = j->c;
+    const char *path = gmcp_upload_spool_path(c->pool, j->conf->upload_dir, j->up.id), *here;
+    apr_finfo_t fi;
+    if (!*j->up.spool || apr_stat(&fi, path, APR_FINFO_TYPE, c->pool) == APR_SUCCESS
+        || (gmcp_upload_spool_id(c->pool, j->conf->upload_dir, &here) == APR_SUCCESS
+            && !strcmp(here, j->up.spool)))
+        return APR_SUCCESS;
+    gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0417",
+              "upload %s was made in spool %s, but %s here is another spool: every node "
+              "needs the same GeminiMCPUploadDir (shared)",
+              j->up.id, j->up.spool, j->conf->upload_dir);
+    j->result = gmcp_text_result(
+        apr_psprintf(c->pool,
+                     "This server cannot reach the bytes of upload '%s': its upload spool "
+                     "is not the one the upload was made in. Try again (another server may "
+                     "serve the call).",
+                     j->id),
+        1);
+    return APR_ENOENT;
+}
+
 /* Step 2: the spool file relayed into the Files API, the upload's phase following:
  * APR_ENOTIMPL without a Gemini client (not configured, or no HTTP handle), else the
  * relay's status. */
@@ -260,13 +287,14 @@ static json_t *t_upload_file(gmcp_call *c, json_t *args, void *baton)
     j.conf = baton;
     j.id = gmcp_json_str(args, "upload_id");
     j.display_name = gmcp_json_str(args, "display_name");
-    /* 1. the caller's upload, complete (or the file it became already);
+    /* 1. the caller's upload, complete (or the file it became already), its bytes in
+     *    this server's spool;
      * 2. its bytes relayed into the Files API, the file ACTIVE there;
      * 3. the file's SHA-256 at Gemini checked against the upload's;
      * 4. the file recorded for its owner.
      * The step that ends the call sets j.result. */
-    if (upload_ready(&j) == APR_SUCCESS && relay_upload(&j) == APR_SUCCESS
-        && sha_checked(&j) == APR_SUCCESS)
+    if (upload_ready(&j) == APR_SUCCESS && spool_here(&j) == APR_SUCCESS
+        && relay_upload(&j) == APR_SUCCESS && sha_checked(&j) == APR_SUCCESS)
         record_file(&j);
     json_decref(j.file);
     return j.result;

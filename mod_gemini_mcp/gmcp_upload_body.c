@@ -10,16 +10,17 @@
 #define HASH_BLOCK 65536
 
 apr_status_t gmcp_upload_spool_continue(apr_pool_t *p, const char *path, apr_int64_t offset,
-                                        apr_file_t **f, int *lost)
+                                        int may_create, apr_file_t **f, int *lost)
 {
     apr_off_t at = (apr_off_t)offset;
     apr_finfo_t fi;
     apr_status_t rv;
     *f = NULL;
     *lost = 0;
-    rv =
-        apr_file_open(f, path, APR_FOPEN_WRITE | APR_FOPEN_BINARY | (offset ? 0 : APR_FOPEN_CREATE),
-                      APR_FPROT_UREAD | APR_FPROT_UWRITE, p);
+    rv = apr_file_open(f, path,
+                       APR_FOPEN_WRITE | APR_FOPEN_BINARY
+                           | (may_create && !offset ? APR_FOPEN_CREATE : 0),
+                       APR_FPROT_UREAD | APR_FPROT_UWRITE, p);
     if (rv != APR_SUCCESS) {
         *f = NULL;
         *lost = APR_STATUS_IS_ENOENT(rv);

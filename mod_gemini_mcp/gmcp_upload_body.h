@@ -14,14 +14,16 @@
 #include "gmcp_spool.h"
 #include "gmcp_uploads.h"
 
-/* The spool file continued at `offset`: opened for writing (created only at offset 0:
- * later bytes continue a file that holds at least the recorded offset), cut back to the
- * offset (whatever lies past it is a write cut short) and positioned there. APR_SUCCESS
- * with *f. Otherwise an error, with *lost 1 when the file is gone or holds fewer bytes
- * than the offset (a restore without the spool, a disk replaced: never to be padded into
- * a "complete" upload); the file is closed. */
+/* The spool file continued at `offset`: opened for writing (created only when
+ * `may_create`: an upload made before its spool file was created with it, at offset 0;
+ * otherwise the bytes continue a file that holds at least the recorded offset), cut back
+ * to the offset (whatever lies past it is a write cut short) and positioned there.
+ * APR_SUCCESS with *f. Otherwise an error, with *lost 1 when the file is gone or holds
+ * fewer bytes than the offset (a restore without the spool, a disk replaced, a node that
+ * does not share the spool: never to be padded into a "complete" upload); the file is
+ * closed. */
 apr_status_t gmcp_upload_spool_continue(apr_pool_t *p, const char *path, apr_int64_t offset,
-                                        apr_file_t **f, int *lost);
+                                        int may_create, apr_file_t **f, int *lost);
 
 /* The running SHA-256 at x->offset: as saved with the offset, or (a row from before the
  * state was kept; *reread 1) read back from the spool file at path. NULL when the file

@@ -5,22 +5,24 @@
 #include "gmcp_sql.h"
 #include "gmcp_store.h"
 #include "gmcp_util.h"
+#include "gmcp_wire.h"
 
 #include <string.h>
 #include <apr_base64.h>
+#include <apr_file_io.h>
 #include <apr_strings.h>
 
 #define UPLOAD_ID_BYTES 16 /* 22 characters of base64url (gmcp_upload_id_ok) */
 
 #define INSERT_COLS                                                  \
     "id, owner, key_id, length, upload_offset, metadata, filename, " \
-    "filetype, concat, parts, sha256, state, created, expires, completed"
+    "filetype, concat, parts, sha256, state, created, expires, completed, spool"
 #define UPLOAD_COLS INSERT_COLS ", sha_state, phase, progress, progress_at, detail, sniffed"
 
 const gmcp_stmt gmcp_upload_stmts[] = {
     {"gmcp_upload_insert",
      "INSERT INTO uploads (" INSERT_COLS ") VALUES (%s, %s, %s, %lld, %lld, %s, %s, %s, %s, "
-     "%s, %s, %s, %lld, %lld, %lld)"},
+     "%s, %s, %s, %lld, %lld, %lld, %s)"},
     {"gmcp_upload_select", "SELECT " UPLOAD_COLS " FROM uploads WHERE id = %s"},
     {"gmcp_upload_list_owner",
      "SELECT " UPLOAD_COLS " FROM uploads WHERE owner = %s ORDER BY created DESC, id"},
@@ -76,12 +78,13 @@ static void fill(const char **r, gmcp_upload *u)
     u->created = apr_atoi64(r[12]);
     u->expires = apr_atoi64(r[13]);
     u->completed = apr_atoi64(r[14]);
-    u->sha_state = r[15];
-    u->phase = r[16];
-    u->progress = apr_atoi64(r[17]);
-    u->progress_at = apr_atoi64(r[18]);
-    u->detail = r[19];
-    u->sniffed = r[20];
+    u->spool = r[15];
+    u->sha_state = r[16];
+    u->phase = r[17];
+    u->progress = apr_atoi64(r[18]);
+    u->progress_at = apr_atoi64(r[19]);
+    u->detail = r[20];
+    u->sniffed = r[21];
 }
 
 apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
@@ -92,7 +95,7 @@ apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
                         GMCP_ARGS(u->id, u->owner, u->key_id, I(p, u->length), I(p, u->offset),
                                   u->metadata, u->filename, u->filetype, u->concat, u->parts,
                                   u->sha256, u->state, I(p, u->created), I(p, u->expires),
-                                  I(p, u->completed)));
+                                  I(p, u->completed), u->spool ? u->spool : ""));
 }
 
 apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out)
@@ -282,6 +285,47 @@ const char *gmcp_upload_spool_path(apr_pool_t *p, const char *dir, const char *i
     return apr_pstrcat(p, dir, "/", id, NULL);
 }
 
+/* Read the id; APR_ENOENT when there is no file yet. */
+static apr_status_t read_spool_id(apr_pool_t *p, const char *path, const char **id)
+{
+    char buf[64];
+    apr_size_t n = sizeof(buf) - 1;
+    apr_file_t *f;
+    apr_status_t rv = apr_file_open(&f, path, APR_FOPEN_READ, 0, p);
+    if (rv != APR_SUCCESS) return rv;
+    rv = apr_file_read(f, buf, &n);
+    apr_file_close(f);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EOF(rv)) return rv;
+    buf[rv == APR_SUCCESS ? n : 0] = '\0';
+    if (!gmcp_upload_id_ok(buf)) return APR_EINVAL;
+    *id = apr_pstrdup(p, buf);
+    return APR_SUCCESS;
+}
+
+apr_status_t gmcp_upload_spool_id(apr_pool_t *p, const char *dir, const char **id)
+{
+    const char *path = apr_pstrcat(p, dir, "/" GMCP_SPOOL_ID_FILE, NULL), *tmp, *fresh;
+    apr_file_t *f;
+    apr_size_t n;
+    apr_status_t rv = read_spool_id(p, path, id);
+    if (!APR_STATUS_IS_ENOENT(rv)) return rv;
+    /* The first use of this directory: a complete file appears under its name at once
+     * (link fails when another process or node was first, and then its id counts). */
+    if (!(fresh = gmcp_upload_new_id(p))) return APR_ENOTENOUGHENTROPY;
+    tmp = apr_pstrcat(p, path, ".", fresh, NULL);
+    rv = apr_file_open(&f, tmp, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_EXCL,
+                       APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_GREAD | APR_FPROT_WREAD, p);
+    if (rv != APR_SUCCESS) return rv;
+    n = strlen(fresh);
+    rv = apr_file_write_full(f, fresh, n, NULL);
+    if (rv == APR_SUCCESS) rv = apr_file_sync(f);
+    apr_file_close(f);
+    if (rv == APR_SUCCESS) rv = apr_file_link(tmp, path);
+    apr_file_remove(tmp, p);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) return rv;
+    return read_spool_id(p, path, id);
+}
+
 const char *gmcp_upload_new_id(apr_pool_t *p)
 {
     const char *id;
@@ -313,6 +357,7 @@ apr_status_t gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *m
     x->concat = concat ? concat : "";
     x->parts = "";
     x->sha256 = "";
+    x->spool = "";
     x->state = GMCP_UPLOAD_RECEIVING;
     x->created = now;
     x->expires = now + expiry;

@@ -21,6 +21,7 @@ typedef struct {
     apr_int64_t offset;
     const char *metadata, *filename, *filetype, *concat, *parts, *sha256, *state;
     apr_int64_t created, expires, completed;
+    const char *spool; /* the spool's id (gmcp_upload_spool_id), "" when not recorded */
     /* Read-only here (set by the statements below): */
     const char *sha_state;   /* running SHA-256 at `offset` (gmcp_sha256_save), or "" */
     const char *phase;       /* receiving, received, relaying, processing, active, failed */
@@ -96,6 +97,11 @@ json_t *gmcp_upload_json(const gmcp_upload *u);
 
 /* An upload's bytes: <spool dir>/<id>. */
 const char *gmcp_upload_spool_path(apr_pool_t *p, const char *dir, const char *id);
+/* The id of a spool directory, from its GMCP_SPOOL_ID_FILE (made on first use): every
+ * node sharing the directory reads the same one. APR_SUCCESS, APR_EINVAL when the file
+ * holds no id, or the file system's error. */
+#define GMCP_SPOOL_ID_FILE ".spool-id"
+apr_status_t gmcp_upload_spool_id(apr_pool_t *p, const char *dir, const char **id);
 /* A fresh upload id: never with a leading '-' (the id is also a command-line argument
  * of gmcpctl); NULL without randomness. */
 const char *gmcp_upload_new_id(apr_pool_t *p);

@@ -125,6 +125,30 @@ static int disk_fail(up_req *u, const gmcp_upload *x, const char *path, apr_stat
                        : "the upload spool cannot be written; try again later");
 }
 
+/* 1 when the upload was made in another spool than this server's GeminiMCPUploadDir
+ * (a node that does not share the directory): its bytes are not here to touch. */
+static int spool_elsewhere(up_req *u, const gmcp_upload *x)
+{
+    const char *here = NULL;
+    if (!x->spool || !*x->spool) return 0; /* made before spools were recorded */
+    return gmcp_upload_spool_id(u->r->pool, u->dir, &here) != APR_SUCCESS
+        || strcmp(here, x->spool) != 0;
+}
+
+/* 503 for an upload of another spool, with what the admin must fix. DONE. */
+static int refuse_elsewhere(up_req *u, const gmcp_upload *x)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, u->r,
+                  GMCP_LOGNO(0148) "gemini_mcp: upload %s was made in spool %s, but %s here is "
+                                   "another spool: every node needs the same GeminiMCPUploadDir "
+                                   "(shared); this node leaves the upload alone",
+                  x->id, x->spool, u->dir);
+    apr_table_setn(u->r->err_headers_out, "Retry-After", "1");
+    return answer(u, HTTP_SERVICE_UNAVAILABLE,
+                  "this server cannot reach the upload's bytes (its upload spool is not the "
+                  "one the upload was made in); try again");
+}
+
 /* Upload-Offset on the answer (also on an error's). */
 static void tell_offset(up_req *u, apr_int64_t offset)
 {
@@ -494,7 +518,8 @@ static int append_open(appending *a)
     request_rec *r = a->u->r;
     gmcp_spool_writer *w;
     int reread = 0;
-    apr_status_t rv = gmcp_upload_spool_continue(r->pool, a->path, a->x.offset, &a->f, &a->rc.lost);
+    apr_status_t rv =
+        gmcp_upload_spool_continue(r->pool, a->path, a->x.offset, !*a->x.spool, &a->f, &a->rc.lost);
     if (rv != APR_SUCCESS) {
         if (!a->rc.lost) a->rc.disk_rv = rv;
         return -1;
@@ -550,6 +575,7 @@ static int append_answer(appending *a)
     up_req *u = a->u;
     request_rec *r = u->r;
     gmcp_upload *x = &a->x;
+    if (a->rc.lost && spool_elsewhere(u, x)) return refuse_elsewhere(u, x);
     if (a->rc.lost) {
         ap_log_rerror(
             APLOG_MARK, APLOG_ERR, 0, r,
@@ -682,12 +708,19 @@ static int do_delete(up_req *u, const char *id)
 {
     gmcp_upload x;
     int st = load(u, id, &x);
+    const char *path;
+    apr_finfo_t fi;
     apr_status_t rv;
     if (st != OK) return st;
+    path = gmcp_upload_spool_path(u->r->pool, u->dir, x.id);
+    if (apr_stat(&fi, path, APR_FINFO_TYPE, u->r->pool) != APR_SUCCESS && spool_elsewhere(u, &x)) {
+        gmcp_dbh_close(u->dbh);
+        return refuse_elsewhere(u, &x);
+    }
     rv = gmcp_upload_terminate(&u->dbh->db, x.id, u->acc->principal);
     gmcp_dbh_close(u->dbh);
     if (rv != APR_SUCCESS && !APR_STATUS_IS_ENOENT(rv)) return db_fail(u, "terminating an upload");
-    apr_file_remove(gmcp_upload_spool_path(u->r->pool, u->dir, x.id), u->r->pool);
+    apr_file_remove(path, u->r->pool);
     return answer(u, HTTP_NO_CONTENT, NULL);
 }
 
@@ -896,11 +929,14 @@ static int creation_row(up_req *u, const creation *c, gmcp_upload *x)
     request_rec *r = u->r;
     const char *err = NULL, *base = r->uri;
     apr_size_t n = strlen(base);
+    apr_status_t rv;
     if (gmcp_upload_fill_new(x, c->md, c->meta, c->concat, u->acc->principal, u->acc->key_id,
                              gmcp_now_sec(), gmcp_conf_upload_expiry(u->sc), &err))
         return answer(u, HTTP_BAD_REQUEST, err);
     if (!(x->id = gmcp_upload_new_id(r->pool)))
         return answer(u, HTTP_INTERNAL_SERVER_ERROR, "no randomness for an upload id");
+    if ((rv = gmcp_upload_spool_id(r->pool, u->dir, &x->spool)) != APR_SUCCESS)
+        return disk_fail(u, x, apr_pstrcat(r->pool, u->dir, "/" GMCP_SPOOL_ID_FILE, NULL), rv);
     while (n > 1 && base[n - 1] == '/') n--;
     base = apr_pstrndup(r->pool, base, n);
     apr_table_setn(r->err_headers_out, "Location",
@@ -908,28 +944,31 @@ static int creation_row(up_req *u, const creation *c, gmcp_upload *x)
     return OK;
 }
 
-/* A zero-length upload is complete at once, with an empty spool file. */
-static int create_empty(up_req *u, gmcp_upload *x)
-{
-    const char *path = gmcp_upload_spool_path(u->r->pool, u->dir, x->id);
-    apr_file_t *f;
-    apr_status_t rv = apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_BINARY,
-                                    APR_FPROT_UREAD | APR_FPROT_UWRITE, u->r->pool);
-    if (rv != APR_SUCCESS) return disk_fail(u, x, path, rv);
-    apr_file_close(f);
-    if (complete(u, x, 0, gmcp_sha256_make(u->r->pool))) return db_fail(u, "completing an upload");
-    gmcp_dbh_close(u->dbh);
-    return OK;
-}
-
-/* 4. The row, then its bytes: none yet, none at all (a zero length), or the first ones
- * in this body (creation-with-upload). */
+/* 4. The spool file (empty: a PATCH only ever continues a file that is there, so a node
+ * that does not share the spool cannot start a second copy), the row, then its bytes:
+ * none yet, none at all (a zero length is complete at once), or the first ones in this
+ * body (creation-with-upload). */
 static int create_upload(up_req *u, const creation *c, gmcp_upload *x)
 {
-    if (db_open(u) || gmcp_upload_create(&u->dbh->db, x)) return db_fail(u, "creating an upload");
+    request_rec *r = u->r;
+    const char *path = gmcp_upload_spool_path(r->pool, u->dir, x->id);
+    apr_file_t *f;
+    apr_status_t rv = apr_file_open(
+        &f, path, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_EXCL | APR_FOPEN_BINARY,
+        APR_FPROT_UREAD | APR_FPROT_UWRITE, r->pool);
+    if (rv != APR_SUCCESS) return disk_fail(u, x, path, rv);
+    apr_file_close(f);
+    if (db_open(u) || gmcp_upload_create(&u->dbh->db, x)) {
+        apr_file_remove(path, r->pool);
+        return db_fail(u, "creating an upload");
+    }
     gmcp_dbh_close(u->dbh);
-    apr_table_setn(u->r->err_headers_out, "Upload-Expires", http_date(u->r->pool, x->expires));
-    if (x->length == 0) return create_empty(u, x);
+    apr_table_setn(r->err_headers_out, "Upload-Expires", http_date(r->pool, x->expires));
+    if (x->length == 0) {
+        if (complete(u, x, 0, gmcp_sha256_make(r->pool))) return db_fail(u, "completing an upload");
+        gmcp_dbh_close(u->dbh);
+        return OK;
+    }
     if (c->ct && !strcasecmp(c->ct, "application/offset+octet-stream")) return append(u, x, 1);
     return OK;
 }

@@ -199,6 +199,75 @@ def test_upload_patched_on_several_nodes_then_relayed(cluster, tmp_path):
     assert sc["state"] == "ACTIVE"
 
 
+def free_port():
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+@pytest.fixture
+def stray_node(cluster):
+    """A fourth node, outside the balancer, on the same database but with its own upload
+    directory instead of the shared spool (the misconfiguration)."""
+    argv = list(cluster.info["nodes"][1]["argv"])
+    i = next(i for i in range(len(argv) - 1)
+             if argv[i] == "--conf" and argv[i + 1].startswith("GeminiMCPUploadDir"))
+    del argv[i:i + 2]
+    p = subprocess.Popen(argv + ["--port", str(free_port())], stdout=subprocess.PIPE, text=True)
+    info = json.loads(p.stdout.readline())
+    yield info
+    p.send_signal(signal.SIGTERM)
+    p.wait(30)
+
+
+@pytest.mark.expect_log(r"GMCP0148", r"GMCP0417")
+def test_node_without_the_shared_spool_corrupts_nothing(cluster, stray_node):
+    """A node whose GeminiMCPUploadDir is not the shared spool refuses to touch another
+    node's upload (503 saying why, Retry-After), changes nothing, and the upload goes on
+    elsewhere; an upload it made itself is refused the same way by the others."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    good, stray = cluster.info["nodes"][0], stray_node
+    r = requests.post(good["upload"], headers=dict(tus, **{"Upload-Length": "10"}))
+    assert r.status_code == 201, r.text
+    uid = r.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    shared = os.path.join(cluster.info["upload_dir"], uid)
+    assert os.path.getsize(shared) == 0       # made with the upload
+
+    def patch(n, data, offset=0):
+        return requests.patch(n["upload"] + "/" + uid, data=data, headers=dict(
+            tus, **{"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}))
+    r = patch(stray, b"01234")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+    assert "upload spool is not the one" in r.text
+    assert not os.path.exists(os.path.join(stray["data_dir"], "uploads", uid))
+    r = requests.delete(stray["upload"] + "/" + uid, headers=tus)
+    assert r.status_code == 503, r.text
+    r = requests.head(good["upload"] + "/" + uid, headers=tus)
+    assert r.status_code == 200 and r.headers["Upload-Offset"] == "0"
+    assert patch(cluster.info["nodes"][2], b"0123456789").status_code == 204
+    with open(shared, "rb") as f:
+        assert f.read() == b"0123456789"
+    # Relaying from the stray node: a clear tool error, nothing sent to Gemini.
+    h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "MCP-Protocol-Version": "2025-11-25"}
+    r = requests.post(stray["mcp"], headers=h, data=json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS}))
+    h["Mcp-Session-Id"] = r.headers["Mcp-Session-Id"]
+    r = requests.post(stray["mcp"], headers=h, data=json.dumps(
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "gemini_upload_file", "arguments": {"upload_id": uid}}}))
+    res = response_of(r, 2)["result"]
+    assert res["isError"] and "cannot reach the bytes" in res["content"][0]["text"], res
+    # The other way round: an upload the stray node made lives in its own spool.
+    r = requests.post(stray["upload"], headers=dict(tus, **{"Upload-Length": "3"}))
+    assert r.status_code == 201, r.text
+    uid = r.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    r = patch(good, b"abc")
+    assert r.status_code == 503, r.text
+    assert not os.path.exists(os.path.join(cluster.info["upload_dir"], uid))
+    assert patch(stray, b"abc").status_code == 204
+
+
 def test_node_stopped_and_started_under_load(cluster):
     """Four clients call tools/list through the front without pause while one node stops
     gracefully (SIGWINCH, httpd's graceful-stop) and later starts again on its port:

@@ -468,12 +468,14 @@ static void t_spool_continue(apr_pool_t *p)
     int lost = -1, reread = -1;
     CHECK(mkdtemp(tmp) != NULL);
     path = apr_pstrcat(p, tmp, "/u", NULL);
-    CHECK(gmcp_upload_spool_continue(p, path, 5, &f, &lost) != APR_SUCCESS && lost && !f);
-    CHECK(gmcp_upload_spool_continue(p, path, 0, &f, &lost) == APR_SUCCESS && !lost && f);
+    CHECK(gmcp_upload_spool_continue(p, path, 5, 1, &f, &lost) != APR_SUCCESS && lost && !f);
+    /* Created at offset 0 only when allowed (an upload from before creation made it). */
+    CHECK(gmcp_upload_spool_continue(p, path, 0, 0, &f, &lost) != APR_SUCCESS && lost && !f);
+    CHECK(gmcp_upload_spool_continue(p, path, 0, 1, &f, &lost) == APR_SUCCESS && !lost && f);
     apr_file_close(f);
     write_file(p, path, "0123456789", 10);
-    CHECK(gmcp_upload_spool_continue(p, path, 20, &f, &lost) != APR_SUCCESS && lost && !f);
-    CHECK(gmcp_upload_spool_continue(p, path, 5, &f, &lost) == APR_SUCCESS && !lost);
+    CHECK(gmcp_upload_spool_continue(p, path, 20, 0, &f, &lost) != APR_SUCCESS && lost && !f);
+    CHECK(gmcp_upload_spool_continue(p, path, 5, 0, &f, &lost) == APR_SUCCESS && !lost);
     CHECK(apr_file_seek(f, APR_CUR, &at) == APR_SUCCESS && at == 5);
     CHECK(apr_file_write_full(f, "X", 1, NULL) == APR_SUCCESS);
     apr_file_close(f);
@@ -513,7 +515,7 @@ static gmcp_spool_writer *body_on(apr_pool_t *p, const char *path, gmcp_upload_b
     x.offset = offset;
     x.filetype = filetype;
     if (offset) write_file(p, path, apr_pcalloc(p, (apr_size_t)offset), (apr_size_t)offset);
-    if (gmcp_upload_spool_continue(p, path, offset, &f, &lost) != APR_SUCCESS) return NULL;
+    if (gmcp_upload_spool_continue(p, path, offset, 1, &f, &lost) != APR_SUCCESS) return NULL;
     if (gmcp_spool_open(&w, p, f, gmcp_sha256_make(p)) != APR_SUCCESS) return NULL;
     gmcp_body_start(b, p, &x, room, algo, w, rc);
     return w;
