@@ -252,13 +252,42 @@ static void render_gauges(apr_array_header_t *out, apr_pool_t *p, const gmcp_met
          (double)(now - m->started) / APR_USEC_PER_SEC);
 }
 
+/* Every sample line of `text` with node="..." as its first label. */
+static const char *with_node_label(apr_pool_t *p, const char *text, const char *node)
+{
+    apr_array_header_t *out = apr_array_make(p, 512, sizeof(const char *));
+    const char *line = text;
+    while (*line) {
+        const char *end = strchr(line, '\n'), *name_end;
+        apr_size_t len = end ? (apr_size_t)(end - line + 1) : strlen(line);
+        if (*line == '#' || *line == '\n') { LINE("%.*s", (int)len, line); }
+        else {
+            name_end = line + strcspn(line, "{ ");
+            if (*name_end == '{')
+                LINE("%.*snode=\"%s\",%.*s", (int)(name_end + 1 - line), line, node,
+                     (int)(len - (apr_size_t)(name_end + 1 - line)), name_end + 1);
+            else
+                LINE("%.*s{node=\"%s\"}%.*s", (int)(name_end - line), line, node,
+                     (int)(len - (apr_size_t)(name_end - line)), name_end);
+        }
+        line += len;
+    }
+    return apr_array_pstrcat(p, out, 0);
+}
+
 const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *m, const gmcp_metrics_gauges *g,
                                 apr_time_t now)
 {
     apr_array_header_t *out = apr_array_make(p, 256, sizeof(const char *));
+    const char *text;
+    if (g->node)
+        LINE("# HELP gmcp_node_info The node these series are from, and its version.\n"
+             "# TYPE gmcp_node_info gauge\ngmcp_node_info{version=\"%s\"} 1\n",
+             g->version ? g->version : "");
     render_requests(out, p, m);
     render_gemini(out, p, m);
     render_refusals(out, p, m);
     render_gauges(out, p, m, g, now);
-    return apr_array_pstrcat(p, out, 0);
+    text = apr_array_pstrcat(p, out, 0);
+    return g->node ? with_node_label(p, text, g->node) : text;
 }

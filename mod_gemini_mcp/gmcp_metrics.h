@@ -90,9 +90,12 @@ typedef struct {
     int breaker_state;
     apr_uint64_t breaker_opens;
     apr_uint64_t limiter_evictions, limiter_full;
+    const char *node;    /* the node label on every series (letters, digits, . _ : -), or NULL */
+    const char *version; /* the module's, on gmcp_node_info */
 } gmcp_metrics_gauges;
 
-/* Prometheus text exposition (format 0.0.4) of the live block (read atomically). */
+/* Prometheus text exposition (format 0.0.4) of the live block (read atomically); with
+ * g->node, every sample carries node="..." and gmcp_node_info names the node. */
 const char *gmcp_metrics_render(apr_pool_t *p, const gmcp_metrics *snap,
                                 const gmcp_metrics_gauges *g, apr_time_t now);
 

@@ -49,6 +49,7 @@ static shared_block *g_shared;
 static gmcp_limits g_limits;
 static const char *g_pepper; /* GeminiMCPKeyPepper's value */
 static int g_store_dbd;      /* GeminiMCPRateLimitStore dbd */
+static const char *g_node;   /* GeminiMCPNodeName: the metrics' node label, or NULL */
 static apr_int64_t g_flush_every = 10;
 
 static void lock(void *b)
@@ -152,6 +153,7 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g_store_dbd = c->ratelimit_store == 1;
+    g_node = c->node_name;
     g_flush_every = gmcp_conf_usage_flush(c);
     rv = apr_shm_create(&shm, size, NULL, p);
     if (rv != APR_SUCCESS) {
@@ -1080,6 +1082,8 @@ const char *gmcp_access_metrics_text(request_rec *r)
     const char *why;
     memset(&g, 0, sizeof(g));
     g.mcp_sessions = g.chat_sessions = -1;
+    g.node = g_node;
+    g.version = GMCP_VERSION;
     if (!g_shared) return "";
     lock(NULL);
     g.limiter_evictions = g_limits.t->evictions;

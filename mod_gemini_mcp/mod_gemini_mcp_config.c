@@ -77,6 +77,7 @@ void *gmcp_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     c->event_retention = a->event_retention >= 0 ? a->event_retention : b->event_retention;
     c->state_secret = a->state_secret ? a->state_secret : b->state_secret;
     c->gemini_key = a->gemini_key ? a->gemini_key : b->gemini_key;
+    c->node_name = a->node_name ? a->node_name : b->node_name;
     c->gemini_base = a->gemini_base ? a->gemini_base : b->gemini_base;
     c->gemini_model = a->gemini_model ? a->gemini_model : b->gemini_model;
     c->gemini_timeout = a->gemini_timeout >= 0 ? a->gemini_timeout : b->gemini_timeout;
@@ -363,6 +364,22 @@ static const char *set_secret(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_node_name(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_srv_conf *c = srv_conf(cmd);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY), *ch;
+    (void)dc;
+    if (err) return err;
+    for (ch = arg; *ch; ch++)
+        if (!apr_isalnum(*ch) && !strchr("._:-", *ch)) break;
+    if (!*arg || *ch || ch - arg > 64)
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not a node name (1 to 64 letters, digits and . _ : -)",
+                            cmd->cmd->name, arg);
+    c->node_name = arg;
+    return NULL;
+}
+
 static const char *set_gemini_base(cmd_parms *cmd, void *dc, const char *arg)
 {
     gmcp_srv_conf *c = srv_conf(cmd);
@@ -527,6 +544,9 @@ const command_rec gmcp_config_cmds[] = {
                   "How long daily usage roll-ups are kept (0 = forever, the default)"),
     AP_INIT_TAKE1("GeminiMCPAuditRetention", set_retention, NULL, RSRC_CONF,
                   "How long audit log rows are kept (0 = forever, the default)"),
+    AP_INIT_TAKE1("GeminiMCPNodeName", set_node_name, NULL, RSRC_CONF,
+                  "This node's name: the node label on every /status/metrics series, "
+                  "for one Prometheus job over several nodes (default: no label)"),
     AP_INIT_TAKE1("GeminiMCPStateSecret", set_secret,
                   (void *)APR_OFFSETOF(gmcp_srv_conf, state_secret), RSRC_CONF,
                   "file:PATH or env:NAME holding the key that seals MRTR requestState; "

@@ -47,6 +47,7 @@ typedef struct {
 /* Per-server settings. */
 typedef struct {
     const char *state_secret;           /* GeminiMCPStateSecret source (file:/env:) */
+    const char *node_name;              /* GeminiMCPNodeName, NULL = unset */
     const char *gemini_key;             /* GeminiMCPGeminiKey source (file:/env:) */
     const char *gemini_base;            /* GeminiMCPGeminiBaseURL */
     const char *gemini_model;           /* GeminiMCPGeminiModel */

@@ -108,6 +108,18 @@ def test_every_node_serves(cluster):
     assert all(s >= 5 for s in served), served
 
 
+def test_metrics_name_their_node(cluster):
+    """One Prometheus job scrapes every node: each node's /status/metrics carries its
+    GeminiMCPNodeName on every sample, and gmcp_node_info says which node it is."""
+    for i, n in enumerate(cluster.info["nodes"]):
+        text = requests.get(n["status"]["metrics"], timeout=10).text
+        name = f"node-{i + 1}"
+        assert re.search(r'^gmcp_node_info\{node="%s",version="[^"]+"\} 1$' % name, text, re.M)
+        samples = [l for l in text.splitlines() if l and not l.startswith("#")]
+        assert samples and all(l.startswith(re.split(r"[{ ]", l)[0] + '{node="%s"' % name)
+                               for l in samples), samples[:5]
+
+
 def test_deleted_session_refused_by_every_node(cluster):
     """DELETE on one node: the next requests of that session, whichever node they reach,
     are 404 at once."""

@@ -243,6 +243,27 @@ static void t_metrics(apr_pool_t *p)
     CHECK(strstr(text, "gmcp_active_sessions 4\n") != NULL);
     CHECK(strstr(text, "gmcp_active_chat_sessions") == NULL); /* unknown: left out */
     CHECK(strstr(text, "gmcp_uptime_seconds 10\n") != NULL);
+    CHECK(strstr(text, "node=") == NULL && strstr(text, "gmcp_node_info") == NULL);
+    /* GeminiMCPNodeName: every sample, with labels or without, names the node first. */
+    g.node = "n-1";
+    g.version = "9.9";
+    text = gmcp_metrics_render(p, m, &g, apr_time_from_sec(11));
+    CHECK(strstr(text, "\ngmcp_node_info{node=\"n-1\",version=\"9.9\"} 1\n") != NULL);
+    CHECK(strstr(text,
+                 "\ngmcp_requests_total{node=\"n-1\",method=\"tools/call\",tool=\"gemini_"
+                 "generate\",status=\"200\"} 3\n")
+          != NULL);
+    CHECK(strstr(text, "\ngmcp_uptime_seconds{node=\"n-1\"} 10\n") != NULL);
+    CHECK(strstr(text, "# TYPE gmcp_uptime_seconds gauge\n") != NULL);
+    {
+        /* No sample line is left without it. */
+        char *copy = apr_pstrdup(p, text), *last = NULL, *l;
+        int unlabelled = 0, samples = 0;
+        for (l = apr_strtok(copy, "\n", &last); l; l = apr_strtok(NULL, "\n", &last))
+            if (*l != '#' && ++samples && !strstr(l, "{node=\"n-1\"")) unlabelled++;
+        CHECK(samples > 20 && unlabelled == 0);
+    }
+    g.node = NULL;
     for (i = 0; i < GMCP_REQ_SERIES + 5; i++)
         gmcp_metrics_request(m, NULL, "tools/call", apr_psprintf(p, "t%d", i), 200, 1, 0, 0);
     CHECK(m->nreq == GMCP_REQ_SERIES && m->series_overflow > 0);
