@@ -23,10 +23,14 @@ const gmcp_stmt gmcp_store_stmts[] = {
     {"gmcp_session_del_cancels", "DELETE FROM mcp_cancels WHERE session_id = %s"},
     {"gmcp_session_del_subs", "DELETE FROM mcp_subscriptions WHERE session_id = %s"},
     {"gmcp_stream_insert",
-     "INSERT INTO mcp_streams (id, session_id, request_id, done, created) "
-     "VALUES (%s, %s, %s, 0, %lld)"},
+     "INSERT INTO mcp_streams (id, session_id, request_id, done, created, holder) "
+     "VALUES (%s, %s, %s, 0, %lld, %s)"},
     {"gmcp_stream_done", "UPDATE mcp_streams SET done = 1 WHERE id = %s"},
-    {"gmcp_stream_select", "SELECT session_id, done FROM mcp_streams WHERE id = %s"},
+    {"gmcp_stream_give_up", "UPDATE mcp_streams SET done = 1 WHERE id = %s AND done = 0"},
+    {"gmcp_stream_select",
+     "SELECT session_id, done, holder, created, request_id FROM mcp_streams WHERE id = %s"},
+    {"gmcp_event_last",
+     "SELECT seq, message FROM mcp_events WHERE stream_id = %s ORDER BY seq DESC LIMIT 1"},
     {"gmcp_event_insert",
      "INSERT INTO mcp_events (stream_id, seq, session_id, message, created) "
      "VALUES (%s, %lld, %s, %s, %lld)"},
@@ -142,10 +146,11 @@ leave:
 }
 
 apr_status_t gmcp_stream_create(gmcp_db *db, const char *stream_id, const char *session_id,
-                                const char *request_key)
+                                const char *request_key, const char *holder)
 {
     return gmcp_db_exec(db, "gmcp_stream_insert", NULL,
-                        GMCP_ARGS(stream_id, session_id, request_key, gmcp_now_str(db->pool)));
+                        GMCP_ARGS(stream_id, session_id, request_key, gmcp_now_str(db->pool),
+                                  holder ? holder : ""));
 }
 
 apr_status_t gmcp_stream_finish(gmcp_db *db, const char *stream_id)
@@ -153,15 +158,56 @@ apr_status_t gmcp_stream_finish(gmcp_db *db, const char *stream_id)
     return gmcp_db_exec(db, "gmcp_stream_done", NULL, GMCP_ARGS(stream_id));
 }
 
-apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id, int *done)
+apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, gmcp_stream *out)
 {
     gmcp_rows rs;
+    const char **row;
     apr_status_t rv = gmcp_db_select(db, "gmcp_stream_select", &rs, GMCP_ARGS(stream_id));
     if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts != 1) return APR_ENOENT;
-    *session_id = GMCP_ROW(&rs, 0)[0];
-    *done = atoi(GMCP_ROW(&rs, 0)[1]);
+    row = GMCP_ROW(&rs, 0);
+    out->session_id = row[0];
+    out->done = atoi(row[1]);
+    out->holder = row[2];
+    out->created = apr_atoi64(row[3]);
+    out->request_key = row[4];
     return APR_SUCCESS;
+}
+
+/* 1 when `message` is the response to the request (not a notification or a request of
+ * the server's own). */
+static int is_response(const char *message)
+{
+    json_t *m = json_loads(message, 0, NULL);
+    int yes = m && json_object_get(m, "id") && !json_object_get(m, "method")
+        && (json_object_get(m, "result") || json_object_get(m, "error"));
+    json_decref(m);
+    return yes;
+}
+
+apr_status_t gmcp_stream_give_up(gmcp_db *db, const char *stream_id, const char *session_id,
+                                 const char *error_message)
+{
+    apr_dbd_transaction_t *t = NULL;
+    apr_status_t rv, end;
+    gmcp_rows rs;
+    apr_int64_t seq = 0;
+    int n = 0;
+    if ((rv = gmcp_db_begin(db, &t)) != APR_SUCCESS) return rv;
+    /* Whoever marks it done first adds the error; the others find it done. */
+    if ((rv = gmcp_db_exec(db, "gmcp_stream_give_up", &n, GMCP_ARGS(stream_id))) != APR_SUCCESS
+        || !n)
+        goto leave;
+    if ((rv = gmcp_db_select(db, "gmcp_event_last", &rs, GMCP_ARGS(stream_id))) != APR_SUCCESS)
+        goto leave;
+    if (rs.rows->nelts == 1) {
+        seq = apr_atoi64(GMCP_ROW(&rs, 0)[0]);
+        if (is_response(GMCP_ROW(&rs, 0)[1])) goto leave; /* answered; only not marked */
+    }
+    rv = gmcp_event_append(db, stream_id, session_id, seq + 1, error_message);
+leave:
+    end = gmcp_db_end(db, t, rv != APR_SUCCESS);
+    return rv == APR_SUCCESS ? end : rv;
 }
 
 apr_status_t gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,

@@ -33,13 +33,26 @@ apr_status_t gmcp_session_set_level(gmcp_db *db, const char *id, const char *lev
  * there was no such session. */
 apr_status_t gmcp_session_delete(gmcp_db *db, const char *id);
 
-/* SSE streams of POST requests and their events (for Last-Event-ID resumption). */
+/* SSE streams of POST requests and their events (for Last-Event-ID resumption). The
+ * holder is the answering process's token (gmcp_lease.h). */
+typedef struct {
+    const char *session_id;
+    int done;           /* the response was stored (or the stream given up) */
+    const char *holder; /* "" for streams made before holders were recorded */
+    apr_int64_t created;
+    const char *request_key; /* gmcp_id_key of the request it answers */
+} gmcp_stream;
 apr_status_t gmcp_stream_create(gmcp_db *db, const char *stream_id, const char *session_id,
-                                const char *request_key);
+                                const char *request_key, const char *holder);
 apr_status_t gmcp_stream_finish(gmcp_db *db, const char *stream_id);
-/* Look a stream up: its session and whether its response was stored; APR_ENOENT. */
-apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, const char **session_id,
-                             int *done);
+/* Look a stream up; APR_ENOENT. */
+apr_status_t gmcp_stream_get(gmcp_db *db, const char *stream_id, gmcp_stream *out);
+/* A stream whose answering process is gone: marked done, with `error_message` (the
+ * request's JSON-RPC error) as its last event unless the response was stored already,
+ * all in one transaction; a stream done already is left as it is. APR_SUCCESS or
+ * GMCP_EDB. */
+apr_status_t gmcp_stream_give_up(gmcp_db *db, const char *stream_id, const char *session_id,
+                                 const char *error_message);
 /* GMCP_EDB also for an event of that stream and seq stored already. */
 apr_status_t gmcp_event_append(gmcp_db *db, const char *stream_id, const char *session_id,
                                apr_int64_t seq, const char *message);

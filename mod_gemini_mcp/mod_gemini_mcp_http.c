@@ -12,6 +12,7 @@
 #include "mod_gemini_mcp_db.h"
 #include "mod_gemini_mcp_respond.h"
 #include "gmcp_chat.h"
+#include "gmcp_lease.h"
 #include "gmcp_stateless.h"
 #include "gmcp_util.h"
 #include "gmcp_wire.h"
@@ -32,6 +33,10 @@
 #define HDR_VERSION "MCP-Protocol-Version"
 #define CANCEL_CHECK_EVERY apr_time_from_msec(200)
 #define STREAM_MAX_TIME apr_time_from_sec(300) /* resumed and listen streams */
+/* How often a follower checks that a quiet stream's process still runs, and how long
+ * past the tool timeout a stream is kept waiting for when its process cannot be seen. */
+#define ORPHAN_CHECK_EVERY apr_time_from_sec(1)
+#define ORPHAN_MARGIN_SEC 60
 #define HEARTBEAT_EVERY apr_time_from_sec(15)
 #define SWEEP_EVERY_SEC 60
 #define LOG_NONE 100 /* above every level: no notifications/message */
@@ -455,7 +460,8 @@ static int open_stream(gmcp_req *x, const gmcp_msg *m)
     x->stream_id = gmcp_random_id(r->pool, 16);
     if (db_get(x, &why)) return gmcp_send_unavailable(r, m->id, why);
     if (!x->stream_id
-        || gmcp_stream_create(&x->dbh->db, x->stream_id, x->session.id, x->request_key)) {
+        || gmcp_stream_create(&x->dbh->db, x->stream_id, x->session.id, x->request_key,
+                              gmcp_lease_token(r->pool))) {
         db_complain(x, "creating an SSE stream");
         return gmcp_send_unavailable(r, m->id, "the session store is unavailable");
     }
@@ -724,8 +730,9 @@ static int handle_post(gmcp_req *x)
 static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *seq)
 {
     request_rec *r = x->r;
-    const char *last = apr_table_get(r->headers_in, "Last-Event-ID"), *owner = NULL;
-    int st, done = 0;
+    const char *last = apr_table_get(r->headers_in, "Last-Event-ID");
+    gmcp_stream sm;
+    int st;
 
     if (!gmcp_http_accepts(r, "text/event-stream"))
         return gmcp_reject(r, HTTP_NOT_ACCEPTABLE, NULL, GMCP_SERVER_ERROR,
@@ -743,12 +750,41 @@ static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *s
     if (gmcp_last_event_id_parse(r->pool, last, stream_id, seq))
         return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                            "Bad Request: malformed Last-Event-ID");
-    st = gmcp_stream_get(&x->dbh->db, *stream_id, &owner, &done);
+    st = gmcp_stream_get(&x->dbh->db, *stream_id, &sm);
     if (st == GMCP_EDB) return gmcp_send_unavailable(r, NULL, "the session store is unavailable");
-    if (st == APR_ENOENT || strcmp(owner, x->session.id) != 0)
+    if (st == APR_ENOENT || strcmp(sm.session_id, x->session.id) != 0)
         return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                            "Bad Request: Last-Event-ID names no stream of this session");
     return OK;
+}
+
+/* A stream that will never be answered: its process died on this host (killed
+ * mid-call), or it is older than any call may run. Given up once, by whichever
+ * follower sees it first: the request's error becomes its last event. */
+static void give_up_if_orphaned(gmcp_req *x, const char *stream_id, const gmcp_stream *sm)
+{
+    apr_int64_t limit = apr_time_sec(gmcp_conf_tool_timeout(x->sc)) + ORPHAN_MARGIN_SEC;
+    json_t *id, *err;
+    const char *why, *text;
+    if (!(*sm->holder && gmcp_lease_holder_dead(sm->holder))
+        && gmcp_now_sec() - sm->created < limit)
+        return;
+    id = json_loads(sm->request_key, JSON_DECODE_ANY, NULL);
+    err = gmcp_rpc_error(id, GMCP_INTERNAL_ERROR,
+                         "The server process answering this request stopped before it "
+                         "answered; send the request again",
+                         NULL);
+    text = gmcp_json_dump(x->r->pool, err);
+    json_decref(err);
+    json_decref(id);
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, x->r,
+                  GMCP_LOGNO(0116) "gemini_mcp: stream %s: its answering process (%s) is gone; "
+                                   "ending it with an error for request %s",
+                  stream_id, *sm->holder ? sm->holder : "unknown", sm->request_key);
+    if (db_get(x, &why)) return;
+    if (gmcp_stream_give_up(&x->dbh->db, stream_id, sm->session_id, text))
+        db_complain(x, "ending an orphaned SSE stream");
+    db_put(x);
 }
 
 /* Replay what is stored after `seq`, then follow the stream until its response was
@@ -756,14 +792,15 @@ static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *s
 static void follow_stream(gmcp_req *x, const char *stream_id, apr_uint64_t seq, apr_time_t start)
 {
     request_rec *r = x->r;
-    apr_time_t last_write = start;
+    apr_time_t last_write = start, last_check = 0;
     apr_interval_time_t wait = apr_time_from_msec(10);
-    const char *why, *owner = NULL;
+    const char *why;
     for (;;) {
         gmcp_rows rs;
-        int i, stream_done = 0;
+        gmcp_stream sm;
+        int i;
         if (db_get(x, &why)) break;
-        if (gmcp_stream_get(&x->dbh->db, stream_id, &owner, &stream_done) != APR_SUCCESS
+        if (gmcp_stream_get(&x->dbh->db, stream_id, &sm) != APR_SUCCESS
             || gmcp_events_after(&x->dbh->db, stream_id, (apr_int64_t)seq, &rs)) {
             db_put(x);
             break;
@@ -779,7 +816,11 @@ static void follow_stream(gmcp_req *x, const char *stream_id, apr_uint64_t seq, 
             last_write = apr_time_now();
             wait = apr_time_from_msec(10);
         }
-        if (stream_done && rs.rows->nelts == 0) break;
+        if (sm.done && rs.rows->nelts == 0) break;
+        if (!sm.done && rs.rows->nelts == 0 && apr_time_now() - last_check > ORPHAN_CHECK_EVERY) {
+            last_check = apr_time_now();
+            give_up_if_orphaned(x, stream_id, &sm);
+        }
         if (apr_time_now() - start > STREAM_MAX_TIME) break;
         if (apr_time_now() - last_write > HEARTBEAT_EVERY) {
             if (gmcp_sse_write(r, ": keep-alive\n\n")) return;

@@ -280,6 +280,67 @@ def test_node_without_the_shared_spool_corrupts_nothing(cluster, stray_node):
     assert patch(stray, b"abc").status_code == 204
 
 
+def sse_messages(lines, stop=None):
+    """(id, message) of each SSE event with data, until `stop(message)` is true."""
+    out, cur_id, data = [], None, None
+    for line in lines:
+        if line.startswith("id: "):
+            cur_id = line[4:]
+        elif line.startswith("data: ") and line[6:].strip():
+            data = json.loads(line[6:])
+        elif line == "":
+            if data is not None:
+                out.append((cur_id, data))
+                if stop and stop(data):
+                    break
+            data = None
+    return out
+
+
+@pytest.mark.expect_log(r"GMCP0116")
+def test_stream_of_a_killed_child_resumed_on_another_node(cluster):
+    """A call streams its progress through the front; the child answering it is
+    SIGKILLed after the first progress event. Resumed with Last-Event-ID through the
+    front, the client gets the events after the one it names, none twice, and then at
+    once the request's error (its answering process is gone: nothing else will come);
+    resuming after that error adds nothing."""
+    r = cluster.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
+    sid = r.headers["Mcp-Session-Id"]
+    requests.post(cluster.info["fake_gemini"] + "/_fake/faults",
+                  json={"mode": "slow_stream", "count": 1, "ms": 4000})
+    h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sid}
+    body = {"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+            "params": {"name": "gemini_generate", "arguments": {"prompt": "a long answer"},
+                       "_meta": {"progressToken": "p"}}}
+    post = requests.post(cluster.url, data=json.dumps(body), headers=h, stream=True, timeout=60)
+    lines = post.iter_lines(decode_unicode=True)
+    priming = next(l[4:] for l in lines if l.startswith("id: "))
+    first = sse_messages(lines, stop=lambda m: m.get("method") == "notifications/progress")
+    assert first and first[-1][1]["method"] == "notifications/progress", first
+    stream_id = priming.split(".")[0]
+    holder = sql(cluster, f"SELECT holder FROM mcp_streams WHERE id = '{stream_id}'")[0]
+    os.kill(int(holder.split("/")[1]), signal.SIGKILL)
+    post.close()
+
+    def resume(last):
+        g = requests.get(cluster.url, timeout=30, headers={
+            "Accept": "text/event-stream", "Mcp-Session-Id": sid,
+            "MCP-Protocol-Version": "2025-11-25", "Last-Event-ID": last})
+        assert g.status_code == 200, g.text
+        return sse_messages(g.text.splitlines())
+    t0 = time.time()
+    got = resume(priming)
+    assert time.time() - t0 < 10
+    assert [m for _, m in got[:len(first)]] == [m for _, m in first]      # nothing lost
+    last_id, last = got[-1]
+    assert last["id"] == 77 and last["error"]["code"] == -32603, got
+    assert "stopped before it answered" in last["error"]["message"]
+    assert len([m for _, m in got if m.get("id") == 77]) == 1              # answered once
+    assert resume(last_id) == []                                           # nothing again
+    assert resume(first[-1][0]) == [(last_id, last)]
+
+
 def test_node_stopped_and_started_under_load(cluster):
     """Four clients call tools/list through the front without pause while one node stops
     gracefully (SIGWINCH, httpd's graceful-stop) and later starts again on its port:

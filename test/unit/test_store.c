@@ -71,13 +71,15 @@ static void t_sessions(apr_pool_t *p)
 
 static void t_streams_and_events(apr_pool_t *p)
 {
-    const char *sid = NULL;
-    int done = -1;
+    gmcp_stream sm;
     gmcp_rows rs;
     (void)p;
-    CHECK(gmcp_stream_create(&db, "st1", "sess-1", "1") == 0);
-    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == APR_SUCCESS && done == 0);
-    CHECK_STR(sid, "sess-1");
+    CHECK(gmcp_stream_create(&db, "st1", "sess-1", "1", "h/1/2/x") == 0);
+    CHECK(gmcp_stream_get(&db, "st1", &sm) == APR_SUCCESS && sm.done == 0);
+    CHECK_STR(sm.session_id, "sess-1");
+    CHECK_STR(sm.holder, "h/1/2/x");
+    CHECK_STR(sm.request_key, "1");
+    CHECK(sm.created > 0);
     CHECK(gmcp_event_append(&db, "st1", "sess-1", 1, "{\"a\":1}") == 0);
     CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"a\":2}") == 0);
     CHECK(gmcp_event_append(&db, "st1", "sess-1", 2, "{\"dup\":1}") != 0); /* unique */
@@ -85,8 +87,36 @@ static void t_streams_and_events(apr_pool_t *p)
     CHECK_STR(GMCP_ROW(&rs, 0)[1], "{\"a\":2}");
     CHECK(gmcp_events_after(&db, "st1", 0, &rs) == 0 && rs.rows->nelts == 2);
     CHECK(gmcp_stream_finish(&db, "st1") == 0);
-    CHECK(gmcp_stream_get(&db, "st1", &sid, &done) == APR_SUCCESS && done == 1);
-    CHECK(gmcp_stream_get(&db, "nope", &sid, &done) == APR_ENOENT);
+    CHECK(gmcp_stream_get(&db, "st1", &sm) == APR_SUCCESS && sm.done == 1);
+    CHECK(gmcp_stream_get(&db, "nope", &sm) == APR_ENOENT);
+}
+
+/* Giving up a stream: the error once, after what is stored, and never after the
+ * response or on a stream that is done. */
+static void t_stream_give_up(apr_pool_t *p)
+{
+    gmcp_stream sm;
+    gmcp_rows rs;
+    const char *err = "{\"jsonrpc\":\"2.0\",\"id\":5,\"error\":{\"code\":-32603}}";
+    (void)p;
+    CHECK(gmcp_stream_create(&db, "st2", "sess-1", "5", "") == 0);
+    CHECK(gmcp_event_append(&db, "st2", "sess-1", 1, "{\"method\":\"n\"}") == 0);
+    CHECK(gmcp_stream_give_up(&db, "st2", "sess-1", err) == 0);
+    CHECK(gmcp_stream_give_up(&db, "st2", "sess-1", err) == 0); /* a second follower */
+    CHECK(gmcp_events_after(&db, "st2", 0, &rs) == 0 && rs.rows->nelts == 2);
+    CHECK_STR(GMCP_ROW(&rs, 1)[0], "2");
+    CHECK_STR(GMCP_ROW(&rs, 1)[1], err);
+    CHECK(gmcp_stream_get(&db, "st2", &sm) == APR_SUCCESS && sm.done == 1);
+    /* The response was stored, only "done" was not: nothing is added. */
+    CHECK(gmcp_stream_create(&db, "st3", "sess-1", "6", "") == 0);
+    CHECK(gmcp_event_append(&db, "st3", "sess-1", 1, "{\"jsonrpc\":\"2.0\",\"id\":6,\"result\":{}}")
+          == 0);
+    CHECK(gmcp_stream_give_up(&db, "st3", "sess-1", err) == 0);
+    CHECK(gmcp_events_after(&db, "st3", 0, &rs) == 0 && rs.rows->nelts == 1);
+    CHECK(gmcp_stream_get(&db, "st3", &sm) == APR_SUCCESS && sm.done == 1);
+    /* A finished stream is left alone. */
+    CHECK(gmcp_stream_give_up(&db, "st1", "sess-1", err) == 0);
+    CHECK(gmcp_events_after(&db, "st1", 0, &rs) == 0 && rs.rows->nelts == 2);
 }
 
 static void t_pending_and_cancel(apr_pool_t *p)
@@ -227,7 +257,7 @@ static void t_delete_and_sweep(apr_pool_t *p)
     CHECK(gmcp_session_create(&db, &s, "{}") == 0);
     s.id = "fresh";
     CHECK(gmcp_session_create(&db, &s, "{}") == 0);
-    CHECK(gmcp_stream_create(&db, "st-old", "old", "1") == 0);
+    CHECK(gmcp_stream_create(&db, "st-old", "old", "1", NULL) == 0);
     CHECK(gmcp_event_append(&db, "st-old", "old", 1, "{}") == 0);
     CHECK(gmcp_db_exec_raw(&db,
                            "UPDATE mcp_sessions SET last_seen = last_seen - 1000 "
@@ -259,6 +289,7 @@ UNIT_MAIN("store", {
     RUN(t_open_and_migrate);
     RUN(t_sessions);
     RUN(t_streams_and_events);
+    RUN(t_stream_give_up);
     RUN(t_pending_and_cancel);
     RUN(t_failed_transactions);
     RUN(t_inflight_slots);
