@@ -1,7 +1,9 @@
 """Three httpd nodes on one PostgreSQL behind a round-robin balancer without stickiness
 (test/start-cluster): the conformance referees and the official SDK clients through the
 front, a chat continued across nodes, an upload patched on several nodes and relayed by
-another, a node stopped and started under load, every node serving its share."""
+another, sampling answered on another node, a stream resumed after its child was killed,
+a node stopped and started under load, every node serving its share, the limits every
+node counts in the database, and a node without the shared spool."""
 import concurrent.futures
 import json
 import os
@@ -278,6 +280,41 @@ def test_node_without_the_shared_spool_corrupts_nothing(cluster, stray_node):
     assert r.status_code == 503, r.text
     assert not os.path.exists(os.path.join(cluster.info["upload_dir"], uid))
     assert patch(stray, b"abc").status_code == 204
+
+
+def test_sampling_and_elicitation_answered_on_another_node(cluster):
+    """The call waits on one node, the client's answer reaches another (round-robin):
+    the answer is stored in the database and the waiting call reads it there."""
+    r = cluster.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
+    sid = r.headers["Mcp-Session-Id"]
+    h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sid}
+    rounds = []
+    for i in range(6):
+        tool, args = (("test_sampling", {"prompt": f"p{i}"}) if i % 2 else
+                      ("test_elicitation", {"message": f"m{i}"}))
+        logs = [open(n.info["access_log"]).read() for n in cluster.nodes]
+        call = requests.post(cluster.url, headers=h, stream=True, timeout=60, data=json.dumps(
+            {"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+             "params": {"name": tool, "arguments": args}}))
+        lines = call.iter_lines(decode_unicode=True)
+        req = sse_messages(lines, stop=lambda m: "method" in m)[-1][1]
+        result = ({"role": "assistant", "model": "m", "content": {"type": "text",
+                                                                    "text": f"answer {i}"}}
+                  if i % 2 else {"action": "accept", "content": {"name": f"n{i}"}})
+        a = cluster.http.post(cluster.url, headers=h, timeout=30, data=json.dumps(
+            {"jsonrpc": "2.0", "id": req["id"], "result": result}))
+        assert a.status_code == 202, a.text
+        res = sse_messages(lines)[-1][1]
+        assert res["id"] == 100 + i and not res["result"].get("isError"), res
+        text = res["result"]["content"][0]["text"]
+        assert (f"answer {i}" if i % 2 else f"n{i}") in text, text
+        time.sleep(0.2)                    # both access log lines written
+        new = [open(n.info["access_log"]).read()[len(old):] for n, old in zip(cluster.nodes, logs)]
+        rounds.append(([j for j, t in enumerate(new) if f"tool={tool}" in t],
+                       [j for j, t in enumerate(new) if "method=response" in t]))
+    assert all(len(c) == 1 and len(a) == 1 for c, a in rounds), rounds
+    assert sum(c != a for c, a in rounds) >= 3, rounds
 
 
 def sse_messages(lines, stop=None):
