@@ -358,6 +358,7 @@ def test_stream_of_a_killed_child_resumed_on_another_node(cluster):
     stream_id = priming.split(".")[0]
     holder = sql(cluster, f"SELECT holder FROM mcp_streams WHERE id = '{stream_id}'")[0]
     os.kill(int(holder.split("/")[1]), signal.SIGKILL)
+    wait_gone(int(holder.split("/")[1]))
     post.close()
 
     def resume(last):
@@ -591,6 +592,20 @@ def test_inflight_cap_is_exact_across_nodes(dbd_cluster):
     assert [r.status_code for r in again] == [200, 200], [r.text for r in again]
 
 
+def wait_gone(pid, seconds=10):
+    """Until `pid` is a zombie or gone (a big process, ASan's, takes a while to die)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"pid {pid} did not die")
+
+
 def sql(c, query):
     params = re.search(r'DBDParams "([^"]*)"', open(c.info["conf"]).read()).group(1)
     out = subprocess.run(["psql", "-X", "-A", "-t", params, "-c", query], capture_output=True,
@@ -621,7 +636,9 @@ def test_inflight_slot_of_a_killed_child_is_free_at_once(dbd_cluster):
     assert holder, "the slow call holds no slot"
     r = b.generate()
     assert reason(r) == "inflight", r.text
-    os.kill(int(holder[0].split("/")[1]), signal.SIGKILL)
+    pid = int(holder[0].split("/")[1])
+    os.kill(pid, signal.SIGKILL)
+    wait_gone(pid)
     r = b.generate()
     assert r.status_code == 200, r.text
     assert sql(c, f"SELECT count(*) FROM inflight_leases WHERE key_id = '{kid}'") == ["0"]
