@@ -156,11 +156,10 @@ static apr_status_t upload_ready(upload_job *j)
 static apr_status_t spool_here(upload_job *j)
 {
     gmcp_call *c = j->c;
-    const char *path = gmcp_upload_spool_path(c->pool, j->conf->upload_dir, j->up.id), *here;
+    const char *path = gmcp_upload_spool_path(c->pool, j->conf->upload_dir, j->up.id);
     apr_finfo_t fi;
-    if (!*j->up.spool || apr_stat(&fi, path, APR_FINFO_TYPE, c->pool) == APR_SUCCESS
-        || (gmcp_upload_spool_id(c->pool, j->conf->upload_dir, &here) == APR_SUCCESS
-            && !strcmp(here, j->up.spool)))
+    if (apr_stat(&fi, path, APR_FINFO_TYPE, c->pool) == APR_SUCCESS
+        || !gmcp_upload_spool_elsewhere(c->pool, j->conf->upload_dir, &j->up))
         return APR_SUCCESS;
     gmcp_elog(GMCP_ELOG_MARK, GMCP_ELOG_ERR, 0, "GMCP0417",
               "upload %s was made in spool %s, but %s here is another spool: every node "

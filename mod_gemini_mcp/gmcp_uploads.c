@@ -326,6 +326,13 @@ apr_status_t gmcp_upload_spool_id(apr_pool_t *p, const char *dir, const char **i
     return read_spool_id(p, path, id);
 }
 
+int gmcp_upload_spool_elsewhere(apr_pool_t *p, const char *dir, const gmcp_upload *x)
+{
+    const char *here = NULL;
+    if (!x->spool || !*x->spool) return 0; /* made before spools were recorded */
+    return gmcp_upload_spool_id(p, dir, &here) != APR_SUCCESS || strcmp(here, x->spool) != 0;
+}
+
 const char *gmcp_upload_new_id(apr_pool_t *p)
 {
     const char *id;

@@ -102,6 +102,9 @@ const char *gmcp_upload_spool_path(apr_pool_t *p, const char *dir, const char *i
  * holds no id, or the file system's error. */
 #define GMCP_SPOOL_ID_FILE ".spool-id"
 apr_status_t gmcp_upload_spool_id(apr_pool_t *p, const char *dir, const char **id);
+/* 1 when upload x was made in another spool than `dir` (a node that does not share the
+ * directory): its bytes are not there to touch. 0 for uploads that recorded no spool. */
+int gmcp_upload_spool_elsewhere(apr_pool_t *p, const char *dir, const gmcp_upload *x);
 /* A fresh upload id: never with a leading '-' (the id is also a command-line argument
  * of gmcpctl); NULL without randomness. */
 const char *gmcp_upload_new_id(apr_pool_t *p);

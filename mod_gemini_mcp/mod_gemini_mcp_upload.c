@@ -125,14 +125,9 @@ static int disk_fail(up_req *u, const gmcp_upload *x, const char *path, apr_stat
                        : "the upload spool cannot be written; try again later");
 }
 
-/* 1 when the upload was made in another spool than this server's GeminiMCPUploadDir
- * (a node that does not share the directory): its bytes are not here to touch. */
 static int spool_elsewhere(up_req *u, const gmcp_upload *x)
 {
-    const char *here = NULL;
-    if (!x->spool || !*x->spool) return 0; /* made before spools were recorded */
-    return gmcp_upload_spool_id(u->r->pool, u->dir, &here) != APR_SUCCESS
-        || strcmp(here, x->spool) != 0;
+    return gmcp_upload_spool_elsewhere(u->r->pool, u->dir, x);
 }
 
 /* 503 for an upload of another spool, with what the admin must fix. DONE. */
