@@ -52,6 +52,10 @@ typedef struct {
     0x10                           /* 2026-07-28 multi-round-trip: inputResponses and
                                           * requestState, bound to the target's name */
 #define GMCP_METHOD_CACHEABLE 0x20 /* 2026-07-28 results carry ttlMs and cacheScope */
+#define GMCP_METHOD_STORES 0x40    /* its handler uses gmcp_rpc_ctx.db (writes a session's rows) */
+#define GMCP_METHOD_CHANGES_SESSION \
+    0x80 /* it changes the session row: answered once no cached copy of the old row is
+          * served anywhere (gmcp_session_cache.h) */
 
 /* Where a listing's entries are in the registry (gmcp_mcp.c). */
 typedef struct gmcp_listing gmcp_listing;

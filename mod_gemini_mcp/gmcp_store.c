@@ -78,10 +78,6 @@ const gmcp_stmt gmcp_store_stmts[] = {
  * from its format (%s is varchar, which PostgreSQL will not compare with bigint);
  * values are still passed as decimal text. */
 
-/* How stale last_seen may get before a request refreshes it (seconds): keeps the
- * hot path read-only. */
-#define TOUCH_EVERY 60
-
 apr_status_t gmcp_session_create(gmcp_db *db, const gmcp_session *s, const char *client_info)
 {
     const char *now = gmcp_now_str(db->pool);
@@ -109,7 +105,7 @@ apr_status_t gmcp_session_load(gmcp_db *db, const char *id, const char *owner,
     out->client_caps = row[2] ? row[2] : "{}";
     out->log_level = row[3] ? row[3] : "";
     out->last_seen = apr_atoi64(row[4]);
-    if (now - out->last_seen >= TOUCH_EVERY) {
+    if (now - out->last_seen >= GMCP_SESSION_TOUCH_EVERY) {
         rv = gmcp_db_exec(db, "gmcp_session_touch", NULL,
                           GMCP_ARGS(gmcp_i64_str(db->pool, now), id));
         if (rv != APR_SUCCESS) return rv;

@@ -19,6 +19,10 @@ typedef struct {
     apr_int64_t last_seen;
 } gmcp_session;
 
+/* How stale last_seen may get before a request refreshes it (seconds): keeps the
+ * hot path read-only. */
+#define GMCP_SESSION_TOUCH_EVERY 60
+
 /* Every function here returns APR_SUCCESS, GMCP_EDB when the database failed (gmcp_db
  * logged it), or — where it says so — APR_ENOENT for "no such row". */
 

@@ -13,6 +13,7 @@
 #include "mod_gemini_mcp_respond.h"
 #include "gmcp_chat.h"
 #include "gmcp_lease.h"
+#include "gmcp_session_cache.h"
 #include "gmcp_stateless.h"
 #include "gmcp_util.h"
 #include "gmcp_wire.h"
@@ -386,16 +387,23 @@ static const gmcp_call_ops CALL_OPS = {
 
 /* ---- POST ---------------------------------------------------------------------------- */
 
-static int load_session(gmcp_req *x, json_t *id)
+/* This process's copy of recently loaded sessions (gmcp_session_cache.h). */
+static gmcp_session_cache *g_sessions;
+
+void gmcp_mcp_child_init(apr_pool_t *pchild) { g_sessions = gmcp_session_cache_create(pchild); }
+
+/* The session from this process's cache, else from the database (then cached). */
+static int find_session(gmcp_req *x, const char *sid, apr_int64_t idle, json_t *id)
 {
-    const char *sid = apr_table_get(x->r->headers_in, HDR_SESSION), *why;
+    const char *why;
+    apr_time_t read_began;
     int rv;
-    if (!sid)
-        return gmcp_reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
-                           "Bad Request: Mcp-Session-Id header is required");
+    if (gmcp_session_cache_get(g_sessions, sid, x->call.principal, idle, GMCP_SESSION_TOUCH_EVERY,
+                               x->r->pool, &x->session))
+        return OK;
     if (db_get(x, &why)) return gmcp_send_unavailable(x->r, id, why);
-    rv = gmcp_session_load(&x->dbh->db, sid, x->call.principal, gmcp_conf_session_idle(x->sc),
-                           &x->session);
+    read_began = apr_time_now();
+    rv = gmcp_session_load(&x->dbh->db, sid, x->call.principal, idle, &x->session);
     if (rv == GMCP_EDB) {
         db_complain(x, "loading a session");
         return gmcp_send_unavailable(x->r, id, "the session store is unavailable");
@@ -403,6 +411,26 @@ static int load_session(gmcp_req *x, json_t *id)
     if (rv == APR_ENOENT)
         return gmcp_reject(x->r, HTTP_NOT_FOUND, id, GMCP_SERVER_ERROR,
                            "Session not found: it expired or was terminated; initialize again");
+    gmcp_session_cache_put(g_sessions, &x->session, read_began);
+    return OK;
+}
+
+/* After a change of the session row committed: forget this process's copy, and answer
+ * only once no process of any node can still serve one read before the change. */
+static void session_changed(gmcp_req *x)
+{
+    gmcp_session_cache_drop(g_sessions, x->session.id);
+    apr_sleep(GMCP_SESSION_CACHE_TTL);
+}
+
+static int load_session(gmcp_req *x, json_t *id)
+{
+    const char *sid = apr_table_get(x->r->headers_in, HDR_SESSION);
+    int st;
+    if (!sid)
+        return gmcp_reject(x->r, HTTP_BAD_REQUEST, id, GMCP_SERVER_ERROR,
+                           "Bad Request: Mcp-Session-Id header is required");
+    if ((st = find_session(x, sid, gmcp_conf_session_idle(x->sc), id)) != OK) return st;
     x->have_session = 1;
     x->call.session_id = x->session.id;
     x->caps = json_loads(x->session.client_caps, 0, NULL);
@@ -494,24 +522,34 @@ static int serve_request(gmcp_req *x, gmcp_msg *m)
     request_rec *r = x->r;
     gmcp_rpc_ctx rc;
     const char *resp, *why;
+    const gmcp_method *meth = gmcp_mcp_method(m->method);
     int st, stream = gmcp_mcp_wants_stream(x->srv, m) && gmcp_http_accepts(r, "text/event-stream");
 
     rpc_ctx_init(x, &rc);
     x->request_key = gmcp_id_key(r->pool, m->id);
+    /* A request answered sooner than this is never looked up for a cancellation: one
+     * that races so quick an answer may lose (the specification allows the response),
+     * and the hot path stays free of SQL. */
+    x->next_cancel_check = apr_time_now() + CANCEL_CHECK_EVERY;
     if (stream) {
         if ((st = open_stream(x, m)) != OK) return st;
     }
-    else if (!strcmp(m->method, "tools/call") || x->call.stateless) {
-        /* Tool calls may take long: no database handle is held across them (and
-         * stateless requests need none). */
-        db_put(x);
+    else if (!x->call.stateless && meth && (meth->flags & GMCP_METHOD_STORES)) {
+        if (db_get(x, &why)) return gmcp_send_unavailable(r, m->id, why);
     }
-    else if (db_get(x, &why)) {
-        return gmcp_send_unavailable(r, m->id, why);
+    else {
+        /* Tool calls may take long: no database handle is held across them; listings
+         * and stateless requests need none. */
+        db_put(x);
     }
 
     resp = gmcp_mcp_request_text(&rc, m);
-    if (!stream) return send_json_answer(x, m, &rc, resp);
+    if (!stream) {
+        db_put(x);
+        if (meth && (meth->flags & GMCP_METHOD_CHANGES_SESSION) && x->have_session)
+            session_changed(x);
+        return send_json_answer(x, m, &rc, resp);
+    }
     if (resp) sse_send_text(x, resp);
     if (!x->call.stateless && db_get(x, &why) == 0) {
         if (gmcp_stream_finish(&x->dbh->db, x->stream_id)) db_complain(x, "closing an SSE stream");
@@ -675,8 +713,9 @@ static int take_notification(gmcp_req *x, gmcp_msg *m)
     request_rec *r = x->r;
     gmcp_rpc_ctx rc;
     const char *why;
+    const gmcp_method *meth = gmcp_mcp_method(m->method);
     rpc_ctx_init(x, &rc);
-    if (db_get(x, &why)) return gmcp_send_unavailable(r, NULL, why);
+    if (meth && meth->notify && db_get(x, &why)) return gmcp_send_unavailable(r, NULL, why);
     if (gmcp_mcp_notification(&rc, m))
         return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_INVALID_PARAMS,
                            apr_psprintf(r->pool, "Invalid params for %s", m->method));
@@ -730,7 +769,7 @@ static int handle_post(gmcp_req *x)
 static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *seq)
 {
     request_rec *r = x->r;
-    const char *last = apr_table_get(r->headers_in, "Last-Event-ID");
+    const char *last = apr_table_get(r->headers_in, "Last-Event-ID"), *why;
     gmcp_stream sm;
     int st;
 
@@ -750,6 +789,7 @@ static int resumable_stream(gmcp_req *x, const char **stream_id, apr_uint64_t *s
     if (gmcp_last_event_id_parse(r->pool, last, stream_id, seq))
         return gmcp_reject(r, HTTP_BAD_REQUEST, NULL, GMCP_SERVER_ERROR,
                            "Bad Request: malformed Last-Event-ID");
+    if (db_get(x, &why)) return gmcp_send_unavailable(r, NULL, why);
     st = gmcp_stream_get(&x->dbh->db, *stream_id, &sm);
     if (st == GMCP_EDB) return gmcp_send_unavailable(r, NULL, "the session store is unavailable");
     if (st == APR_ENOENT || strcmp(sm.session_id, x->session.id) != 0)
@@ -852,13 +892,17 @@ static int handle_get(gmcp_req *x)
 
 static int handle_delete(gmcp_req *x)
 {
+    const char *why;
     int st = load_session(x, NULL), rv;
     if (st != OK) return st;
+    if (db_get(x, &why)) return gmcp_send_unavailable(x->r, NULL, why);
     rv = gmcp_session_delete(&x->dbh->db, x->session.id);
     if (rv == GMCP_EDB) {
         db_complain(x, "terminating a session");
         return gmcp_send_unavailable(x->r, NULL, "the session store is unavailable");
     }
+    db_put(x);
+    session_changed(x);
     x->r->status = HTTP_NO_CONTENT;
     return DONE;
 }

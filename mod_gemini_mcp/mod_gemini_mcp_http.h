@@ -6,5 +6,7 @@
 
 /* DECLINED for another handler; else DONE (answered) or an HTTP status. */
 int gmcp_mcp_handler(request_rec *r);
+/* Per child: the session cache. */
+void gmcp_mcp_child_init(apr_pool_t *pchild);
 
 #endif

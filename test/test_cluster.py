@@ -139,6 +139,29 @@ def test_deleted_session_refused_by_every_node(cluster):
     assert all(n.access_count() > b for n, b in zip(cluster.nodes, before))
 
 
+def test_log_level_set_on_one_node_holds_on_every_node(cluster):
+    """logging/setLevel on one node: the next call, whichever node serves it, sends log
+    notifications at the new level (no node answers from a copy of the old row)."""
+    r = cluster.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
+    sid = r.headers["Mcp-Session-Id"]
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "test_tool_with_logging", "arguments": {}}}
+    seen = []
+    for i in range(6):
+        level = "error" if i % 2 else "debug"
+        for _ in range(3):                 # every node has just read the session
+            assert cluster.post({"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                                session=sid).status_code == 200
+        r = cluster.post({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel",
+                          "params": {"level": level}}, session=sid)
+        assert r.status_code == 200, r.text
+        r = cluster.post(call, session=sid)
+        msgs = [m for _, m in sse_messages(r.text.splitlines())]
+        logs = [m for m in msgs if m.get("method") == "notifications/message"]
+        seen.append((level, len(logs)))
+    assert all((n == 0) == (lvl == "error") for lvl, n in seen), seen
+
+
 def test_revoked_key_refused_by_every_node_within_1s(pg_dsn):
     """gmcpctl keys revoke: within 1 s every node answers the key 401 (each node's
     children cache a key row for at most 0.5 s)."""

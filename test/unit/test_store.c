@@ -4,6 +4,7 @@
 #include "unit_db.h"
 #include "gmcp_db.h"
 #include "gmcp_migrate.h"
+#include "gmcp_session_cache.h"
 #include "gmcp_shared_limits.h"
 #include "gmcp_store.h"
 #include "gmcp_util.h"
@@ -244,6 +245,56 @@ static void t_inflight_slots(apr_pool_t *p)
     CHECK(gmcp_bucket_peek(&db, "tok:k1", &tat) == 0 && tat == 5007);
 }
 
+/* The per-process session cache: served only within its TTL, only to the owner, never
+ * near the idle limit or the last_seen refresh, and forgotten on drop. */
+static void t_session_cache(apr_pool_t *p)
+{
+    gmcp_session_cache *c = gmcp_session_cache_create(p);
+    gmcp_session s = {"sid-1", "alice", "2025-11-25", "{\"sampling\":{}}", "debug", 0}, out;
+    char big[GMCP_SESSION_CACHE_MAX_BYTES + 16];
+    apr_time_t now = apr_time_now();
+    CHECK(c != NULL);
+    s.last_seen = apr_time_sec(now);
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+    gmcp_session_cache_put(c, &s, now);
+    CHECK(gmcp_session_cache_get(c, "sid-1", "alice", 3600, 60, p, &out));
+    CHECK_STR(out.owner, "alice");
+    CHECK_STR(out.protocol_version, "2025-11-25");
+    CHECK_STR(out.client_caps, "{\"sampling\":{}}");
+    CHECK_STR(out.log_level, "debug");
+    CHECK(out.last_seen == s.last_seen);
+    /* another owner, an unknown id: a miss, never someone else's session */
+    CHECK(!gmcp_session_cache_get(c, "sid-1", "bob", 3600, 60, p, &out));
+    CHECK(!gmcp_session_cache_get(c, "sid-2", NULL, 3600, 60, p, &out));
+    /* close to the idle limit or due for a refresh: the database decides */
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 0, 60, p, &out));
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 0, p, &out));
+    /* past half its life: one caller refreshes, the others still use it */
+    gmcp_session_cache_put(c, &s, now - GMCP_SESSION_CACHE_TTL / 2 - apr_time_from_msec(2));
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+    CHECK(gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+    gmcp_session_cache_put(c, &s, now);
+    CHECK(gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+    /* a read that began a TTL ago is not served */
+    gmcp_session_cache_put(c, &s, now - GMCP_SESSION_CACHE_TTL);
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+    /* dropped: gone at once */
+    gmcp_session_cache_put(c, &s, now);
+    gmcp_session_cache_drop(c, "sid-1");
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+    /* too large to keep: not kept */
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    s.client_caps = big;
+    gmcp_session_cache_put(c, &s, now);
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+    /* expires in real time */
+    s.client_caps = "{}";
+    gmcp_session_cache_put(c, &s, apr_time_now());
+    apr_sleep(GMCP_SESSION_CACHE_TTL + apr_time_from_msec(5));
+    CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
+}
+
 static void t_delete_and_sweep(apr_pool_t *p)
 {
     gmcp_session s, got;
@@ -294,4 +345,5 @@ UNIT_MAIN("store", {
     RUN(t_failed_transactions);
     RUN(t_inflight_slots);
     RUN(t_delete_and_sweep);
+    RUN(t_session_cache);
 })
