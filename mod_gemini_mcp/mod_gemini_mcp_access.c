@@ -177,9 +177,6 @@ int gmcp_access_post_config(apr_pool_t *p, server_rec *s)
 
 /* ---- usage flush -------------------------------------------------------------------------- */
 
-static APR_OPTIONAL_FN_TYPE(ap_dbd_open) * dbd_open;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_close) * dbd_close;
-
 /* Write every unflushed bucket in one transaction; on any failure give them all back
  * (the next flush retries), so counts are neither lost nor doubled. */
 static void flush_usage(apr_pool_t *p, server_rec *s)
@@ -189,17 +186,16 @@ static void flush_usage(apr_pool_t *p, server_rec *s)
     gmcp_db db;
     apr_dbd_transaction_t *t = NULL;
     const char *err = NULL;
-    int behind = 0, i, failed = 0;
-    if (!g_limits.t || !dbd_open) return;
+    int i, failed = 0;
+    if (!g_limits.t) return;
     b = gmcp_limits_take(&g_limits, p);
     if (!b->nelts) return;
-    dbd = dbd_open(p, s);
-    if (!dbd) {
+    dbd = gmcp_db_open_server(s, p, &db, &err);
+    if (!dbd && !err) {
         gmcp_limits_give_back(&g_limits, b);
         return; /* mod_dbd logged why; the next flush retries */
     }
-    gmcp_db_init(&db, dbd->driver, dbd->handle, dbd->prepared, p);
-    if (gmcp_db_ready(&db, &err, &behind) || gmcp_db_begin(&db, &t)) { failed = 1; }
+    if (!dbd || gmcp_db_begin(&db, &t)) { failed = 1; }
     else {
         for (i = 0; i < b->nelts && !failed; i++) {
             gmcp_usage_bucket *u = &APR_ARRAY_IDX(b, i, gmcp_usage_bucket);
@@ -215,7 +211,7 @@ static void flush_usage(apr_pool_t *p, server_rec *s)
             err ? err : gmcp_db_error(&db, -1));
         gmcp_limits_give_back(&g_limits, b);
     }
-    dbd_close(s, dbd);
+    gmcp_db_close_server(s, dbd);
 }
 
 static volatile apr_uint32_t next_flush;
@@ -405,8 +401,6 @@ void gmcp_access_child_init(apr_pool_t *pchild, server_rec *s)
                      GMCP_LOGNO(0125) "gemini_mcp: cannot attach to the limits/metrics mutex");
     apr_thread_mutex_create(&g_cache_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
     g_cache = apr_hash_make(pchild);
-    dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
-    dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     g_child_server = s;
     apr_atomic_set32(&next_flush, (apr_uint32_t)(apr_time_sec(apr_time_now()) + g_flush_every));
     apr_pool_pre_cleanup_register(pchild, pchild, flush_at_exit);

@@ -30,14 +30,40 @@ gmcp_dbh *gmcp_dbh_make(request_rec *r)
     return h;
 }
 
-int gmcp_dbh_open_raw(gmcp_dbh *h)
+static void find_mod_dbd(void)
 {
-    request_rec *r = h->r;
-    if (h->dbd) return 0;
     if (!dbd_open_fn) {
         dbd_open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
         dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     }
+}
+
+ap_dbd_t *gmcp_db_open_server(server_rec *s, apr_pool_t *p, gmcp_db *db, const char **err)
+{
+    int behind = 0;
+    ap_dbd_t *dbd;
+    *err = NULL;
+    find_mod_dbd();
+    if (!dbd_open_fn || !(dbd = dbd_open_fn(p, s))) return NULL;
+    gmcp_db_init(db, dbd->driver, dbd->handle, dbd->prepared, p);
+    if (gmcp_db_ready(db, err, &behind) != APR_SUCCESS) {
+        if (!*err) *err = "the database is unavailable";
+        dbd_close_fn(s, dbd);
+        return NULL;
+    }
+    return dbd;
+}
+
+void gmcp_db_close_server(server_rec *s, ap_dbd_t *dbd)
+{
+    if (dbd) dbd_close_fn(s, dbd);
+}
+
+int gmcp_dbh_open_raw(gmcp_dbh *h)
+{
+    request_rec *r = h->r;
+    if (h->dbd) return 0;
+    find_mod_dbd();
     if (!dbd_open_fn || !(h->dbd = dbd_open_fn(r->pool, r->server))) {
         ap_log_rerror(
             APLOG_MARK, APLOG_ERR, 0, r,

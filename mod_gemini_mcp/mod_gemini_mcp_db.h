@@ -24,4 +24,10 @@ int gmcp_dbh_open(gmcp_dbh *h, const char **why);
 int gmcp_dbh_open_raw(gmcp_dbh *h);
 void gmcp_dbh_close(gmcp_dbh *h);
 
+/* A connection outside any request (a child's thread, a pool cleanup), schema checked:
+ * NULL when the database is away (mod_dbd logged why; *err stays NULL) or not ready
+ * (*err says why). Give it back with gmcp_db_close_server. */
+ap_dbd_t *gmcp_db_open_server(server_rec *s, apr_pool_t *p, gmcp_db *db, const char **err);
+void gmcp_db_close_server(server_rec *s, ap_dbd_t *dbd);
+
 #endif

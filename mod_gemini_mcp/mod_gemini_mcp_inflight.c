@@ -34,23 +34,13 @@ static held g_list = {&g_list, &g_list, NULL, NULL, 0};
 static int g_stop;
 static apr_thread_t *g_thread;
 static server_rec *g_server;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_open) * dbd_open;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_close) * dbd_close;
 
 /* A connection outside any request (the renewing thread, a cleanup): NULL when the
- * database is away (mod_dbd logged why). */
+ * database is away. */
 static ap_dbd_t *open_db(apr_pool_t *p, gmcp_db *db)
 {
-    const char *err = NULL;
-    int behind = 0;
-    ap_dbd_t *dbd = dbd_open ? dbd_open(p, g_server) : NULL;
-    if (!dbd) return NULL;
-    gmcp_db_init(db, dbd->driver, dbd->handle, dbd->prepared, p);
-    if (gmcp_db_ready(db, &err, &behind) != APR_SUCCESS) {
-        dbd_close(g_server, dbd);
-        return NULL;
-    }
-    return dbd;
+    const char *err;
+    return gmcp_db_open_server(g_server, p, db, &err);
 }
 
 static apr_status_t give_back(void *data)
@@ -69,7 +59,7 @@ static apr_status_t give_back(void *data)
                      GMCP_LOGNO(0160) "gemini_mcp: could not give back an in-flight slot of key "
                                       "%s: it frees itself within %d s",
                      h->key_id, INFLIGHT_TTL);
-    if (dbd) dbd_close(g_server, dbd);
+    gmcp_db_close_server(g_server, dbd);
     apr_pool_destroy(p);
     return APR_SUCCESS;
 }
@@ -127,7 +117,7 @@ static void renew_all(apr_pool_t *p, const apr_array_header_t *slots)
                                           "back or taken over after it expired",
                          h->slot, h->key_id);
     }
-    dbd_close(g_server, dbd);
+    gmcp_db_close_server(g_server, dbd);
 }
 
 static void *APR_THREAD_FUNC renewer(apr_thread_t *t, void *data)
@@ -175,8 +165,6 @@ static apr_status_t stop_renewer(void *data)
 void gmcp_inflight_child_init(apr_pool_t *pchild, server_rec *s)
 {
     g_server = s;
-    dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
-    dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     if (apr_thread_mutex_create(&g_mu, APR_THREAD_MUTEX_DEFAULT, pchild) != APR_SUCCESS
         || apr_thread_cond_create(&g_cv, pchild) != APR_SUCCESS
         || apr_thread_create(&g_thread, NULL, renewer, NULL, pchild) != APR_SUCCESS) {
