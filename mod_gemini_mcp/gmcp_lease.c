@@ -45,7 +45,8 @@ static const char *self_start(apr_pool_t *p)
     char state;
     unsigned long long start = 0;
     if (proc_stat((long)getpid(), &state, &start) != APR_SUCCESS) return "0";
-    return apr_psprintf(p, "%llu", start);
+    /* APR's formatter has no %llu (it printed "%lu" here, and pid reuse went unseen). */
+    return apr_psprintf(p, "%" APR_UINT64_T_FMT, (apr_uint64_t)start);
 }
 
 const char *gmcp_lease_token(apr_pool_t *p)

@@ -3,6 +3,7 @@
 #include "unit.h"
 #include "unit_db.h"
 #include "gmcp_db.h"
+#include "gmcp_lease.h"
 #include "gmcp_migrate.h"
 #include "gmcp_session_cache.h"
 #include "gmcp_shared_limits.h"
@@ -10,6 +11,7 @@
 #include "gmcp_util.h"
 
 #include <stdlib.h>
+#include <signal.h>
 #include <unistd.h>
 #include <sys/wait.h>
 #include <apr_network_io.h>
@@ -295,6 +297,46 @@ static void t_session_cache(apr_pool_t *p)
     CHECK(!gmcp_session_cache_get(c, "sid-1", NULL, 3600, 60, p, &out));
 }
 
+/* Lease holder tokens: "host/pid/start/random"; a holder is dead when its process is
+ * gone, or when its pid now belongs to a process that started at another time. */
+static void t_lease_holders(apr_pool_t *p)
+{
+    int fds[2];
+    char buf[256] = "", *slash;
+    const char *mine = gmcp_lease_token(p), *f;
+    pid_t pid;
+    ssize_t n;
+    CHECK(mine != NULL && !gmcp_lease_holder_dead(mine));
+    f = mine ? strchr(strchr(strchr(mine, '/') + 1, '/') + 1, '/') : NULL;
+    CHECK(f && strchr(mine, '/')[1] >= '0'); /* the pid */
+    /* the start time is digits (it once was a literal "%lu") */
+    slash = mine ? strchr(strchr(mine, '/') + 1, '/') + 1 : NULL;
+    CHECK(slash && *slash >= '1' && *slash <= '9'
+          && strspn(slash, "0123456789") == (size_t)(f - slash));
+    if (pipe(fds) != 0) return;
+    if ((pid = fork()) == 0) {
+        const char *t = gmcp_lease_token(p);
+        if (write(fds[1], t, strlen(t)) < 0) _exit(1);
+        close(fds[1]);
+        pause();
+        _exit(0);
+    }
+    close(fds[1]);
+    n = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    CHECK(n > 0);
+    CHECK(!gmcp_lease_holder_dead(buf)); /* alive */
+    {
+        /* the same pid with another start time: reused by another process */
+        char *start = strchr(strchr(buf, '/') + 1, '/') + 1;
+        const char *other = apr_psprintf(p, "%.*s1%s", (int)(start - buf), buf, start);
+        CHECK(gmcp_lease_holder_dead(other));
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    CHECK(gmcp_lease_holder_dead(buf)); /* gone */
+}
+
 static void t_delete_and_sweep(apr_pool_t *p)
 {
     gmcp_session s, got;
@@ -346,4 +388,5 @@ UNIT_MAIN("store", {
     RUN(t_inflight_slots);
     RUN(t_delete_and_sweep);
     RUN(t_session_cache);
+    RUN(t_lease_holders);
 })
