@@ -38,6 +38,11 @@ const gmcp_stmt gmcp_chat_stmts[] = {
     {"gmcp_chat_lock",
      "UPDATE chat_sessions SET lock_token = %s, lock_until = %lld "
      "WHERE id = %s AND owner = %s AND (lock_token = '' OR lock_until < %lld)"},
+    /* Take a free (or expired) lease and read the session in one round trip. */
+    {"gmcp_chat_lock_get",
+     "UPDATE chat_sessions SET lock_token = %s, lock_until = %lld "
+     "WHERE id = %s AND owner = %s AND last_used >= %lld "
+     "AND (lock_token = '' OR lock_until < %lld) RETURNING " SESSION_COLS},
     {"gmcp_chat_unlock",
      "UPDATE chat_sessions SET lock_token = '', lock_until = 0 "
      "WHERE id = %s AND lock_token = %s"},
@@ -56,6 +61,22 @@ const gmcp_stmt gmcp_chat_stmts[] = {
      "UNION ALL "
      "SELECT %s, %lld, %s, %s, %s, %lld, %lld, %s, %s, %lld FROM chat_sessions "
      "WHERE id = %s AND lock_token = %s"},
+    /* PostgreSQL: the turn and the release in one statement, one round trip. The
+     * counts say what happened: 2 messages stored (or none: the lease was lost), and
+     * whether the release found the row still ours. */
+    {"gmcp_chat_turn_pgsql",
+     "WITH ins AS (INSERT INTO chat_messages (session_id, seq, role, parts, text, "
+     "prompt_tokens, output_tokens, finish_reason, model_version, created) "
+     "SELECT %s, %lld, %s, %s, %s, %lld, %lld, %s, %s, %lld FROM chat_sessions "
+     "WHERE id = %s AND lock_token = %s "
+     "UNION ALL "
+     "SELECT %s, %lld, %s, %s, %s, %lld, %lld, %s, %s, %lld FROM chat_sessions "
+     "WHERE id = %s AND lock_token = %s RETURNING 1), "
+     "upd AS (UPDATE chat_sessions SET message_count = message_count + 2, "
+     "prompt_tokens = prompt_tokens + %lld, output_tokens = output_tokens + %lld, "
+     "last_used = %lld, lock_token = '', lock_until = 0 "
+     "WHERE id = %s AND lock_token = %s AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
+     "SELECT (SELECT COUNT(*) FROM ins), (SELECT COUNT(*) FROM upd)"},
     {"gmcp_chat_turn_done",
      "UPDATE chat_sessions SET message_count = message_count + 2, "
      "prompt_tokens = prompt_tokens + %lld, output_tokens = output_tokens + %lld, "
@@ -186,6 +207,26 @@ apr_status_t gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, cons
     return n == 1 ? APR_SUCCESS : APR_EBUSY;
 }
 
+apr_status_t gmcp_chat_lock_get(gmcp_db *db, const char *id, const char *owner,
+                                apr_int64_t idle_timeout, const char *token,
+                                apr_int64_t lease_seconds, gmcp_chat_session *out)
+{
+    apr_int64_t now = gmcp_now_sec();
+    gmcp_rows rs;
+    apr_status_t rv =
+        gmcp_db_select(db, "gmcp_chat_lock_get", &rs,
+                       GMCP_ARGS(token, gmcp_i64_str(db->pool, now + lease_seconds), id, owner,
+                                 since(db, idle_timeout), gmcp_i64_str(db->pool, now)));
+    if (rv != APR_SUCCESS) return rv;
+    if (rs.rows->nelts == 1) {
+        fill_session(GMCP_ROW(&rs, 0), out);
+        return APR_SUCCESS;
+    }
+    /* Not taken: no such session of the owner's, or held (perhaps by a dead holder). */
+    if ((rv = gmcp_chat_get(db, id, owner, idle_timeout, out)) != APR_SUCCESS) return rv;
+    return gmcp_chat_lock(db, id, owner, token, lease_seconds);
+}
+
 apr_status_t gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)
 {
     return gmcp_db_exec(db, "gmcp_chat_unlock", NULL, GMCP_ARGS(id, token));
@@ -248,12 +289,27 @@ void gmcp_chat_release_pending(gmcp_db *db)
     }
 }
 
+/* gmcp_chat_append_turn on PostgreSQL: args are the 24 of the insert and the 5 of the
+ * release, as for the two statements. */
+static apr_status_t turn_pgsql(gmcp_db *db, const gmcp_chat_session *s, const char *token,
+                               const char **args)
+{
+    gmcp_rows rs;
+    const char **row;
+    apr_status_t rv = gmcp_db_select(db, "gmcp_chat_turn_pgsql", &rs, 29, args);
+    if (rv != APR_SUCCESS) return rv;
+    row = rs.rows->nelts == 1 ? GMCP_ROW(&rs, 0) : NULL;
+    if (!row || apr_atoi64(row[0]) != 2) return APR_ENOENT; /* the lease was lost */
+    if (apr_atoi64(row[1]) != 1) gmcp_chat_release_later(s->id, token);
+    return APR_SUCCESS;
+}
+
 apr_status_t gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, const char *token,
                                    const gmcp_chat_message *user, const gmcp_chat_message *model)
 {
     apr_pool_t *p = db->pool;
     const gmcp_chat_message *m[2] = {user, model};
-    const char *args[24];
+    const char *args[29];
     int i, n = 0;
     apr_status_t rv;
     for (i = 0; i < 2; i++) {
@@ -271,15 +327,17 @@ apr_status_t gmcp_chat_append_turn(gmcp_db *db, const gmcp_chat_session *s, cons
         a[10] = s->id;
         a[11] = token;
     }
+    args[24] = gmcp_i64_str(p, model->prompt_tokens);
+    args[25] = gmcp_i64_str(p, model->output_tokens);
+    args[26] = gmcp_now_str(p);
+    args[27] = s->id;
+    args[28] = token;
+    if (db->pgsql) return turn_pgsql(db, s, token, args);
     if ((rv = gmcp_db_exec(db, "gmcp_chat_turn_insert", &n, 24, args)) != APR_SUCCESS) return rv;
     if (n != 2) return APR_ENOENT; /* the lease was lost: nothing stored */
     /* Release the lease with the counters. If this fails, the turn is stored (and
      * answered): only the session's counters lag, and the release is retried. */
-    if (gmcp_db_exec(db, "gmcp_chat_turn_done", NULL,
-                     GMCP_ARGS(gmcp_i64_str(p, model->prompt_tokens),
-                               gmcp_i64_str(p, model->output_tokens), gmcp_now_str(p), s->id,
-                               token))
-        != APR_SUCCESS)
+    if (gmcp_db_exec(db, "gmcp_chat_turn_done", NULL, 5, args + 24) != APR_SUCCESS)
         gmcp_chat_release_later(s->id, token);
     return APR_SUCCESS;
 }

@@ -52,6 +52,11 @@ apr_status_t gmcp_chat_delete(gmcp_db *db, const char *id, const char *owner);
  * is gone meanwhile), GMCP_EDB. */
 apr_status_t gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *token,
                             apr_int64_t lease_seconds);
+/* gmcp_chat_get and gmcp_chat_lock together, in one round trip when the lease is free:
+ * APR_SUCCESS (the lease is ours, *out read under it), APR_ENOENT, APR_EBUSY, GMCP_EDB. */
+apr_status_t gmcp_chat_lock_get(gmcp_db *db, const char *id, const char *owner,
+                                apr_int64_t idle_timeout, const char *token,
+                                apr_int64_t lease_seconds, gmcp_chat_session *out);
 apr_status_t gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token);
 /* A release the database refused: remembered by this process and done by
  * gmcp_chat_release_pending (the next send, or the module's periodic tick). */

@@ -216,8 +216,7 @@ static apr_status_t acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const ch
         int got;
         if (!db) return GMCP_EDB;
         if (gmcp_chat_releases_pending()) gmcp_chat_release_pending(db);
-        rv = gmcp_chat_get(db, id, c->principal, conf->chat_idle, s);
-        if (rv == APR_SUCCESS) rv = gmcp_chat_lock(db, id, c->principal, token, lease);
+        rv = gmcp_chat_lock_get(db, id, c->principal, conf->chat_idle, token, lease, s);
         got = rv == APR_SUCCESS;
         /* History from SQL on every send: any process continues any session. */
         if (got) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);

@@ -143,6 +143,24 @@ def test_failed_send_stores_nothing_and_releases_the_session(c, fake_gemini):
     assert [m["text"] for m in msgs if m["role"] == "user"] == ["one", "three"]
 
 
+def test_chat_deleted_while_gemini_answers_stores_nothing(c, fake_gemini):
+    """The turn is stored only under the send's lease: a chat deleted meanwhile gets a
+    tool error saying the answer was not stored, and no message appears anywhere."""
+    chat = start_chat(c)
+    send(c, chat, "one")
+    fake_gemini.fault("latency", count=1, ms=1500)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(res=send(c, chat, "two")))
+    t.start()
+    time.sleep(0.5)
+    assert not tool(c, "gemini_chat_delete", {"session_id": chat}).get("isError")
+    t.join()
+    res = out["res"]
+    assert res["isError"] is True
+    assert "deleted or expired while Gemini was answering" in res["content"][0]["text"], res
+    assert c.sql(f"SELECT COUNT(*) FROM chat_messages WHERE session_id = '{chat}'") == ["0"]
+
+
 def test_sessions_are_private_to_their_owner(c):
     chat = start_chat(c, title="mine")
     send(c, chat, "secret")

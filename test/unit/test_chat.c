@@ -62,7 +62,14 @@ static void t_turns_and_lease(apr_pool_t *p)
     /* Only the lease holder may complete the turn. */
     CHECK(gmcp_chat_append_turn(&db, &s, "not-the-token", &u, &m) == APR_ENOENT);
     CHECK(gmcp_chat_append_turn(&db, &s, "tok1", &u, &m) == 0);
-    CHECK(gmcp_chat_lock(&db, "chat_1", "alice", "tok2", 60) == APR_SUCCESS);
+    /* Lease and session in one step: only the owner, only while free. */
+    CHECK(gmcp_chat_lock_get(&db, "chat_1", "bob", 0, "tok2", 60, &got) == APR_ENOENT);
+    CHECK(gmcp_chat_lock_get(&db, "chat_nope", "alice", 0, "tok2", 60, &got) == APR_ENOENT);
+    memset(&got, 0, sizeof(got));
+    CHECK(gmcp_chat_lock_get(&db, "chat_1", "alice", 0, "tok2", 60, &got) == APR_SUCCESS);
+    CHECK_STR(got.title, "Trip planning");
+    CHECK(got.message_count == 2);
+    CHECK(gmcp_chat_lock_get(&db, "chat_1", "alice", 0, "tok3", 60, &got) == APR_EBUSY);
     u.seq = 3;
     u.parts = "[{\"text\":\"And in June?\"}]";
     u.text = "And in June?";
