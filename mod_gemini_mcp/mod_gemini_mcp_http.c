@@ -408,9 +408,11 @@ static int find_session(gmcp_req *x, const char *sid, apr_int64_t idle, json_t *
         db_complain(x, "loading a session");
         return gmcp_send_unavailable(x->r, id, "the session store is unavailable");
     }
-    if (rv == APR_ENOENT)
+    if (rv == APR_ENOENT) {
+        gmcp_session_cache_drop(g_sessions, sid); /* a copy being refreshed, say */
         return gmcp_reject(x->r, HTTP_NOT_FOUND, id, GMCP_SERVER_ERROR,
                            "Session not found: it expired or was terminated; initialize again");
+    }
     gmcp_session_cache_put(g_sessions, &x->session, read_began);
     return OK;
 }

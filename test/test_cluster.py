@@ -615,6 +615,39 @@ def test_inflight_cap_is_exact_across_nodes(dbd_cluster):
     assert [r.status_code for r in again] == [200, 200], [r.text for r in again]
 
 
+def test_inflight_slots_never_leak_on_any_path(dbd_cluster):
+    """Far more requests than DBDMax (16 per child) on a key whose in-flight count is
+    kept in the database, through every kind of answer — served, a JSON-RPC error, a
+    malformed body, an unknown session — leave no slot held and no connection lost:
+    the table is empty afterwards and the cap still admits exactly its two calls."""
+    c = dbd_cluster
+    secret = key_of(c, "--max-inflight", "2")
+    k = Caller(c, secret)
+    h = dict(k.h, **{"Mcp-Session-Id": "no-such-session"})
+    for i in range(4 * 16 * NODES):
+        kind = i % 4
+        if kind == 0:
+            r = k.post({"jsonrpc": "2.0", "id": i, "method": "tools/list"})
+            assert r.status_code == 200, r.text
+        elif kind == 1:
+            r = k.post({"jsonrpc": "2.0", "id": i, "method": "no/such/method"})
+            assert r.status_code == 200 and "error" in response_of(r), r.text
+        elif kind == 2:
+            r = k.http.post(c.url, data="{not json", headers=k.h, timeout=30)
+            assert r.status_code == 400, r.text
+        else:
+            r = k.http.post(c.url, data=json.dumps({"jsonrpc": "2.0", "id": i,
+                                                    "method": "ping"}), headers=h, timeout=30)
+            assert r.status_code == 404, r.text
+    assert sql(c, "SELECT COUNT(*) FROM inflight_leases") == ["0"]
+    callers = [k] + [Caller(c, secret) for _ in range(2)]
+    requests.post(c.info["fake_gemini"] + "/_fake/faults",
+                  json={"mode": "latency", "count": 2, "ms": 1500})
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        rs = list(ex.map(lambda x: x.generate(), callers))
+    assert sorted(r.status_code for r in rs) == [200, 200, 429], [r.text for r in rs]
+
+
 def wait_gone(pid, seconds=10):
     """Until `pid` is a zombie or gone (a big process, ASan's, takes a while to die)."""
     deadline = time.time() + seconds
