@@ -185,19 +185,14 @@ leave:
     return rv != APR_SUCCESS ? rv : end;
 }
 
-apr_status_t gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *token,
-                            apr_int64_t lease_seconds)
+/* Held: by a sender whose process died on this host (killed mid-send), the lease is
+ * taken over at once instead of after its expiry. Only that very holder's. */
+static apr_status_t take_from_dead_holder(gmcp_db *db, const char *id, const char *owner,
+                                          const char *token, const char *until)
 {
     int n = 0;
-    apr_int64_t now = gmcp_now_sec();
-    const char *until = gmcp_i64_str(db->pool, now + lease_seconds);
     gmcp_rows rs;
-    apr_status_t rv = gmcp_db_exec(db, "gmcp_chat_lock", &n,
-                                   GMCP_ARGS(token, until, id, owner, gmcp_i64_str(db->pool, now)));
-    if (rv != APR_SUCCESS) return rv;
-    if (n == 1) return APR_SUCCESS;
-    /* Held: by a sender whose process died on this host (killed mid-send), the lease
-     * is taken over at once instead of after its expiry. Only that very holder's. */
+    apr_status_t rv;
     if ((rv = gmcp_db_select(db, "gmcp_chat_holder", &rs, GMCP_ARGS(id, owner))) != APR_SUCCESS)
         return rv;
     if (rs.rows->nelts != 1 || !gmcp_lease_holder_dead(GMCP_ROW(&rs, 0)[0])) return APR_EBUSY;
@@ -207,16 +202,29 @@ apr_status_t gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, cons
     return n == 1 ? APR_SUCCESS : APR_EBUSY;
 }
 
+apr_status_t gmcp_chat_lock(gmcp_db *db, const char *id, const char *owner, const char *token,
+                            apr_int64_t lease_seconds)
+{
+    int n = 0;
+    apr_int64_t now = gmcp_now_sec();
+    const char *until = gmcp_i64_str(db->pool, now + lease_seconds);
+    apr_status_t rv = gmcp_db_exec(db, "gmcp_chat_lock", &n,
+                                   GMCP_ARGS(token, until, id, owner, gmcp_i64_str(db->pool, now)));
+    if (rv != APR_SUCCESS) return rv;
+    if (n == 1) return APR_SUCCESS;
+    return take_from_dead_holder(db, id, owner, token, until);
+}
+
 apr_status_t gmcp_chat_lock_get(gmcp_db *db, const char *id, const char *owner,
                                 apr_int64_t idle_timeout, const char *token,
                                 apr_int64_t lease_seconds, gmcp_chat_session *out)
 {
     apr_int64_t now = gmcp_now_sec();
+    const char *until = gmcp_i64_str(db->pool, now + lease_seconds);
     gmcp_rows rs;
-    apr_status_t rv =
-        gmcp_db_select(db, "gmcp_chat_lock_get", &rs,
-                       GMCP_ARGS(token, gmcp_i64_str(db->pool, now + lease_seconds), id, owner,
-                                 since(db, idle_timeout), gmcp_i64_str(db->pool, now)));
+    apr_status_t rv = gmcp_db_select(
+        db, "gmcp_chat_lock_get", &rs,
+        GMCP_ARGS(token, until, id, owner, since(db, idle_timeout), gmcp_i64_str(db->pool, now)));
     if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts == 1) {
         fill_session(GMCP_ROW(&rs, 0), out);
@@ -224,7 +232,7 @@ apr_status_t gmcp_chat_lock_get(gmcp_db *db, const char *id, const char *owner,
     }
     /* Not taken: no such session of the owner's, or held (perhaps by a dead holder). */
     if ((rv = gmcp_chat_get(db, id, owner, idle_timeout, out)) != APR_SUCCESS) return rv;
-    return gmcp_chat_lock(db, id, owner, token, lease_seconds);
+    return take_from_dead_holder(db, id, owner, token, until);
 }
 
 apr_status_t gmcp_chat_unlock(gmcp_db *db, const char *id, const char *token)

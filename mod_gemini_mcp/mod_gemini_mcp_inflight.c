@@ -35,26 +35,20 @@ static int g_stop;
 static apr_thread_t *g_thread;
 static server_rec *g_server;
 
-/* A connection outside any request (the renewing thread, a cleanup): NULL when the
- * database is away. */
-static ap_dbd_t *open_db(apr_pool_t *p, gmcp_db *db)
-{
-    const char *err;
-    return gmcp_db_open_server(g_server, p, db, &err);
-}
-
 static apr_status_t give_back(void *data)
 {
     held *h = data;
     apr_pool_t *p;
     ap_dbd_t *dbd;
     gmcp_db db;
+    const char *err;
     apr_thread_mutex_lock(g_mu);
     h->prev->next = h->next;
     h->next->prev = h->prev;
     apr_thread_mutex_unlock(g_mu);
     if (apr_pool_create(&p, NULL) != APR_SUCCESS) return APR_SUCCESS;
-    if (!(dbd = open_db(p, &db)) || gmcp_inflight_release(&db, h->key_id, h->slot, h->holder))
+    if (!(dbd = gmcp_db_open_server(g_server, p, &db, &err))
+        || gmcp_inflight_release(&db, h->key_id, h->slot, h->holder))
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, g_server,
                      GMCP_LOGNO(0160) "gemini_mcp: could not give back an in-flight slot of key "
                                       "%s: it frees itself within %d s",
@@ -105,7 +99,8 @@ void gmcp_inflight_leave(request_rec *r)
 static void renew_all(apr_pool_t *p, const apr_array_header_t *slots)
 {
     gmcp_db db;
-    ap_dbd_t *dbd = open_db(p, &db);
+    const char *err;
+    ap_dbd_t *dbd = gmcp_db_open_server(g_server, p, &db, &err);
     apr_int64_t until = gmcp_now_sec() + INFLIGHT_TTL;
     int i;
     if (!dbd) return; /* retried at the next round; the slots expire if it lasts */

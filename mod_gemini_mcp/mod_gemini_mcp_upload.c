@@ -125,11 +125,6 @@ static int disk_fail(up_req *u, const gmcp_upload *x, const char *path, apr_stat
                        : "the upload spool cannot be written; try again later");
 }
 
-static int spool_elsewhere(up_req *u, const gmcp_upload *x)
-{
-    return gmcp_upload_spool_elsewhere(u->r->pool, u->dir, x);
-}
-
 /* 503 for an upload of another spool, with what the admin must fix. DONE. */
 static int refuse_elsewhere(up_req *u, const gmcp_upload *x)
 {
@@ -570,7 +565,8 @@ static int append_answer(appending *a)
     up_req *u = a->u;
     request_rec *r = u->r;
     gmcp_upload *x = &a->x;
-    if (a->rc.lost && spool_elsewhere(u, x)) return refuse_elsewhere(u, x);
+    if (a->rc.lost && gmcp_upload_spool_elsewhere(u->r->pool, u->dir, x))
+        return refuse_elsewhere(u, x);
     if (a->rc.lost) {
         ap_log_rerror(
             APLOG_MARK, APLOG_ERR, 0, r,
@@ -708,7 +704,8 @@ static int do_delete(up_req *u, const char *id)
     apr_status_t rv;
     if (st != OK) return st;
     path = gmcp_upload_spool_path(u->r->pool, u->dir, x.id);
-    if (apr_stat(&fi, path, APR_FINFO_TYPE, u->r->pool) != APR_SUCCESS && spool_elsewhere(u, &x)) {
+    if (apr_stat(&fi, path, APR_FINFO_TYPE, u->r->pool) != APR_SUCCESS
+        && gmcp_upload_spool_elsewhere(u->r->pool, u->dir, &x)) {
         gmcp_dbh_close(u->dbh);
         return refuse_elsewhere(u, &x);
     }
