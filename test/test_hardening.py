@@ -191,6 +191,8 @@ def mcp_paths(s):
         return mcp(s, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                        "params": {"name": name, "arguments": args}}, sid)
 
+    chat = call("gemini_chat_start", {}).json()["result"]["structuredContent"]["session_id"]
+
     def deleted_session():
         gone = initialize(s)
         http.delete(s.url, headers=bearer(s.key, **{"Mcp-Session-Id": gone}))
@@ -217,6 +219,14 @@ def mcp_paths(s):
         ("chat start", 200, lambda: call("gemini_chat_start", {})),
         ("chat unknown", 200, lambda: call("gemini_chat_send", {"session_id": "nope",
                                                                  "message": "hi"})),
+        ("chat send", 200, lambda: call("gemini_chat_send", {"session_id": chat,
+                                                              "message": "hi"})),
+        ("setLevel", 200, lambda: mcp(s, {"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel",
+                                          "params": {"level": "info"}}, sid)),
+        ("notification", 202, lambda: mcp(s, {"jsonrpc": "2.0",
+                                              "method": "notifications/initialized"}, sid)),
+        ("cancel", 202, lambda: mcp(s, {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                        "params": {"requestId": 99}}, sid)),
         ("unknown session", 404, lambda: mcp(s, {"jsonrpc": "2.0", "id": 1, "method": "ping"},
                                              "no-such-session")),
         ("deleted session", 404, deleted_session),
