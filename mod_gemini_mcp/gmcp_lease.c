@@ -82,3 +82,25 @@ int gmcp_lease_holder_dead(const char *token)
     if (*end == '/' && want && want != start) return 1;
     return 0;
 }
+
+const char *gmcp_machine_id(apr_pool_t *p)
+{
+    char host[APRMAXHOSTLEN + 1] = "", boot[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (!fgets(boot, sizeof(boot), f)) boot[0] = '\0';
+        fclose(f);
+        boot[strcspn(boot, "\r\n")] = '\0';
+    }
+    apr_gethostname(host, sizeof(host), p);
+    return apr_psprintf(p, "%s %s", host, *boot ? boot : "unknown-boot");
+}
+
+gmcp_machine_state gmcp_machine_check(apr_pool_t *p, const char *recorded)
+{
+    const char *me = gmcp_machine_id(p), *sp = strchr(me, ' ');
+    apr_size_t host_len = (apr_size_t)(sp - me);
+    if (!recorded || strncmp(recorded, me, host_len) != 0 || recorded[host_len] != ' ')
+        return GMCP_MACHINE_OTHER;
+    return strcmp(recorded, me) == 0 ? GMCP_MACHINE_SAME : GMCP_MACHINE_RESTARTED;
+}

@@ -17,4 +17,13 @@ const char *gmcp_lease_token(apr_pool_t *p);
  * very process, whose other threads may hold it). */
 int gmcp_lease_holder_dead(const char *token);
 
+/* This machine as it runs now: "<host> <boot id>" (the kernel's random boot id, new at
+ * every boot), naming who holds bytes written but not yet synced (gmcp_uploads.h). */
+const char *gmcp_machine_id(apr_pool_t *p);
+/* Of a recorded machine id: GMCP_MACHINE_SAME (this machine, not restarted since),
+ * GMCP_MACHINE_RESTARTED (this host, booted since: its page cache is gone) or
+ * GMCP_MACHINE_OTHER (another host, or not an id). */
+typedef enum { GMCP_MACHINE_SAME, GMCP_MACHINE_RESTARTED, GMCP_MACHINE_OTHER } gmcp_machine_state;
+gmcp_machine_state gmcp_machine_check(apr_pool_t *p, const char *recorded);
+
 #endif

@@ -11,6 +11,7 @@ struct gmcp_spool_writer {
     apr_pool_t *owner; /* the caller's pool, whose cleanup closes */
     apr_file_t *f;
     gmcp_sha256 *h; /* the hasher thread's, until finish */
+    gmcp_spool_policy policy;
     char *buf[2];
     apr_size_t fill; /* bytes in buf[cur], the request thread's buffer */
     int cur;
@@ -28,8 +29,10 @@ struct gmcp_spool_writer {
     apr_int64_t sync_bytes;
     gmcp_sha256 *sync_state;
     apr_int64_t durable, reported;
+    apr_time_t durable_at; /* when the last durable point was reached (or open) */
     gmcp_sha256 *durable_state;
     int stop;
+    int finishing; /* finish_written: no new sync starts */
     apr_status_t err;
     apr_thread_t *writer, *hasher, *syncer;
 };
@@ -46,6 +49,27 @@ static void start_sync(gmcp_spool_writer *w)
     gmcp_sha256_copy(w->sync_state, w->h);
     w->sync_pending = 1;
     apr_thread_cond_broadcast(w->cv);
+}
+
+/* (locked) Start a sync when the syncer is free and the policy says one is due: enough
+ * written since the last durable point, or (interval) long enough since it. */
+static void maybe_sync(gmcp_spool_writer *w)
+{
+    apr_int64_t behind = w->written - w->durable;
+    if (w->sync_pending || behind <= 0 || w->finishing) return;
+    if (behind >= w->policy.gap
+        || (w->policy.every > 0 && apr_time_now() - w->durable_at >= w->policy.every))
+        start_sync(w);
+}
+
+gmcp_spool_policy gmcp_spool_interval(apr_int64_t lag, apr_interval_time_t every)
+{
+    gmcp_spool_policy pol;
+    if (lag < GMCP_SPOOL_SYNC_GAP) lag = GMCP_SPOOL_SYNC_GAP;
+    pol.max_lag = lag;
+    pol.gap = lag / 4 < GMCP_SPOOL_SYNC_GAP ? GMCP_SPOOL_SYNC_GAP : lag / 4;
+    pol.every = every;
+    return pol;
 }
 
 /* The writer and the hasher take every job, each its part; the second to finish
@@ -78,9 +102,9 @@ static void work(gmcp_spool_writer *w, int writes)
         if (++w->job_done < 2) continue;
         if (w->job_write_ok) {
             w->written += (apr_int64_t)len;
-            /* The syncer follows as the disk lets it: whenever it is free and at least
-             * GMCP_SPOOL_SYNC_GAP more was written (fewer, larger flushes cost less). */
-            if (!w->sync_pending && w->written - w->durable >= GMCP_SPOOL_SYNC_GAP) start_sync(w);
+            /* The syncer follows as the disk lets it: whenever it is free and the
+             * policy's gap was written (fewer, larger flushes cost less). */
+            maybe_sync(w);
         }
         w->job = NULL;
         w->job_done = 0;
@@ -110,7 +134,18 @@ static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
     apr_thread_mutex_lock(w->mu);
     for (;;) {
         apr_status_t rv;
-        while (!w->sync_pending && !w->stop) apr_thread_cond_wait(w->cv, w->mu);
+        while (!w->sync_pending && !w->stop) {
+            /* Interval: bytes not yet durable are synced within the policy's time even
+             * when nothing more arrives (the client paused or stalled). */
+            apr_interval_time_t left = w->durable_at + w->policy.every - apr_time_now();
+            if (w->policy.every <= 0 || w->written <= w->durable || w->err != APR_SUCCESS
+                || w->finishing)
+                apr_thread_cond_wait(w->cv, w->mu);
+            else if (left > 0)
+                apr_thread_cond_timedwait(w->cv, w->mu, left);
+            else
+                start_sync(w);
+        }
         if (!w->sync_pending) break;
         apr_thread_mutex_unlock(w->mu);
         /* Everything up to sync_bytes was written before this call began: on disk
@@ -120,9 +155,13 @@ static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
         fail(w, rv);
         if (rv == APR_SUCCESS) {
             w->durable = w->sync_bytes;
+            w->durable_at = apr_time_now();
             gmcp_sha256_copy(w->durable_state, w->sync_state);
         }
         w->sync_pending = 0;
+        /* A writer held back by the lag bound retires nothing until this one syncs
+         * again: go on at once when the gap is there already. */
+        if (rv == APR_SUCCESS) maybe_sync(w);
         apr_thread_cond_broadcast(w->cv);
     }
     apr_thread_mutex_unlock(w->mu);
@@ -142,7 +181,8 @@ static apr_status_t close_cleanup(void *data)
  * made and destroyed only by the calling thread, and they end by returning, never by
  * apr_thread_exit() (which destroys the thread's pool from the thread itself). A
  * cleanup of the caller's pool closes the writer on any return path. */
-apr_status_t gmcp_spool_open(gmcp_spool_writer **wp, apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h)
+apr_status_t gmcp_spool_open(gmcp_spool_writer **wp, apr_pool_t *p, apr_file_t *f, gmcp_sha256 *h,
+                             gmcp_spool_policy policy)
 {
     apr_pool_t *own;
     gmcp_spool_writer *w;
@@ -153,6 +193,8 @@ apr_status_t gmcp_spool_open(gmcp_spool_writer **wp, apr_pool_t *p, apr_file_t *
     w->pool = own;
     w->f = f;
     w->h = h;
+    w->policy = policy;
+    w->durable_at = apr_time_now();
     w->buf[0] = apr_palloc(own, GMCP_SPOOL_BUFFER);
     w->buf[1] = apr_palloc(own, GMCP_SPOOL_BUFFER);
     w->sync_state = gmcp_sha256_make(own);
@@ -179,12 +221,21 @@ leave:
     return rv;
 }
 
+/* (locked) Is the writer to wait for the disk: a job under way, or (interval) as much
+ * written but not yet durable as the policy allows? */
+static int must_wait(const gmcp_spool_writer *w)
+{
+    return w->job
+        || (w->policy.max_lag > 0 && w->err == APR_SUCCESS && w->sync_pending
+            && w->written - w->durable >= w->policy.max_lag);
+}
+
 /* Hand the request thread's buffer to the writer and hasher, once they are free. */
 static apr_status_t hand_over(gmcp_spool_writer *w)
 {
     apr_status_t err;
     apr_thread_mutex_lock(w->mu);
-    while (w->job) apr_thread_cond_wait(w->cv, w->mu);
+    while (must_wait(w)) apr_thread_cond_wait(w->cv, w->mu);
     if ((err = w->err) == APR_SUCCESS && w->fill) {
         w->job = w->buf[w->cur];
         w->job_len = w->fill;
@@ -251,6 +302,21 @@ apr_status_t gmcp_spool_finish(gmcp_spool_writer *w, apr_int64_t *bytes)
     apr_status_t rv = hand_over(w);
     apr_thread_mutex_lock(w->mu);
     drain(w);
+    if (rv == APR_SUCCESS) rv = w->err;
+    *bytes = w->written;
+    apr_thread_mutex_unlock(w->mu);
+    return rv;
+}
+
+apr_status_t gmcp_spool_finish_written(gmcp_spool_writer *w, apr_int64_t *bytes)
+{
+    apr_status_t rv = hand_over(w);
+    apr_thread_mutex_lock(w->mu);
+    while (w->job) apr_thread_cond_wait(w->cv, w->mu);
+    /* The sync under way (if any) is let end, for the freshest durable point; no other
+     * starts: the rest is the caller's to have synced. */
+    w->finishing = 1;
+    while (w->sync_pending) apr_thread_cond_wait(w->cv, w->mu);
     if (rv == APR_SUCCESS) rv = w->err;
     *bytes = w->written;
     apr_thread_mutex_unlock(w->mu);

@@ -17,7 +17,14 @@
 #define INSERT_COLS                                                  \
     "id, owner, key_id, length, upload_offset, metadata, filename, " \
     "filetype, concat, parts, sha256, state, created, expires, completed, spool"
-#define UPLOAD_COLS INSERT_COLS ", sha_state, phase, progress, progress_at, detail, sniffed"
+#define UPLOAD_COLS                                                            \
+    INSERT_COLS ", sha_state, phase, progress, progress_at, detail, sniffed, " \
+                "durable_offset, durable_state, unsynced_on, unsynced_at"
+
+#define REOPEN                                                               \
+    "state = CASE WHEN state = 'complete' THEN 'receiving' ELSE state END, " \
+    "sha256 = CASE WHEN state = 'complete' THEN '' ELSE sha256 END, "        \
+    "completed = CASE WHEN state = 'complete' THEN 0 ELSE completed END"
 
 const gmcp_stmt gmcp_upload_stmts[] = {
     {"gmcp_upload_insert",
@@ -35,9 +42,25 @@ const gmcp_stmt gmcp_upload_stmts[] = {
      "UPDATE uploads SET lock_token = %s, lock_until = %lld WHERE id = %s AND lock_token = %s"},
     {"gmcp_upload_unlock",
      "UPDATE uploads SET lock_token = '', lock_until = 0 WHERE id = %s AND lock_token = %s"},
+    /* A PATCH only writes an upload that is receiving, or one read back at its durable
+     * point after a crash (gmcp_upload_tail_lost) whose row still says complete. */
     {"gmcp_upload_advance",
-     "UPDATE uploads SET upload_offset = %lld, length = %lld, expires = %lld, sha_state = %s "
-     "WHERE id = %s AND lock_token = %s"},
+     "UPDATE uploads SET upload_offset = %lld, length = %lld, expires = %lld, sha_state = %s, "
+     "durable_offset = -1, durable_state = '', unsynced_on = '', unsynced_at = 0, " REOPEN
+     " WHERE id = %s AND lock_token = %s"},
+    {"gmcp_upload_advance_unsynced",
+     "UPDATE uploads SET upload_offset = %lld, length = %lld, expires = %lld, sha_state = %s, "
+     "durable_offset = %lld, durable_state = %s, unsynced_on = %s, unsynced_at = %lld, " REOPEN
+     " WHERE id = %s AND lock_token = %s"},
+    /* Only forward, and only while the row still counts these bytes as its own. */
+    {"gmcp_upload_tail_synced",
+     "UPDATE uploads SET durable_offset = CASE WHEN upload_offset = %lld THEN -1 ELSE %lld END, "
+     "durable_state = CASE WHEN upload_offset = %lld THEN '' ELSE %s END, "
+     "unsynced_on = CASE WHEN upload_offset = %lld THEN '' ELSE unsynced_on END "
+     "WHERE id = %s AND durable_offset >= 0 AND durable_offset < %lld AND upload_offset >= %lld"},
+    {"gmcp_upload_tail_failed",
+     "UPDATE uploads SET unsynced_on = '!sync failed', unsynced_at = 0 "
+     "WHERE id = %s AND durable_offset >= 0 AND durable_offset < %lld AND upload_offset >= %lld"},
     {"gmcp_upload_complete",
      "UPDATE uploads SET state = 'complete', length = %lld, upload_offset = %lld, "
      "sha256 = %s, completed = %lld, expires = %lld, sha_state = '', phase = 'received', "
@@ -85,6 +108,40 @@ static void fill(const char **r, gmcp_upload *u)
     u->progress_at = apr_atoi64(r[19]);
     u->detail = r[20];
     u->sniffed = r[21];
+    u->durable_offset = apr_atoi64(r[22]);
+    u->durable_state = r[23];
+    u->unsynced_on = r[24];
+    u->unsynced_at = apr_atoi64(r[25]);
+    u->rewound = 0;
+}
+
+void gmcp_upload_tail_lost(gmcp_upload *x, gmcp_machine_state holder, apr_int64_t now)
+{
+    if (x->durable_offset < 0 || x->durable_offset >= x->offset
+        || !strcmp(x->state, GMCP_UPLOAD_TERMINATED))
+        return;
+    if (holder == GMCP_MACHINE_SAME) return;
+    if (holder == GMCP_MACHINE_OTHER && x->unsynced_at > 0
+        && now - x->unsynced_at <= GMCP_UPLOAD_TAIL_TRUST)
+        return;
+    x->offset = x->durable_offset;
+    x->sha_state = x->durable_state;
+    x->durable_offset = -1;
+    x->rewound = 1;
+    if (!strcmp(x->state, GMCP_UPLOAD_COMPLETE)) {
+        x->state = GMCP_UPLOAD_RECEIVING;
+        x->sha256 = "";
+        x->completed = 0;
+        x->phase = GMCP_PHASE_RECEIVING;
+    }
+}
+
+/* A row as read, after the rule for a tail whose machine may have lost it. */
+static void fill_checked(apr_pool_t *p, const char **r, gmcp_upload *u)
+{
+    fill(r, u);
+    if (u->durable_offset >= 0)
+        gmcp_upload_tail_lost(u, gmcp_machine_check(p, u->unsynced_on), gmcp_now_sec());
 }
 
 apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u)
@@ -104,7 +161,7 @@ apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmc
     apr_status_t rv = gmcp_db_select(db, "gmcp_upload_select", &rs, GMCP_ARGS(id));
     if (rv != APR_SUCCESS) return rv;
     if (rs.rows->nelts != 1) return APR_ENOENT;
-    fill(GMCP_ROW(&rs, 0), out);
+    fill_checked(db->pool, GMCP_ROW(&rs, 0), out);
     if (owner && strcmp(owner, out->owner) != 0) return APR_ENOENT;
     return APR_SUCCESS;
 }
@@ -117,7 +174,8 @@ apr_status_t gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t
                             : gmcp_db_select(db, "gmcp_upload_list_all", &rs, 0, NULL);
     if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
-    for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
+    for (i = 0; i < rs.rows->nelts; i++)
+        fill_checked(db->pool, GMCP_ROW(&rs, i), apr_array_push(*out));
     return APR_SUCCESS;
 }
 
@@ -198,6 +256,37 @@ apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token,
     return n == 1 ? APR_SUCCESS : APR_ENOENT;
 }
 
+apr_status_t gmcp_upload_advance_unsynced(gmcp_db *db, const char *id, const char *token,
+                                          apr_int64_t offset, apr_int64_t length,
+                                          apr_int64_t expires, const char *sha_state,
+                                          apr_int64_t durable, const char *durable_state)
+{
+    apr_pool_t *p = db->pool;
+    int n = 0;
+    apr_status_t rv =
+        gmcp_db_exec(db, "gmcp_upload_advance_unsynced", &n,
+                     GMCP_ARGS(I(p, offset), I(p, length), I(p, expires), sha_state, I(p, durable),
+                               durable_state, gmcp_machine_id(p), gmcp_now_str(p), id, token));
+    if (rv != APR_SUCCESS) return rv;
+    return n == 1 ? APR_SUCCESS : APR_ENOENT;
+}
+
+apr_status_t gmcp_upload_tail_synced(gmcp_db *db, const char *id, apr_int64_t offset,
+                                     const char *sha_state)
+{
+    const char *o = I(db->pool, offset);
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_tail_synced", &n,
+                        GMCP_ARGS(o, o, o, sha_state, o, id, o, o));
+}
+
+apr_status_t gmcp_upload_tail_failed(gmcp_db *db, const char *id, apr_int64_t offset)
+{
+    const char *o = I(db->pool, offset);
+    int n = 0;
+    return gmcp_db_exec(db, "gmcp_upload_tail_failed", &n, GMCP_ARGS(id, o, o));
+}
+
 apr_status_t gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
                                   const char *sha256, apr_int64_t now, apr_int64_t expires)
 {
@@ -239,7 +328,8 @@ apr_status_t gmcp_upload_expired(gmcp_db *db, apr_int64_t now, apr_array_header_
     apr_status_t rv = gmcp_db_select(db, "gmcp_upload_expired", &rs, GMCP_ARGS(I(db->pool, now)));
     if (rv != APR_SUCCESS) return rv;
     *out = apr_array_make(db->pool, rs.rows->nelts + 1, sizeof(gmcp_upload));
-    for (i = 0; i < rs.rows->nelts; i++) fill(GMCP_ROW(&rs, i), apr_array_push(*out));
+    for (i = 0; i < rs.rows->nelts; i++)
+        fill_checked(db->pool, GMCP_ROW(&rs, i), apr_array_push(*out));
     return APR_SUCCESS;
 }
 
@@ -366,6 +456,10 @@ apr_status_t gmcp_upload_fill_new(gmcp_upload *x, apr_table_t *md, const char *m
     x->sha256 = "";
     x->spool = "";
     x->state = GMCP_UPLOAD_RECEIVING;
+    x->durable_offset = -1; /* nothing written yet: nothing lags */
+    x->durable_state = "";
+    x->unsynced_on = "";
+    x->unsynced_at = 0;
     x->created = now;
     x->expires = now + expiry;
     return APR_SUCCESS;

@@ -2,7 +2,10 @@
  *
  * Shared by the upload handler and gmcpctl. Every lookup filters by owner: another
  * principal's upload answers exactly like a missing one. The bytes themselves live in
- * the spool directory; upload_offset only counts bytes already on disk. */
+ * the spool directory. upload_offset counts bytes on disk, or (GeminiMCPUploadDurability
+ * interval) written and made durable within seconds: the row then also keeps the last
+ * durable point, which is where the upload continues should the machine holding the rest
+ * restart before syncing it (gmcp_upload_tail_lost). */
 #ifndef GMCP_UPLOADS_H
 #define GMCP_UPLOADS_H
 
@@ -10,6 +13,7 @@
 #include <apr_tables.h>
 #include <jansson.h>
 #include "gmcp_db.h"
+#include "gmcp_lease.h"
 
 #define GMCP_UPLOAD_RECEIVING "receiving"
 #define GMCP_UPLOAD_COMPLETE "complete"
@@ -29,7 +33,20 @@ typedef struct {
     apr_int64_t progress_at; /* when progress was written, ms since the epoch */
     const char *detail;      /* why it failed */
     const char *sniffed;     /* media type found in the first bytes, or "" */
+    /* Bytes written but not yet synced: from durable_offset (-1: none, all is durable)
+     * to offset, held by machine unsynced_on (gmcp_machine_id) since unsynced_at. */
+    apr_int64_t durable_offset;
+    const char *durable_state; /* the running SHA-256 at durable_offset */
+    const char *unsynced_on;
+    apr_int64_t unsynced_at;
+    int rewound; /* read back at its durable point: the rest was lost (or may be) */
 } gmcp_upload;
+
+/* How long another host trusts a tail it cannot check: its writer syncs it within
+ * GMCP_UPLOAD_SYNC_MAX_SECONDS, so a tail older than this was never synced (its
+ * process or machine died first) and does not count. */
+#define GMCP_UPLOAD_SYNC_MAX_SECONDS 60
+#define GMCP_UPLOAD_TAIL_TRUST (2 * GMCP_UPLOAD_SYNC_MAX_SECONDS)
 
 /* Upload phases (the `phase` column), for the progress stream. */
 #define GMCP_PHASE_RECEIVING "receiving"
@@ -42,7 +59,8 @@ typedef struct {
 /* The rows. Each returns APR_SUCCESS, or GMCP_EDB when the store failed (gmcp_db logged
  * it); those that look a row up also APR_ENOENT when there is none (for the owner). */
 apr_status_t gmcp_upload_create(gmcp_db *db, const gmcp_upload *u);
-/* owner NULL: any owner (gmcpctl). */
+/* Rows are read as they stand after gmcp_upload_tail_lost(). owner NULL: any owner
+ * (gmcpctl). */
 apr_status_t gmcp_upload_get(gmcp_db *db, const char *id, const char *owner, gmcp_upload *out);
 apr_status_t gmcp_upload_list(gmcp_db *db, const char *owner, apr_array_header_t **out);
 
@@ -78,6 +96,25 @@ gmcp_upload_lease_result gmcp_upload_lease(gmcp_db *db, const char *id, const ch
  * APR_ENOENT when the lease was lost. */
 apr_status_t gmcp_upload_advance(gmcp_db *db, const char *id, const char *token, apr_int64_t offset,
                                  apr_int64_t length, apr_int64_t expires, const char *sha_state);
+/* Record bytes written but not all synced yet, while `token` holds the lease: the
+ * offset told to the client with its hash state, and the durable point below it with
+ * its own, held by this machine now. */
+apr_status_t gmcp_upload_advance_unsynced(gmcp_db *db, const char *id, const char *token,
+                                          apr_int64_t offset, apr_int64_t length,
+                                          apr_int64_t expires, const char *sha_state,
+                                          apr_int64_t durable, const char *durable_state);
+/* The tail up to `offset` is on disk now (a background sync, holding no lease): the
+ * durable point moves there, unless the upload moved elsewhere meanwhile. And the
+ * other outcome: its sync failed, so the tail no longer counts anywhere. */
+apr_status_t gmcp_upload_tail_synced(gmcp_db *db, const char *id, apr_int64_t offset,
+                                     const char *sha_state);
+apr_status_t gmcp_upload_tail_failed(gmcp_db *db, const char *id, apr_int64_t offset);
+/* Does x's unsynced tail still count, as seen from machine `me` at `now`? Not when
+ * that machine restarted since (its page cache is gone), when its sync failed, nor, on
+ * another host, once it is older than GMCP_UPLOAD_TAIL_TRUST. When it does not, x is
+ * read back at its durable point (offset, hash state; a complete upload receives again)
+ * and `rewound` set: the client resends the rest, and the file ends byte-identical. */
+void gmcp_upload_tail_lost(gmcp_upload *x, gmcp_machine_state holder, apr_int64_t now);
 /* Complete (phase "received"): the spool file is kept (for relays) until `expires`. */
 apr_status_t gmcp_upload_complete(gmcp_db *db, const char *id, apr_int64_t length,
                                   const char *sha256, apr_int64_t now, apr_int64_t expires);

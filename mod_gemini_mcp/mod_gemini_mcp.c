@@ -6,6 +6,7 @@
 #include "mod_gemini_mcp_http.h"
 #include "mod_gemini_mcp_status.h"
 #include "mod_gemini_mcp_upload.h"
+#include "mod_gemini_mcp_tailsync.h"
 #include "gmcp_gemini.h"
 #include "gmcp_tools_gemini.h"
 #include "gmcp_util.h"
@@ -180,6 +181,7 @@ static void gmcp_child_init(apr_pool_t *p, server_rec *s)
     gmcp_elog_set(elog_print, elog_enabled, s);
     gmcp_access_child_init(p, s);
     gmcp_mcp_child_init(p);
+    gmcp_tailsync_child_init(p, s);
     if (gmcp_http_child_init(p) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      GMCP_LOGNO(0107) "gemini_mcp: cannot create the per-thread HTTP client key");

@@ -4,6 +4,7 @@
 #include "mod_gemini_mcp_config.h"
 #include "gmcp_gemini.h"
 #include "gmcp_retention.h"
+#include "gmcp_uploads.h"
 #include "gmcp_util.h"
 
 #include <apr_lib.h>
@@ -29,6 +30,7 @@ void *gmcp_config_create_dir(apr_pool_t *p, char *dir)
     c->upload_quota = -1;
     c->upload_rate = -1;
     c->upload_key_rate = -1;
+    c->upload_durability = -1;
     return c;
 }
 
@@ -47,6 +49,16 @@ void *gmcp_config_merge_dir(apr_pool_t *p, void *basev, void *addv)
     c->upload_quota = a->upload_quota >= 0 ? a->upload_quota : b->upload_quota;
     c->upload_rate = a->upload_rate >= 0 ? a->upload_rate : b->upload_rate;
     c->upload_key_rate = a->upload_key_rate >= 0 ? a->upload_key_rate : b->upload_key_rate;
+    if (a->upload_durability >= 0) {
+        c->upload_durability = a->upload_durability;
+        c->upload_sync_lag = a->upload_sync_lag;
+        c->upload_sync_secs = a->upload_sync_secs;
+    }
+    else {
+        c->upload_durability = b->upload_durability;
+        c->upload_sync_lag = b->upload_sync_lag;
+        c->upload_sync_secs = b->upload_sync_secs;
+    }
     return c;
 }
 
@@ -141,6 +153,14 @@ const char *gmcp_conf_principal(const gmcp_dir_conf *c)
 apr_off_t gmcp_conf_upload_max(const gmcp_dir_conf *c)
 {
     return c->upload_max >= 0 ? c->upload_max : (apr_off_t)2 << 30;
+}
+
+int gmcp_conf_upload_interval(const gmcp_dir_conf *c, apr_int64_t *lag, apr_int64_t *secs)
+{
+    if (c->upload_durability != GMCP_DURABILITY_INTERVAL) return 0;
+    *lag = c->upload_sync_lag;
+    *secs = c->upload_sync_secs;
+    return 1;
 }
 
 apr_int64_t gmcp_conf_upload_expiry(const gmcp_srv_conf *c)
@@ -451,6 +471,34 @@ static const char *set_upload_dir(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+/* GeminiMCPUploadDurability synced | interval [SIZE [SECONDS]]. */
+static const char *set_durability(cmd_parms *cmd, void *dcv, const char *mode, const char *size,
+                                  const char *secs)
+{
+    gmcp_dir_conf *dc = dcv;
+    const char *err;
+    if (!strcasecmp(mode, "synced")) {
+        if (size)
+            return apr_psprintf(cmd->pool, "%s: synced takes no size or seconds", cmd->cmd->name);
+        dc->upload_durability = GMCP_DURABILITY_SYNCED;
+        return NULL;
+    }
+    if (strcasecmp(mode, "interval") != 0)
+        return apr_psprintf(cmd->pool, "%s: '%s' is neither synced nor interval", cmd->cmd->name,
+                            mode);
+    dc->upload_durability = GMCP_DURABILITY_INTERVAL;
+    dc->upload_sync_lag = GMCP_DEFAULT_SYNC_LAG;
+    dc->upload_sync_secs = GMCP_DEFAULT_SYNC_SECS;
+    if (size
+        && (err = parse_size(cmd, size, (apr_int64_t)4 << 20, (apr_int64_t)1 << 40,
+                             &dc->upload_sync_lag)))
+        return err;
+    if (secs
+        && (err = parse_num(cmd, secs, 1, GMCP_UPLOAD_SYNC_MAX_SECONDS, &dc->upload_sync_secs)))
+        return err;
+    return NULL;
+}
+
 /* GeminiMCPUsageRetention, GeminiMCPUsageDailyRetention, GeminiMCPAuditRetention:
  * applied by `gmcpctl cleanup` (which reads them from this configuration), checked
  * here so that `apachectl -t` catches a bad value. One database: global only. */
@@ -535,6 +583,10 @@ const command_rec gmcp_config_cmds[] = {
         SRV_OR_DIR,
         "Bytes per second all of one caller's uploads together may arrive at, "
         "across processes (default: no limit)"),
+    AP_INIT_TAKE123("GeminiMCPUploadDurability", set_durability, NULL, SRV_OR_DIR,
+                    "When an upload's bytes are on disk: synced (before each PATCH answers, "
+                    "the default) or interval [SIZE [SECONDS]] (at most SIZE, default 256M, "
+                    "and SECONDS, default 5, behind; a machine crash loses at most that)"),
     NUM("GeminiMCPUploadExpiry", IN_SRV, upload_expiry, WHOLE, 1, 365 * DAY_SECS, RSRC_CONF,
         "Seconds an unfinished upload lives after its last PATCH (default 86400)"),
     AP_INIT_TAKE1("GeminiMCPUsageRetention", set_retention, NULL, RSRC_CONF,

@@ -36,7 +36,16 @@ typedef struct {
     apr_off_t upload_quota;              /* GeminiMCPUploadQuota, -1 = unset (none) */
     apr_int64_t upload_rate;             /* GeminiMCPUploadRate (bytes/s per upload), -1 = unset */
     apr_int64_t upload_key_rate;         /* GeminiMCPUploadKeyRate (bytes/s per key), -1 = unset */
+    int upload_durability;               /* GeminiMCPUploadDurability, -1 = unset (synced) */
+    apr_int64_t upload_sync_lag;         /* ...interval: bytes that may be not yet durable */
+    apr_int64_t upload_sync_secs;        /* ...interval: seconds between syncs at most */
 } gmcp_dir_conf;
+
+/* GeminiMCPUploadDurability */
+#define GMCP_DURABILITY_SYNCED 0
+#define GMCP_DURABILITY_INTERVAL 1
+#define GMCP_DEFAULT_SYNC_LAG ((apr_int64_t)256 << 20)
+#define GMCP_DEFAULT_SYNC_SECS 5
 
 /* GeminiMCPAuth */
 #define GMCP_AUTH_UNSET -1
@@ -115,6 +124,8 @@ apr_int64_t gmcp_conf_usage_flush(const gmcp_srv_conf *c);
 /* Uploads: Tus-Max-Size and the expiry of unfinished uploads. */
 apr_off_t gmcp_conf_upload_max(const gmcp_dir_conf *c);
 apr_int64_t gmcp_conf_upload_expiry(const gmcp_srv_conf *c);
+/* GeminiMCPUploadDurability: 1 for interval (with its lag bound and seconds), else 0. */
+int gmcp_conf_upload_interval(const gmcp_dir_conf *c, apr_int64_t *lag, apr_int64_t *secs);
 
 /* ---- what post_config builds for the whole module ---- */
 

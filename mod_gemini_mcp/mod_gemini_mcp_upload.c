@@ -4,9 +4,10 @@
  * expiration, checksum (sha256, sha1, md5), termination and concatenation. State is in
  * SQL, bytes in GeminiMCPUploadDir/<id>. A PATCH streams the body to disk brigade by
  * brigade (memory stays flat whatever the size), and the offset recorded in SQL only
- * ever counts bytes that were fsync'ed: a kill at any moment leaves HEAD telling the
- * truth, and the next PATCH cuts away whatever lay past it. One PATCH per upload at a
- * time (a lease row; a second gets 423 Locked). GET reports progress, once or as a
+ * ever counts bytes that were fsync'ed (synced mode) or written and synced within
+ * seconds, with the durable point kept beside it (interval mode): a kill at any moment
+ * leaves HEAD telling the truth, and the next PATCH cuts away whatever lay past it.
+ * One PATCH per upload at a time (a lease row; a second gets 423 Locked). GET reports progress, once or as a
  * stream of server-sent events.
  *
  * This file is the httpd side: headers, answers, the request body, the database
@@ -19,6 +20,7 @@
 #include "mod_gemini_mcp_config.h"
 #include "mod_gemini_mcp_db.h"
 #include "mod_gemini_mcp_respond.h"
+#include "mod_gemini_mcp_tailsync.h"
 #include "gmcp_uploads.h"
 #include "gmcp_upload_body.h"
 #include "gmcp_upload_concat.h"
@@ -222,12 +224,24 @@ static int complete(up_req *u, gmcp_upload *x, apr_int64_t length, const gmcp_sh
 
 /* ---- appending a body --------------------------------------------------------------------- */
 
-/* What the syncer made durable, and when it was last recorded. */
+/* What the syncer made durable, and when it was last recorded. Before this request's
+ * first durable point, the upload's own (base): its offset, or in interval mode a
+ * point below it when the last PATCH's tail is not yet synced. */
 typedef struct {
     apr_int64_t bytes;
     gmcp_sha256 *state;
     apr_time_t recorded;
+    apr_int64_t base;
+    const char *base_state;
 } durability;
+
+/* GeminiMCPUploadDurability as this request applies it. */
+typedef struct {
+    int interval;
+    gmcp_spool_policy policy;
+    apr_interval_time_t within;     /* interval: the tail is synced this soon after */
+    apr_interval_time_t checkpoint; /* a slow upload's partial buffer is passed on this often */
+} durability_mode;
 
 /* One request's body appended to an upload (PATCH, or creation-with-upload), from its
  * checks to its answer. In the request pool: once the lease is taken, the pool's
@@ -248,6 +262,7 @@ typedef struct {
     gmcp_upload_body body; /* the body's pieces through the spool writer */
     gmcp_receipt rc;
     durability d;
+    durability_mode mode;
     int failed; /* the store failed recording the bytes */
 } appending;
 
@@ -276,9 +291,52 @@ static int renew(appending *a)
     return rv == APR_SUCCESS ? 0 : -1;
 }
 
-/* Everything received is written, hashed and on disk: record it. */
+/* Record `offset` (written) with the hash state there, and the durable point below it,
+ * under our lease, which this renews. */
+static int record_unsynced(appending *a, apr_int64_t offset, apr_int64_t durable,
+                           const char *durable_state)
+{
+    up_req *u = a->u;
+    apr_pool_t *p;
+    apr_status_t rv;
+    if (db_scratch(u)) return -1;
+    p = u->dbh->db.pool;
+    rv = gmcp_upload_advance_unsynced(&u->dbh->db, a->x.id, a->token, offset, a->x.length,
+                                      expiry_from_now(u), gmcp_sha256_save(p, a->h), durable,
+                                      durable_state);
+    if (rv == APR_SUCCESS) rv = gmcp_upload_lock(&u->dbh->db, a->x.id, a->token, LEASE_SECONDS);
+    gmcp_dbh_close(u->dbh);
+    return rv == APR_SUCCESS ? 0 : -1;
+}
+
+/* Interval mode: everything received is written and hashed; what the syncer did not
+ * reach yet is recorded as not yet durable and left to the child's tail syncer (or,
+ * when that cannot take it, synced here). */
+static int commit_written(appending *a, apr_int64_t *bytes)
+{
+    durability *d = &a->d;
+    apr_int64_t b, end, durable;
+    const char *dstate;
+    if ((a->rc.disk_rv = gmcp_spool_finish_written(a->body.w, bytes)) != APR_SUCCESS) return -1;
+    if (gmcp_spool_durable(a->body.w, &b, d->state)) d->bytes = b;
+    end = a->x.offset + *bytes;
+    if (d->bytes == *bytes && d->bytes > 0) return record(a, end, a->h);
+    durable = d->bytes > 0 ? a->x.offset + d->bytes : d->base;
+    dstate = d->bytes > 0 ? gmcp_sha256_save(a->u->r->pool, d->state) : d->base_state;
+    if (record_unsynced(a, end, durable, dstate)) return -1;
+    if (gmcp_tailsync_later(a->u->r->server, a->x.id, a->path, end,
+                            gmcp_sha256_save(a->u->r->pool, a->h), a->mode.within)
+        == 0)
+        return 0;
+    if ((a->rc.disk_rv = apr_file_datasync(a->f)) != APR_SUCCESS) return -1;
+    return record(a, end, a->h);
+}
+
+/* Everything received is written, hashed and on disk (synced mode) or written and
+ * hashed (interval): record it. */
 static int commit(appending *a, apr_int64_t *bytes)
 {
+    if (a->mode.interval) return commit_written(a, bytes);
     if ((a->rc.disk_rv = gmcp_spool_finish(a->body.w, bytes)) != APR_SUCCESS) return -1;
     return record(a, a->x.offset + *bytes, a->h);
 }
@@ -309,7 +367,7 @@ static int catch_up(appending *a, int now)
         rc->committed = d->bytes;
         d->recorded = t;
     }
-    else if (t - d->recorded >= COMMIT_EVERY) {
+    else if (t - d->recorded >= a->mode.checkpoint) {
         if ((rc->disk_rv = gmcp_spool_checkpoint(a->body.w)) != APR_SUCCESS || renew(a)) return -1;
         d->recorded = t;
     }
@@ -325,7 +383,9 @@ static int read_body(appending *a, apr_bucket_brigade *bb, int *pauses)
     apr_status_t rv =
         ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES, APR_NONBLOCK_READ, 65536);
     if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb))) {
-        gmcp_spool_settle(a->body.w);
+        /* Synced: the disk catches up while the client pauses. Interval: a pause is no
+         * reason to sync (the policy's time is). */
+        if (!a->mode.interval) gmcp_spool_settle(a->body.w);
         (*pauses)++;
         if (gmcp_body_may_record(&a->body) && catch_up(a, 1)) {
             a->rc.io_error = 1;
@@ -414,6 +474,15 @@ static void receive(appending *a)
                   a->x.id, a->rc.got, pauses, a->rc.committed);
 }
 
+static void mode_of(durability_mode *m, const gmcp_dir_conf *dc)
+{
+    apr_int64_t lag, secs;
+    m->interval = gmcp_conf_upload_interval(dc, &lag, &secs);
+    m->policy = m->interval ? gmcp_spool_interval(lag, apr_time_from_sec(secs)) : GMCP_SPOOL_SYNCED;
+    m->within = m->interval ? apr_time_from_sec(secs) : 0;
+    m->checkpoint = m->interval && m->within < COMMIT_EVERY ? m->within : COMMIT_EVERY;
+}
+
 /* 1. What the request asks: its checksum (400 when malformed), and the room left for
  * its body (with the length deferred, also what the caller's spool quota leaves). */
 static int append_prepare(appending *a, up_req *u, const gmcp_upload *x, int creating)
@@ -444,6 +513,7 @@ static int append_prepare(appending *a, up_req *u, const gmcp_upload *x, int cre
     }
     a->room = gmcp_upload_room(x->length, x->offset, gmcp_conf_upload_max(u->dc),
                                u->dc->upload_quota, used);
+    mode_of(&a->mode, u->dc);
     a->path = gmcp_upload_spool_path(r->pool, u->dir, x->id);
     return OK;
 }
@@ -524,7 +594,11 @@ static int append_open(appending *a)
         a->rc.disk_rv = APR_EINCOMPLETE; /* the spool file is shorter than the offset */
         return -1;
     }
-    if (gmcp_spool_open(&w, r->pool, a->f, a->h) != APR_SUCCESS) {
+    /* The durable point before this request adds one: the row's own. */
+    a->d.base = a->x.durable_offset >= 0 ? a->x.durable_offset : a->x.offset;
+    a->d.base_state =
+        a->x.durable_offset >= 0 ? a->x.durable_state : gmcp_sha256_save(r->pool, a->h);
+    if (gmcp_spool_open(&w, r->pool, a->f, a->h, a->mode.policy) != APR_SUCCESS) {
         a->failed = 1;
         return -1;
     }

@@ -186,6 +186,11 @@ def test_a_directive_given_twice_takes_its_last_value(tmp):
     ("GeminiMCPChatIdleTimeout 0", "GeminiMCPChatIdleTimeout"),
     ("GeminiMCPBreakerThreshold 0", "GeminiMCPBreakerThreshold"),
     ("GeminiMCPBreakerCooldown forever", "GeminiMCPBreakerCooldown"),
+    ("GeminiMCPUploadDurability sometimes", "GeminiMCPUploadDurability"),
+    ("GeminiMCPUploadDurability synced 64M", "GeminiMCPUploadDurability"),
+    ("GeminiMCPUploadDurability interval 1M", "GeminiMCPUploadDurability"),
+    ("GeminiMCPUploadDurability interval 64M 0", "GeminiMCPUploadDurability"),
+    ("GeminiMCPUploadDurability interval 64M 61", "GeminiMCPUploadDurability"),
 ])
 def test_configtest_rejects_bad_values(tmp, line, name):
     conf = configtest_conf(tmp, BUILD, line)

@@ -240,25 +240,52 @@ def test_expired_upload_is_gone(start, db):
     assert r.status_code == 410 and "expired" in r.text
 
 
+class Restartable:
+    """A server whose spool and database outlive it: kill() SIGKILLs every httpd process
+    of it (nothing runs its cleanups), restart() starts it again on the same port."""
+
+    def __init__(self, start, db, request, *args):
+        # Kept across both instances; reachable by the httpd user (tmp_path is not).
+        self.data_dir = tempfile.mkdtemp(prefix="gmcp-kill-")
+        os.chmod(self.data_dir, 0o755)
+        request.addfinalizer(lambda: shutil.rmtree(self.data_dir, ignore_errors=True))
+        dbargs = []
+        if db == "pgsql":   # one database that outlives the first instance
+            from harness import dsn_with_db, psql
+            base = request.getfixturevalue("pg_dsn")
+            name = "gmcp_kill_" + os.urandom(4).hex()
+            psql(dsn_with_db(base, "postgres"), f'CREATE DATABASE "{name}"')
+            request.addfinalizer(lambda: psql(dsn_with_db(base, "postgres"),
+                                              f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            dbargs = ["--pg-dsn", dsn_with_db(base, name)]
+        self.start, self.db = start, db
+        self.args = ["--auth", "apikey", "--data-dir", self.data_dir, *dbargs, *args]
+        self.s = start(db, *self.args)
+        self.key = self.s.info["api_key"]
+
+    def kill(self):
+        pids = [int(p) for p in subprocess.run(["pgrep", "-f", self.s.info["conf"]],
+                                               capture_output=True, text=True).stdout.split()]
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        self.s.proc.wait(30)
+
+    def restart(self):
+        port = self.s.base.rsplit(":", 1)[1]
+        self.s = self.start(self.db, *self.args, "--port", port)
+        return self.s
+
+
+INTERVAL = ["--conf", "<Location /uploads>\nGeminiMCPUploadDurability interval 4M 1\n</Location>"]
+
+
+@pytest.mark.parametrize("mode", ["synced", "interval"])
 @pytest.mark.parametrize("db", DBS)
-def test_sigkill_mid_chunk_then_resume(start, db, tmp_path, request):
+def test_sigkill_mid_chunk_then_resume(start, db, mode, tmp_path, request):
     """httpd is killed (SIGKILL) in the middle of a PATCH; after a restart HEAD tells a
-    durable offset and tus-js-client finishes a byte-identical file."""
-    # Kept across both instances; reachable by the httpd user (pytest's tmp_path is not).
-    data_dir = tempfile.mkdtemp(prefix="gmcp-kill-")
-    os.chmod(data_dir, 0o755)
-    request.addfinalizer(lambda: shutil.rmtree(data_dir, ignore_errors=True))
-    dbargs = []
-    if db == "pgsql":   # one database that outlives the first instance
-        from harness import dsn_with_db, psql
-        base = request.getfixturevalue("pg_dsn")
-        name = "gmcp_kill_" + os.urandom(4).hex()
-        psql(dsn_with_db(base, "postgres"), f'CREATE DATABASE "{name}"')
-        request.addfinalizer(lambda: psql(dsn_with_db(base, "postgres"),
-                                          f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        dbargs = ["--pg-dsn", dsn_with_db(base, name)]
-    s = start(db, "--auth", "apikey", "--data-dir", data_dir, *dbargs)
-    key = s.info["api_key"]
+    durable offset and tus-js-client finishes a byte-identical file. In both modes."""
+    rs = Restartable(start, db, request, *(INTERVAL if mode == "interval" else []))
+    s, key = rs.s, rs.key
     path = make_file(tmp_path, 24 * 1024 * 1024)
     data = open(path, "rb").read()
     url = create(s, key, len(data))
@@ -270,25 +297,128 @@ def test_sigkill_mid_chunk_then_resume(start, db, tmp_path, request):
     t = threading.Thread(target=lambda: _swallow(lambda: patch(url, key, 0, body())))
     t.daemon = True
     t.start()
-    time.sleep(2)
-    pids = [int(p) for p in subprocess.run(["pgrep", "-f", s.info["conf"]], capture_output=True,
-                                           text=True).stdout.split()]
-    for p in pids:
-        os.kill(p, signal.SIGKILL)
-    s.proc.wait(30)
-    port = s.base.rsplit(":", 1)[1]
-    s2 = start(db, "--auth", "apikey", "--data-dir", data_dir, "--port", port, *dbargs)
+    time.sleep(2.5)
+    rs.kill()
+    s2 = rs.restart()
     r = requests.head(url, headers=auth(key))
     assert r.status_code == 200
     off = int(r.headers["Upload-Offset"])
-    assert 8 * 1024 * 1024 <= off <= 10 * 1024 * 1024
+    assert (8 if mode == "synced" else 4) * MiB <= off <= 10 * MiB
     with open(spool(s2, url), "rb") as f:
         assert f.read(off) == data[:off]       # what HEAD counts is really on disk
-    # The running SHA-256 was saved with the offset, at the offset.
+    # The running SHA-256 was saved with the offset, at the offset; nothing lags it.
     assert row(s2, url, "sha_state")[0].split(":")[2] == str(off)
+    assert row(s2, url, "durable_offset") == ["-1"]
     out = tus_js(s2, path, key, uploadUrl=url, chunkSize=5 * 1024 * 1024)
     assert out["url"] == url and sha256_file(spool(s2, url)) == sha256_file(path)
     assert row(s2, url, "sha256") == [sha256_file(path)]
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_interval_mode_with_every_client_shape(start, db, tmp_path):
+    """Interval mode through tus-js-client: one request, chunks with
+    creation-with-upload, parallel parts concatenated; each byte-identical, hashed, and
+    durable within the interval's seconds."""
+    s = start(db, "--auth", "apikey", "--conf",
+              "<Location /uploads>\nGeminiMCPUploadDurability interval 8M 1\n</Location>")
+    key = s.info["api_key"]
+    path = make_file(tmp_path, 9 * MiB + 3)
+    for opts in ({}, {"chunkSize": 2 * MiB, "uploadDataDuringCreation": True},
+                 {"parallelUploads": 3, "chunkSize": MiB}):
+        out = tus_js(s, path, key, **opts)
+        assert sha256_file(spool(s, out["url"])) == sha256_file(path), opts
+        assert row(s, out["url"], "state, sha256") == ["complete", sha256_file(path)], opts
+        assert _wait_durable(s, out["url"], 5), opts
+
+
+def _wait_durable(s, url, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if row(s, url, "durable_offset") == ["-1"]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_interval_answers_before_the_sync_and_syncs_within_its_seconds(start, db, tmp_path):
+    """Interval mode: the 204 comes once the bytes are written; the row keeps the
+    durable point below the offset, held by this machine, and the child's tail syncer
+    moves it up within the configured seconds."""
+    s = start(db, "--auth", "apikey", "--conf",
+              "<Location /uploads>\nGeminiMCPUploadDurability interval 256M 3\n</Location>")
+    key = s.info["api_key"]
+    data = os.urandom(6 * MiB + 7)
+    url = create(s, key, 2 * len(data))
+    r = patch(url, key, 0, data)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    upload_offset, durable, on = row(s, url, "upload_offset, durable_offset, unsynced_on")
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    assert (upload_offset, durable) == (str(len(data)), "0") and on.endswith(" " + boot)
+    assert requests.head(url, headers=auth(key)).headers["Upload-Offset"] == str(len(data))
+    assert _wait_durable(s, url, 6)
+    # The next PATCH continues at the offset told, then completes.
+    r = patch(url, key, len(data), data)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(2 * len(data))
+    assert row(s, url, "state, sha256") == ["complete", hashlib.sha256(data + data).hexdigest()]
+    assert _wait_durable(s, url, 6)
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_interval_tails_are_synced_when_httpd_stops(start, db, request):
+    """A tail still waiting for its sync (60 s) when httpd stops is synced by the child on
+    its way out: after the stop the row has nothing lagging."""
+    rs = Restartable(start, db, request, "--conf",
+                     "<Location /uploads>\nGeminiMCPUploadDurability interval 256M 60\n</Location>")
+    s, key = rs.s, rs.key
+    data = os.urandom(3 * MiB + 1)
+    url = create(s, key, 4 * MiB)
+    assert patch(url, key, 0, data).status_code == 204
+    assert row(s, url, "durable_offset") == ["0"]
+    s.stop()
+    s = rs.restart()
+    assert row(s, url, "upload_offset, durable_offset") == [str(len(data)), "-1"]
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_interval_after_a_machine_crash_resumes_from_the_durable_point(start, db, tmp_path,
+                                                                        request):
+    """Interval mode, SIGKILL right after a 204 whose tail is not yet synced: the page
+    cache survives a process, so after a restart HEAD still tells the whole offset. A
+    machine restart (simulated: the row's holder becomes an earlier boot of this host,
+    and the spool loses the unsynced bytes) makes HEAD tell the durable point with its
+    hash state, and tus-js-client finishes a byte-identical file."""
+    rs = Restartable(start, db, request, "--conf",
+                     "<Location /uploads>\nGeminiMCPUploadDurability interval 256M 3\n</Location>")
+    s, key = rs.s, rs.key
+    path = make_file(tmp_path, 20 * MiB + 11)
+    data = open(path, "rb").read()
+    url = create(s, key, len(data))
+    assert patch(url, key, 0, data[:8 * MiB]).status_code == 204
+    assert _wait_durable(s, url, 8)             # the first 8 MiB are on disk
+    r = patch(url, key, 8 * MiB, data[8 * MiB:])  # the rest: complete, told so at once
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    rs.kill()                                   # before its tail syncer ran (3 s)
+    s = rs.restart()
+    assert row(s, url, "state, upload_offset, durable_offset") == [
+        "complete", str(len(data)), str(8 * MiB)]
+    assert requests.head(url, headers=auth(key)).headers["Upload-Offset"] == str(len(data))
+    # The machine "restarts": another boot id holds the tail, and it never reached the
+    # disk. (Nothing of this process has it queued: the one that had was killed.)
+    host = row(s, url, "unsynced_on")[0].rsplit(" ", 1)[0]
+    s.sql(f"UPDATE uploads SET unsynced_on = '{host} 00000000-0000-0000-0000-000000000000'")
+    with open(spool(s, url), "r+b") as f:
+        f.seek(8 * MiB)
+        f.write(b"\0" * (4 * MiB))
+        f.truncate(12 * MiB)
+    r = requests.head(url, headers=auth(key))
+    assert r.status_code == 200 and r.headers["Upload-Offset"] == str(8 * MiB)
+    # An upload told complete is not complete after such a crash: it receives again.
+    shown = json.loads(s.gmcpctl_run("--json", "uploads", "show", url.rsplit("/", 1)[1]).stdout)
+    assert shown["state"] == "receiving" and shown["offset"] == 8 * MiB and "sha256" not in shown
+    out = tus_js(s, path, key, uploadUrl=url, chunkSize=5 * MiB)
+    assert out["url"] == url and sha256_file(spool(s, url)) == sha256_file(path)
+    assert row(s, url, "state, sha256") == ["complete", sha256_file(path)]
 
 
 def row(s, url, cols):

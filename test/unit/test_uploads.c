@@ -297,7 +297,7 @@ static void t_spool(apr_pool_t *p)
     for (i = 0; i < total; i++) data[i] = (unsigned char)(i * 31 + (i >> 11));
     CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p)
           == APR_SUCCESS);
-    CHECK(gmcp_spool_open(&w, p, f, h) == APR_SUCCESS && w);
+    CHECK(gmcp_spool_open(&w, p, f, h, GMCP_SPOOL_SYNCED) == APR_SUCCESS && w);
     while (at < total) {
         n = piece < total - at ? piece : total - at;
         CHECK(gmcp_spool_write(w, data + at, n) == APR_SUCCESS);
@@ -323,7 +323,7 @@ static void t_spool(apr_pool_t *p)
     apr_file_close(f);
     /* A file opened for reading only: the write error comes back, nothing hangs. */
     CHECK(apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p) == APR_SUCCESS);
-    CHECK(gmcp_spool_open(&w, p, f, gmcp_sha256_make(p)) == APR_SUCCESS && w);
+    CHECK(gmcp_spool_open(&w, p, f, gmcp_sha256_make(p), GMCP_SPOOL_SYNCED) == APR_SUCCESS && w);
     CHECK(gmcp_spool_write(w, data, 3 * GMCP_SPOOL_BUFFER) != APR_SUCCESS
           || gmcp_spool_finish(w, &all) != APR_SUCCESS);
     gmcp_spool_close(w);
@@ -351,7 +351,8 @@ static void t_spool_abandoned(apr_pool_t *p)
         CHECK(
             apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY, 0, req)
             == APR_SUCCESS);
-        CHECK(gmcp_spool_open(&w, req, f, gmcp_sha256_make(req)) == APR_SUCCESS && w);
+        CHECK(gmcp_spool_open(&w, req, f, gmcp_sha256_make(req), GMCP_SPOOL_SYNCED) == APR_SUCCESS
+              && w);
         for (j = 0; j < 1 + i % 4; j++) {
             CHECK(gmcp_spool_write(w, data, sizeof(data) - (apr_size_t)j) == APR_SUCCESS);
             apr_pool_create(&sub, req);
@@ -363,6 +364,94 @@ static void t_spool_abandoned(apr_pool_t *p)
         apr_pool_destroy(req); /* no close: the cleanup joins the threads */
     }
     apr_file_remove(path, p);
+}
+
+/* Interval policy: reception runs ahead of the disk by at most the lag bound, and
+ * finish_written ends without making the tail durable; what is durable is a prefix
+ * whose hash state matches it. */
+static void t_spool_interval(apr_pool_t *p)
+{
+    char path[] = "/tmp/gmcp-spool-interval-XXXXXX";
+    int fd = mkstemp(path);
+    apr_size_t total = 80 * GMCP_SPOOL_BUFFER + 99, at = 0;
+    unsigned char *data = apr_palloc(p, total);
+    apr_int64_t durable = 0, all = -1, lag = 32 * GMCP_SPOOL_BUFFER;
+    apr_file_t *f;
+    gmcp_sha256 *h = gmcp_sha256_make(p), *state = gmcp_sha256_make(p), *want;
+    gmcp_spool_writer *w;
+    gmcp_spool_policy pol = gmcp_spool_interval(lag, apr_time_from_sec(3600));
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(pol.max_lag == lag && pol.gap == lag / 4);
+    CHECK(gmcp_spool_interval(1, 0).max_lag == GMCP_SPOOL_SYNC_GAP);
+    memset(data, 'i', total);
+    CHECK(apr_file_open(&f, path, APR_FOPEN_WRITE | APR_FOPEN_BINARY, 0, p) == APR_SUCCESS);
+    CHECK(gmcp_spool_open(&w, p, f, h, pol) == APR_SUCCESS && w);
+    while (at < total) {
+        apr_size_t n = total - at < 65536 ? total - at : 65536;
+        CHECK(gmcp_spool_write(w, data + at, n) == APR_SUCCESS);
+        at += n;
+        /* A bound the writer keeps: at most the lag, plus the buffer being written and
+         * the one filling, plus the one retired after the wait. */
+        gmcp_spool_durable(w, &durable, state);
+        CHECK((apr_int64_t)at - durable <= lag + 3 * GMCP_SPOOL_BUFFER);
+    }
+    CHECK(gmcp_spool_finish_written(w, &all) == APR_SUCCESS && all == (apr_int64_t)total);
+    gmcp_spool_durable(w, &durable, state);
+    CHECK(durable > 0 && durable <= all && gmcp_sha256_bytes(state) == durable);
+    want = gmcp_sha256_make(p);
+    gmcp_sha256_update(want, data, (apr_size_t)durable);
+    CHECK(!strcmp(gmcp_sha256_result(p, state), gmcp_sha256_result(p, want)));
+    gmcp_spool_close(w);
+    CHECK(gmcp_sha256_bytes(h) == (apr_int64_t)total);
+    apr_file_close(f);
+    apr_file_remove(path, p);
+}
+
+/* A tail written but not synced counts while its machine runs; after that machine
+ * restarted (or its sync failed, or another host sees it too old) the upload is read
+ * at its durable point, a complete one receiving again. */
+static void t_tail_lost(apr_pool_t *p)
+{
+    gmcp_upload u;
+    apr_int64_t now = 100000;
+    (void)p;
+    make_row(&u, "TTTTTTTTTTTTTTTTTTTTT1", "key:1", "", GMCP_UPLOAD_COMPLETE, 1000);
+    u.sha256 = "abc";
+    u.sha_state = "final";
+    u.durable_offset = 600;
+    u.durable_state = "at600";
+    u.unsynced_at = now - 5;
+    gmcp_upload_tail_lost(&u, GMCP_MACHINE_SAME, now);
+    CHECK(u.offset == 1000 && !u.rewound && !strcmp(u.state, GMCP_UPLOAD_COMPLETE));
+    gmcp_upload_tail_lost(&u, GMCP_MACHINE_OTHER, now);
+    CHECK(u.offset == 1000 && !u.rewound);
+    u.unsynced_at = now - GMCP_UPLOAD_TAIL_TRUST - 1;
+    gmcp_upload_tail_lost(&u, GMCP_MACHINE_OTHER, now);
+    CHECK(u.offset == 600 && u.rewound && !strcmp(u.sha_state, "at600"));
+    CHECK(!strcmp(u.state, GMCP_UPLOAD_RECEIVING) && !*u.sha256 && u.durable_offset == -1);
+    make_row(&u, "TTTTTTTTTTTTTTTTTTTTT2", "key:1", "", GMCP_UPLOAD_RECEIVING, 1000);
+    u.offset = 700;
+    u.durable_offset = 0;
+    u.durable_state = "";
+    u.unsynced_at = now;
+    gmcp_upload_tail_lost(&u, GMCP_MACHINE_RESTARTED, now);
+    CHECK(u.offset == 0 && u.rewound);
+    /* Nothing lagging: nothing to lose, whoever looks. */
+    make_row(&u, "TTTTTTTTTTTTTTTTTTTTT3", "key:1", "", GMCP_UPLOAD_RECEIVING, 1000);
+    u.offset = 700;
+    u.durable_offset = -1;
+    gmcp_upload_tail_lost(&u, GMCP_MACHINE_RESTARTED, now);
+    CHECK(u.offset == 700 && !u.rewound);
+    /* The machine id: this one is the same, another boot of this host restarted. */
+    CHECK(gmcp_machine_check(p, gmcp_machine_id(p)) == GMCP_MACHINE_SAME);
+    {
+        const char *me = gmcp_machine_id(p), *sp = strchr(me, ' ');
+        const char *other = apr_pstrcat(p, apr_pstrndup(p, me, (apr_size_t)(sp - me)), " x", NULL);
+        CHECK(gmcp_machine_check(p, other) == GMCP_MACHINE_RESTARTED);
+        CHECK(gmcp_machine_check(p, "no-such-host.invalid b") == GMCP_MACHINE_OTHER);
+        CHECK(gmcp_machine_check(p, "!sync failed") == GMCP_MACHINE_OTHER);
+    }
 }
 
 /* The lease for a PATCH: taken on the row as checked, refused while held, given back at
@@ -516,7 +605,8 @@ static gmcp_spool_writer *body_on(apr_pool_t *p, const char *path, gmcp_upload_b
     x.filetype = filetype;
     if (offset) write_file(p, path, apr_pcalloc(p, (apr_size_t)offset), (apr_size_t)offset);
     if (gmcp_upload_spool_continue(p, path, offset, 1, &f, &lost) != APR_SUCCESS) return NULL;
-    if (gmcp_spool_open(&w, p, f, gmcp_sha256_make(p)) != APR_SUCCESS) return NULL;
+    if (gmcp_spool_open(&w, p, f, gmcp_sha256_make(p), GMCP_SPOOL_SYNCED) != APR_SUCCESS)
+        return NULL;
     gmcp_body_start(b, p, &x, room, algo, w, rc);
     return w;
 }
@@ -849,6 +939,8 @@ static void t_progress(apr_pool_t *p)
 UNIT_MAIN("uploads", {
     RUN(t_spool);
     RUN(t_spool_abandoned);
+    RUN(t_spool_interval);
+    RUN(t_tail_lost);
     RUN(t_sniff);
     RUN(t_sha_state);
     RUN(t_metadata);
