@@ -85,6 +85,11 @@ static void sync_tail(const tail *t)
     apr_status_t rv;
     if (apr_pool_create(&p, NULL) != APR_SUCCESS) return;
     rv = apr_file_open(&f, t->path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p);
+    if (APR_STATUS_IS_ENOENT(rv)) {
+        /* Removed meanwhile (terminated, expired, a part concatenated): nothing to keep. */
+        apr_pool_destroy(p);
+        return;
+    }
     if (rv == APR_SUCCESS) {
         rv = apr_file_datasync(f);
         apr_file_close(f);

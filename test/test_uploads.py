@@ -362,6 +362,13 @@ def test_interval_answers_before_the_sync_and_syncs_within_its_seconds(start, db
     assert r.status_code == 204 and r.headers["Upload-Offset"] == str(2 * len(data))
     assert row(s, url, "state, sha256") == ["complete", hashlib.sha256(data + data).hexdigest()]
     assert _wait_durable(s, url, 6)
+    # A tail whose upload is gone before its sync (terminated here) is simply dropped.
+    s.new_log_lines()
+    url2 = create(s, key, 2 * len(data))
+    assert patch(url2, key, 0, data).status_code == 204
+    assert requests.delete(url2, headers=auth(key)).status_code == 204
+    time.sleep(3.5)
+    assert not [l for l in s.new_log_lines() if "GMCP017" in l]
 
 
 @pytest.mark.parametrize("db", DBS)
