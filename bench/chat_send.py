@@ -3,16 +3,12 @@
 
   bench/chat_send.py [--samples N] [--histories 0,10,100] [--db sqlite|pgsql]
 
-For each history length H: a chat session is given H stored messages (and the count of
-them). Each sample first puts the chat back to exactly H messages (SQL), then times two
-sends through httpd (one child: MCP tools/call over HTTP, session lookup, lease, history,
-Gemini request built, answer stored in one statement):
-- "read": the first, whose history this process has no copy of (the chat changed
-  behind its back), so it is read from the database; baseline: the same generateContent
-  request with H + 1 contents sent straight to test/fake-gemini, which answers at once;
-- "copy": the next one, which takes the history from the process's copy (as a chat
-  continued on the same child does); baseline: the direct request with H + 3 contents.
-Overhead = p50(through MCP) - p50(direct). Prints a Markdown table.
+For each history length H: a chat session is given H stored messages, then N sends are
+timed through httpd (MCP tools/call over HTTP, session lookup, lease, history loaded from
+SQL, Gemini request built, answer stored in one transaction); after each send its two
+new messages are removed again so every sample sees exactly H. The baseline is the same
+generateContent request (H + 1 contents) sent straight to test/fake-gemini, which answers
+at once. Overhead = p50(through MCP) - p50(direct). Prints a Markdown table.
 """
 import argparse
 import json
@@ -44,7 +40,7 @@ def main():
     ap.add_argument("--db", default="sqlite")
     args = ap.parse_args()
     srv = subprocess.Popen([os.path.join(ROOT, "test", "start-server"), "--fake-gemini",
-                            "--db", args.db, "--log-level", "warn", "--workers", "1"],
+                            "--db", args.db, "--log-level", "warn"],
                            stdout=subprocess.PIPE, text=True)
     info = json.loads(srv.stdout.readline())
     http = requests.Session()
@@ -78,42 +74,26 @@ def main():
             if values:
                 sql(info, args.db, "INSERT INTO chat_messages (session_id, seq, role, parts, "
                     "text, created) VALUES " + ", ".join(values))
-            reset = (f"DELETE FROM chat_messages WHERE session_id = '{chat}' AND seq > {hist}; "
-                     f"UPDATE chat_sessions SET message_count = {hist} WHERE id = '{chat}'")
+            via, direct = [], []
+            body = {"contents": contents + [{"role": "user", "parts": [{"text": "next"}]}]}
             url = (f"{info['gemini']}/v1beta/models/gemini-2.5-flash:generateContent")
             gh = {"x-goog-api-key": "fake-gemini-key", "Content-Type": "application/json"}
-            nxt = {"role": "user", "parts": [{"text": "next"}]}
-            t = {k: [] for k in ("read", "copy", "direct_read", "direct_copy")}
-
-            def timed(key, fn):
-                t0 = time.perf_counter()
-                out = fn()
-                t[key].append(time.perf_counter() - t0)
-                return out
             for _ in range(args.samples):
-                sql(info, args.db, reset)
-                body = json.dumps({"contents": contents + [nxt]})
-                timed("direct_read", lambda: http.post(url, headers=gh, data=body).json())
-                res = timed("read", lambda: tool("gemini_chat_send",
-                                                 {"session_id": chat, "message": "next"}))
-                reply = {"role": "model", "parts": [{"text": res["content"][0]["text"]}]}
-                body = json.dumps({"contents": contents + [nxt, reply, nxt]})
-                timed("direct_copy", lambda: http.post(url, headers=gh, data=body).json())
-                timed("copy", lambda: tool("gemini_chat_send",
-                                           {"session_id": chat, "message": "next"}))
-            med = {k: statistics.median(v) * 1000 for k, v in t.items()}
-            p99 = {k: sorted(v)[int(len(v) * 0.99) - 1] * 1000 for k, v in t.items()}
-            rows.append((hist, med, p99))
-        print(f"\n{args.samples} samples per row, {args.db}\n")
-        print("| history | read: direct p50 ms | read: via MCP p50 ms | read: overhead p50 ms "
-              "| copy: direct p50 ms | copy: via MCP p50 ms | copy: overhead p50 ms "
-              "| via MCP p99 ms (read, copy) |")
-        print("|---|---|---|---|---|---|---|---|")
-        for hist, m, q in rows:
-            print(f"| {hist} | {m['direct_read']:.2f} | {m['read']:.2f} | "
-                  f"{m['read'] - m['direct_read']:.2f} | {m['direct_copy']:.2f} | "
-                  f"{m['copy']:.2f} | {m['copy'] - m['direct_copy']:.2f} | "
-                  f"{q['read']:.1f}, {q['copy']:.1f} |")
+                t0 = time.perf_counter()
+                http.post(url, headers=gh, data=json.dumps(body)).json()
+                direct.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                tool("gemini_chat_send", {"session_id": chat, "message": "next"})
+                via.append(time.perf_counter() - t0)
+                sql(info, args.db, f"DELETE FROM chat_messages WHERE session_id = '{chat}' "
+                    f"AND seq > {hist}")
+            rows.append((hist, statistics.median(direct) * 1000, statistics.median(via) * 1000,
+                         sorted(via)[int(len(via) * 0.99) - 1] * 1000))
+        print(f"\n{args.samples} sends per row, {args.db}\n")
+        print("| history | direct to fake p50 ms | via MCP p50 ms | overhead p50 ms | via MCP p99 ms |")
+        print("|---|---|---|---|---|")
+        for hist, d, v, v99 in rows:
+            print(f"| {hist} | {d:.2f} | {v:.2f} | {v - d:.2f} | {v99:.2f} |")
     finally:
         srv.send_signal(signal.SIGTERM)
         srv.wait()

@@ -14,8 +14,8 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
-#define GMCP_CHAT_CACHE_SLOTS 32
-#define GMCP_CHAT_CACHE_MAX_BYTES (128 * 1024)
+#define GMCP_CHAT_CACHE_SLOTS 64
+#define GMCP_CHAT_CACHE_MAX_BYTES (256 * 1024)
 
 typedef struct gmcp_chat_cache gmcp_chat_cache;
 
