@@ -2,7 +2,6 @@
  * process of any node continues any session and a restart loses nothing. */
 #include "gmcp_tools_gemini.h"
 #include "gmcp_chat.h"
-#include "gmcp_chat_cache.h"
 #include "gmcp_lease.h"
 #include "gmcp_jsonrpc.h"
 #include "gmcp_store.h"
@@ -13,13 +12,6 @@
 
 #define HISTORY_MAX 10000 /* messages sent back to Gemini per turn, at most */
 #define LOCK_POLL apr_time_from_msec(50)
-
-static gmcp_chat_cache *g_histories;
-
-void gmcp_tools_chat_child_init(apr_pool_t *pchild)
-{
-    g_histories = gmcp_chat_cache_create(pchild);
-}
 
 static json_t *not_found(gmcp_call *c, const char *id)
 {
@@ -107,7 +99,6 @@ static json_t *t_chat_delete(gmcp_call *c, json_t *args, void *baton)
     if (!(db = store(c, &result))) return result;
     rv = gmcp_chat_delete(db, id, c->principal);
     c->ops->db_close(c);
-    gmcp_chat_cache_drop(g_histories, id);
     if (rv == APR_ENOENT) return not_found(c, id);
     if (rv) return db_failed(NULL);
     return gmcp_tool_structured(
@@ -227,14 +218,8 @@ static apr_status_t acquire(gmcp_call *c, const gmcp_gemini_conf *conf, const ch
         if (gmcp_chat_releases_pending()) gmcp_chat_release_pending(db);
         rv = gmcp_chat_lock_get(db, id, c->principal, conf->chat_idle, token, lease, s);
         got = rv == APR_SUCCESS;
-        /* The history: this process's copy when it holds as many messages as the session
-         * counts under our lease (gmcp_chat_cache.h), else from SQL (any process
-         * continues any session). */
-        if (got && !gmcp_chat_cache_get(g_histories, id, s->message_count, c->pool, msgs)) {
-            rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
-            if (rv == APR_SUCCESS && (*msgs)->nelts == s->message_count)
-                gmcp_chat_cache_put(g_histories, id, *msgs);
-        }
+        /* History from SQL on every send: any process continues any session. */
+        if (got) rv = gmcp_chat_messages(db, id, 0, HISTORY_MAX, msgs);
         c->ops->db_close(c);
         if (rv == APR_ENOENT) {
             *result = not_found(c, id);
@@ -393,23 +378,6 @@ static void turn_messages(chat_turn *t, gmcp_chat_message *um, gmcp_chat_message
     mm->created = um->created;
 }
 
-/* After the turn was stored (rv APR_SUCCESS) the copy of the history gets its two
- * messages; after any other outcome (the session gone, or a store whose result is not
- * known) it goes, and the next send reads the database. */
-static void remember_turn(chat_turn *t, apr_status_t rv, const gmcp_chat_message *um,
-                          const gmcp_chat_message *mm)
-{
-    apr_array_header_t *all;
-    if (rv != APR_SUCCESS || t->msgs->nelts != t->s.message_count) {
-        gmcp_chat_cache_drop(g_histories, t->id);
-        return;
-    }
-    all = apr_array_copy(t->c->pool, t->msgs);
-    *(gmcp_chat_message *)apr_array_push(all) = *um;
-    *(gmcp_chat_message *)apr_array_push(all) = *mm;
-    gmcp_chat_cache_put(g_histories, t->id, all);
-}
-
 /* Step 5: both messages of the turn in one statement, by the lease holder only
  * (APR_ENOENT when the session went meanwhile, GMCP_EDB). */
 static apr_status_t turn_stored(chat_turn *t)
@@ -426,7 +394,6 @@ static apr_status_t turn_stored(chat_turn *t)
     }
     rv = gmcp_chat_append_turn(db, &t->s, t->token, &um, &mm);
     t->c->ops->db_close(t->c);
-    remember_turn(t, rv, &um, &mm);
     if (rv) {
         json_decref(t->result);
         t->result = rv == APR_ENOENT

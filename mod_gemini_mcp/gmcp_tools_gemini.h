@@ -22,10 +22,6 @@ typedef struct {
     apr_int64_t files_chunk;  /* relay chunk size (0: 8 MiB, as the SDKs) */
 } gmcp_gemini_conf;
 
-/* This process's copy of chat histories (gmcp_chat_cache.h), made at child start; the
- * chat tools read every history from the database without it. */
-void gmcp_tools_chat_child_init(apr_pool_t *pchild);
-
 /* The provider ("gemini"): gemini_generate, gemini_count_tokens, gemini_embed,
  * gemini_list_models. `conf` must outlive it. */
 const gmcp_provider *gmcp_gemini_provider(apr_pool_t *p, const gmcp_gemini_conf *conf);

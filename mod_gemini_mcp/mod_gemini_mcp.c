@@ -182,7 +182,6 @@ static void gmcp_child_init(apr_pool_t *p, server_rec *s)
     gmcp_access_child_init(p, s);
     gmcp_mcp_child_init(p);
     gmcp_tailsync_child_init(p, s);
-    gmcp_tools_chat_child_init(p);
     if (gmcp_http_child_init(p) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      GMCP_LOGNO(0107) "gemini_mcp: cannot create the per-thread HTTP client key");

@@ -3,7 +3,6 @@
 #include "unit.h"
 #include "unit_db.h"
 #include "gmcp_chat.h"
-#include "gmcp_chat_cache.h"
 #include "gmcp_db.h"
 #include "gmcp_migrate.h"
 #include "gmcp_store.h"
@@ -156,66 +155,9 @@ static void t_delete_and_sweep(apr_pool_t *p)
     unit_remove_db(p, dir, "c.db");
 }
 
-/* The history copy: served only for the exact count it holds, strings and numbers as
- * put; a history past the size bound is not kept (and the older copy goes); drop
- * forgets; ids sharing a slot replace each other and none is served wrongly. */
-static void t_history_cache(apr_pool_t *p)
-{
-    gmcp_chat_cache *c = gmcp_chat_cache_create(p);
-    apr_array_header_t *msgs = apr_array_make(p, 4, sizeof(gmcp_chat_message)), *out = NULL;
-    gmcp_chat_message *m;
-    char *big;
-    int i;
-    CHECK(c != NULL);
-    CHECK(!gmcp_chat_cache_get(NULL, "x", 0, p, &out)); /* no cache: always a miss */
-    for (i = 0; i < 3; i++) {
-        m = apr_array_push(msgs);
-        memset(m, 0, sizeof(*m));
-        m->seq = i + 1;
-        m->role = i % 2 ? "model" : "user";
-        m->parts = apr_psprintf(p, "[{\"text\":\"t%d\"}]", i);
-        m->text = apr_psprintf(p, "t%d", i);
-        m->prompt_tokens = 10 * i;
-        m->output_tokens = 7;
-        m->finish_reason = i % 2 ? "STOP" : NULL;
-        m->model_version = "v1";
-        m->created = 1000 + i;
-    }
-    gmcp_chat_cache_put(c, "chat-a", msgs);
-    CHECK(!gmcp_chat_cache_get(c, "chat-a", 2, p, &out));
-    CHECK(!gmcp_chat_cache_get(c, "chat-b", 3, p, &out));
-    CHECK(gmcp_chat_cache_get(c, "chat-a", 3, p, &out) && out->nelts == 3);
-    m = &APR_ARRAY_IDX(out, 2, gmcp_chat_message);
-    CHECK(m->seq == 3 && !strcmp(m->role, "user") && !strcmp(m->parts, "[{\"text\":\"t2\"}]"));
-    CHECK(!strcmp(m->text, "t2") && m->prompt_tokens == 20 && m->output_tokens == 7);
-    CHECK(!strcmp(m->finish_reason, "") && !strcmp(m->model_version, "v1") && m->created == 1002);
-    CHECK(!strcmp(APR_ARRAY_IDX(out, 1, gmcp_chat_message).finish_reason, "STOP"));
-    /* Too big to keep: the older copy goes too (it is no longer the history). */
-    big = apr_palloc(p, GMCP_CHAT_CACHE_MAX_BYTES + 1);
-    memset(big, 'b', GMCP_CHAT_CACHE_MAX_BYTES);
-    big[GMCP_CHAT_CACHE_MAX_BYTES] = '\0';
-    m = apr_array_push(msgs);
-    *m = APR_ARRAY_IDX(msgs, 0, gmcp_chat_message);
-    m->text = big;
-    gmcp_chat_cache_put(c, "chat-a", msgs);
-    CHECK(!gmcp_chat_cache_get(c, "chat-a", 3, p, &out));
-    CHECK(!gmcp_chat_cache_get(c, "chat-a", 4, p, &out));
-    apr_array_pop(msgs);
-    gmcp_chat_cache_put(c, "chat-a", msgs);
-    gmcp_chat_cache_drop(c, "chat-a");
-    CHECK(!gmcp_chat_cache_get(c, "chat-a", 3, p, &out));
-    gmcp_chat_cache_put(c, "chat-a", msgs);
-    for (i = 0; i < 4 * GMCP_CHAT_CACHE_SLOTS; i++)
-        gmcp_chat_cache_put(c, apr_psprintf(p, "other-%d", i), msgs);
-    for (i = 0; i < 4 * GMCP_CHAT_CACHE_SLOTS; i++)
-        if (gmcp_chat_cache_get(c, apr_psprintf(p, "other-%d", i), 3, p, &out))
-            CHECK(out->nelts == 3 && !strcmp(APR_ARRAY_IDX(out, 0, gmcp_chat_message).text, "t0"));
-}
-
 UNIT_MAIN("chat", {
     RUN(t_setup);
     RUN(t_turns_and_lease);
     RUN(t_exports);
     RUN(t_delete_and_sweep);
-    RUN(t_history_cache);
 })
