@@ -105,6 +105,24 @@ def test_any_process_continues_any_session(c):
     assert len(send_pids()) >= 2
 
 
+def test_every_send_gives_gemini_the_stored_history_exactly(c, fake_gemini):
+    """Whichever child takes a send, each request to Gemini holds exactly the previous
+    request's contents plus the model's stored answer and the new turn, and
+    gemini_chat_history agrees."""
+    chat = start_chat(c)
+    fake_gemini.reset()
+    for i in range(12):
+        send(c, chat, f"h{i}")
+    bodies = [r["body"] for r in fake_gemini.requests()
+              if r["body"] and "enerateContent" in r["path"]]
+    assert len(bodies) == 12
+    hist = tool(c, "gemini_chat_history", {"session_id": chat})["structuredContent"]["messages"]
+    for i in range(1, 12):
+        prev, cur = bodies[i - 1]["contents"], bodies[i]["contents"]
+        model = {"role": "model", "parts": [{"text": hist[2 * i - 1]["text"]}]}
+        assert cur == prev + [model, {"role": "user", "parts": [{"text": f"h{i}"}]}], i
+
+
 def test_concurrent_sends_are_serialised(c, fake_gemini):
     chat = start_chat(c)
     fake_gemini.fault("latency", count=6, ms=150)

@@ -192,7 +192,7 @@ def test_revoked_key_refused_by_every_node_within_1s(pg_dsn):
 
 
 def test_chat_continued_across_nodes(cluster):
-    """Six turns of one chat, each send on whichever node the balancer picks: the history
+    """Nine turns of one chat, each send on whichever node the balancer picks: the history
     is whole and in order (the chat lease and the history live in PostgreSQL)."""
     r = cluster.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS})
     sid = r.headers["Mcp-Session-Id"]
@@ -203,14 +203,16 @@ def test_chat_continued_across_nodes(cluster):
         assert r.status_code == 200, r.text
         res = response_of(r, rid)["result"]
         assert not res.get("isError"), res
-        return res["structuredContent"]
+        return res
 
-    chat = tool("gemini_chat_start", {"title": "across"}, 2)["session_id"]
-    for i in range(6):
-        tool("gemini_chat_send", {"session_id": chat, "message": f"turn {i}"}, 10 + i)
-    hist = tool("gemini_chat_history", {"session_id": chat}, 99)["messages"]
-    assert [m["role"] for m in hist] == ["user", "model"] * 6
-    assert [m["text"] for m in hist[::2]] == [f"turn {i}" for i in range(6)]
+    chat = tool("gemini_chat_start", {"title": "across"}, 2)["structuredContent"]["session_id"]
+    # Whichever node takes a send, Gemini gets the whole history (the reply counts it).
+    for i in range(9):
+        res = tool("gemini_chat_send", {"session_id": chat, "message": f"turn {i}"}, 10 + i)
+        assert f"{2 * i + 1} turn(s); last: turn {i}" in res["content"][0]["text"], res
+    hist = tool("gemini_chat_history", {"session_id": chat}, 99)["structuredContent"]["messages"]
+    assert [m["role"] for m in hist] == ["user", "model"] * 9
+    assert [m["text"] for m in hist[::2]] == [f"turn {i}" for i in range(9)]
 
 
 def test_upload_patched_on_several_nodes_then_relayed(cluster, tmp_path):
