@@ -5,6 +5,7 @@
  * thread copies the list under the mutex and renews outside it: a slot given back in
  * between is simply not found (an UPDATE never brings a row back). */
 #include "mod_gemini_mcp_inflight.h"
+#include "mod_gemini_mcp_child_thread.h"
 #include "mod_gemini_mcp_db.h"
 #include "gmcp_lease.h"
 #include "gmcp_shared_limits.h"
@@ -13,9 +14,6 @@
 #include <http_log.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
-#include <apr_thread_cond.h>
-#include <apr_thread_mutex.h>
-#include <apr_thread_proc.h>
 
 /* How long a slot stays held without renewal, and how often its holder renews it. */
 #define INFLIGHT_TTL 30
@@ -28,11 +26,8 @@ typedef struct held {
     int slot;
 } held;
 
-static apr_thread_mutex_t *g_mu;
-static apr_thread_cond_t *g_cv;
+static gmcp_child_thread g_renewer; /* its mutex guards g_list */
 static held g_list = {&g_list, &g_list, NULL, NULL, 0};
-static int g_stop;
-static apr_thread_t *g_thread;
 static server_rec *g_server;
 
 static apr_status_t give_back(void *data)
@@ -42,10 +37,10 @@ static apr_status_t give_back(void *data)
     ap_dbd_t *dbd;
     gmcp_db db;
     const char *err;
-    apr_thread_mutex_lock(g_mu);
+    apr_thread_mutex_lock(g_renewer.mu);
     h->prev->next = h->next;
     h->next->prev = h->prev;
-    apr_thread_mutex_unlock(g_mu);
+    apr_thread_mutex_unlock(g_renewer.mu);
     if (apr_pool_create(&p, NULL) != APR_SUCCESS) return APR_SUCCESS;
     if (!(dbd = gmcp_db_open_server(g_server, p, &db, &err))
         || gmcp_inflight_release(&db, h->key_id, h->slot, h->holder))
@@ -66,7 +61,7 @@ int gmcp_inflight_enter(request_rec *r, const char *key_id, apr_int64_t max)
     held *h;
     int slot = 0;
     apr_status_t rv;
-    if (!g_mu || !holder || gmcp_dbh_open(dh, &why)) return -1;
+    if (!g_renewer.mu || !holder || gmcp_dbh_open(dh, &why)) return -1;
     rv = gmcp_inflight_acquire(&dh->db, key_id, max, holder, now, now + INFLIGHT_TTL, &slot);
     gmcp_dbh_close(dh);
     if (rv == APR_EBUSY) return 1;
@@ -75,12 +70,12 @@ int gmcp_inflight_enter(request_rec *r, const char *key_id, apr_int64_t max)
     h->key_id = key_id;
     h->holder = holder;
     h->slot = slot;
-    apr_thread_mutex_lock(g_mu);
+    apr_thread_mutex_lock(g_renewer.mu);
     h->next = g_list.next;
     h->prev = &g_list;
     g_list.next->prev = h;
     g_list.next = h;
-    apr_thread_mutex_unlock(g_mu);
+    apr_thread_mutex_unlock(g_renewer.mu);
     apr_pool_cleanup_register(r->pool, h, give_back, apr_pool_cleanup_null);
     apr_pool_userdata_setn(h, USERDATA, NULL, r->pool);
     return 0;
@@ -118,13 +113,13 @@ static void renew_all(apr_pool_t *p, const apr_array_header_t *slots)
 static void *APR_THREAD_FUNC renewer(apr_thread_t *t, void *data)
 {
     (void)data;
-    apr_thread_mutex_lock(g_mu);
-    while (!g_stop) {
+    apr_thread_mutex_lock(g_renewer.mu);
+    while (!g_renewer.stop) {
         apr_pool_t *p;
         apr_array_header_t *slots;
         held *h;
-        apr_thread_cond_timedwait(g_cv, g_mu, RENEW_EVERY);
-        if (g_stop || g_list.next == &g_list) continue;
+        apr_thread_cond_timedwait(g_renewer.cv, g_renewer.mu, RENEW_EVERY);
+        if (g_renewer.stop || g_list.next == &g_list) continue;
         if (apr_pool_create(&p, NULL) != APR_SUCCESS) continue;
         slots = apr_array_make(p, 8, sizeof(held));
         for (h = g_list.next; h != &g_list; h = h->next) {
@@ -133,41 +128,21 @@ static void *APR_THREAD_FUNC renewer(apr_thread_t *t, void *data)
             c->holder = apr_pstrdup(p, h->holder);
             c->slot = h->slot;
         }
-        apr_thread_mutex_unlock(g_mu);
+        apr_thread_mutex_unlock(g_renewer.mu);
         renew_all(p, slots);
         apr_pool_destroy(p);
-        apr_thread_mutex_lock(g_mu);
+        apr_thread_mutex_lock(g_renewer.mu);
     }
-    apr_thread_mutex_unlock(g_mu);
+    apr_thread_mutex_unlock(g_renewer.mu);
     apr_thread_exit(t, APR_SUCCESS);
     return NULL;
-}
-
-/* A pre-cleanup of the child pool: the thread ends before mod_dbd's pool goes. */
-static apr_status_t stop_renewer(void *data)
-{
-    apr_status_t trv;
-    (void)data;
-    apr_thread_mutex_lock(g_mu);
-    g_stop = 1;
-    apr_thread_cond_signal(g_cv);
-    apr_thread_mutex_unlock(g_mu);
-    if (g_thread) apr_thread_join(&trv, g_thread);
-    g_thread = NULL;
-    return APR_SUCCESS;
 }
 
 void gmcp_inflight_child_init(apr_pool_t *pchild, server_rec *s)
 {
     g_server = s;
-    if (apr_thread_mutex_create(&g_mu, APR_THREAD_MUTEX_DEFAULT, pchild) != APR_SUCCESS
-        || apr_thread_cond_create(&g_cv, pchild) != APR_SUCCESS
-        || apr_thread_create(&g_thread, NULL, renewer, NULL, pchild) != APR_SUCCESS) {
-        g_mu = NULL;
+    if (gmcp_child_thread_start(&g_renewer, pchild, renewer) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      GMCP_LOGNO(0162) "gemini_mcp: cannot start the thread that renews in-flight "
                                       "slots: requests of keys with max_inflight get 503");
-        return;
-    }
-    apr_pool_pre_cleanup_register(pchild, NULL, stop_renewer);
 }

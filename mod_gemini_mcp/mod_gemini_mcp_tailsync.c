@@ -6,6 +6,7 @@
  * under the mutex and syncs them outside it, so a PATCH queueing a tail never waits for
  * a disk. */
 #include "mod_gemini_mcp_tailsync.h"
+#include "mod_gemini_mcp_child_thread.h"
 #include "mod_gemini_mcp_config.h"
 #include "mod_gemini_mcp_db.h"
 #include "gmcp_uploads.h"
@@ -13,9 +14,6 @@
 #include <http_log.h>
 #include <apr_file_io.h>
 #include <apr_strings.h>
-#include <apr_thread_cond.h>
-#include <apr_thread_mutex.h>
-#include <apr_thread_proc.h>
 #include <string.h>
 
 #define TAILSYNC_MAX 64
@@ -29,11 +27,8 @@ typedef struct {
     apr_time_t due;
 } tail;
 
-static apr_thread_mutex_t *g_mu;
-static apr_thread_cond_t *g_cv;
-static apr_thread_t *g_thread;
+static gmcp_child_thread g_syncer; /* its mutex guards g_tails */
 static tail g_tails[TAILSYNC_MAX];
-static int g_stop;
 
 /* (locked) Put a tail in the entry of the same upload or the first free one. */
 static int put(server_rec *s, const char *id, const char *path, apr_int64_t offset,
@@ -59,7 +54,7 @@ static int put(server_rec *s, const char *id, const char *path, apr_int64_t offs
     apr_cpystrn(t->state, state, sizeof(t->state));
     t->offset = offset;
     t->due = due;
-    apr_thread_cond_signal(g_cv);
+    apr_thread_cond_signal(g_syncer.cv);
     return 0;
 }
 
@@ -67,10 +62,10 @@ int gmcp_tailsync_later(server_rec *s, const char *id, const char *path, apr_int
                         const char *state, apr_interval_time_t within)
 {
     int rc;
-    if (!g_mu) return -1;
-    apr_thread_mutex_lock(g_mu);
-    rc = g_stop ? -1 : put(s, id, path, offset, state, apr_time_now() + within);
-    apr_thread_mutex_unlock(g_mu);
+    if (!g_syncer.mu) return -1;
+    apr_thread_mutex_lock(g_syncer.mu);
+    rc = g_syncer.stop ? -1 : put(s, id, path, offset, state, apr_time_now() + within);
+    apr_thread_mutex_unlock(g_syncer.mu);
     return rc;
 }
 
@@ -120,7 +115,7 @@ static int take_due(tail *out, apr_time_t now, apr_time_t *next)
     for (i = 0; i < TAILSYNC_MAX; i++) {
         tail *t = &g_tails[i];
         if (!t->s) continue;
-        if (g_stop || t->due <= now) {
+        if (g_syncer.stop || t->due <= now) {
             out[n++] = *t;
             t->s = NULL;
         }
@@ -136,51 +131,31 @@ static void *APR_THREAD_FUNC syncer(apr_thread_t *th, void *data)
     static tail due[TAILSYNC_MAX]; /* this thread's only */
     (void)th;
     (void)data;
-    apr_thread_mutex_lock(g_mu);
+    apr_thread_mutex_lock(g_syncer.mu);
     for (;;) {
         apr_time_t next;
         int i, n = take_due(due, apr_time_now(), &next);
         if (n) {
-            apr_thread_mutex_unlock(g_mu);
+            apr_thread_mutex_unlock(g_syncer.mu);
             for (i = 0; i < n; i++) sync_tail(&due[i]);
-            apr_thread_mutex_lock(g_mu);
+            apr_thread_mutex_lock(g_syncer.mu);
             continue;
         }
-        if (g_stop) break;
+        if (g_syncer.stop) break;
         if (next)
-            apr_thread_cond_timedwait(g_cv, g_mu, next - apr_time_now());
+            apr_thread_cond_timedwait(g_syncer.cv, g_syncer.mu, next - apr_time_now());
         else
-            apr_thread_cond_wait(g_cv, g_mu);
+            apr_thread_cond_wait(g_syncer.cv, g_syncer.mu);
     }
-    apr_thread_mutex_unlock(g_mu);
+    apr_thread_mutex_unlock(g_syncer.mu);
     return NULL;
-}
-
-/* A pre-cleanup of the child pool (before mod_dbd's pool goes): what still waits is
- * synced now, then the thread ends. */
-static apr_status_t stop_syncer(void *data)
-{
-    apr_status_t trv;
-    (void)data;
-    apr_thread_mutex_lock(g_mu);
-    g_stop = 1;
-    apr_thread_cond_signal(g_cv);
-    apr_thread_mutex_unlock(g_mu);
-    if (g_thread) apr_thread_join(&trv, g_thread);
-    g_thread = NULL;
-    return APR_SUCCESS;
 }
 
 void gmcp_tailsync_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    if (apr_thread_mutex_create(&g_mu, APR_THREAD_MUTEX_DEFAULT, pchild) != APR_SUCCESS
-        || apr_thread_cond_create(&g_cv, pchild) != APR_SUCCESS
-        || apr_thread_create(&g_thread, NULL, syncer, NULL, pchild) != APR_SUCCESS) {
-        g_mu = NULL;
+    /* Its end (the child's) syncs what still waits. */
+    if (gmcp_child_thread_start(&g_syncer, pchild, syncer) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      GMCP_LOGNO(0172) "gemini_mcp: cannot start the thread that syncs upload "
                                       "tails: interval-mode PATCHes sync before answering");
-        return;
-    }
-    apr_pool_pre_cleanup_register(pchild, NULL, stop_syncer);
 }

@@ -7,8 +7,8 @@
  * ever counts bytes that were fsync'ed (synced mode) or written and synced within
  * seconds, with the durable point kept beside it (interval mode): a kill at any moment
  * leaves HEAD telling the truth, and the next PATCH cuts away whatever lay past it.
- * One PATCH per upload at a time (a lease row; a second gets 423 Locked). GET reports progress, once or as a
- * stream of server-sent events.
+ * One PATCH per upload at a time (a lease row; a second gets 423 Locked). GET reports
+ * progress, once or as a stream of server-sent events.
  *
  * This file is the httpd side: headers, answers, the request body, the database
  * sections. What needs no request (the body's pieces, the concatenation, the progress
@@ -266,15 +266,22 @@ typedef struct {
     int failed; /* the store failed recording the bytes */
 } appending;
 
-/* Record `offset` (already on disk) with the hash state there, under our lease, which
- * this renews. */
-static int record(appending *a, apr_int64_t offset, const gmcp_sha256 *state)
+/* Record `offset` with the hash state there, under our lease, which this renews: every
+ * byte below it on disk (durable < 0), or on disk up to `durable` (whose hash state is
+ * durable_state) and only written past it. */
+static int record(appending *a, apr_int64_t offset, const gmcp_sha256 *state, apr_int64_t durable,
+                  const char *durable_state)
 {
     up_req *u = a->u;
+    const char *saved;
     apr_status_t rv;
     if (db_scratch(u)) return -1;
-    rv = gmcp_upload_advance(&u->dbh->db, a->x.id, a->token, offset, a->x.length,
-                             expiry_from_now(u), gmcp_sha256_save(u->dbh->db.pool, state));
+    saved = gmcp_sha256_save(u->dbh->db.pool, state);
+    rv = durable < 0
+        ? gmcp_upload_advance(&u->dbh->db, a->x.id, a->token, offset, a->x.length,
+                              expiry_from_now(u), saved)
+        : gmcp_upload_advance_unsynced(&u->dbh->db, a->x.id, a->token, offset, a->x.length,
+                                       expiry_from_now(u), saved, durable, durable_state);
     if (rv == APR_SUCCESS) rv = gmcp_upload_lock(&u->dbh->db, a->x.id, a->token, LEASE_SECONDS);
     gmcp_dbh_close(u->dbh);
     /* Recorded, and the lease renewed: both, or this request no longer writes. */
@@ -291,24 +298,6 @@ static int renew(appending *a)
     return rv == APR_SUCCESS ? 0 : -1;
 }
 
-/* Record `offset` (written) with the hash state there, and the durable point below it,
- * under our lease, which this renews. */
-static int record_unsynced(appending *a, apr_int64_t offset, apr_int64_t durable,
-                           const char *durable_state)
-{
-    up_req *u = a->u;
-    apr_pool_t *p;
-    apr_status_t rv;
-    if (db_scratch(u)) return -1;
-    p = u->dbh->db.pool;
-    rv = gmcp_upload_advance_unsynced(&u->dbh->db, a->x.id, a->token, offset, a->x.length,
-                                      expiry_from_now(u), gmcp_sha256_save(p, a->h), durable,
-                                      durable_state);
-    if (rv == APR_SUCCESS) rv = gmcp_upload_lock(&u->dbh->db, a->x.id, a->token, LEASE_SECONDS);
-    gmcp_dbh_close(u->dbh);
-    return rv == APR_SUCCESS ? 0 : -1;
-}
-
 /* Interval mode: everything received is written and hashed; what the syncer did not
  * reach yet is recorded as not yet durable and left to the child's tail syncer (or,
  * when that cannot take it, synced here). */
@@ -320,16 +309,16 @@ static int commit_written(appending *a, apr_int64_t *bytes)
     if ((a->rc.disk_rv = gmcp_spool_finish_written(a->body.w, bytes)) != APR_SUCCESS) return -1;
     if (gmcp_spool_durable(a->body.w, &b, d->state)) d->bytes = b;
     end = a->x.offset + *bytes;
-    if (d->bytes == *bytes && d->bytes > 0) return record(a, end, a->h);
+    if (d->bytes == *bytes && d->bytes > 0) return record(a, end, a->h, -1, NULL);
     durable = d->bytes > 0 ? a->x.offset + d->bytes : d->base;
     dstate = d->bytes > 0 ? gmcp_sha256_save(a->u->r->pool, d->state) : d->base_state;
-    if (record_unsynced(a, end, durable, dstate)) return -1;
+    if (record(a, end, a->h, durable, dstate)) return -1;
     if (gmcp_tailsync_later(a->u->r->server, a->x.id, a->path, end,
                             gmcp_sha256_save(a->u->r->pool, a->h), a->mode.within)
         == 0)
         return 0;
     if ((a->rc.disk_rv = apr_file_datasync(a->f)) != APR_SUCCESS) return -1;
-    return record(a, end, a->h);
+    return record(a, end, a->h, -1, NULL);
 }
 
 /* Everything received is written, hashed and on disk (synced mode) or written and
@@ -338,7 +327,7 @@ static int commit(appending *a, apr_int64_t *bytes)
 {
     if (a->mode.interval) return commit_written(a, bytes);
     if ((a->rc.disk_rv = gmcp_spool_finish(a->body.w, bytes)) != APR_SUCCESS) return -1;
-    return record(a, a->x.offset + *bytes, a->h);
+    return record(a, a->x.offset + *bytes, a->h, -1, NULL);
 }
 
 /* Bytes seen so far, for the progress stream (advisory; failures only logged). */
@@ -363,7 +352,7 @@ static int catch_up(appending *a, int now)
     if (gmcp_spool_durable(a->body.w, &bytes, d->state)) d->bytes = bytes;
     if (d->bytes > rc->committed
         && (now || d->bytes - rc->committed >= COMMIT_BYTES || t - d->recorded >= COMMIT_EVERY)) {
-        if (record(a, a->x.offset + d->bytes, d->state)) return -1;
+        if (record(a, a->x.offset + d->bytes, d->state, -1, NULL)) return -1;
         rc->committed = d->bytes;
         d->recorded = t;
     }
