@@ -255,6 +255,44 @@ def test_no_path_keeps_a_database_connection(server):
         still_serves(server)
 
 
+@pytest.mark.parametrize("db", DBS)
+def test_interval_patches_keep_no_connection(start, db):
+    """GeminiMCPUploadDurability interval: PATCHes that leave a tail to the child's
+    syncer (1 s), complete one, or are refused by their checksum, each more than DBDMax
+    times per child; the tails' background syncs take connections too. The server
+    still answers, and every tail ends up durable."""
+    s = start(db, "--auth", "apikey", "--conf",
+              "<Location /uploads>\nGeminiMCPUploadDurability interval 8M 1\n</Location>")
+    s.key = s.info["api_key"]
+    urls = []
+
+    def tail_left():
+        url = create(s, 10)
+        urls.append(url)
+        return patch(s, url, 0, b"hello")
+
+    def completing():
+        url = create(s, 5)
+        urls.append(url)
+        return patch(s, url, 0, b"hello")
+
+    def mismatch():
+        url = create(s, 4)
+        return patch(s, url, 0, b"data", **{"Upload-Checksum": "sha256 " + base64.b64encode(
+            hashlib.sha256(b"other").digest()).decode()})
+    for name, want, fn in [("PATCH leaving a tail", 204, tail_left),
+                           ("PATCH completing", 204, completing),
+                           ("PATCH checksum mismatch", 460, mismatch)]:
+        for _ in range(REPEAT):
+            r = fn()
+            assert r.status_code == want, (name, r.status_code, r.text[:300])
+        still_serves(s)
+    time.sleep(2.5)
+    lagging = s.sql("SELECT COUNT(*) FROM uploads WHERE durable_offset >= 0")
+    assert lagging == ["0"], lagging
+    still_serves(s)
+
+
 # ---- 2. PATCHes that end early, in a loop --------------------------------------------------
 
 def aborted_patch(s, url, offset):
