@@ -6,6 +6,9 @@
 #include <apr_thread_proc.h>
 #include <string.h>
 
+/* How soon a due timed sync looks again while a job is under way. */
+#define GMCP_SPOOL_RECHECK apr_time_from_msec(10)
+
 struct gmcp_spool_writer {
     apr_pool_t *pool;  /* unmanaged: the threads and their buffers */
     apr_pool_t *owner; /* the caller's pool, whose cleanup closes */
@@ -52,11 +55,13 @@ static void start_sync(gmcp_spool_writer *w)
 }
 
 /* (locked) Start a sync when the syncer is free and the policy says one is due: enough
- * written since the last durable point, or (interval) long enough since it. */
+ * written since the last durable point, or (interval) long enough since it. Never while
+ * a job is under way: the hasher updates h outside the lock, so only between jobs do h
+ * and `written` describe the same bytes. */
 static void maybe_sync(gmcp_spool_writer *w)
 {
     apr_int64_t behind = w->written - w->durable;
-    if (w->sync_pending || behind <= 0 || w->finishing) return;
+    if (w->job || w->sync_pending || behind <= 0 || w->finishing) return;
     if (behind >= w->policy.gap
         || (w->policy.every > 0 && apr_time_now() - w->durable_at >= w->policy.every))
         start_sync(w);
@@ -100,14 +105,14 @@ static void work(gmcp_spool_writer *w, int writes)
             w->job_write_ok = rv == APR_SUCCESS;
         }
         if (++w->job_done < 2) continue;
+        w->job = NULL;
+        w->job_done = 0;
         if (w->job_write_ok) {
             w->written += (apr_int64_t)len;
             /* The syncer follows as the disk lets it: whenever it is free and the
              * policy's gap was written (fewer, larger flushes cost less). */
             maybe_sync(w);
         }
-        w->job = NULL;
-        w->job_done = 0;
         apr_thread_cond_broadcast(w->cv);
     }
     apr_thread_mutex_unlock(w->mu);
@@ -141,8 +146,8 @@ static void *APR_THREAD_FUNC syncer(apr_thread_t *t, void *arg)
             if (w->policy.every <= 0 || w->written <= w->durable || w->err != APR_SUCCESS
                 || w->finishing)
                 apr_thread_cond_wait(w->cv, w->mu);
-            else if (left > 0)
-                apr_thread_cond_timedwait(w->cv, w->mu, left);
+            else if (left > 0 || w->job) /* a job's retirement starts it (maybe_sync) */
+                apr_thread_cond_timedwait(w->cv, w->mu, left > 0 ? left : GMCP_SPOOL_RECHECK);
             else
                 start_sync(w);
         }
