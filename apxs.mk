@@ -21,7 +21,7 @@ SANITIZE  ?=
 WARN      := -Wall -Wextra -Werror
 APR_CFLAGS := $(shell apr-1-config --cflags --cppflags --includes) $(shell apu-1-config --includes)
 APR_LIBS  := $(shell apr-1-config --link-ld --libs) $(shell apu-1-config --link-ld --libs)
-DEP_LIBS  := -ljansson -lcurl -lssl -lcrypto -lmagic -lsqlite3
+DEP_LIBS  := -lcjose -ljansson -lcurl -lssl -lcrypto -lmagic -lsqlite3
 
 ifeq ($(SANITIZE),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -39,7 +39,8 @@ GLUE_SRC  := mod_gemini_mcp/mod_gemini_mcp.c mod_gemini_mcp/mod_gemini_mcp_http.
              mod_gemini_mcp/mod_gemini_mcp_respond.c \
              mod_gemini_mcp/mod_gemini_mcp_status.c mod_gemini_mcp/mod_gemini_mcp_access.c \
              mod_gemini_mcp/mod_gemini_mcp_upload.c mod_gemini_mcp/mod_gemini_mcp_inflight.c \
-             mod_gemini_mcp/mod_gemini_mcp_tailsync.c mod_gemini_mcp/mod_gemini_mcp_child_thread.c
+             mod_gemini_mcp/mod_gemini_mcp_tailsync.c mod_gemini_mcp/mod_gemini_mcp_child_thread.c \
+             mod_gemini_mcp/mod_gemini_mcp_oauth.c
 GLUE_HDR  := $(wildcard mod_gemini_mcp/mod_gemini_mcp*.h)
 CORE_OBJ  := $(patsubst mod_gemini_mcp/%.c,$(BUILD)/core/%.o,$(CORE_SRC))
 UNIT_SRC  := $(wildcard test/unit/test_*.c)

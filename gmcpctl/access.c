@@ -147,7 +147,8 @@ static int bad_chars(const char *s, const char *extra)
     return 0;
 }
 
-/* --name, --tenant, --user and --scopes into k. */
+/* --name, --tenant, --user (or --subject: an OAuth token's, as the module looks it
+ * up) and --scopes into k. */
 static int apply_who_flags(ctl *c, gmcp_key *k)
 {
     const char *v;
@@ -163,6 +164,12 @@ static int apply_who_flags(ctl *c, gmcp_key *k)
     if ((v = opt(c, OPT_USER))) {
         if (strlen(v) > 256) return usage_err("--user is too long%s", "");
         k->apache_user = v;
+    }
+    if ((v = opt(c, OPT_SUBJECT))) {
+        if (opt(c, OPT_USER)) return usage_err("--user and --subject exclude each other%s", "");
+        if (!*v || strlen(v) > 255 || bad_chars(v, "._-@:|/+="))
+            return usage_err("--subject '%s' must be up to 255 of [A-Za-z0-9._-@:|/+=]", v);
+        k->apache_user = apr_pstrcat(c->pool, "oauth:", v, NULL);
     }
     if ((v = opt(c, OPT_SCOPES))) {
         if (!*v || strlen(v) > MAX_SCOPES || bad_chars(v, "_.-*?[], "))

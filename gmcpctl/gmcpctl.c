@@ -449,11 +449,11 @@ static int cmd_sessions_delete(ctl *c, const char *id)
 /* ---- the command table: dispatch, the command line's checks and the usage text ------- */
 
 /* The most command-specific options a command accepts, and the 0 that ends them. */
-#define MAX_CMD_OPTS 11
+#define MAX_CMD_OPTS 12
 /* What keys create and keys update take. */
 #define KEY_OPTS                                                                            \
     OPT_NAME, OPT_TENANT, OPT_SCOPES, OPT_RATE, OPT_BURST, OPT_TOKEN_RATE, OPT_TOKEN_QUOTA, \
-        OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER
+        OPT_MAX_INFLIGHT, OPT_EXPIRES, OPT_USER, OPT_SUBJECT
 
 /* One command: a name, a subcommand or none, and at most one operand. */
 typedef struct {
@@ -517,7 +517,8 @@ static const gmcpctl_cmd COMMANDS[] = {
      .help = "make an API key (--name N [--tenant T] [--scopes P,...]\n"
              "[--rate R/s|m|h] [--burst B] [--token-rate T/s|m|h]\n"
              "[--token-quota Q/day|month] [--max-inflight K] [--expires DATE]\n"
-             "[--user U]); prints the secret once"},
+             "[--user U | --subject S]); prints the secret once; --subject\n"
+             "gives an OAuth token's subject these limits"},
     {.name = "keys", .sub = "list", .run = cmd_keys_list, .help = "every key (never a secret)"},
     {.name = "keys", .sub = "show", .operand = "ID", .run_on = cmd_keys_show, .help = "one key"},
     {.name = "keys",
@@ -628,6 +629,7 @@ static const gmcpctl_opt OPTIONS[] = {
     {"max-inflight", OPT_MAX_INFLIGHT, "K", 0, NULL},
     {"expires", OPT_EXPIRES, "DATE", 0, NULL},
     {"user", OPT_USER, "U", 0, NULL},
+    {"subject", OPT_SUBJECT, "S", 0, NULL},
     {"grace", OPT_GRACE, "DURATION", 0, NULL},
     {"key", OPT_KEY, "ID", 0, NULL},
     {"since", OPT_SINCE, "DATE", 0, NULL},

@@ -22,6 +22,7 @@ enum {
     OPT_MAX_INFLIGHT,
     OPT_EXPIRES,
     OPT_USER,
+    OPT_SUBJECT,
     OPT_GRACE,
     OPT_KEY,
     OPT_SINCE,

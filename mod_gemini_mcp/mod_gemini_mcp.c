@@ -3,6 +3,7 @@
  * files and none calls it (configuration lives in mod_gemini_mcp_config.c). */
 #include "mod_gemini_mcp_config.h"
 #include "mod_gemini_mcp_access.h"
+#include "mod_gemini_mcp_oauth.h"
 #include "mod_gemini_mcp_http.h"
 #include "mod_gemini_mcp_status.h"
 #include "mod_gemini_mcp_upload.h"
@@ -180,6 +181,7 @@ static void gmcp_child_init(apr_pool_t *p, server_rec *s)
                      GMCP_LOGNO(0109) "gemini_mcp: cannot attach to the circuit breaker's mutex");
     gmcp_elog_set(elog_print, elog_enabled, s);
     gmcp_access_child_init(p, s);
+    gmcp_oauth_child_init(p, s);
     gmcp_mcp_child_init(p);
     gmcp_tailsync_child_init(p, s);
     if (gmcp_http_child_init(p) != APR_SUCCESS)
@@ -254,6 +256,7 @@ static int gmcp_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
     if (make_breaker(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     if (gmcp_access_post_config(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    if (gmcp_oauth_post_config(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     load_gemini(pconf, s);
     provs[0] = gmcp_gemini_provider(pconf, &g_gemini);
     registry = gmcp_registry_create(pconf, provs, n + 1, &err);
@@ -285,6 +288,7 @@ static int gmcp_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     /* Configurable with the Mutex directive, like httpd's own mutexes. */
     if (ap_mutex_register(pconf, BREAKER_MUTEX, NULL, APR_LOCK_DEFAULT, 0) != APR_SUCCESS)
         return HTTP_INTERNAL_SERVER_ERROR;
+    if (gmcp_oauth_pre_config(pconf) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     return gmcp_access_pre_config(pconf);
 }
 
@@ -294,6 +298,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_pre_config(gmcp_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(gmcp_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(gmcp_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_quick_handler(gmcp_oauth_metadata, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gmcp_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(gmcp_access_log, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -11,11 +11,13 @@
 #include "mod_gemini_mcp_config.h"
 #include "mod_gemini_mcp_db.h"
 #include "mod_gemini_mcp_inflight.h"
+#include "mod_gemini_mcp_oauth.h"
 #include "mod_gemini_mcp_respond.h"
 #include "gmcp_chat.h"
 #include "gmcp_keys.h"
 #include "gmcp_limits.h"
 #include "gmcp_metrics.h"
+#include "gmcp_scopes.h"
 #include "gmcp_shared_limits.h"
 #include "gmcp_util.h"
 
@@ -547,13 +549,18 @@ static void audit_failure(request_rec *r, const char *reason, const char *key_id
 static int unauthorized(request_rec *r, int reason, const char *error, const char *message,
                         const char *key_id)
 {
+    const gmcp_access *a = gmcp_access_get(r);
     count_auth_failure(reason);
-    apr_table_setn(r->err_headers_out, "WWW-Authenticate",
-                   error ? apr_psprintf(r->pool,
-                                        "Bearer realm=\"" REALM "\", error=\"%s\", "
-                                        "error_description=\"%s\"",
-                                        error, message)
-                         : "Bearer realm=\"" REALM "\"");
+    if (a && a->oauth)
+        apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                       gmcp_oauth_challenge(r, a->oauth, error, message, NULL));
+    else
+        apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                       error ? apr_psprintf(r->pool,
+                                            "Bearer realm=\"" REALM "\", error=\"%s\", "
+                                            "error_description=\"%s\"",
+                                            error, message)
+                             : "Bearer realm=\"" REALM "\"");
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, GMCP_LOGNO(0127) "gemini_mcp: 401 %s%s%s", message,
                   key_id ? " key=" : "", key_id ? key_id : "");
     audit_failure(r, message, key_id);
@@ -573,19 +580,31 @@ static void take_key(gmcp_access *a, const gmcp_key *k)
     gmcp_key_limits_of(k, &a->limits);
 }
 
+/* The Authorization header's Bearer credential, or NULL. */
+static const char *bearer_of(request_rec *r)
+{
+    const char *h = apr_table_get(r->headers_in, "Authorization"), *tok;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !*(tok = h + 7 + strspn(h + 7, " ")))
+        return NULL;
+    return tok;
+}
+
 /* GeminiMCPAuth apikey: the Bearer key, verified against its row. OK, or DONE when
  * answered (401, 503). */
-static int identify_by_key(request_rec *r, gmcp_access *a)
+static int identify_by_key(request_rec *r, gmcp_access *a, const char *tok)
 {
-    const char *h = apr_table_get(r->headers_in, "Authorization"), *tok, *id, *hash;
+    const char *id, *hash;
     const char *lookup, *known = NULL, *why = NULL;
     apr_int64_t now = gmcp_now_sec();
     int cached = 1, rv;
     gmcp_key k;
 
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !*(tok = h + 7 + strspn(h + 7, " ")))
+    if (!tok)
         return unauthorized(r, GMCP_AUTH_MISSING, NULL,
-                            "an API key is required (Authorization: Bearer <key>)", NULL);
+                            a->oauth ? "an API key or access token is required "
+                                       "(Authorization: Bearer)"
+                                     : "an API key is required (Authorization: Bearer <key>)",
+                            NULL);
     if (gmcp_key_parse(r->pool, tok, &id, NULL) != 0)
         return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token", "the API key is not valid",
                             NULL);
@@ -640,17 +659,84 @@ static int identify_by_user(request_rec *r, gmcp_access *a)
     return OK;
 }
 
+/* GeminiMCPAuth oauth: an access token for this resource; the limits of the key row
+ * made for its subject (gmcpctl keys create --subject), if there is one. OK, or DONE
+ * when answered (401, 503). */
+static int identify_by_token(request_rec *r, gmcp_access *a, const char *tok)
+{
+    gmcp_jwt_claims c;
+    const char *why = NULL, *subject;
+    int cached = 1, rv;
+    gmcp_key k;
+    if (!tok)
+        return unauthorized(r, GMCP_AUTH_MISSING, NULL,
+                            "an access token is required (Authorization: Bearer)", NULL);
+    rv = gmcp_oauth_check(r, a->oauth, tok, &c, &why);
+    if (rv == GMCP_TOKEN_UNAVAILABLE) return gmcp_send_unavailable(r, NULL, why);
+    if (rv != GMCP_TOKEN_OK) return unauthorized(r, GMCP_AUTH_INVALID, "invalid_token", why, NULL);
+    subject = apr_pstrcat(r->pool, "oauth:", c.subject, NULL);
+    a->granted = c.scope;
+    a->token_tools = gmcp_scopes_tools(r->pool, gmcp_oauth_scopes(a->oauth), c.scope);
+    a->key_id = subject;
+    /* The owner: the row's tenant, the token's tenant claim, or the subject. */
+    a->principal = c.tenant ? apr_pstrcat(r->pool, "tenant:", c.tenant, NULL) : subject;
+    rv = key_lookup(r, apr_pstrcat(r->pool, "u:", subject, NULL), &k, &why, &cached, NULL, NULL);
+    if (rv == GMCP_EDB) return gmcp_send_unavailable(r, NULL, why);
+    if (rv == APR_SUCCESS && k.revoked)
+        return unauthorized(r, GMCP_AUTH_REVOKED, "invalid_token",
+                            "access for this subject has been revoked", k.id);
+    if (rv == APR_SUCCESS && k.expires && gmcp_now_sec() >= k.expires)
+        return unauthorized(r, GMCP_AUTH_EXPIRED, "invalid_token",
+                            "access for this subject has expired", k.id);
+    if (rv != APR_SUCCESS) return OK;
+    take_key(a, &k); /* its limits, scopes and, when it has one, tenant */
+    if (!*k.tenant)
+        a->principal = c.tenant ? apr_pstrcat(r->pool, "tenant:", c.tenant, NULL) : subject;
+    return OK;
+}
+
+/* MCP forbids tokens in the URI; one there is refused, not ignored (400). */
+static int token_in_query(request_rec *r)
+{
+    const char *q = r->args;
+    return q && (!strncmp(q, "access_token=", 13) || strstr(q, "&access_token="));
+}
+
+static int refuse_query_token(request_rec *r, gmcp_access *a)
+{
+    count_auth_failure(GMCP_AUTH_INVALID);
+    apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                   gmcp_oauth_challenge(r, a->oauth, "invalid_request",
+                                        "access tokens are taken in the Authorization header "
+                                        "only",
+                                        NULL));
+    return gmcp_send_json(r, HTTP_BAD_REQUEST,
+                          gmcp_rpc_error(NULL, GMCP_SERVER_ERROR,
+                                         "Bad Request: access tokens are not accepted in the "
+                                         "query string",
+                                         NULL));
+}
+
 int gmcp_access_identify(request_rec *r, const gmcp_dir_conf *dc, gmcp_access **out)
 {
     gmcp_access *a = apr_pcalloc(r->pool, sizeof(*a));
+    const char *tok = bearer_of(r);
     int st = OK;
     a->r = r;
     a->start = r->request_time;
     a->mode = dc->auth_mode;
+    a->oauth = gmcp_conf_oauth_on(dc) ? dc->oauth : NULL;
     ap_set_module_config(r->request_config, &gemini_mcp_module, a);
     *out = a;
 
-    if (a->mode == GMCP_AUTH_APIKEY) { st = identify_by_key(r, a); }
+    if (a->oauth && token_in_query(r)) return refuse_query_token(r, a);
+    if (a->mode == GMCP_AUTH_OAUTH
+        || (a->mode == GMCP_AUTH_APIKEY && a->oauth && tok
+            && strncmp(tok, GMCP_KEY_PREFIX, strlen(GMCP_KEY_PREFIX)) != 0))
+        st = identify_by_token(r, a, tok);
+    else if (a->mode == GMCP_AUTH_APIKEY) {
+        st = identify_by_key(r, a, tok);
+    }
     else if (a->mode == GMCP_AUTH_APACHE) {
         st = identify_by_user(r, a);
     }
@@ -754,6 +840,41 @@ static int refuse_scope(request_rec *r, gmcp_access *a, const char *tool, json_t
                                     "the tool '%s'",
                                     a->scopes, tool),
                        NULL));
+}
+
+/* The scopes to ask for: the one the tool needs, with those already granted that
+ * this resource knows (so a client asking again does not lose them). */
+static const char *scopes_to_ask(request_rec *r, const gmcp_access *a, const char *needed)
+{
+    const apr_array_header_t *defs = gmcp_oauth_scopes(a->oauth);
+    char *list = apr_pstrdup(r->pool, a->granted ? a->granted : ""), *last = NULL, *g;
+    const char *out = needed;
+    int i;
+    for (g = apr_strtok(list, " ", &last); g; g = apr_strtok(NULL, " ", &last))
+        for (i = 0; i < defs->nelts; i++)
+            if (!strcmp(APR_ARRAY_IDX(defs, i, gmcp_scope_def).name, g) && strcmp(g, needed)) {
+                out = apr_pstrcat(r->pool, out, " ", g, NULL);
+                break;
+            }
+    return out;
+}
+
+/* 403 insufficient_scope (RFC 6750): the token's scopes do not allow the tool. DONE. */
+static int refuse_token_scope(request_rec *r, gmcp_access *a, const char *tool, json_t *id)
+{
+    const char *needed = gmcp_scopes_needed(r->pool, gmcp_oauth_scopes(a->oauth), tool);
+    const char *msg = needed
+        ? apr_psprintf(r->pool, "the tool '%s' needs the scope %s", tool, needed)
+        : apr_psprintf(r->pool, "no scope allows the tool '%s'", tool);
+    count_auth_failure(GMCP_AUTH_FORBIDDEN);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  GMCP_LOGNO(0185) "gemini_mcp: 403 key=%s tool=%s: %s", a->key_id, tool, msg);
+    apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                   gmcp_oauth_challenge(r, a->oauth, "insufficient_scope", msg,
+                                        needed ? scopes_to_ask(r, a, needed) : ""));
+    return gmcp_send_json(r, HTTP_FORBIDDEN,
+                          gmcp_rpc_error(id, GMCP_SERVER_ERROR,
+                                         apr_pstrcat(r->pool, "Forbidden: ", msg, NULL), NULL));
 }
 
 /* GeminiMCPRateLimitStore dbd: the request rate in the database, so it holds across
@@ -868,6 +989,8 @@ int gmcp_access_admit(request_rec *r, gmcp_access *a, const char *method, const 
     int st, check_rate = 1;
     a->method = method;
     a->tool = tool;
+    if (tool && a->token_tools && !gmcp_scope_allows(r->pool, a->token_tools, tool))
+        return refuse_token_scope(r, a, tool, id);
     if (tool && a->scopes && !gmcp_scope_allows(r->pool, a->scopes, tool))
         return refuse_scope(r, a, tool, id);
     if (!a->key) return OK; /* no limits configured for this caller */

@@ -15,10 +15,13 @@ typedef struct {
     request_rec *r;
     apr_time_t start;
     int mode;
-    const gmcp_key *key;   /* the caller's key row, NULL when none applies */
-    const char *key_id;    /* what usage and limits are kept under */
-    const char *principal; /* owner of sessions, chats, uploads */
-    const char *scopes;    /* NULL: every tool */
+    const gmcp_key *key;                 /* the caller's key row, NULL when none applies */
+    const char *key_id;                  /* what usage and limits are kept under */
+    const char *principal;               /* owner of sessions, chats, uploads */
+    const char *scopes;                  /* NULL: every tool */
+    const struct gmcp_oauth_conf *oauth; /* the location's OAuth resource, when on */
+    const char *token_tools;             /* an access token's scopes as tool patterns */
+    const char *granted;                 /* ... and the scopes themselves */
     gmcp_key_limits limits;
     int rejected;
     int entered;               /* counted in flight, not yet left */

@@ -4,6 +4,7 @@
 #include "mod_gemini_mcp_config.h"
 #include "gmcp_gemini.h"
 #include "gmcp_retention.h"
+#include "gmcp_scopes.h"
 #include "gmcp_uploads.h"
 #include "gmcp_util.h"
 
@@ -14,6 +15,11 @@
 /* What the configuration read uses of GeminiMCPAuth (bit 1 << mode). */
 static int auth_modes_used;
 static gmcp_module_state g_state;
+/* GeminiMCPOAuthIssuer values and the sections with GeminiMCPAuth ... oauth, of the
+ * configuration read (in pconf; the children inherit them). */
+static gmcp_oauth_issuer oauth_issuers[GMCP_OAUTH_ISSUERS_MAX];
+static int n_oauth_issuers;
+static apr_array_header_t *oauth_dcs, *oauth_srvs;
 
 /* ---- create and merge ------------------------------------------------------------------ */
 
@@ -31,6 +37,7 @@ void *gmcp_config_create_dir(apr_pool_t *p, char *dir)
     c->upload_rate = -1;
     c->upload_key_rate = -1;
     c->upload_durability = -1;
+    c->auth_oauth = -1;
     return c;
 }
 
@@ -45,6 +52,8 @@ void *gmcp_config_merge_dir(apr_pool_t *p, void *basev, void *addv)
     c->page_size = a->page_size >= 0 ? a->page_size : b->page_size;
     c->default_principal = a->default_principal ? a->default_principal : b->default_principal;
     c->auth_mode = a->auth_mode != GMCP_AUTH_UNSET ? a->auth_mode : b->auth_mode;
+    c->auth_oauth = a->auth_mode != GMCP_AUTH_UNSET ? a->auth_oauth : b->auth_oauth;
+    c->oauth = a->oauth ? a->oauth : b->oauth;
     c->upload_max = a->upload_max >= 0 ? a->upload_max : b->upload_max;
     c->upload_quota = a->upload_quota >= 0 ? a->upload_quota : b->upload_quota;
     c->upload_rate = a->upload_rate >= 0 ? a->upload_rate : b->upload_rate;
@@ -79,6 +88,8 @@ void *gmcp_config_create_srv(apr_pool_t *p, server_rec *s)
     c->limiter_slots = -1;
     c->usage_flush = -1;
     c->upload_expiry = -1;
+    c->jwks_min = -1;
+    c->jwks_max = -1;
     return c;
 }
 
@@ -106,10 +117,48 @@ void *gmcp_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     c->usage_flush = a->usage_flush >= 0 ? a->usage_flush : b->usage_flush;
     c->upload_dir = a->upload_dir ? a->upload_dir : b->upload_dir;
     c->upload_expiry = a->upload_expiry >= 0 ? a->upload_expiry : b->upload_expiry;
+    c->jwks_min = a->jwks_min >= 0 ? a->jwks_min : b->jwks_min;
+    c->jwks_max = a->jwks_max >= 0 ? a->jwks_max : b->jwks_max;
     return c;
 }
 
-void gmcp_config_pre_config(void) { auth_modes_used = 0; }
+void gmcp_config_pre_config(void)
+{
+    auth_modes_used = 0;
+    n_oauth_issuers = 0;
+    oauth_dcs = oauth_srvs = NULL;
+}
+
+int gmcp_conf_oauth_issuers(const gmcp_oauth_issuer **out)
+{
+    *out = oauth_issuers;
+    return n_oauth_issuers;
+}
+
+int gmcp_conf_oauth_sections(gmcp_dir_conf *const **dcs, server_rec *const **srvs)
+{
+    if (!oauth_dcs) return 0;
+    *dcs = (gmcp_dir_conf *const *)oauth_dcs->elts;
+    *srvs = (server_rec *const *)oauth_srvs->elts;
+    return oauth_dcs->nelts;
+}
+
+int gmcp_conf_oauth_on(const gmcp_dir_conf *c) { return c->auth_oauth == 1 && c->oauth; }
+
+apr_int64_t gmcp_conf_oauth_leeway(const gmcp_oauth_conf *o)
+{
+    return o->leeway >= 0 ? o->leeway : 60;
+}
+
+apr_int64_t gmcp_conf_jwks_min(const gmcp_srv_conf *c)
+{
+    return c->jwks_min >= 0 ? c->jwks_min : 10;
+}
+
+apr_int64_t gmcp_conf_jwks_max(const gmcp_srv_conf *c)
+{
+    return c->jwks_max >= 0 ? c->jwks_max : 3600;
+}
 
 int gmcp_conf_auth_mode_used(int mode) { return (auth_modes_used & (1 << mode)) != 0; }
 
@@ -428,19 +477,189 @@ static const char *set_gemini_model(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
-static const char *set_auth(cmd_parms *cmd, void *dc, const char *arg)
+static const char *auth_word(cmd_parms *cmd, gmcp_dir_conf *c, const char *w)
+{
+    if (!strcasecmp(w, "apikey"))
+        c->auth_mode = GMCP_AUTH_APIKEY;
+    else if (!strcasecmp(w, "apache"))
+        c->auth_mode = GMCP_AUTH_APACHE;
+    else if (!strcasecmp(w, "none"))
+        c->auth_mode = GMCP_AUTH_NONE;
+    else if (!strcasecmp(w, "oauth"))
+        c->auth_oauth = 1;
+    else
+        return apr_psprintf(cmd->pool, "%s: '%s' is not one of apikey, oauth, apache, none",
+                            cmd->cmd->name, w);
+    return NULL;
+}
+
+/* GeminiMCPAuth apikey | oauth | apikey oauth | apache | none */
+static const char *set_auth(cmd_parms *cmd, void *dc, const char *arg, const char *arg2)
 {
     gmcp_dir_conf *c = dc;
-    if (!strcasecmp(arg, "apikey"))
-        c->auth_mode = GMCP_AUTH_APIKEY;
-    else if (!strcasecmp(arg, "apache"))
-        c->auth_mode = GMCP_AUTH_APACHE;
-    else if (!strcasecmp(arg, "none"))
-        c->auth_mode = GMCP_AUTH_NONE;
-    else
-        return apr_psprintf(cmd->pool, "%s: '%s' is not one of apikey, apache, none",
-                            cmd->cmd->name, arg);
+    const char *err;
+    c->auth_mode = GMCP_AUTH_UNSET;
+    c->auth_oauth = 0;
+    if ((err = auth_word(cmd, c, arg)) || (arg2 && (err = auth_word(cmd, c, arg2)))) return err;
+    if (arg2 && !(c->auth_oauth && c->auth_mode == GMCP_AUTH_APIKEY))
+        return apr_psprintf(cmd->pool, "%s: only 'apikey oauth' combines two words",
+                            cmd->cmd->name);
+    if (c->auth_oauth && c->auth_mode == GMCP_AUTH_UNSET) c->auth_mode = GMCP_AUTH_OAUTH;
     auth_modes_used |= 1 << c->auth_mode;
+    if (c->auth_oauth) {
+        if (!oauth_dcs) {
+            oauth_dcs = apr_array_make(cmd->pool, 4, sizeof(gmcp_dir_conf *));
+            oauth_srvs = apr_array_make(cmd->pool, 4, sizeof(server_rec *));
+        }
+        APR_ARRAY_PUSH(oauth_dcs, gmcp_dir_conf *) = c;
+        APR_ARRAY_PUSH(oauth_srvs, server_rec *) = cmd->server;
+    }
+    return NULL;
+}
+
+/* ---- GeminiMCPOAuth* ---- */
+
+static gmcp_oauth_conf *oauth_of(cmd_parms *cmd, gmcp_dir_conf *c)
+{
+    gmcp_oauth_conf *o;
+    if (c->oauth) return (gmcp_oauth_conf *)c->oauth;
+    o = apr_pcalloc(cmd->pool, sizeof(*o));
+    o->issuer = -1;
+    o->leeway = -1;
+    c->oauth = o;
+    return o;
+}
+
+/* An absolute http(s) URL without query or fragment, scheme and host lowercased. */
+static const char *canonical_url(cmd_parms *cmd, const char *arg, apr_uri_t *u)
+{
+    char *h;
+    if (apr_uri_parse(cmd->pool, arg, u) != APR_SUCCESS || !u->scheme || !u->hostname
+        || (strcasecmp(u->scheme, "https") && strcasecmp(u->scheme, "http")) || u->query
+        || u->fragment || u->user || strchr(arg, '"') || strchr(arg, ' '))
+        return NULL;
+    for (h = u->scheme; *h; h++) *h = apr_tolower(*h);
+    for (h = u->hostname; *h; h++) *h = apr_tolower(*h);
+    if (u->path && !strcmp(u->path, "/")) u->path = NULL;
+    return apr_uri_unparse(cmd->pool, u, APR_URI_UNP_OMITUSERINFO);
+}
+
+static const char *set_oauth_resource(cmd_parms *cmd, void *dc, const char *arg)
+{
+    gmcp_oauth_conf *o = oauth_of(cmd, dc);
+    apr_uri_t u;
+    const char *canon = canonical_url(cmd, arg, &u);
+    apr_size_t n;
+    char *path;
+    if (!canon)
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not an absolute http(s) URL without query or fragment "
+                            "(the endpoint's public URL, e.g. https://mcp.example.com/mcp)",
+                            cmd->cmd->name, arg);
+    path = apr_pstrdup(cmd->pool, u.path ? u.path : "");
+    n = strlen(path);
+    if (n && path[n - 1] == '/') path[n - 1] = '\0';
+    o->resource = canon;
+    o->prm_path = apr_pstrcat(cmd->pool, "/.well-known/oauth-protected-resource", path, NULL);
+    u.path = (char *)o->prm_path;
+    o->prm_url = apr_uri_unparse(cmd->pool, &u, APR_URI_UNP_OMITUSERINFO);
+    return NULL;
+}
+
+static const char *set_oauth_issuer(cmd_parms *cmd, void *dc, const char *iss, const char *jwks)
+{
+    gmcp_oauth_conf *o = oauth_of(cmd, dc);
+    apr_uri_t u;
+    int i;
+    if (!canonical_url(cmd, iss, &u) || (jwks && !canonical_url(cmd, jwks, &u)))
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not an absolute http(s) URL without query "
+                            "or fragment",
+                            cmd->cmd->name, jwks ? jwks : iss);
+    for (i = 0; i < n_oauth_issuers; i++)
+        if (!strcmp(oauth_issuers[i].issuer, iss)) break;
+    if (i < n_oauth_issuers
+        && (jwks ? !oauth_issuers[i].jwks_url || strcmp(oauth_issuers[i].jwks_url, jwks)
+                 : oauth_issuers[i].jwks_url != NULL))
+        return apr_psprintf(cmd->pool, "%s: %s is configured elsewhere with another JWKS URL",
+                            cmd->cmd->name, iss);
+    if (i == n_oauth_issuers) {
+        if (i == GMCP_OAUTH_ISSUERS_MAX)
+            return apr_psprintf(cmd->pool, "%s: at most %d issuers", cmd->cmd->name,
+                                GMCP_OAUTH_ISSUERS_MAX);
+        oauth_issuers[i].issuer = apr_pstrdup(cmd->pool, iss); /* exactly as tokens say it */
+        oauth_issuers[i].jwks_url = jwks ? apr_pstrdup(cmd->pool, jwks) : NULL;
+        n_oauth_issuers++;
+    }
+    o->issuer = i;
+    return NULL;
+}
+
+static int claim_name_ok(const char *s)
+{
+    return *s && strlen(s) <= 64
+        && strspn(s,
+                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789_-.:/")
+        == strlen(s);
+}
+
+static const char *set_oauth_claims(cmd_parms *cmd, void *dc, const char *who, const char *tenant)
+{
+    gmcp_oauth_conf *o = oauth_of(cmd, dc);
+    if (!claim_name_ok(who) || (tenant && !claim_name_ok(tenant)))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a claim name", cmd->cmd->name,
+                            claim_name_ok(who) ? tenant : who);
+    o->principal_claim = who;
+    o->tenant_claim = tenant;
+    return NULL;
+}
+
+static const char *set_oauth_leeway(cmd_parms *cmd, void *dc, const char *arg)
+{
+    apr_uint64_t v;
+    if (gmcp_parse_u64(arg, &v) || v > 300)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds from 0 to 300",
+                            cmd->cmd->name, arg);
+    oauth_of(cmd, dc)->leeway = (apr_int64_t)v;
+    return NULL;
+}
+
+/* GeminiMCPOAuthScope NAME [TOOL-PATTERN...]: one row of the scope table. */
+static const char *set_oauth_scope(cmd_parms *cmd, void *dc, int argc, char *const argv[])
+{
+    gmcp_oauth_conf *o = oauth_of(cmd, dc);
+    gmcp_scope_def d;
+    int i;
+    if (argc < 1 || !gmcp_scope_name_ok(argv[0]))
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not a scope name (printable, no spaces "
+                            "or quotes)",
+                            cmd->cmd->name, argc ? argv[0] : "");
+    if (!o->scopes) o->scopes = apr_array_make(cmd->pool, 4, sizeof(gmcp_scope_def));
+    for (i = 0; i < o->scopes->nelts; i++)
+        if (!strcmp(APR_ARRAY_IDX(o->scopes, i, gmcp_scope_def).name, argv[0]))
+            return apr_psprintf(cmd->pool, "%s: %s is defined twice", cmd->cmd->name, argv[0]);
+    d.name = argv[0];
+    d.tools = "";
+    for (i = 1; i < argc; i++)
+        d.tools = apr_pstrcat(cmd->pool, d.tools, *d.tools ? " " : "", argv[i], NULL);
+    APR_ARRAY_PUSH(o->scopes, gmcp_scope_def) = d;
+    return NULL;
+}
+
+static const char *set_jwks_refresh(cmd_parms *cmd, void *dc, const char *min, const char *max)
+{
+    gmcp_srv_conf *c = ap_get_module_config(cmd->server->module_config, &gemini_mcp_module);
+    apr_uint64_t lo, hi = 3600;
+    (void)dc;
+    if (gmcp_parse_u64(min, &lo) || lo < 1 || lo > 3600 || (max && gmcp_parse_u64(max, &hi))
+        || hi < lo || hi > 7 * 24 * 3600)
+        return apr_psprintf(cmd->pool,
+                            "%s: MIN (1-3600 seconds) [MAX-AGE (MIN-604800 seconds)] expected",
+                            cmd->cmd->name);
+    c->jwks_min = (apr_int64_t)lo;
+    c->jwks_max = (apr_int64_t)hi;
     return NULL;
 }
 
@@ -557,9 +776,25 @@ const command_rec gmcp_config_cmds[] = {
         "Seconds after which an unused chat session expires (default 259200)"),
     NUM("GeminiMCPToolTimeout", IN_MAIN, tool_timeout, WHOLE, 1, DAY_SECS, RSRC_CONF,
         "Seconds a tool call may take in all, retries included (default 300)"),
-    AP_INIT_TAKE1("GeminiMCPAuth", set_auth, NULL, SRV_OR_DIR,
-                  "How callers are identified: apikey (Authorization: Bearer), apache "
-                  "(r->user from any Apache auth module) or none (default)"),
+    AP_INIT_TAKE12("GeminiMCPAuth", set_auth, NULL, SRV_OR_DIR,
+                   "How callers are identified: apikey (Authorization: Bearer), oauth "
+                   "(OAuth access tokens), apikey oauth (either), apache (r->user from any "
+                   "Apache auth module) or none (default)"),
+    AP_INIT_TAKE1("GeminiMCPOAuthResource", set_oauth_resource, NULL, SRV_OR_DIR,
+                  "This endpoint's canonical public URL: the audience its tokens must name"),
+    AP_INIT_TAKE12("GeminiMCPOAuthIssuer", set_oauth_issuer, NULL, SRV_OR_DIR,
+                   "The authorization server whose tokens are taken (its issuer URL), and "
+                   "optionally its JWKS URL (default: from its metadata)"),
+    AP_INIT_TAKE12("GeminiMCPOAuthClaims", set_oauth_claims, NULL, SRV_OR_DIR,
+                   "The claim naming the caller (default sub) and optionally the tenant's"),
+    AP_INIT_TAKE1("GeminiMCPOAuthLeeway", set_oauth_leeway, NULL, SRV_OR_DIR,
+                  "Seconds of clock skew allowed on exp and nbf (0-300, default 60)"),
+    AP_INIT_TAKE_ARGV("GeminiMCPOAuthScope", set_oauth_scope, NULL, SRV_OR_DIR,
+                      "SCOPE [TOOL-PATTERN...]: the tools a scope allows (repeatable; "
+                      "default gemini, gemini:generate, gemini:chat, gemini:files)"),
+    AP_INIT_TAKE12("GeminiMCPOAuthJWKSRefresh", set_jwks_refresh, NULL, RSRC_CONF,
+                   "Seconds between JWKS fetches at least (for an unknown kid; default 10) "
+                   "and the age that refetches it (default 3600)"),
     AP_INIT_TAKE1("GeminiMCPKeyPepper", set_secret, (void *)APR_OFFSETOF(gmcp_srv_conf, key_pepper),
                   RSRC_CONF,
                   "file:PATH or env:NAME holding the key that hashes API keys (needed by "

@@ -39,7 +39,29 @@ typedef struct {
     int upload_durability;               /* GeminiMCPUploadDurability, -1 = unset (synced) */
     apr_int64_t upload_sync_lag;         /* ...interval: bytes that may be not yet durable */
     apr_int64_t upload_sync_secs;        /* ...interval: seconds between syncs at most */
+    int auth_oauth;                      /* GeminiMCPAuth ... oauth: 1, 0 no, -1 unset */
+    const struct gmcp_oauth_conf *oauth; /* GeminiMCPOAuth* of this section, NULL unset */
 } gmcp_dir_conf;
+
+/* GeminiMCPOAuth*: one protected resource, set in the section of its GeminiMCPAuth
+ * (a section with any of them takes none from an enclosing one). */
+typedef struct gmcp_oauth_conf {
+    const char *resource;        /* GeminiMCPOAuthResource: canonical URI = audience */
+    const char *prm_url;         /* its Protected Resource Metadata URL (RFC 9728) */
+    const char *prm_path;        /* ... and that URL's path on this server */
+    int issuer;                  /* GeminiMCPOAuthIssuer: index of gmcp_conf_oauth_issuers */
+    const char *principal_claim; /* GeminiMCPOAuthClaims, NULL: sub */
+    const char *tenant_claim;    /* NULL: none */
+    apr_int64_t leeway;          /* GeminiMCPOAuthLeeway (s), -1 unset (60) */
+    apr_array_header_t *scopes;  /* GeminiMCPOAuthScope (gmcp_scope_def), NULL: built-in */
+} gmcp_oauth_conf;
+
+/* An authorization server whose tokens are taken (GeminiMCPOAuthIssuer). */
+typedef struct {
+    const char *issuer;
+    const char *jwks_url; /* NULL: from its metadata (RFC 8414, else OpenID discovery) */
+} gmcp_oauth_issuer;
+#define GMCP_OAUTH_ISSUERS_MAX 8
 
 /* GeminiMCPUploadDurability */
 #define GMCP_DURABILITY_SYNCED 0
@@ -52,6 +74,7 @@ typedef struct {
 #define GMCP_AUTH_NONE 0
 #define GMCP_AUTH_APIKEY 1
 #define GMCP_AUTH_APACHE 2
+#define GMCP_AUTH_OAUTH 3 /* OAuth access tokens only */
 
 /* Per-server settings. */
 typedef struct {
@@ -75,6 +98,8 @@ typedef struct {
     apr_int64_t usage_flush;            /* GeminiMCPUsageFlushInterval (s), -1 = unset */
     const char *upload_dir;             /* GeminiMCPUploadDir (spool), NULL = unset */
     apr_int64_t upload_expiry;          /* GeminiMCPUploadExpiry (s), -1 = unset */
+    apr_int64_t jwks_min;               /* GeminiMCPOAuthJWKSRefresh: seconds between fetches */
+    apr_int64_t jwks_max;               /* ... and the age that refreshes (-1 = unset) */
 } gmcp_srv_conf;
 
 #define GMCP_DEFAULT_MAX_BODY (1024 * 1024)
@@ -98,6 +123,15 @@ void *gmcp_config_merge_srv(apr_pool_t *p, void *basev, void *addv);
 void gmcp_config_pre_config(void);
 /* Does any GeminiMCPAuth of the configuration read use `mode`? */
 int gmcp_conf_auth_mode_used(int mode);
+/* The issuers of the configuration read (their index is gmcp_oauth_conf.issuer). */
+int gmcp_conf_oauth_issuers(const gmcp_oauth_issuer **out);
+/* Every section with GeminiMCPAuth ... oauth: *dcs[i] in server *srvs[i]. */
+int gmcp_conf_oauth_sections(gmcp_dir_conf *const **dcs, server_rec *const **srvs);
+/* OAuth effective values: is it on, the leeway, the JWKS refresh bounds (seconds). */
+int gmcp_conf_oauth_on(const gmcp_dir_conf *c);
+apr_int64_t gmcp_conf_oauth_leeway(const gmcp_oauth_conf *o);
+apr_int64_t gmcp_conf_jwks_min(const gmcp_srv_conf *c);
+apr_int64_t gmcp_conf_jwks_max(const gmcp_srv_conf *c);
 
 /* The settings of a request's location, and of a server. */
 const gmcp_dir_conf *gmcp_config_dir(const request_rec *r);
