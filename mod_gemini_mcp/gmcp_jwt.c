@@ -39,20 +39,51 @@ static const char *str_member(apr_pool_t *p, json_t *o, const char *name)
     return s ? apr_pstrdup(p, s) : NULL;
 }
 
+/* A base64url member of `size` decoded bytes (0: any but empty). */
+static const char *b64_member(apr_pool_t *p, json_t *jk, const char *name, apr_size_t size)
+{
+    const char *v = json_string_value(json_object_get(jk, name));
+    apr_size_t len = 0;
+    if (!v || !gmcp_b64url_decode(p, v, &len) || !len || (size && len != size)) return NULL;
+    return v;
+}
+
+/* The public part of a key, rebuilt from checked members only: cjose 0.6.2 asserts
+ * (aborts the process) on base64url of an impossible length and leaks on some broken
+ * keys, so what it is given is always well formed; private members are never kept. */
+static char *public_part(apr_pool_t *p, json_t *jk, const char *kty)
+{
+    const char *crv = json_string_value(json_object_get(jk, "crv")), *a, *b;
+    apr_size_t size;
+    if (!strcmp(kty, "RSA")) {
+        if (!(a = b64_member(p, jk, "n", 0)) || !(b = b64_member(p, jk, "e", 0))
+            || strlen(a) < 340 /* 2048 bits at least */ || strlen(b) > 12)
+            return NULL;
+        return apr_psprintf(p, "{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"%s\"}", a, b);
+    }
+    size = !crv                 ? 0
+        : !strcmp(crv, "P-256") ? 32
+        : !strcmp(crv, "P-384") ? 48
+        : !strcmp(crv, "P-521") ? 66
+                                : 0;
+    if (!size || !(a = b64_member(p, jk, "x", size)) || !(b = b64_member(p, jk, "y", size)))
+        return NULL;
+    return apr_psprintf(p, "{\"kty\":\"EC\",\"crv\":\"%s\",\"x\":\"%s\",\"y\":\"%s\"}", crv, a, b);
+}
+
 /* One member of "keys" into the set, when it is a signing key we can use. */
 static void add_key(apr_pool_t *p, gmcp_jwks *set, json_t *jk)
 {
     const char *use = json_string_value(json_object_get(jk, "use"));
     const char *kty = json_string_value(json_object_get(jk, "kty"));
-    char *text;
+    const char *text;
     cjose_err err;
     jwks_key k;
 
     if (!json_is_object(jk) || (use && strcmp(use, "sig") != 0)) return;
     if (!kty || (strcmp(kty, "RSA") != 0 && strcmp(kty, "EC") != 0)) return;
-    if (!(text = json_dumps(jk, JSON_COMPACT))) return;
+    if (!(text = public_part(p, jk, kty))) return;
     k.jwk = cjose_jwk_import(text, strlen(text), &err);
-    free(text);
     if (!k.jwk) return;
     k.kid = str_member(p, jk, "kid");
     k.alg = str_member(p, jk, "alg");
@@ -189,11 +220,32 @@ static gmcp_jwt_verdict check_header(apr_pool_t *p, const gmcp_jwks *keys, const
     return v;
 }
 
+/* Do payload and signature decode, and is the signature as long as the key's
+ * algorithm makes them? (cjose 0.6.2 leaks an EC key on an ECDSA signature of the
+ * wrong length, so such a one never reaches it.) */
+static int signature_sized(apr_pool_t *p, const char *token, const jwks_key *key)
+{
+    const char *d1 = strchr(token, '.'), *d2 = strrchr(token, '.');
+    apr_size_t len = 0;
+    cjose_err err;
+    /* The payload too must decode here: cjose asserts on an impossible length. */
+    if (!gmcp_b64url_decode(p, apr_pstrndup(p, d1 + 1, (apr_size_t)(d2 - d1 - 1)), &len)
+        || !gmcp_b64url_decode(p, d2 + 1, &len))
+        return 0;
+    if (key->kty == CJOSE_JWK_KTY_EC)
+        return len
+            == (key->crv == CJOSE_JWK_EC_P_256       ? 64
+                    : key->crv == CJOSE_JWK_EC_P_384 ? 96
+                                                     : 132);
+    return len == (cjose_jwk_get_keysize(key->jwk, &err) + 7) / 8;
+}
+
 /* The verified payload as JSON, or NULL. */
-static json_t *verified_payload(const char *token, const jwks_key *key)
+static json_t *verified_payload(apr_pool_t *p, const char *token, const jwks_key *key)
 {
     cjose_err err;
-    cjose_jws_t *jws = cjose_jws_import(token, strlen(token), &err);
+    cjose_jws_t *jws =
+        signature_sized(p, token, key) ? cjose_jws_import(token, strlen(token), &err) : NULL;
     uint8_t *plain = NULL;
     size_t plain_len = 0;
     json_t *j = NULL;
@@ -228,13 +280,17 @@ static int audience_ok(json_t *aud, const char *want)
     return 0;
 }
 
-/* A NumericDate claim: 1 with *out, 0 when absent, -1 when not a number. */
+/* A NumericDate claim: 1 with *out, 0 when absent, -1 when not a number of seconds
+ * within +-10^12 (so the arithmetic on it cannot overflow). */
 static int numeric_date(json_t *c, const char *name, apr_int64_t *out)
 {
     json_t *v = json_object_get(c, name);
+    double d;
     if (!v) return 0;
     if (!json_is_number(v)) return -1;
-    *out = (apr_int64_t)json_number_value(v);
+    d = json_number_value(v);
+    if (!(d >= -1e12 && d <= 1e12)) return -1;
+    *out = (apr_int64_t)d;
     return 1;
 }
 
@@ -243,9 +299,14 @@ static gmcp_jwt_verdict check_times(json_t *c, apr_int64_t now, apr_int64_t leew
 {
     apr_int64_t nbf = 0, iat = 0;
     int has_nbf = numeric_date(c, "nbf", &nbf), has_iat = numeric_date(c, "iat", &iat);
-    if (numeric_date(c, "exp", &out->exp) != 1) {
+    int has_exp = numeric_date(c, "exp", &out->exp);
+    if (has_exp == 0) {
         *why = "the token has no expiry (exp)";
         return GMCP_JWT_EXPIRED;
+    }
+    if (has_exp < 0) {
+        *why = "the token's exp is not a date";
+        return GMCP_JWT_CLAIMS;
     }
     if (has_nbf < 0 || has_iat < 0) {
         *why = "the token's nbf or iat is not a number";
@@ -335,7 +396,7 @@ gmcp_jwt_verdict gmcp_jwt_verify(apr_pool_t *p, const gmcp_jwt_policy *pol, cons
         return GMCP_JWT_MALFORMED;
     }
     if ((v = check_header(p, keys, token, &key, why)) != GMCP_JWT_OK) return v;
-    if (!(claims = verified_payload(token, key))) {
+    if (!(claims = verified_payload(p, token, key))) {
         *why = "the token's signature does not verify";
         return GMCP_JWT_SIGNATURE;
     }
