@@ -105,7 +105,8 @@ def srv(request, issuer):
                                "GeminiMCPOAuthJWKSRefresh 2 3600",
                                "--location-conf", "GeminiMCPAuth oauth",
                                "--location-conf", f"GeminiMCPOAuthResource {RESOURCE[0]}",
-                               "--location-conf", f"GeminiMCPOAuthIssuer {issuer.url}"])
+                               "--location-conf", f"GeminiMCPOAuthIssuer {issuer.url}",
+                               "--location-conf", "GeminiMCPOAuthClaims sub org"])
     yield s
     s.stop()
 
@@ -235,6 +236,17 @@ def test_each_bad_token_is_refused(srv, issuer, case):
     r = stateless_call(srv, "tools/call", {"name": "test_simple_text", "arguments": {}},
                        headers={"Authorization": f"Bearer {tok}"})
     assert r.status_code == 401, (case, r.text)
+
+
+def test_the_tenant_claim_names_the_owner(srv, issuer):
+    for sub in ("dora", "erin"):
+        session(srv, issuer.token(sub=sub, org="acme"))
+    session(srv, issuer.token(sub="frank"))
+    owners = srv.sql("SELECT owner FROM mcp_sessions")
+    assert "tenant:acme" in owners and "oauth:frank" in owners
+    assert "oauth:dora" not in owners and "oauth:erin" not in owners
+    r = post(srv, INIT, issuer.token(sub="gina", org=["not", "a", "string"]))
+    assert r.status_code == 401 and "tenant" in r.json()["error"]["message"]
 
 
 def test_token_in_query_string_is_refused(srv, issuer):
