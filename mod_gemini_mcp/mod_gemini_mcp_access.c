@@ -869,8 +869,10 @@ static int refuse_token_scope(request_rec *r, gmcp_access *a, const char *tool, 
     count_auth_failure(GMCP_AUTH_FORBIDDEN);
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                   GMCP_LOGNO(0185) "gemini_mcp: 403 key=%s tool=%s: %s", a->key_id, tool, msg);
+    /* The challenge names no tool: the body does. */
     apr_table_setn(r->err_headers_out, "WWW-Authenticate",
-                   gmcp_oauth_challenge(r, a->oauth, "insufficient_scope", msg,
+                   gmcp_oauth_challenge(r, a->oauth, "insufficient_scope",
+                                        "the token's scopes do not allow this tool",
                                         needed ? scopes_to_ask(r, a, needed) : ""));
     return gmcp_send_json(r, HTTP_FORBIDDEN,
                           gmcp_rpc_error(id, GMCP_SERVER_ERROR,

@@ -11,8 +11,9 @@
 // token is a JWT for it (aud = --resource, RS256, signed by the first key of --keys; a
 // missing --keys file is created with one fresh RSA key). Refresh tokens for every
 // authorization code grant. A confidential client test-client / test-secret
-// (client_secret_basic or client_secret_post) may use client_credentials. Login and consent complete by
-// themselves: GET of an interaction URL signs in --account and grants what was asked.
+// (client_secret_basic or client_secret_post) may use client_credentials. Login and
+// consent complete by themselves: GET of an interaction URL signs in --account and
+// grants what was asked.
 // Prints "ready <issuer>" once listening; exits on SIGTERM.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
