@@ -328,6 +328,26 @@ def test_subject_limits_and_usage(srv, issuer):
     assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
 
 
+def test_token_paths_keep_no_connection(srv, issuer):
+    """Every way through the token check (good, refused, revoked row, query token),
+    4 x DBDMax times each, then the server still answers at once."""
+    srv.gmcpctl_run("keys", "create", "--name", "hank-row", "--subject", "hank")
+    rows = json.loads(srv.gmcpctl_run("--json", "keys", "list").stdout)
+    srv.gmcpctl_run("keys", "revoke", [k["id"] for k in rows if k["name"] == "hank-row"][0])
+    time.sleep(0.7)
+    good, now = issuer.token(sub="ivy"), int(time.time())
+    cases = [(good, None, 200), (issuer.token(exp=now - 600), None, 401),
+             (issuer.token(sub="hank"), None, 401), (None, f"?access_token={good}", 400),
+             (issuer.token(kid="k1", aud="http://127.0.0.1:1/x"), None, 401)]
+    for _ in range(4 * 16):
+        for tok, query, want in cases:
+            r = post(srv, INIT, tok, url=srv.url + (query or ""))
+            assert r.status_code == want, (want, r.text)
+    start = time.time()
+    assert post(srv, INIT, issuer.token(sub="ivy")).status_code == 200
+    assert time.time() - start < 2
+
+
 @pytest.mark.parametrize("line,words", [
     ("GeminiMCPOAuthResource ftp://x/mcp", "absolute http(s) URL"),
     ("GeminiMCPOAuthResource https://x/mcp#frag", "absolute http(s) URL"),
