@@ -128,6 +128,15 @@ int gmcp_jwt_shaped(const char *t)
         && strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.") == n;
 }
 
+int gmcp_token_syntax_ok(const char *t)
+{
+    size_t n = strlen(t),
+           body = strspn(t,
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                         "0123456789-._~+/");
+    return body && n <= GMCP_JWT_MAX && strspn(t + body, "=") == n - body;
+}
+
 /* The allowlist: which key type (and EC curve) each algorithm needs. */
 static int alg_fits(const char *alg, const jwks_key *k)
 {
@@ -402,5 +411,53 @@ gmcp_jwt_verdict gmcp_jwt_verify(apr_pool_t *p, const gmcp_jwt_policy *pol, cons
     }
     v = check_claims(p, pol, claims, now, out, why);
     json_decref(claims);
+    return v;
+}
+
+/* ---- introspection (RFC 7662) --------------------------------------------------------- */
+
+static int type_is(json_t *c, const char *name, const char *const *ok)
+{
+    json_t *v = json_object_get(c, name);
+    const char *s = json_string_value(v);
+    if (!v) return 1;
+    for (; s && *ok; ok++)
+        if (!strcasecmp(s, *ok)) return 1;
+    return 0;
+}
+
+gmcp_jwt_verdict gmcp_jwt_check_introspection(apr_pool_t *p, const gmcp_jwt_policy *pol,
+                                              const char *json, apr_size_t len, apr_int64_t now,
+                                              gmcp_jwt_claims *out, const char **why)
+{
+    static const char *const bearer[] = {"Bearer", NULL};
+    static const char *const access[] = {"Bearer", "at+jwt", "application/at+jwt", NULL};
+    const char *who = pol->principal_claim ? pol->principal_claim : "sub";
+    gmcp_jwt_verdict v;
+    json_t *c = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
+
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(c)) {
+        json_decref(c);
+        *why = "the introspection response is not a JSON object";
+        return GMCP_JWT_MALFORMED;
+    }
+    if (!json_is_true(json_object_get(c, "active"))) {
+        *why = "the authorization server says the token is not active";
+        v = GMCP_JWT_INACTIVE;
+    }
+    else if (!type_is(c, "token_type", bearer) || !type_is(c, "typ", access)) {
+        *why = "the token is not an access token";
+        v = GMCP_JWT_CLAIMS;
+    }
+    else {
+        /* An answer without iss speaks for the one issuer this resource asks. */
+        if (!json_object_get(c, "iss")) json_object_set_new(c, "iss", json_string(pol->issuer));
+        if (!strcmp(who, "sub") && !json_object_get(c, "sub")
+            && json_is_string(json_object_get(c, "client_id")))
+            json_object_set(c, "sub", json_object_get(c, "client_id"));
+        v = check_claims(p, pol, c, now, out, why);
+    }
+    json_decref(c);
     return v;
 }

@@ -43,7 +43,8 @@ typedef enum {
     GMCP_JWT_AUDIENCE,
     GMCP_JWT_EXPIRED, /* or without exp */
     GMCP_JWT_NOT_YET, /* nbf (or iat) in the future */
-    GMCP_JWT_CLAIMS   /* no principal, or a claim of the wrong type */
+    GMCP_JWT_CLAIMS,  /* no principal, or a claim of the wrong type */
+    GMCP_JWT_INACTIVE /* introspection: the authorization server says not active */
 } gmcp_jwt_verdict;
 
 typedef struct {
@@ -62,5 +63,18 @@ gmcp_jwt_verdict gmcp_jwt_verify(apr_pool_t *p, const gmcp_jwt_policy *pol, cons
 
 /* Does the bearer look like a JWT at all (three base64url parts)? */
 int gmcp_jwt_shaped(const char *token);
+
+/* Is it a bearer token as RFC 6750 writes one (b64token, at most GMCP_JWT_MAX bytes)? */
+int gmcp_token_syntax_ok(const char *token);
+
+/* Check an RFC 7662 introspection response (the JSON body the authorization server
+ * sent for a token) as gmcp_jwt_verify checks a JWT's claims: active, an access token
+ * (token_type, where given, Bearer; not Keycloak's typ Refresh or ID), iss the policy's
+ * issuer when it names one, this resource as an audience, exp required, nbf. Without a
+ * principal claim, a client_credentials answer names its client (client_id), as RFC
+ * 9068 has sub do. GMCP_JWT_MALFORMED: the body is not a JSON object. */
+gmcp_jwt_verdict gmcp_jwt_check_introspection(apr_pool_t *p, const gmcp_jwt_policy *pol,
+                                              const char *json, apr_size_t len, apr_int64_t now,
+                                              gmcp_jwt_claims *out, const char **why);
 
 #endif

@@ -625,6 +625,36 @@ static const char *set_oauth_leeway(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+/* GeminiMCPOAuthIntrospection URL CLIENT-ID file:PATH|env:NAME [CACHE-SECONDS] */
+static const char *set_oauth_introspection(cmd_parms *cmd, void *dc, int argc, char *const argv[])
+{
+    gmcp_oauth_conf *o = oauth_of(cmd, dc);
+    apr_uint64_t cache = 30;
+    apr_uri_t u;
+    if (argc < 3 || argc > 4)
+        return apr_psprintf(cmd->pool, "%s: URL CLIENT-ID file:PATH|env:NAME [CACHE-SECONDS]",
+                            cmd->cmd->name);
+    if (!canonical_url(cmd, argv[0], &u))
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not an absolute http(s) URL without query or fragment",
+                            cmd->cmd->name, argv[0]);
+    if (!*argv[1] || strlen(argv[1]) > 255 || strpbrk(argv[1], " \t\"\r\n"))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a client_id", cmd->cmd->name, argv[1]);
+    if (strncmp(argv[2], "file:", 5) != 0 && strncmp(argv[2], "env:", 4) != 0)
+        return apr_psprintf(cmd->pool,
+                            "%s: the client secret is given as file:/path/to/secret or "
+                            "env:VARIABLE (never itself in the configuration)",
+                            cmd->cmd->name);
+    if (argc == 4 && (gmcp_parse_u64(argv[3], &cache) || cache > 300))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds from 0 to 300",
+                            cmd->cmd->name, argv[3]);
+    o->introspect_url = argv[0];
+    o->introspect_client = argv[1];
+    o->introspect_secret = argv[2];
+    o->introspect_cache = (apr_int64_t)cache;
+    return NULL;
+}
+
 /* GeminiMCPOAuthScope NAME [TOOL-PATTERN...]: one row of the scope table. */
 static const char *set_oauth_scope(cmd_parms *cmd, void *dc, int argc, char *const argv[])
 {
@@ -789,6 +819,10 @@ const command_rec gmcp_config_cmds[] = {
                    "The claim naming the caller (default sub) and optionally the tenant's"),
     AP_INIT_TAKE1("GeminiMCPOAuthLeeway", set_oauth_leeway, NULL, SRV_OR_DIR,
                   "Seconds of clock skew allowed on exp and nbf (0-300, default 60)"),
+    AP_INIT_TAKE_ARGV("GeminiMCPOAuthIntrospection", set_oauth_introspection, NULL, SRV_OR_DIR,
+                      "URL CLIENT-ID file:PATH|env:NAME [CACHE-SECONDS]: ask the authorization "
+                      "server (RFC 7662) about tokens that are not JWTs; an active answer is "
+                      "reused CACHE-SECONDS (0-300, default 30)"),
     AP_INIT_TAKE_ARGV("GeminiMCPOAuthScope", set_oauth_scope, NULL, SRV_OR_DIR,
                       "SCOPE [TOOL-PATTERN...]: the tools a scope allows (repeatable; "
                       "default gemini, gemini:generate, gemini:chat, gemini:files)"),

@@ -54,6 +54,12 @@ typedef struct gmcp_oauth_conf {
     const char *tenant_claim;    /* NULL: none */
     apr_int64_t leeway;          /* GeminiMCPOAuthLeeway (s), -1 unset (60) */
     apr_array_header_t *scopes;  /* GeminiMCPOAuthScope (gmcp_scope_def), NULL: built-in */
+    /* GeminiMCPOAuthIntrospection: opaque tokens are asked about (RFC 7662). */
+    const char *introspect_url;    /* NULL: none */
+    const char *introspect_client; /* the client_id this resource server authenticates as */
+    const char *introspect_secret; /* where its secret is read from (file: or env:) */
+    const char *introspect_auth;   /* the Authorization header, made in post_config */
+    apr_int64_t introspect_cache;  /* seconds an active answer is reused */
 } gmcp_oauth_conf;
 
 /* An authorization server whose tokens are taken (GeminiMCPOAuthIssuer). */

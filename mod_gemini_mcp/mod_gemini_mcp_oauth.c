@@ -10,14 +10,21 @@
  *
  * A token that verified is remembered per process (by its SHA-256, for at most
  * VERIFIED_TTL and never past its exp or a change of the key set), so a client's next
- * request costs a hash, not a signature check. */
+ * request costs a hash, not a signature check.
+ *
+ * A token that is not a JWT, where GeminiMCPOAuthIntrospection is set, is asked about at
+ * the authorization server (RFC 7662) — at most INTROSPECT_MAX at once per process — and
+ * an active answer is remembered the same way for the configured seconds. */
 #include "mod_gemini_mcp_oauth.h"
 #include "gmcp_http.h"
 #include "gmcp_scopes.h"
 #include "gmcp_util.h"
 
 #include <http_protocol.h>
+#include <apr_atomic.h>
+#include <apr_base64.h>
 #include <apr_global_mutex.h>
+#include <apr_lib.h>
 #include <apr_shm.h>
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
@@ -30,6 +37,7 @@
 #define FETCH_WAIT_STEP apr_time_from_msec(20)
 #define URL_MAX 1024
 #define PRM_ROOT "/.well-known/oauth-protected-resource"
+#define INTROSPECT_MAX 8
 
 typedef struct {
     apr_uint32_t gen;      /* moves on with every new document */
@@ -64,11 +72,13 @@ typedef struct {
     unsigned char hash[SHA256_DIGEST_LENGTH]; /* of the resource and the token */
     apr_time_t until;                         /* 0: empty */
     apr_uint32_t gen;                         /* of the key set that verified it */
+    int introspected;                         /* ... or the AS said so: no key set */
     apr_int64_t exp;
     char subject[256], tenant[256], client_id[128], scope[512];
     int has_tenant, has_client;
 } verified_token;
 static verified_token g_verified[VERIFIED_SLOTS];
+static apr_uint32_t g_introspecting; /* introspections under way in this process */
 
 int gmcp_oauth_pre_config(apr_pool_t *pconf)
 {
@@ -77,20 +87,61 @@ int gmcp_oauth_pre_config(apr_pool_t *pconf)
         : HTTP_INTERNAL_SERVER_ERROR;
 }
 
-/* Each section with GeminiMCPAuth ... oauth names its resource and issuer itself. */
-static int sections_complete(server_rec *s)
+/* A form value (RFC 6749 appendix B): all but the unreserved characters %-escaped. */
+static const char *form_escape(apr_pool_t *p, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = apr_palloc(p, 3 * strlen(s) + 1), *o = out;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (apr_isalnum(c) || strchr("-._~", c))
+            *o++ = (char)c;
+        else {
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* The introspection request's client_secret_basic header (RFC 6749 2.3.1: both parts
+ * form-escaped first), from the secret read now; NULL when it cannot be read. */
+static const char *introspection_auth(apr_pool_t *p, const gmcp_oauth_conf *o)
+{
+    const char *secret = gmcp_read_secret(p, o->introspect_secret), *pair;
+    char *b64;
+    if (!secret || !*secret) return NULL;
+    pair = apr_pstrcat(p, form_escape(p, o->introspect_client), ":", form_escape(p, secret), NULL);
+    b64 = apr_palloc(p, apr_base64_encode_len((int)strlen(pair)));
+    apr_base64_encode(b64, pair, (int)strlen(pair));
+    return apr_pstrcat(p, "Authorization: Basic ", b64, NULL);
+}
+
+/* Each section with GeminiMCPAuth ... oauth names its resource and issuer itself; the
+ * secret of its introspection client is there to read. */
+static int sections_complete(apr_pool_t *p, server_rec *s)
 {
     gmcp_dir_conf *const *dcs;
     server_rec *const *srvs;
     int i, n = gmcp_conf_oauth_sections(&dcs, &srvs);
     for (i = 0; i < n; i++) {
-        const gmcp_oauth_conf *o = dcs[i]->oauth;
-        if (o && o->resource && o->issuer >= 0) continue;
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
-                     GMCP_LOGNO(0180) "gemini_mcp: GeminiMCPAuth oauth needs "
-                                      "GeminiMCPOAuthResource and GeminiMCPOAuthIssuer in the "
-                                      "same section");
-        return HTTP_INTERNAL_SERVER_ERROR;
+        gmcp_oauth_conf *o = (gmcp_oauth_conf *)dcs[i]->oauth;
+        if (!o || !o->resource || o->issuer < 0) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         GMCP_LOGNO(0180) "gemini_mcp: GeminiMCPAuth oauth needs "
+                                          "GeminiMCPOAuthResource and GeminiMCPOAuthIssuer in "
+                                          "the same section");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (o->introspect_url && !(o->introspect_auth = introspection_auth(p, o))) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         GMCP_LOGNO(0187) "gemini_mcp: GeminiMCPOAuthIntrospection: cannot "
+                                          "read the client secret from %s",
+                         o->introspect_secret);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
     return OK;
 }
@@ -102,7 +153,7 @@ int gmcp_oauth_post_config(apr_pool_t *p, server_rec *s)
     apr_shm_t *shm = NULL;
     int i;
     gmcp_oauth_conf none = {0};
-    if (sections_complete(s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    if (sections_complete(p, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     gmcp_oauth_scopes(&none); /* the built-in table, made before any thread exists */
     g_n = gmcp_conf_oauth_issuers(&iss);
     g_min = apr_time_from_sec(gmcp_conf_jwks_min(c));
@@ -126,6 +177,7 @@ void gmcp_oauth_child_init(apr_pool_t *pchild, server_rec *s)
 {
     memset(g_copies, 0, sizeof(g_copies));
     memset(g_verified, 0, sizeof(g_verified));
+    g_introspecting = 0;
     if (!g_slots) return;
     if (apr_global_mutex_child_init(&g_mutex, apr_global_mutex_lockfile(g_mutex), pchild)
         || apr_thread_mutex_create(&g_copy_mutex, APR_THREAD_MUTEX_DEFAULT, pchild)
@@ -153,17 +205,19 @@ static apr_status_t on_body(void *baton, int status, const char *data, apr_size_
     return APR_SUCCESS;
 }
 
-/* GET url: the body (up to 64 KiB) of a 200, or NULL with *why. */
-static const char *http_get(apr_pool_t *p, const char *url, apr_size_t *len, const char **why)
+/* GET url (body NULL) or POST the form `body` there: the body (up to 64 KiB) of a 200,
+ * or NULL with *why. */
+static const char *http_fetch(apr_pool_t *p, const char *url, const char *body,
+                              const char *const *headers, apr_size_t *len, const char **why)
 {
-    static const char *const headers[] = {"Accept: application/json", NULL};
     body_buf b = {apr_palloc(p, GMCP_JWKS_MAX + 1), 0};
     gmcp_http_request req = {0};
     gmcp_http_response res = {0};
     gmcp_http *h = gmcp_http_for_thread();
     apr_status_t rv;
-    req.method = "GET";
+    req.method = body ? "POST" : "GET";
     req.url = url;
+    req.body = body;
     req.headers = headers;
     req.connect_timeout = FETCH_TIMEOUT;
     req.timeout = FETCH_TIMEOUT;
@@ -171,7 +225,7 @@ static const char *http_get(apr_pool_t *p, const char *url, apr_size_t *len, con
     req.baton = &b;
     rv = h ? gmcp_http_perform(h, &req, &res) : GMCP_EUPSTREAM;
     if (rv != APR_SUCCESS || res.status != 200) {
-        *why = apr_psprintf(p, "GET %s: %s", url,
+        *why = apr_psprintf(p, "%s %s: %s", req.method, url,
                             rv == APR_TIMEUP ? "timed out"
                                 : rv         ? (res.error ? res.error : "failed")
                                              : apr_psprintf(p, "HTTP %d", res.status));
@@ -180,6 +234,12 @@ static const char *http_get(apr_pool_t *p, const char *url, apr_size_t *len, con
     b.buf[b.len] = '\0';
     *len = b.len;
     return b.buf;
+}
+
+static const char *http_get(apr_pool_t *p, const char *url, apr_size_t *len, const char **why)
+{
+    static const char *const headers[] = {"Accept: application/json", NULL};
+    return http_fetch(p, url, NULL, headers, len, why);
 }
 
 /* RFC 8414 inserts the well-known part before the issuer's path; OpenID Connect
@@ -353,7 +413,7 @@ static int recall(apr_pool_t *p, const unsigned char *hash, int issuer, apr_time
     verified_token *v = &g_verified[hash[0]];
     int hit;
     apr_thread_mutex_lock(g_copy_mutex);
-    hit = v->until > now && v->gen == g_slots[issuer].gen
+    hit = v->until > now && (v->introspected || v->gen == g_slots[issuer].gen)
         && !memcmp(v->hash, hash, SHA256_DIGEST_LENGTH);
     if (hit) {
         out->subject = apr_pstrdup(p, v->subject);
@@ -368,18 +428,21 @@ static int recall(apr_pool_t *p, const unsigned char *hash, int issuer, apr_time
 
 static int fits(const char *s, apr_size_t size) { return !s || strlen(s) < size; }
 
-static void remember(const unsigned char *hash, apr_uint32_t gen, apr_time_t now,
+/* Remember a token until `until`, and never past its exp (with the leeway); gen is the
+ * key set's that verified it, or -1 when the authorization server vouched for it. */
+static void remember(const unsigned char *hash, apr_int64_t gen, apr_time_t until,
                      apr_int64_t leeway, const gmcp_jwt_claims *c)
 {
     verified_token *v = &g_verified[hash[0]];
-    apr_time_t until = apr_time_from_sec(c->exp + leeway);
+    apr_time_t end = apr_time_from_sec(c->exp + leeway);
     if (!fits(c->tenant, sizeof(v->tenant)) || !fits(c->client_id, sizeof(v->client_id))
         || !fits(c->scope, sizeof(v->scope)))
         return;
     apr_thread_mutex_lock(g_copy_mutex);
     memcpy(v->hash, hash, SHA256_DIGEST_LENGTH);
-    v->until = until < now + VERIFIED_TTL ? until : now + VERIFIED_TTL;
-    v->gen = gen;
+    v->until = until < end ? until : end;
+    v->introspected = gen < 0;
+    v->gen = gen < 0 ? 0 : (apr_uint32_t)gen;
     v->exp = c->exp;
     apr_cpystrn(v->subject, c->subject, sizeof(v->subject));
     apr_cpystrn(v->tenant, c->tenant ? c->tenant : "", sizeof(v->tenant));
@@ -407,6 +470,48 @@ static gmcp_jwt_verdict verify(request_rec *r, const gmcp_jwt_policy *pol, int i
     return gmcp_jwt_verify(r->pool, pol, keys, token, apr_time_sec(apr_time_now()), out, why);
 }
 
+/* Ask the authorization server about an opaque token (RFC 7662, client_secret_basic). */
+static gmcp_token_verdict introspect(request_rec *r, const gmcp_oauth_conf *o,
+                                     const gmcp_jwt_policy *pol, const char *token,
+                                     const unsigned char *hash, gmcp_jwt_claims *out,
+                                     const char **why)
+{
+    const char *headers[] = {"Accept: application/json",
+                             "Content-Type: application/x-www-form-urlencoded", o->introspect_auth,
+                             NULL};
+    const char *body, *doc, *err = NULL;
+    apr_time_t now = apr_time_now();
+    apr_size_t len = 0;
+    gmcp_jwt_verdict v;
+
+    if (!gmcp_token_syntax_ok(token)) {
+        *why = "the token is not a bearer token";
+        return GMCP_TOKEN_INVALID;
+    }
+    if (apr_atomic_inc32(&g_introspecting) >= INTROSPECT_MAX) {
+        apr_atomic_dec32(&g_introspecting);
+        *why = "too many access tokens are being checked at once; try again";
+        return GMCP_TOKEN_UNAVAILABLE;
+    }
+    body = apr_pstrcat(r->pool, "token=", form_escape(r->pool, token),
+                       "&token_type_hint=access_token", NULL);
+    doc = http_fetch(r->pool, o->introspect_url, body, headers, &len, &err);
+    apr_atomic_dec32(&g_introspecting);
+    v = doc ? gmcp_jwt_check_introspection(r->pool, pol, doc, len, apr_time_sec(now), out, why)
+            : GMCP_JWT_MALFORMED;
+    if (v == GMCP_JWT_MALFORMED) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      GMCP_LOGNO(0186) "gemini_mcp: token introspection at %s: %s",
+                      o->introspect_url, err ? err : *why);
+        *why = "the authorization server cannot be asked about the token";
+        return GMCP_TOKEN_UNAVAILABLE;
+    }
+    if (v != GMCP_JWT_OK) return GMCP_TOKEN_INVALID;
+    if (o->introspect_cache > 0)
+        remember(hash, -1, now + apr_time_from_sec(o->introspect_cache), pol->leeway, out);
+    return GMCP_TOKEN_OK;
+}
+
 gmcp_token_verdict gmcp_oauth_check(request_rec *r, const gmcp_oauth_conf *o, const char *token,
                                     gmcp_jwt_claims *out, const char **why)
 {
@@ -430,13 +535,15 @@ gmcp_token_verdict gmcp_oauth_check(request_rec *r, const gmcp_oauth_conf *o, co
     pol.principal_claim = o->principal_claim;
     pol.tenant_claim = o->tenant_claim;
     pol.leeway = gmcp_conf_oauth_leeway(o);
+    if (o->introspect_url && !gmcp_jwt_shaped(token))
+        return introspect(r, o, &pol, token, hash, out, why);
     if (!g_slots[i].fetched || now - g_slots[i].fetched > g_max) refresh(r, i);
     if (!(keys = keys_for(r, i))) {
         *why = "the authorization server's signing keys cannot be fetched";
         return GMCP_TOKEN_UNAVAILABLE;
     }
     if (verify(r, &pol, i, keys, token, out, &gen, why) != GMCP_JWT_OK) return GMCP_TOKEN_INVALID;
-    remember(hash, gen, now, pol.leeway, out);
+    remember(hash, gen, now + VERIFIED_TTL, pol.leeway, out);
     return GMCP_TOKEN_OK;
 }
 

@@ -21,8 +21,9 @@ typedef enum {
     GMCP_TOKEN_UNAVAILABLE /* the issuer's keys cannot be had: 503 */
 } gmcp_token_verdict;
 
-/* Check a bearer token for the location's resource: fetches the JWKS on first use,
- * when it is old, and once (rate-bounded) for an unknown kid. */
+/* Check a bearer token for the location's resource: a JWT against the issuer's JWKS
+ * (fetched on first use, when it is old, and once, rate-bounded, for an unknown kid); any
+ * other token at the introspection endpoint, where GeminiMCPOAuthIntrospection is set. */
 gmcp_token_verdict gmcp_oauth_check(request_rec *r, const gmcp_oauth_conf *o, const char *token,
                                     gmcp_jwt_claims *out, const char **why);
 

@@ -1,8 +1,9 @@
 // A real OAuth 2.1 authorization server for the test suite, built on oidc-provider (a
-// certified OpenID provider), issuing RFC 9068 JWT access tokens for one resource server.
+// certified OpenID provider), issuing RFC 9068 JWT access tokens for one resource server
+// (or, with --format opaque, opaque ones that only its introspection endpoint explains).
 //
 //   node test/oauth-as.mjs --port P --resource URL [--keys FILE] [--access-ttl SECONDS]
-//        [--account alice] [--tenant-claim NAME --tenant VALUE]
+//        [--account alice] [--tenant-claim NAME --tenant VALUE] [--format jwt|opaque]
 //
 // Issuer http://127.0.0.1:P (loopback, plain http). Metadata at both
 // /.well-known/oauth-authorization-server and /.well-known/openid-configuration; open
@@ -13,7 +14,9 @@
 // authorization code grant. A confidential client test-client / test-secret
 // (client_secret_basic or client_secret_post) may use client_credentials. Login and
 // consent complete by themselves: GET of an interaction URL signs in --account and
-// grants what was asked.
+// grants what was asked. Token introspection (RFC 7662, at /token/introspection) and
+// revocation (RFC 7009, at /token/revocation) answer confidential clients, such as
+// test-client, which the resource server authenticates as.
 // Prints "ready <issuer>" once listening; exits on SIGTERM.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
@@ -34,11 +37,12 @@ const { values: opt } = parseArgs({
     account: { type: "string", default: "alice" },
     "tenant-claim": { type: "string" },
     tenant: { type: "string" },
+    format: { type: "string", default: "jwt" },
   },
 });
-if (!opt.port || !opt.resource) {
+if (!opt.port || !opt.resource || !["jwt", "opaque"].includes(opt.format)) {
   console.error("usage: oauth-as.mjs --port P --resource URL [--keys FILE] [--access-ttl S] "
-                + "[--account ID] [--tenant-claim NAME --tenant VALUE]");
+                + "[--account ID] [--tenant-claim NAME --tenant VALUE] [--format jwt|opaque]");
   process.exit(2);
 }
 const issuer = `http://127.0.0.1:${opt.port}`;
@@ -80,6 +84,16 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false }, // our own interaction handler below
     registration: { enabled: true }, // open: no initial access token
     clientCredentials: { enabled: true },
+    // Any authenticated (confidential) client may ask about any token; a client may
+    // revoke only its own.
+    introspection: {
+      enabled: true,
+      allowedPolicy: (ctx, client) => client.clientAuthMethod !== "none",
+    },
+    revocation: {
+      enabled: true,
+      allowedPolicy: (ctx, client, token) => token.clientId === client.clientId,
+    },
     resourceIndicators: {
       enabled: true,
       // No resource parameter means --resource, at the authorization and token endpoints.
@@ -92,8 +106,8 @@ const provider = new Provider(issuer, {
           scope: RS_SCOPES,
           audience: opt.resource,
           accessTokenTTL: accessTtl,
-          accessTokenFormat: "jwt",
-          jwt: { sign: { alg: "RS256", kid: keys[0].kid } },
+          accessTokenFormat: opt.format,
+          ...(opt.format === "jwt" ? { jwt: { sign: { alg: "RS256", kid: keys[0].kid } } } : {}),
         };
       },
     },

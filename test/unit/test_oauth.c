@@ -182,6 +182,104 @@ static void t_refusals(apr_pool_t *p)
     CHECK(gmcp_jwks_parse(p, "[", 1, &keys, &why) == APR_EINVAL);
 }
 
+static gmcp_jwt_verdict ask(apr_pool_t *p, json_t *answer, gmcp_jwt_claims *c)
+{
+    gmcp_jwt_policy pol = {ISS, AUD, NULL, "org", 30};
+    const char *why = NULL;
+    char *text = json_dumps(answer, JSON_COMPACT);
+    gmcp_jwt_verdict v = gmcp_jwt_check_introspection(p, &pol, text, strlen(text), NOW, c, &why);
+    CHECK(v == GMCP_JWT_OK || why);
+    free(text);
+    json_decref(answer);
+    return v;
+}
+
+static json_t *active(apr_int64_t exp)
+{
+    json_t *a = claims(exp);
+    json_object_set_new(a, "active", json_true());
+    json_object_set_new(a, "token_type", json_string("Bearer"));
+    return a;
+}
+
+/* RFC 7662 answers: what an authorization server says about an opaque token. */
+static void t_introspection(apr_pool_t *p)
+{
+    gmcp_jwt_claims c;
+    json_t *a;
+    const char *why;
+    gmcp_jwt_policy pol = {ISS, AUD, NULL, NULL, 0};
+    CHECK(ask(p, active(NOW + 60), &c) == GMCP_JWT_OK);
+    CHECK_STR(c.subject, "alice");
+    CHECK_STR(c.scope, "gemini:chat openid");
+    CHECK_STR(c.client_id, "c1");
+    CHECK(c.exp == NOW + 60);
+    /* no iss: the configured issuer's; no sub: the client's (client_credentials) */
+    a = active(NOW + 60);
+    json_object_del(a, "iss");
+    json_object_del(a, "sub");
+    CHECK(ask(p, a, &c) == GMCP_JWT_OK);
+    CHECK_STR(c.subject, "c1");
+    a = active(NOW + 60);
+    json_object_set_new(a, "typ", json_string("Bearer")); /* Keycloak's */
+    json_object_set_new(a, "org", json_string("acme"));
+    CHECK(ask(p, a, &c) == GMCP_JWT_OK);
+    CHECK_STR(c.tenant, "acme");
+
+    CHECK(ask(p, json_pack("{s:b}", "active", 0), &c) == GMCP_JWT_INACTIVE);
+    a = active(NOW + 60);
+    json_object_set_new(a, "active", json_string("true"));
+    CHECK(ask(p, a, &c) == GMCP_JWT_INACTIVE);
+    a = active(NOW + 60);
+    json_object_del(a, "active");
+    CHECK(ask(p, a, &c) == GMCP_JWT_INACTIVE);
+    a = active(NOW + 60);
+    json_object_set_new(a, "token_type", json_string("refresh_token"));
+    CHECK(ask(p, a, &c) == GMCP_JWT_CLAIMS);
+    a = active(NOW + 60);
+    json_object_set_new(a, "token_type", json_string("DPoP")); /* needs a proof we do not take */
+    CHECK(ask(p, a, &c) == GMCP_JWT_CLAIMS);
+    a = active(NOW + 60);
+    json_object_set_new(a, "typ", json_string("Refresh"));
+    CHECK(ask(p, a, &c) == GMCP_JWT_CLAIMS);
+    a = active(NOW + 60);
+    json_object_set_new(a, "iss", json_string("https://evil.example"));
+    CHECK(ask(p, a, &c) == GMCP_JWT_ISSUER);
+    a = active(NOW + 60);
+    json_object_del(a, "aud"); /* a refresh token (oidc-provider names no aud for one) */
+    json_object_del(a, "token_type");
+    CHECK(ask(p, a, &c) == GMCP_JWT_AUDIENCE);
+    a = active(NOW + 60);
+    json_object_set_new(a, "aud", json_string("https://mcp.example/other"));
+    CHECK(ask(p, a, &c) == GMCP_JWT_AUDIENCE);
+    CHECK(ask(p, active(NOW - 31), &c) == GMCP_JWT_EXPIRED);
+    a = active(NOW + 60);
+    json_object_del(a, "exp");
+    CHECK(ask(p, a, &c) == GMCP_JWT_EXPIRED);
+    a = active(NOW + 60);
+    json_object_set_new(a, "nbf", json_integer(NOW + 31));
+    CHECK(ask(p, a, &c) == GMCP_JWT_NOT_YET);
+    a = active(NOW + 60);
+    json_object_del(a, "sub");
+    json_object_del(a, "client_id");
+    CHECK(ask(p, a, &c) == GMCP_JWT_CLAIMS);
+    /* not an answer at all */
+    CHECK(gmcp_jwt_check_introspection(p, &pol, "[true]", 6, NOW, &c, &why) == GMCP_JWT_MALFORMED);
+    why = "{\"active\":true,\"active\":false}"; /* duplicate members */
+    CHECK(gmcp_jwt_check_introspection(p, &pol, why, strlen(why), NOW, &c, &why)
+          == GMCP_JWT_MALFORMED);
+    CHECK(gmcp_jwt_check_introspection(p, &pol, "", 0, NOW, &c, &why) == GMCP_JWT_MALFORMED);
+
+    /* what is sent to be asked about at all */
+    CHECK(gmcp_token_syntax_ok("2YotnFZFEjr1zCsicMWpAA"));
+    CHECK(gmcp_token_syntax_ok("a-b._~+/c=="));
+    CHECK(!gmcp_token_syntax_ok(""));
+    CHECK(!gmcp_token_syntax_ok("=="));
+    CHECK(!gmcp_token_syntax_ok("a b"));
+    CHECK(!gmcp_token_syntax_ok("a==b"));
+    CHECK(!gmcp_token_syntax_ok("a&token=b"));
+}
+
 static void t_scopes(apr_pool_t *p)
 {
     apr_array_header_t *d = gmcp_scopes_default(p);
@@ -209,6 +307,7 @@ UNIT_MAIN("oauth", {
     setup();
     RUN(t_good_tokens);
     RUN(t_refusals);
+    RUN(t_introspection);
     RUN(t_scopes);
     cjose_jwk_release(g_rsa);
     cjose_jwk_release(g_rsa2);
