@@ -348,6 +348,28 @@ def test_token_paths_keep_no_connection(srv, issuer):
     assert time.time() - start < 2
 
 
+def test_usage_shows_oauth_subjects(srv, issuer):
+    """gmcpctl usage: a subject without a key row is metered as oauth:<sub>, one with a
+    row (keys create --subject) under the row's id."""
+    out = srv.gmcpctl_run("--json", "keys", "create", "--name", "erin-row", "--subject",
+                          "erin").stdout
+    row = json.loads(out)["id"]
+    for sub, calls in (("dave", 2), ("erin", 3)):
+        tok = issuer.token(sub=sub)
+        sid = session(srv, tok)
+        for i in range(calls):
+            assert tool(srv, tok, sid, "test_simple_text", rid=i + 1).status_code == 200
+    srv.graceful_restart()  # flushes the counters kept in shared memory
+    dave = json.loads(srv.gmcpctl_run("--json", "usage", "--key", "oauth:dave").stdout)
+    erin = json.loads(srv.gmcpctl_run("--json", "usage", "--key", row).stdout)
+    # initialize, notifications/initialized and the calls
+    assert sum(u["requests"] for u in dave) == 2 + 2, dave
+    assert sum(u["requests"] for u in erin) == 2 + 3, erin
+    assert json.loads(srv.gmcpctl_run("--json", "usage", "--key", "oauth:erin").stdout) == []
+    plain = srv.gmcpctl_run("usage", "--since", "24h").stdout
+    assert "oauth:dave" in plain and row in plain
+
+
 @pytest.mark.parametrize("line,words", [
     ("GeminiMCPOAuthResource ftp://x/mcp", "absolute http(s) URL"),
     ("GeminiMCPOAuthResource https://x/mcp#frag", "absolute http(s) URL"),
