@@ -1,9 +1,11 @@
 """OAuth against a real authorization server: oidc-provider (test/oauth-as.mjs) with
 dynamic client registration, PKCE and resource indicators, and the official MCP
-TypeScript SDK's OAuth client (test/clients/sdk-oauth.mjs) — discovery (protected
-resource metadata, then the AS's metadata), registration, the authorization code with
-PKCE, tools/list and tools/call, a refresh after the access token expired, and a key
-rotation at the AS picked up without a restart. On SQLite and PostgreSQL."""
+TypeScript SDK's OAuth client in both generations — v1, @modelcontextprotocol/sdk
+(test/clients/sdk-oauth.mjs), and v2, @modelcontextprotocol/client
+(test/clients/sdk-oauth-v2.mjs): discovery (protected resource metadata, then the AS's
+metadata), registration, the authorization code with PKCE, tools/list and tools/call, a
+refresh after the access token expired, and a key rotation at the AS picked up without a
+restart. On SQLite and PostgreSQL."""
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ from harness import free_port
 
 AS_SCRIPT = os.path.join(ROOT, "test", "oauth-as.mjs")
 CLIENT = os.path.join(ROOT, "test", "clients", "sdk-oauth.mjs")
+CLIENT_V2 = os.path.join(ROOT, "test", "clients", "sdk-oauth-v2.mjs")
 
 
 class AuthServer:
@@ -78,6 +81,32 @@ def test_sdk_discovers_registers_authorizes_calls_and_refreshes(setup):
     # The session is owned by the token's subject.
     owners = set(s.sql("SELECT owner FROM mcp_sessions"))
     assert "oauth:alice" in owners, owners
+
+
+# Before the key rotation test below: that one restarts the AS with 60 s tokens, which
+# would not expire during this test's sleep.
+def test_sdk_v2_client_discovers_registers_authorizes_calls_and_refreshes(setup):
+    s = setup["server"]
+    r = subprocess.run([NODE22, CLIENT_V2, s.url, "--tool", "test_simple_text", "--args", "{}",
+                        "--sleep-then-call", "6"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["registered"] is True
+    assert "test_simple_text" in out["tools"] and "gemini_generate" in out["tools"]
+    assert out["call"] and out["second"]
+    # As with v1: the second call came after the first token expired, so the SDK got a
+    # 401, used its refresh token and retried with a new access token — a refresh, not a
+    # second trip through the authorization endpoint.
+    assert len(out["access_tokens"]) >= 2 and out["tokens_saved"] >= 2
+    assert out["authorizations"] == 1, out
+    claims = jwt.decode(out["access_tokens"][-1], options={"verify_signature": False})
+    assert claims["aud"] == setup["resource"] and claims["sub"] == "alice"
+    # v2 stamps what it saves with the issuer of the AS's (validated) metadata.
+    assert out["issuer"] == setup["auth"].issuer
+    # This client's session (not just some earlier one) is owned by the token's subject.
+    sid = out["session_id"]
+    assert sid and "'" not in sid, out
+    assert s.sql(f"SELECT owner FROM mcp_sessions WHERE id = '{sid}'") == ["oauth:alice"]
 
 
 def call(setup, token):
