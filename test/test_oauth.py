@@ -351,21 +351,21 @@ def test_token_paths_keep_no_connection(srv, issuer):
 def test_usage_shows_oauth_subjects(srv, issuer):
     """gmcpctl usage: a subject without a key row is metered as oauth:<sub>, one with a
     row (keys create --subject) under the row's id."""
-    out = srv.gmcpctl_run("--json", "keys", "create", "--name", "erin-row", "--subject",
-                          "erin").stdout
+    out = srv.gmcpctl_run("--json", "keys", "create", "--name", "fern-row", "--subject",
+                          "fern").stdout
     row = json.loads(out)["id"]
-    for sub, calls in (("dave", 2), ("erin", 3)):
+    for sub, calls in (("dave", 2), ("fern", 3)):
         tok = issuer.token(sub=sub)
         sid = session(srv, tok)
         for i in range(calls):
             assert tool(srv, tok, sid, "test_simple_text", rid=i + 1).status_code == 200
     srv.graceful_restart()  # flushes the counters kept in shared memory
     dave = json.loads(srv.gmcpctl_run("--json", "usage", "--key", "oauth:dave").stdout)
-    erin = json.loads(srv.gmcpctl_run("--json", "usage", "--key", row).stdout)
+    fern = json.loads(srv.gmcpctl_run("--json", "usage", "--key", row).stdout)
     # initialize, notifications/initialized and the calls
     assert sum(u["requests"] for u in dave) == 2 + 2, dave
-    assert sum(u["requests"] for u in erin) == 2 + 3, erin
-    assert json.loads(srv.gmcpctl_run("--json", "usage", "--key", "oauth:erin").stdout) == []
+    assert sum(u["requests"] for u in fern) == 2 + 3, fern
+    assert json.loads(srv.gmcpctl_run("--json", "usage", "--key", "oauth:fern").stdout) == []
     plain = srv.gmcpctl_run("usage", "--since", "24h").stdout
     assert "oauth:dave" in plain and row in plain
 
