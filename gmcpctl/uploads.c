@@ -9,7 +9,9 @@
 #include "gmcp_chat.h"
 #include "gmcp_keys.h"
 #include "gmcp_retention.h"
+#include "gmcp_lease.h"
 #include "gmcp_store.h"
+#include "gmcp_tasks.h"
 #include "gmcp_uploads.h"
 #include "gmcp_util.h"
 #include "gmcpctl.h"
@@ -128,7 +130,8 @@ typedef struct {
     const char *dir;     /* the spool directory, NULL: unknown */
     gmcp_retention keep; /* how long usage and the audit log are kept */
     gmcp_retention_run run;
-    apr_int64_t n_sessions, n_chats, n_files, n_events, spool_bytes;
+    apr_int64_t n_sessions, n_chats, n_files, n_events, n_tasks, spool_bytes;
+    int n_orphans;           /* tasks whose worker is gone: failed */
     apr_array_header_t *ups; /* the expired uploads */
     int failed;              /* an upload could not be removed */
 } cleanup_job;
@@ -183,8 +186,10 @@ static int cleanup_count(ctl *c, cleanup_job *j)
     j->n_chats = count(c, "gmcp_count_chats_idle", j->now - j->chat_idle);
     j->n_files = count(c, "gmcp_file_expired_count", j->now);
     j->n_events = count_events(c, j);
+    j->n_tasks = gmcp_task_expired_count(&c->db, j->now);
     gmcp_retention_cutoffs(&j->keep, j->now, &j->run);
-    if (j->n_sessions < 0 || j->n_chats < 0 || j->n_files < 0 || j->n_events < 0
+    if (j->n_sessions < 0 || j->n_chats < 0 || j->n_files < 0 || j->n_events < 0 || j->n_tasks < 0
+        || (j->dry && gmcp_task_reap(&c->db, j->now, gmcp_lease_holder_dead, 1, &j->n_orphans))
         || gmcp_upload_expired(&c->db, j->now, &j->ups)
         || (j->dry && gmcp_retention_count(&c->db, &j->run)))
         return fail("cannot read the database: %s", gmcp_db_error(&c->db, -1));
@@ -223,29 +228,34 @@ static int cleanup_sweep(ctl *c, cleanup_job *j)
     if (gmcp_store_sweep(&c->db, j->sess_idle, j->event_retention)
         || gmcp_chat_sweep(&c->db, j->chat_idle)
         || gmcp_db_exec(&c->db, "gmcp_file_expired_delete", NULL,
-                        GMCP_ARGS(gmcp_i64_str(c->pool, j->now))))
+                        GMCP_ARGS(gmcp_i64_str(c->pool, j->now)))
+        || gmcp_task_reap(&c->db, j->now, gmcp_lease_holder_dead, 0, &j->n_orphans)
+        || gmcp_task_sweep(&c->db, j->now, &(int){0}))
         return fail("cleanup failed: %s", gmcp_db_error(&c->db, -1));
     /* Usage roll-up, usage and audit deletes, and their retention.delete audit row:
      * one transaction. */
     if (gmcp_retention_apply(&c->db, actor(c->pool), &j->run))
         return fail("retention failed (nothing of it was changed): %s", gmcp_db_error(&c->db, -1));
-    if (j->ups->nelts || j->n_sessions || j->n_chats || j->n_files)
+    if (j->ups->nelts || j->n_sessions || j->n_chats || j->n_files || j->n_tasks || j->n_orphans)
         gmcp_audit(&c->db, actor(c->pool), "cleanup", "",
-                   apr_psprintf(
-                       c->pool,
-                       "uploads=%d spool_bytes=%" APR_INT64_T_FMT " mcp_sessions=%" APR_INT64_T_FMT
-                       " chat_sessions=%" APR_INT64_T_FMT " files=%" APR_INT64_T_FMT,
-                       j->ups->nelts, j->spool_bytes, j->n_sessions, j->n_chats, j->n_files));
+                   apr_psprintf(c->pool,
+                                "uploads=%d spool_bytes=%" APR_INT64_T_FMT
+                                " mcp_sessions=%" APR_INT64_T_FMT " chat_sessions=%" APR_INT64_T_FMT
+                                " files=%" APR_INT64_T_FMT " tasks=%" APR_INT64_T_FMT
+                                " orphaned_tasks=%d",
+                                j->ups->nelts, j->spool_bytes, j->n_sessions, j->n_chats,
+                                j->n_files, j->n_tasks, j->n_orphans));
     return 0;
 }
 
 static void cleanup_print_json(ctl *c, const cleanup_job *j)
 {
     json_t *out =
-        json_pack("{s:b, s:i, s:I, s:I, s:I, s:I, s:b}", "dry_run", j->dry, "uploads",
+        json_pack("{s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:i, s:b}", "dry_run", j->dry, "uploads",
                   j->ups->nelts, "spool_bytes", (json_int_t)j->spool_bytes, "mcp_sessions",
                   (json_int_t)j->n_sessions, "chat_sessions", (json_int_t)j->n_chats, "files",
-                  (json_int_t)j->n_files, "upload_dir_known", j->dir != NULL);
+                  (json_int_t)j->n_files, "tasks", (json_int_t)j->n_tasks, "orphaned_tasks",
+                  j->n_orphans, "upload_dir_known", j->dir != NULL);
     json_object_set_new(
         out, "retention",
         json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "mcp_events", (json_int_t)j->n_events,
@@ -265,8 +275,9 @@ static void cleanup_print_text(const cleanup_job *j)
     const char *did = j->dry ? "would remove " : "removed ";
     printf("%s%d upload(s) (%" APR_INT64_T_FMT " spool bytes), %" APR_INT64_T_FMT
            " MCP session(s), %" APR_INT64_T_FMT " chat session(s), %" APR_INT64_T_FMT
-           " file record(s)\n",
-           did, j->ups->nelts, j->spool_bytes, j->n_sessions, j->n_chats, j->n_files);
+           " file record(s), %" APR_INT64_T_FMT " task(s); %s%d task(s) whose worker is gone\n",
+           did, j->ups->nelts, j->spool_bytes, j->n_sessions, j->n_chats, j->n_files, j->n_tasks,
+           j->dry ? "would fail " : "failed ", j->n_orphans);
     printf("%s%" APR_INT64_T_FMT " MCP event(s), %" APR_INT64_T_FMT " hourly usage row(s)"
            " (rolled into %" APR_INT64_T_FMT " daily row(s)), %" APR_INT64_T_FMT
            " daily usage row(s), %" APR_INT64_T_FMT " audit row(s)\n",

@@ -15,7 +15,7 @@
 #include "gmcp_util.h"
 
 /* The schema version this build needs: the highest migration in sql/<driver>/. */
-#define GMCP_SCHEMA_VERSION 10
+#define GMCP_SCHEMA_VERSION 11
 
 typedef struct {
     const apr_dbd_driver_t *driver;

@@ -24,13 +24,9 @@ const gmcp_stmt gmcp_file_stmts[] = {
     {"gmcp_file_expired_delete", "DELETE FROM gemini_files WHERE expires < %lld"},
     {NULL, NULL}};
 
-const gmcp_stmt *const gmcp_sql_tables[] = {gmcp_store_stmts,
-                                            gmcp_chat_stmts,
-                                            gmcp_key_stmts,
-                                            gmcp_upload_stmts,
-                                            gmcp_file_stmts,
-                                            gmcp_shared_limit_stmts,
-                                            NULL};
+const gmcp_stmt *const gmcp_sql_tables[] = {
+    gmcp_store_stmts, gmcp_chat_stmts,         gmcp_key_stmts,  gmcp_upload_stmts,
+    gmcp_file_stmts,  gmcp_shared_limit_stmts, gmcp_task_stmts, NULL};
 
 const char *gmcp_sql_lookup(const char *label)
 {

@@ -19,7 +19,7 @@ const char *gmcp_sql_lookup(const char *label);
 
 /* Tables of statements, one per concern; each ends with a NULL label. Each sits with
  * the code that runs it (gmcp_store.c, gmcp_chat.c, gmcp_keys.c, gmcp_uploads.c,
- * gmcp_shared_limits.c); the file records, which have no store of their own, in
+ * gmcp_shared_limits.c, gmcp_tasks.c); the file records, which have no store of their own, in
  * gmcp_sql.c. */
 extern const gmcp_stmt gmcp_store_stmts[];
 extern const gmcp_stmt gmcp_chat_stmts[];
@@ -27,6 +27,7 @@ extern const gmcp_stmt gmcp_key_stmts[];
 extern const gmcp_stmt gmcp_upload_stmts[];
 extern const gmcp_stmt gmcp_file_stmts[];
 extern const gmcp_stmt gmcp_shared_limit_stmts[];
+extern const gmcp_stmt gmcp_task_stmts[];
 
 /* Every table above, ending with NULL: what gmcp_sql_lookup searches. */
 extern const gmcp_stmt *const gmcp_sql_tables[];

@@ -625,7 +625,8 @@ def test_gmcpctl_uploads_and_cleanup_removes_exactly_what_expired(start, db):
     dry = json.loads(s.gmcpctl_run("--json", "cleanup", "--dry-run").stdout)
     dry.pop("retention")                         # usage/audit/events: test_retention.py
     assert dry == {"dry_run": True, "uploads": 2, "spool_bytes": 5, "mcp_sessions": 1,
-                   "chat_sessions": 1, "files": 1, "upload_dir_known": True}
+                   "chat_sessions": 1, "files": 1, "tasks": 0, "orphaned_tasks": 0,
+                   "upload_dir_known": True}
     assert len(s.sql("SELECT id FROM uploads")) == 4          # nothing removed yet
     p = s.gmcpctl_run("cleanup")
     assert p.returncode == 0 and p.stdout == "" and p.stderr == ""   # quiet for cron
