@@ -40,7 +40,7 @@ GLUE_SRC  := mod_gemini_mcp/mod_gemini_mcp.c mod_gemini_mcp/mod_gemini_mcp_http.
              mod_gemini_mcp/mod_gemini_mcp_status.c mod_gemini_mcp/mod_gemini_mcp_access.c \
              mod_gemini_mcp/mod_gemini_mcp_upload.c mod_gemini_mcp/mod_gemini_mcp_inflight.c \
              mod_gemini_mcp/mod_gemini_mcp_tailsync.c mod_gemini_mcp/mod_gemini_mcp_child_thread.c \
-             mod_gemini_mcp/mod_gemini_mcp_oauth.c
+             mod_gemini_mcp/mod_gemini_mcp_oauth.c mod_gemini_mcp/mod_gemini_mcp_tasks.c
 GLUE_HDR  := $(wildcard mod_gemini_mcp/mod_gemini_mcp*.h)
 CORE_OBJ  := $(patsubst mod_gemini_mcp/%.c,$(BUILD)/core/%.o,$(CORE_SRC))
 UNIT_SRC  := $(wildcard test/unit/test_*.c)

@@ -1,6 +1,8 @@
 /* gmcp_mcp.c — MCP methods: lifecycle, utilities, tools, resources, prompts. */
 #include "gmcp_mcp.h"
+#include "gmcp_lease.h"
 #include "gmcp_stateless.h"
+#include "gmcp_tasks.h"
 #include "gmcp_util.h"
 
 #include <stddef.h>
@@ -243,8 +245,103 @@ static json_t *do_ping(gmcp_rpc_ctx *x, const gmcp_msg *m)
 
 static json_t *do_discover(gmcp_rpc_ctx *x, const gmcp_msg *m)
 {
-    return gmcp_rpc_result(m->id,
-                           gmcp_discover_result(x->srv->server_name, x->srv->server_version));
+    json_t *r = gmcp_discover_result(x->srv->server_name, x->srv->server_version);
+    if (x->srv->tasks)
+        json_object_set_new(json_object_get(r, "capabilities"), "extensions",
+                            json_pack("{s:{}}", GMCP_TASKS_EXTENSION));
+    return gmcp_rpc_result(m->id, r);
+}
+
+/* ---- tasks (io.modelcontextprotocol/tasks) ----------------------------------------- */
+
+/* Does this request declare the extension (in its own _meta: 2026-07-28 only)? */
+static int declares_tasks(const gmcp_rpc_ctx *x)
+{
+    json_t *ext = x->stateless && x->call->client_caps
+        ? json_object_get(x->call->client_caps, "extensions")
+        : NULL;
+    return json_is_object(json_object_get(ext, GMCP_TASKS_EXTENSION));
+}
+
+static json_t *missing_tasks(const gmcp_msg *m)
+{
+    return gmcp_rpc_error(
+        m->id, GMCP_MISSING_CAPABILITY, "Missing required client capability: " GMCP_TASKS_EXTENSION,
+        json_pack("{s:{s:{s:{}}}}", "requiredCapabilities", "extensions", GMCP_TASKS_EXTENSION));
+}
+
+enum { TASK_GET, TASK_UPDATE, TASK_CANCEL };
+
+/* tasks/get, tasks/update and tasks/cancel: the capability first, then the task, which
+ * only its owner sees (another's is as unknown as a made-up id). */
+static json_t *task_method(gmcp_rpc_ctx *x, const gmcp_msg *m, int op)
+{
+    const char *id = gmcp_json_str(m->params, "taskId"), *why = NULL;
+    apr_int64_t now = apr_time_as_msec(apr_time_now());
+    gmcp_db *db;
+    gmcp_task t;
+    apr_status_t rv;
+    json_t *out = NULL;
+    if (!x->srv->tasks)
+        return rpc_err(m, GMCP_METHOD_NOT_FOUND,
+                       apr_psprintf(x->pool, "Method not found: %s (tasks are off)", m->method));
+    if (!declares_tasks(x)) return missing_tasks(m);
+    if (!id) return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: taskId is required");
+    if (!(db = x->call->ops->db_open(x->call, &why))) {
+        x->http_status = 503;
+        return rpc_err(m, GMCP_INTERNAL_ERROR, "Internal error: the task store is unavailable");
+    }
+    rv = op == TASK_UPDATE
+        ? gmcp_task_answer(db, id, x->principal, gmcp_json_obj(m->params, "inputResponses"), now)
+        : op == TASK_CANCEL ? gmcp_task_cancel(db, id, x->principal, now)
+                            : gmcp_task_get(db, id, x->principal, &t);
+    /* A task whose process is gone is failed now, not at the next sweep. */
+    if (rv == APR_SUCCESS && op == TASK_GET && t.expires < gmcp_now_sec()) rv = APR_ENOENT;
+    if (rv == APR_SUCCESS && op == TASK_GET && !gmcp_task_terminal(t.status)
+        && (t.lease_until < gmcp_now_sec() || gmcp_lease_holder_dead(t.holder))) {
+        int n = 0;
+        if (gmcp_task_reap(db, gmcp_now_sec(), gmcp_lease_holder_dead, 0, &n) == APR_SUCCESS && n)
+            rv = gmcp_task_get(db, id, x->principal, &t);
+    }
+    if (rv == APR_SUCCESS && op == TASK_GET)
+        out = gmcp_task_json(x->pool, &t, 1, x->srv->tasks->poll_ms);
+    x->call->ops->db_close(x->call);
+    if (rv == APR_ENOENT)
+        return rpc_err(m, GMCP_INVALID_PARAMS, "Invalid params: no such task (unknown or expired)");
+    if (rv != APR_SUCCESS) {
+        x->http_status = 503;
+        return rpc_err(m, GMCP_INTERNAL_ERROR, "Internal error: the task store is unavailable");
+    }
+    return gmcp_rpc_result(m->id, out ? out : json_object());
+}
+
+static json_t *do_tasks_get(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    return task_method(x, m, TASK_GET);
+}
+static json_t *do_tasks_update(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    return task_method(x, m, TASK_UPDATE);
+}
+static json_t *do_tasks_cancel(gmcp_rpc_ctx *x, const gmcp_msg *m)
+{
+    return task_method(x, m, TASK_CANCEL);
+}
+
+/* tools/call as a task: the input rounds that come first, then the task made and
+ * started. */
+static json_t *call_as_task(gmcp_rpc_ctx *x, const gmcp_msg *m, const gmcp_tool_entry *t,
+                            json_t *args)
+{
+    json_t *r;
+    if (t->def->prepare && (r = t->def->prepare(x->call, args, t->provider->baton)) != NULL)
+        return gmcp_rpc_result(m->id, r);
+    x->call->error_code = 0;
+    x->call->error_message = NULL;
+    if ((r = x->srv->tasks->start(x->call, t, m->params)) != NULL) return gmcp_rpc_result(m->id, r);
+    if (x->call->error_code == GMCP_INTERNAL_ERROR) x->http_status = 503;
+    return gmcp_rpc_error(m->id, x->call->error_code ? x->call->error_code : GMCP_INTERNAL_ERROR,
+                          x->call->error_message ? x->call->error_message : "Internal error", NULL);
 }
 
 /* ---- tools ------------------------------------------------------------------------- */
@@ -348,6 +445,17 @@ static json_t *do_tools_call(gmcp_rpc_ctx *x, const gmcp_msg *m)
     if (invalid) {
         json_decref(owned_args);
         return gmcp_rpc_result(m->id, gmcp_text_result(invalid, 1));
+    }
+    if (x->srv->tasks && (t->def->flags & (GMCP_TOOL_TASK | GMCP_TOOL_TASK_REQUIRED))
+        && declares_tasks(x)) {
+        result = call_as_task(x, m, t, args);
+        json_decref(owned_args);
+        return result;
+    }
+    /* Only as a task on 2026-07-28 (even with tasks off here); on a session at once. */
+    if (x->stateless && (t->def->flags & GMCP_TOOL_TASK_REQUIRED)) {
+        json_decref(owned_args);
+        return missing_tasks(m);
     }
     x->call->progress_token = progress_token(m->params);
     x->call->error_code = 0;
@@ -561,6 +669,9 @@ static const gmcp_method METHODS[] = {
     {"server/discover", GMCP_METHOD_STATELESS_ONLY | GMCP_METHOD_CACHEABLE, NULL, do_discover, NULL,
      NULL, 60000},
     {"subscriptions/listen", GMCP_METHOD_STATELESS_ONLY, NULL, NULL, NULL, NULL, 0},
+    {"tasks/get", GMCP_METHOD_STATELESS_ONLY, NULL, do_tasks_get, NULL, "taskId", 0},
+    {"tasks/update", GMCP_METHOD_STATELESS_ONLY, NULL, do_tasks_update, NULL, "taskId", 0},
+    {"tasks/cancel", GMCP_METHOD_STATELESS_ONLY, NULL, do_tasks_cancel, NULL, "taskId", 0},
     {"notifications/initialized", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL, 0},
     {"notifications/cancelled", GMCP_METHOD_NOTIFICATION, NULL, NULL, note_cancelled, NULL, 0},
     {"notifications/progress", GMCP_METHOD_NOTIFICATION, NULL, NULL, NULL, NULL, 0},

@@ -15,8 +15,18 @@
 
 #define GMCP_LATEST_SESSION_VERSION "2025-11-25"
 
+/* Tasks (io.modelcontextprotocol/tasks), provided by the transport that can run them. */
+typedef struct {
+    /* Make a task of the tools/call `params` of tool `t` (its arguments checked) and
+     * start it: the CreateTaskResult (new ref), or NULL with c->error_code and
+     * c->error_message set. */
+    json_t *(*start)(gmcp_call *c, const gmcp_tool_entry *t, json_t *params);
+    apr_int64_t poll_ms; /* the pollIntervalMs told to clients */
+} gmcp_task_runner;
+
 typedef struct {
     const gmcp_registry *registry;
+    const gmcp_task_runner *tasks; /* NULL: no tasks */
     int page_size;
     const char *server_name;
     const char *server_version;

@@ -108,6 +108,11 @@ struct gmcp_call {
 /* A tool. input_schema etc. are JSON texts, parsed once at start-up. */
 #define GMCP_TOOL_STREAMS 0x1       /* may notify or ask the client: answer as SSE */
 #define GMCP_TOOL_SPENDS_TOKENS 0x2 /* calls Gemini for tokens: token limits and quotas apply */
+/* May run as a task (io.modelcontextprotocol/tasks, 2026-07-28) when the request declares
+ * the extension: the call then runs on a worker thread after its answer was sent, and
+ * c->ops->input waits for tasks/update; only as a task (-32021 without the extension). */
+#define GMCP_TOOL_TASK 0x4
+#define GMCP_TOOL_TASK_REQUIRED 0x8
 
 typedef json_t *(*gmcp_tool_fn)(gmcp_call *c, json_t *arguments /* object, borrowed */,
                                 void *baton);
@@ -120,6 +125,10 @@ typedef struct {
     const char *annotations;   /* may be NULL */
     unsigned flags;
     gmcp_tool_fn call; /* returns a CallToolResult (new ref) */
+    /* Optional, for GMCP_TOOL_TASK: runs in the request before its task is made, for the
+     * input rounds (MRTR) that must come first: an InputRequiredResult to answer now, or
+     * NULL to go on (the task's call then finds the answers in c->input_responses). */
+    gmcp_tool_fn prepare;
 } gmcp_tool;
 
 /* Static resources and URI templates (RFC 6570 level 1: "{var}" segments). */

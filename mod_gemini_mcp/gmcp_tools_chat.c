@@ -449,7 +449,7 @@ const gmcp_tool gmcp_chat_tools[] = {
      "\"maxLength\":200}},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"session_id\":{\"type\":\"string\"},\"model\":"
      "{\"type\":\"string\"},\"title\":{\"type\":\"string\"}},\"required\":[\"session_id\"]}",
-     NULL, 0, t_chat_start},
+     NULL, 0, t_chat_start, NULL},
     {"gemini_chat_send", "Send to a Gemini chat",
      "Send a message in a chat session; Gemini answers with the whole conversation as "
      "context. Returns the reply and its token usage. With a progress token the reply "
@@ -460,29 +460,29 @@ const gmcp_tool gmcp_chat_tools[] = {
      "\"temperature\":{\"type\":\"number\",\"minimum\":0,\"maximum\":2},"
      "\"max_output_tokens\":{\"type\":\"integer\",\"minimum\":1}},"
      "\"required\":[\"session_id\",\"message\"],\"additionalProperties\":false}",
-     NULL, "{\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_chat_send},
+     NULL, "{\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_chat_send, NULL},
     {"gemini_chat_history", "Read a Gemini chat",
      "The messages of a chat session, oldest first, a page at a time.",
      "{\"type\":\"object\",\"properties\":{" SID_PROP ",\"after_seq\":{\"type\":\"integer\","
      "\"minimum\":0},\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200}},"
      "\"required\":[\"session_id\"],\"additionalProperties\":false}",
-     NULL, "{\"readOnlyHint\":true}", 0, t_chat_history},
+     NULL, "{\"readOnlyHint\":true}", 0, t_chat_history, NULL},
     {"gemini_chat_list", "List Gemini chats", "Your chat sessions, most recently used first.",
      "{\"type\":\"object\",\"properties\":{\"offset\":{\"type\":\"integer\",\"minimum\":0},"
      "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200}},"
      "\"additionalProperties\":false}",
-     NULL, "{\"readOnlyHint\":true}", 0, t_chat_list},
+     NULL, "{\"readOnlyHint\":true}", 0, t_chat_list, NULL},
     {"gemini_chat_export", "Export a Gemini chat",
      "A chat session as JSON, plain text or Markdown.",
      "{\"type\":\"object\",\"properties\":{" SID_PROP ",\"format\":{\"type\":\"string\","
      "\"enum\":[\"json\",\"text\",\"markdown\"]}},\"required\":[\"session_id\"],"
      "\"additionalProperties\":false}",
-     NULL, "{\"readOnlyHint\":true}", 0, t_chat_export},
+     NULL, "{\"readOnlyHint\":true}", 0, t_chat_export, NULL},
     {"gemini_chat_delete", "Delete a Gemini chat", "Delete a chat session and its messages.",
      "{\"type\":\"object\",\"properties\":{" SID_PROP "},\"required\":[\"session_id\"],"
      "\"additionalProperties\":false}",
-     NULL, "{\"destructiveHint\":true}", 0, t_chat_delete},
-    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
+     NULL, "{\"destructiveHint\":true}", 0, t_chat_delete, NULL},
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL}};
 
 const gmcp_resource_template gmcp_chat_templates[] = {
     {"gemini://chat/{session_id}/transcript", "Chat transcript", NULL,

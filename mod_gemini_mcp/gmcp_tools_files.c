@@ -414,19 +414,19 @@ const gmcp_tool gmcp_file_tools[] = {
      "{\"type\":\"object\",\"properties\":{\"upload_id\":{\"type\":\"string\"},"
      "\"display_name\":{\"type\":\"string\",\"maxLength\":512}},"
      "\"required\":[\"upload_id\"],\"additionalProperties\":false}",
-     NULL, "{\"openWorldHint\":true}", 0, t_upload_file},
+     NULL, "{\"openWorldHint\":true}", 0, t_upload_file, NULL},
     {"gemini_file_list", "List your Gemini files",
      "Files you relayed to Gemini, newest first, with their expiry (48 h at Gemini).",
      "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}", NULL,
-     "{\"readOnlyHint\":true}", 0, t_file_list},
+     "{\"readOnlyHint\":true}", 0, t_file_list, NULL},
     {"gemini_file_get", "Get a Gemini file",
      "One of your files: size, type, SHA-256, URI, and its current state at Gemini.",
      "{\"type\":\"object\",\"properties\":{" NAME_PROP "},\"required\":[\"name\"],"
      "\"additionalProperties\":false}",
-     NULL, "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_file_get},
+     NULL, "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_file_get, NULL},
     {"gemini_file_delete", "Delete a Gemini file",
      "Delete one of your files at Gemini and forget it here.",
      "{\"type\":\"object\",\"properties\":{" NAME_PROP "},\"required\":[\"name\"],"
      "\"additionalProperties\":false}",
-     NULL, "{\"destructiveHint\":true,\"openWorldHint\":true}", 0, t_file_delete},
-    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
+     NULL, "{\"destructiveHint\":true,\"openWorldHint\":true}", 0, t_file_delete, NULL},
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL}};

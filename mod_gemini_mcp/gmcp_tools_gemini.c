@@ -493,7 +493,7 @@ static const gmcp_tool TOOLS[] = {
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},\"model\":{\"type\":"
      "\"string\"},\"finish_reason\":{\"type\":\"string\"},\"model_version\":{\"type\":"
      "\"string\"},\"usage\":" USAGE_SCHEMA "},\"required\":[\"text\",\"model\",\"usage\"]}",
-     "{\"readOnlyHint\":true,\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_generate},
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_generate, NULL},
     {"gemini_count_tokens", "Count Gemini tokens",
      "Count how many tokens a text (or Gemini contents) takes for a model.",
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},"
@@ -501,7 +501,7 @@ static const gmcp_tool TOOLS[] = {
      "\"model\":{\"type\":\"string\"}},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"total_tokens\":{\"type\":\"integer\"},"
      "\"model\":{\"type\":\"string\"}},\"required\":[\"total_tokens\"]}",
-     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_count_tokens},
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_count_tokens, NULL},
     {"gemini_embed", "Embed with Gemini",
      "Compute embedding vectors for one or more texts (default model " GMCP_GEMINI_EMBED_MODEL ").",
      "{\"type\":\"object\",\"properties\":{\"texts\":{\"type\":\"array\",\"items\":{\"type\":"
@@ -513,7 +513,7 @@ static const gmcp_tool TOOLS[] = {
      "{\"type\":\"object\",\"properties\":{\"model\":{\"type\":\"string\"},\"dimensions\":"
      "{\"type\":\"integer\"},\"embeddings\":{\"type\":\"array\",\"items\":{\"type\":\"array\","
      "\"items\":{\"type\":\"number\"}}}},\"required\":[\"embeddings\"]}",
-     "{\"readOnlyHint\":true,\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_embed},
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", GMCP_TOOL_SPENDS_TOKENS, t_embed, NULL},
     {"gemini_list_models", "List Gemini models",
      "List the Gemini models this server's API key can use, with their token limits and "
      "supported methods.",
@@ -521,7 +521,7 @@ static const gmcp_tool TOOLS[] = {
      "\"maximum\":1000},\"page_token\":{\"type\":\"string\"}},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"models\":{\"type\":\"array\",\"items\":{\"type\":"
      "\"object\"}},\"next_page_token\":{\"type\":\"string\"}},\"required\":[\"models\"]}",
-     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_list_models},
+     "{\"readOnlyHint\":true,\"openWorldHint\":true}", 0, t_list_models, NULL},
     {"gemini_usage", "Your usage and limits",
      "Your own usage of this server (requests, errors, Gemini tokens, bytes: this hour, "
      "today and this month), your limits (request rate, burst, token rate, in-flight cap) "
@@ -530,8 +530,8 @@ static const gmcp_tool TOOLS[] = {
      "{\"type\":\"object\",\"properties\":{\"key_id\":{\"type\":\"string\"},"
      "\"limits\":{\"type\":\"object\"},\"usage\":{\"type\":\"object\"},\"quota\":"
      "{\"type\":\"object\"}},\"required\":[\"key_id\",\"limits\",\"usage\"]}",
-     "{\"readOnlyHint\":true,\"openWorldHint\":false}", 0, t_usage},
-    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
+     "{\"readOnlyHint\":true,\"openWorldHint\":false}", 0, t_usage, NULL},
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL}};
 
 static json_t *r_model(gmcp_call *c, const char *uri, json_t *vars, void *baton)
 {

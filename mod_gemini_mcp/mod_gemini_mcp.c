@@ -8,6 +8,7 @@
 #include "mod_gemini_mcp_status.h"
 #include "mod_gemini_mcp_upload.h"
 #include "mod_gemini_mcp_tailsync.h"
+#include "mod_gemini_mcp_tasks.h"
 #include "gmcp_gemini.h"
 #include "gmcp_tools_gemini.h"
 #include "gmcp_util.h"
@@ -184,6 +185,7 @@ static void gmcp_child_init(apr_pool_t *p, server_rec *s)
     gmcp_oauth_child_init(p, s);
     gmcp_mcp_child_init(p);
     gmcp_tailsync_child_init(p, s);
+    gmcp_tasks_child_init(p, s);
     if (gmcp_http_child_init(p) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      GMCP_LOGNO(0107) "gemini_mcp: cannot create the per-thread HTTP client key");

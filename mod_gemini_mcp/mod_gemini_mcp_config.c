@@ -81,6 +81,8 @@ void *gmcp_config_create_srv(apr_pool_t *p, server_rec *s)
     c->gemini_connect_timeout = -1;
     c->gemini_retries = -1;
     c->tool_timeout = -1;
+    c->task_workers = -1;
+    c->task_ttl = -1;
     c->chat_idle = -1;
     c->breaker_threshold = -1;
     c->breaker_cooldown = -1;
@@ -108,6 +110,8 @@ void *gmcp_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
         a->gemini_connect_timeout >= 0 ? a->gemini_connect_timeout : b->gemini_connect_timeout;
     c->gemini_retries = a->gemini_retries >= 0 ? a->gemini_retries : b->gemini_retries;
     c->tool_timeout = a->tool_timeout >= 0 ? a->tool_timeout : b->tool_timeout;
+    c->task_workers = a->task_workers >= 0 ? a->task_workers : b->task_workers;
+    c->task_ttl = a->task_ttl >= 0 ? a->task_ttl : b->task_ttl;
     c->chat_idle = a->chat_idle >= 0 ? a->chat_idle : b->chat_idle;
     c->breaker_threshold = a->breaker_threshold >= 0 ? a->breaker_threshold : b->breaker_threshold;
     c->breaker_cooldown = a->breaker_cooldown >= 0 ? a->breaker_cooldown : b->breaker_cooldown;
@@ -230,6 +234,16 @@ apr_int64_t gmcp_conf_event_retention(const gmcp_srv_conf *c)
 apr_interval_time_t gmcp_conf_tool_timeout(const gmcp_srv_conf *c)
 {
     return apr_time_from_sec(c->tool_timeout >= 0 ? c->tool_timeout : 300);
+}
+
+int gmcp_conf_task_workers(const gmcp_srv_conf *c)
+{
+    return c->task_workers >= 0 ? (int)c->task_workers : 4;
+}
+
+apr_int64_t gmcp_conf_task_ttl(const gmcp_srv_conf *c)
+{
+    return c->task_ttl >= 0 ? c->task_ttl : 3600;
 }
 
 apr_int64_t gmcp_conf_chat_idle(const gmcp_srv_conf *c)
@@ -804,6 +818,11 @@ const command_rec gmcp_config_cmds[] = {
         "Seconds the breaker stays open before a probe call (default 30)"),
     NUM("GeminiMCPChatIdleTimeout", IN_MAIN, chat_idle, WHOLE, 1, 365 * DAY_SECS, RSRC_CONF,
         "Seconds after which an unused chat session expires (default 259200)"),
+    NUM("GeminiMCPTaskWorkers", IN_MAIN, task_workers, WHOLE, 0, 256, RSRC_CONF,
+        "Threads per child that run tools as MCP tasks (io.modelcontextprotocol/tasks); 0 "
+        "turns tasks off (default 4)"),
+    NUM("GeminiMCPTaskTTL", IN_MAIN, task_ttl, WHOLE, 60, 7 * DAY_SECS, RSRC_CONF,
+        "Seconds a task is kept after it was made, for tasks/get (default 3600)"),
     NUM("GeminiMCPToolTimeout", IN_MAIN, tool_timeout, WHOLE, 1, DAY_SECS, RSRC_CONF,
         "Seconds a tool call may take in all, retries included (default 300)"),
     AP_INIT_TAKE12("GeminiMCPAuth", set_auth, NULL, SRV_OR_DIR,
@@ -878,10 +897,12 @@ const command_rec gmcp_config_cmds[] = {
 
 void gmcp_config_publish(const gmcp_module_state *st) { g_state = *st; }
 
-const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c)
+const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c,
+                                   const gmcp_task_runner *tasks)
 {
     gmcp_server *srv = apr_pcalloc(p, sizeof(*srv));
     srv->registry = g_state.registry;
+    srv->tasks = tasks;
     srv->page_size = gmcp_conf_page_size(c);
     srv->server_name = "mod_gemini_mcp";
     srv->server_version = GMCP_VERSION;

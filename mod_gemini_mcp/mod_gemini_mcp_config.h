@@ -93,6 +93,8 @@ typedef struct {
     apr_int64_t gemini_connect_timeout; /* GeminiMCPGeminiConnectTimeout (s), -1 = unset */
     int gemini_retries;                 /* GeminiMCPGeminiRetries, -1 = unset */
     apr_int64_t tool_timeout;           /* GeminiMCPToolTimeout (s), -1 = unset */
+    apr_int64_t task_workers;           /* GeminiMCPTaskWorkers (per child; 0: off), -1 = unset */
+    apr_int64_t task_ttl;               /* GeminiMCPTaskTTL (s), -1 = unset */
     apr_int64_t chat_idle;              /* GeminiMCPChatIdleTimeout (s), -1 = unset */
     int breaker_threshold;              /* GeminiMCPBreakerThreshold, -1 = unset */
     apr_int64_t breaker_cooldown;       /* GeminiMCPBreakerCooldown (s), -1 = unset */
@@ -153,6 +155,8 @@ const char *gmcp_conf_principal(const gmcp_dir_conf *c);
 apr_int64_t gmcp_conf_session_idle(const gmcp_srv_conf *c);
 apr_int64_t gmcp_conf_event_retention(const gmcp_srv_conf *c);
 apr_interval_time_t gmcp_conf_tool_timeout(const gmcp_srv_conf *c);
+int gmcp_conf_task_workers(const gmcp_srv_conf *c);
+apr_int64_t gmcp_conf_task_ttl(const gmcp_srv_conf *c);
 apr_int64_t gmcp_conf_chat_idle(const gmcp_srv_conf *c);
 apr_interval_time_t gmcp_conf_gemini_timeout(const gmcp_srv_conf *c);
 apr_interval_time_t gmcp_conf_gemini_connect_timeout(const gmcp_srv_conf *c);
@@ -181,7 +185,8 @@ typedef struct {
 /* post_config (mod_gemini_mcp.c) publishes what it built; the handlers read it. */
 void gmcp_config_publish(const gmcp_module_state *st);
 /* The server description for a location (registry of all providers, page size). */
-const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c);
+const gmcp_server *gmcp_server_for(apr_pool_t *p, const gmcp_dir_conf *c,
+                                   const gmcp_task_runner *tasks);
 /* A consistent copy of the Gemini breaker's shared state, and whether a Gemini API
  * key is configured. */
 void gmcp_breaker_read(gmcp_breaker_state *out);

@@ -7,6 +7,7 @@
 #include <http_config.h>
 #include <ap_provider.h>
 #include <apr_strings.h>
+#include <apr_thread_proc.h>
 #include <apr_time.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,41 +466,193 @@ static json_t *t_header_param(gmcp_call *c, json_t *a, void *b)
     return gmcp_text_result(apr_psprintf(c->pool, "region=%s", region ? region : ""), 0);
 }
 
+/* ---- the tasks extension's fixtures (conformance 0.2.0-alpha.12, tasks-*) ---------- */
+
+static json_t *t_greet(gmcp_call *c, json_t *a, void *b)
+{
+    const char *name = json_string_value(json_object_get(a, "name"));
+    (void)b;
+    return gmcp_text_result(apr_psprintf(c->pool, "Hello, %s!", name ? name : "World"), 0);
+}
+
+/* Sleep `seconds` (reporting progress each second), stopping as soon as it is
+ * cancelled. */
+static json_t *t_slow_compute(gmcp_call *c, json_t *a, void *b)
+{
+    double secs = json_number_value(json_object_get(a, "seconds"));
+    secs = secs > 0 ? (secs < 86400 ? secs : 86400) : 0;
+    const char *label = json_string_value(json_object_get(a, "label"));
+    apr_time_t end = apr_time_now() + apr_time_from_msec((apr_int64_t)(secs * 1000));
+    int step = 0;
+    (void)b;
+    while (apr_time_now() < end) {
+        if (gmcp_cancelled(c)) return gmcp_text_result("cancelled", 1);
+        apr_sleep(apr_time_from_msec(100));
+        if (++step % 10 == 0) gmcp_progress(c, step / 10, secs, NULL);
+    }
+    return gmcp_text_result(
+        apr_psprintf(c->pool, "Computed %s in %g s", label ? label : "result", secs), 0);
+}
+
+/* A task that ends completed with a tool error (isError) after a second. */
+static json_t *t_failing_job(gmcp_call *c, json_t *a, void *b)
+{
+    (void)a;
+    (void)b;
+    apr_sleep(apr_time_from_sec(1));
+    (void)gmcp_cancelled(c);
+    return gmcp_text_result("The job failed: the input was rejected", 1);
+}
+
+/* A task that ends failed with a JSON-RPC error. */
+static json_t *t_protocol_error_job(gmcp_call *c, json_t *a, void *b)
+{
+    (void)a;
+    (void)b;
+    c->error_code = -32603;
+    c->error_message = "Internal error: the job could not run";
+    return NULL;
+}
+
+static json_t *confirm_schema(const char *message)
+{
+    return json_pack("{s:s, s:s, s:{s:s, s:{s:{s:s}}}}", "mode", "form", "message", message,
+                     "requestedSchema", "type", "object", "properties", "confirm", "type",
+                     "boolean");
+}
+
+static int accepted(json_t *ans)
+{
+    return ans && !strcmp(json_string_value(json_object_get(ans, "action")) ?: "", "accept");
+}
+
+static json_t *t_confirm_delete(gmcp_call *c, json_t *a, void *b)
+{
+    const char *file = json_string_value(json_object_get(a, "filename"));
+    json_t *ans = NULL, *out;
+    gmcp_input_result rv;
+    (void)b;
+    file = file ? file : "the file";
+    rv = gmcp_input(c, "confirm", "elicitation/create",
+                    confirm_schema(apr_psprintf(c->pool, "Delete %s?", file)), &ans);
+    if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
+    if (rv != GMCP_INPUT_OK) return gmcp_text_result("no confirmation", 1);
+    out =
+        gmcp_text_result(apr_psprintf(c->pool, accepted(ans) ? "Deleted %s" : "Kept %s", file), 0);
+    json_decref(ans);
+    return out;
+}
+
+/* Two input requests outstanding at once: each asked from its own thread, so both
+ * are in the task's inputRequests together. */
+typedef struct {
+    gmcp_call *c;
+    const char *key, *message; /* made before the threads: pools are not shared */
+    json_t *ans;
+    int rv;
+} ask_job;
+
+static void *APR_THREAD_FUNC ask_thread(apr_thread_t *th, void *d)
+{
+    ask_job *j = d;
+    j->rv = gmcp_input(j->c, j->key, "elicitation/create", confirm_schema(j->message), &j->ans);
+    if (th) apr_thread_exit(th, APR_SUCCESS);
+    return NULL;
+}
+
+static json_t *t_multi_input(gmcp_call *c, json_t *a, void *b)
+{
+    ask_job jobs[2] = {{c, "first", "Confirm the first?", NULL, GMCP_INPUT_FAILED},
+                       {c, "second", "Confirm the second?", NULL, GMCP_INPUT_FAILED}};
+    apr_thread_t *th[2] = {NULL, NULL};
+    apr_status_t st;
+    apr_pool_t *p;
+    int i, ok = 1;
+    (void)a;
+    (void)b;
+    if (!c->stateless) { /* a session's client is asked one question at a time */
+        for (i = 0; i < 2; i++) ask_thread(NULL, &jobs[i]);
+        for (i = 0; i < 2; i++) {
+            ok = ok && jobs[i].rv == GMCP_INPUT_OK;
+            json_decref(jobs[i].ans);
+        }
+        return ok ? gmcp_text_result("Both answers received", 0)
+                  : gmcp_text_result("no answers", 1);
+    }
+    if (apr_pool_create(&p, NULL) != APR_SUCCESS) return gmcp_text_result("cannot ask", 1);
+    for (i = 0; i < 2; i++)
+        if (apr_thread_create(&th[i], NULL, ask_thread, &jobs[i], p) != APR_SUCCESS) th[i] = NULL;
+    for (i = 0; i < 2; i++) {
+        if (th[i]) apr_thread_join(&st, th[i]);
+        ok = ok && th[i] && jobs[i].rv == GMCP_INPUT_OK;
+        json_decref(jobs[i].ans);
+    }
+    apr_pool_destroy(p);
+    return ok ? gmcp_text_result("Both answers received", 0) : gmcp_text_result("no answers", 1);
+}
+
+/* An input round (MRTR) in the request first, then the task, which greets by name. */
+static json_t *t_task_after_input(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL;
+    gmcp_input_result rv = gmcp_input(c, "user_name", "elicitation/create",
+                                      elicit("What is your name?", "name", "string"), &ans);
+    (void)a;
+    (void)b;
+    if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
+    json_decref(ans);
+    return rv == GMCP_INPUT_OK ? NULL : gmcp_text_result("elicitation is not available", 1);
+}
+
+static json_t *t_task_with_input(gmcp_call *c, json_t *a, void *b)
+{
+    json_t *ans = NULL, *out;
+    gmcp_input_result rv = gmcp_input(c, "user_name", "elicitation/create",
+                                      elicit("What is your name?", "name", "string"), &ans);
+    (void)a;
+    (void)b;
+    if (rv == GMCP_INPUT_NEEDED) return gmcp_input_required(c, NULL);
+    if (rv != GMCP_INPUT_OK) return gmcp_text_result("no name was given", 1);
+    out = gmcp_text_result(apr_psprintf(c->pool, "Hello, %s!", answer_text(ans, "name")), 0);
+    json_decref(ans);
+    return out;
+}
+
 static const gmcp_tool TOOLS[] = {
     {"test_simple_text", NULL, "Tests simple text content response", EMPTY_SCHEMA, NULL, NULL, 0,
-     t_simple_text},
+     t_simple_text, NULL},
     {"test_image_content", NULL, "Tests image content response", EMPTY_SCHEMA, NULL, NULL, 0,
-     t_image},
+     t_image, NULL},
     {"test_audio_content", NULL, "Tests audio content response", EMPTY_SCHEMA, NULL, NULL, 0,
-     t_audio},
+     t_audio, NULL},
     {"test_embedded_resource", NULL, "Tests embedded resource content response", EMPTY_SCHEMA, NULL,
-     NULL, 0, t_embedded},
+     NULL, 0, t_embedded, NULL},
     {"test_multiple_content_types", NULL,
      "Tests response with multiple content types "
      "(text, image, resource)",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_mixed},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_mixed, NULL},
     {"test_tool_with_logging", NULL, "Tests tool that emits log messages during execution",
-     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_logging},
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_logging, NULL},
     {"test_tool_with_progress", NULL, "Tests tool that reports progress notifications",
-     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_progress},
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_progress, NULL},
     {"test_error_handling", NULL, "Tests error response handling", EMPTY_SCHEMA, NULL, NULL, 0,
-     t_error},
+     t_error, NULL},
     {"test_sampling", NULL, "Tests server-initiated sampling (LLM completion request)",
      "{\"type\":\"object\",\"properties\":{\"prompt\":{\"type\":\"string\","
      "\"description\":\"The prompt to send to the LLM\"}},\"required\":[\"prompt\"]}",
-     NULL, NULL, GMCP_TOOL_STREAMS, t_sampling},
+     NULL, NULL, GMCP_TOOL_STREAMS, t_sampling, NULL},
     {"test_elicitation", NULL, "Tests server-initiated elicitation (user input request)",
      "{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\","
      "\"description\":\"The message to show the user\"}},\"required\":[\"message\"]}",
-     NULL, NULL, GMCP_TOOL_STREAMS, t_elicitation},
+     NULL, NULL, GMCP_TOOL_STREAMS, t_elicitation, NULL},
     {"test_elicitation_sep1034_defaults", NULL,
      "Tests elicitation with default values for "
      "all primitive types (SEP-1034)",
-     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_sep1034},
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_sep1034, NULL},
     {"test_elicitation_sep1330_enums", NULL,
      "Tests elicitation with enum schema "
      "improvements (SEP-1330)",
-     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_sep1330},
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_sep1330, NULL},
     {"json_schema_2020_12_tool", NULL, "Tool with JSON Schema 2020-12 features",
      "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
      "\"$defs\":{\"address\":{\"$anchor\":\"addressDef\",\"type\":\"object\","
@@ -511,61 +664,79 @@ static const gmcp_tool TOOLS[] = {
      "\"if\":{\"properties\":{\"contactMethod\":{\"const\":\"phone\"}},"
      "\"required\":[\"contactMethod\"]},\"then\":{\"required\":[\"phone\"]},"
      "\"else\":{\"required\":[\"email\"]},\"additionalProperties\":false}",
-     NULL, NULL, 0, t_schema_2020_12},
+     NULL, NULL, 0, t_schema_2020_12, NULL},
     {"test_reconnection", NULL,
      "Tests SSE stream disconnection and client reconnection "
      "(SEP-1699): closes the stream before the result",
-     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_reconnection},
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_reconnection, NULL},
     /* 2026-07-28 */
     {"test_missing_capability", NULL,
      "Test tool requiring the client's sampling "
      "capability (-32021 without it)",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_missing_capability},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_missing_capability, NULL},
     {"test_input_required_result_elicitation", NULL,
      "MRTR: returns InputRequiredResult "
      "with an elicitation request",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_elicitation},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_elicitation, NULL},
     {"test_input_required_result_sampling", NULL,
      "MRTR: returns InputRequiredResult with "
      "a sampling request",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_sampling},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_sampling, NULL},
     {"test_input_required_result_list_roots", NULL,
      "MRTR: returns InputRequiredResult "
      "with a roots/list request",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_roots},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_roots, NULL},
     {"test_input_required_result_request_state", NULL,
      "MRTR: returns InputRequiredResult "
      "with requestState",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_request_state},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_request_state, NULL},
     {"test_input_required_result_multiple_inputs", NULL,
      "MRTR: returns InputRequiredResult "
      "with multiple input requests",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_multiple},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_multiple, NULL},
     {"test_input_required_result_multi_round", NULL,
      "MRTR: multi-round "
      "InputRequiredResult workflow",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_multi_round},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_multi_round, NULL},
     {"test_input_required_result_tampered_state", NULL,
      "MRTR: HMAC-sealed requestState "
      "integrity test",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_tampered},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_tampered, NULL},
     {"test_input_required_result_capabilities", NULL,
      "MRTR: only requests input the "
      "client declared capabilities for",
-     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_capabilities},
+     EMPTY_SCHEMA, NULL, NULL, 0, t_irr_capabilities, NULL},
     {"test_streaming_elicitation", NULL, "Diagnostic tool answering on a response stream",
-     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_streaming},
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_streaming, NULL},
     {"test_logging_tool", NULL,
      "Diagnostic tool that logs only when the request asked "
      "for a log level",
-     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_logging_tool},
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_STREAMS, t_logging_tool, NULL},
     {"test_header_param", NULL,
      "Tool whose 'region' argument travels in the "
      "Mcp-Param-Region header (SEP-2243)",
      "{\"type\":\"object\",\"properties\":{\"region\":{\"type\":\"string\","
      "\"x-mcp-header\":\"Region\"}},\"required\":[\"region\"]}",
-     NULL, NULL, 0, t_header_param},
-    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
+     NULL, NULL, 0, t_header_param, NULL},
+    {"greet", NULL, "Greets by name (never a task)",
+     "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}}}", NULL, NULL, 0,
+     t_greet, NULL},
+    {"slow_compute", NULL, "Takes `seconds` (a task when the client takes tasks)",
+     "{\"type\":\"object\",\"properties\":{\"seconds\":{\"type\":\"number\"},"
+     "\"label\":{\"type\":\"string\"}}}",
+     NULL, NULL, GMCP_TOOL_TASK, t_slow_compute, NULL},
+    {"failing_job", NULL, "Runs only as a task, and ends with a tool error", EMPTY_SCHEMA, NULL,
+     NULL, GMCP_TOOL_TASK_REQUIRED, t_failing_job, NULL},
+    {"protocol_error_job", NULL, "A task that ends failed (a JSON-RPC error)", EMPTY_SCHEMA, NULL,
+     NULL, GMCP_TOOL_TASK, t_protocol_error_job, NULL},
+    {"confirm_delete", NULL, "Asks to confirm, then deletes (nothing)",
+     "{\"type\":\"object\",\"properties\":{\"filename\":{\"type\":\"string\"}}}", NULL, NULL,
+     GMCP_TOOL_TASK, t_confirm_delete, NULL},
+    {"multi_input", NULL, "Asks two questions at once (only as a task)", EMPTY_SCHEMA, NULL, NULL,
+     GMCP_TOOL_TASK_REQUIRED, t_multi_input, NULL},
+    {"test_tool_with_task", NULL, "Asks a name first (input_required), then greets in a task",
+     EMPTY_SCHEMA, NULL, NULL, GMCP_TOOL_TASK, t_task_with_input, t_task_after_input},
+    {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL}};
 
 static json_t *contents1(const char *uri, const char *mime, const char *key, const char *val)
 {

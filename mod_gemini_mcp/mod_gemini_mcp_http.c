@@ -11,6 +11,7 @@
 #include "mod_gemini_mcp_config.h"
 #include "mod_gemini_mcp_db.h"
 #include "mod_gemini_mcp_respond.h"
+#include "mod_gemini_mcp_tasks.h"
 #include "gmcp_chat.h"
 #include "gmcp_lease.h"
 #include "gmcp_session_cache.h"
@@ -937,7 +938,7 @@ static gmcp_req *req_make(request_rec *r)
     x->r = r;
     x->dc = gmcp_config_dir(r);
     x->sc = gmcp_config_srv(r->server);
-    x->srv = gmcp_server_for(r->pool, x->dc);
+    x->srv = gmcp_server_for(r->pool, x->dc, gmcp_tasks_runner());
     x->call.pool = r->pool;
     x->call.ops = &CALL_OPS;
     x->call.transport = x;

@@ -68,15 +68,20 @@ def test_conformance_alpha_2025_11_25(server):
     assert not re.search(r"^\s*✗", out, re.M)
 
 
+TASK_SCENARIOS = ("tasks-lifecycle", "tasks-capability-negotiation", "tasks-wire-fields",
+                  "tasks-request-state-removal", "tasks-mrtr-input", "tasks-request-headers",
+                  "tasks-dispatch-and-envelope", "tasks-required-task-error",
+                  "tasks-mrtr-composition")
+
+
 def test_conformance_alpha_2026_07_28(server):
-    """The stateless revision: every scored scenario and the pending ones pass. The
-    not-scored tasks extension (SEP-2663) is not implemented; the referee exits 0."""
-    passed, out = referee(CONF_ALPHA, server.url, "--requirements", "2026-07-28",
-                          failing_ok=("tasks-",))
+    """The stateless revision: every scored scenario, the pending ones and the
+    not-scored tasks extension (SEP-2663, io.modelcontextprotocol/tasks) pass."""
+    passed, out = referee(CONF_ALPHA, server.url, "--requirements", "2026-07-28")
     for pending in ("json-schema-2020-12", "http-header-validation",
-                    "http-custom-header-server-validation"):
+                    "http-custom-header-server-validation") + TASK_SCENARIOS:
         assert re.search(rf"^✓ {pending}:", out, re.M), pending
-    assert passed >= 160
+    assert passed >= 190
 
 
 @pytest.mark.parametrize("mode", ["auto", "pin"])

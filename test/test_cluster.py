@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from conftest import INIT_PARAMS, ROOT, check_logs, response_of
-from test_clients import CONF_ALPHA, CONF_STABLE, node, referee
+from test_clients import CONF_ALPHA, CONF_STABLE, TASK_SCENARIOS, node, referee
 from test_uploads import make_file, sha256_file, tus_js
 
 START_CLUSTER = os.path.join(ROOT, "test", "start-cluster")
@@ -514,10 +514,12 @@ def test_conformance_alpha_2025_11_25_through_the_front(cluster):
 
 def test_conformance_alpha_2026_07_28_through_the_front(cluster):
     """Including the three multi-round-trip scenarios, whose requestState one node seals
-    and another opens."""
-    passed, out = referee(CONF_ALPHA, cluster.url, "--requirements", "2026-07-28",
-                          failing_ok=("tasks-",))
-    assert passed >= 160
+    and another opens, and the tasks scenarios: a task made on one node is polled,
+    answered and cancelled through the others."""
+    passed, out = referee(CONF_ALPHA, cluster.url, "--requirements", "2026-07-28")
+    for scenario in TASK_SCENARIOS:
+        assert re.search(rf"^✓ {scenario}:", out, re.M), scenario
+    assert passed >= 190
 
 
 # ---- limits every node counts in the database (GeminiMCPRateLimitStore dbd) -------------------

@@ -158,12 +158,13 @@ static void t_registry_resource(apr_pool_t *p)
 static void t_registry(apr_pool_t *p)
 {
     static const gmcp_tool good[] = {
-        {"a_tool", NULL, "d", "{\"type\":\"object\"}", NULL, NULL, 0, dummy},
-        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
-    static const gmcp_tool bad_name[] = {{"bad name", NULL, "d", "{}", NULL, NULL, 0, dummy},
-                                         {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
-    static const gmcp_tool bad_schema[] = {{"t", NULL, "d", "{not json", NULL, NULL, 0, dummy},
-                                           {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}};
+        {"a_tool", NULL, "d", "{\"type\":\"object\"}", NULL, NULL, 0, dummy, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL}};
+    static const gmcp_tool bad_name[] = {{"bad name", NULL, "d", "{}", NULL, NULL, 0, dummy, NULL},
+                                         {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL}};
+    static const gmcp_tool bad_schema[] = {
+        {"t", NULL, "d", "{not json", NULL, NULL, 0, dummy, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL}};
     gmcp_provider a = {"a", NULL, good, NULL, NULL, NULL, NULL};
     gmcp_provider b = {"b", NULL, bad_name, NULL, NULL, NULL, NULL};
     gmcp_provider c = {"c", NULL, bad_schema, NULL, NULL, NULL, NULL};
