@@ -295,8 +295,9 @@ static json_t *task_method(gmcp_rpc_ctx *x, const gmcp_msg *m, int op)
         ? gmcp_task_answer(db, id, x->principal, gmcp_json_obj(m->params, "inputResponses"), now)
         : op == TASK_CANCEL ? gmcp_task_cancel(db, id, x->principal, now)
                             : gmcp_task_get(db, id, x->principal, &t);
-    /* A task whose process is gone is failed now, not at the next sweep. */
+    /* Past its TTL a task is not served, though cleanup has not removed it yet. */
     if (rv == APR_SUCCESS && op == TASK_GET && t.expires < gmcp_now_sec()) rv = APR_ENOENT;
+    /* A task whose process is gone is failed now, not at the next sweep. */
     if (rv == APR_SUCCESS && op == TASK_GET && !gmcp_task_terminal(t.status)
         && (t.lease_until < gmcp_now_sec() || gmcp_lease_holder_dead(t.holder))) {
         int n = 0;
