@@ -91,6 +91,11 @@ INSERT INTO usage_hourly (key_id, hour, requests, prompt_tokens)
   SELECT 'key' || x, x * 3600, x, x * 7 FROM ({series}) s;
 INSERT INTO audit_log (at, actor, action, key_id, detail)
   VALUES (1700000000, 'test', 'seed', '', '{t}');
+INSERT INTO mcp_tasks (id, owner, key_id, tool, request, status, status_message, outcome,
+                       created_ms, updated_ms, ttl_ms, expires)
+  VALUES ('task-1', 'alice', 'k1', 'slow_compute', '{{"name":"slow_compute"}}', 'completed',
+          '{t}', '{{"content":[{{"type":"text","text":"done"}}]}}', 1700000000123,
+          1700000001456, 3600000, 1700003601);
 """)
 
 
@@ -169,8 +174,13 @@ def test_roundtrip_sqlite_pg_sqlite(tmp, pg_dsn):
     assert r.returncode == 0, r.stderr
     mc = backup(back, os.path.join(tmp, "c.gmcpbak"))
     assert tables_of(mc) == tables_of(ma)
-    # the data itself, not only the hashes
+    # the data itself, not only the hashes (a task too: millisecond times, JSON as text)
     assert query(back, "SELECT title FROM chat_sessions WHERE id = 's-b'") == TRICKY.strip()
+    assert query(back, "SELECT status_message FROM mcp_tasks WHERE id = 'task-1'") == \
+        TRICKY.strip()
+    assert query(pg, "SELECT created_ms || ' ' || outcome FROM mcp_tasks") == \
+        '1700000000123 {"content":[{"type":"text","text":"done"}]}'
+    assert tables_of(mc)["mcp_tasks"][0] == 1
     # ids continue past the loaded ones on both engines
     for t in (pg, back):
         run_sql(t, "INSERT INTO audit_log (at, actor, action) VALUES (1, 'x', 'after');")
