@@ -351,7 +351,7 @@ def test_subscribe_unsubscribe(server, sid):
 def test_pagination(start):
     s = start("sqlite", "--fixtures", "--location-conf", "GeminiMCPPageSize 5")
     sid = s.initialize()
-    n_tools = 41   # the fixtures module's 26 tools and the 15 gemini_* tools
+    n_tools = 48   # the fixtures module's 33 tools and the 15 gemini_* tools
     seen, cursor, pages = [], None, 0
     while True:
         params = {"cursor": cursor} if cursor else {}
