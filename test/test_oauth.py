@@ -360,8 +360,17 @@ def test_usage_shows_oauth_subjects(srv, issuer):
         for i in range(calls):
             assert tool(srv, tok, sid, "test_simple_text", rid=i + 1).status_code == 200
     srv.graceful_restart()  # flushes the counters kept in shared memory
-    dave = json.loads(srv.gmcpctl_run("--json", "usage", "--key", "oauth:dave").stdout)
-    fern = json.loads(srv.gmcpctl_run("--json", "usage", "--key", row).stdout)
+
+    def usage(key, want):
+        # The old children write their counts as they end, which may be after the new
+        # generation already serves (under ASan, seconds after).
+        deadline = time.time() + 20
+        while True:
+            rows = json.loads(srv.gmcpctl_run("--json", "usage", "--key", key).stdout)
+            if sum(u["requests"] for u in rows) >= want or time.time() > deadline:
+                return rows
+            time.sleep(0.2)
+    dave, fern = usage("oauth:dave", 4), usage(row, 5)
     # initialize, notifications/initialized and the calls
     assert sum(u["requests"] for u in dave) == 2 + 2, dave
     assert sum(u["requests"] for u in fern) == 2 + 3, fern
