@@ -58,7 +58,10 @@ int gmcp_sniff_conflict(const char *declared, const char *sniffed)
     if (apr_pool_create(&p, NULL) != APR_SUCCESS) return 0;
     d = canon(p, declared);
     s = canon(p, sniffed);
-    if (!strcmp(s, "image/svg+xml")) {
+    if (!strcmp(d, "application/octet-stream")) {
+        conflict = 0; /* "some bytes" claims nothing; random data can look like MP3 */
+    }
+    else if (!strcmp(s, "image/svg+xml")) {
         conflict = 0; /* text (XML): declared as anything textual is fine */
     }
     else if (top_is(s, "image") || !strcmp(s, "application/pdf")) {

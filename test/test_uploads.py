@@ -474,8 +474,8 @@ def test_content_type_is_checked_against_the_declared_one(us):
     assert r.status_code == 415 and "image/png" in r.text and "application/pdf" in r.text
     assert requests.head(url, headers=auth(us.key)).headers["Upload-Offset"] == "0"
     assert os.path.getsize(spool(us, url)) == 0                  # the chunk was discarded
-    # The truth declared (or nothing declared) passes; what was found is recorded.
-    for ft in ("image/png", None):
+    # The truth declared (or nothing, or generic binary) passes; what was found is recorded.
+    for ft in ("image/png", None, "application/octet-stream"):
         meta = "filename " + b64("a.png") + (",filetype " + b64(ft) if ft else "")
         url = create(us, us.key, len(PNG), **{"Upload-Metadata": meta})
         assert patch(url, us.key, 0, PNG).status_code == 204

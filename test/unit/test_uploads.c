@@ -274,7 +274,8 @@ static void t_sniff(apr_pool_t *p)
     CHECK(!gmcp_sniff_conflict("application/vnd.openxmlformats-officedocument."
                                "wordprocessingml.document",
                                "application/zip"));
-    CHECK(!gmcp_sniff_conflict("", "image/png")); /* nothing declared */
+    CHECK(!gmcp_sniff_conflict("", "image/png"));                          /* nothing declared */
+    CHECK(!gmcp_sniff_conflict("Application/Octet-Stream", "audio/mpeg")); /* nor generic */
     CHECK(!gmcp_sniff_conflict("image/png", NULL));
 }
 
