@@ -16,7 +16,10 @@ typedef struct {
 } gmcp_child_thread;
 
 /* Make t's mutex and condition and run fn(t) in a thread of pchild. APR_SUCCESS, or the
- * error (t->mu NULL). fn returns once it sees t->stop. */
+ * error (t->mu NULL). fn returns once it sees t->stop: by returning, never by
+ * apr_thread_exit(), whose pthread_exit() leaves ASan's scope poisoning on the stack
+ * so the runtime's own thread teardown trips on it and ends the child before the
+ * child pool's cleanups (the last usage flush) run. The thread's pool goes with pchild. */
 apr_status_t gmcp_child_thread_start(gmcp_child_thread *t, apr_pool_t *pchild,
                                      apr_thread_start_t fn);
 

@@ -555,9 +555,9 @@ typedef struct {
 static void *APR_THREAD_FUNC ask_thread(apr_thread_t *th, void *d)
 {
     ask_job *j = d;
+    (void)th;
     j->rv = gmcp_input(j->c, j->key, "elicitation/create", confirm_schema(j->message), &j->ans);
-    if (th) apr_thread_exit(th, APR_SUCCESS);
-    return NULL;
+    return NULL; /* not apr_thread_exit(): see gmcp_child_thread_start */
 }
 
 static json_t *t_multi_input(gmcp_call *c, json_t *a, void *b)

@@ -112,6 +112,7 @@ static void renew_all(apr_pool_t *p, const apr_array_header_t *slots)
 
 static void *APR_THREAD_FUNC renewer(apr_thread_t *t, void *data)
 {
+    (void)t;
     (void)data;
     apr_thread_mutex_lock(g_renewer.mu);
     while (!g_renewer.stop) {
@@ -134,8 +135,7 @@ static void *APR_THREAD_FUNC renewer(apr_thread_t *t, void *data)
         apr_thread_mutex_lock(g_renewer.mu);
     }
     apr_thread_mutex_unlock(g_renewer.mu);
-    apr_thread_exit(t, APR_SUCCESS);
-    return NULL;
+    return NULL; /* not apr_thread_exit(): see gmcp_child_thread_start */
 }
 
 void gmcp_inflight_child_init(apr_pool_t *pchild, server_rec *s)

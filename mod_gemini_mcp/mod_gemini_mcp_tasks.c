@@ -487,6 +487,7 @@ static void renew_and_reap(int reap)
 static void *APR_THREAD_FUNC renewer(apr_thread_t *th, void *data)
 {
     int round = 0;
+    (void)th;
     (void)data;
     apr_thread_mutex_lock(g_renewer.mu);
     while (!g_renewer.stop) {
@@ -497,8 +498,7 @@ static void *APR_THREAD_FUNC renewer(apr_thread_t *th, void *data)
         apr_thread_mutex_lock(g_renewer.mu);
     }
     apr_thread_mutex_unlock(g_renewer.mu);
-    apr_thread_exit(th, APR_SUCCESS);
-    return NULL;
+    return NULL; /* not apr_thread_exit(): see gmcp_child_thread_start */
 }
 
 /* A pre-cleanup of the child pool, run before the renewer's: the running tasks finish,

@@ -202,11 +202,24 @@ def check_logs(request, servers):
             if re.search(r"\[(\w+:)?(error|warn|crit|alert|emerg)\]", line) and \
                     not any(p.search(line) for p in allowed):
                 bad.append(line)
-        logdir = os.path.dirname(s.info["error_log"])
-        reports = [f for f in os.listdir(logdir) if f.startswith(("asan", "ubsan"))] \
-            if os.path.isdir(logdir) else []
-        assert not reports, f"sanitizer reports in {logdir}: {reports}"
+    reports = new_sanitizer_reports()
+    assert not reports, "sanitizer reports:\n" + "\n".join(reports)
     assert not bad, "unexpected error log lines:\n" + "\n".join(bad)
+
+
+SEEN_REPORTS = set()
+
+
+def new_sanitizer_reports():
+    """Sanitizer reports written since the last look, each as its name and first lines."""
+    d = os.environ.get("GMCP_SANITIZER_DIR")
+    out = []
+    for f in sorted(os.listdir(d)) if d and os.path.isdir(d) else []:
+        if f.startswith(("asan", "ubsan")) and f not in SEEN_REPORTS:
+            SEEN_REPORTS.add(f)
+            with open(os.path.join(d, f), errors="replace") as fh:
+                out.append(f"{d}/{f}:\n" + "".join(fh.readlines()[:40]))
+    return out
 
 
 class FakeGemini:
@@ -285,6 +298,13 @@ def server(request):
 
 # Log lines a test expects can be declared with @pytest.mark.expect_log(r"regex", ...).
 def pytest_configure(config):
+    # One directory for every httpd's sanitizer reports, kept for the whole session:
+    # check_logs fails the test whose server wrote one, pytest_sessionfinish the run for
+    # any written after (a module's server stopping, a child ending at shutdown).
+    if not os.environ.get("GMCP_SANITIZER_DIR"):
+        d = tempfile.mkdtemp(prefix="gmcp-sanitizer-")
+        os.chmod(d, 0o1777)
+        os.environ["GMCP_SANITIZER_DIR"] = d
     config.addinivalue_line("markers", "expect_log(*patterns): error-log lines this test causes")
 
 
@@ -297,3 +317,11 @@ def _server_logs(request):
     s.new_log_lines()
     yield
     check_logs(request, [s])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reports = new_sanitizer_reports()
+    if reports:
+        sys.stderr.write("\nsanitizer reports written outside a checked test:\n"
+                         + "\n".join(reports) + "\n")
+        session.exitstatus = 1

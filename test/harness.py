@@ -104,6 +104,14 @@ LoadModule gemini_mcp_module {build}/mod_gemini_mcp.so
     return conf
 
 
+def sanitizer_dir(logdir):
+    """Where httpd's sanitizer reports go: the test session's directory (conftest sets
+    GMCP_SANITIZER_DIR, which outlives every server, so reports written as a server
+    stops are seen too), else one beside the log. Either is writable by the children,
+    which run as RUN_USER when the tests are root; without that their reports are lost."""
+    return os.environ.get("GMCP_SANITIZER_DIR") or os.path.join(logdir, "sanitizer")
+
+
 def httpd_env(build, logdir):
     """Environment for running httpd with the module from `build`: a sanitizer build
     needs the ASan runtime preloaded into the (uninstrumented) httpd binary."""
@@ -111,8 +119,11 @@ def httpd_env(build, logdir):
     if os.path.basename(build.rstrip("/")).endswith("asan"):   # build-asan, build-x-asan
         libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
                                  text=True).stdout.strip()
+        reports = sanitizer_dir(logdir)
+        os.makedirs(reports, exist_ok=True)
+        os.chmod(reports, 0o1777)
         env["LD_PRELOAD"] = libasan
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=0:log_path=" + os.path.join(logdir, "asan"))
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=0:log_path=" + os.path.join(reports, "asan"))
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:log_path="
-                       + os.path.join(logdir, "ubsan"))
+                       + os.path.join(reports, "ubsan"))
     return env

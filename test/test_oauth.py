@@ -349,9 +349,6 @@ def test_token_paths_keep_no_connection(srv, issuer):
     assert time.time() - start < 2
 
 
-@pytest.mark.skipif("asan" in os.environ.get("GMCP_BUILD", ""),
-                    reason="under ASan in the full suite oauth:dave's usage was missing after the "
-                           "graceful restart (CI, 2026-12-04); open, being investigated")
 def test_usage_shows_oauth_subjects(srv, issuer):
     """gmcpctl usage: a subject without a key row is metered as oauth:<sub>, one with a
     row (keys create --subject) under the row's id."""
